@@ -1,0 +1,126 @@
+//! Body wrappers that count bytes per member and end the in-flight count at body end.
+//!
+//! Why at body end: a response whose headers arrived may stream for minutes; releasing the
+//! in-flight count at headers (as some balancers do) makes least-outstanding and P2C send more
+//! work to a member that is still busy.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::registry::{InFlight, Member};
+
+pin_project! {
+    /// The request body as the inner service sees it: the client's body, counted into the
+    /// member's `bytes_to_member`.
+    #[derive(Debug)]
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        member: Arc<Member>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn new(inner: B, member: Arc<Member>) -> Self {
+        Self { inner, member }
+    }
+
+    /// The client's body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(d) = f.data_ref() {
+                this.member
+                    .stats()
+                    .add_bytes_to_member(d.remaining() as u64);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The response body as the client sees it: the member's body, counted into the member's
+    /// `bytes_from_member`, holding the request in flight until it ends, fails or is dropped.
+    #[derive(Debug)]
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+
+    /// Whether the body still counts as in flight.
+    pub fn is_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(d), Some(g)) = (f.data_ref(), this.in_flight.as_ref()) {
+                    g.member()
+                        .stats()
+                        .add_bytes_from_member(d.remaining() as u64);
+                }
+            }
+            // the end or an error: the request is over for this member
+            Some(Err(_)) | None => {
+                this.in_flight.take();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

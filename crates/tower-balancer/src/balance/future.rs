@@ -1,0 +1,149 @@
+//! The balance layer's response future: observes the outcome, tags the response.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::body::ResponseBody;
+use super::error::{AttemptError, BalanceError};
+use super::extensions::ServedBy;
+use super::service::Report;
+use crate::outcome::{FailureKind, Outcome};
+use crate::registry::InFlight;
+use crate::upstream::find_upstream_error;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`Balance`](super::Balance).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Attempt {
+            #[pin]
+            fut: F,
+            attempt: Option<Attempt>,
+        },
+        Failed {
+            error: Option<BalanceError>,
+        },
+    }
+}
+
+struct Attempt {
+    in_flight: InFlight,
+    started: Instant,
+    report: Arc<Report>,
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn attempt(
+        fut: F,
+        in_flight: InFlight,
+        started: Instant,
+        report: Arc<Report>,
+    ) -> Self {
+        Self {
+            kind: Kind::Attempt {
+                fut,
+                attempt: Some(Attempt {
+                    in_flight,
+                    started,
+                    report,
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: BalanceError) -> Self {
+        Self {
+            kind: Kind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+const POLLED_AFTER_READY: &str = "balance response future polled after completion";
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Failed { error } => Poll::Ready(Err(error.take().map_or_else(
+                || BoxError::from(POLLED_AFTER_READY),
+                |e| Box::new(e) as BoxError,
+            ))),
+            KindProj::Attempt { fut, attempt } => {
+                let result = ready!(fut.poll(cx));
+                let Some(Attempt {
+                    in_flight,
+                    started,
+                    report,
+                }) = attempt.take()
+                else {
+                    return Poll::Ready(Err(POLLED_AFTER_READY.into()));
+                };
+                let member = in_flight.member().clone();
+                match result {
+                    Ok(res) => {
+                        let latency = started.elapsed();
+                        let status = res.status();
+                        let outcome = if report.failure_statuses.contains(status) {
+                            Outcome::Failure {
+                                kind: FailureKind::Status(status),
+                                latency: Some(latency),
+                            }
+                        } else {
+                            Outcome::Success { latency }
+                        };
+                        report.record(&member, &outcome);
+                        let (mut parts, body) = res.into_parts();
+                        parts.extensions.insert(ServedBy(member));
+                        Poll::Ready(Ok(Response::from_parts(
+                            parts,
+                            ResponseBody::new(body, in_flight),
+                        )))
+                    }
+                    Err(e) => {
+                        drop(in_flight);
+                        let e: BoxError = e.into();
+                        let outcome = match find_upstream_error(&*e) {
+                            Some(u) => u.failure_kind().map_or(Outcome::NotCounted, |kind| {
+                                Outcome::Failure {
+                                    kind,
+                                    latency: None,
+                                }
+                            }),
+                            None => Outcome::Failure {
+                                kind: FailureKind::Other,
+                                latency: None,
+                            },
+                        };
+                        report.record(&member, &outcome);
+                        Poll::Ready(Err(Box::new(AttemptError::new(member, e))))
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The innermost layer: pick a member, account for it, observe the outcome.
+//!
+//! Why a layer around one per-member service rather than a service per member: the inner
+//! service (a pooled HTTP client, usually) already knows how to reach any endpoint; what it
+//! lacks is the decision. [`Balance`] takes a [`Snapshot`](crate::registry::Snapshot) per
+//! request, picks a member with the [`Strategy`](crate::strategy::Strategy) (or the
+//! [`PinnedRoute`] the sticky layer set, when that member can serve), writes [`Picked`] into
+//! the request's extensions, counts the request in flight until the response body ends,
+//! records latency, bytes and the [`Outcome`](crate::outcome::Outcome) on the member, and puts
+//! [`ServedBy`] into the response's extensions.
+//!
+//! When no member can take the request the response future fails with [`BalanceError`];
+//! [`error_status`] maps any error of the stack to the status a client should see (503 here).
+
+mod body;
+mod error;
+mod extensions;
+mod future;
+mod key;
+mod layer;
+mod service;
+mod status;
+
+pub use body::{RequestBody, ResponseBody};
+pub use error::{error_status, AttemptError, BalanceError};
+pub use extensions::{Picked, PinnedRoute, RequestKey, ServedBy};
+pub use future::ResponseFuture;
+pub use key::{HashKey, HeaderKey, PathKey};
+pub use layer::BalanceLayer;
+pub use service::Balance;
+pub use status::FailureStatuses;

@@ -1,0 +1,25 @@
+//! An embeddable HTTP load balancer, as tower layers.
+//!
+//! tower-balancer does the job Apache's `mod_proxy_balancer` does in front of a cluster —
+//! pick a member, keep sessions on their member, fail over when a member dies, probe health —
+//! as [`tower`] layers you compose into your own hyper or axum server.
+//!
+//! A request flows through the stack from the outside in:
+//!
+//! ```text
+//! client ─▶ Sticky ─▶ Failover ─▶ Balance ─▶ Forward (any per-member tower Service)
+//! ```
+//!
+//! This release carries the core: the [`registry`] (members, admin state, health, live stats,
+//! lock-free snapshots, discovery), the [`strategy`] trait with seven strategies, and the
+//! [`balance`] layer. Errors from any layer map to a client status with
+//! [`balance::error_status`].
+
+pub mod balance;
+pub mod outcome;
+pub mod registry;
+pub mod strategy;
+pub mod upstream;
+
+/// The boxed error type the layers return, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,611 @@
+//! The `Registry` handle: the one place members are added, changed and removed.
+//!
+//! Why one writer lock and lock-free readers: changes are rare (an operator, a probe, a DNS
+//! answer) and may take a few milliseconds to rebuild strategy tables; picks are constant and
+//! must never wait. Writers serialise on a mutex, build a new [`Snapshot`] and swap it in;
+//! readers load the current snapshot with one atomic operation.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
+
+use super::error::RegistryError;
+use super::member::{check_weight, AdminState, Health, Member, MemberId, MemberSpec};
+use super::snapshot::{Snapshot, Table, Tier};
+use super::stats::RegistryLoad;
+
+/// Builds one strategy's table for one tier; `None` once the strategy is gone.
+pub(crate) trait TableBuilder: Send + Sync {
+    fn build(&self, members: &[Arc<Member>]) -> Option<Table>;
+}
+
+/// The set of members a balancer sends to. Cheap to clone: clones share one registry.
+///
+/// ```
+/// use tower_balancer::registry::{AdminState, MemberId, MemberSpec, Registry};
+///
+/// let registry = Registry::new();
+/// let node1 = MemberId::new("node1")?;
+/// registry.insert(MemberSpec::new(node1.clone(), "https://abc.com:9443".parse()?))?;
+/// registry.insert(MemberSpec::new(MemberId::new("node2")?, "https://xyz.com:9444".parse()?).weight(2))?;
+/// registry.set_state("node1", AdminState::Draining)?;
+///
+/// let snapshot = registry.load();
+/// assert_eq!(snapshot.len(), 2);
+/// assert_eq!(snapshot.get("node1").unwrap().state(), AdminState::Draining);
+/// // only node2 takes new requests now
+/// assert_eq!(snapshot.tiers()[0].members().len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: ArcSwap<Snapshot>,
+    writer: Mutex<Writer>,
+    changes: watch::Sender<u64>,
+    load: Arc<RegistryLoad>,
+}
+
+struct Writer {
+    members: BTreeMap<MemberId, Arc<Member>>,
+    builders: Vec<Option<Arc<dyn TableBuilder>>>,
+    version: u64,
+    next_serial: u64,
+}
+
+/// A snapshot held for the duration of one pick: a cheap, lock-free borrow.
+pub struct SnapshotGuard(Guard<Arc<Snapshot>>);
+
+impl Deref for SnapshotGuard {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SnapshotGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// Tells a status page or probe that the registry changed. Made by [`Registry::subscribe`].
+#[derive(Debug, Clone)]
+pub struct Changes(watch::Receiver<u64>);
+
+/// The registry was dropped; no more changes will come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the registry was dropped")]
+pub struct RegistryClosed;
+
+impl Changes {
+    /// The version last seen.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// Waits for a version newer than the last one seen and returns it.
+    ///
+    /// # Errors
+    /// [`RegistryClosed`] once every handle of the registry is dropped.
+    pub async fn changed(&mut self) -> Result<u64, RegistryClosed> {
+        self.0.changed().await.map_err(|_| RegistryClosed)?;
+        Ok(*self.0.borrow_and_update())
+    }
+}
+
+/// Several changes applied under one lock, with one snapshot rebuild at the end.
+/// Made by [`Registry::update`].
+pub struct Batch<'a> {
+    writer: &'a mut Writer,
+    load: &'a Arc<RegistryLoad>,
+    changed: bool,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("snapshot", &*self.load())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        let (changes, _) = watch::channel(0);
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(Snapshot::new(0, Box::new([]), Box::new([]))),
+                writer: Mutex::new(Writer {
+                    members: BTreeMap::new(),
+                    builders: Vec::new(),
+                    version: 0,
+                    next_serial: 1,
+                }),
+                changes,
+                load: Arc::new(RegistryLoad::default()),
+            }),
+        }
+    }
+
+    /// The current snapshot, borrowed without locking; hold it only for one pick.
+    #[must_use]
+    pub fn load(&self) -> SnapshotGuard {
+        SnapshotGuard(self.shared.current.load())
+    }
+
+    /// The current snapshot as an owned `Arc`, to keep across awaits.
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// Requests in flight on all members.
+    #[must_use]
+    pub fn load_stats(&self) -> &RegistryLoad {
+        &self.shared.load
+    }
+
+    /// Subscribes to changes.
+    #[must_use]
+    pub fn subscribe(&self) -> Changes {
+        Changes(self.shared.changes.subscribe())
+    }
+
+    /// Adds a member.
+    ///
+    /// # Errors
+    /// [`RegistryError::DuplicateId`] if the id is taken, [`RegistryError::InvalidWeight`] for
+    /// a weight outside 1..=65535.
+    pub fn insert(&self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
+        self.update(|b| b.insert(spec))
+    }
+
+    /// Adds a member, or brings an existing one in line with `spec`: with the same endpoint
+    /// its settings change and its stats stay; with another endpoint it is replaced by a new
+    /// member. Discovery uses this.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidWeight`] for a weight outside 1..=65535.
+    pub fn upsert(&self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
+        self.update(|b| b.upsert(spec))
+    }
+
+    /// Removes a member. Requests already in flight on it finish normally; no pick that starts
+    /// after this returns can choose it.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`] if no member has this id.
+    pub fn remove(&self, id: &str) -> Result<Arc<Member>, RegistryError> {
+        self.update(|b| b.remove(id))
+    }
+
+    /// Changes a member's weight.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`], or [`RegistryError::InvalidWeight`] outside 1..=65535.
+    pub fn set_weight(&self, id: &str, weight: u32) -> Result<(), RegistryError> {
+        self.update(|b| b.set_weight(id, weight))
+    }
+
+    /// Changes a member's priority set.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`].
+    pub fn set_priority(&self, id: &str, priority: u16) -> Result<(), RegistryError> {
+        self.update(|b| b.set_priority(id, priority))
+    }
+
+    /// Changes a member's admin state.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`].
+    pub fn set_state(&self, id: &str, state: AdminState) -> Result<(), RegistryError> {
+        self.update(|b| b.set_state(id, state))
+    }
+
+    /// Changes a member's health.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`].
+    pub fn set_health(&self, id: &str, health: Health) -> Result<(), RegistryError> {
+        self.update(|b| b.set_health(id, health))
+    }
+
+    /// Applies several changes with a single snapshot rebuild. Each change takes effect in
+    /// order; if the closure returns an error, the changes made before it stay and are
+    /// published.
+    ///
+    /// # Errors
+    /// Whatever the closure returns.
+    pub fn update<T, E>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T, E>) -> Result<T, E> {
+        let mut writer = self.lock();
+        let mut batch = Batch {
+            writer: &mut writer,
+            load: &self.shared.load,
+            changed: false,
+        };
+        let result = f(&mut batch);
+        if batch.changed {
+            self.publish(&mut writer);
+        }
+        result
+    }
+
+    /// Registers a strategy table builder and returns its slot. The snapshot is rebuilt
+    /// before this returns, so every snapshot loaded afterwards has the table.
+    pub(crate) fn attach(&self, builder: Arc<dyn TableBuilder>) -> usize {
+        let mut writer = self.lock();
+        let slot = match writer.builders.iter().position(Option::is_none) {
+            Some(free) => {
+                writer.builders[free] = Some(builder);
+                free
+            }
+            None => {
+                writer.builders.push(Some(builder));
+                writer.builders.len() - 1
+            }
+        };
+        self.publish(&mut writer);
+        slot
+    }
+
+    /// Rebuilds the snapshot now (for example after a strategy was dropped, to free its tables).
+    pub fn rebuild(&self) {
+        let mut writer = self.lock();
+        self.publish(&mut writer);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // A panic in a user closure leaves the map consistent (every change is one insert or
+        // one atomic store), so a poisoned lock is safe to keep using.
+        self.shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, writer: &mut Writer) {
+        writer.version += 1;
+        let snapshot = writer.build();
+        self.shared.current.store(Arc::new(snapshot));
+        self.shared.changes.send_replace(writer.version);
+    }
+}
+
+impl Writer {
+    fn build(&mut self) -> Snapshot {
+        let members: Box<[Arc<Member>]> = self.members.values().cloned().collect();
+        // (standby, priority) orders active sets first, lowest priority first.
+        let mut grouped: BTreeMap<(bool, u16), Vec<Arc<Member>>> = BTreeMap::new();
+        for m in &*members {
+            if m.health() != Health::Healthy {
+                continue;
+            }
+            let standby = match m.state() {
+                AdminState::Active => false,
+                AdminState::Standby => true,
+                AdminState::Draining | AdminState::Disabled => continue,
+            };
+            grouped
+                .entry((standby, m.priority()))
+                .or_default()
+                .push(m.clone());
+        }
+        let builders = &mut self.builders;
+        let tiers: Box<[Tier]> = grouped
+            .into_iter()
+            .map(|((standby, priority), tier_members)| {
+                let tables: Box<[Option<Table>]> = builders
+                    .iter_mut()
+                    .map(|slot| {
+                        let table = slot.as_ref()?.build(&tier_members);
+                        if table.is_none() {
+                            *slot = None; // the strategy is gone: free its slot
+                        }
+                        table
+                    })
+                    .collect();
+                Tier::new(priority, standby, tier_members.into_boxed_slice(), tables)
+            })
+            .collect();
+        Snapshot::new(self.version, members, tiers)
+    }
+}
+
+impl Batch<'_> {
+    fn member(&self, id: &str) -> Result<&Arc<Member>, RegistryError> {
+        self.writer
+            .members
+            .get(id)
+            .ok_or_else(|| RegistryError::UnknownMember(escape(id)))
+    }
+
+    /// See [`Registry::insert`].
+    ///
+    /// # Errors
+    /// As [`Registry::insert`].
+    pub fn insert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
+        if self.writer.members.contains_key(&spec.id) {
+            return Err(RegistryError::DuplicateId(spec.id));
+        }
+        check_weight(&spec.id, spec.weight)?;
+        let serial = self.writer.next_serial;
+        self.writer.next_serial += 1;
+        let member = Arc::new(Member::new(serial, spec, self.load.clone()));
+        self.writer
+            .members
+            .insert(member.id().clone(), member.clone());
+        self.changed = true;
+        Ok(member)
+    }
+
+    /// See [`Registry::upsert`].
+    ///
+    /// # Errors
+    /// As [`Registry::upsert`].
+    pub fn upsert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
+        check_weight(&spec.id, spec.weight)?;
+        match self.writer.members.get(&spec.id) {
+            Some(existing) if existing.endpoint() == &spec.endpoint => {
+                let existing = existing.clone();
+                existing.set_weight(spec.weight);
+                existing.set_priority(spec.priority);
+                existing.set_state(spec.state);
+                self.changed = true;
+                Ok(existing)
+            }
+            Some(_) => {
+                self.writer.members.remove(&spec.id);
+                self.insert(spec)
+            }
+            None => self.insert(spec),
+        }
+    }
+
+    /// See [`Registry::remove`].
+    ///
+    /// # Errors
+    /// As [`Registry::remove`].
+    pub fn remove(&mut self, id: &str) -> Result<Arc<Member>, RegistryError> {
+        let removed = self
+            .writer
+            .members
+            .remove(id)
+            .ok_or_else(|| RegistryError::UnknownMember(escape(id)))?;
+        self.changed = true;
+        Ok(removed)
+    }
+
+    /// See [`Registry::set_weight`].
+    ///
+    /// # Errors
+    /// As [`Registry::set_weight`].
+    pub fn set_weight(&mut self, id: &str, weight: u32) -> Result<(), RegistryError> {
+        let m = self.member(id)?;
+        let weight = check_weight(m.id(), weight)?;
+        if m.weight() != weight {
+            m.set_weight(weight);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// See [`Registry::set_priority`].
+    ///
+    /// # Errors
+    /// As [`Registry::set_priority`].
+    pub fn set_priority(&mut self, id: &str, priority: u16) -> Result<(), RegistryError> {
+        let m = self.member(id)?;
+        if m.priority() != priority {
+            m.set_priority(priority);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// See [`Registry::set_state`].
+    ///
+    /// # Errors
+    /// As [`Registry::set_state`].
+    pub fn set_state(&mut self, id: &str, state: AdminState) -> Result<(), RegistryError> {
+        let m = self.member(id)?;
+        if m.state() != state {
+            m.set_state(state);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// See [`Registry::set_health`].
+    ///
+    /// # Errors
+    /// As [`Registry::set_health`].
+    pub fn set_health(&mut self, id: &str, health: Health) -> Result<(), RegistryError> {
+        let m = self.member(id)?;
+        if m.health() != health {
+            m.set_health(health);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Whether a member with this id is registered.
+    #[must_use]
+    pub fn contains(&self, id: &str) -> bool {
+        self.writer.members.contains_key(id)
+    }
+}
+
+fn escape(id: &str) -> String {
+    id.chars().take(64).flat_map(char::escape_default).collect()
+}
+
+/// Builds tables for a strategy held weakly, so a dropped strategy frees its slot.
+pub(crate) struct WeakBuilder<S, F> {
+    pub(crate) strategy: std::sync::Weak<S>,
+    pub(crate) build: F,
+}
+
+impl<S, F, T> TableBuilder for WeakBuilder<S, F>
+where
+    S: Send + Sync,
+    F: Fn(&S, &[Arc<Member>]) -> T + Send + Sync,
+    T: Any + Send + Sync,
+{
+    fn build(&self, members: &[Arc<Member>]) -> Option<Table> {
+        let strategy = self.strategy.upgrade()?;
+        Some(Box::new((self.build)(&strategy, members)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str) -> MemberSpec {
+        MemberSpec::new(
+            MemberId::new(id).unwrap(),
+            format!("http://{id}.test").parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused_and_change_nothing() {
+        let r = Registry::new();
+        r.insert(spec("a")).unwrap();
+        let v = r.load().version();
+        assert!(matches!(
+            r.insert(spec("a")),
+            Err(RegistryError::DuplicateId(_))
+        ));
+        assert_eq!(r.load().version(), v);
+        assert_eq!(r.load().len(), 1);
+    }
+
+    #[test]
+    fn zero_weight_is_refused() {
+        let r = Registry::new();
+        assert!(matches!(
+            r.insert(spec("a").weight(0)),
+            Err(RegistryError::InvalidWeight { weight: 0, .. })
+        ));
+        r.insert(spec("a")).unwrap();
+        assert!(r.set_weight("a", 0).is_err());
+        assert_eq!(r.load().get("a").unwrap().weight(), 1);
+    }
+
+    #[test]
+    fn unknown_members_give_a_typed_error() {
+        let r = Registry::new();
+        assert!(matches!(
+            r.remove("nope"),
+            Err(RegistryError::UnknownMember(_))
+        ));
+        assert!(r.set_state("nope", AdminState::Disabled).is_err());
+    }
+
+    #[test]
+    fn tiers_order_active_sets_then_standby() {
+        let r = Registry::new();
+        r.update(|b| {
+            b.insert(spec("s0").state(AdminState::Standby))?;
+            b.insert(spec("a1").priority(1))?;
+            b.insert(spec("a0"))?;
+            b.insert(spec("d").state(AdminState::Draining))?;
+            b.insert(spec("x").state(AdminState::Disabled))?;
+            b.insert(spec("sick").health(Health::Unhealthy))?;
+            Ok::<_, RegistryError>(())
+        })
+        .unwrap();
+        let s = r.load();
+        let tiers: Vec<(bool, u16, Vec<&str>)> = s
+            .tiers()
+            .iter()
+            .map(|t| {
+                (
+                    t.is_standby(),
+                    t.priority(),
+                    t.members().iter().map(|m| m.id().as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            vec![
+                (false, 0, vec!["a0"]),
+                (false, 1, vec!["a1"]),
+                (true, 0, vec!["s0"]),
+            ]
+        );
+        assert_eq!(s.len(), 6);
+    }
+
+    #[test]
+    fn stats_survive_rebuilds_and_upserts_with_the_same_endpoint() {
+        let r = Registry::new();
+        let m = r.insert(spec("a")).unwrap();
+        m.stats().add_bytes_to_member(42);
+        r.set_weight("a", 5).unwrap();
+        r.upsert(spec("a").weight(7)).unwrap();
+        let now = r.load();
+        let same = now.get("a").unwrap();
+        assert!(Arc::ptr_eq(same, &m));
+        assert_eq!(same.stats().view().bytes_to_member, 42);
+        assert_eq!(same.weight(), 7);
+    }
+
+    #[test]
+    fn upsert_with_a_new_endpoint_replaces_the_member() {
+        let r = Registry::new();
+        let old = r.insert(spec("a")).unwrap();
+        let new = r
+            .upsert(MemberSpec::new(
+                MemberId::new("a").unwrap(),
+                "http://elsewhere.test".parse().unwrap(),
+            ))
+            .unwrap();
+        assert_ne!(old.serial(), new.serial());
+        assert_eq!(r.load().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_each_change() {
+        let r = Registry::new();
+        let mut changes = r.subscribe();
+        r.insert(spec("a")).unwrap();
+        let v = changes.changed().await.unwrap();
+        assert_eq!(v, r.load().version());
+        r.set_health("a", Health::Unhealthy).unwrap();
+        assert!(changes.changed().await.unwrap() > v);
+        drop(r);
+        assert_eq!(changes.changed().await, Err(RegistryClosed));
+    }
+
+    #[test]
+    fn setting_an_unchanged_value_does_not_rebuild() {
+        let r = Registry::new();
+        r.insert(spec("a")).unwrap();
+        let v = r.load().version();
+        r.set_health("a", Health::Healthy).unwrap();
+        r.set_state("a", AdminState::Active).unwrap();
+        assert_eq!(r.load().version(), v);
+    }
+}

@@ -1,0 +1,27 @@
+//! The member registry: which members exist, what they may do, and how they are doing.
+//!
+//! Why a registry apart from the layers: membership changes come from many places (operators,
+//! health probes, passive ejection, discovery, the balancer-manager page) while every request
+//! reads it. The [`Registry`] takes changes one at a time under a lock and publishes immutable
+//! [`Snapshot`]s that requests read without locking. Per-member live stats are atomics inside
+//! each [`Member`], so they survive every rebuild.
+//!
+//! Member states follow Apache's mod_proxy_balancer: [`AdminState::Active`],
+//! [`AdminState::Standby`] (hot standby), [`AdminState::Draining`] (no new sessions, sticky
+//! ones still served) and [`AdminState::Disabled`]; [`Health`] is kept apart, so a probe never
+//! overrides an operator. Priority sets (Apache `lbset`) order the [`Tier`]s a pick walks.
+
+mod discover;
+mod error;
+mod handle;
+mod member;
+mod snapshot;
+mod stats;
+
+pub use discover::{Discovery, DiscoveryReport};
+pub use error::RegistryError;
+pub(crate) use handle::WeakBuilder;
+pub use handle::{Batch, Changes, Registry, RegistryClosed, SnapshotGuard};
+pub use member::{AdminState, Health, Member, MemberId, MemberSpec, MAX_ID_LEN, MAX_WEIGHT};
+pub use snapshot::{Snapshot, Tier};
+pub use stats::{InFlight, MemberStats, RegistryLoad, StatsView, EWMA_DECAY};

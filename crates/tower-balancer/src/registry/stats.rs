@@ -1,0 +1,333 @@
+//! Live per-member statistics: in flight, requests, failures, bytes, peak-EWMA latency.
+//!
+//! Why atomics and not a lock: these are written on every request by every worker thread and
+//! read by strategies on every pick, so they must cost one uncontended atomic operation each.
+//! They live inside the member's `Arc`, so rebuilding a snapshot never resets them.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::member::Member;
+use crate::outcome::{FailureKind, Outcome};
+
+/// How fast the latency estimate forgets: the same 10 s tower's `PeakEwma` uses by default.
+pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// Registry-wide load shared by all members of one registry (bounded-load hashing reads it).
+#[derive(Debug, Default)]
+pub struct RegistryLoad {
+    in_flight: AtomicU64,
+}
+
+impl RegistryLoad {
+    /// Requests in flight on all members of the registry.
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters and latency of one member. Read them through [`Member::stats`].
+#[derive(Debug)]
+pub struct MemberStats {
+    in_flight: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    bytes_to_member: AtomicU64,
+    bytes_from_member: AtomicU64,
+    consecutive_failures: AtomicU32,
+    last_failure: AtomicU16,
+    ewma: PeakEwma,
+    load: Arc<RegistryLoad>,
+}
+
+/// A plain copy of a member's counters at one moment, for status pages and logs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct StatsView {
+    /// Requests sent and not yet finished (a request finishes when its response body ends).
+    pub in_flight: u64,
+    /// Requests that reached an outcome.
+    pub requests: u64,
+    /// Requests whose outcome counted as the member's failure.
+    pub failures: u64,
+    /// Request body bytes sent to the member.
+    pub bytes_to_member: u64,
+    /// Response body bytes received from the member.
+    pub bytes_from_member: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// The kind of the most recent failure, if any.
+    pub last_failure: Option<FailureKind>,
+    /// Peak-EWMA time to response headers, decayed to now; `None` before the first response.
+    pub latency: Option<Duration>,
+}
+
+impl MemberStats {
+    pub(crate) fn new(load: Arc<RegistryLoad>) -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            bytes_to_member: AtomicU64::new(0),
+            bytes_from_member: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            last_failure: AtomicU16::new(0),
+            ewma: PeakEwma::new(),
+            load,
+        }
+    }
+
+    /// Requests in flight on this member.
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Request plus response body bytes moved through this member (Apache `bytraffic`).
+    #[must_use]
+    pub fn traffic(&self) -> u64 {
+        self.bytes_to_member
+            .load(Ordering::Relaxed)
+            .saturating_add(self.bytes_from_member.load(Ordering::Relaxed))
+    }
+
+    /// Failures since the last success.
+    #[must_use]
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// The peak-EWMA latency estimate decayed to `now`, in nanoseconds; `None` before the
+    /// first observation.
+    #[must_use]
+    pub fn latency_estimate_ns(&self, now: Instant) -> Option<f64> {
+        self.ewma.estimate(now)
+    }
+
+    /// The registry-wide load this member belongs to.
+    #[must_use]
+    pub fn registry_load(&self) -> &RegistryLoad {
+        &self.load
+    }
+
+    /// Copies every counter.
+    #[must_use]
+    pub fn view(&self) -> StatsView {
+        StatsView {
+            in_flight: self.in_flight(),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            bytes_to_member: self.bytes_to_member.load(Ordering::Relaxed),
+            bytes_from_member: self.bytes_from_member.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive_failures(),
+            last_failure: FailureKind::from_code(self.last_failure.load(Ordering::Relaxed)),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            latency: self
+                .ewma
+                .estimate(Instant::now())
+                .map(|ns| Duration::from_nanos(ns as u64)),
+        }
+    }
+
+    /// Adds request body bytes sent to the member.
+    pub fn add_bytes_to_member(&self, n: u64) {
+        self.bytes_to_member.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds response body bytes received from the member.
+    pub fn add_bytes_from_member(&self, n: u64) {
+        self.bytes_from_member.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the outcome of one request: counters, failure streak and, for responses, the
+    /// latency estimate.
+    pub fn record(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Success { latency } => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.ewma.observe(*latency, Instant::now());
+            }
+            Outcome::Failure { kind, latency } => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                // saturating: a member failing for years must not wrap to "healthy"
+                let _ = self.consecutive_failures.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |v| Some(v.saturating_add(1)),
+                );
+                self.last_failure.store(kind.code(), Ordering::Relaxed);
+                if let Some(latency) = latency {
+                    self.ewma.observe(*latency, Instant::now());
+                }
+            }
+            Outcome::NotCounted => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Counts one request in flight on a member until dropped.
+///
+/// The balance layer holds one of these until the response body ends, so least-outstanding and
+/// P2C see requests that are still streaming. Increment and decrement are paired by
+/// construction, so the counter never underflows.
+#[derive(Debug)]
+pub struct InFlight {
+    member: Arc<Member>,
+}
+
+impl InFlight {
+    /// Counts a request in flight on `member`.
+    #[must_use]
+    pub fn start(member: Arc<Member>) -> Self {
+        let stats = member.stats();
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        stats.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { member }
+    }
+
+    /// The member this request is in flight on.
+    #[must_use]
+    pub fn member(&self) -> &Arc<Member> {
+        &self.member
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let stats = self.member.stats();
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        stats.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Peak-sensitive EWMA of response latency, as in tower's `PeakEwma` and linkerd: a slower
+/// response raises the estimate at once; faster ones pull it down over [`EWMA_DECAY`]; with no
+/// traffic it decays toward zero so an idle member gets tried again.
+#[derive(Debug)]
+struct PeakEwma {
+    /// f64 nanoseconds as bits; `u64::MAX` before the first observation.
+    value: AtomicU64,
+    /// When `value` was last written, as nanoseconds after `epoch`.
+    stamp: AtomicU64,
+    epoch: Instant,
+}
+
+const NO_SAMPLE: u64 = u64::MAX;
+
+impl PeakEwma {
+    fn new() -> Self {
+        Self {
+            value: AtomicU64::new(NO_SAMPLE),
+            stamp: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    #[allow(clippy::cast_possible_truncation)]
+    fn nanos_since_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn decay_factor(elapsed_ns: u64) -> f64 {
+        (-(elapsed_ns as f64) / EWMA_DECAY.as_nanos() as f64).exp()
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn observe(&self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_nanos() as f64;
+        let t = self.nanos_since_epoch(now);
+        let prev_bits = self.value.load(Ordering::Relaxed);
+        let next = if prev_bits == NO_SAMPLE {
+            rtt
+        } else {
+            let prev = f64::from_bits(prev_bits);
+            if rtt > prev {
+                rtt
+            } else {
+                let elapsed = t.saturating_sub(self.stamp.load(Ordering::Relaxed));
+                let w = Self::decay_factor(elapsed);
+                prev * w + rtt * (1.0 - w)
+            }
+        };
+        // Two racing writers may lose one sample; the estimate stays within both.
+        self.stamp.store(t, Ordering::Relaxed);
+        self.value.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    fn estimate(&self, now: Instant) -> Option<f64> {
+        let bits = self.value.load(Ordering::Relaxed);
+        if bits == NO_SAMPLE {
+            return None;
+        }
+        let elapsed = self
+            .nanos_since_epoch(now)
+            .saturating_sub(self.stamp.load(Ordering::Relaxed));
+        Some(f64::from_bits(bits) * Self::decay_factor(elapsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn peak_ewma_jumps_up_and_decays_down() {
+        let e = PeakEwma::new();
+        assert_eq!(e.estimate(Instant::now()), None);
+        e.observe(Duration::from_millis(10), Instant::now());
+        let first = e.estimate(Instant::now()).unwrap();
+        assert!((first - 10e6).abs() < 1.0);
+        e.observe(Duration::from_millis(50), Instant::now());
+        assert!((e.estimate(Instant::now()).unwrap() - 50e6).abs() < 1.0);
+        tokio::time::advance(EWMA_DECAY).await;
+        let decayed = e.estimate(Instant::now()).unwrap();
+        assert!(decayed < 50e6 * 0.4 && decayed > 50e6 * 0.3, "{decayed}");
+    }
+
+    #[test]
+    fn in_flight_guard_pairs_increment_and_decrement() {
+        let load = Arc::new(RegistryLoad::default());
+        let spec = super::super::MemberSpec::new(
+            super::super::MemberId::new("n1").unwrap(),
+            http::Uri::from_static("http://127.0.0.1:1"),
+        );
+        let m = Arc::new(Member::new(1, spec, load.clone()));
+        let a = InFlight::start(m.clone());
+        let b = InFlight::start(m.clone());
+        assert_eq!(m.stats().in_flight(), 2);
+        assert_eq!(load.in_flight(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(m.stats().in_flight(), 0);
+        assert_eq!(load.in_flight(), 0);
+    }
+
+    #[test]
+    fn failure_streak_resets_on_success() {
+        let load = Arc::new(RegistryLoad::default());
+        let s = MemberStats::new(load);
+        let fail = Outcome::Failure {
+            kind: FailureKind::Connect,
+            latency: None,
+        };
+        s.record(&fail);
+        s.record(&fail);
+        assert_eq!(s.consecutive_failures(), 2);
+        assert_eq!(s.view().last_failure, Some(FailureKind::Connect));
+        s.record(&Outcome::Success {
+            latency: Duration::from_millis(1),
+        });
+        assert_eq!(s.consecutive_failures(), 0);
+        assert_eq!(s.view().requests, 3);
+        assert_eq!(s.view().failures, 2);
+    }
+}

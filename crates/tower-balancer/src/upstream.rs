@@ -1,0 +1,170 @@
+//! The error a forwarding service reports when a member could not answer.
+//!
+//! Why one shared type: the balance layer must tell passive health whether a failure was the
+//! member's, the failover layer must know whether the request may have reached the member
+//! (a connect failure is safe to retry for any method, anything later only for idempotent
+//! ones), and the server must map it to 502 or 504 without echoing upstream text. A transport
+//! (such as `tower-balancer-proxy`'s forward service) returns this type; the layers find it by
+//! downcasting the boxed error, and treat any other error as "may have been sent".
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::outcome::FailureKind;
+use crate::BoxError;
+
+/// What stage an upstream failure happened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpstreamErrorKind {
+    /// No connection could be made (refused, unreachable, TLS handshake failed, connect
+    /// timeout): nothing of the request reached the member.
+    Connect,
+    /// The member did not answer within the timeout after the request was sent.
+    Timeout,
+    /// The connection broke after (part of) the request was written.
+    Reset,
+    /// The member's response was not valid HTTP.
+    Protocol,
+    /// The client's request body failed while it was being sent: the client's fault, never
+    /// counted against the member.
+    ClientBody,
+}
+
+/// A failure talking to a member.
+#[derive(Debug)]
+pub struct UpstreamError {
+    kind: UpstreamErrorKind,
+    source: Option<BoxError>,
+}
+
+impl UpstreamError {
+    /// Wraps `source` as a failure of `kind`.
+    pub fn new(kind: UpstreamErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure of `kind` with no underlying error.
+    #[must_use]
+    pub const fn from_kind(kind: UpstreamErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// What stage it failed at.
+    #[must_use]
+    pub const fn kind(&self) -> UpstreamErrorKind {
+        self.kind
+    }
+
+    /// Whether any byte of the request may have reached the member. Only a connect failure
+    /// proves that nothing did.
+    #[must_use]
+    pub const fn maybe_sent(&self) -> bool {
+        !matches!(self.kind, UpstreamErrorKind::Connect)
+    }
+
+    /// How passive health should count it: `None` when it is not the member's fault.
+    #[must_use]
+    pub const fn failure_kind(&self) -> Option<FailureKind> {
+        match self.kind {
+            UpstreamErrorKind::Connect => Some(FailureKind::Connect),
+            UpstreamErrorKind::Timeout => Some(FailureKind::Timeout),
+            UpstreamErrorKind::Reset => Some(FailureKind::Reset),
+            UpstreamErrorKind::Protocol => Some(FailureKind::Protocol),
+            UpstreamErrorKind::ClientBody => None,
+        }
+    }
+
+    /// The status a client should see: 504 for a timeout, 400 for the client's own body,
+    /// 502 otherwise.
+    #[must_use]
+    pub const fn status(&self) -> StatusCode {
+        match self.kind {
+            UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            UpstreamErrorKind::Connect => "could not connect to member",
+            UpstreamErrorKind::Timeout => "member timed out",
+            UpstreamErrorKind::Reset => "connection to member broke",
+            UpstreamErrorKind::Protocol => "member sent an invalid response",
+            UpstreamErrorKind::ClientBody => "client request body failed",
+        })
+    }
+}
+
+impl StdError for UpstreamError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Finds the [`UpstreamError`] in an error or its chain of sources.
+#[must_use]
+pub fn find_upstream_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a UpstreamError> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(u) = e.downcast_ref::<UpstreamError>() {
+            return Some(u);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connect_failures_prove_nothing_was_sent() {
+        assert!(!UpstreamError::from_kind(UpstreamErrorKind::Connect).maybe_sent());
+        for k in [
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::Reset,
+            UpstreamErrorKind::Protocol,
+            UpstreamErrorKind::ClientBody,
+        ] {
+            assert!(UpstreamError::from_kind(k).maybe_sent());
+        }
+    }
+
+    #[test]
+    fn client_body_failures_never_count_against_the_member() {
+        let e = UpstreamError::from_kind(UpstreamErrorKind::ClientBody);
+        assert_eq!(e.failure_kind(), None);
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn upstream_error_is_found_through_wrappers() {
+        #[derive(Debug)]
+        struct Wrap(UpstreamError);
+        impl fmt::Display for Wrap {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl StdError for Wrap {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let boxed: BoxError = Box::new(Wrap(UpstreamError::from_kind(UpstreamErrorKind::Timeout)));
+        let found = find_upstream_error(&*boxed).unwrap();
+        assert_eq!(found.kind(), UpstreamErrorKind::Timeout);
+    }
+}
