@@ -1,1 +1,32 @@
-//! Criterion benches for tower-balancer live in `benches/`; see the README for the figures.
+//! Shared set-up for the criterion benches of tower-balancer (see `benches/`).
+//!
+//! `cargo bench -p benches` runs them; the README quotes the medians with the machine they were
+//! taken on.
+
+use tower_balancer::registry::{MemberId, MemberSpec, Registry, RegistryError};
+
+/// A registry with `n` members `m0..`, weights cycling 1..=4 so weighted strategies do work.
+///
+/// # Panics
+/// Never for the ids and URIs it makes (they are valid by construction).
+#[must_use]
+pub fn registry(n: usize) -> Registry {
+    let r = Registry::new();
+    r.update(|b| {
+        for i in 0..n {
+            let id = MemberId::new(format!("m{i}"))?;
+            let port = 1024 + (i % 60_000);
+            let uri = format!("http://127.0.0.1:{port}")
+                .parse()
+                .expect("a loopback URI with a numeric port is valid");
+            let weight = u32::try_from(i % 4 + 1).expect("weights 1..=4 fit in u32");
+            b.insert(MemberSpec::new(id, uri).weight(weight))?;
+        }
+        Ok::<_, RegistryError>(())
+    })
+    .expect("fresh ids in an empty registry are accepted");
+    r
+}
+
+/// Member counts every pick bench runs at.
+pub const SIZES: [usize; 4] = [2, 16, 256, 4096];

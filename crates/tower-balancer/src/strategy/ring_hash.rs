@@ -10,15 +10,18 @@ use super::hash::{first_admitted, hash_member, BoundedLoad, HASH_SEED};
 use super::pick::{PickContext, Strategy};
 use crate::registry::Member;
 
-/// Ring points per member aimed for before the ring size limits apply.
-const POINTS_PER_MEMBER: usize = 100;
-
-/// Consistent hashing on a ring of virtual points, each member getting points in proportion to
-/// its weight. Requests without a key are spread at random. Points are hashed from member ids
-/// with a fixed seed, so instances with the same member ids agree.
+/// Consistent hashing on a ring of virtual points: each member gets `points_per_weight ×
+/// weight` points, hashed from its id with a fixed seed, so instances with the same member ids
+/// agree and a member's points never depend on who else is on the ring (adding one member of
+/// N moves about 1/N of the keys, all of them to the new member). Requests without a key are
+/// spread at random.
+///
+/// Memory is 12 bytes a point: 100 points a member is 1.2 KB a member. Past `max_ring` points
+/// every member's count is scaled down, which moves more keys on a change; raise the limit or
+/// lower the points for very large clusters.
 #[derive(Debug, Clone, Copy)]
 pub struct RingHash {
-    min_ring: usize,
+    points_per_weight: u32,
     max_ring: usize,
     bound: Option<BoundedLoad>,
 }
@@ -30,21 +33,28 @@ impl Default for RingHash {
 }
 
 impl RingHash {
-    /// A ring of 100 points a member, at least 1 024 and at most 65 536 points.
+    /// 100 points per unit of weight, at most 2^20 points in all.
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            min_ring: 1024,
-            max_ring: 1 << 16,
+            points_per_weight: 100,
+            max_ring: 1 << 20,
             bound: None,
         }
     }
 
-    /// Sets the ring size limits (12 bytes a point). A larger ring spreads keys more evenly.
+    /// Sets the points per unit of weight (at least 1). More points spread keys more evenly:
+    /// with `p` points the busiest member sees about `1 + 2/sqrt(p)` times its share.
     #[must_use]
-    pub const fn ring_size(mut self, min: usize, max: usize) -> Self {
-        self.min_ring = min;
-        self.max_ring = if max < min { min } else { max };
+    pub const fn points_per_weight(mut self, points: u32) -> Self {
+        self.points_per_weight = if points == 0 { 1 } else { points };
+        self
+    }
+
+    /// Sets the most points the ring may hold in all.
+    #[must_use]
+    pub const fn max_ring(mut self, points: usize) -> Self {
+        self.max_ring = points;
         self
     }
 
@@ -77,23 +87,21 @@ impl Strategy for RingHash {
         "ring-hash"
     }
 
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
     fn build(&self, members: &[Arc<Member>]) -> Ring {
-        let n = members.len();
-        let target = (n * POINTS_PER_MEMBER).clamp(self.min_ring.max(1), self.max_ring.max(1));
-        let total: u64 = members
+        let per: Vec<u64> = members
             .iter()
-            .map(|m| u64::from(m.weight()))
-            .sum::<u64>()
-            .max(1);
-        let mut points: Vec<(u64, u32)> = Vec::with_capacity(target + n);
+            .map(|m| u64::from(m.weight()) * u64::from(self.points_per_weight))
+            .collect();
+        let total: u64 = per.iter().sum();
+        let cap = (self.max_ring as u64).max(members.len() as u64);
+        let mut points: Vec<(u64, u32)> =
+            Vec::with_capacity(usize::try_from(total.min(cap)).unwrap_or(0));
         for (i, m) in members.iter().enumerate() {
-            let share = u64::from(m.weight()) as f64 / total as f64;
-            let count = ((share * target as f64).round() as u64).max(1);
+            let count = if total > cap {
+                (per[i] * cap / total).max(1)
+            } else {
+                per[i]
+            };
             for replica in 0..count {
                 points.push((
                     hash_member(m, replica, HASH_SEED),

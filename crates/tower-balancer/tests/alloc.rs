@@ -1,0 +1,97 @@
+//! Picking allocates nothing: proven with a counting global allocator.
+//!
+//! One test function in this binary, so no other test allocates while it counts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::alloc::System;
+
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use tower_balancer::registry::{Member, Registry};
+use tower_balancer::strategy::{
+    hash_key, BoundedLoad, ByTraffic, LeastOutstanding, Maglev, PickContext, Picker, PowerOfTwo,
+    RingHash, RoundRobin, Strategy, Tried, WeightedRandom,
+};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Allocations made by 10 000 picks (fresh and retries, with and without a key).
+fn allocations_per_10k_picks<S: Strategy>(r: &Registry, s: S) -> usize {
+    let p = Picker::new(r, s);
+    let snap = r.load();
+    let mut tried = Tried::new();
+    // warm up thread-locals (the RNG) outside the measured region
+    let _ = p.pick(&snap, &PickContext::new(None, &tried));
+    let first: &Member = p.pick(&snap, &PickContext::new(None, &tried)).unwrap();
+    let region = Region::new(GLOBAL);
+    let plain = Tried::new();
+    for k in 0..5_000u64 {
+        let key = if k % 2 == 0 {
+            Some(hash_key(&k.to_le_bytes()))
+        } else {
+            None
+        };
+        let _ = std::hint::black_box(p.pick(&snap, &PickContext::new(key, &plain)));
+    }
+    tried.insert(first);
+    for k in 0..5_000u64 {
+        let _ = std::hint::black_box(p.pick(&snap, &PickContext::new(Some(k), &tried)));
+    }
+    // the registry guard load is part of a pick too
+    for _ in 0..1_000 {
+        std::hint::black_box(r.load().version());
+    }
+    let stats = region.change();
+    stats.allocations + stats.reallocations
+}
+
+#[test]
+fn picking_allocates_nothing_for_any_strategy() {
+    // control: the counter does see an allocation
+    let region = Region::new(GLOBAL);
+    std::hint::black_box(Box::new(42u64));
+    assert!(
+        region.change().allocations >= 1,
+        "the counting allocator is not installed"
+    );
+
+    for n in [2, 16, 256] {
+        let r = common::registry(n);
+        let bound = BoundedLoad::new(1.25).unwrap();
+        let results = [
+            (
+                "round-robin",
+                allocations_per_10k_picks(&r, RoundRobin::new()),
+            ),
+            (
+                "least-outstanding",
+                allocations_per_10k_picks(&r, LeastOutstanding::new()),
+            ),
+            (
+                "by-traffic",
+                allocations_per_10k_picks(&r, ByTraffic::new()),
+            ),
+            ("p2c", allocations_per_10k_picks(&r, PowerOfTwo::new())),
+            (
+                "weighted-random",
+                allocations_per_10k_picks(&r, WeightedRandom::new()),
+            ),
+            (
+                "ring-hash",
+                allocations_per_10k_picks(&r, RingHash::new().bounded_load(bound)),
+            ),
+            (
+                "maglev",
+                allocations_per_10k_picks(&r, Maglev::new().bounded_load(bound)),
+            ),
+        ];
+        for (name, allocs) in results {
+            assert_eq!(
+                allocs, 0,
+                "{name} with {n} members allocated {allocs} times"
+            );
+        }
+    }
+}
