@@ -285,3 +285,39 @@ fn a_new_strategy_works_after_an_old_picker_was_dropped() {
     let q = Picker::new(&r, Maglev::new());
     assert!(pick_id(&r, &q, Some(1)).starts_with('m'));
 }
+
+#[tokio::test(start_paused = true)]
+async fn p2c_lets_a_member_whose_slow_sample_has_aged_win_again() {
+    use std::time::Duration;
+    use tower_balancer::outcome::Outcome;
+    let r = registry(2);
+    let p = Picker::new(&r, PowerOfTwo::new());
+    let snap = r.snapshot();
+    let (slow, fast) = (snap.get("m0").unwrap(), snap.get("m1").unwrap());
+    slow.stats().record(&Outcome::Success {
+        latency: Duration::from_millis(100),
+    });
+    fast.stats().record(&Outcome::Success {
+        latency: Duration::from_millis(10),
+    });
+    for _ in 0..10 {
+        assert_eq!(
+            pick_id(&r, &p, None),
+            "m1",
+            "the slow member won while its sample was fresh"
+        );
+    }
+    // a minute later the slow member's estimate has decayed to 100 ms * e^-6 = 0.25 ms, while
+    // the fast one keeps answering in 10 ms
+    tokio::time::advance(Duration::from_secs(60)).await;
+    fast.stats().record(&Outcome::Success {
+        latency: Duration::from_millis(10),
+    });
+    for _ in 0..10 {
+        assert_eq!(
+            pick_id(&r, &p, None),
+            "m0",
+            "the aged sample kept the member out"
+        );
+    }
+}

@@ -24,4 +24,5 @@ pub(crate) use handle::WeakBuilder;
 pub use handle::{Batch, Changes, Registry, RegistryClosed, SnapshotGuard};
 pub use member::{AdminState, Health, Member, MemberId, MemberSpec, MAX_ID_LEN, MAX_WEIGHT};
 pub use snapshot::{Snapshot, Tier};
+pub(crate) use stats::decay_factor as stats_decay_factor;
 pub use stats::{InFlight, MemberStats, RegistryLoad, StatsView, EWMA_DECAY};

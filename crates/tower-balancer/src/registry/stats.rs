@@ -16,10 +16,22 @@ use crate::outcome::{FailureKind, Outcome};
 /// How fast the latency estimate forgets: the same 10 s tower's `PeakEwma` uses by default.
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// Registry-wide load shared by all members of one registry (bounded-load hashing reads it).
-#[derive(Debug, Default)]
+/// Registry-wide state shared by all members of one registry: the total in flight (bounded-load
+/// hashing reads it) and the epoch latency samples are stamped against (so P2C can compare two
+/// members' decayed estimates without reading the clock).
+#[derive(Debug)]
 pub struct RegistryLoad {
     in_flight: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for RegistryLoad {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl RegistryLoad {
@@ -105,7 +117,16 @@ impl MemberStats {
     /// first observation.
     #[must_use]
     pub fn latency_estimate_ns(&self, now: Instant) -> Option<f64> {
-        self.ewma.estimate(now)
+        self.ewma.estimate(self.load.epoch, now)
+    }
+
+    /// The last latency estimate in nanoseconds and when it was written, in nanoseconds after
+    /// the registry's epoch; `None` before the first observation. Every member's estimate decays
+    /// at the same rate, so two members compare without reading the clock: member A's decayed
+    /// estimate over B's is `(a / b) · exp((stamp_a − stamp_b) / EWMA_DECAY)`.
+    #[must_use]
+    pub fn latency_sample(&self) -> Option<(f64, u64)> {
+        self.ewma.sample()
     }
 
     /// The registry-wide load this member belongs to.
@@ -128,7 +149,7 @@ impl MemberStats {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             latency: self
                 .ewma
-                .estimate(Instant::now())
+                .estimate(self.load.epoch, Instant::now())
                 .map(|ns| Duration::from_nanos(ns as u64)),
         }
     }
@@ -150,7 +171,7 @@ impl MemberStats {
             Outcome::Success { latency } => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                self.ewma.observe(*latency, Instant::now());
+                self.ewma.observe(*latency, self.load.epoch, Instant::now());
             }
             Outcome::Failure { kind, latency } => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +184,7 @@ impl MemberStats {
                 );
                 self.last_failure.store(kind.code(), Ordering::Relaxed);
                 if let Some(latency) = latency {
-                    self.ewma.observe(*latency, Instant::now());
+                    self.ewma.observe(*latency, self.load.epoch, Instant::now());
                 }
             }
             Outcome::NotCounted => {
@@ -215,36 +236,35 @@ impl Drop for InFlight {
 struct PeakEwma {
     /// f64 nanoseconds as bits; `u64::MAX` before the first observation.
     value: AtomicU64,
-    /// When `value` was last written, as nanoseconds after `epoch`.
+    /// When `value` was last written, as nanoseconds after the registry's epoch.
     stamp: AtomicU64,
-    epoch: Instant,
 }
 
 const NO_SAMPLE: u64 = u64::MAX;
+
+#[allow(clippy::cast_possible_truncation)]
+fn nanos_since(epoch: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(epoch).as_nanos() as u64
+}
+
+/// `exp(-elapsed / EWMA_DECAY)` for a (possibly negative) elapsed time in nanoseconds.
+#[allow(clippy::cast_precision_loss)]
+pub(crate) fn decay_factor(elapsed_ns: f64) -> f64 {
+    (-elapsed_ns / EWMA_DECAY.as_nanos() as f64).exp()
+}
 
 impl PeakEwma {
     fn new() -> Self {
         Self {
             value: AtomicU64::new(NO_SAMPLE),
             stamp: AtomicU64::new(0),
-            epoch: Instant::now(),
         }
     }
 
-    #[allow(clippy::cast_possible_truncation)]
-    fn nanos_since_epoch(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64
-    }
-
     #[allow(clippy::cast_precision_loss)]
-    fn decay_factor(elapsed_ns: u64) -> f64 {
-        (-(elapsed_ns as f64) / EWMA_DECAY.as_nanos() as f64).exp()
-    }
-
-    #[allow(clippy::cast_precision_loss)]
-    fn observe(&self, rtt: Duration, now: Instant) {
+    fn observe(&self, rtt: Duration, epoch: Instant, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
-        let t = self.nanos_since_epoch(now);
+        let t = nanos_since(epoch, now);
         let prev_bits = self.value.load(Ordering::Relaxed);
         let next = if prev_bits == NO_SAMPLE {
             rtt
@@ -254,7 +274,7 @@ impl PeakEwma {
                 rtt
             } else {
                 let elapsed = t.saturating_sub(self.stamp.load(Ordering::Relaxed));
-                let w = Self::decay_factor(elapsed);
+                let w = decay_factor(elapsed as f64);
                 prev * w + rtt * (1.0 - w)
             }
         };
@@ -263,15 +283,16 @@ impl PeakEwma {
         self.value.store(next.to_bits(), Ordering::Relaxed);
     }
 
-    fn estimate(&self, now: Instant) -> Option<f64> {
+    fn sample(&self) -> Option<(f64, u64)> {
         let bits = self.value.load(Ordering::Relaxed);
-        if bits == NO_SAMPLE {
-            return None;
-        }
-        let elapsed = self
-            .nanos_since_epoch(now)
-            .saturating_sub(self.stamp.load(Ordering::Relaxed));
-        Some(f64::from_bits(bits) * Self::decay_factor(elapsed))
+        (bits != NO_SAMPLE).then(|| (f64::from_bits(bits), self.stamp.load(Ordering::Relaxed)))
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn estimate(&self, epoch: Instant, now: Instant) -> Option<f64> {
+        let (value, stamp) = self.sample()?;
+        let elapsed = nanos_since(epoch, now).saturating_sub(stamp);
+        Some(value * decay_factor(elapsed as f64))
     }
 }
 
@@ -281,15 +302,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_jumps_up_and_decays_down() {
+        let epoch = Instant::now();
         let e = PeakEwma::new();
-        assert_eq!(e.estimate(Instant::now()), None);
-        e.observe(Duration::from_millis(10), Instant::now());
-        let first = e.estimate(Instant::now()).unwrap();
+        assert_eq!(e.estimate(epoch, Instant::now()), None);
+        e.observe(Duration::from_millis(10), epoch, Instant::now());
+        let first = e.estimate(epoch, Instant::now()).unwrap();
         assert!((first - 10e6).abs() < 1.0);
-        e.observe(Duration::from_millis(50), Instant::now());
-        assert!((e.estimate(Instant::now()).unwrap() - 50e6).abs() < 1.0);
+        e.observe(Duration::from_millis(50), epoch, Instant::now());
+        assert!((e.estimate(epoch, Instant::now()).unwrap() - 50e6).abs() < 1.0);
         tokio::time::advance(EWMA_DECAY).await;
-        let decayed = e.estimate(Instant::now()).unwrap();
+        let decayed = e.estimate(epoch, Instant::now()).unwrap();
         assert!(decayed < 50e6 * 0.4 && decayed > 50e6 * 0.3, "{decayed}");
     }
 

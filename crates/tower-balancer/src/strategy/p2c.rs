@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pick::{first_available, PickContext, Strategy};
+use crate::registry::stats_decay_factor as decay_factor;
 use crate::registry::Member;
 
 /// Power of two random choices; the member with the lower
@@ -44,13 +45,35 @@ impl PowerOfTwo {
         self
     }
 
+    /// In-flight load per unit of weight.
     #[allow(clippy::cast_precision_loss)]
-    fn cost(&self, m: &Member, now: Instant) -> f64 {
-        let stats = m.stats();
-        let rtt = stats
-            .latency_estimate_ns(now)
-            .unwrap_or(self.default_rtt_ns);
-        rtt * (stats.in_flight() as f64 + 1.0) / f64::from(m.weight().max(1))
+    fn load(m: &Member) -> f64 {
+        (m.stats().in_flight() as f64 + 1.0) / f64::from(m.weight().max(1))
+    }
+
+    /// Whether `b` costs less than `a`.
+    #[allow(clippy::cast_precision_loss)]
+    fn prefers_b(&self, a: &Member, b: &Member) -> bool {
+        match (a.stats().latency_sample(), b.stats().latency_sample()) {
+            // Both estimates decay toward zero at one rate, so their ratio needs only the
+            // difference of their stamps, not the clock.
+            (Some((va, ta)), Some((vb, tb))) => {
+                let age_gap = ta as f64 - tb as f64;
+                let cost_a = va * decay_factor(-age_gap) * Self::load(a);
+                let cost_b = vb * Self::load(b);
+                cost_b < cost_a
+            }
+            _ => {
+                let now = Instant::now();
+                let cost = |m: &Member| {
+                    m.stats()
+                        .latency_estimate_ns(now)
+                        .unwrap_or(self.default_rtt_ns)
+                        * Self::load(m)
+                };
+                cost(b) < cost(a)
+            }
+        }
     }
 }
 
@@ -88,8 +111,7 @@ impl Strategy for PowerOfTwo {
                 },
             }
         };
-        let now = Instant::now();
-        if self.cost(&members[b], now) < self.cost(&members[a], now) {
+        if self.prefers_b(&members[a], &members[b]) {
             Some(b)
         } else {
             Some(a)

@@ -105,7 +105,12 @@ impl<S: Strategy> Picker<S> {
             // A user strategy that breaks its contract must not make us panic or send to an
             // excluded member: fall back to the first available member of the tier.
             let picked = match picked {
-                Some(i) if i < members.len() && !cx.is_excluded(&members[i]) => Some(i),
+                Some(i)
+                    if i < members.len()
+                        && (cx.tried().is_empty() || !cx.is_excluded(&members[i])) =>
+                {
+                    Some(i)
+                }
                 Some(_) => first_available(members, 0, cx),
                 None => None,
             };

@@ -66,10 +66,54 @@ impl RingHash {
     }
 }
 
-/// The ring: sorted point hashes and the member index owning each.
+/// The ring: sorted point hashes, the member index owning each, and a bucket index over the
+/// hashes' top bits so a lookup searches a handful of points instead of the whole ring.
 pub struct Ring {
     hashes: Box<[u64]>,
     owners: Box<[u32]>,
+    /// `buckets[b]` is the first point whose hash has top bits `>= b`; one extra at the end.
+    buckets: Box<[u32]>,
+    shift: u32,
+}
+
+impl Ring {
+    fn new(hashes: Vec<u64>, owners: Vec<u32>) -> Self {
+        // about 4 points a bucket, at least 1 bucket
+        let bits = (hashes.len() / 4)
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros();
+        let shift = 64 - bits;
+        let count = 1usize << bits;
+        let mut buckets = Vec::with_capacity(count + 1);
+        let mut i = 0usize;
+        for b in 0..count as u64 {
+            while i < hashes.len() && (hashes[i].checked_shr(shift).unwrap_or(0)) < b {
+                i += 1;
+            }
+            buckets.push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        buckets.push(u32::try_from(hashes.len()).unwrap_or(u32::MAX));
+        Self {
+            hashes: hashes.into_boxed_slice(),
+            owners: owners.into_boxed_slice(),
+            buckets: buckets.into_boxed_slice(),
+            shift,
+        }
+    }
+
+    /// The index of the first point at or after `key`, wrapping to 0.
+    fn position(&self, key: u64) -> usize {
+        let b = key.checked_shr(self.shift).unwrap_or(0) as usize;
+        let lo = self.buckets[b] as usize;
+        let hi = self.buckets[b + 1] as usize;
+        let pos = lo + self.hashes[lo..hi].partition_point(|&h| h < key);
+        if pos == self.hashes.len() {
+            0
+        } else {
+            pos
+        }
+    }
 }
 
 impl fmt::Debug for Ring {
@@ -112,10 +156,7 @@ impl Strategy for RingHash {
         // ties broken by owner index, and indices follow id order: the same on every instance
         points.sort_unstable();
         let (hashes, owners) = points.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
-        Ring {
-            hashes: hashes.into_boxed_slice(),
-            owners: owners.into_boxed_slice(),
-        }
+        Ring::new(hashes, owners)
     }
 
     fn pick(&self, ring: &Ring, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
@@ -124,11 +165,36 @@ impl Strategy for RingHash {
             return None;
         }
         let key = cx.key().unwrap_or_else(|| fastrand::u64(..));
-        let start = ring.hashes.partition_point(|&h| h < key);
+        let start = ring.position(key);
         let walk = (0..len).map(|off| ring.owners[(start + off) % len] as usize);
         if cx.tried().is_empty() && self.bound.is_none() {
             return walk.clone().next();
         }
         first_admitted(walk, members, cx, self.bound.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_lookup_agrees_with_a_full_binary_search() {
+        let mut hashes: Vec<u64> = (0..5000u64)
+            .map(|i| crate::strategy::hash_key(&i.to_le_bytes()))
+            .collect();
+        hashes.sort_unstable();
+        let owners = vec![0; hashes.len()];
+        let ring = Ring::new(hashes.clone(), owners);
+        for k in (0..20_000u64)
+            .map(|i| crate::strategy::hash_key(&(i + 1_000_000).to_le_bytes()))
+            .chain([0, u64::MAX, hashes[0], hashes[4999]])
+        {
+            let full = hashes.partition_point(|&h| h < k) % hashes.len();
+            assert_eq!(ring.position(k), full, "key {k}");
+        }
+        let one = Ring::new(vec![42], vec![0]);
+        assert_eq!(one.position(0), 0);
+        assert_eq!(one.position(43), 0);
     }
 }
