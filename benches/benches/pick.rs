@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use benches::{registry, SIZES};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tower_balancer::outcome::Outcome;
 use tower_balancer::registry::InFlight;
 use tower_balancer::strategy::{
     hash_key, ByTraffic, LeastOutstanding, Maglev, PickContext, Picker, PowerOfTwo, RingHash,
@@ -16,6 +17,13 @@ fn bench_strategy<S: Strategy>(c: &mut Criterion, name: &str, make: impl Fn() ->
     let mut group = c.benchmark_group(format!("pick/{name}"));
     for n in SIZES {
         let r = registry(n);
+        // steady state: every member has answered once, so latency-aware strategies have a
+        // sample to compare
+        for m in r.snapshot().members() {
+            m.stats().record(&Outcome::Success {
+                latency: Duration::from_micros(200 + m.serial() % 100),
+            });
+        }
         let p = Picker::new(&r, make());
         let tried = Tried::new();
         let mut k = 0u64;

@@ -94,4 +94,54 @@ fn picking_allocates_nothing_for_any_strategy() {
             );
         }
     }
+    memory_per_member_at_4096();
+}
+
+/// Bytes a rebuild keeps per member: the snapshot itself, then each strategy's tables.
+/// Printed with `cargo test -p tower-balancer --test alloc -- --nocapture`.
+#[allow(clippy::cast_precision_loss)]
+fn memory_per_member_at_4096() {
+    const N: usize = 4096;
+    // bytes a new snapshot keeps, measured while the old one is still held
+    fn retained(r: &Registry) -> f64 {
+        let old = r.snapshot();
+        let region = Region::new(GLOBAL);
+        r.rebuild();
+        let c = region.change();
+        drop(old);
+        (c.bytes_allocated as f64 - c.bytes_deallocated as f64) / N as f64
+    }
+    let region = Region::new(GLOBAL);
+    let r = common::registry(N);
+    let c = region.change();
+    let member_once = (c.bytes_allocated as f64 - c.bytes_deallocated as f64) / N as f64;
+
+    let snapshot = retained(&r);
+    println!("memory at {N} members (bytes per member):");
+    println!("  member itself, once, shared by all snapshots: {member_once:.0}");
+    println!("  snapshot without strategy tables:             {snapshot:.1}");
+    assert!(snapshot > 0.0, "the measurement saw nothing");
+    assert!(
+        snapshot <= 256.0,
+        "a snapshot keeps {snapshot} bytes a member"
+    );
+    let report = |name: &str, with: f64| println!("  + {name:<18} tables: {:.1}", with - snapshot);
+    let p = Picker::new(&r, RoundRobin::new());
+    report("round-robin", retained(&r));
+    drop(p);
+    let p = Picker::new(&r, LeastOutstanding::new());
+    report("least-outstanding", retained(&r));
+    drop(p);
+    let p = Picker::new(&r, PowerOfTwo::new());
+    report("p2c", retained(&r));
+    drop(p);
+    let p = Picker::new(&r, WeightedRandom::new());
+    report("weighted-random", retained(&r));
+    drop(p);
+    let p = Picker::new(&r, Maglev::new());
+    report("maglev", retained(&r));
+    drop(p);
+    let p = Picker::new(&r, RingHash::new());
+    report("ring-hash", retained(&r));
+    drop(p);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::pick::{first_available, PickContext, Strategy};
+use super::pick::{first_available, two_below, PickContext, Strategy};
 use crate::registry::stats_decay_factor as decay_factor;
 use crate::registry::Member;
 
@@ -45,33 +45,41 @@ impl PowerOfTwo {
         self
     }
 
-    /// In-flight load per unit of weight.
+    /// Requests in flight, plus this one, and the weight they are divided by.
     #[allow(clippy::cast_precision_loss)]
-    fn load(m: &Member) -> f64 {
-        (m.stats().in_flight() as f64 + 1.0) / f64::from(m.weight().max(1))
+    fn load(m: &Member) -> (f64, f64) {
+        (
+            m.stats().in_flight() as f64 + 1.0,
+            f64::from(m.weight().max(1)),
+        )
     }
 
-    /// Whether `b` costs less than `a`.
+    /// Whether `b` costs less than `a`, where cost is latency × (in flight + 1) / weight.
+    /// Compared by cross-multiplying, without dividing.
     #[allow(clippy::cast_precision_loss)]
     fn prefers_b(&self, a: &Member, b: &Member) -> bool {
+        let ((la, wa), (lb, wb)) = (Self::load(a), Self::load(b));
         match (a.stats().latency_sample(), b.stats().latency_sample()) {
             // Both estimates decay toward zero at one rate, so their ratio needs only the
             // difference of their stamps, not the clock.
             (Some((va, ta)), Some((vb, tb))) => {
-                let age_gap = ta as f64 - tb as f64;
-                let cost_a = va * decay_factor(-age_gap) * Self::load(a);
-                let cost_b = vb * Self::load(b);
-                cost_b < cost_a
+                let va = if ta == tb {
+                    va
+                } else {
+                    va * decay_factor(tb as f64 - ta as f64)
+                };
+                vb * lb * wa < va * la * wb
             }
+            // neither answered yet: both cost the default RTT
+            (None, None) => lb * wa < la * wb,
             _ => {
                 let now = Instant::now();
-                let cost = |m: &Member| {
+                let rtt = |m: &Member| {
                     m.stats()
                         .latency_estimate_ns(now)
                         .unwrap_or(self.default_rtt_ns)
-                        * Self::load(m)
                 };
-                cost(b) < cost(a)
+                rtt(b) * lb * wa < rtt(a) * la * wb
             }
         }
     }
@@ -93,8 +101,9 @@ impl Strategy for PowerOfTwo {
             1 => return first_available(members, 0, cx),
             _ => {}
         }
-        let a = fastrand::usize(..n);
-        let mut b = fastrand::usize(..n - 1);
+        let (a, b) = two_below(n, n as u64 - 1);
+        #[allow(clippy::cast_possible_truncation)]
+        let mut b = b as usize;
         if b >= a {
             b += 1;
         }

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::pick::{first_available, PickContext, Strategy};
+use super::pick::{first_available, two_below, PickContext, Strategy};
 use crate::registry::Member;
 
 /// Picks member `i` with probability `weight_i / sum(weights)`.
@@ -70,8 +70,9 @@ impl AliasTable {
     }
 
     fn draw(&self) -> usize {
-        let i = fastrand::usize(..self.keep.len());
-        if u64::from(fastrand::u32(..)) < self.keep[i] {
+        // one draw: the high half picks the column, the low half decides keep or alias
+        let (i, coin) = two_below(self.keep.len(), 1 << 32);
+        if coin < self.keep[i] {
             i
         } else {
             self.alias[i] as usize
