@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use benches::{registry, SIZES};
+use benches::{pick_serial, registry, SIZES};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tower_balancer::outcome::Outcome;
 use tower_balancer::registry::InFlight;
@@ -30,9 +30,7 @@ fn bench_strategy<S: Strategy>(c: &mut Criterion, name: &str, make: impl Fn() ->
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 k = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let snap = r.load();
-                let m = p.pick(&snap, &PickContext::new(Some(k), &tried));
-                black_box(m.map(|m| m.serial()).ok());
+                black_box(pick_serial(&r, &p, &PickContext::new(Some(k), &tried)));
             });
         });
     }
@@ -54,12 +52,7 @@ fn bench_least_outstanding_busy(c: &mut Criterion) {
         let tried = Tried::new();
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let snap = r.load();
-                black_box(
-                    p.pick(&snap, &PickContext::new(None, &tried))
-                        .map(|m| m.serial())
-                        .ok(),
-                );
+                black_box(pick_serial(&r, &p, &PickContext::new(None, &tried)));
             });
         });
     }
@@ -77,12 +70,7 @@ fn bench_retry(c: &mut Criterion) {
         tried.insert(&snap.members()[0]);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let snap = r.load();
-                black_box(
-                    p.pick(&snap, &PickContext::new(None, &tried))
-                        .map(|m| m.serial())
-                        .ok(),
-                );
+                black_box(pick_serial(&r, &p, &PickContext::new(None, &tried)));
             });
         });
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::registry;
+use benches::{pick_serial, registry};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tower_balancer::strategy::{Maglev, PickContext, Picker, RingHash, RoundRobin, Tried};
 
@@ -68,12 +68,7 @@ fn pick_under_churn(c: &mut Criterion) {
     let tried = Tried::new();
     c.bench_function("pick/round-robin-256-under-weight-churn", |b| {
         b.iter(|| {
-            let snap = r.load();
-            black_box(
-                p.pick(&snap, &PickContext::new(None, &tried))
-                    .map(|m| m.serial())
-                    .ok(),
-            );
+            black_box(pick_serial(&r, &p, &PickContext::new(None, &tried)));
         });
     });
     stop.store(true, Ordering::Relaxed);

@@ -30,3 +30,15 @@ pub fn registry(n: usize) -> Registry {
 
 /// Member counts every pick bench runs at.
 pub const SIZES: [usize; 4] = [2, 16, 256, 4096];
+
+/// One request's worth of picking: load the snapshot, pick, and return the member's serial
+/// (so the member's state is touched, as a real request would).
+#[must_use]
+pub fn pick_serial<S: tower_balancer::strategy::Strategy>(
+    registry: &Registry,
+    picker: &tower_balancer::strategy::Picker<S>,
+    cx: &tower_balancer::strategy::PickContext<'_>,
+) -> Option<u64> {
+    let snapshot = registry.load();
+    picker.pick(&snapshot, cx).ok().map(|m| m.serial())
+}

@@ -5,7 +5,6 @@
 //! must never wait. Writers serialise on a mutex, build a new [`Snapshot`] and swap it in;
 //! readers load the current snapshot with one atomic operation.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
@@ -14,15 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::watch;
 
+use super::batch::Batch;
 use super::error::RegistryError;
-use super::member::{check_weight, AdminState, Health, Member, MemberId, MemberSpec};
+use super::member::{AdminState, Health, Member, MemberId, MemberSpec};
 use super::snapshot::{Snapshot, Table, Tier};
 use super::stats::RegistryLoad;
-
-/// Builds one strategy's table for one tier; `None` once the strategy is gone.
-pub(crate) trait TableBuilder: Send + Sync {
-    fn build(&self, members: &[Arc<Member>]) -> Option<Table>;
-}
+use super::tables::TableBuilder;
 
 /// The set of members a balancer sends to. Cheap to clone: clones share one registry.
 ///
@@ -54,11 +50,11 @@ struct Shared {
     load: Arc<RegistryLoad>,
 }
 
-struct Writer {
-    members: BTreeMap<MemberId, Arc<Member>>,
-    builders: Vec<Option<Arc<dyn TableBuilder>>>,
-    version: u64,
-    next_serial: u64,
+pub(super) struct Writer {
+    pub(super) members: BTreeMap<MemberId, Arc<Member>>,
+    pub(super) builders: Vec<Option<Arc<dyn TableBuilder>>>,
+    pub(super) version: u64,
+    pub(super) next_serial: u64,
 }
 
 /// A snapshot held for the duration of one pick: a cheap, lock-free borrow.
@@ -101,14 +97,6 @@ impl Changes {
         self.0.changed().await.map_err(|_| RegistryClosed)?;
         Ok(*self.0.borrow_and_update())
     }
-}
-
-/// Several changes applied under one lock, with one snapshot rebuild at the end.
-/// Made by [`Registry::update`].
-pub struct Batch<'a> {
-    writer: &'a mut Writer,
-    load: &'a Arc<RegistryLoad>,
-    changed: bool,
 }
 
 impl Default for Registry {
@@ -327,152 +315,6 @@ impl Writer {
             })
             .collect();
         Snapshot::new(self.version, members, tiers)
-    }
-}
-
-impl Batch<'_> {
-    fn member(&self, id: &str) -> Result<&Arc<Member>, RegistryError> {
-        self.writer
-            .members
-            .get(id)
-            .ok_or_else(|| RegistryError::UnknownMember(escape(id)))
-    }
-
-    /// See [`Registry::insert`].
-    ///
-    /// # Errors
-    /// As [`Registry::insert`].
-    pub fn insert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
-        if self.writer.members.contains_key(&spec.id) {
-            return Err(RegistryError::DuplicateId(spec.id));
-        }
-        check_weight(&spec.id, spec.weight)?;
-        let serial = self.writer.next_serial;
-        self.writer.next_serial += 1;
-        let member = Arc::new(Member::new(serial, spec, self.load.clone()));
-        self.writer
-            .members
-            .insert(member.id().clone(), member.clone());
-        self.changed = true;
-        Ok(member)
-    }
-
-    /// See [`Registry::upsert`].
-    ///
-    /// # Errors
-    /// As [`Registry::upsert`].
-    pub fn upsert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
-        check_weight(&spec.id, spec.weight)?;
-        match self.writer.members.get(&spec.id) {
-            Some(existing) if existing.endpoint() == &spec.endpoint => {
-                let existing = existing.clone();
-                existing.set_weight(spec.weight);
-                existing.set_priority(spec.priority);
-                existing.set_state(spec.state);
-                self.changed = true;
-                Ok(existing)
-            }
-            Some(_) => {
-                self.writer.members.remove(&spec.id);
-                self.insert(spec)
-            }
-            None => self.insert(spec),
-        }
-    }
-
-    /// See [`Registry::remove`].
-    ///
-    /// # Errors
-    /// As [`Registry::remove`].
-    pub fn remove(&mut self, id: &str) -> Result<Arc<Member>, RegistryError> {
-        let removed = self
-            .writer
-            .members
-            .remove(id)
-            .ok_or_else(|| RegistryError::UnknownMember(escape(id)))?;
-        self.changed = true;
-        Ok(removed)
-    }
-
-    /// See [`Registry::set_weight`].
-    ///
-    /// # Errors
-    /// As [`Registry::set_weight`].
-    pub fn set_weight(&mut self, id: &str, weight: u32) -> Result<(), RegistryError> {
-        let m = self.member(id)?;
-        let weight = check_weight(m.id(), weight)?;
-        if m.weight() != weight {
-            m.set_weight(weight);
-            self.changed = true;
-        }
-        Ok(())
-    }
-
-    /// See [`Registry::set_priority`].
-    ///
-    /// # Errors
-    /// As [`Registry::set_priority`].
-    pub fn set_priority(&mut self, id: &str, priority: u16) -> Result<(), RegistryError> {
-        let m = self.member(id)?;
-        if m.priority() != priority {
-            m.set_priority(priority);
-            self.changed = true;
-        }
-        Ok(())
-    }
-
-    /// See [`Registry::set_state`].
-    ///
-    /// # Errors
-    /// As [`Registry::set_state`].
-    pub fn set_state(&mut self, id: &str, state: AdminState) -> Result<(), RegistryError> {
-        let m = self.member(id)?;
-        if m.state() != state {
-            m.set_state(state);
-            self.changed = true;
-        }
-        Ok(())
-    }
-
-    /// See [`Registry::set_health`].
-    ///
-    /// # Errors
-    /// As [`Registry::set_health`].
-    pub fn set_health(&mut self, id: &str, health: Health) -> Result<(), RegistryError> {
-        let m = self.member(id)?;
-        if m.health() != health {
-            m.set_health(health);
-            self.changed = true;
-        }
-        Ok(())
-    }
-
-    /// Whether a member with this id is registered.
-    #[must_use]
-    pub fn contains(&self, id: &str) -> bool {
-        self.writer.members.contains_key(id)
-    }
-}
-
-fn escape(id: &str) -> String {
-    id.chars().take(64).flat_map(char::escape_default).collect()
-}
-
-/// Builds tables for a strategy held weakly, so a dropped strategy frees its slot.
-pub(crate) struct WeakBuilder<S, F> {
-    pub(crate) strategy: std::sync::Weak<S>,
-    pub(crate) build: F,
-}
-
-impl<S, F, T> TableBuilder for WeakBuilder<S, F>
-where
-    S: Send + Sync,
-    F: Fn(&S, &[Arc<Member>]) -> T + Send + Sync,
-    T: Any + Send + Sync,
-{
-    fn build(&self, members: &[Arc<Member>]) -> Option<Table> {
-        let strategy = self.strategy.upgrade()?;
-        Some(Box::new((self.build)(&strategy, members)))
     }
 }
 

@@ -11,18 +11,21 @@
 //! ones still served) and [`AdminState::Disabled`]; [`Health`] is kept apart, so a probe never
 //! overrides an operator. Priority sets (Apache `lbset`) order the [`Tier`]s a pick walks.
 
+mod batch;
 mod discover;
 mod error;
 mod handle;
 mod member;
 mod snapshot;
 mod stats;
+mod tables;
 
+pub use batch::Batch;
 pub use discover::{Discovery, DiscoveryReport};
 pub use error::RegistryError;
-pub(crate) use handle::WeakBuilder;
-pub use handle::{Batch, Changes, Registry, RegistryClosed, SnapshotGuard};
+pub use handle::{Changes, Registry, RegistryClosed, SnapshotGuard};
 pub use member::{AdminState, Health, Member, MemberId, MemberSpec, MAX_ID_LEN, MAX_WEIGHT};
 pub use snapshot::{Snapshot, Tier};
 pub(crate) use stats::decay_factor as stats_decay_factor;
 pub use stats::{InFlight, MemberStats, RegistryLoad, StatsView, EWMA_DECAY};
+pub(crate) use tables::WeakBuilder;
