@@ -16,8 +16,11 @@
 //! [`balance::error_status`].
 
 pub mod balance;
+pub mod conn;
+pub mod failover;
 pub mod outcome;
 pub mod registry;
+pub mod sticky;
 pub mod strategy;
 pub mod upstream;
 

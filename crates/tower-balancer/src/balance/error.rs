@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use crate::failover::{FailoverError, NotRetried};
 use crate::registry::{Member, MemberId};
 use crate::strategy::PickError;
 use crate::upstream::find_upstream_error;
@@ -80,7 +81,7 @@ impl StdError for AttemptError {
 }
 
 /// The status a client should get for an error from the balancer stack: 503 when no member
-/// could take the request, 504 when a member timed out, 400 when the client's own body failed,
+/// could take the request, 504 when a member or the failover deadline timed out, 400 when the client's own body failed,
 /// 502 for every other upstream failure. The error's text is for logs, never for the client.
 #[must_use]
 pub fn error_status(err: &(dyn StdError + 'static)) -> StatusCode {
@@ -88,6 +89,11 @@ pub fn error_status(err: &(dyn StdError + 'static)) -> StatusCode {
     while let Some(e) = cur {
         if e.downcast_ref::<BalanceError>().is_some() {
             return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        if let Some(f) = e.downcast_ref::<FailoverError>() {
+            if f.reason() == NotRetried::DeadlineExceeded && e.source().is_none() {
+                return StatusCode::GATEWAY_TIMEOUT;
+            }
         }
         cur = e.source();
     }

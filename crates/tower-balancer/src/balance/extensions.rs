@@ -65,3 +65,9 @@ impl PinnedRoute {
 /// from bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestKey(pub u64);
+
+/// Put in a request to bound the attempt's time to response headers; the failover layer does
+/// this for its per-try timeout. A timed-out attempt fails with a timeout
+/// [`UpstreamError`](crate::upstream::UpstreamError) and counts against its member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimeout(pub std::time::Duration);

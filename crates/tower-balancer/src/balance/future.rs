@@ -3,11 +3,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::body::ResponseBody;
 use super::error::{AttemptError, BalanceError};
@@ -15,7 +16,7 @@ use super::extensions::ServedBy;
 use super::service::Report;
 use crate::outcome::{FailureKind, Outcome};
 use crate::registry::InFlight;
-use crate::upstream::find_upstream_error;
+use crate::upstream::{find_upstream_error, UpstreamError, UpstreamErrorKind};
 use crate::BoxError;
 
 pin_project! {
@@ -32,6 +33,8 @@ pin_project! {
         Attempt {
             #[pin]
             fut: F,
+            #[pin]
+            timeout: Option<Sleep>,
             attempt: Option<Attempt>,
         },
         Failed {
@@ -51,11 +54,13 @@ impl<F> ResponseFuture<F> {
         fut: F,
         in_flight: InFlight,
         started: Instant,
+        timeout: Option<Duration>,
         report: Arc<Report>,
     ) -> Self {
         Self {
             kind: Kind::Attempt {
                 fut,
+                timeout: timeout.map(|t| tokio::time::sleep_until(started + t)),
                 attempt: Some(Attempt {
                     in_flight,
                     started,
@@ -93,8 +98,20 @@ where
                 || BoxError::from(POLLED_AFTER_READY),
                 |e| Box::new(e) as BoxError,
             ))),
-            KindProj::Attempt { fut, attempt } => {
-                let result = ready!(fut.poll(cx));
+            KindProj::Attempt {
+                fut,
+                timeout,
+                attempt,
+            } => {
+                let result = match fut.poll(cx) {
+                    Poll::Ready(r) => r.map_err(Into::into),
+                    Poll::Pending => match timeout.as_pin_mut().map(|t| t.poll(cx)) {
+                        Some(Poll::Ready(())) => Err(Box::new(UpstreamError::from_kind(
+                            UpstreamErrorKind::Timeout,
+                        )) as BoxError),
+                        _ => return Poll::Pending,
+                    },
+                };
                 let Some(Attempt {
                     in_flight,
                     started,
@@ -126,7 +143,6 @@ where
                     }
                     Err(e) => {
                         drop(in_flight);
-                        let e: BoxError = e.into();
                         let outcome = match find_upstream_error(&*e) {
                             Some(u) => u.failure_kind().map_or(Outcome::NotCounted, |kind| {
                                 Outcome::Failure {

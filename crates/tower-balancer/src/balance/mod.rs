@@ -23,7 +23,7 @@ mod status;
 
 pub use body::{RequestBody, ResponseBody};
 pub use error::{error_status, AttemptError, BalanceError};
-pub use extensions::{Picked, PinnedRoute, RequestKey, ServedBy};
+pub use extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, ServedBy};
 pub use future::ResponseFuture;
 pub use key::{HashKey, HeaderKey, PathKey};
 pub use layer::BalanceLayer;

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::body::{RequestBody, ResponseBody};
 use super::error::BalanceError;
-use super::extensions::{Picked, PinnedRoute, RequestKey};
+use super::extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey};
 use super::future::ResponseFuture;
 use super::key::HashKey;
 use super::layer::BalanceLayer;
@@ -111,12 +111,19 @@ impl<I, S: Strategy> Balance<I, S> {
         let empty = Tried::new();
         let tried = req.extensions().get::<Tried>().unwrap_or(&empty);
         if let Some(pin) = req.extensions().get::<PinnedRoute>() {
-            match snapshot.get(pin.route().as_str()) {
-                Some(m) if m.serves_pinned() && !tried.contains(m) => return Ok(m.clone()),
-                _ if pin.is_strict() => {
+            let usable = |m: &&Arc<Member>| m.serves_pinned() && !tried.contains(m);
+            let pinned = snapshot.get(pin.route().as_str());
+            // the member itself, else its redirect route (Apache `redirect=`), one hop only
+            let chosen = pinned.filter(usable).or_else(|| {
+                let redirect = pinned?.redirect()?;
+                snapshot.get(redirect.as_str()).filter(usable)
+            });
+            match chosen {
+                Some(m) => return Ok(m.clone()),
+                None if pin.is_strict() => {
                     return Err(BalanceError::PinnedUnavailable(pin.route().clone()))
                 }
-                _ => {}
+                None => {}
             }
         }
         let key = match req.extensions().get::<RequestKey>() {
@@ -154,8 +161,9 @@ where
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(Picked(member.clone()));
         let req = Request::from_parts(parts, RequestBody::new(body, member));
+        let timeout = req.extensions().get::<AttemptTimeout>().map(|t| t.0);
         let started = Instant::now();
         let fut = self.inner.call(req);
-        ResponseFuture::attempt(fut, in_flight, started, self.shared.report.clone())
+        ResponseFuture::attempt(fut, in_flight, started, timeout, self.shared.report.clone())
     }
 }

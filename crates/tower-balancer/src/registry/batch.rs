@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::error::RegistryError;
 use super::handle::Writer;
-use super::member::{check_weight, AdminState, Health, Member, MemberSpec};
+use super::member::{check_weight, AdminState, Health, Member, MemberId, MemberSpec};
 use super::stats::RegistryLoad;
 
 /// Several changes applied under one lock, with one snapshot rebuild at the end.
@@ -54,6 +54,7 @@ impl Batch<'_> {
                 existing.set_weight(spec.weight);
                 existing.set_priority(spec.priority);
                 existing.set_state(spec.state);
+                existing.set_redirect(spec.redirect);
                 self.changed = true;
                 Ok(existing)
             }
@@ -114,6 +115,19 @@ impl Batch<'_> {
         let m = self.member(id)?;
         if m.state() != state {
             m.set_state(state);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Sets or clears a member's redirect route (Apache `redirect=`).
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`].
+    pub fn set_redirect(&mut self, id: &str, route: Option<MemberId>) -> Result<(), RegistryError> {
+        let m = self.member(id)?;
+        if m.redirect() != route {
+            m.set_redirect(route);
             self.changed = true;
         }
         Ok(())

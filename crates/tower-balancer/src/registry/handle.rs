@@ -217,6 +217,14 @@ impl Registry {
         self.update(|b| b.set_health(id, health))
     }
 
+    /// Sets or clears a member's redirect route (Apache `redirect=`).
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`].
+    pub fn set_redirect(&self, id: &str, route: Option<MemberId>) -> Result<(), RegistryError> {
+        self.update(|b| b.set_redirect(id, route))
+    }
+
     /// Applies several changes with a single snapshot rebuild. Each change takes effect in
     /// order; if the closure returns an error, the changes made before it stay and are
     /// published.

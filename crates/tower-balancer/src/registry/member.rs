@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use http::Uri;
 
 use super::error::RegistryError;
@@ -196,6 +197,7 @@ pub struct MemberSpec {
     pub(crate) priority: u16,
     pub(crate) state: AdminState,
     pub(crate) health: Health,
+    pub(crate) redirect: Option<MemberId>,
 }
 
 impl MemberSpec {
@@ -209,7 +211,16 @@ impl MemberSpec {
             priority: 0,
             state: AdminState::Active,
             health: Health::Healthy,
+            redirect: None,
         }
+    }
+
+    /// Sets the redirect route (Apache `redirect=`): requests pinned to this member go to
+    /// that member instead whenever this one cannot serve, for a planned migration.
+    #[must_use]
+    pub fn redirect(mut self, route: MemberId) -> Self {
+        self.redirect = Some(route);
+        self
     }
 
     /// Sets the weight (Apache `loadfactor`); checked against 1..=[`MAX_WEIGHT`] on insert.
@@ -275,6 +286,7 @@ pub struct Member {
     priority: AtomicU16,
     state: AtomicU8,
     health: AtomicU8,
+    redirect: ArcSwapOption<MemberId>,
     stats: MemberStats,
 }
 
@@ -288,6 +300,7 @@ impl Member {
             priority: AtomicU16::new(spec.priority),
             state: AtomicU8::new(spec.state as u8),
             health: AtomicU8::new(spec.health as u8),
+            redirect: ArcSwapOption::from(spec.redirect.map(Arc::new)),
             stats: MemberStats::new(load),
         }
     }
@@ -333,6 +346,16 @@ impl Member {
     #[must_use]
     pub fn health(&self) -> Health {
         Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// The redirect route (Apache `redirect=`), if set.
+    #[must_use]
+    pub fn redirect(&self) -> Option<MemberId> {
+        self.redirect.load().as_deref().cloned()
+    }
+
+    pub(crate) fn set_redirect(&self, route: Option<MemberId>) {
+        self.redirect.store(route.map(Arc::new));
     }
 
     /// Live counters and latency.

@@ -1,0 +1,299 @@
+//! The failover future: attempts, backoff, deadline, and the final answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::request::Parts;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::retry::budget::Budget;
+use tower_service::Service;
+
+use super::body::{Replay, ReplayBody};
+use super::error::{FailoverError, NotRetried};
+use super::policy::{is_idempotent, FailoverConfig};
+use crate::balance::{AttemptError, AttemptTimeout, BalanceError, ServedBy};
+use crate::strategy::Tried;
+use crate::upstream::{find_upstream_error, UpstreamErrorKind};
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`Failover`](super::Failover).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        #[pin]
+        deadline: Option<Sleep>,
+        svc: S,
+        parts: Parts,
+        replay: Replay<B>,
+        tried: Tried,
+        attempts: usize,
+        max_attempts: usize,
+        last: Option<Result<S::Response, BoxError>>,
+        config: Arc<FailoverConfig>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Ready,
+        Calling {
+            #[pin]
+            fut: F,
+        },
+        Backoff {
+            #[pin]
+            sleep: Sleep,
+        },
+    }
+}
+
+enum Verdict<R> {
+    Done(Result<R, BoxError>),
+    Retry(Result<R, BoxError>),
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.attempts)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Copies the request head for one attempt, with the members tried so far.
+fn attempt_request<B>(
+    parts: &Parts,
+    body: ReplayBody<B>,
+    tried: Tried,
+    config: &FailoverConfig,
+) -> Request<ReplayBody<B>> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req.extensions_mut().insert(tried);
+    if let Some(t) = config.per_try_timeout {
+        req.extensions_mut().insert(AttemptTimeout(t));
+    }
+    req
+}
+
+/// The answer to give when failover stops for `reason`: a response is returned as it is,
+/// marked with the reason; an error is wrapped in [`FailoverError`].
+fn stop<RB>(
+    res: Result<Response<RB>, BoxError>,
+    reason: NotRetried,
+    attempts: usize,
+) -> Result<Response<RB>, BoxError> {
+    match res {
+        Ok(mut r) => {
+            r.extensions_mut().insert(reason);
+            Ok(r)
+        }
+        Err(e) => Err(Box::new(FailoverError::new(reason, attempts, Some(e)))),
+    }
+}
+
+fn is_balance_error(e: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
+    while let Some(err) = cur {
+        if err.is::<BalanceError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+impl<S, B, RB> ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    pub(crate) fn start(
+        mut svc: S,
+        parts: Parts,
+        replay: Replay<B>,
+        max_attempts: usize,
+        config: Arc<FailoverConfig>,
+    ) -> Self {
+        let tried = Tried::new();
+        let req = attempt_request(&parts, replay.attempt(), tried, &config);
+        let fut = svc.call(req);
+        Self {
+            state: State::Calling { fut },
+            deadline: config
+                .deadline
+                .map(|d| tokio::time::sleep_until(Instant::now() + d)),
+            svc,
+            parts,
+            replay,
+            tried,
+            attempts: 1,
+            max_attempts,
+            last: None,
+            config,
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
+                if deadline.poll(cx).is_ready() {
+                    let attempts = *this.attempts;
+                    return Poll::Ready(match this.last.take() {
+                        Some(res) => stop(res, NotRetried::DeadlineExceeded, attempts),
+                        None => Err(Box::new(FailoverError::new(
+                            NotRetried::DeadlineExceeded,
+                            attempts,
+                            None,
+                        ))),
+                    });
+                }
+            }
+            match this.state.as_mut().project() {
+                StateProj::Ready => {
+                    if let Err(e) = ready!(this.svc.poll_ready(cx)) {
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    let req = attempt_request(
+                        this.parts,
+                        this.replay.attempt(),
+                        *this.tried,
+                        this.config,
+                    );
+                    let fut = this.svc.call(req);
+                    *this.attempts += 1;
+                    this.state.set(State::Calling { fut });
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Calling { fut } => {
+                    let res = ready!(fut.poll(cx)).map_err(Into::into);
+                    let attempts = *this.attempts;
+                    let verdict = judge(
+                        res,
+                        this.parts,
+                        this.replay,
+                        this.tried,
+                        this.config,
+                        this.last,
+                        attempts,
+                    );
+                    match verdict {
+                        Verdict::Done(out) => return Poll::Ready(out),
+                        Verdict::Retry(res) => {
+                            if attempts >= *this.max_attempts {
+                                return Poll::Ready(stop(
+                                    res,
+                                    NotRetried::AttemptsExhausted,
+                                    attempts,
+                                ));
+                            }
+                            if !this.config.budget.withdraw() {
+                                return Poll::Ready(stop(
+                                    res,
+                                    NotRetried::BudgetExhausted,
+                                    attempts,
+                                ));
+                            }
+                            *this.last = Some(res);
+                            let wait = this.config.backoff_for(attempts);
+                            this.state.set(State::Backoff {
+                                sleep: tokio::time::sleep(wait),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decides whether one attempt's outcome is the answer or worth another attempt.
+fn judge<B, RB>(
+    res: Result<Response<RB>, BoxError>,
+    parts: &Parts,
+    replay: &Replay<B>,
+    tried: &mut Tried,
+    config: &FailoverConfig,
+    last: &mut Option<Result<Response<RB>, BoxError>>,
+    attempts: usize,
+) -> Verdict<Response<RB>> {
+    let may_resend = is_idempotent(&parts.method) || config.retry_non_idempotent;
+    // Why a retry that is otherwise allowed cannot happen, if it cannot.
+    let blocked = |resent_ok: bool| -> Option<NotRetried> {
+        if replay.client_failed() {
+            Some(NotRetried::ClientError)
+        } else if !resent_ok {
+            Some(NotRetried::NotIdempotent)
+        } else if !replay.can_replay() {
+            Some(NotRetried::BodyOverCap)
+        } else {
+            None
+        }
+    };
+    match res {
+        Ok(r) => {
+            if let Some(ServedBy(m)) = r.extensions().get::<ServedBy>() {
+                tried.insert(m);
+            }
+            if !config.fail_on_status.contains(r.status()) {
+                return Verdict::Done(Ok(r));
+            }
+            match blocked(may_resend) {
+                Some(reason) => Verdict::Done(stop(Ok(r), reason, attempts)),
+                None => Verdict::Retry(Ok(r)),
+            }
+        }
+        Err(e) => {
+            if is_balance_error(&e) {
+                // no member left for this attempt: the previous failure is the answer
+                return Verdict::Done(match last.take() {
+                    Some(prev) => stop(prev, NotRetried::AttemptsExhausted, attempts - 1),
+                    None => Err(e),
+                });
+            }
+            if let Some(a) = e.downcast_ref::<AttemptError>() {
+                tried.insert(a.member());
+            }
+            let upstream = find_upstream_error(&*e).map(crate::upstream::UpstreamError::kind);
+            let reason = match upstream {
+                Some(UpstreamErrorKind::ClientBody) => Some(NotRetried::ClientError),
+                // nothing was sent: safe for every method
+                Some(UpstreamErrorKind::Connect) => blocked(true),
+                _ => blocked(may_resend),
+            };
+            match reason {
+                Some(reason) => Verdict::Done(stop(Err(e), reason, attempts)),
+                None => Verdict::Retry(Err(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Failover: when an attempt on a member fails, try another member, when it is safe.
+//!
+//! Why careful: retrying is what turns "a node died" into "nobody noticed", and also what
+//! turns one payment into two. HAProxy and Envoy retry after a request may have reached a
+//! member without looking at the method; [`FailoverLayer`] does not:
+//!
+//! - a **connect failure** (nothing was sent) is retried for every method, replaying the body;
+//! - a failure **after the request may have reached the member** (reset, timeout, a
+//!   `fail_on_status` response) is retried only for idempotent methods (GET, HEAD, OPTIONS,
+//!   TRACE, PUT, DELETE) unless you opt in;
+//! - nothing is retried once response bytes went to the client (a response is only ever
+//!   returned, never retried after being returned);
+//! - each attempt goes to a member not tried yet ([`Tried`](crate::strategy::Tried) in the
+//!   request extensions, honoured by the balance layer);
+//! - the request body is buffered lazily up to a cap (64 KiB) and replayed byte for byte; a
+//!   body over the cap is not retried once any of it was sent, and the reason is reported as
+//!   [`NotRetried::BodyOverCap`] (in [`FailoverError`] or the response extensions);
+//! - retries spend a budget (20% of requests plus 10 a second over 10 s by default), so a
+//!   dying cluster does not see a retry storm; with a per-try timeout, an overall deadline
+//!   and jittered exponential backoff.
+//!
+//! When every attempt failed the answer is the last member's error or response; errors map
+//! to 502, 503 or 504 through [`error_status`](crate::balance::error_status), never 408, and
+//! no upstream error text is meant for the client.
+
+mod body;
+mod error;
+mod future;
+mod layer;
+mod policy;
+mod service;
+
+pub use body::{ReplayBody, ReplayError};
+pub use error::{FailoverError, NotRetried};
+pub use future::ResponseFuture;
+pub use layer::FailoverLayer;
+pub use policy::{is_idempotent, FailoverConfig, DEFAULT_REPLAY_CAP};
+pub use service::Failover;

@@ -1,0 +1,85 @@
+//! The sticky layer's response future: sets the cookie when the member changed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Response};
+use pin_project_lite::pin_project;
+
+use super::config::StickyConfig;
+use super::extensions::RouteChanged;
+use crate::balance::ServedBy;
+use crate::registry::{MemberId, Registry};
+
+pin_project! {
+    /// Response future of [`Sticky`](super::Sticky).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        carried: Option<MemberId>,
+        tls: bool,
+        registry: Registry,
+        config: Arc<StickyConfig>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        inner: F,
+        carried: Option<MemberId>,
+        tls: bool,
+        registry: Registry,
+        config: Arc<StickyConfig>,
+    ) -> Self {
+        Self {
+            inner,
+            carried,
+            tls,
+            registry,
+            config,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("carried", &self.carried)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx))?;
+        let Some(served) = res.extensions().get::<ServedBy>().map(|s| s.0.id().clone()) else {
+            return Poll::Ready(Ok(res));
+        };
+        if this.carried.as_ref() == Some(&served) {
+            return Poll::Ready(Ok(res));
+        }
+        let cookie = this
+            .config
+            .set_cookie(&served, &this.registry.load(), *this.tls);
+        // Every part of the cookie was checked when the config was built and member ids are
+        // route characters, so this cannot fail; if it ever did, no cookie beats a bad one.
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(SET_COOKIE, v);
+        }
+        if let Some(from) = this.carried.take() {
+            tracing::debug!(from = %from, to = %served, "sticky route changed");
+            res.extensions_mut()
+                .insert(RouteChanged { from, to: served });
+        }
+        Poll::Ready(Ok(res))
+    }
+}

@@ -1,0 +1,116 @@
+//! Finding the route a request carries: in the URL, in the balancer's cookie, or at the end of
+//! the application's session id.
+//!
+//! Pure functions over the request head, so they can be fuzzed. Names are matched exactly on
+//! boundaries: a cookie named `xjsessionid` or a parameter `;xjsessionid=` never matches
+//! `jsessionid` (Apache's substring match lets those through). Values are only candidates: a
+//! route is used only after it resolves to a registered member.
+
+use cookie::Cookie;
+use http::header::COOKIE;
+use http::{HeaderMap, Uri};
+
+/// The route after the first `separator` of a session id (`3F2A….node1` → `node1`), as Apache
+/// does; with no separator, the whole value. Empty results are no route.
+#[must_use]
+pub fn route_from_session_id(value: &str, separator: Option<char>) -> Option<&str> {
+    let route = match separator {
+        Some(sep) => value.split_once(sep)?.1,
+        None => value,
+    };
+    (!route.is_empty()).then_some(route)
+}
+
+/// The first value of cookie `name` across every `Cookie` header (HTTP/2 may split them),
+/// with surrounding double quotes removed. Malformed pairs are skipped.
+#[must_use]
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
+        .map(|v| v.trim_matches('"'))
+}
+
+/// The value of path parameter `;name=` in the last path segment that has it, or of query
+/// parameter `name=`; the path parameter is looked at first (Tomcat writes
+/// `/app;jsessionid=ABC.node1?x=1`).
+#[must_use]
+pub fn url_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> {
+    let path = uri.path();
+    let from_path = path.split('/').rev().find_map(|segment| {
+        segment
+            .split(';')
+            .skip(1)
+            .find_map(|param| param_value(param, name))
+    });
+    from_path.or_else(|| {
+        uri.query()?
+            .split('&')
+            .find_map(|pair| param_value(pair, name))
+    })
+}
+
+/// `value` when `pair` is exactly `name=value`.
+fn param_value<'a>(pair: &'a str, name: &str) -> Option<&'a str> {
+    let (key, value) = pair.split_once('=')?;
+    (key == name).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(cookies: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn session_routes_follow_apache_first_separator() {
+        assert_eq!(
+            route_from_session_id("3F2A.node1", Some('.')),
+            Some("node1")
+        );
+        assert_eq!(route_from_session_id("3F2A.n.1", Some('.')), Some("n.1"));
+        assert_eq!(route_from_session_id(".node1", Some('.')), Some("node1"));
+        assert_eq!(route_from_session_id("3F2A", Some('.')), None);
+        assert_eq!(route_from_session_id("3F2A.", Some('.')), None);
+        assert_eq!(route_from_session_id(".", Some('.')), None);
+        assert_eq!(route_from_session_id("node1", None), Some("node1"));
+        assert_eq!(route_from_session_id("", None), None);
+    }
+
+    #[test]
+    fn cookie_names_match_exactly_and_the_first_wins() {
+        let h = headers(&["xJSESSIONID=evil.node9; JSESSIONID=ABC.node1; JSESSIONID=DEF.node2"]);
+        assert_eq!(cookie_value(&h, "JSESSIONID"), Some("ABC.node1"));
+        let h = headers(&["a=1", "ROUTEID=\".node2\""]);
+        assert_eq!(cookie_value(&h, "ROUTEID"), Some(".node2"));
+        assert_eq!(cookie_value(&h, "routeid"), None);
+        assert_eq!(cookie_value(&HeaderMap::new(), "ROUTEID"), None);
+    }
+
+    #[test]
+    fn url_parameters_match_on_boundaries() {
+        let u: Uri = "/carbon/admin;jsessionid=ABC.node1?x=1".parse().unwrap();
+        assert_eq!(url_param(&u, "jsessionid"), Some("ABC.node1"));
+        let u: Uri = "/a?xjsessionid=ABC.node9&jsessionid=DEF.node2"
+            .parse()
+            .unwrap();
+        assert_eq!(url_param(&u, "jsessionid"), Some("DEF.node2"));
+        let u: Uri = "/a;xjsessionid=ABC.node9".parse().unwrap();
+        assert_eq!(url_param(&u, "jsessionid"), None);
+        let u: Uri = "/a;jsessionid=P.node1?jsessionid=Q.node2".parse().unwrap();
+        assert_eq!(url_param(&u, "jsessionid"), Some("P.node1"));
+    }
+}

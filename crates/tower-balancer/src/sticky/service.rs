@@ -1,0 +1,136 @@
+//! The sticky service: resolve the carried route, pin, pass on.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::uri::Scheme;
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::config::StickyConfig;
+use super::extensions::CarriedRoute;
+use super::future::ResponseFuture;
+use super::route::{cookie_value, route_from_session_id, url_param};
+use crate::balance::PinnedRoute;
+use crate::conn::ClientTls;
+use crate::registry::{MemberId, Registry, Snapshot};
+
+/// The service made by [`StickyLayer`](super::StickyLayer).
+#[derive(Debug, Clone)]
+pub struct Sticky<S> {
+    inner: S,
+    registry: Registry,
+    config: Arc<StickyConfig>,
+}
+
+impl<S> Sticky<S> {
+    pub(crate) fn new(inner: S, registry: Registry, config: Arc<StickyConfig>) -> Self {
+        Self {
+            inner,
+            registry,
+            config,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The registered member `route` names, if any: the only way a route becomes a destination.
+fn registered(route: &str, snapshot: &Snapshot) -> Option<MemberId> {
+    if !MemberId::is_valid(route) {
+        return None;
+    }
+    snapshot.get(route).map(|m| m.id().clone())
+}
+
+impl StickyConfig {
+    /// The route a request carries, in order: URL parameters (the URL wins, as in Apache), the
+    /// balancer's cookie, application session cookies. The first candidate naming a
+    /// registered member is taken; unknown or malformed ones are passed over.
+    pub(crate) fn carried_route<B>(
+        &self,
+        req: &Request<B>,
+        snapshot: &Snapshot,
+    ) -> Option<MemberId> {
+        for name in &self.url_params {
+            if let Some(v) = url_param(req.uri(), name) {
+                if let Some(id) =
+                    route_from_session_id(v, self.separator).and_then(|r| registered(r, snapshot))
+                {
+                    return Some(id);
+                }
+            }
+        }
+        let headers = req.headers();
+        if let Some(v) = cookie_value(headers, &self.cookie_name) {
+            if let Some(codec) = &self.codec {
+                if let Some(id) = codec.decode(v, snapshot) {
+                    return Some(id);
+                }
+            }
+            if self.codec.is_none() || self.accept_apache_form {
+                if let Some(id) =
+                    route_from_session_id(v, Some('.')).and_then(|r| registered(r, snapshot))
+                {
+                    return Some(id);
+                }
+            }
+        }
+        self.session_cookies.iter().find_map(|name| {
+            let v = cookie_value(headers, name)?;
+            route_from_session_id(v, self.separator).and_then(|r| registered(r, snapshot))
+        })
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Sticky<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let carried = {
+            let snapshot = self.registry.load();
+            self.config.carried_route(&req, &snapshot)
+        };
+        if let Some(id) = &carried {
+            let pin = PinnedRoute::new(id.clone());
+            let pin = if self.config.strict {
+                pin.strict()
+            } else {
+                pin
+            };
+            req.extensions_mut().insert(pin);
+            req.extensions_mut().insert(CarriedRoute(id.clone()));
+        }
+        let tls = req.extensions().get::<ClientTls>().is_some()
+            || req.uri().scheme() == Some(&Scheme::HTTPS);
+        ResponseFuture::new(
+            self.inner.call(req),
+            carried,
+            tls,
+            self.registry.clone(),
+            self.config.clone(),
+        )
+    }
+}

@@ -1,0 +1,233 @@
+//! Opaque, signed route tokens for the balancer's own cookie.
+//!
+//! Why: balancers that put a member's address in the cookie (Envoy: base64 `ip:port`; nginx:
+//! MD5 of `ip:port`; Traefik: unsalted SHA-256 of the URL) tell every client the inside of the
+//! cluster and let it aim at any member. Our token is a keyed HMAC-SHA256 of the member id,
+//! truncated to 144 bits and base64url-encoded: it reveals no id, address or port, the same
+//! member always gets the same token (so many balancer instances with the same keys agree),
+//! and a forged or altered token matches no member and is ignored.
+//!
+//! Keys are a list: the first signs new cookies, all of them are accepted, so a key can be
+//! rotated by putting the new key first and keeping the old one until its cookies expire.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, TryLockError};
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::registry::{MemberId, Snapshot};
+
+/// Bytes of HMAC output kept in a token: 18 bytes, 24 base64url characters.
+const TOKEN_BYTES: usize = 18;
+/// Domain separation, so a key shared with another use of HMAC cannot mint our tokens.
+const CONTEXT: &[u8] = b"tower-balancer route v1\0";
+
+/// The shortest signing key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// A signing key list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No key was given.
+    #[error("at least one cookie signing key is needed")]
+    Empty,
+    /// A key is shorter than [`MIN_KEY_LEN`] bytes.
+    #[error("cookie signing key {index} has {len} bytes; at least {MIN_KEY_LEN} are needed")]
+    TooShort {
+        /// Position of the key in the list.
+        index: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// The system random generator failed while making a per-process key.
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// The keys route tokens are signed with.
+#[derive(Clone)]
+pub struct RouteKeys {
+    keys: Arc<[hmac::Key]>,
+}
+
+impl fmt::Debug for RouteKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteKeys")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteKeys {
+    /// Signs with the first key and accepts all of them.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the list is empty or a key is shorter than 32 bytes.
+    pub fn new<K: AsRef<[u8]>>(keys: &[K]) -> Result<Self, KeyError> {
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let keys = keys
+            .iter()
+            .enumerate()
+            .map(|(index, k)| {
+                let k = k.as_ref();
+                if k.len() < MIN_KEY_LEN {
+                    Err(KeyError::TooShort {
+                        index,
+                        len: k.len(),
+                    })
+                } else {
+                    Ok(hmac::Key::new(hmac::HMAC_SHA256, k))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { keys: keys.into() })
+    }
+
+    /// A random key for this process only: cookies stop matching when the process restarts,
+    /// and other balancer instances do not accept them. Configure keys for a real cluster.
+    ///
+    /// # Errors
+    /// [`KeyError::Random`] if the system random generator fails.
+    pub fn random() -> Result<Self, KeyError> {
+        let mut k = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut k)
+            .map_err(|_| KeyError::Random)?;
+        Self::new(&[k])
+    }
+
+    fn token_with(key: &hmac::Key, id: &MemberId) -> String {
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(CONTEXT);
+        ctx.update(id.as_str().as_bytes());
+        let tag = ctx.sign();
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..TOKEN_BYTES])
+    }
+
+    /// The token new cookies carry for `id`.
+    #[must_use]
+    pub fn token(&self, id: &MemberId) -> String {
+        Self::token_with(&self.keys[0], id)
+    }
+}
+
+/// Tokens of the members of one snapshot, for decoding without trying every member.
+struct Table {
+    version: u64,
+    by_token: HashMap<Box<str>, MemberId>,
+    by_member: HashMap<MemberId, Arc<str>>,
+}
+
+/// Decodes and encodes tokens against the registry's current members, rebuilding its lookup
+/// table when the membership version changes (HMACs of members already known are reused).
+pub(crate) struct TokenCodec {
+    keys: RouteKeys,
+    table: ArcSwap<Table>,
+    rebuild: Mutex<()>,
+}
+
+impl TokenCodec {
+    pub(crate) fn new(keys: RouteKeys) -> Self {
+        Self {
+            keys,
+            table: ArcSwap::from_pointee(Table {
+                version: u64::MAX,
+                by_token: HashMap::new(),
+                by_member: HashMap::new(),
+            }),
+            rebuild: Mutex::new(()),
+        }
+    }
+
+    fn table(&self, snapshot: &Snapshot) -> Arc<Table> {
+        let current = self.table.load_full();
+        if current.version == snapshot.version() {
+            return current;
+        }
+        // One request rebuilds; concurrent ones use the previous table meanwhile (a member
+        // that just joined is then not yet decodable: its requests are balanced normally).
+        let _guard = match self.rebuild.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return current,
+        };
+        let mut by_token = HashMap::with_capacity(snapshot.len() * self.keys.keys.len());
+        let mut by_member = HashMap::with_capacity(snapshot.len());
+        for m in snapshot.members() {
+            let id = m.id();
+            let primary = current
+                .by_member
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(self.keys.token(id)));
+            by_token.insert(Box::from(&*primary), id.clone());
+            for key in &self.keys.keys[1..] {
+                by_token.insert(RouteKeys::token_with(key, id).into(), id.clone());
+            }
+            by_member.insert(id.clone(), primary);
+        }
+        let table = Arc::new(Table {
+            version: snapshot.version(),
+            by_token,
+            by_member,
+        });
+        self.table.store(table.clone());
+        table
+    }
+
+    /// The member a token names, if it is a valid token of a registered member.
+    pub(crate) fn decode(&self, token: &str, snapshot: &Snapshot) -> Option<MemberId> {
+        if token.len() != TOKEN_BYTES / 3 * 4 {
+            return None;
+        }
+        self.table(snapshot).by_token.get(token).cloned()
+    }
+
+    /// The token for `id`.
+    pub(crate) fn encode(&self, id: &MemberId, snapshot: &Snapshot) -> Arc<str> {
+        self.table(snapshot)
+            .by_member
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(self.keys.token(id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert_eq!(RouteKeys::new::<&[u8]>(&[]).unwrap_err(), KeyError::Empty);
+        assert!(matches!(
+            RouteKeys::new(&[[0u8; 31]]),
+            Err(KeyError::TooShort { index: 0, len: 31 })
+        ));
+        assert!(RouteKeys::new(&[[0u8; 32]]).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_opaque_stable_and_keyed() {
+        let a = RouteKeys::new(&[[1u8; 32]]).unwrap();
+        let b = RouteKeys::new(&[[2u8; 32]]).unwrap();
+        let id = MemberId::new("node1").unwrap();
+        let t = a.token(&id);
+        assert_eq!(t.len(), 24);
+        assert!(!t.contains("node"));
+        assert_eq!(t, a.token(&id));
+        assert_ne!(t, b.token(&id));
+        assert_ne!(t, a.token(&MemberId::new("node2").unwrap()));
+        assert!(t
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}
