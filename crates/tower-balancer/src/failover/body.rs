@@ -353,4 +353,56 @@ mod tests {
         assert_eq!(replay.attempt().size_hint().exact(), Some(5));
         assert_eq!(replay.attempt().size_hint().exact(), Some(5));
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn body_of(chunks: &[Vec<u8>]) -> StreamBody<futures_stream::Iter> {
+            StreamBody::new(futures_stream::Iter::new(
+                chunks
+                    .iter()
+                    .map(|c| Ok(Frame::data(Bytes::from(c.clone()))))
+                    .collect(),
+            ))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the chunking and however much the first attempt read, a second attempt
+            /// sends the identical body when what was read fit in the cap, and refuses
+            /// (never sends a corrupted body) when it did not.
+            #[test]
+            fn replayed_bodies_are_byte_identical_or_refused(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..12),
+                cap in 0usize..2048,
+                first_reads in 0usize..14,
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(async {
+                    let full: Vec<u8> = chunks.concat();
+                    let replay = Replay::new(body_of(&chunks), cap);
+                    let mut first = replay.attempt();
+                    let mut read = 0usize;
+                    for _ in 0..first_reads {
+                        match first.frame().await {
+                            Some(Ok(f)) => read += f.into_data().map(|d| d.len()).unwrap_or(0),
+                            _ => break,
+                        }
+                    }
+                    let second = replay.attempt().collect().await;
+                    if read <= cap {
+                        let got = second.map(|c| c.to_bytes().to_vec());
+                        prop_assert_eq!(got.ok(), Some(full));
+                    } else {
+                        prop_assert!(!replay.can_replay());
+                        prop_assert!(matches!(second, Err(ReplayError::OverCap)));
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+    }
 }
