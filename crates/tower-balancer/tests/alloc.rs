@@ -95,6 +95,7 @@ fn picking_allocates_nothing_for_any_strategy() {
         }
     }
     memory_per_member_at_4096();
+    allocations_per_request_through_the_stack();
 }
 
 /// Bytes a rebuild keeps per member: the snapshot itself, then each strategy's tables.
@@ -144,4 +145,93 @@ fn memory_per_member_at_4096() {
     let p = Picker::new(&r, RingHash::new());
     report("ring-hash", retained(&r));
     drop(p);
+}
+
+/// Allocations one request costs in each layer combination, around a service that answers at
+/// once. Printed with `--nocapture`; bounded so a regression fails.
+fn allocations_per_request_through_the_stack() {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use tower::{service_fn, Service, ServiceBuilder};
+    use tower_balancer::balance::BalanceLayer;
+    use tower_balancer::failover::{FailoverConfig, FailoverLayer};
+    use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyLayer};
+
+    fn answer<B>(
+        _req: Request<B>,
+    ) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::new()))))
+    }
+
+    /// Allocations per request over 1 000 requests made by `make`, each polled once to its end.
+    fn per_request<S, F>(mut svc: S, make: F) -> f64
+    where
+        S: Service<Request<Full<Bytes>>>,
+        S::Error: std::fmt::Debug,
+        F: Fn() -> Request<Full<Bytes>>,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut run = |svc: &mut S| {
+            assert!(svc.poll_ready(&mut cx).is_ready());
+            let fut = svc.call(make());
+            let mut fut = std::pin::pin!(fut);
+            let Poll::Ready(res) = fut.as_mut().poll(&mut cx) else {
+                panic!("an immediate service must answer at once")
+            };
+            drop(res.unwrap());
+        };
+        run(&mut svc); // warm: registry tables, thread-locals
+        let region = Region::new(GLOBAL);
+        for _ in 0..1000 {
+            run(&mut svc);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let n = region.change().allocations as f64 / 1000.0;
+        n
+    }
+
+    let r = common::registry(2);
+    let plain = || Request::new(Full::new(Bytes::new()));
+    let with_session = || {
+        Request::builder()
+            .header(http::header::COOKIE, "JSESSIONID=3F2A9C01.m1")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let bare = per_request(service_fn(answer), plain);
+    let balance = per_request(
+        ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(service_fn(answer)),
+        plain,
+    );
+    let sticky = || {
+        StickyConfig::builder()
+            .signed(RouteKeys::new(&[[7u8; 32]]).unwrap())
+            .build()
+            .unwrap()
+    };
+    let full = || {
+        ServiceBuilder::new()
+            .layer(StickyLayer::new(r.clone(), sticky()))
+            .layer(FailoverLayer::new(r.clone(), FailoverConfig::default()))
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(service_fn(answer))
+    };
+    let new_session = per_request(full(), plain);
+    let pinned = per_request(full(), with_session);
+    println!("allocations per request (around an immediate service):");
+    println!("  bare service:                          {bare:.1}");
+    println!("  balance:                               {balance:.1}");
+    println!("  sticky+failover+balance, new session:  {new_session:.1}");
+    println!("  sticky+failover+balance, JSESSIONID:   {pinned:.1}");
+    assert!(
+        new_session - bare <= 16.0,
+        "the stack allocates {new_session} times a request"
+    );
 }

@@ -86,7 +86,10 @@ fn attempt_request<B>(
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     *req.extensions_mut() = parts.extensions.clone();
-    req.extensions_mut().insert(tried);
+    // a first attempt has tried nothing, and the balance layer reads a missing set as empty
+    if !tried.is_empty() {
+        req.extensions_mut().insert(tried);
+    }
     if let Some(t) = config.per_try_timeout {
         req.extensions_mut().insert(AttemptTimeout(t));
     }

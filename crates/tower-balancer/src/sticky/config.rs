@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
 
-use super::token::{KeyError, RouteKeys, TokenCodec};
-use crate::registry::{MemberId, Snapshot};
+use super::token::{KeyError, RouteCodec, RouteKeys};
 
 /// A sticky setting was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +23,12 @@ pub enum StickyConfigError {
     /// The cookie domain is not a host name.
     #[error("invalid cookie domain \"{0}\"")]
     InvalidDomain(String),
+    /// More application session cookies than the sticky layer looks for.
+    #[error("at most {max} session cookie names are supported, {given} were given", max = super::route::MAX_COOKIE_NAMES - 1)]
+    TooManySessionCookies {
+        /// How many were given.
+        given: usize,
+    },
     /// The signing keys were refused.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -71,7 +76,7 @@ pub struct StickyConfig {
     pub(crate) session_cookies: Vec<String>,
     pub(crate) url_params: Vec<String>,
     pub(crate) separator: Option<char>,
-    pub(crate) codec: Option<Arc<TokenCodec>>,
+    pub(crate) codec: Arc<RouteCodec>,
     pub(crate) accept_apache_form: bool,
     pub(crate) strict: bool,
     pub(crate) attrs: CookieAttributes,
@@ -84,7 +89,7 @@ impl std::fmt::Debug for StickyConfig {
             .field("session_cookies", &self.session_cookies)
             .field("url_params", &self.url_params)
             .field("separator", &self.separator)
-            .field("signed", &self.codec.is_some())
+            .field("signed", &self.codec.is_signed())
             .field("accept_apache_form", &self.accept_apache_form)
             .field("strict", &self.strict)
             .field("attrs", &self.attrs)
@@ -123,30 +128,25 @@ impl StickyConfig {
             attrs: CookieAttributes::default(),
         }
     }
+}
 
-    /// The `Set-Cookie` value naming `member`.
-    pub(crate) fn set_cookie(&self, member: &MemberId, snapshot: &Snapshot, tls: bool) -> String {
-        let value: String = match &self.codec {
-            Some(codec) => codec.encode(member, snapshot).to_string(),
-            None => format!(".{member}"),
-        };
-        let a = &self.attrs;
-        let mut c = Cookie::build((self.cookie_name.as_str(), value))
-            .path(a.path.as_str())
-            .http_only(a.http_only)
-            .same_site(a.same_site)
-            .secure(a.secure.unwrap_or(tls));
-        if let Some(d) = &a.domain {
-            c = c.domain(d.as_str());
-        }
-        if let Some(age) = a.max_age {
-            let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-            c = c.max_age(cookie::time::Duration::seconds(secs));
-        }
-        let mut out = String::with_capacity(96);
-        let _ = write!(out, "{}", c.build());
-        out
+/// Writes a `Set-Cookie` value from checked parts.
+fn format_set_cookie(name: &str, value: &str, a: &CookieAttributes, tls: bool) -> String {
+    let mut c = Cookie::build((name, value))
+        .path(a.path.as_str())
+        .http_only(a.http_only)
+        .same_site(a.same_site)
+        .secure(a.secure.unwrap_or(tls));
+    if let Some(d) = &a.domain {
+        c = c.domain(d.as_str());
     }
+    if let Some(age) = a.max_age {
+        let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        c = c.max_age(cookie::time::Duration::seconds(secs));
+    }
+    let mut out = String::with_capacity(96);
+    let _ = write!(out, "{}", c.build());
+    out
 }
 
 fn is_token(s: &str) -> bool {
@@ -275,6 +275,11 @@ impl StickyConfigBuilder {
                 ));
             }
         }
+        if self.session_cookies.len() > super::route::MAX_COOKIE_NAMES - 1 {
+            return Err(StickyConfigError::TooManySessionCookies {
+                given: self.session_cookies.len(),
+            });
+        }
         let path = &self.attrs.path;
         if !path.starts_with('/')
             || path
@@ -296,11 +301,15 @@ impl StickyConfigBuilder {
                 ));
             }
         }
-        let codec = match self.mode {
+        let keys = match self.mode {
             Some(CookieMode::Plain) => None,
-            Some(CookieMode::Signed(keys)) => Some(Arc::new(TokenCodec::new(keys))),
-            None => Some(Arc::new(TokenCodec::new(RouteKeys::random()?))),
+            Some(CookieMode::Signed(keys)) => Some(keys),
+            None => Some(RouteKeys::random()?),
         };
+        let (name, attrs) = (self.cookie_name.clone(), self.attrs.clone());
+        let codec = Arc::new(RouteCodec::new(keys, move |value, tls| {
+            format_set_cookie(&name, value, &attrs, tls)
+        }));
         Ok(StickyConfig {
             cookie_name: self.cookie_name,
             session_cookies: self.session_cookies,

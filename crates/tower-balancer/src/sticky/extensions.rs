@@ -12,7 +12,3 @@ pub struct RouteChanged {
     /// The member that served it.
     pub to: MemberId,
 }
-
-/// In the request passed on: the registered route the request carried, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CarriedRoute(pub MemberId);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::header::SET_COOKIE;
-use http::{HeaderValue, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use super::config::StickyConfig;
@@ -67,12 +67,11 @@ where
         if this.carried.as_ref() == Some(&served) {
             return Poll::Ready(Ok(res));
         }
-        let cookie = this
+        if let Some(v) = this
             .config
-            .set_cookie(&served, &this.registry.load(), *this.tls);
-        // Every part of the cookie was checked when the config was built and member ids are
-        // route characters, so this cannot fail; if it ever did, no cookie beats a bad one.
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            .codec
+            .set_cookie(&served, &this.registry.load(), *this.tls)
+        {
             res.headers_mut().append(SET_COOKIE, v);
         }
         if let Some(from) = this.carried.take() {

@@ -38,9 +38,9 @@ pub use config::{
     CookieAttributes, CookieMode, StickyConfig, StickyConfigBuilder, StickyConfigError,
 };
 pub use cookie::SameSite;
-pub use extensions::{CarriedRoute, RouteChanged};
+pub use extensions::RouteChanged;
 pub use future::ResponseFuture;
 pub use layer::StickyLayer;
-pub use route::{cookie_value, route_from_session_id, url_param};
+pub use route::{cookie_value, route_from_session_id, url_param, MAX_COOKIE_NAMES};
 pub use service::Sticky;
 pub use token::{KeyError, RouteKeys, MIN_KEY_LEN};

@@ -36,18 +36,50 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|v| v.trim_matches('"'))
 }
 
+/// The first value of each cookie in `names` (up to [`MAX_COOKIE_NAMES`]), in one pass over
+/// every `Cookie` header: `out[i]` is the value of `names[i]`.
+pub(crate) fn first_cookie_values<'h>(
+    headers: &'h HeaderMap,
+    names: &[&str],
+) -> [Option<&'h str>; MAX_COOKIE_NAMES] {
+    let mut out = [None; MAX_COOKIE_NAMES];
+    let names = &names[..names.len().min(MAX_COOKIE_NAMES)];
+    let cookies = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok);
+    for c in cookies {
+        if let Some(i) = names.iter().position(|n| *n == c.name()) {
+            if out[i].is_none() {
+                out[i] = c.value_raw().map(|v| v.trim_matches('"'));
+            }
+        }
+    }
+    out
+}
+
+/// How many cookie names the sticky layer looks for: its own and up to 7 session cookies.
+pub const MAX_COOKIE_NAMES: usize = 8;
+
 /// The value of path parameter `;name=` in the last path segment that has it, or of query
 /// parameter `name=`; the path parameter is looked at first (Tomcat writes
 /// `/app;jsessionid=ABC.node1?x=1`).
 #[must_use]
 pub fn url_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> {
     let path = uri.path();
-    let from_path = path.split('/').rev().find_map(|segment| {
-        segment
-            .split(';')
-            .skip(1)
-            .find_map(|param| param_value(param, name))
-    });
+    let from_path = path
+        .contains(';')
+        .then(|| {
+            path.split('/').rev().find_map(|segment| {
+                segment
+                    .split(';')
+                    .skip(1)
+                    .find_map(|param| param_value(param, name))
+            })
+        })
+        .flatten();
     from_path.or_else(|| {
         uri.query()?
             .split('&')

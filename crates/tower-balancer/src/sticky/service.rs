@@ -8,9 +8,8 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::config::StickyConfig;
-use super::extensions::CarriedRoute;
 use super::future::ResponseFuture;
-use super::route::{cookie_value, route_from_session_id, url_param};
+use super::route::{first_cookie_values, route_from_session_id, url_param, MAX_COOKIE_NAMES};
 use crate::balance::PinnedRoute;
 use crate::conn::ClientTls;
 use crate::registry::{MemberId, Registry, Snapshot};
@@ -74,14 +73,18 @@ impl StickyConfig {
                 }
             }
         }
-        let headers = req.headers();
-        if let Some(v) = cookie_value(headers, &self.cookie_name) {
-            if let Some(codec) = &self.codec {
-                if let Some(id) = codec.decode(v, snapshot) {
-                    return Some(id);
-                }
+        let mut names = [""; MAX_COOKIE_NAMES];
+        names[0] = &self.cookie_name;
+        for (slot, name) in names[1..].iter_mut().zip(&self.session_cookies) {
+            *slot = name;
+        }
+        let count = 1 + self.session_cookies.len().min(MAX_COOKIE_NAMES - 1);
+        let values = first_cookie_values(req.headers(), &names[..count]);
+        if let Some(v) = values[0] {
+            if let Some(id) = self.codec.decode(v, snapshot) {
+                return Some(id);
             }
-            if self.codec.is_none() || self.accept_apache_form {
+            if !self.codec.is_signed() || self.accept_apache_form {
                 if let Some(id) =
                     route_from_session_id(v, Some('.')).and_then(|r| registered(r, snapshot))
                 {
@@ -89,8 +92,7 @@ impl StickyConfig {
                 }
             }
         }
-        self.session_cookies.iter().find_map(|name| {
-            let v = cookie_value(headers, name)?;
+        values[1..count].iter().flatten().find_map(|v| {
             route_from_session_id(v, self.separator).and_then(|r| registered(r, snapshot))
         })
     }
@@ -121,7 +123,6 @@ where
                 pin
             };
             req.extensions_mut().insert(pin);
-            req.extensions_mut().insert(CarriedRoute(id.clone()));
         }
         let tls = req.extensions().get::<ClientTls>().is_some()
             || req.uri().scheme() == Some(&Scheme::HTTPS);

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use http::HeaderValue;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -119,25 +120,44 @@ impl RouteKeys {
     }
 }
 
-/// Tokens of the members of one snapshot, for decoding without trying every member.
+/// What the table keeps per member: the cookie value and both `Set-Cookie` headers.
+#[derive(Clone)]
+struct Entry {
+    value: Arc<str>,
+    /// `[without Secure, with Secure]`
+    set_cookie: [HeaderValue; 2],
+}
+
+/// The routes of one snapshot's members, so a request decodes a cookie with one hash lookup
+/// and a new session gets a ready-made `Set-Cookie` header.
 struct Table {
     version: u64,
     by_token: HashMap<Box<str>, MemberId>,
-    by_member: HashMap<MemberId, Arc<str>>,
+    by_member: HashMap<MemberId, Entry>,
 }
 
-/// Decodes and encodes tokens against the registry's current members, rebuilding its lookup
-/// table when the membership version changes (HMACs of members already known are reused).
-pub(crate) struct TokenCodec {
-    keys: RouteKeys,
+/// Writes a `Set-Cookie` value from a cookie value and whether the request came over TLS.
+type FormatSetCookie = dyn Fn(&str, bool) -> String + Send + Sync;
+
+/// Encodes members into cookie values and `Set-Cookie` headers and decodes signed tokens,
+/// against the registry's current members. Rebuilt when the registry's version changes; what
+/// was computed for members already known (HMACs, headers) is reused.
+pub(crate) struct RouteCodec {
+    keys: Option<RouteKeys>,
+    format: Box<FormatSetCookie>,
     table: ArcSwap<Table>,
     rebuild: Mutex<()>,
 }
 
-impl TokenCodec {
-    pub(crate) fn new(keys: RouteKeys) -> Self {
+impl RouteCodec {
+    /// `keys: None` is plain mode (`.node1`); `format(value, secure)` writes the header.
+    pub(crate) fn new(
+        keys: Option<RouteKeys>,
+        format: impl Fn(&str, bool) -> String + Send + Sync + 'static,
+    ) -> Self {
         Self {
             keys,
+            format: Box::new(format),
             table: ArcSwap::from_pointee(Table {
                 version: u64::MAX,
                 by_token: HashMap::new(),
@@ -145,6 +165,25 @@ impl TokenCodec {
             }),
             rebuild: Mutex::new(()),
         }
+    }
+
+    /// Whether cookies carry signed tokens.
+    pub(crate) fn is_signed(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    fn entry_for(&self, id: &MemberId) -> Option<Entry> {
+        let value: Arc<str> = match &self.keys {
+            Some(keys) => keys.token(id).into(),
+            None => format!(".{id}").into(),
+        };
+        // member ids and checked attributes only: a header value can always be made
+        let plain = HeaderValue::from_str(&(self.format)(&value, false)).ok()?;
+        let secure = HeaderValue::from_str(&(self.format)(&value, true)).ok()?;
+        Some(Entry {
+            value,
+            set_cookie: [plain, secure],
+        })
     }
 
     fn table(&self, snapshot: &Snapshot) -> Arc<Table> {
@@ -159,20 +198,26 @@ impl TokenCodec {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return current,
         };
-        let mut by_token = HashMap::with_capacity(snapshot.len() * self.keys.keys.len());
+        let extra_keys = self.keys.as_ref().map_or(&[][..], |k| &k.keys[1..]);
+        let mut by_token = HashMap::with_capacity(snapshot.len() * (1 + extra_keys.len()));
         let mut by_member = HashMap::with_capacity(snapshot.len());
         for m in snapshot.members() {
             let id = m.id();
-            let primary = current
+            let Some(entry) = current
                 .by_member
                 .get(id)
                 .cloned()
-                .unwrap_or_else(|| Arc::from(self.keys.token(id)));
-            by_token.insert(Box::from(&*primary), id.clone());
-            for key in &self.keys.keys[1..] {
-                by_token.insert(RouteKeys::token_with(key, id).into(), id.clone());
+                .or_else(|| self.entry_for(id))
+            else {
+                continue;
+            };
+            if self.keys.is_some() {
+                by_token.insert(Box::from(&*entry.value), id.clone());
+                for key in extra_keys {
+                    by_token.insert(RouteKeys::token_with(key, id).into(), id.clone());
+                }
             }
-            by_member.insert(id.clone(), primary);
+            by_member.insert(id.clone(), entry);
         }
         let table = Arc::new(Table {
             version: snapshot.version(),
@@ -183,21 +228,26 @@ impl TokenCodec {
         table
     }
 
-    /// The member a token names, if it is a valid token of a registered member.
+    /// The member a signed token names, if it is a valid token of a registered member.
     pub(crate) fn decode(&self, token: &str, snapshot: &Snapshot) -> Option<MemberId> {
-        if token.len() != TOKEN_BYTES / 3 * 4 {
+        if self.keys.is_none() || token.len() != TOKEN_BYTES / 3 * 4 {
             return None;
         }
         self.table(snapshot).by_token.get(token).cloned()
     }
 
-    /// The token for `id`.
-    pub(crate) fn encode(&self, id: &MemberId, snapshot: &Snapshot) -> Arc<str> {
-        self.table(snapshot)
-            .by_member
-            .get(id)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(self.keys.token(id)))
+    /// The `Set-Cookie` header naming `id`.
+    pub(crate) fn set_cookie(
+        &self,
+        id: &MemberId,
+        snapshot: &Snapshot,
+        secure: bool,
+    ) -> Option<HeaderValue> {
+        let i = usize::from(secure);
+        match self.table(snapshot).by_member.get(id) {
+            Some(e) => Some(e.set_cookie[i].clone()),
+            None => self.entry_for(id).map(|e| e.set_cookie[i].clone()),
+        }
     }
 }
 
