@@ -18,6 +18,8 @@
 pub mod balance;
 pub mod conn;
 pub mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod outcome;
 pub mod registry;
 pub mod sticky;

@@ -58,12 +58,10 @@ fn registered(route: &str, snapshot: &Snapshot) -> Option<MemberId> {
 impl StickyConfig {
     /// The route a request carries, in order: URL parameters (the URL wins, as in Apache), the
     /// balancer's cookie, application session cookies. The first candidate naming a
-    /// registered member is taken; unknown or malformed ones are passed over.
-    pub(crate) fn carried_route<B>(
-        &self,
-        req: &Request<B>,
-        snapshot: &Snapshot,
-    ) -> Option<MemberId> {
+    /// registered member of `snapshot` is taken; unknown or malformed ones are passed over,
+    /// so the result is always a registered member.
+    #[must_use]
+    pub fn route_of<B>(&self, req: &Request<B>, snapshot: &Snapshot) -> Option<MemberId> {
         for name in &self.url_params {
             if let Some(v) = url_param(req.uri(), name) {
                 if let Some(id) =
@@ -113,7 +111,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let carried = {
             let snapshot = self.registry.load();
-            self.config.carried_route(&req, &snapshot)
+            self.config.route_of(&req, &snapshot)
         };
         if let Some(id) = &carried {
             let pin = PinnedRoute::new(id.clone());
