@@ -12,7 +12,7 @@ use crate::registry::Registry;
 /// cookie, the application's session id), pins the request to that member when it is
 /// registered, and sets the balancer's cookie when the member that served differs.
 ///
-/// Place it outside failover, which sits outside balance:
+/// Place it outside failover, which sits outside balance; this is the whole stack:
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_balancer::BoxError> {
@@ -20,7 +20,8 @@ use crate::registry::Registry;
 /// use http::{header, Request, Response};
 /// use http_body_util::Full;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
-/// use tower_balancer::balance::{BalanceLayer, Picked};
+/// use tower_balancer::balance::{BalanceLayer, Picked, RequestBody};
+/// use tower_balancer::failover::{FailoverConfig, FailoverLayer, ReplayBody};
 /// use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 /// use tower_balancer::sticky::{StickyConfig, StickyLayer};
 /// use tower_balancer::strategy::RoundRobin;
@@ -28,12 +29,13 @@ use crate::registry::Registry;
 /// let registry = Registry::new();
 /// registry.insert(MemberSpec::new(MemberId::new("node1")?, "https://abc.com:9443".parse()?))?;
 /// registry.insert(MemberSpec::new(MemberId::new("node2")?, "https://xyz.com:9444".parse()?))?;
-/// let forward = service_fn(|req: Request<_>| async move {
+/// let forward = service_fn(|req: Request<RequestBody<ReplayBody<Full<Bytes>>>>| async move {
 ///     let member = req.extensions().get::<Picked>().unwrap().0.clone();
 ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(member.id().to_string()))))
 /// });
 /// let svc = ServiceBuilder::new()
 ///     .layer(StickyLayer::new(registry.clone(), StickyConfig::builder().build()?))
+///     .layer(FailoverLayer::new(registry.clone(), FailoverConfig::default()))
 ///     .layer(BalanceLayer::new(registry.clone(), RoundRobin::new()))
 ///     .service(forward);
 ///
