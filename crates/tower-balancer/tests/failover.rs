@@ -391,3 +391,33 @@ impl futures_core::Stream for Frames {
         std::task::Poll::Ready(self.0.pop_front())
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_mid_attempt_stops_failover_and_frees_the_member() {
+    let r = registry(2);
+    let cluster = Cluster::new(&[Mode::Hang, Mode::Hang]);
+    let svc = stack(
+        &r,
+        &cluster,
+        no_backoff().per_try_timeout(Duration::from_secs(1)),
+    );
+    let pending = svc.oneshot(req(Method::GET, b""));
+    // the client disconnects after 300 ms: its request future is dropped
+    let _ = tokio::time::timeout(Duration::from_millis(300), pending).await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        cluster.attempts.load(Ordering::Relaxed),
+        1,
+        "an attempt was made for a gone client"
+    );
+    let snap = r.load();
+    for m in snap.members() {
+        assert_eq!(m.stats().in_flight(), 0);
+        assert_eq!(
+            m.stats().view().failures,
+            0,
+            "the client's disconnect counted against {}",
+            m.id()
+        );
+    }
+}

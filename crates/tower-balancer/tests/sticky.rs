@@ -352,3 +352,18 @@ async fn two_instances_with_the_same_keys_agree_on_every_session() {
         assert_eq!((served, set), (first, None));
     }
 }
+
+#[tokio::test]
+async fn upgrade_requests_follow_the_same_routes() {
+    let r = registry(3);
+    let mut svc = stack(&r, signed());
+    for _ in 0..4 {
+        let req = Request::get("/carbon/ws")
+            .header(http::header::CONNECTION, "upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .header(COOKIE, "JSESSIONID=77.m2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(send(&mut svc, req).await.0, "m2");
+    }
+}
