@@ -33,8 +33,8 @@ pin_project! {
         Attempt {
             #[pin]
             fut: F,
-            #[pin]
-            timeout: Option<Sleep>,
+            // boxed: only requests with a per-try timeout pay for a timer
+            timeout: Option<Pin<Box<Sleep>>>,
             attempt: Option<Attempt>,
         },
         Failed {
@@ -60,7 +60,7 @@ impl<F> ResponseFuture<F> {
         Self {
             kind: Kind::Attempt {
                 fut,
-                timeout: timeout.map(|t| tokio::time::sleep_until(started + t)),
+                timeout: timeout.map(|t| Box::pin(tokio::time::sleep_until(started + t))),
                 attempt: Some(Attempt {
                     in_flight,
                     started,
@@ -105,7 +105,7 @@ where
             } => {
                 let result = match fut.poll(cx) {
                     Poll::Ready(r) => r.map_err(Into::into),
-                    Poll::Pending => match timeout.as_pin_mut().map(|t| t.poll(cx)) {
+                    Poll::Pending => match timeout.as_mut().map(|t| t.as_mut().poll(cx)) {
                         Some(Poll::Ready(())) => Err(Box::new(UpstreamError::from_kind(
                             UpstreamErrorKind::Timeout,
                         )) as BoxError),

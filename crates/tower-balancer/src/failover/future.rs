@@ -28,8 +28,8 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        #[pin]
-        deadline: Option<Sleep>,
+        // boxed: only requests with a deadline pay for a timer
+        deadline: Option<Pin<Box<Sleep>>>,
         svc: S,
         parts: Parts,
         replay: Replay<B>,
@@ -49,9 +49,9 @@ pin_project! {
             #[pin]
             fut: F,
         },
+        // boxed: only retries pay for a timer
         Backoff {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
         },
     }
 }
@@ -142,7 +142,7 @@ where
             state: State::Calling { fut },
             deadline: config
                 .deadline
-                .map(|d| tokio::time::sleep_until(Instant::now() + d)),
+                .map(|d| Box::pin(tokio::time::sleep_until(Instant::now() + d))),
             svc,
             parts,
             replay,
@@ -165,8 +165,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
-                if deadline.poll(cx).is_ready() {
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
                     let attempts = *this.attempts;
                     return Poll::Ready(match this.last.take() {
                         Some(res) => stop(res, NotRetried::DeadlineExceeded, attempts),
@@ -194,7 +194,7 @@ where
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Calling { fut } => {
@@ -229,7 +229,7 @@ where
                             *this.last = Some(res);
                             let wait = this.config.backoff_for(attempts);
                             this.state.set(State::Backoff {
-                                sleep: tokio::time::sleep(wait),
+                                sleep: Box::pin(tokio::time::sleep(wait)),
                             });
                         }
                     }
