@@ -209,6 +209,7 @@ fn bounded_load_passes_over_a_full_member() {
 
 fn tiers_apply_to<S: Strategy>(s: S) {
     let r = Registry::new();
+    r.set_panic_threshold(0.0);
     r.insert(spec("primary").priority(0)).unwrap();
     r.insert(spec("second").priority(1)).unwrap();
     r.insert(spec("standby").state(AdminState::Standby))
@@ -320,4 +321,70 @@ async fn p2c_lets_a_member_whose_slow_sample_has_aged_win_again() {
             "the aged sample kept the member out"
         );
     }
+}
+
+#[test]
+fn one_dead_member_of_two_is_avoided_without_panic() {
+    let r = registry(2);
+    r.set_health("m0", Health::Unhealthy).unwrap();
+    assert!(!r.load().is_panic());
+    let p = Picker::new(&r, RoundRobin::new());
+    for _ in 0..10 {
+        assert_eq!(pick_id(&r, &p, None), "m1");
+    }
+}
+
+#[test]
+fn below_the_panic_threshold_requests_spread_over_every_active_member() {
+    let r = registry(4);
+    r.insert(spec("off").state(AdminState::Disabled)).unwrap();
+    r.insert(spec("drain").state(AdminState::Draining)).unwrap();
+    for id in ["m0", "m1", "m2"] {
+        r.set_health(id, Health::Unhealthy).unwrap();
+    }
+    // 1 healthy of 4 is below 50%: fail open over all four, never over disabled or draining
+    assert!(r.load().is_panic());
+    let p = Picker::new(&r, RoundRobin::new());
+    let c = counts(&r, &p, 400);
+    assert_eq!(c.len(), 4, "{c:?}");
+    assert!(!c.contains_key("off") && !c.contains_key("drain"));
+    // with panic mode off, only the healthy member takes requests
+    r.set_panic_threshold(0.0);
+    assert!(!r.load().is_panic());
+    assert_eq!(counts(&r, &p, 10).keys().collect::<Vec<_>>(), ["m3"]);
+}
+
+#[test]
+fn when_every_member_is_down_panic_mode_fails_open_unless_turned_off() {
+    let r = registry(2);
+    r.set_health("m0", Health::Unhealthy).unwrap();
+    r.set_health("m1", Health::Unhealthy).unwrap();
+    let p = Picker::new(&r, RoundRobin::new());
+    assert_eq!(counts(&r, &p, 10).len(), 2);
+    r.set_panic_threshold(0.0);
+    let tried = Tried::new();
+    assert_eq!(
+        p.pick(&r.load(), &PickContext::new(None, &tried))
+            .unwrap_err(),
+        PickError::NoEligibleMember
+    );
+}
+
+#[test]
+fn health_sources_do_not_undo_each_other() {
+    use tower_balancer::registry::HealthSource;
+    let r = registry(1);
+    r.set_health_by("m0", HealthSource::Probe, Health::Unhealthy)
+        .unwrap();
+    r.set_health_by("m0", HealthSource::Outlier, Health::Unhealthy)
+        .unwrap();
+    // the outlier timer readmits, but the probe still says down
+    r.set_health_by("m0", HealthSource::Outlier, Health::Healthy)
+        .unwrap();
+    let m = r.load().get("m0").unwrap().clone();
+    assert_eq!(m.health(), Health::Unhealthy);
+    assert!(m.is_down_by(HealthSource::Probe) && !m.is_down_by(HealthSource::Outlier));
+    r.set_health_by("m0", HealthSource::Probe, Health::Healthy)
+        .unwrap();
+    assert_eq!(m.health(), Health::Healthy);
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::error::RegistryError;
 use super::handle::Writer;
-use super::member::{check_weight, AdminState, Health, Member, MemberId, MemberSpec};
+use super::member::{check_weight, AdminState, Health, HealthSource, Member, MemberId, MemberSpec};
 use super::stats::RegistryLoad;
 
 /// Several changes applied under one lock, with one snapshot rebuild at the end.
@@ -138,12 +138,37 @@ impl Batch<'_> {
     /// # Errors
     /// As [`Registry::set_health`].
     pub fn set_health(&mut self, id: &str, health: Health) -> Result<(), RegistryError> {
+        self.set_health_by(id, HealthSource::Operator, health)
+    }
+
+    /// See [`Registry::set_health_by`].
+    ///
+    /// # Errors
+    /// As [`Registry::set_health_by`].
+    pub fn set_health_by(
+        &mut self,
+        id: &str,
+        source: HealthSource,
+        health: Health,
+    ) -> Result<(), RegistryError> {
         let m = self.member(id)?;
-        if m.health() != health {
-            m.set_health(health);
+        if m.set_health_by(source, health) {
             self.changed = true;
         }
         Ok(())
+    }
+
+    /// Sets the panic threshold (see [`Registry::set_panic_threshold`]).
+    pub fn set_panic_threshold(&mut self, threshold: f64) {
+        let t = if threshold.is_finite() {
+            threshold.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if (self.writer.panic_threshold - t).abs() > f64::EPSILON {
+            self.writer.panic_threshold = t;
+            self.changed = true;
+        }
     }
 
     /// Whether a member with this id is registered.

@@ -15,7 +15,10 @@ use tokio::sync::watch;
 
 use super::batch::Batch;
 use super::error::RegistryError;
-use super::member::{AdminState, Health, Member, MemberId, MemberSpec};
+use super::member::{AdminState, Health, HealthSource, Member, MemberId, MemberSpec};
+
+/// The default panic threshold: Envoy's 50%.
+pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 use super::snapshot::{Snapshot, Table, Tier};
 use super::stats::RegistryLoad;
 use super::tables::TableBuilder;
@@ -55,6 +58,7 @@ pub(super) struct Writer {
     pub(super) builders: Vec<Option<Arc<dyn TableBuilder>>>,
     pub(super) version: u64,
     pub(super) next_serial: u64,
+    pub(super) panic_threshold: f64,
 }
 
 /// A snapshot held for the duration of one pick: a cheap, lock-free borrow.
@@ -120,12 +124,13 @@ impl Registry {
         let (changes, _) = watch::channel(0);
         Self {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(Snapshot::new(0, Box::new([]), Box::new([]))),
+                current: ArcSwap::from_pointee(Snapshot::new(0, Box::new([]), Box::new([]), false)),
                 writer: Mutex::new(Writer {
                     members: BTreeMap::new(),
                     builders: Vec::new(),
                     version: 0,
                     next_serial: 1,
+                    panic_threshold: DEFAULT_PANIC_THRESHOLD,
                 }),
                 changes,
                 load: Arc::new(RegistryLoad::default()),
@@ -209,12 +214,38 @@ impl Registry {
         self.update(|b| b.set_state(id, state))
     }
 
-    /// Changes a member's health.
+    /// Sets the operator's verdict on a member's health (probes and outlier ejection keep
+    /// their own: the member is healthy when none says it is down).
     ///
     /// # Errors
     /// [`RegistryError::UnknownMember`].
     pub fn set_health(&self, id: &str, health: Health) -> Result<(), RegistryError> {
         self.update(|b| b.set_health(id, health))
+    }
+
+    /// Records one source's verdict on a member's health; the health module uses this.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownMember`].
+    pub fn set_health_by(
+        &self,
+        id: &str,
+        source: HealthSource,
+        health: Health,
+    ) -> Result<(), RegistryError> {
+        self.update(|b| b.set_health_by(id, source, health))
+    }
+
+    /// Sets the panic threshold (default 0.5, as Envoy): when fewer than this fraction of the
+    /// members that are active or standby are healthy, health is ignored and requests spread
+    /// over all of them (fail open), rather than crushing the few healthy ones. 0 turns it off.
+    /// Apache has no panic mode; its closest relative is `forcerecovery`, which retries every
+    /// member in error state when all of them are.
+    pub fn set_panic_threshold(&self, threshold: f64) {
+        let _ = self.update(|b| {
+            b.set_panic_threshold(threshold);
+            Ok::<_, RegistryError>(())
+        });
     }
 
     /// Sets or clears a member's redirect route (Apache `redirect=`).
@@ -289,10 +320,18 @@ impl Registry {
 impl Writer {
     fn build(&mut self) -> Snapshot {
         let members: Box<[Arc<Member>]> = self.members.values().cloned().collect();
+        let takes_new = |m: &Member| matches!(m.state(), AdminState::Active | AdminState::Standby);
+        let candidates = members.iter().filter(|m| takes_new(m)).count();
+        let healthy = members
+            .iter()
+            .filter(|m| takes_new(m) && m.health() == Health::Healthy)
+            .count();
+        #[allow(clippy::cast_precision_loss)]
+        let panic = candidates > 0 && (healthy as f64) < self.panic_threshold * candidates as f64;
         // (standby, priority) orders active sets first, lowest priority first.
         let mut grouped: BTreeMap<(bool, u16), Vec<Arc<Member>>> = BTreeMap::new();
         for m in &*members {
-            if m.health() != Health::Healthy {
+            if !panic && m.health() != Health::Healthy {
                 continue;
             }
             let standby = match m.state() {
@@ -322,7 +361,7 @@ impl Writer {
                 Tier::new(priority, standby, tier_members.into_boxed_slice(), tables)
             })
             .collect();
-        Snapshot::new(self.version, members, tiers)
+        Snapshot::new(self.version, members, tiers, panic)
     }
 }
 

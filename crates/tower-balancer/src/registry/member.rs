@@ -164,14 +164,6 @@ pub enum Health {
 }
 
 impl Health {
-    const fn from_u8(v: u8) -> Self {
-        if v == 0 {
-            Self::Healthy
-        } else {
-            Self::Unhealthy
-        }
-    }
-
     /// The lower-case name used in status pages.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -186,6 +178,19 @@ impl fmt::Display for Health {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Who says a member is down. A member is healthy when no source says it is down, so an
+/// active probe, passive outlier ejection and an operator never undo each other's verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HealthSource {
+    /// [`Registry::set_health`](super::Registry::set_health) and the initial [`MemberSpec`].
+    Operator = 1,
+    /// Active health probes.
+    Probe = 2,
+    /// Passive outlier ejection from the failures real requests see.
+    Outlier = 4,
 }
 
 /// The description of a member to insert: what an operator or a discovery source says.
@@ -299,7 +304,10 @@ impl Member {
             weight: AtomicU32::new(spec.weight),
             priority: AtomicU16::new(spec.priority),
             state: AtomicU8::new(spec.state as u8),
-            health: AtomicU8::new(spec.health as u8),
+            health: AtomicU8::new(match spec.health {
+                Health::Healthy => 0,
+                Health::Unhealthy => HealthSource::Operator as u8,
+            }),
             redirect: ArcSwapOption::from(spec.redirect.map(Arc::new)),
             stats: MemberStats::new(load),
         }
@@ -342,10 +350,20 @@ impl Member {
         AdminState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// The current health.
+    /// The current health: unhealthy while any [`HealthSource`] says so.
     #[must_use]
     pub fn health(&self) -> Health {
-        Health::from_u8(self.health.load(Ordering::Acquire))
+        if self.health.load(Ordering::Acquire) == 0 {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        }
+    }
+
+    /// Whether `source` currently says this member is down.
+    #[must_use]
+    pub fn is_down_by(&self, source: HealthSource) -> bool {
+        self.health.load(Ordering::Acquire) & source as u8 != 0
     }
 
     /// The redirect route (Apache `redirect=`), if set.
@@ -383,8 +401,14 @@ impl Member {
         self.state.store(state as u8, Ordering::Release);
     }
 
-    pub(crate) fn set_health(&self, health: Health) {
-        self.health.store(health as u8, Ordering::Release);
+    /// Records `source`'s verdict; returns whether the overall health changed.
+    pub(crate) fn set_health_by(&self, source: HealthSource, health: Health) -> bool {
+        let before = self.health();
+        match health {
+            Health::Healthy => self.health.fetch_and(!(source as u8), Ordering::AcqRel),
+            Health::Unhealthy => self.health.fetch_or(source as u8, Ordering::AcqRel),
+        };
+        before != self.health()
     }
 }
 

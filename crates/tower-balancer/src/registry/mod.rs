@@ -23,8 +23,10 @@ mod tables;
 pub use batch::Batch;
 pub use discover::{Discovery, DiscoveryReport};
 pub use error::RegistryError;
-pub use handle::{Changes, Registry, RegistryClosed, SnapshotGuard};
-pub use member::{AdminState, Health, Member, MemberId, MemberSpec, MAX_ID_LEN, MAX_WEIGHT};
+pub use handle::{Changes, Registry, RegistryClosed, SnapshotGuard, DEFAULT_PANIC_THRESHOLD};
+pub use member::{
+    AdminState, Health, HealthSource, Member, MemberId, MemberSpec, MAX_ID_LEN, MAX_WEIGHT,
+};
 pub use snapshot::{Snapshot, Tier};
 pub(crate) use stats::decay_factor as stats_decay_factor;
 pub use stats::{InFlight, MemberStats, RegistryLoad, StatsView, EWMA_DECAY};

@@ -18,7 +18,8 @@ pub(crate) type Table = Box<dyn Any + Send + Sync>;
 ///
 /// Tiers come in this order: active members by priority set (lowest first), then hot-standby
 /// members by priority set. A tier holds only members that are eligible for new requests when
-/// the snapshot was built (admin state active or standby, and healthy).
+/// the snapshot was built (admin state active or standby, and healthy; in panic mode, health
+/// is ignored).
 pub struct Tier {
     priority: u16,
     standby: bool,
@@ -87,15 +88,29 @@ pub struct Snapshot {
     version: u64,
     members: Box<[Arc<Member>]>,
     tiers: Box<[Tier]>,
+    panic: bool,
 }
 
 impl Snapshot {
-    pub(crate) fn new(version: u64, members: Box<[Arc<Member>]>, tiers: Box<[Tier]>) -> Self {
+    pub(crate) fn new(
+        version: u64,
+        members: Box<[Arc<Member>]>,
+        tiers: Box<[Tier]>,
+        panic: bool,
+    ) -> Self {
         Self {
             version,
             members,
             tiers,
+            panic,
         }
+    }
+
+    /// Whether too few members were healthy (below the panic threshold), so this snapshot's
+    /// tiers ignore health and spread requests over every active and standby member.
+    #[must_use]
+    pub fn is_panic(&self) -> bool {
+        self.panic
     }
 
     /// Grows by one with every change to the registry.
