@@ -20,6 +20,7 @@ pub mod conn;
 pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod outcome;
 pub mod registry;
 pub mod sticky;

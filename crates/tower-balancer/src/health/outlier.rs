@@ -1,0 +1,316 @@
+//! Passive health: eject members that real requests see failing.
+//!
+//! Why passive as well as active: a probe every 2 s notices a dead member after seconds; the
+//! requests that hit it notice at once. Like Envoy's outlier detection, a member is ejected
+//! after a run of consecutive failures (5 by default) for a base time multiplied by how often
+//! it was ejected before (30 s × n, at most 300 s), never more than a fraction of the members
+//! at once (10%) but always at least one, so with two members a dead one is ejected. When its
+//! time is up it comes back on probation: its next failure ejects it again at once.
+//!
+//! Only what the balance layer classified as the member's failure counts (connect failures,
+//! resets, timeouts, configured 5xx statuses); the client's own errors never do.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::outcome::{Outcome, OutcomeObserver};
+use crate::registry::{Health, HealthSource, Member, MemberId, Registry};
+
+/// Outlier-ejection settings; the defaults are Envoy's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierConfig {
+    consecutive_failures: u32,
+    base_ejection: Duration,
+    max_ejection: Duration,
+    max_ejected_fraction: f64,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OutlierConfig {
+    /// 5 consecutive failures; 30 s × times ejected, at most 300 s; at most 10% ejected.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_fraction: 0.1,
+        }
+    }
+
+    /// Failures in a row that eject a member (at least 1).
+    #[must_use]
+    pub const fn consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = if n == 0 { 1 } else { n };
+        self
+    }
+
+    /// The ejection time: `base × times ejected`, at most `max`.
+    #[must_use]
+    pub const fn ejection_time(mut self, base: Duration, max: Duration) -> Self {
+        self.base_ejection = base;
+        self.max_ejection = max;
+        self
+    }
+
+    /// The most members ejected at once, as a fraction (0.0–1.0); one member may always be.
+    #[must_use]
+    pub fn max_ejected_fraction(mut self, fraction: f64) -> Self {
+        self.max_ejected_fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Ejection {
+    member: Arc<Member>,
+    times: u32,
+    until: Option<Instant>,
+    readmitted_at: Option<Instant>,
+    probation: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    config: OutlierConfig,
+    state: Mutex<HashMap<u64, Ejection>>,
+    on_probation: AtomicUsize,
+    wake: Notify,
+}
+
+/// Passive outlier ejection. Give it to [`BalanceLayer::observer`](crate::balance::BalanceLayer::observer)
+/// and run [`readmissions`](OutlierDetection::readmissions) (or [`spawn`](OutlierDetection::spawn)) so
+/// ejected members come back.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_balancer::balance::BalanceLayer;
+/// use tower_balancer::health::{OutlierConfig, OutlierDetection};
+/// use tower_balancer::registry::Registry;
+/// use tower_balancer::strategy::RoundRobin;
+///
+/// let registry = Registry::new();
+/// let outliers = OutlierDetection::new(registry.clone(), OutlierConfig::default());
+/// let _readmissions = outliers.spawn(); // stops when dropped
+/// let layer = BalanceLayer::new(registry, RoundRobin::new()).observer(outliers.clone());
+/// # let _ = layer; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct OutlierDetection {
+    inner: Arc<Inner>,
+}
+
+/// Runs [`OutlierDetection::readmissions`] on the tokio runtime until dropped.
+#[derive(Debug)]
+pub struct ReadmissionTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ReadmissionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn lock(m: &Mutex<HashMap<u64, Ejection>>) -> MutexGuard<'_, HashMap<u64, Ejection>> {
+    // every critical section leaves the map consistent; a poisoned lock is still usable
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl OutlierDetection {
+    /// Outlier detection over `registry`'s members.
+    #[must_use]
+    pub fn new(registry: Registry, config: OutlierConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                config,
+                state: Mutex::new(HashMap::new()),
+                on_probation: AtomicUsize::new(0),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The members currently ejected.
+    #[must_use]
+    pub fn ejected(&self) -> Vec<MemberId> {
+        let mut ids: Vec<MemberId> = lock(&self.inner.state)
+            .values()
+            .filter(|e| e.until.is_some())
+            .map(|e| e.member.id().clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Spawns [`readmissions`](Self::readmissions) on the current tokio runtime; the task
+    /// stops when the returned handle is dropped.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    #[must_use]
+    pub fn spawn(&self) -> ReadmissionTask {
+        ReadmissionTask(tokio::spawn(self.readmissions()))
+    }
+
+    /// Readmits ejected members when their time is up, on probation. Runs until dropped.
+    pub fn readmissions(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            loop {
+                let mut notified = pin!(inner.wake.notified());
+                notified.as_mut().enable();
+                let next = inner.readmit_due(Instant::now());
+                let mut sleep = pin!(tokio::time::sleep_until(
+                    next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                ));
+                std::future::poll_fn(|cx| {
+                    if sleep.as_mut().poll(cx).is_ready() || notified.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Whether `member` is still the registered member with its id (not removed or replaced).
+    fn still_registered(&self, member: &Member) -> bool {
+        self.registry
+            .load()
+            .get(member.id().as_str())
+            .is_some_and(|m| m.serial() == member.serial())
+    }
+
+    /// Readmits every member whose time is up; returns the next deadline.
+    fn readmit_due(&self, now: Instant) -> Option<Instant> {
+        let mut state = lock(&self.state);
+        let mut next: Option<Instant> = None;
+        state.retain(|_, e| self.still_registered(&e.member));
+        for e in state.values_mut() {
+            match e.until {
+                Some(t) if t <= now => {
+                    e.until = None;
+                    e.readmitted_at = Some(now);
+                    e.probation = true;
+                    self.on_probation.fetch_add(1, Ordering::AcqRel);
+                    let _ = self.registry.set_health_by(
+                        e.member.id().as_str(),
+                        HealthSource::Outlier,
+                        Health::Healthy,
+                    );
+                    tracing::info!(member = %e.member.id(), "outlier readmitted on probation");
+                }
+                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                None => {}
+            }
+        }
+        next
+    }
+
+    fn eject(&self, member: &Arc<Member>) {
+        if !self.still_registered(member) {
+            return;
+        }
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let members = self.registry.load().len();
+        let ejected = state.values().filter(|e| e.until.is_some()).count();
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let allowed = ((members as f64 * self.config.max_ejected_fraction).floor() as usize).max(1);
+        let e = state.entry(member.serial()).or_insert_with(|| Ejection {
+            member: member.clone(),
+            times: 0,
+            until: None,
+            readmitted_at: None,
+            probation: false,
+        });
+        if e.until.is_some() {
+            return;
+        }
+        if ejected >= allowed {
+            tracing::warn!(member = %member.id(), ejected, allowed, "not ejecting: too many members ejected already");
+            return;
+        }
+        if e.probation {
+            e.probation = false;
+            self.on_probation.fetch_sub(1, Ordering::AcqRel);
+        }
+        // a member that stayed healthy for the longest ejection time starts over
+        if e.readmitted_at
+            .is_some_and(|t| now.saturating_duration_since(t) > self.config.max_ejection)
+        {
+            e.times = 0;
+        }
+        e.times = e.times.saturating_add(1);
+        let time = self
+            .config
+            .base_ejection
+            .saturating_mul(e.times)
+            .min(self.config.max_ejection);
+        e.until = Some(now + time);
+        let _ = self.registry.set_health_by(
+            member.id().as_str(),
+            HealthSource::Outlier,
+            Health::Unhealthy,
+        );
+        tracing::warn!(member = %member.id(), times = e.times, seconds = time.as_secs(), "outlier ejected");
+        drop(state);
+        self.wake.notify_one();
+    }
+}
+
+impl OutcomeObserver for OutlierDetection {
+    fn observe(&self, member: &Arc<Member>, outcome: &Outcome) {
+        let inner = &*self.inner;
+        match outcome {
+            Outcome::Failure { .. } => {
+                let on_probation = inner.on_probation.load(Ordering::Acquire) > 0
+                    && lock(&inner.state)
+                        .get(&member.serial())
+                        .is_some_and(|e| e.probation);
+                if on_probation
+                    || member.stats().consecutive_failures() >= inner.config.consecutive_failures
+                {
+                    inner.eject(member);
+                }
+            }
+            Outcome::Success { .. } => {
+                if inner.on_probation.load(Ordering::Acquire) > 0 {
+                    if let Some(e) = lock(&inner.state).get_mut(&member.serial()) {
+                        if e.probation {
+                            e.probation = false;
+                            inner.on_probation.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                }
+            }
+            Outcome::NotCounted => {}
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Passive outlier ejection through the balance layer, in paused time.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower_balancer::balance::{BalanceLayer, Picked, ResponseBody};
+use tower_balancer::health::{OutlierConfig, OutlierDetection};
+use tower_balancer::registry::{Health, Registry};
+use tower_balancer::strategy::RoundRobin;
+use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
+use tower_balancer::BoxError;
+
+type Body = Full<Bytes>;
+
+/// Members answer with the status set for them; 0 means "the client's body failed".
+#[derive(Clone)]
+struct Members {
+    status: Arc<Mutex<Vec<u16>>>,
+    hits: Arc<Vec<AtomicUsize>>,
+}
+
+impl Members {
+    fn new(statuses: &[u16]) -> Self {
+        Self {
+            status: Arc::new(Mutex::new(statuses.to_vec())),
+            hits: Arc::new(statuses.iter().map(|_| AtomicUsize::new(0)).collect()),
+        }
+    }
+    fn hits(&self, i: usize) -> usize {
+        self.hits[i].load(Ordering::Relaxed)
+    }
+}
+
+fn stack(
+    r: &Registry,
+    members: &Members,
+    outliers: &OutlierDetection,
+) -> impl Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = BoxError> + Clone
+{
+    let m = members.clone();
+    ServiceBuilder::new()
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()).observer(outliers.clone()))
+        .service(service_fn(move |req: Request<_>| {
+            let m = m.clone();
+            async move {
+                let id = req.extensions().get::<Picked>().unwrap().0.id().to_string();
+                let i: usize = id[1..].parse().unwrap();
+                m.hits[i].fetch_add(1, Ordering::Relaxed);
+                let code = m.status.lock().unwrap()[i];
+                if code == 0 {
+                    return Err(UpstreamError::from_kind(UpstreamErrorKind::ClientBody));
+                }
+                let mut res = Response::new(Full::new(Bytes::new()));
+                *res.status_mut() = StatusCode::from_u16(code).unwrap();
+                Ok(res)
+            }
+        }))
+}
+
+async fn send_n<S>(svc: &S, n: usize)
+where
+    S: Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = BoxError> + Clone,
+{
+    for _ in 0..n {
+        let _ = svc
+            .clone()
+            .oneshot(Request::new(Full::new(Bytes::new())))
+            .await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fifth_consecutive_failure_ejects_and_no_sixth_request_reaches_the_member() {
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 100).await;
+    assert_eq!(members.hits(0), 5);
+    assert_eq!(members.hits(1), 95);
+    assert_eq!(
+        outliers
+            .ejected()
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>(),
+        ["m0"]
+    );
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Unhealthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_member_returns_on_probation_and_one_failure_ejects_it_for_longer() {
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 20).await;
+    assert_eq!(members.hits(0), 5);
+    // 30 s later it is back, on probation: its first failure ejects it again
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(outliers.ejected().is_empty());
+    send_n(&svc, 20).await;
+    assert_eq!(members.hits(0), 6, "probation allows one request");
+    // second ejection lasts 60 s: still out after 31 s, back after 61 s
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(outliers.ejected().len(), 1);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(outliers.ejected().is_empty());
+    // now healthy: a success on probation ends it, and five failures are needed again
+    members.status.lock().unwrap()[0] = 200;
+    send_n(&svc, 4).await;
+    members.status.lock().unwrap()[0] = 503;
+    send_n(&svc, 8).await;
+    assert_eq!(
+        outliers.ejected().len(),
+        0,
+        "ejected before five failures in a row"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_the_configured_fraction_is_ejected_but_always_one() {
+    let r = common::registry(10);
+    let members = Members::new(&[503; 10]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    r.set_panic_threshold(0.0);
+    send_n(&svc, 200).await;
+    assert_eq!(outliers.ejected().len(), 1, "10% of 10 members");
+    let half = OutlierDetection::new(
+        r.clone(),
+        OutlierConfig::default().max_ejected_fraction(0.5),
+    );
+    let svc = stack(&r, &members, &half);
+    send_n(&svc, 200).await;
+    assert_eq!(half.ejected().len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_and_4xx_never_eject() {
+    let r = common::registry(2);
+    let members = Members::new(&[0, 404]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 100).await;
+    assert!(outliers.ejected().is_empty());
+    assert_eq!(members.hits(0) + members.hits(1), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejection_times_are_capped() {
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let config =
+        OutlierConfig::default().ejection_time(Duration::from_secs(30), Duration::from_secs(60));
+    let outliers = OutlierDetection::new(r.clone(), config);
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    for _ in 0..4 {
+        send_n(&svc, 20).await; // eject (again)
+        assert_eq!(outliers.ejected().len(), 1);
+        tokio::time::sleep(Duration::from_secs(61)).await; // never longer than 60 s
+        assert!(outliers.ejected().is_empty());
+    }
+}
