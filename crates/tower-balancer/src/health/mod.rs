@@ -9,3 +9,8 @@
 mod outlier;
 
 pub use outlier::{OutlierConfig, OutlierDetection, ReadmissionTask};
+mod probe;
+pub use probe::{HttpProbe, ProbeResult, TcpProbe, MAX_PROBE_BODY};
+mod checker;
+
+pub use checker::{HealthChange, HealthEvent, HealthProbe, HealthProbeTask, ProbeSettings};

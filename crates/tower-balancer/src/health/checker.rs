@@ -1,0 +1,383 @@
+//! The active checker: probes every member on a schedule and records the verdicts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::task::{AbortHandle, JoinSet};
+use tower_service::Service;
+
+use super::probe::ProbeResult;
+use crate::registry::{AdminState, Health, HealthSource, Member, MemberId, Registry};
+use crate::BoxError;
+
+/// When and how often to probe, with HAProxy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSettings {
+    interval: Duration,
+    fast_interval: Duration,
+    timeout: Duration,
+    jitter: f64,
+    rise: u32,
+    fall: u32,
+    initial: Health,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProbeSettings {
+    /// Every 2 s (1 s while a member is changing state), 1 s timeout, up to 10% earlier at
+    /// random, 2 passes to come up, 3 failures to go down, members start healthy.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            fast_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            jitter: 0.1,
+            rise: 2,
+            fall: 3,
+            initial: Health::Healthy,
+        }
+    }
+
+    /// The probe interval (HAProxy `inter`, Apache `hcinterval`).
+    #[must_use]
+    pub const fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The interval while a member is between states (HAProxy `fastinter`); never longer
+    /// than the interval.
+    #[must_use]
+    pub const fn fast_interval(mut self, interval: Duration) -> Self {
+        self.fast_interval = interval;
+        self
+    }
+
+    /// How long one probe may take; a probe that takes longer fails.
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Probes run up to this fraction of the interval early, at random, so members are not
+    /// probed in lock step (0.0–0.5).
+    #[must_use]
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// Passes in a row to come up (HAProxy `rise`, Apache `hcpasses`), at least 1.
+    #[must_use]
+    pub const fn rise(mut self, n: u32) -> Self {
+        self.rise = if n == 0 { 1 } else { n };
+        self
+    }
+
+    /// Failures in a row to go down (HAProxy `fall`, Apache `hcfails`), at least 1.
+    #[must_use]
+    pub const fn fall(mut self, n: u32) -> Self {
+        self.fall = if n == 0 { 1 } else { n };
+        self
+    }
+
+    /// The health members have before their first probe: healthy (default), or unhealthy
+    /// until they pass `rise` probes.
+    #[must_use]
+    pub const fn initial(mut self, health: Health) -> Self {
+        self.initial = health;
+        self
+    }
+
+    fn wait(&self, transitioning: bool) -> Duration {
+        let base = if transitioning {
+            self.fast_interval.min(self.interval)
+        } else {
+            self.interval
+        };
+        base.mul_f64(1.0 - self.jitter * fastrand::f64())
+    }
+}
+
+/// A change of a member's health or state made by the checker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    /// The member.
+    pub member: MemberId,
+    /// What happened.
+    pub change: HealthChange,
+}
+
+/// What the checker changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HealthChange {
+    /// Came up after `rise` passes.
+    Up,
+    /// Went down after `fall` failures.
+    Down,
+    /// Went down at once: the member sent the fail header.
+    DownNow,
+    /// Asked for draining (a drain status).
+    Draining,
+    /// Passed normally again after draining: active.
+    Undrained,
+}
+
+/// Probes every member of a registry that is not disabled, including members added later,
+/// with a probe `P` (a [`Service`] from `Arc<Member>` to [`ProbeResult`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_balancer::health::{HealthProbe, ProbeSettings, TcpProbe};
+/// use tower_balancer::registry::Registry;
+///
+/// let registry = Registry::new();
+/// let probe = HealthProbe::new(registry.clone(), TcpProbe, ProbeSettings::default());
+/// let mut events = probe.subscribe();
+/// let _task = probe.spawn(); // probing stops when this is dropped
+/// # let _ = events.try_recv(); Ok(()) }
+/// ```
+pub struct HealthProbe<P> {
+    registry: Registry,
+    probe: P,
+    settings: ProbeSettings,
+    events: broadcast::Sender<HealthEvent>,
+}
+
+impl<P> std::fmt::Debug for HealthProbe<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthProbe")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The spawned checker; dropping it stops every probe.
+#[derive(Debug)]
+pub struct HealthProbeTask(tokio::task::JoinHandle<()>);
+
+impl Drop for HealthProbeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<P> HealthProbe<P>
+where
+    P: Service<Arc<Member>, Response = ProbeResult> + Clone + Send + 'static,
+    P::Error: Into<BoxError>,
+    P::Future: Send,
+{
+    /// A checker for `registry` probing with `probe`.
+    pub fn new(registry: Registry, probe: P, settings: ProbeSettings) -> Self {
+        let (events, _) = broadcast::channel(256);
+        Self {
+            registry,
+            probe,
+            settings,
+            events,
+        }
+    }
+
+    /// Receives every change the checker makes.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.events.subscribe()
+    }
+
+    /// Spawns [`run`](Self::run) on the current tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    #[must_use]
+    pub fn spawn(self) -> HealthProbeTask {
+        HealthProbeTask(tokio::spawn(self.run()))
+    }
+
+    /// Probes until dropped (or until the registry is dropped): one task per member, started
+    /// and stopped as members come and go.
+    // spelled out so the signature promises `Send + 'static` to whoever spawns it
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let mut changes = self.registry.subscribe();
+            let mut tasks = JoinSet::new();
+            let mut running: HashMap<u64, AbortHandle> = HashMap::new();
+            if self.settings.initial == Health::Unhealthy {
+                for m in self.registry.load().members() {
+                    let _ = self.registry.set_health_by(
+                        m.id().as_str(),
+                        HealthSource::Probe,
+                        Health::Unhealthy,
+                    );
+                }
+            }
+            loop {
+                let snapshot = self.registry.snapshot();
+                running.retain(|serial, handle| {
+                    let keep = snapshot.members().iter().any(|m| m.serial() == *serial);
+                    if !keep {
+                        handle.abort();
+                    }
+                    keep
+                });
+                for m in snapshot.members() {
+                    if running.contains_key(&m.serial()) {
+                        continue;
+                    }
+                    let looper = MemberLoop {
+                        member: m.clone(),
+                        registry: self.registry.clone(),
+                        probe: self.probe.clone(),
+                        settings: self.settings,
+                        events: self.events.clone(),
+                    };
+                    running.insert(m.serial(), tasks.spawn(looper.run()));
+                }
+                // reap finished tasks without waiting
+                while tasks.try_join_next().is_some() {}
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct MemberLoop<P> {
+    member: Arc<Member>,
+    registry: Registry,
+    probe: P,
+    settings: ProbeSettings,
+    events: broadcast::Sender<HealthEvent>,
+}
+
+impl<P> MemberLoop<P>
+where
+    P: Service<Arc<Member>, Response = ProbeResult> + Send + 'static,
+    P::Error: Into<BoxError>,
+    P::Future: Send,
+{
+    fn still_registered(&self) -> bool {
+        self.registry
+            .load()
+            .get(self.member.id().as_str())
+            .is_some_and(|m| m.serial() == self.member.serial())
+    }
+
+    fn emit(&self, change: HealthChange) {
+        match change {
+            HealthChange::Up | HealthChange::Undrained => {
+                tracing::info!(member = %self.member.id(), ?change, "health probe");
+            }
+            _ => tracing::warn!(member = %self.member.id(), ?change, "health probe"),
+        }
+        let _ = self.events.send(HealthEvent {
+            member: self.member.id().clone(),
+            change,
+        });
+    }
+
+    fn set(&self, health: Health) {
+        let id = self.member.id().as_str();
+        let _ = self.registry.set_health_by(id, HealthSource::Probe, health);
+        if health == Health::Healthy {
+            // a passing probe also ends a passive ejection
+            let _ = self
+                .registry
+                .set_health_by(id, HealthSource::Outlier, Health::Healthy);
+        }
+    }
+
+    async fn probe_once(&mut self) -> ProbeResult {
+        let probe = &mut self.probe;
+        let member = self.member.clone();
+        let call = async move {
+            if std::future::poll_fn(|cx| probe.poll_ready(cx))
+                .await
+                .is_err()
+            {
+                return ProbeResult::Fail;
+            }
+            probe.call(member).await.unwrap_or(ProbeResult::Fail)
+        };
+        tokio::time::timeout(self.settings.timeout, call)
+            .await
+            .unwrap_or(ProbeResult::Fail)
+    }
+
+    async fn run(mut self) {
+        let s = self.settings;
+        let mut up = !self.member.is_down_by(HealthSource::Probe);
+        let (mut passes, mut fails) = (0u32, 0u32);
+        let mut drained_by_probe = false;
+        loop {
+            let transitioning = (up && fails > 0) || (!up && passes > 0);
+            tokio::time::sleep(s.wait(transitioning)).await;
+            if self.member.state() == AdminState::Disabled {
+                continue;
+            }
+            let result = self.probe_once().await;
+            // removed or replaced while the probe ran: write nothing, stop
+            if !self.still_registered() {
+                return;
+            }
+            match result {
+                ProbeResult::Pass | ProbeResult::Drain => {
+                    fails = 0;
+                    passes = passes.saturating_add(1);
+                    if !up && passes >= s.rise {
+                        up = true;
+                        self.set(Health::Healthy);
+                        self.emit(HealthChange::Up);
+                    }
+                    let id = self.member.id().as_str();
+                    if result == ProbeResult::Drain && self.member.state() == AdminState::Active {
+                        let _ = self.registry.set_state(id, AdminState::Draining);
+                        drained_by_probe = true;
+                        self.emit(HealthChange::Draining);
+                    } else if result == ProbeResult::Pass && drained_by_probe {
+                        if self.member.state() == AdminState::Draining {
+                            let _ = self.registry.set_state(id, AdminState::Active);
+                            self.emit(HealthChange::Undrained);
+                        }
+                        drained_by_probe = false;
+                    }
+                }
+                ProbeResult::Fail => {
+                    passes = 0;
+                    fails = fails.saturating_add(1);
+                    if up && fails >= s.fall {
+                        up = false;
+                        self.set(Health::Unhealthy);
+                        self.emit(HealthChange::Down);
+                    }
+                }
+                ProbeResult::FailNow => {
+                    passes = 0;
+                    fails = fails.saturating_add(1);
+                    if up {
+                        up = false;
+                        self.set(Health::Unhealthy);
+                        self.emit(HealthChange::DownNow);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The active health checker in paused time, with scripted probes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::service_fn;
+use tower_balancer::health::{HealthChange, HealthProbe, ProbeResult, ProbeSettings};
+use tower_balancer::registry::{AdminState, Health, HealthSource, Member, Registry};
+use tower_balancer::BoxError;
+
+/// What each member's probe answers now; "hang" never answers.
+#[derive(Clone, Default)]
+struct Script(Arc<Mutex<HashMap<String, Answer>>>);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Answer {
+    Pass,
+    Fail,
+    Alternate,
+    Hang,
+    HangOnceThenPass,
+    FailNow,
+    Drain,
+}
+
+impl Script {
+    fn set(&self, id: &str, a: Answer) {
+        self.0.lock().unwrap().insert(id.to_owned(), a);
+    }
+
+    fn probe(
+        &self,
+    ) -> impl tower::Service<Arc<Member>, Response = ProbeResult, Error = BoxError, Future = impl Send>
+           + Clone {
+        let script = self.clone();
+        let flips: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
+        service_fn(move |m: Arc<Member>| {
+            let script = script.clone();
+            let flips = flips.clone();
+            async move {
+                let id = m.id().to_string();
+                let answer = script
+                    .0
+                    .lock()
+                    .unwrap()
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(Answer::Pass);
+                let result = match answer {
+                    Answer::Pass => ProbeResult::Pass,
+                    Answer::Fail => ProbeResult::Fail,
+                    Answer::FailNow => ProbeResult::FailNow,
+                    Answer::Drain => ProbeResult::Drain,
+                    Answer::Alternate => {
+                        let mut f = flips.lock().unwrap();
+                        let v = f.entry(id).or_insert(false);
+                        *v = !*v;
+                        if *v {
+                            ProbeResult::Fail
+                        } else {
+                            ProbeResult::Pass
+                        }
+                    }
+                    Answer::Hang => {
+                        std::future::pending::<()>().await;
+                        ProbeResult::Pass
+                    }
+                    Answer::HangOnceThenPass => {
+                        script.set(&id, Answer::Pass);
+                        std::future::pending::<()>().await;
+                        ProbeResult::Pass
+                    }
+                };
+                Ok::<_, BoxError>(result)
+            }
+        })
+    }
+}
+
+fn health(r: &Registry, id: &str) -> Health {
+    r.load().get(id).unwrap().health()
+}
+
+/// Waits (in paused time) until `id`'s health is `want`; returns when that happened.
+async fn until_health(r: &Registry, id: &str, want: Health, limit: Duration) -> Option<Instant> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if health(r, id) == want {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+fn no_jitter() -> ProbeSettings {
+    ProbeSettings::default().jitter(0.0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_alternating_pass_and_fail_never_changes_state() {
+    let r = common::registry(1);
+    let script = Script::default();
+    script.set("m0", Answer::Alternate);
+    let checker = HealthProbe::new(r.clone(), script.probe(), no_jitter());
+    let mut events = checker.subscribe();
+    let _task = checker.spawn();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(health(&r, "m0"), Health::Healthy);
+    assert!(
+        events.try_recv().is_err(),
+        "a flapping member changed state"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_timed_out_probe_never_marks_a_member_down() {
+    let r = common::registry(1);
+    let script = Script::default();
+    script.set("m0", Answer::HangOnceThenPass);
+    let _task = HealthProbe::new(r.clone(), script.probe(), no_jitter()).spawn();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(health(&r, "m0"), Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn detection_takes_at_most_fall_intervals_plus_the_timeout() {
+    let r = common::registry(2);
+    let script = Script::default();
+    let _task = HealthProbe::new(r.clone(), script.probe(), no_jitter()).spawn();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let start = Instant::now();
+    script.set("m0", Answer::Hang);
+    let down = until_health(&r, "m0", Health::Unhealthy, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let bound = 3 * Duration::from_secs(2) + Duration::from_secs(1);
+    assert!(down - start <= bound, "down after {:?}", down - start);
+    assert!(r.load().get("m0").unwrap().is_down_by(HealthSource::Probe));
+    assert_eq!(health(&r, "m1"), Health::Healthy);
+    // recovery: at most rise intervals after it answers again
+    let start = Instant::now();
+    script.set("m0", Answer::Pass);
+    let up = until_health(&r, "m0", Health::Healthy, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        up - start <= 2 * Duration::from_secs(2) + Duration::from_secs(1),
+        "up after {:?}",
+        up - start
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_can_start_unhealthy_until_they_pass() {
+    let r = common::registry(1);
+    let script = Script::default();
+    let checker = HealthProbe::new(
+        r.clone(),
+        script.probe(),
+        no_jitter().initial(Health::Unhealthy),
+    );
+    let mut events = checker.subscribe();
+    let _task = checker.spawn();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(health(&r, "m0"), Health::Unhealthy);
+    until_health(&r, "m0", Health::Healthy, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(events.recv().await.unwrap().change, HealthChange::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_added_later_are_probed_and_removed_ones_are_not_resurrected() {
+    let r = common::registry(1);
+    let script = Script::default();
+    let _task = HealthProbe::new(r.clone(), script.probe(), no_jitter()).spawn();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.insert(common::spec("late")).unwrap();
+    script.set("late", Answer::Fail);
+    until_health(&r, "late", Health::Unhealthy, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // removed while its probe hangs; a new member of the same id must keep its own health
+    script.set("m0", Answer::Hang);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    r.remove("m0").unwrap();
+    r.insert(common::spec("m0")).unwrap();
+    script.set("m0", Answer::Pass);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(health(&r, "m0"), Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fail_header_takes_a_member_down_at_once_and_a_drain_status_drains_it() {
+    let r = common::registry(2);
+    let script = Script::default();
+    let checker = HealthProbe::new(r.clone(), script.probe(), no_jitter());
+    let mut events = checker.subscribe();
+    let _task = checker.spawn();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    script.set("m0", Answer::FailNow);
+    let start = Instant::now();
+    let down = until_health(&r, "m0", Health::Unhealthy, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(down - start <= Duration::from_secs(2) + Duration::from_millis(20));
+    assert_eq!(events.recv().await.unwrap().change, HealthChange::DownNow);
+
+    script.set("m1", Answer::Drain);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.load().get("m1").unwrap().state(), AdminState::Draining);
+    assert_eq!(health(&r, "m1"), Health::Healthy);
+    script.set("m1", Answer::Pass);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.load().get("m1").unwrap().state(), AdminState::Active);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_members_are_not_probed() {
+    let r = common::registry(1);
+    r.set_state("m0", AdminState::Disabled).unwrap();
+    let script = Script::default();
+    script.set("m0", Answer::Fail);
+    let _task = HealthProbe::new(r.clone(), script.probe(), no_jitter()).spawn();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!r.load().get("m0").unwrap().is_down_by(HealthSource::Probe));
+}
