@@ -91,7 +91,7 @@ async fn the_fifth_consecutive_failure_ejects_and_no_sixth_request_reaches_the_m
         outliers
             .ejected()
             .iter()
-            .map(|m| m.as_str())
+            .map(tower_balancer::registry::MemberId::as_str)
             .collect::<Vec<_>>(),
         ["m0"]
     );
