@@ -1,0 +1,198 @@
+//! The HTTP probe against misbehaving members, and the checker against real listeners on
+//! 127.0.0.1 that are killed and restarted. Every test is bounded.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{Empty, Full, StreamBody};
+use tower::{service_fn, Service, ServiceExt};
+use tower_balancer::health::{HealthProbe, HttpProbe, ProbeResult, ProbeSettings, TcpProbe};
+use tower_balancer::registry::{Health, Member, MemberId, MemberSpec, Registry};
+use tower_balancer::BoxError;
+
+fn member(uri: &str) -> Arc<Member> {
+    let r = Registry::new();
+    r.insert(MemberSpec::new(
+        MemberId::new("m").unwrap(),
+        uri.parse().unwrap(),
+    ))
+    .unwrap()
+}
+
+/// A client that answers every request with `make()`.
+fn client<B, F>(
+    make: F,
+) -> impl Service<Request<Empty<Bytes>>, Response = Response<B>, Error = BoxError, Future = impl Send>
+       + Clone
+where
+    F: Fn(&Request<Empty<Bytes>>) -> Result<Response<B>, BoxError> + Clone + Send + 'static,
+    B: Send + 'static,
+{
+    service_fn(move |req: Request<Empty<Bytes>>| std::future::ready(make(&req)))
+}
+
+fn status(code: u16) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"<html>ok: carbon</html>")));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap();
+    r
+}
+
+#[tokio::test]
+async fn statuses_redirects_errors_and_body_matches_are_judged() {
+    let m = member("https://abc.com:9443");
+    let probe = |code: u16| HttpProbe::new(client(move |_| Ok(status(code)))).path("/carbon/");
+    assert_eq!(
+        probe(200).oneshot(m.clone()).await.unwrap(),
+        ProbeResult::Pass
+    );
+    assert_eq!(
+        probe(500).oneshot(m.clone()).await.unwrap(),
+        ProbeResult::Fail
+    );
+    // a redirect fails when only 2xx is expected
+    assert_eq!(
+        probe(302)
+            .expect_status(200, 299)
+            .oneshot(m.clone())
+            .await
+            .unwrap(),
+        ProbeResult::Fail
+    );
+    assert_eq!(
+        probe(404)
+            .drain_on([StatusCode::NOT_FOUND])
+            .oneshot(m.clone())
+            .await
+            .unwrap(),
+        ProbeResult::Drain
+    );
+    assert_eq!(
+        probe(200)
+            .body_contains("carbon")
+            .oneshot(m.clone())
+            .await
+            .unwrap(),
+        ProbeResult::Pass
+    );
+    assert_eq!(
+        probe(200)
+            .body_contains("wso2 is down")
+            .oneshot(m.clone())
+            .await
+            .unwrap(),
+        ProbeResult::Fail
+    );
+    // a client error (reset, garbage the client could not parse) fails
+    let broken = HttpProbe::new(client(|_| {
+        Err::<Response<Full<Bytes>>, _>("connection reset".into())
+    }));
+    assert_eq!(broken.oneshot(m.clone()).await.unwrap(), ProbeResult::Fail);
+    // the fail header
+    let header = HeaderName::from_static("x-health-fail-now");
+    let failing = HttpProbe::new(client(|_| {
+        let mut r = status(200);
+        r.headers_mut()
+            .insert("x-health-fail-now", "1".parse().unwrap());
+        Ok(r)
+    }))
+    .fail_header(header);
+    assert_eq!(
+        failing.oneshot(m.clone()).await.unwrap(),
+        ProbeResult::FailNow
+    );
+}
+
+#[tokio::test]
+async fn the_request_names_the_member_path_and_host() {
+    let m = member("https://abc.com:9443");
+    let probe = HttpProbe::new(client(|req: &Request<Empty<Bytes>>| {
+        assert_eq!(
+            req.uri().to_string(),
+            "https://abc.com:9443/carbon/admin/login.jsp"
+        );
+        assert_eq!(req.headers()[http::header::HOST], "wso2.com");
+        Ok(status(200))
+    }))
+    .path("/carbon/admin/login.jsp")
+    .host("wso2.com");
+    assert_eq!(probe.oneshot(m).await.unwrap(), ProbeResult::Pass);
+}
+
+#[tokio::test]
+async fn a_huge_body_is_read_only_up_to_the_limit() {
+    let m = member("http://127.0.0.1:1");
+    // an endless body: 2 GiB and more, 64 KiB a frame
+    let endless = || {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let frames =
+            std::iter::repeat_with(move || Ok::<_, Infallible>(Frame::data(chunk.clone())));
+        Response::new(StreamBody::new(Endless(Box::new(frames))))
+    };
+    let probe = HttpProbe::new(client(move |_| Ok(endless()))).body_contains("never there");
+    let verdict = tokio::time::timeout(Duration::from_secs(10), probe.oneshot(m))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(verdict, ProbeResult::Fail);
+}
+
+struct Endless(Box<dyn Iterator<Item = Result<Frame<Bytes>, Infallible>> + Send + Unpin>);
+impl futures_core::Stream for Endless {
+    type Item = Result<Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+async fn listener_on(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { while let Ok((_sock, _)) = l.accept().await {} })
+}
+
+async fn wait_for(r: &Registry, id: &str, want: Health) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while r.load().get(id).unwrap().health() != want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{id} never became {want}"));
+}
+
+#[tokio::test]
+async fn a_killed_listener_is_marked_down_and_readmitted_when_restarted() {
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = first.local_addr().unwrap();
+    drop(first);
+    let server = listener_on(addr).await;
+    let r = Registry::new();
+    r.set_panic_threshold(0.0);
+    r.insert(MemberSpec::new(
+        MemberId::new("node1").unwrap(),
+        format!("http://{addr}").parse().unwrap(),
+    ))
+    .unwrap();
+    let settings = ProbeSettings::default()
+        .interval(Duration::from_millis(100))
+        .fast_interval(Duration::from_millis(50))
+        .timeout(Duration::from_millis(200));
+    let _task = HealthProbe::new(r.clone(), TcpProbe, settings).spawn();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.load().get("node1").unwrap().health(), Health::Healthy);
+    server.abort();
+    let _ = server.await;
+    wait_for(&r, "node1", Health::Unhealthy).await;
+    let _server = listener_on(addr).await;
+    wait_for(&r, "node1", Health::Healthy).await;
+}
