@@ -14,3 +14,6 @@ pub use probe::{HttpProbe, ProbeResult, TcpProbe, MAX_PROBE_BODY};
 mod checker;
 
 pub use checker::{HealthChange, HealthEvent, HealthProbe, HealthProbeTask, ProbeSettings};
+mod slow_start;
+
+pub use slow_start::{SlowStart, SlowStartTask};

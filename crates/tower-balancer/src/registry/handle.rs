@@ -93,6 +93,11 @@ impl Changes {
         *self.0.borrow()
     }
 
+    /// Marks the current version as seen, so [`changed`](Self::changed) waits for a newer one.
+    pub fn mark_seen(&mut self) -> u64 {
+        *self.0.borrow_and_update()
+    }
+
     /// Waits for a version newer than the last one seen and returns it.
     ///
     /// # Errors
@@ -292,6 +297,24 @@ impl Registry {
         };
         self.publish(&mut writer);
         slot
+    }
+
+    /// Sets slow-start ramps (member id, permille of weight) and rebuilds once; the health
+    /// module's slow start uses this.
+    pub fn set_ramps(&self, ramps: &[(MemberId, u16)]) {
+        let mut writer = self.lock();
+        let mut changed = false;
+        for (id, permille) in ramps {
+            if let Some(m) = writer.members.get(id.as_str()) {
+                if m.ramp_permille() != *permille {
+                    m.set_ramp_permille(*permille);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.publish(&mut writer);
+        }
     }
 
     /// Rebuilds the snapshot now (for example after a strategy was dropped, to free its tables).

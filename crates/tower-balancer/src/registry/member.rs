@@ -20,6 +20,9 @@ use super::stats::{MemberStats, RegistryLoad};
 /// limit; 65 535 keeps strategy tables bounded).
 pub const MAX_WEIGHT: u32 = 65_535;
 
+/// A ramp of 1000 permille: full weight.
+pub(crate) const FULL_RAMP: u16 = 1000;
+
 /// The longest member id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -292,6 +295,8 @@ pub struct Member {
     state: AtomicU8,
     health: AtomicU8,
     redirect: ArcSwapOption<MemberId>,
+    /// Slow-start ramp in permille of the weight (1000 = full weight).
+    ramp: AtomicU16,
     stats: MemberStats,
 }
 
@@ -309,6 +314,7 @@ impl Member {
                 Health::Unhealthy => HealthSource::Operator as u8,
             }),
             redirect: ArcSwapOption::from(spec.redirect.map(Arc::new)),
+            ramp: AtomicU16::new(FULL_RAMP),
             stats: MemberStats::new(load),
         }
     }
@@ -336,6 +342,26 @@ impl Member {
     #[must_use]
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
+    }
+
+    /// The weight strategies use now, in thousandths: `weight × 1000` normally, scaled by the
+    /// slow-start ramp while the member ramps up after joining or coming back (at least 1).
+    /// Only ratios between members matter, so the unit cancels out.
+    #[must_use]
+    pub fn effective_weight(&self) -> u32 {
+        let ramp = u32::from(self.ramp.load(Ordering::Relaxed).min(FULL_RAMP));
+        // weight <= 65 535 and ramp <= 1000: the product fits in u32
+        (self.weight() * ramp).max(1)
+    }
+
+    /// The slow-start ramp in permille of the weight; 1000 when not ramping.
+    #[must_use]
+    pub fn ramp_permille(&self) -> u16 {
+        self.ramp.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ramp_permille(&self, permille: u16) {
+        self.ramp.store(permille.min(FULL_RAMP), Ordering::Relaxed);
     }
 
     /// The current priority set (lower is used first).

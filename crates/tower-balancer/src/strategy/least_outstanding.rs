@@ -62,7 +62,7 @@ pub(crate) fn least_by(
         if s == 0 {
             return Some(i);
         }
-        let w = u64::from(m.weight().max(1));
+        let w = u64::from(m.effective_weight());
         match best {
             // s / w < bs / bw  <=>  s * bw < bs * w
             Some((_, bs, bw))

@@ -50,7 +50,7 @@ impl PowerOfTwo {
     fn load(m: &Member) -> (f64, f64) {
         (
             m.stats().in_flight() as f64 + 1.0,
-            f64::from(m.weight().max(1)),
+            f64::from(m.effective_weight()),
         )
     }
 

@@ -141,7 +141,10 @@ impl Strategy for RoundRobin {
     }
 
     fn build(&self, members: &[Arc<Member>]) -> RoundRobinTable {
-        let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight())).collect();
+        let weights: Vec<u64> = members
+            .iter()
+            .map(|m| u64::from(m.effective_weight()))
+            .collect();
         let schedule = smooth_schedule(&reduced_weights(&weights, self.max_schedule));
         let start = fastrand::usize(..schedule.len().max(1));
         RoundRobinTable {

@@ -88,7 +88,10 @@ impl Strategy for WeightedRandom {
     }
 
     fn build(&self, members: &[Arc<Member>]) -> AliasTable {
-        let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight())).collect();
+        let weights: Vec<u64> = members
+            .iter()
+            .map(|m| u64::from(m.effective_weight()))
+            .collect();
         AliasTable::new(&weights)
     }
 
