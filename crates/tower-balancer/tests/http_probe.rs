@@ -196,3 +196,68 @@ async fn a_killed_listener_is_marked_down_and_readmitted_when_restarted() {
     let _server = listener_on(addr).await;
     wait_for(&r, "node1", Health::Healthy).await;
 }
+
+/// A raw TCP member that answers every connection with `reply` (or nothing) then closes.
+async fn raw_member(reply: Option<&'static [u8]>, hang: bool) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                if let Some(r) = reply {
+                    let _ = sock.write_all(r).await;
+                }
+                if reply.is_none() {
+                    // reset: close with unread data pending and linger 0
+                    let _ = sock.set_linger(Some(Duration::ZERO));
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn garbage_resets_hangs_and_endless_bodies_fail_within_the_timeout_over_real_sockets() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let garbage = raw_member(Some(b"HELLO GARBAGE\r\n\r\n\x00\x01"), false).await;
+    let reset = raw_member(None, false).await;
+    let hang = raw_member(None, true).await;
+    let endless = raw_member(
+        Some(b"HTTP/1.1 200 OK\r\nContent-Length: 2147483648\r\n\r\nxxxxxxxxxxxxxxxx"),
+        true,
+    )
+    .await;
+    let r = Registry::new();
+    r.set_panic_threshold(0.0);
+    for (id, addr) in [
+        ("garbage", garbage),
+        ("reset", reset),
+        ("hang", hang),
+        ("endless", endless),
+    ] {
+        r.insert(MemberSpec::new(
+            MemberId::new(id).unwrap(),
+            format!("http://{addr}").parse().unwrap(),
+        ))
+        .unwrap();
+    }
+    let probe = HttpProbe::new(client).path("/health").body_contains("UP");
+    let settings = ProbeSettings::default()
+        .interval(Duration::from_millis(100))
+        .fast_interval(Duration::from_millis(50))
+        .timeout(Duration::from_millis(300))
+        .fall(2);
+    let _task = HealthProbe::new(r.clone(), probe, settings).spawn();
+    for id in ["garbage", "reset", "hang", "endless"] {
+        wait_for(&r, id, Health::Unhealthy).await;
+    }
+}
