@@ -214,7 +214,9 @@ async fn raw_member(reply: Option<&'static [u8]>, hang: bool) -> SocketAddr {
                     let _ = sock.write_all(r).await;
                 }
                 if reply.is_none() {
-                    // reset: close with unread data pending and linger 0
+                    // reset: linger 0 makes the close an RST; with a zero timeout the drop
+                    // does not block, which is what the deprecation warns about
+                    #[allow(deprecated)]
                     let _ = sock.set_linger(Some(Duration::ZERO));
                 }
             });
