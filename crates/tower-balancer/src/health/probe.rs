@@ -43,6 +43,32 @@ pub const MAX_PROBE_BODY: usize = 64 * 1024;
 /// is set, the first 64 KiB of the body contain it. Anything else fails: other statuses,
 /// errors, garbage, redirects (unless 3xx is expected), bodies that do not match. At most
 /// [`MAX_PROBE_BODY`] bytes are read, so a 2 GiB body costs 64 KiB.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_balancer::BoxError> {
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::{Empty, Full};
+/// use tower::{service_fn, ServiceExt};
+/// use tower_balancer::health::{HttpProbe, ProbeResult};
+/// use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+///
+/// // In production, the same pooled HTTPS client the balancer forwards with.
+/// let client = service_fn(|req: Request<Empty<Bytes>>| async move {
+///     assert_eq!(req.uri().path(), "/carbon/admin/login.jsp");
+///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("<title>WSO2 Management Console</title>"))))
+/// });
+/// let probe = HttpProbe::new(client)
+///     .path("/carbon/admin/login.jsp")
+///     .body_contains("Management Console")
+///     .drain_on([StatusCode::NOT_FOUND]);
+///
+/// let registry = Registry::new();
+/// let node1 = registry.insert(MemberSpec::new(MemberId::new("node1")?, "https://abc.com:9443".parse()?))?;
+/// assert_eq!(probe.oneshot(node1).await?, ProbeResult::Pass);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpProbe<S> {
     client: S,

@@ -18,6 +18,19 @@ use tokio::time::Instant;
 use crate::registry::{Health, MemberId, Registry};
 
 /// Slow-start settings.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use tower_balancer::health::SlowStart;
+/// use tower_balancer::registry::Registry;
+///
+/// let registry = Registry::new();
+/// // members that join or recover reach full weight over 60 s (HAProxy `slowstart 60s`)
+/// let _slow_start = SlowStart::new(Duration::from_secs(60)).spawn(registry.clone());
+/// assert!((SlowStart::new(Duration::from_secs(60)).factor(Duration::from_secs(30)) - 0.5).abs() < 1e-9);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlowStart {
     window: Duration,
