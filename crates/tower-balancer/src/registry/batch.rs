@@ -23,10 +23,10 @@ impl Batch<'_> {
             .ok_or_else(|| RegistryError::UnknownMember(escape(id)))
     }
 
-    /// See [`Registry::insert`].
+    /// See [`Registry::insert`](super::Registry::insert).
     ///
     /// # Errors
-    /// As [`Registry::insert`].
+    /// As [`Registry::insert`](super::Registry::insert).
     pub fn insert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
         if self.writer.members.contains_key(&spec.id) {
             return Err(RegistryError::DuplicateId(spec.id));
@@ -42,10 +42,10 @@ impl Batch<'_> {
         Ok(member)
     }
 
-    /// See [`Registry::upsert`].
+    /// See [`Registry::upsert`](super::Registry::upsert).
     ///
     /// # Errors
-    /// As [`Registry::upsert`].
+    /// As [`Registry::upsert`](super::Registry::upsert).
     pub fn upsert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
         check_weight(&spec.id, spec.weight)?;
         match self.writer.members.get(&spec.id) {
@@ -66,10 +66,10 @@ impl Batch<'_> {
         }
     }
 
-    /// See [`Registry::remove`].
+    /// See [`Registry::remove`](super::Registry::remove).
     ///
     /// # Errors
-    /// As [`Registry::remove`].
+    /// As [`Registry::remove`](super::Registry::remove).
     pub fn remove(&mut self, id: &str) -> Result<Arc<Member>, RegistryError> {
         let removed = self
             .writer
@@ -80,10 +80,10 @@ impl Batch<'_> {
         Ok(removed)
     }
 
-    /// See [`Registry::set_weight`].
+    /// See [`Registry::set_weight`](super::Registry::set_weight).
     ///
     /// # Errors
-    /// As [`Registry::set_weight`].
+    /// As [`Registry::set_weight`](super::Registry::set_weight).
     pub fn set_weight(&mut self, id: &str, weight: u32) -> Result<(), RegistryError> {
         let m = self.member(id)?;
         let weight = check_weight(m.id(), weight)?;
@@ -94,10 +94,10 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// See [`Registry::set_priority`].
+    /// See [`Registry::set_priority`](super::Registry::set_priority).
     ///
     /// # Errors
-    /// As [`Registry::set_priority`].
+    /// As [`Registry::set_priority`](super::Registry::set_priority).
     pub fn set_priority(&mut self, id: &str, priority: u16) -> Result<(), RegistryError> {
         let m = self.member(id)?;
         if m.priority() != priority {
@@ -107,10 +107,10 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// See [`Registry::set_state`].
+    /// See [`Registry::set_state`](super::Registry::set_state).
     ///
     /// # Errors
-    /// As [`Registry::set_state`].
+    /// As [`Registry::set_state`](super::Registry::set_state).
     pub fn set_state(&mut self, id: &str, state: AdminState) -> Result<(), RegistryError> {
         let m = self.member(id)?;
         if m.state() != state {
@@ -133,18 +133,18 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// See [`Registry::set_health`].
+    /// See [`Registry::set_health`](super::Registry::set_health).
     ///
     /// # Errors
-    /// As [`Registry::set_health`].
+    /// As [`Registry::set_health`](super::Registry::set_health).
     pub fn set_health(&mut self, id: &str, health: Health) -> Result<(), RegistryError> {
         self.set_health_by(id, HealthSource::Operator, health)
     }
 
-    /// See [`Registry::set_health_by`].
+    /// See [`Registry::set_health_by`](super::Registry::set_health_by).
     ///
     /// # Errors
-    /// As [`Registry::set_health_by`].
+    /// As [`Registry::set_health_by`](super::Registry::set_health_by).
     pub fn set_health_by(
         &mut self,
         id: &str,
@@ -158,7 +158,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Sets the panic threshold (see [`Registry::set_panic_threshold`]).
+    /// Sets the panic threshold (see [`Registry::set_panic_threshold`](super::Registry::set_panic_threshold)).
     pub fn set_panic_threshold(&mut self, threshold: f64) {
         let t = if threshold.is_finite() {
             threshold.clamp(0.0, 1.0)
