@@ -176,3 +176,26 @@ async fn ejection_times_are_capped() {
         assert!(outliers.ejected().is_empty());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_active_probe_readmits_an_ejected_member_before_its_time() {
+    use tower_balancer::health::{HealthProbe, ProbeResult, ProbeSettings};
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    // the probe path works even though the application answers 503
+    let probe = service_fn(|_m: Arc<tower_balancer::registry::Member>| async {
+        Ok::<_, BoxError>(ProbeResult::Pass)
+    });
+    let _probes = HealthProbe::new(r.clone(), probe, ProbeSettings::default().jitter(0.0)).spawn();
+    send_n(&svc, 20).await;
+    assert_eq!(outliers.ejected().len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await; // one probe interval, not 30 s
+    assert!(outliers.ejected().is_empty());
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Healthy);
+    // and it can be ejected again
+    send_n(&svc, 20).await;
+    assert_eq!(outliers.ejected().len(), 1);
+}

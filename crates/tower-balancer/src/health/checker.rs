@@ -341,6 +341,14 @@ where
                 ProbeResult::Pass | ProbeResult::Drain => {
                     fails = 0;
                     passes = passes.saturating_add(1);
+                    // a passing probe ends a passive ejection at once (as Envoy un-ejects)
+                    if up && self.member.is_down_by(HealthSource::Outlier) {
+                        let id = self.member.id().as_str();
+                        let _ =
+                            self.registry
+                                .set_health_by(id, HealthSource::Outlier, Health::Healthy);
+                        tracing::info!(member = %self.member.id(), "probe passed: outlier readmitted");
+                    }
                     if !up && passes >= s.rise {
                         up = true;
                         self.set(Health::Healthy);

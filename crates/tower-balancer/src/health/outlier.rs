@@ -153,7 +153,7 @@ impl OutlierDetection {
     pub fn ejected(&self) -> Vec<MemberId> {
         let mut ids: Vec<MemberId> = lock(&self.inner.state)
             .values()
-            .filter(|e| e.until.is_some())
+            .filter(|e| e.until.is_some() && e.member.is_down_by(HealthSource::Outlier))
             .map(|e| e.member.id().clone())
             .collect();
         ids.sort();
@@ -236,7 +236,10 @@ impl Inner {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let members = self.registry.load().len();
-        let ejected = state.values().filter(|e| e.until.is_some()).count();
+        let ejected = state
+            .values()
+            .filter(|e| e.until.is_some() && e.member.is_down_by(HealthSource::Outlier))
+            .count();
         #[allow(
             clippy::cast_precision_loss,
             clippy::cast_possible_truncation,
@@ -251,7 +254,11 @@ impl Inner {
             probation: false,
         });
         if e.until.is_some() {
-            return;
+            if member.is_down_by(HealthSource::Outlier) {
+                return; // ejected already
+            }
+            // readmitted by someone else (a passing probe): forget that ejection
+            e.until = None;
         }
         if ejected >= allowed {
             tracing::warn!(member = %member.id(), ejected, allowed, "not ejecting: too many members ejected already");
