@@ -1,0 +1,321 @@
+//! `X-Forwarded-*`, RFC 7239 `Forwarded` and `Via`: telling the member who the client is.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+use ipnet::IpNet;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A forwarding setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardingError {
+    /// A trusted-proxy entry is neither an address nor a CIDR block.
+    #[error("\"{0}\" is not an IP address or CIDR block (like 10.0.0.0/8 or ::1)")]
+    InvalidCidr(String),
+    /// The `Via` pseudonym is not a token.
+    #[error("\"{0}\" is not a valid Via pseudonym (letters, digits and -._~ only)")]
+    InvalidPseudonym(String),
+}
+
+/// The peers whose `X-Forwarded-*` and `Forwarded` headers are believed: usually the L4 load
+/// balancer or CDN in front of this one. Empty by default: nobody is trusted, and a client
+/// cannot forge its address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Trusts nobody.
+    #[must_use]
+    pub const fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Trusts these addresses and CIDR blocks (`10.0.0.0/8`, `192.168.1.7`, `::1`).
+    ///
+    /// # Errors
+    /// [`ForwardingError::InvalidCidr`] naming the first entry that is neither.
+    pub fn parse<I, S>(entries: I) -> Result<Self, ForwardingError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        entries
+            .into_iter()
+            .map(|e| {
+                let e = e.as_ref().trim();
+                IpNet::from_str(e)
+                    .or_else(|_| IpAddr::from_str(e).map(IpNet::from))
+                    .map_err(|_| ForwardingError::InvalidCidr(e.escape_default().to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether `addr` is trusted.
+    #[must_use]
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        self.0.iter().any(|n| n.contains(&addr))
+    }
+}
+
+/// `::ffff:10.0.0.1` is `10.0.0.1`.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// Which forwarding headers the proxy writes, and whom it believes.
+///
+/// ```
+/// use http::HeaderMap;
+/// use tower_balancer_proxy::hygiene::{Forwarding, TrustedProxies};
+///
+/// let fwd = Forwarding::new().trusted(TrustedProxies::parse(["10.0.0.0/8"])?);
+/// let mut h = HeaderMap::new();
+/// h.insert("x-forwarded-for", "203.0.113.9".parse()?);
+/// // from a trusted proxy: its chain is kept and the proxy is appended
+/// fwd.apply(&mut h, "10.1.2.3".parse()?, true, Some(&"wso2.com".parse()?));
+/// assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+/// assert_eq!(h["x-forwarded-proto"], "https");
+/// assert_eq!(h["x-forwarded-host"], "wso2.com");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    trusted: TrustedProxies,
+    x_forwarded: bool,
+    forwarded: bool,
+    via: Option<String>,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Forwarding {
+    /// `X-Forwarded-For`, `-Proto` and `-Host` on; `Forwarded` and `Via` off; nobody trusted.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            trusted: TrustedProxies::none(),
+            x_forwarded: true,
+            forwarded: false,
+            via: None,
+        }
+    }
+
+    /// The peers whose forwarding headers are kept.
+    #[must_use]
+    pub fn trusted(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// Writes the `X-Forwarded-*` headers (default on).
+    #[must_use]
+    pub const fn x_forwarded(mut self, on: bool) -> Self {
+        self.x_forwarded = on;
+        self
+    }
+
+    /// Writes an RFC 7239 `Forwarded` header (default off).
+    #[must_use]
+    pub const fn forwarded(mut self, on: bool) -> Self {
+        self.forwarded = on;
+        self
+    }
+
+    /// Appends `Via: 1.1 <pseudonym>` (default off).
+    ///
+    /// # Errors
+    /// [`ForwardingError::InvalidPseudonym`] unless it is letters, digits and `-._~`.
+    pub fn via(mut self, pseudonym: &str) -> Result<Self, ForwardingError> {
+        let ok = !pseudonym.is_empty()
+            && pseudonym.len() <= 64
+            && pseudonym
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        if !ok {
+            return Err(ForwardingError::InvalidPseudonym(
+                pseudonym.escape_default().to_string(),
+            ));
+        }
+        self.via = Some(pseudonym.to_owned());
+        Ok(self)
+    }
+
+    /// Writes the forwarding headers for a request from `client` (the direct peer), which came
+    /// over TLS or not, with the client's `Host`. Call it after
+    /// [`strip_hop_by_hop`](super::strip_hop_by_hop).
+    ///
+    /// `X-Forwarded-For` becomes one field: the incoming chain, kept only when `client` is a
+    /// trusted proxy (entries that are not IP addresses are dropped), followed by `client`.
+    /// `X-Forwarded-Proto`/`-Host` and `Forwarded` from an untrusted peer are replaced.
+    pub fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        client: IpAddr,
+        tls: bool,
+        host: Option<&HeaderValue>,
+    ) {
+        let client = canonical(client);
+        let trusted = self.trusted.contains(client);
+        let proto = if tls { "https" } else { "http" };
+        if self.x_forwarded {
+            let mut chain = String::new();
+            if trusted {
+                for entry in headers
+                    .get_all(X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|e| IpAddr::from_str(e.trim()).ok())
+                {
+                    let _ = write!(chain, "{entry}, ");
+                }
+            }
+            let _ = write!(chain, "{client}");
+            headers.remove(X_FORWARDED_FOR);
+            // digits, hex, dots, colons, commas and spaces only
+            if let Ok(v) = HeaderValue::from_str(&chain) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+            if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+            }
+            if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+                headers.remove(X_FORWARDED_HOST);
+                if let Some(h) = host {
+                    headers.insert(X_FORWARDED_HOST, h.clone());
+                }
+            }
+        }
+        if self.forwarded {
+            let node = match client {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("\"[{v6}]\""),
+            };
+            let mut element = format!("for={node};proto={proto}");
+            if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+                // a quoted-string: the Host value is already free of control characters
+                let _ = write!(element, ";host=\"{}\"", h.replace(['"', '\\'], ""));
+            }
+            let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+                Some(prev) if trusted => format!("{prev}, {element}"),
+                _ => element,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::FORWARDED, v);
+            }
+        }
+        if let Some(p) = &self.via {
+            let version = "1.1";
+            let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {version} {p}"),
+                None => format!("{version} {p}"),
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::VIA, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hygiene::strip_hop_by_hop;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_forge_its_address() {
+        let fwd = Forwarding::new();
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
+        h.insert(X_FORWARDED_HOST, "evil.com".parse().unwrap());
+        fwd.apply(
+            &mut h,
+            ip("198.51.100.7"),
+            false,
+            Some(&"wso2.com".parse().unwrap()),
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "wso2.com");
+    }
+
+    #[test]
+    fn a_trusted_chain_is_combined_into_one_field_without_junk() {
+        let fwd = Forwarding::new().trusted(TrustedProxies::parse(["10.0.0.0/8", "::1"]).unwrap());
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, "203.0.113.9, not-an-ip".parse().unwrap());
+        h.append(X_FORWARDED_FOR, "2001:db8::1".parse().unwrap());
+        fwd.apply(&mut h, ip("::ffff:10.0.0.5"), true, None);
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 2001:db8::1, 10.0.0.5");
+        fwd.apply(&mut h, ip("::1"), true, None);
+        assert!(h[X_FORWARDED_FOR].to_str().unwrap().ends_with(", ::1"));
+    }
+
+    #[test]
+    fn connection_naming_x_forwarded_for_cannot_strip_ours() {
+        // CVE-2022-31813 / CVE-2024-45410
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "close, X-Forwarded-For, Authorization".parse().unwrap(),
+        );
+        h.insert(X_FORWARDED_FOR, "6.6.6.6".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Basic x".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        Forwarding::new().apply(&mut h, ip("198.51.100.7"), true, None);
+        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.7");
+        assert!(
+            h.get(header::AUTHORIZATION).is_none(),
+            "declared hop-by-hop by the client"
+        );
+    }
+
+    #[test]
+    fn rfc7239_and_via_are_written_when_asked() {
+        let fwd = Forwarding::new().forwarded(true).via("wso2-lb").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
+        h.insert(header::VIA, "1.0 cdn".parse().unwrap());
+        fwd.apply(
+            &mut h,
+            ip("2001:db8::7"),
+            true,
+            Some(&"wso2.com".parse().unwrap()),
+        );
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=\"[2001:db8::7]\";proto=https;host=\"wso2.com\""
+        );
+        assert_eq!(h[header::VIA], "1.0 cdn, 1.1 wso2-lb");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(TrustedProxies::parse(["10.0.0.0/33"]).is_err());
+        assert!(TrustedProxies::parse(["example.com"]).is_err());
+        assert!(Forwarding::new().via("a b").is_err());
+        assert!(Forwarding::new().via("x\r\nY: z").is_err());
+    }
+}
