@@ -1,10 +1,12 @@
 //! HTTP forwarding for [`tower_balancer`]: what carries a request to the picked member and the
 //! response back, the way Apache's `mod_proxy_http` does in front of a cluster.
 //!
-//! This release carries [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
+//! This release carries [`forward`]: the forwarding service over hyper with TLS to members;
+//! [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
 //! `Forwarded` / `Via` with a trusted-proxies list; and [`rewrite`], Apache's
 //! `ProxyPassReverse` for `Location`-like headers and `Set-Cookie` domains and paths.
-//! Forwarding over hyper with TLS, serving and the balancer-manager page follow.
+//! Serving (TLS in front), upgrades and the balancer-manager page follow.
 
+pub mod forward;
 pub mod hygiene;
 pub mod rewrite;

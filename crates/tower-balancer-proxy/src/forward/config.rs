@@ -1,0 +1,147 @@
+//! Forwarding settings.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body::Body;
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_balancer::registry::Registry;
+
+use super::resolve::Resolver;
+use super::service::{Forward, Shared};
+use super::tls::{TlsError, UpstreamTls};
+use crate::hygiene::Forwarding;
+use crate::rewrite::ReverseRewrite;
+
+/// How the forwarder reaches members.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    tls: Option<UpstreamTls>,
+    overrides: HashMap<String, Vec<SocketAddr>>,
+    preserve_host: bool,
+    forwarding: Forwarding,
+    rewrite: Option<ReverseRewrite>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ForwardConfig {
+    /// 5 s connect timeout; pooled connections idle at most 4 s (shorter than the usual
+    /// 5 s member keep-alive, so a connection the member is closing is not reused); HTTP only
+    /// until [`tls`](Self::tls) is set; the member's host in `Host` (Apache's default);
+    /// `X-Forwarded-*` trusting nobody; no reverse rewriting.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(4),
+            tls: None,
+            overrides: HashMap::new(),
+            preserve_host: false,
+            forwarding: Forwarding::new(),
+            rewrite: None,
+        }
+    }
+
+    /// How long connecting to a member may take (a connect failure: nothing was sent).
+    #[must_use]
+    pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an idle pooled connection is kept.
+    #[must_use]
+    pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Speaks HTTPS to `https://` members with these trust roots (HTTP/2 by ALPN).
+    #[must_use]
+    pub fn tls(mut self, tls: UpstreamTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Resolves `host` to `addrs` inside this process (the recipe's /etc/hosts step).
+    #[must_use]
+    pub fn resolve(mut self, host: &str, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.overrides
+            .entry(host.to_ascii_lowercase())
+            .or_default()
+            .extend(addrs);
+        self
+    }
+
+    /// Sends the client's `Host` to members (Apache `ProxyPreserveHost On`).
+    #[must_use]
+    pub const fn preserve_host(mut self, on: bool) -> Self {
+        self.preserve_host = on;
+        self
+    }
+
+    /// Which forwarding headers are written and whom they trust.
+    #[must_use]
+    pub fn forwarding(mut self, forwarding: Forwarding) -> Self {
+        self.forwarding = forwarding;
+        self
+    }
+
+    /// Rewrites member URLs and cookies in responses (Apache `ProxyPassReverse`).
+    #[must_use]
+    pub fn reverse_rewrite(mut self, rewrite: ReverseRewrite) -> Self {
+        self.rewrite = Some(rewrite);
+        self
+    }
+
+    /// Builds the forwarding service for `registry`'s members, with one connection pool.
+    ///
+    /// # Errors
+    /// [`TlsError`] if the TLS settings are refused.
+    pub fn build<B>(self, registry: Registry) -> Result<Forward<B>, TlsError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut http = HttpConnector::new_with_resolver(Resolver::new(self.overrides));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(true);
+        let tls = match &self.tls {
+            Some(t) => t.client_config()?,
+            // no trust roots configured: https members fail to connect (nothing is trusted)
+            None => UpstreamTls::empty().client_config()?,
+        };
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Ok(Forward::new(
+            client,
+            Arc::new(Shared {
+                registry,
+                preserve_host: self.preserve_host,
+                forwarding: self.forwarding,
+                rewrite: self.rewrite,
+            }),
+        ))
+    }
+}

@@ -1,0 +1,146 @@
+//! The forwarding service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use tower_balancer::balance::Picked;
+use tower_balancer::conn::{ClientAddr, ClientTls};
+use tower_balancer::registry::Registry;
+use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
+use tower_service::Service;
+
+use super::error::NotPicked;
+use super::future::ResponseFuture;
+use super::resolve::Resolver;
+use crate::hygiene::{strip_hop_by_hop, Forwarding};
+use crate::rewrite::ReverseRewrite;
+
+type Connector = HttpsConnector<HttpConnector<Resolver>>;
+
+/// Sends each request to the member the balance layer picked ([`Picked`] in its extensions)
+/// over a pooled hyper client, and brings the response back, with header hygiene both ways
+/// and reverse rewriting. Made by [`ForwardConfig::build`](super::ForwardConfig::build).
+///
+/// Errors are [`UpstreamError`]s: `Connect` when nothing was sent (failover may retry any
+/// method), `ClientBody` when the client's own body failed (never the member's fault),
+/// `Timeout`, `Protocol` or `Reset` otherwise. Their text is for logs; map them to a
+/// status with `tower_balancer::balance::error_status` (502 or 504).
+pub struct Forward<B> {
+    client: Client<Connector, B>,
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) preserve_host: bool,
+    pub(crate) forwarding: Forwarding,
+    pub(crate) rewrite: Option<ReverseRewrite>,
+}
+
+impl<B> Clone for Forward<B> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for Forward<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward")
+            .field("preserve_host", &self.shared.preserve_host)
+            .field("forwarding", &self.shared.forwarding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Forward<B> {
+    pub(crate) fn new(client: Client<Connector, B>, shared: Arc<Shared>) -> Self {
+        Self { client, shared }
+    }
+}
+
+impl Shared {
+    /// Prepares a client request for `member`: hygiene first, then our headers, then the URI.
+    fn prepare<B>(&self, req: &mut Request<B>, endpoint: &Uri) -> Result<(), UpstreamError> {
+        let host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let tls = req.extensions().get::<ClientTls>().is_some();
+        let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers, false);
+        if let Some(ip) = client {
+            self.forwarding.apply(headers, ip, tls, host.as_ref());
+        }
+        if self.preserve_host {
+            if let Some(h) = host {
+                headers.insert(header::HOST, h);
+            }
+        } else {
+            // the client sets Host from the member's URI
+            headers.remove(header::HOST);
+        }
+        let base = endpoint.path().trim_end_matches('/');
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut uri = Uri::builder().path_and_query(format!("{base}{pq}"));
+        if let (Some(s), Some(a)) = (endpoint.scheme(), endpoint.authority()) {
+            uri = uri.scheme(s.clone()).authority(a.clone());
+        }
+        *req.uri_mut() = uri
+            .build()
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+        *req.version_mut() = Version::HTTP_11;
+        Ok(())
+    }
+
+    /// Hygiene and reverse rewriting on a member's response.
+    pub(crate) fn finish(&self, res: &mut Response<Incoming>) {
+        strip_hop_by_hop(res.headers_mut(), false);
+        if let Some(rw) = &self.rewrite {
+            let snapshot = self.registry.load();
+            rw.apply(
+                res.headers_mut(),
+                snapshot.members().iter().map(|m| m.endpoint()),
+            );
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Forward<B>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Incoming>;
+    type Error = UpstreamError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // the pooled client queues requests itself; it is always ready
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(member) = req.extensions().get::<Picked>().map(|p| p.0.clone()) else {
+            return ResponseFuture::failed(UpstreamError::new(
+                UpstreamErrorKind::Connect,
+                NotPicked,
+            ));
+        };
+        if let Err(e) = self.shared.prepare(&mut req, member.endpoint()) {
+            return ResponseFuture::failed(e);
+        }
+        ResponseFuture::pending(self.client.request(req), self.shared.clone())
+    }
+}

@@ -1,0 +1,264 @@
+//! The forwarder against real hyper members on 127.0.0.1, plain and TLS (certificates made
+//! with rcgen). Every test is bounded by a timeout.
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_balancer::balance::{error_status, BalanceLayer, RequestBody};
+use tower_balancer::conn::ClientAddr;
+use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+use tower_balancer::strategy::RoundRobin;
+use tower_balancer::upstream::{find_upstream_error, UpstreamErrorKind};
+use tower_balancer_proxy::forward::{ForwardConfig, UpstreamTls};
+use tower_balancer_proxy::rewrite::ReverseRewrite;
+
+/// A member that answers with the request head it received, one header a line, and a
+/// Location pointing at itself.
+async fn serve_echo(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let mut text = format!("{} {}\n", req.method(), req.uri());
+                    for (k, v) in req.headers() {
+                        text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+                    }
+                    let mut res = Response::new(Full::new(Bytes::from(text)));
+                    res.headers_mut().insert(
+                        "location",
+                        format!("http://{addr}/carbon/admin/").parse().unwrap(),
+                    );
+                    res.headers_mut()
+                        .insert("keep-alive", "timeout=5".parse().unwrap());
+                    Ok::<_, Infallible>(res)
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(sock).await {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(sock), svc).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn registry_with(id: &str, uri: &str) -> Registry {
+    let r = Registry::new();
+    r.insert(MemberSpec::new(
+        MemberId::new(id).unwrap(),
+        uri.parse().unwrap(),
+    ))
+    .unwrap();
+    r
+}
+
+async fn body_text(res: Response<impl http_body::Body<Error = impl std::fmt::Debug>>) -> String {
+    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn requests_carry_forwarding_headers_and_no_hop_by_hop_headers() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let addr = serve_echo(None).await;
+        let r = registry_with("node1", &format!("http://{addr}"));
+        let forward = ForwardConfig::new()
+            .reverse_rewrite(ReverseRewrite::new(&"https://wso2.com".parse().unwrap()))
+            .build::<RequestBody<Full<Bytes>>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(forward);
+        let mut req = Request::get("/carbon/?x=1")
+            .header("host", "wso2.com")
+            .header("connection", "close, X-Forwarded-For, Authorization")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("authorization", "Basic abc")
+            .header("keep-alive", "timeout=9")
+            .header("te", "trailers, gzip")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("198.51.100.7:5555".parse().unwrap()));
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // hygiene and reverse rewriting on the response
+        assert!(res.headers().get("keep-alive").is_none());
+        assert_eq!(res.headers()["location"], "https://wso2.com/carbon/admin/");
+        let seen = body_text(res).await;
+        assert!(seen.starts_with("GET /carbon/?x=1"), "{seen}");
+        assert!(seen.contains("x-forwarded-for: 198.51.100.7\n"), "{seen}");
+        assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+        assert!(seen.contains("x-forwarded-host: wso2.com\n"), "{seen}");
+        assert!(
+            seen.contains(&format!("host: {addr}\n")),
+            "Host is the member's: {seen}"
+        );
+        assert!(seen.contains("te: trailers\n"), "{seen}");
+        for gone in ["authorization", "keep-alive", "6.6.6.6"] {
+            assert!(!seen.contains(gone), "{gone} was forwarded: {seen}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let addr = serve_echo(None).await;
+        let r = registry_with("node1", &format!("http://{addr}"));
+        let forward = ForwardConfig::new()
+            .preserve_host(true)
+            .build::<RequestBody<Full<Bytes>>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(forward);
+        let req = Request::get("/")
+            .header("host", "wso2.com")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let seen = body_text(svc.oneshot(req).await.unwrap()).await;
+        assert!(seen.contains("host: wso2.com\n"), "{seen}");
+    })
+    .await
+    .unwrap();
+}
+
+struct Pki {
+    ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// A private CA and a server certificate for `name` signed by it, as the recipe's keystores.
+fn pki(name: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Pki {
+        ca_pem: ca.pem(),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    }
+}
+
+#[tokio::test]
+async fn tls_members_are_reached_by_name_with_their_own_certificates() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let pki = pki("abc.com");
+        let addr = serve_echo(Some(pki.acceptor.clone())).await;
+        let r = Registry::new();
+        r.insert(MemberSpec::new(
+            MemberId::new("node1").unwrap(),
+            format!("https://abc.com:{}", addr.port()).parse().unwrap(),
+        ))
+        .unwrap();
+        // xyz.com resolves to the same server, which cannot prove it is xyz.com
+        r.insert(MemberSpec::new(
+            MemberId::new("impostor").unwrap(),
+            format!("https://xyz.com:{}", addr.port()).parse().unwrap(),
+        ))
+        .unwrap();
+        let forward = ForwardConfig::new()
+            .tls(UpstreamTls::from_pem_roots(pki.ca_pem.as_bytes()).unwrap())
+            .resolve("abc.com", [addr])
+            .resolve("xyz.com", [addr])
+            .build::<RequestBody<Full<Bytes>>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(forward);
+        let mut ok = 0;
+        let mut refused = 0;
+        for _ in 0..4 {
+            match svc
+                .clone()
+                .oneshot(
+                    Request::get("/carbon/")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+            {
+                Ok(res) => {
+                    assert_eq!(res.status(), StatusCode::OK);
+                    ok += 1;
+                }
+                Err(e) => {
+                    let u = find_upstream_error(&*e).unwrap();
+                    assert_eq!(u.kind(), UpstreamErrorKind::Connect, "{e}");
+                    assert_eq!(error_status(&*e), StatusCode::BAD_GATEWAY);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((ok, refused), (2, 2));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_failure() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let r = registry_with("node1", &format!("http://127.0.0.1:{port}"));
+        let forward = ForwardConfig::new()
+            .build::<RequestBody<Full<Bytes>>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(forward);
+        let err = svc
+            .oneshot(Request::get("/").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            find_upstream_error(&*err).unwrap().kind(),
+            UpstreamErrorKind::Connect
+        );
+        assert!(!find_upstream_error(&*err).unwrap().maybe_sent());
+    })
+    .await
+    .unwrap();
+}
