@@ -5,8 +5,10 @@
 //! [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
 //! `Forwarded` / `Via` with a trusted-proxies list; and [`rewrite`], Apache's
 //! `ProxyPassReverse` for `Location`-like headers and `Set-Cookie` domains and paths.
-//! Serving (TLS in front), upgrades and the balancer-manager page follow.
+//! [`serve`] serves the stack, plain or with TLS in front. Upgrades (WebSocket) and the
+//! balancer-manager page follow.
 
 pub mod forward;
 pub mod hygiene;
 pub mod rewrite;
+pub mod serve;

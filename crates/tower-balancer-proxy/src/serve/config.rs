@@ -1,0 +1,112 @@
+//! Serving settings and the TLS front.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::forward::TlsError;
+
+/// How the balancer accepts clients.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) graceful_timeout: Duration,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServeConfig {
+    /// Plain HTTP; a request's headers must arrive within 10 s (hyper's timeout is off unless
+    /// set, which lets a slowloris client hold a connection forever); at most 16 KiB of
+    /// headers and 100 header fields (431 beyond); 10 s for a TLS handshake; 30 s for
+    /// in-flight requests to finish on shutdown.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            graceful_timeout: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+
+    /// How long a client may take to send a request's headers.
+    #[must_use]
+    pub const fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to finish the TLS handshake.
+    #[must_use]
+    pub const fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The most header bytes a request may carry (at least 8 KiB, hyper's floor).
+    #[must_use]
+    pub const fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = if bytes < 8192 { 8192 } else { bytes };
+        self
+    }
+
+    /// The most header fields a request may carry.
+    #[must_use]
+    pub const fn max_headers(mut self, n: usize) -> Self {
+        self.max_headers = n;
+        self
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    #[must_use]
+    pub const fn graceful_timeout(mut self, timeout: Duration) -> Self {
+        self.graceful_timeout = timeout;
+        self
+    }
+
+    /// Terminates TLS with this configuration (see [`server_tls_from_pem`]).
+    #[must_use]
+    pub fn tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}
+
+/// A TLS front from a PEM certificate chain and private key (files read by the caller, or
+/// certificates made in memory), offering HTTP/2 and HTTP/1.1 by ALPN, ring provider.
+///
+/// # Errors
+/// [`TlsError`] if the chain or key cannot be parsed or rustls refuses them.
+pub fn server_tls_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,13 @@
+//! Serving the stack to clients: plain or TLS, HTTP/1.1 or HTTP/2, with the limits a public
+//! endpoint needs.
+//!
+//! Why not just hyper's examples: hyper's header-read timeout is off unless a timer is set
+//! (a slowloris client then holds a connection forever), a TLS handshake needs its own
+//! timeout, the client's address must reach `X-Forwarded-For`, and errors from the stack must
+//! become 502/503/504 without leaking upstream error text.
+
+mod config;
+mod server;
+
+pub use config::{server_tls_from_pem, ServeConfig};
+pub use server::{ServeBody, Server, HEADERS_TOO_LARGE};

@@ -1,0 +1,189 @@
+//! The server loop: accept, TLS, HTTP/1.1 or HTTP/2, the stack, graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower_balancer::balance::error_status;
+use tower_balancer::conn::{ClientAddr, ClientTls};
+use tower_balancer::BoxError;
+use tower_service::Service;
+
+use super::config::ServeConfig;
+
+/// The body of responses the server sends: the stack's, or a short error page.
+pub type ServeBody<B> = Either<B, Full<Bytes>>;
+
+/// Serves a tower stack to clients. See the crate docs for a complete example.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: ServeConfig,
+}
+
+/// The answer when the stack fails: the status from
+/// [`error_status`](tower_balancer::balance::error_status) and its reason phrase, never the
+/// error's text (which is logged).
+fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
+    let status = error_status(&**e);
+    tracing::warn!(error = %e, status = status.as_u16(), "request failed");
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+impl Server {
+    /// Listens on `addr`.
+    ///
+    /// # Errors
+    /// The listener's error, e.g. the port is in use or needs privileges.
+    pub async fn bind(addr: SocketAddr, config: ServeConfig) -> io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            config,
+        })
+    }
+
+    /// Serves on a listener the caller bound.
+    #[must_use]
+    pub fn from_listener(listener: TcpListener, config: ServeConfig) -> Self {
+        Self { listener, config }
+    }
+
+    /// The address listened on.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `stack` until `shutdown` completes, then stops accepting and gives in-flight
+    /// requests the graceful timeout to finish. Each request carries [`ClientAddr`] and, over
+    /// TLS, [`ClientTls`] in its extensions.
+    ///
+    /// # Errors
+    /// Only errors that stop the whole server; a failing connection is logged and dropped.
+    pub async fn serve<S, B>(self, stack: S, shutdown: impl Future<Output = ()>) -> io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let graceful = GracefulShutdown::new();
+        let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let accepted = std::future::poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                self.listener.poll_accept(cx).map(Some)
+            })
+            .await;
+            let Some(accepted) = accepted else { break };
+            let (sock, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // out of file descriptors and the like: wait a moment, keep serving
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let config = self.config.clone();
+            let stack = stack.clone();
+            let tls = tls.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let is_tls = tls.is_some();
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    if is_tls {
+                        req.extensions_mut().insert(ClientTls);
+                    }
+                    let mut stack = stack.clone();
+                    async move {
+                        let ready: Result<(), BoxError> =
+                            std::future::poll_fn(|cx| stack.poll_ready(cx))
+                                .await
+                                .map_err(Into::into);
+                        let res = match ready {
+                            Ok(()) => stack.call(req).await.map_err(Into::into),
+                            Err(e) => Err(e),
+                        };
+                        Ok::<_, std::convert::Infallible>(match res {
+                            Ok(r) => r.map(Either::Left),
+                            Err(e) => error_response(&e),
+                        })
+                    }
+                });
+                let mut builder = Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.header_read_timeout)
+                    .max_buf_size(config.max_header_bytes)
+                    .max_headers(config.max_headers);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(
+                        u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX),
+                    );
+                match tls {
+                    Some(acceptor) => {
+                        // a failed or slow handshake: drop the connection
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(config.handshake_timeout, acceptor.accept(sock))
+                                .await
+                        else {
+                            return;
+                        };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(sock), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                }
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(self.config.graceful_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("graceful shutdown timed out; remaining connections are dropped");
+        }
+        Ok(())
+    }
+}
+
+/// The status hyper answers for headers over the limit, for documentation and tests.
+pub const HEADERS_TOO_LARGE: StatusCode = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;

@@ -1,0 +1,282 @@
+//! Serving the whole stack on 127.0.0.1: TLS in front, limits against slow and oversize
+//! clients, errors as statuses, graceful shutdown. Every test is bounded by a timeout.
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceBuilder;
+use tower_balancer::balance::BalanceLayer;
+use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+use tower_balancer::strategy::RoundRobin;
+use tower_balancer_proxy::forward::ForwardConfig;
+use tower_balancer_proxy::serve::{server_tls_from_pem, ServeConfig, Server};
+
+/// A plain member that says who it is and what X-Forwarded-For it got, after `delay`.
+async fn member(name: &'static str, delay: Duration) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    let xff = req
+                        .headers()
+                        .get("x-forwarded-for")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let xfp = req
+                        .headers()
+                        .get("x-forwarded-proto")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        "{name} {xff:?} {xfp:?}"
+                    )))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn registry(members: &[(&str, SocketAddr)]) -> Registry {
+    let r = Registry::new();
+    for (id, addr) in members {
+        r.insert(MemberSpec::new(
+            MemberId::new(*id).unwrap(),
+            format!("http://{addr}").parse().unwrap(),
+        ))
+        .unwrap();
+    }
+    r
+}
+
+/// Starts the balancer (balance + forward) with `config`; returns its address and a trigger
+/// that shuts it down, and the task.
+async fn balancer(
+    r: &Registry,
+    config: ServeConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let forward = ForwardConfig::new().build(r.clone()).unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(forward);
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        server
+            .serve(stack, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, tx, task)
+}
+
+/// Sends raw bytes and returns the response's status line (or "" if closed without one).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_stack_is_served_over_tls_with_the_clients_address_forwarded() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["wso2.com".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let tls =
+            server_tls_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        let (addr, stop, task) = balancer(&r, ServeConfig::new().tls(tls)).await;
+
+        // a client that trusts the private CA and knows wso2.com is at our address
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("wso2.com").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let res = send
+            .send_request(
+                Request::get("/carbon/")
+                    .header("host", "wso2.com")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"node1 Some(\"127.0.0.1\") Some(\"https\")");
+        let _ = stop.send(());
+        task.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn slowloris_and_oversize_headers_are_cut_off_while_others_are_served() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        let config = ServeConfig::new().header_read_timeout(Duration::from_millis(500));
+        let (addr, _stop, _task) = balancer(&r, config).await;
+        // a client that never finishes its headers is dropped after the timeout
+        let slow = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            start.elapsed()
+        });
+        // meanwhile others are served
+        let ok = raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(ok, "HTTP/1.1 200 OK");
+        let waited = slow.await.unwrap();
+        assert!(
+            waited < Duration::from_secs(3),
+            "slow client held the connection {waited:?}"
+        );
+        // 64 KiB of headers and 101 header fields: 431
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(64 * 1024)
+        );
+        assert!(raw(addr, big.as_bytes()).await.contains("431"));
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..101 {
+            many.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert!(raw(addr, many.as_bytes()).await.contains("431"));
+        // and still serving
+        assert_eq!(
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .await,
+            "HTTP/1.1 200 OK"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn stack_errors_become_statuses_without_upstream_text() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dead = {
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let r = registry(&[("node1", dead)]);
+        let (addr, _stop, _task) = balancer(&r, ServeConfig::new()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+        assert!(
+            !text.contains("refused") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+        // nothing eligible: 503
+        r.remove("node1").unwrap();
+        assert!(raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .contains("503"));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let m = member("node1", Duration::from_millis(500)).await;
+        let r = registry(&[("node1", m)]);
+        let (addr, stop, task) = balancer(&r, ServeConfig::new()).await;
+        let in_flight = tokio::spawn(async move {
+            raw(
+                addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        assert_eq!(in_flight.await.unwrap(), "HTTP/1.1 200 OK");
+        task.await.unwrap();
+        // no longer accepting
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    })
+    .await
+    .unwrap();
+}
