@@ -7,7 +7,9 @@
 //! become 502/503/504 without leaking upstream error text.
 
 mod config;
+mod guard;
 mod server;
 
 pub use config::{server_tls_from_pem, ServeConfig};
+pub use guard::{check_framing, FramingError};
 pub use server::{ServeBody, Server, HEADERS_TOO_LARGE};

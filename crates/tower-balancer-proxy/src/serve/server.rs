@@ -21,6 +21,7 @@ use tower_balancer::BoxError;
 use tower_service::Service;
 
 use super::config::ServeConfig;
+use super::guard::{check_framing, FramingError};
 
 /// The body of responses the server sends: the stack's, or a short error page.
 pub type ServeBody<B> = Either<B, Full<Bytes>>;
@@ -30,6 +31,21 @@ pub type ServeBody<B> = Either<B, Full<Bytes>>;
 pub struct Server {
     listener: TcpListener,
     config: ServeConfig,
+}
+
+/// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
+/// this connection is read as another request.
+fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
+    tracing::info!(reason = %why, "request refused");
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"400 Bad Request\n",
+    ))));
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    res.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    res
 }
 
 /// The answer when the stack fails: the status from
@@ -125,8 +141,12 @@ impl Server {
                     if is_tls {
                         req.extensions_mut().insert(ClientTls);
                     }
+                    let refused = check_framing(&req).err();
                     let mut stack = stack.clone();
                     async move {
+                        if let Some(why) = refused {
+                            return Ok::<_, std::convert::Infallible>(bad_request(why));
+                        }
                         let ready: Result<(), BoxError> =
                             std::future::poll_fn(|cx| stack.poll_ready(cx))
                                 .await

@@ -1,0 +1,159 @@
+//! Request framing rules the server enforces before anything reaches the stack.
+//!
+//! Why stricter than the parser: request smuggling (Apache CVE-2023-25690 and a long list of
+//! others) lives in the gap between how a proxy and a member read a message's length. hyper
+//! already refuses malformed lengths, obs-fold and control bytes; on top of that we refuse
+//! what RFC 9112 lets a server refuse and what other hops may read differently, and close the
+//! connection, so no byte after a doubtful request is ever read as another request.
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{Request, Version};
+
+/// Why a request was refused with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FramingError {
+    /// `Transfer-Encoding` is anything but exactly `chunked` (e.g. `chunked, chunked`,
+    /// `gzip, chunked`, or a coding that does not end in chunked).
+    #[error("Transfer-Encoding must be exactly \"chunked\"")]
+    TransferEncoding,
+    /// `Transfer-Encoding` on an HTTP/1.0 request, which has no chunked coding.
+    #[error("Transfer-Encoding is not allowed in HTTP/1.0")]
+    TransferEncodingHttp10,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    #[error("Content-Length and Transfer-Encoding together")]
+    BothLengths,
+    /// No `Host`, several, or one that is not a host name.
+    #[error("an HTTP/1.1 request needs exactly one valid Host")]
+    Host,
+}
+
+/// Checks a request's framing and `Host`.
+///
+/// # Errors
+/// The first rule broken.
+pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
+    let h = req.headers();
+    if h.contains_key(TRANSFER_ENCODING) {
+        if req.version() == Version::HTTP_10 {
+            return Err(FramingError::TransferEncodingHttp10);
+        }
+        if h.contains_key(CONTENT_LENGTH) {
+            return Err(FramingError::BothLengths);
+        }
+        let mut codings = h
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty());
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err(FramingError::TransferEncoding);
+        }
+    }
+    if req.version() == Version::HTTP_11 {
+        let mut hosts = h.get_all(HOST).iter();
+        let ok = match (hosts.next(), hosts.next()) {
+            (Some(v), None) => {
+                Authority::try_from(v.as_bytes()).is_ok_and(|a| !a.host().is_empty())
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(FramingError::Host);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::builder().version(version).uri("/");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_plain_chunked_framing_passes() {
+        let ok = req(
+            Version::HTTP_11,
+            &[("host", "x"), ("transfer-encoding", "Chunked")],
+        );
+        assert_eq!(check_framing(&ok), Ok(()));
+        for te in [
+            "chunked, chunked",
+            "gzip, chunked",
+            "chunked, identity",
+            "identity",
+            "",
+        ] {
+            let r = req(
+                Version::HTTP_11,
+                &[("host", "x"), ("transfer-encoding", te)],
+            );
+            assert_eq!(
+                check_framing(&r),
+                Err(FramingError::TransferEncoding),
+                "{te:?}"
+            );
+        }
+        let two = req(
+            Version::HTTP_11,
+            &[
+                ("host", "x"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        assert_eq!(check_framing(&two), Err(FramingError::TransferEncoding));
+    }
+
+    #[test]
+    fn lengths_together_and_te_in_http10_are_refused() {
+        let both = req(
+            Version::HTTP_11,
+            &[
+                ("host", "x"),
+                ("content-length", "3"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        assert_eq!(check_framing(&both), Err(FramingError::BothLengths));
+        let old = req(Version::HTTP_10, &[("transfer-encoding", "chunked")]);
+        assert_eq!(
+            check_framing(&old),
+            Err(FramingError::TransferEncodingHttp10)
+        );
+    }
+
+    #[test]
+    fn exactly_one_valid_host_is_needed_in_http11() {
+        assert_eq!(
+            check_framing(&req(Version::HTTP_11, &[])),
+            Err(FramingError::Host)
+        );
+        assert_eq!(
+            check_framing(&req(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
+            Err(FramingError::Host)
+        );
+        assert_eq!(
+            check_framing(&req(Version::HTTP_11, &[("host", "a b")])),
+            Err(FramingError::Host)
+        );
+        assert_eq!(
+            check_framing(&req(Version::HTTP_11, &[("host", "wso2.com:8443")])),
+            Ok(())
+        );
+        assert_eq!(check_framing(&req(Version::HTTP_10, &[])), Ok(()));
+    }
+}
