@@ -5,8 +5,8 @@
 //! [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
 //! `Forwarded` / `Via` with a trusted-proxies list; and [`rewrite`], Apache's
 //! `ProxyPassReverse` for `Location`-like headers and `Set-Cookie` domains and paths.
-//! [`serve`] serves the stack, plain or with TLS in front. Upgrades (WebSocket) and the
-//! balancer-manager page follow.
+//! [`serve`] serves the stack, plain or with TLS in front; HTTP/1.1 upgrades (WebSocket) are
+//! tunnelled end to end. The balancer-manager page follows.
 
 pub mod forward;
 pub mod hygiene;

@@ -5,9 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::Response;
+use http::{Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::ResponseFuture as ClientFuture;
+use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tower_balancer::upstream::UpstreamError;
 
@@ -30,6 +32,7 @@ pin_project! {
             #[pin]
             inner: ClientFuture,
             shared: Arc<Shared>,
+            client_upgrade: Option<OnUpgrade>,
         },
     }
 }
@@ -41,9 +44,17 @@ impl ResponseFuture {
         }
     }
 
-    pub(crate) fn pending(inner: ClientFuture, shared: Arc<Shared>) -> Self {
+    pub(crate) fn pending(
+        inner: ClientFuture,
+        shared: Arc<Shared>,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Self {
         Self {
-            kind: Kind::Pending { inner, shared },
+            kind: Kind::Pending {
+                inner,
+                shared,
+                client_upgrade,
+            },
         }
     }
 }
@@ -54,6 +65,24 @@ impl std::fmt::Debug for ResponseFuture {
     }
 }
 
+/// Joins the client's and the member's upgraded connections and copies bytes both ways until
+/// either side closes (a member that goes away closes its tunnels).
+fn tunnel(client: OnUpgrade, member: OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, member) = match (client.await, member.await) {
+            (Ok(c), Ok(m)) => (c, m),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let (mut client, mut member) = (TokioIo::new(client), TokioIo::new(member));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut member).await {
+            tracing::debug!(error = %e, "tunnel closed with an error");
+        }
+    });
+}
+
 impl Future for ResponseFuture {
     type Output = Result<Response<Incoming>, UpstreamError>;
 
@@ -62,9 +91,18 @@ impl Future for ResponseFuture {
             KindProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 UpstreamError::from_kind(tower_balancer::upstream::UpstreamErrorKind::Protocol)
             }))),
-            KindProj::Pending { inner, shared } => {
+            KindProj::Pending {
+                inner,
+                shared,
+                client_upgrade,
+            } => {
                 let mut res = ready!(inner.poll(cx)).map_err(upstream)?;
                 shared.finish(&mut res);
+                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client) = client_upgrade.take() {
+                        tunnel(client, hyper::upgrade::on(&mut res));
+                    }
+                }
                 Poll::Ready(Ok(res))
             }
         }

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -69,7 +70,12 @@ impl<B> Forward<B> {
 
 impl Shared {
     /// Prepares a client request for `member`: hygiene first, then our headers, then the URI.
-    fn prepare<B>(&self, req: &mut Request<B>, endpoint: &Uri) -> Result<(), UpstreamError> {
+    fn prepare<B>(
+        &self,
+        req: &mut Request<B>,
+        endpoint: &Uri,
+        upgrading: bool,
+    ) -> Result<(), UpstreamError> {
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -78,7 +84,7 @@ impl Shared {
         let tls = req.extensions().get::<ClientTls>().is_some();
         let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers, false);
+        strip_hop_by_hop(headers, upgrading);
         if let Some(ip) = client {
             self.forwarding.apply(headers, ip, tls, host.as_ref());
         }
@@ -105,7 +111,8 @@ impl Shared {
 
     /// Hygiene and reverse rewriting on a member's response.
     pub(crate) fn finish(&self, res: &mut Response<Incoming>) {
-        strip_hop_by_hop(res.headers_mut(), false);
+        let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(res.headers_mut(), switching);
         if let Some(rw) = &self.rewrite {
             let snapshot = self.registry.load();
             rw.apply(
@@ -114,6 +121,19 @@ impl Shared {
             );
         }
     }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 impl<B> Service<Request<B>> for Forward<B>
@@ -138,9 +158,20 @@ where
                 NotPicked,
             ));
         };
-        if let Err(e) = self.shared.prepare(&mut req, member.endpoint()) {
+        let upgrading = is_upgrade(&req);
+        // the client's side of an upgrade, joined to the member's once it answers 101
+        let client_upgrade = if upgrading {
+            req.extensions_mut().remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        if let Err(e) = self.shared.prepare(&mut req, member.endpoint(), upgrading) {
             return ResponseFuture::failed(e);
         }
-        ResponseFuture::pending(self.client.request(req), self.shared.clone())
+        ResponseFuture::pending(
+            self.client.request(req),
+            self.shared.clone(),
+            client_upgrade,
+        )
     }
 }

@@ -1,0 +1,108 @@
+//! Upgrades (WebSocket handshake and a raw echo over the tunnel) through the served
+//! balancer on 127.0.0.1. Bounded by a timeout.
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceBuilder;
+use tower_balancer::balance::BalanceLayer;
+use tower_balancer::failover::{FailoverConfig, FailoverLayer};
+use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+use tower_balancer::sticky::{StickyConfig, StickyLayer};
+use tower_balancer::strategy::RoundRobin;
+use tower_balancer_proxy::forward::ForwardConfig;
+use tower_balancer_proxy::serve::{ServeConfig, Server};
+
+/// A member that switches protocols, echoes the first message it gets, then goes away.
+async fn echo_once_member() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    assert_eq!(req.headers()["upgrade"], "websocket");
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(on.await.unwrap());
+                        let mut buf = [0u8; 64];
+                        let n = io.read(&mut buf).await.unwrap();
+                        io.write_all(&buf[..n]).await.unwrap();
+                        // and the member goes away
+                    });
+                    let mut res = Response::new(Full::new(Bytes::new()));
+                    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    res.headers_mut()
+                        .insert("upgrade", "websocket".parse().unwrap());
+                    res.headers_mut()
+                        .insert("connection", "upgrade".parse().unwrap());
+                    res.headers_mut().insert(
+                        "sec-websocket-accept",
+                        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().unwrap(),
+                    );
+                    Ok::<_, Infallible>(res)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_and_its_bytes_pass_through_and_the_tunnel_closes_with_the_member() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let member = echo_once_member().await;
+        let r = Registry::new();
+        r.insert(MemberSpec::new(MemberId::new("node1").unwrap(), format!("http://{member}").parse().unwrap()))
+            .unwrap();
+        // the whole stack: sticky outside failover outside balance
+        let sticky = StickyConfig::builder().build().unwrap();
+        let stack = ServiceBuilder::new()
+            .layer(StickyLayer::new(r.clone(), sticky))
+            .layer(FailoverLayer::new(r.clone(), FailoverConfig::default()))
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(ForwardConfig::new().build(r.clone()).unwrap());
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServeConfig::new()).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.serve(stack, std::future::pending()));
+
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"GET /carbon/ws HTTP/1.1\r\nHost: wso2.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        assert!(head.contains("sec-websocket-accept"), "{head}");
+        s.write_all(b"hello through the tunnel").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello through the tunnel");
+        // the member went away: the tunnel closes
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(n, 0);
+    })
+    .await
+    .unwrap();
+}
