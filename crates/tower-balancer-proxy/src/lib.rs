@@ -1,6 +1,44 @@
 //! HTTP forwarding for [`tower_balancer`]: what carries a request to the picked member and the
 //! response back, the way Apache's `mod_proxy_http` does in front of a cluster.
 //!
+//! A two-member balancer with TLS in front, the seed's setup (members over HTTPS with their
+//! own certificates, trusted through a private CA; their names resolved inside the process):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower::ServiceBuilder;
+//! use tower_balancer::balance::BalanceLayer;
+//! use tower_balancer::failover::{FailoverConfig, FailoverLayer};
+//! use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+//! use tower_balancer::sticky::{StickyConfig, StickyLayer};
+//! use tower_balancer::strategy::RoundRobin;
+//! use tower_balancer_proxy::forward::{ForwardConfig, UpstreamTls};
+//! use tower_balancer_proxy::rewrite::ReverseRewrite;
+//! use tower_balancer_proxy::serve::{server_tls_from_pem, ServeConfig, Server};
+//!
+//! let registry = Registry::new();
+//! registry.insert(MemberSpec::new(MemberId::new("node1")?, "https://abc.com:9443".parse()?))?;
+//! registry.insert(MemberSpec::new(MemberId::new("node2")?, "https://xyz.com:9444".parse()?))?;
+//!
+//! let forward = ForwardConfig::new()
+//!     .tls(UpstreamTls::from_pem_roots(&std::fs::read("certs/ca.pem")?)?)
+//!     .resolve("abc.com", ["127.0.0.1:9443".parse()?])
+//!     .resolve("xyz.com", ["127.0.0.1:9444".parse()?])
+//!     .reverse_rewrite(ReverseRewrite::new(&"https://wso2.com".parse()?))
+//!     .build(registry.clone())?;
+//!
+//! let stack = ServiceBuilder::new()
+//!     .layer(StickyLayer::new(registry.clone(), StickyConfig::builder().build()?))
+//!     .layer(FailoverLayer::new(registry.clone(), FailoverConfig::default()))
+//!     .layer(BalanceLayer::new(registry.clone(), RoundRobin::new()))
+//!     .service(forward);
+//!
+//! let tls = server_tls_from_pem(&std::fs::read("certs/wso2.com.pem")?, &std::fs::read("certs/wso2.com.key")?)?;
+//! let server = Server::bind("127.0.0.1:8443".parse()?, ServeConfig::new().tls(tls)).await?;
+//! server.serve(stack, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! This release carries [`forward`]: the forwarding service over hyper with TLS to members;
 //! [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
 //! `Forwarded` / `Via` with a trusted-proxies list; and [`rewrite`], Apache's
