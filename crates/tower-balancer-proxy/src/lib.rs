@@ -48,5 +48,6 @@
 
 pub mod forward;
 pub mod hygiene;
+pub mod manager;
 pub mod rewrite;
 pub mod serve;

@@ -1,0 +1,230 @@
+//! What the balancer-manager shows: a JSON view and an HTML page, everything escaped.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use tower_balancer::registry::{AdminState, Health, HealthSource, Snapshot};
+
+/// Descriptions the page shows about the balancer itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ManagerInfo {
+    /// The balancer's name (Apache `balancer://name`).
+    pub name: String,
+    /// The strategy's name.
+    pub strategy: String,
+    /// Sticky settings, in words.
+    pub sticky: String,
+    /// Failover settings, in words.
+    pub failover: String,
+}
+
+/// One member as the JSON view and the page show it (Apache's columns plus health).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    /// Worker URL.
+    pub url: String,
+    /// Route.
+    pub route: String,
+    /// Factor (the configured weight).
+    pub factor: u32,
+    /// The weight in use now, in percent of the factor (slow start).
+    pub ramp_percent: u16,
+    /// Set (priority).
+    pub set: u16,
+    /// Admin state.
+    pub status: &'static str,
+    /// Health.
+    pub health: &'static str,
+    /// Who says the member is down.
+    pub down_by: Vec<&'static str>,
+    /// Elected: requests that reached an outcome.
+    pub elected: u64,
+    /// Busy: requests in flight.
+    pub busy: u64,
+    /// Failures.
+    pub failures: u64,
+    /// To: request bytes sent to the member.
+    pub to: u64,
+    /// From: response bytes received from it.
+    pub from: u64,
+    /// Peak-EWMA latency in milliseconds, if measured.
+    pub latency_ms: Option<f64>,
+}
+
+/// The whole JSON view.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancerView<'a> {
+    /// The balancer's descriptions.
+    #[serde(flatten)]
+    pub info: &'a ManagerInfo,
+    /// The registry version shown.
+    pub version: u64,
+    /// Whether too few members are healthy and health is being ignored.
+    pub panic: bool,
+    /// The members, by route.
+    pub members: Vec<MemberView>,
+}
+
+pub(crate) fn members(snapshot: &Snapshot) -> Vec<MemberView> {
+    snapshot
+        .members()
+        .iter()
+        .map(|m| {
+            let s = m.stats().view();
+            MemberView {
+                url: m.endpoint().to_string(),
+                route: m.id().to_string(),
+                factor: m.weight(),
+                ramp_percent: m.ramp_permille() / 10,
+                set: m.priority(),
+                status: m.state().as_str(),
+                health: m.health().as_str(),
+                down_by: [
+                    (HealthSource::Operator, "operator"),
+                    (HealthSource::Probe, "probe"),
+                    (HealthSource::Outlier, "outlier"),
+                ]
+                .into_iter()
+                .filter(|(src, _)| m.is_down_by(*src))
+                .map(|(_, name)| name)
+                .collect(),
+                elected: s.requests,
+                busy: s.in_flight,
+                failures: s.failures,
+                to: s.bytes_to_member,
+                from: s.bytes_from_member,
+                latency_ms: s.latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
+            }
+        })
+        .collect()
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+th{background:#eee}.down{color:#b00;font-weight:bold}.ok{color:#070}form{display:inline}\
+button{margin:0 2px}input[type=number]{width:5em}";
+
+pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
+    let e = escape;
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "<!doctype html><html><head><meta charset=utf-8><title>Balancer manager: {name}</title>\
+         <style>{STYLE}</style></head><body><h1>Balancer manager</h1>\
+         <h2>balancer://{name}</h2><p>Strategy: <b>{strategy}</b> &middot; Sticky: {sticky} \
+         &middot; Failover: {failover} &middot; Registry version {version}{panic}</p>\
+         <table><tr><th>Worker URL</th><th>Route</th><th>Factor</th><th>Set</th><th>Status</th>\
+         <th>Health</th><th>Elected</th><th>Busy</th><th>Load</th><th>To</th><th>From</th>\
+         <th>Latency</th><th>Actions</th></tr>",
+        name = e(&view.info.name),
+        strategy = e(&view.info.strategy),
+        sticky = e(&view.info.sticky),
+        failover = e(&view.info.failover),
+        version = view.version,
+        panic = if view.panic {
+            " &middot; <span class=down>PANIC: health ignored</span>"
+        } else {
+            ""
+        },
+    );
+    for m in &view.members {
+        let health = if m.health == Health::Healthy.as_str() {
+            "<span class=ok>healthy</span>".to_owned()
+        } else {
+            format!(
+                "<span class=down>unhealthy ({})</span>",
+                e(&m.down_by.join(", "))
+            )
+        };
+        let latency = m
+            .latency_ms
+            .map_or_else(|| "&ndash;".to_owned(), |l| format!("{l:.1} ms"));
+        let route = e(&m.route);
+        let _ = write!(
+            out,
+            "<tr><td>{url}</td><td>{route}</td><td>{factor}</td><td>{set}</td><td>{status}</td>\
+             <td>{health}</td><td>{elected}</td><td>{busy}</td><td>{ramp}%</td><td>{to}</td>\
+             <td>{from}</td><td>{latency}</td><td><form method=post>\
+             <input type=hidden name=nonce value=\"{nonce}\"><input type=hidden name=member value=\"{route}\">",
+            url = e(&m.url),
+            factor = m.factor,
+            set = m.set,
+            status = e(m.status),
+            elected = m.elected,
+            busy = m.busy,
+            ramp = m.ramp_percent,
+            to = m.to,
+            from = m.from,
+            nonce = e(nonce),
+        );
+        for (action, label, state) in [
+            ("enable", "Enable", AdminState::Active),
+            ("drain", "Drain", AdminState::Draining),
+            ("standby", "Standby", AdminState::Standby),
+            ("disable", "Disable", AdminState::Disabled),
+        ] {
+            let disabled = if m.status == state.as_str() {
+                " disabled"
+            } else {
+                ""
+            };
+            let _ = write!(
+                out,
+                "<button name=action value={action}{disabled}>{label}</button>"
+            );
+        }
+        let _ = write!(
+            out,
+            "<input type=number name=weight min=1 max=65535 value={factor}>\
+             <button name=action value=weight>Set factor</button></form></td></tr>",
+            factor = m.factor
+        );
+    }
+    out.push_str("</table><p>Mount this page behind authentication: anyone who can reach it can drain the cluster.</p></body></html>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_shown_is_escaped() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        let info = ManagerInfo {
+            name: "<img src=x onerror=alert(1)>".into(),
+            ..ManagerInfo::default()
+        };
+        let page = html(
+            &BalancerView {
+                info: &info,
+                version: 1,
+                panic: false,
+                members: vec![],
+            },
+            "n\"once",
+        );
+        assert!(!page.contains("<img"));
+        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    }
+}
