@@ -1,0 +1,72 @@
+//! A plain-HTTP balancer for load comparisons: round robin over the given members through the
+//! same stack users build (balance + forward, pooled keep-alive connections to members).
+//!
+//! ```sh
+//! cargo run --release -p tower-balancer-proxy --example lb_bench -- \
+//!   --listen 127.0.0.1:8090 --member 127.0.0.1:9763 --member 127.0.0.1:9764 --threads 1 --seconds 60
+//! ```
+//!
+//! It stops by itself after `--seconds` (default 60).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tower::ServiceBuilder;
+use tower_balancer::balance::BalanceLayer;
+use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+use tower_balancer::strategy::RoundRobin;
+use tower_balancer_proxy::forward::ForwardConfig;
+use tower_balancer_proxy::serve::{ServeConfig, Server};
+
+fn arg_values(name: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen: SocketAddr = arg_values("--listen")
+        .first()
+        .map_or("127.0.0.1:8090", String::as_str)
+        .parse()?;
+    let threads: usize = arg_values("--threads")
+        .first()
+        .map_or(Ok(1), |s| s.parse())?;
+    let seconds: u64 = arg_values("--seconds")
+        .first()
+        .map_or(Ok(60), |s| s.parse())?;
+    let members = arg_values("--member");
+    if members.is_empty() {
+        return Err("give at least one --member HOST:PORT".into());
+    }
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async move {
+        let registry = Registry::new();
+        for (i, m) in members.iter().enumerate() {
+            registry.insert(MemberSpec::new(
+                MemberId::new(format!("node{}", i + 1))?,
+                format!("http://{m}").parse()?,
+            ))?;
+        }
+        let stack = ServiceBuilder::new()
+            .layer(BalanceLayer::new(registry.clone(), RoundRobin::new()))
+            .service(ForwardConfig::new().build(registry.clone())?);
+        let server = Server::bind(listen, ServeConfig::new()).await?;
+        println!("lb_bench on {listen}, {threads} thread(s), for {seconds} s");
+        server
+            .serve(stack, tokio::time::sleep(Duration::from_secs(seconds)))
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
