@@ -72,6 +72,9 @@ run() { # name url -> "req/s p50 p99"
   done
 } | tee "$RUNDIR/results"
 echo
+cargo build -q --release -p tower-balancer-proxy --example pool_memory
+./target/release/examples/pool_memory --member 127.0.0.1:9763 --connections 500
+echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); worker threads: $THREADS"
 awk '{ rps[$1] = rps[$1] " " $2 } END {
   for (t in rps) { n = split(rps[t], v, " "); if (v[1] > v[2]) { hi = v[1]; lo = v[2] } else { hi = v[2]; lo = v[1] }
