@@ -1,0 +1,131 @@
+//! Unit tests of the registry handle.
+use super::*;
+
+fn spec(id: &str) -> MemberSpec {
+    MemberSpec::new(
+        MemberId::new(id).unwrap(),
+        format!("http://{id}.test").parse().unwrap(),
+    )
+}
+
+#[test]
+fn duplicate_ids_are_refused_and_change_nothing() {
+    let r = Registry::new();
+    r.insert(spec("a")).unwrap();
+    let v = r.load().version();
+    assert!(matches!(
+        r.insert(spec("a")),
+        Err(RegistryError::DuplicateId(_))
+    ));
+    assert_eq!(r.load().version(), v);
+    assert_eq!(r.load().len(), 1);
+}
+
+#[test]
+fn zero_weight_is_refused() {
+    let r = Registry::new();
+    assert!(matches!(
+        r.insert(spec("a").weight(0)),
+        Err(RegistryError::InvalidWeight { weight: 0, .. })
+    ));
+    r.insert(spec("a")).unwrap();
+    assert!(r.set_weight("a", 0).is_err());
+    assert_eq!(r.load().get("a").unwrap().weight(), 1);
+}
+
+#[test]
+fn unknown_members_give_a_typed_error() {
+    let r = Registry::new();
+    assert!(matches!(
+        r.remove("nope"),
+        Err(RegistryError::UnknownMember(_))
+    ));
+    assert!(r.set_state("nope", AdminState::Disabled).is_err());
+}
+
+#[test]
+fn tiers_order_active_sets_then_standby() {
+    let r = Registry::new();
+    r.update(|b| {
+        b.insert(spec("s0").state(AdminState::Standby))?;
+        b.insert(spec("a1").priority(1))?;
+        b.insert(spec("a0"))?;
+        b.insert(spec("d").state(AdminState::Draining))?;
+        b.insert(spec("x").state(AdminState::Disabled))?;
+        b.insert(spec("sick").health(Health::Unhealthy))?;
+        Ok::<_, RegistryError>(())
+    })
+    .unwrap();
+    let s = r.load();
+    let tiers: Vec<(bool, u16, Vec<&str>)> = s
+        .tiers()
+        .iter()
+        .map(|t| {
+            (
+                t.is_standby(),
+                t.priority(),
+                t.members().iter().map(|m| m.id().as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tiers,
+        vec![
+            (false, 0, vec!["a0"]),
+            (false, 1, vec!["a1"]),
+            (true, 0, vec!["s0"]),
+        ]
+    );
+    assert_eq!(s.len(), 6);
+}
+
+#[test]
+fn stats_survive_rebuilds_and_upserts_with_the_same_endpoint() {
+    let r = Registry::new();
+    let m = r.insert(spec("a")).unwrap();
+    m.stats().add_bytes_to_member(42);
+    r.set_weight("a", 5).unwrap();
+    r.upsert(spec("a").weight(7)).unwrap();
+    let now = r.load();
+    let same = now.get("a").unwrap();
+    assert!(Arc::ptr_eq(same, &m));
+    assert_eq!(same.stats().view().bytes_to_member, 42);
+    assert_eq!(same.weight(), 7);
+}
+
+#[test]
+fn upsert_with_a_new_endpoint_replaces_the_member() {
+    let r = Registry::new();
+    let old = r.insert(spec("a")).unwrap();
+    let new = r
+        .upsert(MemberSpec::new(
+            MemberId::new("a").unwrap(),
+            "http://elsewhere.test".parse().unwrap(),
+        ))
+        .unwrap();
+    assert_ne!(old.serial(), new.serial());
+    assert_eq!(r.load().len(), 1);
+}
+
+#[tokio::test]
+async fn subscribers_see_each_change() {
+    let r = Registry::new();
+    let mut changes = r.subscribe();
+    r.insert(spec("a")).unwrap();
+    let v = changes.changed().await.unwrap();
+    assert_eq!(v, r.load().version());
+    r.set_health("a", Health::Unhealthy).unwrap();
+    assert!(changes.changed().await.unwrap() > v);
+    drop(r);
+    assert_eq!(changes.changed().await, Err(RegistryClosed));
+}
+
+#[test]
+fn setting_an_unchanged_value_does_not_rebuild() {
+    let r = Registry::new();
+    r.insert(spec("a")).unwrap();
+    let v = r.load().version();
+    r.set_health("a", Health::Healthy).unwrap();
+    r.set_state("a", AdminState::Active).unwrap();
+    assert_eq!(r.load().version(), v);
+}
