@@ -46,6 +46,8 @@
 //! [`serve`] serves the stack, plain or with TLS in front; HTTP/1.1 upgrades (WebSocket) are
 //! tunnelled end to end. The balancer-manager page follows.
 
+#[cfg(feature = "config")]
+pub mod config;
 pub mod forward;
 pub mod hygiene;
 pub mod manager;

@@ -5,15 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http_body::Body;
-use hyper_rustls::HttpsConnectorBuilder;
+use http_body_util::Empty;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_balancer::registry::Registry;
 
 use super::resolve::Resolver;
-use super::service::{Forward, Shared};
+use super::service::{Connector, Forward, Shared};
 use super::tls::{TlsError, UpstreamTls};
 use crate::hygiene::Forwarding;
 use crate::rewrite::ReverseRewrite;
@@ -116,24 +118,10 @@ impl ForwardConfig {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut http = HttpConnector::new_with_resolver(Resolver::new(self.overrides));
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(self.connect_timeout));
-        http.set_nodelay(true);
-        let tls = match &self.tls {
-            Some(t) => t.client_config()?,
-            // no trust roots configured: https members fail to connect (nothing is trusted)
-            None => UpstreamTls::empty().client_config()?,
-        };
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.idle_timeout)
             .pool_timer(TokioTimer::new())
-            .build(https);
+            .build(self.connector()?);
         Ok(Forward::new(
             client,
             Arc::new(Shared {
@@ -144,4 +132,41 @@ impl ForwardConfig {
             }),
         ))
     }
+
+    /// A client that reaches members exactly as the forwarder does (the same trust roots,
+    /// client certificate, name overrides and connect timeout), for
+    /// [`HttpProbe`](tower_balancer::health::HttpProbe): a probe then checks the path real
+    /// requests take. It has its own small pool, so probes never hold the forwarder's
+    /// connections.
+    ///
+    /// # Errors
+    /// [`TlsError`] if the TLS settings are refused.
+    pub fn probe_client(&self) -> Result<ProbeClient, TlsError> {
+        Ok(Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.idle_timeout)
+            .pool_max_idle_per_host(1)
+            .pool_timer(TokioTimer::new())
+            .build(self.connector()?))
+    }
+
+    fn connector(&self) -> Result<Connector, TlsError> {
+        let mut http = HttpConnector::new_with_resolver(Resolver::new(self.overrides.clone()));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(true);
+        let tls = match &self.tls {
+            Some(t) => t.client_config()?,
+            // no trust roots configured: https members fail to connect (nothing is trusted)
+            None => UpstreamTls::empty().client_config()?,
+        };
+        Ok(HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http))
+    }
 }
+
+/// The client [`ForwardConfig::probe_client`] makes: a `tower` service of
+/// `Request<Empty<Bytes>>`.
+pub type ProbeClient = Client<HttpsConnector<HttpConnector<Resolver>>, Empty<Bytes>>;

@@ -13,7 +13,7 @@ mod resolve;
 mod service;
 mod tls;
 
-pub use config::ForwardConfig;
+pub use config::{ForwardConfig, ProbeClient};
 pub use error::NotPicked;
 pub use future::ResponseFuture;
 pub use resolve::{Addrs, Resolver};

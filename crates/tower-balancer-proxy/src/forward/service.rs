@@ -22,7 +22,7 @@ use super::resolve::Resolver;
 use crate::hygiene::{strip_hop_by_hop, Forwarding};
 use crate::rewrite::ReverseRewrite;
 
-type Connector = HttpsConnector<HttpConnector<Resolver>>;
+pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
 /// Sends each request to the member the balance layer picked ([`Picked`] in its extensions)
 /// over a pooled hyper client, and brings the response back, with header hygiene both ways

@@ -206,7 +206,22 @@ where
     /// Outside a tokio runtime, as `tokio::spawn` does.
     #[must_use]
     pub fn spawn(self) -> HealthProbeTask {
+        // members that start down are down before this returns, so a caller that looks at
+        // the registry next never sees them healthy before their first probe
+        self.mark_initial();
         HealthProbeTask(tokio::spawn(self.run()))
+    }
+
+    fn mark_initial(&self) {
+        if self.settings.initial == Health::Unhealthy {
+            for m in self.registry.load().members() {
+                let _ = self.registry.set_health_by(
+                    m.id().as_str(),
+                    HealthSource::Probe,
+                    Health::Unhealthy,
+                );
+            }
+        }
     }
 
     /// Probes until dropped (or until the registry is dropped): one task per member, started
@@ -218,15 +233,7 @@ where
             let mut changes = self.registry.subscribe();
             let mut tasks = JoinSet::new();
             let mut running: HashMap<u64, AbortHandle> = HashMap::new();
-            if self.settings.initial == Health::Unhealthy {
-                for m in self.registry.load().members() {
-                    let _ = self.registry.set_health_by(
-                        m.id().as_str(),
-                        HealthSource::Probe,
-                        Health::Unhealthy,
-                    );
-                }
-            }
+            self.mark_initial();
             loop {
                 let snapshot = self.registry.snapshot();
                 running.retain(|serial, handle| {

@@ -1,0 +1,387 @@
+//! The file's shape: what `toml` reads, checked value by value while it is read so that a
+//! bad value is reported with its line and key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{Method, StatusCode, Uri};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+use tower_balancer::registry::{AdminState, Health, MemberId};
+
+/// The whole file: an Apache virtual host with one balancer in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `<VirtualHost>`: where and how clients are accepted.
+    pub server: ServerSection,
+    /// `<Proxy balancer://name>` and its `BalancerMember` lines.
+    pub balancer: BalancerSection,
+    /// `<Location /balancer-manager>`: off unless present.
+    #[serde(default)]
+    pub manager: Option<ManagerSection>,
+}
+
+/// The virtual host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `Listen` / `<VirtualHost addr:port>`.
+    pub listen: SocketAddr,
+    /// `ServerName`: the public host name (used for `ProxyPassReverse`).
+    pub server_name: String,
+    /// `SSLCertificateFile` (PEM chain). With `key`, the front speaks TLS; without, plain HTTP.
+    #[serde(default)]
+    pub certificate: Option<Spanned<PathBuf>>,
+    /// `SSLCertificateKeyFile` (PEM).
+    #[serde(default)]
+    pub key: Option<Spanned<PathBuf>>,
+    /// `RequestReadTimeout header=`: how long a client may take to send its headers.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub header_read_timeout: Option<Duration>,
+    /// `LimitRequestFieldSize` × fields, in bytes.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// `LimitRequestFields`.
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    /// `GracefulShutdownTimeout`.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub graceful_timeout: Option<Duration>,
+}
+
+/// The balancer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerSection {
+    /// `balancer://name`.
+    pub name: String,
+    /// `lbmethod=`.
+    #[serde(default)]
+    pub lbmethod: LbMethod,
+    /// `stickysession=JSESSIONID|jsessionid`: the cookie, then after `|` the URL parameter,
+    /// whose value ends in `.route` (one name serves for both, as in Apache). `""` turns
+    /// session-id routing off.
+    #[serde(default = "default_sticky_names")]
+    pub stickysession: String,
+    /// The balancer's own route cookie (the `ROUTEID` recipe).
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+    /// Writes the cookie as Apache does (`.node1` in clear) instead of an HMAC token.
+    #[serde(default)]
+    pub cookie_plain: bool,
+    /// A file of at least 32 bytes whose content keys the route tokens, so that every
+    /// instance accepts every other's cookies; a random per-process key when absent.
+    #[serde(default)]
+    pub cookie_key_file: Option<Spanned<PathBuf>>,
+    /// `nofailover=On`: a session whose member is down gets 503, not another member.
+    #[serde(default)]
+    pub nofailover: bool,
+    /// `maxattempts=`: retries after the first attempt.
+    #[serde(default)]
+    pub maxattempts: Option<usize>,
+    /// `timeout=`: how long one attempt may take.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    /// `connectiontimeout=`.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub connection_timeout: Option<Duration>,
+    /// `failonstatus=`: statuses that count as a failure and are retried elsewhere.
+    #[serde(default, deserialize_with = "statuses")]
+    pub failonstatus: Vec<StatusCode>,
+    /// `ProxyPreserveHost`.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// `ProxyPassReverse`: rewrite members' URLs in `Location`-like headers to the public URL.
+    #[serde(default = "yes")]
+    pub proxy_pass_reverse: bool,
+    /// The public URL responses are rewritten to; `https://server_name[:port]` when absent.
+    #[serde(default, deserialize_with = "uri_opt")]
+    pub public_url: Option<Uri>,
+    /// `ProxyPassReverseCookieDomain member public`.
+    #[serde(default)]
+    pub reverse_cookie_domain: Vec<Rewrite>,
+    /// `ProxyPassReverseCookiePath member public`.
+    #[serde(default)]
+    pub reverse_cookie_path: Vec<Rewrite>,
+    /// `SSLProxyCACertificateFile`: PEM files of the roots members' certificates chain to.
+    #[serde(default)]
+    pub trust_roots: Vec<Spanned<PathBuf>>,
+    /// `SSLProxyMachineCertificateFile`: a client certificate chain for members that ask.
+    #[serde(default)]
+    pub client_certificate: Option<Spanned<PathBuf>>,
+    /// Its key.
+    #[serde(default)]
+    pub client_key: Option<Spanned<PathBuf>>,
+    /// `RemoteIPTrustedProxy`: CIDRs whose `X-Forwarded-For` is kept.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `mod_proxy_hcheck` settings; probes are off when absent.
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+    /// `BalancerMember` lines.
+    #[serde(rename = "member", default)]
+    pub members: Vec<MemberSection>,
+}
+
+/// A `from → to` pair for cookie rewriting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// What members write.
+    pub from: String,
+    /// What clients see.
+    pub to: String,
+}
+
+/// `lbmethod=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMethod {
+    /// Smooth weighted round robin (Apache `byrequests`).
+    #[default]
+    Byrequests,
+    /// Least outstanding requests (Apache `bybusyness`).
+    Bybusyness,
+    /// Least bytes transferred, weighted (Apache `bytraffic`).
+    Bytraffic,
+    /// Power of two choices over peak EWMA latency.
+    P2c,
+    /// Weighted random.
+    Random,
+}
+
+/// One `BalancerMember`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// The member's URL (`https://abc.com:9443`).
+    #[serde(deserialize_with = "uri")]
+    pub url: Uri,
+    /// `route=`: the member's id, and the suffix its session ids carry.
+    pub route: Spanned<String>,
+    /// `loadfactor=` (1–100 in Apache; any positive weight here).
+    #[serde(default = "one")]
+    pub loadfactor: u32,
+    /// `lbset=`: lower sets are used first.
+    #[serde(default)]
+    pub lbset: u16,
+    /// `status=`: `+D` disabled, `+H` hot standby, `+N` draining, or the words `active`,
+    /// `disabled`, `standby`, `draining`.
+    #[serde(default, deserialize_with = "status")]
+    pub status: AdminState,
+    /// Addresses the member's host name resolves to inside this process (an `/etc/hosts`
+    /// line); the system resolver when absent.
+    #[serde(default)]
+    pub resolve: Vec<SocketAddr>,
+}
+
+/// Active health checks (`mod_proxy_hcheck`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// `hcmethod=`: `GET`, `HEAD`, `OPTIONS`, or `TCP` for a connect-only check.
+    #[serde(default = "default_hc_method")]
+    pub method: String,
+    /// `hcuri=`.
+    #[serde(default = "default_hc_uri")]
+    pub uri: String,
+    /// `hcinterval=`.
+    #[serde(default = "default_hc_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// How long one probe may take.
+    #[serde(default = "default_hc_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// `hcpasses=`: passes in a row that bring a member back.
+    #[serde(default = "two")]
+    pub passes: u32,
+    /// `hcfails=`: failures in a row that take a member out.
+    #[serde(default = "two")]
+    pub fails: u32,
+    /// `hcexpr` as a status range: `"200-399"`.
+    #[serde(default = "default_expect")]
+    pub expect: String,
+    /// `hcexpr` on the body: text the page must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// `"down"` (the default): a member takes traffic once it passes `passes` checks;
+    /// `"up"`: members start healthy and checks only take them out.
+    #[serde(default = "start_down", deserialize_with = "initial")]
+    pub initial: Health,
+}
+
+const fn start_down() -> Health {
+    Health::Unhealthy
+}
+
+fn initial<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "down" => Ok(Health::Unhealthy),
+        "up" => Ok(Health::Healthy),
+        _ => Err(de::Error::custom(format!(
+            "`{s}` is not \"up\" or \"down\""
+        ))),
+    }
+}
+
+/// `<Location /balancer-manager>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerSection {
+    /// Where the manager listens; keep it on loopback or behind authentication.
+    pub listen: SocketAddr,
+}
+
+impl BalancerSection {
+    /// The cookie and URL parameter names `stickysession` gives.
+    pub(crate) fn sticky_names(&self) -> (Vec<String>, Vec<String>) {
+        let s = self.stickysession.trim();
+        if s.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let (cookie, param) = s.split_once('|').unwrap_or((s, s));
+        let list = |x: &str| {
+            let x = x.trim();
+            if x.is_empty() {
+                Vec::new()
+            } else {
+                vec![x.to_owned()]
+            }
+        };
+        (list(cookie), list(param))
+    }
+}
+
+impl HealthSection {
+    /// The parsed method: `None` for a TCP check.
+    pub(crate) fn http_method(&self) -> Result<Option<Method>, String> {
+        match self.method.to_ascii_uppercase().as_str() {
+            "TCP" => Ok(None),
+            m @ ("GET" | "HEAD" | "OPTIONS") => Method::from_bytes(m.as_bytes())
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "health.method `{other}` is not one of GET, HEAD, OPTIONS, TCP"
+            )),
+        }
+    }
+
+    /// The parsed `expect` range.
+    pub(crate) fn expect_range(&self) -> Result<(u16, u16), String> {
+        let bad = || {
+            format!(
+                "health.expect `{}` is not a status range such as \"200-399\"",
+                self.expect
+            )
+        };
+        let (lo, hi) = match self.expect.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (self.expect.trim(), self.expect.trim()),
+        };
+        let lo: u16 = lo.parse().map_err(|_| bad())?;
+        let hi: u16 = hi.parse().map_err(|_| bad())?;
+        if !(100..=599).contains(&lo) || !(lo..=599).contains(&hi) {
+            return Err(bad());
+        }
+        Ok((lo, hi))
+    }
+}
+
+fn default_sticky_names() -> String {
+    "JSESSIONID|jsessionid".into()
+}
+fn default_cookie() -> String {
+    "ROUTEID".into()
+}
+const fn yes() -> bool {
+    true
+}
+const fn one() -> u32 {
+    1
+}
+const fn two() -> u32 {
+    2
+}
+fn default_hc_method() -> String {
+    "GET".into()
+}
+fn default_hc_uri() -> String {
+    "/".into()
+}
+const fn default_hc_interval() -> Duration {
+    Duration::from_secs(5)
+}
+const fn default_hc_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_expect() -> String {
+    "200-399".into()
+}
+
+/// `"5s"`, `"250ms"`, `"1m 30s"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| de::Error::custom(format!("`{s}` is not a duration such as \"5s\": {e}")))
+}
+
+fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
+    let s = String::deserialize(d)?;
+    let u: Uri = s
+        .parse()
+        .map_err(|e| de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
+    match (u.scheme_str(), u.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(u),
+        _ => Err(de::Error::custom(format!(
+            "`{s}` is not an http:// or https:// URL with a host"
+        ))),
+    }
+}
+
+fn uri_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
+    uri(d).map(Some)
+}
+
+fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<StatusCode>, D::Error> {
+    Vec::<u16>::deserialize(d)?
+        .into_iter()
+        .map(|n| {
+            StatusCode::from_u16(n)
+                .ok()
+                .filter(|s| s.is_server_error() || s.is_client_error())
+                .ok_or_else(|| de::Error::custom(format!("{n} is not a 4xx or 5xx status")))
+        })
+        .collect()
+}
+
+fn status<'de, D: Deserializer<'de>>(d: D) -> Result<AdminState, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_status(&s).ok_or_else(|| {
+        de::Error::custom(format!(
+            "`{s}` is not a member status: use +D, +H, +N or active, disabled, standby, draining"
+        ))
+    })
+}
+
+/// Apache's status flags or our words.
+pub(crate) fn parse_status(s: &str) -> Option<AdminState> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "active" | "-d" | "-h" | "-n" => Some(AdminState::Active),
+        "+d" | "d" | "disabled" | "+s" | "stopped" => Some(AdminState::Disabled),
+        "+h" | "h" | "standby" | "hot-standby" => Some(AdminState::Standby),
+        "+n" | "n" | "drain" | "draining" => Some(AdminState::Draining),
+        _ => None,
+    }
+}
+
+/// A route must be a valid member id.
+pub(crate) fn check_route(route: &str) -> Result<MemberId, String> {
+    MemberId::new(route).map_err(|e| format!("route `{route}`: {e}"))
+}

@@ -1,0 +1,116 @@
+//! A balancer from a TOML file that mirrors an Apache virtual host (the `config` feature).
+//!
+//! Why a file: operators who run Apache's `mod_proxy_balancer` already have their cluster
+//! written down as a `<VirtualHost>` with a `<Proxy balancer://…>` in it. The same settings,
+//! one key per directive, let the same binary front real nodes without writing Rust, and let
+//! a reviewer compare the two line by line.
+//!
+//! ```toml
+//! [server]                                   # <VirtualHost 127.0.0.1:8443>
+//! listen = "127.0.0.1:8443"
+//! server_name = "wso2.com"                   # ServerName
+//! certificate = "certs/wso2.com.pem"         # SSLCertificateFile
+//! key = "certs/wso2.com.key"                 # SSLCertificateKeyFile
+//!
+//! [balancer]                                 # <Proxy balancer://wso2isbalancer>
+//! name = "wso2isbalancer"
+//! lbmethod = "byrequests"
+//! stickysession = "JSESSIONID|jsessionid"
+//! trust_roots = ["certs/ca.pem"]             # SSLProxyCACertificateFile
+//!
+//! [[balancer.member]]                        # BalancerMember https://abc.com:9443 route=node1
+//! url = "https://abc.com:9443"
+//! route = "node1"
+//! resolve = ["127.0.0.1:9443"]               # the /etc/hosts line, inside the process
+//!
+//! [[balancer.member]]
+//! url = "https://xyz.com:9444"
+//! route = "node2"
+//! resolve = ["127.0.0.1:9444"]
+//!
+//! [balancer.health]                          # mod_proxy_hcheck
+//! uri = "/carbon/admin/login.jsp"
+//! interval = "2s"
+//!
+//! [manager]                                  # <Location /balancer-manager>
+//! listen = "127.0.0.1:9000"
+//! ```
+//!
+//! | Apache directive | key |
+//! |---|---|
+//! | `Listen` / `<VirtualHost addr:port>` | `server.listen` |
+//! | `ServerName` | `server.server_name` |
+//! | `SSLEngine on`, `SSLCertificateFile`, `SSLCertificateKeyFile` | `server.certificate`, `server.key` (both or neither) |
+//! | `RequestReadTimeout header=` | `server.header_read_timeout` |
+//! | `LimitRequestFieldSize`, `LimitRequestFields` | `server.max_header_bytes`, `server.max_headers` |
+//! | `GracefulShutdownTimeout` | `server.graceful_timeout` |
+//! | `<Proxy balancer://name>` | `balancer.name` |
+//! | `ProxySet lbmethod=` (`byrequests`, `bybusyness`, `bytraffic`; ours: `p2c`, `random`) | `balancer.lbmethod` |
+//! | `ProxySet stickysession=JSESSIONID\|jsessionid` | `balancer.stickysession` |
+//! | `Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e"` (the ROUTEID recipe) | `balancer.cookie`, `balancer.cookie_plain`, `balancer.cookie_key_file` |
+//! | `ProxySet nofailover=On` | `balancer.nofailover` |
+//! | `ProxySet maxattempts=` | `balancer.maxattempts` |
+//! | `ProxySet timeout=` | `balancer.timeout` |
+//! | `BalancerMember … connectiontimeout=` | `balancer.connection_timeout` |
+//! | `ProxySet failonstatus=` | `balancer.failonstatus` |
+//! | `ProxyPreserveHost` | `balancer.preserve_host` |
+//! | `ProxyPassReverse / balancer://name/` | `balancer.proxy_pass_reverse`, `balancer.public_url` |
+//! | `ProxyPassReverseCookieDomain`, `ProxyPassReverseCookiePath` | `balancer.reverse_cookie_domain`, `balancer.reverse_cookie_path` (`{ from, to }` tables) |
+//! | `SSLProxyEngine on`, `SSLProxyCACertificateFile` | `balancer.trust_roots` |
+//! | `SSLProxyMachineCertificateFile` | `balancer.client_certificate`, `balancer.client_key` |
+//! | `RemoteIPTrustedProxy` (mod_remoteip) | `balancer.trusted_proxies` |
+//! | `BalancerMember url` | `balancer.member.url` |
+//! | `route=` | `balancer.member.route` |
+//! | `loadfactor=` | `balancer.member.loadfactor` |
+//! | `lbset=` | `balancer.member.lbset` |
+//! | `status=+D` / `+H` / `+N` | `balancer.member.status` (`+D`, `+H`, `+N` or `disabled`, `standby`, `draining`) |
+//! | `/etc/hosts` entry for the member's name | `balancer.member.resolve` |
+//! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `balancer.health.method`, `.uri`, `.interval`, `.passes`, `.fails`, `.expect` / `.body_contains` |
+//! | `<Location /balancer-manager> SetHandler balancer-manager` | `manager.listen` (its own port; keep it on loopback or behind authentication) |
+//!
+//! Relative file names are taken from the configuration file's directory. A mistake is
+//! reported with the file, line and key:
+//!
+//! ```
+//! use std::path::Path;
+//! use tower_balancer_proxy::config::BalancerConfig;
+//!
+//! let text = "[server]\nlisten = \"127.0.0.1:8443\"\nserver_name = \"wso2.com\"\n\
+//!             [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"ftp://abc.com\"\nroute = \"node1\"\n";
+//! let err = BalancerConfig::from_toml(text, Path::new("lb.toml")).unwrap_err();
+//! assert_eq!(err.line(), Some(7));
+//! assert_eq!(err.key(), Some("balancer.member[0].url"));
+//! assert!(err.to_string().starts_with("lb.toml:7: `balancer.member[0].url`"));
+//! ```
+//!
+//! Running it, with the front on a port the OS picks:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_balancer_proxy::config::BalancerConfig;
+//!
+//! let mut balancer = BalancerConfig::from_file("lb.toml")?.build()?;
+//! balancer.set_listen("127.0.0.1:0".parse()?);
+//! let bound = balancer.bind().await?;
+//! println!("serving on {}", bound.local_addr()?);
+//! bound.serve(std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+mod build;
+mod error;
+mod file;
+mod run;
+mod strategy;
+
+pub use build::BalancerConfig;
+pub use error::ConfigError;
+pub use file::{
+    BalancerSection, FileConfig, HealthSection, LbMethod, ManagerSection, MemberSection, Rewrite,
+    ServerSection,
+};
+pub use run::{Balancer, BindError, Bound};
+pub use strategy::{ConfiguredStrategy, ConfiguredTable};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! A built balancer: bind its ports (so "port in use" is found before anything runs), then
+//! serve until shutdown, with probes and the manager beside it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use http::Uri;
+use tokio::sync::{broadcast, watch};
+use tower_balancer::balance::BalanceLayer;
+use tower_balancer::failover::{FailoverConfig, FailoverLayer};
+use tower_balancer::health::{
+    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, ProbeSettings, TcpProbe,
+};
+use tower_balancer::registry::Registry;
+use tower_balancer::sticky::{StickyConfig, StickyLayer};
+use tower_layer::Layer;
+
+use super::strategy::ConfiguredStrategy;
+use crate::forward::{ForwardConfig, ProbeClient};
+use crate::manager::{BalancerManager, ManagerInfo, NonceError};
+use crate::rewrite::ReverseRewrite;
+use crate::serve::{ServeConfig, Server};
+
+/// The health check a file asked for.
+#[derive(Debug, Clone)]
+pub(crate) enum ProbeKind {
+    /// An HTTP(S) request over the forwarder's own TLS settings.
+    Http(Box<HttpProbe<ProbeClient>>, ProbeSettings),
+    /// A TCP connect.
+    Tcp(ProbeSettings),
+}
+
+/// A balancer built from a file: its registry is live (change members and states through
+/// it, or through the manager); [`bind`](Self::bind) opens its ports.
+#[derive(Debug)]
+pub struct Balancer {
+    pub(crate) registry: Registry,
+    pub(crate) listen: SocketAddr,
+    pub(crate) manager_listen: Option<SocketAddr>,
+    pub(crate) serve: ServeConfig,
+    pub(crate) forward: ForwardConfig,
+    pub(crate) sticky: StickyConfig,
+    pub(crate) failover: FailoverConfig,
+    pub(crate) strategy: ConfiguredStrategy,
+    pub(crate) probe: Option<ProbeKind>,
+    pub(crate) info: ManagerInfo,
+    pub(crate) public: Uri,
+    pub(crate) plan: PublicUrl,
+}
+
+/// How the public URL (what `ProxyPassReverse` rewrites to) is made: from the file, or from
+/// the server name and the port actually bound.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicUrl {
+    pub(crate) explicit: Option<Uri>,
+    pub(crate) server_name: String,
+    pub(crate) tls: bool,
+    pub(crate) reverse: bool,
+    pub(crate) cookie_domains: Vec<(String, String)>,
+    pub(crate) cookie_paths: Vec<(String, String)>,
+}
+
+impl PublicUrl {
+    /// The public URL with the front on `port`.
+    pub(crate) fn url(&self, port: u16) -> Result<Uri, String> {
+        if let Some(u) = &self.explicit {
+            return Ok(u.clone());
+        }
+        let (scheme, default_port) = if self.tls {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
+        let text = if port == default_port {
+            format!("{scheme}://{}", self.server_name)
+        } else {
+            format!("{scheme}://{}:{port}", self.server_name)
+        };
+        text.parse()
+            .map_err(|_| format!("`{}` is not a host name", self.server_name))
+    }
+
+    /// The reverse rewriting for `public`, when any is configured.
+    fn rewrite(&self, public: &Uri) -> Option<ReverseRewrite> {
+        if !self.reverse && self.cookie_domains.is_empty() && self.cookie_paths.is_empty() {
+            return None;
+        }
+        let mut rewrite = ReverseRewrite::try_new(public).ok()?;
+        for (from, to) in &self.cookie_domains {
+            rewrite = rewrite.cookie_domain(from, to);
+        }
+        for (from, to) in &self.cookie_paths {
+            rewrite = rewrite.cookie_path(from, to);
+        }
+        Some(rewrite)
+    }
+}
+
+/// A port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The front or the manager port.
+    #[error("cannot listen on {addr} for {what}: {source}{hint}", hint = hint(source))]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The manager's nonce could not be made.
+    #[error(transparent)]
+    Nonce(#[from] NonceError),
+    /// The forwarder's TLS settings were refused.
+    #[error("the members' TLS settings were refused: {0}")]
+    Tls(#[from] crate::forward::TlsError),
+}
+
+fn hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another program uses this port: stop it or choose another address)"
+        }
+        io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges: choose a port above 1024 or grant CAP_NET_BIND_SERVICE)"
+        }
+        _ => "",
+    }
+}
+
+impl Balancer {
+    /// The live member registry.
+    #[must_use]
+    pub const fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The URL clients use (what `ProxyPassReverse` rewrites to), with the configured port.
+    #[must_use]
+    pub const fn public_url(&self) -> &Uri {
+        &self.public
+    }
+
+    /// What the manager page says about this balancer.
+    #[must_use]
+    pub const fn info(&self) -> &ManagerInfo {
+        &self.info
+    }
+
+    /// Replaces the front address (a port chosen at run time, say) before binding.
+    pub fn set_listen(&mut self, addr: SocketAddr) {
+        self.listen = addr;
+    }
+
+    /// Replaces the manager's address before binding (`None`: no manager).
+    pub fn set_manager_listen(&mut self, addr: Option<SocketAddr>) {
+        self.manager_listen = addr;
+    }
+
+    /// Opens the front port and the manager's, and starts health probes.
+    ///
+    /// # Errors
+    /// [`BindError`] naming the address that could not be opened and what to do.
+    pub async fn bind(mut self) -> Result<Bound, BindError> {
+        let front = Server::bind(self.listen, self.serve.clone())
+            .await
+            .map_err(|source| BindError::Listen {
+                what: "the balancer",
+                addr: self.listen,
+                source,
+            })?;
+        let port = front.local_addr().map_or(self.listen.port(), |a| a.port());
+        if let Ok(public) = self.plan.url(port) {
+            self.public = public;
+        }
+        if let Some(rewrite) = self.plan.rewrite(&self.public) {
+            self.forward = self.forward.reverse_rewrite(rewrite);
+        }
+        let admin =
+            match self.manager_listen {
+                Some(addr) => Some(Server::bind(addr, ServeConfig::new()).await.map_err(
+                    |source| BindError::Listen {
+                        what: "the balancer-manager",
+                        addr,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let manager = BalancerManager::new(self.registry.clone(), self.info.clone())?;
+        let (events, probe_task) = match self.probe.clone() {
+            Some(ProbeKind::Http(p, settings)) => {
+                let checker = HealthProbe::new(self.registry.clone(), *p, settings);
+                (Some(checker.subscribe()), Some(checker.spawn()))
+            }
+            Some(ProbeKind::Tcp(settings)) => {
+                let checker = HealthProbe::new(self.registry.clone(), TcpProbe, settings);
+                (Some(checker.subscribe()), Some(checker.spawn()))
+            }
+            None => (None, None),
+        };
+        Ok(Bound {
+            balancer: self,
+            front,
+            admin,
+            manager,
+            events,
+            _probe: probe_task,
+        })
+    }
+}
+
+/// A balancer with its ports open and probes running; [`serve`](Self::serve) serves it.
+#[derive(Debug)]
+pub struct Bound {
+    balancer: Balancer,
+    front: Server,
+    admin: Option<Server>,
+    manager: BalancerManager,
+    events: Option<broadcast::Receiver<HealthEvent>>,
+    _probe: Option<HealthProbeTask>,
+}
+
+impl Bound {
+    /// The front's address (the port the OS chose for port 0).
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.front.local_addr()
+    }
+
+    /// The manager's address, when one is configured.
+    #[must_use]
+    pub fn manager_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The manager service (also served on the manager port when one is configured).
+    #[must_use]
+    pub const fn manager(&self) -> &BalancerManager {
+        &self.manager
+    }
+
+    /// The live member registry.
+    #[must_use]
+    pub const fn registry(&self) -> &Registry {
+        &self.balancer.registry
+    }
+
+    /// The URL clients use, with the port actually bound.
+    #[must_use]
+    pub const fn public_url(&self) -> &Uri {
+        &self.balancer.public
+    }
+
+    /// Health probe verdicts as they happen (none when probes are off).
+    #[must_use]
+    pub fn health_events(&self) -> Option<broadcast::Receiver<HealthEvent>> {
+        self.events.as_ref().map(broadcast::Receiver::resubscribe)
+    }
+
+    /// Serves clients (and the manager) until `shutdown` completes, then finishes in-flight
+    /// requests within the graceful timeout. Probes stop when this returns.
+    ///
+    /// # Errors
+    /// [`BindError::Tls`] if the members' TLS settings are refused; server errors otherwise.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BindError> {
+        let b = self.balancer;
+        let forward = b.forward.build(b.registry.clone())?;
+        let balance = BalanceLayer::new(b.registry.clone(), b.strategy).layer(forward);
+        let failover = FailoverLayer::new(b.registry.clone(), b.failover).layer(balance);
+        let stack = StickyLayer::new(b.registry.clone(), b.sticky).layer(failover);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let admin = self.admin.map(|admin| {
+            let manager = self.manager.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                admin.serve(manager, stopped).await
+            })
+        });
+        let result = self.front.serve(stack, shutdown).await;
+        let _ = stop_tx.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        result.map_err(|source| BindError::Listen {
+            what: "the balancer",
+            addr: b.listen,
+            source,
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Configuration errors name the file, line and key; good files build.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+server_name = "wso2.com"
+
+[balancer]
+name = "wso2isbalancer"
+lbmethod = "bybusyness"
+stickysession = "JSESSIONID|jsessionid"
+nofailover = false
+maxattempts = 1
+timeout = "30s"
+failonstatus = [503]
+
+[[balancer.member]]
+url = "http://abc.com:9763"
+route = "node1"
+loadfactor = 2
+resolve = ["127.0.0.1:9763"]
+
+[[balancer.member]]
+url = "http://xyz.com:9764"
+route = "node2"
+status = "+H"
+
+[balancer.health]
+uri = "/carbon/admin/login.jsp"
+interval = "2s"
+expect = "200-399"
+"#;
+
+fn err(text: &str) -> ConfigError {
+    BalancerConfig::from_toml(text, Path::new("lb.toml")).unwrap_err()
+}
+
+#[test]
+fn a_good_file_builds_its_members() {
+    let config = BalancerConfig::from_toml(GOOD, Path::new("lb.toml")).unwrap();
+    let balancer = config.build().unwrap();
+    let snap = balancer.registry().snapshot();
+    assert_eq!(snap.len(), 2);
+    let node1 = snap.get("node1").unwrap();
+    assert_eq!(node1.weight(), 2);
+    let node2 = snap.get("node2").unwrap();
+    assert_eq!(node2.state(), tower_balancer::registry::AdminState::Standby);
+    assert_eq!(balancer.info().strategy, "bybusyness");
+    assert!(balancer.info().failover.contains("failonstatus=503"));
+    assert_eq!(balancer.public_url().to_string(), "http://wso2.com:0/");
+}
+
+#[test]
+fn a_bad_value_names_line_and_key() {
+    let text = GOOD.replace("timeout = \"30s\"", "timeout = \"thirty\"");
+    let e = err(&text);
+    assert_eq!(e.key(), Some("balancer.timeout"));
+    assert_eq!(e.line(), Some(12));
+    assert!(e.message().contains("not a duration"), "{e}");
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_line() {
+    let text = GOOD.replace("loadfactor = 2", "load_factor = 2");
+    let e = err(&text);
+    assert_eq!(e.line(), Some(18), "{e}");
+    assert!(e.message().contains("load_factor"), "{e}");
+    assert!(e.to_string().starts_with("lb.toml:18:"), "{e}");
+}
+
+#[test]
+fn a_bad_status_names_the_member() {
+    let text = GOOD.replace("status = \"+H\"", "status = \"+X\"");
+    let e = err(&text);
+    assert_eq!(e.key(), Some("balancer.member[1].status"));
+    assert_eq!(e.line(), Some(24));
+}
+
+#[test]
+fn duplicate_routes_are_refused_at_the_second() {
+    let text = GOOD.replace("route = \"node2\"", "route = \"node1\"");
+    let e = err(&text);
+    assert_eq!(e.key(), Some("balancer.member[1].route"));
+    assert_eq!(e.line(), Some(23));
+    assert!(e.message().contains("two members"));
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let e = err("[server\nlisten = 1\n");
+    assert_eq!(e.line(), Some(1), "{e}");
+}
+
+#[test]
+fn missing_sections_are_named() {
+    let e = err("[server]\nlisten = \"127.0.0.1:1\"\nserver_name = \"x\"\n");
+    assert!(e.message().contains("balancer"), "{e}");
+}
+
+#[test]
+fn an_unreadable_certificate_names_its_key_and_path() {
+    let text = GOOD.replace(
+        "server_name = \"wso2.com\"",
+        "server_name = \"wso2.com\"\ncertificate = \"no/such.pem\"\nkey = \"no/such.key\"",
+    );
+    let config = BalancerConfig::from_toml(&text, Path::new("/tmp/lb.toml")).unwrap();
+    let e = config.build().unwrap_err();
+    assert_eq!(e.key(), Some("server.certificate"));
+    assert_eq!(e.line(), Some(5));
+    assert!(e.message().contains("/tmp/no/such.pem"), "{e}");
+}
+
+#[test]
+fn a_certificate_without_a_key_is_refused() {
+    let text = GOOD.replace(
+        "server_name = \"wso2.com\"",
+        "server_name = \"wso2.com\"\ncertificate = \"a.pem\"",
+    );
+    let e = err(&text);
+    assert!(e.message().contains("come together"), "{e}");
+}
+
+#[test]
+fn a_bad_health_range_is_refused() {
+    let text = GOOD.replace("expect = \"200-399\"", "expect = \"399-200\"");
+    let e = err(&text);
+    assert_eq!(e.key(), Some("balancer.health"));
+    assert!(e.message().contains("status range"), "{e}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = BalancerConfig::from_file("/nonexistent/lb.toml").unwrap_err();
+    assert_eq!(e.path(), Path::new("/nonexistent/lb.toml"));
+    assert!(e.message().contains("cannot read"));
+}
+
+#[test]
+fn stickysession_splits_cookie_and_parameter() {
+    let text = GOOD.replace("\"JSESSIONID|jsessionid\"", "\"SESSION\"");
+    let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
+    let (c, p) = config.file().balancer.sticky_names();
+    assert_eq!(c, ["SESSION"]);
+    assert_eq!(p, ["SESSION"]);
+}
