@@ -299,7 +299,7 @@ impl BalancerConfig {
         let probe = self.probe(&forward)?;
         let strategy = ConfiguredStrategy::new(b.lbmethod);
         let info = ManagerInfo {
-            name: format!("balancer://{}", b.name),
+            name: b.name.clone(),
             strategy: format!("{:?}", b.lbmethod).to_ascii_lowercase(),
             sticky: self.sticky_words(),
             failover: self.failover_words(),
