@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -29,7 +30,17 @@ async fn echo_once_member() -> SocketAddr {
         while let Ok((sock, _)) = l.accept().await {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                    assert_eq!(req.headers()["upgrade"], "websocket");
+                    let h = req.headers();
+                    let handshake = req.method() == http::Method::GET
+                        && req.version() == http::Version::HTTP_11
+                        && h.get("upgrade").is_some_and(|v| v == "websocket")
+                        && h.contains_key("sec-websocket-key")
+                        && h.get("sec-websocket-version").is_some_and(|v| v == "13");
+                    if !handshake {
+                        let mut res = Response::new(Full::new(Bytes::new()));
+                        *res.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok::<_, Infallible>(res);
+                    }
                     let on = hyper::upgrade::on(&mut req);
                     tokio::spawn(async move {
                         let mut io = TokioIo::new(on.await.unwrap());
@@ -102,6 +113,96 @@ async fn a_websocket_handshake_and_its_bytes_pass_through_and_the_tunnel_closes_
         // the member went away: the tunnel closes
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
         assert_eq!(n, 0);
+    })
+    .await
+    .unwrap();
+}
+
+/// The balancer's stack in front of `member`, served on plain HTTP (HTTP/1.1 or HTTP/2 by
+/// preface).
+async fn serve_in_front_of(member: SocketAddr) -> SocketAddr {
+    let r = Registry::new();
+    r.insert(MemberSpec::new(
+        MemberId::new("node1").unwrap(),
+        format!("http://{member}").parse().unwrap(),
+    ))
+    .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(StickyLayer::new(
+            r.clone(),
+            StickyConfig::builder().build().unwrap(),
+        ))
+        .layer(FailoverLayer::new(r.clone(), FailoverConfig::default()))
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(ForwardConfig::new().build(r.clone()).unwrap());
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServeConfig::new())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(stack, std::future::pending()));
+    addr
+}
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect_is_bridged_to_an_http11_upgrade() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let addr = serve_in_front_of(echo_once_member().await).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        // the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive with the first exchange
+        send.ready().await.unwrap();
+        let mut first = Request::get(format!("http://{addr}/ping"))
+            .body(Empty::new())
+            .unwrap();
+        *first.version_mut() = http::Version::HTTP_2;
+        let _ = send.send_request(first).await.unwrap();
+
+        let mut req = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{addr}/carbon/ws"))
+            .version(http::Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(Empty::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        send.ready().await.unwrap();
+        let mut res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{res:?}");
+        assert!(!res.headers().contains_key("sec-websocket-accept"));
+        let mut io = TokioIo::new(hyper::upgrade::on(&mut res).await.unwrap());
+        io.write_all(b"hello over h2").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello over h2");
+        // the member went away: the stream ends
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn plain_connect_is_refused() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let addr = serve_in_front_of(echo_once_member().await).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     })
     .await
     .unwrap();

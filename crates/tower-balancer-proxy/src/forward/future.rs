@@ -33,6 +33,7 @@ pin_project! {
             inner: ClientFuture,
             shared: Arc<Shared>,
             client_upgrade: Option<OnUpgrade>,
+            extended: bool,
         },
     }
 }
@@ -48,12 +49,14 @@ impl ResponseFuture {
         inner: ClientFuture,
         shared: Arc<Shared>,
         client_upgrade: Option<OnUpgrade>,
+        extended: bool,
     ) -> Self {
         Self {
             kind: Kind::Pending {
                 inner,
                 shared,
                 client_upgrade,
+                extended,
             },
         }
     }
@@ -95,12 +98,23 @@ impl Future for ResponseFuture {
                 inner,
                 shared,
                 client_upgrade,
+                extended,
             } => {
                 let mut res = ready!(inner.poll(cx)).map_err(upstream)?;
                 shared.finish(&mut res);
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client) = client_upgrade.take() {
                         tunnel(client, hyper::upgrade::on(&mut res));
+                    }
+                    if *extended {
+                        // RFC 8441: an HTTP/2 client is told 200, and the stream is the tunnel
+                        *res.status_mut() = StatusCode::OK;
+                        *res.version_mut() = http::Version::HTTP_2;
+                        let h = res.headers_mut();
+                        h.remove(http::header::SEC_WEBSOCKET_ACCEPT);
+                        h.remove(http::header::UPGRADE);
+                        h.remove(http::header::CONNECTION);
+                        h.remove(http::header::CONTENT_LENGTH);
                     }
                 }
                 Poll::Ready(Ok(res))

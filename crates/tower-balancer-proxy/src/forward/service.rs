@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use base64::Engine as _;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use ring::rand::{SecureRandom, SystemRandom};
 use tower_balancer::balance::Picked;
 use tower_balancer::conn::{ClientAddr, ClientTls};
 use tower_balancer::registry::Registry;
@@ -123,6 +126,40 @@ impl Shared {
     }
 }
 
+/// An HTTP/2 extended CONNECT for WebSocket (RFC 8441).
+fn is_h2_websocket<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT
+        && req.version() == Version::HTTP_2
+        && req
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Turns a prepared RFC 8441 request into the HTTP/1.1 WebSocket handshake members speak
+/// (RFC 6455): `GET` with `Upgrade`, `Connection` and a fresh `Sec-WebSocket-Key`; the
+/// version, protocol and extension headers pass as they came.
+fn to_h1_websocket<B>(req: &mut Request<B>) -> Result<(), UpstreamError> {
+    let mut nonce = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| UpstreamError::from_kind(UpstreamErrorKind::Connect))?;
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    *req.method_mut() = Method::GET;
+    req.extensions_mut().remove::<Protocol>();
+    let h = req.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_str(&key)
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?,
+    );
+    h.entry(header::SEC_WEBSOCKET_VERSION)
+        .or_insert(HeaderValue::from_static("13"));
+    Ok(())
+}
+
 /// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
@@ -158,7 +195,8 @@ where
                 NotPicked,
             ));
         };
-        let upgrading = is_upgrade(&req);
+        let extended = is_h2_websocket(&req);
+        let upgrading = extended || is_upgrade(&req);
         // the client's side of an upgrade, joined to the member's once it answers 101
         let client_upgrade = if upgrading {
             req.extensions_mut().remove::<OnUpgrade>()
@@ -168,10 +206,16 @@ where
         if let Err(e) = self.shared.prepare(&mut req, member.endpoint(), upgrading) {
             return ResponseFuture::failed(e);
         }
+        if extended {
+            if let Err(e) = to_h1_websocket(&mut req) {
+                return ResponseFuture::failed(e);
+            }
+        }
         ResponseFuture::pending(
             self.client.request(req),
             self.shared.clone(),
             client_upgrade,
+            extended,
         )
     }
 }

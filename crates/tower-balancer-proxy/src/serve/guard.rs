@@ -8,7 +8,7 @@
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::Authority;
-use http::{Request, Version};
+use http::{Method, Request, Version};
 
 /// Why a request was refused with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,10 @@ pub enum FramingError {
     /// No `Host`, several, or one that is not a host name.
     #[error("an HTTP/1.1 request needs exactly one valid Host")]
     Host,
+    /// `CONNECT` other than HTTP/2's extended CONNECT (RFC 8441, WebSocket): a reverse proxy
+    /// never opens tunnels to hosts a client names.
+    #[error("CONNECT is only accepted as HTTP/2 extended CONNECT")]
+    Connect,
 }
 
 /// Checks a request's framing and `Host`.
@@ -34,6 +38,12 @@ pub enum FramingError {
 /// # Errors
 /// The first rule broken.
 pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
+    if req.method() == Method::CONNECT
+        && (req.version() != Version::HTTP_2
+            || req.extensions().get::<hyper::ext::Protocol>().is_none())
+    {
+        return Err(FramingError::Connect);
+    }
     let h = req.headers();
     if h.contains_key(TRANSFER_ENCODING) {
         if req.version() == Version::HTTP_10 {

@@ -171,6 +171,8 @@ impl Server {
                 builder
                     .http2()
                     .timer(TokioTimer::new())
+                    // RFC 8441: WebSocket over HTTP/2, bridged to HTTP/1.1 upgrades to members
+                    .enable_connect_protocol()
                     .max_header_list_size(
                         u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX),
                     );
