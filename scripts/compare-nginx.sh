@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Loopback throughput of tower-balancer (examples/lb_bench: balance + forward, round robin,
 # pooled keep-alive to members) against nginx with the equivalent upstream config, on the
-# same two nginx backends, with the same load: wrk -t1 -c64 -d8s, targets in turn A B A B.
+# same two nginx backends, with the same load: wrk -t1 -c64 -d8s, targets in turn, twice;
+# plain and with TLS in front (RSA 2048, keep-alive, as the anchors' lb-nginx-tls.conf).
 # The configs are the anchors' (../shared/anchors): one nginx worker, upstream keepalive 64.
-# Usage: scripts/compare-nginx.sh [threads]   (bounded: about a minute; stops everything it started)
+# Usage: scripts/compare-nginx.sh [threads]   (bounded: about two minutes; stops everything it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"
@@ -14,7 +15,6 @@ fi
 RUNDIR="$(mktemp -d)"
 cleanup() {
   for pid in "$RUNDIR"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
-  [ -n "${LB_PID:-}" ] && kill "$LB_PID" 2>/dev/null || true
   rm -rf "$RUNDIR"
 }
 trap cleanup EXIT
@@ -31,6 +31,8 @@ http { access_log off; keepalive_requests 1000000;
 CONF
   nginx -c "$RUNDIR/backend$n.conf" -p "$RUNDIR"
 done
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
+  -keyout "$RUNDIR/lb.key" -out "$RUNDIR/lb.crt" 2>/dev/null
 cat >"$RUNDIR/lb-nginx.conf" <<CONF
 worker_processes $THREADS;
 pid $RUNDIR/lbnginx.pid;
@@ -42,21 +44,39 @@ http {
   upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
   server { listen 127.0.0.1:8082;
     location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:8442 ssl; ssl_certificate $RUNDIR/lb.crt; ssl_certificate_key $RUNDIR/lb.key;
+    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
 nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
 
 cargo build -q --release -p tower-balancer-proxy --example lb_bench
-./target/release/examples/lb_bench --listen 127.0.0.1:8090 --member 127.0.0.1:9763 --member 127.0.0.1:9764 \
-  --threads "$THREADS" --seconds 120 >/dev/null &
-LB_PID=$!
+LB=./target/release/examples/lb_bench
+MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
+# one multi-threaded runtime; one single-threaded runtime per thread (SO_REUSEPORT, as nginx's
+# workers); and the per-thread layout with TLS in front (the same RSA 2048 certificate as nginx)
+$LB --listen 127.0.0.1:8090 "${MEMBERS[@]}" --threads "$THREADS" --seconds 300 >/dev/null &
+echo $! >"$RUNDIR/lb1.pid"
+$LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 300 >/dev/null &
+echo $! >"$RUNDIR/lb2.pid"
+$LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 300 \
+  --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
+echo $! >"$RUNDIR/lb3.pid"
 sleep 1
-for url in http://127.0.0.1:8082/ http://127.0.0.1:8090/; do
-  curl -sf "$url" >/dev/null || { echo "no answer from $url" >&2; exit 1; }
+TARGETS=(
+  "nginx http://127.0.0.1:8082/"
+  "ours-multi http://127.0.0.1:8090/"
+  "ours-per-thread http://127.0.0.1:8091/"
+  "nginx-tls https://127.0.0.1:8442/"
+  "ours-tls https://127.0.0.1:8443/"
+)
+for t in "${TARGETS[@]}"; do
+  url="${t#* }"
+  curl -skf "$url" >/dev/null || { echo "no answer from $url" >&2; exit 1; }
   wrk -t1 -c64 -d2s "$url" >/dev/null # warm up pools
 done
 
-run() { # name url -> "req/s p50 p99"
+run() { # name url -> "name req/s p50 p99"
   local out
   out="$(wrk -t1 -c64 -d8s --latency "$2")"
   local rps p50 p99
@@ -67,8 +87,7 @@ run() { # name url -> "req/s p50 p99"
 }
 {
   for round in 1 2; do
-    run nginx http://127.0.0.1:8082/
-    run tower-balancer http://127.0.0.1:8090/
+    for t in "${TARGETS[@]}"; do run ${t}; done
   done
 } | tee "$RUNDIR/results"
 echo
@@ -76,7 +95,8 @@ cargo build -q --release -p tower-balancer-proxy --example pool_memory
 ./target/release/examples/pool_memory --member 127.0.0.1:9763 --connections 500
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); worker threads: $THREADS"
-awk '{ rps[$1] = rps[$1] " " $2 } END {
-  for (t in rps) { n = split(rps[t], v, " "); if (v[1] > v[2]) { hi = v[1]; lo = v[2] } else { hi = v[2]; lo = v[1] }
-    med[t] = (hi + lo) / 2; printf "%-15s req/s runs:%s  mean of runs: %.0f\n", t, rps[t], med[t] }
-  printf "ratio tower-balancer / nginx: %.2f\n", med["tower-balancer"] / med["nginx"] }' "$RUNDIR/results"
+awk '{ rps[$1] = rps[$1] " " $2; n[$1]++; sum[$1] += $2 } END {
+  for (t in rps) { mean[t] = sum[t] / n[t]; printf "%-16s req/s runs:%s  mean: %.0f\n", t, rps[t], mean[t] }
+  printf "ratio ours (one multi-threaded runtime) / nginx:  %.2f\n", mean["ours-multi"] / mean["nginx"]
+  printf "ratio ours (a runtime per thread) / nginx:       %.2f\n", mean["ours-per-thread"] / mean["nginx"]
+  printf "ratio ours TLS front / nginx TLS front:          %.2f\n", mean["ours-tls"] / mean["nginx-tls"] }' "$RUNDIR/results"

@@ -6,7 +6,10 @@
 //!   --listen 127.0.0.1:8090 --member 127.0.0.1:9763 --member 127.0.0.1:9764 --threads 1 --seconds 60
 //! ```
 //!
-//! It stops by itself after `--seconds` (default 60).
+//! `--cert FILE --key FILE` puts TLS in front (PEM). It stops by itself after `--seconds`
+//! (default 60). `--per-core` runs one single-threaded
+//! runtime per thread, each with its own listener (`SO_REUSEPORT`) and connection pool, as
+//! nginx runs its workers; without it, `--threads` above 1 is one multi-threaded runtime.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +19,7 @@ use tower_balancer::balance::BalanceLayer;
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 use tower_balancer::strategy::RoundRobin;
 use tower_balancer_proxy::forward::ForwardConfig;
-use tower_balancer_proxy::serve::{ServeConfig, Server};
+use tower_balancer_proxy::serve::{server_tls_from_pem, ServeConfig, Server};
 
 fn arg_values(name: &str) -> Vec<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -41,6 +44,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if members.is_empty() {
         return Err("give at least one --member HOST:PORT".into());
     }
+    let per_core = std::env::args().any(|a| a == "--per-core");
+    let mut config = ServeConfig::new();
+    if let (Some(cert), Some(key)) = (arg_values("--cert").first(), arg_values("--key").first()) {
+        config = config.tls(server_tls_from_pem(
+            &std::fs::read(cert)?,
+            &std::fs::read(key)?,
+        )?);
+    }
+    let registry = Registry::new();
+    for (i, m) in members.iter().enumerate() {
+        registry.insert(MemberSpec::new(
+            MemberId::new(format!("node{}", i + 1))?,
+            format!("http://{m}").parse()?,
+        ))?;
+    }
+    println!(
+        "lb_bench on {listen}, {threads} thread(s){}, for {seconds} s",
+        if per_core {
+            " (one runtime per thread)"
+        } else {
+            ""
+        }
+    );
+    if per_core {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                let registry = registry.clone();
+                let config = config.clone();
+                std::thread::spawn(move || -> Result<(), String> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(serve(registry, listen, config, seconds, true))
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| "a worker panicked")??;
+        }
+        return Ok(());
+    }
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -51,22 +96,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(async move {
-        let registry = Registry::new();
-        for (i, m) in members.iter().enumerate() {
-            registry.insert(MemberSpec::new(
-                MemberId::new(format!("node{}", i + 1))?,
-                format!("http://{m}").parse()?,
-            ))?;
-        }
-        let stack = ServiceBuilder::new()
-            .layer(BalanceLayer::new(registry.clone(), RoundRobin::new()))
-            .service(ForwardConfig::new().build(registry.clone())?);
-        let server = Server::bind(listen, ServeConfig::new()).await?;
-        println!("lb_bench on {listen}, {threads} thread(s), for {seconds} s");
-        server
-            .serve(stack, tokio::time::sleep(Duration::from_secs(seconds)))
-            .await?;
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })
+    runtime.block_on(serve(registry, listen, config, seconds, false))?;
+    Ok(())
+}
+
+async fn serve(
+    registry: Registry,
+    listen: SocketAddr,
+    config: ServeConfig,
+    seconds: u64,
+    reuseport: bool,
+) -> Result<(), String> {
+    let stack = ServiceBuilder::new()
+        .layer(BalanceLayer::new(registry.clone(), RoundRobin::new()))
+        .service(
+            ForwardConfig::new()
+                .build(registry)
+                .map_err(|e| e.to_string())?,
+        );
+    let server = if reuseport {
+        Server::bind_reuseport(listen, config)
+    } else {
+        Server::bind(listen, config).await
+    }
+    .map_err(|e| e.to_string())?;
+    server
+        .serve(stack, tokio::time::sleep(Duration::from_secs(seconds)))
+        .await
+        .map_err(|e| e.to_string())
 }

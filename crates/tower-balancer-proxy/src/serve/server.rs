@@ -80,6 +80,28 @@ impl Server {
         })
     }
 
+    /// Listens on `addr` with `SO_REUSEPORT`, so that several servers (one per thread, each
+    /// on its own single-threaded runtime, as nginx runs one worker per core) share the port
+    /// and the kernel spreads connections between them. Unix only.
+    ///
+    /// # Errors
+    /// The socket's error, e.g. the port is in use by a listener without `SO_REUSEPORT`.
+    #[cfg(unix)]
+    pub fn bind_reuseport(addr: SocketAddr, config: ServeConfig) -> io::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        Ok(Self {
+            listener: socket.listen(1024)?,
+            config,
+        })
+    }
+
     /// Serves on a listener the caller bound.
     #[must_use]
     pub fn from_listener(listener: TcpListener, config: ServeConfig) -> Self {
