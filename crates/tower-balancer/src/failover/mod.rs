@@ -15,7 +15,7 @@
 //! - the request body is buffered lazily up to a cap (64 KiB) and replayed byte for byte; a
 //!   body over the cap is not retried once any of it was sent, and the reason is reported as
 //!   [`NotRetried::BodyOverCap`] (in [`FailoverError`] or the response extensions);
-//! - retries spend a budget (20% of requests plus 10 a second over 10 s by default), so a
+//! - retries spend a budget (20% of requests plus 5 a second, over a 1 s window, by default), so a
 //!   dying cluster does not see a retry storm; with a per-try timeout, an overall deadline
 //!   and jittered exponential backoff.
 //!

@@ -46,8 +46,9 @@ impl Default for FailoverConfig {
     /// At most 3 retries (and never more than members − 1), no per-try timeout or deadline
     /// beyond the transport's own, jittered backoff from 2 ms to 100 ms, no status retried,
     /// only idempotent methods retried after a request may have been sent, 64 KiB replay
-    /// cap, and a budget of 20% of requests plus 10 retries a second over 10 s (linkerd's and
-    /// tower's defaults).
+    /// cap, and a budget of 20% of requests plus 5 retries a second, counted over a 1 s
+    /// window: however long a storm lasts, attempts stay under 1.2 × requests + 10 a second
+    /// (linkerd's 10 s window would let it spend a 100-retry reserve at once).
     fn default() -> Self {
         Self {
             max_retries: 3,
@@ -58,7 +59,7 @@ impl Default for FailoverConfig {
             fail_on_status: FailureStatuses::none(),
             retry_non_idempotent: false,
             replay_cap: DEFAULT_REPLAY_CAP,
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            budget: Arc::new(tps_budget(Duration::from_secs(1), 5, 0.2)),
         }
     }
 }
@@ -125,12 +126,7 @@ impl FailoverConfig {
     /// second, over a `window` of 1–60 s. Share one config between services to share it.
     #[must_use]
     pub fn budget(mut self, window: Duration, min_per_sec: u32, ratio: f32) -> Self {
-        let window = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
-        self.budget = Arc::new(TpsBudget::new(
-            window,
-            min_per_sec,
-            ratio.clamp(0.0, 1000.0),
-        ));
+        self.budget = Arc::new(tps_budget(window, min_per_sec, ratio));
         self
     }
 
@@ -146,6 +142,15 @@ impl FailoverConfig {
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(fastrand::u64(0..=nanos))
     }
+}
+
+/// tower's `TpsBudget` turns `ratio` into withdrawals per deposit with `(1.0 / ratio) as
+/// isize`, and in `f32` `1.0 / 0.2` is 4.9999995: 20% would become 25%. Nudging the ratio a
+/// hair down makes the truncation land on the intended integer.
+fn tps_budget(window: Duration, min_per_sec: u32, ratio: f32) -> TpsBudget {
+    let window = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let ratio = ratio.clamp(0.0, 1000.0) * (1.0 - 1e-4);
+    TpsBudget::new(window, min_per_sec, ratio)
 }
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
@@ -170,6 +175,18 @@ mod tests {
             assert!(c.backoff_for(3) <= Duration::from_millis(40));
             assert!(c.backoff_for(30) <= Duration::from_millis(50));
         }
+    }
+
+    #[test]
+    fn a_20_percent_budget_allows_one_retry_in_five_requests() {
+        use tower::retry::budget::Budget as _;
+        // no floor: only the ratio counts
+        let b = tps_budget(Duration::from_secs(60), 0, 0.2);
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let retries = (0..100).take_while(|_| b.withdraw()).count();
+        assert_eq!(retries, 20);
     }
 
     #[test]
