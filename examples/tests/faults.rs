@@ -418,3 +418,100 @@ async fn a_member_closing_mid_response_mixes_nothing_up() {
     .await
     .unwrap();
 }
+
+/// The test process's resident memory, in KiB (the balancer runs in it).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_oversize_headers_against_the_tls_front() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["wso2.com".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let tls = tower_balancer_proxy::serve::server_tls_from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let a = Member::spawn("node1", None, &[]);
+        let serve = ServeConfig::new().tls(tls).header_read_timeout(Duration::from_millis(800));
+        let lb = Lb::start(&[&a], FailoverConfig::default(), serve).await;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::try_from("wso2.com").unwrap();
+        let connect = || {
+            let (connector, name, addr) = (connector.clone(), name.clone(), lb.addr);
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                connector.connect(name, tcp).await.unwrap()
+            }
+        };
+
+        let rss_before = rss_kib();
+        // 200 clients that start a request and never finish its headers
+        let mut slow = Vec::new();
+        for _ in 0..200 {
+            let mut s = connect().await;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: wso2.com\r\nX-Slow: ").await.unwrap();
+            slow.push(tokio::spawn(async move {
+                let start = Instant::now();
+                let mut answer = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+                (String::from_utf8_lossy(&answer).to_string(), start.elapsed())
+            }));
+        }
+        // meanwhile, another client is served promptly, again and again
+        let mut worst = Duration::ZERO;
+        for _ in 0..20 {
+            let start = Instant::now();
+            let mut s = connect().await;
+            s.write_all(b"GET /ok HTTP/1.1\r\nHost: wso2.com\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+            assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+            worst = worst.max(start.elapsed());
+        }
+        let rss_during = rss_kib();
+        for t in slow {
+            let (answer, waited) = t.await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+            assert!(waited < Duration::from_secs(3), "held {waited:?}");
+        }
+        // oversize headers: 431
+        let mut s = connect().await;
+        let big = format!("GET / HTTP/1.1\r\nHost: wso2.com\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+        let _ = s.write_all(big.as_bytes()).await;
+        let mut answer = vec![0u8; 64];
+        let n = s.read(&mut answer).await.unwrap_or(0);
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 431"));
+        assert!(worst < Duration::from_secs(1), "other clients waited {worst:?}");
+        let growth = rss_during.saturating_sub(rss_before);
+        assert!(growth < 64 * 1024, "RSS grew {growth} KiB with 200 slow TLS clients");
+        println!("slowloris over TLS: 200 clients answered 408, others served within {} ms, RSS +{growth} KiB", worst.as_millis());
+    })
+    .await
+    .unwrap();
+}

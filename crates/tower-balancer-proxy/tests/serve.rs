@@ -172,15 +172,20 @@ async fn slowloris_and_oversize_headers_are_cut_off_while_others_are_served() {
         let r = registry(&[("node1", m)]);
         let config = ServeConfig::new().header_read_timeout(Duration::from_millis(500));
         let (addr, _stop, _task) = balancer(&r, config).await;
-        // a client that never finishes its headers is dropped after the timeout
+        // a client that never finishes its headers gets 408 and is dropped after the timeout
         let slow = tokio::spawn(async move {
             let start = Instant::now();
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
                 .await
                 .unwrap();
-            let mut buf = [0u8; 256];
-            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+            let answer = String::from_utf8_lossy(&answer).to_string();
+            assert!(
+                answer.starts_with("HTTP/1.1 408 Request Timeout"),
+                "{answer:?}"
+            );
             start.elapsed()
         });
         // meanwhile others are served
@@ -191,6 +196,13 @@ async fn slowloris_and_oversize_headers_are_cut_off_while_others_are_served() {
         .await;
         assert_eq!(ok, "HTTP/1.1 200 OK");
         let waited = slow.await.unwrap();
+        // an idle keep-alive connection is closed without a word
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(3), idle.read_to_end(&mut answer)).await;
+        assert!(closed.is_ok(), "an idle connection was held open");
+        assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
         assert!(
             waited < Duration::from_secs(3),
             "slow client held the connection {waited:?}"
@@ -276,6 +288,43 @@ async fn shutdown_finishes_requests_in_flight() {
         task.await.unwrap();
         // no longer accepting
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_slow_answer_is_not() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        // the member takes 800 ms, longer than the keep-alive limit of 300 ms
+        let m = member("node1", Duration::from_millis(800)).await;
+        let r = registry(&[("node1", m)]);
+        let config = ServeConfig::new().keep_alive_timeout(Duration::from_millis(300));
+        let (addr, _stop, _task) = balancer(&r, config).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "the slow answer arrived"
+        );
+        // then idle: closed after about 300 ms, without a word
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the idle connection was held open");
+        assert!(rest.is_empty());
+        assert!(
+            start.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            start.elapsed()
+        );
     })
     .await
     .unwrap();

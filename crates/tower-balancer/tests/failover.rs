@@ -190,8 +190,10 @@ async fn opting_in_retries_non_idempotent_methods() {
 async fn fail_on_status_retries_idempotent_requests_and_returns_the_last_answer() {
     let r = registry(3);
     let cluster = Cluster::new(&[Mode::Unavailable, Mode::Unavailable, Mode::Ok]);
-    let cfg =
-        no_backoff().fail_on_status(FailureStatuses::none().with(StatusCode::SERVICE_UNAVAILABLE));
+    // a budget roomy enough for this test's few requests, each retried twice
+    let cfg = no_backoff()
+        .fail_on_status(FailureStatuses::none().with(StatusCode::SERVICE_UNAVAILABLE))
+        .budget(Duration::from_secs(10), 100, 0.2);
     let svc = stack(&r, &cluster, cfg.clone());
     for _ in 0..3 {
         let res = svc.clone().oneshot(req(Method::GET, b"")).await.unwrap();

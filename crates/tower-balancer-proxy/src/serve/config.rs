@@ -16,6 +16,7 @@ pub struct ServeConfig {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) graceful_timeout: Duration,
+    pub(crate) keep_alive_timeout: Duration,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -29,7 +30,9 @@ impl ServeConfig {
     /// Plain HTTP; a request's headers must arrive within 10 s (hyper's timeout is off unless
     /// set, which lets a slowloris client hold a connection forever); at most 16 KiB of
     /// headers and 100 header fields (431 beyond); 10 s for a TLS handshake; 30 s for
-    /// in-flight requests to finish on shutdown.
+    /// in-flight requests to finish on shutdown. A connection that sends nothing is closed
+    /// after the header-read timeout if it never sent a request, and after 15 s idle between
+    /// requests (keep-alive).
     #[must_use]
     pub const fn new() -> Self {
         Self {
@@ -38,6 +41,7 @@ impl ServeConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             graceful_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(15),
             tls: None,
         }
     }
@@ -74,6 +78,14 @@ impl ServeConfig {
     #[must_use]
     pub const fn graceful_timeout(mut self, timeout: Duration) -> Self {
         self.graceful_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may sit idle between requests (Apache `KeepAliveTimeout`,
+    /// nginx `keepalive_timeout`). Upgraded connections (WebSocket) are not subject to it.
+    #[must_use]
+    pub const fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_alive_timeout = timeout;
         self
     }
 

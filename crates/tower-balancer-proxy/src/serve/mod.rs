@@ -9,6 +9,7 @@
 mod config;
 mod guard;
 mod server;
+mod timeout;
 
 pub use config::{server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -22,6 +23,10 @@ use tower_service::Service;
 
 use super::config::ServeConfig;
 use super::guard::{check_framing, FramingError};
+use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
+
+/// How long writing a 408 to a client that timed out may take.
+const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The body of responses the server sends: the stack's, or a short error page.
 pub type ServeBody<B> = Either<B, Full<Bytes>>;
@@ -158,7 +163,17 @@ impl Server {
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let is_tls = tls.is_some();
+                let progress = Arc::new(Progress::default());
+                let heads = progress.clone();
+                let limits = IdleLimits {
+                    first: config.header_read_timeout,
+                    keep_alive: config.keep_alive_timeout,
+                };
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    heads.head_done(&req);
+                    let guard = InFlight::new(heads.clone());
+                    let conn_progress = heads.clone();
+                    let connect = req.method() == http::Method::CONNECT;
                     req.extensions_mut().insert(ClientAddr(peer));
                     if is_tls {
                         req.extensions_mut().insert(ClientTls);
@@ -167,7 +182,9 @@ impl Server {
                     let mut stack = stack.clone();
                     async move {
                         if let Some(why) = refused {
-                            return Ok::<_, std::convert::Infallible>(bad_request(why));
+                            return Ok::<_, std::convert::Infallible>(
+                                bad_request(why).map(|b| Tracked::new(b, guard)),
+                            );
                         }
                         let ready: Result<(), BoxError> =
                             std::future::poll_fn(|cx| stack.poll_ready(cx))
@@ -177,10 +194,17 @@ impl Server {
                             Ok(()) => stack.call(req).await.map_err(Into::into),
                             Err(e) => Err(e),
                         };
-                        Ok::<_, std::convert::Infallible>(match res {
+                        let res = match res {
                             Ok(r) => r.map(Either::Left),
                             Err(e) => error_response(&e),
-                        })
+                        };
+                        let status = res.status();
+                        if status == StatusCode::SWITCHING_PROTOCOLS
+                            || (connect && status.is_success())
+                        {
+                            conn_progress.upgraded();
+                        }
+                        Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
                     }
                 });
                 let mut builder = Builder::new(TokioExecutor::new());
@@ -207,13 +231,24 @@ impl Server {
                         else {
                             return;
                         };
+                        let io = Watched::new(stream, progress, limits);
                         let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
+                            builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            if is_header_timeout(&*e) {
+                                io.answer_timeout(ANSWER_LIMIT).await;
+                            }
+                        }
                     }
                     None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(sock), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
+                        let io = Watched::new(sock, progress, limits);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            if is_header_timeout(&*e) {
+                                io.answer_timeout(ANSWER_LIMIT).await;
+                            }
+                        }
                     }
                 }
             });

@@ -1,0 +1,347 @@
+//! Connection timeouts hyper does not have: `408 Request Timeout` for clients that start a
+//! request and never finish its headers, and closing connections that send nothing.
+//!
+//! Why: hyper's header-read timeout closes a half-sent request without a word, and a client
+//! (or the operator reading its logs) cannot tell a slow network from a cut; Apache's
+//! `mod_reqtimeout` answers 408, and so do we. And hyper's timer only starts with a
+//! request's first byte, so a client that connects and sends nothing held its connection
+//! forever (the zero-byte slowloris); here it is closed after the header-read timeout, and
+//! an idle keep-alive connection after the keep-alive timeout, unless a request on it is
+//! still being answered or it was upgraded (WebSocket). hyper owns the connection while it
+//! serves it, so the socket is shared through a mutex (never contended: one task polls it)
+//! and taken back for the 408 when hyper gives up.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::Request;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// What the server knows about a connection's progress.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Bytes read since the last request's headers were complete.
+    read_since_head: AtomicU64,
+    /// Requests whose headers were complete.
+    heads: AtomicU64,
+    /// Whether the last request had a body (whose bytes are then read after its head).
+    last_had_body: AtomicBool,
+    /// Requests whose responses are not finished.
+    in_flight: AtomicU64,
+    /// The connection was handed over to an upgrade (WebSocket): no idle limit.
+    upgraded: AtomicBool,
+}
+
+impl Progress {
+    /// A request's headers are complete.
+    pub(crate) fn head_done<B>(&self, req: &Request<B>) {
+        self.read_since_head.store(0, Ordering::Relaxed);
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let h = req.headers();
+        let body = h.contains_key(TRANSFER_ENCODING)
+            || h.get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
+        self.last_had_body.store(body, Ordering::Relaxed);
+    }
+
+    /// The connection switched protocols.
+    pub(crate) fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a timeout now caught a request half-sent (rather than an idle keep-alive
+    /// connection, which is closed silently). After a request with a body, the bytes read
+    /// since its head may be that body, so only a first request or one after a bodiless
+    /// request is answered.
+    fn caught_mid_head(&self) -> bool {
+        self.read_since_head.load(Ordering::Relaxed) > 0
+            && (self.heads.load(Ordering::Relaxed) == 0
+                || !self.last_had_body.load(Ordering::Relaxed))
+    }
+}
+
+/// Marks a request's response finished when dropped (hyper drops the body once sent).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Progress>);
+
+impl InFlight {
+    pub(crate) fn new(progress: Arc<Progress>) -> Self {
+        Self(progress)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// A response body that tells the connection when the response is finished.
+    pub(crate) struct Tracked<B> {
+        #[pin]
+        body: B,
+        guard: InFlight,
+    }
+}
+
+impl<B> Tracked<B> {
+    pub(crate) fn new(body: B, guard: InFlight) -> Self {
+        Self { body, guard }
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// How long a connection may send nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdleLimits {
+    /// Before its first request.
+    pub(crate) first: Duration,
+    /// Between requests.
+    pub(crate) keep_alive: Duration,
+}
+
+#[derive(Debug)]
+struct Inner<IO> {
+    io: IO,
+    last_activity: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// A connection's socket, shared so it can be written to after hyper lets go of it.
+#[derive(Debug)]
+pub(crate) struct Watched<IO> {
+    io: Arc<Mutex<Inner<IO>>>,
+    progress: Arc<Progress>,
+    limits: IdleLimits,
+}
+
+impl<IO> Clone for Watched<IO> {
+    fn clone(&self) -> Self {
+        Self {
+            io: self.io.clone(),
+            progress: self.progress.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
+    pub(crate) fn new(io: IO, progress: Arc<Progress>, limits: IdleLimits) -> Self {
+        Self {
+            io: Arc::new(Mutex::new(Inner {
+                io,
+                last_activity: Instant::now(),
+                sleep: None,
+            })),
+            progress,
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<IO>> {
+        self.io.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the connection is idle and the idle limit has passed: polls a timer that
+    /// wakes the reader when it does.
+    fn idle_expired(&self, inner: &mut Inner<IO>, cx: &mut Context<'_>) -> bool {
+        let p = &self.progress;
+        if p.in_flight.load(Ordering::Relaxed) > 0
+            || p.upgraded.load(Ordering::Relaxed)
+            || p.caught_mid_head()
+        {
+            // answering, tunnelling, or hyper's own header timer is running
+            inner.sleep = None;
+            return false;
+        }
+        let limit = if p.heads.load(Ordering::Relaxed) == 0 {
+            self.limits.first
+        } else {
+            self.limits.keep_alive
+        };
+        let deadline = inner.last_activity + limit;
+        let sleep = inner
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// After hyper's header-read timeout: answers 408 and closes, if a request was caught
+    /// half-sent; within `limit`, best effort.
+    pub(crate) async fn answer_timeout(self, limit: Duration) {
+        if !self.progress.caught_mid_head() {
+            return;
+        }
+        let answer = async {
+            let mut io = WriteHalf(self);
+            io.write_all(
+                b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            )
+            .await?;
+            io.shutdown().await
+        };
+        let _ = tokio::time::timeout(limit, answer).await;
+    }
+}
+
+/// Writes through a [`Watched`] socket outside hyper.
+struct WriteHalf<IO>(Watched<IO>);
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WriteHalf<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut inner = self.0.lock();
+        Pin::new(&mut inner.io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.0.lock();
+        Pin::new(&mut inner.io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.0.lock();
+        Pin::new(&mut inner.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let mut inner = self.lock();
+        match Pin::new(&mut inner.io).poll_read(cx, buf) {
+            Poll::Ready(res) => {
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    inner.last_activity = Instant::now();
+                    self.progress
+                        .read_since_head
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(res)
+            }
+            Poll::Pending => {
+                if self.idle_expired(&mut inner, cx) {
+                    // idle too long: an end of stream, and hyper closes the connection
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut inner = self.lock();
+        let res = Pin::new(&mut inner.io).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            inner.last_activity = Instant::now();
+        }
+        res
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut inner = self.lock();
+        let res = Pin::new(&mut inner.io).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            inner.last_activity = Instant::now();
+        }
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.lock().io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.lock().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.lock().io).poll_shutdown(cx)
+    }
+}
+
+/// Whether a connection ended because hyper's header-read timeout fired.
+pub(crate) fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_are_not_answered() {
+        let p = Progress::default();
+        assert!(!p.caught_mid_head());
+        p.read_since_head.store(10, Ordering::Relaxed);
+        assert!(p.caught_mid_head(), "a first request half-sent");
+        let req = Request::post("/")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        p.head_done(&req);
+        p.read_since_head.store(5, Ordering::Relaxed);
+        assert!(!p.caught_mid_head(), "the bytes may be the body");
+        let req = Request::get("/").body(()).unwrap();
+        p.head_done(&req);
+        assert!(!p.caught_mid_head(), "idle after a GET");
+        p.read_since_head.store(3, Ordering::Relaxed);
+        assert!(p.caught_mid_head(), "a second request half-sent");
+    }
+}
