@@ -49,6 +49,8 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hygiene;
 pub mod manager;
 pub mod rewrite;

@@ -74,3 +74,25 @@ pub fn route_extraction(data: &[u8]) {
         let _ = route_from_session_id(v, None);
     }
 }
+
+/// The balancer's signed route cookie decoded from `data` (the cookie's value): a token is
+/// accepted only if it names a registered member, and the token the codec issues for that
+/// member is accepted for it too. No panic.
+pub fn signed_cookie(data: &[u8]) {
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(cookie) = HeaderValue::from_str(&format!("ROUTEID={value}")) else {
+        return;
+    };
+    let mut req = Request::new(());
+    req.headers_mut().insert(http::header::COOKIE, cookie);
+    let f = fixture();
+    let snapshot = f.registry.load();
+    if let Some(id) = f.signed.route_of(&req, &snapshot) {
+        assert!(
+            snapshot.get(id.as_str()).is_some(),
+            "route {id} is not registered"
+        );
+    }
+}
