@@ -6,7 +6,8 @@
 //!   --listen 127.0.0.1:8090 --member 127.0.0.1:9763 --member 127.0.0.1:9764 --threads 1 --seconds 60
 //! ```
 //!
-//! `--cert FILE --key FILE` puts TLS in front (PEM). It stops by itself after `--seconds`
+//! `--cert FILE --key FILE` puts TLS in front (PEM). `--sticky` adds the sticky and failover
+//! layers in front of balance (the whole stack; `ROUTEID=.node1` pins to node1). It stops by itself after `--seconds`
 //! (default 60). `--per-core` runs one single-threaded
 //! runtime per thread, each with its own listener (`SO_REUSEPORT`) and connection pool, as
 //! nginx runs its workers; without it, `--threads` above 1 is one multi-threaded runtime.
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use tower::ServiceBuilder;
 use tower_balancer::balance::BalanceLayer;
+use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_balancer::strategy::RoundRobin;
 use tower_balancer_proxy::forward::ForwardConfig;
 use tower_balancer_proxy::serve::{server_tls_from_pem, ServeConfig, Server};
@@ -45,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("give at least one --member HOST:PORT".into());
     }
     let per_core = std::env::args().any(|a| a == "--per-core");
+    let sticky = std::env::args().any(|a| a == "--sticky");
     let mut config = ServeConfig::new();
     if let (Some(cert), Some(key)) = (arg_values("--cert").first(), arg_values("--key").first()) {
         config = config.tls(server_tls_from_pem(
@@ -77,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .enable_all()
                         .build()
                         .map_err(|e| e.to_string())?;
-                    rt.block_on(serve(registry, listen, config, seconds, true))
+                    rt.block_on(serve(registry, listen, config, seconds, true, sticky))
                 })
             })
             .collect();
@@ -96,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(serve(registry, listen, config, seconds, false))?;
+    runtime.block_on(serve(registry, listen, config, seconds, false, sticky))?;
     Ok(())
 }
 
@@ -106,22 +110,34 @@ async fn serve(
     config: ServeConfig,
     seconds: u64,
     reuseport: bool,
+    sticky: bool,
 ) -> Result<(), String> {
-    let stack = ServiceBuilder::new()
-        .layer(BalanceLayer::new(registry.clone(), RoundRobin::new()))
-        .service(
-            ForwardConfig::new()
-                .build(registry)
-                .map_err(|e| e.to_string())?,
-        );
     let server = if reuseport {
         Server::bind_reuseport(listen, config)
     } else {
         Server::bind(listen, config).await
     }
     .map_err(|e| e.to_string())?;
-    server
-        .serve(stack, tokio::time::sleep(Duration::from_secs(seconds)))
-        .await
-        .map_err(|e| e.to_string())
+    let stop = tokio::time::sleep(Duration::from_secs(seconds));
+    let forward = ForwardConfig::new();
+    let balance = BalanceLayer::new(registry.clone(), RoundRobin::new());
+    if sticky {
+        // the whole stack, as is_cluster runs it
+        let config = StickyConfig::builder().build().map_err(|e| e.to_string())?;
+        let stack = ServiceBuilder::new()
+            .layer(StickyLayer::new(registry.clone(), config))
+            .layer(FailoverLayer::new(
+                registry.clone(),
+                FailoverConfig::default(),
+            ))
+            .layer(balance)
+            .service(forward.build(registry).map_err(|e| e.to_string())?);
+        server.serve(stack, stop).await
+    } else {
+        let stack = ServiceBuilder::new()
+            .layer(balance)
+            .service(forward.build(registry).map_err(|e| e.to_string())?);
+        server.serve(stack, stop).await
+    }
+    .map_err(|e| e.to_string())
 }

@@ -1,7 +1,7 @@
 //! Memory per idle pooled connection: opens `--connections N` connections to `--member` at
 //! once (N requests in flight together), lets them go idle in the pool, and reports how much
 //! this process's resident memory grew per connection. Run against a backend in another
-//! process (scripts/compare-nginx.sh does, against nginx), so only the pool is counted.
+//! process (scripts/compare.sh does, against nginx and HAProxy), so only the pool is counted.
 
 use std::time::Duration;
 

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Side by side on loopback: tower-balancer (examples/lb_bench: the whole stack, sticky +
+# failover + balance + forward, a single-threaded runtime per thread) against nginx and
+# HAProxy with the anchors' configs (../shared/anchors: round robin, keep-alive to members,
+# HAProxy's sticky cookie), on the same two nginx backends, with the same load
+# (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
+# without a sticky cookie sent by the client (nginx has none in its open-source build).
+# Prints req/s, p50, p99, peak RSS per balancer and the ratios of ours to the best other.
+# Usage: scripts/compare.sh [threads]   (bounded: about four minutes; stops everything it started)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS="${1:-1}"
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need haproxy; then
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk haproxy >/dev/null
+fi
+RUNDIR="$(mktemp -d)"
+cleanup() {
+  for pid in "$RUNDIR"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
+  rm -rf "$RUNDIR"
+}
+trap cleanup EXIT
+
+for n in 1 2; do
+  port=$((9762 + n))
+  cat >"$RUNDIR/backend$n.conf" <<CONF
+worker_processes 1;
+pid $RUNDIR/backend$n.pid;
+error_log $RUNDIR/backend$n.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; location / { add_header X-Node node$n; return 200 "node$n\n"; } } }
+CONF
+  nginx -c "$RUNDIR/backend$n.conf" -p "$RUNDIR"
+done
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
+  -keyout "$RUNDIR/lb.key" -out "$RUNDIR/lb.crt" 2>/dev/null
+cat "$RUNDIR/lb.crt" "$RUNDIR/lb.key" >"$RUNDIR/lb.pem"
+
+cat >"$RUNDIR/lb-nginx.conf" <<CONF
+worker_processes $THREADS;
+pid $RUNDIR/lbnginx.pid;
+error_log $RUNDIR/lbnginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
+  server { listen 127.0.0.1:8082;
+    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:8442 ssl; ssl_certificate $RUNDIR/lb.crt; ssl_certificate_key $RUNDIR/lb.key;
+    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
+
+cat >"$RUNDIR/lb-haproxy.cfg" <<CONF
+global
+  maxconn 4000
+  nbthread $THREADS
+  pidfile $RUNDIR/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:8083
+  bind 127.0.0.1:8444 ssl crt $RUNDIR/lb.pem
+  default_backend be
+backend be
+  balance roundrobin
+  option redispatch
+  retries 3
+  retry-on all-retryable-errors
+  cookie ROUTEID insert indirect nocache
+  http-reuse always
+  server node1 127.0.0.1:9763 cookie node1 check
+  server node2 127.0.0.1:9764 cookie node2 check
+CONF
+haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
+
+cargo build -q --release -p tower-balancer-proxy --example lb_bench
+LB=./target/release/examples/lb_bench
+MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
+$LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 >/dev/null &
+echo $! >"$RUNDIR/ours.pid"
+$LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 \
+  --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
+echo $! >"$RUNDIR/ourstls.pid"
+sleep 1.5
+
+# name url [cookie]
+TARGETS=(
+  "nginx http://127.0.0.1:8082/"
+  "haproxy http://127.0.0.1:8083/"
+  "ours http://127.0.0.1:8091/"
+  "haproxy-cookie http://127.0.0.1:8083/ ROUTEID=node1"
+  "ours-cookie http://127.0.0.1:8091/ ROUTEID=.node1"
+  "nginx-tls https://127.0.0.1:8442/"
+  "haproxy-tls https://127.0.0.1:8444/"
+  "ours-tls https://127.0.0.1:8443/"
+)
+for t in "${TARGETS[@]}"; do
+  read -r _ url _ <<<"$t"
+  curl -skf "$url" >/dev/null || { echo "no answer from $url" >&2; exit 1; }
+  wrk -t1 -c64 -d2s "$url" >/dev/null # warm up pools
+done
+
+run() { # name url [cookie] -> "name req/s p50 p99"
+  local out
+  if [ -n "${3:-}" ]; then
+    out="$(wrk -t1 -c64 -d8s --latency -H "Cookie: $3" "$2")"
+  else
+    out="$(wrk -t1 -c64 -d8s --latency "$2")"
+  fi
+  local rps p50 p99
+  rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
+  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
+  echo "$1 $rps $p50 $p99"
+}
+{
+  for round in 1 2; do
+    for t in "${TARGETS[@]}"; do run ${t}; done
+  done
+} | tee "$RUNDIR/results"
+
+hwm() { # peak RSS in KiB of a pid and its children
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+echo
+echo "peak RSS (KiB): nginx $(hwm "$(cat "$RUNDIR/lbnginx.pid")")" \
+  "haproxy $(hwm "$(cat "$RUNDIR/haproxy.pid")")" \
+  "ours $(hwm "$(cat "$RUNDIR/ours.pid")") (plain) + $(hwm "$(cat "$RUNDIR/ourstls.pid")") (TLS)"
+echo
+cargo build -q --release -p tower-balancer-proxy --example pool_memory
+./target/release/examples/pool_memory --member 127.0.0.1:9763 --connections 500
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); worker threads: $THREADS"
+awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(/ms/, "", $4); p99[$1] = p99[$1] " " $4 } }
+  END {
+    for (t in sum) { mean[t] = sum[t] / n[t]; printf "%-15s req/s runs:%s  mean %.0f  p99 ms:%s\n", t, runs[t], mean[t], p99[t] }
+    best = (mean["nginx"] > mean["haproxy"]) ? mean["nginx"] : mean["haproxy"]
+    printf "ratio ours / best of nginx and HAProxy, plain:        %.2f\n", mean["ours"] / best
+    printf "ratio ours / HAProxy, sticky cookie sent:              %.2f\n", mean["ours-cookie"] / mean["haproxy-cookie"]
+    bt = (mean["nginx-tls"] > mean["haproxy-tls"]) ? mean["nginx-tls"] : mean["haproxy-tls"]
+    printf "ratio ours / best of nginx and HAProxy, TLS front:    %.2f\n", mean["ours-tls"] / bt
+  }' "$RUNDIR/results"
