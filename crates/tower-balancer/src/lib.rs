@@ -17,6 +17,7 @@
 
 pub mod balance;
 pub mod conn;
+pub mod discovery;
 pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;

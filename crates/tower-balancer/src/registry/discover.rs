@@ -5,17 +5,20 @@
 //! need to know where members come from, and the same stream type tower's own `Balance`
 //! consumes works here.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_core::TryStream;
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower::discover::Change;
 
 use super::handle::Registry;
-use super::member::{MemberId, MemberSpec};
+use super::member::{AdminState, MemberId, MemberSpec};
 
 pin_project! {
     /// A future that applies every change from a discovery stream to a registry, until the
@@ -23,7 +26,14 @@ pin_project! {
     ///
     /// An insert of a known id updates that member in place ([`Registry::upsert`]); a remove
     /// of an unknown id is ignored. A stream error or a refused change is logged with
-    /// `tracing` and skipped: the last good membership stays.
+    /// `tracing` and skipped: the last good membership stays. The same error repeated is
+    /// logged once, until the source recovers or fails differently.
+    ///
+    /// With [`drain_removed`](Discovery::drain_removed), a remove does not cut the member:
+    /// it turns [`AdminState::Draining`] (no new sessions, sticky ones still served) and
+    /// leaves the registry when the grace period ends; an insert of the same id before then
+    /// takes it back. When the stream ends, the future finishes the drains it started
+    /// before it completes.
     #[must_use = "futures do nothing unless polled"]
     pub struct Discovery<D> {
         #[pin]
@@ -31,6 +41,11 @@ pin_project! {
         registry: Registry,
         applied: u64,
         skipped: u64,
+        ended: bool,
+        last_error: Option<String>,
+        grace: Option<Duration>,
+        draining: HashMap<MemberId, Instant>,
+        timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -83,7 +98,22 @@ impl Registry {
             registry: self.clone(),
             applied: 0,
             skipped: 0,
+            ended: false,
+            last_error: None,
+            grace: None,
+            draining: HashMap::new(),
+            timer: None,
         }
+    }
+}
+
+impl<D> Discovery<D> {
+    /// Drains removed members for `grace` before they leave the registry, instead of
+    /// removing them at once: sessions pinned to a member that left DNS or the members file
+    /// keep their member while it still answers, and new sessions go elsewhere.
+    pub fn drain_removed(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
     }
 }
 
@@ -96,21 +126,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            match std::task::ready!(this.stream.as_mut().try_poll_next(cx)) {
-                None => {
-                    return Poll::Ready(DiscoveryReport {
-                        applied: *this.applied,
-                        skipped: *this.skipped,
-                    })
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "discovery source failed; keeping the last good members");
+        while !*this.ended {
+            match this.stream.as_mut().try_poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => *this.ended = true,
+                Poll::Ready(Some(Err(e))) => {
+                    let msg = e.to_string();
+                    if this.last_error.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(error = %msg, "discovery source failed; keeping the last good members");
+                        *this.last_error = Some(msg);
+                    }
                     *this.skipped += 1;
                 }
-                Some(Ok(Change::Insert(id, mut spec))) => {
+                Poll::Ready(Some(Ok(Change::Insert(id, mut spec)))) => {
+                    *this.last_error = None;
                     // the key is authoritative, as in tower::discover
                     spec.id = id;
+                    this.draining.remove(&spec.id);
                     match this.registry.upsert(spec) {
                         Ok(_) => *this.applied += 1,
                         Err(e) => {
@@ -119,12 +151,72 @@ where
                         }
                     }
                 }
-                Some(Ok(Change::Remove(id))) => {
-                    if this.registry.remove(id.as_str()).is_ok() {
+                Poll::Ready(Some(Ok(Change::Remove(id)))) => {
+                    *this.last_error = None;
+                    let applied = match *this.grace {
+                        Some(grace) => {
+                            let known = this
+                                .registry
+                                .set_state(id.as_str(), AdminState::Draining)
+                                .is_ok();
+                            if known {
+                                tracing::info!(member = %id, ?grace, "member left discovery; draining");
+                                this.draining.insert(id, Instant::now() + grace);
+                            }
+                            known
+                        }
+                        None => this.registry.remove(id.as_str()).is_ok(),
+                    };
+                    if applied {
                         *this.applied += 1;
                     }
                 }
             }
+        }
+        drain_due(this.registry, this.draining, this.timer, cx);
+        if *this.ended && this.draining.is_empty() {
+            return Poll::Ready(DiscoveryReport {
+                applied: *this.applied,
+                skipped: *this.skipped,
+            });
+        }
+        Poll::Pending
+    }
+}
+
+/// Removes the members whose grace ended and arms the timer for the next one.
+fn drain_due(
+    registry: &Registry,
+    draining: &mut HashMap<MemberId, Instant>,
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) {
+    loop {
+        let now = Instant::now();
+        draining.retain(|id, due| {
+            if *due > now {
+                return true;
+            }
+            // an operator may have taken it back meanwhile; only a still-draining member goes
+            let still = registry
+                .load()
+                .get(id.as_str())
+                .is_some_and(|m| m.state() == AdminState::Draining);
+            if still && registry.remove(id.as_str()).is_ok() {
+                tracing::info!(member = %id, "drained member removed");
+            }
+            false
+        });
+        let Some(next) = draining.values().min().copied() else {
+            *timer = None;
+            return;
+        };
+        let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+        if sleep.deadline() != next {
+            sleep.as_mut().reset(next);
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return;
         }
     }
 }
@@ -167,5 +259,110 @@ mod tests {
         assert_eq!(report.skipped, 2);
         assert!(r.load().get("a").is_some());
         assert!(r.load().get("b").is_none());
+    }
+
+    struct Channel<T>(tokio::sync::mpsc::UnboundedReceiver<T>);
+    impl<T> futures_core::Stream for Channel<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+
+    fn insert(name: &str) -> Result<Change<MemberId, MemberSpec>, String> {
+        Ok(Change::Insert(
+            id(name),
+            MemberSpec::new(id(name), format!("http://{name}.test").parse().unwrap()),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_members_drain_for_the_grace_period_then_leave() {
+        let r = Registry::new();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(
+            r.discover(Channel(rx))
+                .drain_removed(Duration::from_secs(30)),
+        );
+        tx.send(insert("a")).unwrap();
+        tx.send(insert("b")).unwrap();
+        tx.send(Ok(Change::Remove(id("a")))).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let a = r
+            .load()
+            .get("a")
+            .cloned()
+            .expect("a is still there while draining");
+        assert_eq!(a.state(), AdminState::Draining);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(r.load().get("a").is_none(), "a left after the grace period");
+        assert_eq!(r.load().get("b").unwrap().state(), AdminState::Active);
+
+        // back before the grace ends: taken back, and never removed
+        tx.send(Ok(Change::Remove(id("b")))).unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send(insert("b")).unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(r.load().get("b").unwrap().state(), AdminState::Active);
+
+        // the stream ends while a drain is pending: the future finishes it first
+        tx.send(Ok(Change::Remove(id("b")))).unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert!(r.load().is_empty());
+        assert_eq!(report.applied, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_the_operator_took_back_is_not_removed_by_the_drain() {
+        let r = Registry::new();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(
+            r.discover(Channel(rx))
+                .drain_removed(Duration::from_secs(5)),
+        );
+        tx.send(insert("a")).unwrap();
+        tx.send(Ok(Change::Remove(id("a")))).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        r.set_state("a", AdminState::Active).unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert!(r.load().get("a").is_some());
+    }
+
+    /// Counts WARN events on this thread.
+    struct Warnings(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_same_error_is_logged_once_per_change() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _guard = tracing::subscriber::set_default(Warnings(count.clone()));
+        let r = Registry::new();
+        let mut items: Vec<Result<Change<MemberId, MemberSpec>, String>> = vec![insert("a")];
+        items.extend((0..50).map(|_| Err("timed out".to_owned())));
+        items.extend((0..50).map(|_| Err("SERVFAIL".to_owned())));
+        items.push(insert("b"));
+        items.extend((0..50).map(|_| Err("SERVFAIL".to_owned())));
+        let report = r.discover(Items(items.into())).await;
+        assert_eq!(report.skipped, 150);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(r.load().len(), 2);
     }
 }

@@ -58,6 +58,13 @@ impl MemberId {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
     }
 
+    /// An id from text the caller built only from valid characters, within the length.
+    #[cfg_attr(not(feature = "dns"), allow(dead_code))]
+    pub(crate) fn from_checked(id: String) -> Self {
+        debug_assert!(Self::is_valid(&id), "{id}");
+        Self(Arc::from(id))
+    }
+
     /// The id as a string.
     #[must_use]
     pub fn as_str(&self) -> &str {
