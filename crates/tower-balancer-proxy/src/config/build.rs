@@ -8,13 +8,16 @@ use std::time::Duration;
 use http::HeaderName;
 use toml::Spanned;
 use tower_balancer::balance::FailureStatuses;
+use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HttpProbe, ProbeSettings};
 use tower_balancer::registry::{MemberSpec, Registry};
 use tower_balancer::sticky::{RouteKeys, StickyConfig};
 
 use super::error::ConfigError;
-use super::file::{check_route, FileConfig};
+use super::file::{check_route, FileConfig, LbMethod};
+use super::members::MembersFile;
+use super::run::DiscoveryPlan;
 use super::run::{Balancer, ProbeKind, PublicUrl};
 use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, UpstreamTls};
@@ -113,8 +116,43 @@ impl BalancerConfig {
     /// Checks what one value alone cannot: routes, files that come in pairs.
     fn check(&self) -> Result<(), ConfigError> {
         let b = &self.file.balancer;
-        if b.members.is_empty() {
-            return Err(self.err(NO_SPAN, "balancer.member", "the balancer has no members"));
+        if b.members.is_empty() && b.members_file.is_none() && b.dns.is_none() {
+            return Err(self.err(
+                NO_SPAN,
+                "balancer.member",
+                "the balancer has no members (give [[balancer.member]], members_file or [balancer.dns])",
+            ));
+        }
+        if let Some(d) = &b.dns {
+            let by_name = d.name.is_some() || d.port.is_some();
+            if by_name == d.srv.is_some() || (by_name && (d.name.is_none() || d.port.is_none())) {
+                return Err(self.err(
+                    NO_SPAN,
+                    "balancer.dns",
+                    "give either `name` and `port` (A/AAAA records) or `srv`",
+                ));
+            }
+        }
+        let hashing = matches!(b.lbmethod, LbMethod::Maglev | LbMethod::Ringhash);
+        match (&b.hash_key, hashing) {
+            (None, true) => {
+                return Err(self.err(
+                    NO_SPAN,
+                    "balancer.lbmethod",
+                    "maglev and ringhash need `hash_key`, the request header to hash",
+                ))
+            }
+            (Some(k), _) if HeaderName::from_bytes(k.get_ref().as_bytes()).is_err() => {
+                return Err(self.err(Some(k), "balancer.hash_key", "not a header name"))
+            }
+            _ => {}
+        }
+        if b.cookie_key_file.is_some() && !b.cookie_key_files.is_empty() {
+            return Err(self.err(
+                b.cookie_key_file.as_ref(),
+                "balancer.cookie_key_file",
+                "give cookie_key_file or cookie_key_files, not both",
+            ));
         }
         let mut seen = HashSet::new();
         for (i, m) in b.members.iter().enumerate() {
@@ -235,6 +273,8 @@ impl BalancerConfig {
             }
         }
 
+        let discovery = self.discovery(&registry)?;
+
         let mut roots = Vec::new();
         for (i, r) in b.trust_roots.iter().enumerate() {
             roots.extend(self.read(r, &format!("balancer.trust_roots[{i}]"))?);
@@ -298,6 +338,10 @@ impl BalancerConfig {
         let failover = self.failover();
         let probe = self.probe(&forward)?;
         let strategy = ConfiguredStrategy::new(b.lbmethod);
+        let hash_key = b
+            .hash_key
+            .as_ref()
+            .and_then(|k| HeaderName::from_bytes(k.get_ref().as_bytes()).ok());
         let info = ManagerInfo {
             name: b.name.clone(),
             strategy: format!("{:?}", b.lbmethod).to_ascii_lowercase(),
@@ -313,6 +357,8 @@ impl BalancerConfig {
             sticky,
             failover,
             strategy,
+            hash_key,
+            discovery,
             probe,
             info,
             public,
@@ -335,10 +381,84 @@ impl BalancerConfig {
             let keys = RouteKeys::new(&[key])
                 .map_err(|e| self.err(Some(k), "balancer.cookie_key_file", e.to_string()))?;
             builder = builder.signed(keys);
+        } else if !b.cookie_key_files.is_empty() {
+            let mut keys = Vec::with_capacity(b.cookie_key_files.len());
+            for (i, k) in b.cookie_key_files.iter().enumerate() {
+                keys.push(self.read(k, &format!("balancer.cookie_key_files[{i}]"))?);
+            }
+            let keys = RouteKeys::new(&keys).map_err(|e| {
+                self.err(
+                    b.cookie_key_files.first(),
+                    "balancer.cookie_key_files",
+                    e.to_string(),
+                )
+            })?;
+            builder = builder.signed(keys);
         }
         builder
             .build()
             .map_err(|e| self.err(NO_SPAN, "balancer.stickysession", e.to_string()))
+    }
+
+    /// Reads the members file (its members are in the registry from the start) and prepares
+    /// the discovery sources that run beside the balancer.
+    fn discovery(&self, registry: &Registry) -> Result<DiscoveryPlan, ConfigError> {
+        let b = &self.file.balancer;
+        let mut plan = DiscoveryPlan {
+            drain: b.drain.unwrap_or(Duration::from_secs(30)),
+            ..DiscoveryPlan::default()
+        };
+        if let Some(p) = &b.members_file {
+            let mut file = MembersFile::new(self.resolve(p.get_ref()));
+            if let Some(t) = b.members_poll {
+                file = file.poll_interval(t);
+            }
+            for spec in file.read()? {
+                let id = spec.id().clone();
+                registry.insert(spec).map_err(|_| {
+                    self.err(
+                        Some(p),
+                        "balancer.members_file",
+                        format!("route `{id}` is in the members file and in this file"),
+                    )
+                })?;
+            }
+            plan.file = Some(file);
+        }
+        if let Some(d) = &b.dns {
+            let mut dns = match (&d.srv, &d.name, d.port) {
+                (Some(srv), _, _) => DnsDiscovery::srv(srv.as_str()),
+                (None, Some(name), Some(port)) => DnsDiscovery::addresses(name.as_str(), port),
+                _ => {
+                    return Err(self.err(
+                        NO_SPAN,
+                        "balancer.dns",
+                        "give `name` and `port`, or `srv`",
+                    ))
+                }
+            };
+            dns = dns
+                .scheme(d.scheme.as_str())
+                .id_prefix(d.id_prefix.as_str())
+                .name_servers(d.name_servers.iter().copied());
+            if let Some(t) = d.ttl_floor {
+                dns = dns.ttl_floor(t);
+            }
+            if let Some(t) = d.ttl_ceiling {
+                dns = dns.ttl_ceiling(t);
+            }
+            if let Some(t) = d.remove_after {
+                dns = dns.remove_after(t);
+            }
+            if let Some(n) = d.max_members {
+                dns = dns.max_members(n);
+            }
+            plan.dns = Some(
+                dns.build()
+                    .map_err(|e| self.err(NO_SPAN, "balancer.dns", e.to_string()))?,
+            );
+        }
+        Ok(plan)
     }
 
     fn failover(&self) -> FailoverConfig {

@@ -76,6 +76,28 @@ pub struct BalancerSection {
     /// instance accepts every other's cookies; a random per-process key when absent.
     #[serde(default)]
     pub cookie_key_file: Option<Spanned<PathBuf>>,
+    /// Several key files, the first signing new cookies and every one accepted: rotate a
+    /// key by putting the new file first and keeping the old one until its cookies expire.
+    /// Give every balancer instance the same list.
+    #[serde(default)]
+    pub cookie_key_files: Vec<Spanned<PathBuf>>,
+    /// The request header `maglev` and `ringhash` hash (e.g. `x-user`).
+    #[serde(default)]
+    pub hash_key: Option<Spanned<String>>,
+    /// A members file, watched for changes ([`MembersFile`](super::MembersFile)); its
+    /// members join the inline ones.
+    #[serde(default)]
+    pub members_file: Option<Spanned<PathBuf>>,
+    /// How often the members file is checked for changes (default 1 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub members_poll: Option<Duration>,
+    /// How long a member that left the members file or DNS drains before it is removed
+    /// (default 30 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub drain: Option<Duration>,
+    /// Members from DNS.
+    #[serde(default)]
+    pub dns: Option<DnsSection>,
     /// `nofailover=On`: a session whose member is down gets 503, not another member.
     #[serde(default)]
     pub nofailover: bool,
@@ -126,6 +148,47 @@ pub struct BalancerSection {
     pub members: Vec<MemberSection>,
 }
 
+/// `[balancer.dns]`: members from DNS (no Apache equivalent; nginx `resolve`, HAProxy
+/// `server-template`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// A name whose A and AAAA records are the members (with `port`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The members' port, with `name`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// An SRV name whose records are the members (instead of `name` and `port`).
+    #[serde(default)]
+    pub srv: Option<String>,
+    /// `http` (default) or `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Put in front of every discovered member's id.
+    #[serde(default)]
+    pub id_prefix: String,
+    /// Servers to ask instead of the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub name_servers: Vec<SocketAddr>,
+    /// The shortest time between two resolutions (default 1 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub ttl_floor: Option<Duration>,
+    /// The longest time between two resolutions (default 60 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub ttl_ceiling: Option<Duration>,
+    /// How long a member must be missing from answers before it drains (default 10 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub remove_after: Option<Duration>,
+    /// The most members an answer may name (default 256).
+    #[serde(default)]
+    pub max_members: Option<usize>,
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+
 /// A `from → to` pair for cookie rewriting.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +214,10 @@ pub enum LbMethod {
     P2c,
     /// Weighted random.
     Random,
+    /// Maglev consistent hashing of `hash_key`.
+    Maglev,
+    /// Ring consistent hashing of `hash_key`.
+    Ringhash,
 }
 
 /// One `BalancerMember`.

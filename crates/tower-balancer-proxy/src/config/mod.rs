@@ -100,15 +100,17 @@
 mod build;
 mod error;
 mod file;
+mod members;
 mod run;
 mod strategy;
 
 pub use build::BalancerConfig;
 pub use error::ConfigError;
 pub use file::{
-    BalancerSection, FileConfig, HealthSection, LbMethod, ManagerSection, MemberSection, Rewrite,
-    ServerSection,
+    BalancerSection, DnsSection, FileConfig, HealthSection, LbMethod, ManagerSection,
+    MemberSection, Rewrite, ServerSection,
 };
+pub use members::MembersFile;
 pub use run::{Balancer, BindError, Bound};
 pub use strategy::{ConfiguredStrategy, ConfiguredTable};
 

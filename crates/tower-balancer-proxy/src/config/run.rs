@@ -5,9 +5,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use http::Uri;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
 use tokio::sync::{broadcast, watch};
-use tower_balancer::balance::BalanceLayer;
+use tower_balancer::balance::{BalanceLayer, HeaderKey};
+use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::health::{
     HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, ProbeSettings, TcpProbe,
@@ -16,6 +19,7 @@ use tower_balancer::registry::Registry;
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_layer::Layer;
 
+use super::members::MembersFile;
 use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, ProbeClient};
 use crate::manager::{BalancerManager, ManagerInfo, NonceError};
@@ -43,10 +47,30 @@ pub struct Balancer {
     pub(crate) sticky: StickyConfig,
     pub(crate) failover: FailoverConfig,
     pub(crate) strategy: ConfiguredStrategy,
+    pub(crate) hash_key: Option<HeaderName>,
+    pub(crate) discovery: DiscoveryPlan,
     pub(crate) probe: Option<ProbeKind>,
     pub(crate) info: ManagerInfo,
     pub(crate) public: Uri,
     pub(crate) plan: PublicUrl,
+}
+
+/// The discovery sources a file asked for, started at bind.
+#[derive(Debug, Default)]
+pub(crate) struct DiscoveryPlan {
+    pub(crate) file: Option<MembersFile>,
+    pub(crate) dns: Option<DnsDiscovery>,
+    pub(crate) drain: Duration,
+}
+
+/// A task that stops when its handle is dropped, as the probe task does.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How the public URL (what `ProxyPassReverse` rewrites to) is made: from the file, or from
@@ -201,6 +225,20 @@ impl Balancer {
             }
             None => (None, None),
         };
+        let mut discovery = Vec::new();
+        let drain = self.discovery.drain;
+        if let Some(file) = self.discovery.file.take() {
+            let run = file.run(&self.registry, drain);
+            discovery.push(AbortOnDrop(tokio::spawn(async move {
+                run.await;
+            })));
+        }
+        if let Some(dns) = self.discovery.dns.take() {
+            let run = dns.run(&self.registry, drain);
+            discovery.push(AbortOnDrop(tokio::spawn(async move {
+                run.await;
+            })));
+        }
         Ok(Bound {
             balancer: self,
             front,
@@ -208,6 +246,7 @@ impl Balancer {
             manager,
             events,
             _probe: probe_task,
+            _discovery: discovery,
         })
     }
 }
@@ -221,6 +260,7 @@ pub struct Bound {
     manager: BalancerManager,
     events: Option<broadcast::Receiver<HealthEvent>>,
     _probe: Option<HealthProbeTask>,
+    _discovery: Vec<AbortOnDrop>,
 }
 
 impl Bound {
@@ -270,7 +310,11 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BindError> {
         let b = self.balancer;
         let forward = b.forward.build(b.registry.clone())?;
-        let balance = BalanceLayer::new(b.registry.clone(), b.strategy).layer(forward);
+        let mut balance = BalanceLayer::new(b.registry.clone(), b.strategy);
+        if let Some(name) = b.hash_key.clone() {
+            balance = balance.hash_key(HeaderKey::new(name));
+        }
+        let balance = balance.layer(forward);
         let failover = FailoverLayer::new(b.registry.clone(), b.failover).layer(balance);
         let stack = StickyLayer::new(b.registry.clone(), b.sticky).layer(failover);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tower_balancer::registry::Member;
 use tower_balancer::strategy::{
-    AliasTable, ByTraffic, LeastOutstanding, PickContext, PowerOfTwo, RoundRobin, RoundRobinTable,
-    ScanTable, Strategy, WeightedRandom,
+    AliasTable, ByTraffic, LeastOutstanding, Maglev, MaglevTable, PickContext, PowerOfTwo, Ring,
+    RingHash, RoundRobin, RoundRobinTable, ScanTable, Strategy, WeightedRandom,
 };
 
 use super::file::LbMethod;
@@ -26,6 +26,10 @@ pub enum ConfiguredStrategy {
     PowerOfTwo(PowerOfTwo),
     /// `random`.
     WeightedRandom(WeightedRandom),
+    /// `maglev`: consistent hashing of `balancer.hash_key`.
+    Maglev(Maglev),
+    /// `ringhash`: consistent hashing of `balancer.hash_key` on a ring.
+    RingHash(RingHash),
 }
 
 /// The table of whichever strategy is configured.
@@ -39,6 +43,10 @@ pub enum ConfiguredTable {
     None,
     /// Weighted random's alias table.
     Alias(AliasTable),
+    /// Maglev's lookup table.
+    Maglev(MaglevTable),
+    /// The hash ring.
+    Ring(Ring),
 }
 
 impl ConfiguredStrategy {
@@ -51,6 +59,8 @@ impl ConfiguredStrategy {
             LbMethod::Bytraffic => Self::ByTraffic(ByTraffic::new()),
             LbMethod::P2c => Self::PowerOfTwo(PowerOfTwo::new()),
             LbMethod::Random => Self::WeightedRandom(WeightedRandom::new()),
+            LbMethod::Maglev => Self::Maglev(Maglev::new()),
+            LbMethod::Ringhash => Self::RingHash(RingHash::new()),
         }
     }
 }
@@ -65,6 +75,8 @@ impl Strategy for ConfiguredStrategy {
             Self::ByTraffic(s) => s.name(),
             Self::PowerOfTwo(s) => s.name(),
             Self::WeightedRandom(s) => s.name(),
+            Self::Maglev(s) => s.name(),
+            Self::RingHash(s) => s.name(),
         }
     }
 
@@ -78,6 +90,8 @@ impl Strategy for ConfiguredStrategy {
                 ConfiguredTable::None
             }
             Self::WeightedRandom(s) => ConfiguredTable::Alias(s.build(members)),
+            Self::Maglev(s) => ConfiguredTable::Maglev(s.build(members)),
+            Self::RingHash(s) => ConfiguredTable::Ring(s.build(members)),
         }
     }
 
@@ -93,6 +107,8 @@ impl Strategy for ConfiguredStrategy {
             (Self::ByTraffic(s), ConfiguredTable::Scan(t)) => s.pick(t, members, cx),
             (Self::PowerOfTwo(s), ConfiguredTable::None) => s.pick(&(), members, cx),
             (Self::WeightedRandom(s), ConfiguredTable::Alias(t)) => s.pick(t, members, cx),
+            (Self::Maglev(s), ConfiguredTable::Maglev(t)) => s.pick(t, members, cx),
+            (Self::RingHash(s), ConfiguredTable::Ring(t)) => s.pick(t, members, cx),
             // a table is only ever built by the same strategy that picks from it
             _ => None,
         }
@@ -113,6 +129,8 @@ mod tests {
             LbMethod::Bytraffic,
             LbMethod::P2c,
             LbMethod::Random,
+            LbMethod::Maglev,
+            LbMethod::Ringhash,
         ] {
             let registry = Registry::new();
             for id in ["node1", "node2"] {

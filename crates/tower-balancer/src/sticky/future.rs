@@ -1,4 +1,6 @@
-//! The sticky layer's response future: sets the cookie when the member changed.
+//! The sticky layer's response future: sets the cookie when the member changed, or when the
+//! client's cookie was signed with an older key (so a key rotation moves live sessions to
+//! the new key while the old one is still accepted).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ pin_project! {
         #[pin]
         inner: F,
         carried: Option<MemberId>,
+        resign: bool,
         tls: bool,
         registry: Registry,
         config: Arc<StickyConfig>,
@@ -30,6 +33,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         inner: F,
         carried: Option<MemberId>,
+        resign: bool,
         tls: bool,
         registry: Registry,
         config: Arc<StickyConfig>,
@@ -37,6 +41,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner,
             carried,
+            resign,
             tls,
             registry,
             config,
@@ -64,7 +69,8 @@ where
         let Some(served) = res.extensions().get::<ServedBy>().map(|s| s.0.id().clone()) else {
             return Poll::Ready(Ok(res));
         };
-        if this.carried.as_ref() == Some(&served) {
+        let same = this.carried.as_ref() == Some(&served);
+        if same && !*this.resign {
             return Poll::Ready(Ok(res));
         }
         if let Some(v) = this
@@ -73,6 +79,9 @@ where
             .set_cookie(&served, &this.registry.load(), *this.tls)
         {
             res.headers_mut().append(SET_COOKIE, v);
+        }
+        if same {
+            return Poll::Ready(Ok(res));
         }
         if let Some(from) = this.carried.take() {
             tracing::debug!(from = %from, to = %served, "sticky route changed");

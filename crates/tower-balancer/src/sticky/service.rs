@@ -62,12 +62,18 @@ impl StickyConfig {
     /// so the result is always a registered member.
     #[must_use]
     pub fn route_of<B>(&self, req: &Request<B>, snapshot: &Snapshot) -> Option<MemberId> {
+        self.route_and_age(req, snapshot).map(|(id, _)| id)
+    }
+
+    /// As [`route_of`](Self::route_of), and whether the route came from the balancer's
+    /// cookie signed with an older key.
+    fn route_and_age<B>(&self, req: &Request<B>, snapshot: &Snapshot) -> Option<(MemberId, bool)> {
         for name in &self.url_params {
             if let Some(v) = url_param(req.uri(), name) {
                 if let Some(id) =
                     route_from_session_id(v, self.separator).and_then(|r| registered(r, snapshot))
                 {
-                    return Some(id);
+                    return Some((id, false));
                 }
             }
         }
@@ -79,19 +85,21 @@ impl StickyConfig {
         let count = 1 + self.session_cookies.len().min(MAX_COOKIE_NAMES - 1);
         let values = first_cookie_values(req.headers(), &names[..count]);
         if let Some(v) = values[0] {
-            if let Some(id) = self.codec.decode(v, snapshot) {
-                return Some(id);
+            if let Some(found) = self.codec.decode(v, snapshot) {
+                return Some(found);
             }
             if !self.codec.is_signed() || self.accept_apache_form {
                 if let Some(id) =
                     route_from_session_id(v, Some('.')).and_then(|r| registered(r, snapshot))
                 {
-                    return Some(id);
+                    return Some((id, false));
                 }
             }
         }
         values[1..count].iter().flatten().find_map(|v| {
-            route_from_session_id(v, self.separator).and_then(|r| registered(r, snapshot))
+            route_from_session_id(v, self.separator)
+                .and_then(|r| registered(r, snapshot))
+                .map(|id| (id, false))
         })
     }
 }
@@ -109,9 +117,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let carried = {
+        let (carried, resign) = {
             let snapshot = self.registry.load();
-            self.config.route_of(&req, &snapshot)
+            match self.config.route_and_age(&req, &snapshot) {
+                Some((id, old_key)) => (Some(id), old_key),
+                None => (None, false),
+            }
         };
         if let Some(id) = &carried {
             let pin = PinnedRoute::new(id.clone());
@@ -127,6 +138,7 @@ where
         ResponseFuture::new(
             self.inner.call(req),
             carried,
+            resign,
             tls,
             self.registry.clone(),
             self.config.clone(),

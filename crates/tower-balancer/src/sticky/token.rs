@@ -132,7 +132,8 @@ struct Entry {
 /// and a new session gets a ready-made `Set-Cookie` header.
 struct Table {
     version: u64,
-    by_token: HashMap<Box<str>, MemberId>,
+    /// Token → member, and whether an older key (not the first) signed it.
+    by_token: HashMap<Box<str>, (MemberId, bool)>,
     by_member: HashMap<MemberId, Entry>,
 }
 
@@ -212,10 +213,11 @@ impl RouteCodec {
                 continue;
             };
             if self.keys.is_some() {
-                by_token.insert(Box::from(&*entry.value), id.clone());
                 for key in extra_keys {
-                    by_token.insert(RouteKeys::token_with(key, id).into(), id.clone());
+                    by_token.insert(RouteKeys::token_with(key, id).into(), (id.clone(), true));
                 }
+                // last, so a key listed twice counts as the current one
+                by_token.insert(Box::from(&*entry.value), (id.clone(), false));
             }
             by_member.insert(id.clone(), entry);
         }
@@ -228,8 +230,9 @@ impl RouteCodec {
         table
     }
 
-    /// The member a signed token names, if it is a valid token of a registered member.
-    pub(crate) fn decode(&self, token: &str, snapshot: &Snapshot) -> Option<MemberId> {
+    /// The member a signed token names, if it is a valid token of a registered member, and
+    /// whether an older key signed it (so the cookie is worth signing again).
+    pub(crate) fn decode(&self, token: &str, snapshot: &Snapshot) -> Option<(MemberId, bool)> {
         if self.keys.is_none() || token.len() != TOKEN_BYTES / 3 * 4 {
             return None;
         }
