@@ -67,6 +67,10 @@
 //! | `/etc/hosts` entry for the member's name | `balancer.member.resolve` |
 //! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `balancer.health.method`, `.uri`, `.interval`, `.passes`, `.fails`, `.expect` / `.body_contains` |
 //! | `<Location /balancer-manager> SetHandler balancer-manager` | `manager.listen` (its own port; keep it on loopback or behind authentication) |
+//! | (no Apache equivalent) a signing key list for several instances | `balancer.cookie_key_files` (first signs, all accepted) |
+//! | (ours) consistent hashing of a header | `balancer.lbmethod = "maglev"` or `"ringhash"`, `balancer.hash_key` |
+//! | (ours) members from a watched file | `balancer.members_file`, `balancer.members_poll`, `balancer.drain` |
+//! | (nginx `resolve`, HAProxy `server-template`) members from DNS | `[balancer.dns]`: `name` + `port`, or `srv`; `scheme`, `name_servers`, `ttl_floor`, `ttl_ceiling`, `remove_after`, `max_members`, `id_prefix` |
 //!
 //! Relative file names are taken from the configuration file's directory. A mistake is
 //! reported with the file, line and key:
