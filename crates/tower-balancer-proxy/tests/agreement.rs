@@ -21,14 +21,19 @@ use tower_balancer_proxy::config::BalancerConfig;
 
 type Http = Client<HttpConnector, Empty<Bytes>>;
 
-/// A member that answers with its name.
+/// A member that answers with its name (after `delay`).
 async fn member(name: &'static str) -> SocketAddr {
+    slow_member(name, Duration::ZERO).await
+}
+
+async fn slow_member(name: &'static str, delay: Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let svc = service_fn(move |_: Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
                 });
                 let b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -244,6 +249,33 @@ async fn rotating_the_signing_key_loses_no_session() {
     assert_eq!(
         lost, 0,
         "session requests that left their member during the rotation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaving_the_file_finishes_its_requests_in_flight() {
+    let dir = tempdir();
+    std::fs::write(dir.join("k1.key"), [7u8; 32]).unwrap();
+    let slow = slow_member("slow", Duration::from_millis(800)).await;
+    let other = member("other").await;
+    write_members(&dir.join("members.toml"), &[("slow", slow)]);
+    let lb = instance(&dir, &["k1"]).await;
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { get(&client, lb, None, None).await.0 })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // the file now names only the other member; a broken rewrite in between changes nothing
+    std::fs::write(dir.join("members.toml"), "[[member]]\nurl = \"http://").unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    write_members(&dir.join("members.toml"), &[("other", other)]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(&client, lb, None, None).await.0, "other");
+    assert_eq!(
+        in_flight.await.unwrap(),
+        "slow",
+        "the request in flight finished on its member"
     );
 }
 

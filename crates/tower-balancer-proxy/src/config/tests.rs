@@ -147,3 +147,45 @@ fn stickysession_splits_cookie_and_parameter() {
     assert_eq!(c, ["SESSION"]);
     assert_eq!(p, ["SESSION"]);
 }
+
+#[test]
+fn scale_out_keys_are_checked() {
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"wso2.com\"\n[balancer]\nname = \"b\"\n";
+    let e = err(&format!(
+        "{base}lbmethod = \"maglev\"\n[[balancer.member]]\nurl = \"http://a\"\nroute = \"n\"\n"
+    ));
+    assert_eq!(e.key(), Some("balancer.lbmethod"), "{e}");
+    let e = err(&format!("{base}lbmethod = \"ringhash\"\nhash_key = \"x user\"\n[[balancer.member]]\nurl = \"http://a\"\nroute = \"n\"\n"));
+    assert_eq!(
+        (e.line(), e.key()),
+        (Some(7), Some("balancer.hash_key")),
+        "{e}"
+    );
+    let e = err(&format!("{base}cookie_key_file = \"a\"\ncookie_key_files = [\"b\"]\n[[balancer.member]]\nurl = \"http://a\"\nroute = \"n\"\n"));
+    assert_eq!(e.key(), Some("balancer.cookie_key_file"), "{e}");
+    let e = err(&format!(
+        "{base}[balancer.dns]\nname = \"svc.test\"\nsrv = \"_http._tcp.svc.test\"\n"
+    ));
+    assert_eq!(e.key(), Some("balancer.dns"), "{e}");
+    let e = err(&format!("{base}[balancer.dns]\nname = \"svc.test\"\n"));
+    assert!(e.to_string().contains("`name` and `port`"), "{e}");
+    // members only from DNS: no inline members needed
+    let c = BalancerConfig::from_toml(
+        &format!("{base}[balancer.dns]\nsrv = \"_http._tcp.svc.test\"\nname_servers = [\"127.0.0.1:5353\"]\n"),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert!(c.build().unwrap().registry().load().is_empty());
+    // a members file that is missing is an error at build, naming that file
+    let c = BalancerConfig::from_toml(
+        &format!("{base}members_file = \"no-such-members.toml\"\n"),
+        Path::new("/nonexistent/lb.toml"),
+    )
+    .unwrap();
+    let e = c.build().unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/no-such-members.toml: cannot read"),
+        "{e}"
+    );
+}
