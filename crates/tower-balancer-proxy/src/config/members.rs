@@ -45,7 +45,28 @@ struct MembersToml {
     members: Vec<MemberSection>,
 }
 
-/// A members file, watched for changes. See the [module docs](self).
+/// A members file, watched for changes.
+///
+/// The file uses the member syntax of the balancer's own configuration file, so a member
+/// moves from one to the other unchanged:
+///
+/// ```toml
+/// [[member]]
+/// url = "https://abc.com:9443"
+/// route = "node1"
+/// loadfactor = 2
+///
+/// [[member]]
+/// url = "https://xyz.com:9444"
+/// route = "node2"
+/// status = "+H"
+/// ```
+///
+/// It is checked for changes every poll interval (default 1 s). A file that is unreadable,
+/// invalid, half-written or names no member changes nothing: the last good membership stays,
+/// and the error, with its line and key, is logged once per change. A member whose route
+/// leaves the file drains for the drain period before it is removed; requests in flight to it
+/// finish either way. Write the file by renaming a complete temporary file over it.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
