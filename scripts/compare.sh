@@ -84,12 +84,14 @@ haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 cargo build -q --release -p tower-balancer-proxy --example lb_bench
 LB=./target/release/examples/lb_bench
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
-$LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 >/dev/null &
+$LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 >"$RUNDIR/ours.out" &
 echo $! >"$RUNDIR/ours.pid"
 $LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 \
   --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
 echo $! >"$RUNDIR/ourstls.pid"
 sleep 1.5
+# the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)
+OURS_COOKIE="$(grep -m1 '^ROUTEID=' "$RUNDIR/ours.out")"
 
 # name url [cookie]
 TARGETS=(
@@ -97,7 +99,7 @@ TARGETS=(
   "haproxy http://127.0.0.1:8083/"
   "ours http://127.0.0.1:8091/"
   "haproxy-cookie http://127.0.0.1:8083/ ROUTEID=node1"
-  "ours-cookie http://127.0.0.1:8091/ ROUTEID=.node1"
+  "ours-cookie http://127.0.0.1:8091/ $OURS_COOKIE"
   "nginx-tls https://127.0.0.1:8442/"
   "haproxy-tls https://127.0.0.1:8444/"
   "ours-tls https://127.0.0.1:8443/"

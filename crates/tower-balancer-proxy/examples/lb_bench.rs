@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `--cert FILE --key FILE` puts TLS in front (PEM). `--sticky` adds the sticky and failover
-//! layers in front of balance (the whole stack; `ROUTEID=.node1` pins to node1). It stops by itself after `--seconds`
+//! layers in front of balance (the whole stack, with a fixed signing key so that every worker
+//! decodes the same cookies; the `ROUTEID` value that pins to node1 is printed at start). It stops by itself after `--seconds`
 //! (default 60). `--per-core` runs one single-threaded
 //! runtime per thread, each with its own listener (`SO_REUSEPORT`) and connection pool, as
 //! nginx runs its workers; without it, `--threads` above 1 is one multi-threaded runtime.
@@ -19,7 +20,7 @@ use tower::ServiceBuilder;
 use tower_balancer::balance::BalanceLayer;
 use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
-use tower_balancer::sticky::{StickyConfig, StickyLayer};
+use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyLayer};
 use tower_balancer::strategy::RoundRobin;
 use tower_balancer_proxy::forward::ForwardConfig;
 use tower_balancer_proxy::serve::{server_tls_from_pem, ServeConfig, Server};
@@ -62,6 +63,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             MemberId::new(format!("node{}", i + 1))?,
             format!("http://{m}").parse()?,
         ))?;
+    }
+    if sticky {
+        println!("ROUTEID={}", bench_keys()?.token(&MemberId::new("node1")?));
     }
     println!(
         "lb_bench on {listen}, {threads} thread(s){}, for {seconds} s",
@@ -123,7 +127,11 @@ async fn serve(
     let balance = BalanceLayer::new(registry.clone(), RoundRobin::new());
     if sticky {
         // the whole stack, as is_cluster runs it
-        let config = StickyConfig::builder().build().map_err(|e| e.to_string())?;
+        let keys = bench_keys().map_err(|e| e.to_string())?;
+        let config = StickyConfig::builder()
+            .signed(keys)
+            .build()
+            .map_err(|e| e.to_string())?;
         let stack = ServiceBuilder::new()
             .layer(StickyLayer::new(registry.clone(), config))
             .layer(FailoverLayer::new(
@@ -140,4 +148,10 @@ async fn serve(
         server.serve(stack, stop).await
     }
     .map_err(|e| e.to_string())
+}
+
+/// A fixed key, so every worker (and the script that sends the cookie) agrees; a real
+/// deployment reads its keys from a secret store.
+fn bench_keys() -> Result<RouteKeys, tower_balancer::sticky::KeyError> {
+    RouteKeys::new(&[[0x5a_u8; 32]])
 }
