@@ -153,4 +153,6 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     printf "ratio ours / HAProxy, sticky cookie sent:              %.2f\n", mean["ours-cookie"] / mean["haproxy-cookie"]
     bt = (mean["nginx-tls"] > mean["haproxy-tls"]) ? mean["nginx-tls"] : mean["haproxy-tls"]
     printf "ratio ours / best of nginx and HAProxy, TLS front:    %.2f\n", mean["ours-tls"] / bt
+    printf "ratio ours / nginx:   plain %.2f  TLS %.2f\n", mean["ours"] / mean["nginx"], mean["ours-tls"] / mean["nginx-tls"]
+    printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
   }' "$RUNDIR/results"
