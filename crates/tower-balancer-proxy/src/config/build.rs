@@ -8,7 +8,6 @@ use std::time::Duration;
 use http::HeaderName;
 use toml::Spanned;
 use tower_balancer::balance::FailureStatuses;
-use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HttpProbe, ProbeSettings};
 use tower_balancer::registry::{MemberSpec, Registry};
@@ -16,8 +15,6 @@ use tower_balancer::sticky::{RouteKeys, StickyConfig};
 
 use super::error::ConfigError;
 use super::file::{check_route, FileConfig, LbMethod};
-use super::members::MembersFile;
-use super::run::DiscoveryPlan;
 use super::run::{Balancer, ProbeKind, PublicUrl};
 use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, UpstreamTls};
@@ -25,8 +22,22 @@ use crate::hygiene::{Forwarding, TrustedProxies};
 use crate::manager::ManagerInfo;
 use crate::serve::{server_tls_from_pem, ServeConfig};
 
+/// Parses `text` (read from `path`) as `T`; an error names the line and the dotted key.
+pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::at(path, text, inner.span(), Some(key), inner.message())
+    })
+}
+
 /// No value to point at: the line is found from the key.
-const NO_SPAN: Option<&Spanned<()>> = None;
+pub(super) const NO_SPAN: Option<&Spanned<()>> = None;
 
 /// Where `key` (`balancer.health.expect`) is written in `text`: its line under its table's
 /// header, or the header itself. Only for errors about values read without a span.
@@ -63,7 +74,7 @@ fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
 /// adjust with [`file_mut`](Self::file_mut), then [`build`](Self::build).
 #[derive(Debug, Clone)]
 pub struct BalancerConfig {
-    file: FileConfig,
+    pub(super) file: FileConfig,
     path: PathBuf,
     text: String,
 }
@@ -86,13 +97,7 @@ impl BalancerConfig {
     /// # Errors
     /// A [`ConfigError`] naming `path`, the line and the key.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
-        let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            ConfigError::at(path, text, inner.span(), Some(key), inner.message())
-        })?;
+        let file: FileConfig = parse_toml(text, path)?;
         let config = Self {
             file,
             path: path.to_path_buf(),
@@ -197,7 +202,12 @@ impl BalancerConfig {
         Ok(())
     }
 
-    fn err<T>(&self, at: Option<&Spanned<T>>, key: &str, msg: impl Into<String>) -> ConfigError {
+    pub(super) fn err<T>(
+        &self,
+        at: Option<&Spanned<T>>,
+        key: &str,
+        msg: impl Into<String>,
+    ) -> ConfigError {
         let span = at.map(Spanned::span).or_else(|| find_key(&self.text, key));
         ConfigError::at(&self.path, &self.text, span, Some(key.to_owned()), msg)
     }
@@ -214,7 +224,7 @@ impl BalancerConfig {
         })
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
+    pub(super) fn resolve(&self, p: &Path) -> PathBuf {
         match self.path.parent() {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p.to_path_buf(),
@@ -398,67 +408,6 @@ impl BalancerConfig {
         builder
             .build()
             .map_err(|e| self.err(NO_SPAN, "balancer.stickysession", e.to_string()))
-    }
-
-    /// Reads the members file (its members are in the registry from the start) and prepares
-    /// the discovery sources that run beside the balancer.
-    fn discovery(&self, registry: &Registry) -> Result<DiscoveryPlan, ConfigError> {
-        let b = &self.file.balancer;
-        let mut plan = DiscoveryPlan {
-            drain: b.drain.unwrap_or(Duration::from_secs(30)),
-            ..DiscoveryPlan::default()
-        };
-        if let Some(p) = &b.members_file {
-            let mut file = MembersFile::new(self.resolve(p.get_ref()));
-            if let Some(t) = b.members_poll {
-                file = file.poll_interval(t);
-            }
-            for spec in file.read()? {
-                let id = spec.id().clone();
-                registry.insert(spec).map_err(|_| {
-                    self.err(
-                        Some(p),
-                        "balancer.members_file",
-                        format!("route `{id}` is in the members file and in this file"),
-                    )
-                })?;
-            }
-            plan.file = Some(file);
-        }
-        if let Some(d) = &b.dns {
-            let mut dns = match (&d.srv, &d.name, d.port) {
-                (Some(srv), _, _) => DnsDiscovery::srv(srv.as_str()),
-                (None, Some(name), Some(port)) => DnsDiscovery::addresses(name.as_str(), port),
-                _ => {
-                    return Err(self.err(
-                        NO_SPAN,
-                        "balancer.dns",
-                        "give `name` and `port`, or `srv`",
-                    ))
-                }
-            };
-            dns = dns
-                .scheme(d.scheme.as_str())
-                .id_prefix(d.id_prefix.as_str())
-                .name_servers(d.name_servers.iter().copied());
-            if let Some(t) = d.ttl_floor {
-                dns = dns.ttl_floor(t);
-            }
-            if let Some(t) = d.ttl_ceiling {
-                dns = dns.ttl_ceiling(t);
-            }
-            if let Some(t) = d.remove_after {
-                dns = dns.remove_after(t);
-            }
-            if let Some(n) = d.max_members {
-                dns = dns.max_members(n);
-            }
-            plan.dns = Some(
-                dns.build()
-                    .map_err(|e| self.err(NO_SPAN, "balancer.dns", e.to_string()))?,
-            );
-        }
-        Ok(plan)
     }
 
     fn failover(&self) -> FailoverConfig {

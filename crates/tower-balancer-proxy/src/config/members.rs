@@ -35,6 +35,7 @@ use serde::Deserialize;
 use tower::discover::Change;
 use tower_balancer::registry::{Discovery, MemberId, MemberSpec, Registry};
 
+use super::build::parse_toml;
 use super::error::ConfigError;
 use super::file::{check_route, MemberSection};
 
@@ -218,13 +219,7 @@ impl Watch {
 
 /// The members `text` names, checked as the balancer's own file checks them.
 fn parse(text: &str, path: &Path) -> Result<Vec<MemberSpec>, ConfigError> {
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
-    let file: MembersToml = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        ConfigError::at(path, text, inner.span(), Some(key), inner.message())
-    })?;
+    let file: MembersToml = parse_toml(text, path)?;
     if file.members.is_empty() {
         return Err(ConfigError::file(
             path,

@@ -102,6 +102,7 @@
 //! ```
 
 mod build;
+mod discovery;
 mod error;
 mod file;
 mod members;

@@ -1,0 +1,74 @@
+//! The discovery sources a balancer file names: a members file and DNS.
+
+use std::time::Duration;
+
+use tower_balancer::discovery::DnsDiscovery;
+use tower_balancer::registry::Registry;
+
+use super::build::{BalancerConfig, NO_SPAN};
+use super::error::ConfigError;
+use super::members::MembersFile;
+use super::run::DiscoveryPlan;
+
+impl BalancerConfig {
+    /// Reads the members file (its members are in the registry from the start) and prepares
+    /// the discovery sources that run beside the balancer.
+    pub(super) fn discovery(&self, registry: &Registry) -> Result<DiscoveryPlan, ConfigError> {
+        let b = &self.file.balancer;
+        let mut plan = DiscoveryPlan {
+            drain: b.drain.unwrap_or(Duration::from_secs(30)),
+            ..DiscoveryPlan::default()
+        };
+        if let Some(p) = &b.members_file {
+            let mut file = MembersFile::new(self.resolve(p.get_ref()));
+            if let Some(t) = b.members_poll {
+                file = file.poll_interval(t);
+            }
+            for spec in file.read()? {
+                let id = spec.id().clone();
+                registry.insert(spec).map_err(|_| {
+                    self.err(
+                        Some(p),
+                        "balancer.members_file",
+                        format!("route `{id}` is in the members file and in this file"),
+                    )
+                })?;
+            }
+            plan.file = Some(file);
+        }
+        if let Some(d) = &b.dns {
+            let mut dns = match (&d.srv, &d.name, d.port) {
+                (Some(srv), _, _) => DnsDiscovery::srv(srv.as_str()),
+                (None, Some(name), Some(port)) => DnsDiscovery::addresses(name.as_str(), port),
+                _ => {
+                    return Err(self.err(
+                        NO_SPAN,
+                        "balancer.dns",
+                        "give `name` and `port`, or `srv`",
+                    ))
+                }
+            };
+            dns = dns
+                .scheme(d.scheme.as_str())
+                .id_prefix(d.id_prefix.as_str())
+                .name_servers(d.name_servers.iter().copied());
+            if let Some(t) = d.ttl_floor {
+                dns = dns.ttl_floor(t);
+            }
+            if let Some(t) = d.ttl_ceiling {
+                dns = dns.ttl_ceiling(t);
+            }
+            if let Some(t) = d.remove_after {
+                dns = dns.remove_after(t);
+            }
+            if let Some(n) = d.max_members {
+                dns = dns.max_members(n);
+            }
+            plan.dns = Some(
+                dns.build()
+                    .map_err(|e| self.err(NO_SPAN, "balancer.dns", e.to_string()))?,
+            );
+        }
+        Ok(plan)
+    }
+}
