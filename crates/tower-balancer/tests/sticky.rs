@@ -177,14 +177,22 @@ async fn rotated_keys_keep_old_cookies_working() {
         .build()
         .unwrap();
     let mut new = stack(&r, rotated);
+    // an old-key cookie is honoured, and signed again with the new key on the way back
+    let (served, resigned, _) = send(&mut new, get(cookie.as_deref(), "/")).await;
+    assert_eq!(served, first);
+    let resigned = resigned.expect("an old-key cookie is signed again with the first key");
+    assert_ne!(Some(&resigned), cookie.as_ref());
     for _ in 0..5 {
-        let (served, _, _) = send(&mut new, get(cookie.as_deref(), "/")).await;
+        let (served, set, _) = send(&mut new, get(Some(&resigned), "/")).await;
         assert_eq!(served, first);
+        assert_eq!(set, None, "a current-key cookie is not set again");
     }
-    // a balancer that dropped the old key no longer honours it
+    // a balancer that dropped the old key no longer honours the old cookie, but does the new
     let mut dropped = stack(&r, StickyConfig::builder().signed(keys(2)).build().unwrap());
     let (_, set, _) = send(&mut dropped, get(cookie.as_deref(), "/")).await;
     assert!(set.is_some());
+    let (served, set, _) = send(&mut dropped, get(Some(&resigned), "/")).await;
+    assert_eq!((served, set), (first, None));
 }
 
 #[tokio::test]
