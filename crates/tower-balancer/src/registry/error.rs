@@ -1,6 +1,7 @@
 //! Errors from changing the registry.
 
-use super::member::{MemberId, MAX_ID_LEN, MAX_WEIGHT};
+use super::id::{MemberId, MAX_ID_LEN};
+use super::member::MAX_WEIGHT;
 
 /// A registry change that was refused; the registry is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,6 +15,7 @@ mod batch;
 mod discover;
 mod error;
 mod handle;
+mod id;
 mod member;
 mod snapshot;
 mod stats;
@@ -24,9 +25,8 @@ pub use batch::Batch;
 pub use discover::{Discovery, DiscoveryReport};
 pub use error::RegistryError;
 pub use handle::{Changes, Registry, RegistryClosed, SnapshotGuard, DEFAULT_PANIC_THRESHOLD};
-pub use member::{
-    AdminState, Health, HealthSource, Member, MemberId, MemberSpec, MAX_ID_LEN, MAX_WEIGHT,
-};
+pub use id::{MemberId, MAX_ID_LEN};
+pub use member::{AdminState, Health, HealthSource, Member, MemberSpec, MAX_WEIGHT};
 pub use snapshot::{Snapshot, Tier};
 pub(crate) use stats::decay_factor as stats_decay_factor;
 pub use stats::{InFlight, MemberStats, RegistryLoad, StatsView, EWMA_DECAY};
