@@ -67,6 +67,15 @@ pub(crate) struct DiscoveryPlan {
 #[derive(Debug)]
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Runs `task` until it ends or the handle is dropped.
+    fn spawn<F: Future + Send + 'static>(task: F) -> Self {
+        Self(tokio::spawn(async move {
+            task.await;
+        }))
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -228,16 +237,10 @@ impl Balancer {
         let mut discovery = Vec::new();
         let drain = self.discovery.drain;
         if let Some(file) = self.discovery.file.take() {
-            let run = file.run(&self.registry, drain);
-            discovery.push(AbortOnDrop(tokio::spawn(async move {
-                run.await;
-            })));
+            discovery.push(AbortOnDrop::spawn(file.run(&self.registry, drain)));
         }
         if let Some(dns) = self.discovery.dns.take() {
-            let run = dns.run(&self.registry, drain);
-            discovery.push(AbortOnDrop(tokio::spawn(async move {
-                run.await;
-            })));
+            discovery.push(AbortOnDrop::spawn(dns.run(&self.registry, drain)));
         }
         Ok(Bound {
             balancer: self,

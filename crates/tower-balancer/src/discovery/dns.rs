@@ -33,6 +33,9 @@ pub enum DnsError {
     /// The system resolver configuration (`/etc/resolv.conf`) could not be read.
     #[error("cannot read the system resolver configuration: {0}; give name servers explicitly")]
     SystemConfig(String),
+    /// The resolver could not be made from the settings.
+    #[error("cannot set up the DNS resolver: {0}")]
+    Resolver(String),
     /// The scheme is not `http` or `https`.
     #[error("member scheme `{0}` is not http or https")]
     Scheme(String),
@@ -191,21 +194,18 @@ impl DnsDiscovery {
     async fn lookup(&self) -> Result<(Vec<Found>, Duration), String> {
         let s = &self.settings;
         let (scheme, prefix) = (s.scheme.as_str(), s.prefix.as_str());
-        match &s.query {
+        let (found, valid_until) = match &s.query {
             DnsQuery::Addresses { name, port } => {
                 let answer = self
                     .resolver
                     .lookup_ip(name.as_str())
                     .await
                     .map_err(|e| e.to_string())?;
-                let ttl = answer
-                    .valid_until()
-                    .saturating_duration_since(std::time::Instant::now());
                 let found = answer
                     .iter()
                     .filter_map(|ip| Found::address(prefix, scheme, ip, *port))
                     .collect();
-                Ok((found, ttl))
+                (found, answer.valid_until())
             }
             DnsQuery::Srv { name } => {
                 let answer = self
@@ -213,9 +213,6 @@ impl DnsDiscovery {
                     .lookup(name.as_str(), RecordType::SRV)
                     .await
                     .map_err(|e| e.to_string())?;
-                let ttl = answer
-                    .valid_until()
-                    .saturating_duration_since(std::time::Instant::now());
                 let found = answer
                     .answers()
                     .iter()
@@ -231,9 +228,13 @@ impl DnsDiscovery {
                         _ => None,
                     })
                     .collect();
-                Ok((found, ttl))
+                (found, answer.valid_until())
             }
-        }
+        };
+        Ok((
+            found,
+            valid_until.saturating_duration_since(std::time::Instant::now()),
+        ))
     }
 }
 
@@ -355,7 +356,8 @@ impl DnsDiscoveryBuilder {
     /// Makes the source. Needs no runtime; resolving starts when its stream is polled.
     ///
     /// # Errors
-    /// [`DnsError::Scheme`], [`DnsError::Settings`], or [`DnsError::SystemConfig`] when no
+    /// [`DnsError::Scheme`], [`DnsError::Settings`], [`DnsError::Resolver`], or
+    /// [`DnsError::SystemConfig`] when no
     /// name servers were given and the system's cannot be read.
     pub fn build(self) -> Result<DnsDiscovery, DnsError> {
         if self.scheme != "http" && self.scheme != "https" {
@@ -403,7 +405,7 @@ impl DnsDiscoveryBuilder {
         let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
-            .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
+            .map_err(|e| DnsError::Resolver(e.to_string()))?;
         Ok(DnsDiscovery {
             resolver,
             settings: self,

@@ -80,10 +80,8 @@ where
         {
             res.headers_mut().append(SET_COOKIE, v);
         }
-        if same {
-            return Poll::Ready(Ok(res));
-        }
-        if let Some(from) = this.carried.take() {
+        // a re-signed cookie names the same member: no route change to report
+        if let Some(from) = this.carried.take().filter(|_| !same) {
             tracing::debug!(from = %from, to = %served, "sticky route changed");
             res.extensions_mut()
                 .insert(RouteChanged { from, to: served });
