@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::ext::Protocol;
@@ -99,15 +100,7 @@ impl Shared {
             // the client sets Host from the member's URI
             headers.remove(header::HOST);
         }
-        let base = endpoint.path().trim_end_matches('/');
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut uri = Uri::builder().path_and_query(format!("{base}{pq}"));
-        if let (Some(s), Some(a)) = (endpoint.scheme(), endpoint.authority()) {
-            uri = uri.scheme(s.clone()).authority(a.clone());
-        }
-        *req.uri_mut() = uri
-            .build()
-            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+        *req.uri_mut() = member_uri(endpoint, req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         Ok(())
     }
@@ -124,6 +117,27 @@ impl Shared {
             );
         }
     }
+}
+
+/// The request's path and query under the member's base path, on the member's origin.
+fn member_uri(endpoint: &Uri, uri: &Uri) -> Result<Uri, UpstreamError> {
+    let base = endpoint.path().trim_end_matches('/');
+    let pq = match uri.path_and_query() {
+        // a member at its root (the usual case): the path is shared, not copied
+        Some(pq) if base.is_empty() => pq.clone(),
+        pq => {
+            let pq = pq.map_or("/", PathAndQuery::as_str);
+            PathAndQuery::try_from(format!("{base}{pq}"))
+                .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?
+        }
+    };
+    let mut parts = http::uri::Parts::default();
+    if let (Some(s), Some(a)) = (endpoint.scheme(), endpoint.authority()) {
+        parts.scheme = Some(s.clone());
+        parts.authority = Some(a.clone());
+    }
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))
 }
 
 /// An HTTP/2 extended CONNECT for WebSocket (RFC 8441).

@@ -40,44 +40,86 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    // names listed in Connection (any number of Connection headers, comma separated)
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let wants_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    for name in named {
-        if upgrading && name == header::UPGRADE {
-            continue;
+    // One pass over the names, no hashing: which of ours are present (most requests carry
+    // none, most responses only `Connection: keep-alive`). Only those are then removed.
+    let mut present = 0_u16;
+    let mut close_header = false;
+    for name in headers.keys() {
+        if let Some(i) = ALWAYS.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name.as_str() == "close" {
+            close_header = true;
         }
-        headers.remove(&name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::TE);
-    if wants_trailers {
-        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+    if present != 0 {
+        let wants_trailers = present & bit(&header::TE) != 0
+            && headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| {
+                    t.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
+        if present & bit(&header::CONNECTION) != 0 {
+            remove_named(headers, close_header);
+        }
+        for (i, name) in ALWAYS.iter().enumerate() {
+            let keep = upgrading && *name == header::UPGRADE;
+            if present & (1 << i) != 0 && !keep {
+                headers.remove(name);
+            }
+        }
+        if wants_trailers {
+            headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+        }
     }
     if upgrading {
         headers.insert(
             header::CONNECTION,
             http::HeaderValue::from_static("upgrade"),
         );
-    } else {
-        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Every header removed whatever `Connection` says: [`HOP_BY_HOP`], then `TE` (kept as
+/// `trailers` if asked for) and `Upgrade` (kept when upgrading).
+const ALWAYS: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::UPGRADE,
+];
+
+/// The bit of `name` in the presence mask of [`ALWAYS`].
+fn bit(name: &HeaderName) -> u16 {
+    ALWAYS.iter().position(|h| h == name).map_or(0, |i| 1 << i)
+}
+
+/// Removes the headers `Connection` names (any number of `Connection` lines, comma
+/// separated), but for names [`ALWAYS`] handles (so a named `Upgrade` stays on an upgrade)
+/// and `close` when no header is called that.
+fn remove_named(headers: &mut HeaderMap, close_header: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .filter(|t| close_header || !t.eq_ignore_ascii_case("close"))
+        .filter(|t| !ALWAYS.iter().any(|h| t.eq_ignore_ascii_case(h.as_str())))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
     }
 }
 
@@ -141,6 +183,87 @@ mod tests {
         assert_eq!(m["upgrade"], "websocket");
         assert_eq!(m["connection"], "upgrade");
         assert!(m.get("x-drop").is_none());
+    }
+
+    #[test]
+    fn the_presence_table_covers_every_hop_by_hop_header() {
+        assert_eq!(ALWAYS[..HOP_BY_HOP.len()], HOP_BY_HOP);
+        assert!(ALWAYS.contains(&header::TE) && ALWAYS.contains(&header::UPGRADE));
+    }
+
+    #[test]
+    fn a_header_called_close_goes_only_when_connection_names_it() {
+        let mut m = h(&[("connection", "close"), ("close", "1"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut m, false);
+        assert!(m.get("close").is_none());
+        let mut m = h(&[("connection", "x-a"), ("close", "1"), ("x-a", "2")]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(m["close"], "1");
+        assert!(m.get("x-a").is_none());
+    }
+
+    /// The rules written the slow, obvious way: the fast path must agree with it.
+    fn reference(headers: &mut HeaderMap, upgrading: bool) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        let wants_trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        for name in named {
+            if !(upgrading && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        headers.remove(header::TE);
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if upgrading {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        } else {
+            headers.remove(header::UPGRADE);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_rules(
+            lines in proptest::collection::vec((0_usize..16, 0_usize..12), 0..10),
+            upgrading: bool,
+        ) {
+            const NAMES: [&str; 16] = [
+                "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                "proxy-authorization", "trailer", "transfer-encoding", "te", "upgrade",
+                "close", "x-a", "x-b", "accept", "authorization", "x-forwarded-for", "host",
+            ];
+            const VALUES: [&str; 12] = [
+                "close", "keep-alive", "x-a", "X-B, close", "upgrade", "te, x-a",
+                "trailers", "deflate;q=0.5, trailers", "gzip", ", ,", "Keep-Alive, x-b", "1",
+            ];
+            let mut fast = HeaderMap::new();
+            for (n, v) in lines {
+                fast.append(HeaderName::from_static(NAMES[n]), HeaderValue::from_static(VALUES[v]));
+            }
+            let mut slow = fast.clone();
+            strip_hop_by_hop(&mut fast, upgrading);
+            reference(&mut slow, upgrading);
+            proptest::prop_assert_eq!(fast, slow);
+        }
     }
 
     #[test]
