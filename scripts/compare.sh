@@ -5,7 +5,10 @@
 # HAProxy's sticky cookie), on the same two nginx backends, with the same load
 # (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
 # without a sticky cookie sent by the client (nginx has none in its open-source build).
-# Prints req/s, p50, p99, peak RSS per balancer and the ratios of ours to the best other.
+# Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
+# /proc), peak RSS per balancer, and the ratios of ours to the best other.
+# Ours is built as a deployment would build it: `--profile perf` (fat LTO, one codegen unit)
+# with mimalloc as its allocator (nginx and HAProxy bring their own allocators too).
 # Usage: scripts/compare.sh [threads]   (bounded: about four minutes; stops everything it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,8 +84,8 @@ backend be
 CONF
 haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 
-cargo build -q --release -p tower-balancer-proxy --example lb_bench
-LB=./target/release/examples/lb_bench
+cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
+LB=./target/perf/examples/lb_bench
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
 $LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 >"$RUNDIR/ours.out" &
 echo $! >"$RUNDIR/ours.pid"
@@ -110,18 +113,42 @@ for t in "${TARGETS[@]}"; do
   wrk -t1 -c64 -d2s "$url" >/dev/null # warm up pools
 done
 
-run() { # name url [cookie] -> "name req/s p50 p99"
-  local out
+pidof_target() { # target name -> the balancer's pid file
+  case "$1" in
+    nginx*) echo "$RUNDIR/lbnginx.pid" ;;
+    haproxy*) echo "$RUNDIR/haproxy.pid" ;;
+    ours-tls) echo "$RUNDIR/ourstls.pid" ;;
+    ours*) echo "$RUNDIR/ours.pid" ;;
+  esac
+}
+cpu_ticks() { # pid -> "user sys" clock ticks of it and its children (nginx's workers)
+  local u=0 s=0 p a b
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
+run() { # name url [cookie] -> "name req/s p50 p99 user-µs/req sys-µs/req"
+  local out pid u1 s1 u2 s2
+  pid="$(cat "$(pidof_target "$1")")"
+  read -r u1 s1 < <(cpu_ticks "$pid")
   if [ -n "${3:-}" ]; then
     out="$(wrk -t1 -c64 -d8s --latency -H "Cookie: $3" "$2")"
   else
     out="$(wrk -t1 -c64 -d8s --latency "$2")"
   fi
-  local rps p50 p99
+  read -r u2 s2 < <(cpu_ticks "$pid")
+  local rps p50 p99 reqs hz
   rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
   p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  echo "$1 $rps $p50 $p99"
+  reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
+  hz="$(getconf CLK_TCK)"
+  # the balancer's own CPU time per request: what it costs, whatever the others on the
+  # machine take (req/s depends on them, this much less)
+  echo "$1 $rps $p50 $p99 $(awk -v u=$((u2 - u1)) -v s=$((s2 - s1)) -v n="$reqs" -v hz="$hz" \
+    'BEGIN { printf "%.1f %.1f", u * 1e6 / hz / n, s * 1e6 / hz / n }')"
 }
 {
   for round in 1 2; do
@@ -145,9 +172,10 @@ cargo build -q --release -p tower-balancer-proxy --example pool_memory
 ./target/release/examples/pool_memory --member 127.0.0.1:9763 --connections 500
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); worker threads: $THREADS"
-awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(/ms/, "", $4); p99[$1] = p99[$1] " " $4 } }
+awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(/ms/, "", $4); p99[$1] = p99[$1] " " $4 }
+        cu[$1] += $5; cs[$1] += $6 }
   END {
-    for (t in sum) { mean[t] = sum[t] / n[t]; printf "%-15s req/s runs:%s  mean %.0f  p99 ms:%s\n", t, runs[t], mean[t], p99[t] }
+    for (t in sum) { mean[t] = sum[t] / n[t]; printf "%-15s req/s runs:%s  mean %.0f  p99 ms:%s  CPU µs/request user %.1f sys %.1f\n", t, runs[t], mean[t], p99[t], cu[t] / n[t], cs[t] / n[t] }
     best = (mean["nginx"] > mean["haproxy"]) ? mean["nginx"] : mean["haproxy"]
     printf "ratio ours / best of nginx and HAProxy, plain:        %.2f\n", mean["ours"] / best
     printf "ratio ours / HAProxy, sticky cookie sent:              %.2f\n", mean["ours-cookie"] / mean["haproxy-cookie"]
