@@ -13,29 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need haproxy; then
-  apt-get update -qq && apt-get install -y -qq nginx-light wrk haproxy >/dev/null
-fi
-RUNDIR="$(mktemp -d)"
-cleanup() {
-  for pid in "$RUNDIR"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
-  rm -rf "$RUNDIR"
-}
-trap cleanup EXIT
-
-for n in 1 2; do
-  port=$((9762 + n))
-  cat >"$RUNDIR/backend$n.conf" <<CONF
-worker_processes 1;
-pid $RUNDIR/backend$n.pid;
-error_log $RUNDIR/backend$n.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$port; location / { add_header X-Node node$n; return 200 "node$n\n"; } } }
-CONF
-  nginx -c "$RUNDIR/backend$n.conf" -p "$RUNDIR"
-done
+# shellcheck source=scripts/backends.sh
+. scripts/backends.sh
+ensure_tools nginx:nginx-light wrk:wrk haproxy:haproxy
+start_backends
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
   -keyout "$RUNDIR/lb.key" -out "$RUNDIR/lb.crt" 2>/dev/null
 cat "$RUNDIR/lb.crt" "$RUNDIR/lb.key" >"$RUNDIR/lb.pem"

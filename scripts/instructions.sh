@@ -7,28 +7,10 @@
 # Usage: scripts/instructions.sh   (bounded: about a minute after the build; stops what it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need valgrind; then
-  apt-get update -qq && apt-get install -y -qq nginx-light wrk valgrind >/dev/null
-fi
-RUNDIR="$(mktemp -d)"
-cleanup() {
-  for pid in "$RUNDIR"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
-  rm -rf "$RUNDIR"
-}
-trap cleanup EXIT
-for n in 1 2; do
-  port=$((9762 + n))
-  cat >"$RUNDIR/backend$n.conf" <<CONF
-worker_processes 1;
-pid $RUNDIR/backend$n.pid;
-error_log $RUNDIR/backend$n.err;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$port; location / { add_header X-Node node$n; return 200 "node$n\n"; } } }
-CONF
-  nginx -c "$RUNDIR/backend$n.conf" -p "$RUNDIR"
-done
+# shellcheck source=scripts/backends.sh
+. scripts/backends.sh
+ensure_tools nginx:nginx-light wrk:wrk valgrind:valgrind
+start_backends
 cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
 LB=./target/perf/examples/lb_bench
 

@@ -1,0 +1,33 @@
+# Sourced by compare.sh and instructions.sh: installs what is missing from Debian's packages
+# (`ensure_tools CMD:PACKAGE ...`), makes a scratch directory whose started processes are
+# stopped on exit ($RUNDIR, every *.pid in it), and starts the two nginx members both
+# measure against (`start_backends`: 127.0.0.1:9763 and :9764, "node1\n" and "node2\n").
+need() { command -v "$1" >/dev/null 2>&1; }
+ensure_tools() {
+  local missing=() t
+  for t in "$@"; do need "${t%%:*}" || missing+=("${t#*:}"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+RUNDIR="$(mktemp -d)"
+cleanup() {
+  for pid in "$RUNDIR"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true; done
+  rm -rf "$RUNDIR"
+}
+trap cleanup EXIT
+start_backends() {
+  local n port
+  for n in 1 2; do
+    port=$((9762 + n))
+    cat >"$RUNDIR/backend$n.conf" <<CONF
+worker_processes 1;
+pid $RUNDIR/backend$n.pid;
+error_log $RUNDIR/backend$n.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; location / { add_header X-Node node$n; return 200 "node$n\n"; } } }
+CONF
+    nginx -c "$RUNDIR/backend$n.conf" -p "$RUNDIR"
+  done
+}
