@@ -188,7 +188,8 @@ impl Forwarding {
                 }
             }
             push_ip(&mut chain, client);
-            // (insert replaces every earlier X-Forwarded-For line) digits, hex, dots, colons, commas and spaces only
+            // `insert` replaces every X-Forwarded-For line the client sent; the value is
+            // digits, hex, dots, colons, commas and spaces only
             if let Ok(v) = HeaderValue::from_str(&chain) {
                 headers.insert(X_FORWARDED_FOR, v);
             }
