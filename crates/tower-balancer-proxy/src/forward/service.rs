@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use ring::rand::{SecureRandom, SystemRandom};
 use tower_balancer::balance::Picked;
 use tower_balancer::conn::{ClientAddr, ClientTls};
-use tower_balancer::registry::Registry;
+use tower_balancer::registry::{Member, Registry};
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
@@ -77,7 +77,7 @@ impl Shared {
     fn prepare<B>(
         &self,
         req: &mut Request<B>,
-        endpoint: &Uri,
+        member: &Member,
         upgrading: bool,
     ) -> Result<(), UpstreamError> {
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -92,15 +92,20 @@ impl Shared {
         if let Some(ip) = client {
             self.forwarding.apply(headers, ip, tls, host.as_ref());
         }
-        if self.preserve_host {
-            if let Some(h) = host {
+        match (self.preserve_host, host, member.host_header()) {
+            (true, Some(h), _) => {
                 headers.insert(header::HOST, h);
             }
-        } else {
-            // the client sets Host from the member's URI
-            headers.remove(header::HOST);
+            // the member's own name, made once when it joined
+            (false, _, Some(h)) => {
+                headers.insert(header::HOST, h.clone());
+            }
+            // (no authority: the client refuses the URI below and nothing is sent)
+            _ => {
+                headers.remove(header::HOST);
+            }
         }
-        *req.uri_mut() = member_uri(endpoint, req.uri())?;
+        *req.uri_mut() = member_uri(member.endpoint(), req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         Ok(())
     }
@@ -217,7 +222,7 @@ where
         } else {
             None
         };
-        if let Err(e) = self.shared.prepare(&mut req, member.endpoint(), upgrading) {
+        if let Err(e) = self.shared.prepare(&mut req, &member, upgrading) {
             return ResponseFuture::failed(e);
         }
         if extended {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use http::Uri;
+use http::{HeaderValue, Uri};
 
 use super::error::RegistryError;
 pub(super) use super::id::MemberId;
@@ -186,6 +186,19 @@ impl MemberSpec {
     }
 }
 
+/// `host[:port]` of `endpoint`, the port left out when it is the scheme's default.
+fn host_header(endpoint: &Uri) -> Option<HeaderValue> {
+    let host = endpoint.host()?;
+    let secure = matches!(endpoint.scheme_str(), Some("https" | "wss"));
+    let value = match endpoint.port_u16() {
+        Some(443) if secure => HeaderValue::from_str(host),
+        Some(80) if !secure => HeaderValue::from_str(host),
+        Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+        None => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
 /// Checks a weight against 1..=[`MAX_WEIGHT`].
 pub(crate) fn check_weight(id: &MemberId, weight: u32) -> Result<u32, RegistryError> {
     if (1..=MAX_WEIGHT).contains(&weight) {
@@ -204,6 +217,8 @@ pub struct Member {
     serial: u64,
     id: MemberId,
     endpoint: Uri,
+    /// `Host` for requests to the endpoint, made once (not per request).
+    host: Option<HeaderValue>,
     weight: AtomicU32,
     priority: AtomicU16,
     state: AtomicU8,
@@ -219,6 +234,7 @@ impl Member {
         Self {
             serial,
             id: spec.id,
+            host: host_header(&spec.endpoint),
             endpoint: spec.endpoint,
             weight: AtomicU32::new(spec.weight),
             priority: AtomicU16::new(spec.priority),
@@ -250,6 +266,14 @@ impl Member {
     #[must_use]
     pub fn endpoint(&self) -> &Uri {
         &self.endpoint
+    }
+
+    /// The `Host` a request to this member carries when the client's own is not passed on:
+    /// the endpoint's host, with its port unless it is the scheme's default (as HTTP clients
+    /// write it, RFC 9110 section 7.2). `None` for an endpoint without an authority.
+    #[must_use]
+    pub fn host_header(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
     /// The current weight.
@@ -376,5 +400,26 @@ mod tests {
         assert!(check_weight(&id, MAX_WEIGHT + 1).is_err());
         assert_eq!(check_weight(&id, 1).unwrap(), 1);
         assert_eq!(check_weight(&id, MAX_WEIGHT).unwrap(), MAX_WEIGHT);
+    }
+
+    #[test]
+    fn host_header_drops_only_the_default_port() {
+        let host =
+            |u: &str| host_header(&u.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://abc.com:9763/").as_deref(),
+            Some("abc.com:9763")
+        );
+        assert_eq!(host("http://abc.com:80").as_deref(), Some("abc.com"));
+        assert_eq!(host("https://xyz.com:443/is").as_deref(), Some("xyz.com"));
+        assert_eq!(host("https://xyz.com:80").as_deref(), Some("xyz.com:80"));
+        assert_eq!(host("http://abc.com:443").as_deref(), Some("abc.com:443"));
+        assert_eq!(host("https://xyz.com").as_deref(), Some("xyz.com"));
+        assert_eq!(host("http://[::1]:9763").as_deref(), Some("[::1]:9763"));
+        assert_eq!(
+            host("http://user@abc.com:8080").as_deref(),
+            Some("abc.com:8080")
+        );
+        assert_eq!(host("/relative"), None);
     }
 }
