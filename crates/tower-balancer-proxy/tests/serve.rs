@@ -329,3 +329,44 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_slow_answer_is_not() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_keep_alive_limit_counts_from_the_last_request_not_the_first() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        let config = ServeConfig::new().keep_alive_timeout(Duration::from_millis(400));
+        let (addr, _stop, _task) = balancer(&r, config).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        // three requests 250 ms apart: each within the limit of the one before, together
+        // longer than it; the idle timer armed after the first must not close the connection
+        for _ in 0..3 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+                "a request within the keep-alive limit was refused"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // 250 ms idle already; closed about 150 ms from now, counted from the last answer
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the idle connection was held open");
+        assert!(rest.is_empty());
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "closed early: {:?}",
+            start.elapsed()
+        );
+    })
+    .await
+    .unwrap();
+}

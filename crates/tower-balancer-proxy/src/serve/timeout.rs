@@ -175,6 +175,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
 
     /// Whether the connection is idle and the idle limit has passed: polls a timer that
     /// wakes the reader when it does.
+    ///
+    /// The timer is armed once and moved lazily: a busy connection leaves it where it is
+    /// (a wake-up from it is ignored), and when it fires early because there was activity
+    /// since, it is moved to the real deadline then. Re-arming it on every request cost a
+    /// timer-wheel registration and an allocation per request.
     fn idle_expired(&self, inner: &mut Inner<IO>, cx: &mut Context<'_>) -> bool {
         let p = &self.progress;
         if p.in_flight.load(Ordering::Relaxed) > 0
@@ -182,7 +187,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             || p.caught_mid_head()
         {
             // answering, tunnelling, or hyper's own header timer is running
-            inner.sleep = None;
             return false;
         }
         let limit = if p.heads.load(Ordering::Relaxed) == 0 {
@@ -194,10 +198,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         let sleep = inner
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() != deadline {
+        if sleep.deadline() > deadline {
+            // a shorter limit than the one armed (never later than the real deadline)
             sleep.as_mut().reset(deadline);
         }
-        sleep.as_mut().poll(cx).is_ready()
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if Instant::now() < deadline {
+            // fired at an older deadline; the connection was active since
+            sleep.as_mut().reset(deadline);
+            return sleep.as_mut().poll(cx).is_ready();
+        }
+        true
     }
 
     /// After hyper's header-read timeout: answers 408 and closes, if a request was caught
