@@ -5,6 +5,7 @@
 # HAProxy's sticky cookie), on the same two nginx backends, with the same load
 # (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
 # without a sticky cookie sent by the client (nginx has none in its open-source build).
+# Also examples/hyper_floor (hyper server + hyper-util client and nothing else), one thread.
 # Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
 # /proc), peak RSS per balancer, and the ratios of ours to the best other.
 # Ours is built as a deployment would build it: `--profile perf` (fat LTO, one codegen unit)
@@ -65,7 +66,7 @@ backend be
 CONF
 haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 
-cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
+cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor
 LB=./target/perf/examples/lb_bench
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
 $LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 >"$RUNDIR/ours.out" &
@@ -73,6 +74,9 @@ echo $! >"$RUNDIR/ours.pid"
 $LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 \
   --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
 echo $! >"$RUNDIR/ourstls.pid"
+# the floor under any hyper-based balancer (one thread: compared at --threads 1 only)
+./target/perf/examples/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 400 >/dev/null &
+echo $! >"$RUNDIR/floor.pid"
 sleep 1.5
 # the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)
 OURS_COOKIE="$(grep -m1 '^ROUTEID=' "$RUNDIR/ours.out")"
@@ -88,6 +92,7 @@ TARGETS=(
   "haproxy-tls https://127.0.0.1:8444/"
   "ours-tls https://127.0.0.1:8443/"
 )
+if [ "$THREADS" = 1 ]; then TARGETS+=("hyper-floor http://127.0.0.1:8092/"); fi
 for t in "${TARGETS[@]}"; do
   read -r _ url _ <<<"$t"
   curl -skf "$url" >/dev/null || { echo "no answer from $url" >&2; exit 1; }
@@ -100,6 +105,7 @@ pidof_target() { # target name -> the balancer's pid file
     haproxy*) echo "$RUNDIR/haproxy.pid" ;;
     ours-tls) echo "$RUNDIR/ourstls.pid" ;;
     ours*) echo "$RUNDIR/ours.pid" ;;
+    hyper-floor) echo "$RUNDIR/floor.pid" ;;
   esac
 }
 cpu_ticks() { # pid -> "user sys" clock ticks of it and its children (nginx's workers)
@@ -163,5 +169,6 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     bt = (mean["nginx-tls"] > mean["haproxy-tls"]) ? mean["nginx-tls"] : mean["haproxy-tls"]
     printf "ratio ours / best of nginx and HAProxy, TLS front:    %.2f\n", mean["ours-tls"] / bt
     printf "ratio ours / nginx:   plain %.2f  TLS %.2f\n", mean["ours"] / mean["nginx"], mean["ours-tls"] / mean["nginx-tls"]
+    if ("hyper-floor" in mean) printf "ratio hyper floor / nginx (hyper server + hyper-util client, nothing else): %.2f\n", mean["hyper-floor"] / mean["nginx"]
     printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
   }' "$RUNDIR/results"

@@ -1,33 +1,57 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, counted by callgrind: unlike req/s on a shared
 # machine, the count repeats run after run, so a change to the forwarding path can be judged
-# by it. Two nginx backends on loopback, examples/lb_bench (built with `--profile perf`, as
-# scripts/compare.sh builds it) under `valgrind --tool=callgrind`, wrk -t1 -c8 for 10 s,
-# plain and then the whole sticky stack with the route cookie sent.
-# Usage: scripts/instructions.sh   (bounded: about a minute after the build; stops what it started)
+# by it. Two nginx backends on loopback; under `valgrind --tool=callgrind`, in turn:
+# examples/lb_bench (built with `--profile perf`, as scripts/compare.sh builds it) plain and
+# with the whole sticky stack and its route cookie sent; examples/hyper_floor (hyper's server
+# and hyper-util's pooled client with nothing else: the floor under any hyper-based
+# balancer); and nginx with compare.sh's upstream config. wrk -t1 -c8 for 10 s each.
+# Usage: scripts/instructions.sh   (bounded: about two minutes after the build; stops what it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/backends.sh
 . scripts/backends.sh
 ensure_tools nginx:nginx-light wrk:wrk valgrind:valgrind
 start_backends
-cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
-LB=./target/perf/examples/lb_bench
+cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor
+MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
 
-count() { # name port [--sticky]
-  local name=$1 port=$2 sticky=${3:-}
-  valgrind --tool=callgrind --callgrind-out-file="$RUNDIR/cg.$port" \
-    $LB --listen 127.0.0.1:"$port" --member 127.0.0.1:9763 --member 127.0.0.1:9764 \
-    --threads 1 --per-core $sticky --seconds 16 >"$RUNDIR/out.$port" 2>/dev/null &
+count() { # name port cookie(yes|no) command... (the command stops by itself after 16 s)
+  local name=$1 port=$2 sticky=$3
+  shift 3
+  timeout -s QUIT 30 valgrind --tool=callgrind --callgrind-out-file="$RUNDIR/cg.$port" \
+    "$@" >"$RUNDIR/out.$port" 2>/dev/null &
   local pid=$!
   sleep 4
   local cookie=() reqs ir
-  if [ -n "$sticky" ]; then cookie=(-H "Cookie: $(grep -m1 '^ROUTEID=' "$RUNDIR/out.$port")"); fi
+  if [ "$sticky" = yes ]; then cookie=(-H "Cookie: $(grep -m1 '^ROUTEID=' "$RUNDIR/out.$port")"); fi
   reqs="$(wrk -t1 -c8 -d10s "${cookie[@]}" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')"
-  wait "$pid"
+  wait "$pid" || true
   ir="$(awk '/^(summary|totals):/ {print $2; exit}' "$RUNDIR/cg.$port")"
   echo "$name: $reqs requests, $ir instructions in all, $((ir / reqs)) per request"
 }
-count "plain (balance + forward)" 8181
-count "whole stack, route cookie sent" 8182 --sticky
+count "ours, plain (balance + forward)" 8181 no \
+  ./target/perf/examples/lb_bench --listen 127.0.0.1:8181 "${MEMBERS[@]}" --threads 1 --per-core --seconds 16
+count "ours, whole stack, route cookie sent" 8182 yes \
+  ./target/perf/examples/lb_bench --listen 127.0.0.1:8182 "${MEMBERS[@]}" --threads 1 --per-core --sticky --seconds 16
+count "hyper floor (hyper server + hyper-util client, nothing else)" 8183 no \
+  ./target/perf/examples/hyper_floor --listen 127.0.0.1:8183 "${MEMBERS[@]}" --seconds 16
+cat >"$RUNDIR/lb-nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $RUNDIR/lbnginx.pid;
+error_log $RUNDIR/lbnginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
+  server { listen 127.0.0.1:8184;
+    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+# nginx does not stop by itself: SIGQUIT (a graceful stop) after 16 s, as the others
+(sleep 16 && pkill -QUIT -f "nginx -c $RUNDIR/lb-nginx.conf" || true) &
+count "nginx (compare.sh's upstream config)" 8184 no nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
 echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); the start-up's instructions (under 1M) are included"
