@@ -5,7 +5,8 @@
 # HAProxy's sticky cookie), on the same two nginx backends, with the same load
 # (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
 # without a sticky cookie sent by the client (nginx has none in its open-source build).
-# Also examples/hyper_floor (hyper server + hyper-util client and nothing else), one thread.
+# Also ours with nginx's config ("ours-rr": balance + forward, round robin, no sticky layer),
+# and examples/hyper_floor (hyper server + hyper-util client and nothing else), one thread.
 # Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
 # /proc), peak RSS per balancer, and the ratios of ours to the best other.
 # Ours is built as a deployment would build it: `--profile perf` (fat LTO, one codegen unit)
@@ -74,6 +75,13 @@ echo $! >"$RUNDIR/ours.pid"
 $LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 \
   --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
 echo $! >"$RUNDIR/ourstls.pid"
+# nginx's config in ours: round robin and keep-alive, no sticky layer (nginx's open-source
+# build has none) and so no cookie set on every response
+$LB --listen 127.0.0.1:8093 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 400 >/dev/null &
+echo $! >"$RUNDIR/oursrr.pid"
+$LB --listen 127.0.0.1:8445 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 400 \
+  --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
+echo $! >"$RUNDIR/oursrrtls.pid"
 # the floor under any hyper-based balancer (one thread: compared at --threads 1 only)
 ./target/perf/examples/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 400 >/dev/null &
 echo $! >"$RUNDIR/floor.pid"
@@ -91,6 +99,8 @@ TARGETS=(
   "nginx-tls https://127.0.0.1:8442/"
   "haproxy-tls https://127.0.0.1:8444/"
   "ours-tls https://127.0.0.1:8443/"
+  "ours-rr http://127.0.0.1:8093/"
+  "ours-rr-tls https://127.0.0.1:8445/"
 )
 if [ "$THREADS" = 1 ]; then TARGETS+=("hyper-floor http://127.0.0.1:8092/"); fi
 for t in "${TARGETS[@]}"; do
@@ -104,6 +114,8 @@ pidof_target() { # target name -> the balancer's pid file
     nginx*) echo "$RUNDIR/lbnginx.pid" ;;
     haproxy*) echo "$RUNDIR/haproxy.pid" ;;
     ours-tls) echo "$RUNDIR/ourstls.pid" ;;
+    ours-rr) echo "$RUNDIR/oursrr.pid" ;;
+    ours-rr-tls) echo "$RUNDIR/oursrrtls.pid" ;;
     ours*) echo "$RUNDIR/ours.pid" ;;
     hyper-floor) echo "$RUNDIR/floor.pid" ;;
   esac
@@ -169,6 +181,7 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     bt = (mean["nginx-tls"] > mean["haproxy-tls"]) ? mean["nginx-tls"] : mean["haproxy-tls"]
     printf "ratio ours / best of nginx and HAProxy, TLS front:    %.2f\n", mean["ours-tls"] / bt
     printf "ratio ours / nginx:   plain %.2f  TLS %.2f\n", mean["ours"] / mean["nginx"], mean["ours-tls"] / mean["nginx-tls"]
+    printf "ratio ours with the nginx config (round robin, no sticky) / nginx:   plain %.2f  TLS %.2f\n", mean["ours-rr"] / mean["nginx"], mean["ours-rr-tls"] / mean["nginx-tls"]
     if ("hyper-floor" in mean) printf "ratio hyper floor / nginx (hyper server + hyper-util client, nothing else): %.2f\n", mean["hyper-floor"] / mean["nginx"]
     printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
   }' "$RUNDIR/results"
