@@ -1,7 +1,8 @@
 # Sourced by compare.sh and instructions.sh: installs what is missing from Debian's packages
 # (`ensure_tools CMD:PACKAGE ...`), makes a scratch directory whose started processes are
 # stopped on exit ($RUNDIR, every *.pid in it), and starts the two nginx members both
-# measure against (`start_backends`: 127.0.0.1:9763 and :9764, "node1\n" and "node2\n").
+# measure against (`start_backends`: 127.0.0.1:9763 and :9764, "node1\n" and "node2\n"),
+# and writes nginx as the balancer with the anchors' upstream config (`nginx_lb_conf`).
 need() { command -v "$1" >/dev/null 2>&1; }
 ensure_tools() {
   local missing=() t
@@ -31,3 +32,22 @@ CONF
     nginx -c "$RUNDIR/backend$n.conf" -p "$RUNDIR"
   done
 }
+# nginx_lb_conf WORKERS "extra top-level lines" "server blocks" -> the config on stdout:
+# round robin over the two members with keep-alive 64, as ../shared/anchors/lb-nginx.conf
+nginx_lb_conf() {
+  cat <<CONF
+worker_processes $1;
+$2
+pid $RUNDIR/lbnginx.pid;
+error_log $RUNDIR/lbnginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
+$3
+}
+CONF
+}
+# the location every nginx balancer server block uses
+NGINX_PROXY='location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; }'

@@ -23,21 +23,9 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
   -keyout "$RUNDIR/lb.key" -out "$RUNDIR/lb.crt" 2>/dev/null
 cat "$RUNDIR/lb.crt" "$RUNDIR/lb.key" >"$RUNDIR/lb.pem"
 
-cat >"$RUNDIR/lb-nginx.conf" <<CONF
-worker_processes $THREADS;
-pid $RUNDIR/lbnginx.pid;
-error_log $RUNDIR/lbnginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
-  server { listen 127.0.0.1:8082;
-    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+nginx_lb_conf "$THREADS" "" "  server { listen 127.0.0.1:8082; $NGINX_PROXY }
   server { listen 127.0.0.1:8442 ssl; ssl_certificate $RUNDIR/lb.crt; ssl_certificate_key $RUNDIR/lb.key;
-    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-CONF
+    $NGINX_PROXY }" >"$RUNDIR/lb-nginx.conf"
 nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
 
 cat >"$RUNDIR/lb-haproxy.cfg" <<CONF

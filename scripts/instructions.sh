@@ -36,21 +36,8 @@ count "ours, whole stack, route cookie sent" 8182 yes \
   ./target/perf/examples/lb_bench --listen 127.0.0.1:8182 "${MEMBERS[@]}" --threads 1 --per-core --sticky --seconds 16
 count "hyper floor (hyper server + hyper-util client, nothing else)" 8183 no \
   ./target/perf/examples/hyper_floor --listen 127.0.0.1:8183 "${MEMBERS[@]}" --seconds 16
-cat >"$RUNDIR/lb-nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $RUNDIR/lbnginx.pid;
-error_log $RUNDIR/lbnginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
-  server { listen 127.0.0.1:8184;
-    location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-CONF
+nginx_lb_conf 1 "daemon off; master_process off;" \
+  "  server { listen 127.0.0.1:8184; $NGINX_PROXY }" >"$RUNDIR/lb-nginx.conf"
 # nginx does not stop by itself: SIGQUIT (a graceful stop) after 16 s, as the others
 (sleep 16 && pkill -QUIT -f "nginx -c $RUNDIR/lb-nginx.conf" || true) &
 count "nginx (compare.sh's upstream config)" 8184 no nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"

@@ -28,26 +28,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn arg_values(name: &str) -> Vec<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .filter(|w| w[0] == name)
-        .map(|w| w[1].clone())
-        .collect()
-}
+#[path = "support/args.rs"]
+mod args;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listen: SocketAddr = arg_values("--listen")
-        .first()
-        .map_or("127.0.0.1:8092", String::as_str)
-        .parse()?;
-    let seconds: u64 = arg_values("--seconds")
-        .first()
-        .map_or(Ok(60), |s| s.parse())?;
-    let members: Vec<String> = arg_values("--member");
-    if members.is_empty() {
-        return Err("give at least one --member HOST:PORT".into());
-    }
+    let (listen, seconds, members) = args::common("127.0.0.1:8092")?;
     println!("hyper_floor on {listen}, one thread, for {seconds} s");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

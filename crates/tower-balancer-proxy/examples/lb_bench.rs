@@ -30,29 +30,15 @@ use tower_balancer_proxy::serve::{server_tls_from_pem, ServeConfig, Server};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn arg_values(name: &str) -> Vec<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .filter(|w| w[0] == name)
-        .map(|w| w[1].clone())
-        .collect()
-}
+#[path = "support/args.rs"]
+mod args;
+use args::arg_values;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listen: SocketAddr = arg_values("--listen")
-        .first()
-        .map_or("127.0.0.1:8090", String::as_str)
-        .parse()?;
+    let (listen, seconds, members) = args::common("127.0.0.1:8090")?;
     let threads: usize = arg_values("--threads")
         .first()
         .map_or(Ok(1), |s| s.parse())?;
-    let seconds: u64 = arg_values("--seconds")
-        .first()
-        .map_or(Ok(60), |s| s.parse())?;
-    let members = arg_values("--member");
-    if members.is_empty() {
-        return Err("give at least one --member HOST:PORT".into());
-    }
     let per_core = std::env::args().any(|a| a == "--per-core");
     let sticky = std::env::args().any(|a| a == "--sticky");
     let mut config = ServeConfig::new();

@@ -108,6 +108,29 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
         .to_owned()
 }
 
+/// Sends a GET on `s` and reads the start of its answer (the member's answers are small).
+async fn get(s: &mut tokio::net::TcpStream) -> String {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Waits for the balancer to close an idle `s` without a word; how long it took.
+async fn closed_silently(s: &mut tokio::net::TcpStream) -> Duration {
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was held open");
+    assert!(rest.is_empty());
+    start.elapsed()
+}
+
 #[tokio::test]
 async fn the_stack_is_served_over_tls_with_the_clients_address_forwarded() {
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -302,29 +325,13 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_slow_answer_is_not() {
         let config = ServeConfig::new().keep_alive_timeout(Duration::from_millis(300));
         let (addr, _stop, _task) = balancer(&r, config).await;
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
         assert!(
-            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            get(&mut s).await.starts_with("HTTP/1.1 200"),
             "the slow answer arrived"
         );
         // then idle: closed after about 300 ms, without a word
-        let start = Instant::now();
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
-        assert!(closed.is_ok(), "the idle connection was held open");
-        assert!(rest.is_empty());
-        assert!(
-            start.elapsed() >= Duration::from_millis(250),
-            "{:?}",
-            start.elapsed()
-        );
+        let took = closed_silently(&mut s).await;
+        assert!(took >= Duration::from_millis(250), "{took:?}");
     })
     .await
     .unwrap();
@@ -338,34 +345,18 @@ async fn the_keep_alive_limit_counts_from_the_last_request_not_the_first() {
         let config = ServeConfig::new().keep_alive_timeout(Duration::from_millis(400));
         let (addr, _stop, _task) = balancer(&r, config).await;
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut buf = vec![0u8; 4096];
         // three requests 250 ms apart: each within the limit of the one before, together
         // longer than it; the idle timer armed after the first must not close the connection
         for _ in 0..3 {
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap();
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
             assert!(
-                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+                get(&mut s).await.starts_with("HTTP/1.1 200"),
                 "a request within the keep-alive limit was refused"
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         // 250 ms idle already; closed about 150 ms from now, counted from the last answer
-        let start = Instant::now();
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
-        assert!(closed.is_ok(), "the idle connection was held open");
-        assert!(rest.is_empty());
-        assert!(
-            start.elapsed() >= Duration::from_millis(100),
-            "closed early: {:?}",
-            start.elapsed()
-        );
+        let took = closed_silently(&mut s).await;
+        assert!(took >= Duration::from_millis(100), "closed early: {took:?}");
     })
     .await
     .unwrap();
