@@ -11,7 +11,7 @@
 # /proc), peak RSS per balancer, and the ratios of ours to the best other.
 # Ours is built as a deployment would build it: `--profile perf` (fat LTO, one codegen unit)
 # with mimalloc as its allocator (nginx and HAProxy bring their own allocators too).
-# Usage: scripts/compare.sh [threads]   (bounded: about four minutes; stops everything it started)
+# Usage: scripts/compare.sh [threads]   (bounded: about six minutes; stops everything it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"

@@ -92,19 +92,15 @@ impl Shared {
         if let Some(ip) = client {
             self.forwarding.apply(headers, ip, tls, host.as_ref());
         }
-        match (self.preserve_host, host, member.host_header()) {
-            (true, Some(h), _) => {
-                headers.insert(header::HOST, h);
-            }
-            // the member's own name, made once when it joined
-            (false, _, Some(h)) => {
-                headers.insert(header::HOST, h.clone());
-            }
-            // (no authority: the client refuses the URI below and nothing is sent)
-            _ => {
-                headers.remove(header::HOST);
-            }
-        }
+        // the client's Host if preserved, else the member's own (made once when it joined)
+        let host = host
+            .filter(|_| self.preserve_host)
+            .or_else(|| member.host_header().cloned());
+        match host {
+            Some(h) => headers.insert(header::HOST, h),
+            // no authority anywhere: the client refuses the URI below and nothing is sent
+            None => headers.remove(header::HOST),
+        };
         *req.uri_mut() = member_uri(member.endpoint(), req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         Ok(())

@@ -199,7 +199,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.deadline() > deadline {
-            // a shorter limit than the one armed (never later than the real deadline)
+            // a shorter limit than the one armed: the armed deadline must never be later
             sleep.as_mut().reset(deadline);
         }
         if sleep.as_mut().poll(cx).is_pending() {
