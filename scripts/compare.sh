@@ -9,9 +9,13 @@
 # and examples/hyper_floor (hyper server + hyper-util client and nothing else), one thread.
 # Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
 # /proc), peak RSS per balancer, and the ratios of ours to the best other.
+# Then the same load with each balancer held to an equal CPU budget (a cgroup CPU quota of
+# 0.4 of a core per worker thread, given to one balancer at a time): there the balancer, not
+# wrk or the members sharing its cores, is the bottleneck, so req/s is its own capacity at
+# equal worker threads. Needs root and the cgroup cpu controller (v1 or v2); skipped without.
 # Ours is built as a deployment would build it: `--profile perf` (fat LTO, one codegen unit)
 # with mimalloc as its allocator (nginx and HAProxy bring their own allocators too).
-# Usage: scripts/compare.sh [threads]   (bounded: about six minutes; stops everything it started)
+# Usage: scripts/compare.sh [threads]   (bounded: about nine minutes; stops everything it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"
@@ -173,3 +177,66 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     if ("hyper-floor" in mean) printf "ratio hyper floor / nginx (hyper server + hyper-util client, nothing else): %.2f\n", mean["hyper-floor"] / mean["nginx"]
     printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
   }' "$RUNDIR/results"
+
+# Equal CPU budget: one cgroup with a CPU quota, the balancer under test moved into it for its
+# wrk run and back out after. With the quota spent, the kernel holds the balancer until the
+# next period, so req/s = budget / the balancer's CPU per request; the throttled share shows
+# that the quota, not the rest of the machine, was the limit.
+CGV2="$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)"
+CGV1="$(awk '$3 == "cgroup" && $4 ~ /(^|,)cpu(,|$)/ {print $2; exit}' /proc/mounts)"
+CG="" CGROOT=""
+if [ -n "$CGV2" ] && grep -qw cpu "$CGV2/cgroup.controllers" 2>/dev/null; then
+  CGROOT="$CGV2" CG="$CGV2/tb-budget"
+  echo +cpu >"$CGV2/cgroup.subtree_control" 2>/dev/null || true
+elif [ -n "$CGV1" ]; then
+  CGROOT="$CGV1" CG="$CGV1/tb-budget"
+fi
+QUOTA=$((40000 * THREADS))
+if [ -z "$CG" ] || ! mkdir -p "$CG" 2>/dev/null; then
+  echo
+  echo "equal CPU budget: skipped (needs root and the cgroup cpu controller)"
+  exit 0
+fi
+trap 'for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do echo "$p" >"$CGROOT/cgroup.procs" 2>/dev/null || true; done; rmdir "$CG" 2>/dev/null || true; cleanup' EXIT
+if [ -f "$CG/cpu.max" ]; then
+  echo "$QUOTA 100000" >"$CG/cpu.max"
+else
+  echo 100000 >"$CG/cpu.cfs_period_us"
+  echo "$QUOTA" >"$CG/cpu.cfs_quota_us"
+fi
+throttled_us() { # total time the group was held, in µs (v2: throttled_usec; v1: throttled_time ns)
+  awk '$1 == "throttled_usec" {print $2} $1 == "throttled_time" {print int($2 / 1000)}' "$CG/cpu.stat"
+}
+move() { # pid-file group-dir: the balancer and its children (nginx's workers) into the group
+  local p
+  for p in $(cat "$1") $(pgrep -P "$(cat "$1")" || true); do echo "$p" >"$2/cgroup.procs"; done
+}
+budget_run() { # name url [cookie] -> "name req/s throttled-share"
+  local pidfile out t1 t2
+  pidfile="$(pidof_target "$1")"
+  move "$pidfile" "$CG"
+  t1="$(throttled_us)"
+  if [ -n "${3:-}" ]; then
+    out="$(wrk -t1 -c64 -d8s -H "Cookie: $3" "$2")"
+  else
+    out="$(wrk -t1 -c64 -d8s "$2")"
+  fi
+  t2="$(throttled_us)"
+  move "$pidfile" "$CGROOT"
+  echo "$1 $(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(awk -v t=$((t2 - t1)) 'BEGIN { printf "%.2f", t / 8e6 }')"
+}
+echo
+echo "equal CPU budget: $QUOTA µs of CPU per 100 ms for the balancer under test ($THREADS worker thread(s) x 0.4 core)"
+{
+  for round in 1 2; do
+    for t in "${TARGETS[@]}"; do budget_run ${t}; done
+  done
+} | tee "$RUNDIR/budget"
+awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; th[$1] = th[$1] " " $3 }
+  END {
+    for (t in sum) { mean[t] = sum[t] / n[t]; printf "%-15s req/s runs:%s  mean %.0f  share of the run held by the quota:%s\n", t, runs[t], mean[t], th[t] }
+    printf "equal CPU budget, ratio ours / nginx:   plain %.2f  TLS %.2f\n", mean["ours"] / mean["nginx"], mean["ours-tls"] / mean["nginx-tls"]
+    printf "equal CPU budget, ratio ours with the nginx config / nginx:   plain %.2f  TLS %.2f\n", mean["ours-rr"] / mean["nginx"], mean["ours-rr-tls"] / mean["nginx-tls"]
+    if ("hyper-floor" in mean) printf "equal CPU budget, ratio hyper floor / nginx: %.2f\n", mean["hyper-floor"] / mean["nginx"]
+    printf "equal CPU budget, ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
+  }' "$RUNDIR/budget"
