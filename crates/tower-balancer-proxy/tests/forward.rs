@@ -236,6 +236,68 @@ async fn tls_members_are_reached_by_name_with_their_own_certificates() {
 }
 
 #[tokio::test]
+async fn members_addressed_by_ip_prove_their_tls_name() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // as DNS discovery finds them: an IP in the endpoint, the host name in the certificate
+        let pki = pki("abc.com");
+        let addr = serve_echo(Some(pki.acceptor.clone())).await;
+        let url = format!("https://{addr}");
+        let named = Registry::new();
+        named
+            .insert(
+                MemberSpec::new(MemberId::new("node1").unwrap(), url.parse().unwrap())
+                    .tls_name("abc.com"),
+            )
+            .unwrap();
+        let config =
+            ForwardConfig::new().tls(UpstreamTls::from_pem_roots(pki.ca_pem.as_bytes()).unwrap());
+        let get = || {
+            Request::get("/carbon/")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let forward = config
+            .clone()
+            .build::<RequestBody<Full<Bytes>>>(named.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(named.clone(), RoundRobin::new()))
+            .service(forward);
+        let res = svc.clone().oneshot(get()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // health probes reach it the same way
+        let probe = config.probe_client(&named).unwrap();
+        let res = probe
+            .request(
+                Request::get(format!("{url}/health"))
+                    .body(http_body_util::Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+
+        // without the name, the IP is what must be proved, and the certificate does not
+        let by_ip = registry_with("node1", &url);
+        let forward = config
+            .build::<RequestBody<Full<Bytes>>>(by_ip.clone())
+            .unwrap();
+        let err = ServiceBuilder::new()
+            .layer(BalanceLayer::new(by_ip, RoundRobin::new()))
+            .service(forward)
+            .oneshot(get())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            find_upstream_error(&*err).unwrap().kind(),
+            UpstreamErrorKind::Connect
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_connect_failure() {
     tokio::time::timeout(Duration::from_secs(20), async {
         let port = {

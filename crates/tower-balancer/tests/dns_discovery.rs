@@ -104,6 +104,25 @@ async fn addresses_become_members_and_follow_the_records() {
 }
 
 #[tokio::test]
+async fn https_members_found_by_address_carry_the_name_for_tls() {
+    let server = DnsServer::start().await;
+    server.set_addresses("is.test.", 0, &[ip("127.0.0.1")]);
+    let registry = Registry::new();
+    let dns = quick(
+        DnsDiscovery::addresses("is.test.", 9443).scheme("https"),
+        &server,
+    );
+    let task = tokio::spawn(dns.run(&registry, Duration::from_millis(300)));
+    until("one member", || registry.load().len() == 1).await;
+    let snapshot = registry.load();
+    let m = snapshot.get("127-0-0-1-9443").unwrap();
+    assert_eq!(m.endpoint(), "https://127.0.0.1:9443/");
+    // addressed by IP, verified as the name looked up
+    assert_eq!(m.tls_name(), Some("is.test"));
+    task.abort();
+}
+
+#[tokio::test]
 async fn srv_records_give_ports_weights_and_priorities() {
     let server = DnsServer::start().await;
     server.set_srv(

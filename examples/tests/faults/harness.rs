@@ -146,7 +146,7 @@ impl Lb {
                 .unwrap();
         }
         let forward = ForwardConfig::new().connect_timeout(Duration::from_millis(500));
-        let probe = HttpProbe::new(forward.probe_client().unwrap()).path("/health");
+        let probe = HttpProbe::new(forward.probe_client(&registry).unwrap()).path("/health");
         let checker = HealthProbe::new(registry.clone(), probe, fast_probes()).spawn();
         let sticky = StickyConfig::builder().plain().build().unwrap();
         let stack = ServiceBuilder::new()

@@ -346,7 +346,7 @@ impl BalancerConfig {
 
         let sticky = self.sticky()?;
         let failover = self.failover();
-        let probe = self.probe(&forward)?;
+        let probe = self.probe(&forward, &registry)?;
         let strategy = ConfiguredStrategy::new(b.lbmethod);
         let hash_key = b
             .hash_key
@@ -426,7 +426,11 @@ impl BalancerConfig {
         f.fail_on_status(statuses)
     }
 
-    fn probe(&self, forward: &ForwardConfig) -> Result<Option<ProbeKind>, ConfigError> {
+    fn probe(
+        &self,
+        forward: &ForwardConfig,
+        registry: &Registry,
+    ) -> Result<Option<ProbeKind>, ConfigError> {
         let Some(h) = &self.file.balancer.health else {
             return Ok(None);
         };
@@ -447,7 +451,7 @@ impl BalancerConfig {
             .expect_range()
             .map_err(|e| self.err(NO_SPAN, "balancer.health.expect", e))?;
         let client = forward
-            .probe_client()
+            .probe_client(registry)
             .map_err(|e| self.err(NO_SPAN, "balancer.trust_roots", e.to_string()))?;
         let mut probe = HttpProbe::new(client)
             .method(method)

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_balancer::registry::Registry;
 
+use super::names::MemberNames;
 use super::resolve::Resolver;
 use super::service::{Connector, Forward, Shared};
 use super::tls::{TlsError, UpstreamTls};
@@ -121,7 +122,7 @@ impl ForwardConfig {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.idle_timeout)
             .pool_timer(TokioTimer::new())
-            .build(self.connector()?);
+            .build(self.connector(&registry)?);
         Ok(Forward::new(
             client,
             Arc::new(Shared {
@@ -133,23 +134,23 @@ impl ForwardConfig {
         ))
     }
 
-    /// A client that reaches members exactly as the forwarder does (the same trust roots,
-    /// client certificate, name overrides and connect timeout), for
+    /// A client that reaches `registry`'s members exactly as the forwarder does (the same
+    /// trust roots, client certificate, name overrides, TLS names and connect timeout), for
     /// [`HttpProbe`](tower_balancer::health::HttpProbe): a probe then checks the path real
     /// requests take. It has its own small pool, so probes never hold the forwarder's
     /// connections.
     ///
     /// # Errors
     /// [`TlsError`] if the TLS settings are refused.
-    pub fn probe_client(&self) -> Result<ProbeClient, TlsError> {
+    pub fn probe_client(&self, registry: &Registry) -> Result<ProbeClient, TlsError> {
         Ok(Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.idle_timeout)
             .pool_max_idle_per_host(1)
             .pool_timer(TokioTimer::new())
-            .build(self.connector()?))
+            .build(self.connector(registry)?))
     }
 
-    fn connector(&self) -> Result<Connector, TlsError> {
+    fn connector(&self, registry: &Registry) -> Result<Connector, TlsError> {
         let mut http = HttpConnector::new_with_resolver(Resolver::new(self.overrides.clone()));
         http.enforce_http(false);
         http.set_connect_timeout(Some(self.connect_timeout));
@@ -162,6 +163,7 @@ impl ForwardConfig {
         Ok(HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
+            .with_server_name_resolver(MemberNames::new(registry.clone()))
             .enable_all_versions()
             .wrap_connector(http))
     }

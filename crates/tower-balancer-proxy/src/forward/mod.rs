@@ -9,6 +9,7 @@
 mod config;
 mod error;
 mod future;
+mod names;
 mod resolve;
 mod service;
 mod tls;

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -201,9 +202,11 @@ impl DnsDiscovery {
                     .lookup_ip(name.as_str())
                     .await
                     .map_err(|e| e.to_string())?;
+                let looked_up: Arc<str> = Arc::from(name.trim_end_matches('.'));
                 let found = answer
                     .iter()
                     .filter_map(|ip| Found::address(prefix, scheme, ip, *port))
+                    .map(|f| f.looked_up_as(&looked_up))
                     .collect();
                 (found, answer.valid_until())
             }
@@ -296,7 +299,9 @@ impl DnsDiscoveryBuilder {
     }
 
     /// The members' scheme, `http` (the default) or `https`. HTTPS members found by A/AAAA
-    /// records are addressed, and so verified, by IP address; SRV targets by name.
+    /// records are addressed by IP and verified by the name looked up (their
+    /// [`MemberSpec::tls_name`](crate::registry::MemberSpec::tls_name)); SRV targets are
+    /// addressed and verified by their target names.
     pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
         self.scheme = scheme.into();
         self

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
@@ -57,6 +58,8 @@ fn named(prefix: &str, base: &str) -> MemberId {
 pub(crate) struct Found {
     pub(crate) id: MemberId,
     pub(crate) endpoint: Uri,
+    /// For an `https` member found by address: the name its certificate is checked against.
+    pub(crate) tls_name: Option<Arc<str>>,
     pub(crate) weight: u32,
     pub(crate) priority: u16,
 }
@@ -70,6 +73,7 @@ impl Found {
         Some(Self {
             id: address_member_id(prefix, ip, port),
             endpoint,
+            tls_name: None,
             weight: 1,
             priority: 0,
         })
@@ -93,15 +97,29 @@ impl Found {
         Some(Self {
             id: srv_member_id(prefix, host, port),
             endpoint,
+            tls_name: None,
             weight: u32::from(weight).clamp(1, MAX_WEIGHT),
             priority,
         })
     }
 
+    /// An address found by looking up `name`: over `https` the member is addressed by IP
+    /// but proves `name`, which its certificate carries (an IP rarely is in it).
+    pub(crate) fn looked_up_as(mut self, name: &Arc<str>) -> Self {
+        if self.endpoint.scheme_str() == Some("https") {
+            self.tls_name = Some(name.clone());
+        }
+        self
+    }
+
     fn spec(&self) -> MemberSpec {
-        MemberSpec::new(self.id.clone(), self.endpoint.clone())
+        let spec = MemberSpec::new(self.id.clone(), self.endpoint.clone())
             .weight(self.weight)
-            .priority(self.priority)
+            .priority(self.priority);
+        match &self.tls_name {
+            Some(name) => spec.tls_name(name.clone()),
+            None => spec,
+        }
     }
 }
 
@@ -243,6 +261,24 @@ mod tests {
         assert!(Found::srv("", "http", ".", 80, 1, 0).is_none());
         let v6 = Found::address("", "http", "::1".parse().unwrap(), 80).unwrap();
         assert_eq!(v6.endpoint, "http://[::1]:80/");
+    }
+
+    #[test]
+    fn https_members_found_by_address_prove_the_name_looked_up() {
+        let name: Arc<str> = Arc::from("is.cluster.test");
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let https = Found::address("", "https", ip, 9443)
+            .unwrap()
+            .looked_up_as(&name);
+        assert_eq!(https.tls_name.as_deref(), Some("is.cluster.test"));
+        assert_eq!(https.spec().tls_name.as_deref(), Some("is.cluster.test"));
+        // plain http has nothing to prove; SRV targets are addressed by name already
+        let http = Found::address("", "http", ip, 80)
+            .unwrap()
+            .looked_up_as(&name);
+        assert_eq!(http.spec().tls_name, None);
+        let srv = Found::srv("", "https", "node1.test.", 9443, 1, 0).unwrap();
+        assert_eq!(srv.spec().tls_name, None);
     }
 
     #[test]

@@ -49,7 +49,10 @@ impl Batch<'_> {
     pub fn upsert(&mut self, spec: MemberSpec) -> Result<Arc<Member>, RegistryError> {
         check_weight(&spec.id, spec.weight)?;
         match self.writer.members.get(&spec.id) {
-            Some(existing) if existing.endpoint() == &spec.endpoint => {
+            Some(existing)
+                if existing.endpoint() == &spec.endpoint
+                    && existing.tls_name() == spec.tls_name.as_deref() =>
+            {
                 let existing = existing.clone();
                 existing.set_weight(spec.weight);
                 existing.set_priority(spec.priority);

@@ -177,8 +177,8 @@ impl Registry {
     }
 
     /// Adds a member, or brings an existing one in line with `spec`: with the same endpoint
-    /// its settings change and its stats stay; with another endpoint it is replaced by a new
-    /// member. Discovery uses this.
+    /// (and TLS name) its settings change and its stats stay; with another endpoint or TLS
+    /// name it is replaced by a new member. Discovery uses this.
     ///
     /// # Errors
     /// [`RegistryError::InvalidWeight`] for a weight outside 1..=65535.

@@ -107,6 +107,22 @@ fn upsert_with_a_new_endpoint_replaces_the_member() {
     assert_eq!(r.load().len(), 1);
 }
 
+#[test]
+fn upsert_with_a_new_tls_name_replaces_the_member() {
+    let r = Registry::new();
+    let old = r.insert(spec("a").tls_name("abc.com")).unwrap();
+    assert_eq!(old.tls_name(), Some("abc.com"));
+    let same = r.upsert(spec("a").tls_name("abc.com").weight(3)).unwrap();
+    assert_eq!(old.serial(), same.serial());
+    // connections verified for one name are not the member another name describes
+    let new = r.upsert(spec("a").tls_name("xyz.com")).unwrap();
+    assert_ne!(old.serial(), new.serial());
+    assert_eq!(r.load().get("a").unwrap().tls_name(), Some("xyz.com"));
+    let none = r.upsert(spec("a")).unwrap();
+    assert_eq!(none.tls_name(), None);
+    assert_ne!(none.serial(), new.serial());
+}
+
 #[tokio::test]
 async fn subscribers_see_each_change() {
     let r = Registry::new();

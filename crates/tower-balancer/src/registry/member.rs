@@ -120,6 +120,7 @@ pub struct MemberSpec {
     pub(crate) state: AdminState,
     pub(crate) health: Health,
     pub(crate) redirect: Option<MemberId>,
+    pub(crate) tls_name: Option<Arc<str>>,
 }
 
 impl MemberSpec {
@@ -134,6 +135,7 @@ impl MemberSpec {
             state: AdminState::Active,
             health: Health::Healthy,
             redirect: None,
+            tls_name: None,
         }
     }
 
@@ -142,6 +144,17 @@ impl MemberSpec {
     #[must_use]
     pub fn redirect(mut self, route: MemberId) -> Self {
         self.redirect = Some(route);
+        self
+    }
+
+    /// Sets the name the member proves over TLS when it differs from the endpoint's host:
+    /// sent as SNI and checked against the member's certificate (nginx `proxy_ssl_name`).
+    /// For a member addressed by IP whose certificate names its host, as DNS discovery
+    /// finds them; without it, an `https` endpoint's own host is the name. A name that is
+    /// not a valid DNS name or IP address fails at connect, as a connection failure.
+    #[must_use]
+    pub fn tls_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.tls_name = Some(name.into());
         self
     }
 
@@ -219,6 +232,7 @@ pub struct Member {
     endpoint: Uri,
     /// `Host` for requests to the endpoint, made once (not per request).
     host: Option<HeaderValue>,
+    tls_name: Option<Arc<str>>,
     weight: AtomicU32,
     priority: AtomicU16,
     state: AtomicU8,
@@ -236,6 +250,7 @@ impl Member {
             id: spec.id,
             host: host_header(&spec.endpoint),
             endpoint: spec.endpoint,
+            tls_name: spec.tls_name,
             weight: AtomicU32::new(spec.weight),
             priority: AtomicU16::new(spec.priority),
             state: AtomicU8::new(spec.state as u8),
@@ -274,6 +289,13 @@ impl Member {
     #[must_use]
     pub fn host_header(&self) -> Option<&HeaderValue> {
         self.host.as_ref()
+    }
+
+    /// The name the member proves over TLS when it is not the endpoint's host
+    /// ([`MemberSpec::tls_name`]).
+    #[must_use]
+    pub fn tls_name(&self) -> Option<&str> {
+        self.tls_name.as_deref()
     }
 
     /// The current weight.
@@ -381,6 +403,7 @@ impl fmt::Debug for Member {
         f.debug_struct("Member")
             .field("id", &self.id)
             .field("endpoint", &self.endpoint)
+            .field("tls_name", &self.tls_name)
             .field("weight", &self.weight())
             .field("priority", &self.priority())
             .field("state", &self.state())
