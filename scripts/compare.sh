@@ -62,20 +62,20 @@ haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor
 LB=./target/perf/examples/lb_bench
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
-$LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 >"$RUNDIR/ours.out" &
+$LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 900 >"$RUNDIR/ours.out" &
 echo $! >"$RUNDIR/ours.pid"
-$LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 400 \
+$LB --listen 127.0.0.1:8443 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 900 \
   --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
 echo $! >"$RUNDIR/ourstls.pid"
 # nginx's config in ours: round robin and keep-alive, no sticky layer (nginx's open-source
 # build has none) and so no cookie set on every response
-$LB --listen 127.0.0.1:8093 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 400 >/dev/null &
+$LB --listen 127.0.0.1:8093 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 900 >/dev/null &
 echo $! >"$RUNDIR/oursrr.pid"
-$LB --listen 127.0.0.1:8445 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 400 \
+$LB --listen 127.0.0.1:8445 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 900 \
   --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
 echo $! >"$RUNDIR/oursrrtls.pid"
 # the floor under any hyper-based balancer (one thread: compared at --threads 1 only)
-./target/perf/examples/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 400 >/dev/null &
+./target/perf/examples/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 900 >/dev/null &
 echo $! >"$RUNDIR/floor.pid"
 sleep 1.5
 # the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)
