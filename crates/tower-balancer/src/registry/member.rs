@@ -152,6 +152,8 @@ impl MemberSpec {
     /// For a member addressed by IP whose certificate names its host, as DNS discovery
     /// finds them; without it, an `https` endpoint's own host is the name. A name that is
     /// not a valid DNS name or IP address fails at connect, as a connection failure.
+    /// Connections are pooled by endpoint, so members that share an endpoint share their
+    /// connections too: give them the same name.
     #[must_use]
     pub fn tls_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.tls_name = Some(name.into());
