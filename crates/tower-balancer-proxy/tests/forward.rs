@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_balancer::balance::{error_status, BalanceLayer, RequestBody};
 use tower_balancer::conn::ClientAddr;
+use tower_balancer::health::{HttpProbe, ProbeResult};
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 use tower_balancer::strategy::RoundRobin;
 use tower_balancer::upstream::{find_upstream_error, UpstreamErrorKind};
@@ -265,17 +266,19 @@ async fn members_addressed_by_ip_prove_their_tls_name() {
             .service(forward);
         let res = svc.clone().oneshot(get()).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        // health probes reach it the same way
-        let probe = config.probe_client(&named).unwrap();
-        let res = probe
-            .request(
-                Request::get(format!("{url}/health"))
-                    .body(http_body_util::Empty::new())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
+        // Host names the member as SNI does (a server choosing its virtual host by SNI
+        // answers 421 when they differ)
+        let seen = body_text(res).await;
+        assert!(
+            seen.contains(&format!("host: abc.com:{}\n", addr.port())),
+            "{seen}"
+        );
+        // health probes reach it the same way, with the same Host (the member echoes it)
+        let probe = HttpProbe::new(config.probe_client(&named).unwrap())
+            .path("/health")
+            .body_contains(format!("host: abc.com:{}\n", addr.port()));
+        let node1 = named.load().get("node1").unwrap().clone();
+        assert_eq!(probe.oneshot(node1).await.unwrap(), ProbeResult::Pass);
 
         // without the name, the IP is what must be proved, and the certificate does not
         let by_ip = registry_with("node1", &url);

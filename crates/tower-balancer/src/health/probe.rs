@@ -155,8 +155,11 @@ impl<S> HttpProbe<S> {
         let mut req = Request::builder()
             .method(self.method.clone())
             .uri(uri.build()?);
+        // the configured Host, else the one requests to the member carry
         if let Some(h) = &self.host {
             req = req.header(http::header::HOST, &**h);
+        } else if let Some(h) = member.host_header() {
+            req = req.header(http::header::HOST, h.clone());
         }
         Ok(req.body(Empty::new())?)
     }

@@ -148,7 +148,8 @@ impl MemberSpec {
     }
 
     /// Sets the name the member proves over TLS when it differs from the endpoint's host:
-    /// sent as SNI and checked against the member's certificate (nginx `proxy_ssl_name`).
+    /// sent as SNI and checked against the member's certificate (nginx `proxy_ssl_name`),
+    /// and the `Host` requests carry unless the client's is preserved.
     /// For a member addressed by IP whose certificate names its host, as DNS discovery
     /// finds them; without it, an `https` endpoint's own host is the name. A name that is
     /// not a valid DNS name or IP address fails at connect, as a connection failure.
@@ -201,9 +202,21 @@ impl MemberSpec {
     }
 }
 
-/// `host[:port]` of `endpoint`, the port left out when it is the scheme's default.
-fn host_header(endpoint: &Uri) -> Option<HeaderValue> {
-    let host = endpoint.host()?;
+/// `host[:port]` of `endpoint`, the port left out when it is the scheme's default; with a
+/// TLS name, that name in place of the endpoint's host, so `Host` and SNI agree (servers
+/// that select a virtual host by SNI answer 421 when they differ).
+fn host_header(endpoint: &Uri, tls_name: Option<&str>) -> Option<HeaderValue> {
+    let endpoint_host = endpoint.host()?;
+    let bracketed;
+    let host = match tls_name {
+        // an IPv6 address as the name: written in brackets, as in a URI
+        Some(name) if name.contains(':') => {
+            bracketed = format!("[{name}]");
+            bracketed.as_str()
+        }
+        Some(name) => name,
+        None => endpoint_host,
+    };
     let secure = matches!(endpoint.scheme_str(), Some("https" | "wss"));
     let value = match endpoint.port_u16() {
         Some(443) if secure => HeaderValue::from_str(host),
@@ -250,7 +263,7 @@ impl Member {
         Self {
             serial,
             id: spec.id,
-            host: host_header(&spec.endpoint),
+            host: host_header(&spec.endpoint, spec.tls_name.as_deref()),
             endpoint: spec.endpoint,
             tls_name: spec.tls_name,
             weight: AtomicU32::new(spec.weight),
@@ -286,8 +299,9 @@ impl Member {
     }
 
     /// The `Host` a request to this member carries when the client's own is not passed on:
-    /// the endpoint's host, with its port unless it is the scheme's default (as HTTP clients
-    /// write it, RFC 9110 section 7.2). `None` for an endpoint without an authority.
+    /// the endpoint's host (or its [`tls_name`](Self::tls_name), so `Host` and SNI agree),
+    /// with the port unless it is the scheme's default (as HTTP clients write it, RFC 9110
+    /// section 7.2). `None` for an endpoint without an authority.
     #[must_use]
     pub fn host_header(&self) -> Option<&HeaderValue> {
         self.host.as_ref()
@@ -429,8 +443,9 @@ mod tests {
 
     #[test]
     fn host_header_drops_only_the_default_port() {
-        let host =
-            |u: &str| host_header(&u.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned());
+        let host = |u: &str| {
+            host_header(&u.parse().unwrap(), None).map(|h| h.to_str().unwrap().to_owned())
+        };
         assert_eq!(
             host("http://abc.com:9763/").as_deref(),
             Some("abc.com:9763")
@@ -446,5 +461,27 @@ mod tests {
             Some("abc.com:8080")
         );
         assert_eq!(host("/relative"), None);
+    }
+
+    #[test]
+    fn a_tls_name_is_the_host_too() {
+        let host = |u: &str, name: &str| {
+            host_header(&u.parse().unwrap(), Some(name)).map(|h| h.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            host("https://10.0.0.1:9443", "is.test").as_deref(),
+            Some("is.test:9443")
+        );
+        assert_eq!(
+            host("https://10.0.0.1", "is.test").as_deref(),
+            Some("is.test")
+        );
+        assert_eq!(
+            host("https://10.0.0.1:8443", "fd00::1").as_deref(),
+            Some("[fd00::1]:8443")
+        );
+        // a name that cannot be a header value: no Host from the member (it fails at connect)
+        assert_eq!(host("https://10.0.0.1:8443", "bad\nname"), None);
+        assert_eq!(host("/relative", "is.test"), None);
     }
 }
