@@ -6,8 +6,11 @@
 //! use, and breaks the session. Apache's `ProxyPassReverse` on a balancer matches every member;
 //! so does [`ReverseRewrite`], against the members registered when the response arrives.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Uri};
+use tower_balancer::registry::Member;
 
 /// The response headers that carry URLs to rewrite.
 const URL_HEADERS: [HeaderName; 3] = [
@@ -144,18 +147,28 @@ impl ReverseRewrite {
         value: &str,
         members: impl IntoIterator<Item = &'m Uri>,
     ) -> Option<String> {
+        self.rewrite_url_named(value, members.into_iter().map(|m| (m, None)))
+    }
+
+    /// As [`rewrite_url`](Self::rewrite_url), for members given with their TLS names: a
+    /// member addressed by IP under a name is sent that name as `Host`, so it redirects to
+    /// the name; either host matches.
+    fn rewrite_url_named<'m>(
+        &self,
+        value: &str,
+        members: impl IntoIterator<Item = (&'m Uri, Option<&'m str>)>,
+    ) -> Option<String> {
         if self.public.host.is_empty() {
             return None;
         }
         let target: Uri = value.parse().ok()?;
         let found = Base::of(&target)?;
         let path_and_query = target.path_and_query().map_or("", |p| p.as_str());
-        for m in members {
+        for (m, name) in members {
             let Some(member) = Base::of(m) else { continue };
-            if member.scheme != found.scheme
-                || member.host != found.host
-                || member.port != found.port
-            {
+            let host_matches = member.host == found.host
+                || name.is_some_and(|n| n.eq_ignore_ascii_case(&found.host));
+            if member.scheme != found.scheme || !host_matches || member.port != found.port {
                 continue;
             }
             // the member's path prefix must end at a segment boundary
@@ -222,11 +235,25 @@ impl ReverseRewrite {
         headers: &mut HeaderMap,
         members: impl IntoIterator<Item = &'m Uri> + Clone,
     ) {
+        self.apply_named(headers, || members.clone().into_iter().map(|m| (m, None)));
+    }
+
+    /// As [`apply`](Self::apply), over the registry's members with their TLS names.
+    pub(crate) fn apply_to_members(&self, headers: &mut HeaderMap, members: &[Arc<Member>]) {
+        self.apply_named(headers, || {
+            members.iter().map(|m| (m.endpoint(), m.tls_name()))
+        });
+    }
+
+    fn apply_named<'m, I>(&self, headers: &mut HeaderMap, members: impl Fn() -> I)
+    where
+        I: Iterator<Item = (&'m Uri, Option<&'m str>)>,
+    {
         for name in &URL_HEADERS {
             let new = headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| self.rewrite_url(v, members.clone()))
+                .and_then(|v| self.rewrite_url_named(v, members()))
                 .and_then(|v| HeaderValue::from_str(&v).ok());
             if let Some(v) = new {
                 headers.insert(name.clone(), v);
@@ -282,6 +309,26 @@ mod tests {
         assert_eq!(r.rewrite_url("https://abc.com:9444/", &m), None);
         assert_eq!(r.rewrite_url("https://xyz.com:9444/application", &m), None);
         assert_eq!(r.rewrite_url("/relative/path", &m), None);
+    }
+
+    #[test]
+    fn a_member_with_a_tls_name_is_matched_by_that_name_too() {
+        let r = ReverseRewrite::new(&"https://wso2.com".parse().unwrap());
+        let ip: Uri = "https://10.0.0.1:9443".parse().unwrap();
+        let named = [(&ip, Some("is.test"))];
+        for from in [
+            "https://is.test:9443/carbon/",
+            "https://10.0.0.1:9443/carbon/",
+        ] {
+            assert_eq!(
+                r.rewrite_url_named(from, named).as_deref(),
+                Some("https://wso2.com/carbon/"),
+                "{from}"
+            );
+        }
+        // the name on another port, or without the member knowing it: untouched
+        assert_eq!(r.rewrite_url_named("https://is.test:9444/", named), None);
+        assert_eq!(r.rewrite_url("https://is.test:9443/", [&ip]), None);
     }
 
     #[test]

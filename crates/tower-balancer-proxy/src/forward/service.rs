@@ -111,11 +111,7 @@ impl Shared {
         let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(res.headers_mut(), switching);
         if let Some(rw) = &self.rewrite {
-            let snapshot = self.registry.load();
-            rw.apply(
-                res.headers_mut(),
-                snapshot.members().iter().map(|m| m.endpoint()),
-            );
+            rw.apply_to_members(res.headers_mut(), self.registry.load().members());
         }
     }
 }
