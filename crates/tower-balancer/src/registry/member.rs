@@ -5,6 +5,7 @@
 //! member's live [`MemberStats`] must survive every rebuild. So the `Arc<Member>` is the stable
 //! identity and a snapshot is only a view over members.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -207,16 +208,13 @@ impl MemberSpec {
 /// that select a virtual host by SNI answer 421 when they differ).
 fn host_header(endpoint: &Uri, tls_name: Option<&str>) -> Option<HeaderValue> {
     let endpoint_host = endpoint.host()?;
-    let bracketed;
-    let host = match tls_name {
+    let host: Cow<'_, str> = match tls_name {
         // an IPv6 address as the name: written in brackets, as in a URI
-        Some(name) if name.contains(':') => {
-            bracketed = format!("[{name}]");
-            bracketed.as_str()
-        }
-        Some(name) => name,
-        None => endpoint_host,
+        Some(name) if name.contains(':') => format!("[{name}]").into(),
+        Some(name) => name.into(),
+        None => endpoint_host.into(),
     };
+    let host = host.as_ref();
     let secure = matches!(endpoint.scheme_str(), Some("https" | "wss"));
     let value = match endpoint.port_u16() {
         Some(443) if secure => HeaderValue::from_str(host),
