@@ -52,6 +52,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hygiene;
+pub mod limits;
 pub mod manager;
 pub mod rewrite;
 pub mod serve;

@@ -54,6 +54,7 @@ async fn the_page_shows_apaches_columns_escaped_and_hardened() {
     let res = m
         .oneshot(
             Request::get("/balancer-manager")
+                .header("host", "127.0.0.1:9000")
                 .body(Full::new(Bytes::new()))
                 .unwrap(),
         )
@@ -89,7 +90,8 @@ async fn the_page_shows_apaches_columns_escaped_and_hardened() {
 #[tokio::test]
 async fn the_json_view_lists_members() {
     let (_, m) = setup();
-    let req = Request::get("/x")
+    let req = Request::get("/")
+        .header("host", "localhost")
         .header("accept", "application/json")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -204,9 +206,62 @@ async fn bad_actions_are_refused_and_change_nothing() {
         assert!(!body.contains('<'));
     }
     assert_eq!(r.load().get("node1").unwrap().weight(), 1);
-    let put = Request::put("/").body(Full::new(Bytes::new())).unwrap();
+    let put = Request::put("/")
+        .header("host", "[::1]:9000")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     assert_eq!(
         m.oneshot(put).await.unwrap().status(),
         StatusCode::METHOD_NOT_ALLOWED
     );
+}
+
+#[tokio::test]
+async fn a_foreign_host_gets_421_and_cannot_read_the_nonce_or_act() {
+    // DNS rebinding: evil.test resolves to the manager's address, the browser sends its name
+    let (r, m) = setup();
+    let nonce = m.nonce().to_owned();
+    let get = Request::get("/balancer-manager")
+        .header("host", "evil.test:9000")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = text(m.clone().oneshot(get).await.unwrap()).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(!body.contains(&nonce));
+    let mut post = post(
+        &format!("nonce={nonce}&member=node1&action=disable"),
+        Some("http://evil.test:9000"),
+    );
+    post.headers_mut()
+        .insert("host", "evil.test:9000".parse().unwrap());
+    let (status, _) = text(m.clone().oneshot(post).await.unwrap()).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(r.load().get("node1").unwrap().state(), AdminState::Active);
+    // no Host at all is no better
+    let bare = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(
+        m.clone().oneshot(bare).await.unwrap().status(),
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    // a name the operator allows is answered
+    let m = m.allow_hosts(["LB-Admin.internal"]);
+    let ok = Request::get("/balancer-manager")
+        .header("host", "lb-admin.internal:9000")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(m.oneshot(ok).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn only_its_own_paths_answer() {
+    let (_, m) = setup();
+    for path in ["/metrics", "/balancer-manager/x", "/favicon.ico"] {
+        let req = Request::get(path)
+            .header("host", "127.0.0.1:9000")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, body) = text(m.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!body.contains("Worker URL"), "{path}");
+    }
 }

@@ -20,7 +20,8 @@ use tower_balancer::BoxError;
 
 type Body = Full<Bytes>;
 
-/// Members answer with the status set for them; 0 means "the client's body failed".
+/// Members answer with the status set for them; 0 means "the client's body failed", 1 "the
+/// connection was refused".
 #[derive(Clone)]
 struct Members {
     status: Arc<Mutex<Vec<u16>>>,
@@ -58,6 +59,9 @@ fn stack(
                 if code == 0 {
                     return Err(UpstreamError::from_kind(UpstreamErrorKind::ClientBody));
                 }
+                if code == 1 {
+                    return Err(UpstreamError::from_kind(UpstreamErrorKind::Connect));
+                }
                 let mut res = Response::new(Full::new(Bytes::new()));
                 *res.status_mut() = StatusCode::from_u16(code).unwrap();
                 Ok(res)
@@ -74,6 +78,8 @@ where
             .clone()
             .oneshot(Request::new(Full::new(Bytes::new())))
             .await;
+        // requests arrive on their own tasks: the ejection task runs between them
+        tokio::task::yield_now().await;
     }
 }
 
@@ -198,4 +204,69 @@ async fn a_passing_active_probe_readmits_an_ejected_member_before_its_time() {
     // and it can be ejected again
     send_n(&svc, 20).await;
     assert_eq!(outliers.ejected().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_connect_failures_in_a_row_eject_a_member() {
+    let r = common::registry(2);
+    let members = Members::new(&[1, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 100).await;
+    assert_eq!(members.hits(0), 3, "the fourth request must not reach it");
+    assert_eq!(outliers.ejected().len(), 1);
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Unhealthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_ejection_can_be_turned_off_and_a_reset_breaks_the_run() {
+    let r = common::registry(2);
+    let members = Members::new(&[1, 200]);
+    let off = OutlierConfig::default()
+        .consecutive_connect_failures(0)
+        .consecutive_failures(0);
+    let outliers = OutlierDetection::new(r.clone(), off);
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 40).await;
+    assert!(outliers.ejected().is_empty());
+    assert_eq!(members.hits(0), 20);
+    // two connect failures, a 503, one more: never three connect failures in a row
+    // (round robin: every other request reaches m0)
+    let r = common::registry(2);
+    let members = Members::new(&[1, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 4).await;
+    members.status.lock().unwrap()[0] = 503;
+    send_n(&svc, 2).await;
+    members.status.lock().unwrap()[0] = 1;
+    send_n(&svc, 2).await;
+    assert!(outliers.ejected().is_empty(), "4 failures of mixed kinds");
+    send_n(&svc, 2).await;
+    assert_eq!(outliers.ejected().len(), 1, "the fifth failure in a row");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_registry_write_is_left_to_the_task_not_the_response_future() {
+    let r = common::registry(2);
+    let members = Members::new(&[1, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let svc = stack(&r, &members, &outliers);
+    let version = r.load().version();
+    for _ in 0..6 {
+        let _ = svc
+            .clone()
+            .oneshot(Request::new(Full::new(Bytes::new())))
+            .await;
+    }
+    // decided on the request path, but no snapshot was published from it
+    assert_eq!(outliers.ejected().len(), 1);
+    assert_eq!(r.load().version(), version);
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Healthy);
+    let _task = outliers.spawn();
+    tokio::task::yield_now().await;
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Unhealthy);
 }

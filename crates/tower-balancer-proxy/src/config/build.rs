@@ -9,16 +9,17 @@ use http::HeaderName;
 use toml::Spanned;
 use tower_balancer::balance::FailureStatuses;
 use tower_balancer::failover::FailoverConfig;
-use tower_balancer::health::{HttpProbe, ProbeSettings};
+use tower_balancer::health::{HttpProbe, OutlierConfig, ProbeSettings};
 use tower_balancer::registry::{MemberSpec, Registry};
 use tower_balancer::sticky::{RouteKeys, StickyConfig};
 
 use super::error::ConfigError;
 use super::file::{check_route, FileConfig, LbMethod};
-use super::run::{Balancer, ProbeKind, PublicUrl};
+use super::run::{Balancer, BodyLimits, ProbeKind, PublicUrl};
 use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, UpstreamTls};
 use crate::hygiene::{Forwarding, TrustedProxies};
+use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::manager::ManagerInfo;
 use crate::serve::{server_tls_from_pem, ServeConfig};
 
@@ -260,10 +261,19 @@ impl BalancerConfig {
         if let Some(t) = s.graceful_timeout {
             serve = serve.graceful_timeout(t);
         }
+        if let Some(n) = s.max_connections {
+            serve = serve.max_connections(n);
+        }
         let tls_front = s.certificate.is_some();
 
         let registry = Registry::new();
+        if let Some(t) = b.panic_threshold {
+            registry.set_panic_threshold(t);
+        }
         let mut forward = ForwardConfig::new();
+        if let Some(list) = &b.upgrades {
+            forward = forward.upgrades(list.iter().map(|p| p.trim().to_owned()));
+        }
         for (i, m) in b.members.iter().enumerate() {
             let id = check_route(m.route.get_ref())
                 .map_err(|e| self.err(Some(&m.route), "balancer.member.route", e))?;
@@ -358,8 +368,27 @@ impl BalancerConfig {
             sticky: self.sticky_words(),
             failover: self.failover_words(),
         };
+        let ejection = b.ejection.unwrap_or_default();
+        let outliers = OutlierConfig::new()
+            .consecutive_connect_failures(ejection.connect_failures)
+            .consecutive_failures(ejection.consecutive_failures)
+            .ejection_time(ejection.base_time, ejection.max_time)
+            .max_ejected_fraction(ejection.max_fraction);
+        let limits = BodyLimits {
+            request_idle: s.request_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+            response_idle: b.response_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+        };
+        let manager_names = self
+            .file
+            .manager
+            .as_ref()
+            .map(|m| m.names.clone())
+            .unwrap_or_default();
         Ok(Balancer {
             registry,
+            outliers,
+            limits,
+            manager_names,
             listen: s.listen,
             manager_listen: self.file.manager.as_ref().map(|m| m.listen),
             serve,
@@ -383,6 +412,7 @@ impl BalancerConfig {
             .session_cookies(cookies)
             .url_params(params)
             .strict(b.nofailover)
+            .accept_apache_form(b.cookie_accept_apache)
             .cookie_name(&b.cookie);
         if b.cookie_plain {
             builder = builder.plain();
@@ -418,6 +448,9 @@ impl BalancerConfig {
         }
         if let Some(t) = b.timeout {
             f = f.per_try_timeout(t);
+        }
+        if let Some(budget) = b.retry_budget {
+            f = f.budget(budget.window, budget.per_second, budget.ratio);
         }
         let mut statuses = FailureStatuses::none();
         for s in &b.failonstatus {
@@ -483,9 +516,10 @@ impl BalancerConfig {
             b.maxattempts
                 .map_or_else(|| "3".to_owned(), |n| n.to_string())
         )];
-        if let Some(t) = b.timeout {
-            parts.push(format!("timeout={}", humantime::format_duration(t)));
-        }
+        let timeout = b
+            .timeout
+            .unwrap_or(tower_balancer::failover::DEFAULT_PER_TRY_TIMEOUT);
+        parts.push(format!("timeout={}", humantime::format_duration(timeout)));
         if !b.failonstatus.is_empty() {
             let list: Vec<_> = b
                 .failonstatus

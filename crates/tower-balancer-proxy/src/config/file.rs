@@ -50,6 +50,14 @@ pub struct ServerSection {
     /// `GracefulShutdownTimeout`.
     #[serde(default, deserialize_with = "duration_opt")]
     pub graceful_timeout: Option<Duration>,
+    /// `RequestReadTimeout body=` (nginx `client_body_timeout`): how long a request body may
+    /// send nothing before the request is aborted with 408 (default 60 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub request_body_timeout: Option<Duration>,
+    /// HAProxy `maxconn`: the most client connections at once (default: half the open-file
+    /// limit after a reserve of 64).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 /// The balancer.
@@ -104,9 +112,32 @@ pub struct BalancerSection {
     /// `maxattempts=`: retries after the first attempt.
     #[serde(default)]
     pub maxattempts: Option<usize>,
-    /// `timeout=`: how long one attempt may take.
-    #[serde(default, deserialize_with = "duration_opt")]
+    /// `timeout=` (nginx `proxy_read_timeout`): how long one attempt may wait for the
+    /// member's response headers (default 60 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
     pub timeout: Option<Duration>,
+    /// nginx `proxy_read_timeout` between body reads: how long a member's response body may
+    /// send nothing before its connection is closed (default 60 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub response_body_timeout: Option<Duration>,
+    /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `h2c` never).
+    #[serde(default)]
+    pub upgrades: Option<Vec<String>>,
+    /// Envoy's panic threshold: below this fraction of healthy members, health is ignored
+    /// and every member is tried (default 0.5); 0 turns panic mode off, so that with every
+    /// member down clients get 503 at once.
+    #[serde(default, deserialize_with = "fraction_opt")]
+    pub panic_threshold: Option<f64>,
+    /// Whether signed cookies also accept Apache's clear `.route` form (default true, a
+    /// migration aid while Apache-issued cookies are still out there).
+    #[serde(default = "yes")]
+    pub cookie_accept_apache: bool,
+    /// The retry budget for requests that may have been processed.
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetSection>,
+    /// Passive ejection of members that real requests see failing (on by default).
+    #[serde(default)]
+    pub ejection: Option<EjectionSection>,
     /// `connectiontimeout=`.
     #[serde(default, deserialize_with = "duration_opt")]
     pub connection_timeout: Option<Duration>,
@@ -183,6 +214,105 @@ pub struct DnsSection {
     /// The most members an answer may name (default 256).
     #[serde(default)]
     pub max_members: Option<usize>,
+}
+
+/// `[balancer.retry_budget]`: how many retries of requests that may have been processed
+/// the balancer allows (retries after connect failures spend none).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetSection {
+    /// Retries as a fraction of recent requests (default 0.2).
+    #[serde(default = "budget_ratio")]
+    pub ratio: f32,
+    /// Retries allowed every second on top (default 5).
+    #[serde(default = "budget_floor")]
+    pub per_second: u32,
+    /// The window requests are counted over (default 1 s; 1–60 s).
+    #[serde(default = "one_second", deserialize_with = "duration")]
+    pub window: Duration,
+}
+
+/// `[balancer.ejection]`: passive outlier ejection (Envoy's outlier detection).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionSection {
+    /// Connect failures in a row that eject a member (default 3; 0 off).
+    #[serde(default = "three")]
+    pub connect_failures: u32,
+    /// Failures of any kind in a row (timeouts, resets, 5xx) that eject one (default 5; 0 off).
+    #[serde(default = "five")]
+    pub consecutive_failures: u32,
+    /// The first ejection's length, multiplied by how often the member was ejected
+    /// (default 30 s).
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub base_time: Duration,
+    /// The longest ejection (default 300 s).
+    #[serde(default = "five_minutes", deserialize_with = "duration")]
+    pub max_time: Duration,
+    /// The most members ejected at once, as a fraction; one always may be (default 0.1).
+    #[serde(default = "tenth", deserialize_with = "fraction")]
+    pub max_fraction: f64,
+}
+
+impl Default for EjectionSection {
+    fn default() -> Self {
+        Self {
+            connect_failures: three(),
+            consecutive_failures: five(),
+            base_time: thirty_seconds(),
+            max_time: five_minutes(),
+            max_fraction: tenth(),
+        }
+    }
+}
+
+const fn budget_ratio() -> f32 {
+    0.2
+}
+const fn budget_floor() -> u32 {
+    5
+}
+const fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+const fn three() -> u32 {
+    3
+}
+const fn five() -> u32 {
+    5
+}
+const fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+const fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+const fn tenth() -> f64 {
+    0.1
+}
+
+fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let f = f64::deserialize(d)?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(de::Error::custom(format!(
+            "{f} is not a fraction from 0.0 to 1.0"
+        )))
+    }
+}
+
+fn fraction_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    fraction(d).map(Some)
+}
+
+/// A timeout: a duration above zero (a zero timeout would fail every request).
+fn timeout_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let t = duration(d)?;
+    if t.is_zero() {
+        return Err(de::Error::custom("a timeout must be longer than 0 s"));
+    }
+    Ok(Some(t))
 }
 
 fn default_scheme() -> String {
@@ -300,6 +430,10 @@ fn initial<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
 pub struct ManagerSection {
     /// Where the manager listens; keep it on loopback or behind authentication.
     pub listen: SocketAddr,
+    /// Host names the manager answers for besides `localhost`, `127.0.0.1`, `::1` and the
+    /// address it listens on (421 for any other `Host`: DNS rebinding).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl BalancerSection {

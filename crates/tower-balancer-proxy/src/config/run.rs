@@ -13,15 +13,18 @@ use tower_balancer::balance::{BalanceLayer, HeaderKey};
 use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::health::{
-    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, ProbeSettings, TcpProbe,
+    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, OutlierConfig, OutlierDetection,
+    ProbeSettings, TcpProbe,
 };
 use tower_balancer::registry::Registry;
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
+use tower_http::timeout::ResponseBodyTimeoutLayer;
 use tower_layer::Layer;
 
 use super::members::MembersFile;
 use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, ProbeClient};
+use crate::limits::RequestBodyIdleLayer;
 use crate::manager::{BalancerManager, ManagerInfo, NonceError};
 use crate::rewrite::ReverseRewrite;
 use crate::serve::{ServeConfig, Server};
@@ -40,6 +43,9 @@ pub(crate) enum ProbeKind {
 #[derive(Debug)]
 pub struct Balancer {
     pub(crate) registry: Registry,
+    pub(crate) outliers: OutlierConfig,
+    pub(crate) limits: BodyLimits,
+    pub(crate) manager_names: Vec<String>,
     pub(crate) listen: SocketAddr,
     pub(crate) manager_listen: Option<SocketAddr>,
     pub(crate) serve: ServeConfig,
@@ -53,6 +59,13 @@ pub struct Balancer {
     pub(crate) info: ManagerInfo,
     pub(crate) public: Uri,
     pub(crate) plan: PublicUrl,
+}
+
+/// The idle limits on bodies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    pub(crate) request_idle: Duration,
+    pub(crate) response_idle: Duration,
 }
 
 /// The discovery sources a file asked for, started at bind.
@@ -222,7 +235,12 @@ impl Balancer {
                 )?),
                 None => None,
             };
-        let manager = BalancerManager::new(self.registry.clone(), self.info.clone())?;
+        let mut names = self.manager_names.clone();
+        if let Some(a) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
+            names.push(a.ip().to_string());
+        }
+        let manager =
+            BalancerManager::new(self.registry.clone(), self.info.clone())?.allow_hosts(names);
         let (events, probe_task) = match self.probe.clone() {
             Some(ProbeKind::Http(p, settings)) => {
                 let checker = HealthProbe::new(self.registry.clone(), *p, settings);
@@ -312,14 +330,20 @@ impl Bound {
     /// [`BindError::Tls`] if the members' TLS settings are refused; server errors otherwise.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BindError> {
         let b = self.balancer;
+        // the stack, outermost first: body idle limit → sticky → failover → balance (with
+        // passive ejection) → response body idle limit → forward
         let forward = b.forward.build(b.registry.clone())?;
-        let mut balance = BalanceLayer::new(b.registry.clone(), b.strategy);
+        let forward = ResponseBodyTimeoutLayer::new(b.limits.response_idle).layer(forward);
+        let outliers = OutlierDetection::new(b.registry.clone(), b.outliers);
+        let _readmissions = outliers.spawn();
+        let mut balance = BalanceLayer::new(b.registry.clone(), b.strategy).observer(outliers);
         if let Some(name) = b.hash_key.clone() {
             balance = balance.hash_key(HeaderKey::new(name));
         }
         let balance = balance.layer(forward);
         let failover = FailoverLayer::new(b.registry.clone(), b.failover).layer(balance);
-        let stack = StickyLayer::new(b.registry.clone(), b.sticky).layer(failover);
+        let sticky = StickyLayer::new(b.registry.clone(), b.sticky).layer(failover);
+        let stack = RequestBodyIdleLayer::new(b.limits.request_idle).layer(sticky);
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin = self.admin.map(|admin| {
             let manager = self.manager.clone();

@@ -31,6 +31,7 @@ pub struct ForwardConfig {
     preserve_host: bool,
     forwarding: Forwarding,
     rewrite: Option<ReverseRewrite>,
+    upgrades: Vec<String>,
 }
 
 impl Default for ForwardConfig {
@@ -43,7 +44,7 @@ impl ForwardConfig {
     /// 5 s connect timeout; pooled connections idle at most 4 s (shorter than the usual
     /// 5 s member keep-alive, so a connection the member is closing is not reused); HTTP only
     /// until [`tls`](Self::tls) is set; the member's host in `Host` (Apache's default);
-    /// `X-Forwarded-*` trusting nobody; no reverse rewriting.
+    /// `X-Forwarded-*` trusting nobody; no reverse rewriting; only WebSocket upgrades.
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -54,7 +55,27 @@ impl ForwardConfig {
             preserve_host: false,
             forwarding: Forwarding::new(),
             rewrite: None,
+            upgrades: vec!["websocket".to_owned()],
         }
+    }
+
+    /// The protocols an HTTP/1.1 `Upgrade` may switch to (default: `websocket` only; the
+    /// names compare without case, a `/version` suffix is ignored). A request asking for
+    /// anything else, or for several protocols one of which is not listed, is forwarded as a
+    /// plain request without `Upgrade`. `h2c` is never forwarded, listed or not, and neither
+    /// is `HTTP2-Settings`. An empty list turns upgrades off.
+    #[must_use]
+    pub fn upgrades<I, S>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.upgrades = protocols
+            .into_iter()
+            .map(Into::into)
+            .filter(|p| !p.eq_ignore_ascii_case("h2c"))
+            .collect();
+        self
     }
 
     /// How long connecting to a member may take (a connect failure: nothing was sent).
@@ -130,6 +151,7 @@ impl ForwardConfig {
                 preserve_host: self.preserve_host,
                 forwarding: self.forwarding,
                 rewrite: self.rewrite,
+                upgrades: self.upgrades.into_boxed_slice(),
             }),
         ))
     }

@@ -23,7 +23,7 @@ use tower_service::Service;
 use super::error::NotPicked;
 use super::future::ResponseFuture;
 use super::resolve::Resolver;
-use crate::hygiene::{strip_hop_by_hop, Forwarding};
+use crate::hygiene::{is_valid_host, strip_forwarding_headers, strip_hop_by_hop, Forwarding};
 use crate::rewrite::ReverseRewrite;
 
 pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
@@ -46,7 +46,12 @@ pub(crate) struct Shared {
     pub(crate) preserve_host: bool,
     pub(crate) forwarding: Forwarding,
     pub(crate) rewrite: Option<ReverseRewrite>,
+    /// Upgrade protocols forwarded (lower case); any other `Upgrade` is dropped.
+    pub(crate) upgrades: Box<[String]>,
 }
+
+/// Said once per process: a stack without the client's address cannot vouch for it.
+static UNKNOWN_CLIENT: std::sync::Once = std::sync::Once::new();
 
 impl<B> Clone for Forward<B> {
     fn clone(&self) -> Self {
@@ -85,12 +90,25 @@ impl Shared {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        // only a valid Host is ever repeated to a member, whoever checked it before
+        let host = host.filter(|h| is_valid_host(h.as_bytes()));
         let tls = req.extensions().get::<ClientTls>().is_some();
         let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
-        if let Some(ip) = client {
-            self.forwarding.apply(headers, ip, tls, host.as_ref());
+        match client {
+            Some(ip) => self.forwarding.apply(headers, ip, tls, host.as_ref()),
+            None => {
+                // fail closed: what the client wrote never passes for what we vouch for
+                strip_forwarding_headers(headers);
+                UNKNOWN_CLIENT.call_once(|| {
+                    tracing::warn!(
+                        "requests reach the forwarder without a ClientAddr extension: their \
+                         forwarding headers are removed and none are added; insert \
+                         tower_balancer::conn::ClientAddr (the crate's Server does)"
+                    );
+                });
+            }
         }
         // the client's Host if preserved, else the member's own (made once when it joined)
         let host = host
@@ -106,9 +124,12 @@ impl Shared {
         Ok(())
     }
 
-    /// Hygiene and reverse rewriting on a member's response.
+    /// Hygiene and reverse rewriting on a member's response. The response leaves in the
+    /// proxy's own HTTP version (RFC 9110 §6.2): a member's HTTP/1.0 answer must not make the
+    /// client's connection HTTP/1.0, nor close it.
     pub(crate) fn finish(&self, res: &mut Response<Incoming>) {
         let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        *res.version_mut() = Version::HTTP_11;
         strip_hop_by_hop(res.headers_mut(), switching);
         if let Some(rw) = &self.rewrite {
             rw.apply_to_members(res.headers_mut(), self.registry.load().members());
@@ -171,10 +192,32 @@ fn to_h1_websocket<B>(req: &mut Request<B>) -> Result<(), UpstreamError> {
     Ok(())
 }
 
-/// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
-fn is_upgrade<B>(req: &Request<B>) -> bool {
+/// An HTTP/1.1 request asking to switch to protocols that are all on the allow-list.
+/// `h2c` never is: a member that answers 101 to it would get every later byte of the
+/// connection unchecked.
+fn is_allowed_upgrade<B>(req: &Request<B>, allowed: &[String]) -> bool {
+    let protocols_allowed = || {
+        let mut any = false;
+        for value in req.headers().get_all(header::UPGRADE) {
+            let Ok(value) = value.to_str() else {
+                return false;
+            };
+            for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                // `websocket` or `name/version`
+                let name = p.split('/').next().unwrap_or(p).trim();
+                if name.eq_ignore_ascii_case("h2c")
+                    || !allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+                {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
+    };
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
+        && protocols_allowed()
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -206,8 +249,11 @@ where
                 NotPicked,
             ));
         };
-        let extended = is_h2_websocket(&req);
-        let upgrading = extended || is_upgrade(&req);
+        let allowed = &self.shared.upgrades;
+        let extended =
+            is_h2_websocket(&req) && allowed.iter().any(|a| a.eq_ignore_ascii_case("websocket"));
+        // any other Upgrade is dropped by hygiene and the request served as a plain one
+        let upgrading = extended || is_allowed_upgrade(&req, allowed);
         // the client's side of an upgrade, joined to the member's once it answers 101
         let client_upgrade = if upgrading {
             req.extensions_mut().remove::<OnUpgrade>()

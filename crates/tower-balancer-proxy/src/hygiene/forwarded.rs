@@ -11,6 +11,27 @@ use ipnet::IpNet;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Every header through which a client could claim to be someone else or to have come over
+/// TLS: what [`Forwarding::apply`] removes from an untrusted peer, and
+/// [`strip_forwarding_headers`] from a peer whose address is unknown.
+pub const FORWARDING_HEADERS: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::FORWARDED,
+    X_REAL_IP,
+];
+
+/// Removes every forwarding header ([`FORWARDING_HEADERS`]): the fail-closed answer when the
+/// client's address is unknown, so a member never mistakes what a client wrote for what the
+/// proxy vouches for.
+pub fn strip_forwarding_headers(headers: &mut HeaderMap) {
+    for name in &FORWARDING_HEADERS {
+        headers.remove(name);
+    }
+}
 
 /// A forwarding setting was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,9 +181,13 @@ impl Forwarding {
     /// over TLS or not, with the client's `Host`. Call it after
     /// [`strip_hop_by_hop`](super::strip_hop_by_hop).
     ///
+    /// From an untrusted peer every forwarding header it sent is removed first
+    /// ([`FORWARDING_HEADERS`]: the `X-Forwarded-*` family, `Forwarded`, `X-Real-IP`),
+    /// whether or not ours are written; from a trusted proxy they are kept and ours appended.
     /// `X-Forwarded-For` becomes one field: the incoming chain, kept only when `client` is a
     /// trusted proxy (entries that are not IP addresses are dropped), followed by `client`.
-    /// `X-Forwarded-Proto`/`-Host` and `Forwarded` from an untrusted peer are replaced.
+    /// `Forwarded` is handled the same way when enabled. `X-Forwarded-Host` and `Forwarded`'s
+    /// `host=` come only from a `host` that [`is_valid_host`](super::is_valid_host) accepts.
     pub fn apply(
         &self,
         headers: &mut HeaderMap,
@@ -173,6 +198,11 @@ impl Forwarding {
         let client = canonical(client);
         let trusted = self.trusted.contains(client);
         let proto = if tls { "https" } else { "http" };
+        let host = host.filter(|h| super::is_valid_host(h.as_bytes()));
+        if !trusted {
+            // a client's own claims never pass, even when we write none of ours
+            strip_forwarding_headers(headers);
+        }
         if self.x_forwarded {
             let mut chain = String::with_capacity(48);
             if trusted {
@@ -360,6 +390,47 @@ mod tests {
             "for=\"[2001:db8::7]\";proto=https;host=\"wso2.com\""
         );
         assert_eq!(h[header::VIA], "1.0 cdn, 1.1 wso2-lb");
+    }
+
+    #[test]
+    fn an_untrusted_forwarded_header_is_removed_even_when_ours_is_off() {
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, "for=1.2.3.4".parse().unwrap());
+        h.insert(X_REAL_IP, "1.2.3.4".parse().unwrap());
+        Forwarding::new().apply(&mut h, ip("198.51.100.7"), false, None);
+        assert!(h.get(header::FORWARDED).is_none());
+        assert!(h.get(X_REAL_IP).is_none());
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
+        Forwarding::new()
+            .x_forwarded(false)
+            .apply(&mut h, ip("198.51.100.7"), false, None);
+        assert!(h.is_empty(), "{h:?}");
+        // a trusted proxy's Forwarded is kept and ours appended
+        let fwd = Forwarding::new()
+            .forwarded(true)
+            .trusted(TrustedProxies::parse(["10.0.0.0/8"]).unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, "for=203.0.113.9".parse().unwrap());
+        fwd.apply(&mut h, ip("10.0.0.2"), false, None);
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=203.0.113.9, for=10.0.0.2;proto=http"
+        );
+    }
+
+    #[test]
+    fn an_invalid_host_never_becomes_x_forwarded_host() {
+        let mut h = HeaderMap::new();
+        Forwarding::new().forwarded(true).apply(
+            &mut h,
+            ip("198.51.100.7"),
+            false,
+            Some(&"lb.test@evil.test".parse().unwrap()),
+        );
+        assert!(h.get(X_FORWARDED_HOST).is_none());
+        assert_eq!(h[header::FORWARDED], "for=198.51.100.7;proto=http");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers before a message is forwarded: `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`,
-/// `Trailer`, `Transfer-Encoding`, `TE` (except a `TE: trailers`, which is kept as exactly
+/// `Trailer`, `Transfer-Encoding`, `HTTP2-Settings`, `TE` (except a `TE: trailers`, which is kept as exactly
 /// that), and `Upgrade` unless `upgrading` (a WebSocket handshake keeps `Upgrade` and gets
 /// `Connection: upgrade` back).
 ///
@@ -85,10 +85,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 }
 
 /// Every header removed whatever `Connection` says: [`HOP_BY_HOP`], then `TE` (kept as
-/// `trailers` if asked for) and `Upgrade` (kept when upgrading). Spelt out because a const
+/// `trailers` if asked for), `Upgrade` (kept when upgrading) and `HTTP2-Settings` (only
+/// meaningful with `Upgrade: h2c`, which is never forwarded). Spelt out because a const
 /// array of `HeaderName`s cannot be taken apart at compile time; a test keeps its start equal
 /// to [`HOP_BY_HOP`].
-const ALWAYS: [HeaderName; 9] = [
+const ALWAYS: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -98,6 +99,7 @@ const ALWAYS: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::TE,
     header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The bits of `Connection` and `TE` in the presence mask of [`ALWAYS`].

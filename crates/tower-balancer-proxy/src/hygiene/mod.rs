@@ -9,6 +9,10 @@
 
 mod forwarded;
 mod hop;
+mod host;
 
-pub use forwarded::{Forwarding, ForwardingError, TrustedProxies};
+pub use forwarded::{
+    strip_forwarding_headers, Forwarding, ForwardingError, TrustedProxies, FORWARDING_HEADERS,
+};
 pub use hop::{strip_hop_by_hop, HOP_BY_HOP};
+pub use host::is_valid_host;

@@ -5,9 +5,14 @@
 //! CVE-2007-6421, CVE-2012-4558). Here every state change is a POST that must carry this
 //! process's random nonce and come from the same origin (`Origin`, or `Referer`, naming the
 //! host the page was served from; `Sec-Fetch-Site` other than `same-origin` is refused), all
-//! output is escaped, and responses forbid framing and scripts. It is off unless you mount
-//! it, and it must be mounted behind authentication (and best on a loopback-only port):
-//! anyone who can use it can take members out of service.
+//! output is escaped, and responses forbid framing and scripts. It answers only requests
+//! whose `Host` is one of its own names (`localhost`, `127.0.0.1`, `::1` and those you add
+//! with [`BalancerManager::allow_hosts`]; 421 otherwise), so a DNS-rebinding page at
+//! `evil.test` that resolves to the manager's address can neither read the page and its
+//! nonce nor post an action; and only at its own paths, `/` and `/balancer-manager` (404
+//! elsewhere). It is off unless you mount it, and it must be mounted behind authentication
+//! (and best on a loopback-only port): anyone who can use it can take members out of
+//! service.
 
 mod view;
 
@@ -47,7 +52,8 @@ const MAX_FORM: usize = 16 * 1024;
 /// let registry = Registry::new();
 /// registry.insert(MemberSpec::new(MemberId::new("node1")?, "https://abc.com:9443".parse()?))?;
 /// let manager = BalancerManager::new(registry, ManagerInfo { name: "wso2-cluster".into(), ..Default::default() })?;
-/// let res = manager.oneshot(Request::get("/balancer-manager?json").body(Full::new(Bytes::new()))?).await?;
+/// let req = Request::get("/balancer-manager?json").header("host", "localhost:9000");
+/// let res = manager.oneshot(req.body(Full::new(Bytes::new()))?).await?;
 /// let json: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await?.to_bytes())?;
 /// assert_eq!(json["members"][0]["route"], "node1");
 /// # Ok(()) }
@@ -57,11 +63,17 @@ pub struct BalancerManager {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     registry: Registry,
     info: ManagerInfo,
     nonce: String,
+    /// Host names (lower case, IPv6 without brackets) requests may carry.
+    hosts: Vec<String>,
 }
+
+/// The paths the manager answers at.
+const PATHS: [&str; 2] = ["/", "/balancer-manager"];
 
 impl std::fmt::Debug for BalancerManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,8 +107,33 @@ impl BalancerManager {
                 registry,
                 info,
                 nonce,
+                hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             }),
         })
+    }
+
+    /// Also answers requests whose `Host` names one of `hosts` (a name or an address,
+    /// without the port): the address the manager is bound to, the name operators reach
+    /// it by. `localhost`, `127.0.0.1` and `::1` are always allowed.
+    #[must_use]
+    pub fn allow_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let inner = Arc::make_mut(&mut self.inner);
+        for h in hosts {
+            let h = h
+                .as_ref()
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let h = h.to_ascii_lowercase();
+            if !h.is_empty() && !inner.hosts.contains(&h) {
+                inner.hosts.push(h);
+            }
+        }
+        self
     }
 
     /// The nonce action forms must carry (for tests and scripted clients).
@@ -136,7 +173,27 @@ fn authority_of(url: &str) -> Option<String> {
         .map(|a| a.as_str().to_ascii_lowercase())
 }
 
+/// The host name of a `Host` value or authority, without the port and brackets.
+fn host_name(value: &str) -> &str {
+    match value.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => value.split(':').next().unwrap_or(value),
+    }
+}
+
 impl Inner {
+    /// Whether the request names this manager as its host (DNS rebinding defence).
+    fn own_host<B>(&self, req: &Request<B>) -> bool {
+        let value = match req.headers().get(header::HOST) {
+            Some(v) => v.to_str().ok(),
+            None => req.uri().authority().map(http::uri::Authority::as_str),
+        };
+        value.is_some_and(|v| {
+            let name = host_name(v.trim());
+            self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+        })
+    }
+
     fn view(&self) -> BalancerView<'_> {
         let snapshot = self.registry.load();
         BalancerView {
@@ -261,6 +318,20 @@ where
         // An operator page, off the request path: a boxed future keeps it simple.
         let inner = self.inner.clone();
         Box::pin(async move {
+            if !inner.own_host(&req) {
+                return Ok(respond(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "text/plain; charset=utf-8",
+                    "421 this is not a host the balancer-manager answers for\n",
+                ));
+            }
+            if !PATHS.contains(&req.uri().path()) {
+                return Ok(respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "404\n",
+                ));
+            }
             Ok(match *req.method() {
                 Method::GET | Method::HEAD => inner.get(&req),
                 Method::POST => {

@@ -17,7 +17,23 @@ pub struct ServeConfig {
     pub(crate) max_headers: usize,
     pub(crate) graceful_timeout: Duration,
     pub(crate) keep_alive_timeout: Duration,
+    pub(crate) max_connections: Option<usize>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Descriptors kept for everything that is not a client or member connection: listeners,
+/// probes, DNS, files, the manager.
+const FD_RESERVE: u64 = 64;
+
+/// The client connection cap when none is set: half of the open-file limit left after a
+/// reserve, since every client connection may need a member connection of its own (HAProxy
+/// derives its `maxconn` the same way). 1,024 descriptors give 480 connections, 4,096 give
+/// 2,016. Where the limit cannot be read, 480.
+#[must_use]
+pub fn default_max_connections() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let cap = soft.saturating_sub(FD_RESERVE) / 2;
+    usize::try_from(cap).unwrap_or(usize::MAX).max(1)
 }
 
 impl Default for ServeConfig {
@@ -32,7 +48,8 @@ impl ServeConfig {
     /// headers and 100 header fields (431 beyond); 10 s for a TLS handshake; 30 s for
     /// in-flight requests to finish on shutdown. A connection that sends nothing is closed
     /// after the header-read timeout if it never sent a request, and after 15 s idle between
-    /// requests (keep-alive).
+    /// requests (keep-alive). At most [`default_max_connections`] client connections at
+    /// once (more wait in the listen backlog).
     #[must_use]
     pub const fn new() -> Self {
         Self {
@@ -42,6 +59,7 @@ impl ServeConfig {
             max_headers: 100,
             graceful_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(15),
+            max_connections: None,
             tls: None,
         }
     }
@@ -86,6 +104,16 @@ impl ServeConfig {
     #[must_use]
     pub const fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// The most client connections served at once (HAProxy `maxconn`, nginx
+    /// `worker_connections`); further connections wait in the listen backlog until one
+    /// closes, so the process never runs out of descriptors for members and probes. Default:
+    /// [`default_max_connections`], from the open-file limit when serving starts.
+    #[must_use]
+    pub const fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(if n == 0 { 1 } else { n });
         self
     }
 

@@ -7,8 +7,9 @@
 //! connection, so no byte after a doubtful request is ever read as another request.
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::uri::Authority;
 use http::{Method, Request, Version};
+
+use crate::hygiene::is_valid_host;
 
 /// Why a request was refused with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,8 +25,10 @@ pub enum FramingError {
     /// Both `Content-Length` and `Transfer-Encoding`.
     #[error("Content-Length and Transfer-Encoding together")]
     BothLengths,
-    /// No `Host`, several, or one that is not a host name.
-    #[error("an HTTP/1.1 request needs exactly one valid Host")]
+    /// No `Host` in HTTP/1.1, several, or one (or an authority in the request target) that
+    /// is not a host with an optional port 1–65535 (see
+    /// [`is_valid_host`](crate::hygiene::is_valid_host)).
+    #[error("a request needs exactly one valid Host (HTTP/1.1) and no invalid one")]
     Host,
     /// `CONNECT` other than HTTP/2's extended CONNECT (RFC 8441, WebSocket): a reverse proxy
     /// never opens tunnels to hosts a client names.
@@ -66,17 +69,20 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
             return Err(FramingError::TransferEncoding);
         }
     }
-    if req.version() == Version::HTTP_11 {
-        let mut hosts = h.get_all(HOST).iter();
-        let ok = match (hosts.next(), hosts.next()) {
-            (Some(v), None) => {
-                Authority::try_from(v.as_bytes()).is_ok_and(|a| !a.host().is_empty())
-            }
-            _ => false,
-        };
-        if !ok {
-            return Err(FramingError::Host);
-        }
+    // HTTP/1.1 needs exactly one Host; HTTP/1.0 may have none; HTTP/2 carries the
+    // authority in the URI and may add a Host too. Every one present must be valid.
+    let mut hosts = h.get_all(HOST).iter();
+    let ok = match (hosts.next(), hosts.next()) {
+        (Some(v), None) => is_valid_host(v.as_bytes()),
+        (None, None) => req.version() != Version::HTTP_11,
+        _ => false,
+    };
+    let authority_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| is_valid_host(a.as_str().as_bytes()));
+    if !ok || !authority_ok {
+        return Err(FramingError::Host);
     }
     Ok(())
 }
@@ -165,5 +171,24 @@ mod tests {
             Ok(())
         );
         assert_eq!(check_framing(&req(Version::HTTP_10, &[])), Ok(()));
+    }
+
+    #[test]
+    fn hosts_with_userinfo_or_bad_ports_are_refused_in_every_version() {
+        for v in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            for bad in ["lb.test@evil.test", "lb.test:abc", "lb.test:99999"] {
+                assert_eq!(
+                    check_framing(&req(v, &[("host", bad)])),
+                    Err(FramingError::Host),
+                    "{v:?} {bad}"
+                );
+            }
+        }
+        let h2 = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("https://lb.test:99999/")
+            .body(())
+            .unwrap();
+        assert_eq!(check_framing(&h2), Err(FramingError::Host));
     }
 }

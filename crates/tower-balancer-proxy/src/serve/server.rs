@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_balancer::balance::error_status;
 use tower_balancer::conn::{ClientAddr, ClientTls};
 use tower_balancer::BoxError;
@@ -53,11 +54,25 @@ fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
     res
 }
 
-/// The answer when the stack fails: the status from
-/// [`error_status`](tower_balancer::balance::error_status) and its reason phrase, never the
-/// error's text (which is logged).
+/// The status a client gets for an error from the stack: 408 when its own request body went
+/// silent past the idle limit ([`RequestBodyIdleLayer`](crate::limits::RequestBodyIdleLayer)),
+/// else [`error_status`](tower_balancer::balance::error_status)'s answer.
+#[must_use]
+pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return StatusCode::REQUEST_TIMEOUT;
+        }
+        cur = e.source();
+    }
+    error_status(err)
+}
+
+/// The answer when the stack fails: the status from [`client_status`] and its reason
+/// phrase, never the error's text (which is logged).
 fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
-    let status = error_status(&**e);
+    let status = client_status(&**e);
     tracing::warn!(error = %e, status = status.as_u16(), "request failed");
     let text = format!(
         "{} {}\n",
@@ -137,8 +152,24 @@ impl Server {
     {
         let graceful = GracefulShutdown::new();
         let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let cap = self
+            .config
+            .max_connections
+            .unwrap_or_else(super::config::default_max_connections);
+        let slots = Arc::new(Semaphore::new(cap));
         let mut shutdown = pin!(shutdown);
         loop {
+            // at the cap, wait for a connection to close before accepting: new clients wait
+            // in the backlog and descriptors stay for members and probes
+            let mut acquire = pin!(slots.clone().acquire_owned());
+            let slot = std::future::poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                acquire.as_mut().poll(cx).map(Result::ok)
+            })
+            .await;
+            let Some(slot) = slot else { break };
             let accepted = std::future::poll_fn(|cx| {
                 if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(None);
@@ -162,6 +193,7 @@ impl Server {
             let tls = tls.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                let _slot = slot;
                 let is_tls = tls.is_some();
                 let progress = Arc::new(Progress::default());
                 let heads = progress.clone();

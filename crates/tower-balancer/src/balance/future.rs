@@ -33,8 +33,10 @@ pin_project! {
         Attempt {
             #[pin]
             fut: F,
-            // boxed: only requests with a per-try timeout pay for a timer
-            timeout: Option<Pin<Box<Sleep>>>,
+            // the per-try limit; its timer is made (boxed) only once the member makes the
+            // attempt wait, so an attempt answered at once pays for none
+            timeout: Option<Duration>,
+            sleep: Option<Pin<Box<Sleep>>>,
             attempt: Option<Attempt>,
         },
         Failed {
@@ -60,7 +62,8 @@ impl<F> ResponseFuture<F> {
         Self {
             kind: Kind::Attempt {
                 fut,
-                timeout: timeout.map(|t| Box::pin(tokio::time::sleep_until(started + t))),
+                timeout,
+                sleep: None,
                 attempt: Some(Attempt {
                     in_flight,
                     started,
@@ -101,16 +104,25 @@ where
             KindProj::Attempt {
                 fut,
                 timeout,
+                sleep,
                 attempt,
             } => {
                 let result = match fut.poll(cx) {
                     Poll::Ready(r) => r.map_err(Into::into),
-                    Poll::Pending => match timeout.as_mut().map(|t| t.as_mut().poll(cx)) {
-                        Some(Poll::Ready(())) => Err(Box::new(UpstreamError::from_kind(
-                            UpstreamErrorKind::Timeout,
-                        )) as BoxError),
-                        _ => return Poll::Pending,
-                    },
+                    Poll::Pending => {
+                        if sleep.is_none() {
+                            if let (Some(t), Some(a)) = (*timeout, attempt.as_ref()) {
+                                *sleep = Some(Box::pin(tokio::time::sleep_until(a.started + t)));
+                            }
+                        }
+                        match sleep.as_mut().map(|t| t.as_mut().poll(cx)) {
+                            Some(Poll::Ready(())) => Err(Box::new(UpstreamError::from_kind(
+                                UpstreamErrorKind::Timeout,
+                            ))
+                                as BoxError),
+                            _ => return Poll::Pending,
+                        }
+                    }
                 };
                 let Some(Attempt {
                     in_flight,

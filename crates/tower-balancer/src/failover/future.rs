@@ -58,7 +58,12 @@ pin_project! {
 
 enum Verdict<R> {
     Done(Result<R, BoxError>),
-    Retry(Result<R, BoxError>),
+    /// Worth another attempt; `unsent` when the request reached no member (a connect
+    /// failure), so resending it adds no load to any member and spends no budget.
+    Retry {
+        res: Result<R, BoxError>,
+        unsent: bool,
+    },
 }
 
 impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
@@ -211,7 +216,7 @@ where
                     );
                     match verdict {
                         Verdict::Done(out) => return Poll::Ready(out),
-                        Verdict::Retry(res) => {
+                        Verdict::Retry { res, unsent } => {
                             if attempts >= *this.max_attempts {
                                 return Poll::Ready(stop(
                                     res,
@@ -219,7 +224,7 @@ where
                                     attempts,
                                 ));
                             }
-                            if !this.config.budget.withdraw() {
+                            if !unsent && !this.config.budget.withdraw() {
                                 return Poll::Ready(stop(
                                     res,
                                     NotRetried::BudgetExhausted,
@@ -272,7 +277,10 @@ fn judge<B, RB>(
             }
             match blocked(may_resend) {
                 Some(reason) => Verdict::Done(stop(Ok(r), reason, attempts)),
-                None => Verdict::Retry(Ok(r)),
+                None => Verdict::Retry {
+                    res: Ok(r),
+                    unsent: false,
+                },
             }
         }
         Err(e) => {
@@ -287,6 +295,7 @@ fn judge<B, RB>(
                 tried.insert(a.member());
             }
             let upstream = find_upstream_error(&*e).map(crate::upstream::UpstreamError::kind);
+            let unsent = upstream == Some(UpstreamErrorKind::Connect);
             let reason = match upstream {
                 Some(UpstreamErrorKind::ClientBody) => Some(NotRetried::ClientError),
                 // nothing was sent: safe for every method
@@ -295,7 +304,10 @@ fn judge<B, RB>(
             };
             match reason {
                 Some(reason) => Verdict::Done(stop(Err(e), reason, attempts)),
-                None => Verdict::Retry(Err(e)),
+                None => Verdict::Retry {
+                    res: Err(e),
+                    unsent,
+                },
             }
         }
     }

@@ -15,9 +15,15 @@
 //! - the request body is buffered lazily up to a cap (64 KiB) and replayed byte for byte; a
 //!   body over the cap is not retried once any of it was sent, and the reason is reported as
 //!   [`NotRetried::BodyOverCap`] (in [`FailoverError`] or the response extensions);
-//! - retries spend a budget (20% of requests plus 5 a second, over a 1 s window, by default), so a
-//!   dying cluster does not see a retry storm; with a per-try timeout, an overall deadline
-//!   and jittered exponential backoff.
+//! - retries of requests that may have been processed spend a budget (20% of requests plus 5
+//!   a second, over a 1 s window, by default), so a dying cluster does not see a retry storm;
+//!   a retry after a connect failure spends none: the request reached no member, so sending
+//!   it elsewhere adds no load, and a dead member never costs a client an error while another
+//!   member can serve (the attempt limit still bounds it);
+//! - each attempt waits at most the per-try timeout for response headers (60 s by default,
+//!   as nginx's `proxy_read_timeout` and Apache's `Timeout`); a timed-out idempotent request
+//!   goes to another member, any other gets 504; and an optional overall deadline, with
+//!   jittered exponential backoff between attempts.
 //!
 //! When every attempt failed the answer is the last member's error or response; errors map
 //! to 502, 503 or 504 through [`error_status`](crate::balance::error_status), never 408, and
@@ -34,5 +40,5 @@ pub use body::{ReplayBody, ReplayError};
 pub use error::{FailoverError, NotRetried};
 pub use future::ResponseFuture;
 pub use layer::FailoverLayer;
-pub use policy::{is_idempotent, FailoverConfig, DEFAULT_REPLAY_CAP};
+pub use policy::{is_idempotent, FailoverConfig, DEFAULT_PER_TRY_TIMEOUT, DEFAULT_REPLAY_CAP};
 pub use service::Failover;

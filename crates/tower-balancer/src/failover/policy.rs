@@ -13,6 +13,10 @@ use crate::strategy::MAX_TRIED;
 /// The default replay cap: bodies up to 64 KiB can be sent again.
 pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 
+/// The default time an attempt may wait for a member's response headers: 60 s, as nginx's
+/// `proxy_read_timeout` and Apache's `Timeout`.
+pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Failover settings. [`FailoverConfig::default`] gives Apache-like behaviour with a retry
 /// budget on top.
 #[derive(Clone)]
@@ -43,16 +47,18 @@ impl fmt::Debug for FailoverConfig {
 }
 
 impl Default for FailoverConfig {
-    /// At most 3 retries (and never more than members − 1), no per-try timeout or deadline
-    /// beyond the transport's own, jittered backoff from 2 ms to 100 ms, no status retried,
-    /// only idempotent methods retried after a request may have been sent, 64 KiB replay
-    /// cap, and a budget of 20% of requests plus 5 retries a second, counted over a 1 s
-    /// window: however long a storm lasts, attempts stay under 1.2 × requests + 10 a second
-    /// (linkerd's 10 s window would let it spend a 100-retry reserve at once).
+    /// At most 3 retries (and never more than members − 1), 60 s per attempt for the
+    /// response headers ([`DEFAULT_PER_TRY_TIMEOUT`]) and no overall deadline, jittered
+    /// backoff from 2 ms to 100 ms, no status retried, only idempotent methods retried after
+    /// a request may have been sent, 64 KiB replay cap, and a budget of 20% of requests plus
+    /// 5 retries a second, counted over a 1 s window, for retries of requests that may have
+    /// been processed: however long a storm lasts, those stay under 0.2 × requests + 10 a
+    /// second (linkerd's 10 s window would let it spend a 100-retry reserve at once).
+    /// Retries after connect failures are bounded by the attempt limit alone.
     fn default() -> Self {
         Self {
             max_retries: 3,
-            per_try_timeout: None,
+            per_try_timeout: Some(DEFAULT_PER_TRY_TIMEOUT),
             deadline: None,
             backoff_base: Duration::from_millis(2),
             backoff_max: Duration::from_millis(100),
@@ -73,11 +79,20 @@ impl FailoverConfig {
         self
     }
 
-    /// A time limit for each attempt, up to response headers; a timed-out attempt counts as
-    /// a timeout of its member.
+    /// A time limit for each attempt, up to response headers (default 60 s); a timed-out
+    /// attempt counts as a timeout of its member.
     #[must_use]
     pub const fn per_try_timeout(mut self, timeout: Duration) -> Self {
         self.per_try_timeout = Some(timeout);
+        self
+    }
+
+    /// No time limit per attempt: an attempt waits as long as the transport does, which for
+    /// a member that accepts and never answers is for ever. Only for members that may take
+    /// unbounded time to start a response (long polling without keep-alive bytes).
+    #[must_use]
+    pub const fn no_per_try_timeout(mut self) -> Self {
+        self.per_try_timeout = None;
         self
     }
 
@@ -122,8 +137,10 @@ impl FailoverConfig {
         self
     }
 
-    /// The retry budget: `ratio` of recent requests (0.0–1000.0) plus `min_per_sec` retries a
-    /// second, over a `window` of 1–60 s. Share one config between services to share it.
+    /// The retry budget for requests that may have been processed: `ratio` of recent
+    /// requests (0.0–1000.0) plus `min_per_sec` retries a second, over a `window` of 1–60 s.
+    /// Share one config between services to share it. Retries after connect failures never
+    /// draw from it.
     #[must_use]
     pub fn budget(mut self, window: Duration, min_per_sec: u32, ratio: f32) -> Self {
         self.budget = Arc::new(tps_budget(window, min_per_sec, ratio));

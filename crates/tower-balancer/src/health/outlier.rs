@@ -2,13 +2,22 @@
 //!
 //! Why passive as well as active: a probe every 2 s notices a dead member after seconds; the
 //! requests that hit it notice at once. Like Envoy's outlier detection, a member is ejected
-//! after a run of consecutive failures (5 by default) for a base time multiplied by how often
-//! it was ejected before (30 s × n, at most 300 s), never more than a fraction of the members
-//! at once (10%) but always at least one, so with two members a dead one is ejected. When its
-//! time is up it comes back on probation: its next failure ejects it again at once.
+//! after a run of consecutive failures for a base time multiplied by how often it was ejected
+//! before (30 s × n, at most 300 s), never more than a fraction of the members at once (10%)
+//! but always at least one, so with two members a dead one is ejected. When its time is up it
+//! comes back on probation: its next failure ejects it again at once.
 //!
-//! Only what the balance layer classified as the member's failure counts (connect failures,
-//! resets, timeouts, configured 5xx statuses); the client's own errors never do.
+//! Two runs count, each with its own threshold: **connect failures in a row** (3 by default:
+//! a refused or timed-out connect is the surest sign a member is gone, and costs nothing to
+//! act on, since failover resends such a request elsewhere), and **failures of any kind in a
+//! row** (5 by default, Envoy's `consecutive_5xx`: resets, timeouts, and the statuses the
+//! balance layer counts as failures). Either can be turned off with 0.
+//!
+//! Only what the balance layer classified as the member's failure counts; the client's own
+//! errors never do. The decision is made on the request path without locks beyond this
+//! detector's own map; the registry write that takes the member out of rotation is done by
+//! the [`readmissions`](OutlierDetection::readmissions) task, so no response future ever
+//! waits on the registry's writer lock.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,10 +33,12 @@ use tokio::time::Instant;
 use crate::outcome::{Outcome, OutcomeObserver};
 use crate::registry::{Health, HealthSource, Member, MemberId, Registry};
 
-/// Outlier-ejection settings; the defaults are Envoy's.
+/// Outlier-ejection settings; the defaults are Envoy's, plus ejection after 3 connect
+/// failures in a row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutlierConfig {
     consecutive_failures: u32,
+    consecutive_connect_failures: u32,
     base_ejection: Duration,
     max_ejection: Duration,
     max_ejected_fraction: f64,
@@ -40,21 +51,31 @@ impl Default for OutlierConfig {
 }
 
 impl OutlierConfig {
-    /// 5 consecutive failures; 30 s × times ejected, at most 300 s; at most 10% ejected.
+    /// 5 consecutive failures or 3 consecutive connect failures; 30 s × times ejected, at
+    /// most 300 s; at most 10% ejected (but always one).
     #[must_use]
     pub const fn new() -> Self {
         Self {
             consecutive_failures: 5,
+            consecutive_connect_failures: 3,
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_fraction: 0.1,
         }
     }
 
-    /// Failures in a row that eject a member (at least 1).
+    /// Failures of any kind in a row that eject a member (timeouts, resets, failure
+    /// statuses, connect failures); 0 turns this rule off.
     #[must_use]
     pub const fn consecutive_failures(mut self, n: u32) -> Self {
-        self.consecutive_failures = if n == 0 { 1 } else { n };
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// Connect failures in a row that eject a member; 0 turns this rule off.
+    #[must_use]
+    pub const fn consecutive_connect_failures(mut self, n: u32) -> Self {
+        self.consecutive_connect_failures = n;
         self
     }
 
@@ -82,7 +103,10 @@ impl OutlierConfig {
 struct Ejection {
     member: Arc<Member>,
     times: u32,
+    /// Ejected until then (decided on the request path).
     until: Option<Instant>,
+    /// Whether the readmission task has written the ejection to the registry.
+    applied: bool,
     readmitted_at: Option<Instant>,
     probation: bool,
 }
@@ -153,7 +177,7 @@ impl OutlierDetection {
     pub fn ejected(&self) -> Vec<MemberId> {
         let mut ids: Vec<MemberId> = lock(&self.inner.state)
             .values()
-            .filter(|e| e.until.is_some() && e.member.is_down_by(HealthSource::Outlier))
+            .filter(|e| e.is_ejected())
             .map(|e| e.member.id().clone())
             .collect();
         ids.sort();
@@ -170,7 +194,8 @@ impl OutlierDetection {
         ReadmissionTask(tokio::spawn(self.readmissions()))
     }
 
-    /// Readmits ejected members when their time is up, on probation. Runs until dropped.
+    /// Takes ejected members out of rotation (the registry write), and readmits them when
+    /// their time is up, on probation. Runs until dropped; without it no member is ejected.
     pub fn readmissions(&self) -> impl Future<Output = ()> + Send + 'static {
         let inner = self.inner.clone();
         async move {
@@ -194,6 +219,13 @@ impl OutlierDetection {
     }
 }
 
+impl Ejection {
+    /// Ejected by us and not readmitted by anyone (a passing probe readmits early).
+    fn is_ejected(&self) -> bool {
+        self.until.is_some() && (!self.applied || self.member.is_down_by(HealthSource::Outlier))
+    }
+}
+
 impl Inner {
     /// Whether `member` is still the registered member with its id (not removed or replaced).
     fn still_registered(&self, member: &Member) -> bool {
@@ -203,12 +235,21 @@ impl Inner {
             .is_some_and(|m| m.serial() == member.serial())
     }
 
-    /// Readmits every member whose time is up; returns the next deadline.
+    /// Writes new ejections to the registry and readmits every member whose time is up;
+    /// returns the next deadline.
     fn readmit_due(&self, now: Instant) -> Option<Instant> {
         let mut state = lock(&self.state);
         let mut next: Option<Instant> = None;
         state.retain(|_, e| self.still_registered(&e.member));
         for e in state.values_mut() {
+            if e.until.is_some() && !e.applied {
+                e.applied = true;
+                let _ = self.registry.set_health_by(
+                    e.member.id().as_str(),
+                    HealthSource::Outlier,
+                    Health::Unhealthy,
+                );
+            }
             match e.until {
                 Some(t) if t <= now => {
                     e.until = None;
@@ -236,10 +277,7 @@ impl Inner {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let members = self.registry.load().len();
-        let ejected = state
-            .values()
-            .filter(|e| e.until.is_some() && e.member.is_down_by(HealthSource::Outlier))
-            .count();
+        let ejected = state.values().filter(|e| e.is_ejected()).count();
         #[allow(
             clippy::cast_precision_loss,
             clippy::cast_possible_truncation,
@@ -250,11 +288,12 @@ impl Inner {
             member: member.clone(),
             times: 0,
             until: None,
+            applied: false,
             readmitted_at: None,
             probation: false,
         });
         if e.until.is_some() {
-            if member.is_down_by(HealthSource::Outlier) {
+            if e.is_ejected() {
                 return; // ejected already
             }
             // readmitted by someone else (a passing probe): forget that ejection
@@ -281,11 +320,7 @@ impl Inner {
             .saturating_mul(e.times)
             .min(self.config.max_ejection);
         e.until = Some(now + time);
-        let _ = self.registry.set_health_by(
-            member.id().as_str(),
-            HealthSource::Outlier,
-            Health::Unhealthy,
-        );
+        e.applied = false;
         tracing::warn!(member = %member.id(), times = e.times, seconds = time.as_secs(), "outlier ejected");
         drop(state);
         self.wake.notify_one();
@@ -301,8 +336,14 @@ impl OutcomeObserver for OutlierDetection {
                     && lock(&inner.state)
                         .get(&member.serial())
                         .is_some_and(|e| e.probation);
+                let (any, connect) = (
+                    inner.config.consecutive_failures,
+                    inner.config.consecutive_connect_failures,
+                );
+                let stats = member.stats();
                 if on_probation
-                    || member.stats().consecutive_failures() >= inner.config.consecutive_failures
+                    || (any > 0 && stats.consecutive_failures() >= any)
+                    || (connect > 0 && stats.consecutive_connect_failures() >= connect)
                 {
                     inner.eject(member);
                 }

@@ -51,6 +51,7 @@ pub struct MemberStats {
     bytes_to_member: AtomicU64,
     bytes_from_member: AtomicU64,
     consecutive_failures: AtomicU32,
+    consecutive_connect_failures: AtomicU32,
     last_failure: AtomicU16,
     ewma: PeakEwma,
     load: Arc<RegistryLoad>,
@@ -87,6 +88,7 @@ impl MemberStats {
             bytes_to_member: AtomicU64::new(0),
             bytes_from_member: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            consecutive_connect_failures: AtomicU32::new(0),
             last_failure: AtomicU16::new(0),
             ewma: PeakEwma::new(),
             load,
@@ -111,6 +113,13 @@ impl MemberStats {
     #[must_use]
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// Connect failures since the last attempt that reached the member (a success or any
+    /// other outcome): the surest sign that a member is gone.
+    #[must_use]
+    pub fn consecutive_connect_failures(&self) -> u32 {
+        self.consecutive_connect_failures.load(Ordering::Relaxed)
     }
 
     /// The peak-EWMA latency estimate decayed to `now`, in nanoseconds; `None` before the
@@ -171,6 +180,8 @@ impl MemberStats {
             Outcome::Success { latency } => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.consecutive_connect_failures
+                    .store(0, Ordering::Relaxed);
                 self.ewma.observe(*latency, self.load.epoch, Instant::now());
             }
             Outcome::Failure { kind, latency } => {
@@ -182,6 +193,16 @@ impl MemberStats {
                     Ordering::Relaxed,
                     |v| Some(v.saturating_add(1)),
                 );
+                if *kind == FailureKind::Connect {
+                    let _ = self.consecutive_connect_failures.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |v| Some(v.saturating_add(1)),
+                    );
+                } else {
+                    self.consecutive_connect_failures
+                        .store(0, Ordering::Relaxed);
+                }
                 self.last_failure.store(kind.code(), Ordering::Relaxed);
                 if let Some(latency) = latency {
                     self.ewma.observe(*latency, self.load.epoch, Instant::now());

@@ -1,0 +1,125 @@
+//! Which `Host` values a request may carry.
+//!
+//! Why strict: `Host` is copied into `X-Forwarded-Host`, sent to members with
+//! `preserve_host`, and used by members to build absolute URLs (password-reset links,
+//! redirects). A value with userinfo (`lb.test@evil.test`), a port that is not one
+//! (`lb.test:abc`, `lb.test:99999`) or stray characters reads differently at each hop; the
+//! parser in front of them all refuses it instead, as nginx does with 400.
+
+/// Whether `value` is an RFC 3986 host with an optional port: a name of letters, digits and
+/// `-._~` (at most 255 bytes), an IPv4 address, or an IPv6 address in brackets; then
+/// nothing, or `:` and a port from 1 to 65535. No userinfo, no percent-encoding, no empty
+/// host or port.
+///
+/// ```
+/// use tower_balancer_proxy::hygiene::is_valid_host;
+///
+/// assert!(is_valid_host(b"wso2.com"));
+/// assert!(is_valid_host(b"wso2.com:8443"));
+/// assert!(is_valid_host(b"[::1]:8443"));
+/// assert!(!is_valid_host(b"lb.test@evil.test"));
+/// assert!(!is_valid_host(b"lb.test:abc"));
+/// assert!(!is_valid_host(b"lb.test:99999"));
+/// ```
+#[must_use]
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &rest[..end];
+        let ok = std::str::from_utf8(inside)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+            .is_some();
+        if !ok {
+            return false;
+        }
+        (None, &rest[end + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(i) => (Some(&value[..i]), &value[i..]),
+            None => (Some(value), &value[value.len()..]),
+        }
+    };
+    if let Some(name) = host {
+        let ok = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        if !ok {
+            return false;
+        }
+    }
+    match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            !digits.is_empty()
+                && digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .is_some_and(|p| (1..=65535).contains(&p))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_addresses_and_ports_pass() {
+        for ok in [
+            "wso2.com",
+            "wso2.com:1",
+            "wso2.com:65535",
+            "127.0.0.1:8443",
+            "[::1]",
+            "[2001:db8::7]:443",
+            "node_1.internal",
+            "localhost",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn userinfo_bad_ports_and_stray_bytes_are_refused() {
+        for bad in [
+            "",
+            ":80",
+            "lb.test@evil.test",
+            "user:pw@lb.test",
+            "lb.test:abc",
+            "lb.test:99999",
+            "lb.test:0",
+            "lb.test:",
+            "lb.test:80:80",
+            "lb.test/x",
+            "lb.test x",
+            "lb.test%2e",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "[::1]:",
+            "a\"b",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+        assert!(!is_valid_host(&[b'a'; 256]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_refuses_every_at_sign(bytes: Vec<u8>) {
+            let ok = is_valid_host(&bytes);
+            if bytes.contains(&b'@') || bytes.contains(&b'/') {
+                proptest::prop_assert!(!ok);
+            }
+        }
+    }
+}
