@@ -1,0 +1,244 @@
+//! A balancer built from a configuration file with defaults untouched, and members that are
+//! real sockets on loopback: an echo of the request head, a raw recorder, a member that
+//! accepts and never answers, one that answers HTTP/1.0.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_balancer::registry::Registry;
+use tower_balancer_proxy::config::BalancerConfig;
+
+/// A running balancer.
+pub(crate) struct Lb {
+    pub(crate) addr: SocketAddr,
+    pub(crate) manager: Option<SocketAddr>,
+    pub(crate) registry: Registry,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+/// Starts a balancer from a file for the members at `urls` (routes node1, node2, …), with
+/// `server` lines added to `[server]`, `balancer` lines to `[balancer]`, and `tail` after
+/// everything (more tables).
+pub(crate) async fn lb(urls: &[String], server: &str, balancer: &str, tail: &str) -> Lb {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n{server}\n\
+         [balancer]\nname = \"b\"\n"
+    );
+    text.push_str(balancer);
+    text.push('\n');
+    for (i, u) in urls.iter().enumerate() {
+        text.push_str(&format!(
+            "[[balancer.member]]\nurl = \"{u}\"\nroute = \"node{}\"\n",
+            i + 1
+        ));
+    }
+    text.push_str(tail);
+    let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
+    let bound = config.build().unwrap().bind().await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    let manager = bound.manager_addr();
+    let registry = bound.registry().clone();
+    let task = tokio::spawn(async move {
+        let _ = bound.serve(std::future::pending()).await;
+    });
+    Lb {
+        addr,
+        manager,
+        registry,
+        _task: task,
+    }
+}
+
+/// A member answering every request with its request line and headers, one per line; the
+/// request lines it saw are kept.
+pub(crate) async fn echo_member() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri()));
+                    async move {
+                        let mut text =
+                            format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+                        for (k, v) in req.headers() {
+                            text.push_str(&format!(
+                                "{k}: {}\n",
+                                String::from_utf8_lossy(v.as_bytes())
+                            ));
+                        }
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        text.push_str(&format!("body: {}\n", body.map_or(0, |b| b.len())));
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(text))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// What a recording member appends to a connection's bytes when the balancer closes it.
+pub(crate) const CLOSED: &str = "<closed>";
+
+/// A member that records every byte it receives, per connection, and answers nothing.
+pub(crate) async fn recording_member() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            let i = {
+                let mut l = log.lock().unwrap();
+                l.push(Vec::new());
+                l.len() - 1
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        log.lock().unwrap()[i].extend_from_slice(CLOSED.as_bytes());
+                        break;
+                    }
+                    log.lock().unwrap()[i].extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// A member that answers every request in HTTP/1.0 and closes.
+pub(crate) async fn http10_member() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold")
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A TCP port with nothing listening.
+pub(crate) fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+/// Sends `raw` on a new connection and reads until the peer closes or `limit` passes.
+pub(crate) async fn raw(addr: SocketAddr, raw: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length or chunked body from `s`, returning its
+/// head and body; `buf` keeps bytes already read past it.
+pub(crate) async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end);
+    let lower = head.to_ascii_lowercase();
+    let body = if let Some(cl) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+    {
+        let n: usize = cl.trim().parse().unwrap();
+        while buf.len() < n {
+            let k = s.read(&mut chunk).await.unwrap();
+            assert!(k > 0);
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        buf.drain(..n).collect()
+    } else if lower.contains("transfer-encoding: chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                let k = s.read(&mut chunk).await.unwrap();
+                assert!(k > 0);
+                buf.extend_from_slice(&chunk[..k]);
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap().trim(), 16)
+                    .unwrap();
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                let k = s.read(&mut chunk).await.unwrap();
+                assert!(k > 0);
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            body.extend(buf.drain(..size));
+            buf.drain(..2);
+            if size == 0 {
+                break body;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    (head, body)
+}

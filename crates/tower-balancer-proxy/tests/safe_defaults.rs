@@ -1,0 +1,395 @@
+//! H: what the balancer built from a file does with no setting touched, tried as a hostile
+//! client and as an operator would: dead and hung members, silent bodies, forged headers,
+//! odd hosts, h2c, HTTP/1.0 members, pipelining, broken chunked framing, the manager.
+#![allow(clippy::unwrap_used)]
+
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::{closed_port, echo_member, http10_member, lb, raw, read_response, recording_member};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn forged_forwarding_headers_never_reach_members() {
+    let (member, _) = echo_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    let out = raw(
+        lb.addr,
+        b"GET /who HTTP/1.1\r\nHost: lb.test\r\nForwarded: for=1.2.3.4;proto=https\r\n\
+          X-Real-IP: 1.2.3.4\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-Host: evil.test\r\nConnection: close\r\n\r\n",
+        5 * SECOND,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = out.to_ascii_lowercase();
+    assert!(!seen.contains("forwarded: for=1.2.3.4"), "{out}");
+    assert!(!seen.contains("x-real-ip"), "{out}");
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{out}");
+    assert!(seen.contains("x-forwarded-proto: http\n"), "{out}");
+    assert!(seen.contains("x-forwarded-host: lb.test\n"), "{out}");
+    assert!(
+        !seen.contains("1.2.3.4") && !seen.contains("evil.test"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn hosts_with_userinfo_or_bad_ports_get_400_even_with_preserve_host() {
+    let (member, seen) = echo_member().await;
+    let lb = lb(&[member], "", "preserve_host = true", "").await;
+    for host in [
+        "lb.test@evil.test",
+        "lb.test:abc",
+        "lb.test:99999",
+        "lb.test:0",
+        "lb.test/x",
+    ] {
+        for version in ["1.1", "1.0"] {
+            let req = format!("GET / HTTP/{version}\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
+            assert!(
+                out.starts_with(&format!("HTTP/{version} 400")),
+                "{host} {version}: {out}"
+            );
+        }
+    }
+    assert!(seen.lock().unwrap().is_empty(), "a member saw a bad Host");
+    let out = raw(
+        lb.addr,
+        b"GET / HTTP/1.1\r\nHost: lb.test:8080\r\nConnection: close\r\n\r\n",
+        5 * SECOND,
+    )
+    .await;
+    assert!(out.contains("host: lb.test:8080\n"), "{out}");
+}
+
+#[tokio::test]
+async fn h2c_and_unlisted_upgrades_are_dropped_and_served_plain() {
+    let (member, _) = echo_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    for (upgrade, extra) in [
+        ("h2c", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+        ("foo/1", ""),
+        ("websocket, h2c", ""),
+    ] {
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+             Upgrade: {upgrade}\r\n{extra}\r\n"
+        );
+        let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{upgrade}: {out}");
+        let lower = out.to_ascii_lowercase();
+        assert!(!lower.contains("\nupgrade:"), "{upgrade}: {out}");
+        assert!(!lower.contains("http2-settings:"), "{upgrade}: {out}");
+    }
+    // WebSocket is on the list: its handshake reaches the member with Upgrade
+    let out = raw(
+        lb.addr,
+        b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        2 * SECOND,
+    )
+    .await;
+    assert!(
+        out.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn an_http10_member_neither_downgrades_nor_closes_the_client() {
+    let member = http10_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        assert_eq!(body, b"old");
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_take_at_most_twice_as_long_as_sequential_ones() {
+    const N: usize = 1000;
+    let (member, _) = echo_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    let one = b"GET /p HTTP/1.1\r\nHost: lb.test\r\n\r\n";
+    // warm the member pool
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    for _ in 0..N {
+        s.write_all(one).await.unwrap();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"));
+    }
+    let sequential = start.elapsed();
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let all: Vec<u8> = one.iter().copied().cycle().take(one.len() * N).collect();
+    let start = Instant::now();
+    let (mut rd, mut wr) = s.split();
+    let write = async {
+        wr.write_all(&all).await.unwrap();
+    };
+    let read = async {
+        let (mut n, mut scanned) = (0, 0);
+        let mut chunk = [0u8; 65536];
+        // count responses by their status lines, scanning each byte once
+        while n < N {
+            let k = tokio::io::AsyncReadExt::read(&mut rd, &mut chunk)
+                .await
+                .unwrap();
+            assert!(k > 0, "closed after {n} responses");
+            buf.extend_from_slice(&chunk[..k]);
+            n += buf[scanned..]
+                .windows(12)
+                .filter(|w| w == b"HTTP/1.1 200")
+                .count();
+            scanned = buf.len().saturating_sub(11);
+        }
+    };
+    tokio::join!(write, read);
+    let pipelined = start.elapsed();
+    println!("{N} sequential: {sequential:?}, pipelined: {pipelined:?}");
+    assert!(
+        pipelined <= sequential * 2 + Duration::from_millis(200),
+        "pipelined {pipelined:?} against sequential {sequential:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_broken_mid_stream_gets_400_and_never_reaches_a_member_complete() {
+    let (member, seen) = recording_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: lb.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // a chunk longer than its size line says
+    s.write_all(b"3\r\nabcdef\r\n0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        5 * SECOND,
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out),
+    )
+    .await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_incomplete_and_closed(&seen).await;
+}
+
+#[tokio::test]
+async fn a_silent_request_body_gets_408_within_the_idle_limit() {
+    let (member, seen) = recording_member().await;
+    let lb = lb(&[member], "request_body_timeout = \"300ms\"", "", "").await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        5 * SECOND,
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out),
+    )
+    .await;
+    let took = start.elapsed();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(took < 2 * SECOND, "took {took:?}");
+    assert_incomplete_and_closed(&seen).await;
+}
+
+/// Every connection a recording member got was closed by the balancer before a complete
+/// request arrived: no chunked terminator, fewer body bytes than the Content-Length.
+async fn assert_incomplete_and_closed(seen: &std::sync::Mutex<Vec<Vec<u8>>>) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.is_empty(),
+        "the request never reached the member at all"
+    );
+    for conn in seen.iter() {
+        let text = String::from_utf8_lossy(conn);
+        let text = text
+            .strip_suffix(harness::CLOSED)
+            .unwrap_or_else(|| panic!("the member's connection was left open: {text:?}"));
+        assert!(
+            !text.contains("0\r\n\r\n"),
+            "a member saw a complete body: {text:?}"
+        );
+        if let Some(cl) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+        {
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+            assert!(body.len() < cl.trim().parse::<usize>().unwrap(), "{text:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dead_member_costs_no_client_an_error_and_no_post_is_sent_twice() {
+    // no probe: only failover and passive ejection stand between clients and the dead port
+    let lb = dead_member_load("").await;
+    // and the dead member was ejected after a few connect failures
+    let dead = lb.registry.load().get("node1").unwrap().clone();
+    assert!(
+        dead.stats().view().requests <= 10,
+        "{:?}",
+        dead.stats().view()
+    );
+}
+
+#[tokio::test]
+async fn with_ejection_off_a_dead_member_still_costs_no_client_an_error() {
+    // every other request meets the dead port: resending them must not wait on the budget
+    let lb =
+        dead_member_load("[balancer.ejection]\nconnect_failures = 0\nconsecutive_failures = 0\n")
+            .await;
+    let dead = lb.registry.load().get("node1").unwrap().clone();
+    assert!(
+        dead.stats().view().failures >= 500,
+        "{:?}",
+        dead.stats().view()
+    );
+}
+
+/// 8 clients, 2,000 requests, GET and POST in turn, against a closed port and a member;
+/// asserts no client error and no POST seen twice.
+async fn dead_member_load(tail: &str) -> harness::Lb {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 250;
+    let (member, seen) = echo_member().await;
+    let lb = lb(&[closed_port(), member], "", "", tail).await;
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (errors, posts, addr) = (errors.clone(), posts.clone(), lb.addr);
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut buf = Vec::new();
+            for i in 0..PER_CLIENT {
+                let req = if i % 2 == 0 {
+                    format!("GET /get/{c}/{i} HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+                } else {
+                    posts.fetch_add(1, Ordering::Relaxed);
+                    format!(
+                        "POST /post/{c}/{i} HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 4\r\n\r\nbody"
+                    )
+                };
+                s.write_all(req.as_bytes()).await.unwrap();
+                let (head, _) = read_response(&mut s, &mut buf).await;
+                if !head.starts_with("HTTP/1.1 200") {
+                    errors.lock().unwrap().push(head.lines().next().unwrap_or("").to_owned());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} client errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    let seen = seen.lock().unwrap().clone();
+    let posts_seen: Vec<_> = seen.iter().filter(|l| l.starts_with("POST")).collect();
+    let unique: HashSet<_> = posts_seen.iter().collect();
+    assert_eq!(
+        posts_seen.len(),
+        unique.len(),
+        "a POST reached a member twice"
+    );
+    assert_eq!(posts_seen.len(), posts.load(Ordering::Relaxed));
+    lb
+}
+
+#[tokio::test]
+async fn a_hung_member_costs_a_client_one_timeout_at_most() {
+    let (hung, _) = recording_member().await;
+    let (member, _) = echo_member().await;
+    let lb = lb(&[hung, member], "", "timeout = \"400ms\"", "").await;
+    let mut worst = Duration::ZERO;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let method = if i % 3 == 2 { "POST" } else { "GET" };
+        let req = format!(
+            "{method} /h/{i} HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let start = Instant::now();
+        let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
+        worst = worst.max(start.elapsed());
+        statuses.push((method, out.get(9..12).unwrap_or("").to_owned()));
+    }
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a client waited {worst:?}"
+    );
+    for (method, status) in &statuses {
+        match *method {
+            // an idempotent request that timed out went to the other member
+            "GET" => assert_eq!(status, "200", "{statuses:?}"),
+            // a POST that may have been processed is not resent: 504 or the other's 200
+            _ => assert!(status == "200" || status == "504", "{statuses:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_manager_answers_only_its_own_names_and_paths() {
+    let (member, _) = echo_member().await;
+    let lb = lb(
+        &[member],
+        "",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\nnames = [\"lb-admin.internal\"]\n",
+    )
+    .await;
+    let m = lb.manager.unwrap();
+    let get = |host: String, path: &'static str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        async move { raw(m, req.as_bytes(), 5 * SECOND).await }
+    };
+    let evil = get(format!("evil.test:{}", m.port()), "/balancer-manager").await;
+    assert!(evil.starts_with("HTTP/1.1 421"), "{evil}");
+    assert!(!evil.contains("nonce"), "{evil}");
+    for host in [
+        m.to_string(),
+        format!("localhost:{}", m.port()),
+        "lb-admin.internal".into(),
+    ] {
+        let ok = get(host.clone(), "/balancer-manager").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{host}: {ok}");
+    }
+    let metrics = get(m.to_string(), "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
+}
