@@ -91,7 +91,11 @@ pub(crate) async fn echo_member() -> (String, Arc<Mutex<Vec<String>>>) {
                                 String::from_utf8_lossy(v.as_bytes())
                             ));
                         }
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(http_body_util::Collected::to_bytes);
                         text.push_str(&format!("body: {}\n", body.map_or(0, |b| b.len())));
                         Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(text))))
                     }
