@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[path = "faults/harness.rs"]
+#[allow(dead_code)] // Lb::from_file serves operator_faults.rs
 mod harness;
 
 use std::collections::HashMap;
@@ -228,7 +229,8 @@ async fn every_member_503_keeps_retries_within_the_budget() {
         let secs = start.elapsed().as_secs_f64().ceil();
         // the members' own counts (health probes are not counted)
         let attempts = a.received().await + b.received().await;
-        let limit = 1.2 * f64::from(requests) + 10.0 * secs;
+        // 20% + 10/s, and the budget's reserve of 10 s at 10/s
+        let limit = 1.2 * f64::from(requests) + 10.0 * (secs + 10.0);
         assert!(
             attempts as f64 <= limit,
             "{attempts} attempts for {requests} requests in {secs} s, limit {limit}"

@@ -20,6 +20,7 @@ use tower_balancer::health::{HealthProbe, HealthProbeTask, HttpProbe, ProbeSetti
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_balancer::strategy::RoundRobin;
+use tower_balancer_proxy::config::BalancerConfig;
 use tower_balancer_proxy::forward::ForwardConfig;
 use tower_balancer_proxy::serve::{ServeConfig, Server};
 
@@ -117,7 +118,8 @@ impl Drop for Member {
 pub(crate) struct Lb {
     pub(crate) addr: SocketAddr,
     pub(crate) registry: Registry,
-    _probe: HealthProbeTask,
+    /// The suite's own fast probes (none for a balancer from a file: it runs its own).
+    _probe: Option<HealthProbeTask>,
 }
 
 /// The probe settings the suite uses: every 100 ms, down after 1 failure, up after 2 passes.
@@ -131,6 +133,47 @@ pub(crate) fn fast_probes() -> ProbeSettings {
 }
 
 impl Lb {
+    /// A balancer built from a configuration file as operators write it: the members, the
+    /// recipe's probe of `/health` every second, and `extra` lines in `[balancer]`; every
+    /// other setting at its default.
+    pub(crate) async fn from_file(members: &[&Member], extra: &str) -> (Self, FileLb) {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
+             [balancer]\nname = \"recipe\"\n{extra}\n"
+        );
+        for m in members {
+            text.push_str(&format!(
+                "[[balancer.member]]\nurl = \"http://{}\"\nroute = \"{}\"\n",
+                m.addr, m.name
+            ));
+        }
+        text.push_str("[balancer.health]\nuri = \"/health\"\ninterval = \"1s\"\n");
+        let config = BalancerConfig::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
+        let bound = config.build().unwrap().bind().await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let registry = bound.registry().clone();
+        let task = tokio::spawn(async move {
+            let _ = bound.serve(std::future::pending()).await;
+        });
+        // members start down until they pass two probes
+        let healthy = || {
+            registry
+                .load()
+                .members()
+                .iter()
+                .all(|m| m.health() == tower_balancer::registry::Health::Healthy)
+        };
+        assert!(until(Duration::from_secs(10), healthy).await.is_some());
+        (
+            Self {
+                addr,
+                registry,
+                _probe: None,
+            },
+            FileLb(task),
+        )
+    }
+
     pub(crate) async fn start(
         members: &[&Member],
         failover: FailoverConfig,
@@ -162,7 +205,7 @@ impl Lb {
         Self {
             addr,
             registry,
-            _probe: checker,
+            _probe: Some(checker),
         }
     }
 
@@ -172,6 +215,15 @@ impl Lb {
             .snapshot()
             .get(member)
             .map_or(0, |m| m.stats().view().requests)
+    }
+}
+
+/// The task serving a balancer built from a file; it stops when dropped.
+pub(crate) struct FileLb(tokio::task::JoinHandle<()>);
+
+impl Drop for FileLb {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -15,8 +15,9 @@
 //! - the request body is buffered lazily up to a cap (64 KiB) and replayed byte for byte; a
 //!   body over the cap is not retried once any of it was sent, and the reason is reported as
 //!   [`NotRetried::BodyOverCap`] (in [`FailoverError`] or the response extensions);
-//! - retries of requests that may have been processed spend a budget (20% of requests plus 5
-//!   a second, over a 1 s window, by default), so a dying cluster does not see a retry storm;
+//! - retries of requests that may have been processed spend a budget (20% of requests plus
+//!   10 a second, over a 10 s window, by default: linkerd's), so a dying cluster does not see
+//!   a retry storm;
 //!   a retry after a connect failure spends none: the request reached no member, so sending
 //!   it elsewhere adds no load, and a dead member never costs a client an error while another
 //!   member can serve (the attempt limit still bounds it);

@@ -50,11 +50,12 @@ impl Default for FailoverConfig {
     /// At most 3 retries (and never more than members − 1), 60 s per attempt for the
     /// response headers ([`DEFAULT_PER_TRY_TIMEOUT`]) and no overall deadline, jittered
     /// backoff from 2 ms to 100 ms, no status retried, only idempotent methods retried after
-    /// a request may have been sent, 64 KiB replay cap, and a budget of 20% of requests plus
-    /// 5 retries a second, counted over a 1 s window, for retries of requests that may have
-    /// been processed: however long a storm lasts, those stay under 0.2 × requests + 10 a
-    /// second (linkerd's 10 s window would let it spend a 100-retry reserve at once).
-    /// Retries after connect failures are bounded by the attempt limit alone.
+    /// a request may have been sent, 64 KiB replay cap, and linkerd's budget for retries of
+    /// requests that may have been processed: 20% of requests plus 10 retries a second,
+    /// counted over a 10 s window. A burst of up to 100 retries passes at once (a member
+    /// that hangs with many requests on it costs each client one timeout, not an error),
+    /// and however long a storm lasts, retries stay under 0.2 × requests + 10 × (seconds +
+    /// 10). Retries after connect failures are bounded by the attempt limit alone.
     fn default() -> Self {
         Self {
             max_retries: 3,
@@ -65,7 +66,7 @@ impl Default for FailoverConfig {
             fail_on_status: FailureStatuses::none(),
             retry_non_idempotent: false,
             replay_cap: DEFAULT_REPLAY_CAP,
-            budget: Arc::new(tps_budget(Duration::from_secs(1), 5, 0.2)),
+            budget: Arc::new(tps_budget(Duration::from_secs(10), 10, 0.2)),
         }
     }
 }
