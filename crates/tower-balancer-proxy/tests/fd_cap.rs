@@ -1,0 +1,87 @@
+//! H: descriptors running out. With a low open-file limit and a thousand idle clients, the
+//! client connection cap (by default half the limit after a reserve) keeps descriptors for
+//! the health probe and member connections, so a healthy member is never marked down and the
+//! balancer keeps serving. The probe is a TCP connect, which needs a new descriptor every
+//! time (checked to fail with `max_connections = 100000`). Its own test binary: it lowers
+//! this process's limit.
+#![allow(clippy::unwrap_used)]
+
+#[path = "safe/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{echo_member, lb, raw};
+use tower_balancer::registry::Health;
+
+const TARGET: &str = "FD_CAP_TARGET";
+const CLIENTS: usize = 1000;
+const HOLD: Duration = Duration::from_secs(3);
+
+/// Run as a child process by the test below: opens idle connections and holds them.
+#[test]
+#[ignore = "a helper process for the test below, which runs it"]
+fn hold_idle_connections() {
+    let Ok(target) = std::env::var(TARGET) else {
+        return;
+    };
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, hard.min(4096), hard).unwrap();
+    let addr: SocketAddr = target.parse().unwrap();
+    let deadline = Instant::now() + HOLD;
+    let held: Vec<TcpStream> = (0..CLIENTS)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    println!("holding {}", held.len());
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_clients_under_a_256_descriptor_limit_never_take_a_member_down() {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, 256, hard).unwrap();
+    let (member, _) = echo_member().await;
+    let lb = lb(
+        &[member],
+        "header_read_timeout = \"1s\"",
+        "",
+        "[balancer.health]\nmethod = \"TCP\"\ninterval = \"100ms\"\ninitial = \"up\"\n",
+    )
+    .await;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "hold_idle_connections",
+            "--nocapture",
+        ])
+        .env(TARGET, lb.addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut worst = Health::Healthy;
+    while start.elapsed() < HOLD + Duration::from_secs(1) {
+        let m = lb.registry.load().get("node1").unwrap().clone();
+        if m.health() != Health::Healthy {
+            worst = m.health();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        worst,
+        Health::Healthy,
+        "the probe failed for want of descriptors"
+    );
+    let out = raw(
+        lb.addr,
+        b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
