@@ -393,3 +393,50 @@ async fn the_manager_answers_only_its_own_names_and_paths() {
     let metrics = get(m.to_string(), "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
 }
+
+#[tokio::test]
+async fn with_every_member_down_panic_mode_tries_them_and_without_it_clients_get_503() {
+    // two dead ports, probed every 100 ms: both are down from the start
+    let probe = "[balancer.health]\nmethod = \"TCP\"\ninterval = \"100ms\"\n";
+    let get = b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n";
+    // default (panic threshold 0.5): health is ignored, the members are tried, 502
+    let panicking = lb(&[closed_port(), closed_port()], "", "", probe).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(panicking.registry.load().is_panic());
+    let out = raw(panicking.addr, get, 5 * SECOND).await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    // panic mode off: nothing is eligible, 503 at once
+    let strict = lb(
+        &[closed_port(), closed_port()],
+        "",
+        "panic_threshold = 0.0",
+        probe,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!strict.registry.load().is_panic());
+    let out = raw(strict.addr, get, 5 * SECOND).await;
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+}
+
+#[tokio::test]
+async fn apaches_clear_route_cookie_can_be_refused_in_signed_mode() {
+    let (one, _) = echo_member().await;
+    let (two, _) = echo_member().await;
+    let one_host = one.trim_start_matches("http://").to_owned();
+    let req =
+        b"GET / HTTP/1.1\r\nHost: lb.test\r\nCookie: ROUTEID=.node1\r\nConnection: close\r\n\r\n";
+    let on_node1 = |out: &str| out.contains(&format!("host: {one_host}\n"));
+    // by default (a migration aid) the clear form pins the session to node1
+    let lb1 = lb(&[one.clone(), two.clone()], "", "", "").await;
+    for _ in 0..6 {
+        assert!(on_node1(&raw(lb1.addr, req, 5 * SECOND).await));
+    }
+    // refused: the cookie is ignored and requests spread
+    let lb2 = lb(&[one, two], "", "cookie_accept_apache = false", "").await;
+    let mut node1 = 0;
+    for _ in 0..6 {
+        node1 += usize::from(on_node1(&raw(lb2.addr, req, 5 * SECOND).await));
+    }
+    assert!(node1 < 6, "the clear cookie still pinned every request");
+}

@@ -189,3 +189,89 @@ fn scale_out_keys_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn safe_defaults_need_no_key() {
+    let text = GOOD.replace("timeout = \"30s\"\n", "");
+    let balancer = BalancerConfig::from_toml(&text, Path::new("lb.toml"))
+        .unwrap()
+        .build()
+        .unwrap();
+    // the per-try timeout is 60 s without the key, and the page says so
+    assert!(
+        balancer.info().failover.contains("timeout=1m"),
+        "{}",
+        balancer.info().failover
+    );
+    assert_eq!(
+        balancer.outliers,
+        tower_balancer::health::OutlierConfig::new()
+    );
+    assert_eq!(
+        balancer.limits.request_idle,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(
+        balancer.limits.response_idle,
+        std::time::Duration::from_secs(60)
+    );
+}
+
+#[test]
+fn reliability_keys_are_read() {
+    let text = GOOD.replace(
+        "failonstatus = [503]\n",
+        "failonstatus = [503]\nresponse_body_timeout = \"5s\"\nupgrades = [\"websocket\", \"h2c\"]\n\
+         panic_threshold = 0.0\ncookie_accept_apache = false\n\
+         [balancer.retry_budget]\nratio = 0.1\nper_second = 2\nwindow = \"5s\"\n\
+         [balancer.ejection]\nconnect_failures = 1\nconsecutive_failures = 0\nbase_time = \"10s\"\n",
+    )
+    .replace(
+        "server_name = \"wso2.com\"\n",
+        "server_name = \"wso2.com\"\nrequest_body_timeout = \"20s\"\nmax_connections = 300\n",
+    );
+    let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
+    let b = &config.file().balancer;
+    assert_eq!(
+        b.upgrades.as_deref(),
+        Some(&["websocket".to_owned(), "h2c".to_owned()][..])
+    );
+    assert!(!b.cookie_accept_apache);
+    let balancer = config.build().unwrap();
+    assert_eq!(
+        balancer.outliers,
+        tower_balancer::health::OutlierConfig::new()
+            .consecutive_connect_failures(1)
+            .consecutive_failures(0)
+            .ejection_time(
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(300)
+            )
+    );
+    assert_eq!(
+        balancer.limits.request_idle,
+        std::time::Duration::from_secs(20)
+    );
+    assert_eq!(
+        balancer.limits.response_idle,
+        std::time::Duration::from_secs(5)
+    );
+    assert!(!balancer.registry().snapshot().is_panic());
+}
+
+#[test]
+fn a_zero_timeout_or_a_fraction_past_one_is_refused_at_its_line() {
+    let e = err(&GOOD.replace("timeout = \"30s\"", "timeout = \"0s\""));
+    assert_eq!(e.key(), Some("balancer.timeout"));
+    assert!(e.to_string().contains("longer than 0 s"), "{e}");
+    let e = err(&GOOD.replace(
+        "failonstatus = [503]",
+        "failonstatus = [503]\npanic_threshold = 1.5",
+    ));
+    assert_eq!(e.key(), Some("balancer.panic_threshold"));
+    assert!(e.to_string().contains("fraction"), "{e}");
+    let e = err(&format!(
+        "{GOOD}\n[balancer.ejection]\nmax_fraction = -1.0\n"
+    ));
+    assert_eq!(e.key(), Some("balancer.ejection.max_fraction"));
+}
