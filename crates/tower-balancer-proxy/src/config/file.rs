@@ -224,11 +224,12 @@ pub struct RetryBudgetSection {
     /// Retries as a fraction of recent requests (default 0.2).
     #[serde(default = "budget_ratio")]
     pub ratio: f32,
-    /// Retries allowed every second on top (default 5).
+    /// Retries allowed every second on top (default 10).
     #[serde(default = "budget_floor")]
     pub per_second: u32,
-    /// The window requests are counted over (default 1 s; 1–60 s).
-    #[serde(default = "one_second", deserialize_with = "duration")]
+    /// The window requests are counted over (default 10 s; 1–60 s): `per_second × window`
+    /// retries may be spent in one burst.
+    #[serde(default = "ten_seconds", deserialize_with = "duration")]
     pub window: Duration,
 }
 
@@ -270,10 +271,10 @@ const fn budget_ratio() -> f32 {
     0.2
 }
 const fn budget_floor() -> u32 {
-    5
+    10
 }
-const fn one_second() -> Duration {
-    Duration::from_secs(1)
+const fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
 }
 const fn three() -> u32 {
     3

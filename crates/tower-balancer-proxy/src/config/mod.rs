@@ -44,13 +44,21 @@
 //! | `RequestReadTimeout header=` | `server.header_read_timeout` |
 //! | `LimitRequestFieldSize`, `LimitRequestFields` | `server.max_header_bytes`, `server.max_headers` |
 //! | `GracefulShutdownTimeout` | `server.graceful_timeout` |
+//! | `RequestReadTimeout body=` (nginx `client_body_timeout`) | `server.request_body_timeout` (default 60 s; 408) |
+//! | (HAProxy `maxconn`) | `server.max_connections` (default: half the open-file limit after 64) |
 //! | `<Proxy balancer://name>` | `balancer.name` |
 //! | `ProxySet lbmethod=` (`byrequests`, `bybusyness`, `bytraffic`; ours: `p2c`, `random`) | `balancer.lbmethod` |
 //! | `ProxySet stickysession=JSESSIONID\|jsessionid` | `balancer.stickysession` |
 //! | `Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e"` (the ROUTEID recipe) | `balancer.cookie`, `balancer.cookie_plain`, `balancer.cookie_key_file` |
 //! | `ProxySet nofailover=On` | `balancer.nofailover` |
 //! | `ProxySet maxattempts=` | `balancer.maxattempts` |
-//! | `ProxySet timeout=` | `balancer.timeout` |
+//! | `ProxySet timeout=` | `balancer.timeout` (default 60 s a try, for response headers) |
+//! | (nginx `proxy_read_timeout` on bodies) | `balancer.response_body_timeout` (default 60 s) |
+//! | (nginx `max_fails`, Envoy outlier detection) | `[balancer.ejection]`: `connect_failures` (3), `consecutive_failures` (5), `base_time` (30 s), `max_time` (300 s), `max_fraction` (0.1); 0 turns a rule off |
+//! | (linkerd retry budget) | `[balancer.retry_budget]`: `ratio` (0.2), `per_second` (10), `window` (10 s) |
+//! | (Envoy panic threshold) | `balancer.panic_threshold` (0.5; 0.0: every member down gives 503 at once) |
+//! | (WebSocket allow-list) | `balancer.upgrades` (`["websocket"]`; `h2c` never) |
+//! | (migration from the ROUTEID recipe) | `balancer.cookie_accept_apache` (true: signed mode also accepts Apache's `.node1`) |
 //! | `BalancerMember … connectiontimeout=` | `balancer.connection_timeout` |
 //! | `ProxySet failonstatus=` | `balancer.failonstatus` |
 //! | `ProxyPreserveHost` | `balancer.preserve_host` |
@@ -66,7 +74,7 @@
 //! | `status=+D` / `+H` / `+N` | `balancer.member.status` (`+D`, `+H`, `+N` or `disabled`, `standby`, `draining`) |
 //! | `/etc/hosts` entry for the member's name | `balancer.member.resolve` |
 //! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `balancer.health.method`, `.uri`, `.interval`, `.passes`, `.fails`, `.expect` / `.body_contains` |
-//! | `<Location /balancer-manager> SetHandler balancer-manager` | `manager.listen` (its own port; keep it on loopback or behind authentication) |
+//! | `<Location /balancer-manager> SetHandler balancer-manager` | `manager.listen` (its own port; keep it on loopback or behind authentication), `manager.names` (host names it answers for besides `localhost` and its address) |
 //! | (no Apache equivalent) a signing key list for several instances | `balancer.cookie_key_files` (first signs, all accepted) |
 //! | (ours) consistent hashing of a header | `balancer.lbmethod = "maglev"` or `"ringhash"`, `balancer.hash_key` |
 //! | (ours) members from a watched file | `balancer.members_file`, `balancer.members_poll`, `balancer.drain` |
