@@ -9,11 +9,11 @@ use http::HeaderName;
 use toml::Spanned;
 use tower_balancer::balance::FailureStatuses;
 use tower_balancer::failover::FailoverConfig;
-use tower_balancer::health::{HttpProbe, OutlierConfig, ProbeSettings};
+use tower_balancer::health::{HttpProbe, ProbeSettings};
 use tower_balancer::registry::{MemberSpec, Registry};
 use tower_balancer::sticky::{RouteKeys, StickyConfig};
 
-use super::error::ConfigError;
+use super::error::{find_key, ConfigError};
 use super::file::{check_route, FileConfig, LbMethod};
 use super::run::{Balancer, BodyLimits, ProbeKind, PublicUrl};
 use super::strategy::ConfiguredStrategy;
@@ -39,37 +39,6 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
 
 /// No value to point at: the line is found from the key.
 pub(super) const NO_SPAN: Option<&Spanned<()>> = None;
-
-/// Where `key` (`balancer.health.expect`) is written in `text`: its line under its table's
-/// header, or the header itself. Only for errors about values read without a span.
-fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
-    let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
-    let is_header = |line: &str| line.trim_start().starts_with('[');
-    let mut offset = 0;
-    let mut in_table = table.is_empty();
-    let mut header_at = None;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        if is_header(t) {
-            let name = t.trim_matches(|c| c == '[' || c == ']').trim();
-            in_table = name == table;
-            if in_table && header_at.is_none() {
-                header_at = Some(offset..offset + line.len());
-            }
-            // the key may itself be a table
-            if name == key {
-                return Some(offset..offset + line.len());
-            }
-        } else if in_table
-            && t.strip_prefix(leaf)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return Some(offset..offset + line.len());
-        }
-        offset += line.len();
-    }
-    header_at
-}
 
 /// A parsed configuration file, not yet built: [`from_file`](Self::from_file), inspect or
 /// adjust with [`file_mut`](Self::file_mut), then [`build`](Self::build).
@@ -369,10 +338,8 @@ impl BalancerConfig {
             failover: self.failover_words(),
         };
         let ejection = b.ejection.unwrap_or_default();
-        let outliers = OutlierConfig::new()
-            .consecutive_connect_failures(ejection.connect_failures)
-            .consecutive_failures(ejection.consecutive_failures)
-            .ejection_time(ejection.base_time, ejection.max_time)
+        let outliers = ejection
+            .outlier_config()
             .max_ejected_fraction(ejection.max_fraction);
         let limits = BodyLimits {
             request_idle: s.request_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),

@@ -89,6 +89,37 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Where `key` (`balancer.health.expect`) is written in `text`: its line under its table's
+/// header, or the header itself. Only for errors about values read without a span.
+pub(super) fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    let mut offset = 0;
+    let mut in_table = table.is_empty();
+    let mut header_at = None;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if is_header(t) {
+            let name = t.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = name == table;
+            if in_table && header_at.is_none() {
+                header_at = Some(offset..offset + line.len());
+            }
+            // the key may itself be a table
+            if name == key {
+                return Some(offset..offset + line.len());
+            }
+        } else if in_table
+            && t.strip_prefix(leaf)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(offset..offset + line.len());
+        }
+        offset += line.len();
+    }
+    header_at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

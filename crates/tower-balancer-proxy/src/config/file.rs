@@ -11,6 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use tower_balancer::registry::{AdminState, Health, MemberId};
 
+use super::reliability::{EjectionSection, RetryBudgetSection};
+use super::values::{duration, duration_opt, fraction_opt, statuses, timeout_opt, uri, uri_opt};
+
 /// The whole file: an Apache virtual host with one balancer in it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,106 +217,6 @@ pub struct DnsSection {
     /// The most members an answer may name (default 256).
     #[serde(default)]
     pub max_members: Option<usize>,
-}
-
-/// `[balancer.retry_budget]`: how many retries of requests that may have been processed
-/// the balancer allows (retries after connect failures spend none).
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryBudgetSection {
-    /// Retries as a fraction of recent requests (default 0.2).
-    #[serde(default = "budget_ratio")]
-    pub ratio: f32,
-    /// Retries allowed every second on top (default 10).
-    #[serde(default = "budget_floor")]
-    pub per_second: u32,
-    /// The window requests are counted over (default 10 s; 1–60 s): `per_second × window`
-    /// retries may be spent in one burst.
-    #[serde(default = "ten_seconds", deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-/// `[balancer.ejection]`: passive outlier ejection (Envoy's outlier detection).
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EjectionSection {
-    /// Connect failures in a row that eject a member (default 3; 0 off).
-    #[serde(default = "three")]
-    pub connect_failures: u32,
-    /// Failures of any kind in a row (timeouts, resets, 5xx) that eject one (default 5; 0 off).
-    #[serde(default = "five")]
-    pub consecutive_failures: u32,
-    /// The first ejection's length, multiplied by how often the member was ejected
-    /// (default 30 s).
-    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
-    pub base_time: Duration,
-    /// The longest ejection (default 300 s).
-    #[serde(default = "five_minutes", deserialize_with = "duration")]
-    pub max_time: Duration,
-    /// The most members ejected at once, as a fraction; one always may be (default 0.1).
-    #[serde(default = "tenth", deserialize_with = "fraction")]
-    pub max_fraction: f64,
-}
-
-impl Default for EjectionSection {
-    fn default() -> Self {
-        Self {
-            connect_failures: three(),
-            consecutive_failures: five(),
-            base_time: thirty_seconds(),
-            max_time: five_minutes(),
-            max_fraction: tenth(),
-        }
-    }
-}
-
-const fn budget_ratio() -> f32 {
-    0.2
-}
-const fn budget_floor() -> u32 {
-    10
-}
-const fn ten_seconds() -> Duration {
-    Duration::from_secs(10)
-}
-const fn three() -> u32 {
-    3
-}
-const fn five() -> u32 {
-    5
-}
-const fn thirty_seconds() -> Duration {
-    Duration::from_secs(30)
-}
-const fn five_minutes() -> Duration {
-    Duration::from_secs(300)
-}
-const fn tenth() -> f64 {
-    0.1
-}
-
-fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let f = f64::deserialize(d)?;
-    if (0.0..=1.0).contains(&f) {
-        Ok(f)
-    } else {
-        Err(de::Error::custom(format!(
-            "{f} is not a fraction from 0.0 to 1.0"
-        )))
-    }
-}
-
-fn fraction_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    fraction(d).map(Some)
-}
-
-/// A timeout: a duration above zero (a zero timeout would fail every request).
-fn timeout_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let t = duration(d)?;
-    if t.is_zero() {
-        return Err(de::Error::custom("a timeout must be longer than 0 s"));
-    }
-    Ok(Some(t))
 }
 
 fn default_scheme() -> String {
@@ -521,46 +424,6 @@ const fn default_hc_timeout() -> Duration {
 }
 fn default_expect() -> String {
     "200-399".into()
-}
-
-/// `"5s"`, `"250ms"`, `"1m 30s"`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| de::Error::custom(format!("`{s}` is not a duration such as \"5s\": {e}")))
-}
-
-fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
-}
-
-fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
-    let s = String::deserialize(d)?;
-    let u: Uri = s
-        .parse()
-        .map_err(|e| de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
-    match (u.scheme_str(), u.host()) {
-        (Some("http" | "https"), Some(_)) => Ok(u),
-        _ => Err(de::Error::custom(format!(
-            "`{s}` is not an http:// or https:// URL with a host"
-        ))),
-    }
-}
-
-fn uri_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
-    uri(d).map(Some)
-}
-
-fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<StatusCode>, D::Error> {
-    Vec::<u16>::deserialize(d)?
-        .into_iter()
-        .map(|n| {
-            StatusCode::from_u16(n)
-                .ok()
-                .filter(|s| s.is_server_error() || s.is_client_error())
-                .ok_or_else(|| de::Error::custom(format!("{n} is not a 4xx or 5xx status")))
-        })
-        .collect()
 }
 
 fn status<'de, D: Deserializer<'de>>(d: D) -> Result<AdminState, D::Error> {

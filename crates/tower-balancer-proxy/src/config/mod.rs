@@ -114,8 +114,10 @@ mod discovery;
 mod error;
 mod file;
 mod members;
+mod reliability;
 mod run;
 mod strategy;
+mod values;
 
 pub use build::BalancerConfig;
 pub use error::ConfigError;
@@ -124,6 +126,7 @@ pub use file::{
     MemberSection, Rewrite, ServerSection,
 };
 pub use members::MembersFile;
+pub use reliability::{EjectionSection, RetryBudgetSection};
 pub use run::{Balancer, BindError, Bound};
 pub use strategy::{ConfiguredStrategy, ConfiguredTable};
 

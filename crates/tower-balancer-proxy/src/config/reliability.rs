@@ -1,0 +1,95 @@
+//! The reliability sections of the file: the retry budget and passive ejection, each read
+//! into typed values with the library's defaults.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tower_balancer::health::OutlierConfig;
+
+use super::values::{duration, fraction};
+
+/// `[balancer.retry_budget]`: how many retries of requests that may have been processed
+/// the balancer allows (retries after connect failures spend none).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetSection {
+    /// Retries as a fraction of recent requests (default 0.2).
+    #[serde(default = "budget_ratio")]
+    pub ratio: f32,
+    /// Retries allowed every second on top (default 10).
+    #[serde(default = "budget_floor")]
+    pub per_second: u32,
+    /// The window requests are counted over (default 10 s; 1–60 s): `per_second × window`
+    /// retries may be spent in one burst.
+    #[serde(default = "ten_seconds", deserialize_with = "duration")]
+    pub window: Duration,
+}
+
+/// `[balancer.ejection]`: passive outlier ejection (Envoy's outlier detection).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionSection {
+    /// Connect failures in a row that eject a member (default 3; 0 off).
+    #[serde(default = "three")]
+    pub connect_failures: u32,
+    /// Failures of any kind in a row (timeouts, resets, 5xx) that eject one (default 5; 0 off).
+    #[serde(default = "five")]
+    pub consecutive_failures: u32,
+    /// The first ejection's length, multiplied by how often the member was ejected
+    /// (default 30 s).
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub base_time: Duration,
+    /// The longest ejection (default 300 s).
+    #[serde(default = "five_minutes", deserialize_with = "duration")]
+    pub max_time: Duration,
+    /// The most members ejected at once, as a fraction; one always may be (default 0.1).
+    #[serde(default = "tenth", deserialize_with = "fraction")]
+    pub max_fraction: f64,
+}
+
+impl Default for EjectionSection {
+    fn default() -> Self {
+        Self {
+            connect_failures: three(),
+            consecutive_failures: five(),
+            base_time: thirty_seconds(),
+            max_time: five_minutes(),
+            max_fraction: tenth(),
+        }
+    }
+}
+
+const fn budget_ratio() -> f32 {
+    0.2
+}
+const fn budget_floor() -> u32 {
+    10
+}
+const fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+const fn three() -> u32 {
+    3
+}
+const fn five() -> u32 {
+    5
+}
+const fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+const fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+const fn tenth() -> f64 {
+    0.1
+}
+
+impl EjectionSection {
+    /// The library's outlier settings these keys describe.
+    pub(crate) const fn outlier_config(&self) -> OutlierConfig {
+        OutlierConfig::new()
+            .consecutive_connect_failures(self.connect_failures)
+            .consecutive_failures(self.consecutive_failures)
+            .ejection_time(self.base_time, self.max_time)
+    }
+}
