@@ -15,10 +15,14 @@
 # equal worker threads. Needs root and the cgroup cpu controller (v1 or v2); skipped without.
 # Ours is built as a deployment would build it: `--profile perf` (fat LTO, one codegen unit)
 # with mimalloc as its allocator (nginx and HAProxy bring their own allocators too).
-# Usage: scripts/compare.sh [threads]   (bounded: about nine minutes; stops everything it started)
+# First, scripts/failover.sh: a member killed and restarted under the same load through each
+# balancer (errors per balancer, ours as operators run it from a file).
+# Usage: scripts/compare.sh [threads]   (bounded: about eleven minutes; stops everything it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"
+bash scripts/failover.sh
+sleep 1 # its members' ports are free again
 # shellcheck source=scripts/backends.sh
 . scripts/backends.sh
 ensure_tools nginx:nginx-light wrk:wrk haproxy:haproxy
