@@ -2,7 +2,8 @@
 # (`ensure_tools CMD:PACKAGE ...`), makes a scratch directory whose started processes are
 # stopped on exit ($RUNDIR, every *.pid in it), and starts the two nginx members both
 # measure against (`start_backends`: 127.0.0.1:9763 and :9764, "node1\n" and "node2\n"),
-# and writes nginx as the balancer with the anchors' upstream config (`nginx_lb_conf`).
+# and writes nginx and HAProxy as balancers with the anchors' configs (`nginx_lb_conf`,
+# `haproxy_lb_cfg`).
 need() { command -v "$1" >/dev/null 2>&1; }
 ensure_tools() {
   local missing=() t
@@ -47,6 +48,34 @@ http {
   upstream cluster { server 127.0.0.1:9763; server 127.0.0.1:9764; keepalive 64; }
 $3
 }
+CONF
+}
+# haproxy_lb_cfg THREADS "bind lines" "server options" -> the config on stdout: the anchors'
+# HAProxy (../shared/anchors/lb-haproxy.cfg): round robin, cookie insert, redispatch
+haproxy_lb_cfg() {
+  cat <<CONF
+global
+  maxconn 4000
+  nbthread $1
+  pidfile $RUNDIR/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+$2
+  default_backend be
+backend be
+  balance roundrobin
+  option redispatch
+  retries 3
+  retry-on all-retryable-errors
+  cookie ROUTEID insert indirect nocache
+  http-reuse always
+  server node1 127.0.0.1:9763 cookie node1 check $3
+  server node2 127.0.0.1:9764 cookie node2 check $3
 CONF
 }
 # the location every nginx balancer server block uses

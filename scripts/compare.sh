@@ -36,31 +36,8 @@ nginx_lb_conf "$THREADS" "" "  server { listen 127.0.0.1:8082; $NGINX_PROXY }
     $NGINX_PROXY }" >"$RUNDIR/lb-nginx.conf"
 nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
 
-cat >"$RUNDIR/lb-haproxy.cfg" <<CONF
-global
-  maxconn 4000
-  nbthread $THREADS
-  pidfile $RUNDIR/haproxy.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:8083
-  bind 127.0.0.1:8444 ssl crt $RUNDIR/lb.pem
-  default_backend be
-backend be
-  balance roundrobin
-  option redispatch
-  retries 3
-  retry-on all-retryable-errors
-  cookie ROUTEID insert indirect nocache
-  http-reuse always
-  server node1 127.0.0.1:9763 cookie node1 check
-  server node2 127.0.0.1:9764 cookie node2 check
-CONF
+haproxy_lb_cfg "$THREADS" "  bind 127.0.0.1:8083
+  bind 127.0.0.1:8444 ssl crt $RUNDIR/lb.pem" "" >"$RUNDIR/lb-haproxy.cfg"
 haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 
 cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor

@@ -19,30 +19,7 @@ start_backends
 
 nginx_lb_conf 1 "" "  server { listen 127.0.0.1:8082; $NGINX_PROXY }" >"$RUNDIR/lb-nginx.conf"
 nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
-cat >"$RUNDIR/lb-haproxy.cfg" <<CONF
-global
-  maxconn 4000
-  nbthread 1
-  pidfile $RUNDIR/haproxy.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:8083
-  default_backend be
-backend be
-  balance roundrobin
-  option redispatch
-  retries 3
-  retry-on all-retryable-errors
-  cookie ROUTEID insert indirect nocache
-  http-reuse always
-  server node1 127.0.0.1:9763 cookie node1 check inter 1s
-  server node2 127.0.0.1:9764 cookie node2 check inter 1s
-CONF
+haproxy_lb_cfg 1 "  bind 127.0.0.1:8083" "inter 1s" >"$RUNDIR/lb-haproxy.cfg"
 haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 
 cat >"$RUNDIR/lb.toml" <<CONF

@@ -114,6 +114,7 @@ mod discovery;
 mod error;
 mod file;
 mod members;
+mod parts;
 mod reliability;
 mod run;
 mod strategy;

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -16,7 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_balancer::balance::error_status;
 use tower_balancer::conn::{ClientAddr, ClientTls};
 use tower_balancer::BoxError;
@@ -159,25 +160,9 @@ impl Server {
         let slots = Arc::new(Semaphore::new(cap));
         let mut shutdown = pin!(shutdown);
         loop {
-            // at the cap, wait for a connection to close before accepting: new clients wait
-            // in the backlog and descriptors stay for members and probes
-            let mut acquire = pin!(slots.clone().acquire_owned());
-            let slot = std::future::poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                acquire.as_mut().poll(cx).map(Result::ok)
-            })
-            .await;
-            let Some(slot) = slot else { break };
-            let accepted = std::future::poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                self.listener.poll_accept(cx).map(Some)
-            })
-            .await;
-            let Some(accepted) = accepted else { break };
+            let Some((slot, accepted)) = self.admit(&slots, shutdown.as_mut()).await else {
+                break;
+            };
             let (sock, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -196,64 +181,12 @@ impl Server {
                 let _slot = slot;
                 let is_tls = tls.is_some();
                 let progress = Arc::new(Progress::default());
-                let heads = progress.clone();
                 let limits = IdleLimits {
                     first: config.header_read_timeout,
                     keep_alive: config.keep_alive_timeout,
                 };
-                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    heads.head_done(&req);
-                    let guard = InFlight::new(heads.clone());
-                    let conn_progress = heads.clone();
-                    let connect = req.method() == http::Method::CONNECT;
-                    req.extensions_mut().insert(ClientAddr(peer));
-                    if is_tls {
-                        req.extensions_mut().insert(ClientTls);
-                    }
-                    let refused = check_framing(&req).err();
-                    let mut stack = stack.clone();
-                    async move {
-                        if let Some(why) = refused {
-                            return Ok::<_, std::convert::Infallible>(
-                                bad_request(why).map(|b| Tracked::new(b, guard)),
-                            );
-                        }
-                        let ready: Result<(), BoxError> =
-                            std::future::poll_fn(|cx| stack.poll_ready(cx))
-                                .await
-                                .map_err(Into::into);
-                        let res = match ready {
-                            Ok(()) => stack.call(req).await.map_err(Into::into),
-                            Err(e) => Err(e),
-                        };
-                        let res = match res {
-                            Ok(r) => r.map(Either::Left),
-                            Err(e) => error_response(&e),
-                        };
-                        let status = res.status();
-                        if status == StatusCode::SWITCHING_PROTOCOLS
-                            || (connect && status.is_success())
-                        {
-                            conn_progress.upgraded();
-                        }
-                        Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
-                    }
-                });
-                let mut builder = Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(config.header_read_timeout)
-                    .max_buf_size(config.max_header_bytes)
-                    .max_headers(config.max_headers);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    // RFC 8441: WebSocket over HTTP/2, bridged to HTTP/1.1 upgrades to members
-                    .enable_connect_protocol()
-                    .max_header_list_size(
-                        u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX),
-                    );
+                let svc = connection_service(stack, peer, is_tls, progress.clone());
+                let builder = http_builder(&config);
                 match tls {
                     Some(acceptor) => {
                         // a failed or slow handshake: drop the connection
@@ -263,24 +196,16 @@ impl Server {
                         else {
                             return;
                         };
-                        let io = Watched::new(stream, progress, limits);
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            if is_header_timeout(&*e) {
-                                io.answer_timeout(ANSWER_LIMIT).await;
-                            }
-                        }
+                        drive(
+                            Watched::new(stream, progress, limits),
+                            &builder,
+                            svc,
+                            watcher,
+                        )
+                        .await;
                     }
                     None => {
-                        let io = Watched::new(sock, progress, limits);
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            if is_header_timeout(&*e) {
-                                io.answer_timeout(ANSWER_LIMIT).await;
-                            }
-                        }
+                        drive(Watched::new(sock, progress, limits), &builder, svc, watcher).await;
                     }
                 }
             });
@@ -293,6 +218,137 @@ impl Server {
             tracing::warn!("graceful shutdown timed out; remaining connections are dropped");
         }
         Ok(())
+    }
+}
+
+/// The service hyper calls for each request of one connection: marks the request's head
+/// and response on the connection's progress (for its idle limits), tags the request with
+/// the client's address and TLS, refuses bad framing with 400, and maps stack errors to
+/// statuses.
+fn connection_service<S, B>(
+    stack: S,
+    peer: SocketAddr,
+    is_tls: bool,
+    heads: Arc<Progress>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<ServeBody<B>>>,
+    Error = std::convert::Infallible,
+    Future = impl Future + Send + 'static,
+> + Send
+       + 'static
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        heads.head_done(&req);
+        let guard = InFlight::new(heads.clone());
+        let conn_progress = heads.clone();
+        let connect = req.method() == http::Method::CONNECT;
+        req.extensions_mut().insert(ClientAddr(peer));
+        if is_tls {
+            req.extensions_mut().insert(ClientTls);
+        }
+        let refused = check_framing(&req).err();
+        let mut stack = stack.clone();
+        async move {
+            if let Some(why) = refused {
+                return Ok::<_, std::convert::Infallible>(
+                    bad_request(why).map(|b| Tracked::new(b, guard)),
+                );
+            }
+            let ready: Result<(), BoxError> = std::future::poll_fn(|cx| stack.poll_ready(cx))
+                .await
+                .map_err(Into::into);
+            let res = match ready {
+                Ok(()) => stack.call(req).await.map_err(Into::into),
+                Err(e) => Err(e),
+            };
+            let res = match res {
+                Ok(r) => r.map(Either::Left),
+                Err(e) => error_response(&e),
+            };
+            let status = res.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                conn_progress.upgraded();
+            }
+            Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
+        }
+    })
+}
+
+impl Server {
+    /// The next client connection with its slot under the connection cap; `None` once
+    /// `shutdown` completes. At the cap it waits for a connection to close before accepting,
+    /// so new clients wait in the backlog and descriptors stay for members and probes.
+    async fn admit(
+        &self,
+        slots: &Arc<Semaphore>,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<(OwnedSemaphorePermit, io::Result<(TcpStream, SocketAddr)>)> {
+        let mut acquire = pin!(slots.clone().acquire_owned());
+        let slot = std::future::poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            acquire.as_mut().poll(cx).map(Result::ok)
+        })
+        .await?;
+        let accepted = std::future::poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            self.listener.poll_accept(cx).map(Some)
+        })
+        .await?;
+        Some((slot, accepted))
+    }
+}
+
+/// hyper's server settings from ours: header limits and timers for HTTP/1.1, extended
+/// CONNECT and the header list limit for HTTP/2.
+fn http_builder(config: &ServeConfig) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes)
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // RFC 8441: WebSocket over HTTP/2, bridged to HTTP/1.1 upgrades to members
+        .enable_connect_protocol()
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves one connection, plain or TLS alike, until it closes or shutdown ends it; a client
+/// that stalled mid-headers gets its 408.
+async fn drive<IO, S, B>(
+    io: Watched<IO>,
+    builder: &Builder<TokioExecutor>,
+    svc: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        if is_header_timeout(&*e) {
+            io.answer_timeout(ANSWER_LIMIT).await;
+        }
     }
 }
 

@@ -64,50 +64,60 @@ pub(crate) async fn lb(urls: &[String], server: &str, balancer: &str, tail: &str
     }
 }
 
+/// Listens on a loopback port and runs `each` on every accepted connection, in its own
+/// task; returns the member's URL.
+async fn member<F, Fut>(each: F) -> String
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(each(sock));
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// A member answering every request with its request line and headers, one per line; the
 /// request lines it saw are kept.
 pub(crate) async fn echo_member() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    log.lock()
-                        .unwrap()
-                        .push(format!("{} {}", req.method(), req.uri()));
-                    async move {
-                        let mut text =
-                            format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
-                        for (k, v) in req.headers() {
-                            text.push_str(&format!(
-                                "{k}: {}\n",
-                                String::from_utf8_lossy(v.as_bytes())
-                            ));
-                        }
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(http_body_util::Collected::to_bytes);
-                        text.push_str(&format!("body: {}\n", body.map_or(0, |b| b.len())));
-                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(text))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .with_upgrades()
-                    .await;
+    let url = member(move |sock| {
+        let log = log.clone();
+        async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri()));
+                echo(req)
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .with_upgrades()
+                .await;
         }
-    });
-    (format!("http://{addr}"), seen)
+    })
+    .await;
+    (url, seen)
+}
+
+/// The request head and the body's length, as text.
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+    for (k, v) in req.headers() {
+        text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes);
+    text.push_str(&format!("body: {}\n", body.map_or(0, |b| b.len())));
+    Ok(Response::new(Full::new(Bytes::from(text))))
 }
 
 /// What a recording member appends to a connection's bytes when the balancer closes it.
@@ -115,61 +125,46 @@ pub(crate) const CLOSED: &str = "<closed>";
 
 /// A member that records every byte it receives, per connection, and answers nothing.
 pub(crate) async fn recording_member() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            let i = {
-                let mut l = log.lock().unwrap();
-                l.push(Vec::new());
-                l.len() - 1
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = sock.read(&mut buf).await {
-                    if n == 0 {
-                        log.lock().unwrap()[i].extend_from_slice(CLOSED.as_bytes());
-                        break;
-                    }
-                    log.lock().unwrap()[i].extend_from_slice(&buf[..n]);
+    let url = member(move |mut sock| {
+        let log = log.clone();
+        let i = {
+            let mut l = log.lock().unwrap();
+            l.push(Vec::new());
+            l.len() - 1
+        };
+        async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.read(&mut buf).await {
+                if n == 0 {
+                    log.lock().unwrap()[i].extend_from_slice(CLOSED.as_bytes());
+                    break;
                 }
-            });
+                log.lock().unwrap()[i].extend_from_slice(&buf[..n]);
+            }
         }
-    });
-    (format!("http://{addr}"), seen)
+    })
+    .await;
+    (url, seen)
 }
 
 /// A member that answers every request in HTTP/1.0 and closes.
 pub(crate) async fn http10_member() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = sock
-                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold")
-                    .await;
-            });
+    member(|mut sock| async move {
+        let mut buf = vec![0u8; 8192];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    format!("http://{addr}")
+        let _ = sock
+            .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold")
+            .await;
+    })
+    .await
 }
 
 /// A TCP port with nothing listening.
