@@ -14,6 +14,8 @@ fn header_name() -> impl Strategy<Value = String> {
         Just("x-forwarded-for".to_owned()),
         Just("x-forwarded-proto".to_owned()),
         Just("x-forwarded-host".to_owned()),
+        Just("forwarded".to_owned()),
+        Just("x-real-ip".to_owned()),
         Just("keep-alive".to_owned()),
         Just("te".to_owned()),
         Just("upgrade".to_owned()),
@@ -62,6 +64,10 @@ proptest! {
         prop_assert!(xff.ends_with(&client.to_string()), "{}", xff);
         if !trusted {
             prop_assert_eq!(xff, client.to_string());
+            // nothing the untrusted client wrote about itself survives
+            prop_assert!(h.get("forwarded").is_none());
+            prop_assert!(h.get("x-real-ip").is_none());
+            prop_assert!(h.get("x-forwarded-host").is_none(), "no valid Host was given");
         }
         for name in &HOP_BY_HOP {
             prop_assert!(h.get(name).is_none(), "{} survived", name);
