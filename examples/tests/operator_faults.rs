@@ -104,17 +104,31 @@ async fn kill_and_restart_under_load(pinned: bool) {
     };
     let a = Arc::new(Mutex::new(a));
     let (kill, restart) = (a.clone(), a.clone());
+    // killed a fifth of the way in, started again 3 s later (the anchors' 3 s to 6 s), so
+    // the 1 s probe sees it down and back
+    let restarted = Arc::new(Mutex::new(None::<std::thread::JoinHandle<()>>));
+    let handle = restarted.clone();
     let (errors, slowest, _) = load(
         &lb,
         64,
-        150,
+        250,
         cookie,
-        vec![
-            (0.2, Box::new(move || kill.lock().unwrap().kill())),
-            (0.7, Box::new(move || restart.lock().unwrap().start())),
-        ],
+        vec![(
+            0.2,
+            Box::new(move || {
+                kill.lock().unwrap().kill();
+                *handle.lock().unwrap() = Some(std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(3));
+                    restart.lock().unwrap().start();
+                }));
+            }),
+        )],
     )
     .await;
+    let restart = restarted.lock().unwrap().take().expect("the kill ran");
+    tokio::task::spawn_blocking(move || restart.join().unwrap())
+        .await
+        .unwrap();
     let all = errors.all();
     assert!(
         all.is_empty(),
@@ -125,7 +139,8 @@ async fn kill_and_restart_under_load(pinned: bool) {
     println!(
         "kill -9 and restart under 64 clients (pinned: {pinned}): 0 errors, slowest {slowest:?}"
     );
-    // restarted on the same port: readmitted by the probe (two passes at 1 s)
+    // restarted on the same port: readmitted by the probe (two passes at 1 s), which saw it
+    // down, ending its passive ejection too
     let back = until(Duration::from_secs(6), || {
         lb.registry.load().get("node1").unwrap().health() == Health::Healthy
     })

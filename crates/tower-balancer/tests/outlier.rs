@@ -184,14 +184,14 @@ async fn ejection_times_are_capped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_passing_active_probe_readmits_an_ejected_member_before_its_time() {
+async fn a_passing_active_probe_readmits_a_member_ejected_for_connect_failures_early() {
     use tower_balancer::health::{HealthProbe, ProbeResult, ProbeSettings};
     let r = common::registry(2);
-    let members = Members::new(&[503, 200]);
+    let members = Members::new(&[1, 200]);
     let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
     let _task = outliers.spawn();
     let svc = stack(&r, &members, &outliers);
-    // the probe path works even though the application answers 503
+    // the probe connects (the member restarted, say) though requests were refused before
     let probe = service_fn(|_m: Arc<tower_balancer::registry::Member>| async {
         Ok::<_, BoxError>(ProbeResult::Pass)
     });
@@ -204,6 +204,33 @@ async fn a_passing_active_probe_readmits_an_ejected_member_before_its_time() {
     // and it can be ejected again
     send_n(&svc, 20).await;
     assert_eq!(outliers.ejected().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_probe_does_not_end_an_ejection_for_failed_requests() {
+    use tower_balancer::health::{HealthProbe, ProbeResult, ProbeSettings};
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    // the health page passes while the application answers 503
+    let probe = service_fn(|_m: Arc<tower_balancer::registry::Member>| async {
+        Ok::<_, BoxError>(ProbeResult::Pass)
+    });
+    let _probes = HealthProbe::new(r.clone(), probe, ProbeSettings::default().jitter(0.0)).spawn();
+    send_n(&svc, 20).await;
+    assert_eq!(outliers.ejected().len(), 1);
+    tokio::time::sleep(Duration::from_secs(20)).await; // many passing probes
+    assert_eq!(
+        outliers.ejected().len(),
+        1,
+        "a passing probe ended the ejection"
+    );
+    send_n(&svc, 20).await;
+    assert_eq!(members.hits(0), 5, "the ejected member got requests");
+    tokio::time::sleep(Duration::from_secs(11)).await; // 30 s are up
+    assert!(outliers.ejected().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

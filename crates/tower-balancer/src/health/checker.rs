@@ -304,7 +304,7 @@ where
         let id = self.member.id().as_str();
         let _ = self.registry.set_health_by(id, HealthSource::Probe, health);
         if health == Health::Healthy {
-            // a passing probe also ends a passive ejection
+            // the probe saw the member fail and recover: that ends a passive ejection too
             let _ = self
                 .registry
                 .set_health_by(id, HealthSource::Outlier, Health::Healthy);
@@ -348,8 +348,13 @@ where
                 ProbeResult::Pass | ProbeResult::Drain => {
                     fails = 0;
                     passes = passes.saturating_add(1);
-                    // a passing probe ends a passive ejection at once (as Envoy un-ejects)
-                    if up && self.member.is_down_by(HealthSource::Outlier) {
+                    // while the probe never saw it down, a pass ends only an ejection for
+                    // connect failures (the member is reachable again): one for failed
+                    // requests runs its time, since a health page can pass while they fail
+                    if up
+                        && self.member.is_down_by(HealthSource::Outlier)
+                        && self.member.probe_may_readmit()
+                    {
                         let id = self.member.id().as_str();
                         let _ =
                             self.registry

@@ -14,7 +14,11 @@
 //! balance layer counts as failures). Either can be turned off with 0.
 //!
 //! Only what the balance layer classified as the member's failure counts; the client's own
-//! errors never do. The decision is made on the request path without locks beyond this
+//! errors never do. With active probes as well, an ejection ends early when the probe saw the
+//! member go down and come back (a member killed and restarted is back after its probe's
+//! rise), or, for an ejection for connect failures alone, at the first passing probe (the
+//! member is reachable again). A member whose health page keeps passing while its real
+//! requests fail stays out for its whole ejection time. The decision is made on the request path without locks beyond this
 //! detector's own map; the registry write that takes the member out of rotation is done by
 //! the [`readmissions`](OutlierDetection::readmissions) task, so no response future ever
 //! waits on the registry's writer lock.
@@ -270,7 +274,9 @@ impl Inner {
         next
     }
 
-    fn eject(&self, member: &Arc<Member>) {
+    /// Ejects `member`; `unreachable` when for connect failures alone, which a passing probe
+    /// may end early.
+    fn eject(&self, member: &Arc<Member>, unreachable: bool) {
         if !self.still_registered(member) {
             return;
         }
@@ -321,6 +327,7 @@ impl Inner {
             .min(self.config.max_ejection);
         e.until = Some(now + time);
         e.applied = false;
+        member.set_ejected_unreachable(unreachable);
         tracing::warn!(member = %member.id(), times = e.times, seconds = time.as_secs(), "outlier ejected");
         drop(state);
         self.wake.notify_one();
@@ -341,11 +348,9 @@ impl OutcomeObserver for OutlierDetection {
                     inner.config.consecutive_connect_failures,
                 );
                 let stats = member.stats();
-                if on_probation
-                    || (any > 0 && stats.consecutive_failures() >= any)
-                    || (connect > 0 && stats.consecutive_connect_failures() >= connect)
-                {
-                    inner.eject(member);
+                let unreachable = connect > 0 && stats.consecutive_connect_failures() >= connect;
+                if on_probation || unreachable || (any > 0 && stats.consecutive_failures() >= any) {
+                    inner.eject(member, unreachable);
                 }
             }
             Outcome::Success { .. } => {

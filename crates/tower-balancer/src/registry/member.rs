@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -253,6 +253,8 @@ pub struct Member {
     redirect: ArcSwapOption<MemberId>,
     /// Slow-start ramp in permille of the weight (1000 = full weight).
     ramp: AtomicU16,
+    /// The passive ejection is for connect failures: a passing probe may end it.
+    ejected_unreachable: AtomicBool,
     stats: MemberStats,
 }
 
@@ -273,6 +275,7 @@ impl Member {
             }),
             redirect: ArcSwapOption::from(spec.redirect.map(Arc::new)),
             ramp: AtomicU16::new(FULL_RAMP),
+            ejected_unreachable: AtomicBool::new(false),
             stats: MemberStats::new(load),
         }
     }
@@ -364,6 +367,18 @@ impl Member {
     #[must_use]
     pub fn is_down_by(&self, source: HealthSource) -> bool {
         self.health.load(Ordering::Acquire) & source as u8 != 0
+    }
+
+    /// Whether the member's passive ejection, if any, is for connect failures alone, which
+    /// any passing probe may end (one for failed requests only a probe that saw it down).
+    #[must_use]
+    pub fn probe_may_readmit(&self) -> bool {
+        self.ejected_unreachable.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ejected_unreachable(&self, unreachable: bool) {
+        self.ejected_unreachable
+            .store(unreachable, Ordering::Release);
     }
 
     /// The redirect route (Apache `redirect=`), if set.
