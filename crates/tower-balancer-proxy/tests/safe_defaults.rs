@@ -25,7 +25,9 @@ async fn forged_forwarding_headers_never_reach_members() {
         lb.addr,
         b"GET /who HTTP/1.1\r\nHost: lb.test\r\nForwarded: for=1.2.3.4;proto=https\r\n\
           X-Real-IP: 1.2.3.4\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\
-          X-Forwarded-Host: evil.test\r\nConnection: close\r\n\r\n",
+          X-Forwarded-Host: evil.test\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /admin\r\n\
+          X_Forwarded_For: 1.2.3.4\r\nTrue-Client-IP: 1.2.3.4\r\nCF-Connecting-IP: 1.2.3.4\r\n\
+          X-Original-URL: /admin\r\nConnection: close\r\n\r\n",
         5 * SECOND,
     )
     .await;

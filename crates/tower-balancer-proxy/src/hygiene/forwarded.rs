@@ -11,37 +11,6 @@ use ipnet::IpNet;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// How many [`FORWARDING_HEADERS`] there are.
-const FORWARDING_COUNT: usize = 5;
-
-/// Every header through which a client could claim to be someone else or to have come over
-/// TLS: what [`Forwarding::apply`] removes from an untrusted peer, and
-/// [`strip_forwarding_headers`] from a peer whose address is unknown.
-pub const FORWARDING_HEADERS: [HeaderName; FORWARDING_COUNT] = [
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    header::FORWARDED,
-    X_REAL_IP,
-];
-
-/// Removes every forwarding header ([`FORWARDING_HEADERS`]): the fail-closed answer when the
-/// client's address is unknown, so a member never mistakes what a client wrote for what the
-/// proxy vouches for.
-pub fn strip_forwarding_headers(headers: &mut HeaderMap) {
-    // one pass over the names, no hashing: most requests carry none of these
-    let mut present = [false; FORWARDING_COUNT];
-    for name in headers.keys() {
-        if let Some(i) = FORWARDING_HEADERS.iter().position(|h| h == name) {
-            present[i] = true;
-        }
-    }
-    for (name, _) in FORWARDING_HEADERS.iter().zip(present).filter(|(_, p)| *p) {
-        headers.remove(name);
-    }
-}
 
 /// A forwarding setting was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,8 +161,9 @@ impl Forwarding {
     /// [`strip_hop_by_hop`](super::strip_hop_by_hop).
     ///
     /// From an untrusted peer every forwarding header it sent is removed first
-    /// ([`FORWARDING_HEADERS`]: the `X-Forwarded-*` family, `Forwarded`, `X-Real-IP`),
-    /// whether or not ours are written; from a trusted proxy they are kept and ours appended.
+    /// ([`is_forwarding_header`](super::is_forwarding_header): the `X-Forwarded-*` family,
+    /// `Forwarded`, `X-Real-IP`, CDN client-address headers, `X-Original-URL`, in any
+    /// spelling with underscores), whether or not ours are written; from a trusted proxy they are kept and ours appended.
     /// `X-Forwarded-For` becomes one field: the incoming chain, kept only when `client` is a
     /// trusted proxy (entries that are not IP addresses are dropped), followed by `client`.
     /// `Forwarded` is handled the same way when enabled. `X-Forwarded-Host` and `Forwarded`'s
@@ -211,7 +181,7 @@ impl Forwarding {
         let host = host.filter(|h| super::is_valid_host(h.as_bytes()));
         if !trusted {
             // a client's own claims never pass, even when we write none of ours
-            strip_forwarding_headers(headers);
+            super::strip_forwarding_headers(headers);
         }
         if self.x_forwarded {
             let mut chain = String::with_capacity(48);
@@ -406,10 +376,10 @@ mod tests {
     fn an_untrusted_forwarded_header_is_removed_even_when_ours_is_off() {
         let mut h = HeaderMap::new();
         h.insert(header::FORWARDED, "for=1.2.3.4".parse().unwrap());
-        h.insert(X_REAL_IP, "1.2.3.4".parse().unwrap());
+        h.insert("x-real-ip", "1.2.3.4".parse().unwrap());
         Forwarding::new().apply(&mut h, ip("198.51.100.7"), false, None);
         assert!(h.get(header::FORWARDED).is_none());
-        assert!(h.get(X_REAL_IP).is_none());
+        assert!(h.get("x-real-ip").is_none());
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
         h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());

@@ -10,9 +10,9 @@
 mod forwarded;
 mod hop;
 mod host;
+mod spoofable;
 
-pub use forwarded::{
-    strip_forwarding_headers, Forwarding, ForwardingError, TrustedProxies, FORWARDING_HEADERS,
-};
+pub use forwarded::{Forwarding, ForwardingError, TrustedProxies};
 pub use hop::{strip_hop_by_hop, HOP_BY_HOP};
 pub use host::is_valid_host;
+pub use spoofable::{is_forwarding_header, strip_forwarding_headers};
