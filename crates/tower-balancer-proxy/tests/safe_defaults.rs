@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{closed_port, echo_member, http10_member, lb, raw, read_response, recording_member};
+use harness::{
+    closed_port, echo_member, http10_member, lb, raw, raw_member, read_response, recording_member,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -441,4 +443,63 @@ async fn apaches_clear_route_cookie_can_be_refused_in_signed_mode() {
         node1 += usize::from(on_node1(&raw(lb2.addr, req, 5 * SECOND).await));
     }
     assert!(node1 < 6, "the clear cookie still pinned every request");
+}
+
+#[tokio::test]
+async fn a_member_sending_both_lengths_never_makes_the_client_misread_the_body() {
+    // chunked framing wins (RFC 9112 §6.3): the member's Content-Length must not reach the
+    // client, or it reads 3 bytes of a 48-byte body and takes the rest for the next answer
+    let member = raw_member(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          30\r\n012345678901234567890123456789012345678901234567\r\n0\r\n\r\n",
+    )
+    .await;
+    let lb = lb(&[member], "", "", "").await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length: 3"),
+        "{head}"
+    );
+    assert_eq!(body.len(), 48, "{head}");
+}
+
+#[tokio::test]
+async fn a_switch_the_client_never_asked_for_is_a_bad_gateway() {
+    let member = raw_member(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+    )
+    .await;
+    let lb = lb(&[member], "", "", "").await;
+    for extra in ["", "Upgrade: h2c\r\nConnection: upgrade\r\n"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: lb.test\r\n{extra}Connection: close\r\n\r\n");
+        let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
+        assert!(out.starts_with("HTTP/1.1 502"), "{extra:?}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn the_request_targets_authority_wins_over_host_and_names_http() {
+    let (member, _) = echo_member().await;
+    let lb = lb(&[member], "", "preserve_host = true", "").await;
+    let out = raw(
+        lb.addr,
+        b"GET http://other.test/x HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+        5 * SECOND,
+    )
+    .await;
+    assert!(out.contains("host: other.test\n"), "{out}");
+    assert!(out.contains("x-forwarded-host: other.test\n"), "{out}");
+    let ftp = raw(
+        lb.addr,
+        b"GET ftp://lb.test/x HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+        5 * SECOND,
+    )
+    .await;
+    assert!(ftp.starts_with("HTTP/1.1 400"), "{ftp}");
 }

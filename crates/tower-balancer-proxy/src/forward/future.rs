@@ -103,9 +103,14 @@ impl Future for ResponseFuture {
                 let mut res = ready!(inner.poll(cx)).map_err(upstream)?;
                 shared.finish(&mut res);
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client) = client_upgrade.take() {
-                        tunnel(client, hyper::upgrade::on(&mut res));
-                    }
+                    let Some(client) = client_upgrade.take() else {
+                        // a switch the client never asked for (or asked for a protocol
+                        // not on the list): nothing to join it to, so it is a bad answer
+                        return Poll::Ready(Err(UpstreamError::from_kind(
+                            tower_balancer::upstream::UpstreamErrorKind::Protocol,
+                        )));
+                    };
+                    tunnel(client, hyper::upgrade::on(&mut res));
                     if *extended {
                         // RFC 8441: an HTTP/2 client is told 200, and the stream is the tunnel
                         *res.status_mut() = StatusCode::OK;

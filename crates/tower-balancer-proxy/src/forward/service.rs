@@ -85,11 +85,13 @@ impl Shared {
         member: &Member,
         upgrading: bool,
     ) -> Result<(), UpstreamError> {
-        let host = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // the request target's authority (absolute form, HTTP/2 `:authority`) wins over
+        // `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1)
+        let host = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| req.headers().get(header::HOST).cloned());
         // only a valid Host is ever repeated to a member, whoever checked it before
         let host = host.filter(|h| is_valid_host(h.as_bytes()));
         let tls = req.extensions().get::<ClientTls>().is_some();
@@ -130,6 +132,11 @@ impl Shared {
     pub(crate) fn finish(&self, res: &mut Response<Incoming>) {
         let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         *res.version_mut() = Version::HTTP_11;
+        if res.headers().contains_key(header::TRANSFER_ENCODING) {
+            // the body was read by its chunked framing; a Content-Length beside it is wrong
+            // and must not reach the client (RFC 9112 §6.3)
+            res.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         strip_hop_by_hop(res.headers_mut(), switching);
         if let Some(rw) = &self.rewrite {
             rw.apply_to_members(res.headers_mut(), self.registry.load().members());

@@ -184,9 +184,13 @@ fn host_name(value: &str) -> &str {
 impl Inner {
     /// Whether the request names this manager as its host (DNS rebinding defence).
     fn own_host<B>(&self, req: &Request<B>) -> bool {
-        let value = match req.headers().get(header::HOST) {
-            Some(v) => v.to_str().ok(),
-            None => req.uri().authority().map(http::uri::Authority::as_str),
+        // the request target's authority wins over Host, as it does for forwarding
+        let value = match req.uri().authority() {
+            Some(a) => Some(a.as_str()),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok()),
         };
         value.is_some_and(|v| {
             let name = host_name(v.trim());

@@ -27,7 +27,8 @@ pub enum FramingError {
     BothLengths,
     /// No `Host` in HTTP/1.1, several, or one (or an authority in the request target) that
     /// is not a host with an optional port 1–65535 (see
-    /// [`is_valid_host`](crate::hygiene::is_valid_host)).
+    /// [`is_valid_host`](crate::hygiene::is_valid_host)), or an absolute-form target whose
+    /// scheme is not `http` or `https`.
     #[error("a request needs exactly one valid Host (HTTP/1.1) and no invalid one")]
     Host,
     /// `CONNECT` other than HTTP/2's extended CONNECT (RFC 8441, WebSocket): a reverse proxy
@@ -81,7 +82,12 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
         .uri()
         .authority()
         .is_none_or(|a| is_valid_host(a.as_str().as_bytes()));
-    if !ok || !authority_ok {
+    // an absolute-form target names http or https, nothing else
+    let scheme_ok = req
+        .uri()
+        .scheme_str()
+        .is_none_or(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    if !ok || !authority_ok || !scheme_ok {
         return Err(FramingError::Host);
     }
     Ok(())

@@ -149,9 +149,9 @@ pub(crate) async fn recording_member() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     (url, seen)
 }
 
-/// A member that answers every request in HTTP/1.0 and closes.
-pub(crate) async fn http10_member() -> String {
-    member(|mut sock| async move {
+/// A member that reads a request head, writes `answer` as it is and closes.
+pub(crate) async fn raw_member(answer: &'static [u8]) -> String {
+    member(move |mut sock| async move {
         let mut buf = vec![0u8; 8192];
         let mut got = Vec::new();
         while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -160,11 +160,14 @@ pub(crate) async fn http10_member() -> String {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = sock
-            .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold")
-            .await;
+        let _ = sock.write_all(answer).await;
     })
     .await
+}
+
+/// A member that answers every request in HTTP/1.0 and closes.
+pub(crate) async fn http10_member() -> String {
+    raw_member(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold").await
 }
 
 /// A TCP port with nothing listening.
