@@ -123,6 +123,15 @@ impl BalancerConfig {
             ));
         }
         self.check_members()?;
+        if let Some(e) = &b.ejection {
+            if e.max_time < e.base_time {
+                return Err(self.err(
+                    NO_SPAN,
+                    "balancer.ejection.max_time",
+                    "max_time is shorter than base_time",
+                ));
+            }
+        }
         let s = &self.file.server;
         if s.certificate.is_some() != s.key.is_some() {
             let at = s.certificate.as_ref().or(s.key.as_ref());

@@ -12,7 +12,10 @@ use toml::Spanned;
 use tower_balancer::registry::{AdminState, Health, MemberId};
 
 use super::reliability::{EjectionSection, RetryBudgetSection};
-use super::values::{duration, duration_opt, fraction_opt, statuses, timeout_opt, uri, uri_opt};
+use super::values::{
+    duration_opt, fraction_opt, header_bytes_opt, path, positive_opt, positive_u32, statuses,
+    timeout, timeout_opt, upgrades_opt, uri, uri_opt,
+};
 
 /// The whole file: an Apache virtual host with one balancer in it.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,13 +45,13 @@ pub struct ServerSection {
     #[serde(default)]
     pub key: Option<Spanned<PathBuf>>,
     /// `RequestReadTimeout header=`: how long a client may take to send its headers.
-    #[serde(default, deserialize_with = "duration_opt")]
+    #[serde(default, deserialize_with = "timeout_opt")]
     pub header_read_timeout: Option<Duration>,
-    /// `LimitRequestFieldSize` × fields, in bytes.
-    #[serde(default)]
+    /// `LimitRequestFieldSize` × fields, in bytes (at least 8192, hyper's floor).
+    #[serde(default, deserialize_with = "header_bytes_opt")]
     pub max_header_bytes: Option<usize>,
-    /// `LimitRequestFields`.
-    #[serde(default)]
+    /// `LimitRequestFields` (at least 1).
+    #[serde(default, deserialize_with = "positive_opt")]
     pub max_headers: Option<usize>,
     /// `GracefulShutdownTimeout`.
     #[serde(default, deserialize_with = "duration_opt")]
@@ -58,8 +61,8 @@ pub struct ServerSection {
     #[serde(default, deserialize_with = "timeout_opt")]
     pub request_body_timeout: Option<Duration>,
     /// HAProxy `maxconn`: the most client connections at once (default: half the open-file
-    /// limit after a reserve of 64).
-    #[serde(default)]
+    /// limit after a reserve of 64; at least 1).
+    #[serde(default, deserialize_with = "positive_opt")]
     pub max_connections: Option<usize>,
 }
 
@@ -123,8 +126,8 @@ pub struct BalancerSection {
     /// send nothing before its connection is closed (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub response_body_timeout: Option<Duration>,
-    /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `h2c` never).
-    #[serde(default)]
+    /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `h2c` is refused).
+    #[serde(default, deserialize_with = "upgrades_opt")]
     pub upgrades: Option<Vec<String>>,
     /// Envoy's panic threshold: below this fraction of healthy members, health is ignored
     /// and every member is tried (default 0.5); 0 turns panic mode off, so that with every
@@ -141,8 +144,8 @@ pub struct BalancerSection {
     /// Passive ejection of members that real requests see failing (on by default).
     #[serde(default)]
     pub ejection: Option<EjectionSection>,
-    /// `connectiontimeout=`.
-    #[serde(default, deserialize_with = "duration_opt")]
+    /// `connectiontimeout=` (default 5 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
     pub connection_timeout: Option<Duration>,
     /// `failonstatus=`: statuses that count as a failure and are retried elsewhere.
     #[serde(default, deserialize_with = "statuses")]
@@ -286,20 +289,20 @@ pub struct HealthSection {
     /// `hcmethod=`: `GET`, `HEAD`, `OPTIONS`, or `TCP` for a connect-only check.
     #[serde(default = "default_hc_method")]
     pub method: String,
-    /// `hcuri=`.
-    #[serde(default = "default_hc_uri")]
+    /// `hcuri=`: a path (and query) on the member, starting with `/`.
+    #[serde(default = "default_hc_uri", deserialize_with = "path")]
     pub uri: String,
     /// `hcinterval=`.
-    #[serde(default = "default_hc_interval", deserialize_with = "duration")]
+    #[serde(default = "default_hc_interval", deserialize_with = "timeout")]
     pub interval: Duration,
     /// How long one probe may take.
-    #[serde(default = "default_hc_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_hc_timeout", deserialize_with = "timeout")]
     pub timeout: Duration,
-    /// `hcpasses=`: passes in a row that bring a member back.
-    #[serde(default = "two")]
+    /// `hcpasses=`: passes in a row that bring a member back (at least 1).
+    #[serde(default = "two", deserialize_with = "positive_u32")]
     pub passes: u32,
-    /// `hcfails=`: failures in a row that take a member out.
-    #[serde(default = "two")]
+    /// `hcfails=`: failures in a row that take a member out (at least 1).
+    #[serde(default = "two", deserialize_with = "positive_u32")]
     pub fails: u32,
     /// `hcexpr` as a status range: `"200-399"`.
     #[serde(default = "default_expect")]

@@ -8,7 +8,7 @@ use tower_balancer::balance::FailureStatuses;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HttpProbe, OutlierConfig, ProbeSettings};
 use tower_balancer::registry::Registry;
-use tower_balancer::sticky::{RouteKeys, StickyConfig};
+use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyConfigError};
 
 use super::build::{BalancerConfig, NO_SPAN};
 use super::error::ConfigError;
@@ -156,9 +156,14 @@ impl BalancerConfig {
             })?;
             builder = builder.signed(keys);
         }
-        builder
-            .build()
-            .map_err(|e| self.err(NO_SPAN, "balancer.stickysession", e.to_string()))
+        builder.build().map_err(|e| {
+            // name the key the refused name came from
+            let key = match &e {
+                StickyConfigError::InvalidName(n) if *n == b.cookie => "balancer.cookie",
+                _ => "balancer.stickysession",
+            };
+            self.err(NO_SPAN, key, e.to_string())
+        })
     }
 
     pub(super) fn failover(&self) -> FailoverConfig {

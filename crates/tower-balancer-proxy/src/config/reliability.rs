@@ -3,25 +3,26 @@
 
 use std::time::Duration;
 
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use tower_balancer::health::OutlierConfig;
 
-use super::values::{duration, fraction};
+use super::values::{duration, fraction, timeout};
 
 /// `[balancer.retry_budget]`: how many retries of requests that may have been processed
 /// the balancer allows (retries after connect failures spend none).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetSection {
-    /// Retries as a fraction of recent requests (default 0.2).
-    #[serde(default = "budget_ratio")]
+    /// Retries as a fraction of recent requests (default 0.2; 0.0–1000.0).
+    #[serde(default = "budget_ratio", deserialize_with = "ratio")]
     pub ratio: f32,
     /// Retries allowed every second on top (default 10).
     #[serde(default = "budget_floor")]
     pub per_second: u32,
     /// The window requests are counted over (default 10 s; 1–60 s): `per_second × window`
     /// retries may be spent in one burst.
-    #[serde(default = "ten_seconds", deserialize_with = "duration")]
+    #[serde(default = "ten_seconds", deserialize_with = "window")]
     pub window: Duration,
 }
 
@@ -37,7 +38,7 @@ pub struct EjectionSection {
     pub consecutive_failures: u32,
     /// The first ejection's length, multiplied by how often the member was ejected
     /// (default 30 s).
-    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    #[serde(default = "thirty_seconds", deserialize_with = "timeout")]
     pub base_time: Duration,
     /// The longest ejection (default 300 s).
     #[serde(default = "five_minutes", deserialize_with = "duration")]
@@ -92,4 +93,22 @@ impl EjectionSection {
             .consecutive_failures(self.consecutive_failures)
             .ejection_time(self.base_time, self.max_time)
     }
+}
+
+fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let r = f32::deserialize(d)?;
+    if !(0.0..=1000.0).contains(&r) {
+        return Err(de::Error::custom(format!(
+            "{r} is not a ratio from 0.0 to 1000.0"
+        )));
+    }
+    Ok(r)
+}
+
+fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let w = duration(d)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&w) {
+        return Err(de::Error::custom("the window is from 1 s to 60 s"));
+    }
+    Ok(w)
 }

@@ -221,7 +221,7 @@ fn safe_defaults_need_no_key() {
 fn reliability_keys_are_read() {
     let text = GOOD.replace(
         "failonstatus = [503]\n",
-        "failonstatus = [503]\nresponse_body_timeout = \"5s\"\nupgrades = [\"websocket\", \"h2c\"]\n\
+        "failonstatus = [503]\nresponse_body_timeout = \"5s\"\nupgrades = [\"websocket\", \"foo/2\"]\n\
          panic_threshold = 0.0\ncookie_accept_apache = false\n\
          [balancer.retry_budget]\nratio = 0.1\nper_second = 2\nwindow = \"5s\"\n\
          [balancer.ejection]\nconnect_failures = 1\nconsecutive_failures = 0\nbase_time = \"10s\"\n",
@@ -234,7 +234,7 @@ fn reliability_keys_are_read() {
     let b = &config.file().balancer;
     assert_eq!(
         b.upgrades.as_deref(),
-        Some(&["websocket".to_owned(), "h2c".to_owned()][..])
+        Some(&["websocket".to_owned(), "foo/2".to_owned()][..])
     );
     assert!(!b.cookie_accept_apache);
     let balancer = config.build().unwrap();
@@ -274,4 +274,127 @@ fn a_zero_timeout_or_a_fraction_past_one_is_refused_at_its_line() {
         "{GOOD}\n[balancer.ejection]\nmax_fraction = -1.0\n"
     ));
     assert_eq!(e.key(), Some("balancer.ejection.max_fraction"));
+}
+
+#[test]
+fn values_that_would_half_work_are_refused_at_their_key() {
+    let server = |line: &str| {
+        GOOD.replace(
+            "server_name = \"wso2.com\"\n",
+            &format!("server_name = \"wso2.com\"\n{line}\n"),
+        )
+    };
+    let balancer = |line: &str| {
+        GOOD.replace(
+            "failonstatus = [503]\n",
+            &format!("failonstatus = [503]\n{line}\n"),
+        )
+    };
+    let health = |line: &str| {
+        GOOD.replace(
+            "expect = \"200-399\"\n",
+            &format!("expect = \"200-399\"\n{line}\n"),
+        )
+    };
+    for (text, key, says) in [
+        (
+            server("header_read_timeout = \"0s\""),
+            "server.header_read_timeout",
+            "longer than 0 s",
+        ),
+        (
+            server("max_headers = 0"),
+            "server.max_headers",
+            "at least 1",
+        ),
+        (
+            server("max_header_bytes = 0"),
+            "server.max_header_bytes",
+            "below 8192",
+        ),
+        (
+            server("max_connections = 0"),
+            "server.max_connections",
+            "at least 1",
+        ),
+        (
+            balancer("connection_timeout = \"0s\""),
+            "balancer.connection_timeout",
+            "longer than 0 s",
+        ),
+        (
+            balancer("upgrades = [\"h2c\", \"websocket\"]"),
+            "balancer.upgrades",
+            "h2c is never",
+        ),
+        (
+            balancer("upgrades = [\"web socket\"]"),
+            "balancer.upgrades",
+            "not a protocol name",
+        ),
+        (
+            GOOD.replace("interval = \"2s\"", "interval = \"0s\""),
+            "balancer.health.interval",
+            "longer than 0 s",
+        ),
+        (
+            health("timeout = \"0ms\""),
+            "balancer.health.timeout",
+            "longer than 0 s",
+        ),
+        (health("passes = 0"), "balancer.health.passes", "at least 1"),
+        (health("fails = 0"), "balancer.health.fails", "at least 1"),
+        (
+            GOOD.replace(
+                "uri = \"/carbon/admin/login.jsp\"",
+                "uri = \"health with space\"",
+            ),
+            "balancer.health.uri",
+            "not a path",
+        ),
+        (
+            GOOD.replace(
+                "uri = \"/carbon/admin/login.jsp\"",
+                "uri = \"http://127.0.0.1/health\"",
+            ),
+            "balancer.health.uri",
+            "not a path",
+        ),
+        (
+            format!("{GOOD}\n[balancer.retry_budget]\nwindow = \"1h\"\n"),
+            "balancer.retry_budget.window",
+            "1 s to 60 s",
+        ),
+        (
+            format!("{GOOD}\n[balancer.retry_budget]\nratio = -1.0\n"),
+            "balancer.retry_budget.ratio",
+            "not a ratio",
+        ),
+        (
+            format!("{GOOD}\n[balancer.ejection]\nbase_time = \"0s\"\n"),
+            "balancer.ejection.base_time",
+            "longer than 0 s",
+        ),
+        (
+            format!("{GOOD}\n[balancer.ejection]\nbase_time = \"60s\"\nmax_time = \"10s\"\n"),
+            "balancer.ejection.max_time",
+            "shorter than base_time",
+        ),
+    ] {
+        let e = err(&text);
+        assert_eq!(e.key(), Some(key), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    // checked when the sticky layer is built: named at its own key, not stickysession
+    let e = BalancerConfig::from_toml(&balancer("cookie = \"\""), Path::new("lb.toml"))
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert_eq!(e.key(), Some("balancer.cookie"), "{e}");
+    assert_eq!(e.line(), Some(14), "{e}");
+    for url in ["http://user:pw@abc.com:9763", "http://abc.com:9763/app?x=1"] {
+        let e = err(&GOOD.replace("http://abc.com:9763", url));
+        assert_eq!(e.key(), Some("balancer.member[0].url"), "{e}");
+        assert!(e.to_string().contains("never sent"), "{e}");
+    }
 }

@@ -24,11 +24,25 @@ pub(super) fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
         .parse()
         .map_err(|e| de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
     match (u.scheme_str(), u.host()) {
-        (Some("http" | "https"), Some(_)) => Ok(u),
-        _ => Err(de::Error::custom(format!(
-            "`{s}` is not an http:// or https:// URL with a host"
-        ))),
+        (Some("http" | "https"), Some(_)) => {}
+        _ => {
+            return Err(de::Error::custom(format!(
+                "`{s}` is not an http:// or https:// URL with a host"
+            )))
+        }
     }
+    // both would be dropped without a word: say so instead
+    if u.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(de::Error::custom(format!(
+            "`{s}` carries a user name or password, which is never sent"
+        )));
+    }
+    if u.query().is_some() {
+        return Err(de::Error::custom(format!(
+            "`{s}` has a query, which is never sent: give the base path only"
+        )));
+    }
+    Ok(u)
 }
 
 pub(super) fn uri_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
@@ -62,11 +76,82 @@ pub(super) fn fraction_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64
     fraction(d).map(Some)
 }
 
-/// A timeout: a duration above zero (a zero timeout would fail every request).
-pub(super) fn timeout_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+/// A timeout or interval: a duration above zero (zero would fail, or repeat, at once).
+pub(super) fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let t = duration(d)?;
     if t.is_zero() {
         return Err(de::Error::custom("a timeout must be longer than 0 s"));
     }
-    Ok(Some(t))
+    Ok(t)
+}
+
+pub(super) fn timeout_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    timeout(d).map(Some)
+}
+
+/// A count of at least 1.
+pub(super) fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n == 0 {
+        return Err(de::Error::custom("must be at least 1"));
+    }
+    Ok(n)
+}
+
+pub(super) fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(de::Error::custom("must be at least 1"));
+    }
+    Ok(Some(n))
+}
+
+/// Header bytes: hyper reads no less than 8 KiB.
+pub(super) fn header_bytes_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n < 8192 {
+        return Err(de::Error::custom(format!(
+            "{n} is below 8192, the least the HTTP parser reads"
+        )));
+    }
+    Ok(Some(n))
+}
+
+/// A path and query on a member: `/`, `/health`, `/status?full`.
+pub(super) fn path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.starts_with('/') || http::uri::PathAndQuery::try_from(s.as_str()).is_err() {
+        return Err(de::Error::custom(format!(
+            "`{s}` is not a path such as \"/health\" (it starts with / and has no spaces)"
+        )));
+    }
+    Ok(s)
+}
+
+/// Upgrade protocol names: tokens, never `h2c`.
+pub(super) fn upgrades_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for p in &list {
+        let token = !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+        if !token {
+            return Err(de::Error::custom(format!(
+                "`{}` is not a protocol name such as \"websocket\"",
+                p.escape_default()
+            )));
+        }
+        if p.split('/')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case("h2c"))
+        {
+            return Err(de::Error::custom(
+                "h2c is never forwarded: a member that switched to it would get the rest of \
+                 the connection unchecked",
+            ));
+        }
+    }
+    Ok(Some(list))
 }
