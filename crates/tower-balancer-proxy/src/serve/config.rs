@@ -47,8 +47,9 @@ impl ServeConfig {
     /// set, which lets a slowloris client hold a connection forever); at most 16 KiB of
     /// headers and 100 header fields (431 beyond); 10 s for a TLS handshake; 30 s for
     /// in-flight requests to finish on shutdown. A connection that sends nothing is closed
-    /// after the header-read timeout if it never sent a request, and after 15 s idle between
-    /// requests (keep-alive). At most [`default_max_connections`] client connections at
+    /// after the header-read timeout if it never sent a request, and after 10 s idle between
+    /// requests (keep-alive: hyper's header-read timer also runs while a connection waits
+    /// for its next request, so the shorter of the two limits holds). At most [`default_max_connections`] client connections at
     /// once (more wait in the listen backlog).
     #[must_use]
     pub const fn new() -> Self {
@@ -100,7 +101,9 @@ impl ServeConfig {
     }
 
     /// How long a connection may sit idle between requests (Apache `KeepAliveTimeout`,
-    /// nginx `keepalive_timeout`). Upgraded connections (WebSocket) are not subject to it.
+    /// nginx `keepalive_timeout`; default 15 s). The header-read timeout also runs while a
+    /// connection waits for its next request, so the shorter of the two holds (10 s with
+    /// both at their defaults). Upgraded connections (WebSocket) are not subject to it.
     #[must_use]
     pub const fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.keep_alive_timeout = timeout;
