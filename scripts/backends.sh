@@ -78,5 +78,13 @@ backend be
   server node2 127.0.0.1:9764 cookie node2 check $3
 CONF
 }
+cpu_ticks() { # pid -> "user sys" clock ticks of it and its children (nginx's workers)
+  local u=0 s=0 p a b
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
 # the location every nginx balancer server block uses
 NGINX_PROXY='location / { proxy_pass http://cluster; proxy_http_version 1.1; proxy_set_header Connection ""; }'

@@ -93,14 +93,6 @@ pidof_target() { # target name -> the balancer's pid file
     hyper-floor) echo "$RUNDIR/floor.pid" ;;
   esac
 }
-cpu_ticks() { # pid -> "user sys" clock ticks of it and its children (nginx's workers)
-  local u=0 s=0 p a b
-  for p in "$1" $(pgrep -P "$1" || true); do
-    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
-    u=$((u + a)); s=$((s + b))
-  done
-  echo "$u $s"
-}
 run() { # name url [cookie] -> "name req/s p50 p99 user-µs/req sys-µs/req"
   local out pid u1 s1 u2 s2
   pid="$(cat "$(pidof_target "$1")")"

@@ -6,7 +6,7 @@
 # operators run it: `is_cluster --config` on a file with defaults untouched but the recipe's
 # 1 s health probe. Each balancer runs twice: round robin, and every request pinned to
 # member 1 by a cookie (HAProxy's and ours; nginx has none). Prints requests, non-2xx
-# answers and socket errors per run.
+# answers, socket errors and the balancer's CPU time per request (user and sys) per run.
 # Usage: scripts/failover.sh   (bounded: about two minutes after the build; stops everything)
 #        OURS_BIN=path/to/is_cluster scripts/failover.sh   (another build of ours, e.g. an
 #        older commit's, instead of building this tree's)
@@ -65,28 +65,33 @@ kill_member1() { # the master first, so it cannot respawn a worker, then its wor
   [ -n "$workers" ] && kill -9 $workers
   rm -f "$RUNDIR/backend1.pid"
 }
-run() { # name url [cookie] -> "name requests non-2xx socket-errors"
-  local out
-  for _ in $(seq 1 50); do curl -sf "$2" >/dev/null && break; sleep 0.1; done
-  wrk -t1 -c64 -d2s "$2" >/dev/null # warm the pools
+run() { # name pid-file url [cookie] -> "name requests non-2xx socket-errors user-µs sys-µs"
+  local name="$1" pidfile="$2" out u1 s1 u2 s2
+  shift 2
+  for _ in $(seq 1 50); do curl -sf "$1" >/dev/null && break; sleep 0.1; done
+  wrk -t1 -c64 -d2s "$1" >/dev/null # warm the pools
   ( sleep 3; kill_member1; sleep 3; nginx -c "$RUNDIR/backend1.conf" -p "$RUNDIR" ) &
   local killer=$!
-  if [ -n "${3:-}" ]; then
-    out="$(wrk -t1 -c64 -d8s -H "Cookie: $3" "$2")"
+  read -r u1 s1 < <(cpu_ticks "$(cat "$pidfile")")
+  if [ -n "${2:-}" ]; then
+    out="$(wrk -t1 -c64 -d8s -H "Cookie: $2" "$1")"
   else
-    out="$(wrk -t1 -c64 -d8s "$2")"
+    out="$(wrk -t1 -c64 -d8s "$1")"
   fi
+  read -r u2 s2 < <(cpu_ticks "$(cat "$pidfile")")
   wait "$killer"
   sleep 3 # the member passes its probes again before the next run
   local reqs non2xx sock
   reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
   non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
   sock="$(awk '/Socket errors/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' <<<"$out")"
-  echo "$1 requests ${reqs} non-2xx ${non2xx:-0} socket-errors ${sock:-0}"
+  echo "$name requests ${reqs} non-2xx ${non2xx:-0} socket-errors ${sock:-0} CPU µs/request $(awk \
+    -v u=$((u2 - u1)) -v s=$((s2 - s1)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "user %.1f sys %.1f", u * 1e6 / hz / n, s * 1e6 / hz / n }')"
 }
-run nginx http://127.0.0.1:8082/
-run haproxy http://127.0.0.1:8083/
-run ours http://127.0.0.1:8091/
-run haproxy-pinned http://127.0.0.1:8083/ ROUTEID=node1
-run ours-pinned http://127.0.0.1:8091/ "$OURS_COOKIE"
+run nginx "$RUNDIR/lbnginx.pid" http://127.0.0.1:8082/
+run haproxy "$RUNDIR/haproxy.pid" http://127.0.0.1:8083/
+run ours "$RUNDIR/ours.pid" http://127.0.0.1:8091/
+run haproxy-pinned "$RUNDIR/haproxy.pid" http://127.0.0.1:8083/ ROUTEID=node1
+run ours-pinned "$RUNDIR/ours.pid" http://127.0.0.1:8091/ "$OURS_COOKIE"
 echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}')"
