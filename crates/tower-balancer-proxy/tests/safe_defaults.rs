@@ -503,3 +503,63 @@ async fn the_request_targets_authority_wins_over_host_and_names_http() {
     .await;
     assert!(ftp.starts_with("HTTP/1.1 400"), "{ftp}");
 }
+
+#[tokio::test]
+async fn a_204_loses_its_content_length_so_the_next_answer_is_not_swallowed() {
+    let member = raw_member(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello").await;
+    let lb = lb(&[member], "", "", "").await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: lb.test\r\n\r\nGET /b HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
+        assert!(body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn oversized_or_impossible_member_answers_are_bad_gateways() {
+    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let big = BIG.get_or_init(|| {
+        let mut v = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        v.extend(std::iter::repeat_n(b'a', 200_000));
+        v.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\nok");
+        v
+    });
+    let get = b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n";
+    for answer in [
+        &big[..],
+        b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok".as_slice(),
+    ] {
+        let lb = lb(&[raw_member(answer).await], "", "", "").await;
+        let out = raw(lb.addr, get, 5 * SECOND).await;
+        assert!(
+            out.starts_with("HTTP/1.1 502"),
+            "{}",
+            &out[..out.len().min(80)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_asterisk_target_is_for_options_alone() {
+    let (member, seen) = echo_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    let out = raw(
+        lb.addr,
+        b"GET * HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+        5 * SECOND,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(seen.lock().unwrap().is_empty());
+}

@@ -255,6 +255,12 @@ impl BalancerConfig {
         }
         let trusted = TrustedProxies::parse(&b.trusted_proxies)
             .map_err(|e| self.err(NO_SPAN, "balancer.trusted_proxies", e.to_string()))?;
+        if b.trusted_proxies.iter().any(|p| p.trim().ends_with("/0")) {
+            tracing::warn!(
+                "balancer.trusted_proxies trusts every address: any client can claim any \
+                 address, scheme and host to the members"
+            );
+        }
         Ok(forward
             .preserve_host(b.preserve_host)
             .forwarding(Forwarding::new().trusted(trusted)))

@@ -13,8 +13,8 @@ use tower_balancer::registry::{AdminState, Health, MemberId};
 
 use super::reliability::{EjectionSection, RetryBudgetSection};
 use super::values::{
-    duration_opt, fraction_opt, header_bytes_opt, path, positive_opt, positive_u32, statuses,
-    timeout, timeout_opt, upgrades_opt, uri, uri_opt,
+    duration_opt, fraction_opt, header_bytes_opt, host_name, non_empty, path, positive_opt,
+    positive_u32, statuses, timeout, timeout_opt, upgrades_opt, uri, uri_opt,
 };
 
 /// The whole file: an Apache virtual host with one balancer in it.
@@ -36,7 +36,9 @@ pub struct FileConfig {
 pub struct ServerSection {
     /// `Listen` / `<VirtualHost addr:port>`.
     pub listen: SocketAddr,
-    /// `ServerName`: the public host name (used for `ProxyPassReverse`).
+    /// `ServerName`: the public host name, optionally with a port (used for
+    /// `ProxyPassReverse`).
+    #[serde(deserialize_with = "host_name")]
     pub server_name: String,
     /// `SSLCertificateFile` (PEM chain). With `key`, the front speaks TLS; without, plain HTTP.
     #[serde(default)]
@@ -71,6 +73,7 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct BalancerSection {
     /// `balancer://name`.
+    #[serde(deserialize_with = "non_empty")]
     pub name: String,
     /// `lbmethod=`.
     #[serde(default)]

@@ -235,6 +235,13 @@ impl Balancer {
                 )?),
                 None => None,
             };
+        if let Some(a) = self.manager_listen.filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                addr = %a,
+                "the balancer-manager listens beyond loopback and has no authentication: \
+                 anyone who reaches it can take members out of service"
+            );
+        }
         let mut names = self.manager_names.clone();
         if let Some(a) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             names.push(a.ip().to_string());

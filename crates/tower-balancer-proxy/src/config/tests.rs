@@ -397,4 +397,23 @@ fn values_that_would_half_work_are_refused_at_their_key() {
         assert_eq!(e.key(), Some("balancer.member[0].url"), "{e}");
         assert!(e.to_string().contains("never sent"), "{e}");
     }
+    for (text, key) in [
+        (
+            GOOD.replace(
+                "server_name = \"wso2.com\"",
+                "server_name = \"evil.com/path?x\"",
+            ),
+            "server.server_name",
+        ),
+        (
+            GOOD.replace("server_name = \"wso2.com\"", "server_name = \"\""),
+            "server.server_name",
+        ),
+        (
+            GOOD.replace("name = \"wso2isbalancer\"", "name = \"\""),
+            "balancer.name",
+        ),
+    ] {
+        assert_eq!(err(&text).key(), Some(key));
+    }
 }

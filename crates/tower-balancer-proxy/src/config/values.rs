@@ -155,3 +155,24 @@ pub(super) fn upgrades_opt<'de, D: Deserializer<'de>>(
     }
     Ok(Some(list))
 }
+
+/// A host name with an optional port, as clients send it in `Host`.
+pub(super) fn host_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !crate::hygiene::is_valid_host(s.as_bytes()) {
+        return Err(de::Error::custom(format!(
+            "`{}` is not a host name such as \"wso2.com\" (an optional :port, no path)",
+            s.escape_default()
+        )));
+    }
+    Ok(s)
+}
+
+/// Any text but none.
+pub(super) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(s)
+}

@@ -21,6 +21,10 @@ use super::tls::{TlsError, UpstreamTls};
 use crate::hygiene::Forwarding;
 use crate::rewrite::ReverseRewrite;
 
+/// The largest response head a member may send over HTTP/1.1 (64 KiB); a larger one is a
+/// 502.
+pub const MAX_MEMBER_HEAD_BYTES: usize = 64 * 1024;
+
 /// How the forwarder reaches members.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
@@ -143,6 +147,9 @@ impl ForwardConfig {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.idle_timeout)
             .pool_timer(TokioTimer::new())
+            // a member's response head past this is a 502, as nginx's "upstream sent too
+            // big header" (hyper's own limit is ~400 KiB)
+            .http1_max_buf_size(MAX_MEMBER_HEAD_BYTES)
             .build(self.connector(&registry)?);
         Ok(Forward::new(
             client,

@@ -101,6 +101,12 @@ impl Future for ResponseFuture {
                 extended,
             } => {
                 let mut res = ready!(inner.poll(cx)).map_err(upstream)?;
+                if res.status().as_u16() > 599 {
+                    // RFC 9110 §15: a status is 100-599; anything else is a broken answer
+                    return Poll::Ready(Err(UpstreamError::from_kind(
+                        tower_balancer::upstream::UpstreamErrorKind::Protocol,
+                    )));
+                }
                 shared.finish(&mut res);
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let Some(client) = client_upgrade.take() else {

@@ -14,7 +14,7 @@ mod resolve;
 mod service;
 mod tls;
 
-pub use config::{ForwardConfig, ProbeClient};
+pub use config::{ForwardConfig, ProbeClient, MAX_MEMBER_HEAD_BYTES};
 pub use error::NotPicked;
 pub use future::ResponseFuture;
 pub use resolve::{Addrs, Resolver};

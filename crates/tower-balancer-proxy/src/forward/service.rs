@@ -132,9 +132,12 @@ impl Shared {
     pub(crate) fn finish(&self, res: &mut Response<Incoming>) {
         let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         *res.version_mut() = Version::HTTP_11;
-        if res.headers().contains_key(header::TRANSFER_ENCODING) {
-            // the body was read by its chunked framing; a Content-Length beside it is wrong
-            // and must not reach the client (RFC 9112 §6.3)
+        if res.status() == http::StatusCode::NO_CONTENT
+            || res.headers().contains_key(header::TRANSFER_ENCODING)
+        {
+            // a 204 has no body, and a chunked body was read by its framing: a
+            // Content-Length beside either is wrong and must not reach the client (RFC 9110
+            // §8.6, RFC 9112 §6.3), or a cache in front would misread what follows
             res.headers_mut().remove(header::CONTENT_LENGTH);
         }
         strip_hop_by_hop(res.headers_mut(), switching);

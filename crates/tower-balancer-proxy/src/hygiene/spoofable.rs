@@ -11,29 +11,51 @@
 use http::header::HeaderName;
 use http::HeaderMap;
 
-/// Names matched whole; and every name that starts with `x-forwarded`.
-const NAMES: [&[u8]; 18] = [
+/// Names matched whole.
+const NAMES: [&[u8]; 14] = [
     b"forwarded",
     b"forwarded-for",
-    b"x-real-ip",
-    b"x-client-ip",
     b"client-ip",
-    b"true-client-ip",
-    b"cf-connecting-ip",
-    b"x-cluster-client-ip",
-    b"fastly-client-ip",
+    b"x-client-ip",
+    b"x-client-cert",
     b"x-originating-ip",
-    b"x-remote-ip",
-    b"x-remote-addr",
-    b"x-original-url",
     b"x-rewrite-url",
-    b"x-original-host",
     b"x-host",
+    b"x-scheme",
     b"x-url-scheme",
     b"front-end-https",
+    b"x-http-host-override",
+    // httpoxy: CGI turns it into HTTP_PROXY, which HTTP clients in the member then use
+    b"proxy",
+    b"x-custom-ip-authorization",
 ];
 
-const PREFIX: &[u8] = b"x-forwarded";
+/// Families matched by their start: forwarding headers of every proxy, CDN and platform
+/// that writes the client's address, scheme, certificate or original URL.
+const PREFIXES: [&[u8]; 22] = [
+    b"x-forwarded",
+    b"x-forward-",
+    b"x-original-",
+    b"x-real-",
+    b"x-remote-",
+    b"x-envoy-",
+    b"x-azure-",
+    b"x-appengine-",
+    b"x-arr-",
+    b"x-ssl-",
+    b"ssl-client",
+    b"wl-proxy-",
+    b"proxy-client-",
+    b"x-proxyuser-",
+    b"x-proxymesh-",
+    b"x-cluster-client-",
+    b"true-client-",
+    b"fastly-client-",
+    b"akamai-client-",
+    b"fly-client-",
+    b"cf-connecting-",
+    b"cf-visitor",
+];
 
 /// `a` and `b` agree byte for byte, an underscore in `a` standing for a dash in `b`.
 fn dashed(a: &[u8], b: &[u8]) -> bool {
@@ -43,9 +65,11 @@ fn dashed(a: &[u8], b: &[u8]) -> bool {
             .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
 }
 
-/// Whether a client could claim an address, a scheme, a host or a URL through `name`: the
-/// whole `X-Forwarded-*` family, `Forwarded`, `X-Real-IP`, the CDN client-address headers,
-/// `X-Original-URL` and the like, in any spelling with underscores for dashes.
+/// Whether a client could claim an address, a scheme, a host, a certificate or a URL through
+/// `name`: the whole `X-Forwarded-*` family, `Forwarded`, `X-Real-*`, the client-address
+/// headers of CDNs and platforms (Cloudflare, Akamai, Fastly, Azure, App Engine, Fly,
+/// Envoy, WebLogic's `WL-Proxy-*`), client-certificate headers, `X-Original-*` and
+/// `X-Rewrite-URL`, and httpoxy's `Proxy`, in any spelling with underscores for dashes.
 ///
 /// ```
 /// use http::HeaderName;
@@ -60,11 +84,16 @@ fn dashed(a: &[u8], b: &[u8]) -> bool {
 pub fn is_forwarding_header(name: &HeaderName) -> bool {
     let n = name.as_str().as_bytes();
     // most names fail on their first byte
-    if !matches!(n.first(), Some(b'x' | b'f' | b't' | b'c')) {
+    if !matches!(
+        n.first(),
+        Some(b'x' | b'f' | b't' | b'c' | b'p' | b's' | b'w' | b'a')
+    ) {
         return false;
     }
-    (n.len() >= PREFIX.len() && dashed(&n[..PREFIX.len()], PREFIX))
-        || NAMES.iter().any(|p| dashed(n, p))
+    NAMES.iter().any(|p| dashed(n, p))
+        || PREFIXES
+            .iter()
+            .any(|p| n.len() >= p.len() && dashed(&n[..p.len()], p))
 }
 
 /// Removes every header [`is_forwarding_header`] names: what an untrusted peer sent, or any
@@ -113,6 +142,29 @@ mod tests {
             "front-end-https",
             "x-url-scheme",
             "x-host",
+            "x-scheme",
+            "x-original-uri",
+            "x-envoy-original-path",
+            "x-envoy-external-address",
+            "x-http-host-override",
+            "cf-connecting-ipv6",
+            "fly-client-ip",
+            "x-azure-clientip",
+            "x-appengine-user-ip",
+            "akamai-client-ip",
+            "x-original-forwarded-for",
+            "x-forward-for",
+            "x-proxyuser-ip",
+            "wl-proxy-client-ip",
+            "wl-proxy-ssl",
+            "proxy-client-ip",
+            "ssl-client-cert",
+            "x-ssl-client-cert",
+            "x-client-cert",
+            "x-arr-clientcert",
+            "proxy",
+            "x-custom-ip-authorization",
+            "x-proxymesh-ip",
         ] {
             assert!(
                 is_forwarding_header(&HeaderName::from_bytes(n.as_bytes()).unwrap()),

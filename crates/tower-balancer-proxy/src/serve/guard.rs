@@ -31,6 +31,9 @@ pub enum FramingError {
     /// scheme is not `http` or `https`.
     #[error("a request needs exactly one valid Host (HTTP/1.1) and no invalid one")]
     Host,
+    /// The asterisk-form target `*` with a method other than `OPTIONS`.
+    #[error("the target * is only for OPTIONS")]
+    Target,
     /// `CONNECT` other than HTTP/2's extended CONNECT (RFC 8441, WebSocket): a reverse proxy
     /// never opens tunnels to hosts a client names.
     #[error("CONNECT is only accepted as HTTP/2 extended CONNECT")]
@@ -47,6 +50,10 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
             || req.extensions().get::<hyper::ext::Protocol>().is_none())
     {
         return Err(FramingError::Connect);
+    }
+    // the asterisk form is for OPTIONS alone (RFC 9112 §3.2.4)
+    if req.uri() == "*" && req.method() != Method::OPTIONS {
+        return Err(FramingError::Target);
     }
     let h = req.headers();
     if h.contains_key(TRANSFER_ENCODING) {
