@@ -183,19 +183,24 @@ async fn ejection_times_are_capped() {
     }
 }
 
+/// Active probes that pass for every member, every 2 s.
+fn always_passing_probe(r: &Registry) -> tower_balancer::health::HealthProbeTask {
+    use tower_balancer::health::{HealthProbe, ProbeResult, ProbeSettings};
+    let probe = service_fn(|_m: Arc<tower_balancer::registry::Member>| async {
+        Ok::<_, BoxError>(ProbeResult::Pass)
+    });
+    HealthProbe::new(r.clone(), probe, ProbeSettings::default().jitter(0.0)).spawn()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_passing_active_probe_readmits_a_member_ejected_for_connect_failures_early() {
-    use tower_balancer::health::{HealthProbe, ProbeResult, ProbeSettings};
     let r = common::registry(2);
     let members = Members::new(&[1, 200]);
     let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
     let _task = outliers.spawn();
     let svc = stack(&r, &members, &outliers);
     // the probe connects (the member restarted, say) though requests were refused before
-    let probe = service_fn(|_m: Arc<tower_balancer::registry::Member>| async {
-        Ok::<_, BoxError>(ProbeResult::Pass)
-    });
-    let _probes = HealthProbe::new(r.clone(), probe, ProbeSettings::default().jitter(0.0)).spawn();
+    let _probes = always_passing_probe(&r);
     send_n(&svc, 20).await;
     assert_eq!(outliers.ejected().len(), 1);
     tokio::time::sleep(Duration::from_secs(3)).await; // one probe interval, not 30 s
@@ -208,17 +213,13 @@ async fn a_passing_active_probe_readmits_a_member_ejected_for_connect_failures_e
 
 #[tokio::test(start_paused = true)]
 async fn a_passing_probe_does_not_end_an_ejection_for_failed_requests() {
-    use tower_balancer::health::{HealthProbe, ProbeResult, ProbeSettings};
     let r = common::registry(2);
     let members = Members::new(&[503, 200]);
     let outliers = OutlierDetection::new(r.clone(), OutlierConfig::default());
     let _task = outliers.spawn();
     let svc = stack(&r, &members, &outliers);
     // the health page passes while the application answers 503
-    let probe = service_fn(|_m: Arc<tower_balancer::registry::Member>| async {
-        Ok::<_, BoxError>(ProbeResult::Pass)
-    });
-    let _probes = HealthProbe::new(r.clone(), probe, ProbeSettings::default().jitter(0.0)).spawn();
+    let _probes = always_passing_probe(&r);
     send_n(&svc, 20).await;
     assert_eq!(outliers.ejected().len(), 1);
     tokio::time::sleep(Duration::from_secs(20)).await; // many passing probes

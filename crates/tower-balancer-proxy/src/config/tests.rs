@@ -276,8 +276,17 @@ fn a_zero_timeout_or_a_fraction_past_one_is_refused_at_its_line() {
     assert_eq!(e.key(), Some("balancer.ejection.max_fraction"));
 }
 
+/// Each file must be refused at `key` with a message containing `says`.
+fn assert_refused(cases: Vec<(String, &str, &str)>) {
+    for (text, key, says) in cases {
+        let e = err(&text);
+        assert_eq!(e.key(), Some(key), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
+
 #[test]
-fn values_that_would_half_work_are_refused_at_their_key() {
+fn front_and_forwarding_values_that_would_half_work_are_refused_at_their_key() {
     let server = |line: &str| {
         GOOD.replace(
             "server_name = \"wso2.com\"\n",
@@ -290,13 +299,7 @@ fn values_that_would_half_work_are_refused_at_their_key() {
             &format!("failonstatus = [503]\n{line}\n"),
         )
     };
-    let health = |line: &str| {
-        GOOD.replace(
-            "expect = \"200-399\"\n",
-            &format!("expect = \"200-399\"\n{line}\n"),
-        )
-    };
-    for (text, key, says) in [
+    assert_refused(vec![
         (
             server("header_read_timeout = \"0s\""),
             "server.header_read_timeout",
@@ -332,6 +335,18 @@ fn values_that_would_half_work_are_refused_at_their_key() {
             "balancer.upgrades",
             "not a protocol name",
         ),
+    ]);
+}
+
+#[test]
+fn probe_and_reliability_values_that_would_half_work_are_refused_at_their_key() {
+    let health = |line: &str| {
+        GOOD.replace(
+            "expect = \"200-399\"\n",
+            &format!("expect = \"200-399\"\n{line}\n"),
+        )
+    };
+    assert_refused(vec![
         (
             GOOD.replace("interval = \"2s\"", "interval = \"0s\""),
             "balancer.health.interval",
@@ -380,11 +395,17 @@ fn values_that_would_half_work_are_refused_at_their_key() {
             "balancer.ejection.max_time",
             "shorter than base_time",
         ),
-    ] {
-        let e = err(&text);
-        assert_eq!(e.key(), Some(key), "{e}");
-        assert!(e.to_string().contains(says), "{e}");
-    }
+    ]);
+}
+
+#[test]
+fn names_and_urls_that_would_half_work_are_refused_at_their_key() {
+    let balancer = |line: &str| {
+        GOOD.replace(
+            "failonstatus = [503]\n",
+            &format!("failonstatus = [503]\n{line}\n"),
+        )
+    };
     // checked when the sticky layer is built: named at its own key, not stickysession
     let e = BalancerConfig::from_toml(&balancer("cookie = \"\""), Path::new("lb.toml"))
         .unwrap()
