@@ -13,11 +13,12 @@
 //! This release carries the core: the [`registry`] (members, admin state, health, live stats,
 //! lock-free snapshots, discovery), the [`strategy`] trait with seven strategies, and the
 //! [`balance`] layer. Errors from any layer map to a client status with
-//! [`balance::error_status`].
+//! [`error::error_status`].
 
 pub mod balance;
 pub mod conn;
 pub mod discovery;
+pub mod error;
 pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -115,14 +115,7 @@ impl StdError for UpstreamError {
 /// Finds the [`UpstreamError`] in an error or its chain of sources.
 #[must_use]
 pub fn find_upstream_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a UpstreamError> {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(u) = e.downcast_ref::<UpstreamError>() {
-            return Some(u);
-        }
-        cur = e.source();
-    }
-    None
+    crate::error::find_in_chain(err)
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_balancer::balance::{
-    error_status, AttemptError, BalanceError, BalanceLayer, HeaderKey, Picked, PinnedRoute,
-    ServedBy,
+    AttemptError, BalanceError, BalanceLayer, HeaderKey, Picked, PinnedRoute, ServedBy,
 };
+use tower_balancer::error::error_status;
 use tower_balancer::outcome::{FailureKind, Outcome};
 use tower_balancer::registry::{AdminState, Health, Member, MemberId, Registry};
 use tower_balancer::strategy::{RingHash, RoundRobin, Tried};

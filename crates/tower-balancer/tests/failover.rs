@@ -12,9 +12,8 @@ use common::registry;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-use tower_balancer::balance::{
-    error_status, BalanceLayer, FailureStatuses, Picked, RequestBody, ResponseBody,
-};
+use tower_balancer::balance::{BalanceLayer, FailureStatuses, Picked, RequestBody, ResponseBody};
+use tower_balancer::error::error_status;
 use tower_balancer::failover::{
     FailoverConfig, FailoverError, FailoverLayer, NotRetried, ReplayBody,
 };

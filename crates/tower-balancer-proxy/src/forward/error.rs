@@ -16,8 +16,10 @@ pub(crate) fn classify(e: &ClientError) -> UpstreamErrorKind {
     if e.is_connect() {
         return UpstreamErrorKind::Connect;
     }
-    let mut cur: Option<&(dyn StdError + 'static)> = e.source();
-    while let Some(err) = cur {
+    let Some(source) = e.source() else {
+        return UpstreamErrorKind::Reset;
+    };
+    for err in tower_balancer::error::sources(source) {
         if matches!(
             err.downcast_ref::<ReplayError>(),
             Some(ReplayError::Client(_))
@@ -35,7 +37,6 @@ pub(crate) fn classify(e: &ClientError) -> UpstreamErrorKind {
                 return UpstreamErrorKind::Protocol;
             }
         }
-        cur = err.source();
     }
     UpstreamErrorKind::Reset
 }

@@ -35,7 +35,7 @@ pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
 /// Errors are [`UpstreamError`]s: `Connect` when nothing was sent (failover may retry any
 /// method), `ClientBody` when the client's own body failed (never the member's fault),
 /// `Timeout`, `Protocol` or `Reset` otherwise. Their text is for logs; map them to a
-/// status with `tower_balancer::balance::error_status` (502 or 504).
+/// status with `tower_balancer::error::error_status` (502 or 504).
 pub struct Forward<B> {
     client: Client<Connector, B>,
     shared: Arc<Shared>,

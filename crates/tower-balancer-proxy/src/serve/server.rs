@@ -18,8 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_balancer::balance::error_status;
 use tower_balancer::conn::{ClientAddr, ClientTls};
+use tower_balancer::error::{error_status, find_in_chain};
 use tower_balancer::BoxError;
 use tower_service::Service;
 
@@ -57,15 +57,11 @@ fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
 
 /// The status a client gets for an error from the stack: 408 when its own request body went
 /// silent past the idle limit ([`RequestBodyIdleLayer`](crate::limits::RequestBodyIdleLayer)),
-/// else [`error_status`](tower_balancer::balance::error_status)'s answer.
+/// else [`error_status`](tower_balancer::error::error_status)'s answer.
 #[must_use]
 pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.is::<tower_http::timeout::TimeoutError>() {
-            return StatusCode::REQUEST_TIMEOUT;
-        }
-        cur = e.source();
+    if find_in_chain::<tower_http::timeout::TimeoutError>(err).is_some() {
+        return StatusCode::REQUEST_TIMEOUT;
     }
     error_status(err)
 }

@@ -321,17 +321,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 
 /// Whether a connection ended because hyper's header-read timeout fired.
 pub(crate) fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    tower_balancer::error::sources(e)
+        .filter_map(|err| err.downcast_ref::<hyper::Error>())
+        .any(hyper::Error::is_timeout)
 }
 
 #[cfg(test)]

@@ -1,15 +1,11 @@
-//! Errors of the balance layer, and the status a client should see for any error of the stack.
+//! Errors of the balance layer.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use http::StatusCode;
-
-use crate::failover::{FailoverError, NotRetried};
 use crate::registry::{Member, MemberId};
 use crate::strategy::PickError;
-use crate::upstream::find_upstream_error;
 use crate::BoxError;
 
 /// The balance layer could not send the request anywhere. Answered as 503.
@@ -77,44 +73,5 @@ impl fmt::Display for AttemptError {
 impl StdError for AttemptError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&*self.source)
-    }
-}
-
-/// The status a client should get for an error from the balancer stack: 503 when no member
-/// could take the request, 504 when a member or the failover deadline timed out, 400 when the client's own body failed,
-/// 502 for every other upstream failure. The error's text is for logs, never for the client.
-#[must_use]
-pub fn error_status(err: &(dyn StdError + 'static)) -> StatusCode {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<BalanceError>().is_some() {
-            return StatusCode::SERVICE_UNAVAILABLE;
-        }
-        if let Some(f) = e.downcast_ref::<FailoverError>() {
-            if f.reason() == NotRetried::DeadlineExceeded && e.source().is_none() {
-                return StatusCode::GATEWAY_TIMEOUT;
-            }
-        }
-        cur = e.source();
-    }
-    find_upstream_error(err).map_or(
-        StatusCode::BAD_GATEWAY,
-        crate::upstream::UpstreamError::status,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::upstream::{UpstreamError, UpstreamErrorKind};
-
-    #[test]
-    fn statuses_follow_the_cause() {
-        let e: BoxError = Box::new(BalanceError::NoEligibleMember);
-        assert_eq!(error_status(&*e), StatusCode::SERVICE_UNAVAILABLE);
-        let e: BoxError = Box::new(UpstreamError::from_kind(UpstreamErrorKind::Timeout));
-        assert_eq!(error_status(&*e), StatusCode::GATEWAY_TIMEOUT);
-        let e: BoxError = "anything".into();
-        assert_eq!(error_status(&*e), StatusCode::BAD_GATEWAY);
     }
 }

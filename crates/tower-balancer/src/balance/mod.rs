@@ -10,7 +10,8 @@
 //! [`ServedBy`] into the response's extensions.
 //!
 //! When no member can take the request the response future fails with [`BalanceError`];
-//! [`error_status`] maps any error of the stack to the status a client should see (503 here).
+//! [`error_status`](crate::error::error_status) maps any error of the stack to the status a
+//! client should see (503 here).
 
 mod body;
 mod error;
@@ -22,7 +23,7 @@ mod service;
 mod status;
 
 pub use body::{RequestBody, ResponseBody};
-pub use error::{error_status, AttemptError, BalanceError};
+pub use error::{AttemptError, BalanceError};
 pub use extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, ServedBy};
 pub use future::ResponseFuture;
 pub use key::{HashKey, HeaderKey, PathKey};

@@ -16,6 +16,7 @@ use super::body::{Replay, ReplayBody};
 use super::error::{FailoverError, NotRetried};
 use super::policy::{is_idempotent, FailoverConfig};
 use crate::balance::{AttemptError, AttemptTimeout, BalanceError, ServedBy};
+use crate::error::find_in_chain;
 use crate::strategy::Tried;
 use crate::upstream::{find_upstream_error, UpstreamErrorKind};
 use crate::BoxError;
@@ -115,17 +116,6 @@ fn stop<RB>(
         }
         Err(e) => Err(Box::new(FailoverError::new(reason, attempts, Some(e)))),
     }
-}
-
-fn is_balance_error(e: &BoxError) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
-    while let Some(err) = cur {
-        if err.is::<BalanceError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 impl<S, B, RB> ResponseFuture<S, B>
@@ -284,7 +274,7 @@ fn judge<B, RB>(
             }
         }
         Err(e) => {
-            if is_balance_error(&e) {
+            if find_in_chain::<BalanceError>(&*e).is_some() {
                 // no member left for this attempt: the previous failure is the answer
                 return Verdict::Done(match last.take() {
                     Some(prev) => stop(prev, NotRetried::AttemptsExhausted, attempts - 1),

@@ -27,7 +27,7 @@
 //!   jittered exponential backoff between attempts.
 //!
 //! When every attempt failed the answer is the last member's error or response; errors map
-//! to 502, 503 or 504 through [`error_status`](crate::balance::error_status), never 408, and
+//! to 502, 503 or 504 through [`error_status`](crate::error::error_status), never 408, and
 //! no upstream error text is meant for the client.
 
 mod body;
