@@ -8,27 +8,13 @@ use http::HeaderName;
 use toml::Spanned;
 use tower_balancer::registry::{MemberSpec, Registry};
 
-use super::error::{find_key, ConfigError};
+use super::error::{find_key, parse_toml, ConfigError};
 use super::file::{check_route, FileConfig, LbMethod};
 use super::run::Balancer;
 use super::strategy::ConfiguredStrategy;
 use crate::forward::ForwardConfig;
 use crate::hygiene::{Forwarding, TrustedProxies};
 use crate::manager::ManagerInfo;
-
-/// Parses `text` (read from `path`) as `T`; an error names the line and the dotted key.
-pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    path: &Path,
-) -> Result<T, ConfigError> {
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        ConfigError::at(path, text, inner.span(), Some(key), inner.message())
-    })
-}
 
 /// No value to point at: the line is found from the key.
 pub(super) const NO_SPAN: Option<&Spanned<()>> = None;

@@ -120,6 +120,20 @@ pub(super) fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> 
     header_at
 }
 
+/// Parses `text` (read from `path`) as `T`; an error names the line and the dotted key.
+pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::at(path, text, inner.span(), Some(key), inner.message())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

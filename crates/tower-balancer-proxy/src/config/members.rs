@@ -35,8 +35,7 @@ use serde::Deserialize;
 use tower::discover::Change;
 use tower_balancer::registry::{Discovery, MemberId, MemberSpec, Registry};
 
-use super::build::parse_toml;
-use super::error::ConfigError;
+use super::error::{parse_toml, ConfigError};
 use super::file::{check_route, MemberSection};
 
 #[derive(Debug, Deserialize)]
