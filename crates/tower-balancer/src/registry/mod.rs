@@ -20,6 +20,7 @@ mod member;
 mod snapshot;
 mod stats;
 mod tables;
+mod verdict;
 
 pub use batch::Batch;
 pub use discover::{Discovery, DiscoveryReport};
@@ -31,3 +32,4 @@ pub use snapshot::{Snapshot, Tier};
 pub(crate) use stats::decay_factor as stats_decay_factor;
 pub use stats::{InFlight, MemberStats, RegistryLoad, StatsView, EWMA_DECAY};
 pub(crate) use tables::WeakBuilder;
+pub use verdict::{FailureKind, Outcome};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::member::Member;
-use crate::outcome::{FailureKind, Outcome};
+use super::verdict::{FailureKind, Outcome};
 
 /// How fast the latency estimate forgets: the same 10 s tower's `PeakEwma` uses by default.
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
