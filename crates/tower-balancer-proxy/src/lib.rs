@@ -49,6 +49,7 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hygiene;

@@ -20,6 +20,7 @@ pub mod conn;
 pub mod discovery;
 pub mod error;
 pub mod failover;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
