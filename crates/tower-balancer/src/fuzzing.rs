@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use http::{HeaderValue, Request, Uri};
 
 use crate::registry::{MemberId, MemberSpec, Registry};
-use crate::sticky::{route_from_session_id, url_param, RouteKeys, StickyConfig};
+use crate::sticky::route::{route_from_session_id, url_param};
+use crate::sticky::{RouteKeys, StickyConfig};
 
 struct Fixture {
     registry: Registry,

@@ -129,7 +129,6 @@ pub use file::{
 pub use members::MembersFile;
 pub use reliability::{EjectionSection, RetryBudgetSection};
 pub use run::{Balancer, BindError, Bound};
-pub use strategy::{ConfiguredStrategy, ConfiguredTable};
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ use super::file::LbMethod;
 
 /// One of the strategies a configuration file can name (`lbmethod`).
 #[derive(Debug, Clone)]
-pub enum ConfiguredStrategy {
+pub(crate) enum ConfiguredStrategy {
     /// `byrequests`.
     RoundRobin(RoundRobin),
     /// `bybusyness`.
@@ -34,7 +34,7 @@ pub enum ConfiguredStrategy {
 
 /// The table of whichever strategy is configured.
 #[derive(Debug)]
-pub enum ConfiguredTable {
+pub(crate) enum ConfiguredTable {
     /// Round robin's schedule.
     RoundRobin(RoundRobinTable),
     /// A scan table (least outstanding, by traffic).
@@ -52,7 +52,7 @@ pub enum ConfiguredTable {
 impl ConfiguredStrategy {
     /// The strategy for `method`.
     #[must_use]
-    pub const fn new(method: LbMethod) -> Self {
+    pub(crate) const fn new(method: LbMethod) -> Self {
         match method {
             LbMethod::Byrequests => Self::RoundRobin(RoundRobin::new()),
             LbMethod::Bybusyness => Self::LeastOutstanding(LeastOutstanding::new()),

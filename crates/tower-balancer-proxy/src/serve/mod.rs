@@ -14,4 +14,4 @@ mod timeout;
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};
 pub use server::client_status;
-pub use server::{ServeBody, Server, HEADERS_TOO_LARGE};
+pub use server::{ServeBody, Server};

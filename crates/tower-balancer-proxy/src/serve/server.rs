@@ -347,6 +347,3 @@ async fn drive<IO, S, B>(
         }
     }
 }
-
-/// The status hyper answers for headers over the limit, for documentation and tests.
-pub const HEADERS_TOO_LARGE: StatusCode = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;

@@ -64,10 +64,6 @@ impl Tier {
         self.tables.get(slot)?.as_deref()
     }
 
-    pub(crate) fn table_bytes(&self) -> usize {
-        self.tables.len() * std::mem::size_of::<Option<Table>>()
-            + self.members.len() * std::mem::size_of::<Arc<Member>>()
-    }
 }
 
 impl fmt::Debug for Tier {
@@ -152,18 +148,6 @@ impl Snapshot {
         &self.tiers
     }
 
-    /// Bytes this snapshot holds itself, without the tables' contents and without the members
-    /// (which are shared with every other snapshot): the cost a rebuild adds per member.
-    #[must_use]
-    pub fn own_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.members.len() * std::mem::size_of::<Arc<Member>>()
-            + self
-                .tiers
-                .iter()
-                .map(|t| std::mem::size_of::<Tier>() + t.table_bytes())
-                .sum::<usize>()
-    }
 }
 
 impl fmt::Debug for Snapshot {

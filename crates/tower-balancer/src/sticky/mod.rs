@@ -30,7 +30,7 @@ mod config;
 mod extensions;
 mod future;
 mod layer;
-mod route;
+pub(crate) mod route;
 mod service;
 mod token;
 
@@ -41,6 +41,6 @@ pub use cookie::SameSite;
 pub use extensions::RouteChanged;
 pub use future::ResponseFuture;
 pub use layer::StickyLayer;
-pub use route::{cookie_value, route_from_session_id, url_param, MAX_COOKIE_NAMES};
+pub use route::MAX_COOKIE_NAMES;
 pub use service::Sticky;
 pub use token::{KeyError, RouteKeys, MIN_KEY_LEN};

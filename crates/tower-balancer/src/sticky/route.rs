@@ -13,7 +13,7 @@ use http::{HeaderMap, Uri};
 /// The route after the first `separator` of a session id (`3F2A….node1` → `node1`), as Apache
 /// does; with no separator, the whole value. Empty results are no route.
 #[must_use]
-pub fn route_from_session_id(value: &str, separator: Option<char>) -> Option<&str> {
+pub(crate) fn route_from_session_id(value: &str, separator: Option<char>) -> Option<&str> {
     let route = match separator {
         Some(sep) => value.split_once(sep)?.1,
         None => value,
@@ -22,9 +22,10 @@ pub fn route_from_session_id(value: &str, separator: Option<char>) -> Option<&st
 }
 
 /// The first value of cookie `name` across every `Cookie` header (HTTP/2 may split them),
-/// with surrounding double quotes removed. Malformed pairs are skipped.
-#[must_use]
-pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// with surrounding double quotes removed. Malformed pairs are skipped. The tests' oracle
+/// for [`first_cookie_values`].
+#[cfg(test)]
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -67,7 +68,7 @@ pub const MAX_COOKIE_NAMES: usize = 8;
 /// parameter `name=`; the path parameter is looked at first (Tomcat writes
 /// `/app;jsessionid=ABC.node1?x=1`).
 #[must_use]
-pub fn url_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> {
+pub(crate) fn url_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> {
     let path = uri.path();
     let from_path = path
         .contains(';')
