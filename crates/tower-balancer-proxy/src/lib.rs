@@ -43,8 +43,10 @@
 //! [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
 //! `Forwarded` / `Via` with a trusted-proxies list; and [`rewrite`], Apache's
 //! `ProxyPassReverse` for `Location`-like headers and `Set-Cookie` domains and paths.
-//! [`serve`] serves the stack, plain or with TLS in front; HTTP/1.1 upgrades (WebSocket) are
-//! tunnelled end to end. The balancer-manager page follows.
+//! [`serve`] serves the stack, plain or with TLS in front, under a connection cap; HTTP/1.1
+//! upgrades (WebSocket, by allow-list) are tunnelled end to end. [`limits`] bounds how long
+//! request and response bodies may go silent; [`manager`] is Apache's balancer-manager page;
+//! `config` (feature) builds the whole balancer from a TOML file.
 
 #[cfg(feature = "config")]
 pub mod config;

@@ -10,10 +10,12 @@
 //! client ─▶ Sticky ─▶ Failover ─▶ Balance ─▶ Forward (any per-member tower Service)
 //! ```
 //!
-//! This release carries the core: the [`registry`] (members, admin state, health, live stats,
-//! lock-free snapshots, discovery), the [`strategy`] trait with seven strategies, and the
-//! [`balance`] layer. Errors from any layer map to a client status with
-//! [`error::error_status`].
+//! The parts: the [`registry`] (members, admin state, health, live stats, lock-free
+//! snapshots), [`discovery`] (DNS, any stream of changes), the [`strategy`] trait with seven
+//! strategies, and the layers [`sticky`], [`failover`] and [`balance`], with [`health`]
+//! (active probes, passive ejection, slow start) beside them. Errors from any layer map to a
+//! client status with [`error::error_status`]. HTTP forwarding, serving, the
+//! balancer-manager and the configuration file are in the `tower-balancer-proxy` crate.
 
 pub mod balance;
 pub mod conn;

@@ -240,7 +240,7 @@ impl BalancerConfig {
         let mut parts = vec![format!(
             "maxattempts={}",
             b.maxattempts
-                .map_or_else(|| "3".to_owned(), |n| n.to_string())
+                .unwrap_or(tower_balancer::failover::DEFAULT_MAX_RETRIES)
         )];
         let timeout = b
             .timeout

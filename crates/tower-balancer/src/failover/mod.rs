@@ -41,5 +41,7 @@ pub use body::{ReplayBody, ReplayError};
 pub use error::{FailoverError, NotRetried};
 pub use future::ResponseFuture;
 pub use layer::FailoverLayer;
-pub use policy::{is_idempotent, FailoverConfig, DEFAULT_PER_TRY_TIMEOUT, DEFAULT_REPLAY_CAP};
+pub use policy::{
+    is_idempotent, FailoverConfig, DEFAULT_MAX_RETRIES, DEFAULT_PER_TRY_TIMEOUT, DEFAULT_REPLAY_CAP,
+};
 pub use service::Failover;

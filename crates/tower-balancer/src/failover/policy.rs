@@ -10,6 +10,10 @@ use tower::retry::budget::TpsBudget;
 use crate::balance::FailureStatuses;
 use crate::strategy::MAX_TRIED;
 
+/// The default number of retries after the first attempt (Apache `maxattempts`), never more
+/// than members − 1 per request.
+pub const DEFAULT_MAX_RETRIES: usize = 3;
+
 /// The default replay cap: bodies up to 64 KiB can be sent again.
 pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 
@@ -58,7 +62,7 @@ impl Default for FailoverConfig {
     /// 10). Retries after connect failures are bounded by the attempt limit alone.
     fn default() -> Self {
         Self {
-            max_retries: 3,
+            max_retries: DEFAULT_MAX_RETRIES,
             per_try_timeout: Some(DEFAULT_PER_TRY_TIMEOUT),
             deadline: None,
             backoff_base: Duration::from_millis(2),

@@ -63,7 +63,6 @@ impl Tier {
     pub(crate) fn table(&self, slot: usize) -> Option<&(dyn Any + Send + Sync)> {
         self.tables.get(slot)?.as_deref()
     }
-
 }
 
 impl fmt::Debug for Tier {
@@ -147,7 +146,6 @@ impl Snapshot {
     pub fn tiers(&self) -> &[Tier] {
         &self.tiers
     }
-
 }
 
 impl fmt::Debug for Snapshot {
