@@ -59,3 +59,4 @@ pub mod limits;
 pub mod manager;
 pub mod rewrite;
 pub mod serve;
+pub mod tls;

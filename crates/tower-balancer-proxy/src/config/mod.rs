@@ -73,7 +73,7 @@
 //! | `lbset=` | `balancer.member.lbset` |
 //! | `status=+D` / `+H` / `+N` | `balancer.member.status` (`+D`, `+H`, `+N` or `disabled`, `standby`, `draining`) |
 //! | `/etc/hosts` entry for the member's name | `balancer.member.resolve` |
-//! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `balancer.health.method`, `.uri`, `.interval`, `.passes`, `.fails`, `.expect` / `.body_contains` |
+//! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `balancer.health.method`, `.uri`, `.interval`, `.passes`, `.fails`, `.expect` / `.body_contains`; a health answer carrying an `x-lb-fail` header takes the member out at once (a member can announce its own shutdown) |
 //! | `<Location /balancer-manager> SetHandler balancer-manager` | `manager.listen` (its own port; keep it on loopback or behind authentication), `manager.names` (host names it answers for besides `localhost` and its address) |
 //! | (no Apache equivalent) a signing key list for several instances | `balancer.cookie_key_files` (first signs, all accepted) |
 //! | (ours) consistent hashing of a header | `balancer.lbmethod = "maglev"` or `"ringhash"`, `balancer.hash_key` |

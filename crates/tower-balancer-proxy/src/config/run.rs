@@ -161,7 +161,7 @@ pub enum BindError {
     Nonce(#[from] NonceError),
     /// The forwarder's TLS settings were refused.
     #[error("the members' TLS settings were refused: {0}")]
-    Tls(#[from] crate::forward::TlsError),
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn hint(e: &io::Error) -> &'static str {

@@ -17,9 +17,10 @@ use tower_balancer::registry::Registry;
 use super::names::MemberNames;
 use super::resolve::Resolver;
 use super::service::{Connector, Forward, Shared};
-use super::tls::{TlsError, UpstreamTls};
+use super::tls::UpstreamTls;
 use crate::hygiene::Forwarding;
 use crate::rewrite::ReverseRewrite;
+use crate::tls::TlsError;
 
 /// The largest response head a member may send over HTTP/1.1 (64 KiB); a larger one is a
 /// 502.

@@ -14,9 +14,11 @@ mod resolve;
 mod service;
 mod tls;
 
+/// The TLS settings error, also at [`crate::tls::TlsError`].
+pub use crate::tls::TlsError;
 pub use config::{ForwardConfig, ProbeClient, MAX_MEMBER_HEAD_BYTES};
 pub use error::NotPicked;
 pub use future::ResponseFuture;
 pub use resolve::{Addrs, Resolver};
 pub use service::Forward;
-pub use tls::{TlsError, UpstreamTls};
+pub use tls::UpstreamTls;

@@ -10,20 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-/// A TLS setting for members was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// The PEM data held no certificate.
-    #[error("no certificate found in the PEM data")]
-    NoCertificate,
-    /// A certificate or key could not be parsed.
-    #[error("invalid PEM data: {0}")]
-    Pem(String),
-    /// rustls refused the configuration.
-    #[error("TLS configuration refused: {0}")]
-    Rustls(#[from] rustls::Error),
-}
+use crate::tls::TlsError;
 
 /// How the forwarder speaks TLS to members.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::forward::TlsError;
+use crate::tls::TlsError;
 
 /// How the balancer accepts clients.
 #[derive(Debug, Clone)]
