@@ -99,7 +99,7 @@ impl Shared {
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
         match client {
-            Some(ip) => self.forwarding.apply(headers, ip, tls, host.as_ref()),
+            Some(ip) => self.forwarding.apply_valid(headers, ip, tls, host.as_ref()),
             None => {
                 // fail closed: what the client wrote never passes for what we vouch for
                 strip_forwarding_headers(headers);

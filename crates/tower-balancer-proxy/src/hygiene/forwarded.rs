@@ -175,10 +175,22 @@ impl Forwarding {
         tls: bool,
         host: Option<&HeaderValue>,
     ) {
+        let host = host.filter(|h| super::is_valid_host(h.as_bytes()));
+        self.apply_valid(headers, client, tls, host);
+    }
+
+    /// [`apply`](Self::apply) for a `host` the caller has already validated (the forwarder
+    /// does, once per request).
+    pub(crate) fn apply_valid(
+        &self,
+        headers: &mut HeaderMap,
+        client: IpAddr,
+        tls: bool,
+        host: Option<&HeaderValue>,
+    ) {
         let client = canonical(client);
         let trusted = self.trusted.contains(client);
         let proto = if tls { "https" } else { "http" };
-        let host = host.filter(|h| super::is_valid_host(h.as_bytes()));
         if !trusted {
             // a client's own claims never pass, even when we write none of ours
             super::strip_forwarding_headers(headers);

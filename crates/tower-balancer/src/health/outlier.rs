@@ -18,8 +18,9 @@
 //! member go down and come back (a member killed and restarted is back after its probe's
 //! rise), or, for an ejection for connect failures alone, at the first passing probe (the
 //! member is reachable again). A member whose health page keeps passing while its real
-//! requests fail stays out for its whole ejection time. The decision is made on the request path without locks beyond this
-//! detector's own map; the registry write that takes the member out of rotation is done by
+//! requests fail stays out for its whole ejection time.
+//!
+//! The decision is made on the request path without locks beyond this detector's own map; the registry write that takes the member out of rotation is done by
 //! the [`readmissions`](OutlierDetection::readmissions) task, so no response future ever
 //! waits on the registry's writer lock.
 
