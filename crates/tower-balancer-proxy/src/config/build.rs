@@ -4,16 +4,15 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use http::HeaderName;
 use toml::Spanned;
 use tower_balancer::registry::{MemberSpec, Registry};
 
-use super::error::{find_key, parse_toml, ConfigError};
-use super::file::{check_route, FileConfig, LbMethod};
+use super::error::{locate, parse_toml, ConfigError};
+use super::file::{FileConfig, LbMethod};
 use super::run::Balancer;
 use super::strategy::ConfiguredStrategy;
 use crate::forward::ForwardConfig;
-use crate::hygiene::{Forwarding, TrustedProxies};
+use crate::hygiene::Forwarding;
 use crate::manager::ManagerInfo;
 
 /// No value to point at: the line is found from the key.
@@ -67,39 +66,27 @@ impl BalancerConfig {
         &mut self.file
     }
 
-    /// Checks what one value alone cannot: routes, files that come in pairs.
+    /// Checks what one value alone cannot: the rules between keys. Every single value was
+    /// checked as it was read.
     fn check(&self) -> Result<(), ConfigError> {
-        let b = &self.file.balancer;
+        let (s, b) = (&self.file.server, &self.file.balancer);
         if b.members.is_empty() && b.members_file.is_none() && b.dns.is_none() {
             return Err(self.err(
                 NO_SPAN,
-                "balancer.member",
+                "balancer",
                 "the balancer has no members (give [[balancer.member]], members_file or [balancer.dns])",
             ));
         }
         if let Some(d) = &b.dns {
-            let by_name = d.name.is_some() || d.port.is_some();
-            if by_name == d.srv.is_some() || (by_name && (d.name.is_none() || d.port.is_none())) {
-                return Err(self.err(
-                    NO_SPAN,
-                    "balancer.dns",
-                    "give either `name` and `port` (A/AAAA records) or `srv`",
-                ));
-            }
+            d.target()
+                .map_err(|e| self.err(NO_SPAN, "balancer.dns", e))?;
         }
-        let hashing = matches!(b.lbmethod, LbMethod::Maglev | LbMethod::Ringhash);
-        match (&b.hash_key, hashing) {
-            (None, true) => {
-                return Err(self.err(
-                    NO_SPAN,
-                    "balancer.lbmethod",
-                    "maglev and ringhash need `hash_key`, the request header to hash",
-                ))
-            }
-            (Some(k), _) if HeaderName::from_bytes(k.get_ref().as_bytes()).is_err() => {
-                return Err(self.err(Some(k), "balancer.hash_key", "not a header name"))
-            }
-            _ => {}
+        if b.hash_key.is_none() && matches!(b.lbmethod, LbMethod::Maglev | LbMethod::Ringhash) {
+            return Err(self.err(
+                NO_SPAN,
+                "balancer.lbmethod",
+                "maglev and ringhash need `hash_key`, the request header to hash",
+            ));
         }
         if b.cookie_key_file.is_some() && !b.cookie_key_files.is_empty() {
             return Err(self.err(
@@ -108,17 +95,14 @@ impl BalancerConfig {
                 "give cookie_key_file or cookie_key_files, not both",
             ));
         }
-        self.check_members()?;
-        if let Some(e) = &b.ejection {
-            if e.max_time < e.base_time {
-                return Err(self.err(
-                    NO_SPAN,
-                    "balancer.ejection.max_time",
-                    "max_time is shorter than base_time",
-                ));
-            }
+        self.check_routes()?;
+        if b.ejection.is_some_and(|e| e.max_time < e.base_time) {
+            return Err(self.err(
+                NO_SPAN,
+                "balancer.ejection.max_time",
+                "max_time is shorter than base_time",
+            ));
         }
-        let s = &self.file.server;
         if s.certificate.is_some() != s.key.is_some() {
             let at = s.certificate.as_ref().or(s.key.as_ref());
             return Err(self.err(
@@ -135,33 +119,20 @@ impl BalancerConfig {
                 "client_certificate and client_key come together",
             ));
         }
-        if let Some(h) = &b.health {
-            h.http_method()
-                .and_then(|_| h.expect_range())
-                .map_err(|e| self.err(NO_SPAN, "balancer.health", e))?;
-        }
-        TrustedProxies::parse(&b.trusted_proxies)
-            .map_err(|e| self.err(NO_SPAN, "balancer.trusted_proxies", e.to_string()))?;
         Ok(())
     }
 
-    /// Every inline member's route is a valid id, used once, and its weight at least 1.
-    fn check_members(&self) -> Result<(), ConfigError> {
-        let b = &self.file.balancer;
+    /// No two inline members share a route.
+    fn check_routes(&self) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
-        for (i, m) in b.members.iter().enumerate() {
-            let key = format!("balancer.member[{i}].route");
-            check_route(m.route.get_ref()).map_err(|e| self.err(Some(&m.route), &key, e))?;
-            if !seen.insert(m.route.get_ref().clone()) {
+        for (i, m) in self.file.balancer.members.iter().enumerate() {
+            let id = m.route.get_ref().id();
+            if !seen.insert(id) {
                 return Err(self.err(
                     Some(&m.route),
-                    &key,
-                    format!("route `{}` is used by two members", m.route.get_ref()),
+                    &format!("balancer.member[{i}].route"),
+                    format!("route `{id}` is used by two members"),
                 ));
-            }
-            if m.loadfactor == 0 {
-                let key = format!("balancer.member[{i}].loadfactor");
-                return Err(self.err(Some(&m.route), &key, "loadfactor must be at least 1"));
             }
         }
         Ok(())
@@ -173,7 +144,7 @@ impl BalancerConfig {
         key: &str,
         msg: impl Into<String>,
     ) -> ConfigError {
-        let span = at.map(Spanned::span).or_else(|| find_key(&self.text, key));
+        let span = at.map(Spanned::span).or_else(|| locate(&self.text, key));
         ConfigError::at(&self.path, &self.text, span, Some(key.to_owned()), msg)
     }
 
@@ -209,9 +180,7 @@ impl BalancerConfig {
             forward = forward.upgrades(list.iter().map(|p| p.trim().to_owned()));
         }
         for (i, m) in b.members.iter().enumerate() {
-            let id = check_route(m.route.get_ref())
-                .map_err(|e| self.err(Some(&m.route), "balancer.member.route", e))?;
-            let spec = MemberSpec::new(id, m.url.clone())
+            let spec = MemberSpec::new(m.route.get_ref().id().clone(), m.url.clone())
                 .weight(m.loadfactor)
                 .priority(m.lbset)
                 .state(m.status);
@@ -239,9 +208,7 @@ impl BalancerConfig {
         if let Some(t) = b.connection_timeout {
             forward = forward.connect_timeout(t);
         }
-        let trusted = TrustedProxies::parse(&b.trusted_proxies)
-            .map_err(|e| self.err(NO_SPAN, "balancer.trusted_proxies", e.to_string()))?;
-        if b.trusted_proxies.iter().any(|p| p.trim().ends_with("/0")) {
+        if b.trusted_proxies.trusts_everyone() {
             tracing::warn!(
                 "balancer.trusted_proxies trusts every address: any client can claim any \
                  address, scheme and host to the members"
@@ -249,7 +216,7 @@ impl BalancerConfig {
         }
         Ok(forward
             .preserve_host(b.preserve_host)
-            .forwarding(Forwarding::new().trusted(trusted)))
+            .forwarding(Forwarding::new().trusted(b.trusted_proxies.clone())))
     }
 
     /// Builds the balancer: reads certificates and keys, fills a registry, and prepares the
@@ -272,16 +239,11 @@ impl BalancerConfig {
         let failover = self.failover();
         let probe = self.probe(&forward, &registry)?;
         let strategy = ConfiguredStrategy::new(b.lbmethod);
-        let hash_key = b
-            .hash_key
-            .as_ref()
-            .and_then(|k| HeaderName::from_bytes(k.get_ref().as_bytes()).ok());
-        let info = ManagerInfo {
-            name: b.name.clone(),
-            strategy: format!("{:?}", b.lbmethod).to_ascii_lowercase(),
-            sticky: self.sticky_words(),
-            failover: self.failover_words(),
-        };
+        let hash_key = b.hash_key.clone();
+        let info = ManagerInfo::new(&b.name)
+            .with_strategy(b.lbmethod.name())
+            .describe_sticky(&sticky)
+            .describe_failover(&failover);
         let (outliers, limits) = self.reliability();
         let manager_names = self
             .file

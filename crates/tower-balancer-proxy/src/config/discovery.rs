@@ -9,6 +9,7 @@ use super::build::{BalancerConfig, NO_SPAN};
 use super::error::ConfigError;
 use super::members::MembersFile;
 use super::run::DiscoveryPlan;
+use super::typed::DnsTarget;
 
 impl BalancerConfig {
     /// Reads the members file (its members are in the registry from the start) and prepares
@@ -37,16 +38,12 @@ impl BalancerConfig {
             plan.file = Some(file);
         }
         if let Some(d) = &b.dns {
-            let mut dns = match (&d.srv, &d.name, d.port) {
-                (Some(srv), _, _) => DnsDiscovery::srv(srv.as_str()),
-                (None, Some(name), Some(port)) => DnsDiscovery::addresses(name.as_str(), port),
-                _ => {
-                    return Err(self.err(
-                        NO_SPAN,
-                        "balancer.dns",
-                        "give `name` and `port`, or `srv`",
-                    ))
-                }
+            let target = d
+                .target()
+                .map_err(|e| self.err(NO_SPAN, "balancer.dns", e))?;
+            let mut dns = match target {
+                DnsTarget::Srv(srv) => DnsDiscovery::srv(srv),
+                DnsTarget::Addresses { name, port } => DnsDiscovery::addresses(name, port),
             };
             dns = dns
                 .scheme(d.scheme.as_str())

@@ -89,35 +89,40 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Where `key` (`balancer.health.expect`) is written in `text`: its line under its table's
-/// header, or the header itself. Only for errors about values read without a span.
-pub(super) fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
-    let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
-    let is_header = |line: &str| line.trim_start().starts_with('[');
-    let mut offset = 0;
-    let mut in_table = table.is_empty();
-    let mut header_at = None;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        if is_header(t) {
-            let name = t.trim_matches(|c| c == '[' || c == ']').trim();
-            in_table = name == table;
-            if in_table && header_at.is_none() {
-                header_at = Some(offset..offset + line.len());
-            }
-            // the key may itself be a table
-            if name == key {
-                return Some(offset..offset + line.len());
-            }
-        } else if in_table
-            && t.strip_prefix(leaf)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return Some(offset..offset + line.len());
+/// Where `key` (`balancer.member[1].route`, `balancer.dns`) is written in `text`, found by
+/// the TOML parser itself: the key's own span, or its nearest written parent's when the key is
+/// missing (a rule about an absent key points at its table). For errors raised after the file
+/// was read, about values that carry no span of their own.
+pub(super) fn locate(text: &str, key: &str) -> Option<Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut found = None;
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some((k, v)) = table.iter().find(|(k, _)| &**k.get_ref() == name) else {
+            break;
+        };
+        found = Some(k.span());
+        let value = match (v.get_ref(), index) {
+            (DeValue::Array(items), Some(i)) => match items.get(i) {
+                Some(item) => {
+                    found = Some(item.span());
+                    item.get_ref()
+                }
+                None => break,
+            },
+            (other, _) => other,
+        };
+        match value {
+            DeValue::Table(t) => table = t,
+            _ => break,
         }
-        offset += line.len();
     }
-    header_at
+    found
 }
 
 /// Parses `text` (read from `path`) as `T`; an error names the line and the dotted key.
@@ -128,7 +133,13 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
     let de = toml::Deserializer::parse(text)
         .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
+        // `Spanned` values add a private segment to the path: the key is the value's
         let key = e.path().to_string();
+        let key = key
+            .split('.')
+            .filter(|s| !s.starts_with("$__"))
+            .collect::<Vec<_>>()
+            .join(".");
         let inner = e.into_inner();
         ConfigError::at(path, text, inner.span(), Some(key), inner.message())
     })
@@ -144,6 +155,20 @@ mod tests {
         assert_eq!(line_of("a\nb\nc", 2), 2);
         assert_eq!(line_of("a\nb\nc", 4), 3);
         assert_eq!(line_of("a", 99), 1);
+    }
+
+    #[test]
+    fn keys_are_located_by_the_parser() {
+        let text = "[server]\nlisten = 1\n\n[balancer]\nname = \"x\"\n\n[[balancer.member]]\nroute = \"a\"\n\n[[balancer.member]]\n# note\nroute = \"b\"\n\n[balancer.dns]\nsrv = \"s\"\n";
+        let line = |key: &str| locate(text, key).map(|s| line_of(text, s.start));
+        assert_eq!(line("server.listen"), Some(2));
+        assert_eq!(line("balancer.name"), Some(5));
+        assert_eq!(line("balancer.member[1].route"), Some(12));
+        assert_eq!(line("balancer.dns"), Some(14));
+        // a key not written points at its table
+        assert_eq!(line("balancer.dns.name"), Some(14));
+        assert_eq!(line("nowhere"), None);
+        assert_eq!(locate("not = [toml", "not"), None);
     }
 
     #[test]

@@ -5,17 +5,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::{Method, StatusCode, Uri};
+use http::{HeaderName, StatusCode, Uri};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
-use tower_balancer::registry::{AdminState, Health, MemberId};
+use tower_balancer::registry::{AdminState, Health};
 
 use super::reliability::{EjectionSection, RetryBudgetSection};
+use super::typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 use super::values::{
-    duration_opt, fraction_opt, header_bytes_opt, host_name, non_empty, path, positive_opt,
-    positive_u32, statuses, timeout, timeout_opt, upgrades_opt, uri, uri_opt,
+    duration_opt, fraction_opt, header_bytes_opt, header_name_opt, host_name, non_empty, path,
+    positive_opt, positive_u32, statuses, timeout, timeout_opt, trusted_proxies, upgrades_opt, uri,
+    uri_opt, weight,
 };
+use crate::hygiene::TrustedProxies;
 
 /// The whole file: an Apache virtual host with one balancer in it.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,8 +84,8 @@ pub struct BalancerSection {
     /// `stickysession=JSESSIONID|jsessionid`: the cookie, then after `|` the URL parameter,
     /// whose value ends in `.route` (one name serves for both, as in Apache). `""` turns
     /// session-id routing off.
-    #[serde(default = "default_sticky_names")]
-    pub stickysession: String,
+    #[serde(default)]
+    pub stickysession: StickyNames,
     /// The balancer's own route cookie (the `ROUTEID` recipe).
     #[serde(default = "default_cookie")]
     pub cookie: String,
@@ -99,8 +102,8 @@ pub struct BalancerSection {
     #[serde(default)]
     pub cookie_key_files: Vec<Spanned<PathBuf>>,
     /// The request header `maglev` and `ringhash` hash (e.g. `x-user`).
-    #[serde(default)]
-    pub hash_key: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "header_name_opt")]
+    pub hash_key: Option<HeaderName>,
     /// A members file, watched for changes ([`MembersFile`](super::MembersFile)); its
     /// members join the inline ones.
     #[serde(default)]
@@ -177,9 +180,9 @@ pub struct BalancerSection {
     /// Its key.
     #[serde(default)]
     pub client_key: Option<Spanned<PathBuf>>,
-    /// `RemoteIPTrustedProxy`: CIDRs whose `X-Forwarded-For` is kept.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    /// `RemoteIPTrustedProxy`: addresses and CIDRs whose `X-Forwarded-For` is kept.
+    #[serde(default, deserialize_with = "trusted_proxies")]
+    pub trusted_proxies: TrustedProxies,
     /// `mod_proxy_hcheck` settings; probes are off when absent.
     #[serde(default)]
     pub health: Option<HealthSection>,
@@ -203,8 +206,8 @@ pub struct DnsSection {
     #[serde(default)]
     pub srv: Option<String>,
     /// `http` (default) or `https`.
-    #[serde(default = "default_scheme")]
-    pub scheme: String,
+    #[serde(default)]
+    pub scheme: Scheme,
     /// Put in front of every discovered member's id.
     #[serde(default)]
     pub id_prefix: String,
@@ -225,8 +228,14 @@ pub struct DnsSection {
     pub max_members: Option<usize>,
 }
 
-fn default_scheme() -> String {
-    "http".into()
+impl DnsSection {
+    /// What to resolve: `name` and `port`, or `srv`.
+    ///
+    /// # Errors
+    /// The message for any other mix of the three keys.
+    pub fn target(&self) -> Result<DnsTarget, &'static str> {
+        DnsTarget::from_keys(self.name.as_ref(), self.port, self.srv.as_ref())
+    }
 }
 
 /// A `from → to` pair for cookie rewriting.
@@ -260,6 +269,22 @@ pub enum LbMethod {
     Ringhash,
 }
 
+impl LbMethod {
+    /// The name the file gives it (`byrequests`, `maglev`, …).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Byrequests => "byrequests",
+            Self::Bybusyness => "bybusyness",
+            Self::Bytraffic => "bytraffic",
+            Self::P2c => "p2c",
+            Self::Random => "random",
+            Self::Maglev => "maglev",
+            Self::Ringhash => "ringhash",
+        }
+    }
+}
+
 /// One `BalancerMember`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,9 +293,9 @@ pub struct MemberSection {
     #[serde(deserialize_with = "uri")]
     pub url: Uri,
     /// `route=`: the member's id, and the suffix its session ids carry.
-    pub route: Spanned<String>,
-    /// `loadfactor=` (1–100 in Apache; any positive weight here).
-    #[serde(default = "one")]
+    pub route: Spanned<Route>,
+    /// `loadfactor=` (1–100 in Apache; 1–65535 here).
+    #[serde(default = "one", deserialize_with = "weight")]
     pub loadfactor: u32,
     /// `lbset=`: lower sets are used first.
     #[serde(default)]
@@ -290,8 +315,8 @@ pub struct MemberSection {
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     /// `hcmethod=`: `GET`, `HEAD`, `OPTIONS`, or `TCP` for a connect-only check.
-    #[serde(default = "default_hc_method")]
-    pub method: String,
+    #[serde(default)]
+    pub method: ProbeMethod,
     /// `hcuri=`: a path (and query) on the member, starting with `/`.
     #[serde(default = "default_hc_uri", deserialize_with = "path")]
     pub uri: String,
@@ -307,9 +332,9 @@ pub struct HealthSection {
     /// `hcfails=`: failures in a row that take a member out (at least 1).
     #[serde(default = "two", deserialize_with = "positive_u32")]
     pub fails: u32,
-    /// `hcexpr` as a status range: `"200-399"`.
-    #[serde(default = "default_expect")]
-    pub expect: String,
+    /// `hcexpr` as a status range: `"200-399"` (the default) or one status.
+    #[serde(default)]
+    pub expect: StatusRange,
     /// `hcexpr` on the body: text the page must contain.
     #[serde(default)]
     pub body_contains: Option<String>,
@@ -346,64 +371,6 @@ pub struct ManagerSection {
     pub names: Vec<String>,
 }
 
-impl BalancerSection {
-    /// The cookie and URL parameter names `stickysession` gives.
-    pub(crate) fn sticky_names(&self) -> (Vec<String>, Vec<String>) {
-        let s = self.stickysession.trim();
-        if s.is_empty() {
-            return (Vec::new(), Vec::new());
-        }
-        let (cookie, param) = s.split_once('|').unwrap_or((s, s));
-        let list = |x: &str| {
-            let x = x.trim();
-            if x.is_empty() {
-                Vec::new()
-            } else {
-                vec![x.to_owned()]
-            }
-        };
-        (list(cookie), list(param))
-    }
-}
-
-impl HealthSection {
-    /// The parsed method: `None` for a TCP check.
-    pub(crate) fn http_method(&self) -> Result<Option<Method>, String> {
-        match self.method.to_ascii_uppercase().as_str() {
-            "TCP" => Ok(None),
-            m @ ("GET" | "HEAD" | "OPTIONS") => Method::from_bytes(m.as_bytes())
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            other => Err(format!(
-                "health.method `{other}` is not one of GET, HEAD, OPTIONS, TCP"
-            )),
-        }
-    }
-
-    /// The parsed `expect` range.
-    pub(crate) fn expect_range(&self) -> Result<(u16, u16), String> {
-        let bad = || {
-            format!(
-                "health.expect `{}` is not a status range such as \"200-399\"",
-                self.expect
-            )
-        };
-        let (lo, hi) = match self.expect.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (self.expect.trim(), self.expect.trim()),
-        };
-        let lo: u16 = lo.parse().map_err(|_| bad())?;
-        let hi: u16 = hi.parse().map_err(|_| bad())?;
-        if !(100..=599).contains(&lo) || !(lo..=599).contains(&hi) {
-            return Err(bad());
-        }
-        Ok((lo, hi))
-    }
-}
-
-fn default_sticky_names() -> String {
-    "JSESSIONID|jsessionid".into()
-}
 fn default_cookie() -> String {
     "ROUTEID".into()
 }
@@ -416,9 +383,6 @@ const fn one() -> u32 {
 const fn two() -> u32 {
     2
 }
-fn default_hc_method() -> String {
-    "GET".into()
-}
 fn default_hc_uri() -> String {
     "/".into()
 }
@@ -427,9 +391,6 @@ const fn default_hc_interval() -> Duration {
 }
 const fn default_hc_timeout() -> Duration {
     Duration::from_secs(2)
-}
-fn default_expect() -> String {
-    "200-399".into()
 }
 
 fn status<'de, D: Deserializer<'de>>(d: D) -> Result<AdminState, D::Error> {
@@ -450,9 +411,4 @@ pub(crate) fn parse_status(s: &str) -> Option<AdminState> {
         "+n" | "n" | "drain" | "draining" => Some(AdminState::Draining),
         _ => None,
     }
-}
-
-/// A route must be a valid member id.
-pub(crate) fn check_route(route: &str) -> Result<MemberId, String> {
-    MemberId::new(route).map_err(|e| format!("route `{route}`: {e}"))
 }

@@ -36,7 +36,7 @@ use tower::discover::Change;
 use tower_balancer::registry::{Discovery, MemberId, MemberSpec, Registry};
 
 use super::error::{parse_toml, ConfigError};
-use super::file::{check_route, MemberSection};
+use super::file::MemberSection;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -230,8 +230,7 @@ fn parse(text: &str, path: &Path) -> Result<Vec<MemberSpec>, ConfigError> {
     for (i, m) in file.members.into_iter().enumerate() {
         let span = Some(m.route.span());
         let key = |leaf: &str| Some(format!("member[{i}].{leaf}"));
-        let id = check_route(m.route.get_ref())
-            .map_err(|e| ConfigError::at(path, text, span.clone(), key("route"), e))?;
+        let id = m.route.get_ref().id().clone();
         if !seen.insert(id.clone()) {
             return Err(ConfigError::at(
                 path,
@@ -239,15 +238,6 @@ fn parse(text: &str, path: &Path) -> Result<Vec<MemberSpec>, ConfigError> {
                 span,
                 key("route"),
                 format!("route `{id}` is used by two members"),
-            ));
-        }
-        if m.loadfactor == 0 || m.loadfactor > tower_balancer::registry::MAX_WEIGHT {
-            return Err(ConfigError::at(
-                path,
-                text,
-                span,
-                key("loadfactor"),
-                "loadfactor must be between 1 and 65535",
             ));
         }
         if !m.resolve.is_empty() {

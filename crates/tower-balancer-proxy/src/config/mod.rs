@@ -118,6 +118,7 @@ mod parts;
 mod reliability;
 mod run;
 mod strategy;
+mod typed;
 mod values;
 
 pub use build::BalancerConfig;
@@ -129,6 +130,7 @@ pub use file::{
 pub use members::MembersFile;
 pub use reliability::{EjectionSection, RetryBudgetSection};
 pub use run::{Balancer, BindError, Bound};
+pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 
 #[cfg(test)]
 mod tests;

@@ -128,10 +128,10 @@ impl BalancerConfig {
 
     pub(super) fn sticky(&self) -> Result<StickyConfig, ConfigError> {
         let b = &self.file.balancer;
-        let (cookies, params) = b.sticky_names();
+        let names = &b.stickysession;
         let mut builder = StickyConfig::builder()
-            .session_cookies(cookies)
-            .url_params(params)
+            .session_cookies(names.cookie.iter())
+            .url_params(names.url_param.iter())
             .strict(b.nofailover)
             .accept_apache_form(b.cookie_accept_apache)
             .cookie_name(&b.cookie);
@@ -200,60 +200,20 @@ impl BalancerConfig {
             .rise(h.passes.max(1))
             .fall(h.fails.max(1))
             .initial(h.initial);
-        let method = h
-            .http_method()
-            .map_err(|e| self.err(NO_SPAN, "balancer.health.method", e))?;
-        let Some(method) = method else {
+        let Some(method) = h.method.http_method() else {
             return Ok(Some(ProbeKind::Tcp(settings)));
         };
-        let (lo, hi) = h
-            .expect_range()
-            .map_err(|e| self.err(NO_SPAN, "balancer.health.expect", e))?;
         let client = forward
             .probe_client(registry)
             .map_err(|e| self.err(NO_SPAN, "balancer.trust_roots", e.to_string()))?;
         let mut probe = HttpProbe::new(client)
             .method(method)
             .path(h.uri.as_str())
-            .expect_status(lo, hi)
+            .expect_status(h.expect.low(), h.expect.high())
             .fail_header(HeaderName::from_static("x-lb-fail"));
         if let Some(text) = &h.body_contains {
             probe = probe.body_contains(text.as_bytes());
         }
         Ok(Some(ProbeKind::Http(Box::new(probe), settings)))
-    }
-
-    pub(super) fn sticky_words(&self) -> String {
-        let b = &self.file.balancer;
-        let mut parts = vec![format!("stickysession={}", b.stickysession)];
-        let form = if b.cookie_plain { "plain" } else { "signed" };
-        parts.push(format!("cookie {} ({form})", b.cookie));
-        parts.push(format!(
-            "nofailover={}",
-            if b.nofailover { "On" } else { "Off" }
-        ));
-        parts.join(", ")
-    }
-
-    pub(super) fn failover_words(&self) -> String {
-        let b = &self.file.balancer;
-        let mut parts = vec![format!(
-            "maxattempts={}",
-            b.maxattempts
-                .unwrap_or(tower_balancer::failover::DEFAULT_MAX_RETRIES)
-        )];
-        let timeout = b
-            .timeout
-            .unwrap_or(tower_balancer::failover::DEFAULT_PER_TRY_TIMEOUT);
-        parts.push(format!("timeout={}", humantime::format_duration(timeout)));
-        if !b.failonstatus.is_empty() {
-            let list: Vec<_> = b
-                .failonstatus
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect();
-            parts.push(format!("failonstatus={}", list.join(",")));
-        }
-        parts.join(", ")
     }
 }

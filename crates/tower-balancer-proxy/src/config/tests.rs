@@ -128,7 +128,7 @@ fn a_certificate_without_a_key_is_refused() {
 fn a_bad_health_range_is_refused() {
     let text = GOOD.replace("expect = \"200-399\"", "expect = \"399-200\"");
     let e = err(&text);
-    assert_eq!(e.key(), Some("balancer.health"));
+    assert_eq!(e.key(), Some("balancer.health.expect"));
     assert!(e.message().contains("status range"), "{e}");
 }
 
@@ -143,9 +143,9 @@ fn a_missing_file_is_named() {
 fn stickysession_splits_cookie_and_parameter() {
     let text = GOOD.replace("\"JSESSIONID|jsessionid\"", "\"SESSION\"");
     let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
-    let (c, p) = config.file().balancer.sticky_names();
-    assert_eq!(c, ["SESSION"]);
-    assert_eq!(p, ["SESSION"]);
+    let names = &config.file().balancer.stickysession;
+    assert_eq!(names.cookie.as_deref(), Some("SESSION"));
+    assert_eq!(names.url_param.as_deref(), Some("SESSION"));
 }
 
 #[test]

@@ -176,3 +176,38 @@ pub(super) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
     }
     Ok(s)
 }
+
+/// A member's weight: 1 to [`MAX_WEIGHT`](tower_balancer::registry::MAX_WEIGHT).
+pub(super) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    let max = tower_balancer::registry::MAX_WEIGHT;
+    if n == 0 || n > max {
+        return Err(de::Error::custom(format!(
+            "loadfactor {n} is not between 1 and {max}"
+        )));
+    }
+    Ok(n)
+}
+
+/// A request header's name.
+pub(super) fn header_name_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<http::HeaderName>, D::Error> {
+    let s = String::deserialize(d)?;
+    http::HeaderName::from_bytes(s.as_bytes())
+        .map(Some)
+        .map_err(|_| {
+            de::Error::custom(format!(
+                "`{}` is not a header name such as \"x-user\"",
+                s.escape_default()
+            ))
+        })
+}
+
+/// Addresses and CIDR blocks; a warning when one of them trusts every address.
+pub(super) fn trusted_proxies<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<crate::hygiene::TrustedProxies, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    crate::hygiene::TrustedProxies::parse(&list).map_err(de::Error::custom)
+}

@@ -58,6 +58,13 @@ impl TrustedProxies {
             .map(Self)
     }
 
+    /// Whether an entry trusts every address (`0.0.0.0/0`, `::/0`): then any client can
+    /// claim any address, scheme and host.
+    #[must_use]
+    pub fn trusts_everyone(&self) -> bool {
+        self.0.iter().any(|n| n.prefix_len() == 0)
+    }
+
     /// Whether `addr` is trusted.
     #[must_use]
     pub fn contains(&self, addr: IpAddr) -> bool {

@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+use tower_balancer::failover::FailoverConfig;
 use tower_balancer::registry::{AdminState, Health, HealthSource, Snapshot};
+use tower_balancer::sticky::StickyConfig;
 
 /// Descriptions the page shows about the balancer itself.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -17,6 +19,78 @@ pub struct ManagerInfo {
     pub sticky: String,
     /// Failover settings, in words.
     pub failover: String,
+}
+
+impl ManagerInfo {
+    /// A balancer named `name`, described by nothing else yet.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Names the strategy (`byrequests`, `p2c`, …).
+    #[must_use]
+    pub fn with_strategy(mut self, name: impl Into<String>) -> Self {
+        self.strategy = name.into();
+        self
+    }
+
+    /// Describes the sticky settings in Apache's words, from the configuration in use.
+    #[must_use]
+    pub fn describe_sticky(mut self, config: &StickyConfig) -> Self {
+        let form = if config.is_signed() {
+            "signed"
+        } else {
+            "plain"
+        };
+        self.sticky = format!(
+            "stickysession={}|{}, cookie {} ({form}), nofailover={}",
+            config.session_cookies().join(","),
+            config.url_params().join(","),
+            config.cookie_name(),
+            on_off(config.is_strict()),
+        );
+        self
+    }
+
+    /// Describes the failover settings in Apache's words, from the configuration in use.
+    #[must_use]
+    pub fn describe_failover(mut self, config: &FailoverConfig) -> Self {
+        let timeout = config
+            .attempt_timeout()
+            .map_or_else(|| "none".to_owned(), duration_words);
+        let mut words = format!("maxattempts={}, timeout={timeout}", config.retry_limit());
+        let statuses: Vec<_> = config
+            .failure_statuses()
+            .iter()
+            .map(|s| s.as_u16().to_string())
+            .collect();
+        if !statuses.is_empty() {
+            let _ = write!(words, ", failonstatus={}", statuses.join(","));
+        }
+        self.failover = words;
+        self
+    }
+}
+
+/// `90s` → `90s`, `60s` → `1m`, `1.5s` → `1500ms`.
+fn duration_words(t: Duration) -> String {
+    match (t.subsec_nanos(), t.as_secs()) {
+        (0, s) if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        (0, s) => format!("{s}s"),
+        _ => format!("{}ms", t.as_millis()),
+    }
+}
+
+const fn on_off(on: bool) -> &'static str {
+    if on {
+        "On"
+    } else {
+        "Off"
+    }
 }
 
 /// One member as the JSON view and the page show it (Apache's columns plus health).
@@ -204,6 +278,36 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_come_from_the_configurations_in_use() {
+        let sticky = StickyConfig::builder()
+            .plain()
+            .strict(true)
+            .build()
+            .unwrap();
+        let failover = FailoverConfig::default().max_retries(2).fail_on_status(
+            tower_balancer::balance::FailureStatuses::none()
+                .with(http::StatusCode::SERVICE_UNAVAILABLE),
+        );
+        let info = ManagerInfo::new("c")
+            .with_strategy("p2c")
+            .describe_sticky(&sticky)
+            .describe_failover(&failover);
+        assert_eq!(info.strategy, "p2c");
+        assert_eq!(
+            info.sticky,
+            "stickysession=JSESSIONID|jsessionid, cookie ROUTEID (plain), nofailover=On"
+        );
+        assert_eq!(info.failover, "maxattempts=2, timeout=1m, failonstatus=503");
+        let unbounded = ManagerInfo::new("c")
+            .describe_failover(&FailoverConfig::default().no_per_try_timeout());
+        assert!(
+            unbounded.failover.contains("timeout=none"),
+            "{}",
+            unbounded.failover
+        );
+    }
 
     #[test]
     fn everything_shown_is_escaped() {

@@ -63,6 +63,13 @@ impl FailureStatuses {
         let c = status.as_u16() as usize;
         c < 640 && self.bits[c / 64] & (1 << (c % 64)) != 0
     }
+
+    /// The statuses that count, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = StatusCode> + '_ {
+        (100..640u16)
+            .filter(|&c| self.bits[usize::from(c) / 64] & (1 << (c % 64)) != 0)
+            .filter_map(|c| StatusCode::from_u16(c).ok())
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,25 @@ impl Default for FailoverConfig {
 }
 
 impl FailoverConfig {
+    /// The most retries after the first attempt ([`max_retries`](Self::max_retries)).
+    #[must_use]
+    pub const fn retry_limit(&self) -> usize {
+        self.max_retries
+    }
+
+    /// How long one attempt may wait for response headers, if it is bounded
+    /// ([`per_try_timeout`](Self::per_try_timeout)).
+    #[must_use]
+    pub const fn attempt_timeout(&self) -> Option<Duration> {
+        self.per_try_timeout
+    }
+
+    /// The statuses retried elsewhere ([`fail_on_status`](Self::fail_on_status)).
+    #[must_use]
+    pub const fn failure_statuses(&self) -> &FailureStatuses {
+        &self.fail_on_status
+    }
+
     /// The most retries after the first attempt (capped at 15, and at members − 1 per
     /// request, as Apache's `maxattempts` default).
     #[must_use]

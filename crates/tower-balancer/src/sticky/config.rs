@@ -128,6 +128,36 @@ impl StickyConfig {
             attrs: CookieAttributes::default(),
         }
     }
+
+    /// The balancer's own route cookie.
+    #[must_use]
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// The application's session cookies whose values end in `.route`.
+    #[must_use]
+    pub fn session_cookies(&self) -> &[String] {
+        &self.session_cookies
+    }
+
+    /// The URL parameters whose values end in `.route`.
+    #[must_use]
+    pub fn url_params(&self) -> &[String] {
+        &self.url_params
+    }
+
+    /// Whether the route cookie is an HMAC token (else Apache's clear `.route`).
+    #[must_use]
+    pub fn is_signed(&self) -> bool {
+        self.codec.is_signed()
+    }
+
+    /// Whether a session whose member cannot serve gets 503 instead of another member.
+    #[must_use]
+    pub const fn is_strict(&self) -> bool {
+        self.strict
+    }
 }
 
 /// Writes a `Set-Cookie` value from checked parts.
