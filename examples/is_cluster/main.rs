@@ -16,7 +16,7 @@ use clap::Parser;
 use tower_balancer::registry::Health;
 use tower_balancer_examples::cluster::{wait_for, Cluster, ClusterOptions};
 use tower_balancer_examples::{demo, status};
-use tower_balancer_proxy::config::BalancerConfig;
+use tower_balancer_proxy::config::ConfigFile;
 
 /// The WSO2 IS two-node recipe behind tower-balancer.
 #[derive(Debug, Parser)]
@@ -135,7 +135,7 @@ async fn recipe(args: &Args) -> Result<(), Error> {
 
 /// `--config`: front real nodes.
 async fn front(file: &PathBuf, args: &Args) -> Result<(), Error> {
-    let config = BalancerConfig::from_file(file)?;
+    let config = ConfigFile::from_file(file)?;
     for (i, m) in config.file().balancer.members.iter().enumerate() {
         if !m.resolve.is_empty() {
             continue;

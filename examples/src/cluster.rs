@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tower_balancer::health::HealthEvent;
 use tower_balancer::registry::{Health, Registry};
-use tower_balancer_proxy::config::{BalancerConfig, BindError, ConfigError};
+use tower_balancer_proxy::config::{BindError, ConfigError, ConfigFile};
 use tower_balancer_proxy::serve::server_tls_from_pem;
 
 use crate::certs::{self, CertError, CertFiles};
@@ -174,7 +174,7 @@ impl Cluster {
             path: config_file.clone(),
             source,
         })?;
-        let balancer = BalancerConfig::from_file(&config_file)?.build()?;
+        let balancer = ConfigFile::from_file(&config_file)?.build()?;
         let registry = balancer.registry().clone();
         let bound = balancer.bind().await?;
         let front = bound.local_addr().map_err(|source| BindError::Listen {

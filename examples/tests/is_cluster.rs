@@ -80,8 +80,7 @@ async fn the_written_config_is_the_recipe() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-    let parsed =
-        tower_balancer_proxy::config::BalancerConfig::from_file(&cluster.config_file).unwrap();
+    let parsed = tower_balancer_proxy::config::ConfigFile::from_file(&cluster.config_file).unwrap();
     assert_eq!(parsed.file().balancer.members.len(), 2);
     cluster.shutdown().await;
     let _ = std::fs::remove_dir_all(certs_dir("config"));

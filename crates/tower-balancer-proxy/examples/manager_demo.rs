@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tower_balancer::outcome::Outcome;
 use tower_balancer::registry::{AdminState, Health, InFlight, MemberId, MemberSpec, Registry};
-use tower_balancer_proxy::manager::{BalancerManager, ManagerInfo};
+use tower_balancer_proxy::manager::{ManagerInfo, ManagerService};
 use tower_balancer_proxy::serve::{ServeConfig, Server};
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         busy.push(InFlight::start(m.clone()));
     }
-    let manager = BalancerManager::new(
+    let manager = ManagerService::new(
         registry,
         ManagerInfo {
             name: "wso2-is".into(),

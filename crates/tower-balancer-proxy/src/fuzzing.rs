@@ -93,7 +93,7 @@ pub fn config_parser(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match crate::config::BalancerConfig::from_toml(text, std::path::Path::new("fuzz.toml")) {
+    match crate::config::ConfigFile::from_toml(text, std::path::Path::new("fuzz.toml")) {
         Ok(config) => {
             // building reads no file unless one is named; a named file is absent: an error
             let _ = config.build();

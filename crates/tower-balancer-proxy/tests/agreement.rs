@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower_balancer_proxy::config::BalancerConfig;
+use tower_balancer_proxy::config::ConfigFile;
 
 type Http = Client<HttpConnector, Empty<Bytes>>;
 
@@ -65,7 +65,7 @@ async fn instance(dir: &Path, keys: &[&str]) -> SocketAddr {
          cookie_key_files = [{}]\nmembers_file = \"members.toml\"\nmembers_poll = \"50ms\"\ndrain = \"1s\"\n",
         keys.join(", ")
     );
-    let config = BalancerConfig::from_toml(&text, &dir.join("lb.toml")).unwrap();
+    let config = ConfigFile::from_toml(&text, &dir.join("lb.toml")).unwrap();
     let bound = config.build().unwrap().bind().await.unwrap();
     let addr = bound.local_addr().unwrap();
     tokio::spawn(bound.serve(std::future::pending()));

@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_balancer::balance::{BalanceLayer, RequestBody};
-use tower_balancer::conn::ClientAddr;
+use tower_balancer::client::ClientAddr;
 use tower_balancer::error::error_status;
 use tower_balancer::health::{HttpProbe, ProbeResult};
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};

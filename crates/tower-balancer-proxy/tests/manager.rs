@@ -6,9 +6,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 use tower_balancer::registry::{AdminState, MemberId, MemberSpec, Registry};
-use tower_balancer_proxy::manager::{BalancerManager, ManagerInfo};
+use tower_balancer_proxy::manager::{ManagerInfo, ManagerService};
 
-fn setup() -> (Registry, BalancerManager) {
+fn setup() -> (Registry, ManagerService) {
     let r = Registry::new();
     r.insert(MemberSpec::new(
         MemberId::new("node1").unwrap(),
@@ -26,7 +26,7 @@ fn setup() -> (Registry, BalancerManager) {
         sticky: "JSESSIONID | ROUTEID".into(),
         failover: "3 retries".into(),
     };
-    let m = BalancerManager::new(r.clone(), info).unwrap();
+    let m = ManagerService::new(r.clone(), info).unwrap();
     (r, m)
 }
 

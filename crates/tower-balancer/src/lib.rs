@@ -18,7 +18,7 @@
 //! balancer-manager and the configuration file are in the `tower-balancer-proxy` crate.
 
 pub mod balance;
-pub mod conn;
+pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod failover;

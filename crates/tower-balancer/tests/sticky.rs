@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_balancer::balance::{BalanceLayer, Picked, ResponseBody};
-use tower_balancer::conn::ClientTls;
+use tower_balancer::client::ClientTls;
 use tower_balancer::error::error_status;
 use tower_balancer::registry::{AdminState, Health, MemberId, Registry};
 use tower_balancer::sticky::{RouteChanged, RouteKeys, StickyConfig, StickyLayer};

@@ -20,7 +20,7 @@ use tower_balancer::health::{HealthProbe, HealthProbeTask, HttpProbe, ProbeSetti
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_balancer::strategy::RoundRobin;
-use tower_balancer_proxy::config::BalancerConfig;
+use tower_balancer_proxy::config::ConfigFile;
 use tower_balancer_proxy::forward::ForwardConfig;
 use tower_balancer_proxy::serve::{ServeConfig, Server};
 
@@ -148,7 +148,7 @@ impl Lb {
             ));
         }
         text.push_str("[balancer.health]\nuri = \"/health\"\ninterval = \"1s\"\n");
-        let config = BalancerConfig::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
+        let config = ConfigFile::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
         let bound = config.build().unwrap().bind().await.unwrap();
         let addr = bound.local_addr().unwrap();
         let registry = bound.registry().clone();

@@ -9,8 +9,8 @@ use tower_balancer::registry::{MemberSpec, Registry};
 
 use super::error::{locate, parse_toml, ConfigError};
 use super::file::{FileConfig, LbMethod};
-use super::run::Balancer;
-use super::strategy::ConfiguredStrategy;
+use super::plan::ManagerPlan;
+use super::run::Gateway;
 use crate::forward::ForwardConfig;
 use crate::hygiene::Forwarding;
 use crate::manager::ManagerInfo;
@@ -21,13 +21,13 @@ pub(super) const NO_SPAN: Option<&Spanned<()>> = None;
 /// A parsed configuration file, not yet built: [`from_file`](Self::from_file), inspect or
 /// adjust with [`file_mut`](Self::file_mut), then [`build`](Self::build).
 #[derive(Debug, Clone)]
-pub struct BalancerConfig {
+pub struct ConfigFile {
     pub(super) file: FileConfig,
     path: PathBuf,
     text: String,
 }
 
-impl BalancerConfig {
+impl ConfigFile {
     /// Reads and parses `path`.
     ///
     /// # Errors
@@ -220,55 +220,36 @@ impl BalancerConfig {
     }
 
     /// Builds the balancer: reads certificates and keys, fills a registry, and prepares the
-    /// layers; nothing listens until [`Balancer::bind`].
+    /// layers; nothing listens until [`Gateway::bind`].
     ///
     /// # Errors
     /// A [`ConfigError`] at the key whose file or value was refused.
-    pub fn build(&self) -> Result<Balancer, ConfigError> {
-        let (s, b) = (&self.file.server, &self.file.balancer);
-
-        let serve = self.serve_config()?;
-
-        let (registry, mut forward) = self.members()?;
-        let discovery = self.discovery(&registry)?;
-
-        forward = self.forwarding(forward)?;
-        let (plan, public) = self.public_url()?;
-
-        let sticky = self.sticky()?;
-        let failover = self.failover();
-        let probe = self.probe(&forward, &registry)?;
-        let strategy = ConfiguredStrategy::new(b.lbmethod);
-        let hash_key = b.hash_key.clone();
-        let info = ManagerInfo::new(&b.name)
-            .with_strategy(b.lbmethod.name())
-            .describe_sticky(&sticky)
-            .describe_failover(&failover);
-        let (outliers, limits) = self.reliability();
-        let manager_names = self
-            .file
-            .manager
-            .as_ref()
-            .map(|m| m.names.clone())
-            .unwrap_or_default();
-        Ok(Balancer {
+    pub fn build(&self) -> Result<Gateway, ConfigError> {
+        let (registry, forward) = self.members()?;
+        let mut sources = self.discovery(&registry)?;
+        let forward = self.forwarding(forward)?;
+        sources.probe = self.probe(&forward, &registry)?;
+        let stack = self.stack_plan(forward)?;
+        let manager = ManagerPlan {
+            listen: self.file.manager.as_ref().map(|m| m.listen),
+            names: self
+                .file
+                .manager
+                .as_ref()
+                .map(|m| m.names.clone())
+                .unwrap_or_default(),
+            info: ManagerInfo::new(&self.file.balancer.name)
+                .with_strategy(self.file.balancer.lbmethod.name())
+                .describe_sticky(&stack.sticky)
+                .describe_failover(&stack.failover),
+        };
+        Ok(Gateway {
+            front: self.front_plan()?,
+            public: self.public_url()?,
             registry,
-            outliers,
-            limits,
-            manager_names,
-            listen: s.listen,
-            manager_listen: self.file.manager.as_ref().map(|m| m.listen),
-            serve,
-            forward,
-            sticky,
-            failover,
-            strategy,
-            hash_key,
-            discovery,
-            probe,
-            info,
-            public,
-            plan,
+            stack,
+            manager,
+            sources,
         })
     }
 }

@@ -5,20 +5,20 @@ use std::time::Duration;
 use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::registry::Registry;
 
-use super::build::{BalancerConfig, NO_SPAN};
+use super::build::{ConfigFile, NO_SPAN};
 use super::error::ConfigError;
 use super::members::MembersFile;
-use super::run::DiscoveryPlan;
+use super::plan::SourcePlan;
 use super::typed::DnsTarget;
 
-impl BalancerConfig {
+impl ConfigFile {
     /// Reads the members file (its members are in the registry from the start) and prepares
     /// the discovery sources that run beside the balancer.
-    pub(super) fn discovery(&self, registry: &Registry) -> Result<DiscoveryPlan, ConfigError> {
+    pub(super) fn discovery(&self, registry: &Registry) -> Result<SourcePlan, ConfigError> {
         let b = &self.file.balancer;
-        let mut plan = DiscoveryPlan {
+        let mut plan = SourcePlan {
             drain: b.drain.unwrap_or(Duration::from_secs(30)),
-            ..DiscoveryPlan::default()
+            ..SourcePlan::default()
         };
         if let Some(p) = &b.members_file {
             let mut file = MembersFile::new(self.resolve(p.get_ref()));

@@ -85,11 +85,11 @@
 //!
 //! ```
 //! use std::path::Path;
-//! use tower_balancer_proxy::config::BalancerConfig;
+//! use tower_balancer_proxy::config::ConfigFile;
 //!
 //! let text = "[server]\nlisten = \"127.0.0.1:8443\"\nserver_name = \"wso2.com\"\n\
 //!             [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"ftp://abc.com\"\nroute = \"node1\"\n";
-//! let err = BalancerConfig::from_toml(text, Path::new("lb.toml")).unwrap_err();
+//! let err = ConfigFile::from_toml(text, Path::new("lb.toml")).unwrap_err();
 //! assert_eq!(err.line(), Some(7));
 //! assert_eq!(err.key(), Some("balancer.member[0].url"));
 //! assert!(err.to_string().starts_with("lb.toml:7: `balancer.member[0].url`"));
@@ -99,9 +99,9 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use tower_balancer_proxy::config::BalancerConfig;
+//! use tower_balancer_proxy::config::ConfigFile;
 //!
-//! let mut balancer = BalancerConfig::from_file("lb.toml")?.build()?;
+//! let mut balancer = ConfigFile::from_file("lb.toml")?.build()?;
 //! balancer.set_listen("127.0.0.1:0".parse()?);
 //! let bound = balancer.bind().await?;
 //! println!("serving on {}", bound.local_addr()?);
@@ -115,13 +115,14 @@ mod error;
 mod file;
 mod members;
 mod parts;
+mod plan;
 mod reliability;
 mod run;
 mod strategy;
 mod typed;
 mod values;
 
-pub use build::BalancerConfig;
+pub use build::ConfigFile;
 pub use error::ConfigError;
 pub use file::{
     BalancerSection, DnsSection, FileConfig, HealthSection, LbMethod, ManagerSection,
@@ -129,7 +130,7 @@ pub use file::{
 };
 pub use members::MembersFile;
 pub use reliability::{EjectionSection, RetryBudgetSection};
-pub use run::{Balancer, BindError, Bound};
+pub use run::{BindError, Bound, Gateway};
 pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 
 #[cfg(test)]

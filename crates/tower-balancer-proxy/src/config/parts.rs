@@ -6,20 +6,21 @@ use std::time::Duration;
 use http::HeaderName;
 use tower_balancer::balance::FailureStatuses;
 use tower_balancer::failover::FailoverConfig;
-use tower_balancer::health::{HttpProbe, OutlierConfig, ProbeSettings};
+use tower_balancer::health::{HttpProbe, ProbeSettings};
 use tower_balancer::registry::Registry;
 use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyConfigError};
 
-use super::build::{BalancerConfig, NO_SPAN};
+use super::build::{ConfigFile, NO_SPAN};
 use super::error::ConfigError;
-use super::run::{BodyLimits, ProbeKind, PublicUrl};
+use super::plan::{FrontPlan, ProbeKind, PublicUrl, StackPlan};
+use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, UpstreamTls};
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::serve::{server_tls_from_pem, ServeConfig};
 
-impl BalancerConfig {
-    /// The front: TLS and the client-facing limits.
-    pub(super) fn serve_config(&self) -> Result<ServeConfig, ConfigError> {
+impl ConfigFile {
+    /// The front: its address, TLS and the client-facing limits.
+    pub(super) fn front_plan(&self) -> Result<FrontPlan, ConfigError> {
         let s = &self.file.server;
         let mut serve = ServeConfig::new();
         if let (Some(cert), Some(key)) = (&s.certificate, &s.key) {
@@ -45,7 +46,28 @@ impl BalancerConfig {
         if let Some(n) = s.max_connections {
             serve = serve.max_connections(n);
         }
-        Ok(serve)
+        Ok(FrontPlan {
+            listen: s.listen,
+            serve,
+            request_idle: s.request_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+        })
+    }
+
+    /// The layers: sticky, failover, the strategy, passive ejection and the forwarder.
+    pub(super) fn stack_plan(&self, forward: ForwardConfig) -> Result<StackPlan, ConfigError> {
+        let b = &self.file.balancer;
+        let ejection = b.ejection.unwrap_or_default();
+        Ok(StackPlan {
+            sticky: self.sticky()?,
+            failover: self.failover(),
+            strategy: ConfiguredStrategy::new(b.lbmethod),
+            hash_key: b.hash_key.clone(),
+            outliers: ejection
+                .outlier_config()
+                .max_ejected_fraction(ejection.max_fraction),
+            response_idle: b.response_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+            forward,
+        })
     }
 
     /// Trust roots and the client certificate for HTTPS members, when any are configured.
@@ -75,11 +97,11 @@ impl BalancerConfig {
         Ok(None)
     }
 
-    /// How the public URL is made, and the URL with the configured port (checked now; made
+    /// How the public URL is made, with the URL for the configured port (checked now; made
     /// again at bind with the bound one).
-    pub(super) fn public_url(&self) -> Result<(PublicUrl, http::Uri), ConfigError> {
+    pub(super) fn public_url(&self) -> Result<PublicUrl, ConfigError> {
         let (s, b) = (&self.file.server, &self.file.balancer);
-        let plan = PublicUrl {
+        let mut plan = PublicUrl {
             explicit: b.public_url.clone(),
             server_name: s.server_name.clone(),
             tls: s.certificate.is_some(),
@@ -94,6 +116,7 @@ impl BalancerConfig {
                 .iter()
                 .map(|r| (r.from.clone(), r.to.clone()))
                 .collect(),
+            current: http::Uri::default(),
         };
         // checked now with the configured port; made again at bind with the bound one
         let public = plan.url(s.listen.port()).map_err(|e| {
@@ -108,22 +131,8 @@ impl BalancerConfig {
             crate::rewrite::ReverseRewrite::try_new(&public)
                 .map_err(|e| self.err(NO_SPAN, "balancer.public_url", e.to_string()))?;
         }
-
-        Ok((plan, public))
-    }
-
-    /// Passive ejection and the body idle limits.
-    pub(super) fn reliability(&self) -> (OutlierConfig, BodyLimits) {
-        let (s, b) = (&self.file.server, &self.file.balancer);
-        let ejection = b.ejection.unwrap_or_default();
-        let outliers = ejection
-            .outlier_config()
-            .max_ejected_fraction(ejection.max_fraction);
-        let limits = BodyLimits {
-            request_idle: s.request_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
-            response_idle: b.response_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
-        };
-        (outliers, limits)
+        plan.current = public;
+        Ok(plan)
     }
 
     pub(super) fn sticky(&self) -> Result<StickyConfig, ConfigError> {

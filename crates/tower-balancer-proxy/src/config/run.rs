@@ -5,142 +5,25 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use std::time::Duration;
-
-use http::{HeaderName, Uri};
+use http::Uri;
 use tokio::sync::{broadcast, watch};
-use tower_balancer::balance::{BalanceLayer, HeaderKey};
-use tower_balancer::discovery::DnsDiscovery;
-use tower_balancer::failover::{FailoverConfig, FailoverLayer};
-use tower_balancer::health::{
-    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, OutlierConfig, OutlierDetection,
-    ProbeSettings, TcpProbe,
-};
+use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection};
 use tower_balancer::registry::Registry;
-use tower_balancer::sticky::{StickyConfig, StickyLayer};
-use tower_http::timeout::ResponseBodyTimeoutLayer;
-use tower_layer::Layer;
 
-use super::members::MembersFile;
-use super::strategy::ConfiguredStrategy;
-use crate::forward::{ForwardConfig, ProbeClient};
-use crate::limits::RequestBodyIdleLayer;
-use crate::manager::{BalancerManager, ManagerInfo, NonceError};
-use crate::rewrite::ReverseRewrite;
+use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan, StackPlan};
+use crate::manager::{ManagerInfo, ManagerService, NonceError};
 use crate::serve::{ServeConfig, Server};
 
-/// The health check a file asked for.
-#[derive(Debug, Clone)]
-pub(crate) enum ProbeKind {
-    /// An HTTP(S) request over the forwarder's own TLS settings.
-    Http(Box<HttpProbe<ProbeClient>>, ProbeSettings),
-    /// A TCP connect.
-    Tcp(ProbeSettings),
-}
-
-/// A balancer built from a file: its registry is live (change members and states through
-/// it, or through the manager); [`bind`](Self::bind) opens its ports.
+/// A balancer built from a file, ready to bind: its registry is live (change members and
+/// states through it, or through the manager); [`bind`](Self::bind) opens its ports.
 #[derive(Debug)]
-pub struct Balancer {
+pub struct Gateway {
     pub(crate) registry: Registry,
-    pub(crate) outliers: OutlierConfig,
-    pub(crate) limits: BodyLimits,
-    pub(crate) manager_names: Vec<String>,
-    pub(crate) listen: SocketAddr,
-    pub(crate) manager_listen: Option<SocketAddr>,
-    pub(crate) serve: ServeConfig,
-    pub(crate) forward: ForwardConfig,
-    pub(crate) sticky: StickyConfig,
-    pub(crate) failover: FailoverConfig,
-    pub(crate) strategy: ConfiguredStrategy,
-    pub(crate) hash_key: Option<HeaderName>,
-    pub(crate) discovery: DiscoveryPlan,
-    pub(crate) probe: Option<ProbeKind>,
-    pub(crate) info: ManagerInfo,
-    pub(crate) public: Uri,
-    pub(crate) plan: PublicUrl,
-}
-
-/// The idle limits on bodies.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BodyLimits {
-    pub(crate) request_idle: Duration,
-    pub(crate) response_idle: Duration,
-}
-
-/// The discovery sources a file asked for, started at bind.
-#[derive(Debug, Default)]
-pub(crate) struct DiscoveryPlan {
-    pub(crate) file: Option<MembersFile>,
-    pub(crate) dns: Option<DnsDiscovery>,
-    pub(crate) drain: Duration,
-}
-
-/// A task that stops when its handle is dropped, as the probe task does.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl AbortOnDrop {
-    /// Runs `task` until it ends or the handle is dropped.
-    fn spawn<F: Future + Send + 'static>(task: F) -> Self {
-        Self(tokio::spawn(async move {
-            task.await;
-        }))
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// How the public URL (what `ProxyPassReverse` rewrites to) is made: from the file, or from
-/// the server name and the port actually bound.
-#[derive(Debug, Clone)]
-pub(crate) struct PublicUrl {
-    pub(crate) explicit: Option<Uri>,
-    pub(crate) server_name: String,
-    pub(crate) tls: bool,
-    pub(crate) reverse: bool,
-    pub(crate) cookie_domains: Vec<(String, String)>,
-    pub(crate) cookie_paths: Vec<(String, String)>,
-}
-
-impl PublicUrl {
-    /// The public URL with the front on `port`.
-    pub(crate) fn url(&self, port: u16) -> Result<Uri, String> {
-        if let Some(u) = &self.explicit {
-            return Ok(u.clone());
-        }
-        let (scheme, default_port) = if self.tls {
-            ("https", 443)
-        } else {
-            ("http", 80)
-        };
-        let text = if port == default_port {
-            format!("{scheme}://{}", self.server_name)
-        } else {
-            format!("{scheme}://{}:{port}", self.server_name)
-        };
-        text.parse()
-            .map_err(|_| format!("`{}` is not a host name", self.server_name))
-    }
-
-    /// The reverse rewriting for `public`, when any is configured.
-    fn rewrite(&self, public: &Uri) -> Option<ReverseRewrite> {
-        if !self.reverse && self.cookie_domains.is_empty() && self.cookie_paths.is_empty() {
-            return None;
-        }
-        let mut rewrite = ReverseRewrite::try_new(public).ok()?;
-        for (from, to) in &self.cookie_domains {
-            rewrite = rewrite.cookie_domain(from, to);
-        }
-        for (from, to) in &self.cookie_paths {
-            rewrite = rewrite.cookie_path(from, to);
-        }
-        Some(rewrite)
-    }
+    pub(crate) front: FrontPlan,
+    pub(crate) stack: StackPlan,
+    pub(crate) manager: ManagerPlan,
+    pub(crate) sources: SourcePlan,
+    pub(crate) public: PublicUrl,
 }
 
 /// A port could not be opened.
@@ -176,7 +59,7 @@ fn hint(e: &io::Error) -> &'static str {
     }
 }
 
-impl Balancer {
+impl Gateway {
     /// The live member registry.
     #[must_use]
     pub const fn registry(&self) -> &Registry {
@@ -186,106 +69,108 @@ impl Balancer {
     /// The URL clients use (what `ProxyPassReverse` rewrites to), with the configured port.
     #[must_use]
     pub const fn public_url(&self) -> &Uri {
-        &self.public
+        &self.public.current
     }
 
     /// What the manager page says about this balancer.
     #[must_use]
     pub const fn info(&self) -> &ManagerInfo {
-        &self.info
+        &self.manager.info
     }
 
     /// Replaces the front address (a port chosen at run time, say) before binding.
     pub fn set_listen(&mut self, addr: SocketAddr) {
-        self.listen = addr;
+        self.front.listen = addr;
     }
 
     /// Replaces the manager's address before binding (`None`: no manager).
     pub fn set_manager_listen(&mut self, addr: Option<SocketAddr>) {
-        self.manager_listen = addr;
+        self.manager.listen = addr;
     }
 
-    /// Opens the front port and the manager's, and starts health probes.
+    /// Opens the front port and the manager's, and starts health probes and discovery.
     ///
     /// # Errors
     /// [`BindError`] naming the address that could not be opened and what to do.
     pub async fn bind(mut self) -> Result<Bound, BindError> {
-        let front = Server::bind(self.listen, self.serve.clone())
-            .await
-            .map_err(|source| BindError::Listen {
-                what: "the balancer",
-                addr: self.listen,
-                source,
-            })?;
-        let port = front.local_addr().map_or(self.listen.port(), |a| a.port());
-        if let Ok(public) = self.plan.url(port) {
-            self.public = public;
+        let front = listen(self.front.listen, self.front.serve.clone(), "the balancer").await?;
+        let port = front
+            .local_addr()
+            .map_or(self.front.listen.port(), |a| a.port());
+        if let Ok(public) = self.public.url(port) {
+            self.public.current = public;
         }
-        if let Some(rewrite) = self.plan.rewrite(&self.public) {
-            self.forward = self.forward.reverse_rewrite(rewrite);
+        if let Some(rewrite) = self.public.rewrite() {
+            self.stack.forward = self.stack.forward.clone().reverse_rewrite(rewrite);
         }
-        let admin =
-            match self.manager_listen {
-                Some(addr) => Some(Server::bind(addr, ServeConfig::new()).await.map_err(
-                    |source| BindError::Listen {
-                        what: "the balancer-manager",
-                        addr,
-                        source,
-                    },
-                )?),
-                None => None,
-            };
-        if let Some(a) = self.manager_listen.filter(|a| !a.ip().is_loopback()) {
+        let (admin, manager) = self.open_manager().await?;
+        let (probe, events) = match &self.sources.probe {
+            Some(kind) => {
+                let (task, events) = kind.spawn(&self.registry);
+                (Some(task), Some(events))
+            }
+            None => (None, None),
+        };
+        let mut discovery = Vec::new();
+        let drain = self.sources.drain;
+        if let Some(file) = self.sources.file.take() {
+            discovery.push(AbortOnDrop::spawn(file.run(&self.registry, drain)));
+        }
+        if let Some(dns) = self.sources.dns.take() {
+            discovery.push(AbortOnDrop::spawn(dns.run(&self.registry, drain)));
+        }
+        Ok(Bound {
+            gateway: self,
+            front,
+            admin,
+            manager,
+            events,
+            _probe: probe,
+            _discovery: discovery,
+        })
+    }
+
+    /// The manager service, and its port when one is configured.
+    async fn open_manager(&self) -> Result<(Option<Server>, ManagerService), BindError> {
+        let admin = match self.manager.listen {
+            Some(addr) => Some(listen(addr, ServeConfig::new(), "the balancer-manager").await?),
+            None => None,
+        };
+        if let Some(a) = self.manager.listen.filter(|a| !a.ip().is_loopback()) {
             tracing::warn!(
                 addr = %a,
                 "the balancer-manager listens beyond loopback and has no authentication: \
                  anyone who reaches it can take members out of service"
             );
         }
-        let mut names = self.manager_names.clone();
+        let mut names = self.manager.names.clone();
         if let Some(a) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             names.push(a.ip().to_string());
         }
-        let manager =
-            BalancerManager::new(self.registry.clone(), self.info.clone())?.allow_hosts(names);
-        let (events, probe_task) = match self.probe.clone() {
-            Some(ProbeKind::Http(p, settings)) => {
-                let checker = HealthProbe::new(self.registry.clone(), *p, settings);
-                (Some(checker.subscribe()), Some(checker.spawn()))
-            }
-            Some(ProbeKind::Tcp(settings)) => {
-                let checker = HealthProbe::new(self.registry.clone(), TcpProbe, settings);
-                (Some(checker.subscribe()), Some(checker.spawn()))
-            }
-            None => (None, None),
-        };
-        let mut discovery = Vec::new();
-        let drain = self.discovery.drain;
-        if let Some(file) = self.discovery.file.take() {
-            discovery.push(AbortOnDrop::spawn(file.run(&self.registry, drain)));
-        }
-        if let Some(dns) = self.discovery.dns.take() {
-            discovery.push(AbortOnDrop::spawn(dns.run(&self.registry, drain)));
-        }
-        Ok(Bound {
-            balancer: self,
-            front,
-            admin,
-            manager,
-            events,
-            _probe: probe_task,
-            _discovery: discovery,
-        })
+        let manager = ManagerService::new(self.registry.clone(), self.manager.info.clone())?
+            .allow_hosts(names);
+        Ok((admin, manager))
     }
+}
+
+/// Binds `addr`, naming `what` in the error.
+async fn listen(
+    addr: SocketAddr,
+    config: ServeConfig,
+    what: &'static str,
+) -> Result<Server, BindError> {
+    Server::bind(addr, config)
+        .await
+        .map_err(|source| BindError::Listen { what, addr, source })
 }
 
 /// A balancer with its ports open and probes running; [`serve`](Self::serve) serves it.
 #[derive(Debug)]
 pub struct Bound {
-    balancer: Balancer,
+    gateway: Gateway,
     front: Server,
     admin: Option<Server>,
-    manager: BalancerManager,
+    manager: ManagerService,
     events: Option<broadcast::Receiver<HealthEvent>>,
     _probe: Option<HealthProbeTask>,
     _discovery: Vec<AbortOnDrop>,
@@ -308,20 +193,20 @@ impl Bound {
 
     /// The manager service (also served on the manager port when one is configured).
     #[must_use]
-    pub const fn manager(&self) -> &BalancerManager {
+    pub const fn manager(&self) -> &ManagerService {
         &self.manager
     }
 
     /// The live member registry.
     #[must_use]
     pub const fn registry(&self) -> &Registry {
-        &self.balancer.registry
+        &self.gateway.registry
     }
 
     /// The URL clients use, with the port actually bound.
     #[must_use]
     pub const fn public_url(&self) -> &Uri {
-        &self.balancer.public
+        &self.gateway.public.current
     }
 
     /// Health probe verdicts as they happen (none when probes are off).
@@ -336,21 +221,10 @@ impl Bound {
     /// # Errors
     /// [`BindError::Tls`] if the members' TLS settings are refused; server errors otherwise.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BindError> {
-        let b = self.balancer;
-        // the stack, outermost first: body idle limit → sticky → failover → balance (with
-        // passive ejection) → response body idle limit → forward
-        let forward = b.forward.build(b.registry.clone())?;
-        let forward = ResponseBodyTimeoutLayer::new(b.limits.response_idle).layer(forward);
-        let outliers = OutlierDetection::new(b.registry.clone(), b.outliers);
+        let g = self.gateway;
+        let outliers = OutlierDetection::new(g.registry.clone(), g.stack.outliers);
         let _readmissions = outliers.spawn();
-        let mut balance = BalanceLayer::new(b.registry.clone(), b.strategy).observer(outliers);
-        if let Some(name) = b.hash_key.clone() {
-            balance = balance.hash_key(HeaderKey::new(name));
-        }
-        let balance = balance.layer(forward);
-        let failover = FailoverLayer::new(b.registry.clone(), b.failover).layer(balance);
-        let sticky = StickyLayer::new(b.registry.clone(), b.sticky).layer(failover);
-        let stack = RequestBodyIdleLayer::new(b.limits.request_idle).layer(sticky);
+        let stack = g.stack.stack(&g.registry, g.front.request_idle, outliers)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin = self.admin.map(|admin| {
             let manager = self.manager.clone();
@@ -369,7 +243,7 @@ impl Bound {
         }
         result.map_err(|source| BindError::Listen {
             what: "the balancer",
-            addr: b.listen,
+            addr: g.front.listen,
             source,
         })
     }

@@ -36,12 +36,12 @@ expect = "200-399"
 "#;
 
 fn err(text: &str) -> ConfigError {
-    BalancerConfig::from_toml(text, Path::new("lb.toml")).unwrap_err()
+    ConfigFile::from_toml(text, Path::new("lb.toml")).unwrap_err()
 }
 
 #[test]
 fn a_good_file_builds_its_members() {
-    let config = BalancerConfig::from_toml(GOOD, Path::new("lb.toml")).unwrap();
+    let config = ConfigFile::from_toml(GOOD, Path::new("lb.toml")).unwrap();
     let balancer = config.build().unwrap();
     let snap = balancer.registry().snapshot();
     assert_eq!(snap.len(), 2);
@@ -107,7 +107,7 @@ fn an_unreadable_certificate_names_its_key_and_path() {
         "server_name = \"wso2.com\"",
         "server_name = \"wso2.com\"\ncertificate = \"no/such.pem\"\nkey = \"no/such.key\"",
     );
-    let config = BalancerConfig::from_toml(&text, Path::new("/tmp/lb.toml")).unwrap();
+    let config = ConfigFile::from_toml(&text, Path::new("/tmp/lb.toml")).unwrap();
     let e = config.build().unwrap_err();
     assert_eq!(e.key(), Some("server.certificate"));
     assert_eq!(e.line(), Some(5));
@@ -134,7 +134,7 @@ fn a_bad_health_range_is_refused() {
 
 #[test]
 fn a_missing_file_is_named() {
-    let e = BalancerConfig::from_file("/nonexistent/lb.toml").unwrap_err();
+    let e = ConfigFile::from_file("/nonexistent/lb.toml").unwrap_err();
     assert_eq!(e.path(), Path::new("/nonexistent/lb.toml"));
     assert!(e.message().contains("cannot read"));
 }
@@ -142,7 +142,7 @@ fn a_missing_file_is_named() {
 #[test]
 fn stickysession_splits_cookie_and_parameter() {
     let text = GOOD.replace("\"JSESSIONID|jsessionid\"", "\"SESSION\"");
-    let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
+    let config = ConfigFile::from_toml(&text, Path::new("lb.toml")).unwrap();
     let names = &config.file().balancer.stickysession;
     assert_eq!(names.cookie.as_deref(), Some("SESSION"));
     assert_eq!(names.url_param.as_deref(), Some("SESSION"));
@@ -170,14 +170,14 @@ fn scale_out_keys_are_checked() {
     let e = err(&format!("{base}[balancer.dns]\nname = \"svc.test\"\n"));
     assert!(e.to_string().contains("`name` and `port`"), "{e}");
     // members only from DNS: no inline members needed
-    let c = BalancerConfig::from_toml(
+    let c = ConfigFile::from_toml(
         &format!("{base}[balancer.dns]\nsrv = \"_http._tcp.svc.test\"\nname_servers = [\"127.0.0.1:5353\"]\n"),
         Path::new("lb.toml"),
     )
     .unwrap();
     assert!(c.build().unwrap().registry().load().is_empty());
     // a members file that is missing is an error at build, naming that file
-    let c = BalancerConfig::from_toml(
+    let c = ConfigFile::from_toml(
         &format!("{base}members_file = \"no-such-members.toml\"\n"),
         Path::new("/nonexistent/lb.toml"),
     )
@@ -193,7 +193,7 @@ fn scale_out_keys_are_checked() {
 #[test]
 fn safe_defaults_need_no_key() {
     let text = GOOD.replace("timeout = \"30s\"\n", "");
-    let balancer = BalancerConfig::from_toml(&text, Path::new("lb.toml"))
+    let balancer = ConfigFile::from_toml(&text, Path::new("lb.toml"))
         .unwrap()
         .build()
         .unwrap();
@@ -204,15 +204,15 @@ fn safe_defaults_need_no_key() {
         balancer.info().failover
     );
     assert_eq!(
-        balancer.outliers,
+        balancer.stack.outliers,
         tower_balancer::health::OutlierConfig::new()
     );
     assert_eq!(
-        balancer.limits.request_idle,
+        balancer.front.request_idle,
         std::time::Duration::from_secs(60)
     );
     assert_eq!(
-        balancer.limits.response_idle,
+        balancer.stack.response_idle,
         std::time::Duration::from_secs(60)
     );
 }
@@ -230,7 +230,7 @@ fn reliability_keys_are_read() {
         "server_name = \"wso2.com\"\n",
         "server_name = \"wso2.com\"\nrequest_body_timeout = \"20s\"\nmax_connections = 300\n",
     );
-    let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
+    let config = ConfigFile::from_toml(&text, Path::new("lb.toml")).unwrap();
     let b = &config.file().balancer;
     assert_eq!(
         b.upgrades.as_deref(),
@@ -239,7 +239,7 @@ fn reliability_keys_are_read() {
     assert!(!b.cookie_accept_apache);
     let balancer = config.build().unwrap();
     assert_eq!(
-        balancer.outliers,
+        balancer.stack.outliers,
         tower_balancer::health::OutlierConfig::new()
             .consecutive_connect_failures(1)
             .consecutive_failures(0)
@@ -249,11 +249,11 @@ fn reliability_keys_are_read() {
             )
     );
     assert_eq!(
-        balancer.limits.request_idle,
+        balancer.front.request_idle,
         std::time::Duration::from_secs(20)
     );
     assert_eq!(
-        balancer.limits.response_idle,
+        balancer.stack.response_idle,
         std::time::Duration::from_secs(5)
     );
     assert!(!balancer.registry().snapshot().is_panic());
@@ -407,7 +407,7 @@ fn names_and_urls_that_would_half_work_are_refused_at_their_key() {
         )
     };
     // checked when the sticky layer is built: named at its own key, not stickysession
-    let e = BalancerConfig::from_toml(&balancer("cookie = \"\""), Path::new("lb.toml"))
+    let e = ConfigFile::from_toml(&balancer("cookie = \"\""), Path::new("lb.toml"))
         .unwrap()
         .build()
         .unwrap_err();

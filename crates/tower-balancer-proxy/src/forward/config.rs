@@ -16,7 +16,7 @@ use tower_balancer::registry::Registry;
 
 use super::names::MemberNames;
 use super::resolve::Resolver;
-use super::service::{Connector, Forward, Shared};
+use super::service::{Connector, Forward, ForwardSettings};
 use super::tls::UpstreamTls;
 use crate::hygiene::Forwarding;
 use crate::rewrite::ReverseRewrite;
@@ -154,7 +154,7 @@ impl ForwardConfig {
             .build(self.connector(&registry)?);
         Ok(Forward::new(
             client,
-            Arc::new(Shared {
+            Arc::new(ForwardSettings {
                 registry,
                 preserve_host: self.preserve_host,
                 forwarding: self.forwarding,

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tower_balancer::upstream::UpstreamError;
 
 use super::error::upstream;
-use super::service::Shared;
+use super::service::ForwardSettings;
 
 pin_project! {
     /// Response future of [`Forward`](super::Forward).
@@ -31,7 +31,7 @@ pin_project! {
         Pending {
             #[pin]
             inner: ClientFuture,
-            shared: Arc<Shared>,
+            shared: Arc<ForwardSettings>,
             client_upgrade: Option<OnUpgrade>,
             extended: bool,
         },
@@ -47,7 +47,7 @@ impl ResponseFuture {
 
     pub(crate) fn pending(
         inner: ClientFuture,
-        shared: Arc<Shared>,
+        shared: Arc<ForwardSettings>,
         client_upgrade: Option<OnUpgrade>,
         extended: bool,
     ) -> Self {

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use ring::rand::{SecureRandom, SystemRandom};
 use tower_balancer::balance::Picked;
-use tower_balancer::conn::{ClientAddr, ClientTls};
+use tower_balancer::client::{ClientAddr, ClientTls};
 use tower_balancer::registry::{Member, Registry};
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
@@ -38,10 +38,10 @@ pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
 /// status with `tower_balancer::error::error_status` (502 or 504).
 pub struct Forward<B> {
     client: Client<Connector, B>,
-    shared: Arc<Shared>,
+    shared: Arc<ForwardSettings>,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct ForwardSettings {
     pub(crate) registry: Registry,
     pub(crate) preserve_host: bool,
     pub(crate) forwarding: Forwarding,
@@ -72,12 +72,12 @@ impl<B> std::fmt::Debug for Forward<B> {
 }
 
 impl<B> Forward<B> {
-    pub(crate) fn new(client: Client<Connector, B>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(client: Client<Connector, B>, shared: Arc<ForwardSettings>) -> Self {
         Self { client, shared }
     }
 }
 
-impl Shared {
+impl ForwardSettings {
     /// Prepares a client request for `member`: hygiene first, then our headers, then the URI.
     fn prepare<B>(
         &self,
@@ -107,7 +107,7 @@ impl Shared {
                     tracing::warn!(
                         "requests reach the forwarder without a ClientAddr extension: their \
                          forwarding headers are removed and none are added; insert \
-                         tower_balancer::conn::ClientAddr (the crate's Server does)"
+                         tower_balancer::client::ClientAddr (the crate's Server does)"
                     );
                 });
             }

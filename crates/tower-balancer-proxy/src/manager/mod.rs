@@ -7,7 +7,7 @@
 //! host the page was served from; `Sec-Fetch-Site` other than `same-origin` is refused), all
 //! output is escaped, and responses forbid framing and scripts. It answers only requests
 //! whose `Host` is one of its own names (`localhost`, `127.0.0.1`, `::1` and those you add
-//! with [`BalancerManager::allow_hosts`]; 421 otherwise), so a DNS-rebinding page at
+//! with [`ManagerService::allow_hosts`]; 421 otherwise), so a DNS-rebinding page at
 //! `evil.test` that resolves to the manager's address can neither read the page and its
 //! nonce nor post an action; and only at its own paths, `/` and `/balancer-manager` (404
 //! elsewhere). It is off unless you mount it, and it must be mounted behind authentication
@@ -47,11 +47,11 @@ const MAX_FORM: usize = 16 * 1024;
 /// use http_body_util::{BodyExt, Full};
 /// use tower::ServiceExt;
 /// use tower_balancer::registry::{MemberId, MemberSpec, Registry};
-/// use tower_balancer_proxy::manager::{BalancerManager, ManagerInfo};
+/// use tower_balancer_proxy::manager::{ManagerService, ManagerInfo};
 ///
 /// let registry = Registry::new();
 /// registry.insert(MemberSpec::new(MemberId::new("node1")?, "https://abc.com:9443".parse()?))?;
-/// let manager = BalancerManager::new(registry, ManagerInfo { name: "wso2-cluster".into(), ..Default::default() })?;
+/// let manager = ManagerService::new(registry, ManagerInfo { name: "wso2-cluster".into(), ..Default::default() })?;
 /// let req = Request::get("/balancer-manager?json").header("host", "localhost:9000");
 /// let res = manager.oneshot(req.body(Full::new(Bytes::new()))?).await?;
 /// let json: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await?.to_bytes())?;
@@ -59,12 +59,12 @@ const MAX_FORM: usize = 16 * 1024;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct BalancerManager {
-    inner: Arc<Inner>,
+pub struct ManagerService {
+    inner: Arc<ManagerState>,
 }
 
 #[derive(Clone)]
-struct Inner {
+struct ManagerState {
     registry: Registry,
     info: ManagerInfo,
     nonce: String,
@@ -75,9 +75,9 @@ struct Inner {
 /// The paths the manager answers at.
 const PATHS: [&str; 2] = ["/", "/balancer-manager"];
 
-impl std::fmt::Debug for BalancerManager {
+impl std::fmt::Debug for ManagerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BalancerManager")
+        f.debug_struct("ManagerService")
             .field("info", &self.inner.info)
             .finish_non_exhaustive()
     }
@@ -88,7 +88,7 @@ impl std::fmt::Debug for BalancerManager {
 #[error("the system random generator failed")]
 pub struct NonceError;
 
-impl BalancerManager {
+impl ManagerService {
     /// A manager for `registry` with a fresh random nonce.
     ///
     /// # Errors
@@ -103,7 +103,7 @@ impl BalancerManager {
             s
         });
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(ManagerState {
                 registry,
                 info,
                 nonce,
@@ -181,7 +181,7 @@ fn host_name(value: &str) -> &str {
     }
 }
 
-impl Inner {
+impl ManagerState {
     /// Whether the request names this manager as its host (DNS rebinding defence).
     fn own_host<B>(&self, req: &Request<B>) -> bool {
         // the request target's authority wins over Host, as it does for forwarding
@@ -304,7 +304,7 @@ impl Inner {
     }
 }
 
-impl<B> Service<Request<B>> for BalancerManager
+impl<B> Service<Request<B>> for ManagerService
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -339,7 +339,7 @@ where
             Ok(match *req.method() {
                 Method::GET | Method::HEAD => inner.get(&req),
                 Method::POST => {
-                    if !Inner::same_origin(&req) {
+                    if !ManagerState::same_origin(&req) {
                         return Ok(respond(
                             StatusCode::FORBIDDEN,
                             "text/plain; charset=utf-8",

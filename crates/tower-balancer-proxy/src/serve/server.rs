@@ -18,7 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_balancer::conn::{ClientAddr, ClientTls};
+use tower_balancer::client::{ClientAddr, ClientTls};
 use tower_balancer::error::{error_status, find_in_chain};
 use tower_balancer::BoxError;
 use tower_service::Service;

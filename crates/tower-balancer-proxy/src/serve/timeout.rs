@@ -132,7 +132,7 @@ pub(crate) struct IdleLimits {
 }
 
 #[derive(Debug)]
-struct Inner<IO> {
+struct IoState<IO> {
     io: IO,
     last_activity: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -141,7 +141,7 @@ struct Inner<IO> {
 /// A connection's socket, shared so it can be written to after hyper lets go of it.
 #[derive(Debug)]
 pub(crate) struct Watched<IO> {
-    io: Arc<Mutex<Inner<IO>>>,
+    io: Arc<Mutex<IoState<IO>>>,
     progress: Arc<Progress>,
     limits: IdleLimits,
 }
@@ -159,7 +159,7 @@ impl<IO> Clone for Watched<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
     pub(crate) fn new(io: IO, progress: Arc<Progress>, limits: IdleLimits) -> Self {
         Self {
-            io: Arc::new(Mutex::new(Inner {
+            io: Arc::new(Mutex::new(IoState {
                 io,
                 last_activity: Instant::now(),
                 sleep: None,
@@ -169,7 +169,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<IO>> {
+    fn lock(&self) -> MutexGuard<'_, IoState<IO>> {
         self.io.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -180,7 +180,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
     /// (a wake-up from it is ignored), and when it fires early because there was activity
     /// since, it is moved to the real deadline then. Re-arming it on every request cost a
     /// timer-wheel registration and an allocation per request.
-    fn idle_expired(&self, inner: &mut Inner<IO>, cx: &mut Context<'_>) -> bool {
+    fn idle_expired(&self, inner: &mut IoState<IO>, cx: &mut Context<'_>) -> bool {
         let p = &self.progress;
         if p.in_flight.load(Ordering::Relaxed) > 0
             || p.upgraded.load(Ordering::Relaxed)

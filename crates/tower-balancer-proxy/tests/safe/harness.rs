@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_balancer::registry::Registry;
-use tower_balancer_proxy::config::BalancerConfig;
+use tower_balancer_proxy::config::ConfigFile;
 
 /// A running balancer.
 pub(crate) struct Lb {
@@ -48,7 +48,7 @@ pub(crate) async fn lb(urls: &[String], server: &str, balancer: &str, tail: &str
         ));
     }
     text.push_str(tail);
-    let config = BalancerConfig::from_toml(&text, Path::new("lb.toml")).unwrap();
+    let config = ConfigFile::from_toml(&text, Path::new("lb.toml")).unwrap();
     let bound = config.build().unwrap().bind().await.unwrap();
     let addr = bound.local_addr().unwrap();
     let manager = bound.manager_addr();

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 use super::body::ResponseBody;
 use super::error::{AttemptError, BalanceError};
 use super::extensions::ServedBy;
-use super::service::Report;
+use super::service::OutcomeSink;
 use crate::outcome::{FailureKind, Outcome};
 use crate::registry::InFlight;
 use crate::upstream::{find_upstream_error, UpstreamError, UpstreamErrorKind};
@@ -48,7 +48,7 @@ pin_project! {
 struct Attempt {
     in_flight: InFlight,
     started: Instant,
-    report: Arc<Report>,
+    report: Arc<OutcomeSink>,
 }
 
 impl<F> ResponseFuture<F> {
@@ -57,7 +57,7 @@ impl<F> ResponseFuture<F> {
         in_flight: InFlight,
         started: Instant,
         timeout: Option<Duration>,
-        report: Arc<Report>,
+        report: Arc<OutcomeSink>,
     ) -> Self {
         Self {
             kind: Kind::Attempt {

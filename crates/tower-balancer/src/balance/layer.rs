@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::key::HashKey;
-use super::service::{Balance, Report, Shared};
+use super::service::{Balance, BalanceParts, OutcomeSink};
 use super::status::FailureStatuses;
 use crate::outcome::OutcomeObserver;
 use crate::registry::Registry;
@@ -131,11 +131,11 @@ impl<S, I> Layer<I> for BalanceLayer<S> {
     fn layer(&self, inner: I) -> Self::Service {
         Balance::from_shared(
             inner,
-            Arc::new(Shared {
+            Arc::new(BalanceParts {
                 registry: self.registry.clone(),
                 picker: self.picker.clone(),
                 key: self.key.clone(),
-                report: Arc::new(Report {
+                report: Arc::new(OutcomeSink {
                     observer: self.observer.clone(),
                     failure_statuses: self.failure_statuses,
                 }),

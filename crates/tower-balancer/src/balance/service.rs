@@ -25,23 +25,23 @@ use crate::BoxError;
 /// back readiness.
 pub struct Balance<I, S> {
     inner: I,
-    shared: Arc<Shared<S>>,
+    shared: Arc<BalanceParts<S>>,
 }
 
-pub(crate) struct Shared<S> {
+pub(crate) struct BalanceParts<S> {
     pub(crate) registry: Registry,
     pub(crate) picker: Picker<S>,
     pub(crate) key: Option<Arc<dyn HashKey>>,
-    pub(crate) report: Arc<Report>,
+    pub(crate) report: Arc<OutcomeSink>,
 }
 
 /// Where outcomes go; shared with every response future.
-pub(crate) struct Report {
+pub(crate) struct OutcomeSink {
     pub(crate) observer: Option<Arc<dyn OutcomeObserver>>,
     pub(crate) failure_statuses: FailureStatuses,
 }
 
-impl Report {
+impl OutcomeSink {
     pub(crate) fn record(&self, member: &Arc<Member>, outcome: &Outcome) {
         member.stats().record(outcome);
         if let Outcome::Failure { kind, .. } = outcome {
@@ -72,7 +72,7 @@ impl<I: fmt::Debug, S: Strategy> fmt::Debug for Balance<I, S> {
 }
 
 impl<I, S> Balance<I, S> {
-    pub(crate) fn from_shared(inner: I, shared: Arc<Shared<S>>) -> Self {
+    pub(crate) fn from_shared(inner: I, shared: Arc<BalanceParts<S>>) -> Self {
         Self { inner, shared }
     }
 

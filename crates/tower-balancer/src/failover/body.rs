@@ -34,7 +34,7 @@ pub enum ReplayError {
     OverCap,
 }
 
-struct Shared<B> {
+struct ReplayState<B> {
     body: Option<B>,
     hint: SizeHint,
     chunks: Vec<Bytes>,
@@ -50,7 +50,7 @@ struct Shared<B> {
 
 /// The request body each attempt sends.
 pub struct ReplayBody<B> {
-    shared: Arc<Mutex<Shared<B>>>,
+    shared: Arc<Mutex<ReplayState<B>>>,
     generation: u64,
     /// Buffered chunks this attempt has sent.
     pos: usize,
@@ -70,10 +70,10 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
 
 /// The handle the failover future keeps to start new attempts.
 pub(crate) struct Replay<B> {
-    shared: Arc<Mutex<Shared<B>>>,
+    shared: Arc<Mutex<ReplayState<B>>>,
 }
 
-fn lock<B>(m: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+fn lock<B>(m: &Mutex<ReplayState<B>>) -> MutexGuard<'_, ReplayState<B>> {
     // no code path panics while holding this lock; a poisoned one is still consistent
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -83,7 +83,7 @@ impl<B: Body> Replay<B> {
         let hint = body.size_hint();
         let ended = body.is_end_stream();
         Self {
-            shared: Arc::new(Mutex::new(Shared {
+            shared: Arc::new(Mutex::new(ReplayState {
                 body: if ended { None } else { Some(body) },
                 hint,
                 chunks: Vec::new(),

@@ -104,7 +104,7 @@ fn attempt_request<B>(
 
 /// The answer to give when failover stops for `reason`: a response is returned as it is,
 /// marked with the reason; an error is wrapped in [`FailoverError`].
-fn stop<RB>(
+fn give_up<RB>(
     res: Result<Response<RB>, BoxError>,
     reason: NotRetried,
     attempts: usize,
@@ -164,7 +164,7 @@ where
                 if deadline.as_mut().poll(cx).is_ready() {
                     let attempts = *this.attempts;
                     return Poll::Ready(match this.last.take() {
-                        Some(res) => stop(res, NotRetried::DeadlineExceeded, attempts),
+                        Some(res) => give_up(res, NotRetried::DeadlineExceeded, attempts),
                         None => Err(Box::new(FailoverError::new(
                             NotRetried::DeadlineExceeded,
                             attempts,
@@ -208,14 +208,14 @@ where
                         Verdict::Done(out) => return Poll::Ready(out),
                         Verdict::Retry { res, unsent } => {
                             if attempts >= *this.max_attempts {
-                                return Poll::Ready(stop(
+                                return Poll::Ready(give_up(
                                     res,
                                     NotRetried::AttemptsExhausted,
                                     attempts,
                                 ));
                             }
                             if !unsent && !this.config.budget.withdraw() {
-                                return Poll::Ready(stop(
+                                return Poll::Ready(give_up(
                                     res,
                                     NotRetried::BudgetExhausted,
                                     attempts,
@@ -266,7 +266,7 @@ fn judge<B, RB>(
                 return Verdict::Done(Ok(r));
             }
             match blocked(may_resend) {
-                Some(reason) => Verdict::Done(stop(Ok(r), reason, attempts)),
+                Some(reason) => Verdict::Done(give_up(Ok(r), reason, attempts)),
                 None => Verdict::Retry {
                     res: Ok(r),
                     unsent: false,
@@ -277,7 +277,7 @@ fn judge<B, RB>(
             if find_in_chain::<BalanceError>(&*e).is_some() {
                 // no member left for this attempt: the previous failure is the answer
                 return Verdict::Done(match last.take() {
-                    Some(prev) => stop(prev, NotRetried::AttemptsExhausted, attempts - 1),
+                    Some(prev) => give_up(prev, NotRetried::AttemptsExhausted, attempts - 1),
                     None => Err(e),
                 });
             }
@@ -293,7 +293,7 @@ fn judge<B, RB>(
                 _ => blocked(may_resend),
             };
             match reason {
-                Some(reason) => Verdict::Done(stop(Err(e), reason, attempts)),
+                Some(reason) => Verdict::Done(give_up(Err(e), reason, attempts)),
                 None => Verdict::Retry {
                     res: Err(e),
                     unsent,

@@ -117,7 +117,7 @@ struct Ejection {
 }
 
 #[derive(Debug)]
-struct Inner {
+struct OutlierState {
     registry: Registry,
     config: OutlierConfig,
     state: Mutex<HashMap<u64, Ejection>>,
@@ -144,7 +144,7 @@ struct Inner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct OutlierDetection {
-    inner: Arc<Inner>,
+    inner: Arc<OutlierState>,
 }
 
 /// Runs [`OutlierDetection::readmissions`] on the tokio runtime until dropped.
@@ -167,7 +167,7 @@ impl OutlierDetection {
     #[must_use]
     pub fn new(registry: Registry, config: OutlierConfig) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(OutlierState {
                 registry,
                 config,
                 state: Mutex::new(HashMap::new()),
@@ -231,7 +231,7 @@ impl Ejection {
     }
 }
 
-impl Inner {
+impl OutlierState {
     /// Whether `member` is still the registered member with its id (not removed or replaced).
     fn still_registered(&self, member: &Member) -> bool {
         self.registry

@@ -43,10 +43,10 @@ use super::tables::TableBuilder;
 /// ```
 #[derive(Clone)]
 pub struct Registry {
-    shared: Arc<Shared>,
+    shared: Arc<RegistryState>,
 }
 
-struct Shared {
+struct RegistryState {
     current: ArcSwap<Snapshot>,
     writer: Mutex<Writer>,
     changes: watch::Sender<u64>,
@@ -128,7 +128,7 @@ impl Registry {
     pub fn new() -> Self {
         let (changes, _) = watch::channel(0);
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(RegistryState {
                 current: ArcSwap::from_pointee(Snapshot::new(0, Box::new([]), Box::new([]), false)),
                 writer: Mutex::new(Writer {
                     members: BTreeMap::new(),

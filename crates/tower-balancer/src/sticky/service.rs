@@ -11,7 +11,7 @@ use super::config::StickyConfig;
 use super::future::ResponseFuture;
 use super::route::{first_cookie_values, route_from_session_id, url_param, MAX_COOKIE_NAMES};
 use crate::balance::PinnedRoute;
-use crate::conn::ClientTls;
+use crate::client::ClientTls;
 use crate::registry::{MemberId, Registry, Snapshot};
 
 /// The service made by [`StickyLayer`](super::StickyLayer).

@@ -1,0 +1,225 @@
+//! What a built file holds until it binds, in four groups: the front (where and how clients
+//! are accepted), the stack (the layers a request goes through), the manager, and the
+//! sources that change members (discovery and probes). Keeping them apart keeps
+//! [`Gateway`](super::Gateway) small and lets each group be started by its own code.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, Request, Response, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::sync::broadcast;
+use tower_balancer::balance::{BalanceLayer, HeaderKey};
+use tower_balancer::discovery::DnsDiscovery;
+use tower_balancer::failover::{FailoverConfig, FailoverLayer};
+use tower_balancer::health::{
+    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, OutlierConfig, OutlierDetection,
+    ProbeSettings, TcpProbe,
+};
+use tower_balancer::registry::Registry;
+use tower_balancer::sticky::{StickyConfig, StickyLayer};
+use tower_balancer::BoxError;
+use tower_http::timeout::ResponseBodyTimeoutLayer;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::members::MembersFile;
+use super::strategy::ConfiguredStrategy;
+use crate::forward::{ForwardConfig, ProbeClient};
+use crate::limits::RequestBodyIdleLayer;
+use crate::manager::ManagerInfo;
+use crate::rewrite::ReverseRewrite;
+use crate::serve::ServeConfig;
+use crate::tls::TlsError;
+
+/// Where and how clients are accepted.
+#[derive(Debug)]
+pub(crate) struct FrontPlan {
+    pub(crate) listen: SocketAddr,
+    pub(crate) serve: ServeConfig,
+    /// How long a request body may send nothing.
+    pub(crate) request_idle: Duration,
+}
+
+/// The balancer-manager, when one listens.
+#[derive(Debug)]
+pub(crate) struct ManagerPlan {
+    pub(crate) listen: Option<SocketAddr>,
+    /// Host names it answers for besides loopback and its own address.
+    pub(crate) names: Vec<String>,
+    pub(crate) info: ManagerInfo,
+}
+
+/// The layers between the front and the members, outermost first.
+#[derive(Debug)]
+pub(crate) struct StackPlan {
+    pub(crate) sticky: StickyConfig,
+    pub(crate) failover: FailoverConfig,
+    pub(crate) strategy: ConfiguredStrategy,
+    pub(crate) hash_key: Option<HeaderName>,
+    pub(crate) outliers: OutlierConfig,
+    /// How long a member's response body may send nothing.
+    pub(crate) response_idle: Duration,
+    pub(crate) forward: ForwardConfig,
+}
+
+impl StackPlan {
+    /// The service clients are served by: request body idle limit → sticky → failover →
+    /// balance (with passive ejection by `outliers`, whose readmission task must run) →
+    /// response body idle limit → forward.
+    pub(crate) fn stack(
+        self,
+        registry: &Registry,
+        request_idle: Duration,
+        outliers: OutlierDetection,
+    ) -> Result<impl ClientStack, TlsError> {
+        let forward = self.forward.build(registry.clone())?;
+        let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
+        let mut balance = BalanceLayer::new(registry.clone(), self.strategy).observer(outliers);
+        if let Some(name) = self.hash_key {
+            balance = balance.hash_key(HeaderKey::new(name));
+        }
+        let failover = FailoverLayer::new(registry.clone(), self.failover);
+        let sticky = StickyLayer::new(registry.clone(), self.sticky);
+        Ok(RequestBodyIdleLayer::new(request_idle)
+            .layer(sticky.layer(failover.layer(balance.layer(forward)))))
+    }
+}
+
+/// What the server needs of the service it serves.
+pub(crate) trait ClientStack:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The response body.
+    type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> ClientStack for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = B;
+}
+
+/// The health check a file asked for.
+#[derive(Debug, Clone)]
+pub(crate) enum ProbeKind {
+    /// An HTTP(S) request over the forwarder's own TLS settings.
+    Http(Box<HttpProbe<ProbeClient>>, ProbeSettings),
+    /// A TCP connect.
+    Tcp(ProbeSettings),
+}
+
+impl ProbeKind {
+    /// Starts probing `registry`'s members.
+    pub(crate) fn spawn(
+        &self,
+        registry: &Registry,
+    ) -> (HealthProbeTask, broadcast::Receiver<HealthEvent>) {
+        match self {
+            Self::Http(p, settings) => {
+                let checker = HealthProbe::new(registry.clone(), (**p).clone(), *settings);
+                let events = checker.subscribe();
+                (checker.spawn(), events)
+            }
+            Self::Tcp(settings) => {
+                let checker = HealthProbe::new(registry.clone(), TcpProbe, *settings);
+                let events = checker.subscribe();
+                (checker.spawn(), events)
+            }
+        }
+    }
+}
+
+/// What changes members while the balancer runs: a members file, DNS, health probes.
+#[derive(Debug, Default)]
+pub(crate) struct SourcePlan {
+    pub(crate) file: Option<MembersFile>,
+    pub(crate) dns: Option<DnsDiscovery>,
+    /// How long a member that left the file or DNS drains.
+    pub(crate) drain: Duration,
+    pub(crate) probe: Option<ProbeKind>,
+}
+
+/// A task that stops when its handle is dropped, as the probe task does.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Runs `task` until it ends or the handle is dropped.
+    pub(crate) fn spawn<F: Future + Send + 'static>(task: F) -> Self {
+        Self(tokio::spawn(async move {
+            task.await;
+        }))
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The public URL (what `ProxyPassReverse` rewrites to): from the file, or from the server
+/// name and the port actually bound.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicUrl {
+    pub(crate) explicit: Option<Uri>,
+    pub(crate) server_name: String,
+    pub(crate) tls: bool,
+    pub(crate) reverse: bool,
+    pub(crate) cookie_domains: Vec<(String, String)>,
+    pub(crate) cookie_paths: Vec<(String, String)>,
+    /// The URL as it stands: with the configured port until bound, then the bound one.
+    pub(crate) current: Uri,
+}
+
+impl PublicUrl {
+    /// The public URL with the front on `port`.
+    pub(crate) fn url(&self, port: u16) -> Result<Uri, String> {
+        if let Some(u) = &self.explicit {
+            return Ok(u.clone());
+        }
+        let (scheme, default_port) = if self.tls {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
+        let text = if port == default_port {
+            format!("{scheme}://{}", self.server_name)
+        } else {
+            format!("{scheme}://{}:{port}", self.server_name)
+        };
+        text.parse()
+            .map_err(|_| format!("`{}` is not a host name", self.server_name))
+    }
+
+    /// The reverse rewriting for the current URL, when any is configured.
+    pub(crate) fn rewrite(&self) -> Option<ReverseRewrite> {
+        if !self.reverse && self.cookie_domains.is_empty() && self.cookie_paths.is_empty() {
+            return None;
+        }
+        let mut rewrite = ReverseRewrite::try_new(&self.current).ok()?;
+        for (from, to) in &self.cookie_domains {
+            rewrite = rewrite.cookie_domain(from, to);
+        }
+        for (from, to) in &self.cookie_paths {
+            rewrite = rewrite.cookie_path(from, to);
+        }
+        Some(rewrite)
+    }
+}
