@@ -56,6 +56,8 @@ struct RegistryState {
 pub(super) struct Writer {
     pub(super) members: BTreeMap<MemberId, Arc<Member>>,
     pub(super) builders: Vec<Option<Arc<dyn TableBuilder>>>,
+    /// Builders of tables over every member (the sticky layer's route tokens).
+    pub(super) member_builders: Vec<Arc<dyn TableBuilder>>,
     pub(super) version: u64,
     pub(super) next_serial: u64,
     pub(super) panic_threshold: f64,
@@ -133,6 +135,7 @@ impl Registry {
                 writer: Mutex::new(Writer {
                     members: BTreeMap::new(),
                     builders: Vec::new(),
+                    member_builders: Vec::new(),
                     version: 0,
                     next_serial: 1,
                     panic_threshold: DEFAULT_PANIC_THRESHOLD,
@@ -299,6 +302,16 @@ impl Registry {
         slot
     }
 
+    /// Registers a builder of a table over every member, whatever its state (a table per
+    /// tier sees only the members that take new requests). Built on every publish, off the
+    /// request path; dropped once the builder returns `None`. The snapshot is rebuilt before
+    /// this returns.
+    pub(crate) fn attach_member_table(&self, builder: Arc<dyn TableBuilder>) {
+        let mut writer = self.lock();
+        writer.member_builders.push(builder);
+        self.publish(&mut writer);
+    }
+
     /// Sets slow-start ramps (member id, permille of weight) and rebuilds once; the health
     /// module's slow start uses this.
     pub fn set_ramps(&self, ramps: &[(MemberId, u16)]) {
@@ -384,7 +397,11 @@ impl Writer {
                 Tier::new(priority, standby, tier_members.into_boxed_slice(), tables)
             })
             .collect();
+        let mut member_tables = Vec::with_capacity(self.member_builders.len());
+        self.member_builders
+            .retain(|b| b.build(&members).map(|t| member_tables.push(t)).is_some());
         Snapshot::new(self.version, members, tiers, panic)
+            .with_member_tables(member_tables.into_boxed_slice())
     }
 }
 

@@ -84,6 +84,7 @@ pub struct Snapshot {
     members: Box<[Arc<Member>]>,
     tiers: Box<[Tier]>,
     panic: bool,
+    member_tables: Box<[Table]>,
 }
 
 impl Snapshot {
@@ -98,7 +99,18 @@ impl Snapshot {
             members,
             tiers,
             panic,
+            member_tables: Box::new([]),
         }
+    }
+
+    pub(crate) fn with_member_tables(mut self, tables: Box<[Table]>) -> Self {
+        self.member_tables = tables;
+        self
+    }
+
+    /// Tables built over every member at publish (see `Registry::attach_member_table`).
+    pub(crate) fn member_tables(&self) -> &[Table] {
+        &self.member_tables
     }
 
     /// Whether too few members were healthy (below the panic threshold), so this snapshot's

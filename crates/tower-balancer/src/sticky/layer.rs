@@ -57,9 +57,11 @@ pub struct StickyLayer {
 }
 
 impl StickyLayer {
-    /// Sticky sessions over `registry` with `config`.
+    /// Sticky sessions over `registry` with `config`. The registry builds the route tokens
+    /// of its members whenever it changes, from now on (never on a request).
     #[must_use]
     pub fn new(registry: Registry, config: StickyConfig) -> Self {
+        config.codec.attach(&registry);
         Self {
             registry,
             config: Arc::new(config),

@@ -12,16 +12,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderValue;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::registry::{MemberId, Snapshot};
+use crate::registry::{Member, MemberId, Registry, Snapshot, WeakBuilder};
 
 /// Bytes of HMAC output kept in a token: 18 bytes, 24 base64url characters.
 const TOKEN_BYTES: usize = 18;
@@ -129,9 +128,11 @@ struct Entry {
 }
 
 /// The routes of one snapshot's members, so a request decodes a cookie with one hash lookup
-/// and a new session gets a ready-made `Set-Cookie` header.
+/// and a new session gets a ready-made `Set-Cookie` header. Built when the registry
+/// publishes (a member table of the snapshot), never on a request.
 struct Table {
-    version: u64,
+    /// The codec that built it: a registry may carry tables of several sticky layers.
+    owner: usize,
     /// Token → member, and whether an older key (not the first) signed it.
     by_token: HashMap<Box<str>, (MemberId, bool)>,
     by_member: HashMap<MemberId, Entry>,
@@ -140,14 +141,15 @@ struct Table {
 /// Writes a `Set-Cookie` value from a cookie value and whether the request came over TLS.
 type FormatSetCookie = dyn Fn(&str, bool) -> String + Send + Sync;
 
-/// Encodes members into cookie values and `Set-Cookie` headers and decodes signed tokens,
-/// against the registry's current members. Rebuilt when the registry's version changes; what
-/// was computed for members already known (HMACs, headers) is reused.
+/// Encodes members into cookie values and `Set-Cookie` headers and decodes signed tokens.
+/// Its table of every member's token is one of the registry's member tables, rebuilt when
+/// the registry publishes; what was computed for members already known (HMACs, headers) is
+/// reused from the last table.
 pub(crate) struct RouteCodec {
     keys: Option<RouteKeys>,
     format: Box<FormatSetCookie>,
-    table: ArcSwap<Table>,
-    rebuild: Mutex<()>,
+    /// The last table built, whose entries the next build reuses (touched at publish only).
+    last: Mutex<Option<Arc<Table>>>,
 }
 
 impl RouteCodec {
@@ -159,18 +161,26 @@ impl RouteCodec {
         Self {
             keys,
             format: Box::new(format),
-            table: ArcSwap::from_pointee(Table {
-                version: u64::MAX,
-                by_token: HashMap::new(),
-                by_member: HashMap::new(),
-            }),
-            rebuild: Mutex::new(()),
+            last: Mutex::new(None),
         }
+    }
+
+    /// Has `registry` build this codec's table whenever it publishes; the table goes when
+    /// the codec does.
+    pub(crate) fn attach(self: &Arc<Self>, registry: &Registry) {
+        registry.attach_member_table(Arc::new(WeakBuilder {
+            strategy: Arc::downgrade(self),
+            build: |codec: &Self, members: &[Arc<Member>]| codec.build_table(members),
+        }));
     }
 
     /// Whether cookies carry signed tokens.
     pub(crate) fn is_signed(&self) -> bool {
         self.keys.is_some()
+    }
+
+    fn owner(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     fn entry_for(&self, id: &MemberId) -> Option<Entry> {
@@ -187,29 +197,19 @@ impl RouteCodec {
         })
     }
 
-    fn table(&self, snapshot: &Snapshot) -> Arc<Table> {
-        let current = self.table.load_full();
-        if current.version == snapshot.version() {
-            return current;
-        }
-        // One request rebuilds; concurrent ones use the previous table meanwhile (a member
-        // that just joined is then not yet decodable: its requests are balanced normally).
-        let _guard = match self.rebuild.try_lock() {
+    fn build_table(&self, members: &[Arc<Member>]) -> Arc<Table> {
+        let mut last = match self.last.lock() {
             Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return current,
+            Err(poisoned) => poisoned.into_inner(),
         };
+        let known = last.as_ref().map(|t| &t.by_member);
         let extra_keys = self.keys.as_ref().map_or(&[][..], |k| &k.keys[1..]);
-        let mut by_token = HashMap::with_capacity(snapshot.len() * (1 + extra_keys.len()));
-        let mut by_member = HashMap::with_capacity(snapshot.len());
-        for m in snapshot.members() {
+        let mut by_token = HashMap::with_capacity(members.len() * (1 + extra_keys.len()));
+        let mut by_member = HashMap::with_capacity(members.len());
+        for m in members {
             let id = m.id();
-            let Some(entry) = current
-                .by_member
-                .get(id)
-                .cloned()
-                .or_else(|| self.entry_for(id))
-            else {
+            let reused = known.and_then(|k| k.get(id)).cloned();
+            let Some(entry) = reused.or_else(|| self.entry_for(id)) else {
                 continue;
             };
             if self.keys.is_some() {
@@ -222,12 +222,26 @@ impl RouteCodec {
             by_member.insert(id.clone(), entry);
         }
         let table = Arc::new(Table {
-            version: snapshot.version(),
+            owner: self.owner(),
             by_token,
             by_member,
         });
-        self.table.store(table.clone());
+        *last = Some(table.clone());
         table
+    }
+
+    /// This codec's table in `snapshot`; built on the spot for a snapshot of a registry the
+    /// codec was never attached to (no sticky layer over it).
+    fn with_table<T>(&self, snapshot: &Snapshot, f: impl FnOnce(&Table) -> T) -> T {
+        let found = snapshot
+            .member_tables()
+            .iter()
+            .filter_map(|t| t.downcast_ref::<Arc<Table>>())
+            .find(|t| t.owner == self.owner());
+        match found {
+            Some(table) => f(table),
+            None => f(&self.build_table(snapshot.members())),
+        }
     }
 
     /// The member a signed token names, if it is a valid token of a registered member, and
@@ -236,7 +250,7 @@ impl RouteCodec {
         if self.keys.is_none() || token.len() != TOKEN_BYTES / 3 * 4 {
             return None;
         }
-        self.table(snapshot).by_token.get(token).cloned()
+        self.with_table(snapshot, |t| t.by_token.get(token).cloned())
     }
 
     /// The `Set-Cookie` header naming `id`.
@@ -247,16 +261,44 @@ impl RouteCodec {
         secure: bool,
     ) -> Option<HeaderValue> {
         let i = usize::from(secure);
-        match self.table(snapshot).by_member.get(id) {
-            Some(e) => Some(e.set_cookie[i].clone()),
-            None => self.entry_for(id).map(|e| e.set_cookie[i].clone()),
-        }
+        self.with_table(snapshot, |t| {
+            t.by_member.get(id).map(|e| e.set_cookie[i].clone())
+        })
+        .or_else(|| self.entry_for(id).map(|e| e.set_cookie[i].clone()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::MemberSpec;
+
+    #[test]
+    fn the_table_is_built_when_the_registry_publishes_and_goes_with_the_codec() {
+        let registry = Registry::new();
+        let keys = RouteKeys::new(&[[7u8; 32]]).unwrap();
+        let codec = Arc::new(RouteCodec::new(Some(keys.clone()), |v, _| format!("R={v}")));
+        codec.attach(&registry);
+        let id = MemberId::new("node1").unwrap();
+        registry
+            .insert(MemberSpec::new(id.clone(), "http://a".parse().unwrap()))
+            .unwrap();
+        let snapshot = registry.load();
+        let tables = snapshot.member_tables();
+        assert_eq!(tables.len(), 1);
+        let table = tables[0].downcast_ref::<Arc<Table>>().unwrap();
+        let token = keys.token(&id);
+        // built before any request, and the one a request reads
+        assert_eq!(
+            table.by_token.get(token.as_str()),
+            Some(&(id.clone(), false))
+        );
+        assert_eq!(codec.decode(&token, &snapshot), Some((id, false)));
+        drop(snapshot);
+        drop(codec);
+        registry.rebuild();
+        assert!(registry.load().member_tables().is_empty());
+    }
 
     #[test]
     fn keys_are_checked() {
