@@ -39,14 +39,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This release carries [`forward`]: the forwarding service over hyper with TLS to members;
-//! [`hygiene`]: hop-by-hop header removal and `X-Forwarded-*` /
-//! `Forwarded` / `Via` with a trusted-proxies list; and [`rewrite`], Apache's
-//! `ProxyPassReverse` for `Location`-like headers and `Set-Cookie` domains and paths.
-//! [`serve`] serves the stack, plain or with TLS in front, under a connection cap; HTTP/1.1
-//! upgrades (WebSocket, by allow-list) are tunnelled end to end. [`limits`] bounds how long
-//! request and response bodies may go silent; [`manager`] is Apache's balancer-manager page;
-//! `config` (feature) builds the whole balancer from a TOML file.
+//! The modules, in the order a request meets them: [`serve`] accepts clients (plain or TLS,
+//! HTTP/1.1 and HTTP/2, under a connection cap, with header-read timeouts and a framing
+//! guard) and maps stack errors to statuses; [`limits`] bounds how long request and response
+//! bodies may go silent; [`forward`] carries the request to the picked member over hyper-util's
+//! pool with TLS to members ([`tls`] holds the TLS errors both share); [`hygiene`] removes
+//! hop-by-hop and forged forwarding headers and writes `X-Forwarded-*` / `Forwarded` / `Via`
+//! under a trusted-proxies list; [`rewrite`] is Apache's `ProxyPassReverse`. Beside them,
+//! [`manager`] is Apache's balancer-manager page, and `config` (feature) builds the whole
+//! balancer from a TOML file that mirrors an Apache virtual host.
 
 #[cfg(feature = "config")]
 pub mod config;
@@ -60,3 +61,8 @@ pub mod manager;
 pub mod rewrite;
 pub mod serve;
 pub mod tls;
+
+/// The README's Rust examples, compiled as doctests so the quick start cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -199,7 +199,13 @@ impl PublicUrl {
         } else {
             ("http", 80)
         };
-        let text = if port == default_port {
+        // a server name with its own port (`wso2.com:443`, a port mapped in front) keeps it
+        let named_port = self
+            .server_name
+            .parse::<http::uri::Authority>()
+            .ok()
+            .and_then(|a| a.port_u16());
+        let text = if named_port.is_some() || port == default_port {
             format!("{scheme}://{}", self.server_name)
         } else {
             format!("{scheme}://{}:{port}", self.server_name)
