@@ -7,10 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderName, Request, Response, Uri};
-use http_body::Body;
-use hyper::body::Incoming;
+use http::{HeaderName, Uri};
 use tokio::sync::broadcast;
 use tower_balancer::balance::{BalanceLayer, HeaderKey};
 use tower_balancer::discovery::DnsDiscovery;
@@ -21,10 +18,8 @@ use tower_balancer::health::{
 };
 use tower_balancer::registry::Registry;
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
-use tower_balancer::BoxError;
 use tower_http::timeout::ResponseBodyTimeoutLayer;
 use tower_layer::Layer;
-use tower_service::Service;
 
 use super::members::MembersFile;
 use super::strategy::ConfiguredStrategy;
@@ -32,7 +27,7 @@ use crate::forward::{ForwardConfig, ProbeClient};
 use crate::limits::RequestBodyIdleLayer;
 use crate::manager::ManagerInfo;
 use crate::rewrite::ReverseRewrite;
-use crate::serve::ServeConfig;
+use crate::serve::{Servable, ServeConfig};
 use crate::tls::TlsError;
 
 /// Where and how clients are accepted.
@@ -75,7 +70,7 @@ impl StackPlan {
         registry: &Registry,
         request_idle: Duration,
         outliers: OutlierDetection,
-    ) -> Result<impl ClientStack, TlsError> {
+    ) -> Result<impl Servable, TlsError> {
         let forward = self.forward.build(registry.clone())?;
         let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
         let mut balance = BalanceLayer::new(registry.clone(), self.strategy).observer(outliers);
@@ -87,32 +82,6 @@ impl StackPlan {
         Ok(RequestBodyIdleLayer::new(request_idle)
             .layer(sticky.layer(failover.layer(balance.layer(forward)))))
     }
-}
-
-/// What the server needs of the service it serves.
-pub(crate) trait ClientStack:
-    Service<
-        Request<Incoming>,
-        Response = Response<Self::Body>,
-        Error: Into<BoxError>,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-    /// The response body.
-    type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
-}
-
-impl<S, B> ClientStack for S
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Body = B;
 }
 
 /// The health check a file asked for.

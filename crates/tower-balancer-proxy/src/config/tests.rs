@@ -452,7 +452,10 @@ fn the_readme_file_example_builds_and_its_error_example_is_what_a_user_sees() {
     assert_eq!(gateway.registry().load().len(), 2);
     // a server name with a port keeps it in the public URL
     assert_eq!(
-        gateway.public_url().authority().map(http::uri::Authority::as_str),
+        gateway
+            .public_url()
+            .authority()
+            .map(http::uri::Authority::as_str),
         Some("localhost:8080")
     );
     let bad = text.replace("route = \"node2\"", "route = \"node 2\"");

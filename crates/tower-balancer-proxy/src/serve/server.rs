@@ -21,10 +21,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_balancer::client::{ClientAddr, ClientTls};
 use tower_balancer::error::{error_status, find_in_chain};
 use tower_balancer::BoxError;
-use tower_service::Service;
 
 use super::config::ServeConfig;
 use super::guard::{check_framing, FramingError};
+use super::stack::Servable;
 use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
 
 /// How long writing a 408 to a client that timed out may take.
@@ -139,14 +139,11 @@ impl Server {
     ///
     /// # Errors
     /// Only errors that stop the whole server; a failing connection is logged and dropped.
-    pub async fn serve<S, B>(self, stack: S, shutdown: impl Future<Output = ()>) -> io::Result<()>
-    where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub async fn serve<S: Servable>(
+        self,
+        stack: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
         let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let cap = self
@@ -221,25 +218,18 @@ impl Server {
 /// and response on the connection's progress (for its idle limits), tags the request with
 /// the client's address and TLS, refuses bad framing with 400, and maps stack errors to
 /// statuses.
-fn connection_service<S, B>(
+fn connection_service<S: Servable>(
     stack: S,
     peer: SocketAddr,
     is_tls: bool,
     heads: Arc<Progress>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = Response<Tracked<ServeBody<B>>>,
+    Response = Response<Tracked<ServeBody<S::ResBody>>>,
     Error = std::convert::Infallible,
     Future = impl Future + Send + 'static,
 > + Send
-       + 'static
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+       + 'static {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         heads.head_done(&req);
         let guard = InFlight::new(heads.clone());
