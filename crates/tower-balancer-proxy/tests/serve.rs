@@ -76,9 +76,9 @@ async fn balancer(
     let stack = ServiceBuilder::new()
         .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
         .service(forward);
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
+    // a listener the caller bound (Server::bind is what the config path's tests use)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::from_listener(listener, config);
     let addr = server.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {

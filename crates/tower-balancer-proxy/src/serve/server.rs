@@ -119,7 +119,8 @@ impl Server {
         })
     }
 
-    /// Serves on a listener the caller bound.
+    /// Serves on a listener the caller bound: a socket handed over by systemd or another
+    /// supervisor, or one of several `SO_REUSEPORT` listeners, one per runtime.
     #[must_use]
     pub fn from_listener(listener: TcpListener, config: ServeConfig) -> Self {
         Self { listener, config }
