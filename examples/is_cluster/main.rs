@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tower_balancer::registry::Health;
+use tower_balancer::registry::{AdminState, Health};
 use tower_balancer_examples::cluster::{wait_for, Cluster, ClusterOptions};
 use tower_balancer_examples::{demo, status};
 use tower_balancer_proxy::config::ConfigFile;
@@ -25,12 +25,14 @@ struct Args {
     /// Where certificates are made, and kept between runs.
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
-    /// The balancer's TLS address (443 needs privileges).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
-    /// The balancer-manager's address (keep it on loopback).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
-    admin: SocketAddr,
+    /// The balancer's address (443 needs privileges) [default: 127.0.0.1:8443; with --config,
+    /// the file's `server.listen`].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The balancer-manager's address (keep it on loopback) [default: 127.0.0.1:9000; with
+    /// --config, the file's `manager.listen`].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Run the scripted demo, print its transcript and exit (non-zero if it fails).
     #[arg(long)]
     demo: bool,
@@ -63,6 +65,34 @@ async fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Prints a line; a closed stdout (`| head`) costs the line, never the balancer.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+fn say(line: &str) {
+    say!("{line}");
+}
+
+/// Ctrl-C, or SIGTERM (what systemd and docker send) on Unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn default_certs() -> PathBuf {
     // the workspace's target directory: kept between runs, ignored by git
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,18 +105,22 @@ fn default_certs() -> PathBuf {
 async fn recipe(args: &Args) -> Result<(), Error> {
     let certs = args.certs.clone().unwrap_or_else(default_certs);
     let mut options = ClusterOptions::recipe(certs);
-    options.listen = args.listen;
-    options.admin = args.admin;
+    options.listen = args
+        .listen
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
+    options.admin = args
+        .admin
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9000)));
     let mut step = 0;
     let mut cluster = Cluster::start(&options, &mut |line| {
         step += 1;
-        println!("[{step}] {line}");
+        say!("[{step}] {line}");
     })
     .await?;
     let watcher = tokio::spawn(status::watch(cluster.registry.clone(), |line| {
-        println!("    {line}");
+        say!("    {line}");
     }));
-    println!("[{}] waiting for the health probes to pass…", step + 1);
+    say!("[{}] waiting for the health probes to pass…", step + 1);
     cluster
         .wait_healthy(&["node1", "node2"], Duration::from_secs(args.wait))
         .await?;
@@ -98,34 +132,34 @@ async fn recipe(args: &Args) -> Result<(), Error> {
     } else {
         format!("https://wso2.com:{port}")
     };
-    println!();
-    println!(
+    say("");
+    say!(
         "The cluster is up. Configuration: {}",
         cluster.config_file.display()
     );
-    println!(
+    say!(
         "  curl:    curl --resolve wso2.com:{port}:127.0.0.1 --cacert {} -i {url}/carbon/",
         ca.display()
     );
-    println!(
+    say!(
         "  browser: {url}/carbon/  (map wso2.com to 127.0.0.1, e.g. chromium --host-resolver-rules=\"MAP wso2.com 127.0.0.1\", and trust {})",
         ca.display()
     );
     if let Some(m) = cluster.manager {
-        println!("  manager: http://{m}/balancer-manager");
+        say!("  manager: http://{m}/balancer-manager");
     }
-    println!("  login:   admin / admin");
-    println!();
+    say!("  login:   admin / admin");
+    say("");
 
     let result = if args.demo {
-        println!("Demo:");
-        demo::run(&mut cluster, args.requests, &mut |line| println!("{line}"))
+        say!("Demo:");
+        demo::run(&mut cluster, args.requests, &mut |line| say!("{line}"))
             .await
             .map(|_| ())
             .map_err(|e| format!("the demo failed: {e}").into())
     } else {
-        println!("Press Ctrl-C to stop.");
-        let _ = tokio::signal::ctrl_c().await;
+        say!("Press Ctrl-C to stop.");
+        stop_signal().await;
         Ok(())
     };
     watcher.abort();
@@ -157,42 +191,68 @@ async fn front(file: &PathBuf, args: &Args) -> Result<(), Error> {
             .into());
         }
     }
-    let balancer = config.build()?;
+    let mut balancer = config.build()?;
+    if let Some(addr) = args.listen {
+        balancer.set_listen(addr);
+    }
+    if let Some(addr) = args.admin {
+        balancer.set_manager_listen(Some(addr));
+    }
     let registry = balancer.registry().clone();
     let has_probe = config.file().balancer.health.is_some();
     let bound = balancer.bind().await?;
-    println!("balancer listening on {}", bound.local_addr()?);
+    say!("balancer listening on {}", bound.local_addr()?);
     if let Some(m) = bound.manager_addr() {
-        println!("manager: http://{m}/balancer-manager");
+        say!("manager: http://{m}/balancer-manager");
     }
     let watcher = tokio::spawn(status::watch(registry.clone(), |line| {
-        println!("    {line}");
+        say!("    {line}");
     }));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(bound.serve(async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
+    let mut stop = std::pin::pin!(stop_signal());
     let mut result = Ok(());
+    let mut stopped = false;
     if has_probe {
-        let limit = Duration::from_secs(args.wait);
-        let any_healthy = wait_for(&registry, limit, |snap| {
-            snap.members().iter().any(|m| m.health() == Health::Healthy)
-        })
-        .await;
-        if any_healthy.is_err() {
-            result = Err(format!(
-                "no member passed its health check within {}s: check that the nodes run, that their URLs and `resolve` lines are right, and that `trust_roots` holds the CA of their certificates",
-                args.wait
-            )
-            .into());
+        tokio::select! {
+            r = wait_for_members(&registry, args.wait) => result = r,
+            () = &mut stop => stopped = true,
         }
     }
-    if result.is_ok() {
-        println!("Press Ctrl-C to stop.");
-        let _ = tokio::signal::ctrl_c().await;
+    if result.is_ok() && !stopped {
+        say!("Press Ctrl-C to stop.");
+        stop.await;
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
     watcher.abort();
     result
+}
+
+/// Waits until a member passes its health check, or says why none can.
+async fn wait_for_members(
+    registry: &tower_balancer::registry::Registry,
+    seconds: u64,
+) -> Result<(), Error> {
+    let takes_requests = |snap: &tower_balancer::registry::Snapshot| {
+        snap.members()
+            .iter()
+            .any(|m| matches!(m.state(), AdminState::Active | AdminState::Standby))
+    };
+    if !takes_requests(&registry.load()) {
+        return Err("every member is disabled or draining (`status` in the file), so none is probed or takes requests: set status = \"active\" on at least one".into());
+    }
+    let limit = Duration::from_secs(seconds);
+    wait_for(registry, limit, |snap| {
+        snap.members().iter().any(|m| m.health() == Health::Healthy)
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "no member passed its health check within {seconds}s: check that the nodes run, that their URLs and `resolve` lines are right, and that `trust_roots` holds the CA of their certificates"
+        )
+        .into()
+    })
 }

@@ -11,6 +11,7 @@ use super::error::{locate, parse_toml, ConfigError};
 use super::file::{FileConfig, LbMethod};
 use super::plan::ManagerPlan;
 use super::run::Gateway;
+use super::typed::ProbeMethod;
 use crate::forward::ForwardConfig;
 use crate::hygiene::Forwarding;
 use crate::manager::ManagerInfo;
@@ -81,12 +82,37 @@ impl ConfigFile {
             d.target()
                 .map_err(|e| self.err(NO_SPAN, "balancer.dns", e))?;
         }
-        if b.hash_key.is_none() && matches!(b.lbmethod, LbMethod::Maglev | LbMethod::Ringhash) {
+        let hashing = matches!(b.lbmethod, LbMethod::Maglev | LbMethod::Ringhash);
+        if b.hash_key.is_none() && hashing {
             return Err(self.err(
                 NO_SPAN,
                 "balancer.lbmethod",
                 "maglev and ringhash need `hash_key`, the request header to hash",
             ));
+        }
+        if b.hash_key.is_some() && !hashing {
+            return Err(self.err(
+                NO_SPAN,
+                "balancer.hash_key",
+                "only lbmethod = \"maglev\" or \"ringhash\" hashes a header: set one, or leave hash_key out",
+            ));
+        }
+        if b.members_poll.is_some() && b.members_file.is_none() {
+            return Err(self.err(
+                NO_SPAN,
+                "balancer.members_poll",
+                "members_poll says how often members_file is read, and there is no members_file",
+            ));
+        }
+        self.check_health()?;
+        if let Some(m) = &self.file.manager {
+            if m.listen == s.listen && s.listen.port() != 0 {
+                return Err(self.err(
+                    NO_SPAN,
+                    "manager.listen",
+                    "the manager needs its own port: it is server.listen's",
+                ));
+            }
         }
         if b.cookie_key_file.is_some() && !b.cookie_key_files.is_empty() {
             return Err(self.err(
@@ -117,6 +143,21 @@ impl ConfigFile {
                 at,
                 "balancer.client_certificate",
                 "client_certificate and client_key come together",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A TCP check has no status or body to judge.
+    fn check_health(&self) -> Result<(), ConfigError> {
+        let Some(h) = &self.file.balancer.health else {
+            return Ok(());
+        };
+        if h.method == ProbeMethod::Tcp && (h.expect.is_some() || h.body_contains.is_some()) {
+            return Err(self.err(
+                NO_SPAN,
+                "balancer.health.method",
+                "a TCP check only connects: expect and body_contains need GET, HEAD or OPTIONS",
             ));
         }
         Ok(())

@@ -25,7 +25,13 @@ impl ConfigFile {
             if let Some(t) = b.members_poll {
                 file = file.poll_interval(t);
             }
-            for spec in file.read()? {
+            let specs = file.read().map_err(|e| match e.line() {
+                // the members file's own line: its error says where
+                Some(_) => e,
+                // unreadable or empty: say which key of this file named it
+                None => self.err(Some(p), "balancer.members_file", e.to_string()),
+            })?;
+            for spec in specs {
                 let id = spec.id().clone();
                 registry.insert(spec).map_err(|_| {
                     self.err(

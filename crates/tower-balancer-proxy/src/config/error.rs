@@ -130,8 +130,16 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
     path: &Path,
 ) -> Result<T, ConfigError> {
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::at(path, text, e.span(), None, e.message()))?;
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let message = match e.span().and_then(|s| text.get(s)) {
+            // toml names no key: the span holds it
+            Some(key) if e.message().starts_with("duplicate key") => {
+                format!("`{key}` is given twice")
+            }
+            _ => e.message().to_owned(),
+        };
+        ConfigError::at(path, text, e.span(), None, message)
+    })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         // `Spanned` values add a private segment to the path: the key is the value's
         let key = e.path().to_string();
@@ -141,8 +149,37 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
             .collect::<Vec<_>>()
             .join(".");
         let inner = e.into_inner();
-        ConfigError::at(path, text, inner.span(), Some(key), inner.message())
+        ConfigError::at(
+            path,
+            text,
+            inner.span(),
+            Some(key),
+            plain_words(inner.message()),
+        )
     })
+}
+
+/// serde's words for a wrong type, in an operator's words.
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 9] = [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        (
+            "invalid type: map, expected a sequence",
+            "expected a list: write [[table]] (two brackets) for each entry, or [ ... ]",
+        ),
+    ];
+    let mut out = message.to_owned();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    out
 }
 
 #[cfg(test)]

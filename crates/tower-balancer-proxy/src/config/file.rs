@@ -14,9 +14,10 @@ use tower_balancer::registry::{AdminState, Health};
 use super::reliability::{EjectionSection, RetryBudgetSection};
 use super::typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 use super::values::{
-    duration_opt, fraction_opt, header_bytes_opt, header_name_opt, host_name, non_empty, path,
-    positive_opt, positive_u32, statuses, timeout, timeout_opt, trusted_proxies, upgrades_opt, uri,
-    uri_opt, weight,
+    balancer_name, duration_opt, fraction_opt, header_bytes_opt, header_name_opt, host_name,
+    host_names, max_retries, non_empty_opt, path, port_opt, positive_opt, positive_u32,
+    probe_interval, socket_addr, socket_addrs, statuses, timeout, timeout_opt, trusted_proxies,
+    upgrades_opt, uri, uri_opt, weight,
 };
 use crate::hygiene::TrustedProxies;
 
@@ -38,6 +39,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// `Listen` / `<VirtualHost addr:port>`.
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// `ServerName`: the public host name, optionally with a port (used for
     /// `ProxyPassReverse`).
@@ -75,8 +77,8 @@ pub struct ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerSection {
-    /// `balancer://name`.
-    #[serde(deserialize_with = "non_empty")]
+    /// `balancer://name`: letters, digits and `._~-`, as in a URL's host.
+    #[serde(deserialize_with = "balancer_name")]
     pub name: String,
     /// `lbmethod=`.
     #[serde(default)]
@@ -121,8 +123,8 @@ pub struct BalancerSection {
     /// `nofailover=On`: a session whose member is down gets 503, not another member.
     #[serde(default)]
     pub nofailover: bool,
-    /// `maxattempts=`: retries after the first attempt.
-    #[serde(default)]
+    /// `maxattempts=`: retries after the first attempt (at most 15).
+    #[serde(default, deserialize_with = "max_retries")]
     pub maxattempts: Option<usize>,
     /// `timeout=` (nginx `proxy_read_timeout`): how long one attempt may wait for the
     /// member's response headers (default 60 s).
@@ -199,8 +201,8 @@ pub struct DnsSection {
     /// A name whose A and AAAA records are the members (with `port`).
     #[serde(default)]
     pub name: Option<String>,
-    /// The members' port, with `name`.
-    #[serde(default)]
+    /// The members' port, with `name` (1–65535).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// An SRV name whose records are the members (instead of `name` and `port`).
     #[serde(default)]
@@ -212,7 +214,7 @@ pub struct DnsSection {
     #[serde(default)]
     pub id_prefix: String,
     /// Servers to ask instead of the system's (`/etc/resolv.conf`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "socket_addrs")]
     pub name_servers: Vec<SocketAddr>,
     /// The shortest time between two resolutions (default 1 s).
     #[serde(default, deserialize_with = "duration_opt")]
@@ -306,7 +308,7 @@ pub struct MemberSection {
     pub status: AdminState,
     /// Addresses the member's host name resolves to inside this process (an `/etc/hosts`
     /// line); the system resolver when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "socket_addrs")]
     pub resolve: Vec<SocketAddr>,
 }
 
@@ -321,7 +323,7 @@ pub struct HealthSection {
     #[serde(default = "default_hc_uri", deserialize_with = "path")]
     pub uri: String,
     /// `hcinterval=`.
-    #[serde(default = "default_hc_interval", deserialize_with = "timeout")]
+    #[serde(default = "default_hc_interval", deserialize_with = "probe_interval")]
     pub interval: Duration,
     /// How long one probe may take.
     #[serde(default = "default_hc_timeout", deserialize_with = "timeout")]
@@ -332,11 +334,11 @@ pub struct HealthSection {
     /// `hcfails=`: failures in a row that take a member out (at least 1).
     #[serde(default = "two", deserialize_with = "positive_u32")]
     pub fails: u32,
-    /// `hcexpr` as a status range: `"200-399"` (the default) or one status.
+    /// `hcexpr` as a status range: `"200-399"` (the default) or one status; HTTP checks only.
     #[serde(default)]
-    pub expect: StatusRange,
+    pub expect: Option<StatusRange>,
     /// `hcexpr` on the body: text the page must contain.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty_opt")]
     pub body_contains: Option<String>,
     /// `"down"` (the default): a member takes traffic once it passes `passes` checks;
     /// `"up"`: members start healthy and checks only take them out.
@@ -364,10 +366,11 @@ fn initial<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
 #[serde(deny_unknown_fields)]
 pub struct ManagerSection {
     /// Where the manager listens; keep it on loopback or behind authentication.
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Host names the manager answers for besides `localhost`, `127.0.0.1`, `::1` and the
     /// address it listens on (421 for any other `Host`: DNS rebinding).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "host_names")]
     pub names: Vec<String>,
 }
 

@@ -38,7 +38,7 @@
 //!
 //! | Apache directive | key |
 //! |---|---|
-//! | `Listen` / `<VirtualHost addr:port>` | `server.listen` |
+//! | `Listen` / `<VirtualHost addr:port>` | `server.listen` (an IP address and port; host names are not looked up) |
 //! | `ServerName` | `server.server_name` |
 //! | `SSLEngine on`, `SSLCertificateFile`, `SSLCertificateKeyFile` | `server.certificate`, `server.key` (both or neither) |
 //! | `RequestReadTimeout header=` | `server.header_read_timeout` |
@@ -48,10 +48,10 @@
 //! | (HAProxy `maxconn`) | `server.max_connections` (default: half the open-file limit after 64) |
 //! | `<Proxy balancer://name>` | `balancer.name` |
 //! | `ProxySet lbmethod=` (`byrequests`, `bybusyness`, `bytraffic`; ours: `p2c`, `random`) | `balancer.lbmethod` |
-//! | `ProxySet stickysession=JSESSIONID\|jsessionid` | `balancer.stickysession` |
-//! | `Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e"` (the ROUTEID recipe) | `balancer.cookie`, `balancer.cookie_plain`, `balancer.cookie_key_file` |
+//! | `ProxySet stickysession=JSESSIONID\|jsessionid` | `balancer.stickysession` (default `"JSESSIONID\|jsessionid"`: the cookie, then the URL parameter; one name for both; `""` off) |
+//! | `Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e"` (the ROUTEID recipe) | `balancer.cookie` (default `ROUTEID`), `balancer.cookie_plain`, `balancer.cookie_key_file` (without one, a key made at start signs cookies, so they are not recognised after a restart or by another instance; a warning says so) |
 //! | `ProxySet nofailover=On` | `balancer.nofailover` |
-//! | `ProxySet maxattempts=` | `balancer.maxattempts` |
+//! | `ProxySet maxattempts=` | `balancer.maxattempts` (default 3, at most 15) |
 //! | `ProxySet timeout=` | `balancer.timeout` (default 60 s a try, for response headers) |
 //! | (nginx `proxy_read_timeout` on bodies) | `balancer.response_body_timeout` (default 60 s) |
 //! | (nginx `max_fails`, Envoy outlier detection) | `[balancer.ejection]`: `connect_failures` (3), `consecutive_failures` (5), `base_time` (30 s), `max_time` (300 s), `max_fraction` (0.1); 0 turns a rule off |
@@ -73,10 +73,10 @@
 //! | `lbset=` | `balancer.member.lbset` |
 //! | `status=+D` / `+H` / `+N` | `balancer.member.status` (`+D`, `+H`, `+N` or `disabled`, `standby`, `draining`) |
 //! | `/etc/hosts` entry for the member's name | `balancer.member.resolve` |
-//! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `balancer.health.method`, `.uri`, `.interval`, `.passes`, `.fails`, `.expect` / `.body_contains`; a health answer carrying an `x-lb-fail` header takes the member out at once (a member can announce its own shutdown) |
+//! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `[balancer.health]`: `method` (`GET`; `HEAD`, `OPTIONS`, or `TCP` for a connect only), `uri` (`/`), `interval` (5 s, at least 100 ms), `timeout` (2 s a probe), `passes` (2), `fails` (2), `expect` (`"200-399"`) / `body_contains` (HTTP checks only), `initial` (`"down"`: members take traffic once they pass; `"up"`); a health answer carrying an `x-lb-fail` header takes the member out at once (a member can announce its own shutdown) |
 //! | `<Location /balancer-manager> SetHandler balancer-manager` | `manager.listen` (its own port; keep it on loopback or behind authentication), `manager.names` (host names it answers for besides `localhost` and its address) |
 //! | (no Apache equivalent) a signing key list for several instances | `balancer.cookie_key_files` (first signs, all accepted) |
-//! | (ours) consistent hashing of a header | `balancer.lbmethod = "maglev"` or `"ringhash"`, `balancer.hash_key` |
+//! | (ours) consistent hashing of a header | `balancer.lbmethod = "maglev"` or `"ringhash"`, `balancer.hash_key` (needed by both, refused with any other method) |
 //! | (ours) members from a watched file | `balancer.members_file`, `balancer.members_poll`, `balancer.drain` |
 //! | (nginx `resolve`, HAProxy `server-template`) members from DNS | `[balancer.dns]`: `name` + `port`, or `srv`; `scheme`, `name_servers`, `ttl_floor`, `ttl_ceiling`, `remove_after`, `max_members`, `id_prefix` |
 //!

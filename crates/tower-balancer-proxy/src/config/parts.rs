@@ -165,6 +165,13 @@ impl ConfigFile {
             })?;
             builder = builder.signed(keys);
         }
+        if !b.cookie_plain && b.cookie_key_file.is_none() && b.cookie_key_files.is_empty() {
+            tracing::warn!(
+                "balancer.cookie is signed with a key made for this process: after a restart, \
+                 and on other instances, clients' cookies are not recognised and their sessions \
+                 are balanced again; set balancer.cookie_key_file to keep them"
+            );
+        }
         builder.build().map_err(|e| {
             // name the key the refused name came from
             let key = match &e {
@@ -212,13 +219,14 @@ impl ConfigFile {
         let Some(method) = h.method.http_method() else {
             return Ok(Some(ProbeKind::Tcp(settings)));
         };
+        let expect = h.expect.unwrap_or_default();
         let client = forward
             .probe_client(registry)
             .map_err(|e| self.err(NO_SPAN, "balancer.trust_roots", e.to_string()))?;
         let mut probe = HttpProbe::new(client)
             .method(method)
             .path(h.uri.as_str())
-            .expect_status(h.expect.low(), h.expect.high())
+            .expect_status(expect.low(), expect.high())
             .fail_header(HeaderName::from_static("x-lb-fail"));
         if let Some(text) = &h.body_contains {
             probe = probe.body_contains(text.as_bytes());

@@ -184,8 +184,9 @@ fn scale_out_keys_are_checked() {
     .unwrap();
     let e = c.build().unwrap_err();
     assert!(
-        e.to_string()
-            .starts_with("/nonexistent/no-such-members.toml: cannot read"),
+        e.to_string().starts_with(
+            "/nonexistent/lb.toml:6: `balancer.members_file`: /nonexistent/no-such-members.toml: cannot read"
+        ),
         "{e}"
     );
 }
@@ -350,7 +351,12 @@ fn probe_and_reliability_values_that_would_half_work_are_refused_at_their_key() 
         (
             GOOD.replace("interval = \"2s\"", "interval = \"0s\""),
             "balancer.health.interval",
-            "longer than 0 s",
+            "shorter than 100ms",
+        ),
+        (
+            GOOD.replace("interval = \"2s\"", "interval = \"1ns\""),
+            "balancer.health.interval",
+            "shortest probe interval",
         ),
         (
             health("timeout = \"0ms\""),
@@ -471,4 +477,125 @@ fn the_readme_file_example_builds_and_its_error_example_is_what_a_user_sees() {
         readme.contains(&shown),
         "the README shows another message than {shown}"
     );
+}
+
+#[test]
+fn settings_that_would_do_nothing_or_clash_are_refused_with_words_an_operator_reads() {
+    let member = "[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n";
+    let file = |server: &str, balancer: &str, rest: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nserver_name = \"lb\"\n{server}[balancer]\nname = \"b\"\n{balancer}{member}{rest}"
+        )
+    };
+    assert_refused(vec![
+        (
+            file("", "hash_key = \"x-user\"\n", ""),
+            "balancer.hash_key",
+            "only lbmethod",
+        ),
+        (
+            file("", "members_poll = \"5s\"\n", ""),
+            "balancer.members_poll",
+            "no members_file",
+        ),
+        (
+            file(
+                "",
+                "",
+                "[balancer.health]\nmethod = \"TCP\"\nexpect = \"200-299\"\n",
+            ),
+            "balancer.health.method",
+            "TCP check only connects",
+        ),
+        (
+            file("", "", "[balancer.health]\nbody_contains = \"\"\n"),
+            "balancer.health.body_contains",
+            "must not be empty",
+        ),
+        (
+            file("", "", "[manager]\nlisten = \"127.0.0.1:8080\"\n"),
+            "manager.listen",
+            "its own port",
+        ),
+        (
+            file(
+                "",
+                "",
+                "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"bad name/\"]\n",
+            ),
+            "manager.names",
+            "not a host name",
+        ),
+        (
+            file(
+                "",
+                "",
+                "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb:80\"]\n",
+            ),
+            "manager.names",
+            "no port",
+        ),
+        (
+            file("", "stickysession = \"|\"\n", ""),
+            "balancer.stickysession",
+            "names nothing",
+        ),
+        (
+            file("", "stickysession = \"a|b|c\"\n", ""),
+            "balancer.stickysession",
+            "more than one",
+        ),
+        (
+            file("", "maxattempts = 100000\n", ""),
+            "balancer.maxattempts",
+            "from 0 to 15",
+        ),
+        (
+            file("", "maxattempts = -1\n", ""),
+            "balancer.maxattempts",
+            "from 0 to 15",
+        ),
+        (
+            file("", "", "[balancer.dns]\nname = \"x\"\nport = 0\n"),
+            "balancer.dns.port",
+            "from 1 to 65535",
+        ),
+        (
+            file("", "", "").replace("name = \"b\"", "name = \"my cluster\""),
+            "balancer.name",
+            "not a balancer name",
+        ),
+        (
+            file("", "", "").replace("127.0.0.1:8080", "localhost:8080"),
+            "server.listen",
+            "such as localhost are not looked up",
+        ),
+        (
+            file("", "", "").replace("route = \"n\"", "route = \"n\"\nresolve = [\"notanaddr\"]"),
+            "balancer.member[0].resolve",
+            "IP address and port",
+        ),
+        (
+            file("", "", "").replace("route = \"n\"", "route = \"n\"\nlbset = -1"),
+            "balancer.member[0].lbset",
+            "whole number from 0 to 65535",
+        ),
+        (
+            file("", "", "").replace("[[balancer.member]]", "[balancer.member]"),
+            "balancer.member",
+            "[[table]] (two brackets)",
+        ),
+    ]);
+    // a duplicate key is named
+    let e = err(&file("", "", "").replace("name = \"b\"", "name = \"b\"\nname = \"c\""));
+    assert!(e.to_string().contains("`name` is given twice"), "{e}");
+    // accepted: the rules refuse what cannot be meant, not what is merely unusual
+    for ok in [
+        file("", "stickysession = \"\"\n", ""),
+        file("", "stickysession = \"sid\"\n", ""),
+        file("", "", "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb.internal\", \"[::1]\", \"10.0.0.1\"]\n"),
+        file("", "", "[balancer.health]\nmethod = \"TCP\"\n"),
+    ] {
+        ConfigFile::from_toml(&ok, Path::new("lb.toml")).unwrap();
+    }
 }

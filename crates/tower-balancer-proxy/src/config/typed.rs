@@ -183,7 +183,29 @@ impl fmt::Display for StickyNames {
 
 impl<'de> Deserialize<'de> for StickyNames {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self::parse(&String::deserialize(d)?))
+        let s = String::deserialize(d)?;
+        let bad = |why: &str| {
+            de::Error::custom(format!(
+                "`{}` {why}: write \"COOKIE|param\", one name for both, or \"\" to turn session-id routing off",
+                s.escape_default()
+            ))
+        };
+        if s.matches('|').count() > 1 {
+            return Err(bad("has more than one `|`"));
+        }
+        let token = |n: &str| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`~".contains(&b))
+        };
+        let names = Self::parse(&s);
+        let (c, p) = (names.cookie.as_deref(), names.url_param.as_deref());
+        if !s.trim().is_empty() && c.is_none() && p.is_none() {
+            return Err(bad("names nothing"));
+        }
+        if !c.into_iter().chain(p).all(token) {
+            return Err(bad("is not a cookie or parameter name"));
+        }
+        Ok(names)
     }
 }
 
@@ -272,6 +294,19 @@ mod tests {
         assert_eq!((off.cookie, off.url_param), (None, None));
         let cookie_only = StickyNames::parse("sid|");
         assert_eq!(cookie_only.url_param, None);
+    }
+
+    #[test]
+    fn sticky_names_that_cannot_be_meant_are_refused() {
+        let read = |s: &str| {
+            StickyNames::deserialize(de::value::StrDeserializer::<de::value::Error>::new(s))
+        };
+        for bad in ["|", "a|b|c", "JSESSION ID", "a;b|c", " | "] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        for good in ["", "JSESSIONID|jsessionid", "sid", "sid|", "|jsessionid"] {
+            assert!(read(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! How single values in the file are read: durations, timeouts, fractions, URLs, statuses.
 //! Each reader refuses a bad value with a message that names it, and `toml` adds the line.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{StatusCode, Uri};
@@ -169,12 +170,102 @@ pub(super) fn host_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
 }
 
 /// Any text but none.
-pub(super) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn non_empty_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
     if s.trim().is_empty() {
-        return Err(de::Error::custom("must not be empty"));
+        return Err(de::Error::custom(
+            "must not be empty (leave the key out instead)",
+        ));
+    }
+    Ok(Some(s))
+}
+
+/// A balancer's name: what `balancer://name` allows.
+pub(super) fn balancer_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if !ok {
+        return Err(de::Error::custom(format!(
+            "`{}` is not a balancer name such as \"wso2isbalancer\" (letters, digits, . _ ~ -)",
+            s.escape_default()
+        )));
     }
     Ok(s)
+}
+
+/// An IP address and port: `127.0.0.1:8443`, `[::1]:8443`.
+pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_socket_addr(&s).map_err(de::Error::custom)
+}
+
+/// A list of IP addresses and ports.
+pub(super) fn socket_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| parse_socket_addr(s).map_err(de::Error::custom))
+        .collect()
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "`{}` is not an IP address and port such as \"127.0.0.1:8443\" or \"[::1]:8443\" (host names such as localhost are not looked up here; ports go up to 65535)",
+            s.escape_default()
+        )
+    })
+}
+
+/// A port other than 0.
+pub(super) fn port_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let n = i64::deserialize(d)?;
+    u16::try_from(n)
+        .ok()
+        .filter(|&p| p != 0)
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("{n} is not a port from 1 to 65535")))
+}
+
+/// Retries after the first attempt: the failover layer takes at most 15.
+pub(super) fn max_retries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= 15)
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("{n} is not a number of retries from 0 to 15")))
+}
+
+/// How often a member is probed: at least 100 ms, so a typo cannot flood members.
+pub(super) fn probe_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let t = duration(d)?;
+    if t < Duration::from_millis(100) {
+        return Err(de::Error::custom(format!(
+            "{t:?} is shorter than 100ms, the shortest probe interval"
+        )));
+    }
+    Ok(t)
+}
+
+/// Host names (no port).
+pub(super) fn host_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for n in &list {
+        let ip = n.parse::<std::net::IpAddr>().is_ok()
+            || n.strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        let name = !n.contains(':') && crate::hygiene::is_valid_host(n.as_bytes());
+        if !ip && !name {
+            return Err(de::Error::custom(format!(
+                "`{}` is not a host name such as \"lb.internal\" (no port, no path)",
+                n.escape_default()
+            )));
+        }
+    }
+    Ok(list)
 }
 
 /// A member's weight: 1 to [`MAX_WEIGHT`](tower_balancer::registry::MAX_WEIGHT).
