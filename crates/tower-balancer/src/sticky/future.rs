@@ -20,32 +20,15 @@ pin_project! {
     /// Response future of [`Sticky`](super::Sticky).
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        carried: Option<MemberId>,
-        resign: bool,
-        tls: bool,
-        registry: Registry,
-        config: Arc<StickyConfig>,
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        carried: Option<MemberId>,
-        resign: bool,
-        tls: bool,
-        registry: Registry,
-        config: Arc<StickyConfig>,
-    ) -> Self {
-        Self {
-            inner,
-            carried,
-            resign,
-            tls,
-            registry,
-            config,
-        }
+        pub(crate) inner: F,
+        // the route the request carried, if any
+        pub(crate) carried: Option<MemberId>,
+        // whether the carried cookie was signed with an older key
+        pub(crate) resign: bool,
+        // whether the client came over TLS (the cookie's `Secure`)
+        pub(crate) tls: bool,
+        pub(crate) registry: Registry,
+        pub(crate) config: Arc<StickyConfig>,
     }
 }
 

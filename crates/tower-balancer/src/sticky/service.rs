@@ -135,13 +135,13 @@ where
         }
         let tls = req.extensions().get::<ClientTls>().is_some()
             || req.uri().scheme() == Some(&Scheme::HTTPS);
-        ResponseFuture::new(
-            self.inner.call(req),
+        ResponseFuture {
+            inner: self.inner.call(req),
             carried,
             resign,
             tls,
-            self.registry.clone(),
-            self.config.clone(),
-        )
+            registry: self.registry.clone(),
+            config: self.config.clone(),
+        }
     }
 }
