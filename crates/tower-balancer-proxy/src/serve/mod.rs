@@ -10,10 +10,11 @@ mod config;
 mod guard;
 mod server;
 mod stack;
+mod status;
 mod timeout;
 
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};
-pub use server::client_status;
-pub use server::{ServeBody, Server};
+pub use server::Server;
 pub use stack::Servable;
+pub use status::{client_status, ServeBody, StatusFuture, StatusOnError, StatusOnErrorLayer};

@@ -19,19 +19,16 @@ use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_balancer::client::{ClientAddr, ClientTls};
-use tower_balancer::error::{error_status, find_in_chain};
 use tower_balancer::BoxError;
 
 use super::config::ServeConfig;
 use super::guard::{check_framing, FramingError};
 use super::stack::Servable;
+use super::status::{error_response, ServeBody};
 use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
 
 /// How long writing a 408 to a client that timed out may take.
 const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The body of responses the server sends: the stack's, or a short error page.
-pub type ServeBody<B> = Either<B, Full<Bytes>>;
 
 /// Serves a tower stack to clients. See the crate docs for a complete example.
 #[derive(Debug)]
@@ -51,36 +48,6 @@ fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
     res.headers_mut().insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),
-    );
-    res
-}
-
-/// The status a client gets for an error from the stack: 408 when its own request body went
-/// silent past the idle limit ([`RequestBodyIdleLayer`](crate::limits::RequestBodyIdleLayer)),
-/// else [`error_status`](tower_balancer::error::error_status)'s answer.
-#[must_use]
-pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
-    if find_in_chain::<tower_http::timeout::TimeoutError>(err).is_some() {
-        return StatusCode::REQUEST_TIMEOUT;
-    }
-    error_status(err)
-}
-
-/// The answer when the stack fails: the status from [`client_status`] and its reason
-/// phrase, never the error's text (which is logged).
-fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
-    let status = client_status(&**e);
-    tracing::warn!(error = %e, status = status.as_u16(), "request failed");
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     res
 }

@@ -9,13 +9,14 @@ use hyper::body::Incoming;
 use tower_balancer::BoxError;
 use tower_service::Service;
 
-/// A service [`Server::serve`](super::Server::serve) can serve: it takes hyper's requests,
-/// answers with a body of [`Bytes`], is cloned per request, and its errors and body errors
-/// convert into [`BoxError`] (the server maps them to 502/503/504 with
+/// A service [`Server::serve`](super::Server::serve) can serve: it takes requests with
+/// bodies of type `B` (hyper's [`Incoming`] for the server), answers with a body of
+/// [`Bytes`], is cloned per request, and its errors and body errors convert into
+/// [`BoxError`] (the server maps them to 502/503/504 with
 /// [`client_status`](super::client_status)). Implemented for every such service.
-pub trait Servable:
+pub trait Servable<B = Incoming>:
     Service<
-        Request<Incoming>,
+        Request<B>,
         Response = Response<Self::ResBody>,
         Error: Into<BoxError>,
         Future: Send + 'static,
@@ -27,13 +28,13 @@ pub trait Servable:
     type ResBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
 }
 
-impl<S, B> Servable for S
+impl<S, B, R> Servable<B> for S
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
 {
-    type ResBody = B;
+    type ResBody = R;
 }

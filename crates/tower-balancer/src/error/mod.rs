@@ -12,7 +12,7 @@ use std::error::Error as StdError;
 
 use http::StatusCode;
 
-pub use chain::{find_in_chain, sources};
+pub use chain::{find_in_chain, sources, DisplayChain};
 
 use crate::balance::BalanceError;
 use crate::failover::{FailoverError, NotRetried};

@@ -1,0 +1,174 @@
+//! Stack errors as responses: the one place an error from the layers becomes the status a
+//! client sees (408 for its own silent body, else `error_status`'s 502/503/504), with a
+//! short text and never the error's words, which go to the log with their whole cause chain.
+//!
+//! The server applies it to every stack it serves; [`StatusOnErrorLayer`] applies it to a
+//! stack mounted elsewhere (axum's `fallback_service`, hyper's `serve_connection`), whose
+//! error type must then be `Infallible`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
+use tower_balancer::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// A response body: the stack's own, or the short text of an error status.
+pub type ServeBody<B> = Either<B, Full<Bytes>>;
+
+/// The status a client gets for an error from the stack: 408 when its own request body went
+/// silent past the idle limit ([`RequestBodyIdleLayer`](crate::limits::RequestBodyIdleLayer)),
+/// else [`error_status`]'s answer.
+#[must_use]
+pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
+    if find_in_chain::<tower_http::timeout::TimeoutError>(err).is_some() {
+        return StatusCode::REQUEST_TIMEOUT;
+    }
+    error_status(err)
+}
+
+/// The answer when the stack fails: the status from [`client_status`] and its reason
+/// phrase, never the error's text, which is logged with its causes.
+pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
+    let status = client_status(&**e);
+    tracing::warn!(error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Turns a stack's errors into responses, so the stack's error type is `Infallible`.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_balancer::balance::BalanceError;
+/// use tower_balancer_proxy::serve::StatusOnErrorLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let failing = service_fn(|_: http::Request<()>| async {
+///     Err::<http::Response<http_body_util::Empty<bytes::Bytes>>, _>(BalanceError::NoEligibleMember)
+/// });
+/// let svc = StatusOnErrorLayer::new().layer(failing);
+/// let res: Result<_, Infallible> = svc.oneshot(http::Request::new(())).await;
+/// assert_eq!(res.unwrap().status(), 503);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusOnErrorLayer;
+
+impl StatusOnErrorLayer {
+    /// The layer.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> Layer<S> for StatusOnErrorLayer {
+    type Service = StatusOnError<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatusOnError {
+            inner,
+            refused: None,
+        }
+    }
+}
+
+/// The service of [`StatusOnErrorLayer`].
+#[derive(Debug, Clone)]
+pub struct StatusOnError<S> {
+    inner: S,
+    /// The error `poll_ready` gave, answered to the next call.
+    refused: Option<BoxErrorHolder>,
+}
+
+/// A readiness error kept for the next call (cloning the service does not copy it).
+#[derive(Debug, Default)]
+struct BoxErrorHolder(Option<BoxError>);
+
+impl Clone for BoxErrorHolder {
+    fn clone(&self) -> Self {
+        Self(None)
+    }
+}
+
+impl<S, Req, B> Service<Req> for StatusOnError<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ServeBody<B>>;
+    type Error = Infallible;
+    type Future = StatusFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if let Err(e) = ready!(self.inner.poll_ready(cx)) {
+            self.refused = Some(BoxErrorHolder(Some(e.into())));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.refused.take().and_then(|h| h.0) {
+            Some(e) => StatusFuture {
+                inner: None,
+                refused: Some(e),
+            },
+            None => StatusFuture {
+                inner: Some(self.inner.call(req)),
+                refused: None,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`StatusOnError`].
+    #[derive(Debug)]
+    pub struct StatusFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        refused: Option<BoxError>,
+    }
+}
+
+impl<F, B, E> Future for StatusFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ServeBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(e) = this.refused.take() {
+            return Poll::Ready(Ok(error_response(&e)));
+        }
+        // polled again after it answered: nothing more to give
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(match ready!(inner.poll(cx)) {
+            Ok(r) => r.map(Either::Left),
+            Err(e) => error_response(&e.into()),
+        }))
+    }
+}
