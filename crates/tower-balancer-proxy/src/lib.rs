@@ -58,6 +58,8 @@ pub mod fuzzing;
 pub mod hygiene;
 pub mod limits;
 pub mod manager;
+pub mod prelude;
+pub mod proxy;
 pub mod rewrite;
 pub mod serve;
 pub mod tls;

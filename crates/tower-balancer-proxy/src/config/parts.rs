@@ -12,10 +12,11 @@ use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyConfigError};
 
 use super::build::{ConfigFile, NO_SPAN};
 use super::error::ConfigError;
-use super::plan::{FrontPlan, ProbeKind, PublicUrl, StackPlan};
+use super::plan::{FrontPlan, ProbeKind, PublicUrl};
 use super::strategy::ConfiguredStrategy;
 use crate::forward::{ForwardConfig, UpstreamTls};
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
+use crate::proxy::StackPlan;
 use crate::serve::{server_tls_from_pem, ServeConfig};
 
 impl ConfigFile {
@@ -49,12 +50,14 @@ impl ConfigFile {
         Ok(FrontPlan {
             listen: s.listen,
             serve,
-            request_idle: s.request_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
         })
     }
 
     /// The layers: sticky, failover, the strategy, passive ejection and the forwarder.
-    pub(super) fn stack_plan(&self, forward: ForwardConfig) -> Result<StackPlan, ConfigError> {
+    pub(super) fn stack_plan(
+        &self,
+        forward: ForwardConfig,
+    ) -> Result<StackPlan<ConfiguredStrategy>, ConfigError> {
         let b = &self.file.balancer;
         let ejection = b.ejection.unwrap_or_default();
         Ok(StackPlan {
@@ -65,6 +68,11 @@ impl ConfigFile {
             outliers: ejection
                 .outlier_config()
                 .max_ejected_fraction(ejection.max_fraction),
+            request_idle: self
+                .file
+                .server
+                .request_body_timeout
+                .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             response_idle: b.response_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             forward,
         })

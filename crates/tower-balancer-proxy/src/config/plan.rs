@@ -1,42 +1,33 @@
 //! What a built file holds until it binds, in four groups: the front (where and how clients
 //! are accepted), the stack (the layers a request goes through), the manager, and the
 //! sources that change members (discovery and probes). Keeping them apart keeps
-//! [`Gateway`](super::Gateway) small and lets each group be started by its own code.
+//! [`Gateway`](super::Gateway) small and lets each group be started by its own code. The
+//! stack's group ([`StackPlan`](crate::proxy::StackPlan)) is shared with the builder of
+//! [`Proxy`](crate::proxy::Proxy).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{HeaderName, Uri};
+use http::Uri;
 use tokio::sync::broadcast;
-use tower_balancer::balance::{BalanceLayer, HeaderKey};
 use tower_balancer::discovery::DnsDiscovery;
-use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::health::{
-    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, OutlierConfig, OutlierDetection,
-    ProbeSettings, TcpProbe,
+    HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, ProbeSettings, TcpProbe,
 };
 use tower_balancer::registry::Registry;
-use tower_balancer::sticky::{StickyConfig, StickyLayer};
-use tower_http::timeout::ResponseBodyTimeoutLayer;
-use tower_layer::Layer;
 
 use super::members::MembersFile;
-use super::strategy::ConfiguredStrategy;
-use crate::forward::{ForwardConfig, ProbeClient};
-use crate::limits::RequestBodyIdleLayer;
+use crate::forward::ProbeClient;
 use crate::manager::ManagerInfo;
 use crate::rewrite::ReverseRewrite;
-use crate::serve::{Servable, ServeConfig};
-use crate::tls::TlsError;
+use crate::serve::ServeConfig;
 
 /// Where and how clients are accepted.
 #[derive(Debug)]
 pub(crate) struct FrontPlan {
     pub(crate) listen: SocketAddr,
     pub(crate) serve: ServeConfig,
-    /// How long a request body may send nothing.
-    pub(crate) request_idle: Duration,
 }
 
 /// The balancer-manager, when one listens.
@@ -46,42 +37,6 @@ pub(crate) struct ManagerPlan {
     /// Host names it answers for besides loopback and its own address.
     pub(crate) names: Vec<String>,
     pub(crate) info: ManagerInfo,
-}
-
-/// The layers between the front and the members, outermost first.
-#[derive(Debug)]
-pub(crate) struct StackPlan {
-    pub(crate) sticky: StickyConfig,
-    pub(crate) failover: FailoverConfig,
-    pub(crate) strategy: ConfiguredStrategy,
-    pub(crate) hash_key: Option<HeaderName>,
-    pub(crate) outliers: OutlierConfig,
-    /// How long a member's response body may send nothing.
-    pub(crate) response_idle: Duration,
-    pub(crate) forward: ForwardConfig,
-}
-
-impl StackPlan {
-    /// The service clients are served by: request body idle limit → sticky → failover →
-    /// balance (with passive ejection by `outliers`, whose readmission task must run) →
-    /// response body idle limit → forward.
-    pub(crate) fn stack(
-        self,
-        registry: &Registry,
-        request_idle: Duration,
-        outliers: OutlierDetection,
-    ) -> Result<impl Servable, TlsError> {
-        let forward = self.forward.build(registry.clone())?;
-        let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
-        let mut balance = BalanceLayer::new(registry.clone(), self.strategy).observer(outliers);
-        if let Some(name) = self.hash_key {
-            balance = balance.hash_key(HeaderKey::new(name));
-        }
-        let failover = FailoverLayer::new(registry.clone(), self.failover);
-        let sticky = StickyLayer::new(registry.clone(), self.sticky);
-        Ok(RequestBodyIdleLayer::new(request_idle)
-            .layer(sticky.layer(failover.layer(balance.layer(forward)))))
-    }
 }
 
 /// The health check a file asked for.

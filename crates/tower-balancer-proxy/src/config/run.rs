@@ -10,8 +10,10 @@ use tokio::sync::{broadcast, watch};
 use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection};
 use tower_balancer::registry::Registry;
 
-use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan, StackPlan};
+use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
+use super::strategy::ConfiguredStrategy;
 use crate::manager::{ManagerInfo, ManagerService, NonceError};
+use crate::proxy::StackPlan;
 use crate::serve::{ServeConfig, Server};
 
 /// A balancer built from a file, ready to bind: its registry is live (change members and
@@ -20,7 +22,7 @@ use crate::serve::{ServeConfig, Server};
 pub struct Gateway {
     pub(crate) registry: Registry,
     pub(crate) front: FrontPlan,
-    pub(crate) stack: StackPlan,
+    pub(crate) stack: StackPlan<ConfiguredStrategy>,
     pub(crate) manager: ManagerPlan,
     pub(crate) sources: SourcePlan,
     pub(crate) public: PublicUrl,
@@ -224,7 +226,9 @@ impl Bound {
         let g = self.gateway;
         let outliers = OutlierDetection::new(g.registry.clone(), g.stack.outliers);
         let _readmissions = outliers.spawn();
-        let stack = g.stack.stack(&g.registry, g.front.request_idle, outliers)?;
+        let stack = g
+            .stack
+            .stack::<hyper::body::Incoming>(&g.registry, outliers)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin = self.admin.map(|admin| {
             let manager = self.manager.clone();

@@ -209,7 +209,7 @@ fn safe_defaults_need_no_key() {
         tower_balancer::health::OutlierConfig::new()
     );
     assert_eq!(
-        balancer.front.request_idle,
+        balancer.stack.request_idle,
         std::time::Duration::from_secs(60)
     );
     assert_eq!(
@@ -250,7 +250,7 @@ fn reliability_keys_are_read() {
             )
     );
     assert_eq!(
-        balancer.front.request_idle,
+        balancer.stack.request_idle,
         std::time::Duration::from_secs(20)
     );
     assert_eq!(

@@ -50,6 +50,24 @@ pub(crate) struct ForwardSettings {
     pub(crate) upgrades: Box<[String]>,
 }
 
+/// Gives a request served by axum (`into_make_service_with_connect_info::<SocketAddr>`) the
+/// [`ClientAddr`] its `ConnectInfo` holds, unless it has one (with the `axum` feature).
+#[cfg(feature = "axum")]
+pub(crate) fn adopt_connect_info(ext: &mut http::Extensions) {
+    if ext.get::<ClientAddr>().is_none() {
+        let addr = ext
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        if let Some(addr) = addr {
+            ext.insert(ClientAddr(addr));
+        }
+    }
+}
+
+/// Without the `axum` feature there is no `ConnectInfo` to read.
+#[cfg(not(feature = "axum"))]
+pub(crate) const fn adopt_connect_info(_: &mut http::Extensions) {}
+
 /// Said once per process: a stack without the client's address cannot vouch for it.
 static UNKNOWN_CLIENT: std::sync::Once = std::sync::Once::new();
 
@@ -95,6 +113,7 @@ impl ForwardSettings {
         // only a valid Host is ever repeated to a member, whoever checked it before
         let host = host.filter(|h| is_valid_host(h.as_bytes()));
         let tls = req.extensions().get::<ClientTls>().is_some();
+        adopt_connect_info(req.extensions_mut());
         let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);

@@ -1,0 +1,175 @@
+//! The whole balancer as one service: members given once, sticky → failover → balance →
+//! forward composed in the one right order, probes and passive ejection running, errors
+//! already answered as statuses.
+//!
+//! Why: the layers are public for custom stacks, but a gateway that only wants "these
+//! members, sticky, failing over, health-checked" should not have to know their order, pass
+//! the registry to four constructors, or map errors to statuses itself. [`Proxy::builder`]
+//! does it with the defaults of the configuration file (60 s timeouts, passive ejection,
+//! retry budget, TCP probes), and hands back the registry and the manager page.
+//!
+//! [`ProxyService`] is `Clone`, `Sync` and has `Error = Infallible`, so it mounts as axum's
+//! `fallback_service` / `nest_service`, and serves from this crate's
+//! [`Server`](crate::serve::Server) or hyper's `serve_connection` (through hyper-util's
+//! `TowerToHyperService`). With the `axum` feature it reads axum's `ConnectInfo<SocketAddr>`
+//! for the client's address; otherwise give it a [`ClientAddr`] extension (the crate's
+//! `Server` does), or no `X-Forwarded-For` is written.
+//!
+//! ```
+//! use tower::ServiceExt;
+//! use tower_balancer_proxy::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+//! # let (node1, node2) = tower_balancer_proxy::proxy::doc_members().await?;
+//! let proxy = Proxy::builder()
+//!     .member("node1", &format!("http://{node1}"))
+//!     .member("node2", &format!("http://{node2}"))
+//!     .build()?;
+//! let res = proxy.service().oneshot(http::Request::new(String::new())).await?;
+//! assert_eq!(res.status(), 200);
+//! assert!(res.headers()["set-cookie"].to_str()?.starts_with("ROUTEID="));
+//! # Ok(()) }
+//! ```
+//!
+//! [`ClientAddr`]: tower_balancer::client::ClientAddr
+
+mod builder;
+mod error;
+mod service;
+mod stack;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tower_balancer::health::{HealthProbeTask, ReadmissionTask};
+use tower_balancer::registry::Registry;
+
+pub use builder::ProxyBuilder;
+pub use error::ProxyError;
+pub use service::{ProxyBody, ProxyFuture, ProxyService};
+#[cfg(feature = "config")]
+pub(crate) use stack::StackPlan;
+
+use crate::manager::ManagerService;
+use crate::serve::{ServeConfig, Server};
+
+/// A built balancer: its [`service`](Self::service), live [`registry`](Self::registry) and
+/// [`manager`](Self::manager). Its probes and ejection run while this or any clone of its
+/// service is alive.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    service: ProxyService,
+    registry: Registry,
+    manager: ManagerService,
+}
+
+/// The tasks that run beside a proxy, stopped when the last handle to them goes.
+#[derive(Debug)]
+pub(crate) struct Background {
+    pub(crate) _probe: Option<HealthProbeTask>,
+    pub(crate) _readmissions: ReadmissionTask,
+}
+
+impl Proxy {
+    /// Starts a builder: round robin, sticky on `JSESSIONID` and a signed `ROUTEID` cookie,
+    /// failover, TCP probes every 2 s, passive ejection, 60 s timeouts.
+    #[must_use]
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder::new()
+    }
+
+    /// The service that balances requests: clone it freely.
+    #[must_use]
+    pub fn service(&self) -> ProxyService {
+        self.service.clone()
+    }
+
+    /// The live member registry: add, remove, drain and disable members through it.
+    #[must_use]
+    pub const fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The balancer-manager page and its JSON view, to mount behind authentication or serve
+    /// on a loopback port ([`serve_manager`](Self::serve_manager)).
+    #[must_use]
+    pub const fn manager(&self) -> &ManagerService {
+        &self.manager
+    }
+
+    /// Serves the manager page on `addr` (keep it on loopback) until the returned handle is
+    /// dropped; the handle says the address bound (for port 0).
+    ///
+    /// # Errors
+    /// The listener's error.
+    pub async fn serve_manager(&self, addr: SocketAddr) -> io::Result<ManagerTask> {
+        let server = Server::bind(addr, ServeConfig::new()).await?;
+        let local = server.local_addr()?;
+        let manager = self.manager.clone().allow_hosts([local.ip().to_string()]);
+        let task = tokio::spawn(server.serve(manager, std::future::pending()));
+        Ok(ManagerTask { local, task })
+    }
+
+    pub(crate) fn new(service: ProxyService, registry: Registry, manager: ManagerService) -> Self {
+        Self {
+            service,
+            registry,
+            manager,
+        }
+    }
+}
+
+/// The manager page served on its own port; dropping this stops it.
+#[derive(Debug)]
+pub struct ManagerTask {
+    local: SocketAddr,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl ManagerTask {
+    /// The address the manager listens on.
+    #[must_use]
+    pub const fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for ManagerTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Keeps the background tasks alive as long as any service clone.
+pub(crate) type Keepalive = Arc<Background>;
+
+/// Two members on loopback for the doc examples: each answers `hello from nodeN`.
+#[doc(hidden)]
+pub async fn doc_members() -> io::Result<(SocketAddr, SocketAddr)> {
+    Ok((doc_member("node1").await?, doc_member("node2").await?))
+}
+
+async fn doc_member(name: &'static str) -> io::Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // one request a connection, enough for an example
+                if sock.read(&mut buf).await.is_ok() {
+                    let body = format!("hello from {name}\n");
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,65 @@
+//! The one place the layers are put together, in the one right order, for both the builder
+//! of [`Proxy`](super::Proxy) and the configuration file's balancer: request-body idle limit →
+//! sticky → failover → balance (with passive ejection) → response-body idle limit → forward.
+
+use std::time::Duration;
+
+use http::HeaderName;
+use http_body::Body;
+use tower_balancer::balance::{BalanceLayer, HeaderKey};
+use tower_balancer::failover::{FailoverConfig, FailoverLayer};
+use tower_balancer::health::{OutlierConfig, OutlierDetection};
+use tower_balancer::registry::Registry;
+use tower_balancer::sticky::{StickyConfig, StickyLayer};
+use tower_balancer::strategy::Strategy;
+use tower_balancer::BoxError;
+use tower_http::timeout::ResponseBodyTimeoutLayer;
+use tower_layer::Layer;
+
+use crate::forward::ForwardConfig;
+use crate::limits::RequestBodyIdleLayer;
+use crate::serve::Servable;
+use crate::tls::TlsError;
+
+/// The layers between the front and the members, with their settings.
+#[derive(Debug)]
+pub(crate) struct StackPlan<S> {
+    pub(crate) sticky: StickyConfig,
+    pub(crate) failover: FailoverConfig,
+    pub(crate) strategy: S,
+    pub(crate) hash_key: Option<HeaderName>,
+    pub(crate) outliers: OutlierConfig,
+    /// How long a client's request body may send nothing.
+    pub(crate) request_idle: Duration,
+    /// How long a member's response body may send nothing.
+    pub(crate) response_idle: Duration,
+    pub(crate) forward: ForwardConfig,
+}
+
+impl<S> StackPlan<S>
+where
+    S: Strategy + Send + Sync + 'static,
+{
+    /// The stack for requests with bodies of type `B`, ejecting through `outliers` (whose
+    /// readmission task must run beside it).
+    pub(crate) fn stack<B>(
+        self,
+        registry: &Registry,
+        outliers: OutlierDetection,
+    ) -> Result<impl Servable<B> + Sync, TlsError>
+    where
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let forward = self.forward.build(registry.clone())?;
+        let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
+        let mut balance = BalanceLayer::new(registry.clone(), self.strategy).observer(outliers);
+        if let Some(name) = self.hash_key {
+            balance = balance.hash_key(HeaderKey::new(name));
+        }
+        let failover = FailoverLayer::new(registry.clone(), self.failover);
+        let sticky = StickyLayer::new(registry.clone(), self.sticky);
+        Ok(RequestBodyIdleLayer::new(self.request_idle)
+            .layer(sticky.layer(failover.layer(balance.layer(forward)))))
+    }
+}
