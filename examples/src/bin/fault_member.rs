@@ -10,6 +10,7 @@
 //! - `GET /stats`: how many requests it received (this one and health probes excluded);
 //! - `GET /health`: the health probe's page;
 //! - `POST /ledger?id=ID`: appends `ID` to the ledger file, then answers `ok ID`;
+//! - `GET /forwarded`: answers with the `X-Forwarded-For` and `-Proto` it received;
 //! - `PUT /echo`: answers with the request body, byte for byte (with `--reset-after-body`
 //!   it reads the whole body and drops the connection without answering);
 //! - anything else: `NAME PATH` (with `--close-mid-response`, the body stops half-way and
@@ -132,6 +133,23 @@ async fn handle(
                 }
             }
             Ok(text(status, &a.name, format!("ok {id}")))
+        }
+        (Method::GET, "/forwarded") => {
+            // what the balancer said about the client
+            let header = |n: &str| {
+                req.headers()
+                    .get_all(n)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let body = format!(
+                "x-forwarded-for: {}\nx-forwarded-proto: {}\n",
+                header("x-forwarded-for"),
+                header("x-forwarded-proto")
+            );
+            Ok(text(status, &a.name, body))
         }
         (Method::PUT, "/echo") => {
             let body = req
