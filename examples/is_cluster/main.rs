@@ -50,6 +50,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // warnings and errors (a member going down and why, a request that failed and its
+    // causes) to stderr; the cluster's own lines go to stdout
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_target(false)
+        .init();
     let result = match &args.config {
         Some(file) => front(file, &args).await,
         None => recipe(&args).await,

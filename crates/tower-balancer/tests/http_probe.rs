@@ -14,7 +14,9 @@ use http::{HeaderName, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{Empty, Full, StreamBody};
 use tower::{service_fn, Service, ServiceExt};
-use tower_balancer::health::{HealthProbe, HttpProbe, ProbeResult, ProbeSettings, TcpProbe};
+use tower_balancer::health::{
+    HealthChange, HealthProbe, HttpProbe, ProbeFailure, ProbeResult, ProbeSettings, TcpProbe,
+};
 use tower_balancer::registry::{Health, Member, MemberId, MemberSpec, Registry};
 use tower_balancer::BoxError;
 
@@ -53,9 +55,10 @@ async fn statuses_redirects_errors_and_body_matches_are_judged() {
         probe(200).oneshot(m.clone()).await.unwrap(),
         ProbeResult::Pass
     );
+    // a failure says why
     assert_eq!(
-        probe(500).oneshot(m.clone()).await.unwrap(),
-        ProbeResult::Fail
+        probe(500).oneshot(m.clone()).await.unwrap_err().to_string(),
+        "status 500, expected 200-399"
     );
     // a redirect fails when only 2xx is expected
     assert_eq!(
@@ -63,8 +66,9 @@ async fn statuses_redirects_errors_and_body_matches_are_judged() {
             .expect_status(200, 299)
             .oneshot(m.clone())
             .await
-            .unwrap(),
-        ProbeResult::Fail
+            .unwrap_err()
+            .to_string(),
+        "status 302, expected 200-299"
     );
     assert_eq!(
         probe(404)
@@ -82,19 +86,24 @@ async fn statuses_redirects_errors_and_body_matches_are_judged() {
             .unwrap(),
         ProbeResult::Pass
     );
-    assert_eq!(
+    assert!(matches!(
         probe(200)
             .body_contains("wso2 is down")
             .oneshot(m.clone())
             .await
-            .unwrap(),
-        ProbeResult::Fail
-    );
+            .unwrap_err()
+            .downcast_ref::<ProbeFailure>(),
+        Some(ProbeFailure::Body)
+    ));
     // a client error (reset, garbage the client could not parse) fails
     let broken = HttpProbe::new(client(|_| {
         Err::<Response<Full<Bytes>>, _>("connection reset".into())
     }));
-    assert_eq!(broken.oneshot(m.clone()).await.unwrap(), ProbeResult::Fail);
+    let e = broken.oneshot(m.clone()).await.unwrap_err();
+    assert_eq!(
+        tower_balancer::error::DisplayChain(&*e).to_string(),
+        "no answer: connection reset"
+    );
     // the fail header
     let header = HeaderName::from_static("x-health-fail-now");
     let failing = HttpProbe::new(client(|_| {
@@ -139,9 +148,11 @@ async fn a_huge_body_is_read_only_up_to_the_limit() {
     let probe = HttpProbe::new(client(move |_| Ok(endless()))).body_contains("never there");
     let verdict = tokio::time::timeout(Duration::from_secs(10), probe.oneshot(m))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(verdict, ProbeResult::Fail);
+    assert!(matches!(
+        verdict.unwrap_err().downcast_ref::<ProbeFailure>(),
+        Some(ProbeFailure::Body)
+    ));
 }
 
 struct Endless(Box<dyn Iterator<Item = Result<Frame<Bytes>, Infallible>> + Send + Unpin>);
@@ -187,12 +198,25 @@ async fn a_killed_listener_is_marked_down_and_readmitted_when_restarted() {
         .interval(Duration::from_millis(100))
         .fast_interval(Duration::from_millis(50))
         .timeout(Duration::from_millis(200));
-    let _task = HealthProbe::new(r.clone(), TcpProbe, settings).spawn();
+    let checker = HealthProbe::new(r.clone(), TcpProbe, settings);
+    let mut events = checker.subscribe();
+    let _task = checker.spawn();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(r.load().get("node1").unwrap().health(), Health::Healthy);
     server.abort();
     let _ = server.await;
     wait_for(&r, "node1", Health::Unhealthy).await;
+    // the event that took it out says why
+    let down = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(down.change, HealthChange::Down);
+    let reason = down.reason.unwrap();
+    assert!(
+        reason.starts_with(&format!("connect to 127.0.0.1:{}: ", addr.port())),
+        "{reason}"
+    );
     let _server = listener_on(addr).await;
     wait_for(&r, "node1", Health::Healthy).await;
 }

@@ -10,6 +10,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tower_service::Service;
 
 use super::probe::ProbeResult;
+use crate::error::DisplayChain;
 use crate::registry::{AdminState, Health, HealthSource, Member, MemberId, Registry};
 use crate::BoxError;
 
@@ -120,6 +121,9 @@ pub struct HealthEvent {
     pub member: MemberId,
     /// What happened.
     pub change: HealthChange,
+    /// Why, when the change is a member going down and the probe said (`status 503,
+    /// expected 200-399`, `connect to 10.0.0.1:9443: Connection refused`).
+    pub reason: Option<String>,
 }
 
 /// What the checker changed.
@@ -287,16 +291,20 @@ where
             .is_some_and(|m| m.serial() == self.member.serial())
     }
 
-    fn emit(&self, change: HealthChange) {
-        match change {
-            HealthChange::Up | HealthChange::Undrained => {
+    fn emit(&self, change: HealthChange, reason: Option<String>) {
+        match (change, &reason) {
+            (HealthChange::Up | HealthChange::Undrained, _) => {
                 tracing::info!(member = %self.member.id(), ?change, "health probe");
             }
-            _ => tracing::warn!(member = %self.member.id(), ?change, "health probe"),
+            (_, Some(why)) => {
+                tracing::warn!(member = %self.member.id(), ?change, reason = %why, "health probe");
+            }
+            (_, None) => tracing::warn!(member = %self.member.id(), ?change, "health probe"),
         }
         let _ = self.events.send(HealthEvent {
             member: self.member.id().clone(),
             change,
+            reason,
         });
     }
 
@@ -311,21 +319,26 @@ where
         }
     }
 
-    async fn probe_once(&mut self) -> ProbeResult {
+    /// One probe's verdict, and why it failed when the probe said.
+    async fn probe_once(&mut self) -> (ProbeResult, Option<String>) {
         let probe = &mut self.probe;
         let member = self.member.clone();
+        let why = |e: P::Error| DisplayChain(&*e.into()).to_string();
         let call = async move {
-            if std::future::poll_fn(|cx| probe.poll_ready(cx))
+            std::future::poll_fn(|cx| probe.poll_ready(cx))
                 .await
-                .is_err()
-            {
-                return ProbeResult::Fail;
-            }
-            probe.call(member).await.unwrap_or(ProbeResult::Fail)
+                .map_err(why)?;
+            probe.call(member).await.map_err(why)
         };
-        tokio::time::timeout(self.settings.timeout, call)
-            .await
-            .unwrap_or(ProbeResult::Fail)
+        let limit = self.settings.timeout;
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(result)) => (result, None),
+            Ok(Err(reason)) => (ProbeResult::Fail, Some(reason)),
+            Err(_) => (
+                ProbeResult::Fail,
+                Some(format!("no answer within {} ms", limit.as_millis())),
+            ),
+        }
     }
 
     async fn run(mut self) {
@@ -339,7 +352,7 @@ where
             if self.member.state() == AdminState::Disabled {
                 continue;
             }
-            let result = self.probe_once().await;
+            let (result, reason) = self.probe_once().await;
             // removed or replaced while the probe ran: write nothing, stop
             if !self.still_registered() {
                 return;
@@ -364,17 +377,17 @@ where
                     if !up && passes >= s.rise {
                         up = true;
                         self.set(Health::Healthy);
-                        self.emit(HealthChange::Up);
+                        self.emit(HealthChange::Up, None);
                     }
                     let id = self.member.id().as_str();
                     if result == ProbeResult::Drain && self.member.state() == AdminState::Active {
                         let _ = self.registry.set_state(id, AdminState::Draining);
                         drained_by_probe = true;
-                        self.emit(HealthChange::Draining);
+                        self.emit(HealthChange::Draining, None);
                     } else if result == ProbeResult::Pass && drained_by_probe {
                         if self.member.state() == AdminState::Draining {
                             let _ = self.registry.set_state(id, AdminState::Active);
-                            self.emit(HealthChange::Undrained);
+                            self.emit(HealthChange::Undrained, None);
                         }
                         drained_by_probe = false;
                     }
@@ -385,7 +398,7 @@ where
                     if up && fails >= s.fall {
                         up = false;
                         self.set(Health::Unhealthy);
-                        self.emit(HealthChange::Down);
+                        self.emit(HealthChange::Down, reason);
                     }
                 }
                 ProbeResult::FailNow => {
@@ -394,7 +407,10 @@ where
                     if up {
                         up = false;
                         self.set(Health::Unhealthy);
-                        self.emit(HealthChange::DownNow);
+                        self.emit(
+                            HealthChange::DownNow,
+                            Some("the member answered with its fail header".into()),
+                        );
                     }
                 }
             }

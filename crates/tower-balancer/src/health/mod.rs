@@ -33,7 +33,9 @@
 mod outlier;
 
 pub use outlier::{OutlierConfig, OutlierDetection, ReadmissionTask};
+mod failure;
 mod probe;
+pub use failure::ProbeFailure;
 pub use probe::{HttpProbe, ProbeResult, TcpProbe, MAX_PROBE_BODY};
 mod checker;
 

@@ -15,6 +15,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty, Limited};
 use tower_service::Service;
 
+use super::failure::ProbeFailure;
 use crate::registry::Member;
 use crate::BoxError;
 
@@ -24,7 +25,8 @@ use crate::BoxError;
 pub enum ProbeResult {
     /// The member is fine.
     Pass,
-    /// The member failed this probe (counts toward `fall`).
+    /// The member failed this probe (counts toward `fall`). The crate's probes report a
+    /// failure as `Err(`[`ProbeFailure`]`)` instead, which counts the same and says why.
     Fail,
     /// The member asked to be taken out at once (a fail header, as Envoy's
     /// `x-envoy-immediate-health-check-fail`): down without waiting for `fall`.
@@ -172,23 +174,27 @@ async fn verdict<B>(
     body_contains: Option<Arc<[u8]>>,
     fail_header: Option<HeaderName>,
     drain: Arc<[StatusCode]>,
-) -> ProbeResult
+) -> Result<ProbeResult, ProbeFailure>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
     if fail_header.is_some_and(|h| res.headers().contains_key(h)) {
-        return ProbeResult::FailNow;
+        return Ok(ProbeResult::FailNow);
     }
     let status = res.status();
     if drain.contains(&status) {
-        return ProbeResult::Drain;
+        return Ok(ProbeResult::Drain);
     }
     if !(expect.0..=expect.1).contains(&status.as_u16()) {
-        return ProbeResult::Fail;
+        return Err(ProbeFailure::Status {
+            status: status.as_u16(),
+            low: expect.0,
+            high: expect.1,
+        });
     }
     let Some(pattern) = body_contains else {
-        return ProbeResult::Pass;
+        return Ok(ProbeResult::Pass);
     };
     // read at most MAX_PROBE_BODY bytes, then stop
     let mut body = std::pin::pin!(Limited::new(res.into_body(), MAX_PROBE_BODY));
@@ -208,14 +214,14 @@ where
                 data.advance(n);
             }
             if seen.windows(pattern.len().max(1)).any(|w| w == &*pattern) {
-                return ProbeResult::Pass;
+                return Ok(ProbeResult::Pass);
             }
         }
     }
     if pattern.is_empty() {
-        ProbeResult::Pass
+        Ok(ProbeResult::Pass)
     } else {
-        ProbeResult::Fail
+        Err(ProbeFailure::Body)
     }
 }
 
@@ -251,10 +257,8 @@ where
             self.drain_statuses.clone(),
         );
         Box::pin(async move {
-            let Ok(res) = fut.await else {
-                return Ok(ProbeResult::Fail);
-            };
-            Ok(verdict(res, expect, body, header, drain).await)
+            let res = fut.await.map_err(|e| ProbeFailure::Unreachable(e.into()))?;
+            Ok(verdict(res, expect, body, header, drain).await?)
         })
     }
 }
@@ -276,7 +280,7 @@ impl Service<Arc<Member>> for TcpProbe {
         Box::pin(async move {
             let endpoint = member.endpoint();
             let Some(host) = endpoint.host() else {
-                return Ok(ProbeResult::Fail);
+                return Err(ProbeFailure::NoHost.into());
             };
             let host = host
                 .trim_start_matches('[')
@@ -289,12 +293,14 @@ impl Service<Arc<Member>> for TcpProbe {
                     80
                 },
             );
-            Ok(
-                match tokio::net::TcpStream::connect((host.as_str(), port)).await {
-                    Ok(_) => ProbeResult::Pass,
-                    Err(_) => ProbeResult::Fail,
-                },
-            )
+            match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+                Ok(_) => Ok(ProbeResult::Pass),
+                Err(source) => Err(ProbeFailure::Connect {
+                    addr: format!("{host}:{port}"),
+                    source,
+                }
+                .into()),
+            }
         })
     }
 }
