@@ -1,8 +1,51 @@
 //! HTTP forwarding for [`tower_balancer`]: what carries a request to the picked member and the
 //! response back, the way Apache's `mod_proxy_http` does in front of a cluster.
 //!
-//! A two-member balancer with TLS in front, the seed's setup (members over HTTPS with their
-//! own certificates, trusted through a private CA; their names resolved inside the process):
+//! Quick start, plain HTTP, against two members this example starts on loopback: the
+//! whole balancer from [`Proxy::builder`](proxy::Proxy::builder) (sticky sessions, failover,
+//! probes, passive ejection), served by this crate's [`Server`](serve::Server):
+//!
+//! ```
+//! use tower_balancer_proxy::prelude::*;
+//! # async fn member(name: &'static str) -> std::net::SocketAddr {
+//! #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! #     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let addr = l.local_addr().unwrap();
+//! #     tokio::spawn(async move {
+//! #         while let Ok((mut s, _)) = l.accept().await {
+//! #             let mut buf = [0u8; 4096];
+//! #             let _ = s.read(&mut buf).await;
+//! #             let body = format!("hello from {name}");
+//! #             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+//! #             let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+//! #         }
+//! #     });
+//! #     addr
+//! # }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! # let (node1, node2) = (member("node1").await, member("node2").await);
+//! let proxy = Proxy::builder()
+//!     .member("node1", &format!("http://{node1}"))
+//!     .member("node2", &format!("http://{node2}"))
+//!     .build()?;
+//! let server = Server::bind("127.0.0.1:0".parse()?, ServeConfig::new()).await?;
+//! let addr = server.local_addr()?;
+//! tokio::spawn(server.serve(proxy.service(), std::future::pending()));
+//! # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! # let mut client = tokio::net::TcpStream::connect(addr).await?;
+//! # client.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n").await?;
+//! # let mut answer = String::new();
+//! # client.read_to_string(&mut answer).await?;
+//! # assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+//! # assert!(answer.contains("hello from node"));
+//! # Ok(()) }
+//! ```
+//!
+//! The same with TLS in front and members over HTTPS with their own certificates, trusted
+//! through a private CA, their names resolved inside the process (the seed's setup), from
+//! the layers themselves:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

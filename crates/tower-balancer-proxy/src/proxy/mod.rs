@@ -18,9 +18,24 @@
 //! ```
 //! use tower::ServiceExt;
 //! use tower_balancer_proxy::prelude::*;
+//! # async fn member(name: &'static str) -> std::net::SocketAddr {
+//! #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! #     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let addr = l.local_addr().unwrap();
+//! #     tokio::spawn(async move {
+//! #         while let Ok((mut s, _)) = l.accept().await {
+//! #             let mut buf = [0u8; 4096];
+//! #             let _ = s.read(&mut buf).await;
+//! #             let body = format!("hello from {name}");
+//! #             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+//! #             let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+//! #         }
+//! #     });
+//! #     addr
+//! # }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
-//! # let (node1, node2) = tower_balancer_proxy::proxy::doc_members().await?;
+//! # let (node1, node2) = (member("node1").await, member("node2").await);
 //! let proxy = Proxy::builder()
 //!     .member("node1", &format!("http://{node1}"))
 //!     .member("node2", &format!("http://{node2}"))
@@ -143,33 +158,3 @@ impl Drop for ManagerTask {
 
 /// Keeps the background tasks alive as long as any service clone.
 pub(crate) type Keepalive = Arc<Background>;
-
-/// Two members on loopback for the doc examples: each answers `hello from nodeN`.
-#[doc(hidden)]
-pub async fn doc_members() -> io::Result<(SocketAddr, SocketAddr)> {
-    Ok((doc_member("node1").await?, doc_member("node2").await?))
-}
-
-async fn doc_member(name: &'static str) -> io::Result<SocketAddr> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                // one request a connection, enough for an example
-                if sock.read(&mut buf).await.is_ok() {
-                    let body = format!("hello from {name}\n");
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(body.as_bytes()).await;
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
