@@ -24,3 +24,9 @@ pub mod demo;
 pub mod node;
 pub mod status;
 pub mod userstore;
+
+/// The project README's Rust quick start, compiled as a doctest so it cannot rot (the
+/// workspace's README is not part of a published crate, so this unpublished one checks it).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

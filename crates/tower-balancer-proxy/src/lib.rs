@@ -91,8 +91,10 @@
 //! under a trusted-proxies list; [`rewrite`] is Apache's `ProxyPassReverse`. Beside them,
 //! [`manager`] is Apache's balancer-manager page, and `config` (feature) builds the whole
 //! balancer from a TOML file that mirrors an Apache virtual host.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
 pub mod forward;
 #[cfg(feature = "fuzzing")]
@@ -107,7 +109,7 @@ pub mod rewrite;
 pub mod serve;
 pub mod tls;
 
-/// The README's Rust examples, compiled as doctests so the quick start cannot rot.
+/// The crate README's example, compiled as a doctest so it cannot rot.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

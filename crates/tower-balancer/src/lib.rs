@@ -74,6 +74,7 @@
 //! (active probes, passive ejection, slow start) beside them. Errors from any layer map to a
 //! client status with [`error::error_status`]. HTTP forwarding, serving, the
 //! balancer-manager and the configuration file are in the `tower-balancer-proxy` crate.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
 pub mod client;
@@ -92,3 +93,8 @@ pub mod upstream;
 
 /// The boxed error type the layers return, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The crate README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

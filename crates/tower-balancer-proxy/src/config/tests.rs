@@ -446,40 +446,6 @@ fn names_and_urls_that_would_half_work_are_refused_at_their_key() {
 }
 
 #[test]
-fn the_readme_file_example_builds_and_its_error_example_is_what_a_user_sees() {
-    let readme = include_str!("../../../../README.md");
-    let start = readme
-        .find("```toml\n")
-        .expect("the README has a TOML example")
-        + 8;
-    let text = &readme[start..start + readme[start..].find("```").expect("closed")];
-    let config = ConfigFile::from_toml(text, Path::new("lb.toml")).unwrap();
-    let gateway = config.build().unwrap();
-    assert_eq!(gateway.registry().load().len(), 2);
-    // a server name with a port keeps it in the public URL
-    assert_eq!(
-        gateway
-            .public_url()
-            .authority()
-            .map(http::uri::Authority::as_str),
-        Some("localhost:8080")
-    );
-    let bad = text.replace("route = \"node2\"", "route = \"node 2\"");
-    let e = ConfigFile::from_toml(&bad, Path::new("lb.toml")).unwrap_err();
-    let shown = e.to_string();
-    assert!(
-        shown.starts_with(
-            "lb.toml:14: `balancer.member[1].route`: route `node 2`: invalid member id"
-        ),
-        "{shown}"
-    );
-    assert!(
-        readme.contains(&shown),
-        "the README shows another message than {shown}"
-    );
-}
-
-#[test]
 fn settings_that_would_do_nothing_or_clash_are_refused_with_words_an_operator_reads() {
     let member = "[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n";
     let file = |server: &str, balancer: &str, rest: &str| {

@@ -10,7 +10,7 @@
 //!
 //! [`ProxyService`] is `Clone`, `Sync` and has `Error = Infallible`, so it mounts as axum's
 //! `fallback_service` / `nest_service`, and serves from this crate's
-//! [`Server`](crate::serve::Server) or hyper's `serve_connection` (through hyper-util's
+//! [`Server`] or hyper's `serve_connection` (through hyper-util's
 //! `TowerToHyperService`). With the `axum` feature it reads axum's `ConnectInfo<SocketAddr>`
 //! for the client's address; otherwise give it a [`ClientAddr`] extension (the crate's
 //! `Server` does), or no `X-Forwarded-For` is written.

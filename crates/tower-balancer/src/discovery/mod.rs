@@ -22,6 +22,8 @@ mod dns;
 mod dns_members;
 
 #[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns::{DnsDiscovery, DnsDiscoveryBuilder, DnsError, DnsQuery};
 #[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns_members::{address_member_id, srv_member_id};
