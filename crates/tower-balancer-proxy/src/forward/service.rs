@@ -124,8 +124,10 @@ impl ForwardSettings {
                 strip_forwarding_headers(headers);
                 UNKNOWN_CLIENT.call_once(|| {
                     tracing::warn!(
-                        "requests reach the forwarder without a ClientAddr extension: their \
-                         forwarding headers are removed and none are added; insert \
+                        "requests reach the forwarder without the client's address: their \
+                         forwarding headers are removed and none are added; in an axum app, \
+                         enable tower-balancer-proxy's `axum` feature and serve with \
+                         into_make_service_with_connect_info::<SocketAddr>(); otherwise insert \
                          tower_balancer::client::ClientAddr (the crate's Server does)"
                     );
                 });

@@ -11,9 +11,38 @@
 //! [`ProxyService`] is `Clone`, `Sync` and has `Error = Infallible`, so it mounts as axum's
 //! `fallback_service` / `nest_service`, and serves from this crate's
 //! [`Server`] or hyper's `serve_connection` (through hyper-util's
-//! `TowerToHyperService`). With the `axum` feature it reads axum's `ConnectInfo<SocketAddr>`
-//! for the client's address; otherwise give it a [`ClientAddr`] extension (the crate's
-//! `Server` does), or no `X-Forwarded-For` is written.
+//! `TowerToHyperService`). **Available with the crate feature `axum`**: the client's address
+//! is read from axum's `ConnectInfo<SocketAddr>`; without the feature, give requests a
+//! [`ClientAddr`] extension (the crate's `Server` does), or no `X-Forwarded-For` is written
+//! and a warning says so once.
+//!
+//! In an axum app (`tower-balancer-proxy = { version = "…", features = ["axum"] }`): your
+//! own routes, everything else to the members, the manager on a loopback port:
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use axum::{routing::get, Router};
+//! use tower_balancer_proxy::prelude::*;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), BoxError> {
+//!     let proxy = Proxy::builder()
+//!         .member("node1", "http://127.0.0.1:9763")
+//!         .member("node2", "http://127.0.0.1:9764")
+//!         .health_check("/")
+//!         .build()?;
+//!     let _manager = proxy.serve_manager("127.0.0.1:9000".parse()?).await?;
+//!     let app = Router::new()
+//!         .route("/api/hello", get(|| async { "hello\n" }))
+//!         .fallback_service(proxy.service());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Used on its own, as a tower service:
 //!
 //! ```
 //! use tower::ServiceExt;
@@ -118,7 +147,7 @@ impl Proxy {
     ///
     /// # Errors
     /// The listener's error.
-    pub async fn serve_manager(&self, addr: SocketAddr) -> io::Result<ManagerTask> {
+    pub async fn serve_manager(&self, addr: SocketAddr) -> Result<ManagerTask, io::Error> {
         let server = Server::bind(addr, ServeConfig::new()).await?;
         let local = server.local_addr()?;
         let manager = self.manager.clone().allow_hosts([local.ip().to_string()]);
