@@ -67,6 +67,11 @@ pub struct ServerSection {
     /// send nothing before the request is aborted with 408 (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub request_body_timeout: Option<Duration>,
+    /// nginx `worker_processes`: runtimes serving the front, each on its own thread with its
+    /// own `SO_REUSEPORT` listener (at least 1; the library's default is 1, the
+    /// `tower-balancer` binary's the number of cores).
+    #[serde(default, deserialize_with = "positive_opt")]
+    pub workers: Option<usize>,
     /// HAProxy `maxconn`: the most client connections at once (default: half the open-file
     /// limit after a reserve of 64; at least 1).
     #[serde(default, deserialize_with = "positive_opt")]

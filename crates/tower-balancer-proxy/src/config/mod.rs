@@ -45,7 +45,8 @@
 //! | `LimitRequestFieldSize`, `LimitRequestFields` | `server.max_header_bytes`, `server.max_headers` |
 //! | `GracefulShutdownTimeout` | `server.graceful_timeout` |
 //! | `RequestReadTimeout body=` (nginx `client_body_timeout`) | `server.request_body_timeout` (default 60 s; 408) |
-//! | (HAProxy `maxconn`) | `server.max_connections` (default: half the open-file limit after 64) |
+//! | (HAProxy `maxconn`) | `server.max_connections` (default: half the open-file limit after 64; shared by the workers) |
+//! | (nginx `worker_processes`) | `server.workers` (runtimes, each with its own `SO_REUSEPORT` listener; default 1 in the library, the number of cores in the `tower-balancer` binary) |
 //! | `<Proxy balancer://name>` | `balancer.name` |
 //! | `ProxySet lbmethod=` (`byrequests`, `bybusyness`, `bytraffic`; ours: `p2c`, `random`) | `balancer.lbmethod` |
 //! | `ProxySet stickysession=JSESSIONID\|jsessionid` | `balancer.stickysession` (default `"JSESSIONID\|jsessionid"`: the cookie, then the URL parameter; one name for both; `""` off) |
@@ -121,6 +122,7 @@ mod run;
 mod strategy;
 mod typed;
 mod values;
+mod workers;
 
 pub use build::ConfigFile;
 pub use error::ConfigError;

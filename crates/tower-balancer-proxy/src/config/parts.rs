@@ -50,6 +50,7 @@ impl ConfigFile {
         Ok(FrontPlan {
             listen: s.listen,
             serve,
+            workers: s.workers,
         })
     }
 

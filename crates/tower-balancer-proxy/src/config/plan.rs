@@ -28,6 +28,8 @@ use crate::serve::ServeConfig;
 pub(crate) struct FrontPlan {
     pub(crate) listen: SocketAddr,
     pub(crate) serve: ServeConfig,
+    /// `server.workers`: runtimes serving the front (1 when unset).
+    pub(crate) workers: Option<usize>,
 }
 
 /// The balancer-manager, when one listens.

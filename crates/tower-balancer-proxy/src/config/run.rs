@@ -12,6 +12,7 @@ use tower_balancer::registry::Registry;
 
 use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
 use super::strategy::ConfiguredStrategy;
+use super::workers::{self, Worker};
 use crate::manager::{ManagerInfo, ManagerService, NonceError};
 use crate::proxy::StackPlan;
 use crate::serve::{ServeConfig, Server};
@@ -47,6 +48,9 @@ pub enum BindError {
     /// The forwarder's TLS settings were refused.
     #[error("the members' TLS settings were refused: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Worker(#[source] io::Error),
 }
 
 fn hint(e: &io::Error) -> &'static str {
@@ -95,7 +99,21 @@ impl Gateway {
     /// # Errors
     /// [`BindError`] naming the address that could not be opened and what to do.
     pub async fn bind(mut self) -> Result<Bound, BindError> {
-        let front = listen(self.front.listen, self.front.serve.clone(), "the balancer").await?;
+        let workers = self.workers();
+        if workers > 1 {
+            // the cap is the process's: each worker takes its share
+            let cap = self
+                .front
+                .serve
+                .max_connections
+                .unwrap_or_else(crate::serve::default_max_connections);
+            self.front.serve = self
+                .front
+                .serve
+                .clone()
+                .max_connections((cap / workers).max(1));
+        }
+        let (front, extra) = self.open_front(workers).await?;
         let port = front
             .local_addr()
             .map_or(self.front.listen.port(), |a| a.port());
@@ -124,12 +142,40 @@ impl Gateway {
         Ok(Bound {
             gateway: self,
             front,
+            workers: extra,
             admin,
             manager,
             events,
             _probe: probe,
             _discovery: discovery,
         })
+    }
+
+    /// How many workers serve the front: `server.workers`, or [`set_workers`](Self::set_workers),
+    /// or 1.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.front.workers.unwrap_or(1).max(1)
+    }
+
+    /// Serves the front with `n` workers, each a current-thread runtime on its own thread with
+    /// its own `SO_REUSEPORT` listener (Unix; elsewhere one).
+    pub fn set_workers(&mut self, n: usize) {
+        self.front.workers = Some(n.max(1));
+    }
+
+    /// The front's listener, and with several workers the others on the same port.
+    async fn open_front(&self, workers: usize) -> Result<(Server, Vec<Worker>), BindError> {
+        let (addr, config) = (self.front.listen, &self.front.serve);
+        let what = "the balancer";
+        if workers <= 1 || cfg!(not(unix)) {
+            return Ok((listen(addr, config.clone(), what).await?, Vec::new()));
+        }
+        let err = |source| BindError::Listen { what, addr, source };
+        let front = reuseport(addr, config.clone()).map_err(err)?;
+        let bound = front.local_addr().map_err(err)?;
+        let extra = workers::open(bound, config, workers - 1).map_err(err)?;
+        Ok((front, extra))
     }
 
     /// The manager service, and its port when one is configured.
@@ -155,6 +201,16 @@ impl Gateway {
     }
 }
 
+#[cfg(unix)]
+fn reuseport(addr: SocketAddr, config: ServeConfig) -> io::Result<Server> {
+    Server::bind_reuseport(addr, config)
+}
+
+#[cfg(not(unix))]
+fn reuseport(_: SocketAddr, _: ServeConfig) -> io::Result<Server> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Binds `addr`, naming `what` in the error.
 async fn listen(
     addr: SocketAddr,
@@ -171,6 +227,7 @@ async fn listen(
 pub struct Bound {
     gateway: Gateway,
     front: Server,
+    workers: Vec<Worker>,
     admin: Option<Server>,
     manager: ManagerService,
     events: Option<broadcast::Receiver<HealthEvent>>,
@@ -226,10 +283,11 @@ impl Bound {
         let g = self.gateway;
         let outliers = OutlierDetection::new(g.registry.clone(), g.stack.outliers);
         let _readmissions = outliers.spawn();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let extra = workers::start(self.workers, &g.stack, &g.registry, &outliers, &stop_rx)?;
         let stack = g
             .stack
             .stack::<hyper::body::Incoming>(&g.registry, outliers)?;
-        let (stop_tx, stop_rx) = watch::channel(false);
         let admin = self.admin.map(|admin| {
             let manager = self.manager.clone();
             let mut rx = stop_rx.clone();
@@ -244,6 +302,10 @@ impl Bound {
         let _ = stop_tx.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        for worker in extra {
+            // each finishes its in-flight requests within the graceful timeout
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
         result.map_err(|source| BindError::Listen {
             what: "the balancer",

@@ -22,7 +22,7 @@ use crate::serve::Servable;
 use crate::tls::TlsError;
 
 /// The layers between the front and the members, with their settings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct StackPlan<S> {
     pub(crate) sticky: StickyConfig,
     pub(crate) failover: FailoverConfig,

@@ -1,0 +1,118 @@
+//! `tower-balancer`: the balancer as operators run it, from a TOML file that mirrors an
+//! Apache virtual host.
+//!
+//! ```text
+//! tower-balancer --check lb.toml          # validate the file (exit 0: good), like nginx -t
+//! tower-balancer --config lb.toml         # run it; SIGTERM or Ctrl-C drains and stops
+//! tower-balancer --config lb.toml --workers 4
+//! ```
+//!
+//! Built for speed as deployments build: mimalloc as the allocator, and per-core
+//! current-thread runtimes, each with its own `SO_REUSEPORT` listener (`server.workers`,
+//! default: the number of cores). `cargo install --path crates/tower-balancer-bin --profile
+//! dist` adds fat LTO and one codegen unit.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tower_balancer_proxy::config::ConfigFile;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// An HTTP load balancer run from a TOML file that mirrors an Apache virtual host.
+#[derive(Debug, Parser)]
+#[command(name = "tower-balancer", version, about)]
+struct Args {
+    /// Run the balancer FILE describes.
+    #[arg(long, value_name = "FILE", required_unless_present = "check")]
+    config: Option<PathBuf>,
+    /// Check FILE (every value, every file it names) and exit: 0 when it is good.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check: Option<PathBuf>,
+    /// Runtimes serving the front [default: the file's `server.workers`, else the number of
+    /// cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_target(false)
+        .init();
+    let result = match (&args.check, &args.config) {
+        (Some(file), _) => check(file),
+        (None, Some(file)) => run(file, args.workers),
+        (None, None) => Err("give --config FILE or --check FILE".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A runtime for the work that is not serving: building, probes, discovery, the manager.
+fn control_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `--check`: parse, then build (which reads every certificate, key and members file).
+fn check(file: &Path) -> Result<(), Error> {
+    control_runtime()?.block_on(async {
+        let config = ConfigFile::from_file(file)?;
+        config.build()?;
+        println!("{}: the configuration is good", file.display());
+        Ok(())
+    })
+}
+
+/// `--config`: run until SIGTERM or Ctrl-C, then drain.
+fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
+    control_runtime()?.block_on(async {
+        let config = ConfigFile::from_file(file)?;
+        let mut gateway = config.build()?;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let workers = workers
+            .map(usize::from)
+            .or(config.file().server.workers)
+            .unwrap_or(cores);
+        gateway.set_workers(workers);
+        let bound = gateway.bind().await?;
+        // the first line of stdout, for supervisors and tests: where it listens
+        println!("listening on {}", bound.local_addr()?);
+        if let Some(m) = bound.manager_addr() {
+            println!("manager on http://{m}/balancer-manager");
+        }
+        tracing::info!(workers, "serving");
+        bound.serve(stop_signal()).await?;
+        Ok(())
+    })
+}
+
+/// SIGTERM (what systemd and docker send) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping: finishing requests in flight");
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

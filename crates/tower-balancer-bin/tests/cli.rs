@@ -1,0 +1,205 @@
+//! The `tower-balancer` binary as a process: `--version`, `--help`, `--check` on good and
+//! bad files, and `--config` with two workers in front of two members on loopback, stopped
+//! by SIGTERM with its requests answered. Bounded in requests and time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tower-balancer");
+
+/// A member on loopback that answers every request with its name, keep-alive.
+async fn member(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                // one request a read is enough for the balancer's small GETs
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let body = name.as_bytes();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\r\n",
+                        body.len()
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(body).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn config(a: SocketAddr, b: SocketAddr) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\ngraceful_timeout = \"5s\"\n\n\
+         [balancer]\nname = \"cluster\"\n\n\
+         [[balancer.member]]\nurl = \"http://{a}\"\nroute = \"node1\"\n\n\
+         [[balancer.member]]\nurl = \"http://{b}\"\nroute = \"node2\"\n"
+    )
+}
+
+fn dir(test: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tower-balancer-cli-{test}-{}", std::process::id()))
+}
+
+#[test]
+fn version_and_help_say_what_it_is() {
+    let v = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("tower-balancer "));
+    let h = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&h.stdout);
+    assert!(
+        help.contains("--config") && help.contains("--check") && help.contains("--workers"),
+        "{help}"
+    );
+    // neither file: a usage error, not a panic
+    let none = Command::new(BIN).output().unwrap();
+    assert_eq!(none.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn check_says_good_or_names_the_line_and_key() {
+    let d = dir("check");
+    let good = file(
+        &d,
+        "good.toml",
+        &config(member("node1").await, member("node2").await),
+    );
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the configuration is good"));
+    let bad_text = config(member("node1").await, member("node2").await)
+        .replace("route = \"node2\"", "route = \"node 2\"");
+    let bad = file(&d, "bad.toml", &bad_text);
+    let out = Command::new(BIN).arg("--check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:15: `balancer.member[1].route`"),
+        "{err}"
+    );
+    // a file the configuration names is read at check time
+    let missing_text = config(member("node1").await, member("node2").await).replace(
+        "name = \"cluster\"\n",
+        "name = \"cluster\"\ncookie_key_file = \"no-such.key\"\n",
+    );
+    let missing = file(&d, "missing.toml", &missing_text);
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`balancer.cookie_key_file`: cannot read"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_serves_with_two_workers_and_drains_on_sigterm() {
+    let d = dir("run");
+    let cfg = file(
+        &d,
+        "lb.toml",
+        &config(member("node1").await, member("node2").await),
+    );
+    let mut child = Command::new(BIN)
+        .args(["--config"])
+        .arg(&cfg)
+        .args(["--workers", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect(&line)
+        .parse()
+        .unwrap();
+    // 200 connections, one request each: both members serve, every request answered
+    let mut served = std::collections::HashMap::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let by = out
+            .lines()
+            .find_map(|l| l.strip_prefix("x-served-by: "))
+            .unwrap()
+            .to_owned();
+        *served.entry(by).or_insert(0) += 1;
+    }
+    assert_eq!(served.len(), 2, "{served:?}");
+    // the second worker is a thread of its own
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert!(threads.iter().any(|t| t == "lb-worker-1"), "{threads:?}");
+    // SIGTERM: a clean exit, soon
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
