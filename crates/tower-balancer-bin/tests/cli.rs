@@ -128,44 +128,79 @@ async fn check_says_good_or_names_the_line_and_key() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// Kills the binary if the test ends early.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` with `Host: host`, the whole answer.
+async fn get(addr: SocketAddr, host: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn it_serves_with_two_workers_and_drains_on_sigterm() {
+async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
     let d = dir("run");
+    let text = config(member("node1").await, member("node2").await);
     let cfg = file(
         &d,
         "lb.toml",
-        &config(member("node1").await, member("node2").await),
+        &format!("{text}\n[manager]\nlisten = \"127.0.0.1:0\"\n"),
     );
     let mut child = Command::new(BIN)
-        .args(["--config"])
+        .arg("--config")
         .arg(&cfg)
         .args(["--workers", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Running(child);
+    // stdout's lines, read on a thread so that every wait for one is bounded
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("a line within 30 s")
+    };
+    let line = next();
     let addr: SocketAddr = line
-        .trim()
         .strip_prefix("listening on ")
         .expect(&line)
         .parse()
         .unwrap();
+    let line = next();
+    let manager: SocketAddr = line
+        .strip_prefix("manager on http://")
+        .and_then(|l| l.strip_suffix("/balancer-manager"))
+        .expect(&line)
+        .parse()
+        .unwrap();
+
     // 200 connections, one request each: both members serve, every request answered
     let mut served = std::collections::HashMap::new();
     for _ in 0..200 {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
+        let out = get(addr, "lb.test", "/").await;
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         let by = out
             .lines()
@@ -176,14 +211,42 @@ async fn it_serves_with_two_workers_and_drains_on_sigterm() {
     }
     assert_eq!(served.len(), 2, "{served:?}");
     // the second worker is a thread of its own
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .map(|c| c.trim().to_owned())
         .collect();
     assert!(threads.iter().any(|t| t == "lb-worker-1"), "{threads:?}");
+
+    // /metrics on the manager's port counts what was sent, whichever worker served it
+    let page = get(manager, &manager.to_string(), "/metrics").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let body = page.split("\r\n\r\n").nth(1).unwrap();
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(value("lb_member_requests_total{"), 200, "{body}");
+    assert_eq!(value("lb_client_connections_total"), 200, "{body}");
+    assert_eq!(value("lb_member_response_seconds_count{"), 200, "{body}");
+    assert_eq!(value("lb_member_failures_total{"), 0, "{body}");
+    assert_eq!(value("lb_member_healthy{"), 2, "{body}");
+    for l in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let v = l.rsplit(' ').next().unwrap();
+        assert!(v.parse::<f64>().is_ok(), "{l}");
+    }
+    // the manager page links to it
+    let html = get(manager, &manager.to_string(), "/balancer-manager").await;
+    assert!(html.contains("href=\"/metrics\""), "{html}");
+
     // SIGTERM: a clean exit, soon
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -191,7 +254,7 @@ async fn it_serves_with_two_workers_and_drains_on_sigterm() {
         .success());
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(

@@ -103,6 +103,7 @@ pub mod fuzzing;
 pub mod hygiene;
 pub mod limits;
 pub mod manager;
+pub mod metrics;
 pub mod prelude;
 pub mod proxy;
 pub mod rewrite;

@@ -394,8 +394,14 @@ async fn the_manager_answers_only_its_own_names_and_paths() {
         let ok = get(host.clone(), "/balancer-manager").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{host}: {ok}");
     }
+    // its paths: the page and, since issue J, Prometheus metrics; nothing else
     let metrics = get(m.to_string(), "/metrics").await;
-    assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("application/openmetrics-text"), "{metrics}");
+    let other = get(m.to_string(), "/server-status").await;
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let evil = get(format!("evil.test:{}", m.port()), "/metrics").await;
+    assert!(evil.starts_with("HTTP/1.1 421"), "{evil}");
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
 use super::strategy::ConfiguredStrategy;
 use super::workers::{self, Worker};
 use crate::manager::{ManagerInfo, ManagerService, NonceError};
+use crate::metrics::Metrics;
 use crate::proxy::StackPlan;
 use crate::serve::{ServeConfig, Server};
 
@@ -195,8 +196,12 @@ impl Gateway {
         if let Some(a) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             names.push(a.ip().to_string());
         }
+        let metrics = Metrics::new(self.registry.clone())
+            .server(self.front.serve.stats.clone())
+            .failover(&self.stack.failover);
         let manager = ManagerService::new(self.registry.clone(), self.manager.info.clone())?
-            .allow_hosts(names);
+            .allow_hosts(names)
+            .with_metrics(metrics);
         Ok((admin, manager))
     }
 }

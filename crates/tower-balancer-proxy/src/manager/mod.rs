@@ -70,6 +70,8 @@ struct ManagerState {
     nonce: String,
     /// Host names (lower case, IPv6 without brackets) requests may carry.
     hosts: Vec<String>,
+    /// Served at `/metrics` when set.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The paths the manager answers at.
@@ -108,8 +110,16 @@ impl ManagerService {
                 info,
                 nonce,
                 hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+                metrics: None,
             }),
         })
+    }
+
+    /// Also serves `metrics` at `/metrics` (the page links to it), behind the same host check.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        Arc::make_mut(&mut self.inner).metrics = Some(metrics);
+        self
     }
 
     /// Also answers requests whose `Host` names one of `hosts` (a name or an address,
@@ -229,11 +239,15 @@ impl ManagerState {
                 ),
             }
         } else {
-            respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                view::html(&view, &self.nonce),
-            )
+            let mut page = view::html(&view, &self.nonce);
+            if self.metrics.is_some() {
+                page = page.replacen(
+                    "<h1>Balancer manager</h1>",
+                    "<h1>Balancer manager</h1><p><a href=\"/metrics\">Prometheus metrics</a></p>",
+                    1,
+                );
+            }
+            respond(StatusCode::OK, "text/html; charset=utf-8", page)
         }
     }
 
@@ -328,6 +342,12 @@ where
                     "text/plain; charset=utf-8",
                     "421 this is not a host the balancer-manager answers for\n",
                 ));
+            }
+            if let (Some(metrics), "/metrics") = (&inner.metrics, req.uri().path()) {
+                if matches!(*req.method(), Method::GET | Method::HEAD) {
+                    let text = metrics.render();
+                    return Ok(respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, text));
+                }
             }
             if !PATHS.contains(&req.uri().path()) {
                 return Ok(respond(

@@ -23,6 +23,7 @@ use super::{Background, Proxy, ProxyError};
 use crate::forward::ForwardConfig;
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::manager::{ManagerInfo, ManagerService};
+use crate::metrics::Metrics;
 use crate::serve::StatusOnErrorLayer;
 
 /// Which health check runs.
@@ -231,7 +232,8 @@ where
             .with_strategy(self.strategy.name())
             .describe_sticky(&sticky)
             .describe_failover(&self.failover);
-        let manager = ManagerService::new(registry.clone(), info)?;
+        let metrics = Metrics::new(registry.clone()).failover(&self.failover);
+        let manager = ManagerService::new(registry.clone(), info)?.with_metrics(metrics.clone());
         let probe = match &self.check {
             Check::Tcp => Some(HealthProbe::new(registry.clone(), TcpProbe, self.probe).spawn()),
             Check::Http(path) => {
@@ -266,6 +268,6 @@ where
             _readmissions: readmissions,
         });
         let service = ProxyService::new(stack, self.assume_tls, background);
-        Ok(Proxy::new(service, registry, manager))
+        Ok(Proxy::new(service, registry, manager, metrics))
     }
 }

@@ -96,6 +96,7 @@ pub use service::{ProxyBody, ProxyFuture, ProxyService};
 pub(crate) use stack::StackPlan;
 
 use crate::manager::ManagerService;
+use crate::metrics::Metrics;
 use crate::serve::{ServeConfig, Server};
 
 /// A built balancer: its [`service`](Self::service), live [`registry`](Self::registry) and
@@ -106,6 +107,7 @@ pub struct Proxy {
     service: ProxyService,
     registry: Registry,
     manager: ManagerService,
+    metrics: Metrics,
 }
 
 /// The tasks that run beside a proxy, stopped when the last handle to them goes.
@@ -155,12 +157,25 @@ impl Proxy {
         Ok(ManagerTask { local, task })
     }
 
-    pub(crate) fn new(service: ProxyService, registry: Registry, manager: ManagerService) -> Self {
+    pub(crate) const fn new(
+        service: ProxyService,
+        registry: Registry,
+        manager: ManagerService,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             service,
             registry,
             manager,
+            metrics,
         }
+    }
+
+    /// The members' Prometheus metrics as a service (also served by the manager at
+    /// `/metrics`); add your server's with [`Metrics::server`].
+    #[must_use]
+    pub const fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 

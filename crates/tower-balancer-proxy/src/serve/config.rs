@@ -19,6 +19,7 @@ pub struct ServeConfig {
     pub(crate) keep_alive_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) stats: super::stats::ServerStats,
 }
 
 /// Descriptors kept for everything that is not a client or member connection: listeners,
@@ -52,7 +53,7 @@ impl ServeConfig {
     /// for its next request, so the shorter of the two limits holds). At most [`default_max_connections`] client connections at
     /// once (more wait in the listen backlog).
     #[must_use]
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
@@ -62,6 +63,7 @@ impl ServeConfig {
             keep_alive_timeout: Duration::from_secs(15),
             max_connections: None,
             tls: None,
+            stats: super::stats::ServerStats::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod config;
 mod guard;
 mod server;
 mod stack;
+mod stats;
 mod status;
 mod timeout;
 
@@ -17,4 +18,5 @@ pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};
 pub use server::Server;
 pub use stack::Servable;
+pub use stats::ServerStats;
 pub use status::{client_status, ServeBody, StatusFuture, StatusOnError, StatusOnErrorLayer};

@@ -24,6 +24,7 @@ use tower_balancer::BoxError;
 use super::config::ServeConfig;
 use super::guard::{check_framing, FramingError};
 use super::stack::Servable;
+use super::stats::ServerStats;
 use super::status::{error_response, ServeBody};
 use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
 
@@ -93,6 +94,13 @@ impl Server {
         Self { listener, config }
     }
 
+    /// The connections and TLS handshakes this server (and every server sharing its
+    /// [`ServeConfig`]) counted, for metrics.
+    #[must_use]
+    pub fn stats(&self) -> ServerStats {
+        self.config.stats.clone()
+    }
+
     /// The address listened on.
     ///
     /// # Errors
@@ -138,8 +146,9 @@ impl Server {
             let stack = stack.clone();
             let tls = tls.clone();
             let watcher = graceful.watcher();
+            let open = config.stats.connection();
             tokio::spawn(async move {
-                let _slot = slot;
+                let _slot = (slot, open);
                 let is_tls = tls.is_some();
                 let progress = Arc::new(Progress::default());
                 let limits = IdleLimits {
@@ -155,8 +164,10 @@ impl Server {
                             tokio::time::timeout(config.handshake_timeout, acceptor.accept(sock))
                                 .await
                         else {
+                            config.stats.handshake(false);
                             return;
                         };
+                        config.stats.handshake(true);
                         drive(
                             Watched::new(stream, progress, limits),
                             &builder,

@@ -119,7 +119,12 @@ impl<I, S: Strategy> Balance<I, S> {
                 snapshot.get(redirect.as_str()).filter(usable)
             });
             match chosen {
-                Some(m) => return Ok(m.clone()),
+                Some(m) => {
+                    if !tried.is_empty() {
+                        m.stats().metrics().note_retry();
+                    }
+                    return Ok(m.clone());
+                }
                 None if pin.is_strict() => {
                     return Err(BalanceError::PinnedUnavailable(pin.route().clone()))
                 }
@@ -134,7 +139,11 @@ impl<I, S: Strategy> Balance<I, S> {
                 .and_then(|k| k.key(req.method(), req.uri(), req.headers())),
         };
         let cx = PickContext::new(key, tried);
-        Ok(shared.picker.pick(&snapshot, &cx)?.clone())
+        let picked = shared.picker.pick(&snapshot, &cx)?;
+        if !tried.is_empty() {
+            picked.stats().metrics().note_retry();
+        }
+        Ok(picked.clone())
     }
 }
 

@@ -215,6 +215,9 @@ where
                                 ));
                             }
                             if !unsent && !this.config.budget.withdraw() {
+                                this.config
+                                    .refusals
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 return Poll::Ready(give_up(
                                     res,
                                     NotRetried::BudgetExhausted,

@@ -34,6 +34,8 @@ pub struct FailoverConfig {
     pub(crate) retry_non_idempotent: bool,
     pub(crate) replay_cap: usize,
     pub(crate) budget: Arc<TpsBudget>,
+    /// Retries the budget refused, shared by every clone.
+    pub(crate) refusals: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for FailoverConfig {
@@ -71,6 +73,7 @@ impl Default for FailoverConfig {
             retry_non_idempotent: false,
             replay_cap: DEFAULT_REPLAY_CAP,
             budget: Arc::new(tps_budget(Duration::from_secs(10), 10, 0.2)),
+            refusals: Arc::default(),
         }
     }
 }
@@ -87,6 +90,12 @@ impl FailoverConfig {
     #[must_use]
     pub const fn attempt_timeout(&self) -> Option<Duration> {
         self.per_try_timeout
+    }
+
+    /// Retries the budget refused so far (requests answered with their first failure).
+    #[must_use]
+    pub fn budget_refusals(&self) -> u64 {
+        self.refusals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The statuses retried elsewhere ([`fail_on_status`](Self::fail_on_status)).

@@ -249,6 +249,7 @@ impl OutlierState {
         for e in state.values_mut() {
             if e.until.is_some() && !e.applied {
                 e.applied = true;
+                e.member.stats().metrics().note_ejection();
                 let _ = self.registry.set_health_by(
                     e.member.id().as_str(),
                     HealthSource::Outlier,

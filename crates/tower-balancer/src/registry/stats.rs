@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::member::Member;
+use super::metrics::MemberMetrics;
 use super::verdict::{FailureKind, Outcome};
 
 /// How fast the latency estimate forgets: the same 10 s tower's `PeakEwma` uses by default.
@@ -45,6 +46,7 @@ impl RegistryLoad {
 /// Counters and latency of one member. Read them through [`Member::stats`].
 #[derive(Debug)]
 pub struct MemberStats {
+    metrics: MemberMetrics,
     in_flight: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
@@ -82,6 +84,7 @@ pub struct StatsView {
 impl MemberStats {
     pub(crate) fn new(load: Arc<RegistryLoad>) -> Self {
         Self {
+            metrics: MemberMetrics::default(),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -173,11 +176,18 @@ impl MemberStats {
         self.bytes_from_member.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counters for metrics: failures by kind, response times, retries, ejections.
+    #[must_use]
+    pub const fn metrics(&self) -> &MemberMetrics {
+        &self.metrics
+    }
+
     /// Records the outcome of one request: counters, failure streak and, for responses, the
     /// latency estimate.
     pub fn record(&self, outcome: &Outcome) {
         match outcome {
             Outcome::Success { latency } => {
+                self.metrics.observe_latency(*latency);
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
                 self.consecutive_connect_failures
@@ -185,6 +195,10 @@ impl MemberStats {
                 self.ewma.observe(*latency, self.load.epoch, Instant::now());
             }
             Outcome::Failure { kind, latency } => {
+                self.metrics.count_failure(*kind);
+                if let Some(l) = latency {
+                    self.metrics.observe_latency(*l);
+                }
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 // saturating: a member failing for years must not wrap to "healthy"

@@ -1,0 +1,297 @@
+//! Prometheus metrics: what each member did and how the front is doing, in the OpenMetrics
+//! text format, read from the registry's counters at scrape time (nothing is recorded for
+//! metrics on the request path beyond the registry's own atomic counters).
+//!
+//! Why these: they are what HAProxy's exporter and Envoy's stats give an operator to see a
+//! member failing before clients do — requests, failures by kind, in flight, response times,
+//! health and admin state, ejections, retries, bytes — and the front's connections and TLS
+//! handshakes.
+//!
+//! ```
+//! use tower::ServiceExt;
+//! use tower_balancer::registry::{MemberId, MemberSpec, Registry};
+//! use tower_balancer_proxy::metrics::Metrics;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Registry::new();
+//! registry.insert(MemberSpec::new(MemberId::new("node1")?, "http://10.0.0.1:9763".parse()?))?;
+//! let res = Metrics::new(registry).oneshot(http::Request::new(())).await?;
+//! assert_eq!(res.status(), 200);
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::Full;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use tower_balancer::failover::FailoverConfig;
+use tower_balancer::registry::{AdminState, Health, Member, Registry};
+use tower_service::Service;
+
+use crate::serve::ServerStats;
+
+/// The content type of the OpenMetrics text format, which Prometheus scrapes.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The metrics of one balancer, as a tower service answering every request with the current
+/// values (mount it at `/metrics`; the balancer-manager serves it there).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    registry: Registry,
+    server: Option<ServerStats>,
+    failover: Option<FailoverConfig>,
+}
+
+impl Metrics {
+    /// The members' metrics from `registry`.
+    #[must_use]
+    pub const fn new(registry: Registry) -> Self {
+        Self {
+            source: Source {
+                registry,
+                server: None,
+                failover: None,
+            },
+        }
+    }
+
+    /// Also the front's connections and TLS handshakes ([`Server::stats`](crate::serve::Server::stats)).
+    #[must_use]
+    pub fn server(mut self, stats: ServerStats) -> Self {
+        self.source.server = Some(stats);
+        self
+    }
+
+    /// Also the retries the budget of `config` (the failover layer's) refused.
+    #[must_use]
+    pub fn failover(mut self, config: &FailoverConfig) -> Self {
+        self.source.failover = Some(config.clone());
+        self
+    }
+
+    /// The current values in the OpenMetrics text format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self.source.clone()));
+        let mut out = String::new();
+        // writing into a String cannot fail
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+impl<B> Service<Request<B>> for Metrics {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        let mut res = Response::new(Full::new(Bytes::from(self.render())));
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        ready(Ok(res))
+    }
+}
+
+/// One family: a descriptor, then a value per member.
+fn family(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    members: &[std::sync::Arc<Member>],
+    mut each: impl FnMut(&mut MetricEncoder<'_>, &Member) -> fmt::Result,
+) -> fmt::Result {
+    let mut e = encoder.encode_descriptor(name, help, None, kind)?;
+    for m in members {
+        each(&mut e, m)?;
+    }
+    Ok(())
+}
+
+fn counter(e: &mut MetricEncoder<'_>, labels: &[(&str, &str)], v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(e.encode_family(&labels)?)
+}
+
+fn gauge(e: &mut MetricEncoder<'_>, labels: &[(&str, &str)], v: i64) -> fmt::Result {
+    ConstGauge::new(v).encode(e.encode_family(&labels)?)
+}
+
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Source {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let snapshot = self.registry.load();
+        let members = snapshot.members();
+        let id = |m: &Member| m.id().as_str().to_owned();
+        family(
+            &mut encoder,
+            "lb_member_requests",
+            "Requests that reached an outcome on the member.",
+            MetricType::Counter,
+            members,
+            |e, m| counter(e, &[("member", &id(m))], m.stats().view().requests),
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_failures",
+            "Attempts that failed on the member, by kind.",
+            MetricType::Counter,
+            members,
+            |e, m| {
+                for (kind, n) in m.stats().metrics().failures_by_kind() {
+                    counter(e, &[("member", &id(m)), ("kind", kind)], n)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_in_flight",
+            "Requests on the member now, until their response bodies end.",
+            MetricType::Gauge,
+            members,
+            |e, m| gauge(e, &[("member", &id(m))], signed(m.stats().in_flight())),
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_response_seconds",
+            "Time from sending a request to the member's response headers.",
+            MetricType::Histogram,
+            members,
+            |e, m| {
+                let h = m.stats().metrics().latency();
+                let labels = [("member", id(m))];
+                let mut f = e.encode_family(&labels)?;
+                f.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum, h.count, &h.buckets, None,
+                )
+            },
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_healthy",
+            "1 when the member is healthy (probes and passive ejection agree), else 0.",
+            MetricType::Gauge,
+            members,
+            |e, m| {
+                gauge(
+                    e,
+                    &[("member", &id(m))],
+                    i64::from(m.health() == Health::Healthy),
+                )
+            },
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_admin_state",
+            "1 for the member's admin state: active, standby, draining or disabled.",
+            MetricType::Gauge,
+            members,
+            |e, m| {
+                for (state, name) in [
+                    (AdminState::Active, "active"),
+                    (AdminState::Standby, "standby"),
+                    (AdminState::Draining, "draining"),
+                    (AdminState::Disabled, "disabled"),
+                ] {
+                    gauge(
+                        e,
+                        &[("member", &id(m)), ("state", name)],
+                        i64::from(m.state() == state),
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_ejections",
+            "Times passive ejection took the member out.",
+            MetricType::Counter,
+            members,
+            |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().ejections()),
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_retries",
+            "Attempts the member received after another member failed the request.",
+            MetricType::Counter,
+            members,
+            |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().retries()),
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_sent_bytes",
+            "Request body bytes sent to the member.",
+            MetricType::Counter,
+            members,
+            |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_to_member),
+        )?;
+        family(
+            &mut encoder,
+            "lb_member_received_bytes",
+            "Response body bytes received from the member.",
+            MetricType::Counter,
+            members,
+            |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_from_member),
+        )?;
+        if let Some(f) = &self.failover {
+            let mut e = encoder.encode_descriptor(
+                "lb_retry_budget_refusals",
+                "Retries the retry budget refused.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(f.budget_refusals()).encode(e.encode_family(&[("balancer", "")])?)?;
+        }
+        if let Some(s) = &self.server {
+            let plain: [(&str, &str); 0] = [];
+            let mut e = encoder.encode_descriptor(
+                "lb_client_connections",
+                "Client connections accepted.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(s.accepted()).encode(e.encode_family(&plain)?)?;
+            let mut e = encoder.encode_descriptor(
+                "lb_client_connections_open",
+                "Client connections open now.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(signed(s.open())).encode(e.encode_family(&plain)?)?;
+            let mut e = encoder.encode_descriptor(
+                "lb_tls_handshakes",
+                "TLS handshakes with clients, by result.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(s.tls_handshakes()).encode(e.encode_family(&[("result", "ok")])?)?;
+            ConstCounter::new(s.tls_handshake_failures())
+                .encode(e.encode_family(&[("result", "failed")])?)?;
+        }
+        Ok(())
+    }
+}

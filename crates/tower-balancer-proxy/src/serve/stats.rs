@@ -1,0 +1,70 @@
+//! What the server counts for metrics: connections accepted and open, TLS handshakes and
+//! their failures. Shared by every clone of a [`ServeConfig`](super::ServeConfig), so the
+//! workers serving one front count together.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The server's counters; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    handshakes: AtomicU64,
+    handshake_failures: AtomicU64,
+}
+
+impl ServerStats {
+    /// Client connections accepted so far.
+    #[must_use]
+    pub fn accepted(&self) -> u64 {
+        self.0.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Client connections open now.
+    #[must_use]
+    pub fn open(&self) -> u64 {
+        self.0.open.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes completed.
+    #[must_use]
+    pub fn tls_handshakes(&self) -> u64 {
+        self.0.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed or timed out.
+    #[must_use]
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.0.handshake_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts an accepted connection, open until the guard is dropped.
+    pub(crate) fn connection(&self) -> OpenConnection {
+        self.0.accepted.fetch_add(1, Ordering::Relaxed);
+        self.0.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.0.clone())
+    }
+
+    pub(crate) fn handshake(&self, ok: bool) {
+        let c = if ok {
+            &self.0.handshakes
+        } else {
+            &self.0.handshake_failures
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One open client connection.
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Arc<Counters>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
