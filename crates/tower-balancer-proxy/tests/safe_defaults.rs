@@ -397,7 +397,10 @@ async fn the_manager_answers_only_its_own_names_and_paths() {
     // its paths: the page and, since issue J, Prometheus metrics; nothing else
     let metrics = get(m.to_string(), "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(metrics.contains("application/openmetrics-text"), "{metrics}");
+    assert!(
+        metrics.contains("application/openmetrics-text"),
+        "{metrics}"
+    );
     let other = get(m.to_string(), "/server-status").await;
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     let evil = get(format!("evil.test:{}", m.port()), "/metrics").await;
