@@ -18,6 +18,7 @@ impl ConfigFile {
         let b = &self.file.balancer;
         let mut plan = SourcePlan {
             drain: b.drain.unwrap_or(Duration::from_secs(30)),
+            slow_start: b.slow_start,
             ..SourcePlan::default()
         };
         if let Some(p) = &b.members_file {

@@ -154,6 +154,10 @@ pub struct BalancerSection {
     /// The retry budget for requests that may have been processed.
     #[serde(default)]
     pub retry_budget: Option<RetryBudgetSection>,
+    /// HAProxy `slowstart`, Envoy's slow start: a member that joins or comes back reaches its
+    /// full weight over this time instead of at once (off when absent).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub slow_start: Option<Duration>,
     /// Passive ejection of members that real requests see failing (on by default).
     #[serde(default)]
     pub ejection: Option<EjectionSection>,

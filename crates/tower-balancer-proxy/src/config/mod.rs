@@ -57,6 +57,7 @@
 //! | (nginx `proxy_read_timeout` on bodies) | `balancer.response_body_timeout` (default 60 s) |
 //! | (nginx `max_fails`, Envoy outlier detection) | `[balancer.ejection]`: `connect_failures` (3), `consecutive_failures` (5), `base_time` (30 s), `max_time` (300 s), `max_fraction` (0.1); 0 turns a rule off |
 //! | (linkerd retry budget) | `[balancer.retry_budget]`: `ratio` (0.2), `per_second` (10), `window` (10 s) |
+//! | (HAProxy `slowstart`, Envoy slow start) | `balancer.slow_start` (a duration: members that join or recover reach full weight over it; off when absent) |
 //! | (Envoy panic threshold) | `balancer.panic_threshold` (0.5; 0.0: every member down gives 503 at once) |
 //! | (WebSocket allow-list) | `balancer.upgrades` (`["websocket"]`; `h2c` never) |
 //! | (migration from the ROUTEID recipe) | `balancer.cookie_accept_apache` (true: signed mode also accepts Apache's `.node1`) |

@@ -79,6 +79,8 @@ pub(crate) struct SourcePlan {
     /// How long a member that left the file or DNS drains.
     pub(crate) drain: Duration,
     pub(crate) probe: Option<ProbeKind>,
+    /// The ramp for members that join or recover.
+    pub(crate) slow_start: Option<Duration>,
 }
 
 /// A task that stops when its handle is dropped, as the probe task does.

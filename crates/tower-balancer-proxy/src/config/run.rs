@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 
 use http::Uri;
 use tokio::sync::{broadcast, watch};
-use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection};
+use tower_balancer::health::{
+    HealthEvent, HealthProbeTask, OutlierDetection, SlowStart, SlowStartTask,
+};
 use tower_balancer::registry::Registry;
 
 use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
@@ -140,6 +142,10 @@ impl Gateway {
         if let Some(dns) = self.sources.dns.take() {
             discovery.push(AbortOnDrop::spawn(dns.run(&self.registry, drain)));
         }
+        let slow_start = self
+            .sources
+            .slow_start
+            .map(|window| SlowStart::new(window).spawn(self.registry.clone()));
         Ok(Bound {
             gateway: self,
             front,
@@ -149,6 +155,7 @@ impl Gateway {
             events,
             _probe: probe,
             _discovery: discovery,
+            _slow_start: slow_start,
         })
     }
 
@@ -238,6 +245,7 @@ pub struct Bound {
     events: Option<broadcast::Receiver<HealthEvent>>,
     _probe: Option<HealthProbeTask>,
     _discovery: Vec<AbortOnDrop>,
+    _slow_start: Option<SlowStartTask>,
 }
 
 impl Bound {

@@ -565,3 +565,38 @@ fn settings_that_would_do_nothing_or_clash_are_refused_with_words_an_operator_re
         ConfigFile::from_toml(&ok, Path::new("lb.toml")).unwrap();
     }
 }
+
+#[tokio::test]
+async fn slow_start_ramps_a_member_that_joins_only_when_asked_for() {
+    use tower_balancer::registry::{MemberId, MemberSpec};
+    let base =
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb\"\n[balancer]\nname = \"b\"\n";
+    let member = "[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n";
+    for (extra, ramps) in [("slow_start = \"60s\"\n", true), ("", false)] {
+        let text = format!("{base}{extra}{member}");
+        let bound = ConfigFile::from_toml(&text, Path::new("lb.toml"))
+            .unwrap()
+            .build()
+            .unwrap()
+            .bind()
+            .await
+            .unwrap();
+        // members present when the task starts serve at full weight: join after it runs
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let id = MemberId::new("late").unwrap();
+        bound
+            .registry()
+            .insert(MemberSpec::new(id, "http://127.0.0.1:2".parse().unwrap()))
+            .unwrap();
+        // the ramp task runs every few hundred milliseconds
+        let mut ramp = 1000;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            ramp = bound.registry().load().get("late").unwrap().ramp_permille();
+            if ramp < 1000 {
+                break;
+            }
+        }
+        assert_eq!(ramp < 1000, ramps, "{extra:?}: ramp {ramp}");
+    }
+}
