@@ -158,7 +158,10 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
     let cfg = file(
         &d,
         "lb.toml",
-        &format!("{text}\n[manager]\nlisten = \"127.0.0.1:0\"\n"),
+        &format!(
+            "{}\n[manager]\nlisten = \"127.0.0.1:0\"\n",
+            text.replace("[balancer]", "access_log = \"access.log\"\n\n[balancer]")
+        ),
     );
     let mut child = Command::new(BIN)
         .arg("--config")
@@ -264,5 +267,23 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
+    // one access log line a request, written by the time the process is gone
+    let log = std::fs::read_to_string(d.join("access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 200, "{log}");
+    for l in &lines {
+        assert!(l.starts_with("127.0.0.1 - - ["), "{l}");
+        assert!(
+            l.contains("] \"GET / HTTP/1.1\" 200 5 \"-\" \"-\" member=node"),
+            "{l}"
+        );
+        assert!(l.contains(" attempts=1 upstream_ms="), "{l}");
+    }
+    let node1 = lines.iter().filter(|l| l.contains("member=node1 ")).count();
+    assert_eq!(
+        Some(&node1),
+        served.get("node1"),
+        "the log names the member that served"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -93,6 +93,7 @@
 //! balancer from a TOML file that mirrors an Apache virtual host.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod access_log;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;

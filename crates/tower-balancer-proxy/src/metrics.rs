@@ -54,6 +54,7 @@ struct Source {
     registry: Registry,
     server: Option<ServerStats>,
     failover: Option<FailoverConfig>,
+    access_log: Option<crate::access_log::DroppedLines>,
 }
 
 impl Metrics {
@@ -65,6 +66,7 @@ impl Metrics {
                 registry,
                 server: None,
                 failover: None,
+                access_log: None,
             },
         }
     }
@@ -80,6 +82,13 @@ impl Metrics {
     #[must_use]
     pub fn failover(mut self, config: &FailoverConfig) -> Self {
         self.source.failover = Some(config.clone());
+        self
+    }
+
+    /// Also the access log's dropped lines.
+    #[must_use]
+    pub fn access_log(mut self, dropped: crate::access_log::DroppedLines) -> Self {
+        self.source.access_log = Some(dropped);
         self
     }
 
@@ -265,6 +274,15 @@ impl Collector for Source {
                 MetricType::Counter,
             )?;
             ConstCounter::new(f.budget_refusals()).encode(e.encode_family(&[("balancer", "")])?)?;
+        }
+        if let Some(d) = &self.access_log {
+            let mut e = encoder.encode_descriptor(
+                "lb_access_log_dropped",
+                "Access log lines dropped because the writer could not keep up.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(d.get()).encode(e.encode_family(&[("log", "access")])?)?;
         }
         if let Some(s) = &self.server {
             let plain: [(&str, &str); 0] = [];

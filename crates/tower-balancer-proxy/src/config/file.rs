@@ -67,6 +67,13 @@ pub struct ServerSection {
     /// send nothing before the request is aborted with 408 (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub request_body_timeout: Option<Duration>,
+    /// Apache `CustomLog`: `"stdout"` or a file (relative to this file's directory), one line
+    /// a request, written off the request path; off when absent.
+    #[serde(default)]
+    pub access_log: Option<Spanned<PathBuf>>,
+    /// `"combined"` (Apache's, the default) or `"json"`.
+    #[serde(default)]
+    pub access_log_format: crate::access_log::LogFormat,
     /// nginx `worker_processes`: runtimes serving the front, each on its own thread with its
     /// own `SO_REUSEPORT` listener (at least 1; the library's default is 1, the
     /// `tower-balancer` binary's the number of cores).

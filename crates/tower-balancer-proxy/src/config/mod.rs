@@ -44,6 +44,7 @@
 //! | `RequestReadTimeout header=` | `server.header_read_timeout` |
 //! | `LimitRequestFieldSize`, `LimitRequestFields` | `server.max_header_bytes`, `server.max_headers` |
 //! | `GracefulShutdownTimeout` | `server.graceful_timeout` |
+//! | `CustomLog` | `server.access_log` (`"stdout"` or a file; off when absent), `server.access_log_format` (`"combined"`, the default, or `"json"`) |
 //! | `RequestReadTimeout body=` (nginx `client_body_timeout`) | `server.request_body_timeout` (default 60 s; 408) |
 //! | (HAProxy `maxconn`) | `server.max_connections` (default: half the open-file limit after 64; shared by the workers) |
 //! | (nginx `worker_processes`) | `server.workers` (runtimes, each with its own `SO_REUSEPORT` listener; default 1 in the library, the number of cores in the `tower-balancer` binary) |

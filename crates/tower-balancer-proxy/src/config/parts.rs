@@ -14,6 +14,7 @@ use super::build::{ConfigFile, NO_SPAN};
 use super::error::ConfigError;
 use super::plan::{FrontPlan, ProbeKind, PublicUrl};
 use super::strategy::ConfiguredStrategy;
+use crate::access_log::LogTarget;
 use crate::forward::{ForwardConfig, UpstreamTls};
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::proxy::StackPlan;
@@ -47,10 +48,18 @@ impl ConfigFile {
         if let Some(n) = s.max_connections {
             serve = serve.max_connections(n);
         }
+        let access_log = s.access_log.as_ref().map(|p| {
+            let target = match p.get_ref().to_str() {
+                Some("stdout") => LogTarget::Stdout,
+                _ => LogTarget::File(self.resolve(p.get_ref())),
+            };
+            (target, s.access_log_format)
+        });
         Ok(FrontPlan {
             listen: s.listen,
             serve,
             workers: s.workers,
+            access_log,
         })
     }
 
@@ -76,6 +85,7 @@ impl ConfigFile {
                 .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             response_idle: b.response_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             forward,
+            access_log: None,
         })
     }
 

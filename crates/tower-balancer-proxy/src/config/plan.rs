@@ -18,6 +18,7 @@ use tower_balancer::health::{
 use tower_balancer::registry::Registry;
 
 use super::members::MembersFile;
+use crate::access_log::{LogFormat, LogTarget};
 use crate::forward::ProbeClient;
 use crate::manager::ManagerInfo;
 use crate::rewrite::ReverseRewrite;
@@ -30,6 +31,8 @@ pub(crate) struct FrontPlan {
     pub(crate) serve: ServeConfig,
     /// `server.workers`: runtimes serving the front (1 when unset).
     pub(crate) workers: Option<usize>,
+    /// Where and how requests are logged, when they are.
+    pub(crate) access_log: Option<(LogTarget, LogFormat)>,
 }
 
 /// The balancer-manager, when one listens.

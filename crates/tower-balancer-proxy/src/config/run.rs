@@ -15,6 +15,7 @@ use tower_balancer::registry::Registry;
 use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
 use super::strategy::ConfiguredStrategy;
 use super::workers::{self, Worker};
+use crate::access_log::{AccessLog, AccessLogWriter};
 use crate::manager::{ManagerInfo, ManagerService, NonceError};
 use crate::metrics::Metrics;
 use crate::proxy::StackPlan;
@@ -51,6 +52,14 @@ pub enum BindError {
     /// The forwarder's TLS settings were refused.
     #[error("the members' TLS settings were refused: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The access log could not be opened.
+    #[error("cannot open the access log {target:?}: {source}")]
+    AccessLog {
+        /// Where it was to go.
+        target: crate::access_log::LogTarget,
+        /// Why.
+        source: io::Error,
+    },
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
     Worker(#[source] io::Error),
@@ -117,6 +126,15 @@ impl Gateway {
                 .max_connections((cap / workers).max(1));
         }
         let (front, extra) = self.open_front(workers).await?;
+        let access_log = match self.front.access_log.clone() {
+            Some((target, format)) => {
+                let (log, writer) = AccessLog::start(&target, format)
+                    .map_err(|source| BindError::AccessLog { target, source })?;
+                self.stack.access_log = Some(log);
+                Some(writer)
+            }
+            None => None,
+        };
         let port = front
             .local_addr()
             .map_or(self.front.listen.port(), |a| a.port());
@@ -150,6 +168,7 @@ impl Gateway {
             gateway: self,
             front,
             workers: extra,
+            access_log,
             admin,
             manager,
             events,
@@ -203,9 +222,12 @@ impl Gateway {
         if let Some(a) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             names.push(a.ip().to_string());
         }
-        let metrics = Metrics::new(self.registry.clone())
+        let mut metrics = Metrics::new(self.registry.clone())
             .server(self.front.serve.stats.clone())
             .failover(&self.stack.failover);
+        if let Some(log) = &self.stack.access_log {
+            metrics = metrics.access_log(log.dropped_lines());
+        }
         let manager = ManagerService::new(self.registry.clone(), self.manager.info.clone())?
             .allow_hosts(names)
             .with_metrics(metrics);
@@ -240,6 +262,7 @@ pub struct Bound {
     gateway: Gateway,
     front: Server,
     workers: Vec<Worker>,
+    access_log: Option<AccessLogWriter>,
     admin: Option<Server>,
     manager: ManagerService,
     events: Option<broadcast::Receiver<HealthEvent>>,
@@ -319,6 +342,10 @@ impl Bound {
         for worker in extra {
             // each finishes its in-flight requests within the graceful timeout
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
+        if let Some(writer) = self.access_log {
+            // every stack is gone: write what is queued
+            writer.finish(std::time::Duration::from_secs(5)).await;
         }
         result.map_err(|source| BindError::Listen {
             what: "the balancer",

@@ -258,6 +258,7 @@ where
             request_idle: self.request_idle,
             response_idle: self.response_idle,
             forward: self.forward,
+            access_log: None,
         };
         let outliers = OutlierDetection::new(registry.clone(), plan.outliers);
         let readmissions = outliers.spawn();

@@ -16,6 +16,7 @@ use tower_balancer::BoxError;
 use tower_http::timeout::ResponseBodyTimeoutLayer;
 use tower_layer::Layer;
 
+use crate::access_log::AccessLogLayer;
 use crate::forward::ForwardConfig;
 use crate::limits::RequestBodyIdleLayer;
 use crate::serve::Servable;
@@ -34,6 +35,8 @@ pub(crate) struct StackPlan<S> {
     /// How long a member's response body may send nothing.
     pub(crate) response_idle: Duration,
     pub(crate) forward: ForwardConfig,
+    /// Logs each request, outermost, when set.
+    pub(crate) access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl<S> StackPlan<S>
@@ -59,7 +62,8 @@ where
         }
         let failover = FailoverLayer::new(registry.clone(), self.failover);
         let sticky = StickyLayer::new(registry.clone(), self.sticky);
-        Ok(RequestBodyIdleLayer::new(self.request_idle)
-            .layer(sticky.layer(failover.layer(balance.layer(forward)))))
+        let stack = RequestBodyIdleLayer::new(self.request_idle)
+            .layer(sticky.layer(failover.layer(balance.layer(forward))));
+        Ok(AccessLogLayer::new(self.access_log).layer(stack))
     }
 }

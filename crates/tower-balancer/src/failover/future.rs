@@ -15,6 +15,7 @@ use tower_service::Service;
 use super::body::{Replay, ReplayBody};
 use super::error::{FailoverError, NotRetried};
 use super::policy::{is_idempotent, FailoverConfig};
+use super::Attempts;
 use crate::balance::{AttemptError, AttemptTimeout, BalanceError, ServedBy};
 use crate::error::find_in_chain;
 use crate::strategy::Tried;
@@ -102,6 +103,14 @@ fn attempt_request<B>(
     req
 }
 
+/// Marks a response with the attempts it took (an access log writes them).
+fn tag<RB>(out: Result<Response<RB>, BoxError>, attempts: usize) -> Result<Response<RB>, BoxError> {
+    out.map(|mut r| {
+        r.extensions_mut().insert(Attempts(attempts));
+        r
+    })
+}
+
 /// The answer to give when failover stops for `reason`: a response is returned as it is,
 /// marked with the reason; an error is wrapped in [`FailoverError`].
 fn give_up<RB>(
@@ -164,7 +173,10 @@ where
                 if deadline.as_mut().poll(cx).is_ready() {
                     let attempts = *this.attempts;
                     return Poll::Ready(match this.last.take() {
-                        Some(res) => give_up(res, NotRetried::DeadlineExceeded, attempts),
+                        Some(res) => tag(
+                            give_up(res, NotRetried::DeadlineExceeded, attempts),
+                            attempts,
+                        ),
                         None => Err(Box::new(FailoverError::new(
                             NotRetried::DeadlineExceeded,
                             attempts,
@@ -205,12 +217,11 @@ where
                         attempts,
                     );
                     match verdict {
-                        Verdict::Done(out) => return Poll::Ready(out),
+                        Verdict::Done(out) => return Poll::Ready(tag(out, attempts)),
                         Verdict::Retry { res, unsent } => {
                             if attempts >= *this.max_attempts {
-                                return Poll::Ready(give_up(
-                                    res,
-                                    NotRetried::AttemptsExhausted,
+                                return Poll::Ready(tag(
+                                    give_up(res, NotRetried::AttemptsExhausted, attempts),
                                     attempts,
                                 ));
                             }
@@ -218,9 +229,8 @@ where
                                 this.config
                                     .refusals
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                return Poll::Ready(give_up(
-                                    res,
-                                    NotRetried::BudgetExhausted,
+                                return Poll::Ready(tag(
+                                    give_up(res, NotRetried::BudgetExhausted, attempts),
                                     attempts,
                                 ));
                             }

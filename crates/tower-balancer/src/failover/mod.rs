@@ -45,3 +45,7 @@ pub use policy::{
     is_idempotent, FailoverConfig, DEFAULT_MAX_RETRIES, DEFAULT_PER_TRY_TIMEOUT, DEFAULT_REPLAY_CAP,
 };
 pub use service::Failover;
+
+/// In a response: how many attempts the request took (1 when the first member answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub usize);

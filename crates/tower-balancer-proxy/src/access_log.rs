@@ -1,0 +1,548 @@
+//! An access log: one line per request, Apache's "combined" format or JSON, with the member
+//! that served it, the attempts it took and the member's time, written when the response
+//! body ends.
+//!
+//! Why off the request path: a slow disk or a blocked stdout must never hold a request. Lines
+//! go through a bounded channel to one writer task; when the channel is full the line is
+//! counted as dropped ([`AccessLog::dropped`], `lb_access_log_dropped_total`) and the
+//! request goes on.
+//!
+//! ```
+//! use tower_balancer_proxy::access_log::{AccessLog, LogFormat, LogTarget};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! let (log, _writer) = AccessLog::start(&LogTarget::Stdout, LogFormat::Combined)?;
+//! let layer = log.layer(); // outermost in the stack, inside the server
+//! # let _ = layer; Ok(()) }
+//! ```
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{header, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tower_balancer::balance::ServedBy;
+use tower_balancer::client::ClientAddr;
+use tower_balancer::failover::Attempts;
+use tower_balancer::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::serve::client_status;
+
+/// Lines waiting for the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to (created when missing).
+    File(PathBuf),
+}
+
+/// How a line looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Apache's "combined" format, then `member=… attempts=… upstream_ms=… total_ms=…`.
+    #[default]
+    Combined,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The log's sending side: cheap to clone, one per stack.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: mpsc::Sender<String>,
+    format: LogFormat,
+    dropped: Arc<AtomicU64>,
+}
+
+/// How many lines an [`AccessLog`] dropped (for metrics).
+#[derive(Debug, Clone)]
+pub struct DroppedLines(Arc<AtomicU64>);
+
+impl DroppedLines {
+    /// Lines dropped so far.
+    #[must_use]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer task; [`finish`](Self::finish) writes what is queued and flushes.
+#[derive(Debug)]
+pub struct AccessLogWriter(tokio::task::JoinHandle<()>);
+
+impl AccessLogWriter {
+    /// Waits (at most `limit`) until every line sent before the last [`AccessLog`] clone was
+    /// dropped is written and flushed.
+    pub async fn finish(self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.0).await;
+    }
+}
+
+impl AccessLog {
+    /// Opens `target` and starts the writer on the current Tokio runtime.
+    ///
+    /// # Errors
+    /// The file's error (a directory that does not exist, no permission).
+    pub fn start(target: &LogTarget, format: LogFormat) -> io::Result<(Self, AccessLogWriter)> {
+        let out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match target {
+            LogTarget::Stdout => Box::new(tokio::io::stdout()),
+            LogTarget::File(path) => Box::new(tokio::fs::File::from_std(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(write_lines(rx, out));
+        let log = Self {
+            tx,
+            format,
+            dropped: Arc::default(),
+        };
+        Ok((log, AccessLogWriter(writer)))
+    }
+
+    /// Lines dropped because the writer could not keep up.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A reader of the dropped-lines count that does not keep the writer open.
+    #[must_use]
+    pub fn dropped_lines(&self) -> DroppedLines {
+        DroppedLines(self.dropped.clone())
+    }
+
+    /// The layer that logs the requests of the service it wraps.
+    #[must_use]
+    pub fn layer(&self) -> AccessLogLayer {
+        AccessLogLayer {
+            log: Some(self.clone()),
+        }
+    }
+
+    fn send(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes lines as they come, flushing when the queue runs dry; ends when every sender is
+/// gone and the queue is empty.
+async fn write_lines(
+    mut rx: mpsc::Receiver<String>,
+    mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(line) = rx.recv().await {
+        buf.extend_from_slice(line.as_bytes());
+        while let Ok(more) = rx.try_recv() {
+            buf.extend_from_slice(more.as_bytes());
+            if buf.len() >= 64 * 1024 {
+                break;
+            }
+        }
+        if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
+            tracing::warn!("the access log cannot be written; its lines are lost");
+        }
+        buf.clear();
+    }
+    let _ = out.flush().await;
+}
+
+/// See [`AccessLog::layer`].
+#[derive(Debug, Clone)]
+pub struct AccessLogLayer {
+    log: Option<AccessLog>,
+}
+
+impl AccessLogLayer {
+    /// `log`'s layer, or one that logs nothing (and costs next to nothing) for `None`.
+    #[must_use]
+    pub fn new(log: Option<AccessLog>) -> Self {
+        Self { log }
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLogService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLogService {
+            inner,
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// The service of [`AccessLogLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessLogService<S> {
+    inner: S,
+    log: Option<AccessLog>,
+}
+
+/// What is known of a request before its response.
+#[derive(Debug)]
+struct Entry {
+    log: AccessLog,
+    start: Instant,
+    wall: SystemTime,
+    client: Option<SocketAddr>,
+    line: String,
+    referer: String,
+    agent: String,
+}
+
+impl<S, B, RB> Service<Request<B>> for AccessLogService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<LoggedBody<RB>>;
+    type Error = BoxError;
+    type Future = LoggedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(log) = &self.log else {
+            return LoggedFuture {
+                inner: self.inner.call(req),
+                entry: None,
+                logging: false,
+            };
+        };
+        let header = |n: header::HeaderName| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let entry = Entry {
+            log: log.clone(),
+            start: Instant::now(),
+            wall: SystemTime::now(),
+            client: req.extensions().get::<ClientAddr>().map(|a| a.0),
+            line: format!("{} {target} {:?}", req.method(), req.version()),
+            referer: header(header::REFERER),
+            agent: header(header::USER_AGENT),
+        };
+        LoggedFuture {
+            inner: self.inner.call(req),
+            entry: Some(entry),
+            logging: true,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`AccessLogService`].
+    #[derive(Debug)]
+    pub struct LoggedFuture<F> {
+        #[pin]
+        inner: F,
+        entry: Option<Entry>,
+        logging: bool,
+    }
+}
+
+impl<F, RB, E> Future for LoggedFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<LoggedBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        let Some(entry) = this.entry.take() else {
+            // not logging: pass the answer through
+            return Poll::Ready(match out {
+                Ok(res) if !*this.logging => Ok(res.map(|inner| LoggedBody {
+                    inner,
+                    pending: None,
+                    bytes: 0,
+                })),
+                Ok(_) => Err("polled after completion".into()),
+                Err(e) => Err(e.into()),
+            });
+        };
+        let upstream = entry.start.elapsed();
+        Poll::Ready(match out {
+            Ok(res) => {
+                let done = Done {
+                    status: res.status().as_u16(),
+                    member: res
+                        .extensions()
+                        .get::<ServedBy>()
+                        .map(|s| s.0.id().to_string()),
+                    attempts: res.extensions().get::<Attempts>().map_or(1, |a| a.0),
+                    upstream,
+                };
+                Ok(res.map(|body| LoggedBody {
+                    inner: body,
+                    pending: Some((entry, done)),
+                    bytes: 0,
+                }))
+            }
+            Err(e) => {
+                let e = e.into();
+                let done = Done {
+                    status: client_status(&*e).as_u16(),
+                    member: None,
+                    attempts: 0,
+                    upstream,
+                };
+                write(&entry, &done, 0);
+                Err(e)
+            }
+        })
+    }
+}
+
+/// What the response said.
+#[derive(Debug)]
+struct Done {
+    status: u16,
+    member: Option<String>,
+    attempts: usize,
+    upstream: Duration,
+}
+
+pin_project! {
+    /// A response body whose end writes the request's line.
+    #[derive(Debug)]
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        pending: Option<(Entry, Done)>,
+        bytes: u64,
+    }
+
+    impl<B> PinnedDrop for LoggedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // the client went away before the end: log what was sent
+            let this = this.project();
+            if let Some((entry, done)) = this.pending.take() {
+                write(&entry, &done, *this.bytes);
+            }
+        }
+    }
+}
+
+impl<B: Body> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    *this.bytes += bytes::Buf::remaining(d) as u64;
+                }
+            }
+            Some(Err(_)) | None => {
+                if let Some((entry, done)) = this.pending.take() {
+                    write(&entry, &done, *this.bytes);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Formats the line and hands it to the writer.
+fn write(entry: &Entry, done: &Done, bytes: u64) {
+    let total = entry.start.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let client = entry
+        .client
+        .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
+    let member = done.member.as_deref().unwrap_or("-");
+    let line = match entry.log.format {
+        LogFormat::Combined => {
+            let mut l = String::with_capacity(256);
+            let _ = writeln!(
+                l,
+                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3}",
+                clf_time(entry.wall),
+                entry.line.escape_default(),
+                done.status,
+                entry.referer.escape_default(),
+                entry.agent.escape_default(),
+                done.attempts,
+                ms(done.upstream),
+                ms(total),
+            );
+            l
+        }
+        LogFormat::Json => {
+            let mut l = serde_json::json!({
+                "time": humantime_rfc3339(entry.wall),
+                "client": client,
+                "request": entry.line,
+                "status": done.status,
+                "bytes": bytes,
+                "referer": entry.referer,
+                "user_agent": entry.agent,
+                "member": done.member,
+                "attempts": done.attempts,
+                "upstream_ms": ms(done.upstream),
+                "total_ms": ms(total),
+            })
+            .to_string();
+            l.push('\n');
+            l
+        }
+    };
+    entry.log.send(line);
+}
+
+/// `02/Dec/2026:07:45:10 +0000`, Apache's time in UTC.
+fn clf_time(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[usize::from(mo - 1) % 12];
+    format!("{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000")
+}
+
+/// `2026-12-02T07:45:10Z`.
+fn humantime_rfc3339(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// The UTC calendar date and time of `t` (Howard Hinnant's days-to-civil).
+fn civil(t: SystemTime) -> (i64, u8, u8, u64, u64, u64) {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=12, 1..=31
+    (
+        year,
+        month as u8,
+        day as u8,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_too() {
+        let path = std::env::temp_dir().join(format!("access-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (log, writer) =
+            AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
+        let ok = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(
+                b"hello",
+            ))))
+        });
+        let mut req = Request::builder()
+            .uri("/a?b=c")
+            .header("user-agent", "test \"agent\"")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("10.0.0.7:5555".parse().unwrap()));
+        let res = log.layer().layer(ok).oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+        let failing = tower::service_fn(|_: Request<()>| async {
+            Err::<Response<Full<bytes::Bytes>>, BoxError>(
+                tower_balancer::balance::BalanceError::NoEligibleMember.into(),
+            )
+        });
+        assert!(log
+            .layer()
+            .layer(failing)
+            .oneshot(Request::new(()))
+            .await
+            .is_err());
+        drop(log);
+        writer.finish(Duration::from_secs(5)).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["client"], "10.0.0.7");
+        assert_eq!(lines[0]["request"], "GET /a?b=c HTTP/1.1");
+        assert_eq!(lines[0]["status"], 200);
+        assert_eq!(lines[0]["bytes"], 5);
+        assert_eq!(lines[0]["user_agent"], "test \"agent\"");
+        assert_eq!(lines[1]["status"], 503);
+        assert_eq!(lines[1]["client"], "-");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn times_are_written_in_utc_as_apache_and_rfc3339_do() {
+        // 2026-12-02T07:45:10Z
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_197_510);
+        assert_eq!(clf_time(t), "02/Dec/2026:07:45:10 +0000");
+        assert_eq!(humantime_rfc3339(t), "2026-12-02T07:45:10Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(humantime_rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}
