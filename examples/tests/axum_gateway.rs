@@ -78,6 +78,18 @@ async fn the_axum_gateway_is_sticky_fails_over_forwards_the_client_and_shows_its
         assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
         assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
         assert!(!seen.contains("6.6.6.6"), "{seen}");
+        // a request id made by the gateway reaches the member and comes back to the client
+        let id = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .filter(|id| id.len() > 17)
+            .unwrap_or_else(|| panic!("no request id in {seen}"))
+            .to_owned();
+        assert!(
+            seen.to_ascii_lowercase()
+                .contains(&format!("x-request-id: {id}\r\n")),
+            "{seen}"
+        );
 
         // the pinned member dies: the session carries on on the other one, no client error
         let dead = members.iter_mut().find(|m| m.name == pinned).unwrap();

@@ -279,6 +279,12 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
         );
         assert!(l.contains(" attempts=1 upstream_ms="), "{l}");
     }
+    // each line carries its own request id
+    let ids: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.rsplit_once(" request_id=").map(|(_, id)| id))
+        .collect();
+    assert_eq!(ids.len(), 200, "{log}");
     let node1 = lines.iter().filter(|l| l.contains("member=node1 ")).count();
     assert_eq!(
         Some(&node1),

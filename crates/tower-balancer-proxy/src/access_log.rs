@@ -213,6 +213,7 @@ struct Entry {
     line: String,
     referer: String,
     agent: String,
+    request_id: String,
 }
 
 impl<S, B, RB> Service<Request<B>> for AccessLogService<S>
@@ -252,6 +253,7 @@ where
             line: format!("{} {target} {:?}", req.method(), req.version()),
             referer: header(header::REFERER),
             agent: header(header::USER_AGENT),
+            request_id: header(header::HeaderName::from_static("x-request-id")),
         };
         LoggedFuture {
             inner: self.inner.call(req),
@@ -404,7 +406,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
             let mut l = String::with_capacity(256);
             let _ = writeln!(
                 l,
-                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3}",
+                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3} request_id={}",
                 clf_time(entry.wall),
                 entry.line.escape_default(),
                 done.status,
@@ -413,6 +415,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
                 done.attempts,
                 ms(done.upstream),
                 ms(total),
+                entry.request_id.escape_default(),
             );
             l
         }
@@ -429,6 +432,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
                 "attempts": done.attempts,
                 "upstream_ms": ms(done.upstream),
                 "total_ms": ms(total),
+                "request_id": entry.request_id,
             })
             .to_string();
             l.push('\n');

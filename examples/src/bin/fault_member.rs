@@ -145,9 +145,10 @@ async fn handle(
                     .join(", ")
             };
             let body = format!(
-                "x-forwarded-for: {}\nx-forwarded-proto: {}\n",
+                "x-forwarded-for: {}\nx-forwarded-proto: {}\nx-request-id: {}\n",
                 header("x-forwarded-for"),
-                header("x-forwarded-proto")
+                header("x-forwarded-proto"),
+                header("x-request-id")
             );
             Ok(text(status, &a.name, body))
         }

@@ -81,6 +81,7 @@ mod builder;
 mod error;
 mod service;
 mod stack;
+mod tracing_layers;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,11 +1,13 @@
 //! The one place the layers are put together, in the one right order, for both the builder
-//! of [`Proxy`](super::Proxy) and the configuration file's balancer: request-body idle limit →
-//! sticky → failover → balance (with passive ejection) → response-body idle limit → forward.
+//! of [`Proxy`](super::Proxy) and the configuration file's balancer: request id → span →
+//! access log → request-body idle limit → sticky → failover → balance (with passive
+//! ejection) → response-body idle limit → forward.
 
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{header, HeaderName};
 use http_body::Body;
+use tower::ServiceBuilder;
 use tower_balancer::balance::{BalanceLayer, HeaderKey};
 use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::health::{OutlierConfig, OutlierDetection};
@@ -13,9 +15,13 @@ use tower_balancer::registry::Registry;
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_balancer::strategy::Strategy;
 use tower_balancer::BoxError;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::ResponseBodyTimeoutLayer;
+use tower_http::trace::TraceLayer;
 use tower_layer::Layer;
 
+use super::tracing_layers::{ProcessRequestIds, RequestSpan};
 use crate::access_log::AccessLogLayer;
 use crate::forward::ForwardConfig;
 use crate::limits::RequestBodyIdleLayer;
@@ -64,6 +70,17 @@ where
         let sticky = StickyLayer::new(registry.clone(), self.sticky);
         let stack = RequestBodyIdleLayer::new(self.request_idle)
             .layer(sticky.layer(failover.layer(balance.layer(forward))));
-        Ok(AccessLogLayer::new(self.access_log).layer(stack))
+        let sensitive = [
+            header::COOKIE,
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+        ];
+        Ok(ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+            .layer(TraceLayer::new_for_http().make_span_with(RequestSpan))
+            .layer(AccessLogLayer::new(self.access_log))
+            .service(stack))
     }
 }
