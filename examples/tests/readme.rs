@@ -30,7 +30,7 @@ fn the_readme_file_example_builds_and_its_error_example_is_what_a_user_sees() {
     let shown = e.to_string();
     assert!(
         shown.starts_with(
-            "lb.toml:14: `balancer.member[1].route`: route `node 2`: invalid member id"
+            "lb.toml:15: `balancer.member[1].route`: route `node 2`: invalid member id"
         ),
         "{shown}"
     );
