@@ -84,22 +84,6 @@ fn say(line: &str) {
     say!("{line}");
 }
 
-/// Ctrl-C, or SIGTERM (what systemd and docker send) on Unix.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 fn default_certs() -> PathBuf {
     // the workspace's target directory: kept between runs, ignored by git
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -166,7 +150,7 @@ async fn recipe(args: &Args) -> Result<(), Error> {
             .map_err(|e| format!("the demo failed: {e}").into())
     } else {
         say!("Press Ctrl-C to stop.");
-        stop_signal().await;
+        tower_balancer_proxy::serve::shutdown_signal().await;
         Ok(())
     };
     watcher.abort();
@@ -219,7 +203,7 @@ async fn front(file: &PathBuf, args: &Args) -> Result<(), Error> {
     let server = tokio::spawn(bound.serve(async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
-    let mut stop = std::pin::pin!(stop_signal());
+    let mut stop = std::pin::pin!(tower_balancer_proxy::serve::shutdown_signal());
     let mut result = Ok(());
     let mut stopped = false;
     if has_probe {

@@ -19,10 +19,16 @@ use harness::{Http, Member};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One raw HTTP/1.1 request with `extra` header lines; the whole answer.
+/// One raw HTTP/1.1 request with `extra` header lines (and `Host: gw.test` unless they
+/// give one); the whole answer.
 async fn raw(addr: SocketAddr, path: &str, extra: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\n{extra}Connection: close\r\n\r\n");
+    let host = if extra.starts_with("Host:") {
+        ""
+    } else {
+        "Host: gw.test\r\n"
+    };
+    let req = format!("GET {path} HTTP/1.1\r\n{host}{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
@@ -116,24 +122,11 @@ async fn the_axum_gateway_is_sticky_fails_over_forwards_the_client_and_shows_its
             refused.starts_with("HTTP/1.1 421"),
             "another Host is refused: {refused}"
         );
-        let page = raw_with_host(manager.local_addr()).await;
+        let m = manager.local_addr();
+        let page = raw(m, "/balancer-manager", &format!("Host: {m}\r\n")).await;
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
         assert!(page.contains("node1") && page.contains("node2"), "{page}");
     })
     .await
     .unwrap();
-}
-
-/// The manager answers only its own host names: ask with its address.
-async fn raw_with_host(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req =
-        format!("GET /balancer-manager HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
 }

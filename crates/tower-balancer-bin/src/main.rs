@@ -95,24 +95,9 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
             println!("manager on http://{m}/balancer-manager");
         }
         tracing::info!(workers, "serving");
-        bound.serve(stop_signal()).await?;
+        bound
+            .serve(tower_balancer_proxy::serve::shutdown_signal())
+            .await?;
         Ok(())
     })
-}
-
-/// SIGTERM (what systemd and docker send) or Ctrl-C.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("stopping: finishing requests in flight");
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

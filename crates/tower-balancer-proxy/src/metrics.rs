@@ -153,119 +153,147 @@ impl Collector for Source {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let snapshot = self.registry.load();
         let members = snapshot.members();
-        let id = |m: &Member| m.id().as_str().to_owned();
-        family(
-            &mut encoder,
-            "lb_member_requests",
-            "Requests that reached an outcome on the member.",
-            MetricType::Counter,
-            members,
-            |e, m| counter(e, &[("member", &id(m))], m.stats().view().requests),
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_failures",
-            "Attempts that failed on the member, by kind.",
-            MetricType::Counter,
-            members,
-            |e, m| {
-                for (kind, n) in m.stats().metrics().failures_by_kind() {
-                    counter(e, &[("member", &id(m)), ("kind", kind)], n)?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_in_flight",
-            "Requests on the member now, until their response bodies end.",
-            MetricType::Gauge,
-            members,
-            |e, m| gauge(e, &[("member", &id(m))], signed(m.stats().in_flight())),
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_response_seconds",
-            "Time from sending a request to the member's response headers.",
-            MetricType::Histogram,
-            members,
-            |e, m| {
-                let h = m.stats().metrics().latency();
-                let labels = [("member", id(m))];
-                let mut f = e.encode_family(&labels)?;
-                f.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum, h.count, &h.buckets, None,
-                )
-            },
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_healthy",
-            "1 when the member is healthy (probes and passive ejection agree), else 0.",
-            MetricType::Gauge,
-            members,
-            |e, m| {
+        member_traffic(&mut encoder, members)?;
+        member_state(&mut encoder, members)?;
+        self.process(&mut encoder)
+    }
+}
+
+fn id(m: &Member) -> String {
+    m.id().as_str().to_owned()
+}
+
+/// Requests, failures, in flight and response times, per member.
+fn member_traffic(
+    encoder: &mut DescriptorEncoder<'_>,
+    members: &[std::sync::Arc<Member>],
+) -> fmt::Result {
+    family(
+        encoder,
+        "lb_member_requests",
+        "Requests that reached an outcome on the member.",
+        MetricType::Counter,
+        members,
+        |e, m| counter(e, &[("member", &id(m))], m.stats().view().requests),
+    )?;
+    family(
+        encoder,
+        "lb_member_failures",
+        "Attempts that failed on the member, by kind.",
+        MetricType::Counter,
+        members,
+        |e, m| {
+            for (kind, n) in m.stats().metrics().failures_by_kind() {
+                counter(e, &[("member", &id(m)), ("kind", kind)], n)?;
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        encoder,
+        "lb_member_in_flight",
+        "Requests on the member now, until their response bodies end.",
+        MetricType::Gauge,
+        members,
+        |e, m| gauge(e, &[("member", &id(m))], signed(m.stats().in_flight())),
+    )?;
+    family(
+        encoder,
+        "lb_member_response_seconds",
+        "Time from sending a request to the member's response headers.",
+        MetricType::Histogram,
+        members,
+        |e, m| {
+            let h = m.stats().metrics().latency();
+            let labels = [("member", id(m))];
+            let mut f = e.encode_family(&labels)?;
+            f.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum, h.count, &h.buckets, None,
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// Health, admin state, ejections, retries and bytes, per member.
+fn member_state(
+    encoder: &mut DescriptorEncoder<'_>,
+    members: &[std::sync::Arc<Member>],
+) -> fmt::Result {
+    family(
+        encoder,
+        "lb_member_healthy",
+        "1 when the member is healthy (probes and passive ejection agree), else 0.",
+        MetricType::Gauge,
+        members,
+        |e, m| {
+            gauge(
+                e,
+                &[("member", &id(m))],
+                i64::from(m.health() == Health::Healthy),
+            )
+        },
+    )?;
+    family(
+        encoder,
+        "lb_member_admin_state",
+        "1 for the member's admin state: active, standby, draining or disabled.",
+        MetricType::Gauge,
+        members,
+        |e, m| {
+            for (state, name) in [
+                (AdminState::Active, "active"),
+                (AdminState::Standby, "standby"),
+                (AdminState::Draining, "draining"),
+                (AdminState::Disabled, "disabled"),
+            ] {
                 gauge(
                     e,
-                    &[("member", &id(m))],
-                    i64::from(m.health() == Health::Healthy),
-                )
-            },
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_admin_state",
-            "1 for the member's admin state: active, standby, draining or disabled.",
-            MetricType::Gauge,
-            members,
-            |e, m| {
-                for (state, name) in [
-                    (AdminState::Active, "active"),
-                    (AdminState::Standby, "standby"),
-                    (AdminState::Draining, "draining"),
-                    (AdminState::Disabled, "disabled"),
-                ] {
-                    gauge(
-                        e,
-                        &[("member", &id(m)), ("state", name)],
-                        i64::from(m.state() == state),
-                    )?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_ejections",
-            "Times passive ejection took the member out.",
-            MetricType::Counter,
-            members,
-            |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().ejections()),
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_retries",
-            "Attempts the member received after another member failed the request.",
-            MetricType::Counter,
-            members,
-            |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().retries()),
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_sent_bytes",
-            "Request body bytes sent to the member.",
-            MetricType::Counter,
-            members,
-            |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_to_member),
-        )?;
-        family(
-            &mut encoder,
-            "lb_member_received_bytes",
-            "Response body bytes received from the member.",
-            MetricType::Counter,
-            members,
-            |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_from_member),
-        )?;
+                    &[("member", &id(m)), ("state", name)],
+                    i64::from(m.state() == state),
+                )?;
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        encoder,
+        "lb_member_ejections",
+        "Times passive ejection took the member out.",
+        MetricType::Counter,
+        members,
+        |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().ejections()),
+    )?;
+    family(
+        encoder,
+        "lb_member_retries",
+        "Attempts the member received after another member failed the request.",
+        MetricType::Counter,
+        members,
+        |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().retries()),
+    )?;
+    family(
+        encoder,
+        "lb_member_sent_bytes",
+        "Request body bytes sent to the member.",
+        MetricType::Counter,
+        members,
+        |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_to_member),
+    )?;
+    family(
+        encoder,
+        "lb_member_received_bytes",
+        "Response body bytes received from the member.",
+        MetricType::Counter,
+        members,
+        |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_from_member),
+    )?;
+    Ok(())
+}
+
+impl Source {
+    /// The retry budget, the access log and the front, where known.
+    fn process(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         if let Some(f) = &self.failover {
             let mut e = encoder.encode_descriptor(
                 "lb_retry_budget_refusals",

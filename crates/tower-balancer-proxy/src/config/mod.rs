@@ -138,4 +138,6 @@ pub use run::{BindError, Bound, Gateway};
 pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 
 #[cfg(test)]
+mod operator_tests;
+#[cfg(test)]
 mod tests;

@@ -35,7 +35,7 @@ interval = "2s"
 expect = "200-399"
 "#;
 
-fn err(text: &str) -> ConfigError {
+pub(super) fn err(text: &str) -> ConfigError {
     ConfigFile::from_toml(text, Path::new("lb.toml")).unwrap_err()
 }
 
@@ -278,7 +278,7 @@ fn a_zero_timeout_or_a_fraction_past_one_is_refused_at_its_line() {
 }
 
 /// Each file must be refused at `key` with a message containing `says`.
-fn assert_refused(cases: Vec<(String, &str, &str)>) {
+pub(super) fn assert_refused(cases: Vec<(String, &str, &str)>) {
     for (text, key, says) in cases {
         let e = err(&text);
         assert_eq!(e.key(), Some(key), "{e}");
@@ -442,161 +442,5 @@ fn names_and_urls_that_would_half_work_are_refused_at_their_key() {
         ),
     ] {
         assert_eq!(err(&text).key(), Some(key));
-    }
-}
-
-#[test]
-fn settings_that_would_do_nothing_or_clash_are_refused_with_words_an_operator_reads() {
-    let member = "[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n";
-    let file = |server: &str, balancer: &str, rest: &str| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:8080\"\nserver_name = \"lb\"\n{server}[balancer]\nname = \"b\"\n{balancer}{member}{rest}"
-        )
-    };
-    assert_refused(vec![
-        (
-            file("", "hash_key = \"x-user\"\n", ""),
-            "balancer.hash_key",
-            "only lbmethod",
-        ),
-        (
-            file("", "members_poll = \"5s\"\n", ""),
-            "balancer.members_poll",
-            "no members_file",
-        ),
-        (
-            file(
-                "",
-                "",
-                "[balancer.health]\nmethod = \"TCP\"\nexpect = \"200-299\"\n",
-            ),
-            "balancer.health.method",
-            "TCP check only connects",
-        ),
-        (
-            file("", "", "[balancer.health]\nbody_contains = \"\"\n"),
-            "balancer.health.body_contains",
-            "must not be empty",
-        ),
-        (
-            file("", "", "[manager]\nlisten = \"127.0.0.1:8080\"\n"),
-            "manager.listen",
-            "its own port",
-        ),
-        (
-            file(
-                "",
-                "",
-                "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"bad name/\"]\n",
-            ),
-            "manager.names",
-            "not a host name",
-        ),
-        (
-            file(
-                "",
-                "",
-                "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb:80\"]\n",
-            ),
-            "manager.names",
-            "no port",
-        ),
-        (
-            file("", "stickysession = \"|\"\n", ""),
-            "balancer.stickysession",
-            "names nothing",
-        ),
-        (
-            file("", "stickysession = \"a|b|c\"\n", ""),
-            "balancer.stickysession",
-            "more than one",
-        ),
-        (
-            file("", "maxattempts = 100000\n", ""),
-            "balancer.maxattempts",
-            "from 0 to 15",
-        ),
-        (
-            file("", "maxattempts = -1\n", ""),
-            "balancer.maxattempts",
-            "from 0 to 15",
-        ),
-        (
-            file("", "", "[balancer.dns]\nname = \"x\"\nport = 0\n"),
-            "balancer.dns.port",
-            "from 1 to 65535",
-        ),
-        (
-            file("", "", "").replace("name = \"b\"", "name = \"my cluster\""),
-            "balancer.name",
-            "not a balancer name",
-        ),
-        (
-            file("", "", "").replace("127.0.0.1:8080", "localhost:8080"),
-            "server.listen",
-            "such as localhost are not looked up",
-        ),
-        (
-            file("", "", "").replace("route = \"n\"", "route = \"n\"\nresolve = [\"notanaddr\"]"),
-            "balancer.member[0].resolve",
-            "IP address and port",
-        ),
-        (
-            file("", "", "").replace("route = \"n\"", "route = \"n\"\nlbset = -1"),
-            "balancer.member[0].lbset",
-            "whole number from 0 to 65535",
-        ),
-        (
-            file("", "", "").replace("[[balancer.member]]", "[balancer.member]"),
-            "balancer.member",
-            "[[table]] (two brackets)",
-        ),
-    ]);
-    // a duplicate key is named
-    let e = err(&file("", "", "").replace("name = \"b\"", "name = \"b\"\nname = \"c\""));
-    assert!(e.to_string().contains("`name` is given twice"), "{e}");
-    // accepted: the rules refuse what cannot be meant, not what is merely unusual
-    for ok in [
-        file("", "stickysession = \"\"\n", ""),
-        file("", "stickysession = \"sid\"\n", ""),
-        file("", "", "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb.internal\", \"[::1]\", \"10.0.0.1\"]\n"),
-        file("", "", "[balancer.health]\nmethod = \"TCP\"\n"),
-    ] {
-        ConfigFile::from_toml(&ok, Path::new("lb.toml")).unwrap();
-    }
-}
-
-#[tokio::test]
-async fn slow_start_ramps_a_member_that_joins_only_when_asked_for() {
-    use tower_balancer::registry::{MemberId, MemberSpec};
-    let base =
-        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb\"\n[balancer]\nname = \"b\"\n";
-    let member = "[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n";
-    for (extra, ramps) in [("slow_start = \"60s\"\n", true), ("", false)] {
-        let text = format!("{base}{extra}{member}");
-        let bound = ConfigFile::from_toml(&text, Path::new("lb.toml"))
-            .unwrap()
-            .build()
-            .unwrap()
-            .bind()
-            .await
-            .unwrap();
-        // members present when the task starts serve at full weight: join after it runs
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let id = MemberId::new("late").unwrap();
-        bound
-            .registry()
-            .insert(MemberSpec::new(id, "http://127.0.0.1:2".parse().unwrap()))
-            .unwrap();
-        // the ramp task runs every few hundred milliseconds
-        let mut ramp = 1000;
-        for _ in 0..50 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            ramp = bound.registry().load().get("late").unwrap().ramp_permille();
-            if ramp < 1000 {
-                break;
-            }
-        }
-        assert_eq!(ramp < 1000, ramps, "{extra:?}: ramp {ramp}");
     }
 }

@@ -20,3 +20,21 @@ pub use server::Server;
 pub use stack::Servable;
 pub use stats::ServerStats;
 pub use status::{client_status, ServeBody, StatusFuture, StatusOnError, StatusOnErrorLayer};
+
+/// Completes on SIGTERM (what systemd and docker send) or Ctrl-C: give it to
+/// [`Server::serve`] so a stop drains requests in flight instead of cutting them.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping: finishing requests in flight");
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

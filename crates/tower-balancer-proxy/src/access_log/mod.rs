@@ -41,6 +41,9 @@ use tower_service::Service;
 
 use crate::serve::client_status;
 
+mod time;
+use time::{clf_time, rfc3339};
+
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
 
@@ -421,7 +424,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
         }
         LogFormat::Json => {
             let mut l = serde_json::json!({
-                "time": humantime_rfc3339(entry.wall),
+                "time": rfc3339(entry.wall),
                 "client": client,
                 "request": entry.line,
                 "status": done.status,
@@ -442,111 +445,5 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
     entry.log.send(line);
 }
 
-/// `02/Dec/2026:07:45:10 +0000`, Apache's time in UTC.
-fn clf_time(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(t);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS[usize::from(mo - 1) % 12];
-    format!("{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000")
-}
-
-/// `2026-12-02T07:45:10Z`.
-fn humantime_rfc3339(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(t);
-    format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
-/// The UTC calendar date and time of `t` (Howard Hinnant's days-to-civil).
-fn civil(t: SystemTime) -> (i64, u8, u8, u64, u64, u64) {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let z = i64::try_from(days).unwrap_or(0) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=12, 1..=31
-    (
-        year,
-        month as u8,
-        day as u8,
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-    )
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::{BodyExt, Full};
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_too() {
-        let path = std::env::temp_dir().join(format!("access-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let (log, writer) =
-            AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
-        let ok = tower::service_fn(|_: Request<()>| async {
-            Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(
-                b"hello",
-            ))))
-        });
-        let mut req = Request::builder()
-            .uri("/a?b=c")
-            .header("user-agent", "test \"agent\"")
-            .body(())
-            .unwrap();
-        req.extensions_mut()
-            .insert(ClientAddr("10.0.0.7:5555".parse().unwrap()));
-        let res = log.layer().layer(ok).oneshot(req).await.unwrap();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"hello");
-        let failing = tower::service_fn(|_: Request<()>| async {
-            Err::<Response<Full<bytes::Bytes>>, BoxError>(
-                tower_balancer::balance::BalanceError::NoEligibleMember.into(),
-            )
-        });
-        assert!(log
-            .layer()
-            .layer(failing)
-            .oneshot(Request::new(()))
-            .await
-            .is_err());
-        drop(log);
-        writer.finish(Duration::from_secs(5)).await;
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(lines[0]["client"], "10.0.0.7");
-        assert_eq!(lines[0]["request"], "GET /a?b=c HTTP/1.1");
-        assert_eq!(lines[0]["status"], 200);
-        assert_eq!(lines[0]["bytes"], 5);
-        assert_eq!(lines[0]["user_agent"], "test \"agent\"");
-        assert_eq!(lines[1]["status"], 503);
-        assert_eq!(lines[1]["client"], "-");
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn times_are_written_in_utc_as_apache_and_rfc3339_do() {
-        // 2026-12-02T07:45:10Z
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_197_510);
-        assert_eq!(clf_time(t), "02/Dec/2026:07:45:10 +0000");
-        assert_eq!(humantime_rfc3339(t), "2026-12-02T07:45:10Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(humantime_rfc3339(leap), "2000-02-29T00:00:00Z");
-    }
-}
+mod tests;

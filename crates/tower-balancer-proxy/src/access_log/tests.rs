@@ -1,0 +1,54 @@
+//! The layer writes a line per request when the body ends, and for stack errors too.
+
+use super::*;
+use http_body_util::{BodyExt, Full};
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_too() {
+    let path = std::env::temp_dir().join(format!("access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (log, writer) = AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
+    let ok = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(
+            b"hello",
+        ))))
+    });
+    let mut req = Request::builder()
+        .uri("/a?b=c")
+        .header("user-agent", "test \"agent\"")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ClientAddr("10.0.0.7:5555".parse().unwrap()));
+    let res = log.layer().layer(ok).oneshot(req).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    let failing = tower::service_fn(|_: Request<()>| async {
+        Err::<Response<Full<bytes::Bytes>>, BoxError>(
+            tower_balancer::balance::BalanceError::NoEligibleMember.into(),
+        )
+    });
+    assert!(log
+        .layer()
+        .layer(failing)
+        .oneshot(Request::new(()))
+        .await
+        .is_err());
+    drop(log);
+    writer.finish(Duration::from_secs(5)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["client"], "10.0.0.7");
+    assert_eq!(lines[0]["request"], "GET /a?b=c HTTP/1.1");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["bytes"], 5);
+    assert_eq!(lines[0]["user_agent"], "test \"agent\"");
+    assert_eq!(lines[1]["status"], 503);
+    assert_eq!(lines[1]["client"], "-");
+    let _ = std::fs::remove_file(&path);
+}
