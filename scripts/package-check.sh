@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# cargo keeps crates it unpacked from the dry run's temporary registry under CARGO_HOME, by
+# that registry's path: a second run from the same path would reuse a stale core crate of
+# the same version. None of ours is on crates.io, so any such copy is stale.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+rm -rf "$cargo_home"/registry/src/*/tower-balancer-[0-9]* "$cargo_home"/registry/cache/*/tower-balancer-[0-9]*
+
 dirty=()
 [ "${ALLOW_DIRTY:-0}" = 1 ] && dirty=(--allow-dirty)
 cargo publish --dry-run "${dirty[@]}" -p tower-balancer -p tower-balancer-proxy
