@@ -56,6 +56,15 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
+impl std::fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// How a line looks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -173,3 +173,22 @@ async fn slow_start_ramps_a_member_that_joins_only_when_asked_for() {
         assert_eq!(ramp < 1000, ramps, "{extra:?}: ramp {ramp}");
     }
 }
+
+#[test]
+fn an_access_log_that_cannot_be_opened_is_found_at_build_with_its_key() {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb\"\naccess_log = \"/nonexistent/dir/access.log\"\n[balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n";
+    let e = ConfigFile::from_toml(text, Path::new("lb.toml"))
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.line(), e.key()),
+        (Some(4), Some("server.access_log")),
+        "{e}"
+    );
+    assert!(
+        e.message()
+            .contains("cannot open `/nonexistent/dir/access.log`"),
+        "{e}"
+    );
+}

@@ -48,13 +48,27 @@ impl ConfigFile {
         if let Some(n) = s.max_connections {
             serve = serve.max_connections(n);
         }
-        let access_log = s.access_log.as_ref().map(|p| {
-            let target = match p.get_ref().to_str() {
-                Some("stdout") => LogTarget::Stdout,
-                _ => LogTarget::File(self.resolve(p.get_ref())),
-            };
-            (target, s.access_log_format)
-        });
+        let access_log = match &s.access_log {
+            Some(p) => {
+                let target = match p.get_ref().to_str() {
+                    Some("stdout") => LogTarget::Stdout,
+                    _ => LogTarget::File(self.resolve(p.get_ref())),
+                };
+                if let LogTarget::File(path) = &target {
+                    // found now (and by --check), not when the balancer binds
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| {
+                            let msg = format!("cannot open `{}`: {e}", path.display());
+                            self.err(Some(p), "server.access_log", msg)
+                        })?;
+                }
+                Some((target, s.access_log_format))
+            }
+            None => None,
+        };
         Ok(FrontPlan {
             listen: s.listen,
             serve,

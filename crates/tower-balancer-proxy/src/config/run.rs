@@ -53,7 +53,7 @@ pub enum BindError {
     #[error("the members' TLS settings were refused: {0}")]
     Tls(#[from] crate::tls::TlsError),
     /// The access log could not be opened.
-    #[error("cannot open the access log {target:?}: {source}")]
+    #[error("cannot open the access log {target}: {source}")]
     AccessLog {
         /// Where it was to go.
         target: crate::access_log::LogTarget,
