@@ -114,6 +114,8 @@ struct Ejection {
     applied: bool,
     readmitted_at: Option<Instant>,
     probation: bool,
+    /// The cap refused to eject it and that was said: said once, not per failed request.
+    refusal_said: bool,
 }
 
 #[derive(Debug)]
@@ -299,6 +301,7 @@ impl OutlierState {
             applied: false,
             readmitted_at: None,
             probation: false,
+            refusal_said: false,
         });
         if e.until.is_some() {
             if e.is_ejected() {
@@ -308,9 +311,13 @@ impl OutlierState {
             e.until = None;
         }
         if ejected >= allowed {
-            tracing::warn!(member = %member.id(), ejected, allowed, "not ejecting: too many members ejected already");
+            if !e.refusal_said {
+                e.refusal_said = true;
+                tracing::warn!(member = %member.id(), ejected, allowed, "not ejecting: too many members ejected already");
+            }
             return;
         }
+        e.refusal_said = false;
         if e.probation {
             e.probation = false;
             self.on_probation.fetch_sub(1, Ordering::AcqRel);
