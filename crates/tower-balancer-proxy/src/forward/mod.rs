@@ -20,6 +20,5 @@ pub use config::{ForwardConfig, ProbeClient, MAX_MEMBER_HEAD_BYTES};
 pub use error::NotPicked;
 pub use future::ResponseFuture;
 pub use resolve::{Addrs, Resolver};
-pub(crate) use service::adopt_connect_info;
 pub use service::Forward;
 pub use tls::UpstreamTls;

@@ -53,7 +53,7 @@ pub(crate) struct ForwardSettings {
 /// Gives a request served by axum (`into_make_service_with_connect_info::<SocketAddr>`) the
 /// [`ClientAddr`] its `ConnectInfo` holds, unless it has one (with the `axum` feature).
 #[cfg(feature = "axum")]
-pub(crate) fn adopt_connect_info(ext: &mut http::Extensions) {
+fn adopt_connect_info(ext: &mut http::Extensions) {
     if ext.get::<ClientAddr>().is_none() {
         let addr = ext
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -66,7 +66,7 @@ pub(crate) fn adopt_connect_info(ext: &mut http::Extensions) {
 
 /// Without the `axum` feature there is no `ConnectInfo` to read.
 #[cfg(not(feature = "axum"))]
-pub(crate) const fn adopt_connect_info(_: &mut http::Extensions) {}
+const fn adopt_connect_info(_: &mut http::Extensions) {}
 
 /// Said once per process: a stack without the client's address cannot vouch for it.
 static UNKNOWN_CLIENT: std::sync::Once = std::sync::Once::new();

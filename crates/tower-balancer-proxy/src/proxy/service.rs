@@ -80,8 +80,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // (the forwarder takes the client's address from axum's ConnectInfo itself)
         let mut req = req.map(|b| b.map_err(Into::into).boxed_unsync());
-        crate::forward::adopt_connect_info(req.extensions_mut());
         if self.tls {
             req.extensions_mut().insert(ClientTls);
         }

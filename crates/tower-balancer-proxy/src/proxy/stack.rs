@@ -18,7 +18,7 @@ use tower_balancer::BoxError;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::ResponseBodyTimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tower_layer::Layer;
 
 use super::tracing_layers::{ProcessRequestIds, RequestSpan};
@@ -79,7 +79,13 @@ where
             .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-            .layer(TraceLayer::new_for_http().make_span_with(RequestSpan))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(RequestSpan)
+                    // a member's 5xx is a response, counted in metrics and the access log:
+                    // at the default ERROR level it was a log line per request under load
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
             .layer(AccessLogLayer::new(self.access_log))
             .service(stack))
     }

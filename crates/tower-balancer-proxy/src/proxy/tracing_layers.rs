@@ -11,7 +11,8 @@ use tower_balancer::client::ClientAddr;
 use tower_http::request_id::{MakeRequestId, RequestId};
 use tower_http::trace::MakeSpan;
 
-/// Request ids: a random per-process prefix and a counter (`5f3a9c1e2b7d4e60-1a2b`), unique
+/// Request ids: a random per-process prefix and a counter
+/// (`5f3a9c1e2b7d4e60-0000000000001a2b`), unique
 /// across restarts and instances without a random number per request.
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessRequestIds {
@@ -42,8 +43,20 @@ impl ProcessRequestIds {
 impl MakeRequestId for ProcessRequestIds {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}-{n:x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        // `prefix-counter` in hex on the stack: no formatting machinery per request
+        let mut buf = [0u8; 33];
+        hex(&mut buf[..16], self.prefix);
+        buf[16] = b'-';
+        hex(&mut buf[17..], n);
+        HeaderValue::from_bytes(&buf).ok().map(RequestId::new)
+    }
+}
+
+/// `v` as fixed-width lower-case hex in `out`.
+fn hex(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[usize::try_from(v & 0xf).unwrap_or(0)];
+        v >>= 4;
     }
 }
 
@@ -67,5 +80,23 @@ impl<B> MakeSpan<B> for RequestSpan {
             client = ?client,
             request_id = %id,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_prefix_then_the_counter_in_hex() {
+        let mut ids = ProcessRequestIds {
+            prefix: 0x5f3a_9c1e_2b7d_4e60,
+            next: Arc::new(AtomicU64::new(0x1a2b)),
+        };
+        let req = Request::new(());
+        let id = ids.make_request_id(&req).unwrap();
+        assert_eq!(id.header_value(), "5f3a9c1e2b7d4e60-0000000000001a2b");
+        let next = ids.make_request_id(&req).unwrap();
+        assert_eq!(next.header_value(), "5f3a9c1e2b7d4e60-0000000000001a2c");
     }
 }
