@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! tower-balancer --check lb.toml          # validate the file (exit 0: good), like nginx -t
-//! tower-balancer --config lb.toml         # run it; SIGTERM or Ctrl-C drains and stops
+//! tower-balancer --config lb.toml         # run it; SIGHUP reloads the file, SIGTERM or
+//!                                         # Ctrl-C drains and stops
 //! tower-balancer --config lb.toml --workers 4
 //! ```
 //!
@@ -89,6 +90,8 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
             .unwrap_or(cores);
         gateway.set_workers(workers);
         let bound = gateway.bind().await?;
+        // before the address is printed: a SIGHUP from then on reloads, never kills
+        reload_on_hangup(bound.reloader(), file.to_path_buf())?;
         // the first line of stdout, for supervisors and tests: where it listens
         println!("listening on {}", bound.local_addr()?);
         if let Some(m) = bound.manager_addr() {
@@ -100,4 +103,33 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
             .await?;
         Ok(())
     })
+}
+
+/// SIGHUP re-reads `file` and swaps it in (a file with a mistake is refused, logged, and the
+/// configuration in force stays); the access log file is opened again, for logrotate.
+#[cfg(unix)]
+fn reload_on_hangup(
+    reloader: tower_balancer_proxy::config::Reloader,
+    file: PathBuf,
+) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(file = %file.display(), "SIGHUP: reloading");
+            // the outcome is logged and counted by the balancer
+            if let Err(tower_balancer_proxy::config::ReloadError::Stopped) =
+                reloader.reload_file(&file).await
+            {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// No SIGHUP here: reload by restarting.
+#[cfg(not(unix))]
+fn reload_on_hangup(_: tower_balancer_proxy::config::Reloader, _: PathBuf) -> Result<(), Error> {
+    Ok(())
 }

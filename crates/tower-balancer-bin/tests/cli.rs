@@ -3,65 +3,11 @@
 //! by SIGTERM with its requests answered. Bounded in requests and time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tower-balancer");
-
-/// A member on loopback that answers every request with its name, keep-alive.
-async fn member(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                // one request a read is enough for the balancer's small GETs
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let body = name.as_bytes();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\r\n",
-                        body.len()
-                    );
-                    if s.write_all(head.as_bytes()).await.is_err()
-                        || s.write_all(body).await.is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn config(a: SocketAddr, b: SocketAddr) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\ngraceful_timeout = \"5s\"\n\n\
-         [balancer]\nname = \"cluster\"\n\n\
-         [[balancer.member]]\nurl = \"http://{a}\"\nroute = \"node1\"\n\n\
-         [[balancer.member]]\nurl = \"http://{b}\"\nroute = \"node2\"\n"
-    )
-}
-
-fn dir(test: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("tower-balancer-cli-{test}-{}", std::process::id()))
-}
+mod common;
+use common::{config, dir, file, get, kill, member, metrics, sample, start, BIN};
 
 #[test]
 fn version_and_help_say_what_it_is() {
@@ -128,29 +74,6 @@ async fn check_says_good_or_names_the_line_and_key() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Kills the binary if the test ends early.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// GET `path` with `Host: host`, the whole answer.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
     let d = dir("run");
@@ -163,42 +86,8 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
             text.replace("[balancer]", "access_log = \"access.log\"\n\n[balancer]")
         ),
     );
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--workers", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut child = Running(child);
-    // stdout's lines, read on a thread so that every wait for one is bounded
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || {
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("a line within 30 s")
-    };
-    let line = next();
-    let addr: SocketAddr = line
-        .strip_prefix("listening on ")
-        .expect(&line)
-        .parse()
-        .unwrap();
-    let line = next();
-    let manager: SocketAddr = line
-        .strip_prefix("manager on http://")
-        .and_then(|l| l.strip_suffix("/balancer-manager"))
-        .expect(&line)
-        .parse()
-        .unwrap();
+    let (mut child, addr, manager) = start(&cfg, &["--workers", "2"]);
+    let manager = manager.expect("a manager line");
 
     // 200 connections, one request each: both members serve, every request answered
     let mut served = std::collections::HashMap::new();
@@ -222,16 +111,9 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
     assert!(threads.iter().any(|t| t == "lb-worker-1"), "{threads:?}");
 
     // /metrics on the manager's port counts what was sent, whichever worker served it
-    let page = get(manager, &manager.to_string(), "/metrics").await;
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    let body = page.split("\r\n\r\n").nth(1).unwrap();
+    let body = metrics(manager).await;
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
-    let value = |name: &str| -> u64 {
-        body.lines()
-            .filter(|l| l.starts_with(name))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-            .sum()
-    };
+    let value = |name: &str| sample(&body, name);
     assert_eq!(value("lb_member_requests_total{"), 200, "{body}");
     assert_eq!(value("lb_client_connections_total"), 200, "{body}");
     assert_eq!(value("lb_member_response_seconds_count{"), 200, "{body}");
@@ -249,12 +131,7 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
     assert!(html.contains("href=\"/metrics\""), "{html}");
 
     // SIGTERM: a clean exit, soon
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kill(&child, "-TERM");
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {

@@ -23,6 +23,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -55,6 +56,61 @@ struct Source {
     server: Option<ServerStats>,
     failover: Option<FailoverConfig>,
     access_log: Option<crate::access_log::DroppedLines>,
+    reloads: Option<ReloadStats>,
+}
+
+/// Configuration reloads and their results, for metrics: shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStats(std::sync::Arc<ReloadCounters>);
+
+#[derive(Debug, Default)]
+struct ReloadCounters {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    /// Whether the last reload was applied (true before any).
+    last_failed: AtomicBool,
+    /// When the configuration in force was loaded, in seconds since the Unix epoch.
+    loaded_at: AtomicU64,
+}
+
+impl ReloadStats {
+    /// Counters for a configuration loaded now.
+    #[must_use]
+    pub fn new() -> Self {
+        let stats = Self::default();
+        stats.0.loaded_at.store(unix_now(), Ordering::Relaxed);
+        stats
+    }
+
+    /// Counts a reload: applied (`true`) or refused.
+    pub fn record(&self, applied: bool) {
+        let c = &self.0;
+        if applied {
+            c.succeeded.fetch_add(1, Ordering::Relaxed);
+            c.loaded_at.store(unix_now(), Ordering::Relaxed);
+        } else {
+            c.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        c.last_failed.store(!applied, Ordering::Relaxed);
+    }
+
+    /// Reloads applied so far.
+    #[must_use]
+    pub fn succeeded(&self) -> u64 {
+        self.0.succeeded.load(Ordering::Relaxed)
+    }
+
+    /// Reloads refused so far (the configuration in force stayed).
+    #[must_use]
+    pub fn failed(&self) -> u64 {
+        self.0.failed.load(Ordering::Relaxed)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Metrics {
@@ -67,6 +123,7 @@ impl Metrics {
                 server: None,
                 failover: None,
                 access_log: None,
+                reloads: None,
             },
         }
     }
@@ -89,6 +146,13 @@ impl Metrics {
     #[must_use]
     pub fn access_log(mut self, dropped: crate::access_log::DroppedLines) -> Self {
         self.source.access_log = Some(dropped);
+        self
+    }
+
+    /// Also the configuration reloads and their results.
+    #[must_use]
+    pub fn reloads(mut self, stats: ReloadStats) -> Self {
+        self.source.reloads = Some(stats);
         self
     }
 
@@ -338,6 +402,37 @@ impl Source {
             ConstCounter::new(s.tls_handshake_failures())
                 .encode(e.encode_family(&[("result", "failed")])?)?;
         }
+        if let Some(r) = &self.reloads {
+            reloads(encoder, r)?;
+        }
         Ok(())
     }
+}
+
+/// The configuration's reloads, named as Prometheus names its own.
+fn reloads(encoder: &mut DescriptorEncoder<'_>, r: &ReloadStats) -> fmt::Result {
+    let plain: [(&str, &str); 0] = [];
+    let mut e = encoder.encode_descriptor(
+        "lb_config_reloads",
+        "Configuration reloads, by result (a refused file leaves the configuration in force).",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(r.succeeded()).encode(e.encode_family(&[("result", "success")])?)?;
+    ConstCounter::new(r.failed()).encode(e.encode_family(&[("result", "failure")])?)?;
+    let mut e = encoder.encode_descriptor(
+        "lb_config_last_reload_successful",
+        "Whether the last reload was applied (1 before any).",
+        None,
+        MetricType::Gauge,
+    )?;
+    let ok = !r.0.last_failed.load(Ordering::Relaxed);
+    ConstGauge::new(i64::from(ok)).encode(e.encode_family(&plain)?)?;
+    let mut e = encoder.encode_descriptor(
+        "lb_config_last_reload_success_timestamp_seconds",
+        "When the configuration in force was loaded, in seconds since the Unix epoch.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(signed(r.0.loaded_at.load(Ordering::Relaxed))).encode(e.encode_family(&plain)?)
 }

@@ -114,6 +114,16 @@ impl AccessLog {
     /// # Errors
     /// The file's error (a directory that does not exist, no permission).
     pub fn start(target: &LogTarget, format: LogFormat) -> io::Result<(Self, AccessLogWriter)> {
+        Self::start_counting(target, format, None)
+    }
+
+    /// As [`start`](Self::start), counting dropped lines on `dropped` (the log this one
+    /// replaces) when given, so the metric goes on across a reload.
+    pub(crate) fn start_counting(
+        target: &LogTarget,
+        format: LogFormat,
+        dropped: Option<DroppedLines>,
+    ) -> io::Result<(Self, AccessLogWriter)> {
         let out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match target {
             LogTarget::Stdout => Box::new(tokio::io::stdout()),
             LogTarget::File(path) => Box::new(tokio::fs::File::from_std(
@@ -128,7 +138,7 @@ impl AccessLog {
         let log = Self {
             tx,
             format,
-            dropped: Arc::default(),
+            dropped: dropped.map(|d| d.0).unwrap_or_default(),
         };
         Ok((log, AccessLogWriter(writer)))
     }

@@ -284,6 +284,7 @@ impl ConfigFile {
                 .describe_sticky(&stack.sticky)
                 .describe_failover(&stack.failover),
         };
+        let declared = registry.load().members().iter().map(|m| m.spec()).collect();
         Ok(Gateway {
             front: self.front_plan()?,
             public: self.public_url()?,
@@ -291,6 +292,8 @@ impl ConfigFile {
             stack,
             manager,
             sources,
+            file: self.file.clone(),
+            declared,
         })
     }
 }

@@ -211,7 +211,7 @@ pub struct BalancerSection {
 
 /// `[balancer.dns]`: members from DNS (no Apache equivalent; nginx `resolve`, HAProxy
 /// `server-template`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSection {
     /// A name whose A and AAAA records are the members (with `port`).

@@ -112,6 +112,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bound;
 mod build;
 mod discovery;
 mod error;
@@ -120,12 +121,14 @@ mod members;
 mod parts;
 mod plan;
 mod reliability;
+mod reload;
 mod run;
 mod strategy;
 mod typed;
 mod values;
 mod workers;
 
+pub use bound::Bound;
 pub use build::ConfigFile;
 pub use error::ConfigError;
 pub use file::{
@@ -134,10 +137,13 @@ pub use file::{
 };
 pub use members::MembersFile;
 pub use reliability::{EjectionSection, RetryBudgetSection};
-pub use run::{BindError, Bound, Gateway};
+pub use reload::{ReloadError, Reloaded, Reloader};
+pub use run::{BindError, Gateway};
 pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 
 #[cfg(test)]
 mod operator_tests;
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod tests;

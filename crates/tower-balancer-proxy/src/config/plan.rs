@@ -15,7 +15,7 @@ use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::health::{
     HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, ProbeSettings, TcpProbe,
 };
-use tower_balancer::registry::Registry;
+use tower_balancer::registry::{Health, Registry};
 
 use super::members::MembersFile;
 use crate::access_log::{LogFormat, LogTarget};
@@ -74,6 +74,19 @@ impl ProbeKind {
     }
 }
 
+impl ProbeKind {
+    /// Starts probing again after a reload: members keep the health they have (an
+    /// `initial = "down"` marks members down when the balancer starts, not on reload).
+    pub(crate) fn spawn_resumed(self, registry: &Registry) -> HealthProbeTask {
+        let resumed = |s: ProbeSettings| s.initial(Health::Healthy);
+        let kind = match self {
+            Self::Http(p, s) => Self::Http(p, resumed(s)),
+            Self::Tcp(s) => Self::Tcp(resumed(s)),
+        };
+        kind.spawn(registry).0
+    }
+}
+
 /// What changes members while the balancer runs: a members file, DNS, health probes.
 #[derive(Debug, Default)]
 pub(crate) struct SourcePlan {
@@ -96,6 +109,13 @@ impl AbortOnDrop {
         Self(tokio::spawn(async move {
             task.await;
         }))
+    }
+}
+
+impl AbortOnDrop {
+    /// Whether the task ended.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.0.is_finished()
     }
 }
 

@@ -1,23 +1,22 @@
-//! A built balancer: bind its ports (so "port in use" is found before anything runs), then
-//! serve until shutdown, with probes and the manager beside it.
+//! A built balancer and its binding: its ports are opened (so "port in use" is found
+//! before anything runs) and its probes, discovery and manager started; [`Bound`] serves.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
 use http::Uri;
-use tokio::sync::{broadcast, watch};
-use tower_balancer::health::{
-    HealthEvent, HealthProbeTask, OutlierDetection, SlowStart, SlowStartTask,
-};
-use tower_balancer::registry::Registry;
+use tower_balancer::health::SlowStart;
+use tower_balancer::registry::{MemberSpec, Registry};
 
+use super::bound::{Bound, Tasks};
+use super::file::FileConfig;
 use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
+use super::reload::Reloader;
 use super::strategy::ConfiguredStrategy;
-use super::workers::{self, Worker};
-use crate::access_log::{AccessLog, AccessLogWriter};
+use super::workers;
+use crate::access_log::AccessLog;
 use crate::manager::{ManagerInfo, ManagerService, NonceError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadStats};
 use crate::proxy::StackPlan;
 use crate::serve::{ServeConfig, Server};
 
@@ -31,6 +30,10 @@ pub struct Gateway {
     pub(crate) manager: ManagerPlan,
     pub(crate) sources: SourcePlan,
     pub(crate) public: PublicUrl,
+    /// The file as built (a reload compares the next one with it).
+    pub(crate) file: FileConfig,
+    /// The members the file and its members file declared, as built.
+    pub(crate) declared: Vec<MemberSpec>,
 }
 
 /// A port could not be opened.
@@ -128,10 +131,13 @@ impl Gateway {
         let (front, extra) = self.open_front(workers).await?;
         let access_log = match self.front.access_log.clone() {
             Some((target, format)) => {
-                let (log, writer) = AccessLog::start(&target, format)
-                    .map_err(|source| BindError::AccessLog { target, source })?;
-                self.stack.access_log = Some(log);
-                Some(writer)
+                let (log, writer) =
+                    AccessLog::start(&target, format).map_err(|source| BindError::AccessLog {
+                        target: target.clone(),
+                        source,
+                    })?;
+                self.stack.access_log = Some(log.clone());
+                Some((target, format, log, writer))
             }
             None => None,
         };
@@ -144,7 +150,8 @@ impl Gateway {
         if let Some(rewrite) = self.public.rewrite() {
             self.stack.forward = self.stack.forward.clone().reverse_rewrite(rewrite);
         }
-        let (admin, manager) = self.open_manager().await?;
+        let reloads = ReloadStats::new();
+        let (admin, manager) = self.open_manager(&reloads).await?;
         let (probe, events) = match &self.sources.probe {
             Some(kind) => {
                 let (task, events) = kind.spawn(&self.registry);
@@ -152,18 +159,22 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let mut discovery = Vec::new();
         let drain = self.sources.drain;
-        if let Some(file) = self.sources.file.take() {
-            discovery.push(AbortOnDrop::spawn(file.run(&self.registry, drain)));
-        }
-        if let Some(dns) = self.sources.dns.take() {
-            discovery.push(AbortOnDrop::spawn(dns.run(&self.registry, drain)));
-        }
+        let file_source = self
+            .sources
+            .file
+            .take()
+            .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
+        let dns_source = self
+            .sources
+            .dns
+            .take()
+            .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
         let slow_start = self
             .sources
             .slow_start
             .map(|window| SlowStart::new(window).spawn(self.registry.clone()));
+        let (reloader, asks) = Reloader::channel();
         Ok(Bound {
             gateway: self,
             front,
@@ -172,9 +183,15 @@ impl Gateway {
             admin,
             manager,
             events,
-            _probe: probe,
-            _discovery: discovery,
-            _slow_start: slow_start,
+            tasks: Tasks {
+                probe,
+                file_source,
+                dns_source,
+                slow_start,
+            },
+            reloader,
+            asks,
+            reloads,
         })
     }
 
@@ -192,7 +209,10 @@ impl Gateway {
     }
 
     /// The front's listener, and with several workers the others on the same port.
-    async fn open_front(&self, workers: usize) -> Result<(Server, Vec<Worker>), BindError> {
+    async fn open_front(
+        &self,
+        workers: usize,
+    ) -> Result<(Server, Vec<workers::Worker>), BindError> {
         let (addr, config) = (self.front.listen, &self.front.serve);
         let what = "the balancer";
         if workers <= 1 || cfg!(not(unix)) {
@@ -201,12 +221,15 @@ impl Gateway {
         let err = |source| BindError::Listen { what, addr, source };
         let front = reuseport(addr, config.clone()).map_err(err)?;
         let bound = front.local_addr().map_err(err)?;
-        let extra = workers::open(bound, config, workers - 1).map_err(err)?;
+        let extra = workers::open(bound, config, &front.settings(), workers - 1).map_err(err)?;
         Ok((front, extra))
     }
 
     /// The manager service, and its port when one is configured.
-    async fn open_manager(&self) -> Result<(Option<Server>, ManagerService), BindError> {
+    async fn open_manager(
+        &self,
+        reloads: &ReloadStats,
+    ) -> Result<(Option<Server>, ManagerService), BindError> {
         let admin = match self.manager.listen {
             Some(addr) => Some(listen(addr, ServeConfig::new(), "the balancer-manager").await?),
             None => None,
@@ -224,7 +247,8 @@ impl Gateway {
         }
         let mut metrics = Metrics::new(self.registry.clone())
             .server(self.front.serve.stats.clone())
-            .failover(&self.stack.failover);
+            .failover(&self.stack.failover)
+            .reloads(reloads.clone());
         if let Some(log) = &self.stack.access_log {
             metrics = metrics.access_log(log.dropped_lines());
         }
@@ -254,103 +278,4 @@ async fn listen(
     Server::bind(addr, config)
         .await
         .map_err(|source| BindError::Listen { what, addr, source })
-}
-
-/// A balancer with its ports open and probes running; [`serve`](Self::serve) serves it.
-#[derive(Debug)]
-pub struct Bound {
-    gateway: Gateway,
-    front: Server,
-    workers: Vec<Worker>,
-    access_log: Option<AccessLogWriter>,
-    admin: Option<Server>,
-    manager: ManagerService,
-    events: Option<broadcast::Receiver<HealthEvent>>,
-    _probe: Option<HealthProbeTask>,
-    _discovery: Vec<AbortOnDrop>,
-    _slow_start: Option<SlowStartTask>,
-}
-
-impl Bound {
-    /// The front's address (the port the OS chose for port 0).
-    ///
-    /// # Errors
-    /// The socket's error.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.front.local_addr()
-    }
-
-    /// The manager's address, when one is configured.
-    #[must_use]
-    pub fn manager_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|s| s.local_addr().ok())
-    }
-
-    /// The manager service (also served on the manager port when one is configured).
-    #[must_use]
-    pub const fn manager(&self) -> &ManagerService {
-        &self.manager
-    }
-
-    /// The live member registry.
-    #[must_use]
-    pub const fn registry(&self) -> &Registry {
-        &self.gateway.registry
-    }
-
-    /// The URL clients use, with the port actually bound.
-    #[must_use]
-    pub const fn public_url(&self) -> &Uri {
-        &self.gateway.public.current
-    }
-
-    /// Health probe verdicts as they happen (none when probes are off).
-    #[must_use]
-    pub fn health_events(&self) -> Option<broadcast::Receiver<HealthEvent>> {
-        self.events.as_ref().map(broadcast::Receiver::resubscribe)
-    }
-
-    /// Serves clients (and the manager) until `shutdown` completes, then finishes in-flight
-    /// requests within the graceful timeout. Probes stop when this returns.
-    ///
-    /// # Errors
-    /// [`BindError::Tls`] if the members' TLS settings are refused; server errors otherwise.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BindError> {
-        let g = self.gateway;
-        let outliers = OutlierDetection::new(g.registry.clone(), g.stack.outliers);
-        let _readmissions = outliers.spawn();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let extra = workers::start(self.workers, &g.stack, &g.registry, &outliers, &stop_rx)?;
-        let stack = g
-            .stack
-            .stack::<hyper::body::Incoming>(&g.registry, outliers)?;
-        let admin = self.admin.map(|admin| {
-            let manager = self.manager.clone();
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                admin.serve(manager, stopped).await
-            })
-        });
-        let result = self.front.serve(stack, shutdown).await;
-        let _ = stop_tx.send(true);
-        if let Some(admin) = admin {
-            let _ = admin.await;
-        }
-        for worker in extra {
-            // each finishes its in-flight requests within the graceful timeout
-            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
-        }
-        if let Some(writer) = self.access_log {
-            // every stack is gone: write what is queued
-            writer.finish(std::time::Duration::from_secs(5)).await;
-        }
-        result.map_err(|source| BindError::Listen {
-            what: "the balancer",
-            addr: g.front.listen,
-            source,
-        })
-    }
 }

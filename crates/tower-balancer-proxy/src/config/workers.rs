@@ -8,16 +8,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
-use hyper::body::Incoming;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tower_balancer::health::OutlierDetection;
 use tower_balancer::registry::Registry;
 
+use super::reload::Slots;
 use super::run::BindError;
 use super::strategy::ConfiguredStrategy;
 use crate::proxy::StackPlan;
-use crate::serve::{ServeConfig, Server};
+use crate::serve::{LiveSettings, Reloadable, Servable, ServeConfig, Server};
+use crate::tls::TlsError;
 
 /// One more worker: its runtime and the listener bound on it.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ impl Drop for Worker {
 pub(crate) fn open(
     addr: SocketAddr,
     config: &ServeConfig,
+    settings: &LiveSettings,
     count: usize,
 ) -> io::Result<Vec<Worker>> {
     (0..count)
@@ -51,7 +53,8 @@ pub(crate) fn open(
                 .build()?;
             let server = {
                 let _in = runtime.enter();
-                Server::bind_reuseport(addr, config.clone())?
+                // one set of settings for the port: a reload reaches every worker
+                Server::bind_reuseport(addr, config.clone())?.with_settings(settings.clone())
             };
             Ok(Worker {
                 runtime: Some(runtime),
@@ -63,20 +66,35 @@ pub(crate) fn open(
 
 /// Without `SO_REUSEPORT` there is one worker.
 #[cfg(not(unix))]
-pub(crate) fn open(_: SocketAddr, _: &ServeConfig, _: usize) -> io::Result<Vec<Worker>> {
+pub(crate) fn open(
+    _: SocketAddr,
+    _: &ServeConfig,
+    _: &LiveSettings,
+    _: usize,
+) -> io::Result<Vec<Worker>> {
     Ok(Vec::new())
 }
 
-/// Starts each worker on a thread of its own, serving its own stack until `stop` turns
-/// true; join the handles after.
-pub(crate) fn start(
+/// A worker's thread, which ends when its server does.
+pub(crate) type Started = JoinHandle<io::Result<()>>;
+
+/// Starts each worker on a thread of its own, serving its own stack (made by `build` on the
+/// worker's runtime) until `stop` turns true; join the handles after. The slots replace the
+/// workers' stacks on reload.
+pub(crate) fn start<S, F>(
     workers: Vec<Worker>,
     plan: &StackPlan<ConfiguredStrategy>,
     registry: &Registry,
     outliers: &OutlierDetection,
     stop: &watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<io::Result<()>>>, BindError> {
+    build: F,
+) -> Result<(Vec<Started>, Slots<S>), BindError>
+where
+    S: Servable + Sync,
+    F: Fn(StackPlan<ConfiguredStrategy>, &Registry, OutlierDetection) -> Result<S, TlsError>,
+{
     let mut handles = Vec::with_capacity(workers.len());
+    let mut slots = Vec::with_capacity(workers.len());
     for (i, mut w) in workers.into_iter().enumerate() {
         let (Some(runtime), Some(server)) = (w.runtime.take(), w.server.take()) else {
             continue;
@@ -84,8 +102,9 @@ pub(crate) fn start(
         let stack = {
             // the stack's connection pool spawns its tasks on the worker's runtime
             let _in = runtime.enter();
-            plan.clone().stack::<Incoming>(registry, outliers.clone())?
+            Reloadable::new(build(plan.clone(), registry, outliers.clone())?)
         };
+        slots.push((runtime.handle().clone(), stack.clone()));
         let mut stop = stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("lb-worker-{}", i + 1))
@@ -97,5 +116,5 @@ pub(crate) fn start(
             .map_err(BindError::Worker)?;
         handles.push(handle);
     }
-    Ok(handles)
+    Ok((handles, slots))
 }

@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -66,7 +67,8 @@ pub struct ManagerService {
 #[derive(Clone)]
 struct ManagerState {
     registry: Registry,
-    info: ManagerInfo,
+    /// Replaced when the configuration is reloaded.
+    info: Arc<ArcSwap<ManagerInfo>>,
     nonce: String,
     /// Host names (lower case, IPv6 without brackets) requests may carry.
     hosts: Vec<String>,
@@ -80,7 +82,7 @@ const PATHS: [&str; 2] = ["/", "/balancer-manager"];
 impl std::fmt::Debug for ManagerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ManagerService")
-            .field("info", &self.inner.info)
+            .field("info", &self.inner.info.load())
             .finish_non_exhaustive()
     }
 }
@@ -107,12 +109,18 @@ impl ManagerService {
         Ok(Self {
             inner: Arc::new(ManagerState {
                 registry,
-                info,
+                info: Arc::new(ArcSwap::from_pointee(info)),
                 nonce,
                 hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
                 metrics: None,
             }),
         })
+    }
+
+    /// Replaces what the page says about the balancer (its strategy, stickiness and
+    /// failover), on every clone: a reloaded configuration describes itself.
+    pub fn set_info(&self, info: ManagerInfo) {
+        self.inner.info.store(Arc::new(info));
     }
 
     /// Also serves `metrics` at `/metrics` (the page links to it), behind the same host check.
@@ -208,10 +216,10 @@ impl ManagerState {
         })
     }
 
-    fn view(&self) -> BalancerView<'_> {
+    fn view<'a>(&self, info: &'a ManagerInfo) -> BalancerView<'a> {
         let snapshot = self.registry.load();
         BalancerView {
-            info: &self.info,
+            info,
             version: snapshot.version(),
             panic: snapshot.is_panic(),
             members: view::members(&snapshot),
@@ -228,7 +236,8 @@ impl ManagerState {
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("application/json"));
-        let view = self.view();
+        let info = self.info.load_full();
+        let view = self.view(&info);
         if wants_json {
             match serde_json::to_vec_pretty(&view) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),

@@ -8,6 +8,7 @@
 
 mod config;
 mod guard;
+mod reload;
 mod server;
 mod stack;
 mod stats;
@@ -16,6 +17,7 @@ mod timeout;
 
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};
+pub use reload::{LiveSettings, Reloadable};
 pub use server::Server;
 pub use stack::Servable;
 pub use stats::ServerStats;

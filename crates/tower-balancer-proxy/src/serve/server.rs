@@ -23,6 +23,7 @@ use tower_balancer::BoxError;
 
 use super::config::ServeConfig;
 use super::guard::{check_framing, FramingError};
+use super::reload::LiveSettings;
 use super::stack::Servable;
 use super::stats::ServerStats;
 use super::status::{error_response, ServeBody};
@@ -35,7 +36,7 @@ const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    config: ServeConfig,
+    settings: LiveSettings,
 }
 
 /// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
@@ -61,7 +62,7 @@ impl Server {
     pub async fn bind(addr: SocketAddr, config: ServeConfig) -> io::Result<Self> {
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
-            config,
+            settings: LiveSettings::new(config),
         })
     }
 
@@ -83,7 +84,7 @@ impl Server {
         socket.bind(addr)?;
         Ok(Self {
             listener: socket.listen(1024)?,
-            config,
+            settings: LiveSettings::new(config),
         })
     }
 
@@ -91,14 +92,31 @@ impl Server {
     /// supervisor, or one of several `SO_REUSEPORT` listeners, one per runtime.
     #[must_use]
     pub fn from_listener(listener: TcpListener, config: ServeConfig) -> Self {
-        Self { listener, config }
+        Self {
+            listener,
+            settings: LiveSettings::new(config),
+        }
     }
 
     /// The connections and TLS handshakes this server (and every server sharing its
     /// [`ServeConfig`]) counted, for metrics.
     #[must_use]
     pub fn stats(&self) -> ServerStats {
-        self.config.stats.clone()
+        self.settings.current().stats.clone()
+    }
+
+    /// Its settings, to replace while it serves (a reloaded certificate, new timeouts).
+    #[must_use]
+    pub fn settings(&self) -> LiveSettings {
+        self.settings.clone()
+    }
+
+    /// Serves with `settings`, shared with the servers it came from (workers on one port):
+    /// one replace reaches them all.
+    #[must_use]
+    pub fn with_settings(mut self, settings: LiveSettings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// The address listened on.
@@ -121,9 +139,9 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
-        let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let cap = self
-            .config
+            .settings
+            .current()
             .max_connections
             .unwrap_or_else(super::config::default_max_connections);
         let slots = Arc::new(Semaphore::new(cap));
@@ -142,9 +160,10 @@ impl Server {
                 }
             };
             let _ = sock.set_nodelay(true);
-            let config = self.config.clone();
+            // the settings as they are now: a reload reaches the next connection
+            let config = self.settings.current();
             let stack = stack.clone();
-            let tls = tls.clone();
+            let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
             let watcher = graceful.watcher();
             let open = config.stats.connection();
             tokio::spawn(async move {
@@ -183,7 +202,8 @@ impl Server {
             });
         }
         drop(self.listener);
-        if tokio::time::timeout(self.config.graceful_timeout, graceful.shutdown())
+        let grace = self.settings.current().graceful_timeout;
+        if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
         {

@@ -98,6 +98,15 @@ impl FailoverConfig {
         self.refusals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Counts this configuration's budget refusals on `earlier`'s counter, so a reloaded
+    /// configuration keeps counting where the one it replaces stopped (a metric's counter
+    /// does not go back to zero on reload).
+    #[must_use]
+    pub fn counting_with(mut self, earlier: &Self) -> Self {
+        self.refusals = earlier.refusals.clone();
+        self
+    }
+
     /// The statuses retried elsewhere ([`fail_on_status`](Self::fail_on_status)).
     #[must_use]
     pub const fn failure_statuses(&self) -> &FailureStatuses {

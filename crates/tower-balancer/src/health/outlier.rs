@@ -179,6 +179,12 @@ impl OutlierDetection {
         }
     }
 
+    /// The settings it ejects by.
+    #[must_use]
+    pub fn config(&self) -> &OutlierConfig {
+        &self.inner.config
+    }
+
     /// The members currently ejected.
     #[must_use]
     pub fn ejected(&self) -> Vec<MemberId> {

@@ -391,6 +391,27 @@ impl Member {
         self.redirect.store(route.map(Arc::new));
     }
 
+    /// The member as it would be declared now: id, endpoint, TLS name, weight, set, admin
+    /// state and redirect (healthy unless the operator marked it down). Compare it with a
+    /// declaration read again (a reloaded file) to change only what changed.
+    #[must_use]
+    pub fn spec(&self) -> MemberSpec {
+        MemberSpec {
+            id: self.id.clone(),
+            endpoint: self.endpoint.clone(),
+            weight: self.weight(),
+            priority: self.priority(),
+            state: self.state(),
+            health: if self.is_down_by(HealthSource::Operator) {
+                Health::Unhealthy
+            } else {
+                Health::Healthy
+            },
+            redirect: self.redirect(),
+            tls_name: self.tls_name.clone(),
+        }
+    }
+
     /// Live counters and latency.
     #[must_use]
     pub fn stats(&self) -> &MemberStats {
