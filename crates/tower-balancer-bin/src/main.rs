@@ -68,13 +68,24 @@ fn control_runtime() -> Result<tokio::runtime::Runtime, Error> {
         .build()?)
 }
 
-/// `--check`: parse, then build (which reads every certificate, key and members file).
+/// `--check`: every mistake in the file, each on its own line (values, rules between keys,
+/// every certificate, key and members file it names).
 fn check(file: &Path) -> Result<(), Error> {
     control_runtime()?.block_on(async {
-        let config = ConfigFile::from_file(file)?;
-        config.build()?;
-        println!("{}: the configuration is good", file.display());
-        Ok(())
+        match ConfigFile::check_file(file) {
+            Ok(_) => {
+                println!("{}: the configuration is good", file.display());
+                Ok(())
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+                let n = errors.len();
+                let s = if n == 1 { "" } else { "s" };
+                Err(format!("{n} mistake{s} in {}", file.display()).into())
+            }
+        }
     })
 }
 

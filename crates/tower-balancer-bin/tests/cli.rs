@@ -54,6 +54,38 @@ async fn check_says_good_or_names_the_line_and_key() {
         err.contains("bad.toml:15: `balancer.member[1].route`"),
         "{err}"
     );
+    // every mistake at once, each at its line, then how many
+    let many = file(
+        &d,
+        "many.toml",
+        &bad_text
+            .replace(
+                "name = \"cluster\"",
+                "name = \"cluster\"\nmaxattempts = \"x\"\ncolour = 1",
+            )
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1\""),
+    );
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&many)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    for (line, key) in [
+        (2, "server.listen"),
+        (8, "balancer.maxattempts"),
+        (9, "balancer.colour"),
+        (17, "balancer.member[1].route"),
+    ] {
+        assert!(
+            err.contains(&format!("many.toml:{line}: `{key}`")),
+            "{line} {key}: {err}"
+        );
+    }
+    assert!(lines[4].starts_with("error: 4 mistakes in "), "{err}");
     // a file the configuration names is read at check time
     let missing_text = config(member("node1").await, member("node2").await).replace(
         "name = \"cluster\"\n",

@@ -2,6 +2,7 @@
 //! parsed here, so that a balancer that builds also starts.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -24,8 +25,8 @@ pub(super) const NO_SPAN: Option<&Spanned<()>> = None;
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
     pub(super) file: FileConfig,
-    path: PathBuf,
-    text: String,
+    pub(super) path: PathBuf,
+    pub(super) text: String,
 }
 
 impl ConfigFile {
@@ -70,113 +71,126 @@ impl ConfigFile {
     /// Checks what one value alone cannot: the rules between keys. Every single value was
     /// checked as it was read.
     fn check(&self) -> Result<(), ConfigError> {
+        match self.rules().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every rule between keys the file breaks, in file order of the rules.
+    pub(super) fn rules(&self) -> Vec<ConfigError> {
         let (s, b) = (&self.file.server, &self.file.balancer);
+        let mut out = Vec::new();
+        let mut refuse = |at: Option<Range<usize>>, key: &str, msg: &str| {
+            let span = at.or_else(|| locate(&self.text, key));
+            out.push(ConfigError::at(
+                &self.path,
+                &self.text,
+                span,
+                Some(key.to_owned()),
+                msg,
+            ));
+        };
         if b.members.is_empty() && b.members_file.is_none() && b.dns.is_none() {
-            return Err(self.err(
-                NO_SPAN,
+            refuse(
+                None,
                 "balancer",
                 "the balancer has no members (give [[balancer.member]], members_file or [balancer.dns])",
-            ));
+            );
         }
-        if let Some(d) = &b.dns {
-            d.target()
-                .map_err(|e| self.err(NO_SPAN, "balancer.dns", e))?;
+        if let Some(Err(e)) = b.dns.as_ref().map(super::file::DnsSection::target) {
+            refuse(None, "balancer.dns", e);
         }
         let hashing = matches!(b.lbmethod, LbMethod::Maglev | LbMethod::Ringhash);
         if b.hash_key.is_none() && hashing {
-            return Err(self.err(
-                NO_SPAN,
+            refuse(
+                None,
                 "balancer.lbmethod",
                 "maglev and ringhash need `hash_key`, the request header to hash",
-            ));
+            );
         }
         if b.hash_key.is_some() && !hashing {
-            return Err(self.err(
-                NO_SPAN,
+            refuse(
+                None,
                 "balancer.hash_key",
                 "only lbmethod = \"maglev\" or \"ringhash\" hashes a header: set one, or leave hash_key out",
-            ));
+            );
         }
         if b.members_poll.is_some() && b.members_file.is_none() {
-            return Err(self.err(
-                NO_SPAN,
+            refuse(
+                None,
                 "balancer.members_poll",
                 "members_poll says how often members_file is read, and there is no members_file",
-            ));
+            );
         }
-        self.check_health()?;
+        if let Some(h) = &b.health {
+            if h.method == ProbeMethod::Tcp && (h.expect.is_some() || h.body_contains.is_some()) {
+                refuse(
+                    None,
+                    "balancer.health.method",
+                    "a TCP check only connects: expect and body_contains need GET, HEAD or OPTIONS",
+                );
+            }
+        }
         if let Some(m) = &self.file.manager {
             if m.listen == s.listen && s.listen.port() != 0 {
-                return Err(self.err(
-                    NO_SPAN,
+                refuse(
+                    None,
                     "manager.listen",
                     "the manager needs its own port: it is server.listen's",
-                ));
+                );
             }
         }
         if b.cookie_key_file.is_some() && !b.cookie_key_files.is_empty() {
-            return Err(self.err(
-                b.cookie_key_file.as_ref(),
+            refuse(
+                b.cookie_key_file.as_ref().map(Spanned::span),
                 "balancer.cookie_key_file",
                 "give cookie_key_file or cookie_key_files, not both",
-            ));
+            );
         }
-        self.check_routes()?;
         if b.ejection.is_some_and(|e| e.max_time < e.base_time) {
-            return Err(self.err(
-                NO_SPAN,
+            refuse(
+                None,
                 "balancer.ejection.max_time",
                 "max_time is shorter than base_time",
-            ));
+            );
         }
         if s.certificate.is_some() != s.key.is_some() {
-            let at = s.certificate.as_ref().or(s.key.as_ref());
-            return Err(self.err(
-                at,
+            refuse(
+                s.certificate.as_ref().or(s.key.as_ref()).map(Spanned::span),
                 "server.certificate",
                 "certificate and key come together: set both for TLS, neither for plain HTTP",
-            ));
+            );
         }
         if b.client_certificate.is_some() != b.client_key.is_some() {
-            let at = b.client_certificate.as_ref().or(b.client_key.as_ref());
-            return Err(self.err(
-                at,
+            refuse(
+                b.client_certificate
+                    .as_ref()
+                    .or(b.client_key.as_ref())
+                    .map(Spanned::span),
                 "balancer.client_certificate",
                 "client_certificate and client_key come together",
-            ));
+            );
         }
-        Ok(())
-    }
-
-    /// A TCP check has no status or body to judge.
-    fn check_health(&self) -> Result<(), ConfigError> {
-        let Some(h) = &self.file.balancer.health else {
-            return Ok(());
-        };
-        if h.method == ProbeMethod::Tcp && (h.expect.is_some() || h.body_contains.is_some()) {
-            return Err(self.err(
-                NO_SPAN,
-                "balancer.health.method",
-                "a TCP check only connects: expect and body_contains need GET, HEAD or OPTIONS",
-            ));
-        }
-        Ok(())
+        out.extend(self.duplicate_routes());
+        out
     }
 
     /// No two inline members share a route.
-    fn check_routes(&self) -> Result<(), ConfigError> {
+    fn duplicate_routes(&self) -> Vec<ConfigError> {
         let mut seen = HashSet::new();
+        let mut out = Vec::new();
         for (i, m) in self.file.balancer.members.iter().enumerate() {
             let id = m.route.get_ref().id();
             if !seen.insert(id) {
-                return Err(self.err(
+                out.push(self.err(
                     Some(&m.route),
                     &format!("balancer.member[{i}].route"),
                     format!("route `{id}` is used by two members"),
                 ));
             }
         }
-        Ok(())
+        out
     }
 
     pub(super) fn err<T>(
@@ -210,7 +224,7 @@ impl ConfigFile {
 
     /// The registry with the file's inline members, and the forwarder's settings their
     /// URLs and `resolve` lines need.
-    fn members(&self) -> Result<(Registry, ForwardConfig), ConfigError> {
+    pub(super) fn members(&self) -> Result<(Registry, ForwardConfig), ConfigError> {
         let b = &self.file.balancer;
         let registry = Registry::new();
         if let Some(t) = b.panic_threshold {
@@ -241,7 +255,10 @@ impl ConfigFile {
     }
 
     /// The forwarder's TLS, timeouts and headers.
-    fn forwarding(&self, mut forward: ForwardConfig) -> Result<ForwardConfig, ConfigError> {
+    pub(super) fn forwarding(
+        &self,
+        mut forward: ForwardConfig,
+    ) -> Result<ForwardConfig, ConfigError> {
         let b = &self.file.balancer;
         if let Some(tls) = self.upstream_tls()? {
             forward = forward.tls(tls);

@@ -130,6 +130,14 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
     path: &Path,
 ) -> Result<T, ConfigError> {
+    parse_toml_spanned(text, path).map_err(|(e, _)| e)
+}
+
+/// As [`parse_toml`], with the span of `text` the error is about, when it has one.
+pub(super) fn parse_toml_spanned<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, (ConfigError, Option<Range<usize>>)> {
     let de = toml::Deserializer::parse(text).map_err(|e| {
         let message = match e.span().and_then(|s| text.get(s)) {
             // toml names no key: the span holds it
@@ -138,7 +146,8 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
             }
             _ => e.message().to_owned(),
         };
-        ConfigError::at(path, text, e.span(), None, message)
+        // a syntax error: nothing after it can be read
+        (ConfigError::at(path, text, e.span(), None, message), None)
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         // `Spanned` values add a private segment to the path: the key is the value's
@@ -149,13 +158,15 @@ pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
             .collect::<Vec<_>>()
             .join(".");
         let inner = e.into_inner();
-        ConfigError::at(
+        let span = inner.span();
+        let err = ConfigError::at(
             path,
             text,
-            inner.span(),
+            span.clone(),
             Some(key),
             plain_words(inner.message()),
-        )
+        );
+        (err, span)
     })
 }
 

@@ -114,6 +114,7 @@
 
 mod bound;
 mod build;
+mod check;
 mod discovery;
 mod error;
 mod file;

@@ -1,0 +1,260 @@
+//! Every mistake in a file at once, as `nginx -t` and `apachectl configtest` are used: an
+//! operator fixing a file before a reload should not need one run per mistake.
+//!
+//! How: serde stops at the first bad value, so the checker sets that value aside and reads
+//! the file again — it comments the line out, or, for a key the file cannot do without
+//! (`listen`, `url`, `route`, …), puts a harmless stand-in in its place — keeping every line
+//! where it was, so each later error still names its own line. Then every rule between keys
+//! and every part that reads a file (certificates, keys, members file, access log) is
+//! checked on its own. A syntax error stops the reading there, as it does for nginx.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::Path;
+
+use tower_balancer::registry::Registry;
+
+use super::build::ConfigFile;
+use super::error::{parse_toml_spanned, ConfigError};
+use super::file::FileConfig;
+use crate::forward::ForwardConfig;
+
+/// More than this many bad values and the file is not worth reading on.
+const MAX_VALUE_ERRORS: usize = 50;
+
+impl ConfigFile {
+    /// Reads `path` and finds every mistake in it: each bad value, each rule between keys
+    /// the file breaks, each file it names that cannot be read or used. The configuration
+    /// when there is none.
+    ///
+    /// # Errors
+    /// Every [`ConfigError`] found, in the order of the file's values, then the rules, then
+    /// the files it names.
+    pub fn check_file(path: impl AsRef<Path>) -> Result<Self, Vec<ConfigError>> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError::file(
+                path,
+                format!("cannot read the file: {e}"),
+            )]
+        })?;
+        let (read, mut errors) = values(&text, path);
+        let Some((file, read_text)) = read else {
+            return Err(errors);
+        };
+        let config = Self {
+            file,
+            path: path.to_path_buf(),
+            // the text the values were read from: the same lines, with bad values set aside
+            text: read_text,
+        };
+        errors.extend(config.rules());
+        errors.extend(config.parts());
+        let errors = in_file_order(errors);
+        if errors.is_empty() {
+            let config = Self { text, ..config };
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Each part of the build on its own, so one unreadable file does not hide another.
+    fn parts(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let (registry, forward) = self.members().unwrap_or_else(|e| {
+            out.push(e);
+            (Registry::new(), ForwardConfig::new())
+        });
+        if let Err(e) = self.discovery(&registry) {
+            out.push(e);
+        }
+        let forward = self.forwarding(forward).unwrap_or_else(|e| {
+            out.push(e);
+            ForwardConfig::new()
+        });
+        if let Err(e) = self.probe(&forward, &registry) {
+            out.push(e);
+        }
+        let results = [
+            self.stack_plan(forward).err(),
+            self.front_plan().err(),
+            self.public_url().err(),
+        ];
+        out.extend(results.into_iter().flatten());
+        out
+    }
+}
+
+/// Errors by line, each said once: a member refused at `balancer.member[1]` for the route
+/// already named at `balancer.member[1].route` on that line is the same mistake.
+fn in_file_order(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by_key(ConfigError::line);
+    let mut kept: Vec<ConfigError> = Vec::with_capacity(errors.len());
+    let mut seen = HashSet::new();
+    for e in errors {
+        let again = kept.iter().any(|k| {
+            k.line() == e.line()
+                && k.line().is_some()
+                && match (k.key(), e.key()) {
+                    (Some(a), Some(b)) => a.starts_with(b) && a != b,
+                    _ => false,
+                }
+        });
+        if !again && seen.insert(e.to_string()) {
+            kept.push(e);
+        }
+    }
+    kept
+}
+
+/// The file's values, read past each bad one; the configuration read (with the bad values
+/// set aside) and the text it was read from, when the reading got to the end.
+#[allow(clippy::type_complexity)]
+fn values(text: &str, path: &Path) -> (Option<(FileConfig, String)>, Vec<ConfigError>) {
+    let mut work = text.to_owned();
+    let mut errors = Vec::new();
+    while errors.len() < MAX_VALUE_ERRORS {
+        match parse_toml_spanned::<FileConfig>(&work, path) {
+            Ok(file) => return (Some((file, work)), errors),
+            Err((e, span)) => {
+                let next = span.and_then(|s| set_aside(&work, s, &e));
+                errors.push(e);
+                match next {
+                    Some(w) => work = w,
+                    None => return (None, errors),
+                }
+            }
+        }
+    }
+    (None, errors)
+}
+
+/// `work` with the value at `span` set aside, on the same lines; `None` when it cannot be
+/// (a missing key, a value the file would not parse without).
+fn set_aside(work: &str, span: Range<usize>, e: &ConfigError) -> Option<String> {
+    if e.message().starts_with("missing field") || span.end > work.len() {
+        return None;
+    }
+    let leaf = e
+        .key()
+        .and_then(|k| k.rsplit('.').next())
+        .map(|l| l.split('[').next().unwrap_or(l));
+    let stand_in = match leaf {
+        Some("listen") => Some("\"127.0.0.1:0\"".to_owned()),
+        Some("server_name") => Some("\"placeholder.invalid\"".to_owned()),
+        Some("name") => Some("\"placeholder\"".to_owned()),
+        Some("url") => Some("\"http://placeholder.invalid\"".to_owned()),
+        Some("route") => Some(format!("\"placeholder{}\"", span.start)),
+        _ => None,
+    };
+    let key_span = work.get(span.clone())? == leaf.unwrap_or("");
+    let out = match stand_in {
+        Some(v) if !key_span => {
+            let lines = work[span.clone()].matches('\n').count();
+            format!(
+                "{}{v}{}{}",
+                &work[..span.start],
+                "\n".repeat(lines),
+                &work[span.end..]
+            )
+        }
+        _ => comment_out(work, span),
+    };
+    // still TOML, and changed: otherwise the reading stops here
+    let parses = toml::de::DeTable::parse(&out).is_ok();
+    (parses && out != work).then_some(out)
+}
+
+/// `work` with every line `span` touches commented out.
+fn comment_out(work: &str, span: Range<usize>) -> String {
+    let start = work[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let end = work[span.end..]
+        .find('\n')
+        .map_or(work.len(), |i| span.end + i);
+    let mut out = String::with_capacity(work.len() + 16);
+    out.push_str(&work[..start]);
+    for (i, line) in work[start..end].split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push('#');
+        out.push_str(line);
+    }
+    out.push_str(&work[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("lb-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:x}.toml", text.len() * 31 + text.lines().count()));
+        std::fs::write(&path, text).unwrap();
+        let out = match ConfigFile::check_file(&path) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .iter()
+                .map(|e| format!("{}:{}", e.line().unwrap_or(0), e.key().unwrap_or("")))
+                .collect(),
+        };
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn every_mistake_is_named_at_its_own_line() {
+        let text = "[server]\n\
+                    listen = \"nowhere\"\n\
+                    server_name = \"lb.test\"\n\
+                    header_read_timeout = \"0s\"\n\
+                    color = \"blue\"\n\
+                    \n\
+                    [balancer]\n\
+                    name = \"b\"\n\
+                    maxattempts = 100000\n\
+                    cookie_key_file = \"/no/such/key\"\n\
+                    \n\
+                    [[balancer.member]]\n\
+                    url = \"ftp://a\"\n\
+                    route = \"node1\"\n\
+                    loadfactor = 0\n\
+                    \n\
+                    [[balancer.member]]\n\
+                    url = \"http://b\"\n\
+                    route = \"node1\"\n\
+                    \n\
+                    [balancer.health]\n\
+                    method = \"TCP\"\n\
+                    expect = \"200\"\n";
+        assert_eq!(
+            check(text),
+            [
+                "2:server.listen",
+                "4:server.header_read_timeout",
+                "5:server.color",
+                "9:balancer.maxattempts",
+                "10:balancer.cookie_key_file",
+                "13:balancer.member[0].url",
+                "15:balancer.member[0].loadfactor",
+                "19:balancer.member[1].route",
+                "22:balancer.health.method",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_good_file_has_none_and_a_syntax_error_stops_the_reading() {
+        let good = "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\n\
+                    [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"http://a\"\nroute = \"n1\"\n";
+        assert!(check(good).is_empty());
+        let broken = good.replace("name = \"b\"", "name = \"b\nx = [");
+        assert_eq!(check(&broken).len(), 1);
+        // a missing key is said once, not followed by what it would have caused
+        let missing = good.replace("url = \"http://a\"\n", "");
+        assert_eq!(check(&missing), ["7:balancer.member[0]"]);
+    }
+}
