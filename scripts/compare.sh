@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Side by side on loopback: tower-balancer (examples/lb_bench: the whole stack, sticky +
-# failover + balance + forward, a single-threaded runtime per thread) against nginx and
+# Side by side on loopback: the `tower-balancer` binary as operators run it (from a TOML
+# file, `--profile dist`, its defaults: "bin", "bin-cookie", "bin-tls"), and
+# examples/lb_bench (the whole stack, sticky + failover + balance + forward, a
+# single-threaded runtime per thread, tuned by hand: "ours*") against nginx and
 # HAProxy with the anchors' configs (../shared/anchors: round robin, keep-alive to members,
 # HAProxy's sticky cookie), on the same two nginx backends, with the same load
 # (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
@@ -17,12 +19,15 @@
 # with mimalloc as its allocator (nginx and HAProxy bring their own allocators too).
 # First, scripts/failover.sh: a member killed and restarted under the same load through each
 # balancer (errors per balancer, ours as operators run it from a file).
-# Usage: scripts/compare.sh [threads]   (bounded: about eleven minutes; stops everything it started)
+# Usage: scripts/compare.sh [threads]   (bounded: about fourteen minutes; stops everything it started)
+#        SKIP_FAILOVER=1 scripts/compare.sh   (without the failover run first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"
-bash scripts/failover.sh
-sleep 1 # its members' ports are free again
+if [ -z "${SKIP_FAILOVER:-}" ]; then
+  bash scripts/failover.sh
+  sleep 1 # its members' ports are free again
+fi
 # shellcheck source=scripts/backends.sh
 . scripts/backends.sh
 ensure_tools nginx:nginx-light wrk:wrk haproxy:haproxy
@@ -55,12 +60,31 @@ echo $! >"$RUNDIR/oursrr.pid"
 $LB --listen 127.0.0.1:8445 "${MEMBERS[@]}" --threads "$THREADS" --per-core --seconds 900 \
   --cert "$RUNDIR/lb.crt" --key "$RUNDIR/lb.key" >/dev/null &
 echo $! >"$RUNDIR/oursrrtls.pid"
+# the binary operators run, from a file with nothing tuned: defaults (sticky cookie signed,
+# failover, ejection, retry budget, request ids, body timeouts), `--workers` as the others
+cargo build -q --profile dist -p tower-balancer-bin
+head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
+bin_conf() { # listen [tls lines]
+  printf '[server]\nlisten = "%s"\nserver_name = "wso2.com"\n%s\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "${2:-}" "$RUNDIR/cookie.key"
+  printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
+}
+bin_conf 127.0.0.1:8095 >"$RUNDIR/bin.toml"
+bin_conf 127.0.0.1:8446 "certificate = \"$RUNDIR/lb.crt\"
+key = \"$RUNDIR/lb.key\"" >"$RUNDIR/bin-tls.toml"
+./target/dist/tower-balancer --check "$RUNDIR/bin.toml" >/dev/null
+./target/dist/tower-balancer --config "$RUNDIR/bin.toml" --workers "$THREADS" >/dev/null 2>&1 &
+echo $! >"$RUNDIR/bin.pid"
+./target/dist/tower-balancer --config "$RUNDIR/bin-tls.toml" --workers "$THREADS" >/dev/null 2>&1 &
+echo $! >"$RUNDIR/bintls.pid"
 # the floor under any hyper-based balancer (one thread: compared at --threads 1 only)
 ./target/perf/examples/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 900 >/dev/null &
 echo $! >"$RUNDIR/floor.pid"
 sleep 1.5
 # the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)
 OURS_COOKIE="$(grep -m1 '^ROUTEID=' "$RUNDIR/ours.out")"
+# the binary's: the cookie it sets on its first answer
+BIN_COOKIE="$(curl -si http://127.0.0.1:8095/ | awk 'tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; exit }')"
+[ -n "$BIN_COOKIE" ] || { echo "the binary set no ROUTEID cookie" >&2; exit 1; }
 
 # name url [cookie]
 TARGETS=(
@@ -74,6 +98,9 @@ TARGETS=(
   "ours-tls https://127.0.0.1:8443/"
   "ours-rr http://127.0.0.1:8093/"
   "ours-rr-tls https://127.0.0.1:8445/"
+  "bin http://127.0.0.1:8095/"
+  "bin-cookie http://127.0.0.1:8095/ $BIN_COOKIE"
+  "bin-tls https://127.0.0.1:8446/"
 )
 if [ "$THREADS" = 1 ]; then TARGETS+=("hyper-floor http://127.0.0.1:8092/"); fi
 for t in "${TARGETS[@]}"; do
@@ -86,6 +113,8 @@ pidof_target() { # target name -> the balancer's pid file
   case "$1" in
     nginx*) echo "$RUNDIR/lbnginx.pid" ;;
     haproxy*) echo "$RUNDIR/haproxy.pid" ;;
+    bin-tls) echo "$RUNDIR/bintls.pid" ;;
+    bin*) echo "$RUNDIR/bin.pid" ;;
     ours-tls) echo "$RUNDIR/ourstls.pid" ;;
     ours-rr) echo "$RUNDIR/oursrr.pid" ;;
     ours-rr-tls) echo "$RUNDIR/oursrrtls.pid" ;;
@@ -130,7 +159,8 @@ hwm() { # peak RSS in KiB of a pid and its children
 echo
 echo "peak RSS (KiB): nginx $(hwm "$(cat "$RUNDIR/lbnginx.pid")")" \
   "haproxy $(hwm "$(cat "$RUNDIR/haproxy.pid")")" \
-  "ours $(hwm "$(cat "$RUNDIR/ours.pid")") (plain) + $(hwm "$(cat "$RUNDIR/ourstls.pid")") (TLS)"
+  "ours $(hwm "$(cat "$RUNDIR/ours.pid")") (plain) + $(hwm "$(cat "$RUNDIR/ourstls.pid")") (TLS)" \
+  "bin $(hwm "$(cat "$RUNDIR/bin.pid")") (plain) + $(hwm "$(cat "$RUNDIR/bintls.pid")") (TLS)"
 echo
 cargo build -q --release -p tower-balancer-proxy --example pool_memory
 ./target/release/examples/pool_memory --member 127.0.0.1:9763 --connections 500
@@ -149,6 +179,8 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     printf "ratio ours with the nginx config (round robin, no sticky) / nginx:   plain %.2f  TLS %.2f\n", mean["ours-rr"] / mean["nginx"], mean["ours-rr-tls"] / mean["nginx-tls"]
     if ("hyper-floor" in mean) printf "ratio hyper floor / nginx (hyper server + hyper-util client, nothing else): %.2f\n", mean["hyper-floor"] / mean["nginx"]
     printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
+    printf "the binary, req/s ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["bin"] / mean["nginx"], mean["bin-tls"] / mean["nginx-tls"], mean["bin"] / mean["haproxy"], mean["bin-tls"] / mean["haproxy-tls"], mean["bin-cookie"] / mean["haproxy-cookie"]
+    printf "the binary, CPU per request ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", (cu["bin"] + cs["bin"]) / (cu["nginx"] + cs["nginx"]), (cu["bin-tls"] + cs["bin-tls"]) / (cu["nginx-tls"] + cs["nginx-tls"]), (cu["bin"] + cs["bin"]) / (cu["haproxy"] + cs["haproxy"]), (cu["bin-tls"] + cs["bin-tls"]) / (cu["haproxy-tls"] + cs["haproxy-tls"]), (cu["bin-cookie"] + cs["bin-cookie"]) / (cu["haproxy-cookie"] + cs["haproxy-cookie"])
   }' "$RUNDIR/results"
 
 # Equal CPU budget: one cgroup with a CPU quota, the balancer under test moved into it for its
@@ -212,4 +244,5 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; th[$1] = th[$1] " " $
     printf "equal CPU budget, ratio ours with the nginx config / nginx:   plain %.2f  TLS %.2f\n", mean["ours-rr"] / mean["nginx"], mean["ours-rr-tls"] / mean["nginx-tls"]
     if ("hyper-floor" in mean) printf "equal CPU budget, ratio hyper floor / nginx: %.2f\n", mean["hyper-floor"] / mean["nginx"]
     printf "equal CPU budget, ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
+    printf "equal CPU budget, the binary / nginx: plain %.2f  TLS %.2f;  / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["bin"] / mean["nginx"], mean["bin-tls"] / mean["nginx-tls"], mean["bin"] / mean["haproxy"], mean["bin-tls"] / mean["haproxy-tls"], mean["bin-cookie"] / mean["haproxy-cookie"]
   }' "$RUNDIR/budget"

@@ -338,6 +338,20 @@ fn member_state(
     )?;
     family(
         encoder,
+        "lb_member_retry_budget_refusals",
+        "Requests the member failed that the retry budget kept from going elsewhere.",
+        MetricType::Counter,
+        members,
+        |e, m| {
+            counter(
+                e,
+                &[("member", &id(m))],
+                m.stats().metrics().budget_refusals(),
+            )
+        },
+    )?;
+    family(
+        encoder,
         "lb_member_sent_bytes",
         "Request body bytes sent to the member.",
         MetricType::Counter,

@@ -306,6 +306,7 @@ async fn a_failing_cluster_gets_no_retry_storm() {
     let cluster = Cluster::new(&[Mode::Unavailable; 4]);
     let cfg =
         no_backoff().fail_on_status(FailureStatuses::none().with(StatusCode::SERVICE_UNAVAILABLE));
+    let counts = cfg.clone();
     let svc = stack(&r, &cluster, cfg);
     let requests = 2_000usize;
     let seconds = 20u64;
@@ -330,6 +331,16 @@ async fn a_failing_cluster_gets_no_retry_storm() {
         attempts > requests,
         "no retry at all: the budget never allowed one"
     );
+    // each refusal is counted once, on the member whose failure the client got
+    let refused = counts.budget_refusals();
+    let by_member: u64 = r
+        .load()
+        .members()
+        .iter()
+        .map(|m| m.stats().metrics().budget_refusals())
+        .sum();
+    assert!(refused > 0);
+    assert_eq!(by_member, refused);
 }
 
 #[tokio::test]

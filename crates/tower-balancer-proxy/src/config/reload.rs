@@ -177,7 +177,19 @@ where
             _ = stop.wait_for(|s| *s) => break,
         };
         let result = match config {
-            Ok(config) => running.apply(&config, &slots, &build),
+            Ok(config) => {
+                // reading certificates and keys is file I/O: off the runtime, which may be
+                // serving clients too
+                let built = {
+                    let config = config.clone();
+                    tokio::task::spawn_blocking(move || config.build()).await
+                };
+                match built {
+                    Ok(Ok(g)) => running.apply(&config, g, &slots, &build),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err(ReloadError::Stopped),
+                }
+            }
             Err(e) => Err(e.into()),
         };
         running.stats.record(result.is_ok());
@@ -196,10 +208,11 @@ where
 }
 
 impl Running {
-    /// Builds `config` in full, then swaps it in; on any error nothing has changed.
+    /// Swaps in `g`, built from `config`; on any error nothing has changed.
     fn apply<S, F>(
         &mut self,
         config: &ConfigFile,
+        g: Gateway,
         slots: &Slots<S>,
         build: &F,
     ) -> Result<Reloaded, ReloadError>
@@ -207,7 +220,6 @@ impl Running {
         S: Clone,
         F: Fn(StackPlan<ConfiguredStrategy>, &Registry, OutlierDetection) -> Result<S, TlsError>,
     {
-        let g = config.build()?;
         // probes reach members through the live registry's names
         let probe = config.probe(&g.stack.forward, &self.registry)?;
         let access_log = self.next_access_log(g.front.access_log.clone())?;

@@ -18,6 +18,7 @@ use super::policy::{is_idempotent, FailoverConfig};
 use super::Attempts;
 use crate::balance::{AttemptError, AttemptTimeout, BalanceError, ServedBy};
 use crate::error::find_in_chain;
+use crate::registry::Member;
 use crate::strategy::Tried;
 use crate::upstream::{find_upstream_error, UpstreamErrorKind};
 use crate::BoxError;
@@ -229,6 +230,9 @@ where
                                 this.config
                                     .refusals
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if let Some(m) = failed_member(&res) {
+                                    m.stats().metrics().note_budget_refusal();
+                                }
                                 return Poll::Ready(tag(
                                     give_up(res, NotRetried::BudgetExhausted, attempts),
                                     attempts,
@@ -244,6 +248,14 @@ where
                 }
             }
         }
+    }
+}
+
+/// The member whose attempt gave `res`, when it is known.
+fn failed_member<RB>(res: &Result<Response<RB>, BoxError>) -> Option<&Member> {
+    match res {
+        Ok(r) => r.extensions().get::<ServedBy>().map(|ServedBy(m)| &**m),
+        Err(e) => e.downcast_ref::<AttemptError>().map(|a| &**a.member()),
     }
 }
 

@@ -24,6 +24,7 @@ pub struct MemberMetrics {
     latency_sum_us: AtomicU64,
     retries: AtomicU64,
     ejections: AtomicU64,
+    budget_refusals: AtomicU64,
 }
 
 /// A response-time histogram as Prometheus writes it.
@@ -66,6 +67,10 @@ impl MemberMetrics {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn note_budget_refusal(&self) {
+        self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn note_ejection(&self) {
         self.ejections.fetch_add(1, Ordering::Relaxed);
     }
@@ -98,6 +103,13 @@ impl MemberMetrics {
     #[must_use]
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Requests this member failed that the retry budget did not let go elsewhere (the
+    /// client got this member's failure).
+    #[must_use]
+    pub fn budget_refusals(&self) -> u64 {
+        self.budget_refusals.load(Ordering::Relaxed)
     }
 
     /// Times passive ejection took this member out.
