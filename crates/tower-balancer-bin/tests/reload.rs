@@ -192,24 +192,37 @@ async fn fresh_client(
     (by, shown)
 }
 
-/// The share of the load `route` served over the next half second, from the metrics.
-async fn share(manager: SocketAddr, route: &str) -> f64 {
-    let count = |body: &str, member: &str| {
-        sample(
-            body,
-            &format!("lb_member_requests_total{{member=\"{member}\"}}"),
-        )
+/// How many requests of the load each member served over the next half second, from the
+/// metrics (a new client's own requests can alias with the load's on a shared round robin,
+/// so who serves is judged on all of them).
+async fn window(manager: SocketAddr) -> BTreeMap<String, u64> {
+    let per_member = |body: &str| -> BTreeMap<String, u64> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("lb_member_requests_total{member=\""))
+            .filter_map(|l| {
+                let (member, rest) = l.split_once('"')?;
+                Some((member.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
     };
-    let all = |body: &str| sample(body, "lb_member_requests_total{");
-    let before = metrics(manager).await;
+    let before = per_member(&metrics(manager).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = metrics(manager).await;
-    let mine = count(&after, route) - count(&before, route);
-    let total = all(&after) - all(&before);
-    assert!(total > 50, "too little load to judge: {total}");
-    #[allow(clippy::cast_precision_loss)]
-    let share = mine as f64 / total as f64;
-    share
+    let after = per_member(&metrics(manager).await);
+    after
+        .into_iter()
+        .map(|(m, n)| {
+            let was = before.get(&m).copied().unwrap_or(0);
+            (m, n - was)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn share(window: &BTreeMap<String, u64>, member: &str) -> f64 {
+    let total: u64 = window.values().sum();
+    assert!(total > 50, "too little load to judge: {window:?}");
+    window.get(member).copied().unwrap_or(0) as f64 / total as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,20 +349,23 @@ async fn ten_reloads_under_load_lose_no_request_and_take_effect_each_time() {
         write(&cfg, &lb_file(members, method));
         kill(&child, "-HUP");
         reloads(manager, "success", i as u64 + 1).await;
-        let (by, shown) = fresh_client(addr, &tls).await;
-        let met: BTreeSet<&str> = by.keys().map(String::as_str).collect();
-        let want: BTreeSet<&str> = expect.iter().copied().collect();
-        assert_eq!(met, want, "reload {}: {by:?}", i + 1);
+        // a new client is served, and shown the certificate now in force
+        let (_, shown) = fresh_client(addr, &tls).await;
         let cert = if *second_cert { &b.2 } else { &a.2 };
         assert_eq!(&shown, cert, "reload {}: the certificate", i + 1);
+        // the load is served by the members now in force, and only by them
+        let served = window(manager).await;
+        let met: BTreeSet<&str> = served.keys().map(String::as_str).collect();
+        let want: BTreeSet<&str> = expect.iter().copied().collect();
+        assert_eq!(met, want, "reload {}: {served:?}", i + 1);
         if i == 2 {
             // loadfactor 3 against 1: three of every four requests of the load
-            let share = share(manager, "node2").await;
+            let share = share(&served, "node2");
             assert!((0.65..=0.85).contains(&share), "{share}");
         }
         if i == 8 {
             // loadfactor 2 against 1 and 1: half of them
-            let share = share(manager, "node4").await;
+            let share = share(&served, "node4");
             assert!((0.4..=0.6).contains(&share), "{share}");
         }
         // the manager page names the strategy in force
@@ -375,9 +391,14 @@ async fn ten_reloads_under_load_lose_no_request_and_take_effect_each_time() {
         10
     );
     assert!(child.0.try_wait().unwrap().is_none(), "the process died");
-    let (by, shown) = fresh_client(addr, &tls).await;
-    assert_eq!(by.keys().collect::<Vec<_>>(), ["node2", "node4"], "{by:?}");
+    let (_, shown) = fresh_client(addr, &tls).await;
     assert_eq!(shown, b.2);
+    let served = window(manager).await;
+    assert_eq!(
+        served.keys().collect::<Vec<_>>(),
+        ["node2", "node4"],
+        "{served:?}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
