@@ -219,6 +219,7 @@ impl Collector for Source {
         let members = snapshot.members();
         member_traffic(&mut encoder, members)?;
         member_state(&mut encoder, members)?;
+        member_counts(&mut encoder, members)?;
         self.process(&mut encoder)
     }
 }
@@ -279,7 +280,7 @@ fn member_traffic(
     Ok(())
 }
 
-/// Health, admin state, ejections, retries and bytes, per member.
+/// Health and admin state, per member.
 fn member_state(
     encoder: &mut DescriptorEncoder<'_>,
     members: &[std::sync::Arc<Member>],
@@ -319,7 +320,14 @@ fn member_state(
             }
             Ok(())
         },
-    )?;
+    )
+}
+
+/// Ejections, retries, refused retries and bytes, per member.
+fn member_counts(
+    encoder: &mut DescriptorEncoder<'_>,
+    members: &[std::sync::Arc<Member>],
+) -> fmt::Result {
     family(
         encoder,
         "lb_member_ejections",

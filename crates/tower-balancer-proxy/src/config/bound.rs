@@ -192,15 +192,7 @@ impl Bound {
             build_stack,
             stop_rx.clone(),
         ));
-        let admin = admin.map(|admin| {
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                admin.serve(manager, stopped).await
-            })
-        });
+        let admin = admin.map(|admin| serve_manager(admin, manager, stop_rx.clone()));
         let result = front.serve(stack, shutdown).await;
         let _ = stop_tx.send(true);
         if let Some(admin) = admin {
@@ -210,18 +202,37 @@ impl Bound {
             // each finishes its in-flight requests within the graceful timeout
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
-        if let Ok(mut running) = reloading.await {
-            // every stack is gone, and with the rest the last sender: write what is queued
-            let writers = std::mem::take(&mut running.writers);
-            drop(running);
-            for writer in writers {
-                writer.finish(Duration::from_secs(5)).await;
-            }
+        if let Ok(running) = reloading.await {
+            flush_access_logs(running).await;
         }
         result.map_err(|source| BindError::Listen {
             what: "the balancer",
             addr: g.front.listen,
             source,
         })
+    }
+}
+
+/// Serves the manager on its port until `stop` turns true.
+fn serve_manager(
+    admin: Server,
+    manager: ManagerService,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<io::Result<()>> {
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        admin.serve(manager, stopped).await
+    })
+}
+
+/// Writes what the access logs have queued, once every stack (and with it every sender) is
+/// gone.
+async fn flush_access_logs(mut running: Running) {
+    let writers = std::mem::take(&mut running.writers);
+    drop(running);
+    for writer in writers {
+        writer.finish(Duration::from_secs(5)).await;
     }
 }

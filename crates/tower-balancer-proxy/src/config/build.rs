@@ -77,20 +77,31 @@ impl ConfigFile {
         }
     }
 
-    /// Every rule between keys the file breaks, in file order of the rules.
+    /// Every rule between keys the file breaks.
     pub(super) fn rules(&self) -> Vec<ConfigError> {
-        let (s, b) = (&self.file.server, &self.file.balancer);
         let mut out = Vec::new();
-        let mut refuse = |at: Option<Range<usize>>, key: &str, msg: &str| {
-            let span = at.or_else(|| locate(&self.text, key));
-            out.push(ConfigError::at(
-                &self.path,
-                &self.text,
-                span,
-                Some(key.to_owned()),
-                msg,
-            ));
-        };
+        self.member_rules(&mut out);
+        self.pair_rules(&mut out);
+        out.extend(self.duplicate_routes());
+        out
+    }
+
+    /// `msg` about `key`, at `at` or where the key is written.
+    fn rule(&self, out: &mut Vec<ConfigError>, at: Option<Range<usize>>, key: &str, msg: &str) {
+        let span = at.or_else(|| locate(&self.text, key));
+        out.push(ConfigError::at(
+            &self.path,
+            &self.text,
+            span,
+            Some(key.to_owned()),
+            msg,
+        ));
+    }
+
+    /// Where members come from and how they are picked and checked.
+    fn member_rules(&self, out: &mut Vec<ConfigError>) {
+        let b = &self.file.balancer;
+        let mut refuse = |at, key: &str, msg: &str| self.rule(out, at, key, msg);
         if b.members.is_empty() && b.members_file.is_none() && b.dns.is_none() {
             refuse(
                 None,
@@ -132,6 +143,12 @@ impl ConfigFile {
                 );
             }
         }
+    }
+
+    /// Keys that come in pairs or must differ.
+    fn pair_rules(&self, out: &mut Vec<ConfigError>) {
+        let (s, b) = (&self.file.server, &self.file.balancer);
+        let mut refuse = |at, key: &str, msg: &str| self.rule(out, at, key, msg);
         if let Some(m) = &self.file.manager {
             if m.listen == s.listen && s.listen.port() != 0 {
                 refuse(
@@ -172,8 +189,6 @@ impl ConfigFile {
                 "client_certificate and client_key come together",
             );
         }
-        out.extend(self.duplicate_routes());
-        out
     }
 
     /// No two inline members share a route.

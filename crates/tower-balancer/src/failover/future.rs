@@ -227,14 +227,8 @@ where
                                 ));
                             }
                             if !unsent && !this.config.budget.withdraw() {
-                                this.config
-                                    .refusals
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                if let Some(m) = failed_member(&res) {
-                                    m.stats().metrics().note_budget_refusal();
-                                }
                                 return Poll::Ready(tag(
-                                    give_up(res, NotRetried::BudgetExhausted, attempts),
+                                    refused(this.config, res, attempts),
                                     attempts,
                                 ));
                             }
@@ -249,6 +243,22 @@ where
             }
         }
     }
+}
+
+/// A retry the budget refused: counted for the balancer and for the member that failed,
+/// and that failure is the answer.
+fn refused<RB>(
+    config: &FailoverConfig,
+    res: Result<Response<RB>, BoxError>,
+    attempts: usize,
+) -> Result<Response<RB>, BoxError> {
+    config
+        .refusals
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(m) = failed_member(&res) {
+        m.stats().metrics().note_budget_refusal();
+    }
+    give_up(res, NotRetried::BudgetExhausted, attempts)
 }
 
 /// The member whose attempt gave `res`, when it is known.

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::error::RegistryError;
 use super::handle::Writer;
-use super::member::{check_weight, AdminState, Health, HealthSource, Member, MemberId, MemberSpec};
+use super::member::{check_weight, AdminState, Health, HealthSource, Member, MemberId};
+use super::spec::MemberSpec;
 use super::stats::RegistryLoad;
 
 /// Several changes applied under one lock, with one snapshot rebuild at the end.

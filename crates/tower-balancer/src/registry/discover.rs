@@ -18,7 +18,8 @@ use tokio::time::{Instant, Sleep};
 use tower::discover::Change;
 
 use super::handle::Registry;
-use super::member::{AdminState, MemberId, MemberSpec};
+use super::member::{AdminState, MemberId};
+use super::spec::MemberSpec;
 
 pin_project! {
     /// A future that applies every change from a discovery stream to a registry, until the

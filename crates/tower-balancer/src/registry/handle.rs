@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 use super::batch::Batch;
 use super::error::RegistryError;
-use super::member::{AdminState, Health, HealthSource, Member, MemberId, MemberSpec};
+use super::member::{AdminState, Health, HealthSource, Member, MemberId};
+use super::spec::MemberSpec;
 
 /// The default panic threshold: Envoy's 50%.
 pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
