@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! tower-balancer --check lb.toml          # validate the file (exit 0: good), like nginx -t
-//! tower-balancer --config lb.toml         # run it; SIGHUP reloads the file, SIGTERM or
-//!                                         # Ctrl-C drains and stops
+//! tower-balancer --config lb.toml         # run it; SIGHUP reloads the file, SIGUSR1
+//!                                         # reopens the access log, SIGTERM or Ctrl-C
+//!                                         # drains and stops
 //! tower-balancer --config lb.toml --workers 4
 //! ```
 //!
@@ -89,9 +90,12 @@ fn check(file: &Path) -> Result<(), Error> {
     })
 }
 
-/// `--config`: run until SIGTERM or Ctrl-C, then drain.
+/// `--config`: run until SIGTERM or Ctrl-C, then drain; SIGHUP reloads, SIGUSR1 reopens the
+/// access log.
 fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
     control_runtime()?.block_on(async {
+        // first of all: from here on a signal is handled, never the default (death)
+        let signals = Signals::install()?;
         let config = ConfigFile::from_file(file)?;
         let mut gateway = config.build()?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -101,46 +105,108 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
             .unwrap_or(cores);
         gateway.set_workers(workers);
         let bound = gateway.bind().await?;
-        // before the address is printed: a SIGHUP from then on reloads, never kills
-        reload_on_hangup(bound.reloader(), file.to_path_buf())?;
+        let stop = signals.serve(bound.reloader(), file.to_path_buf());
         // the first line of stdout, for supervisors and tests: where it listens
         println!("listening on {}", bound.local_addr()?);
         if let Some(m) = bound.manager_addr() {
             println!("manager on http://{m}/balancer-manager");
         }
         tracing::info!(workers, "serving");
-        bound
-            .serve(tower_balancer_proxy::serve::shutdown_signal())
-            .await?;
+        bound.serve(stop).await?;
         Ok(())
     })
 }
 
-/// SIGHUP re-reads `file` and swaps it in (a file with a mistake is refused, logged, and the
-/// configuration in force stays); the access log file is opened again, for logrotate.
+/// The signals an operator sends, caught from the start.
 #[cfg(unix)]
-fn reload_on_hangup(
-    reloader: tower_balancer_proxy::config::Reloader,
-    file: PathBuf,
-) -> Result<(), Error> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            tracing::info!(file = %file.display(), "SIGHUP: reloading");
-            // the outcome is logged and counted by the balancer
-            if let Err(tower_balancer_proxy::config::ReloadError::Stopped) =
-                reloader.reload_file(&file).await
-            {
-                break;
-            }
-        }
-    });
-    Ok(())
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
-/// No SIGHUP here: reload by restarting.
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Result<Self, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Handles SIGHUP (reload `file`), SIGUSR1 (reopen the access log) and SIGUSR2
+    /// (ignored, said) while serving; the future completes on SIGTERM or SIGINT.
+    fn serve(
+        self,
+        reloader: tower_balancer_proxy::config::Reloader,
+        file: PathBuf,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let Self {
+            mut term,
+            mut int,
+            mut hup,
+            mut usr1,
+            mut usr2,
+        } = self;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = hup.recv() => {
+                        tracing::info!(file = %file.display(), "SIGHUP: reloading");
+                        // the outcome is logged and counted by the balancer
+                        if let Err(tower_balancer_proxy::config::ReloadError::Stopped) =
+                            reloader.reload_file(&file).await
+                        {
+                            break;
+                        }
+                    }
+                    Some(()) = usr1.recv() => {
+                        tracing::info!("SIGUSR1: opening the access log again");
+                        if reloader.reopen_logs().await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(()) = usr2.recv() => {
+                        tracing::warn!("SIGUSR2 ignored: SIGHUP reloads, SIGUSR1 reopens the access log");
+                    }
+                    else => break,
+                }
+            }
+        });
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("stopping: finishing requests in flight");
+        }
+    }
+}
+
+/// Elsewhere: Ctrl-C stops; reload by restarting.
 #[cfg(not(unix))]
-fn reload_on_hangup(_: tower_balancer_proxy::config::Reloader, _: PathBuf) -> Result<(), Error> {
-    Ok(())
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    #[allow(clippy::unnecessary_wraps)]
+    fn install() -> Result<Self, Error> {
+        Ok(Self)
+    }
+
+    fn serve(
+        self,
+        _: tower_balancer_proxy::config::Reloader,
+        _: PathBuf,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

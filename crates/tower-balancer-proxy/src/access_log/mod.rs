@@ -30,11 +30,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{header, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tower_balancer::balance::ServedBy;
+use tower_balancer::balance::{AttemptError, ServedBy};
 use tower_balancer::client::ClientAddr;
-use tower_balancer::failover::Attempts;
+use tower_balancer::error::find_in_chain;
+use tower_balancer::failover::{Attempts, FailoverError};
 use tower_balancer::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -42,7 +42,9 @@ use tower_service::Service;
 use crate::serve::client_status;
 
 mod time;
+mod writer;
 use time::{clf_time, rfc3339};
+pub use writer::AccessLogWriter;
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -82,6 +84,7 @@ pub struct AccessLog {
     tx: mpsc::Sender<String>,
     format: LogFormat,
     dropped: Arc<AtomicU64>,
+    control: writer::Control,
 }
 
 /// How many lines an [`AccessLog`] dropped (for metrics).
@@ -93,18 +96,6 @@ impl DroppedLines {
     #[must_use]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The writer task; [`finish`](Self::finish) writes what is queued and flushes.
-#[derive(Debug)]
-pub struct AccessLogWriter(tokio::task::JoinHandle<()>);
-
-impl AccessLogWriter {
-    /// Waits (at most `limit`) until every line sent before the last [`AccessLog`] clone was
-    /// dropped is written and flushed.
-    pub async fn finish(self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, self.0).await;
     }
 }
 
@@ -124,23 +115,22 @@ impl AccessLog {
         format: LogFormat,
         dropped: Option<DroppedLines>,
     ) -> io::Result<(Self, AccessLogWriter)> {
-        let out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match target {
-            LogTarget::Stdout => Box::new(tokio::io::stdout()),
-            LogTarget::File(path) => Box::new(tokio::fs::File::from_std(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
-        };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = tokio::spawn(write_lines(rx, out));
+        let (writer, control) = AccessLogWriter::start(target, rx)?;
         let log = Self {
             tx,
             format,
             dropped: dropped.map(|d| d.0).unwrap_or_default(),
+            control,
         };
-        Ok((log, AccessLogWriter(writer)))
+        Ok((log, writer))
+    }
+
+    /// Opens the file again by its name, for logrotate (which moves the file and sends the
+    /// balancer SIGHUP or SIGUSR1); lines queued before go to the old file. Nothing for
+    /// stdout.
+    pub fn reopen(&self) {
+        self.control.reopen();
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -168,29 +158,6 @@ impl AccessLog {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-/// Writes lines as they come, flushing when the queue runs dry; ends when every sender is
-/// gone and the queue is empty.
-async fn write_lines(
-    mut rx: mpsc::Receiver<String>,
-    mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(line) = rx.recv().await {
-        buf.extend_from_slice(line.as_bytes());
-        while let Ok(more) = rx.try_recv() {
-            buf.extend_from_slice(more.as_bytes());
-            if buf.len() >= 64 * 1024 {
-                break;
-            }
-        }
-        if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
-            tracing::warn!("the access log cannot be written; its lines are lost");
-        }
-        buf.clear();
-    }
-    let _ = out.flush().await;
 }
 
 /// See [`AccessLog::layer`].
@@ -338,10 +305,14 @@ where
             }
             Err(e) => {
                 let e = e.into();
+                // what failover tried, from the error it gave up with
                 let done = Done {
                     status: client_status(&*e).as_u16(),
-                    member: None,
-                    attempts: 0,
+                    member: find_in_chain::<AttemptError>(&*e).map(|a| a.member().id().to_string()),
+                    attempts: find_in_chain::<FailoverError>(&*e).map_or(
+                        usize::from(find_in_chain::<AttemptError>(&*e).is_some()),
+                        FailoverError::attempts,
+                    ),
                     upstream,
                 };
                 write(&entry, &done, 0);

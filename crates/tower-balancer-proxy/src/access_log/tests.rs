@@ -52,3 +52,48 @@ async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_t
     assert_eq!(lines[1]["client"], "-");
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn reopen_follows_logrotate_and_finish_does_not_wait_for_senders() {
+    let dir = std::env::temp_dir().join(format!("access-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let (log, writer) = AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
+    let ok = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"x"))))
+    });
+    let one = |log: &AccessLog| {
+        let svc = log.layer().layer(ok);
+        async move {
+            let res = svc.oneshot(Request::new(())).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }
+    };
+    one(&log).await;
+    // written before the rename: a reopen flushes the old file first
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::rename(&path, dir.join("access.log.1")).unwrap();
+    log.reopen();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    one(&log).await;
+    one(&log).await;
+    // a sender still held (a connection that outlives shutdown): finish does not wait for it
+    let held = log.clone();
+    let start = std::time::Instant::now();
+    writer.finish(Duration::from_secs(5)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let count = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(count("access.log.1"), 1);
+    assert_eq!(count("access.log"), 2);
+    drop((held, log));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

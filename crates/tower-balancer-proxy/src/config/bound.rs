@@ -159,6 +159,9 @@ impl Bound {
             build_stack,
         )?;
         slots.insert(0, (tokio::runtime::Handle::current(), stack.clone()));
+        // the stacks hold the log now; this sender would keep its writer from ending
+        let mut g = g;
+        g.stack.access_log = None;
         let port = front
             .local_addr()
             .map_or(g.front.listen.port(), |a| a.port());
@@ -193,6 +196,13 @@ impl Bound {
             stop_rx.clone(),
         ));
         let admin = admin.map(|admin| serve_manager(admin, manager, stop_rx.clone()));
+        // every worker stops accepting when the front does, not once the front has drained
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let stopping = stop_tx.clone();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
         let result = front.serve(stack, shutdown).await;
         let _ = stop_tx.send(true);
         if let Some(admin) = admin {

@@ -20,6 +20,28 @@ use crate::manager::ManagerInfo;
 /// No value to point at: the line is found from the key.
 pub(super) const NO_SPAN: Option<&Spanned<()>> = None;
 
+/// The largest configuration file read: far beyond any real one, small enough that a file
+/// written by mistake (a log, a disk image) is refused before it takes the memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The text of the configuration file at `path`, refused past [`MAX_CONFIG_BYTES`].
+pub(super) fn read_config(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| ConfigError::file(path, format!("cannot read the file: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::file(
+            path,
+            format!("larger than {MAX_CONFIG_BYTES} bytes: not a configuration file"),
+        ));
+    }
+    Ok(text)
+}
+
 /// A parsed configuration file, not yet built: [`from_file`](Self::from_file), inspect or
 /// adjust with [`file_mut`](Self::file_mut), then [`build`](Self::build).
 #[derive(Debug, Clone)]
@@ -36,9 +58,7 @@ impl ConfigFile {
     /// A [`ConfigError`] naming the file, and the line and key where there is one.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::file(path, format!("cannot read the file: {e}")))?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_config(path)?, path)
     }
 
     /// Parses `text` as if read from `path` (relative file names in it are taken from

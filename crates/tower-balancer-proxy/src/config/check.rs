@@ -14,7 +14,7 @@ use std::path::Path;
 
 use tower_balancer::registry::Registry;
 
-use super::build::ConfigFile;
+use super::build::{read_config, ConfigFile};
 use super::error::{parse_toml_spanned, ConfigError};
 use super::file::FileConfig;
 use crate::forward::ForwardConfig;
@@ -32,12 +32,7 @@ impl ConfigFile {
     /// the files it names.
     pub fn check_file(path: impl AsRef<Path>) -> Result<Self, Vec<ConfigError>> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![ConfigError::file(
-                path,
-                format!("cannot read the file: {e}"),
-            )]
-        })?;
+        let text = read_config(path).map_err(|e| vec![e])?;
         let (read, mut errors) = values(&text, path);
         let Some((file, read_text)) = read else {
             return Err(errors);

@@ -130,7 +130,7 @@ mod values;
 mod workers;
 
 pub use bound::Bound;
-pub use build::ConfigFile;
+pub use build::{ConfigFile, MAX_CONFIG_BYTES};
 pub use error::ConfigError;
 pub use file::{
     BalancerSection, DnsSection, FileConfig, HealthSection, LbMethod, ManagerSection,
@@ -138,7 +138,7 @@ pub use file::{
 };
 pub use members::MembersFile;
 pub use reliability::{EjectionSection, RetryBudgetSection};
-pub use reload::{ReloadError, Reloaded, Reloader};
+pub use reload::{ReloadError, Reloaded, Reloader, RELOAD_READ_LIMIT};
 pub use run::{BindError, Gateway};
 pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 

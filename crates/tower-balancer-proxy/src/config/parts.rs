@@ -199,11 +199,17 @@ impl ConfigFile {
             builder = builder.signed(keys);
         }
         if !b.cookie_plain && b.cookie_key_file.is_none() && b.cookie_key_files.is_empty() {
-            tracing::warn!(
-                "balancer.cookie is signed with a key made for this process: after a restart, \
-                 and on other instances, clients' cookies are not recognised and their sessions \
-                 are balanced again; set balancer.cookie_key_file to keep them"
-            );
+            // the same key for every build in this process: a reload keeps clients' cookies
+            let key = process_key().ok_or_else(|| {
+                self.err(
+                    NO_SPAN,
+                    "balancer.cookie",
+                    "the system random generator failed",
+                )
+            })?;
+            let keys = RouteKeys::new(&[key.to_vec()])
+                .map_err(|e| self.err(NO_SPAN, "balancer.cookie", e.to_string()))?;
+            builder = builder.signed(keys);
         }
         builder.build().map_err(|e| {
             // name the key the refused name came from
@@ -266,4 +272,22 @@ impl ConfigFile {
         }
         Ok(Some(ProbeKind::Http(Box::new(probe), settings)))
     }
+}
+
+/// The key that signs route cookies when the file names none: made once, at the first build
+/// in this process, with the warning that goes with it.
+fn process_key() -> Option<&'static [u8; 32]> {
+    use ring::rand::SecureRandom as _;
+    static KEY: std::sync::OnceLock<Option<[u8; 32]>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut key).ok()?;
+        tracing::warn!(
+            "balancer.cookie is signed with a key made for this process: after a restart, \
+             and on other instances, clients' cookies are not recognised and their sessions \
+             are balanced again; set balancer.cookie_key_file to keep them"
+        );
+        Some(key)
+    })
+    .as_ref()
 }

@@ -44,10 +44,17 @@ pub struct Reloader {
     tx: mpsc::Sender<Ask>,
 }
 
-pub(super) type Ask = (
-    Result<ConfigFile, ConfigError>,
-    oneshot::Sender<Result<Reloaded, ReloadError>>,
-);
+/// What the reload task is asked to do.
+#[derive(Debug)]
+pub(super) enum Ask {
+    /// Take this configuration (or count this unreadable file as a refused reload).
+    Reload(
+        Box<Result<ConfigFile, ConfigError>>,
+        oneshot::Sender<Result<Reloaded, ReloadError>>,
+    ),
+    /// Open the access log file again.
+    ReopenLogs,
+}
 
 /// A reload that was refused: the configuration in force stays, untouched.
 #[derive(Debug, thiserror::Error)]
@@ -99,24 +106,54 @@ impl Reloader {
         self.ask(Ok(config)).await
     }
 
-    /// Reads and applies `path`, as SIGHUP does in the `tower-balancer` binary.
+    /// Reads and applies `path`, as SIGHUP does in the `tower-balancer` binary. The file is
+    /// read on a blocking thread, for at most [`RELOAD_READ_LIMIT`] (a file on a hung mount, a
+    /// FIFO), so nothing else the balancer runs waits for it.
     ///
     /// # Errors
     /// [`ReloadError`]: why it was refused (a file that cannot be read or parsed is counted
     /// as a refused reload, like one that does not build).
     pub async fn reload_file(&self, path: impl AsRef<Path>) -> Result<Reloaded, ReloadError> {
-        self.ask(ConfigFile::from_file(path)).await
+        let path = path.as_ref().to_path_buf();
+        let read = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || ConfigFile::from_file(path)
+        });
+        let config = match tokio::time::timeout(RELOAD_READ_LIMIT, read).await {
+            Ok(Ok(config)) => config,
+            Ok(Err(_)) => return Err(ReloadError::Stopped),
+            Err(_) => Err(ConfigError::file(
+                &path,
+                format!("could not be read within {RELOAD_READ_LIMIT:?}"),
+            )),
+        };
+        self.ask(config).await
+    }
+
+    /// Opens the access log file again (logrotate moved it), without a reload: what SIGUSR1
+    /// does in the binary, as in nginx. A reload does it too, applied or refused.
+    ///
+    /// # Errors
+    /// [`ReloadError::Stopped`] when the balancer is not serving.
+    pub async fn reopen_logs(&self) -> Result<(), ReloadError> {
+        self.tx
+            .send(Ask::ReopenLogs)
+            .await
+            .map_err(|_| ReloadError::Stopped)
     }
 
     async fn ask(&self, config: Result<ConfigFile, ConfigError>) -> Result<Reloaded, ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((config, tx))
+            .send(Ask::Reload(Box::new(config), tx))
             .await
             .map_err(|_| ReloadError::Stopped)?;
         rx.await.map_err(|_| ReloadError::Stopped)?
     }
 }
+
+/// How long a reload waits for its file to be read.
+pub const RELOAD_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Everything a reload replaces, held while the balancer serves.
 pub(super) struct Running {
@@ -144,7 +181,7 @@ pub(super) struct Running {
 
 /// What becomes of the access log on a reload.
 enum NextLog {
-    /// The same stdout log goes on.
+    /// The same log goes on.
     Keep,
     /// The file has none any more.
     Off,
@@ -169,12 +206,19 @@ where
     F: Fn(StackPlan<ConfiguredStrategy>, &Registry, OutlierDetection) -> Result<S, TlsError>,
 {
     loop {
-        let (config, reply) = tokio::select! {
+        let ask = tokio::select! {
             ask = asks.recv() => match ask {
                 Some(ask) => ask,
                 None => break,
             },
             _ = stop.wait_for(|s| *s) => break,
+        };
+        let (config, reply) = match ask {
+            Ask::Reload(config, reply) => (*config, reply),
+            Ask::ReopenLogs => {
+                running.reopen_logs();
+                continue;
+            }
         };
         let result = match config {
             Ok(config) => {
@@ -192,6 +236,10 @@ where
             }
             Err(e) => Err(e.into()),
         };
+        if result.is_err() {
+            // logrotate's SIGHUP must reopen the log even when the file is being edited
+            running.reopen_logs();
+        }
         running.stats.record(result.is_ok());
         match &result {
             Ok(r) => tracing::info!(
@@ -290,8 +338,15 @@ impl Running {
         plan
     }
 
-    /// The access log the new file asks for: a file is opened again (so a reload after
-    /// logrotate writes to the new file); stdout in the same format is kept.
+    /// Opens the access log file again, if there is one.
+    fn reopen_logs(&self) {
+        if let Some((_, _, log)) = &self.access_log {
+            log.reopen();
+        }
+    }
+
+    /// The access log the new file asks for: the same one goes on (its file opened again,
+    /// so a reload after logrotate writes to the new file); another one starts.
     fn next_access_log(
         &self,
         wanted: Option<(LogTarget, LogFormat)>,
@@ -299,8 +354,9 @@ impl Running {
         let Some((target, format)) = wanted else {
             return Ok(NextLog::Off);
         };
-        if let Some((t, f, _)) = &self.access_log {
-            if *t == LogTarget::Stdout && *t == target && *f == format {
+        if let Some((t, f, log)) = &self.access_log {
+            if *t == target && *f == format {
+                log.reopen();
                 return Ok(NextLog::Keep);
             }
         }
@@ -344,7 +400,21 @@ impl Running {
         for spec in &g.declared {
             match old.get(spec.id()) {
                 Some(o) if o == spec => continue,
-                Some(_) => report.changed.push(spec.id().clone()),
+                Some(o) => {
+                    let set_live = self
+                        .registry
+                        .load()
+                        .get(spec.id().as_str())
+                        .is_some_and(|m| m.state() != o.admin_state());
+                    if set_live {
+                        tracing::warn!(
+                            member = %spec.id(),
+                            status = %spec.admin_state(),
+                            "the file changed this member: its status in the file replaces the one set while running"
+                        );
+                    }
+                    report.changed.push(spec.id().clone());
+                }
                 None => report.added.push(spec.id().clone()),
             }
             if let Err(e) = self.registry.upsert(spec.clone()) {

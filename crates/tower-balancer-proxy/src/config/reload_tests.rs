@@ -141,3 +141,118 @@ async fn a_stopped_balancer_says_so() {
     let err = reloader.reload(parse(&first)).await.unwrap_err();
     assert!(matches!(err, ReloadError::Stopped), "{err}");
 }
+
+/// A member on loopback answering every request with 200, keep-alive.
+async fn live_member() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0
+                        || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// GET / with `cookie`: the status and the `Set-Cookie` answered, if any.
+async fn get(addr: std::net::SocketAddr, cookie: Option<&str>) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    let req = format!("GET / HTTP/1.1\r\nHost: lb.test\r\n{cookie}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let set = out
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .map(|c| c.split(';').next().unwrap().to_owned());
+    (status, set)
+}
+
+#[tokio::test]
+async fn signed_cookies_without_a_key_file_survive_a_reload_and_the_log_reopens_even_when_refused()
+{
+    let dir = std::env::temp_dir().join(format!("lb-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (live_member().await, live_member().await);
+    let members = format!(
+        "[[balancer.member]]\nurl = \"http://{a}\"\nroute = \"node1\"\n\n\
+         [[balancer.member]]\nurl = \"http://{b}\"\nroute = \"node2\"\n"
+    );
+    let log = dir.join("access.log");
+    let good = text(&members, "").replace(
+        "[balancer]",
+        &format!("access_log = \"{}\"\n\n[balancer]", log.display()),
+    );
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, &good).unwrap();
+    let bound = ConfigFile::from_file(&path)
+        .unwrap()
+        .build()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let (reloader, addr) = (bound.reloader(), bound.local_addr().unwrap());
+    tokio::spawn(bound.serve(std::future::pending()));
+    let (status, cookie) = get(addr, None).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.expect("a route cookie");
+    // the same file again: the key that signed the cookie is the process's, not the build's
+    reloader.reload_file(&path).await.unwrap();
+    let (status, again) = get(addr, Some(&cookie)).await;
+    assert_eq!(
+        (status, again),
+        (200, None),
+        "the cookie was not recognised"
+    );
+
+    // logrotate moves the log and sends SIGHUP while the file is being edited
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    std::fs::write(&path, "[server\nlisten = ").unwrap();
+    assert!(reloader.reload_file(&path).await.is_err());
+    get(addr, Some(&cookie)).await;
+    let start = Instant::now();
+    while !log.exists() || std::fs::read_to_string(&log).unwrap().lines().count() < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no new access.log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn workers_do_not_share_a_port_another_program_listens_on() {
+    // another balancer with SO_REUSEPORT on the port: the kernel would let ours share it
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.set_reuseport(true).unwrap();
+    other.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let taken = other.listen(16).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let file = text(&member("node1", 1), "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\"\nworkers = 2"),
+    );
+    let err = parse(&file).build().unwrap().bind().await.unwrap_err();
+    assert!(
+        err.to_string().contains("another program uses this port"),
+        "{err}"
+    );
+}

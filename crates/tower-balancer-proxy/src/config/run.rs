@@ -259,8 +259,15 @@ impl Gateway {
     }
 }
 
+/// The first of the workers' `SO_REUSEPORT` listeners. `SO_REUSEPORT` would also let a
+/// second balancer (a copy started by mistake, another configuration) share the port without
+/// a word and take half the connections, so the port is first bound plainly: in use by
+/// anyone, it is refused as a plain listener would be.
 #[cfg(unix)]
 fn reuseport(addr: SocketAddr, config: ServeConfig) -> io::Result<Server> {
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
     Server::bind_reuseport(addr, config)
 }
 

@@ -94,6 +94,12 @@ impl MemberSpec {
         &self.id
     }
 
+    /// The admin state it is declared with.
+    #[must_use]
+    pub const fn admin_state(&self) -> AdminState {
+        self.state
+    }
+
     /// The member's endpoint.
     #[must_use]
     pub const fn endpoint(&self) -> &Uri {
