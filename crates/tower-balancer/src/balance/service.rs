@@ -123,6 +123,7 @@ impl<I, S: Strategy> Balance<I, S> {
                     if !tried.is_empty() {
                         m.stats().metrics().note_retry();
                     }
+                    tracing::debug!(member = %m.id(), pinned = true, "member picked");
                     return Ok(m.clone());
                 }
                 None if pin.is_strict() => {
@@ -143,6 +144,7 @@ impl<I, S: Strategy> Balance<I, S> {
         if !tried.is_empty() {
             picked.stats().metrics().note_retry();
         }
+        tracing::debug!(member = %picked.id(), tried = tried.len(), "member picked");
         Ok(picked.clone())
     }
 }

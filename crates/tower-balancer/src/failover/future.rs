@@ -233,7 +233,7 @@ where
                                 ));
                             }
                             *this.last = Some(res);
-                            let wait = this.config.backoff_for(attempts);
+                            let wait = retry_wait(this.config, attempts);
                             this.state.set(State::Backoff {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
                             });
@@ -243,6 +243,17 @@ where
             }
         }
     }
+}
+
+/// The backoff before the next attempt, said in the request's span.
+fn retry_wait(config: &FailoverConfig, attempts: usize) -> std::time::Duration {
+    let wait = config.backoff_for(attempts);
+    tracing::debug!(
+        attempt = attempts + 1,
+        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        "retrying on another member"
+    );
+    wait
 }
 
 /// A retry the budget refused: counted for the balancer and for the member that failed,
