@@ -60,7 +60,7 @@ impl MemberSpec {
         self
     }
 
-    /// Sets the weight (Apache `loadfactor`); checked against 1..=[`MAX_WEIGHT`] on insert.
+    /// Sets the weight (Apache `loadfactor`); checked against 1..=[`MAX_WEIGHT`](super::MAX_WEIGHT) on insert.
     #[must_use]
     pub const fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
