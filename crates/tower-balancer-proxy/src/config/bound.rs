@@ -13,7 +13,8 @@ use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection, Slo
 use tower_balancer::registry::Registry;
 
 use super::plan::AbortOnDrop;
-use super::reload::{self, Ask, Reloader, Running};
+use super::reload::{self, Running};
+use super::reloader::{Ask, Reloader};
 use super::run::{BindError, Gateway};
 use super::strategy::ConfiguredStrategy;
 use super::workers::{self, Worker};
@@ -165,10 +166,7 @@ impl Bound {
         let port = front
             .local_addr()
             .map_or(g.front.listen.port(), |a| a.port());
-        let (log, writers) = match access_log {
-            Some((target, format, log, writer)) => (Some((target, format, log)), vec![writer]),
-            None => (None, Vec::new()),
-        };
+        let (log, writers) = split_log(access_log);
         let running = Running {
             registry: g.registry.clone(),
             file: g.file,
@@ -196,13 +194,7 @@ impl Bound {
             stop_rx.clone(),
         ));
         let admin = admin.map(|admin| serve_manager(admin, manager, stop_rx.clone()));
-        // every worker stops accepting when the front does, not once the front has drained
-        let stop_tx = std::sync::Arc::new(stop_tx);
-        let stopping = stop_tx.clone();
-        let shutdown = async move {
-            shutdown.await;
-            let _ = stopping.send(true);
-        };
+        let (shutdown, stop_tx) = stop_all_with(shutdown, stop_tx);
         let result = front.serve(stack, shutdown).await;
         let _ = stop_tx.send(true);
         if let Some(admin) = admin {
@@ -245,4 +237,36 @@ async fn flush_access_logs(mut running: Running) {
     for writer in writers {
         writer.finish(Duration::from_secs(5)).await;
     }
+}
+
+/// The access log's sender side and its writers.
+#[allow(clippy::type_complexity)]
+fn split_log(
+    access_log: Option<(LogTarget, LogFormat, AccessLog, AccessLogWriter)>,
+) -> (
+    Option<(LogTarget, LogFormat, AccessLog)>,
+    Vec<AccessLogWriter>,
+) {
+    match access_log {
+        Some((target, format, log, writer)) => (Some((target, format, log)), vec![writer]),
+        None => (None, Vec::new()),
+    }
+}
+
+/// `shutdown`, telling every worker, the manager and the reload task to stop the moment it
+/// completes (not once the front has drained), and the sender to tell them again.
+fn stop_all_with(
+    shutdown: impl Future<Output = ()> + Send,
+    stop: watch::Sender<bool>,
+) -> (
+    impl Future<Output = ()> + Send,
+    std::sync::Arc<watch::Sender<bool>>,
+) {
+    let stop = std::sync::Arc::new(stop);
+    let stopping = stop.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    (shutdown, stop)
 }

@@ -123,6 +123,7 @@ mod parts;
 mod plan;
 mod reliability;
 mod reload;
+mod reloader;
 mod run;
 mod strategy;
 mod typed;
@@ -138,7 +139,7 @@ pub use file::{
 };
 pub use members::MembersFile;
 pub use reliability::{EjectionSection, RetryBudgetSection};
-pub use reload::{ReloadError, Reloaded, Reloader, RELOAD_READ_LIMIT};
+pub use reloader::{ReloadError, Reloaded, Reloader, RELOAD_READ_LIMIT};
 pub use run::{BindError, Gateway};
 pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 

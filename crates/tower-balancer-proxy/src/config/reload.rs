@@ -14,10 +14,9 @@
 //! takes effect at the next start.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tower::discover::Change;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HealthProbeTask, OutlierDetection, ReadmissionTask};
@@ -25,7 +24,6 @@ use tower_balancer::health::{SlowStart, SlowStartTask};
 use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Registry};
 
 use super::build::ConfigFile;
-use super::error::ConfigError;
 use super::file::FileConfig;
 use super::plan::{AbortOnDrop, PublicUrl};
 use super::run::Gateway;
@@ -37,123 +35,7 @@ use crate::proxy::StackPlan;
 use crate::serve::{LiveSettings, Reloadable};
 use crate::tls::TlsError;
 
-/// Asks a serving balancer ([`Bound::serve`](super::Bound::serve)) to take a new
-/// configuration; cheap to clone. Reloads are applied one at a time, in the order asked.
-#[derive(Debug, Clone)]
-pub struct Reloader {
-    tx: mpsc::Sender<Ask>,
-}
-
-/// What the reload task is asked to do.
-#[derive(Debug)]
-pub(super) enum Ask {
-    /// Take this configuration (or count this unreadable file as a refused reload).
-    Reload(
-        Box<Result<ConfigFile, ConfigError>>,
-        oneshot::Sender<Result<Reloaded, ReloadError>>,
-    ),
-    /// Open the access log file again.
-    ReopenLogs,
-}
-
-/// A reload that was refused: the configuration in force stays, untouched.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The file has a mistake (its line and key are in the error).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The members' TLS settings were refused.
-    #[error("the members' TLS settings were refused: {0}")]
-    Tls(#[from] TlsError),
-    /// The new access log could not be opened.
-    #[error("cannot open the access log {target}: {source}")]
-    AccessLog {
-        /// Where it was to go.
-        target: LogTarget,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The balancer is not serving (it stopped, or never started).
-    #[error("the balancer is not serving")]
-    Stopped,
-}
-
-/// What an applied reload changed in the membership, and what waits for a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Reloaded {
-    /// Members the file added.
-    pub added: Vec<MemberId>,
-    /// Members whose URL, weight, set or status the file changed.
-    pub changed: Vec<MemberId>,
-    /// Members the file dropped: they drain, then leave.
-    pub draining: Vec<MemberId>,
-    /// Keys whose new values take effect at the next start (`server.listen`, …).
-    pub at_restart: Vec<&'static str>,
-}
-
-impl Reloader {
-    pub(super) fn channel() -> (Self, mpsc::Receiver<Ask>) {
-        let (tx, rx) = mpsc::channel(4);
-        (Self { tx }, rx)
-    }
-
-    /// Applies `config`, or refuses it and keeps the configuration in force.
-    ///
-    /// # Errors
-    /// [`ReloadError`]: why it was refused.
-    pub async fn reload(&self, config: ConfigFile) -> Result<Reloaded, ReloadError> {
-        self.ask(Ok(config)).await
-    }
-
-    /// Reads and applies `path`, as SIGHUP does in the `tower-balancer` binary. The file is
-    /// read on a blocking thread, for at most [`RELOAD_READ_LIMIT`] (a file on a hung mount, a
-    /// FIFO), so nothing else the balancer runs waits for it.
-    ///
-    /// # Errors
-    /// [`ReloadError`]: why it was refused (a file that cannot be read or parsed is counted
-    /// as a refused reload, like one that does not build).
-    pub async fn reload_file(&self, path: impl AsRef<Path>) -> Result<Reloaded, ReloadError> {
-        let path = path.as_ref().to_path_buf();
-        let read = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || ConfigFile::from_file(path)
-        });
-        let config = match tokio::time::timeout(RELOAD_READ_LIMIT, read).await {
-            Ok(Ok(config)) => config,
-            Ok(Err(_)) => return Err(ReloadError::Stopped),
-            Err(_) => Err(ConfigError::file(
-                &path,
-                format!("could not be read within {RELOAD_READ_LIMIT:?}"),
-            )),
-        };
-        self.ask(config).await
-    }
-
-    /// Opens the access log file again (logrotate moved it), without a reload: what SIGUSR1
-    /// does in the binary, as in nginx. A reload does it too, applied or refused.
-    ///
-    /// # Errors
-    /// [`ReloadError::Stopped`] when the balancer is not serving.
-    pub async fn reopen_logs(&self) -> Result<(), ReloadError> {
-        self.tx
-            .send(Ask::ReopenLogs)
-            .await
-            .map_err(|_| ReloadError::Stopped)
-    }
-
-    async fn ask(&self, config: Result<ConfigFile, ConfigError>) -> Result<Reloaded, ReloadError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Ask::Reload(Box::new(config), tx))
-            .await
-            .map_err(|_| ReloadError::Stopped)?;
-        rx.await.map_err(|_| ReloadError::Stopped)?
-    }
-}
-
-/// How long a reload waits for its file to be read.
-pub const RELOAD_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) use super::reloader::{Ask, ReloadError, Reloaded};
 
 /// Everything a reload replaces, held while the balancer serves.
 pub(super) struct Running {

@@ -11,7 +11,7 @@ use tower_balancer::registry::{MemberSpec, Registry};
 use super::bound::{Bound, Tasks};
 use super::file::FileConfig;
 use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
-use super::reload::Reloader;
+use super::reloader::Reloader;
 use super::strategy::ConfiguredStrategy;
 use super::workers;
 use crate::access_log::AccessLog;
