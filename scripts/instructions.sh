@@ -5,7 +5,9 @@
 # examples/lb_bench (built with `--profile perf`, as scripts/compare.sh builds it) plain and
 # with the whole sticky stack and its route cookie sent; examples/hyper_floor (hyper's server
 # and hyper-util's pooled client with nothing else: the floor under any hyper-based
-# balancer); and nginx with compare.sh's upstream config. wrk -t1 -c8 for 10 s each.
+# balancer); the `tower-balancer` binary as operators run it (`--profile dist`, a TOML file
+# with its defaults, one worker), plain and with its route cookie sent; and nginx with
+# compare.sh's upstream config. wrk -t1 -c8 for 10 s each.
 # Usage: scripts/instructions.sh   (bounded: about two minutes after the build; stops what it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,7 @@ cd "$(dirname "$0")/.."
 ensure_tools nginx:nginx-light wrk:wrk valgrind:valgrind
 start_backends
 cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor
+cargo build -q --profile dist -p tower-balancer-bin
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
 
 count() { # name port cookie(yes|no) command... (the command stops by itself after 16 s)
@@ -25,6 +28,9 @@ count() { # name port cookie(yes|no) command... (the command stops by itself aft
   sleep 4
   local cookie=() reqs ir
   if [ "$sticky" = yes ]; then cookie=(-H "Cookie: $(grep -m1 '^ROUTEID=' "$RUNDIR/out.$port")"); fi
+  if [ "$sticky" = fetch ]; then # the cookie the balancer sets on its first answer
+    cookie=(-H "Cookie: $(curl -si "http://127.0.0.1:$port/" | awk 'tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; exit }')")
+  fi
   reqs="$(wrk -t1 -c8 -d10s "${cookie[@]}" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')"
   wait "$pid" || true
   ir="$(awk '/^(summary|totals):/ {print $2; exit}' "$RUNDIR/cg.$port")"
@@ -36,6 +42,18 @@ count "ours, whole stack, route cookie sent" 8182 yes \
   ./target/perf/examples/lb_bench --listen 127.0.0.1:8182 "${MEMBERS[@]}" --threads 1 --per-core --sticky --seconds 16
 count "hyper floor (hyper server + hyper-util client, nothing else)" 8183 no \
   ./target/perf/examples/hyper_floor --listen 127.0.0.1:8183 "${MEMBERS[@]}" --seconds 16
+head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
+bin_file() { # port
+  printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "$RUNDIR/cookie.key"
+  printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
+}
+for port in 8185 8186; do
+  bin_file "$port" >"$RUNDIR/bin-$port.toml"
+  # it serves until SIGTERM: sent after 16 s, as the others stop by themselves
+  (sleep 16 && pkill -TERM -f "tower-balancer --config $RUNDIR/bin-$port.toml" || true) &
+  if [ "$port" = 8185 ]; then sticky=no name="the binary, plain"; else sticky=fetch name="the binary, route cookie sent"; fi
+  count "$name" "$port" "$sticky" ./target/dist/tower-balancer --config "$RUNDIR/bin-$port.toml" --workers 1
+done
 nginx_lb_conf 1 "daemon off; master_process off;" \
   "  server { listen 127.0.0.1:8184; $NGINX_PROXY }" >"$RUNDIR/lb-nginx.conf"
 # nginx does not stop by itself: SIGQUIT (a graceful stop) after 16 s, as the others
