@@ -9,7 +9,6 @@ use http::request::Parts;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower::retry::budget::Budget;
 use tower_service::Service;
 
 use super::body::{Replay, ReplayBody};

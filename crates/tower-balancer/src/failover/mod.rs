@@ -31,6 +31,7 @@
 //! no upstream error text is meant for the client.
 
 mod body;
+mod budget;
 mod error;
 mod future;
 mod layer;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use tower::retry::budget::TpsBudget;
 
+use super::budget::RetryBudget;
 use crate::balance::FailureStatuses;
 use crate::strategy::MAX_TRIED;
 
@@ -33,7 +33,7 @@ pub struct FailoverConfig {
     pub(crate) fail_on_status: FailureStatuses,
     pub(crate) retry_non_idempotent: bool,
     pub(crate) replay_cap: usize,
-    pub(crate) budget: Arc<TpsBudget>,
+    pub(crate) budget: Arc<RetryBudget>,
     /// Retries the budget refused, shared by every clone.
     pub(crate) refusals: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -72,7 +72,7 @@ impl Default for FailoverConfig {
             fail_on_status: FailureStatuses::none(),
             retry_non_idempotent: false,
             replay_cap: DEFAULT_REPLAY_CAP,
-            budget: Arc::new(tps_budget(Duration::from_secs(10), 10, 0.2)),
+            budget: Arc::new(RetryBudget::new(Duration::from_secs(10), 10, 0.2)),
             refusals: Arc::default(),
         }
     }
@@ -185,7 +185,7 @@ impl FailoverConfig {
     /// draw from it.
     #[must_use]
     pub fn budget(mut self, window: Duration, min_per_sec: u32, ratio: f32) -> Self {
-        self.budget = Arc::new(tps_budget(window, min_per_sec, ratio));
+        self.budget = Arc::new(RetryBudget::new(window, min_per_sec, ratio));
         self
     }
 
@@ -201,15 +201,6 @@ impl FailoverConfig {
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(fastrand::u64(0..=nanos))
     }
-}
-
-/// tower's `TpsBudget` turns `ratio` into withdrawals per deposit with `(1.0 / ratio) as
-/// isize`, and in `f32` `1.0 / 0.2` is 4.9999995: 20% would become 25%. Nudging the ratio a
-/// hair down makes the truncation land on the intended integer.
-fn tps_budget(window: Duration, min_per_sec: u32, ratio: f32) -> TpsBudget {
-    let window = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let ratio = ratio.clamp(0.0, 1000.0) * (1.0 - 1e-4);
-    TpsBudget::new(window, min_per_sec, ratio)
 }
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
@@ -234,18 +225,6 @@ mod tests {
             assert!(c.backoff_for(3) <= Duration::from_millis(40));
             assert!(c.backoff_for(30) <= Duration::from_millis(50));
         }
-    }
-
-    #[test]
-    fn a_20_percent_budget_allows_one_retry_in_five_requests() {
-        use tower::retry::budget::Budget as _;
-        // no floor: only the ratio counts
-        let b = tps_budget(Duration::from_secs(60), 0, 0.2);
-        for _ in 0..100 {
-            b.deposit();
-        }
-        let retries = (0..100).take_while(|_| b.withdraw()).count();
-        assert_eq!(retries, 20);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use tower::retry::budget::Budget;
 use tower_service::Service;
 
 use super::body::{Replay, ReplayBody};
