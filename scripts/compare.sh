@@ -8,7 +8,7 @@
 # (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
 # without a sticky cookie sent by the client (nginx has none in its open-source build).
 # Also ours with nginx's config ("ours-rr": balance + forward, round robin, no sticky layer),
-# and examples/hyper_floor (hyper server + hyper-util client and nothing else), one thread.
+# and benches/src/bin/hyper_floor.rs (hyper server + hyper-util client and nothing else), one thread.
 # Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
 # /proc), peak RSS per balancer, and the ratios of ours to the best other.
 # Then the same load with each balancer held to an equal CPU budget (a cgroup CPU quota of
@@ -45,7 +45,8 @@ haproxy_lb_cfg "$THREADS" "  bind 127.0.0.1:8083
   bind 127.0.0.1:8444 ssl crt $RUNDIR/lb.pem" "" >"$RUNDIR/lb-haproxy.cfg"
 haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 
-cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor
+cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
+cargo build -q --profile perf -p benches --bin hyper_floor
 LB=./target/perf/examples/lb_bench
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
 $LB --listen 127.0.0.1:8091 "${MEMBERS[@]}" --threads "$THREADS" --per-core --sticky --seconds 900 >"$RUNDIR/ours.out" &
@@ -77,7 +78,7 @@ echo $! >"$RUNDIR/bin.pid"
 ./target/dist/tower-balancer --config "$RUNDIR/bin-tls.toml" --workers "$THREADS" >/dev/null 2>&1 &
 echo $! >"$RUNDIR/bintls.pid"
 # the floor under any hyper-based balancer (one thread: compared at --threads 1 only)
-./target/perf/examples/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 900 >/dev/null &
+./target/perf/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 900 >/dev/null &
 echo $! >"$RUNDIR/floor.pid"
 sleep 1.5
 # the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)

@@ -3,7 +3,7 @@
 # machine, the count repeats run after run, so a change to the forwarding path can be judged
 # by it. Two nginx backends on loopback; under `valgrind --tool=callgrind`, in turn:
 # examples/lb_bench (built with `--profile perf`, as scripts/compare.sh builds it) plain and
-# with the whole sticky stack and its route cookie sent; examples/hyper_floor (hyper's server
+# with the whole sticky stack and its route cookie sent; benches/src/bin/hyper_floor.rs (hyper's server
 # and hyper-util's pooled client with nothing else: the floor under any hyper-based
 # balancer); the `tower-balancer` binary as operators run it (`--profile dist`, a TOML file
 # with its defaults, one worker), plain and with its route cookie sent; and nginx with
@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 . scripts/backends.sh
 ensure_tools nginx:nginx-light wrk:wrk valgrind:valgrind
 start_backends
-cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench --example hyper_floor
+cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
+cargo build -q --profile perf -p benches --bin hyper_floor
 cargo build -q --profile dist -p tower-balancer-bin
 MEMBERS=(--member 127.0.0.1:9763 --member 127.0.0.1:9764)
 
@@ -41,7 +42,7 @@ count "ours, plain (balance + forward)" 8181 no \
 count "ours, whole stack, route cookie sent" 8182 yes \
   ./target/perf/examples/lb_bench --listen 127.0.0.1:8182 "${MEMBERS[@]}" --threads 1 --per-core --sticky --seconds 16
 count "hyper floor (hyper server + hyper-util client, nothing else)" 8183 no \
-  ./target/perf/examples/hyper_floor --listen 127.0.0.1:8183 "${MEMBERS[@]}" --seconds 16
+  ./target/perf/hyper_floor --listen 127.0.0.1:8183 "${MEMBERS[@]}" --seconds 16
 head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
 bin_file() { # port
   printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "$RUNDIR/cookie.key"

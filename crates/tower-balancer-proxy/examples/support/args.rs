@@ -1,4 +1,4 @@
-//! Command-line values shared by the load examples (`lb_bench`, `hyper_floor`): they take the
+//! Command-line values shared by the load examples (`lb_bench`, and `hyper_floor` in the benches crate): they take the
 //! same flags, so a script can start either the same way.
 
 use std::net::SocketAddr;

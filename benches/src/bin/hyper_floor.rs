@@ -2,12 +2,14 @@
 //! hyper-util's pooled client and round robin over the members. No hygiene, no forwarding
 //! headers, no timeouts, no failover: not something to deploy, only a yardstick.
 //!
+//! It lives in the benches crate, beside `pick_count`, so CI's instruction check
+//! (`scripts/instructions-check.sh`) builds it without the proxy's dev-dependencies.
 //! `scripts/instructions.sh` counts its instructions per request beside `lb_bench` (the whole
 //! tower-balancer stack) and nginx, so what the project's own code costs, and what a balancer
 //! built on hyper costs at least, can be told apart.
 //!
 //! ```sh
-//! cargo run --profile perf -p tower-balancer-proxy --example hyper_floor -- \
+//! cargo run --profile perf -p benches --bin hyper_floor -- \
 //!   --listen 127.0.0.1:8092 --member 127.0.0.1:9763 --member 127.0.0.1:9764 --seconds 60
 //! ```
 
@@ -28,7 +30,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "support/args.rs"]
+// the flags lb_bench takes, so scripts start either the same way
+#[path = "../../../crates/tower-balancer-proxy/examples/support/args.rs"]
 mod args;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
