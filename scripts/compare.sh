@@ -10,7 +10,9 @@
 # Also ours with nginx's config ("ours-rr": balance + forward, round robin, no sticky layer),
 # and benches/src/bin/hyper_floor.rs (hyper server + hyper-util client and nothing else), one thread.
 # Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
-# /proc), peak RSS per balancer, and the ratios of ours to the best other.
+# /proc), peak RSS per balancer, and the ratios of ours to the best other. Then a TLS +
+# HTTP/2 front (h2load from nghttp2-client, 64 connections x 10 streams): nginx, HAProxy and
+# the binary.
 # Then the same load with each balancer held to an equal CPU budget (a cgroup CPU quota of
 # 0.4 of a core per worker thread, given to one balancer at a time): there the balancer, not
 # wrk or the members sharing its cores, is the bottleneck, so req/s is its own capacity at
@@ -30,7 +32,7 @@ if [ -z "${SKIP_FAILOVER:-}" ]; then
 fi
 # shellcheck source=scripts/backends.sh
 . scripts/backends.sh
-ensure_tools nginx:nginx-light wrk:wrk haproxy:haproxy
+ensure_tools nginx:nginx-light wrk:wrk haproxy:haproxy h2load:nghttp2-client
 start_backends
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
   -keyout "$RUNDIR/lb.key" -out "$RUNDIR/lb.crt" 2>/dev/null
@@ -38,11 +40,14 @@ cat "$RUNDIR/lb.crt" "$RUNDIR/lb.key" >"$RUNDIR/lb.pem"
 
 nginx_lb_conf "$THREADS" "" "  server { listen 127.0.0.1:8082; $NGINX_PROXY }
   server { listen 127.0.0.1:8442 ssl; ssl_certificate $RUNDIR/lb.crt; ssl_certificate_key $RUNDIR/lb.key;
+    $NGINX_PROXY }
+  server { listen 127.0.0.1:8447 ssl http2; ssl_certificate $RUNDIR/lb.crt; ssl_certificate_key $RUNDIR/lb.key;
     $NGINX_PROXY }" >"$RUNDIR/lb-nginx.conf"
 nginx -c "$RUNDIR/lb-nginx.conf" -p "$RUNDIR"
 
 haproxy_lb_cfg "$THREADS" "  bind 127.0.0.1:8083
-  bind 127.0.0.1:8444 ssl crt $RUNDIR/lb.pem" "" >"$RUNDIR/lb-haproxy.cfg"
+  bind 127.0.0.1:8444 ssl crt $RUNDIR/lb.pem
+  bind 127.0.0.1:8448 ssl crt $RUNDIR/lb.pem alpn h2,http/1.1" "" >"$RUNDIR/lb-haproxy.cfg"
 haproxy -D -f "$RUNDIR/lb-haproxy.cfg"
 
 cargo build -q --profile perf -p tower-balancer-proxy --example lb_bench
@@ -149,6 +154,34 @@ run() { # name url [cookie] -> "name req/s p50 p99 user-µs/req sys-µs/req"
     for t in "${TARGETS[@]}"; do run ${t}; done
   done
 } | tee "$RUNDIR/results"
+
+# HTTP/2 over TLS, what browsers use: h2load, 64 connections with 10 streams each, 8 s,
+# against nginx (http2 on), HAProxy (alpn h2) and the binary (its TLS front offers h2)
+run_h2() { # name url -> "name req/s user-µs/req sys-µs/req"
+  local out pid u1 s1 u2 s2 reqs hz
+  pid="$(cat "$(pidof_target "$1")")"
+  read -r u1 s1 < <(cpu_ticks "$pid")
+  out="$(h2load -c64 -m10 -D8 "$2")"
+  read -r u2 s2 < <(cpu_ticks "$pid")
+  grep -qi "application protocol: h2" <<<"$out" || { echo "$1: no h2 at $2" >&2; exit 1; }
+  reqs="$(awk '/^requests:/ {print $8}' <<<"$out")"
+  hz="$(getconf CLK_TCK)"
+  echo "$1 $(awk '/^finished in/ {print $4}' <<<"$out") $(awk -v u=$((u2 - u1)) -v s=$((s2 - s1)) -v n="$reqs" -v hz="$hz" \
+    'BEGIN { printf "%.1f %.1f", u * 1e6 / hz / n, s * 1e6 / hz / n }')"
+}
+H2_TARGETS=("nginx-h2 https://127.0.0.1:8447/" "haproxy-h2 https://127.0.0.1:8448/" "bin-h2 https://127.0.0.1:8446/")
+echo
+echo "TLS + HTTP/2 front (h2load -c64 -m10 -D8), twice: name req/s user-µs/req sys-µs/req"
+{
+  for round in 1 2; do
+    for t in "${H2_TARGETS[@]}"; do run_h2 ${t}; done
+  done
+} | tee "$RUNDIR/h2"
+awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; cu[$1] += $3; cs[$1] += $4 }
+  END {
+    for (t in sum) { mean[t] = sum[t] / n[t]; printf "%-15s req/s runs:%s  mean %.0f  CPU µs/request user %.1f sys %.1f\n", t, runs[t], mean[t], cu[t] / n[t], cs[t] / n[t] }
+    printf "the binary over HTTP/2, req/s ratio to nginx %.2f, to HAProxy %.2f;  CPU per request ratio to nginx %.2f, to HAProxy %.2f\n", mean["bin-h2"] / mean["nginx-h2"], mean["bin-h2"] / mean["haproxy-h2"], (cu["bin-h2"] + cs["bin-h2"]) / (cu["nginx-h2"] + cs["nginx-h2"]), (cu["bin-h2"] + cs["bin-h2"]) / (cu["haproxy-h2"] + cs["haproxy-h2"])
+  }' "$RUNDIR/h2"
 
 hwm() { # peak RSS in KiB of a pid and its children
   local total=0 p
