@@ -79,6 +79,7 @@
 
 mod builder;
 mod error;
+mod optional;
 mod service;
 mod stack;
 mod tracing_layers;

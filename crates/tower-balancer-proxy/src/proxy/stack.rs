@@ -1,7 +1,7 @@
 //! The one place the layers are put together, in the one right order, for both the builder
-//! of [`Proxy`](super::Proxy) and the configuration file's balancer: request id → span →
-//! access log → request-body idle limit → sticky → failover → balance (with passive
-//! ejection) → response-body idle limit → forward.
+//! of [`Proxy`](super::Proxy) and the configuration file's balancer: request id → span (when
+//! debug logging is on) → access log → request-body idle limit → sticky → failover →
+//! balance (with passive ejection) → response-body idle limit → forward.
 
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tower_http::timeout::ResponseBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tower_layer::Layer;
 
+use super::optional::OptionalLayer;
 use super::tracing_layers::{ProcessRequestIds, RequestSpan};
 use crate::access_log::AccessLogLayer;
 use crate::forward::ForwardConfig;
@@ -79,14 +80,53 @@ where
             .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-            .layer(
+            // the span and its events are at DEBUG: without debug logging the layer would
+            // cost ~2,350 instructions a request and record nothing (see `optional`)
+            .layer(OptionalLayer(spans_recorded().then(|| {
                 TraceLayer::new_for_http()
                     .make_span_with(RequestSpan)
                     // a member's 5xx is a response, counted in metrics and the access log:
                     // at the default ERROR level it was a log line per request under load
-                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-            )
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+            })))
             .layer(AccessLogLayer::new(self.access_log))
             .service(stack))
+    }
+}
+
+/// Whether the request span (DEBUG) would be recorded by the subscriber in force: the
+/// global level hint, so debug logging for any target turns the spans on.
+fn spans_recorded() -> bool {
+    tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    /// A subscriber that takes everything up to DEBUG, as `RUST_LOG=debug` does.
+    struct Debug;
+
+    impl Subscriber for Debug {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+            Some(tracing::level_filters::LevelFilter::DEBUG)
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn spans_are_on_when_debug_logging_is() {
+        tracing::subscriber::with_default(Debug, || assert!(super::spans_recorded()));
     }
 }
