@@ -80,6 +80,7 @@
 mod builder;
 mod error;
 mod optional;
+mod request_id;
 mod service;
 mod stack;
 mod tracing_layers;

@@ -15,14 +15,14 @@ use tower_balancer::registry::Registry;
 use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_balancer::strategy::Strategy;
 use tower_balancer::BoxError;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::ResponseBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tower_layer::Layer;
 
 use super::optional::OptionalLayer;
-use super::tracing_layers::{ProcessRequestIds, RequestSpan};
+use super::request_id::{ProcessRequestIds, RequestIdLayer};
+use super::tracing_layers::RequestSpan;
 use crate::access_log::AccessLogLayer;
 use crate::forward::ForwardConfig;
 use crate::limits::RequestBodyIdleLayer;
@@ -77,8 +77,7 @@ where
             header::PROXY_AUTHORIZATION,
         ];
         Ok(ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
-            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(RequestIdLayer::new(ProcessRequestIds::new()))
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
             // the span and its events are at DEBUG: without debug logging the layer would
             // cost ~2,350 instructions a request and record nothing (see `optional`)
