@@ -2,9 +2,10 @@
 //!
 //! Why: tower-http's `TraceLayer` costs about 2,350 instructions a request even when its
 //! span is filtered out (a clock read, the classifier, a body wrapper that enters the span
-//! on every poll), 3.6% of the binary's whole request. With debug logging off, which is
-//! the default, the span and its child events are never recorded, so the layer is left out
-//! (the stack is rebuilt on reload, so the choice follows the log level then). tower's
+//! on every poll), 3.6% of the binary's whole request, and marking Cookie and Authorization
+//! sensitive for it another 1,000. With debug logging off, which is the default, the span
+//! and its child events are never recorded, so both are left out (the stack is rebuilt on
+//! reload, so the choice follows the log level then). tower's
 //! `option_layer` cannot do this: both of its arms must answer with the same response type,
 //! and the trace layer wraps the body.
 
