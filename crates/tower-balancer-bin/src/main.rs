@@ -41,13 +41,37 @@ struct Args {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Logs to stderr at INFO, or at what `RUST_LOG` says (`debug`, or per target:
+/// `info,tower_balancer=debug`): debug turns on each request's span and its events. A value
+/// that does not parse is said and INFO kept.
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let asked = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let parsed = asked.as_deref().map(str::parse::<Targets>);
+    let filter = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => Targets::new().with_default(LevelFilter::INFO),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(filter)
+        .init();
+    if let Some(Err(e)) = parsed {
+        tracing::warn!(error = %e, "RUST_LOG not understood; logging at INFO");
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_target(false)
-        .init();
+    init_logging();
     let result = match (&args.check, &args.config) {
         (Some(file), _) => check(file),
         (None, Some(file)) => run(file, args.workers),

@@ -202,3 +202,67 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// The binary with `RUST_LOG` set to `level` (unset for `None`) serving one request that
+/// carries a cookie and a password; what it wrote to stderr, once stopped.
+async fn stderr_with_rust_log(test: &str, level: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader};
+    let (a, b) = (member("node1").await, member("node2").await);
+    let d = dir(test);
+    let cfg = file(&d, "lb.toml", &config(a, b));
+    let err = d.join("stderr");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["--workers", "1"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap());
+    if let Some(level) = level {
+        cmd.env("RUST_LOG", level);
+    }
+    let mut child = common::Running(cmd.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).lines().next().unwrap().unwrap()
+    })
+    .await
+    .unwrap();
+    let addr: std::net::SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = "GET /x HTTP/1.1\r\nHost: lb.test\r\nCookie: secret=abc123\r\n\
+               Authorization: Bearer topsecret\r\nConnection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    kill(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.0.wait()).await;
+    let text = std::fs::read_to_string(&err).unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_debug_shows_each_requests_span_and_never_its_secrets() {
+    let debug = stderr_with_rust_log("rust-log-debug", Some("debug")).await;
+    assert!(debug.contains("member picked"), "{debug}");
+    assert!(debug.contains("request_id="), "{debug}");
+    assert!(
+        !debug.contains("abc123") && !debug.contains("topsecret"),
+        "{debug}"
+    );
+    let info = stderr_with_rust_log("rust-log-info", None).await;
+    assert!(!info.contains("member picked"), "{info}");
+    let bad = stderr_with_rust_log("rust-log-bad", Some("=[nonsense")).await;
+    assert!(bad.contains("RUST_LOG not understood"), "{bad}");
+    assert!(!bad.contains("member picked"), "{bad}");
+}

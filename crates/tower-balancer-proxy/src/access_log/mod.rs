@@ -399,7 +399,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
             let mut l = String::with_capacity(256);
             let _ = writeln!(
                 l,
-                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3} request_id={}",
+                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3} request_id=\"{}\"",
                 clf_time(entry.wall),
                 entry.line.escape_default(),
                 done.status,

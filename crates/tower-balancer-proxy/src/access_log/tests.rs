@@ -97,3 +97,35 @@ async fn reopen_follows_logrotate_and_finish_does_not_wait_for_senders() {
     drop((held, log));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_clients_request_id_cannot_forge_fields_of_a_combined_line() {
+    let path = std::env::temp_dir().join(format!("access-forge-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (log, writer) =
+        AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Combined).unwrap();
+    let ok = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"ok"))))
+    });
+    let req = Request::builder()
+        .header(
+            "x-request-id",
+            "zz member=evil attempts=9 \" request_id=spoof",
+        )
+        .body(())
+        .unwrap();
+    let res = log.layer().layer(ok).oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    drop(log);
+    writer.finish(Duration::from_secs(5)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().next().unwrap();
+    // one quoted field, its quote escaped: nothing after it reads as another field
+    assert!(
+        line.ends_with(r#" request_id="zz member=evil attempts=9 \" request_id=spoof""#),
+        "{line}"
+    );
+    let (fields, _) = line.split_once(" request_id=\"").unwrap();
+    assert_eq!(fields.matches(" member=").count(), 1, "{line}");
+    let _ = std::fs::remove_file(&path);
+}
