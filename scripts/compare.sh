@@ -8,7 +8,9 @@
 # (wrk -t1 -c64 -d8s), every target in turn, twice. Plain and TLS front (RSA 2048); with and
 # without a sticky cookie sent by the client (nginx has none in its open-source build).
 # Also ours with nginx's config ("ours-rr": balance + forward, round robin, no sticky layer),
-# and benches/src/bin/hyper_floor.rs (hyper server + hyper-util client and nothing else), one thread.
+# and benches/src/bin/hyper_floor.rs (hyper server + hyper-util client and nothing else), one thread;
+# and the Rust peer, axum-reverse-proxy's round-robin BalancedProxy on axum, one thread
+# (benches/peers/axum-reverse-proxy, its own workspace, built into target/peers).
 # Prints req/s, p50, p99, the balancer's own CPU time per request (user and sys, from
 # /proc), peak RSS per balancer, and the ratios of ours to the best other. Then a TLS +
 # HTTP/2 front (h2load from nghttp2-client, 64 connections x 10 streams): nginx, HAProxy and
@@ -82,9 +84,13 @@ key = \"$RUNDIR/lb.key\"" >"$RUNDIR/bin-tls.toml"
 echo $! >"$RUNDIR/bin.pid"
 ./target/dist/tower-balancer --config "$RUNDIR/bin-tls.toml" --workers "$THREADS" >/dev/null 2>&1 &
 echo $! >"$RUNDIR/bintls.pid"
-# the floor under any hyper-based balancer (one thread: compared at --threads 1 only)
+# the floor under any hyper-based balancer, and the Rust peer (one thread each: compared at
+# --threads 1 only)
 ./target/perf/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 900 >/dev/null &
 echo $! >"$RUNDIR/floor.pid"
+CARGO_TARGET_DIR=target/peers cargo build -q --release --manifest-path benches/peers/axum-reverse-proxy/Cargo.toml
+./target/peers/release/axum-reverse-proxy-peer 127.0.0.1:8096 http://127.0.0.1:9763 http://127.0.0.1:9764 >/dev/null &
+echo $! >"$RUNDIR/axumrp.pid"
 sleep 1.5
 # the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)
 OURS_COOKIE="$(grep -m1 '^ROUTEID=' "$RUNDIR/ours.out")"
@@ -108,7 +114,7 @@ TARGETS=(
   "bin-cookie http://127.0.0.1:8095/ $BIN_COOKIE"
   "bin-tls https://127.0.0.1:8446/"
 )
-if [ "$THREADS" = 1 ]; then TARGETS+=("hyper-floor http://127.0.0.1:8092/"); fi
+if [ "$THREADS" = 1 ]; then TARGETS+=("hyper-floor http://127.0.0.1:8092/" "axum-rp http://127.0.0.1:8096/"); fi
 for t in "${TARGETS[@]}"; do
   read -r _ url _ <<<"$t"
   curl -skf "$url" >/dev/null || { echo "no answer from $url" >&2; exit 1; }
@@ -126,6 +132,7 @@ pidof_target() { # target name -> the balancer's pid file
     ours-rr-tls) echo "$RUNDIR/oursrrtls.pid" ;;
     ours*) echo "$RUNDIR/ours.pid" ;;
     hyper-floor) echo "$RUNDIR/floor.pid" ;;
+    axum-rp) echo "$RUNDIR/axumrp.pid" ;;
   esac
 }
 run() { # name url [cookie] -> "name req/s p50 p99 user-µs/req sys-µs/req"
@@ -194,7 +201,8 @@ echo
 echo "peak RSS (KiB): nginx $(hwm "$(cat "$RUNDIR/lbnginx.pid")")" \
   "haproxy $(hwm "$(cat "$RUNDIR/haproxy.pid")")" \
   "ours $(hwm "$(cat "$RUNDIR/ours.pid")") (plain) + $(hwm "$(cat "$RUNDIR/ourstls.pid")") (TLS)" \
-  "bin $(hwm "$(cat "$RUNDIR/bin.pid")") (plain) + $(hwm "$(cat "$RUNDIR/bintls.pid")") (TLS)"
+  "bin $(hwm "$(cat "$RUNDIR/bin.pid")") (plain) + $(hwm "$(cat "$RUNDIR/bintls.pid")") (TLS)" \
+  "axum-reverse-proxy $(hwm "$(cat "$RUNDIR/axumrp.pid")")"
 echo
 cargo build -q --release -p tower-balancer-proxy --example pool_memory
 ./target/release/examples/pool_memory --member 127.0.0.1:9763 --connections 500
@@ -212,6 +220,7 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     printf "ratio ours / nginx:   plain %.2f  TLS %.2f\n", mean["ours"] / mean["nginx"], mean["ours-tls"] / mean["nginx-tls"]
     printf "ratio ours with the nginx config (round robin, no sticky) / nginx:   plain %.2f  TLS %.2f\n", mean["ours-rr"] / mean["nginx"], mean["ours-rr-tls"] / mean["nginx-tls"]
     if ("hyper-floor" in mean) printf "ratio hyper floor / nginx (hyper server + hyper-util client, nothing else): %.2f\n", mean["hyper-floor"] / mean["nginx"]
+    if ("axum-rp" in mean) printf "the binary / axum-reverse-proxy (the Rust peer): req/s %.2f  CPU per request %.2f\n", mean["bin"] / mean["axum-rp"], (cu["bin"] + cs["bin"]) / (cu["axum-rp"] + cs["axum-rp"])
     printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
     printf "the binary, req/s ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["bin"] / mean["nginx"], mean["bin-tls"] / mean["nginx-tls"], mean["bin"] / mean["haproxy"], mean["bin-tls"] / mean["haproxy-tls"], mean["bin-cookie"] / mean["haproxy-cookie"]
     printf "the binary, CPU per request ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", (cu["bin"] + cs["bin"]) / (cu["nginx"] + cs["nginx"]), (cu["bin-tls"] + cs["bin-tls"]) / (cu["nginx-tls"] + cs["nginx-tls"]), (cu["bin"] + cs["bin"]) / (cu["haproxy"] + cs["haproxy"]), (cu["bin-tls"] + cs["bin-tls"]) / (cu["haproxy-tls"] + cs["haproxy-tls"]), (cu["bin-cookie"] + cs["bin-cookie"]) / (cu["haproxy-cookie"] + cs["haproxy-cookie"])

@@ -206,8 +206,20 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
 /// The binary with `RUST_LOG` set to `level` (unset for `None`) serving one request that
 /// carries a cookie and a password; what it wrote to stderr, once stopped.
 async fn stderr_with_rust_log(test: &str, level: Option<&str>) -> String {
-    use std::io::{BufRead, BufReader};
     let (a, b) = (member("node1").await, member("node2").await);
+    stderr_of_one_request(test, level, a, b, "HTTP/1.1 200").await
+}
+
+/// What the binary logs for one request to members `a` and `b` whose answer starts with
+/// `status`.
+async fn stderr_of_one_request(
+    test: &str,
+    level: Option<&str>,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+    status: &str,
+) -> String {
+    use std::io::{BufRead, BufReader};
     let d = dir(test);
     let cfg = file(&d, "lb.toml", &config(a, b));
     let err = d.join("stderr");
@@ -243,12 +255,31 @@ async fn stderr_with_rust_log(test: &str, level: Option<&str>) -> String {
     .await
     .unwrap()
     .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with(status), "{answer}");
     kill(&child, "-TERM");
     let _ = tokio::task::spawn_blocking(move || child.0.wait()).await;
     let text = std::fs::read_to_string(&err).unwrap();
     let _ = std::fs::remove_dir_all(&d);
     text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_line_of_a_bad_gateway_names_its_request_id() {
+    // two ports with nothing listening: the balancer answers 502 itself
+    let closed = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let text =
+        stderr_of_one_request("bad-gateway-id", None, closed(), closed(), "HTTP/1.1 502").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("request failed"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("request_id="), "{line}");
+    assert!(line.contains("status=502"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

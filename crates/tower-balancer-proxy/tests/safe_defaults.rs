@@ -418,6 +418,16 @@ async fn with_every_member_down_panic_mode_tries_them_and_without_it_clients_get
     assert!(panicking.registry.load().is_panic());
     let out = raw(panicking.addr, get, 5 * SECOND).await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    // the balancer's own answer carries the request's id, as the members' answers do
+    let traced =
+        b"GET / HTTP/1.1\r\nHost: lb.test\r\nX-Request-Id: trace-me\r\nConnection: close\r\n\r\n";
+    let out = raw(panicking.addr, traced, 5 * SECOND).await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("\r\nx-request-id: trace-me\r\n"),
+        "{out}"
+    );
     // panic mode off: nothing is eligible, 503 at once
     let strict = lb(
         &[closed_port(), closed_port()],
@@ -430,6 +440,10 @@ async fn with_every_member_down_panic_mode_tries_them_and_without_it_clients_get
     assert!(!strict.registry.load().is_panic());
     let out = raw(strict.addr, get, 5 * SECOND).await;
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("\r\nx-request-id: "),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,6 @@ use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 use tower_balancer::sticky::StickyConfig;
 use tower_balancer::strategy::{RoundRobin, Strategy};
 use tower_balancer::BoxError;
-use tower_layer::Layer;
 
 use super::service::ProxyService;
 use super::stack::StackPlan;
@@ -24,7 +23,6 @@ use crate::forward::ForwardConfig;
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::manager::{ManagerInfo, ManagerService};
 use crate::metrics::Metrics;
-use crate::serve::StatusOnErrorLayer;
 
 /// Which health check runs.
 #[derive(Debug, Clone)]
@@ -262,8 +260,8 @@ where
         };
         let outliers = OutlierDetection::new(registry.clone(), plan.outliers);
         let readmissions = outliers.spawn();
+        // errors are already answers (502, 503, 504 with the request's id)
         let stack = plan.stack::<UnsyncBoxBody<Bytes, BoxError>>(&registry, outliers)?;
-        let stack = StatusOnErrorLayer::new().layer(stack);
         let background = Arc::new(Background {
             _probe: probe,
             _readmissions: readmissions,

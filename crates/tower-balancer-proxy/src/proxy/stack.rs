@@ -56,7 +56,7 @@ where
         self,
         registry: &Registry,
         outliers: OutlierDetection,
-    ) -> Result<impl Servable<B> + Sync, TlsError>
+    ) -> Result<impl Servable<B, Error = std::convert::Infallible> + Sync, TlsError>
     where
         B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,

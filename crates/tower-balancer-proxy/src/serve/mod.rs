@@ -12,7 +12,7 @@ mod reload;
 mod server;
 mod stack;
 mod stats;
-mod status;
+pub(crate) mod status;
 mod timeout;
 
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
@@ -39,6 +39,27 @@ pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
 pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
     let status = client_status(&**e);
     tracing::warn!(error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+    status_page(status)
+}
+
+/// [`error_response`] for a request with an id: the log line names it and the answer
+/// carries it in `X-Request-Id`, as the member's answers do.
+pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Response<ServeBody<B>> {
+    let status = client_status(&**e);
+    tracing::warn!(
+        request_id = %String::from_utf8_lossy(id.as_bytes()),
+        error = %DisplayChain(&**e),
+        status = status.as_u16(),
+        "request failed"
+    );
+    let mut res = status_page(status);
+    res.headers_mut()
+        .insert(HeaderName::from_static("x-request-id"), id);
+    res
+}
+
+/// A short text page for `status`.
+fn status_page<B>(status: StatusCode) -> Response<ServeBody<B>> {
     let text = format!(
         "{} {}\n",
         status.as_u16(),
@@ -102,7 +123,7 @@ pub struct StatusOnError<S> {
 
 /// A readiness error kept for the next call (cloning the service does not copy it).
 #[derive(Debug, Default)]
-struct BoxErrorHolder(Option<BoxError>);
+pub(crate) struct BoxErrorHolder(pub(crate) Option<BoxError>);
 
 impl Clone for BoxErrorHolder {
     fn clone(&self) -> Self {
