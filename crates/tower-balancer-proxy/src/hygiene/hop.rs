@@ -1,7 +1,7 @@
 //! Hop-by-hop headers: meaningful for one connection, never forwarded.
 
 use http::header::{self, HeaderName};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Headers that are always hop-by-hop (RFC 9110 §7.6.1, plus the de-facto `Keep-Alive` and
 /// `Proxy-Connection`). `TE` is handled apart: `TE: trailers` may be forwarded.
@@ -103,10 +103,7 @@ fn remove_named(headers: &mut HeaderMap, close_header: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .flat_map(connection_tokens)
         .filter(|t| close_header || !t.eq_ignore_ascii_case("close"))
         .filter(|t| !ALWAYS.iter().any(|h| t.eq_ignore_ascii_case(h.as_str())))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -114,6 +111,17 @@ fn remove_named(headers: &mut HeaderMap, close_header: bool) {
     for name in named {
         headers.remove(&name);
     }
+}
+
+/// The names a `Connection` value lists, trimmed, empty ones skipped; nothing from a value
+/// that is not visible ASCII.
+pub(crate) fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// Whether `TE` lists `trailers`, the one `TE` value forwarded.

@@ -28,6 +28,7 @@ use tower_balancer::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::hygiene::connection_tokens;
 use crate::serve::status::{error_response_with_id, BoxErrorHolder};
 use crate::serve::ServeBody;
 
@@ -120,12 +121,8 @@ fn usable(id: &HeaderValue) -> bool {
 /// which the forwarder would strip with the id the member should see: its id is dropped
 /// (ours is made) and the name taken out of `Connection`, whose other names stay.
 fn unlist_request_id(headers: &mut HeaderMap) {
-    let names_it = |v: &HeaderValue| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(X_REQUEST_ID.as_str()))
-        })
-    };
+    let is_id = |t: &str| t.eq_ignore_ascii_case(X_REQUEST_ID.as_str());
+    let names_it = |v: &HeaderValue| connection_tokens(v).any(is_id);
     if !headers.get_all(CONNECTION).iter().any(names_it) {
         return;
     }
@@ -137,13 +134,7 @@ fn unlist_request_id(headers: &mut HeaderMap) {
             if !names_it(v) {
                 return Some(v.clone());
             }
-            let rest: Vec<&str> = v
-                .to_str()
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(X_REQUEST_ID.as_str()))
-                .collect();
+            let rest: Vec<&str> = connection_tokens(v).filter(|t| !is_id(t)).collect();
             // what is left was part of a valid value
             HeaderValue::from_str(&rest.join(", "))
                 .ok()
@@ -208,13 +199,13 @@ where
             return RequestIdFuture {
                 inner: None,
                 refused: Some(e),
-                id: Some(id),
+                id,
             };
         }
         RequestIdFuture {
             inner: Some(self.inner.call(req)),
             refused: None,
-            id: Some(id),
+            id,
         }
     }
 }
@@ -226,7 +217,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         refused: Option<BoxError>,
-        id: Option<HeaderValue>,
+        id: HeaderValue,
     }
 }
 
@@ -238,19 +229,15 @@ where
     type Output = Result<Response<ServeBody<RB>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if this.id.is_none() {
-            // polled again after it answered: nothing more to give
-            return Poll::Pending;
-        }
-        let res = match (this.inner.as_pin_mut(), this.refused.take()) {
+        let mut this = self.project();
+        let res = match (this.inner.as_mut().as_pin_mut(), this.refused.take()) {
             (Some(inner), _) => ready!(inner.poll(cx)).map_err(Into::into),
             (None, Some(e)) => Err(e),
+            // polled again after it answered: nothing more to give
             (None, None) => return Poll::Pending,
         };
-        let Some(id) = this.id.take() else {
-            return Poll::Pending;
-        };
+        this.inner.set(None);
+        let id = std::mem::replace(this.id, HeaderValue::from_static(""));
         Poll::Ready(Ok(match res {
             Ok(mut res) => {
                 // the member's own id, if it gave one, is what the client sees
