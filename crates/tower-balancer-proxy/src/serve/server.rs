@@ -294,16 +294,25 @@ impl Server {
     }
 }
 
+/// The header count hyper's HTTP/1 parser holds to when given no limit (hyper's
+/// `DEFAULT_MAX_HEADERS`), which is also ours.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// hyper's server settings from ours: header limits and timers for HTTP/1.1, extended
 /// CONNECT and the header list limit for HTTP/2.
 fn http_builder(config: &ServeConfig) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes)
-        .max_headers(config.max_headers);
+        .max_buf_size(config.max_header_bytes);
+    // hyper parses into a stack array of its default size when no limit is set, and fills a
+    // fresh vector of the limit's size on every request when one is (~1,700 instructions a
+    // request, scripts/instructions-check.sh): the default is left to hyper
+    if config.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
