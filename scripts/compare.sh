@@ -125,7 +125,7 @@ pidof_target() { # target name -> the balancer's pid file
   case "$1" in
     nginx*) echo "$RUNDIR/lbnginx.pid" ;;
     haproxy*) echo "$RUNDIR/haproxy.pid" ;;
-    bin-tls) echo "$RUNDIR/bintls.pid" ;;
+    bin-tls | bin-h2) echo "$RUNDIR/bintls.pid" ;; # the TLS front serves h2 as well
     bin*) echo "$RUNDIR/bin.pid" ;;
     ours-tls) echo "$RUNDIR/ourstls.pid" ;;
     ours-rr) echo "$RUNDIR/oursrr.pid" ;;
