@@ -155,6 +155,21 @@ async fn at_most_the_configured_fraction_is_ejected_but_always_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fraction_of_zero_ejects_no_member() {
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let outliers = OutlierDetection::new(
+        r.clone(),
+        OutlierConfig::default().max_ejected_fraction(0.0),
+    );
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    send_n(&svc, 100).await;
+    assert!(outliers.ejected().is_empty());
+    assert_eq!(members.hits(0), 50, "the failing member kept its share");
+}
+
+#[tokio::test(start_paused = true)]
 async fn client_errors_and_4xx_never_eject() {
     let r = common::registry(2);
     let members = Members::new(&[0, 404]);

@@ -92,7 +92,8 @@ impl OutlierConfig {
         self
     }
 
-    /// The most members ejected at once, as a fraction (0.0–1.0); one member may always be.
+    /// The most members ejected at once, as a fraction (0.0–1.0); any fraction above 0 allows
+    /// at least one member (as Envoy's outlier detection), 0 ejects none.
     #[must_use]
     pub fn max_ejected_fraction(mut self, fraction: f64) -> Self {
         self.max_ejected_fraction = if fraction.is_finite() {
@@ -287,7 +288,8 @@ impl OutlierState {
     /// Ejects `member`; `unreachable` when for connect failures alone, which a passing probe
     /// may end early.
     fn eject(&self, member: &Arc<Member>, unreachable: bool) {
-        if !self.still_registered(member) {
+        // a fraction of 0 turns ejection off
+        if !self.still_registered(member) || self.config.max_ejected_fraction <= 0.0 {
             return;
         }
         let now = Instant::now();
