@@ -297,3 +297,27 @@ async fn rust_log_debug_shows_each_requests_span_and_never_its_secrets() {
     assert!(bad.contains("RUST_LOG not understood"), "{bad}");
     assert!(!bad.contains("member picked"), "{bad}");
 }
+
+#[test]
+fn check_says_whether_this_build_follows_etcd() {
+    let d = dir("check-etcd");
+    let cfg = file(
+        &d,
+        "etcd.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\n\
+         [balancer]\nname = \"cluster\"\n\n\
+         [balancer.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/lb/members/\"\n",
+    );
+    let out = Command::new(BIN).arg("--check").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "etcd") {
+        assert!(out.status.success(), "{err}");
+    } else {
+        // not a silent start without members: the build says what it lacks
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            err.contains("`balancer.etcd`") && err.contains("--features etcd"),
+            "{err}"
+        );
+    }
+}

@@ -4,45 +4,14 @@
 //! every instance, and a signing key is rotated without losing a session.
 #![allow(clippy::unwrap_used)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_balancer_proxy::config::ConfigFile;
 
-type Http = Client<HttpConnector, Empty<Bytes>>;
-
-/// A member that answers with its name (after `delay`).
-async fn member(name: &'static str) -> SocketAddr {
-    slow_member(name, Duration::ZERO).await
-}
-
-async fn slow_member(name: &'static str, delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(move |_: Request<Incoming>| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
-                });
-                let b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = b.serve_connection(TokioIo::new(sock), svc).await;
-            });
-        }
-    });
-    addr
-}
+mod named;
+use named::{client, get, member, slow_member, tempdir, Http};
 
 fn write_members(path: &Path, members: &[(&str, SocketAddr)]) {
     let mut text = String::new();
@@ -70,35 +39,6 @@ async fn instance(dir: &Path, keys: &[&str]) -> SocketAddr {
     let addr = bound.local_addr().unwrap();
     tokio::spawn(bound.serve(std::future::pending()));
     addr
-}
-
-/// GET / on `lb`; returns the member's name and the route cookie set, if any.
-async fn get(
-    client: &Http,
-    lb: SocketAddr,
-    cookie: Option<&str>,
-    user: Option<&str>,
-) -> (String, Option<String>) {
-    let mut req = Request::get(format!("http://{lb}/"));
-    if let Some(c) = cookie {
-        req = req.header("cookie", c);
-    }
-    if let Some(u) = user {
-        req = req.header("x-user", u);
-    }
-    let res = client
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let set = res
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned);
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (String::from_utf8(body.to_vec()).unwrap(), set)
 }
 
 /// `sessions` sessions of `requests` requests each, every request on the next instance;
@@ -142,7 +82,7 @@ async fn key_map(client: &Http, lbs: &[SocketAddr], keys: usize) -> Vec<Vec<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_agree_with_nothing_shared() {
-    let dir = tempdir();
+    let dir = tempdir("agree");
     std::fs::write(dir.join("k1.key"), [7u8; 32]).unwrap();
     let m = [member("m1").await, member("m2").await, member("m3").await];
     write_members(
@@ -154,7 +94,7 @@ async fn three_instances_agree_with_nothing_shared() {
         instance(&dir, &["k1"]).await,
         instance(&dir, &["k1"]).await,
     ];
-    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
 
     // 1,000 sessions x 20 requests, each request on the next instance
     let moved = sessions(&client, &lbs, 1000, 20).await;
@@ -198,7 +138,7 @@ async fn three_instances_agree_with_nothing_shared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_signing_key_loses_no_session() {
-    let dir = tempdir();
+    let dir = tempdir("agree");
     std::fs::write(dir.join("old.key"), [1u8; 32]).unwrap();
     std::fs::write(dir.join("new.key"), [2u8; 32]).unwrap();
     let m = [member("m1").await, member("m2").await, member("m3").await];
@@ -206,7 +146,7 @@ async fn rotating_the_signing_key_loses_no_session() {
         &dir.join("members.toml"),
         &[("m1", m[0]), ("m2", m[1]), ("m3", m[2])],
     );
-    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
 
     // the phases of a rolling rotation: accept the new key everywhere, then sign with it
     // everywhere, then drop the old one; one instance at a time moves to the next phase.
@@ -254,13 +194,13 @@ async fn rotating_the_signing_key_loses_no_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_leaving_the_file_finishes_its_requests_in_flight() {
-    let dir = tempdir();
+    let dir = tempdir("agree");
     std::fs::write(dir.join("k1.key"), [7u8; 32]).unwrap();
     let slow = slow_member("slow", Duration::from_millis(800)).await;
     let other = member("other").await;
     write_members(&dir.join("members.toml"), &[("slow", slow)]);
     let lb = instance(&dir, &["k1"]).await;
-    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
     let in_flight = {
         let client = client.clone();
         tokio::spawn(async move { get(&client, lb, None, None).await.0 })
@@ -277,17 +217,4 @@ async fn a_member_leaving_the_file_finishes_its_requests_in_flight() {
         "slow",
         "the request in flight finished on its member"
     );
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tb-agree-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

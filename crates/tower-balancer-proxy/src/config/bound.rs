@@ -31,6 +31,7 @@ pub(super) struct Tasks {
     pub(super) probe: Option<HealthProbeTask>,
     pub(super) file_source: Option<AbortOnDrop>,
     pub(super) dns_source: Option<AbortOnDrop>,
+    pub(super) etcd_source: Option<AbortOnDrop>,
     pub(super) slow_start: Option<SlowStartTask>,
 }
 
@@ -183,6 +184,7 @@ impl Bound {
             probe: tasks.probe,
             file_source: tasks.file_source,
             dns_source: tasks.dns_source,
+            etcd_source: tasks.etcd_source,
             slow_start: tasks.slow_start,
             drains: Vec::new(),
         };

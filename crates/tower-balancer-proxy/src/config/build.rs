@@ -122,11 +122,11 @@ impl ConfigFile {
     fn member_rules(&self, out: &mut Vec<ConfigError>) {
         let b = &self.file.balancer;
         let mut refuse = |at, key: &str, msg: &str| self.rule(out, at, key, msg);
-        if b.members.is_empty() && b.members_file.is_none() && b.dns.is_none() {
+        if b.members.is_empty() && b.members_file.is_none() && b.dns.is_none() && b.etcd.is_none() {
             refuse(
                 None,
                 "balancer",
-                "the balancer has no members (give [[balancer.member]], members_file or [balancer.dns])",
+                "the balancer has no members (give [[balancer.member]], members_file, [balancer.dns] or [balancer.etcd])",
             );
         }
         if let Some(Err(e)) = b.dns.as_ref().map(super::file::DnsSection::target) {

@@ -1,4 +1,4 @@
-//! The discovery sources a balancer file names: a members file and DNS.
+//! The discovery sources a balancer file names: a members file, DNS and etcd.
 
 use std::time::Duration;
 
@@ -73,6 +73,7 @@ impl ConfigFile {
                     .map_err(|e| self.err(NO_SPAN, "balancer.dns", e.to_string()))?,
             );
         }
+        plan.etcd = self.etcd()?;
         Ok(plan)
     }
 }

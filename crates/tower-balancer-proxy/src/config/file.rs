@@ -125,13 +125,16 @@ pub struct BalancerSection {
     /// How often the members file is checked for changes (default 1 s).
     #[serde(default, deserialize_with = "duration_opt")]
     pub members_poll: Option<Duration>,
-    /// How long a member that left the members file or DNS drains before it is removed
+    /// How long a member that left the members file, DNS or etcd drains before it is removed
     /// (default 30 s).
     #[serde(default, deserialize_with = "duration_opt")]
     pub drain: Option<Duration>,
     /// Members from DNS.
     #[serde(default)]
     pub dns: Option<DnsSection>,
+    /// Members from an etcd key prefix.
+    #[serde(default)]
+    pub etcd: Option<super::etcd::EtcdSection>,
     /// `nofailover=On`: a session whose member is down gets 503, not another member.
     #[serde(default)]
     pub nofailover: bool,
@@ -423,11 +426,5 @@ fn status<'de, D: Deserializer<'de>>(d: D) -> Result<AdminState, D::Error> {
 
 /// Apache's status flags or our words.
 pub(crate) fn parse_status(s: &str) -> Option<AdminState> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "" | "active" | "-d" | "-h" | "-n" => Some(AdminState::Active),
-        "+d" | "d" | "disabled" | "+s" | "stopped" => Some(AdminState::Disabled),
-        "+h" | "h" | "standby" | "hot-standby" => Some(AdminState::Standby),
-        "+n" | "n" | "drain" | "draining" => Some(AdminState::Draining),
-        _ => None,
-    }
+    AdminState::parse(s)
 }

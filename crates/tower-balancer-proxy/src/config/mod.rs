@@ -82,6 +82,7 @@
 //! | (ours) consistent hashing of a header | `balancer.lbmethod = "maglev"` or `"ringhash"`, `balancer.hash_key` (needed by both, refused with any other method) |
 //! | (ours) members from a watched file | `balancer.members_file`, `balancer.members_poll`, `balancer.drain` |
 //! | (nginx `resolve`, HAProxy `server-template`) members from DNS | `[balancer.dns]`: `name` + `port`, or `srv`; `scheme`, `name_servers`, `ttl_floor`, `ttl_ceiling`, `remove_after`, `max_members`, `id_prefix` |
+//! | (APISIX, Traefik) members from etcd | `[balancer.etcd]`: `endpoints`, `prefix`; `user` with `password` or `password_file`; `ca`, `certificate` + `key`, `tls_name` for TLS; `timeout`, `retry_max` (needs the `etcd` feature) |
 //!
 //! Relative file names are taken from the configuration file's directory. A mistake is
 //! reported with the file, line and key:
@@ -117,6 +118,7 @@ mod build;
 mod check;
 mod discovery;
 mod error;
+mod etcd;
 mod file;
 mod members;
 mod parts;
@@ -133,6 +135,7 @@ mod workers;
 pub use bound::Bound;
 pub use build::{ConfigFile, MAX_CONFIG_BYTES};
 pub use error::ConfigError;
+pub use etcd::EtcdSection;
 pub use file::{
     BalancerSection, DnsSection, FileConfig, HealthSection, LbMethod, ManagerSection,
     MemberSection, Rewrite, ServerSection,

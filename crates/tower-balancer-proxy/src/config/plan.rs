@@ -87,12 +87,13 @@ impl ProbeKind {
     }
 }
 
-/// What changes members while the balancer runs: a members file, DNS, health probes.
+/// What changes members while the balancer runs: a members file, DNS, etcd, health probes.
 #[derive(Debug, Default)]
 pub(crate) struct SourcePlan {
     pub(crate) file: Option<MembersFile>,
     pub(crate) dns: Option<DnsDiscovery>,
-    /// How long a member that left the file or DNS drains.
+    pub(crate) etcd: Option<super::etcd::EtcdSource>,
+    /// How long a member that left the file, DNS or etcd drains.
     pub(crate) drain: Duration,
     pub(crate) probe: Option<ProbeKind>,
     /// The ramp for members that join or recover.

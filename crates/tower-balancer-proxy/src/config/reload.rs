@@ -56,6 +56,7 @@ pub(super) struct Running {
     pub(super) probe: Option<HealthProbeTask>,
     pub(super) file_source: Option<AbortOnDrop>,
     pub(super) dns_source: Option<AbortOnDrop>,
+    pub(super) etcd_source: Option<AbortOnDrop>,
     pub(super) slow_start: Option<SlowStartTask>,
     /// Members dropped by earlier reloads, draining.
     pub(super) drains: Vec<AbortOnDrop>,
@@ -359,6 +360,13 @@ impl Running {
                 .dns
                 .take()
                 .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
+        }
+        if drain_changed || old.etcd != new.etcd {
+            self.etcd_source = g
+                .sources
+                .etcd
+                .take()
+                .map(|s| super::etcd::spawn(s, &self.registry, drain));
         }
         if old.slow_start != new.slow_start {
             self.slow_start = new

@@ -170,6 +170,14 @@ impl Gateway {
             .dns
             .take()
             .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
+        let etcd_source = match self.sources.etcd.take() {
+            Some(source) => {
+                // start with etcd's members rather than empty
+                super::etcd::initial(&source, &self.registry).await;
+                Some(super::etcd::spawn(source, &self.registry, drain))
+            }
+            None => None,
+        };
         let slow_start = self
             .sources
             .slow_start
@@ -187,6 +195,7 @@ impl Gateway {
                 probe,
                 file_source,
                 dns_source,
+                etcd_source,
                 slow_start,
             },
             reloader,

@@ -13,6 +13,8 @@
 //!
 //! - [`DnsDiscovery`] (feature `dns`): A/AAAA records with a fixed port, or SRV records for
 //!   ports, weights and priorities, re-resolved as their TTLs run out.
+//! - [`EtcdDiscovery`] (feature `etcd`): one key under a prefix a member, its value the
+//!   member's settings as JSON; read, then watched from the revision of that read.
 //! - A members file: `tower_balancer_proxy::config::MembersFile` (feature `config` of the
 //!   proxy crate), in the same member syntax as the balancer's configuration file.
 
@@ -21,9 +23,17 @@ mod dns;
 #[cfg(feature = "dns")]
 mod dns_members;
 
+#[cfg(feature = "etcd")]
+mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_members;
+
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns::{DnsDiscovery, DnsDiscoveryBuilder, DnsError, DnsQuery};
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns_members::{address_member_id, srv_member_id};
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use etcd::{EtcdDiscovery, EtcdDiscoveryBuilder, EtcdError, EtcdTls};

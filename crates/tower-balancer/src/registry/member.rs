@@ -52,6 +52,19 @@ impl AdminState {
         }
     }
 
+    /// Reads Apache's status flags (`+D`, `+H`, `+N`, `-D` …) or our words (`active`,
+    /// `disabled`, `standby`, `draining`), in any case; `None` for anything else.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "active" | "-d" | "-h" | "-n" => Some(Self::Active),
+            "+d" | "d" | "disabled" | "+s" | "stopped" => Some(Self::Disabled),
+            "+h" | "h" | "standby" | "hot-standby" => Some(Self::Standby),
+            "+n" | "n" | "drain" | "draining" => Some(Self::Draining),
+            _ => None,
+        }
+    }
+
     /// The lower-case name used in status pages and configuration.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -1,0 +1,288 @@
+//! `[balancer.etcd]`: members from an etcd key prefix, shared by every balancer instance.
+//!
+//! Why in the file: operators who run several balancers keep one membership in etcd and
+//! give each instance the same few lines, instead of copying a members file to each. The
+//! section is read by every build, so `--check` catches its mistakes; following etcd needs
+//! the `etcd` feature (which needs `protoc` to build), and a build without it says so
+//! instead of starting without members.
+//!
+//! ```toml
+//! [balancer.etcd]
+//! endpoints = ["https://10.0.0.5:2379", "https://10.0.0.6:2379"]
+//! prefix = "/lb/wso2/members/"
+//! user = "lb"                      # etcd --auth; password or password_file
+//! password_file = "etcd.pass"
+//! ca = "certs/etcd-ca.pem"         # TLS to etcd: its CA; certificate + key for client auth
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use tower_balancer::registry::Registry;
+
+use super::build::{ConfigFile, NO_SPAN};
+use super::error::ConfigError;
+use super::plan::AbortOnDrop;
+use super::values::duration_opt;
+
+/// `[balancer.etcd]`: members from an etcd key prefix (APISIX and Traefik keep theirs
+/// there); one key a member, its value JSON such as
+/// `{"url": "https://abc.com:9443", "route": "node1", "weight": 2}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    /// etcd's client URLs (`http://host:2379`, or `https://` with `ca`).
+    pub endpoints: Vec<String>,
+    /// The key prefix the members are under, such as `/lb/wso2/members/`.
+    pub prefix: String,
+    /// The user to log in as, when etcd's authentication is on.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The user's password (prefer `password_file`, which keeps it out of this file).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the user's password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// The CA certificate(s) for etcd's server certificates (PEM): TLS to etcd.
+    #[serde(default)]
+    pub ca: Option<Spanned<PathBuf>>,
+    /// A client certificate chain for etcd's `--client-cert-auth` (PEM), with `key`.
+    #[serde(default)]
+    pub certificate: Option<Spanned<PathBuf>>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<Spanned<PathBuf>>,
+    /// The name etcd's certificate is checked against, when not the endpoints' host.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    /// How long connecting, reading or starting the watch may take (default 3 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    /// The longest wait between two reconnection tries (default 5 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub retry_max: Option<Duration>,
+}
+
+/// A running etcd source's settings, in builds that have one.
+#[cfg(feature = "etcd")]
+pub(crate) type EtcdSource = tower_balancer::discovery::EtcdDiscovery;
+
+/// Builds without the `etcd` feature have no etcd source.
+#[cfg(not(feature = "etcd"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EtcdSource {}
+
+impl ConfigFile {
+    /// The etcd source `[balancer.etcd]` asks for, checked and with its files read.
+    pub(super) fn etcd(&self) -> Result<Option<EtcdSource>, ConfigError> {
+        let Some(e) = &self.file.balancer.etcd else {
+            return Ok(None);
+        };
+        let key = |k: &str| format!("balancer.etcd.{k}");
+        if e.password.is_some() && e.password_file.is_some() {
+            return Err(self.err(
+                NO_SPAN,
+                &key("password"),
+                "give password or password_file, not both",
+            ));
+        }
+        let password = match (&e.password, &e.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(f)) => {
+                let bytes = self.read(f, &key("password_file"))?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    self.err(Some(f), &key("password_file"), "the password is not UTF-8")
+                })?;
+                Some(text.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            (None, None) => None,
+        };
+        if password.is_some() != e.user.is_some() {
+            return Err(self.err(
+                NO_SPAN,
+                &key("user"),
+                "user and a password go together: give both or neither",
+            ));
+        }
+        if e.certificate.is_some() != e.key.is_some() {
+            return Err(self.err(
+                NO_SPAN,
+                &key("certificate"),
+                "certificate and key go together: give both or neither",
+            ));
+        }
+        if e.ca.is_none() && (e.certificate.is_some() || e.tls_name.is_some()) {
+            return Err(self.err(
+                NO_SPAN,
+                &key("ca"),
+                "TLS to etcd needs `ca`, the CA certificate its server certificates are signed by",
+            ));
+        }
+        let tls = match &e.ca {
+            Some(ca) => {
+                let ca = self.read(ca, &key("ca"))?;
+                let client = match (&e.certificate, &e.key) {
+                    (Some(c), Some(k)) => Some((
+                        self.read(c, &key("certificate"))?,
+                        self.read(k, &key("key"))?,
+                    )),
+                    _ => None,
+                };
+                Some((ca, client, e.tls_name.clone()))
+            }
+            None => None,
+        };
+        let user = e.user.clone().zip(password);
+        build(e, user, tls).map_err(|m| self.err(NO_SPAN, "balancer.etcd", m))
+    }
+}
+
+type Tls = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>, Option<String>);
+
+#[cfg(feature = "etcd")]
+fn build(
+    e: &EtcdSection,
+    user: Option<(String, String)>,
+    tls: Option<Tls>,
+) -> Result<Option<EtcdSource>, String> {
+    use tower_balancer::discovery::{EtcdDiscovery, EtcdTls};
+    let mut b = EtcdDiscovery::builder(e.endpoints.iter().cloned(), e.prefix.clone());
+    if let Some((u, p)) = user {
+        b = b.user(u, p);
+    }
+    if let Some((ca, client, name)) = tls {
+        let mut t = EtcdTls::new(ca);
+        if let Some((cert, key)) = client {
+            t = t.client_certificate(cert, key);
+        }
+        if let Some(n) = name {
+            t = t.domain_name(n);
+        }
+        b = b.tls(t);
+    }
+    if let Some(t) = e.timeout {
+        b = b.timeout(t);
+    }
+    if let Some(t) = e.retry_max {
+        b = b.retry_max(t);
+    }
+    b.build().map(Some).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn build(
+    _: &EtcdSection,
+    _: Option<(String, String)>,
+    _: Option<Tls>,
+) -> Result<Option<EtcdSource>, String> {
+    Err("this build cannot follow etcd: build tower-balancer with `--features etcd` (which needs protoc, Debian's protobuf-compiler)".to_owned())
+}
+
+/// Puts the members etcd has now into `registry` (within the source's timeout), so the
+/// balancer does not start empty; when etcd cannot be read, it starts with the members it
+/// has and the source keeps trying.
+#[cfg(feature = "etcd")]
+pub(crate) async fn initial(source: &EtcdSource, registry: &Registry) {
+    match source.read().await {
+        Ok(specs) => {
+            for spec in specs {
+                if let Err(e) = registry.upsert(spec) {
+                    tracing::warn!(error = %e, "etcd member refused");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "starting without etcd's members"),
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+pub(crate) async fn initial(source: &EtcdSource, _: &Registry) {
+    match *source {}
+}
+
+/// Follows etcd until the handle is dropped, draining members whose keys go for `drain`.
+#[cfg(feature = "etcd")]
+pub(crate) fn spawn(source: EtcdSource, registry: &Registry, drain: Duration) -> AbortOnDrop {
+    AbortOnDrop::spawn(source.run(registry, drain))
+}
+
+#[cfg(not(feature = "etcd"))]
+pub(crate) fn spawn(source: EtcdSource, _: &Registry, _: Duration) -> AbortOnDrop {
+    match source {}
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n[balancer]\nname = \"b\"\n[balancer.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/lb/m/\"\n";
+
+    fn build(extra: &str) -> Result<(), ConfigError> {
+        let text = format!("{BASE}{extra}");
+        ConfigFile::from_toml(&text, Path::new("lb.toml"))?
+            .build()
+            .map(drop)
+    }
+
+    #[test]
+    fn an_etcd_section_alone_is_a_balancer() {
+        let r = build("");
+        if cfg!(feature = "etcd") {
+            r.unwrap();
+        } else {
+            let e = r.unwrap_err();
+            assert_eq!(e.key(), Some("balancer.etcd"), "{e}");
+            assert!(e.to_string().contains("--features etcd"), "{e}");
+        }
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let cases = [
+            ("user = \"lb\"\n", "balancer.etcd.user"),
+            ("password = \"p\"\n", "balancer.etcd.user"),
+            (
+                "user = \"lb\"\npassword = \"p\"\npassword_file = \"f\"\n",
+                "balancer.etcd.password",
+            ),
+            (
+                "user = \"lb\"\npassword_file = \"/no/such/file\"\n",
+                "balancer.etcd.password_file",
+            ),
+            ("ca = \"/no/such/ca.pem\"\n", "balancer.etcd.ca"),
+            ("certificate = \"c.pem\"\n", "balancer.etcd.certificate"),
+            ("tls_name = \"etcd.test\"\n", "balancer.etcd.ca"),
+            ("timeout = \"soon\"\n", "balancer.etcd.timeout"),
+            ("colour = 1\n", "balancer.etcd.colour"),
+        ];
+        for (extra, key) in cases {
+            let e = build(extra).unwrap_err();
+            assert_eq!(e.key(), Some(key), "{extra}: {e}");
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn the_source_refuses_what_cannot_work() {
+        for (extra, says) in [
+            ("", "at least one endpoint"),
+            ("prefix_empty", "the prefix is empty"),
+        ] {
+            let text = if extra.is_empty() {
+                BASE.replace("[\"http://127.0.0.1:2379\"]", "[]")
+            } else {
+                BASE.replace("\"/lb/m/\"", "\"\"")
+            };
+            let e = ConfigFile::from_toml(&text, Path::new("lb.toml"))
+                .and_then(|c| c.build().map(drop))
+                .unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+}

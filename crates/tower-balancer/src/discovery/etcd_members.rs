@@ -1,0 +1,307 @@
+//! From etcd keys and their JSON values to member specs, and from one view of the prefix to
+//! the next as registry changes.
+//!
+//! Kept apart from the client so the rules (a bad value keeps the key's last good one, the
+//! first key in key order wins a route two keys claim, every instance derives the same set
+//! from the same keys) are tested without an etcd.
+
+use std::collections::{BTreeMap, HashSet};
+
+use http::Uri;
+use serde::Deserialize;
+use tower::discover::Change;
+
+use super::etcd::EtcdError;
+use crate::registry::{AdminState, MemberId, MemberSpec, MAX_WEIGHT};
+
+/// The largest value read as a member (a member's JSON is a few hundred bytes).
+pub(crate) const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+/// One member's value, as an operator writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberValue {
+    url: String,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default, alias = "loadfactor")]
+    weight: Option<u32>,
+    #[serde(default)]
+    lbset: Option<u16>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    tls_name: Option<String>,
+}
+
+/// The member one key names: `value` is JSON such as
+/// `{"url": "https://abc.com:9443", "route": "node1", "weight": 2, "lbset": 0, "status": "+H",
+/// "tls_name": "abc.com"}`. Without `route`, the key's name after the prefix is the route.
+pub(crate) fn parse_member(prefix: &str, key: &[u8], value: &[u8]) -> Result<MemberSpec, String> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "the value is {} bytes, more than the {MAX_VALUE_BYTES} a member may take",
+            value.len()
+        ));
+    }
+    let v: MemberValue = serde_json::from_slice(value).map_err(|e| {
+        format!("not a member's JSON ({e}); write {{\"url\": \"http://host:port\", \"route\": \"node1\"}}")
+    })?;
+    let route = match v.route {
+        Some(r) => r,
+        None => {
+            let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
+            key.strip_prefix(prefix).unwrap_or(key).to_owned()
+        }
+    };
+    let id = MemberId::new(&route).map_err(|e| format!("route: {e}"))?;
+    let url: Uri = v
+        .url
+        .parse()
+        .map_err(|_| format!("url `{}` is not a URL", v.url))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+        return Err(format!(
+            "url `{}` is not an http:// or https:// URL with a host",
+            v.url
+        ));
+    }
+    let weight = v.weight.unwrap_or(1);
+    if !(1..=MAX_WEIGHT).contains(&weight) {
+        return Err(format!("weight {weight} is outside 1..={MAX_WEIGHT}"));
+    }
+    let state = match v.status.as_deref() {
+        None => AdminState::Active,
+        Some(s) => AdminState::parse(s).ok_or_else(|| {
+            format!("`{s}` is not a member status: use +D, +H, +N or active, disabled, standby, draining")
+        })?,
+    };
+    let mut spec = MemberSpec::new(id, url)
+        .weight(weight)
+        .priority(v.lbset.unwrap_or(0))
+        .state(state);
+    if let Some(name) = v.tls_name {
+        spec = spec.tls_name(name);
+    }
+    Ok(spec)
+}
+
+/// The members under the prefix as last read, and what the registry was last told.
+#[derive(Debug)]
+pub(crate) struct Entries {
+    prefix: String,
+    /// Every key with a good value, in key order (the last good value when a newer one
+    /// was refused).
+    by_key: BTreeMap<Vec<u8>, MemberSpec>,
+    /// What the registry has been told, by member id.
+    announced: BTreeMap<MemberId, MemberSpec>,
+}
+
+impl Entries {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            by_key: BTreeMap::new(),
+            announced: BTreeMap::new(),
+        }
+    }
+
+    /// A key was written. A bad value is refused and the key keeps its last good value.
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), EtcdError> {
+        match parse_member(&self.prefix, key, value) {
+            Ok(spec) => {
+                self.by_key.insert(key.to_vec(), spec);
+                Ok(())
+            }
+            Err(message) => Err(EtcdError::Value {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message,
+            }),
+        }
+    }
+
+    /// A key was deleted.
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.by_key.remove(key);
+    }
+
+    /// The whole prefix as a fresh read lists it: keys missing from it are gone; a bad
+    /// value keeps the key's last good one.
+    pub(crate) fn replace<'a>(
+        &mut self,
+        kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Vec<EtcdError> {
+        let mut old = std::mem::take(&mut self.by_key);
+        let mut errors = Vec::new();
+        for (key, value) in kvs {
+            let kept = old.remove(key);
+            if let Err(e) = self.put(key, value) {
+                errors.push(e);
+                if let Some(spec) = kept {
+                    self.by_key.insert(key.to_vec(), spec);
+                }
+            }
+        }
+        errors
+    }
+
+    /// The members the keys name now, by id; the first key in key order wins a route that
+    /// two keys claim.
+    pub(crate) fn members(&self) -> (BTreeMap<MemberId, MemberSpec>, Vec<EtcdError>) {
+        let mut members = BTreeMap::new();
+        let mut errors = Vec::new();
+        let mut seen = HashSet::new();
+        for (key, spec) in &self.by_key {
+            if seen.insert(spec.id().clone()) {
+                members.insert(spec.id().clone(), spec.clone());
+            } else {
+                errors.push(EtcdError::Value {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    message: format!(
+                        "route `{}` is already taken by a key before this one; ignored",
+                        spec.id()
+                    ),
+                });
+            }
+        }
+        (members, errors)
+    }
+
+    /// The registry changes since the last call: inserts for new or changed members,
+    /// removes for members gone, and the keys refused.
+    pub(crate) fn changes(&mut self) -> Vec<Result<Change<MemberId, MemberSpec>, EtcdError>> {
+        let (next, errors) = self.members();
+        let mut out: Vec<_> = errors.into_iter().map(Err).collect();
+        for (id, spec) in &next {
+            if self.announced.get(id) != Some(spec) {
+                out.push(Ok(Change::Insert(id.clone(), spec.clone())));
+            }
+        }
+        for id in self.announced.keys() {
+            if !next.contains_key(id) {
+                out.push(Ok(Change::Remove(id.clone())));
+            }
+        }
+        self.announced = next;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ids(changes: &[Result<Change<MemberId, MemberSpec>, EtcdError>]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Ok(Change::Insert(id, s)) => format!("+{id}@{}", s.endpoint()),
+                Ok(Change::Remove(id)) => format!("-{id}"),
+                Err(e) => format!("!{e}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_value_names_every_member_setting() {
+        let v = br#"{"url": "https://10.0.0.1:9443", "route": "node1", "weight": 3, "lbset": 1, "status": "+H", "tls_name": "abc.com"}"#;
+        let s = parse_member("/lb/", b"/lb/x", v).unwrap();
+        let expected = MemberSpec::new(
+            MemberId::new("node1").unwrap(),
+            "https://10.0.0.1:9443".parse().unwrap(),
+        )
+        .weight(3)
+        .priority(1)
+        .state(AdminState::Standby)
+        .tls_name("abc.com");
+        assert_eq!(s, expected);
+        // the route defaults to the key's name; loadfactor is weight's Apache name
+        let s = parse_member(
+            "/lb/",
+            b"/lb/node2",
+            br#"{"url": "http://h:1", "loadfactor": 2}"#,
+        )
+        .unwrap();
+        assert_eq!((s.id().as_str(), s.weight), ("node2", 2));
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"not json", "not a member's JSON"),
+            (br#"{"route": "n"}"#, "missing field `url`"),
+            (br#"{"url": "ftp://h"}"#, "not an http:// or https://"),
+            (
+                br#"{"url": "http://h", "weight": 0}"#,
+                "weight 0 is outside",
+            ),
+            (
+                br#"{"url": "http://h", "status": "sleepy"}"#,
+                "not a member status",
+            ),
+            (
+                br#"{"url": "http://h", "route": "a b"}"#,
+                "invalid member id",
+            ),
+            (
+                br#"{"url": "http://h", "colour": 1}"#,
+                "unknown field `colour`",
+            ),
+            (br#"{"url": "/relative"}"#, "with a host"),
+        ];
+        for (value, says) in cases {
+            let e = parse_member("/lb/", b"/lb/n", value).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        let big = format!(
+            r#"{{"url": "http://h", "route": "{}"}}"#,
+            "a".repeat(MAX_VALUE_BYTES)
+        );
+        assert!(parse_member("/lb/", b"/lb/n", big.as_bytes())
+            .unwrap_err()
+            .contains("more than"));
+    }
+
+    #[test]
+    fn changes_follow_puts_deletes_and_relists() {
+        let mut e = Entries::new("/lb/");
+        e.put(b"/lb/a", br#"{"url": "http://h:1"}"#).unwrap();
+        e.put(b"/lb/b", br#"{"url": "http://h:2"}"#).unwrap();
+        assert_eq!(ids(&e.changes()), ["+a@http://h:1/", "+b@http://h:2/"]);
+        assert!(e.changes().is_empty(), "nothing changed, nothing said");
+        // a bad value keeps the last good one
+        assert!(e.put(b"/lb/a", b"{").is_err());
+        assert!(e.changes().is_empty());
+        e.put(b"/lb/a", br#"{"url": "http://h:3"}"#).unwrap();
+        e.delete(b"/lb/b");
+        assert_eq!(ids(&e.changes()), ["+a@http://h:3/", "-b"]);
+        // a relist drops what is gone, keeps a bad key's last good value
+        e.put(b"/lb/c", br#"{"url": "http://h:4"}"#).unwrap();
+        e.changes();
+        let errors = e.replace([
+            (&b"/lb/a"[..], &b"{oops"[..]),
+            (b"/lb/d", br#"{"url": "http://h:5"}"#),
+        ]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(ids(&e.changes()), ["+d@http://h:5/", "-c"]);
+    }
+
+    #[test]
+    fn the_first_key_wins_a_route_two_keys_claim() {
+        let mut e = Entries::new("/lb/");
+        e.put(b"/lb/b", br#"{"url": "http://h:2", "route": "n"}"#)
+            .unwrap();
+        e.put(b"/lb/a", br#"{"url": "http://h:1", "route": "n"}"#)
+            .unwrap();
+        let c = ids(&e.changes());
+        assert_eq!(c.len(), 2);
+        assert!(
+            c[0].contains("/lb/b") && c[0].contains("already taken"),
+            "{c:?}"
+        );
+        assert_eq!(c[1], "+n@http://h:1/");
+        // the winner leaves: the other key's member takes the route
+        e.delete(b"/lb/a");
+        assert_eq!(ids(&e.changes()), ["+n@http://h:2/"]);
+    }
+}
