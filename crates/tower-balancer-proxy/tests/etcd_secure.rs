@@ -39,12 +39,10 @@ async fn instance(dir: &Path, etcd: &str) -> (SocketAddr, Registry) {
 async fn first_error(source: EtcdDiscovery) -> EtcdError {
     let mut stream = Box::pin(source.into_stream());
     let first = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.next().await {
-                Some(Err(e)) => return e,
-                Some(Ok(change)) => panic!("a member without the right credentials: {change:?}"),
-                None => unreachable!("the stream never ends"),
-            }
+        match stream.next().await {
+            Some(Err(e)) => e,
+            Some(Ok(change)) => panic!("a member without the right credentials: {change:?}"),
+            None => unreachable!("the stream never ends"),
         }
     });
     first.await.unwrap()
