@@ -67,6 +67,13 @@ pub enum EtcdError {
         /// The oldest revision etcd still has.
         compacted: i64,
     },
+    /// No key under the prefix names a member: the last good members stay (delete keys one
+    /// by one down to one member; a balancer with none would refuse every request).
+    #[error("no key under `{prefix}` names a member; keeping the last good members")]
+    Empty {
+        /// The key prefix.
+        prefix: String,
+    },
     /// A key's value is not a member; the key keeps its last good member, if it had one.
     #[error("etcd key `{key}`: {message}; the key keeps its last good member")]
     Value {

@@ -168,9 +168,17 @@ impl Entries {
 
     /// The registry changes since the last call: inserts for new or changed members,
     /// removes for members gone, and the keys refused.
+    /// A prefix that names no member at all changes nothing (a mistaken `etcdctl del
+    /// --prefix` must not empty every balancer), as an empty members file does not.
     pub(crate) fn changes(&mut self) -> Vec<Result<Change<MemberId, MemberSpec>, EtcdError>> {
         let (next, errors) = self.members();
         let mut out: Vec<_> = errors.into_iter().map(Err).collect();
+        if next.is_empty() && !self.announced.is_empty() {
+            out.push(Err(EtcdError::Empty {
+                prefix: self.prefix.clone(),
+            }));
+            return out;
+        }
         for (id, spec) in &next {
             if self.announced.get(id) != Some(spec) {
                 out.push(Ok(Change::Insert(id.clone(), spec.clone())));
@@ -284,6 +292,20 @@ mod tests {
         ]);
         assert_eq!(errors.len(), 1);
         assert_eq!(ids(&e.changes()), ["+d@http://h:5/", "-c"]);
+    }
+
+    #[test]
+    fn an_emptied_prefix_keeps_the_last_members() {
+        let mut e = Entries::new("/lb/");
+        e.put(b"/lb/a", br#"{"url": "http://h:1"}"#).unwrap();
+        e.changes();
+        e.delete(b"/lb/a");
+        let c = ids(&e.changes());
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("keeping the last good members"), "{c:?}");
+        // and once a member is back, the set follows again
+        e.put(b"/lb/b", br#"{"url": "http://h:2"}"#).unwrap();
+        assert_eq!(ids(&e.changes()), ["+b@http://h:2/", "-a"]);
     }
 
     #[test]
