@@ -177,6 +177,59 @@ async fn etcd_restarted_mid_watch_is_followed_again() {
     println!("changes after an etcd restart applied within {took:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_wiped_and_started_anew_is_read_again() {
+    let mut etcd = Etcd::start().await;
+    let mut c = etcd.client().await;
+    let a = member("a").await;
+    // a history long enough that the new cluster's revisions stay below it for a while
+    for i in 0..20 {
+        put(
+            &mut c,
+            "node1",
+            &member_json(a, &format!(r#", "weight": {}"#, i + 1)),
+        )
+        .await;
+    }
+    let registry = Registry::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = Box::pin(fast(etcd.endpoint()).into_stream());
+    let r = registry.clone();
+    let _task = tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(tower::discover::Change::Insert(_, spec)) => drop(r.upsert(spec)),
+                Ok(tower::discover::Change::Remove(id)) => drop(r.remove(id.as_str())),
+                Err(e) => drop(tx.send(e)),
+            }
+        }
+    });
+    until(&registry, Duration::from_secs(5), "node1", |r| {
+        state(r, "node1").is_some_and(|m| m.0 == 20)
+    })
+    .await;
+
+    etcd.wipe();
+    etcd.run().await;
+    let mut c = etcd.client().await;
+    put(&mut c, "node2", &member_json(member("b").await, "")).await;
+    until(
+        &registry,
+        Duration::from_secs(5),
+        "node2 only, from the new cluster",
+        |r| ids(r) == ["node2"],
+    )
+    .await;
+    let mut saw = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        saw.push(e);
+    }
+    assert!(
+        saw.iter().any(|e| matches!(e, EtcdError::Rewound { .. })),
+        "the source saw the new history: {saw:?}"
+    );
+}
+
 /// `requests` GETs through `lb`, one every `every`; the statuses that were not 200 and the
 /// members that answered.
 async fn traffic(

@@ -153,6 +153,12 @@ impl Etcd {
         }
     }
 
+    /// Stops etcd and deletes its data: the next `run` starts a new, empty cluster.
+    pub fn wipe(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+
     async fn try_client(&self) -> Result<etcd_client::Client, String> {
         let options = self.tls.as_ref().map(Pki::options);
         let connect = etcd_client::Client::connect([self.endpoint()], options);

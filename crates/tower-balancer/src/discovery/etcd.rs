@@ -67,6 +67,18 @@ pub enum EtcdError {
         /// The oldest revision etcd still has.
         compacted: i64,
     },
+    /// etcd's revision is behind the one the source had read up to, or another cluster
+    /// answers: it was restored from a backup, or wiped and started anew. The source reads
+    /// the prefix again.
+    #[error("etcd is at revision {revision} (the source had read up to {expected}) or is another cluster: restored or replaced; reading `{prefix}` again")]
+    Rewound {
+        /// The key prefix.
+        prefix: String,
+        /// etcd's revision now.
+        revision: i64,
+        /// The revision the source had read up to.
+        expected: i64,
+    },
     /// No key under the prefix names a member: the last good members stay (delete keys one
     /// by one down to one member; a balancer with none would refuse every request).
     #[error("no key under `{prefix}` names a member; keeping the last good members")]
@@ -330,6 +342,7 @@ impl EtcdDiscovery {
             client: None,
             watch: None,
             next_revision: None,
+            cluster: None,
             failures: 0,
             pending: VecDeque::new(),
         };
@@ -384,7 +397,7 @@ impl EtcdDiscovery {
         &self,
         client: &mut Client,
         entries: &mut Entries,
-    ) -> Result<(i64, Vec<EtcdError>), EtcdError> {
+    ) -> Result<(Revision, Vec<EtcdError>), EtcdError> {
         let s = &self.settings;
         let failed = |message: String| EtcdError::Read {
             prefix: s.prefix.clone(),
@@ -396,13 +409,23 @@ impl EtcdDiscovery {
             Ok(Err(e)) => return Err(failed(e.to_string())),
             Err(_) => return Err(failed(format!("no answer within {:?}", s.timeout))),
         };
-        let revision = resp
+        let header = resp
             .header()
-            .map(etcd_client::ResponseHeader::revision)
             .ok_or_else(|| failed("the answer has no header".to_owned()))?;
+        let at = Revision {
+            revision: header.revision(),
+            cluster: header.cluster_id(),
+        };
         let errors = entries.replace(resp.kvs().iter().map(|kv| (kv.key(), kv.value())));
-        Ok((revision, errors))
+        Ok((at, errors))
     }
+}
+
+/// Where a read of the prefix stands in etcd's history.
+#[derive(Debug, Clone, Copy)]
+struct Revision {
+    revision: i64,
+    cluster: u64,
 }
 
 /// The source's state between two steps.
@@ -414,6 +437,8 @@ struct Follow {
     /// The revision to watch from; `None` until the prefix has been read (or after a
     /// compaction made a new read necessary).
     next_revision: Option<i64>,
+    /// The cluster the prefix was read from.
+    cluster: Option<u64>,
     failures: u32,
     pending: VecDeque<Result<Change<MemberId, MemberSpec>, EtcdError>>,
 }
@@ -434,11 +459,12 @@ impl Follow {
             let from = match self.next_revision {
                 Some(r) => r,
                 None => match self.source.list(client, &mut self.entries).await {
-                    Ok((revision, errors)) => {
+                    Ok((at, errors)) => {
                         self.pending.extend(errors.into_iter().map(Err));
                         self.pending.extend(self.entries.changes());
-                        self.next_revision = Some(revision + 1);
-                        revision + 1
+                        self.next_revision = Some(at.revision + 1);
+                        self.cluster = Some(at.cluster);
+                        at.revision + 1
                     }
                     Err(e) => return self.lost(e).await,
                 },
@@ -506,6 +532,22 @@ impl Follow {
         .await;
         match started {
             Ok(Ok((watch, Some(first)))) if first.created() && !first.canceled() => {
+                let (now, cluster) = first.header().map_or((from - 1, self.cluster), |h| {
+                    (h.revision(), Some(h.cluster_id()))
+                });
+                if now + 1 < from || cluster != self.cluster {
+                    // etcd is behind where we stopped, or another cluster answers: restored
+                    // from a backup, or wiped and started anew on the same address. Resuming
+                    // would wait for revisions that will never come, or skip writes of the
+                    // new history: read the prefix again instead.
+                    self.next_revision = None;
+                    self.pending.push_back(Err(EtcdError::Rewound {
+                        prefix: s.prefix.clone(),
+                        revision: now,
+                        expected: from - 1,
+                    }));
+                    return;
+                }
                 self.watch = Some(watch);
                 self.failures = 0;
             }
