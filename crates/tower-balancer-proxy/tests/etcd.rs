@@ -33,7 +33,11 @@ async fn until(
 ) -> Duration {
     let start = Instant::now();
     while !check(registry) {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "not within {limit:?}: {what} (members: {:?})",
+            ids(registry)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     start.elapsed()
@@ -316,6 +320,59 @@ async fn etcd_down_for_ten_seconds_loses_no_request() {
         served.iter().any(|m| m == "c"),
         "the new member takes requests"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_prefix_or_without_etcd_drains_what_etcd_named() {
+    let etcd = Etcd::start().await;
+    let mut c = etcd.client().await;
+    let (a, b) = (member("a").await, member("b").await);
+    put(&mut c, "node1", &member_json(a, "")).await;
+    put(&mut c, "shared", &member_json(b, "")).await;
+    c.put("/lb/other/node2", member_json(b, ""), None)
+        .await
+        .unwrap();
+    c.put("/lb/other/shared", member_json(b, ""), None)
+        .await
+        .unwrap();
+    let file = |prefix: &str, etcd_on: bool| {
+        let section = if etcd_on {
+            format!(
+                "[balancer.etcd]\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\n",
+                etcd.endpoint()
+            )
+        } else {
+            format!("[[balancer.member]]\nurl = \"http://{a}\"\nroute = \"inline\"\n")
+        };
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
+             [balancer]\nname = \"b\"\ndrain = \"200ms\"\n{section}"
+        );
+        ConfigFile::from_toml(&text, Path::new("lb.toml")).unwrap()
+    };
+    let bound = file(PREFIX, true).build().unwrap().bind().await.unwrap();
+    let (reloader, registry) = (bound.reloader(), bound.registry().clone());
+    tokio::spawn(bound.serve(std::future::pending()));
+    assert_eq!(ids(&registry), ["node1", "shared"]);
+
+    // another prefix: its members come, the old prefix's go, one named alike stays
+    reloader.reload(file("/lb/other/", true)).await.unwrap();
+    until(
+        &registry,
+        Duration::from_secs(3),
+        "the other prefix's members only",
+        |r| ids(r) == ["node2", "shared"],
+    )
+    .await;
+    // no etcd at all: what etcd named drains and goes; the file's own member stays
+    reloader.reload(file("", false)).await.unwrap();
+    until(
+        &registry,
+        Duration::from_secs(3),
+        "the inline member only",
+        |r| ids(r) == ["inline"],
+    )
+    .await;
 }
 
 /// A TCP relay to `to` that the test can cut (closing every connection and refusing new

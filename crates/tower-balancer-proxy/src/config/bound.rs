@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection, SlowStartTask};
 use tower_balancer::registry::Registry;
 
+use super::etcd::Following;
 use super::plan::AbortOnDrop;
 use super::reload::{self, Running};
 use super::reloader::{Ask, Reloader};
@@ -31,7 +32,7 @@ pub(super) struct Tasks {
     pub(super) probe: Option<HealthProbeTask>,
     pub(super) file_source: Option<AbortOnDrop>,
     pub(super) dns_source: Option<AbortOnDrop>,
-    pub(super) etcd_source: Option<AbortOnDrop>,
+    pub(super) etcd_source: Option<Following>,
     pub(super) slow_start: Option<SlowStartTask>,
 }
 

@@ -186,15 +186,8 @@ fn build(
 /// has and the source keeps trying.
 #[cfg(feature = "etcd")]
 pub(crate) async fn initial(source: &EtcdSource, registry: &Registry) {
-    match source.read().await {
-        Ok(specs) => {
-            for spec in specs {
-                if let Err(e) = registry.upsert(spec) {
-                    tracing::warn!(error = %e, "etcd member refused");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "starting without etcd's members"),
+    if let Err(e) = source.read_into(registry).await {
+        tracing::warn!(error = %e, "starting without etcd's members");
     }
 }
 
@@ -203,15 +196,66 @@ pub(crate) async fn initial(source: &EtcdSource, _: &Registry) {
     match *source {}
 }
 
-/// Follows etcd until the handle is dropped, draining members whose keys go for `drain`.
+/// A running etcd source: its task, and what it has put in the registry.
+#[derive(Debug)]
+pub(crate) struct Following {
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    task: AbortOnDrop,
+    source: EtcdSource,
+}
+
+/// Follows etcd until the returned handle is dropped, draining members whose keys go for
+/// `drain`; taking over from `previous` (a reload), it removes what that one added and no
+/// longer names.
 #[cfg(feature = "etcd")]
-pub(crate) fn spawn(source: EtcdSource, registry: &Registry, drain: Duration) -> AbortOnDrop {
-    AbortOnDrop::spawn(source.run(registry, drain))
+pub(crate) fn spawn(
+    mut source: EtcdSource,
+    previous: Option<&Following>,
+    registry: &Registry,
+    drain: Duration,
+) -> Following {
+    if let Some(p) = previous {
+        source = source.replacing(&p.source);
+    }
+    Following {
+        task: AbortOnDrop::spawn(source.clone().run(registry, drain)),
+        source,
+    }
 }
 
 #[cfg(not(feature = "etcd"))]
-pub(crate) fn spawn(source: EtcdSource, _: &Registry, _: Duration) -> AbortOnDrop {
+pub(crate) fn spawn(
+    source: EtcdSource,
+    _: Option<&Following>,
+    _: &Registry,
+    _: Duration,
+) -> Following {
     match source {}
+}
+
+impl Following {
+    /// Stops following and drains every member this source put in the registry (the
+    /// section was removed on reload).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn retire(self, registry: &Registry, drain: Duration) -> AbortOnDrop {
+        drop(self.task);
+        let removes: Vec<Result<_, std::convert::Infallible>> = self
+            .source
+            .announced()
+            .into_iter()
+            .map(|id| Ok(tower::discover::Change::Remove(id)))
+            .collect();
+        AbortOnDrop::spawn(
+            registry
+                .discover(futures_util::stream::iter(removes))
+                .drain_removed(drain),
+        )
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    pub(crate) fn retire(self, _: &Registry, _: Duration) -> AbortOnDrop {
+        match self.source {}
+    }
 }
 
 #[cfg(test)]

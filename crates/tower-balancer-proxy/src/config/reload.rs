@@ -56,7 +56,7 @@ pub(super) struct Running {
     pub(super) probe: Option<HealthProbeTask>,
     pub(super) file_source: Option<AbortOnDrop>,
     pub(super) dns_source: Option<AbortOnDrop>,
-    pub(super) etcd_source: Option<AbortOnDrop>,
+    pub(super) etcd_source: Option<super::etcd::Following>,
     pub(super) slow_start: Option<SlowStartTask>,
     /// Members dropped by earlier reloads, draining.
     pub(super) drains: Vec<AbortOnDrop>,
@@ -362,11 +362,22 @@ impl Running {
                 .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
         }
         if drain_changed || old.etcd != new.etcd {
-            self.etcd_source = g
-                .sources
-                .etcd
-                .take()
-                .map(|s| super::etcd::spawn(s, &self.registry, drain));
+            let previous = self.etcd_source.take();
+            self.etcd_source = match (g.sources.etcd.take(), previous) {
+                // the new source removes what the old one added and no longer names
+                (Some(next), previous) => Some(super::etcd::spawn(
+                    next,
+                    previous.as_ref(),
+                    &self.registry,
+                    drain,
+                )),
+                // the section is gone: the members etcd named drain and go
+                (None, Some(previous)) => {
+                    self.drains.push(previous.retire(&self.registry, drain));
+                    None
+                }
+                (None, None) => None,
+            };
         }
         if old.slow_start != new.slow_start {
             self.slow_start = new

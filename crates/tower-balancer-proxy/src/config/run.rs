@@ -174,7 +174,7 @@ impl Gateway {
             Some(source) => {
                 // start with etcd's members rather than empty
                 super::etcd::initial(&source, &self.registry).await;
-                Some(super::etcd::spawn(source, &self.registry, drain))
+                Some(super::etcd::spawn(source, None, &self.registry, drain))
             }
             None => None,
         };

@@ -23,7 +23,7 @@ use etcd_client::{
 use futures_core::Stream;
 use tower::discover::Change;
 
-use super::etcd_members::Entries;
+use super::etcd_members::{Announced, Entries};
 use crate::registry::{Discovery, MemberId, MemberSpec, Registry};
 
 /// An etcd source could not be set up, or etcd could not be read or watched.
@@ -246,7 +246,10 @@ impl EtcdDiscoveryBuilder {
                 )));
             }
         }
-        Ok(EtcdDiscovery { settings: self })
+        Ok(EtcdDiscovery {
+            settings: self,
+            announced: Announced::default(),
+        })
     }
 }
 
@@ -273,16 +276,18 @@ impl EtcdDiscoveryBuilder {
 /// let registry = Registry::new();
 /// let etcd = EtcdDiscovery::builder(["http://127.0.0.1:2379"], "/lb/wso2/members/").build()?;
 /// // the members etcd has now, before serving
-/// for spec in etcd.read().await? {
-///     registry.upsert(spec)?;
-/// }
+/// etcd.read_into(&registry).await?;
 /// // then every change, for as long as it runs; members whose key is deleted drain for 30 s
 /// tokio::spawn(etcd.run(&registry, Duration::from_secs(30)));
 /// # Ok(()) }
 /// ```
+///
+/// Clones share what the source has put in the registry; so does a source made
+/// [`replacing`](Self::replacing) another.
 #[derive(Debug, Clone)]
 pub struct EtcdDiscovery {
     settings: EtcdDiscoveryBuilder,
+    announced: Announced,
 }
 
 impl EtcdDiscovery {
@@ -304,6 +309,27 @@ impl EtcdDiscovery {
         }
     }
 
+    /// Takes over from `previous` (a reload that changes the endpoints or the prefix): this
+    /// source's first read removes the members `previous` put in the registry that it does
+    /// not name, and leaves alone the ones it names alike.
+    #[must_use]
+    pub fn replacing(mut self, previous: &EtcdDiscovery) -> Self {
+        self.announced = previous.announced.clone();
+        self
+    }
+
+    /// The members this source (or the one it replaced) has put in the registry and not
+    /// removed since: what to drain when the source is dropped for good.
+    #[must_use]
+    pub fn announced(&self) -> Vec<MemberId> {
+        self.announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The key prefix followed.
     #[must_use]
     pub fn prefix(&self) -> &str {
@@ -318,7 +344,7 @@ impl EtcdDiscovery {
     /// within the timeout.
     pub async fn read(&self) -> Result<Vec<MemberSpec>, EtcdError> {
         let mut client = self.connect().await?;
-        let mut entries = Entries::new(&self.settings.prefix);
+        let mut entries = Entries::new(&self.settings.prefix, Announced::default());
         let (_, errors) = self.list(&mut client, &mut entries).await?;
         for e in errors {
             tracing::warn!(error = %e, "etcd member refused");
@@ -330,6 +356,33 @@ impl EtcdDiscovery {
         Ok(members.into_values().collect())
     }
 
+    /// Reads the members under the prefix once and puts them in `registry` (the members a
+    /// balancer starts with), as this source's own: when it runs, its first read changes
+    /// only what differs, and a source [`replacing`](Self::replacing) it removes them if it
+    /// does not name them. Keys whose values are not members are left out, with a warning
+    /// each. Returns how many members were put in.
+    ///
+    /// # Errors
+    /// [`EtcdError::Connect`] or [`EtcdError::Read`] when etcd cannot be reached or read
+    /// within the timeout; the registry is then unchanged.
+    pub async fn read_into(&self, registry: &Registry) -> Result<usize, EtcdError> {
+        let mut client = self.connect().await?;
+        let mut entries = Entries::new(&self.settings.prefix, self.announced.clone());
+        let (_, errors) = self.list(&mut client, &mut entries).await?;
+        let mut put = 0;
+        for change in errors.into_iter().map(Err).chain(entries.changes()) {
+            match change {
+                Ok(Change::Insert(_, spec)) => match registry.upsert(spec) {
+                    Ok(_) => put += 1,
+                    Err(e) => tracing::warn!(error = %e, "etcd member refused"),
+                },
+                Ok(Change::Remove(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "etcd member refused"),
+            }
+        }
+        Ok(put)
+    }
+
     /// The changes this source announces, forever: inserts for new or changed members,
     /// removes for deleted keys, and an error (which changes nothing) whenever etcd is lost,
     /// compacted, or a value is refused.
@@ -337,7 +390,7 @@ impl EtcdDiscovery {
         self,
     ) -> impl Stream<Item = Result<Change<MemberId, MemberSpec>, EtcdError>> + Send + 'static {
         let follow = Follow {
-            entries: Entries::new(&self.settings.prefix),
+            entries: Entries::new(&self.settings.prefix, self.announced.clone()),
             source: self,
             client: None,
             watch: None,

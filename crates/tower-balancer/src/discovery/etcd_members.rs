@@ -6,6 +6,7 @@
 //! from the same keys) are tested without an etcd.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::Uri;
 use serde::Deserialize;
@@ -92,16 +93,20 @@ pub(crate) struct Entries {
     /// Every key with a good value, in key order (the last good value when a newer one
     /// was refused).
     by_key: BTreeMap<Vec<u8>, MemberSpec>,
-    /// What the registry has been told, by member id.
-    announced: BTreeMap<MemberId, MemberSpec>,
+    /// What the registry has been told, by member id; shared with the source that replaces
+    /// this one (a reload with another prefix), so it removes what this one added.
+    announced: Announced,
 }
 
+/// What a source has told the registry, shared along a line of sources.
+pub(crate) type Announced = Arc<Mutex<BTreeMap<MemberId, MemberSpec>>>;
+
 impl Entries {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str, announced: Announced) -> Self {
         Self {
             prefix: prefix.to_owned(),
             by_key: BTreeMap::new(),
-            announced: BTreeMap::new(),
+            announced,
         }
     }
 
@@ -173,23 +178,27 @@ impl Entries {
     pub(crate) fn changes(&mut self) -> Vec<Result<Change<MemberId, MemberSpec>, EtcdError>> {
         let (next, errors) = self.members();
         let mut out: Vec<_> = errors.into_iter().map(Err).collect();
-        if next.is_empty() && !self.announced.is_empty() {
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if next.is_empty() && !announced.is_empty() {
             out.push(Err(EtcdError::Empty {
                 prefix: self.prefix.clone(),
             }));
             return out;
         }
         for (id, spec) in &next {
-            if self.announced.get(id) != Some(spec) {
+            if announced.get(id) != Some(spec) {
                 out.push(Ok(Change::Insert(id.clone(), spec.clone())));
             }
         }
-        for id in self.announced.keys() {
+        for id in announced.keys() {
             if !next.contains_key(id) {
                 out.push(Ok(Change::Remove(id.clone())));
             }
         }
-        self.announced = next;
+        *announced = next;
         out
     }
 }
@@ -272,7 +281,7 @@ mod tests {
 
     #[test]
     fn changes_follow_puts_deletes_and_relists() {
-        let mut e = Entries::new("/lb/");
+        let mut e = Entries::new("/lb/", Announced::default());
         e.put(b"/lb/a", br#"{"url": "http://h:1"}"#).unwrap();
         e.put(b"/lb/b", br#"{"url": "http://h:2"}"#).unwrap();
         assert_eq!(ids(&e.changes()), ["+a@http://h:1/", "+b@http://h:2/"]);
@@ -296,7 +305,7 @@ mod tests {
 
     #[test]
     fn an_emptied_prefix_keeps_the_last_members() {
-        let mut e = Entries::new("/lb/");
+        let mut e = Entries::new("/lb/", Announced::default());
         e.put(b"/lb/a", br#"{"url": "http://h:1"}"#).unwrap();
         e.changes();
         e.delete(b"/lb/a");
@@ -310,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_first_key_wins_a_route_two_keys_claim() {
-        let mut e = Entries::new("/lb/");
+        let mut e = Entries::new("/lb/", Announced::default());
         e.put(b"/lb/b", br#"{"url": "http://h:2", "route": "n"}"#)
             .unwrap();
         e.put(b"/lb/a", br#"{"url": "http://h:1", "route": "n"}"#)
