@@ -12,7 +12,7 @@ use etcd_client::{ConnectOptions, Permission};
 use futures_util::StreamExt;
 use tower_balancer::discovery::{EtcdDiscovery, EtcdError, EtcdTls};
 use tower_balancer::registry::Registry;
-use tower_balancer_proxy::config::ConfigFile;
+use tower_balancer_proxy::config::{ConfigFile, Reloader};
 
 mod named;
 use named::{client, get, member, tempdir};
@@ -20,19 +20,24 @@ use named::{client, get, member, tempdir};
 mod etcd_server;
 use etcd_server::{member_json, put, Etcd, Pki, PREFIX};
 
-/// A balancer from `lb.toml` in `dir` with this `[balancer.etcd]` body.
-async fn instance(dir: &Path, etcd: &str) -> (SocketAddr, Registry) {
+/// The file of a balancer with this `[balancer.etcd]` body.
+fn config(dir: &Path, etcd: &str) -> ConfigFile {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
          [balancer]\nname = \"b\"\nstickysession = \"\"\n\
          [balancer.etcd]\nprefix = \"{PREFIX}\"\nretry_max = \"300ms\"\n{etcd}"
     );
-    let config = ConfigFile::from_toml(&text, &dir.join("lb.toml")).unwrap();
-    let bound = config.build().unwrap().bind().await.unwrap();
+    ConfigFile::from_toml(&text, &dir.join("lb.toml")).unwrap()
+}
+
+/// A balancer from `lb.toml` in `dir` with this `[balancer.etcd]` body.
+async fn instance(dir: &Path, etcd: &str) -> (SocketAddr, Registry, Reloader) {
+    let bound = config(dir, etcd).build().unwrap().bind().await.unwrap();
     let addr = bound.local_addr().unwrap();
     let registry = bound.registry().clone();
+    let reloader = bound.reloader();
     tokio::spawn(bound.serve(std::future::pending()));
-    (addr, registry)
+    (addr, registry, reloader)
 }
 
 /// The first error `source` reports, within 10 s.
@@ -58,7 +63,7 @@ async fn wait_for(registry: &Registry, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_with_read_access_follows_an_etcd_with_auth_on() {
-    let etcd = Etcd::start().await;
+    let mut etcd = Etcd::start().await;
     let mut root = etcd.client().await;
     let (a, b) = (member("a").await, member("b").await);
     put(&mut root, "node1", &member_json(a, "")).await;
@@ -82,19 +87,32 @@ async fn a_user_with_read_access_follows_an_etcd_with_auth_on() {
 
     let dir = tempdir("etcd-auth");
     std::fs::write(dir.join("etcd.pass"), "lb-pw\n").unwrap();
-    let (lb, registry) = instance(
-        &dir,
-        &format!(
-            "endpoints = [\"{}\"]\nuser = \"lb\"\npassword_file = \"etcd.pass\"\n",
-            etcd.endpoint()
-        ),
-    )
-    .await;
+    let section = format!(
+        "endpoints = [\"{}\"]\nuser = \"lb\"\npassword_file = \"etcd.pass\"\n",
+        etcd.endpoint()
+    );
+    let (lb, registry, reloader) = instance(&dir, &section).await;
     assert_eq!(registry.load().len(), 1, "read at bind, as the user");
     let http = client();
     assert_eq!(get(&http, lb, None, None).await.0, "a");
     put(&mut root, "node2", &member_json(b, "")).await;
     wait_for(&registry, 2).await;
+
+    // the password rotated: a new one in etcd and in the file, then a reload; after etcd
+    // restarts (old sessions gone), the balancer logs in with the new one
+    root.user_change_password("lb", "lb-pw-2").await.unwrap();
+    std::fs::write(dir.join("etcd.pass"), "lb-pw-2\n").unwrap();
+    reloader.reload(config(&dir, &section)).await.unwrap();
+    etcd.stop();
+    etcd.run().await;
+    let mut root = etcd_client::Client::connect(
+        [etcd.endpoint()],
+        Some(ConnectOptions::new().with_user("root", "root-pw")),
+    )
+    .await
+    .unwrap();
+    put(&mut root, "node3", &member_json(b, "")).await;
+    wait_for(&registry, 3).await;
 
     // a wrong password: an error, retried; no members
     let wrong = EtcdDiscovery::builder([etcd.endpoint()], PREFIX)
@@ -132,7 +150,7 @@ async fn tls_with_a_client_certificate_follows_an_etcd_that_asks_for_one() {
     std::fs::write(dir.join("lb.pem"), &cert).unwrap();
     std::fs::write(dir.join("lb.key"), &key).unwrap();
     // by IP, checked against the certificate's IP name
-    let (lb, registry) = instance(
+    let (lb, registry, _) = instance(
         &dir,
         &format!(
             "endpoints = [\"{}\"]\nca = \"ca.pem\"\ncertificate = \"lb.pem\"\nkey = \"lb.key\"\n",
@@ -143,7 +161,7 @@ async fn tls_with_a_client_certificate_follows_an_etcd_that_asks_for_one() {
     assert_eq!(registry.load().len(), 1);
     assert_eq!(get(&client(), lb, None, None).await.0, "a");
     // given without a scheme and checked against another name the certificate carries
-    let (_, registry) = instance(
+    let (_, registry, _) = instance(
         &dir,
         &format!(
             "endpoints = [\"127.0.0.1:{}\"]\nca = \"ca.pem\"\ncertificate = \"lb.pem\"\nkey = \"lb.key\"\ntls_name = \"etcd.test\"\n",

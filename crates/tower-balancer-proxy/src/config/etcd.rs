@@ -314,19 +314,36 @@ mod tests {
     #[cfg(feature = "etcd")]
     #[test]
     fn the_source_refuses_what_cannot_work() {
-        for (extra, says) in [
-            ("", "at least one endpoint"),
-            ("prefix_empty", "the prefix is empty"),
+        let endpoints = "[\"http://127.0.0.1:2379\"]";
+        for (from, to, says) in [
+            (endpoints, "[]", "at least one endpoint"),
+            ("\"/lb/m/\"", "\"\"", "takes every key"),
+            ("\"/lb/m/\"", "\"/\"", "takes every key"),
+            ("\"/lb/m/\"", "\"/lb/m\"", "does not end with `/`"),
+            (
+                endpoints,
+                "[\"ftp://127.0.0.1:2379\"]",
+                "http:// or https://",
+            ),
+            (
+                endpoints,
+                "[\"http://u:p@127.0.0.1:2379\"]",
+                "user name or password",
+            ),
+            (
+                endpoints,
+                "[\"https://127.0.0.1:2379\"]",
+                "needs TLS settings",
+            ),
+            (endpoints, "[\"http://127.0.0.1:2379/v3\"]", "no path"),
+            (endpoints, "[\"127.0.0.1:0\"]", "port outside"),
+            (endpoints, "[\"h:2379\", \"h:2379\"]", "listed twice"),
         ] {
-            let text = if extra.is_empty() {
-                BASE.replace("[\"http://127.0.0.1:2379\"]", "[]")
-            } else {
-                BASE.replace("\"/lb/m/\"", "\"\"")
-            };
+            let text = BASE.replace(from, to);
             let e = ConfigFile::from_toml(&text, Path::new("lb.toml"))
                 .and_then(|c| c.build().map(drop))
                 .unwrap_err();
-            assert!(e.to_string().contains(says), "{e}");
+            assert!(e.to_string().contains(says), "{to}: {e}");
         }
     }
 }

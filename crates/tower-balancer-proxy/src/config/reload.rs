@@ -361,7 +361,9 @@ impl Running {
                 .take()
                 .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
         }
-        if drain_changed || old.etcd != new.etcd {
+        // every reload starts etcd again, so a password file or certificate rewritten in
+        // place (a rotation) is read again; the new source takes over the old one's members
+        if drain_changed || old.etcd.is_some() || new.etcd.is_some() {
             let previous = self.etcd_source.take();
             self.etcd_source = match (g.sources.etcd.take(), previous) {
                 // the new source removes what the old one added and no longer names

@@ -24,24 +24,8 @@ pub(super) fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
     let u: Uri = s
         .parse()
         .map_err(|e| de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
-    match (u.scheme_str(), u.host()) {
-        (Some("http" | "https"), Some(_)) => {}
-        _ => {
-            return Err(de::Error::custom(format!(
-                "`{s}` is not an http:// or https:// URL with a host"
-            )))
-        }
-    }
-    // both would be dropped without a word: say so instead
-    if u.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(de::Error::custom(format!(
-            "`{s}` carries a user name or password, which is never sent"
-        )));
-    }
-    if u.query().is_some() {
-        return Err(de::Error::custom(format!(
-            "`{s}` has a query, which is never sent: give the base path only"
-        )));
+    if let Some(problem) = tower_balancer::registry::MemberSpec::endpoint_problem(&u) {
+        return Err(de::Error::custom(format!("`{s}` {problem}")));
     }
     Ok(u)
 }

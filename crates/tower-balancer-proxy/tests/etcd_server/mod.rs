@@ -133,8 +133,11 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut c) = self.try_client().await {
-                if c.get("probe", None).await.is_ok() {
-                    return;
+                // an answer, even a refusal (authentication on), means etcd serves
+                match c.get("probe", None).await {
+                    Ok(_) => return,
+                    Err(e) if e.to_string().contains("etcdserver:") => return,
+                    Err(_) => {}
                 }
             }
             assert!(

@@ -225,25 +225,39 @@ impl EtcdDiscoveryBuilder {
     /// [`EtcdError::Settings`] for no endpoints, an empty prefix, a zero timeout or retry
     /// wait, or `http://` endpoints with TLS settings.
     pub fn build(self) -> Result<EtcdDiscovery, EtcdError> {
-        let bad = |m: &str| Err(EtcdError::Settings(m.to_owned()));
+        let bad = |m: String| Err(EtcdError::Settings(m));
         if self.endpoints.is_empty() {
-            return bad("give at least one endpoint");
+            return bad("give at least one endpoint".to_owned());
         }
-        if self.prefix.is_empty() {
-            return bad("the prefix is empty: give the key prefix the members are under, such as `/lb/wso2/members/`");
+        let p = &self.prefix;
+        if p.is_empty() || p == "/" {
+            return bad(format!("the prefix `{p}` takes every key in etcd: give the key prefix the members are under, such as `/lb/wso2/members/`"));
         }
-        if self.timeout.is_zero() || self.retry_min.is_zero() || self.keep_alive.is_zero() {
-            return bad("the timeout, retry_min and keep_alive must be longer than zero");
+        if !p.ends_with('/') {
+            return bad(format!("the prefix `{p}` does not end with `/`, so it would also take keys such as `{p}x` and `{p}2/y`: write `{p}/`"));
+        }
+        for (what, d) in [
+            ("the timeout", self.timeout),
+            ("retry_min", self.retry_min),
+            ("keep_alive", self.keep_alive),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{what} must be longer than zero"));
+            }
         }
         if self.retry_max < self.retry_min {
-            return bad("retry_max is shorter than retry_min");
+            return bad(format!(
+                "retry_max ({:?}) is shorter than the first wait, retry_min ({:?})",
+                self.retry_max, self.retry_min
+            ));
         }
+        let mut seen = std::collections::HashSet::new();
         for e in &self.endpoints {
-            let tls = self.tls.is_some();
-            if (tls && e.starts_with("http://")) || (!tls && e.starts_with("https://")) {
-                return Err(EtcdError::Settings(format!(
-                    "endpoint `{e}`: https:// endpoints go with TLS settings, http:// ones without"
-                )));
+            check_endpoint(e, self.tls.is_some()).map_err(|m| {
+                EtcdError::Settings(format!("endpoint `{}`: {m}", e.escape_debug()))
+            })?;
+            if !seen.insert(e.trim_end_matches('/')) {
+                return bad(format!("endpoint `{}` is listed twice", e.escape_debug()));
             }
         }
         Ok(EtcdDiscovery {
@@ -251,6 +265,40 @@ impl EtcdDiscoveryBuilder {
             announced: Announced::default(),
         })
     }
+}
+
+/// An etcd endpoint: `http://host:port` without TLS, `https://host:port` with it, or
+/// `host:port` either way; nothing after the port.
+fn check_endpoint(e: &str, tls: bool) -> Result<(), &'static str> {
+    let full = if e.contains("://") {
+        e.to_owned()
+    } else {
+        format!("http://{e}")
+    };
+    let u: http::Uri = full.parse().map_err(|_| "not a URL or host:port")?;
+    match u.scheme_str() {
+        Some("http") if tls && e.contains("://") => {
+            return Err("http:// with TLS settings: write https:// or leave the scheme out")
+        }
+        Some("https") if !tls => return Err("https:// needs TLS settings (the CA at least)"),
+        Some("http" | "https") => {}
+        _ => return Err("etcd is reached over http:// or https:// only"),
+    }
+    let Some(a) = u.authority() else {
+        return Err("no host");
+    };
+    if a.as_str().contains('@') {
+        return Err(
+            "a user name or password in the URL is never sent: give `user` and a password instead",
+        );
+    }
+    if u.port().is_some() && u.port_u16().is_none_or(|p| p == 0) {
+        return Err("a port outside 1-65535");
+    }
+    if !matches!(u.path(), "" | "/") || u.query().is_some() {
+        return Err("etcd's gRPC endpoint has no path: give scheme, host and port only");
+    }
+    Ok(())
 }
 
 /// A discovery source that follows a key prefix in etcd.
@@ -350,7 +398,7 @@ impl EtcdDiscovery {
             tracing::warn!(error = %e, "etcd member refused");
         }
         let (members, errors) = entries.members();
-        for e in errors {
+        for (_, e) in errors {
             tracing::warn!(error = %e, "etcd member refused");
         }
         Ok(members.into_values().collect())
@@ -433,15 +481,45 @@ impl EtcdDiscovery {
         if let Some(tls) = &s.tls {
             options = options.with_tls(tls.options());
         }
-        let failed = |message: String| EtcdError::Connect {
+        // every endpoint at once, the first to answer wins: one that hangs or refuses
+        // costs nothing while another answers
+        let mut tries = tokio::task::JoinSet::new();
+        for (i, endpoint) in s.endpoints.iter().enumerate() {
+            let (endpoint, options, timeout) = (endpoint.clone(), options.clone(), s.timeout);
+            tries.spawn(async move {
+                let attempt = async {
+                    let mut c = Client::connect([endpoint], Some(options)).await?;
+                    // connecting may be lazy: an answer proves the endpoint serves
+                    c.status().await?;
+                    Ok::<_, etcd_client::Error>(c)
+                };
+                let r = match tokio::time::timeout(timeout, attempt).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                };
+                (i, r)
+            });
+        }
+        let mut failures = vec![String::new(); s.endpoints.len()];
+        while let Some(done) = tries.join_next().await {
+            match done {
+                Ok((_, Ok(client))) => return Ok(client),
+                Ok((i, Err(e))) => failures[i] = e,
+                Err(_) => {}
+            }
+        }
+        let message = s
+            .endpoints
+            .iter()
+            .zip(&failures)
+            .map(|(e, f)| format!("{e}: {f}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(EtcdError::Connect {
             endpoints: s.endpoints.join(","),
             message,
-        };
-        match tokio::time::timeout(s.timeout, Client::connect(&s.endpoints, Some(options))).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(failed(e.to_string())),
-            Err(_) => Err(failed(format!("no answer within {:?}", s.timeout))),
-        }
+        })
     }
 
     /// Reads the whole prefix into `entries`; the revision it was read at and the values
@@ -600,6 +678,9 @@ impl Follow {
                         expected: from - 1,
                     }));
                     return;
+                }
+                if self.failures > 0 {
+                    tracing::info!(prefix = %s.prefix, revision = from, "following etcd again");
                 }
                 self.watch = Some(watch);
                 self.failures = 0;

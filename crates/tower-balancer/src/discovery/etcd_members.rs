@@ -60,11 +60,8 @@ pub(crate) fn parse_member(prefix: &str, key: &[u8], value: &[u8]) -> Result<Mem
         .url
         .parse()
         .map_err(|_| format!("url `{}` is not a URL", v.url))?;
-    if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-        return Err(format!(
-            "url `{}` is not an http:// or https:// URL with a host",
-            v.url
-        ));
+    if let Some(problem) = MemberSpec::endpoint_problem(&url) {
+        return Err(format!("url `{}` {problem}", v.url));
     }
     let weight = v.weight.unwrap_or(1);
     if !(1..=MAX_WEIGHT).contains(&weight) {
@@ -86,6 +83,17 @@ pub(crate) fn parse_member(prefix: &str, key: &[u8], value: &[u8]) -> Result<Mem
     Ok(spec)
 }
 
+/// A key as logs show it: control characters escaped (a key cannot forge a log line or
+/// drive a terminal), and at most 200 characters.
+pub(crate) fn show_key(key: &[u8]) -> String {
+    let text = String::from_utf8_lossy(key);
+    let mut shown: String = text.escape_debug().take(200).collect();
+    if text.escape_debug().nth(200).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The members under the prefix as last read, and what the registry was last told.
 #[derive(Debug)]
 pub(crate) struct Entries {
@@ -93,10 +101,15 @@ pub(crate) struct Entries {
     /// Every key with a good value, in key order (the last good value when a newer one
     /// was refused).
     by_key: BTreeMap<Vec<u8>, MemberSpec>,
+    /// Keys whose route an earlier key took, as last said.
+    shadowed: HashSet<Vec<u8>>,
     /// What the registry has been told, by member id; shared with the source that replaces
     /// this one (a reload with another prefix), so it removes what this one added.
     announced: Announced,
 }
+
+/// A key whose route an earlier key took, and what to say about it.
+pub(crate) type Shadowed = (Vec<u8>, EtcdError);
 
 /// What a source has told the registry, shared along a line of sources.
 pub(crate) type Announced = Arc<Mutex<BTreeMap<MemberId, MemberSpec>>>;
@@ -106,6 +119,7 @@ impl Entries {
         Self {
             prefix: prefix.to_owned(),
             by_key: BTreeMap::new(),
+            shadowed: HashSet::new(),
             announced,
         }
     }
@@ -118,7 +132,7 @@ impl Entries {
                 Ok(())
             }
             Err(message) => Err(EtcdError::Value {
-                key: String::from_utf8_lossy(key).into_owned(),
+                key: show_key(key),
                 message,
             }),
         }
@@ -151,7 +165,7 @@ impl Entries {
 
     /// The members the keys name now, by id; the first key in key order wins a route that
     /// two keys claim.
-    pub(crate) fn members(&self) -> (BTreeMap<MemberId, MemberSpec>, Vec<EtcdError>) {
+    pub(crate) fn members(&self) -> (BTreeMap<MemberId, MemberSpec>, Vec<Shadowed>) {
         let mut members = BTreeMap::new();
         let mut errors = Vec::new();
         let mut seen = HashSet::new();
@@ -159,13 +173,14 @@ impl Entries {
             if seen.insert(spec.id().clone()) {
                 members.insert(spec.id().clone(), spec.clone());
             } else {
-                errors.push(EtcdError::Value {
-                    key: String::from_utf8_lossy(key).into_owned(),
+                let e = EtcdError::Value {
+                    key: show_key(key),
                     message: format!(
                         "route `{}` is already taken by a key before this one; ignored",
                         spec.id()
                     ),
-                });
+                };
+                errors.push((key.clone(), e));
             }
         }
         (members, errors)
@@ -177,7 +192,14 @@ impl Entries {
     /// --prefix` must not empty every balancer), as an empty members file does not.
     pub(crate) fn changes(&mut self) -> Vec<Result<Change<MemberId, MemberSpec>, EtcdError>> {
         let (next, errors) = self.members();
-        let mut out: Vec<_> = errors.into_iter().map(Err).collect();
+        // each key that loses its route is said once, not again at every other change
+        let shadowed: HashSet<Vec<u8>> = errors.iter().map(|(k, _)| k.clone()).collect();
+        let mut out: Vec<_> = errors
+            .into_iter()
+            .filter(|(k, _)| !self.shadowed.contains(k))
+            .map(|(_, e)| Err(e))
+            .collect();
+        self.shadowed = shadowed;
         let mut announced = self
             .announced
             .lock()
@@ -244,7 +266,7 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 11] = [
             (b"not json", "not a member's JSON"),
             (br#"{"route": "n"}"#, "missing field `url`"),
             (br#"{"url": "ftp://h"}"#, "not an http:// or https://"),
@@ -265,6 +287,9 @@ mod tests {
                 "unknown field `colour`",
             ),
             (br#"{"url": "/relative"}"#, "with a host"),
+            (br#"{"url": "http://u:pw@h"}"#, "user name or password"),
+            (br#"{"url": "http://h:0"}"#, "port outside"),
+            (br#"{"url": "http://h:99999"}"#, "port outside"),
         ];
         for (value, says) in cases {
             let e = parse_member("/lb/", b"/lb/n", value).unwrap_err();
@@ -318,6 +343,14 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_shown_escaped_and_short() {
+        assert_eq!(show_key(b"/lb/a\nINFO forged"), "/lb/a\\nINFO forged");
+        assert_eq!(show_key(b"\x1b[31m"), "\\u{1b}[31m");
+        let long = show_key(&[b'k'; 5000]);
+        assert_eq!(long.chars().count(), 201);
+    }
+
+    #[test]
     fn the_first_key_wins_a_route_two_keys_claim() {
         let mut e = Entries::new("/lb/", Announced::default());
         e.put(b"/lb/b", br#"{"url": "http://h:2", "route": "n"}"#)
@@ -331,6 +364,9 @@ mod tests {
             "{c:?}"
         );
         assert_eq!(c[1], "+n@http://h:1/");
+        // an unrelated change does not repeat the warning
+        e.put(b"/lb/c", br#"{"url": "http://h:3"}"#).unwrap();
+        assert_eq!(ids(&e.changes()), ["+c@http://h:3/"]);
         // the winner leaves: the other key's member takes the route
         e.delete(b"/lb/a");
         assert_eq!(ids(&e.changes()), ["+n@http://h:2/"]);

@@ -24,6 +24,12 @@ impl Batch<'_> {
             .ok_or_else(|| RegistryError::UnknownMember(escape(id)))
     }
 
+    /// The member with this id as the batch stands, if any.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<&Arc<Member>> {
+        self.writer.members.get(id)
+    }
+
     /// See [`Registry::insert`](super::Registry::insert).
     ///
     /// # Errors

@@ -47,8 +47,20 @@ pin_project! {
         grace: Option<Duration>,
         draining: HashMap<MemberId, Instant>,
         timer: Option<Pin<Box<Sleep>>>,
+        // changes read and not applied yet, and when the next batch may be applied
+        batch: Vec<Change<MemberId, MemberSpec>>,
+        hold: Option<Pin<Box<Sleep>>>,
     }
 }
+
+/// The most changes read before they are applied (the stream waits meanwhile).
+const MAX_BATCH: usize = 4096;
+
+/// The shortest time between two applied batches while changes keep coming. A change after
+/// a quiet spell is applied at once; a burst (a thousand writes to etcd, a file rewritten
+/// in a loop) is applied in batches at most this often, so the snapshot rebuilds (which grow
+/// with the member count) cannot take over the thread that also serves requests.
+const MIN_APPLY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a finished [`Discovery`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +116,8 @@ impl Registry {
             grace: None,
             draining: HashMap::new(),
             timer: None,
+            batch: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -127,7 +141,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        while !*this.ended {
+        // read what is ready (errors are logged as they come), up to a batch
+        while !*this.ended && this.batch.len() < MAX_BATCH {
             match this.stream.as_mut().try_poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(None) => *this.ended = true,
@@ -139,43 +154,36 @@ where
                     }
                     *this.skipped += 1;
                 }
-                Poll::Ready(Some(Ok(Change::Insert(id, mut spec)))) => {
+                Poll::Ready(Some(Ok(change))) => {
                     *this.last_error = None;
-                    // the key is authoritative, as in tower::discover
-                    spec.id = id;
-                    this.draining.remove(&spec.id);
-                    match this.registry.upsert(spec) {
-                        Ok(_) => *this.applied += 1,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "discovery change refused");
-                            *this.skipped += 1;
-                        }
-                    }
+                    this.batch.push(change);
                 }
-                Poll::Ready(Some(Ok(Change::Remove(id)))) => {
-                    *this.last_error = None;
-                    let applied = match *this.grace {
-                        Some(grace) => {
-                            let known = this
-                                .registry
-                                .set_state(id.as_str(), AdminState::Draining)
-                                .is_ok();
-                            if known {
-                                tracing::info!(member = %id, ?grace, "member left discovery; draining");
-                                this.draining.insert(id, Instant::now() + grace);
-                            }
-                            known
-                        }
-                        None => this.registry.remove(id.as_str()).is_ok(),
-                    };
-                    if applied {
-                        *this.applied += 1;
-                    }
+            }
+        }
+        // a hold that has run out lets the next change through at once
+        let held = this
+            .hold
+            .as_mut()
+            .is_some_and(|h| h.as_mut().poll(cx).is_pending());
+        if !held {
+            *this.hold = None;
+            if !this.batch.is_empty() {
+                let (applied, skipped) =
+                    apply(this.registry, this.batch, *this.grace, this.draining);
+                *this.applied += applied;
+                *this.skipped += skipped;
+                let mut hold = Box::pin(tokio::time::sleep(MIN_APPLY_INTERVAL));
+                // registers the wake-up for the end of the hold
+                let _ = hold.as_mut().poll(cx);
+                *this.hold = Some(hold);
+                if !*this.ended {
+                    // the stream may have more ready than one batch took: read on later
+                    cx.waker().wake_by_ref();
                 }
             }
         }
         drain_due(this.registry, this.draining, this.timer, cx);
-        if *this.ended && this.draining.is_empty() {
+        if *this.ended && this.batch.is_empty() && this.draining.is_empty() {
             return Poll::Ready(DiscoveryReport {
                 applied: *this.applied,
                 skipped: *this.skipped,
@@ -183,6 +191,51 @@ where
         }
         Poll::Pending
     }
+}
+
+/// Applies `batch` in order with one snapshot rebuild; how many changes were applied and
+/// how many refused.
+fn apply(
+    registry: &Registry,
+    batch: &mut Vec<Change<MemberId, MemberSpec>>,
+    grace: Option<Duration>,
+    draining: &mut HashMap<MemberId, Instant>,
+) -> (u64, u64) {
+    let (mut applied, mut skipped) = (0, 0);
+    let _ = registry.update(|b| {
+        for change in batch.drain(..) {
+            match change {
+                Change::Insert(id, mut spec) => {
+                    // the key is authoritative, as in tower::discover
+                    spec.id = id;
+                    draining.remove(&spec.id);
+                    match b.upsert(spec) {
+                        Ok(_) => applied += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "discovery change refused");
+                            skipped += 1;
+                        }
+                    }
+                }
+                Change::Remove(id) => {
+                    let known = match grace {
+                        Some(grace) => {
+                            let known = b.set_state(id.as_str(), AdminState::Draining).is_ok();
+                            if known {
+                                tracing::info!(member = %id, ?grace, "member left discovery; draining");
+                                draining.insert(id, Instant::now() + grace);
+                            }
+                            known
+                        }
+                        None => b.remove(id.as_str()).is_ok(),
+                    };
+                    applied += u64::from(known);
+                }
+            }
+        }
+        Ok::<_, std::convert::Infallible>(())
+    });
+    (applied, skipped)
 }
 
 /// Removes the members whose grace ended and arms the timer for the next one.
@@ -194,20 +247,28 @@ fn drain_due(
 ) {
     loop {
         let now = Instant::now();
-        draining.retain(|id, due| {
-            if *due > now {
-                return true;
+        let mut due = Vec::new();
+        draining.retain(|id, at| {
+            let keep = *at > now;
+            if !keep {
+                due.push(id.clone());
             }
-            // an operator may have taken it back meanwhile; only a still-draining member goes
-            let still = registry
-                .load()
-                .get(id.as_str())
-                .is_some_and(|m| m.state() == AdminState::Draining);
-            if still && registry.remove(id.as_str()).is_ok() {
-                tracing::info!(member = %id, "drained member removed");
-            }
-            false
+            keep
         });
+        if !due.is_empty() {
+            // every member whose grace ended, with one rebuild
+            let _ = registry.update(|b| {
+                for id in due {
+                    // an operator may have taken it back meanwhile; only a still-draining
+                    // member goes
+                    let still = b.get(id.as_str()).map(|m| m.state()) == Some(AdminState::Draining);
+                    if still && b.remove(id.as_str()).is_ok() {
+                        tracing::info!(member = %id, "drained member removed");
+                    }
+                }
+                Ok::<_, std::convert::Infallible>(())
+            });
+        }
         let Some(next) = draining.values().min().copied() else {
             *timer = None;
             return;
@@ -275,6 +336,56 @@ mod tests {
             id(name),
             MemberSpec::new(id(name), format!("http://{name}.test").parse().unwrap()),
         ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_applied_in_few_rebuilds() {
+        let r = Registry::new();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // a burst ready at once: a rebuild for what one poll reads (tokio's channel hands
+        // out 128 items a poll), the rest at most every MIN_APPLY_INTERVAL
+        for i in 0..1000 {
+            tx.send(insert(&format!("m{i}"))).unwrap();
+        }
+        let before = r.load().version();
+        let _task = tokio::spawn(
+            r.discover(Channel(rx))
+                .drain_removed(Duration::from_secs(1)),
+        );
+        tokio::task::yield_now().await;
+        assert!(r.load().len() >= 100, "the first batch at once");
+        tokio::time::sleep(MIN_APPLY_INTERVAL * 8).await;
+        assert_eq!(r.load().len(), 1000);
+        let rebuilds = r.load().version() - before;
+        assert!(rebuilds <= 8, "{rebuilds} rebuilds for a burst of 1,000");
+        // changes that keep coming, one every millisecond for 500 ms: batched at most every
+        // MIN_APPLY_INTERVAL, and the last one applied within it
+        let before = r.load().version();
+        for i in 0..500u32 {
+            let spec = MemberSpec::new(id("m1"), "http://m1.test".parse().unwrap()).weight(i + 1);
+            tx.send(Ok(Change::Insert(id("m1"), spec))).unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(MIN_APPLY_INTERVAL).await;
+        assert_eq!(r.load().get("m1").unwrap().weight(), 500);
+        let rebuilds = r.load().version() - before;
+        assert!(
+            (2..=7).contains(&rebuilds),
+            "{rebuilds} rebuilds for 500 changes over 500 ms"
+        );
+        // a removal of most members drains them, then they go in one rebuild
+        for i in 1..1000 {
+            tx.send(Ok(Change::Remove(id(&format!("m{i}"))))).unwrap();
+        }
+        tokio::time::sleep(MIN_APPLY_INTERVAL).await;
+        let before = r.load().version();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(r.load().len(), 1);
+        assert_eq!(
+            r.load().version() - before,
+            1,
+            "one rebuild for the drained members"
+        );
     }
 
     #[tokio::test(start_paused = true)]

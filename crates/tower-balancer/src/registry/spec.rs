@@ -38,6 +38,30 @@ impl MemberSpec {
         }
     }
 
+    /// What is wrong with `endpoint` as a member's URL, if anything, said after the URL
+    /// (`` `ftp://h` is not an http:// or https:// URL with a host``): not `http`/`https`
+    /// with a host, a port outside 1–65535, a user name or password (never sent), or a query
+    /// (never sent). Files and discovery sources check with it before a member is made.
+    #[must_use]
+    pub fn endpoint_problem(endpoint: &Uri) -> Option<&'static str> {
+        if !matches!(endpoint.scheme_str(), Some("http" | "https")) || endpoint.host().is_none() {
+            return Some("is not an http:// or https:// URL with a host");
+        }
+        if !port_in_range(endpoint) {
+            return Some("has a port outside 1-65535");
+        }
+        if endpoint
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            return Some("carries a user name or password, which is never sent");
+        }
+        if endpoint.query().is_some() {
+            return Some("has a query, which is never sent: give the base path only");
+        }
+        None
+    }
+
     /// Sets the redirect route (Apache `redirect=`): requests pinned to this member go to
     /// that member instead whenever this one cannot serve, for a planned migration.
     #[must_use]
@@ -104,5 +128,54 @@ impl MemberSpec {
     #[must_use]
     pub const fn endpoint(&self) -> &Uri {
         &self.endpoint
+    }
+}
+
+/// Whether `endpoint`'s port, when it writes one, is 1–65535 (`http::Uri` reads a port it
+/// cannot parse as no port at all).
+fn port_in_range(endpoint: &Uri) -> bool {
+    let Some(authority) = endpoint.authority() else {
+        return true;
+    };
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    if host_port.ends_with(']') {
+        return true; // an IPv6 literal without a port
+    }
+    match host_port.rsplit_once(':') {
+        Some((_, port)) => port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked_as_members_need_them() {
+        let problem = |u: &str| MemberSpec::endpoint_problem(&u.parse().unwrap());
+        for good in [
+            "http://h",
+            "https://h:1",
+            "http://h:65535/base",
+            "http://[::1]",
+            "http://[::1]:8080",
+        ] {
+            assert_eq!(problem(good), None, "{good}");
+        }
+        for (bad, says) in [
+            ("ftp://h", "http:// or https://"),
+            ("/path", "http:// or https://"),
+            ("http://h:0", "port"),
+            ("http://h:65536", "port"),
+            ("http://[::1]:99999", "port"),
+            ("http://u:p@h", "user name"),
+            ("http://h/?q=1", "query"),
+        ] {
+            assert!(problem(bad).is_some_and(|p| p.contains(says)), "{bad}");
+        }
     }
 }
