@@ -5,7 +5,7 @@
 //! first key in key order wins a route two keys claim, every instance derives the same set
 //! from the same keys) are tested without an etcd.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::Uri;
@@ -95,12 +95,19 @@ pub(crate) fn show_key(key: &[u8]) -> String {
 }
 
 /// The members under the prefix as last read, and what the registry was last told.
+///
+/// Changes are worked out for the routes the last events touched only, so a write costs
+/// the same with three members or three thousand.
 #[derive(Debug)]
 pub(crate) struct Entries {
     prefix: String,
     /// Every key with a good value, in key order (the last good value when a newer one
     /// was refused).
     by_key: BTreeMap<Vec<u8>, MemberSpec>,
+    /// The keys that name each route, in key order: the first one wins.
+    claims: HashMap<MemberId, BTreeSet<Vec<u8>>>,
+    /// Routes whose keys changed since the last [`changes`](Self::changes).
+    dirty: BTreeSet<MemberId>,
     /// Keys whose route an earlier key took, as last said.
     shadowed: HashSet<Vec<u8>>,
     /// What the registry has been told, by member id; shared with the source that replaces
@@ -114,11 +121,20 @@ pub(crate) type Shadowed = (Vec<u8>, EtcdError);
 /// What a source has told the registry, shared along a line of sources.
 pub(crate) type Announced = Arc<Mutex<BTreeMap<MemberId, MemberSpec>>>;
 
+fn shadowed_error(key: &[u8], id: &MemberId) -> EtcdError {
+    EtcdError::Value {
+        key: show_key(key),
+        message: format!("route `{id}` is already taken by a key before this one; ignored"),
+    }
+}
+
 impl Entries {
     pub(crate) fn new(prefix: &str, announced: Announced) -> Self {
         Self {
             prefix: prefix.to_owned(),
             by_key: BTreeMap::new(),
+            claims: HashMap::new(),
+            dirty: BTreeSet::new(),
             shadowed: HashSet::new(),
             announced,
         }
@@ -128,7 +144,15 @@ impl Entries {
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), EtcdError> {
         match parse_member(&self.prefix, key, value) {
             Ok(spec) => {
-                self.by_key.insert(key.to_vec(), spec);
+                let id = spec.id().clone();
+                if let Some(old) = self.by_key.insert(key.to_vec(), spec) {
+                    self.unclaim(key, old.id());
+                }
+                self.claims
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(key.to_vec());
+                self.dirty.insert(id);
                 Ok(())
             }
             Err(message) => Err(EtcdError::Value {
@@ -140,7 +164,20 @@ impl Entries {
 
     /// A key was deleted.
     pub(crate) fn delete(&mut self, key: &[u8]) {
-        self.by_key.remove(key);
+        if let Some(old) = self.by_key.remove(key) {
+            self.unclaim(key, old.id());
+        }
+    }
+
+    fn unclaim(&mut self, key: &[u8], id: &MemberId) {
+        if let Some(keys) = self.claims.get_mut(id) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.claims.remove(id);
+            }
+        }
+        self.shadowed.remove(key);
+        self.dirty.insert(id.clone());
     }
 
     /// The whole prefix as a fresh read lists it: keys missing from it are gone; a bad
@@ -150,16 +187,32 @@ impl Entries {
         kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> Vec<EtcdError> {
         let mut old = std::mem::take(&mut self.by_key);
+        // every route read before, now, or announced by a source this one replaced is
+        // looked at again
+        self.dirty.extend(old.values().map(|s| s.id().clone()));
+        self.dirty.extend(
+            self.announced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .cloned(),
+        );
+        self.claims.clear();
         let mut errors = Vec::new();
         for (key, value) in kvs {
             let kept = old.remove(key);
             if let Err(e) = self.put(key, value) {
                 errors.push(e);
                 if let Some(spec) = kept {
+                    self.claims
+                        .entry(spec.id().clone())
+                        .or_default()
+                        .insert(key.to_vec());
                     self.by_key.insert(key.to_vec(), spec);
                 }
             }
         }
+        self.shadowed.retain(|k| self.by_key.contains_key(k));
         errors
     }
 
@@ -173,55 +226,57 @@ impl Entries {
             if seen.insert(spec.id().clone()) {
                 members.insert(spec.id().clone(), spec.clone());
             } else {
-                let e = EtcdError::Value {
-                    key: show_key(key),
-                    message: format!(
-                        "route `{}` is already taken by a key before this one; ignored",
-                        spec.id()
-                    ),
-                };
-                errors.push((key.clone(), e));
+                errors.push((key.clone(), shadowed_error(key, spec.id())));
             }
         }
         (members, errors)
     }
 
-    /// The registry changes since the last call: inserts for new or changed members,
-    /// removes for members gone, and the keys refused.
-    /// A prefix that names no member at all changes nothing (a mistaken `etcdctl del
-    /// --prefix` must not empty every balancer), as an empty members file does not.
+    /// The registry changes since the last call, for the routes touched since: the keys
+    /// newly refused a route, then inserts for new or changed members, then removes for
+    /// members gone. A prefix that names no member at all changes nothing (a mistaken
+    /// `etcdctl del --prefix` must not empty every balancer), as an empty members file does
+    /// not; the changes wait until a member is written again.
     pub(crate) fn changes(&mut self) -> Vec<Result<Change<MemberId, MemberSpec>, EtcdError>> {
-        let (next, errors) = self.members();
-        // each key that loses its route is said once, not again at every other change
-        let shadowed: HashSet<Vec<u8>> = errors.iter().map(|(k, _)| k.clone()).collect();
-        let mut out: Vec<_> = errors
-            .into_iter()
-            .filter(|(k, _)| !self.shadowed.contains(k))
-            .map(|(_, e)| Err(e))
-            .collect();
-        self.shadowed = shadowed;
         let mut announced = self
             .announced
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if next.is_empty() && !announced.is_empty() {
-            out.push(Err(EtcdError::Empty {
+        if self.by_key.is_empty() && !announced.is_empty() {
+            return vec![Err(EtcdError::Empty {
                 prefix: self.prefix.clone(),
-            }));
-            return out;
+            })];
         }
-        for (id, spec) in &next {
-            if announced.get(id) != Some(spec) {
-                out.push(Ok(Change::Insert(id.clone(), spec.clone())));
+        let (mut errors, mut inserts, mut removes) = (Vec::new(), Vec::new(), Vec::new());
+        for id in std::mem::take(&mut self.dirty) {
+            let mut keys = self.claims.get(&id).into_iter().flatten();
+            let winner = keys.next().and_then(|k| {
+                self.shadowed.remove(k);
+                self.by_key.get(k)
+            });
+            // each key that loses its route is said once, not again at every other change
+            for key in keys {
+                if self.shadowed.insert(key.clone()) {
+                    errors.push(Err(shadowed_error(key, &id)));
+                }
+            }
+            match winner {
+                Some(spec) => {
+                    if announced.get(&id) != Some(spec) {
+                        announced.insert(id.clone(), spec.clone());
+                        inserts.push(Ok(Change::Insert(id, spec.clone())));
+                    }
+                }
+                None => {
+                    if announced.remove(&id).is_some() {
+                        removes.push(Ok(Change::Remove(id)));
+                    }
+                }
             }
         }
-        for id in announced.keys() {
-            if !next.contains_key(id) {
-                out.push(Ok(Change::Remove(id.clone())));
-            }
-        }
-        *announced = next;
-        out
+        errors.extend(inserts);
+        errors.extend(removes);
+        errors
     }
 }
 
@@ -340,6 +395,76 @@ mod tests {
         // and once a member is back, the set follows again
         e.put(b"/lb/b", br#"{"url": "http://h:2"}"#).unwrap();
         assert_eq!(ids(&e.changes()), ["+b@http://h:2/", "-a"]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u8, u8),
+        Bad(u8),
+        Delete(u8),
+        Relist(Vec<(u8, u8, u8)>),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let kv = (0..8u8, 0..4u8, 0..3u8);
+        prop_oneof![
+            4 => kv.clone().prop_map(|(k, r, p)| Op::Put(k, r, p)),
+            1 => (0..8u8).prop_map(Op::Bad),
+            2 => (0..8u8).prop_map(Op::Delete),
+            1 => proptest::collection::vec(kv, 0..6).prop_map(Op::Relist),
+        ]
+    }
+
+    fn key(k: u8) -> Vec<u8> {
+        format!("/lb/k{k}").into_bytes()
+    }
+
+    fn value(r: u8, port: u8) -> Vec<u8> {
+        format!(
+            r#"{{"url": "http://h:{}", "route": "r{r}"}}"#,
+            u16::from(port) + 1
+        )
+        .into_bytes()
+    }
+
+    proptest::proptest! {
+        /// Working out changes for the touched routes only gives what working them out
+        /// from every key gives, and the changes said bring the registry there.
+        #[test]
+        fn touched_routes_only_agree_with_every_key(ops in proptest::collection::vec(op(), 1..40)) {
+            let announced = Announced::default();
+            let mut e = Entries::new("/lb/", announced.clone());
+            let mut registry: BTreeMap<MemberId, MemberSpec> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(k, r, p) => drop(e.put(&key(k), &value(r, p))),
+                    Op::Bad(k) => drop(e.put(&key(k), b"{")),
+                    Op::Delete(k) => e.delete(&key(k)),
+                    Op::Relist(kvs) => {
+                        let owned: Vec<(Vec<u8>, Vec<u8>)> =
+                            kvs.iter().map(|&(k, r, p)| (key(k), value(r, p))).collect();
+                        drop(e.replace(owned.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))));
+                    }
+                }
+                for c in e.changes() {
+                    match c {
+                        Ok(Change::Insert(id, spec)) => drop(registry.insert(id, spec)),
+                        Ok(Change::Remove(id)) => {
+                            proptest::prop_assert!(registry.remove(&id).is_some());
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let (full, _) = e.members();
+                if full.is_empty() {
+                    // an emptied prefix keeps the last members
+                    continue;
+                }
+                proptest::prop_assert_eq!(&registry, &full);
+                proptest::prop_assert_eq!(&*announced.lock().unwrap(), &full);
+            }
+        }
     }
 
     #[test]
