@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use tower_balancer::registry::Registry;
+use tower_balancer::registry::{MemberId, Registry};
 
 use super::build::{ConfigFile, NO_SPAN};
 use super::error::ConfigError;
@@ -136,7 +136,15 @@ impl ConfigFile {
             None => None,
         };
         let user = e.user.clone().zip(password);
-        build(e, user, tls).map_err(|m| self.err(NO_SPAN, "balancer.etcd", m))
+        // the file's own members stand: etcd never takes their routes
+        let inline: Vec<MemberId> = self
+            .file
+            .balancer
+            .members
+            .iter()
+            .map(|m| m.route.get_ref().id().clone())
+            .collect();
+        build(e, user, tls, inline).map_err(|m| self.err(NO_SPAN, "balancer.etcd", m))
     }
 }
 
@@ -147,9 +155,11 @@ fn build(
     e: &EtcdSection,
     user: Option<(String, String)>,
     tls: Option<Tls>,
+    inline: Vec<MemberId>,
 ) -> Result<Option<EtcdSource>, String> {
     use tower_balancer::discovery::{EtcdDiscovery, EtcdTls};
-    let mut b = EtcdDiscovery::builder(e.endpoints.iter().cloned(), e.prefix.clone());
+    let mut b = EtcdDiscovery::builder(e.endpoints.iter().cloned(), e.prefix.clone())
+        .reserve_routes(inline);
     if let Some((u, p)) = user {
         b = b.user(u, p);
     }
@@ -177,6 +187,7 @@ fn build(
     _: &EtcdSection,
     _: Option<(String, String)>,
     _: Option<Tls>,
+    _: Vec<MemberId>,
 ) -> Result<Option<EtcdSource>, String> {
     Err("this build cannot follow etcd: build tower-balancer with `--features etcd` (which needs protoc, Debian's protobuf-compiler)".to_owned())
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use http::Uri;
-use tower_balancer::health::SlowStart;
+use tower_balancer::health::{HealthEvent, SlowStart};
 use tower_balancer::registry::{MemberSpec, Registry};
 
 use super::bound::{Bound, Tasks};
@@ -152,6 +152,28 @@ impl Gateway {
         }
         let reloads = ReloadStats::new();
         let (admin, manager) = self.open_manager(&reloads).await?;
+        let (tasks, events) = self.start_sources().await;
+        let (reloader, asks) = Reloader::channel();
+        Ok(Bound {
+            gateway: self,
+            front,
+            workers: extra,
+            access_log,
+            admin,
+            manager,
+            events,
+            tasks,
+            reloader,
+            asks,
+            reloads,
+        })
+    }
+
+    /// Starts what changes members while the balancer runs: probes, the members file, DNS,
+    /// etcd (after reading its members, so the balancer does not start empty), slow start.
+    async fn start_sources(
+        &mut self,
+    ) -> (Tasks, Option<tokio::sync::broadcast::Receiver<HealthEvent>>) {
         let (probe, events) = match &self.sources.probe {
             Some(kind) => {
                 let (task, events) = kind.spawn(&self.registry);
@@ -172,7 +194,6 @@ impl Gateway {
             .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
         let etcd_source = match self.sources.etcd.take() {
             Some(source) => {
-                // start with etcd's members rather than empty
                 super::etcd::initial(&source, &self.registry).await;
                 Some(super::etcd::spawn(source, None, &self.registry, drain))
             }
@@ -182,26 +203,14 @@ impl Gateway {
             .sources
             .slow_start
             .map(|window| SlowStart::new(window).spawn(self.registry.clone()));
-        let (reloader, asks) = Reloader::channel();
-        Ok(Bound {
-            gateway: self,
-            front,
-            workers: extra,
-            access_log,
-            admin,
-            manager,
-            events,
-            tasks: Tasks {
-                probe,
-                file_source,
-                dns_source,
-                etcd_source,
-                slow_start,
-            },
-            reloader,
-            asks,
-            reloads,
-        })
+        let tasks = Tasks {
+            probe,
+            file_source,
+            dns_source,
+            etcd_source,
+            slow_start,
+        };
+        (tasks, events)
     }
 
     /// How many workers serve the front: `server.workers`, or [`set_workers`](Self::set_workers),

@@ -7,299 +7,22 @@
 //!
 //! The source reads the whole prefix, then watches it from the revision right after that
 //! read, so no change between the two is missed. When it loses etcd (restart, network, a
-//! leader election) it reconnects with a growing, jittered backoff and resumes the watch
-//! where it stopped; if etcd compacted its history past that point in the meantime, it
-//! reads the prefix again. The last good membership stays while etcd cannot be reached,
-//! and a key whose value is not a valid member keeps its last good value.
+//! leader election) it reconnects with a growing, jittered backoff and reads the prefix
+//! again before it watches on: the etcd that answers may have been compacted, restored from
+//! a backup or wiped and written anew meanwhile, and resuming an old watch would then miss
+//! writes or keep members etcd no longer has. The last good membership stays while etcd
+//! cannot be reached, and a key whose value is not a valid member keeps its last good value.
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
-    WatchStream,
-};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use futures_core::Stream;
 use tower::discover::Change;
 
+use super::etcd_follow::Follow;
 use super::etcd_members::{Announced, Entries};
+use super::etcd_settings::{EtcdDiscoveryBuilder, EtcdError};
 use crate::registry::{Discovery, MemberId, MemberSpec, Registry};
-
-/// An etcd source could not be set up, or etcd could not be read or watched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EtcdError {
-    /// The settings cannot work.
-    #[error("etcd settings: {0}")]
-    Settings(String),
-    /// No endpoint answered, or authentication failed.
-    #[error("cannot connect to etcd at {endpoints}: {message}; keeping the last good members")]
-    Connect {
-        /// The endpoints tried, comma-separated.
-        endpoints: String,
-        /// What the client said.
-        message: String,
-    },
-    /// Reading the prefix failed.
-    #[error("reading `{prefix}` from etcd: {message}; keeping the last good members")]
-    Read {
-        /// The key prefix.
-        prefix: String,
-        /// What the client said.
-        message: String,
-    },
-    /// The watch failed or ended; the source reconnects.
-    #[error(
-        "watching `{prefix}` in etcd: {message}; keeping the last good members and reconnecting"
-    )]
-    Watch {
-        /// The key prefix.
-        prefix: String,
-        /// What the client or server said.
-        message: String,
-    },
-    /// etcd compacted its history past the revision the watch was to resume from.
-    #[error("etcd compacted its history to revision {compacted}, past where the watch of `{prefix}` stopped; reading the prefix again")]
-    Compacted {
-        /// The key prefix.
-        prefix: String,
-        /// The oldest revision etcd still has.
-        compacted: i64,
-    },
-    /// etcd's revision is behind the one the source had read up to, or another cluster
-    /// answers: it was restored from a backup, or wiped and started anew. The source reads
-    /// the prefix again.
-    #[error("etcd is at revision {revision} (the source had read up to {expected}) or is another cluster: restored or replaced; reading `{prefix}` again")]
-    Rewound {
-        /// The key prefix.
-        prefix: String,
-        /// etcd's revision now.
-        revision: i64,
-        /// The revision the source had read up to.
-        expected: i64,
-    },
-    /// No key under the prefix names a member: the last good members stay (delete keys one
-    /// by one down to one member; a balancer with none would refuse every request).
-    #[error("no key under `{prefix}` names a member; keeping the last good members")]
-    Empty {
-        /// The key prefix.
-        prefix: String,
-    },
-    /// A key's value is not a member; the key keeps its last good member, if it had one.
-    #[error("etcd key `{key}`: {message}; the key keeps its last good member")]
-    Value {
-        /// The key.
-        key: String,
-        /// What is wrong with the value.
-        message: String,
-    },
-}
-
-/// TLS to etcd: the CA that signs its certificates, and optionally a client certificate.
-#[derive(Clone)]
-pub struct EtcdTls {
-    ca_pem: Vec<u8>,
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-    domain: Option<String>,
-}
-
-impl fmt::Debug for EtcdTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdTls")
-            .field("client_certificate", &self.identity.is_some())
-            .field("domain", &self.domain)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EtcdTls {
-    /// Trusts the CA certificates in `ca_pem` (PEM) for etcd's server certificates.
-    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
-        Self {
-            ca_pem: ca_pem.into(),
-            identity: None,
-            domain: None,
-        }
-    }
-
-    /// Presents this client certificate chain and key (both PEM), for etcd's
-    /// `--client-cert-auth`.
-    #[must_use]
-    pub fn client_certificate(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
-        self.identity = Some((cert_pem, key_pem));
-        self
-    }
-
-    /// Checks etcd's certificate against `name` instead of each endpoint's host.
-    #[must_use]
-    pub fn domain_name(mut self, name: impl Into<String>) -> Self {
-        self.domain = Some(name.into());
-        self
-    }
-
-    fn options(&self) -> TlsOptions {
-        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
-        if let Some((cert, key)) = &self.identity {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        if let Some(d) = &self.domain {
-            tls = tls.domain_name(d.clone());
-        }
-        tls
-    }
-}
-
-/// Settings for an [`EtcdDiscovery`], made by [`EtcdDiscovery::builder`].
-#[derive(Clone)]
-#[must_use]
-pub struct EtcdDiscoveryBuilder {
-    endpoints: Vec<String>,
-    prefix: String,
-    user: Option<(String, String)>,
-    tls: Option<EtcdTls>,
-    timeout: Duration,
-    retry_min: Duration,
-    retry_max: Duration,
-    keep_alive: Duration,
-}
-
-impl fmt::Debug for EtcdDiscoveryBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdDiscoveryBuilder")
-            .field("endpoints", &self.endpoints)
-            .field("prefix", &self.prefix)
-            .field("user", &self.user.as_ref().map(|(u, _)| u))
-            .field("tls", &self.tls)
-            .field("timeout", &self.timeout)
-            .field("retry", &(self.retry_min, self.retry_max))
-            .field("keep_alive", &self.keep_alive)
-            .finish()
-    }
-}
-
-impl EtcdDiscoveryBuilder {
-    /// Logs in as `user` (etcd's `--auth` on): the user needs read access to the prefix.
-    pub fn user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.user = Some((user.into(), password.into()));
-        self
-    }
-
-    /// Speaks TLS to etcd (the endpoints are then `https://`, or given without a scheme).
-    pub fn tls(mut self, tls: EtcdTls) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// How long connecting, logging in, reading the prefix or starting the watch may take
-    /// (default 3 s).
-    pub const fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
-    }
-
-    /// The first wait before reconnecting after etcd was lost (default 100 ms); it doubles
-    /// after every failed try, up to [`retry_max`](Self::retry_max), with jitter so several
-    /// balancers do not reconnect in step.
-    pub const fn retry_min(mut self, d: Duration) -> Self {
-        self.retry_min = d;
-        self
-    }
-
-    /// The longest wait between two tries (default 5 s).
-    pub const fn retry_max(mut self, d: Duration) -> Self {
-        self.retry_max = d;
-        self
-    }
-
-    /// The HTTP/2 keep-alive ping interval on the watch connection (default 10 s): an etcd
-    /// that stops answering without closing the connection is given up after two intervals.
-    pub const fn keep_alive(mut self, d: Duration) -> Self {
-        self.keep_alive = d;
-        self
-    }
-
-    /// Makes the source. Connecting starts when its stream is polled.
-    ///
-    /// # Errors
-    /// [`EtcdError::Settings`] for no endpoints, an empty prefix, a zero timeout or retry
-    /// wait, or `http://` endpoints with TLS settings.
-    pub fn build(self) -> Result<EtcdDiscovery, EtcdError> {
-        let bad = |m: String| Err(EtcdError::Settings(m));
-        if self.endpoints.is_empty() {
-            return bad("give at least one endpoint".to_owned());
-        }
-        let p = &self.prefix;
-        if p.is_empty() || p == "/" {
-            return bad(format!("the prefix `{p}` takes every key in etcd: give the key prefix the members are under, such as `/lb/wso2/members/`"));
-        }
-        if !p.ends_with('/') {
-            return bad(format!("the prefix `{p}` does not end with `/`, so it would also take keys such as `{p}x` and `{p}2/y`: write `{p}/`"));
-        }
-        for (what, d) in [
-            ("the timeout", self.timeout),
-            ("retry_min", self.retry_min),
-            ("keep_alive", self.keep_alive),
-        ] {
-            if d.is_zero() {
-                return bad(format!("{what} must be longer than zero"));
-            }
-        }
-        if self.retry_max < self.retry_min {
-            return bad(format!(
-                "retry_max ({:?}) is shorter than the first wait, retry_min ({:?})",
-                self.retry_max, self.retry_min
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for e in &self.endpoints {
-            check_endpoint(e, self.tls.is_some()).map_err(|m| {
-                EtcdError::Settings(format!("endpoint `{}`: {m}", e.escape_debug()))
-            })?;
-            if !seen.insert(e.trim_end_matches('/')) {
-                return bad(format!("endpoint `{}` is listed twice", e.escape_debug()));
-            }
-        }
-        Ok(EtcdDiscovery {
-            settings: self,
-            announced: Announced::default(),
-        })
-    }
-}
-
-/// An etcd endpoint: `http://host:port` without TLS, `https://host:port` with it, or
-/// `host:port` either way; nothing after the port.
-fn check_endpoint(e: &str, tls: bool) -> Result<(), &'static str> {
-    let full = if e.contains("://") {
-        e.to_owned()
-    } else {
-        format!("http://{e}")
-    };
-    let u: http::Uri = full.parse().map_err(|_| "not a URL or host:port")?;
-    match u.scheme_str() {
-        Some("http") if tls && e.contains("://") => {
-            return Err("http:// with TLS settings: write https:// or leave the scheme out")
-        }
-        Some("https") if !tls => return Err("https:// needs TLS settings (the CA at least)"),
-        Some("http" | "https") => {}
-        _ => return Err("etcd is reached over http:// or https:// only"),
-    }
-    let Some(a) = u.authority() else {
-        return Err("no host");
-    };
-    if a.as_str().contains('@') {
-        return Err(
-            "a user name or password in the URL is never sent: give `user` and a password instead",
-        );
-    }
-    if u.port().is_some() && u.port_u16().is_none_or(|p| p == 0) {
-        return Err("a port outside 1-65535");
-    }
-    if !matches!(u.path(), "" | "/") || u.query().is_some() {
-        return Err("etcd's gRPC endpoint has no path: give scheme, host and port only");
-    }
-    Ok(())
-}
 
 /// A discovery source that follows a key prefix in etcd.
 ///
@@ -334,11 +57,18 @@ fn check_endpoint(e: &str, tls: bool) -> Result<(), &'static str> {
 /// [`replacing`](Self::replacing) another.
 #[derive(Debug, Clone)]
 pub struct EtcdDiscovery {
-    settings: EtcdDiscoveryBuilder,
-    announced: Announced,
+    pub(super) settings: EtcdDiscoveryBuilder,
+    pub(super) announced: Announced,
 }
 
 impl EtcdDiscovery {
+    pub(super) const fn new(settings: EtcdDiscoveryBuilder, announced: Announced) -> Self {
+        Self {
+            settings,
+            announced,
+        }
+    }
+
     /// Follows the keys under `prefix` in the etcd cluster at `endpoints`
     /// (`http://127.0.0.1:2379`, or `host:port`).
     pub fn builder<E: Into<String>>(
@@ -354,6 +84,7 @@ impl EtcdDiscovery {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             keep_alive: Duration::from_secs(10),
+            reserved: std::sync::Arc::default(),
         }
     }
 
@@ -392,7 +123,8 @@ impl EtcdDiscovery {
     /// within the timeout.
     pub async fn read(&self) -> Result<Vec<MemberSpec>, EtcdError> {
         let mut client = self.connect().await?;
-        let mut entries = Entries::new(&self.settings.prefix, Announced::default());
+        let mut entries = Entries::new(&self.settings.prefix, Announced::default())
+            .reserving(self.settings.reserved.clone());
         let (_, errors) = self.list(&mut client, &mut entries).await?;
         for e in errors {
             tracing::warn!(error = %e, "etcd member refused");
@@ -415,7 +147,8 @@ impl EtcdDiscovery {
     /// within the timeout; the registry is then unchanged.
     pub async fn read_into(&self, registry: &Registry) -> Result<usize, EtcdError> {
         let mut client = self.connect().await?;
-        let mut entries = Entries::new(&self.settings.prefix, self.announced.clone());
+        let mut entries = Entries::new(&self.settings.prefix, self.announced.clone())
+            .reserving(self.settings.reserved.clone());
         let (_, errors) = self.list(&mut client, &mut entries).await?;
         let mut put = 0;
         for change in errors.into_iter().map(Err).chain(entries.changes()) {
@@ -437,19 +170,10 @@ impl EtcdDiscovery {
     pub fn into_stream(
         self,
     ) -> impl Stream<Item = Result<Change<MemberId, MemberSpec>, EtcdError>> + Send + 'static {
-        let follow = Follow {
-            entries: Entries::new(&self.settings.prefix, self.announced.clone()),
-            source: self,
-            client: None,
-            watch: None,
-            next_revision: None,
-            cluster: None,
-            failures: 0,
-            pending: VecDeque::new(),
-        };
+        let follow = Follow::new(self);
         futures_util::stream::unfold(follow, |mut f| async move {
             loop {
-                if let Some(item) = f.pending.pop_front() {
+                if let Some(item) = f.next_item() {
                     return Some((item, f));
                 }
                 f.step().await;
@@ -469,7 +193,7 @@ impl EtcdDiscovery {
         registry.discover(self.into_stream()).drain_removed(drain)
     }
 
-    async fn connect(&self) -> Result<Client, EtcdError> {
+    pub(super) async fn connect(&self) -> Result<Client, EtcdError> {
         let s = &self.settings;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(s.timeout)
@@ -524,11 +248,11 @@ impl EtcdDiscovery {
 
     /// Reads the whole prefix into `entries`; the revision it was read at and the values
     /// refused.
-    async fn list(
+    pub(super) async fn list(
         &self,
         client: &mut Client,
         entries: &mut Entries,
-    ) -> Result<(Revision, Vec<EtcdError>), EtcdError> {
+    ) -> Result<(i64, Vec<EtcdError>), EtcdError> {
         let s = &self.settings;
         let failed = |message: String| EtcdError::Read {
             prefix: s.prefix.clone(),
@@ -543,195 +267,8 @@ impl EtcdDiscovery {
         let header = resp
             .header()
             .ok_or_else(|| failed("the answer has no header".to_owned()))?;
-        let at = Revision {
-            revision: header.revision(),
-            cluster: header.cluster_id(),
-        };
+        let revision = header.revision();
         let errors = entries.replace(resp.kvs().iter().map(|kv| (kv.key(), kv.value())));
-        Ok((at, errors))
-    }
-}
-
-/// Where a read of the prefix stands in etcd's history.
-#[derive(Debug, Clone, Copy)]
-struct Revision {
-    revision: i64,
-    cluster: u64,
-}
-
-/// The source's state between two steps.
-struct Follow {
-    source: EtcdDiscovery,
-    entries: Entries,
-    client: Option<Client>,
-    watch: Option<WatchStream>,
-    /// The revision to watch from; `None` until the prefix has been read (or after a
-    /// compaction made a new read necessary).
-    next_revision: Option<i64>,
-    /// The cluster the prefix was read from.
-    cluster: Option<u64>,
-    failures: u32,
-    pending: VecDeque<Result<Change<MemberId, MemberSpec>, EtcdError>>,
-}
-
-impl Follow {
-    /// Connects, reads, starts the watch or takes one watch message, whichever is next.
-    async fn step(&mut self) {
-        if self.client.is_none() {
-            match self.source.connect().await {
-                Ok(c) => self.client = Some(c),
-                Err(e) => return self.lost(e).await,
-            }
-        }
-        let Some(client) = self.client.as_mut() else {
-            return;
-        };
-        let Some(watch) = &mut self.watch else {
-            let from = match self.next_revision {
-                Some(r) => r,
-                None => match self.source.list(client, &mut self.entries).await {
-                    Ok((at, errors)) => {
-                        self.pending.extend(errors.into_iter().map(Err));
-                        self.pending.extend(self.entries.changes());
-                        self.next_revision = Some(at.revision + 1);
-                        self.cluster = Some(at.cluster);
-                        at.revision + 1
-                    }
-                    Err(e) => return self.lost(e).await,
-                },
-            };
-            return self.start_watch(from).await;
-        };
-        match watch.message().await {
-            Ok(Some(resp)) => {
-                if resp.compact_revision() > 0 {
-                    // asked to resume from a revision etcd no longer has: read it all again
-                    self.watch = None;
-                    self.next_revision = None;
-                    self.pending.push_back(Err(EtcdError::Compacted {
-                        prefix: self.source.settings.prefix.clone(),
-                        compacted: resp.compact_revision(),
-                    }));
-                    return;
-                }
-                if resp.canceled() {
-                    let reason = format!("the watch was cancelled: {}", resp.cancel_reason());
-                    return self.lost(self.watch_error(reason)).await;
-                }
-                let mut errors = Vec::new();
-                for event in resp.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    match event.event_type() {
-                        EventType::Put => {
-                            if let Err(e) = self.entries.put(kv.key(), kv.value()) {
-                                errors.push(e);
-                            }
-                        }
-                        EventType::Delete => self.entries.delete(kv.key()),
-                    }
-                    self.next_revision = Some(kv.mod_revision() + 1);
-                }
-                self.pending.extend(errors.into_iter().map(Err));
-                self.pending.extend(self.entries.changes());
-            }
-            Ok(None) => {
-                let e = self.watch_error("etcd closed the watch".to_owned());
-                self.lost(e).await;
-            }
-            Err(e) => {
-                let e = self.watch_error(e.to_string());
-                self.lost(e).await;
-            }
-        }
-    }
-
-    async fn start_watch(&mut self, from: i64) {
-        let Some(client) = &mut self.client else {
-            return;
-        };
-        let s = &self.source.settings;
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from)
-            .with_progress_notify();
-        let started = tokio::time::timeout(s.timeout, async {
-            let mut watch = client.watch(s.prefix.as_str(), Some(options)).await?;
-            // the first answer says whether the watch was made
-            let first = watch.message().await?;
-            Ok::<_, etcd_client::Error>((watch, first))
-        })
-        .await;
-        match started {
-            Ok(Ok((watch, Some(first)))) if first.created() && !first.canceled() => {
-                let (now, cluster) = first.header().map_or((from - 1, self.cluster), |h| {
-                    (h.revision(), Some(h.cluster_id()))
-                });
-                if now + 1 < from || cluster != self.cluster {
-                    // etcd is behind where we stopped, or another cluster answers: restored
-                    // from a backup, or wiped and started anew on the same address. Resuming
-                    // would wait for revisions that will never come, or skip writes of the
-                    // new history: read the prefix again instead.
-                    self.next_revision = None;
-                    self.pending.push_back(Err(EtcdError::Rewound {
-                        prefix: s.prefix.clone(),
-                        revision: now,
-                        expected: from - 1,
-                    }));
-                    return;
-                }
-                if self.failures > 0 {
-                    tracing::info!(prefix = %s.prefix, revision = from, "following etcd again");
-                }
-                self.watch = Some(watch);
-                self.failures = 0;
-            }
-            Ok(Ok((_, Some(first)))) if first.compact_revision() > 0 => {
-                self.next_revision = None;
-                self.pending.push_back(Err(EtcdError::Compacted {
-                    prefix: s.prefix.clone(),
-                    compacted: first.compact_revision(),
-                }));
-            }
-            Ok(Ok((_, first))) => {
-                let reason = first.map_or_else(
-                    || "etcd closed the watch".to_owned(),
-                    |f| format!("the watch was not made: {}", f.cancel_reason()),
-                );
-                let e = self.watch_error(reason);
-                self.lost(e).await;
-            }
-            Ok(Err(e)) => {
-                let e = self.watch_error(e.to_string());
-                self.lost(e).await;
-            }
-            Err(_) => {
-                let e = self.watch_error(format!("no answer within {:?}", s.timeout));
-                self.lost(e).await;
-            }
-        }
-    }
-
-    fn watch_error(&self, message: String) -> EtcdError {
-        EtcdError::Watch {
-            prefix: self.source.settings.prefix.clone(),
-            message,
-        }
-    }
-
-    /// etcd was lost: says so, forgets the connection and waits before the next try. The
-    /// revision to resume from is kept.
-    async fn lost(&mut self, error: EtcdError) {
-        self.pending.push_back(Err(error));
-        self.watch = None;
-        self.client = None;
-        let s = &self.source.settings;
-        let doubled = s
-            .retry_min
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(s.retry_max);
-        self.failures = self.failures.saturating_add(1);
-        // between half and all of the wait, so balancers that lost etcd together spread out
-        let wait = doubled.mul_f64(0.5 + fastrand::f64() / 2.0);
-        tokio::time::sleep(wait).await;
+        Ok((revision, errors))
     }
 }

@@ -26,7 +26,11 @@ mod dns_members;
 #[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "etcd")]
+mod etcd_follow;
+#[cfg(feature = "etcd")]
 mod etcd_members;
+#[cfg(feature = "etcd")]
+mod etcd_settings;
 
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
@@ -36,4 +40,7 @@ pub use dns::{DnsDiscovery, DnsDiscoveryBuilder, DnsError, DnsQuery};
 pub use dns_members::{address_member_id, srv_member_id};
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-pub use etcd::{EtcdDiscovery, EtcdDiscoveryBuilder, EtcdError, EtcdTls};
+pub use etcd::EtcdDiscovery;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use etcd_settings::{EtcdDiscoveryBuilder, EtcdError, EtcdTls};
