@@ -13,7 +13,7 @@
 //!
 //! - [`DnsDiscovery`] (feature `dns`): A/AAAA records with a fixed port, or SRV records for
 //!   ports, weights and priorities, re-resolved as their TTLs run out.
-//! - [`EtcdDiscovery`] (feature `etcd`): one key under a prefix a member, its value the
+//! - `EtcdDiscovery` (feature `etcd`): one key under a prefix a member, its value the
 //!   member's settings as JSON; read, then watched from the revision of that read.
 //! - A members file: `tower_balancer_proxy::config::MembersFile` (feature `config` of the
 //!   proxy crate), in the same member syntax as the balancer's configuration file.
