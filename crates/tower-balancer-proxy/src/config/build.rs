@@ -273,7 +273,8 @@ impl ConfigFile {
             let spec = MemberSpec::new(m.route.get_ref().id().clone(), m.url.clone())
                 .weight(m.loadfactor)
                 .priority(m.lbset)
-                .state(m.status);
+                .state(m.status)
+                .max_in_flight(m.max);
             registry.insert(spec).map_err(|e| {
                 self.err(
                     Some(&m.route),

@@ -204,6 +204,14 @@ pub struct BalancerSection {
     /// `RemoteIPTrustedProxy`: addresses and CIDRs whose `X-Forwarded-For` is kept.
     #[serde(default, deserialize_with = "trusted_proxies")]
     pub trusted_proxies: TrustedProxies,
+    /// `acquire=` (HAProxy `timeout queue`): how long a request waits for a member with
+    /// room when every member is at its `max` (default 10 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub queue_timeout: Option<Duration>,
+    /// HAProxy `maxqueue`: how many requests may wait at once (default 1024; 0 refuses at
+    /// once).
+    #[serde(default)]
+    pub queue_length: Option<u32>,
     /// `mod_proxy_hcheck` settings; probes are off when absent.
     #[serde(default)]
     pub health: Option<HealthSection>,
@@ -329,6 +337,10 @@ pub struct MemberSection {
     /// line); the system resolver when absent.
     #[serde(default, deserialize_with = "socket_addrs")]
     pub resolve: Vec<SocketAddr>,
+    /// `max=`: the most requests in flight on this member at once; more wait in the
+    /// balancer's queue (0, the default: no limit).
+    #[serde(default)]
+    pub max: u32,
 }
 
 /// Active health checks (`mod_proxy_hcheck`).

@@ -253,7 +253,8 @@ fn parse(text: &str, path: &Path) -> Result<Vec<MemberSpec>, ConfigError> {
             MemberSpec::new(id, m.url)
                 .weight(m.loadfactor)
                 .priority(m.lbset)
-                .state(m.status),
+                .state(m.status)
+                .max_in_flight(m.max),
         );
     }
     Ok(specs)
@@ -265,10 +266,11 @@ mod tests {
 
     #[test]
     fn members_parse_with_the_balancer_file_syntax() {
-        let text = "[[member]]\nurl = \"http://127.0.0.1:9763\"\nroute = \"node1\"\nloadfactor = 2\n\n[[member]]\nurl = \"http://127.0.0.1:9764\"\nroute = \"node2\"\nstatus = \"+H\"\nlbset = 1\n";
+        let text = "[[member]]\nurl = \"http://127.0.0.1:9763\"\nroute = \"node1\"\nloadfactor = 2\n\n[[member]]\nurl = \"http://127.0.0.1:9764\"\nroute = \"node2\"\nstatus = \"+H\"\nlbset = 1\nmax = 8\n";
         let specs = parse(text, Path::new("m.toml")).unwrap();
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].id().as_str(), "node1");
+        assert_eq!((specs[0].max(), specs[1].max()), (0, 8));
         assert_eq!(specs[1].endpoint(), "http://127.0.0.1:9764/");
     }
 
@@ -279,6 +281,7 @@ mod tests {
             ("[[member]]\nurl = \"ftp://a\"\nroute = \"node1\"\n", Some(2), "member[0].url"),
             ("[[member]]\nurl = \"http://a\"\nroute = \"node 1\"\n", Some(3), "member[0].route"),
             ("[[member]]\nurl = \"http://a\"\nroute = \"n\"\nweight = 3\n", Some(4), "member[0].weight"),
+            ("[[member]]\nurl = \"http://a\"\nroute = \"n\"\nmax = -1\n", Some(4), "member[0].max"),
         ];
         for (text, line, key) in cases {
             let e = parse(text, Path::new("m.toml")).unwrap_err();

@@ -74,6 +74,8 @@
 //! | `route=` | `balancer.member.route` |
 //! | `loadfactor=` | `balancer.member.loadfactor` |
 //! | `lbset=` | `balancer.member.lbset` |
+//! | `max=` (HAProxy `maxconn`, nginx `max_conns`) | `balancer.member.max` (requests in flight at once; 0, the default, for none) |
+//! | `acquire=` (HAProxy `timeout queue`, `maxqueue`) | `balancer.queue_timeout` (10 s), `balancer.queue_length` (1024): requests past every member's `max` wait, then get 503 with `Retry-After` |
 //! | `status=+D` / `+H` / `+N` | `balancer.member.status` (`+D`, `+H`, `+N` or `disabled`, `standby`, `draining`) |
 //! | `/etc/hosts` entry for the member's name | `balancer.member.resolve` |
 //! | `hcmethod=`, `hcuri=`, `hcinterval=`, `hcpasses=`, `hcfails=`, `hcexpr=` | `[balancer.health]`: `method` (`GET`; `HEAD`, `OPTIONS`, or `TCP` for a connect only), `uri` (`/`), `interval` (5 s, at least 100 ms), `timeout` (2 s a probe), `passes` (2), `fails` (2), `expect` (`"200-399"`) / `body_contains` (HTTP checks only), `initial` (`"down"`: members take traffic once they pass; `"up"`); a health answer carrying an `x-lb-fail` header takes the member out at once (a member can announce its own shutdown) |

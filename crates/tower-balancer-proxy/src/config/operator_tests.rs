@@ -120,6 +120,21 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
             "whole number from 0 to 65535",
         ),
         (
+            file("", "", "").replace("route = \"n\"", "route = \"n\"\nmax = -4"),
+            "balancer.member[0].max",
+            "whole number",
+        ),
+        (
+            file("", "queue_timeout = \"0s\"\n", ""),
+            "balancer.queue_timeout",
+            "",
+        ),
+        (
+            file("", "queue_length = 1.5\n", ""),
+            "balancer.queue_length",
+            "",
+        ),
+        (
             file("", "", "").replace("[[balancer.member]]", "[balancer.member]"),
             "balancer.member",
             "[[table]] (two brackets)",
@@ -132,6 +147,7 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
     for ok in [
         file("", "stickysession = \"\"\n", ""),
         file("", "stickysession = \"sid\"\n", ""),
+        file("", "queue_timeout = \"250ms\"\nqueue_length = 0\n", "").replace("route = \"n\"", "route = \"n\"\nmax = 4"),
         file("", "", "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb.internal\", \"[::1]\", \"10.0.0.1\"]\n"),
         file("", "", "[balancer.health]\nmethod = \"TCP\"\n"),
     ] {

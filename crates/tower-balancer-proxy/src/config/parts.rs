@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::HeaderName;
-use tower_balancer::balance::FailureStatuses;
+use tower_balancer::balance::{FailureStatuses, QueueSettings};
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HttpProbe, ProbeSettings};
 use tower_balancer::registry::Registry;
@@ -92,6 +92,11 @@ impl ConfigFile {
             outliers: ejection
                 .outlier_config()
                 .max_ejected_fraction(ejection.max_fraction),
+            queue: {
+                let q = QueueSettings::new();
+                let q = b.queue_length.map_or(q, |n| q.length(n));
+                b.queue_timeout.map_or(q, |t| q.timeout(t))
+            },
             request_idle: self
                 .file
                 .server

@@ -33,7 +33,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tower_balancer::registry::{AdminState, Registry};
 use tower_service::Service;
 
-pub use view::{BalancerView, ManagerInfo, MemberView};
+pub use view::{BalancerView, ManagerInfo, MemberView, QueueView};
 
 /// The largest action form accepted.
 const MAX_FORM: usize = 16 * 1024;
@@ -222,6 +222,7 @@ impl ManagerState {
             info,
             version: snapshot.version(),
             panic: snapshot.is_panic(),
+            queue: view::QueueView::new(self.registry.load_stats().queue()),
             members: view::members(&snapshot),
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tower_balancer::failover::FailoverConfig;
-use tower_balancer::registry::{AdminState, Health, HealthSource, Snapshot};
+use tower_balancer::registry::{AdminState, Health, HealthSource, Snapshot, WaitQueue};
 use tower_balancer::sticky::StickyConfig;
 
 /// Descriptions the page shows about the balancer itself.
@@ -116,6 +116,8 @@ pub struct MemberView {
     pub elected: u64,
     /// Busy: requests in flight.
     pub busy: u64,
+    /// Max: the most requests in flight allowed at once (Apache `max=`); 0 for no limit.
+    pub max: u32,
     /// Failures.
     pub failures: u64,
     /// To: request bytes sent to the member.
@@ -136,8 +138,40 @@ pub struct BalancerView<'a> {
     pub version: u64,
     /// Whether too few members are healthy and health is being ignored.
     pub panic: bool,
+    /// The requests waiting for a member with room.
+    pub queue: QueueView,
     /// The members, by route.
     pub members: Vec<MemberView>,
+}
+
+/// The queue of requests waiting for a member with room (members with `max=`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QueueView {
+    /// Waiting now.
+    pub waiting: u64,
+    /// Requests that ever waited.
+    pub queued: u64,
+    /// Requests answered 503 after the whole queue timeout.
+    pub timed_out: u64,
+    /// Requests answered 503 at once, the queue being full.
+    pub refused: u64,
+    /// The mean wait of requests that got a member, in milliseconds.
+    pub mean_wait_ms: Option<f64>,
+}
+
+impl QueueView {
+    pub(crate) fn new(queue: &WaitQueue) -> Self {
+        let waits = queue.wait_times();
+        #[allow(clippy::cast_precision_loss)]
+        let mean_wait_ms = (waits.count > 0).then(|| waits.sum * 1000.0 / waits.count as f64);
+        Self {
+            waiting: queue.depth(),
+            queued: queue.queued(),
+            timed_out: queue.timed_out(),
+            refused: queue.refused(),
+            mean_wait_ms,
+        }
+    }
 }
 
 pub(crate) fn members(snapshot: &Snapshot) -> Vec<MemberView> {
@@ -165,6 +199,7 @@ pub(crate) fn members(snapshot: &Snapshot) -> Vec<MemberView> {
                 .collect(),
                 elected: s.requests,
                 busy: s.in_flight,
+                max: m.max_in_flight(),
                 failures: s.failures,
                 to: s.bytes_to_member,
                 from: s.bytes_from_member,
@@ -195,6 +230,21 @@ table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-
 th{background:#eee}.down{color:#b00;font-weight:bold}.ok{color:#070}form{display:inline}\
 button{margin:0 2px}input[type=number]{width:5em}";
 
+/// The queue in words, when it was ever used.
+fn queue_line(q: &QueueView) -> String {
+    if q.queued == 0 && q.refused == 0 {
+        return String::new();
+    }
+    let wait = q
+        .mean_wait_ms
+        .map_or_else(|| "&ndash;".to_owned(), |w| format!("{w:.1} ms"));
+    format!(
+        "<p>Queue: <b>{}</b> waiting &middot; {} waited, mean wait {wait} &middot; \
+         {} timed out &middot; {} refused (queue full)</p>",
+        q.waiting, q.queued, q.timed_out, q.refused
+    )
+}
+
 pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
     let e = escape;
     let mut out = String::with_capacity(4096);
@@ -203,7 +253,7 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
         "<!doctype html><html><head><meta charset=utf-8><title>Balancer manager: {name}</title>\
          <style>{STYLE}</style></head><body><h1>Balancer manager</h1>\
          <h2>balancer://{name}</h2><p>Strategy: <b>{strategy}</b> &middot; Sticky: {sticky} \
-         &middot; Failover: {failover} &middot; Registry version {version}{panic}</p>\
+         &middot; Failover: {failover} &middot; Registry version {version}{panic}</p>{queue}\
          <table><tr><th>Worker URL</th><th>Route</th><th>Factor</th><th>Set</th><th>Status</th>\
          <th>Health</th><th>Elected</th><th>Busy</th><th>Load</th><th>To</th><th>From</th>\
          <th>Latency</th><th>Actions</th></tr>",
@@ -212,6 +262,7 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
         sticky = e(&view.info.sticky),
         failover = e(&view.info.failover),
         version = view.version,
+        queue = queue_line(&view.queue),
         panic = if view.panic {
             " &middot; <span class=down>PANIC: health ignored</span>"
         } else {
@@ -242,7 +293,11 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
             set = m.set,
             status = e(m.status),
             elected = m.elected,
-            busy = m.busy,
+            busy = if m.max == 0 {
+                m.busy.to_string()
+            } else {
+                format!("{} / max {}", m.busy, m.max)
+            },
             ramp = m.ramp_percent,
             to = m.to,
             from = m.from,
@@ -324,6 +379,7 @@ mod tests {
                 info: &info,
                 version: 1,
                 panic: false,
+                queue: QueueView::new(&WaitQueue::default()),
                 members: vec![],
             },
             "n\"once",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
+use tower_balancer::balance::QueueSettings;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{
     HealthProbe, HttpProbe, OutlierConfig, OutlierDetection, ProbeSettings, TcpProbe,
@@ -48,6 +49,7 @@ pub struct ProxyBuilder<S = RoundRobin> {
     check: Check,
     probe: ProbeSettings,
     outliers: Option<OutlierConfig>,
+    queue: QueueSettings,
     request_idle: Duration,
     response_idle: Duration,
     assume_tls: bool,
@@ -66,6 +68,7 @@ impl ProxyBuilder {
             check: Check::Tcp,
             probe: ProbeSettings::new(),
             outliers: Some(OutlierConfig::new()),
+            queue: QueueSettings::new(),
             request_idle: DEFAULT_BODY_IDLE_TIMEOUT,
             response_idle: DEFAULT_BODY_IDLE_TIMEOUT,
             assume_tls: false,
@@ -123,6 +126,7 @@ impl<S> ProxyBuilder<S> {
             check: self.check,
             probe: self.probe,
             outliers: self.outliers,
+            queue: self.queue,
             request_idle: self.request_idle,
             response_idle: self.response_idle,
             assume_tls: self.assume_tls,
@@ -184,6 +188,14 @@ impl<S> ProxyBuilder<S> {
     #[must_use]
     pub const fn ejection(mut self, config: Option<OutlierConfig>) -> Self {
         self.outliers = config;
+        self
+    }
+
+    /// The queue for requests that find every member at its
+    /// [`max_in_flight`](MemberSpec::max_in_flight) (default: 1024 requests, 10 s each).
+    #[must_use]
+    pub const fn queue(mut self, queue: QueueSettings) -> Self {
+        self.queue = queue;
         self
     }
 
@@ -253,6 +265,7 @@ where
             strategy: self.strategy,
             hash_key: self.hash_key,
             outliers: outlier_config,
+            queue: self.queue,
             request_idle: self.request_idle,
             response_idle: self.response_idle,
             forward: self.forward,

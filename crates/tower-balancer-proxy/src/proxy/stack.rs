@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{header, HeaderName};
 use http_body::Body;
 use tower::ServiceBuilder;
-use tower_balancer::balance::{BalanceLayer, HeaderKey};
+use tower_balancer::balance::{BalanceLayer, HeaderKey, QueueSettings};
 use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::health::{OutlierConfig, OutlierDetection};
 use tower_balancer::registry::Registry;
@@ -37,6 +37,8 @@ pub(crate) struct StackPlan<S> {
     pub(crate) strategy: S,
     pub(crate) hash_key: Option<HeaderName>,
     pub(crate) outliers: OutlierConfig,
+    /// The queue for requests waiting on members at their limit.
+    pub(crate) queue: QueueSettings,
     /// How long a client's request body may send nothing.
     pub(crate) request_idle: Duration,
     /// How long a member's response body may send nothing.
@@ -63,7 +65,9 @@ where
     {
         let forward = self.forward.build(registry.clone())?;
         let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
-        let mut balance = BalanceLayer::new(registry.clone(), self.strategy).observer(outliers);
+        let mut balance = BalanceLayer::new(registry.clone(), self.strategy)
+            .observer(outliers)
+            .queue(self.queue);
         if let Some(name) = self.hash_key {
             balance = balance.hash_key(HeaderKey::new(name));
         }

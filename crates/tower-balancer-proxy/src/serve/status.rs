@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
+use tower_balancer::balance::BalanceError;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
 use tower_balancer::BoxError;
 use tower_layer::Layer;
@@ -39,7 +40,18 @@ pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
 pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
     let status = client_status(&**e);
     tracing::warn!(error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
-    status_page(status)
+    error_page(status, e)
+}
+
+/// The page for `status`, with `Retry-After` when the members were only busy (every one at
+/// its limit, the queue full or timed out): the client may try again shortly.
+fn error_page<B>(status: StatusCode, e: &BoxError) -> Response<ServeBody<B>> {
+    let mut res = status_page(status);
+    if find_in_chain::<BalanceError>(&**e).is_some_and(BalanceError::is_busy) {
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
 }
 
 /// [`error_response`] for a request with an id: the log line names it and the answer
@@ -52,7 +64,7 @@ pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Respon
         status = status.as_u16(),
         "request failed"
     );
-    let mut res = status_page(status);
+    let mut res = error_page(status, e);
     res.headers_mut()
         .insert(HeaderName::from_static("x-request-id"), id);
     res

@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::registry::{Member, MemberId};
 use crate::strategy::PickError;
@@ -21,6 +22,22 @@ pub enum BalanceError {
     /// The strategy is not attached to the registry the snapshot came from.
     #[error("strategy is not attached to this registry")]
     NotAttached,
+    /// Every member that could take the request was at its limit of requests in flight and
+    /// the queue already held as many requests as it may.
+    #[error("every member is at its limit and the queue is full")]
+    QueueFull,
+    /// The request waited the whole queue timeout for a member with room.
+    #[error("no member had room within the queue timeout of {0:?}")]
+    QueueTimeout(Duration),
+}
+
+impl BalanceError {
+    /// Whether the members are only busy (queue full or timed out), so the client may try
+    /// again shortly: answered 503 with `Retry-After`.
+    #[must_use]
+    pub const fn is_busy(&self) -> bool {
+        matches!(self, Self::QueueFull | Self::QueueTimeout(_))
+    }
 }
 
 impl From<PickError> for BalanceError {
@@ -28,6 +45,7 @@ impl From<PickError> for BalanceError {
         match e {
             PickError::NotAttached => Self::NotAttached,
             PickError::NoEligibleMember => Self::NoEligibleMember,
+            PickError::Busy => Self::QueueFull,
         }
     }
 }

@@ -20,16 +20,21 @@ use crate::upstream::{find_upstream_error, UpstreamError, UpstreamErrorKind};
 use crate::BoxError;
 
 pin_project! {
-    /// Response future of [`Balance`](super::Balance).
-    pub struct ResponseFuture<F> {
+    /// Response future of [`Balance`](super::Balance); `W` is the wait for a member with
+    /// room ([`Waiting`](super::Waiting)), boxed, so a request that never waits pays one
+    /// pointer for it.
+    pub struct ResponseFuture<F, W> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, W>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, W> {
+        Queued {
+            wait: Pin<Box<W>>,
+        },
         Attempt {
             #[pin]
             fut: F,
@@ -51,7 +56,33 @@ struct Attempt {
     report: Arc<OutcomeSink>,
 }
 
-impl<F> ResponseFuture<F> {
+/// A request that got a member after waiting: its call and the attempt's bookkeeping
+/// (what [`Waiting`](super::Waiting) yields; opaque).
+pub struct Granted<F> {
+    pub(crate) fut: F,
+    pub(crate) in_flight: InFlight,
+    pub(crate) started: Instant,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) report: Arc<OutcomeSink>,
+}
+
+impl<F> std::fmt::Debug for Granted<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Granted")
+            .field("member", self.in_flight.member().id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, W> ResponseFuture<F, W> {
+    pub(crate) fn queued(wait: W) -> Self {
+        Self {
+            kind: Kind::Queued {
+                wait: Box::pin(wait),
+            },
+        }
+    }
+
     pub(crate) fn attempt(
         fut: F,
         in_flight: InFlight,
@@ -80,7 +111,7 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<F, W> std::fmt::Debug for ResponseFuture<F, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -88,15 +119,34 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 
 const POLLED_AFTER_READY: &str = "balance response future polled after completion";
 
-impl<F, RB, E> Future for ResponseFuture<F>
+impl<F, W, RB, E> Future for ResponseFuture<F, W>
 where
     F: Future<Output = Result<Response<RB>, E>>,
     E: Into<BoxError>,
+    W: Future<Output = Result<Granted<F>, BoxError>>,
 {
     type Output = Result<Response<ResponseBody<RB>>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let KindProj::Queued { wait } = self.as_mut().project().kind.project() {
+            let g = match wait.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(g)) => g,
+            };
+            self.as_mut().project().kind.set(Kind::Attempt {
+                fut: g.fut,
+                timeout: g.timeout,
+                sleep: None,
+                attempt: Some(Attempt {
+                    in_flight: g.in_flight,
+                    started: g.started,
+                    report: g.report,
+                }),
+            });
+        }
         match self.project().kind.project() {
+            KindProj::Queued { .. } => Poll::Ready(Err(POLLED_AFTER_READY.into())),
             KindProj::Failed { error } => Poll::Ready(Err(error.take().map_or_else(
                 || BoxError::from(POLLED_AFTER_READY),
                 |e| Box::new(e) as BoxError,

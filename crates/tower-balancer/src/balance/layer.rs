@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::key::HashKey;
+use super::queue::QueueSettings;
 use super::service::{Balance, BalanceParts, OutcomeSink};
 use super::status::FailureStatuses;
 use crate::outcome::OutcomeObserver;
@@ -52,6 +53,7 @@ pub struct BalanceLayer<S> {
     key: Option<Arc<dyn HashKey>>,
     observer: Option<Arc<dyn OutcomeObserver>>,
     failure_statuses: FailureStatuses,
+    queue: QueueSettings,
 }
 
 impl<S> Clone for BalanceLayer<S> {
@@ -62,6 +64,7 @@ impl<S> Clone for BalanceLayer<S> {
             key: self.key.clone(),
             observer: self.observer.clone(),
             failure_statuses: self.failure_statuses,
+            queue: self.queue,
         }
     }
 }
@@ -73,6 +76,7 @@ impl<S: Strategy> fmt::Debug for BalanceLayer<S> {
             .field("hash_key", &self.key.is_some())
             .field("observer", &self.observer.is_some())
             .field("failure_statuses", &self.failure_statuses)
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +92,17 @@ impl<S: Strategy> BalanceLayer<S> {
             key: None,
             observer: None,
             failure_statuses: FailureStatuses::default(),
+            queue: QueueSettings::new(),
         }
+    }
+
+    /// Sets how many requests may wait for a member with room, and for how long, when
+    /// members have a [`max_in_flight`](crate::registry::MemberSpec::max_in_flight)
+    /// (default [`QueueSettings::new`]: 1024 requests, 10 s each).
+    #[must_use]
+    pub const fn queue(mut self, queue: QueueSettings) -> Self {
+        self.queue = queue;
+        self
     }
 
     /// Computes each request's hash key for consistent-hash strategies.
@@ -135,6 +149,7 @@ impl<S, I> Layer<I> for BalanceLayer<S> {
                 registry: self.registry.clone(),
                 picker: self.picker.clone(),
                 key: self.key.clone(),
+                queue: self.queue,
                 report: Arc::new(OutcomeSink {
                     observer: self.observer.clone(),
                     failure_statuses: self.failure_statuses,

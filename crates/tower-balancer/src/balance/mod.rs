@@ -9,6 +9,12 @@
 //! records latency, bytes and the [`Outcome`](crate::outcome::Outcome) on the member, and puts
 //! [`ServedBy`] into the response's extensions.
 //!
+//! Members may have a limit on requests in flight
+//! ([`MemberSpec::max_in_flight`](crate::registry::MemberSpec::max_in_flight)); a request
+//! that finds every member it could use full waits in the registry's
+//! [`WaitQueue`](crate::registry::WaitQueue) for the first one with room, within
+//! [`QueueSettings`].
+//!
 //! When no member can take the request the response future fails with [`BalanceError`];
 //! [`error_status`](crate::error::error_status) maps any error of the stack to the status a
 //! client should see (503 here).
@@ -19,14 +25,18 @@ mod extensions;
 mod future;
 mod key;
 mod layer;
+mod queue;
 mod service;
 mod status;
+mod waiting;
 
 pub use body::{RequestBody, ResponseBody};
 pub use error::{AttemptError, BalanceError};
 pub use extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, ServedBy};
-pub use future::ResponseFuture;
+pub use future::{Granted, ResponseFuture};
 pub use key::{HashKey, HeaderKey, PathKey};
 pub use layer::BalanceLayer;
+pub use queue::{QueueSettings, DEFAULT_QUEUE_LENGTH, DEFAULT_QUEUE_TIMEOUT};
 pub use service::Balance;
 pub use status::FailureStatuses;
+pub use waiting::Waiting;

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -14,10 +16,12 @@ use super::extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey};
 use super::future::ResponseFuture;
 use super::key::HashKey;
 use super::layer::BalanceLayer;
+use super::queue::QueueSettings;
 use super::status::FailureStatuses;
+use super::waiting::Waiting;
 use crate::outcome::{Outcome, OutcomeObserver};
-use crate::registry::{InFlight, Member, Registry};
-use crate::strategy::{PickContext, Picker, Strategy, Tried};
+use crate::registry::{InFlight, Member, Registry, Waiter};
+use crate::strategy::{PickContext, PickError, Picker, Strategy, Tried};
 use crate::BoxError;
 
 /// The service made by [`BalanceLayer`]. Cheap to clone, and ready whenever the inner
@@ -32,6 +36,7 @@ pub(crate) struct BalanceParts<S> {
     pub(crate) registry: Registry,
     pub(crate) picker: Picker<S>,
     pub(crate) key: Option<Arc<dyn HashKey>>,
+    pub(crate) queue: QueueSettings,
     pub(crate) report: Arc<OutcomeSink>,
 }
 
@@ -102,10 +107,17 @@ impl<I, S> Balance<I, S> {
     }
 }
 
+/// Why [`Balance::choose`] found no member to send to now.
+enum NotNow {
+    /// Members could take it but are full: wait for the pinned member (its serial) or any.
+    Busy(Option<u64>),
+    Failed(BalanceError),
+}
+
 impl<I, S: Strategy> Balance<I, S> {
-    /// The member for this request: its pinned route if that member can serve, else the
-    /// strategy's pick among members not tried yet.
-    fn choose<B>(&self, req: &Request<B>) -> Result<Arc<Member>, BalanceError> {
+    /// The member for this request, with its slot counted: its pinned route if that member
+    /// can serve, else the strategy's pick among members not tried yet and not full.
+    fn choose<B>(&self, req: &Request<B>) -> Result<InFlight, NotNow> {
         let shared = &*self.shared;
         let snapshot = shared.registry.load();
         let empty = Tried::new();
@@ -120,14 +132,19 @@ impl<I, S: Strategy> Balance<I, S> {
             });
             match chosen {
                 Some(m) => {
+                    // a full pinned member is waited for: the session lives there
+                    let slot =
+                        InFlight::try_start(m.clone()).ok_or(NotNow::Busy(Some(m.serial())))?;
                     if !tried.is_empty() {
                         m.stats().metrics().note_retry();
                     }
                     tracing::debug!(member = %m.id(), pinned = true, "member picked");
-                    return Ok(m.clone());
+                    return Ok(slot);
                 }
                 None if pin.is_strict() => {
-                    return Err(BalanceError::PinnedUnavailable(pin.route().clone()))
+                    return Err(NotNow::Failed(BalanceError::PinnedUnavailable(
+                        pin.route().clone(),
+                    )))
                 }
                 None => {}
             }
@@ -139,42 +156,117 @@ impl<I, S: Strategy> Balance<I, S> {
                 .as_ref()
                 .and_then(|k| k.key(req.method(), req.uri(), req.headers())),
         };
-        let cx = PickContext::new(key, tried);
-        let picked = shared.picker.pick(&snapshot, &cx)?;
+        let cx = PickContext::new(key, tried).with_limits(snapshot.has_limits());
+        let picked = match shared.picker.pick(&snapshot, &cx) {
+            Ok(m) => m,
+            Err(PickError::Busy) => return Err(NotNow::Busy(None)),
+            Err(e) => return Err(NotNow::Failed(e.into())),
+        };
+        // full since the pick looked (another thread took the last slot): wait
+        let slot = InFlight::try_start(picked.clone()).ok_or(NotNow::Busy(None))?;
         if !tried.is_empty() {
             picked.stats().metrics().note_retry();
         }
         tracing::debug!(member = %picked.id(), tried = tried.len(), "member picked");
-        Ok(picked.clone())
+        Ok(slot)
     }
+}
+
+impl<I, S: Strategy> Balance<I, S> {
+    /// Waits in the queue for a member with room, or says why not.
+    #[cold]
+    #[inline(never)]
+    fn wait<B, RB>(&mut self, req: Request<B>) -> ResponseFuture<I::Future, Waiting<I, B>>
+    where
+        I: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
+    {
+        let registry = self.shared.registry.clone();
+        let settings = self.shared.queue;
+        let queue = registry.load_stats().queue();
+        let mut waiters = queue.lock();
+        // again under the queue's lock: room freed since the first look is seen here, and
+        // room freed from now on goes to the queue
+        let pinned = match self.choose(&req) {
+            Ok(slot) => {
+                drop(waiters);
+                let (fut, started, timeout) = send(&mut self.inner, &slot, req);
+                return ResponseFuture::attempt(fut, slot, started, timeout, self.report());
+            }
+            Err(NotNow::Failed(e)) => return ResponseFuture::failed(e),
+            Err(NotNow::Busy(pinned)) => pinned,
+        };
+        if waiters.len() >= u64::from(settings.length) {
+            drop(waiters);
+            queue.note_refused();
+            return ResponseFuture::failed(BalanceError::QueueFull);
+        }
+        let tried = req.extensions().get::<Tried>().copied().unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        waiters.push(Waiter::new(pinned, tried, tx));
+        drop(waiters);
+        tracing::debug!(
+            pinned = pinned.is_some(),
+            "every member is full: request queued"
+        );
+        // the ready service goes with the request; a clone takes its place
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        ResponseFuture::queued(Waiting::new(
+            rx,
+            settings.timeout,
+            ready,
+            req,
+            registry.clone(),
+            self.report(),
+        ))
+    }
+
+    fn report(&self) -> Arc<OutcomeSink> {
+        self.shared.report.clone()
+    }
+}
+
+/// Sends `req` to `slot`'s member through `inner`: the pick in the request's extensions,
+/// its body counted on the member. Returns the call, when it started, and its time limit.
+pub(crate) fn send<I, B, RB>(
+    inner: &mut I,
+    slot: &InFlight,
+    req: Request<B>,
+) -> (I::Future, Instant, Option<Duration>)
+where
+    I: Service<Request<RequestBody<B>>, Response = Response<RB>>,
+{
+    let member = slot.member();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(Picked(member.clone()));
+    let timeout = parts.extensions.get::<AttemptTimeout>().map(|t| t.0);
+    let req = Request::from_parts(parts, RequestBody::new(body, member.clone()));
+    let started = Instant::now();
+    (inner.call(req), started, timeout)
 }
 
 impl<I, S, B, RB> Service<Request<B>> for Balance<I, S>
 where
-    I: Service<Request<RequestBody<B>>, Response = Response<RB>>,
+    I: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     I::Error: Into<BoxError>,
     S: Strategy,
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<I::Future>;
+    type Future = ResponseFuture<I::Future, Waiting<I, B>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let member = match self.choose(&req) {
-            Ok(m) => m,
-            Err(e) => return ResponseFuture::failed(e),
-        };
-        let in_flight = InFlight::start(member.clone());
-        let (mut parts, body) = req.into_parts();
-        parts.extensions.insert(Picked(member.clone()));
-        let req = Request::from_parts(parts, RequestBody::new(body, member));
-        let timeout = req.extensions().get::<AttemptTimeout>().map(|t| t.0);
-        let started = Instant::now();
-        let fut = self.inner.call(req);
-        ResponseFuture::attempt(fut, in_flight, started, timeout, self.shared.report.clone())
+        match self.choose(&req) {
+            Ok(slot) => {
+                let (fut, started, timeout) = send(&mut self.inner, &slot, req);
+                ResponseFuture::attempt(fut, slot, started, timeout, self.report())
+            }
+            Err(NotNow::Failed(e)) => ResponseFuture::failed(e),
+            Err(NotNow::Busy(_)) => self.wait(req),
+        }
     }
 }

@@ -36,7 +36,8 @@ use crate::registry::{Discovery, MemberId, MemberSpec, Registry};
 ///
 /// `url` is required; `route` defaults to the key's name after the prefix; `weight` (or
 /// `loadfactor`, 1 by default), `lbset` (0), `status` (`+D`, `+H`, `+N` or `active`,
-/// `disabled`, `standby`, `draining`) and `tls_name` are optional.
+/// `disabled`, `standby`, `draining`), `max` (requests in flight at once; 0, no limit) and
+/// `tls_name` are optional.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -33,6 +33,8 @@ struct MemberValue {
     status: Option<String>,
     #[serde(default)]
     tls_name: Option<String>,
+    #[serde(default)]
+    max: Option<u32>,
 }
 
 /// The member one key names: `value` is JSON such as
@@ -76,7 +78,8 @@ pub(crate) fn parse_member(prefix: &str, key: &[u8], value: &[u8]) -> Result<Mem
     let mut spec = MemberSpec::new(id, url)
         .weight(weight)
         .priority(v.lbset.unwrap_or(0))
-        .state(state);
+        .state(state)
+        .max_in_flight(v.max.unwrap_or(0));
     if let Some(name) = v.tls_name {
         spec = spec.tls_name(name);
     }

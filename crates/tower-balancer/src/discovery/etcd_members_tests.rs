@@ -15,7 +15,7 @@ fn ids(changes: &[Result<Change<MemberId, MemberSpec>, EtcdError>]) -> Vec<Strin
 
 #[test]
 fn a_value_names_every_member_setting() {
-    let v = br#"{"url": "https://10.0.0.1:9443", "route": "node1", "weight": 3, "lbset": 1, "status": "+H", "tls_name": "abc.com"}"#;
+    let v = br#"{"url": "https://10.0.0.1:9443", "route": "node1", "weight": 3, "lbset": 1, "status": "+H", "tls_name": "abc.com", "max": 200}"#;
     let s = parse_member("/lb/", b"/lb/x", v).unwrap();
     let expected = MemberSpec::new(
         MemberId::new("node1").unwrap(),
@@ -24,6 +24,7 @@ fn a_value_names_every_member_setting() {
     .weight(3)
     .priority(1)
     .state(AdminState::Standby)
+    .max_in_flight(200)
     .tls_name("abc.com");
     assert_eq!(s, expected);
     // the route defaults to the key's name; loadfactor is weight's Apache name

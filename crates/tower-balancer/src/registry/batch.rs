@@ -65,11 +65,14 @@ impl Batch<'_> {
                 existing.set_priority(spec.priority);
                 existing.set_state(spec.state);
                 existing.set_redirect(spec.redirect);
+                existing.set_max_in_flight(spec.max);
                 self.changed = true;
                 Ok(existing)
             }
             Some(_) => {
-                self.writer.members.remove(&spec.id);
+                if let Some(old) = self.writer.members.remove(&spec.id) {
+                    old.retire();
+                }
                 self.insert(spec)
             }
             None => self.insert(spec),
@@ -86,6 +89,7 @@ impl Batch<'_> {
             .members
             .remove(id)
             .ok_or_else(|| RegistryError::UnknownMember(escape(id)))?;
+        removed.retire();
         self.changed = true;
         Ok(removed)
     }

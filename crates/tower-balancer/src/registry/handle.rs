@@ -348,9 +348,14 @@ impl Registry {
 
     fn publish(&self, writer: &mut Writer) {
         writer.version += 1;
-        let snapshot = writer.build();
-        self.shared.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(writer.build());
+        self.shared.current.store(snapshot.clone());
         self.shared.changes.send_replace(writer.version);
+        let queue = self.shared.load.queue();
+        if queue.depth() > 0 {
+            // a member joined, came back or got more room: waiting requests may take it
+            queue.offer(snapshot.members());
+        }
     }
 }
 

@@ -177,6 +177,10 @@ pub struct Member {
     ramp: AtomicU16,
     /// The passive ejection is for connect failures: a passing probe may end it.
     ejected_unreachable: AtomicBool,
+    /// The most requests in flight at once (Apache `max=`); 0 for no limit.
+    max: AtomicU32,
+    /// Removed from its registry: a slot it frees goes to no new request.
+    retired: AtomicBool,
     stats: MemberStats,
 }
 
@@ -198,6 +202,8 @@ impl Member {
             redirect: ArcSwapOption::from(spec.redirect.map(Arc::new)),
             ramp: AtomicU16::new(FULL_RAMP),
             ejected_unreachable: AtomicBool::new(false),
+            max: AtomicU32::new(spec.max),
+            retired: AtomicBool::new(false),
             stats: MemberStats::new(load),
         }
     }
@@ -331,7 +337,45 @@ impl Member {
             },
             redirect: self.redirect(),
             tls_name: self.tls_name.clone(),
+            max: self.max_in_flight(),
         }
+    }
+
+    /// The most requests this member may have in flight at once (Apache `max=`, HAProxy
+    /// `maxconn`); 0 for no limit. Requests beyond it wait in the balancer's queue.
+    #[must_use]
+    pub fn max_in_flight(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Whether the member has as many requests in flight as its limit allows.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        let max = self.max_in_flight();
+        max != 0 && self.stats.in_flight() >= u64::from(max)
+    }
+
+    pub(crate) fn set_max_in_flight(&self, max: u32) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Whether the member was removed from its registry (requests may still be finishing).
+    #[must_use]
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether a new (unpinned) request may be sent to this member: in the registry, active
+    /// or standby, and healthy.
+    #[must_use]
+    pub fn takes_new(&self) -> bool {
+        !self.is_retired()
+            && matches!(self.state(), AdminState::Active | AdminState::Standby)
+            && self.health() == Health::Healthy
     }
 
     /// Live counters and latency.
@@ -380,6 +424,7 @@ impl fmt::Debug for Member {
             .field("priority", &self.priority())
             .field("state", &self.state())
             .field("health", &self.health())
+            .field("max", &self.max_in_flight())
             .finish_non_exhaustive()
     }
 }

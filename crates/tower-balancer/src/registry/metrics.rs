@@ -20,8 +20,7 @@ const KINDS: [&str; 6] = ["connect", "timeout", "reset", "protocol", "status", "
 #[derive(Debug, Default)]
 pub struct MemberMetrics {
     failures: [AtomicU64; 6],
-    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
+    latency: Durations,
     retries: AtomicU64,
     ejections: AtomicU64,
     budget_refusals: AtomicU64,
@@ -39,16 +38,45 @@ pub struct LatencyHistogram {
     pub count: u64,
 }
 
-impl MemberMetrics {
-    pub(crate) fn observe_latency(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
+/// A histogram of durations over [`LATENCY_BUCKETS`], in relaxed atomics.
+#[derive(Debug, Default)]
+pub(crate) struct Durations {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Durations {
+    pub(crate) fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
         let i = LATENCY_BUCKETS
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency[i].fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn histogram(&self) -> LatencyHistogram {
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.buckets)
+            .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        #[allow(clippy::cast_precision_loss)] // microseconds: exact up to 285 years
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        LatencyHistogram {
+            buckets,
+            sum,
+            count,
+        }
+    }
+}
+
+impl MemberMetrics {
+    pub(crate) fn observe_latency(&self, latency: Duration) {
+        self.latency.observe(latency);
     }
 
     pub(crate) fn count_failure(&self, kind: FailureKind) {
@@ -84,19 +112,7 @@ impl MemberMetrics {
     /// Response times (to the response headers) of the attempts that got an answer.
     #[must_use]
     pub fn latency(&self) -> LatencyHistogram {
-        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
-        let buckets: Vec<(f64, u64)> = bounds
-            .zip(&self.latency)
-            .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        #[allow(clippy::cast_precision_loss)] // microseconds: exact up to 285 years
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        LatencyHistogram {
-            buckets,
-            sum,
-            count,
-        }
+        self.latency.histogram()
     }
 
     /// Attempts this member received after another member had failed the request.

@@ -18,6 +18,7 @@ mod handle;
 mod id;
 mod member;
 mod metrics;
+mod queue;
 mod snapshot;
 mod spec;
 mod stats;
@@ -31,6 +32,8 @@ pub use handle::{Changes, Registry, RegistryClosed, SnapshotGuard, DEFAULT_PANIC
 pub use id::{MemberId, MAX_ID_LEN};
 pub use member::{AdminState, Health, HealthSource, Member, MAX_WEIGHT};
 pub use metrics::{LatencyHistogram, MemberMetrics, LATENCY_BUCKETS};
+pub use queue::WaitQueue;
+pub(crate) use queue::Waiter;
 pub use snapshot::{Snapshot, Tier};
 pub use spec::MemberSpec;
 pub(crate) use stats::decay_factor as stats_decay_factor;

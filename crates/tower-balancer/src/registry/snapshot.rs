@@ -84,6 +84,7 @@ pub struct Snapshot {
     members: Box<[Arc<Member>]>,
     tiers: Box<[Tier]>,
     panic: bool,
+    limited: bool,
     member_tables: Box<[Table]>,
 }
 
@@ -94,11 +95,13 @@ impl Snapshot {
         tiers: Box<[Tier]>,
         panic: bool,
     ) -> Self {
+        let limited = members.iter().any(|m| m.max_in_flight() != 0);
         Self {
             version,
             members,
             tiers,
             panic,
+            limited,
             member_tables: Box::new([]),
         }
     }
@@ -118,6 +121,12 @@ impl Snapshot {
     #[must_use]
     pub fn is_panic(&self) -> bool {
         self.panic
+    }
+
+    /// Whether any member has a limit on requests in flight, so a pick must skip full ones.
+    #[must_use]
+    pub fn has_limits(&self) -> bool {
+        self.limited
     }
 
     /// Grows by one with every change to the registry.

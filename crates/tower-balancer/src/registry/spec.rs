@@ -20,6 +20,7 @@ pub struct MemberSpec {
     pub(crate) health: Health,
     pub(crate) redirect: Option<MemberId>,
     pub(crate) tls_name: Option<Arc<str>>,
+    pub(crate) max: u32,
 }
 
 impl MemberSpec {
@@ -35,6 +36,7 @@ impl MemberSpec {
             health: Health::Healthy,
             redirect: None,
             tls_name: None,
+            max: 0,
         }
     }
 
@@ -89,6 +91,22 @@ impl MemberSpec {
     pub const fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
+    }
+
+    /// Sets the most requests the member may have in flight at once (Apache `max=`, HAProxy
+    /// `maxconn`, nginx `max_conns`); 0, the default, for no limit. Requests beyond it wait
+    /// in the balancer's queue for a member with room
+    /// ([`BalanceLayer::queue`](crate::balance::BalanceLayer::queue)).
+    #[must_use]
+    pub const fn max_in_flight(mut self, max: u32) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The limit on requests in flight it is declared with; 0 for none.
+    #[must_use]
+    pub const fn max(&self) -> u32 {
+        self.max
     }
 
     /// Sets the priority set (Apache `lbset`): lower sets are used first.

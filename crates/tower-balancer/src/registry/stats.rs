@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::member::Member;
 use super::metrics::MemberMetrics;
+use super::queue::WaitQueue;
 use super::verdict::{FailureKind, Outcome};
 
 /// How fast the latency estimate forgets: the same 10 s tower's `PeakEwma` uses by default.
@@ -24,6 +25,7 @@ pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 pub struct RegistryLoad {
     in_flight: AtomicU64,
     epoch: Instant,
+    queue: WaitQueue,
 }
 
 impl Default for RegistryLoad {
@@ -31,6 +33,7 @@ impl Default for RegistryLoad {
         Self {
             in_flight: AtomicU64::new(0),
             epoch: Instant::now(),
+            queue: WaitQueue::default(),
         }
     }
 }
@@ -40,6 +43,12 @@ impl RegistryLoad {
     #[must_use]
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The requests waiting for a member with room, and its counters.
+    #[must_use]
+    pub const fn queue(&self) -> &WaitQueue {
+        &self.queue
     }
 }
 
@@ -233,20 +242,47 @@ impl MemberStats {
 ///
 /// The balance layer holds one of these until the response body ends, so least-outstanding and
 /// P2C see requests that are still streaming. Increment and decrement are paired by
-/// construction, so the counter never underflows.
+/// construction, so the counter never underflows. When the member has a limit
+/// ([`Member::max_in_flight`]), dropping the guard hands its slot to the first request
+/// waiting in the registry's [`WaitQueue`] that can use it.
 #[derive(Debug)]
 pub struct InFlight {
     member: Arc<Member>,
+    /// Whether dropping this guard ends the request (false once its slot moved elsewhere).
+    live: bool,
 }
 
 impl InFlight {
-    /// Counts a request in flight on `member`.
+    /// Counts a request in flight on `member`, whatever its limit.
     #[must_use]
     pub fn start(member: Arc<Member>) -> Self {
         let stats = member.stats();
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         stats.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self { member }
+        Self { member, live: true }
+    }
+
+    /// Counts a request in flight on `member` if its limit leaves room; `None` when full.
+    #[must_use]
+    pub fn try_start(member: Arc<Member>) -> Option<Self> {
+        let max = member.max_in_flight();
+        if max == 0 {
+            return Some(Self::start(member));
+        }
+        let stats = member.stats();
+        stats
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < u64::from(max)).then_some(n + 1)
+            })
+            .ok()?;
+        stats.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Self { member, live: true })
+    }
+
+    /// A guard for a slot already counted (one a finishing request hands over).
+    pub(crate) const fn adopt(member: Arc<Member>) -> Self {
+        Self { member, live: true }
     }
 
     /// The member this request is in flight on.
@@ -254,13 +290,37 @@ impl InFlight {
     pub fn member(&self) -> &Arc<Member> {
         &self.member
     }
+
+    /// Ends the count without offering the slot to anyone (the queue's own bookkeeping,
+    /// under its lock).
+    pub(crate) fn end_quietly(mut self) {
+        self.live = false;
+        end(&self.member);
+    }
+
+    /// Forgets the slot: its count moved to another guard.
+    pub(crate) fn disarm(mut self) {
+        self.live = false;
+    }
+}
+
+/// Takes one request off `member`'s counts.
+pub(crate) fn end(member: &Member) {
+    let stats = member.stats();
+    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    stats.load.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let stats = self.member.stats();
-        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        stats.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.live {
+            return;
+        }
+        if self.member.max_in_flight() == 0 {
+            end(&self.member);
+        } else {
+            self.member.stats().load.queue.release(&self.member);
+        }
     }
 }
 

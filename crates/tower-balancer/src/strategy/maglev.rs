@@ -153,7 +153,7 @@ impl Strategy for Maglev {
         let key = cx.key().unwrap_or_else(|| fastrand::u64(..));
         let start = (key % len as u64) as usize;
         let walk = (0..len).map(|off| table.lookup[(start + off) % len] as usize);
-        if cx.tried().is_empty() && self.bound.is_none() {
+        if cx.excludes_nothing() && self.bound.is_none() {
             return walk.clone().next().filter(|&i| i < members.len());
         }
         first_admitted(

@@ -107,7 +107,7 @@ impl Strategy for PowerOfTwo {
         if b >= a {
             b += 1;
         }
-        let (a, b) = if cx.tried().is_empty() {
+        let (a, b) = if cx.excludes_nothing() {
             (a, b)
         } else {
             // Retries: take the next untried members after each random start.

@@ -56,19 +56,45 @@ pub trait Strategy: Send + Sync + 'static {
     ) -> Option<usize>;
 }
 
-/// What one pick is given besides the members: the request's hash key and the members this
-/// request already tried.
+/// What one pick is given besides the members: the request's hash key, the members this
+/// request already tried, and whether members that are full (at their
+/// [`max_in_flight`](Member::max_in_flight)) must be skipped too.
 #[derive(Debug, Clone, Copy)]
 pub struct PickContext<'a> {
     key: Option<u64>,
     tried: &'a Tried,
+    limits: bool,
 }
 
 impl<'a> PickContext<'a> {
     /// A context with an optional hash key and the set of members already tried.
     #[must_use]
     pub const fn new(key: Option<u64>, tried: &'a Tried) -> Self {
-        Self { key, tried }
+        Self {
+            key,
+            tried,
+            limits: false,
+        }
+    }
+
+    /// Whether members at their limit of requests in flight are excluded too (the balance
+    /// layer sets it when any member of the snapshot has a limit).
+    #[must_use]
+    pub const fn with_limits(mut self, limits: bool) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether members at their limit are excluded.
+    #[must_use]
+    pub const fn has_limits(&self) -> bool {
+        self.limits
+    }
+
+    /// Whether no member is excluded at all: a strategy may take its first choice as is.
+    #[must_use]
+    pub const fn excludes_nothing(&self) -> bool {
+        self.tried.is_empty() && !self.limits
     }
 
     /// The request's hash key, for consistent-hashing strategies.
@@ -86,7 +112,7 @@ impl<'a> PickContext<'a> {
     /// Whether `member` must not be picked.
     #[must_use]
     pub fn is_excluded(&self, member: &Member) -> bool {
-        self.tried.contains(member)
+        self.tried.contains(member) || (self.limits && member.is_full())
     }
 }
 
@@ -135,7 +161,7 @@ impl Tried {
 
     /// Whether no member was tried.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub const fn is_empty(&self) -> bool {
         self.len == 0
     }
 }

@@ -14,9 +14,20 @@ pub enum PickError {
     /// unhealthy, or every eligible member was already tried by this request.
     #[error("no eligible member")]
     NoEligibleMember,
+    /// Members could take the request but all are at their limit of requests in flight
+    /// ([`Member::max_in_flight`](crate::registry::Member::max_in_flight)).
+    #[error("every eligible member is at its limit of requests in flight")]
+    Busy,
     /// The snapshot came from a registry this picker is not attached to.
     #[error("strategy is not attached to this registry")]
     NotAttached,
+}
+
+/// Whether some member of a tier is left untried, so only its limit kept it out.
+#[cold]
+#[inline(never)]
+fn only_full_left(members: &[Arc<Member>], cx: &PickContext<'_>) -> bool {
+    members.iter().any(|m| !cx.tried().contains(m))
 }
 
 /// A strategy attached to a registry: every snapshot the registry publishes carries this
@@ -107,7 +118,7 @@ impl<S: Strategy> Picker<S> {
             let picked = match picked {
                 Some(i)
                     if i < members.len()
-                        && (cx.tried().is_empty() || !cx.is_excluded(&members[i])) =>
+                        && (cx.excludes_nothing() || !cx.is_excluded(&members[i])) =>
                 {
                     Some(i)
                 }
@@ -116,6 +127,11 @@ impl<S: Strategy> Picker<S> {
             };
             if let Some(i) = picked {
                 return Ok(&members[i]);
+            }
+            // Members with no room do not send requests on to the next set: the request
+            // waits for one of them, as HAProxy's backup servers wait for a server that is down.
+            if cx.has_limits() && only_full_left(members, cx) {
+                return Err(PickError::Busy);
             }
         }
         Err(PickError::NoEligibleMember)

@@ -167,7 +167,7 @@ impl Strategy for RingHash {
         let key = cx.key().unwrap_or_else(|| fastrand::u64(..));
         let start = ring.position(key);
         let walk = (0..len).map(|off| ring.owners[(start + off) % len] as usize);
-        if cx.tried().is_empty() && self.bound.is_none() {
+        if cx.excludes_nothing() && self.bound.is_none() {
             return walk.clone().next();
         }
         first_admitted(walk, members, cx, self.bound.as_ref())

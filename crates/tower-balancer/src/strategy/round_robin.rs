@@ -165,19 +165,32 @@ impl Strategy for RoundRobin {
         }
         let start = table.next.fetch_add(1, Ordering::Relaxed) % len;
         let first = table.schedule[start] as usize;
-        if cx.tried().is_empty() {
+        if cx.excludes_nothing() {
             return Some(first);
         }
-        // A retry: the next slot in the schedule whose member was not tried. Bounded by the
-        // member count of distinct misses, then the plain scan finishes it.
-        for off in 0..len.min(members.len() * 4) {
-            let i = table.schedule[(start + off) % len] as usize;
-            if !cx.is_excluded(&members[i]) {
-                return Some(i);
-            }
-        }
-        first_available(members, first, cx)
+        next_allowed(table, members, start, cx)
     }
+}
+
+/// A retry, or members at their limit: the next slot in the schedule whose member is not
+/// excluded. Bounded by the member count of distinct misses, then the plain scan finishes it.
+/// Apart and cold, so the common pick saves no registers for it.
+#[cold]
+#[inline(never)]
+fn next_allowed(
+    table: &RoundRobinTable,
+    members: &[Arc<Member>],
+    start: usize,
+    cx: &PickContext<'_>,
+) -> Option<usize> {
+    let len = table.schedule.len();
+    for off in 0..len.min(members.len() * 4) {
+        let i = table.schedule[(start + off) % len] as usize;
+        if !cx.is_excluded(&members[i]) {
+            return Some(i);
+        }
+    }
+    first_available(members, table.schedule[start] as usize, cx)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+mod queue;
+
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{ready, Ready};
@@ -220,6 +222,7 @@ impl Collector for Source {
         member_traffic(&mut encoder, members)?;
         member_state(&mut encoder, members)?;
         member_counts(&mut encoder, members)?;
+        queue::encode(&mut encoder, members, self.registry.load_stats().queue())?;
         self.process(&mut encoder)
     }
 }
