@@ -178,6 +178,13 @@ impl ConfigFile {
                 );
             }
         }
+        if let Some((key, why)) = s
+            .per_client
+            .as_ref()
+            .and_then(super::per_client::PerClientSection::problem)
+        {
+            refuse(None, key, why);
+        }
         if b.cookie_key_file.is_some() && !b.cookie_key_files.is_empty() {
             refuse(
                 b.cookie_key_file.as_ref().map(Spanned::span),

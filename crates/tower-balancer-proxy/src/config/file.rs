@@ -83,6 +83,9 @@ pub struct ServerSection {
     /// limit after a reserve of 64; at least 1).
     #[serde(default, deserialize_with = "positive_opt")]
     pub max_connections: Option<usize>,
+    /// Limits per client: request rate and open connections.
+    #[serde(default)]
+    pub per_client: Option<super::per_client::PerClientSection>,
 }
 
 /// The balancer.

@@ -125,6 +125,36 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
             "whole number",
         ),
         (
+            file("[server.per_client]\nrate = 0\n", "", ""),
+            "server.per_client.rate",
+            "not a rate",
+        ),
+        (
+            file("[server.per_client]\nrate = \"fast\"\n", "", ""),
+            "server.per_client.rate",
+            "",
+        ),
+        (
+            file("[server.per_client]\nburst = 5\n", "", ""),
+            "server.per_client.burst",
+            "set server.per_client.rate too",
+        ),
+        (
+            file("[server.per_client]\nconnections = 0\n", "", ""),
+            "server.per_client.connections",
+            "at least 1",
+        ),
+        (
+            file("[server.per_client]\nrate = 5\nclients = 0\n", "", ""),
+            "server.per_client.clients",
+            "from 1 to",
+        ),
+        (
+            file("[server.per_client]\nrat = 5\n", "", ""),
+            "server.per_client.rat",
+            "expected one of `rate`",
+        ),
+        (
             file("", "queue_timeout = \"0s\"\n", ""),
             "balancer.queue_timeout",
             "",
@@ -147,6 +177,7 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
     for ok in [
         file("", "stickysession = \"\"\n", ""),
         file("", "stickysession = \"sid\"\n", ""),
+        file("[server.per_client]\nrate = 0.5\nburst = 3\nconnections = 64\nclients = 1000\n", "", ""),
         file("", "queue_timeout = \"250ms\"\nqueue_length = 0\n", "").replace("route = \"n\"", "route = \"n\"\nmax = 4"),
         file("", "", "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb.internal\", \"[::1]\", \"10.0.0.1\"]\n"),
         file("", "", "[balancer.health]\nmethod = \"TCP\"\n"),

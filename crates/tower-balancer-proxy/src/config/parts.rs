@@ -48,6 +48,12 @@ impl ConfigFile {
         if let Some(n) = s.max_connections {
             serve = serve.max_connections(n);
         }
+        if let Some(pc) = &s.per_client {
+            let trusted = &self.file.balancer.trusted_proxies;
+            if let Some(limit) = pc.connection_limit(trusted) {
+                serve = serve.max_connections_per_client(limit);
+            }
+        }
         let access_log = match &s.access_log {
             Some(p) => {
                 let target = match p.get_ref().to_str() {
@@ -105,6 +111,11 @@ impl ConfigFile {
             response_idle: b.response_body_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             forward,
             access_log: None,
+            client_rate: self
+                .file
+                .server
+                .per_client
+                .and_then(|pc| pc.rate_layer(&b.trusted_proxies)),
         })
     }
 

@@ -74,7 +74,7 @@ impl TrustedProxies {
 }
 
 /// `::ffff:10.0.0.1` is `10.0.0.1`.
-fn canonical(addr: IpAddr) -> IpAddr {
+pub(super) fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 @ IpAddr::V4(_) => v4,

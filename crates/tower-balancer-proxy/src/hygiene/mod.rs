@@ -10,10 +10,12 @@
 mod forwarded;
 mod hop;
 mod host;
+mod real_client;
 mod spoofable;
 
 pub use forwarded::{Forwarding, ForwardingError, TrustedProxies};
 pub(crate) use hop::connection_tokens;
 pub use hop::{strip_hop_by_hop, HOP_BY_HOP};
 pub use host::is_valid_host;
+pub use real_client::real_client;
 pub use spoofable::{is_forwarding_header, strip_forwarding_headers};

@@ -1,3 +1,11 @@
+//! Limits that keep one client, or one slow party, from holding what others need: time
+//! limits on bodies, and per-client request rates and connection counts.
+//!
+//! Per client ([`ClientRateLimitLayer`], [`ClientConnectionLimit`]): one address flooding
+//! requests gets 429 and one holding connections is refused more, while everybody else is
+//! served; the address is the real client's under the trusted-proxy rules, and the memory
+//! for clients is bounded.
+//!
 //! Time limits on bodies, so that neither a slow client nor a stalled member holds a
 //! connection for ever.
 //!
@@ -16,8 +24,19 @@
 //!   innermost, around the forwarder: a member that stalls mid-body has its connection
 //!   closed, and the client's connection is closed too, since its response is cut short.
 
+mod client_connections;
+mod client_key;
+mod client_rate;
+mod rate_table;
 mod request_body;
 
+pub use client_connections::ClientConnectionLimit;
+pub(crate) use client_connections::ConnectionCounts;
+pub use client_key::ClientKey;
+pub use client_rate::{
+    ClientRate, ClientRateLimit, ClientRateLimitLayer, RateLimited, ResponseFuture,
+    DEFAULT_CLIENT_TABLE,
+};
 pub use request_body::{ClientBody, RequestBodyIdle, RequestBodyIdleLayer};
 
 /// The default idle limit on request and response bodies: 60 s, as nginx's

@@ -426,6 +426,15 @@ impl Source {
             ConstCounter::new(s.tls_handshakes()).encode(e.encode_family(&[("result", "ok")])?)?;
             ConstCounter::new(s.tls_handshake_failures())
                 .encode(e.encode_family(&[("result", "failed")])?)?;
+            let mut e = encoder.encode_descriptor(
+                "lb_client_limited",
+                "What per-client limits refused: requests over the rate (429), connections over the cap (closed at accept).",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(s.rate_limited()).encode(e.encode_family(&[("limit", "rate")])?)?;
+            ConstCounter::new(s.refused_per_client())
+                .encode(e.encode_family(&[("limit", "connections")])?)?;
         }
         if let Some(r) = &self.reloads {
             reloads(encoder, r)?;

@@ -270,6 +270,7 @@ where
             response_idle: self.response_idle,
             forward: self.forward,
             access_log: None,
+            client_rate: None,
         };
         let outliers = OutlierDetection::new(registry.clone(), plan.outliers);
         let readmissions = outliers.spawn();

@@ -25,7 +25,7 @@ use super::request_id::{ProcessRequestIds, RequestIdLayer};
 use super::tracing_layers::RequestSpan;
 use crate::access_log::AccessLogLayer;
 use crate::forward::ForwardConfig;
-use crate::limits::RequestBodyIdleLayer;
+use crate::limits::{ClientRateLimitLayer, RequestBodyIdleLayer};
 use crate::serve::Servable;
 use crate::tls::TlsError;
 
@@ -46,6 +46,8 @@ pub(crate) struct StackPlan<S> {
     pub(crate) forward: ForwardConfig,
     /// Logs each request, outermost, when set.
     pub(crate) access_log: Option<crate::access_log::AccessLog>,
+    /// Refuses a client's requests past its rate (429), inside the access log.
+    pub(crate) client_rate: Option<ClientRateLimitLayer>,
 }
 
 impl<S> StackPlan<S>
@@ -101,6 +103,7 @@ where
             .layer(RequestIdLayer::new(ProcessRequestIds::new()))
             .layer(OptionalLayer(debug))
             .layer(AccessLogLayer::new(self.access_log))
+            .layer(OptionalLayer(self.client_rate))
             .service(stack))
     }
 }

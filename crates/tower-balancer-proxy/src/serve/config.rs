@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::limits::{ClientConnectionLimit, ConnectionCounts};
 use crate::tls::TlsError;
 
 /// How the balancer accepts clients.
@@ -20,6 +21,9 @@ pub struct ServeConfig {
     pub(crate) max_connections: Option<usize>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) stats: super::stats::ServerStats,
+    pub(crate) client_connections: Option<ClientConnectionLimit>,
+    /// Open connections by client, shared by every server of this front and kept by reloads.
+    pub(crate) client_counts: Arc<ConnectionCounts>,
 }
 
 /// Descriptors kept for everything that is not a client or member connection: listeners,
@@ -64,6 +68,8 @@ impl ServeConfig {
             max_connections: None,
             tls: None,
             stats: super::stats::ServerStats::default(),
+            client_connections: None,
+            client_counts: Arc::default(),
         }
     }
 
@@ -119,6 +125,16 @@ impl ServeConfig {
     #[must_use]
     pub const fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(if n == 0 { 1 } else { n });
+        self
+    }
+
+    /// At most `limit`'s connections open at once from one client address, trusted proxies
+    /// excepted (nginx `limit_conn`); a connection past it is closed as soon as it is
+    /// accepted, before anything is read. Off by default: clients behind one NAT share an
+    /// address.
+    #[must_use]
+    pub fn max_connections_per_client(mut self, limit: ClientConnectionLimit) -> Self {
+        self.client_connections = Some(limit);
         self
     }
 

@@ -148,6 +148,7 @@ impl LiveSettings {
         let config = ServeConfig {
             max_connections: old.max_connections,
             stats: old.stats.clone(),
+            client_counts: old.client_counts.clone(),
             ..config
         };
         self.0.store(Arc::new(config));

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_balancer::client::{ClientAddr, ClientTls};
+use tower_balancer::error::find_in_chain;
 use tower_balancer::BoxError;
 
 use super::config::ServeConfig;
@@ -28,6 +29,7 @@ use super::stack::Servable;
 use super::stats::ServerStats;
 use super::status::{error_response, ServeBody};
 use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
+use crate::limits::RateLimited;
 
 /// How long writing a 408 to a client that timed out may take.
 const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -159,17 +161,30 @@ impl Server {
                     continue;
                 }
             };
-            let _ = sock.set_nodelay(true);
             // the settings as they are now: a reload reaches the next connection
             let config = self.settings.current();
+            let counted = match &config.client_connections {
+                Some(limit) => match config.client_counts.open(peer.ip(), limit) {
+                    Ok(counted) => counted,
+                    Err(()) => {
+                        // past the client's cap: closed before a byte is read
+                        config.stats.refuse_per_client();
+                        tracing::debug!(client = %peer.ip(), "client at its connection cap: refused");
+                        drop(sock);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let _ = sock.set_nodelay(true);
             let stack = stack.clone();
             let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
             let watcher = graceful.watcher();
             let open = config.stats.connection();
             tokio::spawn(async move {
-                let _slot = (slot, open);
+                let _slot = (slot, open, counted);
                 let is_tls = tls.is_some();
-                let progress = Arc::new(Progress::default());
+                let progress = Arc::new(Progress::counting(config.stats.clone()));
                 let limits = IdleLimits {
                     first: config.header_read_timeout,
                     keep_alive: config.keep_alive_timeout,
@@ -255,7 +270,12 @@ fn connection_service<S: Servable>(
             };
             let res = match res {
                 Ok(r) => r.map(Either::Left),
-                Err(e) => error_response(&e),
+                Err(e) => {
+                    if find_in_chain::<RateLimited>(&*e).is_some() {
+                        conn_progress.stats().note_rate_limited();
+                    }
+                    error_response(&e)
+                }
             };
             let status = res.status();
             if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {

@@ -15,6 +15,8 @@ struct Counters {
     open: AtomicU64,
     handshakes: AtomicU64,
     handshake_failures: AtomicU64,
+    refused_per_client: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl ServerStats {
@@ -40,6 +42,26 @@ impl ServerStats {
     #[must_use]
     pub fn tls_handshake_failures(&self) -> u64 {
         self.0.handshake_failures.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept because their client was at its connection cap.
+    #[must_use]
+    pub fn refused_per_client(&self) -> u64 {
+        self.0.refused_per_client.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered 429 because their client was over its request rate.
+    #[must_use]
+    pub fn rate_limited(&self) -> u64 {
+        self.0.rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refuse_per_client(&self) {
+        self.0.refused_per_client.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_rate_limited(&self) {
+        self.0.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an accepted connection, open until the guard is dropped.

@@ -16,6 +16,8 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_balancer::balance::BalanceError;
+
+use crate::limits::RateLimited;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
 use tower_balancer::BoxError;
 use tower_layer::Layer;
@@ -32,6 +34,9 @@ pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
     if find_in_chain::<tower_http::timeout::TimeoutError>(err).is_some() {
         return StatusCode::REQUEST_TIMEOUT;
     }
+    if find_in_chain::<RateLimited>(err).is_some() {
+        return StatusCode::TOO_MANY_REQUESTS;
+    }
     error_status(err)
 }
 
@@ -44,12 +49,20 @@ pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
 }
 
 /// The page for `status`, with `Retry-After` when the members were only busy (every one at
-/// its limit, the queue full or timed out): the client may try again shortly.
+/// its limit, the queue full or timed out) or the client was over its rate: the client may
+/// try again after that many seconds.
 fn error_page<B>(status: StatusCode, e: &BoxError) -> Response<ServeBody<B>> {
     let mut res = status_page(status);
-    if find_in_chain::<BalanceError>(&**e).is_some_and(BalanceError::is_busy) {
+    let retry = match find_in_chain::<RateLimited>(&**e) {
+        // whole seconds, rounded up: a client told 0 would come straight back
+        Some(r) => Some(r.retry_after().as_secs() + u64::from(r.retry_after().subsec_nanos() > 0)),
+        None => find_in_chain::<BalanceError>(&**e)
+            .is_some_and(BalanceError::is_busy)
+            .then_some(1),
+    };
+    if let Some(secs) = retry {
         res.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     res
 }

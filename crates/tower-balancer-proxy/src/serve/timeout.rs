@@ -39,9 +39,24 @@ pub(crate) struct Progress {
     in_flight: AtomicU64,
     /// The connection was handed over to an upgrade (WebSocket): no idle limit.
     upgraded: AtomicBool,
+    /// The server's counters, for what its requests were refused.
+    stats: super::stats::ServerStats,
 }
 
 impl Progress {
+    /// A connection of a server counting into `stats`.
+    pub(crate) fn counting(stats: super::stats::ServerStats) -> Self {
+        Self {
+            stats,
+            ..Self::default()
+        }
+    }
+
+    /// The server's counters.
+    pub(crate) const fn stats(&self) -> &super::stats::ServerStats {
+        &self.stats
+    }
+
     /// A request's headers are complete.
     pub(crate) fn head_done<B>(&self, req: &Request<B>) {
         self.read_since_head.store(0, Ordering::Relaxed);

@@ -1,0 +1,183 @@
+//! N: per-client limits behind a balancer built from a file, over real sockets: a client
+//! flooding requests is held to its rate within 5% while another is served in full; the
+//! client behind a trusted proxy is the one `X-Forwarded-For` names and nobody else; a
+//! client past its connection cap is closed at accept while others connect.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use harness::{echo_member, lb, raw, read_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Sends requests on `connections` keep-alive connections as `client` (its
+/// `X-Forwarded-For`) until `run` has passed; the statuses it got, counted: (200, 429, other).
+async fn flood(
+    addr: SocketAddr,
+    client: &'static str,
+    connections: usize,
+    run: Duration,
+) -> (u64, u64, u64) {
+    let deadline = Instant::now() + run;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut buf = Vec::new();
+                let req = format!(
+                    "GET /x HTTP/1.1\r\nHost: lb.test\r\nX-Forwarded-For: {client}\r\n\r\n"
+                );
+                let mut counts = (0, 0, 0);
+                while Instant::now() < deadline {
+                    s.write_all(req.as_bytes()).await.unwrap();
+                    let (head, _) = read_response(&mut s, &mut buf).await;
+                    match &head[9..12] {
+                        "200" => counts.0 += 1,
+                        "429" => {
+                            assert!(
+                                head.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+                                "{head}"
+                            );
+                            counts.1 += 1;
+                        }
+                        _ => counts.2 += 1,
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+    let mut total = (0, 0, 0);
+    for t in tasks {
+        let c = t.await.unwrap();
+        total = (total.0 + c.0, total.1 + c.1, total.2 + c.2);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_held_to_its_rate_and_others_are_unaffected() {
+    let (member, _) = echo_member().await;
+    let lb = lb(
+        &[member],
+        "[server.per_client]\nrate = 100\nburst = 20\n",
+        "trusted_proxies = [\"127.0.0.1\"]",
+        "",
+    )
+    .await;
+    let run = 3 * SECOND;
+    let started = Instant::now();
+    let (hammer, polite) = tokio::join!(flood(lb.addr, "203.0.113.1", 8, run), async {
+        // another client behind the same proxy, well under its rate
+        let mut ok = 0;
+        for _ in 0..15 {
+            let out = raw(
+                lb.addr,
+                b"GET /x HTTP/1.1\r\nHost: lb.test\r\nX-Forwarded-For: 203.0.113.2\r\nConnection: close\r\n\r\n",
+                5 * SECOND,
+            )
+            .await;
+            ok += u64::from(out.starts_with("HTTP/1.1 200"));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        ok
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(polite, 15, "the other client was refused");
+    assert_eq!(hammer.2, 0, "statuses other than 200 and 429");
+    assert!(hammer.1 > 0, "the flood was never refused: {hammer:?}");
+    // the budget: the burst, then 100 a second over the time the flood ran
+    let expected = 20.0 + 100.0 * elapsed;
+    #[allow(clippy::cast_precision_loss)]
+    let got = hammer.0 as f64;
+    eprintln!("flood: {hammer:?} in {elapsed:.2} s; expected {expected:.0} to pass");
+    assert!(
+        (got - expected).abs() <= 0.05 * expected,
+        "{got} requests passed in {elapsed:.2} s, expected {expected:.0} ± 5%"
+    );
+}
+
+#[tokio::test]
+async fn a_client_past_its_connection_cap_is_closed_at_accept() {
+    let (member, _) = echo_member().await;
+    let lb = lb(
+        &[member],
+        "[server.per_client]\nconnections = 3\n",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        let mut buf = Vec::new();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    // the fourth is closed before anything is read
+    let mut fourth = TcpStream::connect(lb.addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(5 * SECOND, fourth.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the fourth connection was kept open");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // one closes: a new one is served again
+    drop(held.pop());
+    let mut served = false;
+    for _ in 0..50 {
+        let out = raw(
+            lb.addr,
+            b"GET /x HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+            5 * SECOND,
+        )
+        .await;
+        if out.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "a freed place was not given back");
+    let m = lb.manager.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    let metrics = raw(m, req.as_bytes(), 5 * SECOND).await;
+    assert!(
+        metrics.contains("lb_client_limited_total{limit=\"connections\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_trusted_proxy_forwarded_addresses_are_not_believed() {
+    let (member, _) = echo_member().await;
+    let lb = lb(
+        &[member],
+        "[server.per_client]\nrate = 1\nburst = 2\n",
+        "",
+        "",
+    )
+    .await;
+    // the same peer claiming a new address each time is still one client
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let req = format!(
+            "GET /x HTTP/1.1\r\nHost: lb.test\r\nX-Forwarded-For: 198.51.100.{i}\r\nConnection: close\r\n\r\n"
+        );
+        let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
+        statuses.push(out[9..12].to_owned());
+    }
+    assert_eq!(statuses, ["200", "200", "429", "429"]);
+}
