@@ -5,6 +5,8 @@
 //! cargo run --example is_cluster                       # start it; Ctrl-C stops it
 //! cargo run --example is_cluster -- --demo             # walk the recipe's last step, check it
 //! cargo run --example is_cluster -- --config lb.toml   # front real nodes from a TOML file
+//! cargo run --example is_cluster -- --demo --from-apache  # the balancer imported from the
+//!                                                      # recipe's Apache virtual host
 //! ```
 
 use std::net::SocketAddr;
@@ -42,6 +44,10 @@ struct Args {
     /// Front the members a TOML file names (no nodes are started).
     #[arg(long, value_name = "FILE", conflicts_with = "demo")]
     config: Option<PathBuf>,
+    /// Build the balancer from the recipe written as Apache would have it
+    /// (examples/is_cluster/httpd-wso2.conf), through `tower-balancer import-apache`.
+    #[arg(long, conflicts_with = "config")]
+    from_apache: bool,
     /// How long to wait for members to pass their health checks.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     wait: u64,
@@ -102,6 +108,7 @@ async fn recipe(args: &Args) -> Result<(), Error> {
     options.admin = args
         .admin
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9000)));
+    options.from_apache = args.from_apache;
     let mut step = 0;
     let mut cluster = Cluster::start(&options, &mut |line| {
         step += 1;

@@ -38,6 +38,10 @@ pub struct ClusterOptions {
     pub node2: (SocketAddr, SocketAddr),
     /// How often members are probed.
     pub probe_interval: Duration,
+    /// Build the balancer from the recipe written as Apache would have it
+    /// (`examples/is_cluster/httpd-wso2.conf`), through `import-apache`, instead of from
+    /// the TOML file written directly.
+    pub from_apache: bool,
 }
 
 impl ClusterOptions {
@@ -52,6 +56,7 @@ impl ClusterOptions {
             node1: (at(9443), at(9763)),
             node2: (at(9444), at(9764)),
             probe_interval: Duration::from_secs(1),
+            from_apache: false,
         }
     }
 
@@ -66,6 +71,7 @@ impl ClusterOptions {
             node1: (any, any),
             node2: (any, any),
             probe_interval: Duration::from_millis(200),
+            from_apache: false,
         }
     }
 }
@@ -96,6 +102,9 @@ pub enum ClusterError {
     /// The user store.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The recipe's Apache configuration could not be imported.
+    #[error("importing the recipe's Apache configuration: {0}")]
+    Import(#[from] tower_balancer_proxy::config::ImportError),
     /// A certificate was refused.
     #[error("the certificate for {host} was refused: {why} (delete the certificate directory to make new ones)")]
     Tls {
@@ -169,7 +178,12 @@ impl Cluster {
         }
 
         let config_file = certs.dir().join("is_cluster.toml");
-        let text = recipe_toml(options, &nodes, &certs);
+        let text = if options.from_apache {
+            progress("the recipe's Apache virtual host imported (tower-balancer import-apache)");
+            crate::apache_recipe::import_recipe(options, &nodes, &certs)?
+        } else {
+            recipe_toml(options, &nodes, &certs)
+        };
         std::fs::write(&config_file, text).map_err(|source| ClusterError::Write {
             path: config_file.clone(),
             source,

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apache_recipe;
 pub mod certs;
 pub mod client;
 pub mod cluster;

@@ -13,7 +13,19 @@ fn certs_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_passes() {
-    let options = ClusterOptions::ephemeral(certs_dir("demo"));
+    demo_passes("demo", false).await;
+}
+
+/// N: the recipe's Apache virtual host (`examples/is_cluster/httpd-wso2.conf`), imported by
+/// `import-apache`, makes a balancer that passes the same demo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_passes_on_the_balancer_imported_from_apache() {
+    demo_passes("apache", true).await;
+}
+
+async fn demo_passes(name: &str, from_apache: bool) {
+    let mut options = ClusterOptions::ephemeral(certs_dir(name));
+    options.from_apache = from_apache;
     let mut steps = Vec::new();
     let mut cluster = Cluster::start(&options, &mut |s| steps.push(s.to_owned()))
         .await
@@ -40,8 +52,20 @@ async fn the_demo_passes() {
     assert!(transcript.iter().any(|l| l.contains("readmitted")));
     // both nodes served through the balancer
     assert!(cluster.nodes.iter().all(|n| n.served() > 0));
+    if from_apache {
+        let text = std::fs::read_to_string(&cluster.config_file).unwrap();
+        assert!(text.contains("imported from"), "{text}");
+        assert!(text.contains("cookie = \"ROUTEID\""), "{text}");
+        assert!(
+            text.contains("body_contains = \"Management Console\""),
+            "{text}"
+        );
+        // the file the importer wrote passes --check as it is
+        tower_balancer_proxy::config::ConfigFile::check_file(&cluster.config_file)
+            .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    }
     cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(certs_dir("demo"));
+    let _ = std::fs::remove_dir_all(certs_dir(name));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //!                                         # reopens the access log, SIGTERM or Ctrl-C
 //!                                         # drains and stops
 //! tower-balancer --config lb.toml --workers 4
+//! tower-balancer import-apache httpd.conf > lb.toml   # an Apache balancer, as this file
 //! ```
 //!
 //! Built for speed as deployments build: mimalloc as the allocator, and per-core
@@ -25,7 +26,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// An HTTP load balancer run from a TOML file that mirrors an Apache virtual host.
 #[derive(Debug, Parser)]
-#[command(name = "tower-balancer", version, about)]
+#[command(
+    name = "tower-balancer",
+    version,
+    about,
+    subcommand_negates_reqs = true
+)]
 struct Args {
     /// Run the balancer FILE describes.
     #[arg(long, value_name = "FILE", required_unless_present = "check")]
@@ -37,6 +43,66 @@ struct Args {
     /// cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write the balancer an Apache configuration describes as this project's file, on
+    /// stdout, with a comment for every directive not carried and why.
+    ImportApache {
+        /// The Apache configuration (httpd.conf or a site file); `Include`s are followed.
+        #[arg(value_name = "HTTPD_CONF")]
+        file: PathBuf,
+        /// HOST=IP: members named HOST are reached at IP (what /etc/hosts said for Apache).
+        #[arg(long, value_name = "HOST=IP", value_parser = host_ip)]
+        resolve: Vec<(String, std::net::IpAddr)>,
+        /// Where the balancer-manager listens [default: 127.0.0.1:9000].
+        #[arg(long, value_name = "ADDR")]
+        manager: Option<std::net::SocketAddr>,
+    },
+}
+
+fn host_ip(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not HOST=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("`{ip}` is not an IP address"))?;
+    Ok((host.to_owned(), ip))
+}
+
+/// `import-apache`: the TOML on stdout, what was not carried on stderr too.
+fn import(
+    file: &Path,
+    resolve: &[(String, std::net::IpAddr)],
+    manager: Option<std::net::SocketAddr>,
+) -> Result<(), Error> {
+    let mut options = tower_balancer_proxy::config::ImportOptions::new();
+    for (host, ip) in resolve {
+        options = options.resolve(host.clone(), *ip);
+    }
+    if let Some(addr) = manager {
+        options = options.manager(addr);
+    }
+    let imported = tower_balancer_proxy::config::import_apache(file, &options)?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(imported.toml.as_bytes())?;
+        out.flush()?;
+    }
+    for n in &imported.not_carried {
+        eprintln!("not carried: {n}");
+    }
+    eprintln!(
+        "imported {}; {} directive(s) not carried (listed above and in the file). Check the result with --check.",
+        file.display(),
+        imported.not_carried.len()
+    );
+    Ok(())
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -72,6 +138,20 @@ fn init_logging() {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
+    if let Some(Command::ImportApache {
+        file,
+        resolve,
+        manager,
+    }) = &args.command
+    {
+        return match import(file, resolve, *manager) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match (&args.check, &args.config) {
         (Some(file), _) => check(file),
         (None, Some(file)) => run(file, args.workers),

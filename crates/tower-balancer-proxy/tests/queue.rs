@@ -181,7 +181,7 @@ async fn a_queue_timeout_is_503_with_retry_after_and_shows_in_metrics_and_the_pa
         "lb_queue_requests_total 1",
         "lb_queue_depth 0",
         "lb_member_max_in_flight{member=\"node1\"} 1",
-        "lb_queue_wait_seconds_count 0",
+        "lb_queue_wait_seconds_count 1",
     ] {
         assert!(metrics.contains(line), "no `{line}` in {metrics}");
     }

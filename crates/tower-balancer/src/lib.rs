@@ -78,6 +78,7 @@
 
 pub mod balance;
 pub mod client;
+mod deadline;
 pub mod discovery;
 pub mod error;
 pub mod failover;

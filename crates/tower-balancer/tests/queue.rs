@@ -303,3 +303,54 @@ async fn members_without_a_limit_never_queue() {
         t.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pinned_request_waiting_for_a_member_that_stops_serving_goes_elsewhere() {
+    let r = limited(&[("a", 1), ("b", 1)]);
+    let members = Members::default();
+    let svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(members.service());
+    let on_a = tokio::spawn(send(svc.clone(), pinned(0, "a")));
+    settle().await;
+    let waiting = tokio::spawn(send(svc.clone(), pinned(1, "a")));
+    let mut strict = pinned(2, "a");
+    strict
+        .extensions_mut()
+        .insert(PinnedRoute::new(MemberId::new("a").unwrap()).strict());
+    let strict = tokio::spawn(send(svc.clone(), strict));
+    settle().await;
+    assert_eq!(r.load_stats().queue().depth(), 2);
+    // the operator disables a: the session cannot stay there, so b takes the waiting
+    // request at once; the strict one is answered at once, not after the queue timeout
+    let started = tokio::time::Instant::now();
+    r.set_state("a", tower_balancer::registry::AdminState::Disabled)
+        .unwrap();
+    settle().await;
+    assert_eq!(r.load_stats().queue().depth(), 0);
+    let err = strict.await.unwrap().unwrap_err();
+    assert!(err.downcast_ref::<BalanceError>().is_some(), "{err}");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    members.gate.add_permits(2);
+    assert_eq!(waiting.await.unwrap().unwrap(), "b");
+    assert_eq!(on_a.await.unwrap().unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_timeout_past_the_clock_waits_instead_of_panicking() {
+    let r = limited(&[("m0", 1)]);
+    let members = Members::default();
+    let layer = BalanceLayer::new(r.clone(), RoundRobin::new())
+        .queue(QueueSettings::new().timeout(Duration::MAX));
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(members.service());
+    let first = tokio::spawn(send(svc.clone(), request(0)));
+    settle().await;
+    let second = tokio::spawn(send(svc.clone(), request(1)));
+    settle().await;
+    assert_eq!(r.load_stats().queue().depth(), 1);
+    members.gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap(), "m0");
+    assert_eq!(second.await.unwrap().unwrap(), "m0");
+}

@@ -116,6 +116,7 @@
 //! # Ok(()) }
 //! ```
 
+mod apache;
 mod bound;
 mod build;
 mod check;
@@ -136,6 +137,7 @@ mod typed;
 mod values;
 mod workers;
 
+pub use apache::{import_apache, ApacheSyntaxError, ImportError, ImportOptions, Imported};
 pub use bound::Bound;
 pub use build::{ConfigFile, MAX_CONFIG_BYTES};
 pub use error::ConfigError;

@@ -155,6 +155,16 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
             "expected one of `rate`",
         ),
         (
+            file("", "queue_timeout = \"18446744073709551615s\"\n", ""),
+            "balancer.queue_timeout",
+            "longer than a year",
+        ),
+        (
+            file("", "timeout = \"292471208677y\"\n", ""),
+            "balancer.timeout",
+            "",
+        ),
+        (
             file("", "queue_timeout = \"0s\"\n", ""),
             "balancer.queue_timeout",
             "",

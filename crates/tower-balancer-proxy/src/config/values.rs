@@ -9,10 +9,20 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 /// `"5s"`, `"250ms"`, `"1m 30s"`.
+/// The longest duration any key takes: a year (longer cannot be meant, and a time that far
+/// ahead overflows the clock).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| de::Error::custom(format!("`{s}` is not a duration such as \"5s\": {e}")))
+    let t = humantime::parse_duration(&s)
+        .map_err(|e| de::Error::custom(format!("`{s}` is not a duration such as \"5s\": {e}")))?;
+    if t > MAX_DURATION {
+        return Err(de::Error::custom(format!(
+            "`{s}` is longer than a year, the most any duration may be"
+        )));
+    }
+    Ok(t)
 }
 
 pub(super) fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -155,7 +155,7 @@ pub struct QueueView {
     pub timed_out: u64,
     /// Requests answered 503 at once, the queue being full.
     pub refused: u64,
-    /// The mean wait of requests that got a member, in milliseconds.
+    /// The mean wait, in milliseconds (timed-out requests count their whole wait).
     pub mean_wait_ms: Option<f64>,
 }
 
@@ -231,15 +231,15 @@ th{background:#eee}.down{color:#b00;font-weight:bold}.ok{color:#070}form{display
 button{margin:0 2px}input[type=number]{width:5em}";
 
 /// The queue in words, when it was ever used.
-fn queue_line(q: &QueueView) -> String {
-    if q.queued == 0 && q.refused == 0 {
+fn queue_line(q: &QueueView, limited: bool) -> String {
+    if !limited && q.queued == 0 && q.refused == 0 {
         return String::new();
     }
     let wait = q
         .mean_wait_ms
         .map_or_else(|| "&ndash;".to_owned(), |w| format!("{w:.1} ms"));
     format!(
-        "<p>Queue: <b>{}</b> waiting &middot; {} waited, mean wait {wait} &middot; \
+        "<p>Queue: <b>{}</b> waiting &middot; {} queued in all, mean wait {wait} &middot; \
          {} timed out &middot; {} refused (queue full)</p>",
         q.waiting, q.queued, q.timed_out, q.refused
     )
@@ -262,7 +262,7 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
         sticky = e(&view.info.sticky),
         failover = e(&view.info.failover),
         version = view.version,
-        queue = queue_line(&view.queue),
+        queue = queue_line(&view.queue, view.members.iter().any(|m| m.max > 0)),
         panic = if view.panic {
             " &middot; <span class=down>PANIC: health ignored</span>"
         } else {

@@ -162,7 +162,9 @@ where
                     Poll::Pending => {
                         if sleep.is_none() {
                             if let (Some(t), Some(a)) = (*timeout, attempt.as_ref()) {
-                                *sleep = Some(Box::pin(tokio::time::sleep_until(a.started + t)));
+                                *sleep = Some(Box::pin(tokio::time::sleep_until(
+                                    crate::deadline::deadline(a.started, t),
+                                )));
                             }
                         }
                         match sleep.as_mut().map(|t| t.as_mut().poll(cx)) {

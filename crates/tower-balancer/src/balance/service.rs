@@ -201,8 +201,12 @@ impl<I, S: Strategy> Balance<I, S> {
             return ResponseFuture::failed(BalanceError::QueueFull);
         }
         let tried = req.extensions().get::<Tried>().copied().unwrap_or_default();
+        let strict = req
+            .extensions()
+            .get::<PinnedRoute>()
+            .is_some_and(PinnedRoute::is_strict);
         let (tx, rx) = oneshot::channel();
-        waiters.push(Waiter::new(pinned, tried, tx));
+        waiters.push(Waiter::new(pinned, strict, tried, tx));
         drop(waiters);
         tracing::debug!(
             pinned = pinned.is_some(),

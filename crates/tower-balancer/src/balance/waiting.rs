@@ -63,7 +63,7 @@ impl<I, B> Waiting<I, B> {
     ) -> Self {
         Self {
             slot,
-            deadline: tokio::time::sleep_until(Instant::now() + timeout),
+            deadline: tokio::time::sleep_until(crate::deadline::deadline(Instant::now(), timeout)),
             timeout,
             granted: None,
             inner,
@@ -110,7 +110,10 @@ where
                         Ok(slot) => *this.granted = Some(slot),
                         Err(_) => {
                             *this.done = true;
-                            this.registry.load_stats().queue().note_timeout();
+                            this.registry
+                                .load_stats()
+                                .queue()
+                                .note_timeout(*this.timeout);
                             let e = BalanceError::QueueTimeout(*this.timeout);
                             return Poll::Ready(Err(Box::new(e)));
                         }

@@ -144,9 +144,12 @@ where
         let fut = svc.call(req);
         Self {
             state: State::Calling { fut },
-            deadline: config
-                .deadline
-                .map(|d| Box::pin(tokio::time::sleep_until(Instant::now() + d))),
+            deadline: config.deadline.map(|d| {
+                Box::pin(tokio::time::sleep_until(crate::deadline::deadline(
+                    Instant::now(),
+                    d,
+                )))
+            }),
             svc,
             parts,
             replay,

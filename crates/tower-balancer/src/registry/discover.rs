@@ -223,7 +223,7 @@ fn apply(
                             let known = b.set_state(id.as_str(), AdminState::Draining).is_ok();
                             if known {
                                 tracing::info!(member = %id, ?grace, "member left discovery; draining");
-                                draining.insert(id, Instant::now() + grace);
+                                draining.insert(id, crate::deadline::deadline(Instant::now(), grace));
                             }
                             known
                         }

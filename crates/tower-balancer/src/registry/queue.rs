@@ -40,6 +40,8 @@ pub struct WaitQueue {
 pub(crate) struct Waiter {
     /// The serial of the member a sticky route pins it to.
     pinned: Option<u64>,
+    /// Whether the pin is strict (`nofailover`): no other member may take it.
+    strict: bool,
     tried: Tried,
     since: Instant,
     slot: oneshot::Sender<InFlight>,
@@ -48,9 +50,15 @@ pub(crate) struct Waiter {
 impl Waiter {
     /// A request waiting for `pinned` (a member's serial), or for any member not in `tried`;
     /// its slot arrives on `slot`.
-    pub(crate) fn new(pinned: Option<u64>, tried: Tried, slot: oneshot::Sender<InFlight>) -> Self {
+    pub(crate) fn new(
+        pinned: Option<u64>,
+        strict: bool,
+        tried: Tried,
+        slot: oneshot::Sender<InFlight>,
+    ) -> Self {
         Self {
             pinned,
+            strict,
             tried,
             since: Instant::now(),
             slot,
@@ -152,14 +160,15 @@ impl WaitQueue {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// How long the requests that got a member waited for it.
+    /// How long requests waited: until they got a member, or the whole queue timeout.
     #[must_use]
     pub fn wait_times(&self) -> LatencyHistogram {
         self.waited.histogram()
     }
 
-    pub(crate) fn note_timeout(&self) {
+    pub(crate) fn note_timeout(&self, waited: std::time::Duration) {
         self.timed_out.fetch_add(1, Ordering::Relaxed);
+        self.waited.observe(waited);
         self.forget_gone();
     }
 
@@ -195,6 +204,20 @@ impl WaitQueue {
     /// registry: a member joined, came back, or its limit was raised).
     pub(crate) fn offer(&self, members: &[Arc<Member>]) {
         let mut waiters = self.lock();
+        // a pinned member that left or stopped serving: its waiters go to any member, or,
+        // pinned strictly, are answered at once (their channel closes: 503)
+        waiters.list.retain_mut(|w| {
+            let Some(serial) = w.pinned else {
+                return true;
+            };
+            let serves = members
+                .iter()
+                .any(|m| m.serial() == serial && m.serves_pinned());
+            if !serves {
+                w.pinned = None;
+            }
+            serves || !w.strict
+        });
         for member in members {
             while waiters.list.iter().any(|w| w.accepts(member)) {
                 let Some(slot) = InFlight::try_start(member.clone()) else {
@@ -206,6 +229,8 @@ impl WaitQueue {
                 }
             }
         }
+        let live = waiters.live();
+        self.depth.store(live, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,392 @@
+//! One `<VirtualHost>`: the front (`[server]`), which balancer `ProxyPass` sends to, the
+//! reverse rewriting, the `ROUTEID` cookie recipe, `SSLProxy*` and the balancer-manager.
+
+use super::balancer::{balancer_name, params};
+use super::parse::Directive;
+use super::write::{list, q, Table};
+use super::Import;
+
+/// Whether the virtual host sends requests to a `balancer://`.
+pub(crate) fn proxies_to_balancer(v: &Directive) -> bool {
+    v.body
+        .iter()
+        .flatten()
+        .any(|d| d.is("ProxyPass") && d.args.get(1).is_some_and(|t| balancer_name(t).is_some()))
+}
+
+/// `*:443`, `_default_:443`, `[::]:443`, `10.0.0.1:443` → the address to listen on.
+fn listen_addr(arg: &str, fallback_port: u16) -> (String, Option<&'static str>) {
+    let (host, port) = match arg.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => (h, p.to_owned()),
+        _ => (arg, fallback_port.to_string()),
+    };
+    match host {
+        "*" | "_default_" => (format!("0.0.0.0:{port}"), None),
+        h if h.starts_with('[') => (format!("{h}:{port}"), None),
+        h if h.parse::<std::net::IpAddr>().is_ok() => (format!("{h}:{port}"), None),
+        _ => (
+            format!("0.0.0.0:{port}"),
+            Some("a virtual host named by host name: listening on every address"),
+        ),
+    }
+}
+
+impl Import {
+    /// The tables for virtual host `v`.
+    pub(crate) fn vhost(&mut self, v: &Directive) -> Vec<Table> {
+        let port = self.listen_ports.first().copied().unwrap_or(80);
+        let mut server = Table::new("[server]", format!("{}: {}", v.at, v.text));
+        let (listen, note) = listen_addr(v.args.first().map_or("*", String::as_str), port);
+        if let Some(why) = note {
+            self.not_carried(&v.at, &v.text, why);
+        }
+        server.set("listen", q(&listen), "");
+        let mut balancer = Table::new("[balancer]", "");
+        let mut manager = None;
+        let mut target = None;
+        let body = v.body.clone().unwrap_or_default();
+        for d in &body {
+            if d.is("Proxy") {
+                self.proxy_section(d);
+            } else if d.is("ProxyHCExpr") {
+                self.hc_expr_line(d);
+            } else if d.is("ProxyPass") {
+                self.proxy_pass(d, &mut target);
+            } else if d.is("Location") || d.is("LocationMatch") {
+                manager = self.location(d).or(manager);
+            } else if !self.front_line(d, &mut server) && !self.balancer_line(d, &mut balancer) {
+                self.skip(d, vhost_why(d));
+            }
+        }
+        if !server.has("server_name") {
+            self.not_carried(
+                &v.at,
+                "ServerName",
+                "none given: `localhost` is written; set the public name",
+            );
+            server.set("server_name", q("localhost"), "");
+        }
+        let mut tables = vec![server];
+        let Some(name) = target else {
+            return tables;
+        };
+        for (other, at) in self.unused_balancers(&name) {
+            self.not_carried(
+                &at,
+                &format!("balancer://{other}"),
+                "no ProxyPass of this virtual host sends to it",
+            );
+        }
+        let found = self.balancers.iter().position(|b| b.name == name);
+        let b = found.map(|i| std::mem::take(&mut self.balancers[i]));
+        let mut rest = match b {
+            Some(b) => {
+                let members = self.balancer_tables(&b, &mut balancer);
+                if b.members.is_empty() {
+                    self.not_carried(
+                        "",
+                        &format!("balancer://{name}"),
+                        "it has no BalancerMember: add [[balancer.member]] tables",
+                    );
+                }
+                members
+            }
+            None => {
+                balancer.set("name", q(&name), "");
+                self.not_carried(
+                    "",
+                    &format!("balancer://{name}"),
+                    "never defined: add [[balancer.member]] tables",
+                );
+                Vec::new()
+            }
+        };
+        self.route_cookie(&mut balancer);
+        tables.push(balancer);
+        tables.append(&mut rest);
+        tables.extend(manager);
+        tables
+    }
+
+    fn unused_balancers(&self, used: &str) -> Vec<(String, String)> {
+        self.balancers
+            .iter()
+            .filter(|b| b.name != used)
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    b.members.first().map(|m| m.at.clone()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// `ProxyPass / balancer://name/ [key=value…]`; other paths wait for routes.
+    fn proxy_pass(&mut self, d: &Directive, target: &mut Option<String>) {
+        let (path, to) = match d.args.as_slice() {
+            [path, to, ..] => (path.as_str(), to.as_str()),
+            _ => {
+                self.skip(d, "ProxyPass without a path and a target");
+                return;
+            }
+        };
+        if to == "!" {
+            self.skip(
+                d,
+                "an exclusion: the balancer-manager and status pages listen on their own port here",
+            );
+            return;
+        }
+        let Some(name) = balancer_name(to) else {
+            self.skip(
+                d,
+                "a ProxyPass to one server, not a balancer: write it as a balancer with one member",
+            );
+            return;
+        };
+        if let Some(prev) = target.as_ref().filter(|p| *p != name) {
+            let why = format!("a second balancer for `/` ({prev} is used)");
+            self.skip(d, &why);
+            return;
+        }
+        if path != "/" {
+            let why = format!(
+                "its path is not carried: this file sends every path to the balancer unchanged \
+                 (a request for {p}/x reaches the member as {p}/x, where Apache sent /x)",
+                p = path.trim_end_matches('/')
+            );
+            self.skip(d, &why);
+        }
+        *target = Some(name.to_owned());
+        let rest: Vec<String> = d.args[2..].to_vec();
+        if !params(&rest).is_empty() {
+            self.proxy_set(name, d, &rest);
+        }
+    }
+
+    /// `<Location /balancer-manager>` with `SetHandler balancer-manager` → `[manager]`.
+    fn location(&mut self, d: &Directive) -> Option<Table> {
+        let body = d.body.as_deref().unwrap_or_default();
+        let manager = body.iter().any(|x| {
+            x.is("SetHandler")
+                && x.args
+                    .first()
+                    .is_some_and(|h| h.eq_ignore_ascii_case("balancer-manager"))
+        });
+        if !manager {
+            self.skip(d, "a <Location> that is not the balancer-manager");
+            return None;
+        }
+        for x in body.iter().filter(|x| !x.is("SetHandler")) {
+            self.skip(x, "the manager is reached on its own port: keep it on loopback or behind your own authentication");
+        }
+        let mut t = Table::new(
+            "[manager]",
+            format!("{}: {} (SetHandler balancer-manager)", d.at, d.text),
+        );
+        t.set(
+            "listen",
+            q(&self.manager_listen),
+            "its own port, on loopback: Apache served it inside the virtual host",
+        );
+        Some(t)
+    }
+
+    /// A line of the front; whether it was one.
+    fn front_line(&mut self, d: &Directive, server: &mut Table) -> bool {
+        let arg = d.args.first().cloned().unwrap_or_default();
+        let why = format!("{}: {}", d.at, d.text);
+        let on = arg.eq_ignore_ascii_case("on");
+        match d.name.to_ascii_lowercase().as_str() {
+            "servername" => server.set("server_name", q(&arg), why),
+            "sslengine" => {
+                if !on {
+                    self.skip(
+                        d,
+                        "TLS off: the front speaks plain HTTP unless certificate and key are set",
+                    );
+                }
+            }
+            "sslcertificatefile" => server.set("certificate", q(&self.path(&arg)), why),
+            "sslcertificatekeyfile" => server.set("key", q(&self.path(&arg)), why),
+            "customlog" | "transferlog" => server.set("access_log", q(&self.path(&arg)), why),
+            "requestreadtimeout" => self.read_timeouts(d, server),
+            _ => return false,
+        }
+        true
+    }
+
+    /// `RequestReadTimeout header=20-40,MinRate=500 body=20` → the first number of each.
+    fn read_timeouts(&mut self, d: &Directive, server: &mut Table) {
+        for (k, v) in params(&d.args) {
+            let secs = v
+                .split([',', '-'])
+                .next()
+                .and_then(|s| s.parse::<u64>().ok());
+            let key = match k.as_str() {
+                "header" => "header_read_timeout",
+                "body" => "request_body_timeout",
+                _ => continue,
+            };
+            match secs {
+                Some(s) if s > 0 => {
+                    server.set(key, q(&format!("{s}s")), format!("{}: {k}={v}", d.at));
+                }
+                _ => self.not_carried(&d.at, &format!("{k}={v}"), "no whole number of seconds"),
+            }
+            if v.contains(['-', ',']) {
+                self.not_carried(
+                    &d.at,
+                    &format!("{k}={v}"),
+                    "the first limit is kept; a growing limit with MinRate has no equivalent",
+                );
+            }
+        }
+    }
+
+    /// A line of the balancer; whether it was one.
+    fn balancer_line(&mut self, d: &Directive, b: &mut Table) -> bool {
+        let arg = d.args.first().cloned().unwrap_or_default();
+        let why = format!("{}: {}", d.at, d.text);
+        let on = arg.eq_ignore_ascii_case("on");
+        match d.name.to_ascii_lowercase().as_str() {
+            "proxypassreverse" => {
+                b.set("proxy_pass_reverse", "true".into(), why);
+                if arg != "/" {
+                    self.not_carried(
+                        &d.at,
+                        &d.text,
+                        "rewritten to the public URL's root, not this path",
+                    );
+                }
+            }
+            "proxypreservehost" => b.set("preserve_host", on.to_string(), why),
+            "proxyrequests" => {
+                if on {
+                    self.skip(d, "a forward proxy is never served");
+                }
+            }
+            "sslproxyengine" => {}
+            "sslproxycacertificatefile" => b.set("trust_roots", list(&[self.path(&arg)]), why),
+            "sslproxymachinecertificatefile" => {
+                let p = self.path(&arg);
+                b.set("client_certificate", q(&p), why.clone());
+                b.set("client_key", q(&p), why);
+            }
+            "sslproxyverify"
+            | "sslproxycheckpeername"
+            | "sslproxycheckpeercn"
+            | "sslproxycheckpeerexpire" => {
+                self.skip(d, "members' certificates are always verified: give trust_roots, or a member's tls_name");
+            }
+            "proxypassreversecookiedomain" | "proxypassreversecookiepath" => {
+                self.cookie_rewrite(d, b);
+            }
+            "header" => self.header(d),
+            "remoteiptrustedproxy" | "remoteipinternalproxy" => {
+                b.set("trusted_proxies", list(&d.args), why);
+            }
+            "remoteipheader" => {
+                if !arg.eq_ignore_ascii_case("x-forwarded-for") {
+                    self.skip(d, "only X-Forwarded-For names the client");
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn cookie_rewrite(&mut self, d: &Directive, b: &mut Table) {
+        let key = if d.is("ProxyPassReverseCookieDomain") {
+            "reverse_cookie_domain"
+        } else {
+            "reverse_cookie_path"
+        };
+        let [from, to, ..] = d.args.as_slice() else {
+            self.skip(d, "needs the member's value and the public one");
+            return;
+        };
+        b.set(
+            key,
+            format!("[{{ from = {}, to = {} }}]", q(from), q(to)),
+            format!("{}: {}", d.at, d.text),
+        );
+    }
+
+    /// The `ROUTEID` recipe: `Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e; …"`.
+    fn header(&mut self, d: &Directive) {
+        let cookie = d
+            .args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case("set-cookie"))
+            .and_then(|i| d.args.get(i + 1))
+            .filter(|v| v.contains("%{BALANCER_WORKER_ROUTE}e"))
+            .and_then(|v| v.split('=').next())
+            .map(str::trim);
+        match cookie {
+            Some(name) if !name.is_empty() => self.route_cookie = Some((name.to_owned(), d.at.clone())),
+            _ => self.skip(d, "only the balancer's route cookie recipe is carried; set other headers in the members"),
+        }
+    }
+
+    /// The balancer's own cookie from the `Header` recipe; `stickysession` naming that same
+    /// cookie is then the cookie alone (no session id carries a route).
+    fn route_cookie(&mut self, b: &mut Table) {
+        let Some((name, at)) = self.route_cookie.take() else {
+            return;
+        };
+        b.set("cookie", q(&name), format!("{at}: the Header add Set-Cookie recipe (signed here; Apache's clear .route values are still accepted)"));
+        let sticky: Vec<String> = self.sticky_names.iter().map(|(v, _)| v.clone()).collect();
+        for v in sticky {
+            let names: Vec<&str> = v.split('|').collect();
+            if names.iter().all(|n| n.eq_ignore_ascii_case(&name)) {
+                b.set(
+                    "stickysession",
+                    q(""),
+                    format!("stickysession={v} is the route cookie itself"),
+                );
+            }
+        }
+    }
+}
+
+/// Why a line of the virtual host is not carried.
+fn vhost_why(d: &Directive) -> &'static str {
+    match d.name.to_ascii_lowercase().as_str() {
+        "serveralias" => "every Host is answered; aliases need no listing",
+        "sslprotocol"
+        | "sslciphersuite"
+        | "sslhonorcipherorder"
+        | "sslcompression"
+        | "sslsessiontickets" => "TLS 1.2 and 1.3 with rustls' safe defaults, not configurable",
+        "sslcertificatechainfile" => "append the chain to the certificate file",
+        "errorlog" | "loglevel" => "the log goes to stderr; RUST_LOG sets its level",
+        "keepalive" | "keepalivetimeout" | "maxkeepaliverequests" => {
+            "keep-alive is on, idle connections close after the header-read timeout"
+        }
+        "documentroot" | "directoryindex" | "alias" | "scriptalias" | "directory" | "files" => {
+            "nothing is served from disk: every request goes to the balancer"
+        }
+        "rewriteengine" | "rewriterule" | "rewritecond" | "redirect" | "redirectmatch" => {
+            "rewrites and redirects have no equivalent yet"
+        }
+        _ => "not a balancer setting",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_host_addresses_become_listen_addresses() {
+        assert_eq!(listen_addr("*:443", 80).0, "0.0.0.0:443");
+        assert_eq!(listen_addr("_default_:8443", 80).0, "0.0.0.0:8443");
+        assert_eq!(listen_addr("[::]:443", 80).0, "[::]:443");
+        assert_eq!(listen_addr("10.0.0.1:443", 80).0, "10.0.0.1:443");
+        assert_eq!(listen_addr("*", 8080).0, "0.0.0.0:8080");
+        let (addr, note) = listen_addr("wso2.com:443", 80);
+        assert_eq!(addr, "0.0.0.0:443");
+        assert!(note.is_some());
+    }
+}

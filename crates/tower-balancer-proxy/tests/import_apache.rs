@@ -1,0 +1,219 @@
+//! N: `import-apache` on configurations from Apache's own documentation, each imported
+//! into a file that `--check` passes, with what could not be carried said.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use tower_balancer_proxy::config::{import_apache, ConfigFile, ImportError, ImportOptions};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("import-apache-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Imports `conf` and checks the result; the TOML and what was not carried.
+fn import(name: &str, conf: &str) -> (String, Vec<String>) {
+    let d = dir(name);
+    std::fs::write(d.join("httpd.conf"), conf).unwrap();
+    let imported = import_apache(&d.join("httpd.conf"), &ImportOptions::new()).unwrap();
+    let toml = d.join("lb.toml");
+    std::fs::write(&toml, &imported.toml).unwrap();
+    if let Err(errors) = ConfigFile::check_file(&toml) {
+        panic!("--check refused the import: {errors:?}\n{}", imported.toml);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+    (imported.toml, imported.not_carried)
+}
+
+fn has(text: &str, lines: &[&str]) {
+    for l in lines {
+        assert!(
+            text.lines().any(|t| t.starts_with(l)),
+            "no `{l}` in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn mod_proxy_balancer_s_sticky_example() {
+    // https://httpd.apache.org/docs/2.4/mod/mod_proxy_balancer.html, "Example of a balancer
+    // configuration" with the ROUTEID cookie
+    let (toml, notes) = import(
+        "sticky",
+        r#"Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e; path=/" env=BALANCER_ROUTE_CHANGED
+<Proxy "balancer://mycluster">
+    BalancerMember "http://192.168.1.50:80" route=1
+    BalancerMember "http://192.168.1.51:80" route=2
+    ProxySet stickysession=ROUTEID
+</Proxy>
+ProxyPass        "/test" "balancer://mycluster"
+ProxyPassReverse "/test" "balancer://mycluster"
+"#,
+    );
+    has(
+        &toml,
+        &[
+            "name = \"mycluster\"",
+            "cookie = \"ROUTEID\"",
+            "stickysession = \"\"",
+            "url = \"http://192.168.1.50:80\"",
+            "route = \"1\"",
+            "route = \"2\"",
+        ],
+    );
+    // the path prefix is said, not silently dropped
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("ProxyPass") && n.contains("/test/x")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn mod_proxy_balancer_s_hot_standby_example() {
+    let (toml, _) = import(
+        "standby",
+        r#"Listen 8080
+<Proxy "balancer://hotcluster">
+    BalancerMember "http://www2.example.com:8080" loadfactor=1
+    BalancerMember "http://www3.example.com:8080" loadfactor=2
+    # The server below is on hot standby
+    BalancerMember "http://www4.example.com:8080" status=+H
+    ProxySet lbmethod=bytraffic
+</Proxy>
+ProxyPreserveHost On
+ProxyPass        "/" "balancer://hotcluster/"
+ProxyPassReverse "/" "balancer://hotcluster/"
+"#,
+    );
+    has(
+        &toml,
+        &[
+            "listen = \"0.0.0.0:8080\"",
+            "lbmethod = \"bytraffic\"",
+            "preserve_host = true",
+            "loadfactor = 2",
+            "status = \"standby\"",
+        ],
+    );
+}
+
+#[test]
+fn mod_proxy_hcheck_s_example() {
+    // https://httpd.apache.org/docs/2.4/mod/mod_proxy_hcheck.html, "Usage examples"
+    let (toml, notes) = import(
+        "hcheck",
+        r#"ProxyHCExpr ok234 {%{REQUEST_STATUS} =~ /^[234]/}
+ProxyHCExpr gdown {%{REQUEST_STATUS} =~ /^[5]/}
+ProxyHCExpr in_maint {hc('body') !~ /Under maintenance/}
+
+<Proxy balancer://foo>
+  BalancerMember http://www.example.com/  hcmethod=GET hcexpr=in_maint hcuri=/status.php
+  BalancerMember http://www2.example.com/ hcmethod=HEAD hcexpr=ok234 hcinterval=10
+  BalancerMember http://www3.example.com/ hcmethod=TCP hcinterval=5 hcpasses=2 hcfails=3
+  BalancerMember http://www4.example.com/
+</Proxy>
+
+ProxyPass "/" "balancer://foo"
+ProxyPassReverse "/" "balancer://foo"
+"#,
+    );
+    has(
+        &toml,
+        &[
+            "[balancer.health]",
+            "method = \"GET\"",
+            "uri = \"/status.php\"",
+            "interval = \"10s\"",
+        ],
+    );
+    for said in ["hcexpr=in_maint", "hcmethod=HEAD", "hcinterval=5"] {
+        assert!(
+            notes.iter().any(|n| n.contains(said)),
+            "{said} not said: {notes:?}"
+        );
+    }
+}
+
+#[test]
+fn virtual_hosts_with_tls_members_and_includes() {
+    let d = dir("vhosts");
+    std::fs::create_dir_all(d.join("sites")).unwrap();
+    std::fs::write(d.join("ca.pem"), "").unwrap();
+    std::fs::write(
+        d.join("httpd.conf"),
+        "ServerRoot \".\"\nLoadModule proxy_module modules/mod_proxy.so\nIncludeOptional sites/*.conf\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sites/10-static.conf"),
+        "<VirtualHost *:80>\n  ServerName static.example.com\n  DocumentRoot /srv/www\n</VirtualHost>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sites/20-app.conf"),
+        "<VirtualHost *:8080>\n  ServerName app.example.com\n  SSLProxyEngine on\n  SSLProxyVerify none\n  \
+         <Proxy balancer://app>\n    BalancerMember https://10.0.0.1:8443 route=a max=50 timeout=20 retry=30\n    \
+         BalancerMember https://10.0.0.2:8443 route=b max=50 acquire=3000\n  </Proxy>\n  \
+         ProxyPass / balancer://app/ stickysession=JSESSIONID|jsessionid failonstatus=503\n  \
+         RequestReadTimeout header=20-40,MinRate=500 body=20\n</VirtualHost>\n",
+    )
+    .unwrap();
+    let cwd_independent = import_apache(&d.join("httpd.conf"), &ImportOptions::new()).unwrap();
+    let text = &cwd_independent.toml;
+    has(
+        text,
+        &[
+            "listen = \"0.0.0.0:8080\"",
+            "server_name = \"app.example.com\"",
+            "max = 50",
+            "timeout = \"20s\"",
+            "queue_timeout = \"3000ms\"",
+            "stickysession = \"JSESSIONID|jsessionid\"",
+            "failonstatus = [503]",
+            "header_read_timeout = \"20s\"",
+            "request_body_timeout = \"20s\"",
+        ],
+    );
+    let notes = cwd_independent.not_carried.join("\n");
+    for said in [
+        "static.example.com",
+        "SSLProxyVerify",
+        "retry=30",
+        "LoadModule",
+    ] {
+        assert!(notes.contains(said), "{said} not said:\n{notes}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn what_cannot_be_imported_is_said() {
+    let d = dir("bad");
+    std::fs::write(d.join("none.conf"), "ServerName x\nDocumentRoot /srv\n").unwrap();
+    let e = import_apache(&d.join("none.conf"), &ImportOptions::new()).unwrap_err();
+    assert!(matches!(e, ImportError::NoBalancer(_)), "{e}");
+    std::fs::write(
+        d.join("open.conf"),
+        "<VirtualHost *:80>\nProxyPass / balancer://x/\n",
+    )
+    .unwrap();
+    let e = import_apache(&d.join("open.conf"), &ImportOptions::new()).unwrap_err();
+    assert!(e.to_string().contains("never closed"), "{e}");
+    let e = import_apache(&d.join("missing.conf"), &ImportOptions::new()).unwrap_err();
+    assert!(e.to_string().contains("missing.conf"), "{e}");
+    // a hostile value cannot write TOML of its own
+    std::fs::write(
+        d.join("evil.conf"),
+        "<Proxy balancer://b>\nBalancerMember \"http://h:1\\\"\nx = 1\" route=a\n</Proxy>\nProxyPass / balancer://b/\nServerName \"a\\\"\n[manager]\"\n",
+    )
+    .unwrap();
+    if let Ok(imported) = import_apache(&d.join("evil.conf"), &ImportOptions::new()) {
+        let parsed: Result<toml::Table, _> = toml::from_str(&imported.toml);
+        let table = parsed.unwrap();
+        assert!(table.get("manager").is_none(), "{}", imported.toml);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
