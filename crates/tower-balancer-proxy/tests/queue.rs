@@ -256,3 +256,98 @@ async fn clients_that_give_up_while_queued_leak_no_slot() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_free_the_slot_its_member_is_still_using() {
+    let m = gated_member().await;
+    let lb = lb(&[], "", "", &member_table(&m.url, "node1", 1)).await;
+    let addr = lb.addr;
+    // the client gives up after 200 ms; the member is still working on its request
+    let quitter =
+        tokio::spawn(async move { raw(addr, &request(0), Duration::from_millis(200)).await });
+    let order = m.order.clone();
+    until(5 * SECOND, "the first request at the member", move || {
+        order.lock().unwrap().len() == 1
+    })
+    .await;
+    assert!(!quitter.await.unwrap().starts_with("HTTP/1.1"));
+    let next = tokio::spawn(async move { raw(addr, &request(1), 30 * SECOND).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        m.order.lock().unwrap().len(),
+        1,
+        "a second request reached a max = 1 member still busy with the first"
+    );
+    assert_eq!(m.peak.load(Ordering::SeqCst), 1);
+    // the member finishes the abandoned request: the waiting one goes in
+    m.gate.add_permits(2);
+    assert!(next.await.unwrap().starts_with("HTTP/1.1 200"));
+    assert_eq!(m.peak.load(Ordering::SeqCst), 1);
+    let r = lb.registry.clone();
+    until(5 * SECOND, "the slot to be free again", move || {
+        r.load().get("node1").unwrap().stats().in_flight() == 0
+    })
+    .await;
+}
+
+/// A member that answers every request with a 64 MiB body.
+async fn big_member() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(vec![
+                        b'x';
+                        64 << 20
+                    ]))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_and_frees_the_member() {
+    let url = big_member().await;
+    let lb = lb(
+        &[],
+        "send_timeout = \"1s\"",
+        "",
+        &member_table(&url, "node1", 1),
+    )
+    .await;
+    let mut stalled = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stalled,
+        b"GET /big HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = lb.registry.clone();
+    until(5 * SECOND, "the request at the member", move || {
+        r.load().get("node1").unwrap().stats().in_flight() == 1
+    })
+    .await;
+    // it reads nothing: within the send timeout (and a little) its slot is free again
+    let r = lb.registry.clone();
+    until(
+        10 * SECOND,
+        "the non-reading client's slot to be freed",
+        move || r.load().get("node1").unwrap().stats().in_flight() == 0,
+    )
+    .await;
+    let out = raw(
+        lb.addr,
+        b"HEAD /big HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+        10 * SECOND,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    drop(stalled);
+}

@@ -63,6 +63,10 @@ pub struct ServerSection {
     /// `GracefulShutdownTimeout`.
     #[serde(default, deserialize_with = "duration_opt")]
     pub graceful_timeout: Option<Duration>,
+    /// nginx `send_timeout`: how long a response may wait for the client to read any of it
+    /// before the connection is closed (default 60 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub send_timeout: Option<Duration>,
     /// `RequestReadTimeout body=` (nginx `client_body_timeout`): how long a request body may
     /// send nothing before the request is aborted with 408 (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]

@@ -45,6 +45,9 @@ impl ConfigFile {
         if let Some(t) = s.graceful_timeout {
             serve = serve.graceful_timeout(t);
         }
+        if let Some(t) = s.send_timeout {
+            serve = serve.send_timeout(t);
+        }
         if let Some(n) = s.max_connections {
             serve = serve.max_connections(n);
         }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
@@ -11,6 +12,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::ResponseFuture as ClientFuture;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+use tower_balancer::registry::{InFlight, Member};
 use tower_balancer::upstream::UpstreamError;
 
 use super::error::upstream;
@@ -18,9 +20,24 @@ use super::service::ForwardSettings;
 
 pin_project! {
     /// Response future of [`Forward`](super::Forward).
+    ///
+    /// Dropped before the member answered (the client went away) on a member with a limit
+    /// on requests in flight, the exchange goes on in a task that holds the member's slot
+    /// until the member answers or the attempt's time is up: the member is still working on
+    /// the request, so its slot is not free (HAProxy keeps the server's slot the same way).
     pub struct ResponseFuture {
         #[pin]
         kind: Kind,
+    }
+
+    impl PinnedDrop for ResponseFuture {
+        fn drop(this: Pin<&mut Self>) {
+            if let KindProj::Pending { inner, limited, .. } = this.project().kind.project() {
+                if let (Some(fut), Some(hold)) = (inner.take(), limited.take()) {
+                    hold_until_answered(fut, hold);
+                }
+            }
+        }
     }
 }
 
@@ -29,13 +46,35 @@ pin_project! {
     enum Kind {
         Failed { error: Option<UpstreamError> },
         Pending {
-            #[pin]
-            inner: ClientFuture,
+            // boxed inside hyper-util, so it moves out whole when the client goes away
+            inner: Option<ClientFuture>,
             shared: Arc<ForwardSettings>,
             client_upgrade: Option<OnUpgrade>,
             extended: bool,
+            limited: Option<LimitedMember>,
         },
     }
+}
+
+/// A member with a limit on requests in flight, and how long an abandoned exchange with it
+/// may hold a slot.
+pub(crate) struct LimitedMember {
+    pub(crate) member: Arc<Member>,
+    pub(crate) limit: Duration,
+}
+
+/// The client went away before `fut` (an exchange with a limited member) finished: it runs
+/// on, counted on the member, until the member answers or `limit` passes.
+fn hold_until_answered(fut: ClientFuture, hold: LimitedMember) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    // counted again before the balance layer's own count ends: the slot never looks free
+    let slot = InFlight::start(hold.member);
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(hold.limit, fut).await;
+        drop(slot);
+    });
 }
 
 impl ResponseFuture {
@@ -50,13 +89,15 @@ impl ResponseFuture {
         shared: Arc<ForwardSettings>,
         client_upgrade: Option<OnUpgrade>,
         extended: bool,
+        limited: Option<LimitedMember>,
     ) -> Self {
         Self {
             kind: Kind::Pending {
-                inner,
+                inner: Some(inner),
                 shared,
                 client_upgrade,
                 extended,
+                limited,
             },
         }
     }
@@ -99,8 +140,18 @@ impl Future for ResponseFuture {
                 shared,
                 client_upgrade,
                 extended,
+                limited,
             } => {
-                let mut res = ready!(inner.poll(cx)).map_err(upstream)?;
+                let Some(fut) = inner.as_mut() else {
+                    return Poll::Ready(Err(UpstreamError::from_kind(
+                        tower_balancer::upstream::UpstreamErrorKind::Protocol,
+                    )));
+                };
+                let res = ready!(Pin::new(fut).poll(cx));
+                // answered: nothing is left to hold the member's slot for
+                *inner = None;
+                *limited = None;
+                let mut res = res.map_err(upstream)?;
                 if res.status().as_u16() > 599 {
                     // RFC 9110 §15: a status is 100-599; anything else is a broken answer
                     return Poll::Ready(Err(UpstreamError::from_kind(

@@ -14,17 +14,21 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use ring::rand::{SecureRandom, SystemRandom};
-use tower_balancer::balance::Picked;
+use tower_balancer::balance::{AttemptTimeout, Picked};
 use tower_balancer::client::{ClientAddr, ClientTls};
 use tower_balancer::registry::{Member, Registry};
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
 use super::error::NotPicked;
-use super::future::ResponseFuture;
+use super::future::{LimitedMember, ResponseFuture};
 use super::resolve::Resolver;
 use crate::hygiene::{is_valid_host, strip_forwarding_headers, strip_hop_by_hop, Forwarding};
 use crate::rewrite::ReverseRewrite;
+
+/// How long an exchange the client abandoned may hold a limited member's slot when the
+/// request carries no attempt timeout: the failover layer's default per-try timeout.
+const ABANDONED_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
@@ -305,11 +309,19 @@ where
                 return ResponseFuture::failed(e);
             }
         }
+        let limited = (member.max_in_flight() != 0).then(|| LimitedMember {
+            limit: req
+                .extensions()
+                .get::<AttemptTimeout>()
+                .map_or(ABANDONED_HOLD, |t| t.0),
+            member,
+        });
         ResponseFuture::pending(
             self.client.request(req),
             self.shared.clone(),
             client_upgrade,
             extended,
+            limited,
         )
     }
 }

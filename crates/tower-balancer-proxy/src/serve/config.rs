@@ -18,6 +18,7 @@ pub struct ServeConfig {
     pub(crate) max_headers: usize,
     pub(crate) graceful_timeout: Duration,
     pub(crate) keep_alive_timeout: Duration,
+    pub(crate) send_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) stats: super::stats::ServerStats,
@@ -65,6 +66,7 @@ impl ServeConfig {
             max_headers: 100,
             graceful_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(60),
             max_connections: None,
             tls: None,
             stats: super::stats::ServerStats::default(),
@@ -115,6 +117,16 @@ impl ServeConfig {
     #[must_use]
     pub const fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// How long a response may wait for the client to read any of it (nginx
+    /// `send_timeout`, default 60 s); then the connection is closed, and with it the
+    /// member's exchange, so a client that never reads holds no member (nor a member's
+    /// slot under its `max`) for ever. Tunnels (WebSocket) are not subject to it.
+    #[must_use]
+    pub const fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 

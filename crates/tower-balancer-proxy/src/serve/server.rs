@@ -188,6 +188,7 @@ impl Server {
                 let limits = IdleLimits {
                     first: config.header_read_timeout,
                     keep_alive: config.keep_alive_timeout,
+                    send: config.send_timeout,
                 };
                 let svc = connection_service(stack, peer, is_tls, progress.clone());
                 let builder = http_builder(&config);

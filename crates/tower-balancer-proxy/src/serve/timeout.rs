@@ -144,6 +144,8 @@ pub(crate) struct IdleLimits {
     pub(crate) first: Duration,
     /// Between requests.
     pub(crate) keep_alive: Duration,
+    /// While a response waits for the client to read it (nginx `send_timeout`).
+    pub(crate) send: Duration,
 }
 
 #[derive(Debug)]
@@ -151,6 +153,9 @@ struct IoState<IO> {
     io: IO,
     last_activity: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Since when writes have made no progress (the client is not reading), and the timer
+    /// that ends it.
+    stalled: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
 /// A connection's socket, shared so it can be written to after hyper lets go of it.
@@ -178,6 +183,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
                 io,
                 last_activity: Instant::now(),
                 sleep: None,
+                stalled: None,
             })),
             progress,
             limits,
@@ -298,6 +304,44 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
     }
 }
 
+impl<IO> Watched<IO> {
+    /// After a write: progress ends a stall; no progress starts one, and a stall longer
+    /// than the send limit fails the write, so hyper closes the connection (and the member's
+    /// exchange with it) instead of waiting for a client that never reads.
+    fn after_write(
+        &self,
+        inner: &mut IoState<IO>,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match res {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                inner.last_activity = Instant::now();
+                inner.stalled = None;
+                res
+            }
+            Poll::Pending if !self.progress.upgraded.load(Ordering::Relaxed) => {
+                let limit = self.limits.send;
+                let (_, timer) = inner.stalled.get_or_insert_with(|| {
+                    let now = Instant::now();
+                    let deadline = now
+                        .checked_add(limit)
+                        .unwrap_or(now + Duration::from_secs(86_400 * 365));
+                    (now, Box::pin(tokio::time::sleep_until(deadline)))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing of its response within the send timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            res => res,
+        }
+    }
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -306,10 +350,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     ) -> Poll<io::Result<usize>> {
         let mut inner = self.lock();
         let res = Pin::new(&mut inner.io).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            inner.last_activity = Instant::now();
-        }
-        res
+        self.after_write(&mut inner, cx, res)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
@@ -318,10 +359,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     ) -> Poll<io::Result<usize>> {
         let mut inner = self.lock();
         let res = Pin::new(&mut inner.io).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            inner.last_activity = Instant::now();
-        }
-        res
+        self.after_write(&mut inner, cx, res)
     }
     fn is_write_vectored(&self) -> bool {
         self.lock().io.is_write_vectored()
