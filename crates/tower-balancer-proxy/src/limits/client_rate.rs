@@ -115,7 +115,9 @@ impl ClientRate {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientRateLimitLayer {
-    table: Arc<RateTable>,
+    /// `None`: no limit (the file's stack keeps one type with the limit on or off, and a
+    /// limit that is off costs one branch, not a wrapper around every response body).
+    table: Option<Arc<RateTable>>,
     trusted: Arc<TrustedProxies>,
 }
 
@@ -124,8 +126,20 @@ impl ClientRateLimitLayer {
     #[must_use]
     pub fn new(rate: ClientRate, trusted: TrustedProxies) -> Self {
         Self {
-            table: Arc::new(RateTable::new(rate.per_second, rate.burst, rate.clients)),
+            table: Some(Arc::new(RateTable::new(
+                rate.per_second,
+                rate.burst,
+                rate.clients,
+            ))),
             trusted: Arc::new(trusted),
+        }
+    }
+
+    /// No limit: every request passes.
+    pub(crate) fn off() -> Self {
+        Self {
+            table: None,
+            trusted: Arc::new(TrustedProxies::none()),
         }
     }
 }
@@ -162,9 +176,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(peer) = req.extensions().get::<ClientAddr>() {
+        let table = self.layer.table.as_ref();
+        if let (Some(table), Some(peer)) = (table, req.extensions().get::<ClientAddr>()) {
             let client = real_client(peer.0.ip(), req.headers(), &self.layer.trusted);
-            if let Err(retry_after) = self.layer.table.take(ClientKey::of(client), Instant::now()) {
+            if let Err(retry_after) = table.take(ClientKey::of(client), Instant::now()) {
                 tracing::debug!(%client, ?retry_after, "client over its request rate");
                 return ResponseFuture {
                     kind: Kind::Limited {

@@ -103,7 +103,7 @@ where
             .layer(RequestIdLayer::new(ProcessRequestIds::new()))
             .layer(OptionalLayer(debug))
             .layer(AccessLogLayer::new(self.access_log))
-            .layer(OptionalLayer(self.client_rate))
+            .layer(self.client_rate.unwrap_or_else(ClientRateLimitLayer::off))
             .service(stack))
     }
 }
