@@ -125,56 +125,6 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
             "whole number",
         ),
         (
-            file("[server.per_client]\nrate = 0\n", "", ""),
-            "server.per_client.rate",
-            "not a rate",
-        ),
-        (
-            file("[server.per_client]\nrate = \"fast\"\n", "", ""),
-            "server.per_client.rate",
-            "",
-        ),
-        (
-            file("[server.per_client]\nburst = 5\n", "", ""),
-            "server.per_client.burst",
-            "set server.per_client.rate too",
-        ),
-        (
-            file("[server.per_client]\nconnections = 0\n", "", ""),
-            "server.per_client.connections",
-            "at least 1",
-        ),
-        (
-            file("[server.per_client]\nrate = 5\nclients = 0\n", "", ""),
-            "server.per_client.clients",
-            "from 1 to",
-        ),
-        (
-            file("[server.per_client]\nrat = 5\n", "", ""),
-            "server.per_client.rat",
-            "expected one of `rate`",
-        ),
-        (
-            file("", "queue_timeout = \"18446744073709551615s\"\n", ""),
-            "balancer.queue_timeout",
-            "longer than a year",
-        ),
-        (
-            file("", "timeout = \"292471208677y\"\n", ""),
-            "balancer.timeout",
-            "",
-        ),
-        (
-            file("", "queue_timeout = \"0s\"\n", ""),
-            "balancer.queue_timeout",
-            "",
-        ),
-        (
-            file("", "queue_length = 1.5\n", ""),
-            "balancer.queue_length",
-            "",
-        ),
-        (
             file("", "", "").replace("[[balancer.member]]", "[balancer.member]"),
             "balancer.member",
             "[[table]] (two brackets)",
@@ -187,8 +137,6 @@ fn values_that_cannot_be_meant_are_refused_with_words_an_operator_reads() {
     for ok in [
         file("", "stickysession = \"\"\n", ""),
         file("", "stickysession = \"sid\"\n", ""),
-        file("[server.per_client]\nrate = 0.5\nburst = 3\nconnections = 64\nclients = 1000\n", "", ""),
-        file("", "queue_timeout = \"250ms\"\nqueue_length = 0\n", "").replace("route = \"n\"", "route = \"n\"\nmax = 4"),
         file("", "", "[manager]\nlisten = \"127.0.0.1:9000\"\nnames = [\"lb.internal\", \"[::1]\", \"10.0.0.1\"]\n"),
         file("", "", "[balancer.health]\nmethod = \"TCP\"\n"),
     ] {
@@ -248,4 +196,79 @@ fn an_access_log_that_cannot_be_opened_is_found_at_build_with_its_key() {
             .contains("cannot open `/nonexistent/dir/access.log`"),
         "{e}"
     );
+}
+
+/// A file with one member, and `server` and `balancer` lines added to their tables.
+fn one_member(server: &str, balancer: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:8080\"\nserver_name = \"lb\"\n{server}[balancer]\nname = \"b\"\n{balancer}[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n"
+    )
+}
+
+#[test]
+fn limits_that_cannot_be_meant_are_refused_at_their_key() {
+    let file = |server: &str, balancer: &str, _: &str| one_member(server, balancer);
+    assert_refused(vec![
+        (
+            file("[server.per_client]\nrate = 0\n", "", ""),
+            "server.per_client.rate",
+            "not a rate",
+        ),
+        (
+            file("[server.per_client]\nrate = \"fast\"\n", "", ""),
+            "server.per_client.rate",
+            "",
+        ),
+        (
+            file("[server.per_client]\nburst = 5\n", "", ""),
+            "server.per_client.burst",
+            "set server.per_client.rate too",
+        ),
+        (
+            file("[server.per_client]\nconnections = 0\n", "", ""),
+            "server.per_client.connections",
+            "at least 1",
+        ),
+        (
+            file("[server.per_client]\nrate = 5\nclients = 0\n", "", ""),
+            "server.per_client.clients",
+            "from 1 to",
+        ),
+        (
+            file("[server.per_client]\nrat = 5\n", "", ""),
+            "server.per_client.rat",
+            "expected one of `rate`",
+        ),
+        (
+            file("", "queue_timeout = \"18446744073709551615s\"\n", ""),
+            "balancer.queue_timeout",
+            "longer than a year",
+        ),
+        (
+            file("", "timeout = \"292471208677y\"\n", ""),
+            "balancer.timeout",
+            "",
+        ),
+        (
+            file("", "queue_timeout = \"0s\"\n", ""),
+            "balancer.queue_timeout",
+            "",
+        ),
+        (
+            file("", "queue_length = 1.5\n", ""),
+            "balancer.queue_length",
+            "",
+        ),
+    ]);
+    for ok in [
+        file(
+            "[server.per_client]\nrate = 0.5\nburst = 3\nconnections = 64\nclients = 1000\n",
+            "",
+            "",
+        ),
+        file("", "queue_timeout = \"250ms\"\nqueue_length = 0\n", "")
+            .replace("route = \"n\"", "route = \"n\"\nmax = 4"),
+    ] {
+        ConfigFile::from_toml(&ok, Path::new("lb.toml")).unwrap_or_else(|e| panic!("{e}\n{ok}"));
+    }
 }

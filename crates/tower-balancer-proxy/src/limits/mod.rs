@@ -31,7 +31,7 @@ mod rate_table;
 mod request_body;
 
 pub use client_connections::ClientConnectionLimit;
-pub(crate) use client_connections::ConnectionCounts;
+pub(crate) use client_connections::{ConnectionCounts, CountedConnection};
 pub use client_key::ClientKey;
 pub use client_rate::{
     ClientRate, ClientRateLimit, ClientRateLimitLayer, RateLimited, ResponseFuture,

@@ -230,6 +230,15 @@ table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-
 th{background:#eee}.down{color:#b00;font-weight:bold}.ok{color:#070}form{display:inline}\
 button{margin:0 2px}input[type=number]{width:5em}";
 
+/// Requests in flight, and the member's limit when it has one.
+fn busy(m: &MemberView) -> String {
+    if m.max == 0 {
+        m.busy.to_string()
+    } else {
+        format!("{} / max {}", m.busy, m.max)
+    }
+}
+
 /// The queue in words, when it was ever used.
 fn queue_line(q: &QueueView, limited: bool) -> String {
     if !limited && q.queued == 0 && q.refused == 0 {
@@ -293,11 +302,7 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
             set = m.set,
             status = e(m.status),
             elected = m.elected,
-            busy = if m.max == 0 {
-                m.busy.to_string()
-            } else {
-                format!("{} / max {}", m.busy, m.max)
-            },
+            busy = busy(m),
             ramp = m.ramp_percent,
             to = m.to,
             from = m.from,

@@ -163,18 +163,10 @@ impl Server {
             };
             // the settings as they are now: a reload reaches the next connection
             let config = self.settings.current();
-            let counted = match &config.client_connections {
-                Some(limit) => match config.client_counts.open(peer.ip(), limit) {
-                    Ok(counted) => counted,
-                    Err(()) => {
-                        // past the client's cap: closed before a byte is read
-                        config.stats.refuse_per_client();
-                        tracing::debug!(client = %peer.ip(), "client at its connection cap: refused");
-                        drop(sock);
-                        continue;
-                    }
-                },
-                None => None,
+            let Ok(counted) = count_client(&config, peer) else {
+                // past the client's cap: closed before a byte is read
+                drop(sock);
+                continue;
             };
             let _ = sock.set_nodelay(true);
             let stack = stack.clone();
@@ -227,6 +219,24 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
+/// client is at its cap (counted as refused).
+fn count_client(
+    config: &ServeConfig,
+    peer: SocketAddr,
+) -> Result<Option<crate::limits::CountedConnection>, ()> {
+    let Some(limit) = &config.client_connections else {
+        return Ok(None);
+    };
+    config
+        .client_counts
+        .open(peer.ip(), limit)
+        .inspect_err(|()| {
+            config.stats.refuse_per_client();
+            tracing::debug!(client = %peer.ip(), "client at its connection cap: refused");
+        })
 }
 
 /// The service hyper calls for each request of one connection: marks the request's head

@@ -184,46 +184,57 @@ where
                 else {
                     return Poll::Ready(Err(POLLED_AFTER_READY.into()));
                 };
-                let member = in_flight.member().clone();
-                match result {
-                    Ok(res) => {
-                        let latency = started.elapsed();
-                        let status = res.status();
-                        let outcome = if report.failure_statuses.contains(status) {
-                            Outcome::Failure {
-                                kind: FailureKind::Status(status),
-                                latency: Some(latency),
-                            }
-                        } else {
-                            Outcome::Success { latency }
-                        };
-                        report.record(&member, &outcome);
-                        let (mut parts, body) = res.into_parts();
-                        parts.extensions.insert(ServedBy(member));
-                        Poll::Ready(Ok(Response::from_parts(
-                            parts,
-                            ResponseBody::new(body, in_flight),
-                        )))
-                    }
-                    Err(e) => {
-                        drop(in_flight);
-                        let outcome = match find_upstream_error(&*e) {
-                            Some(u) => u.failure_kind().map_or(Outcome::NotCounted, |kind| {
-                                Outcome::Failure {
-                                    kind,
-                                    latency: None,
-                                }
-                            }),
-                            None => Outcome::Failure {
-                                kind: FailureKind::Other,
-                                latency: None,
-                            },
-                        };
-                        report.record(&member, &outcome);
-                        Poll::Ready(Err(Box::new(AttemptError::new(member, e))))
-                    }
-                }
+                Poll::Ready(finish(result, in_flight, started, &report))
             }
+        }
+    }
+}
+
+/// An attempt's result: the outcome recorded on its member, the response tagged with who
+/// served it and counted until its body ends, or the error with the member it failed on.
+fn finish<RB>(
+    result: Result<Response<RB>, BoxError>,
+    in_flight: InFlight,
+    started: Instant,
+    report: &OutcomeSink,
+) -> Result<Response<ResponseBody<RB>>, BoxError> {
+    let member = in_flight.member().clone();
+    match result {
+        Ok(res) => {
+            let latency = started.elapsed();
+            let status = res.status();
+            let outcome = if report.failure_statuses.contains(status) {
+                Outcome::Failure {
+                    kind: FailureKind::Status(status),
+                    latency: Some(latency),
+                }
+            } else {
+                Outcome::Success { latency }
+            };
+            report.record(&member, &outcome);
+            let (mut parts, body) = res.into_parts();
+            parts.extensions.insert(ServedBy(member));
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::new(body, in_flight),
+            ))
+        }
+        Err(e) => {
+            drop(in_flight);
+            let outcome = match find_upstream_error(&*e) {
+                Some(u) => u
+                    .failure_kind()
+                    .map_or(Outcome::NotCounted, |kind| Outcome::Failure {
+                        kind,
+                        latency: None,
+                    }),
+                None => Outcome::Failure {
+                    kind: FailureKind::Other,
+                    latency: None,
+                },
+            };
+            report.record(&member, &outcome);
+            Err(Box::new(AttemptError::new(member, e)))
         }
     }
 }

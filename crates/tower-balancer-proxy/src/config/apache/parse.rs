@@ -106,23 +106,7 @@ impl Reader {
                 continue;
             }
             if let Some(name) = trimmed.strip_prefix("</") {
-                let name = name.trim_end_matches('>').trim();
-                let Some((open, body)) = stack.pop() else {
-                    return Err(ApacheSyntaxError::Sections {
-                        at,
-                        why: format!("</{name}> closes no section"),
-                    });
-                };
-                if !open.is(name) {
-                    return Err(ApacheSyntaxError::Sections {
-                        at,
-                        why: format!("</{name}> closes <{}> ({})", open.name, open.at),
-                    });
-                }
-                let done = Directive {
-                    body: Some(body),
-                    ..open
-                };
+                let done = close(&mut stack, name.trim_end_matches('>').trim(), at)?;
                 push(&mut stack, &mut top, done);
                 continue;
             }
@@ -219,6 +203,30 @@ impl Reader {
         found.sort();
         Ok(found)
     }
+}
+
+/// Closes the innermost open section, which must be `name`.
+fn close(
+    stack: &mut Vec<(Directive, Vec<Directive>)>,
+    name: &str,
+    at: String,
+) -> Result<Directive, ApacheSyntaxError> {
+    let Some((open, body)) = stack.pop() else {
+        return Err(ApacheSyntaxError::Sections {
+            at,
+            why: format!("</{name}> closes no section"),
+        });
+    };
+    if !open.is(name) {
+        return Err(ApacheSyntaxError::Sections {
+            at,
+            why: format!("</{name}> closes <{}> ({})", open.name, open.at),
+        });
+    }
+    Ok(Directive {
+        body: Some(body),
+        ..open
+    })
 }
 
 fn push(stack: &mut [(Directive, Vec<Directive>)], top: &mut Vec<Directive>, d: Directive) {
