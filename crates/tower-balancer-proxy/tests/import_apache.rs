@@ -217,3 +217,52 @@ fn what_cannot_be_imported_is_said() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn meaning_is_kept_or_said_for_paths_tls_and_access() {
+    let (toml, notes) = import(
+        "meaning",
+        r#"<VirtualHost *:8080>
+  ServerName app.example.com
+  SSLCertificateFile /nonexistent/cert.pem
+  <Proxy balancer://Other>
+    BalancerMember http://10.0.0.9:80
+  </Proxy>
+  <Proxy balancer://web>
+    BalancerMember http://10.0.0.1:80/ route=a
+    Require ip 192.168.0.0/16
+  </Proxy>
+  ProxyPass /static/ !
+  ProxyPass /app/ balancer://other/
+  ProxyPass / balancer://WEB/app/
+  <Location /admin>
+    AuthType Basic
+    Require valid-user
+  </Location>
+  SSLVerifyClient require
+</VirtualHost>
+"#,
+    );
+    // the balancer for `/` wins wherever it is written; names are case-insensitive
+    has(
+        &toml,
+        &["name = \"web\"", "url = \"http://10.0.0.1:80/app\""],
+    );
+    // no SSLEngine on: plain HTTP, as Apache served it
+    assert!(!toml.contains("certificate ="), "{toml}");
+    let notes = notes.join("\n");
+    for said in [
+        "SSLEngine is not on",
+        "/static/ is proxied",
+        "routes by path have no equivalent",
+        "ACCESS CONTROL IS NOT CARRIED",
+        "CLIENT CERTIFICATES ARE NOT CHECKED",
+    ] {
+        assert!(notes.contains(said), "`{said}` not said:\n{notes}");
+    }
+    assert_eq!(
+        notes.matches("ACCESS CONTROL IS NOT CARRIED").count(),
+        2,
+        "{notes}"
+    );
+}

@@ -167,7 +167,7 @@ async fn without_a_trusted_proxy_forwarded_addresses_are_not_believed() {
         &[member],
         "[server.per_client]\nrate = 1\nburst = 2\n",
         "",
-        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
     )
     .await;
     // the same peer claiming a new address each time is still one client
@@ -180,4 +180,11 @@ async fn without_a_trusted_proxy_forwarded_addresses_are_not_believed() {
         statuses.push(out[9..12].to_owned());
     }
     assert_eq!(statuses, ["200", "200", "429", "429"]);
+    let m = lb.manager.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    let metrics = raw(m, req.as_bytes(), 5 * SECOND).await;
+    assert!(
+        metrics.contains("lb_client_limited_total{limit=\"rate\"} 2"),
+        "{metrics}"
+    );
 }

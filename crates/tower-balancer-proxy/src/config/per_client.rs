@@ -11,6 +11,9 @@ use crate::limits::{ClientConnectionLimit, ClientRate, ClientRateLimitLayer};
 /// The most requests a second a rate may allow (a million: above it, no limit is meant).
 const MAX_RATE: f64 = 1e6;
 
+/// The least: one request in about 17 minutes (below it, `Retry-After` runs to years).
+const MIN_RATE: f64 = 0.001;
+
 /// The most clients the rate table may remember (about 1 GiB at most).
 const MAX_CLIENTS: usize = 10_000_000;
 
@@ -63,11 +66,14 @@ impl PerClientSection {
 
     /// What is wrong with the section as a whole, if anything.
     pub(super) const fn problem(&self) -> Option<(&'static str, &'static str)> {
-        if self.rate.is_none() && (self.burst.is_some() || self.clients.is_some()) {
-            return Some((
-                "server.per_client.burst",
-                "burst and clients shape a request rate: set server.per_client.rate too",
-            ));
+        if self.rate.is_none() {
+            let why = "burst and clients shape a request rate: set server.per_client.rate too";
+            if self.burst.is_some() {
+                return Some(("server.per_client.burst", why));
+            }
+            if self.clients.is_some() {
+                return Some(("server.per_client.clients", why));
+            }
         }
         None
     }
@@ -75,9 +81,9 @@ impl PerClientSection {
 
 fn rate_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     let r = f64::deserialize(d)?;
-    if !(r.is_finite() && r > 0.0 && r <= MAX_RATE) {
+    if !(r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r)) {
         return Err(de::Error::custom(format!(
-            "{r} is not a rate: give requests a second, above 0 and at most {MAX_RATE}"
+            "{r} is not a rate: give requests a second, from {MIN_RATE} to {MAX_RATE}"
         )));
     }
     Ok(Some(r))
@@ -86,9 +92,7 @@ fn rate_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
 fn count_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let n = u32::deserialize(d)?;
     if n == 0 {
-        return Err(de::Error::custom(
-            "must be at least 1 (remove the key for no limit)",
-        ));
+        return Err(de::Error::custom("must be at least 1"));
     }
     Ok(Some(n))
 }

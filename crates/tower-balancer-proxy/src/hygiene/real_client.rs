@@ -45,7 +45,11 @@ pub fn real_client(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) 
         .filter_map(|v| v.to_str().ok())
         .collect();
     for entry in lines.iter().rev().flat_map(|l| l.rsplit(',')) {
-        let Ok(addr) = IpAddr::from_str(entry.trim()) else {
+        // `1.2.3.4:5678` and `[2001:db8::1]:5678`, as some proxies write them, are addresses
+        let entry = entry.trim();
+        let parsed = IpAddr::from_str(entry)
+            .or_else(|_| std::net::SocketAddr::from_str(entry).map(|s| s.ip()));
+        let Ok(addr) = parsed else {
             return client;
         };
         client = canonical(addr);
@@ -86,6 +90,8 @@ mod tests {
             ("5.5.5.5", vec!["1.1.1.1"], "5.5.5.5"),
             ("::1", vec!["::ffff:7.7.7.7"], "7.7.7.7"),
             ("::ffff:10.0.0.1", vec!["8.8.8.8"], "8.8.8.8"),
+            ("10.0.0.1", vec!["1.1.1.1:5678"], "1.1.1.1"),
+            ("10.0.0.1", vec!["[2001:db8::1]:443"], "2001:db8::1"),
         ];
         for (peer, lines, want) in cases {
             assert_eq!(

@@ -120,10 +120,13 @@ impl ServeConfig {
         self
     }
 
-    /// How long a response may wait for the client to read any of it (nginx
-    /// `send_timeout`, default 60 s); then the connection is closed, and with it the
-    /// member's exchange, so a client that never reads holds no member (nor a member's
-    /// slot under its `max`) for ever. Tunnels (WebSocket) are not subject to it.
+    /// How long one write to the client may make no progress (nginx `send_timeout`, and
+    /// like it timed between two successive writes, not over the whole response; default
+    /// 60 s); then the connection is closed, and with it the member's exchange, so a client
+    /// that never reads holds no member (nor a member's slot under its `max`) for ever. The
+    /// socket's send buffer (megabytes on Linux) is refilled in large steps, so a client
+    /// reading slower than about a buffer's third per timeout is cut off too: keep it long.
+    /// Tunnels (WebSocket) are not subject to it.
     #[must_use]
     pub const fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;

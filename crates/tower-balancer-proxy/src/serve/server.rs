@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_balancer::client::{ClientAddr, ClientTls};
-use tower_balancer::error::find_in_chain;
 use tower_balancer::BoxError;
 
 use super::config::ServeConfig;
@@ -27,9 +26,8 @@ use super::guard::{check_framing, FramingError};
 use super::reload::LiveSettings;
 use super::stack::Servable;
 use super::stats::ServerStats;
-use super::status::{error_response, ServeBody};
+use super::status::{error_response, RateRefusal, ServeBody};
 use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
-use crate::limits::RateLimited;
 
 /// How long writing a 408 to a client that timed out may take.
 const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -281,14 +279,14 @@ fn connection_service<S: Servable>(
             };
             let res = match res {
                 Ok(r) => r.map(Either::Left),
-                Err(e) => {
-                    if find_in_chain::<RateLimited>(&*e).is_some() {
-                        conn_progress.stats().note_rate_limited();
-                    }
-                    error_response(&e)
-                }
+                Err(e) => error_response(&e),
             };
             let status = res.status();
+            if status == StatusCode::TOO_MANY_REQUESTS
+                && res.extensions().get::<RateRefusal>().is_some()
+            {
+                conn_progress.stats().note_rate_limited();
+            }
             if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
                 conn_progress.upgraded();
             }

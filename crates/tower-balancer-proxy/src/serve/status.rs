@@ -44,8 +44,23 @@ pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
 /// phrase, never the error's text, which is logged with its causes.
 pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
     let status = client_status(&**e);
-    tracing::warn!(error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+    log_failure(e, status, None);
     error_page(status, e)
+}
+
+/// Marks an answer the per-client rate limit gave, for the server's counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateRefusal;
+
+/// Logs a failed request: WARN, except a client over its rate, at DEBUG (a flood must not
+/// write a line per refused request: that is the cost the limit is there to spare).
+fn log_failure(e: &BoxError, status: StatusCode, id: Option<&HeaderValue>) {
+    let id = id.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = 429, "request refused");
+    } else {
+        tracing::warn!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+    }
 }
 
 /// The page for `status`, with `Retry-After` when the members were only busy (every one at
@@ -53,7 +68,11 @@ pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
 /// try again after that many seconds.
 fn error_page<B>(status: StatusCode, e: &BoxError) -> Response<ServeBody<B>> {
     let mut res = status_page(status);
-    let retry = match find_in_chain::<RateLimited>(&**e) {
+    let limited = find_in_chain::<RateLimited>(&**e);
+    if limited.is_some() {
+        res.extensions_mut().insert(RateRefusal);
+    }
+    let retry = match limited {
         // whole seconds, rounded up: a client told 0 would come straight back
         Some(r) => Some(r.retry_after().as_secs() + u64::from(r.retry_after().subsec_nanos() > 0)),
         None => find_in_chain::<BalanceError>(&**e)
@@ -71,12 +90,7 @@ fn error_page<B>(status: StatusCode, e: &BoxError) -> Response<ServeBody<B>> {
 /// carries it in `X-Request-Id`, as the member's answers do.
 pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Response<ServeBody<B>> {
     let status = client_status(&**e);
-    tracing::warn!(
-        request_id = %String::from_utf8_lossy(id.as_bytes()),
-        error = %DisplayChain(&**e),
-        status = status.as_u16(),
-        "request failed"
-    );
+    log_failure(e, status, Some(&id));
     let mut res = error_page(status, e);
     res.headers_mut()
         .insert(HeaderName::from_static("x-request-id"), id);

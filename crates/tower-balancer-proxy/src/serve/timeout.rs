@@ -330,6 +330,10 @@ impl<IO> Watched<IO> {
                     (now, Box::pin(tokio::time::sleep_until(deadline)))
                 });
                 if timer.as_mut().poll(cx).is_ready() {
+                    tracing::info!(
+                        after = ?limit,
+                        "a write to the client made no progress within the send timeout: connection closed"
+                    );
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the client read nothing of its response within the send timeout",

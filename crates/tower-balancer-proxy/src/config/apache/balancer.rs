@@ -23,14 +23,21 @@ pub(crate) struct Member {
     pub(crate) text: String,
 }
 
-/// `balancer://name/…` → `name`.
-pub(crate) fn balancer_name(url: &str) -> Option<&str> {
+/// `balancer://name/…` → `name`, lower-cased as Apache reads it.
+pub(crate) fn balancer_name(url: &str) -> Option<String> {
     let rest = url
         .get(..11)?
         .eq_ignore_ascii_case("balancer://")
         .then(|| &url[11..])?;
     let name = rest.split('/').next()?;
-    (!name.is_empty()).then_some(name)
+    (!name.is_empty()).then(|| name.to_ascii_lowercase())
+}
+
+/// `balancer://name/app/` → `/app`: the path Apache puts before the request's.
+pub(crate) fn balancer_path(url: &str) -> &str {
+    let rest = url.get(11..).unwrap_or_default();
+    rest.find('/')
+        .map_or("", |i| rest[i..].trim_end_matches('/'))
 }
 
 /// `key=value` words.
@@ -47,12 +54,7 @@ pub(crate) fn params(words: &[String]) -> Vec<(String, String)> {
 impl Import {
     /// Gathers a `<Proxy balancer://name>` section.
     pub(crate) fn proxy_section(&mut self, d: &Directive) {
-        let Some(name) = d
-            .args
-            .first()
-            .and_then(|a| balancer_name(a))
-            .map(str::to_owned)
-        else {
+        let Some(name) = d.args.first().and_then(|a| balancer_name(a)) else {
             self.skip(
                 d,
                 "a <Proxy> for something other than a balancer:// is not a balancer",
@@ -64,8 +66,12 @@ impl Import {
                 self.member(&name, inner, &inner.args);
             } else if inner.is("ProxySet") {
                 self.proxy_set(&name, inner, &inner.args);
-            } else if inner.is("Require") || inner.is("Order") || inner.is("Allow") {
-                self.skip(inner, "access control of the balancer itself: clients reach it through the front only");
+            } else if inner.is("Require")
+                || inner.is("Order")
+                || inner.is("Allow")
+                || inner.is("Deny")
+            {
+                self.skip(inner, "ACCESS CONTROL IS NOT CARRIED: every client that reaches the front is served; restrict it in front of the balancer");
             } else {
                 self.skip(inner, "not a balancer setting");
             }
@@ -117,7 +123,17 @@ impl Import {
         let mut health: HashMap<String, (String, String)> = HashMap::new();
         for (i, m) in b.members.iter().enumerate() {
             let mut t = Table::new("[[balancer.member]]", format!("{}: {}", m.at, m.text));
-            t.set("url", q(&m.url), "");
+            match &self.member_prefix {
+                Some((prefix, at)) => {
+                    let url = format!("{}{prefix}", m.url.trim_end_matches('/'));
+                    t.set(
+                        "url",
+                        q(&url),
+                        format!("{at}: ProxyPass to balancer://…{prefix}"),
+                    );
+                }
+                None => t.set("url", q(&m.url), ""),
+            }
             let mut route = format!("member{}", i + 1);
             for (k, v) in &m.params {
                 let why = format!("{k}={v}");
@@ -150,6 +166,16 @@ impl Import {
             members.push(t);
         }
         let mut out = members;
+        let unprobed: Vec<&str> = b
+            .members
+            .iter()
+            .filter(|m| !m.params.iter().any(|(k, _)| k.starts_with("hc")))
+            .map(|m| m.url.as_str())
+            .collect();
+        if !health.is_empty() && !unprobed.is_empty() {
+            let why = "health checks are the balancer's here: these members are probed too, where Apache probed only the members with hc* keys";
+            self.not_carried("", &unprobed.join(", "), why);
+        }
         if let Some(h) = self.health_table(&health) {
             out.push(h);
         }
@@ -308,8 +334,10 @@ mod tests {
 
     #[test]
     fn balancer_urls_name_their_balancer() {
-        assert_eq!(balancer_name("balancer://wso2/"), Some("wso2"));
-        assert_eq!(balancer_name("BALANCER://x"), Some("x"));
+        assert_eq!(balancer_name("balancer://wso2/").as_deref(), Some("wso2"));
+        assert_eq!(balancer_name("BALANCER://X").as_deref(), Some("x"));
+        assert_eq!(balancer_path("balancer://web/app/"), "/app");
+        assert_eq!(balancer_path("balancer://web/"), "");
         assert_eq!(balancer_name("http://x/"), None);
         assert_eq!(balancer_name("balancer:///"), None);
         assert_eq!(balancer_name("bal"), None);

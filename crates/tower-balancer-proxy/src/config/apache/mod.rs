@@ -140,6 +140,10 @@ pub(crate) struct Import {
     pub(crate) hc_exprs: HashMap<String, String>,
     pub(crate) sticky_names: Vec<(String, String)>,
     pub(crate) listen_ports: Vec<u16>,
+    /// The path `ProxyPass … balancer://name/path` puts before every request's, and where.
+    pub(crate) member_prefix: Option<(String, String)>,
+    /// `SSLEngine on` in the virtual host being imported.
+    pub(crate) ssl_on: bool,
     /// The balancer's own cookie, from the `Header add Set-Cookie` recipe, and where.
     pub(crate) route_cookie: Option<(String, String)>,
     pub(crate) not_carried: Vec<String>,
@@ -219,11 +223,7 @@ impl Import {
     /// A server-wide line that names a balancer (`ProxySet balancer://x …`, `BalancerMember
     /// balancer://x url …`); whether it was one.
     fn global_line(&mut self, d: &Directive) -> bool {
-        let target = d
-            .args
-            .first()
-            .and_then(|a| balancer::balancer_name(a))
-            .map(str::to_owned);
+        let target = d.args.first().and_then(|a| balancer::balancer_name(a));
         match target {
             Some(name) if d.is("ProxySet") => self.proxy_set(&name, d, &d.args[1..]),
             Some(name) if d.is("BalancerMember") => self.member(&name, d, &d.args[1..]),

@@ -86,9 +86,15 @@ impl Reader {
             )));
         }
         let shown = path.display().to_string();
-        let size = std::fs::metadata(path)
-            .map_err(|e| ApacheSyntaxError::Read(shown.clone(), e.to_string()))?
-            .len();
+        let meta = std::fs::metadata(path)
+            .map_err(|e| ApacheSyntaxError::Read(shown.clone(), e.to_string()))?;
+        if !meta.is_file() {
+            return Err(ApacheSyntaxError::Read(
+                shown,
+                "not a regular file (a directory or a device)".into(),
+            ));
+        }
+        let size = meta.len();
         if size > MAX_BYTES {
             return Err(ApacheSyntaxError::TooMuch(format!(
                 "{shown} is {size} bytes, more than {MAX_BYTES}"

@@ -45,18 +45,37 @@ impl Import {
         let mut manager = None;
         let mut target = None;
         let body = v.body.clone().unwrap_or_default();
+        // the path `/` is served by the balancer its ProxyPass names, wherever it is written
+        let root = body
+            .iter()
+            .any(|d| {
+                d.is("ProxyPass")
+                    && d.args.first().is_some_and(|p| p == "/")
+                    && d.args.get(1).is_some_and(|t| balancer_name(t).is_some())
+            })
+            .then(|| "/".to_owned());
         for d in &body {
             if d.is("Proxy") {
                 self.proxy_section(d);
             } else if d.is("ProxyHCExpr") {
                 self.hc_expr_line(d);
             } else if d.is("ProxyPass") {
-                self.proxy_pass(d, &mut target);
+                self.proxy_pass(d, &mut target, root.as_deref());
             } else if d.is("Location") || d.is("LocationMatch") {
                 manager = self.location(d).or(manager);
             } else if !self.front_line(d, &mut server) && !self.balancer_line(d, &mut balancer) {
                 self.skip(d, vhost_why(d));
             }
+        }
+        if !self.ssl_on && server.has("certificate") {
+            // Apache serves plain HTTP without SSLEngine on, whatever certificate it names
+            server.remove("certificate");
+            server.remove("key");
+            self.not_carried(
+                &v.at,
+                "SSLCertificateFile",
+                "SSLEngine is not on: the front stays plain HTTP, as Apache's did",
+            );
         }
         if !server.has("server_name") {
             self.not_carried(
@@ -122,7 +141,7 @@ impl Import {
     }
 
     /// `ProxyPass / balancer://name/ [key=value…]`; other paths wait for routes.
-    fn proxy_pass(&mut self, d: &Directive, target: &mut Option<String>) {
+    fn proxy_pass(&mut self, d: &Directive, target: &mut Option<String>, root: Option<&str>) {
         let (path, to) = match d.args.as_slice() {
             [path, to, ..] => (path.as_str(), to.as_str()),
             _ => {
@@ -131,10 +150,10 @@ impl Import {
             }
         };
         if to == "!" {
-            self.skip(
-                d,
-                "an exclusion: the balancer-manager and status pages listen on their own port here",
+            let why = format!(
+                "an exclusion: {path} is proxied to the balancer like every other path here"
             );
+            self.skip(d, &why);
             return;
         }
         let Some(name) = balancer_name(to) else {
@@ -144,23 +163,31 @@ impl Import {
             );
             return;
         };
-        if let Some(prev) = target.as_ref().filter(|p| *p != name) {
-            let why = format!("a second balancer for `/` ({prev} is used)");
-            self.skip(d, &why);
+        // the balancer for `/` is the one imported; without one, the first balancer's
+        if root.is_some_and(|r| r != path) || target.as_ref().is_some_and(|t| *t != name) {
+            let why = "a route for one path to another balancer: routes by path have no equivalent yet, so its requests go to the imported balancer";
+            self.skip(d, why);
             return;
         }
         if path != "/" {
             let why = format!(
-                "its path is not carried: this file sends every path to the balancer unchanged \
-                 (a request for {p}/x reaches the member as {p}/x, where Apache sent /x)",
+                "its path is not carried: this file sends every path to the balancer (a request \
+                 for {p}/x reaches the member as {p}/x, where Apache stripped {p})",
                 p = path.trim_end_matches('/')
             );
             self.skip(d, &why);
         }
-        *target = Some(name.to_owned());
+        let prefix = super::balancer::balancer_path(to);
+        if !prefix.is_empty() {
+            self.member_prefix = Some((prefix.to_owned(), d.at.clone()));
+        }
+        *target = Some(name.clone());
         let rest: Vec<String> = d.args[2..].to_vec();
         if !params(&rest).is_empty() {
-            self.proxy_set(name, d, &rest);
+            self.proxy_set(&name, d, &rest);
+        }
+        for flag in rest.iter().filter(|w| !w.contains('=')) {
+            self.not_carried(&d.at, flag, "a ProxyPass flag with no equivalent");
         }
     }
 
@@ -174,7 +201,17 @@ impl Import {
                     .is_some_and(|h| h.eq_ignore_ascii_case("balancer-manager"))
         });
         if !manager {
-            self.skip(d, "a <Location> that is not the balancer-manager");
+            let guarded = body.iter().any(|x| {
+                ["require", "authtype", "allow", "deny", "order"]
+                    .iter()
+                    .any(|n| x.name.eq_ignore_ascii_case(n))
+            });
+            let why = if guarded {
+                "ACCESS CONTROL IS NOT CARRIED: this <Location>'s rules are not enforced; every client is served"
+            } else {
+                "a <Location> that is not the balancer-manager: per-path settings have no equivalent"
+            };
+            self.skip(d, why);
             return None;
         }
         for x in body.iter().filter(|x| !x.is("SetHandler")) {
@@ -200,12 +237,7 @@ impl Import {
         match d.name.to_ascii_lowercase().as_str() {
             "servername" => server.set("server_name", q(&arg), why),
             "sslengine" => {
-                if !on {
-                    self.skip(
-                        d,
-                        "TLS off: the front speaks plain HTTP unless certificate and key are set",
-                    );
-                }
+                self.ssl_on = on;
             }
             "sslcertificatefile" => server.set("certificate", q(&self.path(&arg)), why),
             "sslcertificatekeyfile" => server.set("key", q(&self.path(&arg)), why),
@@ -354,6 +386,13 @@ impl Import {
 fn vhost_why(d: &Directive) -> &'static str {
     match d.name.to_ascii_lowercase().as_str() {
         "serveralias" => "every Host is answered; aliases need no listing",
+        "sslverifyclient" | "sslverifydepth" | "sslcacertificatefile" | "sslcacertificatepath" => {
+            "CLIENT CERTIFICATES ARE NOT CHECKED: the front asks clients for none"
+        }
+        "authtype" | "authname" | "authuserfile" | "authbasicprovider" | "require" | "order"
+        | "allow" | "deny" => {
+            "ACCESS CONTROL IS NOT CARRIED: every client that reaches the front is served; restrict it in front of the balancer"
+        }
         "sslprotocol"
         | "sslciphersuite"
         | "sslhonorcipherorder"

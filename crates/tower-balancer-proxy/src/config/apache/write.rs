@@ -38,6 +38,10 @@ impl Table {
         });
     }
 
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.lines.retain(|l| l.key != key);
+    }
+
     pub(crate) fn has(&self, key: &str) -> bool {
         self.lines.iter().any(|l| l.key == key)
     }
