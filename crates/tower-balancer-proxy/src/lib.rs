@@ -108,6 +108,7 @@ pub mod metrics;
 pub mod prelude;
 pub mod proxy;
 pub mod rewrite;
+mod routes;
 pub mod serve;
 pub mod tls;
 

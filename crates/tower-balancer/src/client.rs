@@ -13,3 +13,8 @@ pub struct ClientTls;
 /// The client's address as the server saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// The host name the client named in TLS (SNI), when it named one: a router uses it to
+/// refuse a request whose `Host` is another virtual host's than the certificate's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsName(pub std::sync::Arc<str>);

@@ -102,6 +102,7 @@ impl ConfigFile {
         let mut out = Vec::new();
         self.member_rules(&mut out);
         self.pair_rules(&mut out);
+        self.vhost_rules(&mut out);
         out.extend(self.duplicate_routes());
         out
     }

@@ -32,6 +32,10 @@ pub struct FileConfig {
     /// `<Location /balancer-manager>`: off unless present.
     #[serde(default)]
     pub manager: Option<ManagerSection>,
+    /// `<VirtualHost>`s sharing the listener, each with its names, certificate and routes;
+    /// without any, every request goes to the balancer.
+    #[serde(rename = "vhost", default)]
+    pub vhosts: Vec<super::routes::VhostSection>,
 }
 
 /// The virtual host.

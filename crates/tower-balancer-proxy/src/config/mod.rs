@@ -132,6 +132,7 @@ mod plan;
 mod reliability;
 mod reload;
 mod reloader;
+mod routes;
 mod run;
 mod strategy;
 mod typed;
@@ -151,6 +152,7 @@ pub use members::MembersFile;
 pub use per_client::PerClientSection;
 pub use reliability::{EjectionSection, RetryBudgetSection};
 pub use reloader::{ReloadError, Reloaded, Reloader, RELOAD_READ_LIMIT};
+pub use routes::{HeaderMatch, RouteSection, VhostSection};
 pub use run::{BindError, Gateway};
 pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 
@@ -158,5 +160,7 @@ pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames}
 mod operator_tests;
 #[cfg(test)]
 mod reload_tests;
+#[cfg(test)]
+mod routes_tests;
 #[cfg(test)]
 mod tests;

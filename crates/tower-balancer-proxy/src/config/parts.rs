@@ -18,19 +18,14 @@ use crate::access_log::LogTarget;
 use crate::forward::{ForwardConfig, UpstreamTls};
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::proxy::StackPlan;
-use crate::serve::{server_tls_from_pem, ServeConfig};
+use crate::serve::{server_tls_by_name, server_tls_from_pem, ServeConfig};
 
 impl ConfigFile {
     /// The front: its address, TLS and the client-facing limits.
     pub(super) fn front_plan(&self) -> Result<FrontPlan, ConfigError> {
         let s = &self.file.server;
         let mut serve = ServeConfig::new();
-        if let (Some(cert), Some(key)) = (&s.certificate, &s.key) {
-            let tls = server_tls_from_pem(
-                &self.read(cert, "server.certificate")?,
-                &self.read(key, "server.key")?,
-            )
-            .map_err(|e| self.err(Some(cert), "server.certificate", e.to_string()))?;
+        if let Some(tls) = self.front_tls()? {
             serve = serve.tls(tls);
         }
         if let Some(t) = s.header_read_timeout {
@@ -119,7 +114,54 @@ impl ConfigFile {
                 .server
                 .per_client
                 .and_then(|pc| pc.rate_layer(&b.trusted_proxies)),
+            routes: self.route_table()?,
         })
+    }
+
+    /// The front's TLS: `server.certificate`, and each virtual host's by the name clients
+    /// give (the server's, or else the first host's, for other names).
+    fn front_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        let s = &self.file.server;
+        let default = match (&s.certificate, &s.key) {
+            (Some(cert), Some(key)) => {
+                let pair = (
+                    self.read(cert, "server.certificate")?,
+                    self.read(key, "server.key")?,
+                );
+                server_tls_from_pem(&pair.0, &pair.1)
+                    .map_err(|e| self.err(Some(cert), "server.certificate", e.to_string()))?;
+                Some(pair)
+            }
+            _ => None,
+        };
+        let named = self.vhost_certificates()?;
+        if named.is_empty() {
+            return Ok(match default {
+                Some((c, k)) => Some(
+                    server_tls_from_pem(&c, &k)
+                        .map_err(|e| self.err(NO_SPAN, "server.certificate", e.to_string()))?,
+                ),
+                None => None,
+            });
+        }
+        for (i, one) in named.iter().enumerate() {
+            // each alone first, so that an error names the host whose pair was refused
+            server_tls_by_name(None, std::slice::from_ref(one)).map_err(|e| {
+                let v = self
+                    .file
+                    .vhosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.certificate.is_some())
+                    .nth(i)
+                    .map_or(0, |(v, _)| v);
+                self.err(NO_SPAN, &format!("vhost[{v}].certificate"), e.to_string())
+            })?;
+        }
+        let default = default.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+        server_tls_by_name(default, &named)
+            .map(Some)
+            .map_err(|e| self.err(NO_SPAN, "vhost", e.to_string()))
     }
 
     /// Trust roots and the client certificate for HTTPS members, when any are configured.
@@ -156,7 +198,8 @@ impl ConfigFile {
         let mut plan = PublicUrl {
             explicit: b.public_url.clone(),
             server_name: s.server_name.clone(),
-            tls: s.certificate.is_some(),
+            tls: s.certificate.is_some()
+                || self.file.vhosts.iter().any(|v| v.certificate.is_some()),
             reverse: b.proxy_pass_reverse,
             cookie_domains: b
                 .reverse_cookie_domain

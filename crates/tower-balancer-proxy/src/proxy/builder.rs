@@ -271,6 +271,7 @@ where
             forward: self.forward,
             access_log: None,
             client_rate: None,
+            routes: None,
         };
         let outliers = OutlierDetection::new(registry.clone(), plan.outliers);
         let readmissions = outliers.spawn();

@@ -1,8 +1,9 @@
 //! The one place the layers are put together, in the one right order, for both the builder
 //! of [`Proxy`](super::Proxy) and the configuration file's balancer: request id → span (when
-//! debug logging is on) → access log → request-body idle limit → sticky → failover →
+//! debug logging is on) → access log → per-client rate → routes → request-body idle limit → sticky → failover →
 //! balance (with passive ejection) → response-body idle limit → forward.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderName};
@@ -26,6 +27,7 @@ use super::tracing_layers::RequestSpan;
 use crate::access_log::AccessLogLayer;
 use crate::forward::ForwardConfig;
 use crate::limits::{ClientRateLimitLayer, RequestBodyIdleLayer};
+use crate::routes::{RouteTable, Router};
 use crate::serve::Servable;
 use crate::tls::TlsError;
 
@@ -48,6 +50,9 @@ pub(crate) struct StackPlan<S> {
     pub(crate) access_log: Option<crate::access_log::AccessLog>,
     /// Refuses a client's requests past its rate (429), inside the access log.
     pub(crate) client_rate: Option<ClientRateLimitLayer>,
+    /// Virtual hosts and routes, inside the rate limit: none sends every request to the
+    /// balancer.
+    pub(crate) routes: Option<Arc<RouteTable>>,
 }
 
 impl<S> StackPlan<S>
@@ -75,8 +80,12 @@ where
         }
         let failover = FailoverLayer::new(registry.clone(), self.failover);
         let sticky = StickyLayer::new(registry.clone(), self.sticky);
-        let stack = RequestBodyIdleLayer::new(self.request_idle)
+        let lane = RequestBodyIdleLayer::new(self.request_idle)
             .layer(sticky.layer(failover.layer(balance.layer(forward))));
+        let stack = match self.routes {
+            Some(table) => Router::new(table, lane, Vec::new()),
+            None => Router::single(lane),
+        };
         let sensitive = [
             header::COOKIE,
             header::AUTHORIZATION,

@@ -18,7 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_balancer::client::{ClientAddr, ClientTls};
+use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
 use tower_balancer::BoxError;
 
 use super::config::ServeConfig;
@@ -173,14 +173,12 @@ impl Server {
             let open = config.stats.connection();
             tokio::spawn(async move {
                 let _slot = (slot, open, counted);
-                let is_tls = tls.is_some();
                 let progress = Arc::new(Progress::counting(config.stats.clone()));
                 let limits = IdleLimits {
                     first: config.header_read_timeout,
                     keep_alive: config.keep_alive_timeout,
                     send: config.send_timeout,
                 };
-                let svc = connection_service(stack, peer, is_tls, progress.clone());
                 let builder = http_builder(&config);
                 match tls {
                     Some(acceptor) => {
@@ -193,6 +191,8 @@ impl Server {
                             return;
                         };
                         config.stats.handshake(true);
+                        let sni = stream.get_ref().1.server_name().map(Arc::from);
+                        let svc = connection_service(stack, peer, Some(sni), progress.clone());
                         drive(
                             Watched::new(stream, progress, limits),
                             &builder,
@@ -202,6 +202,7 @@ impl Server {
                         .await;
                     }
                     None => {
+                        let svc = connection_service(stack, peer, None, progress.clone());
                         drive(Watched::new(sock, progress, limits), &builder, svc, watcher).await;
                     }
                 }
@@ -239,12 +240,12 @@ fn count_client(
 
 /// The service hyper calls for each request of one connection: marks the request's head
 /// and response on the connection's progress (for its idle limits), tags the request with
-/// the client's address and TLS, refuses bad framing with 400, and maps stack errors to
+/// the client's address, TLS and the name it gave in TLS (`tls`: `Some` over TLS), refuses bad framing with 400, and maps stack errors to
 /// statuses.
 fn connection_service<S: Servable>(
     stack: S,
     peer: SocketAddr,
-    is_tls: bool,
+    tls: Option<Option<Arc<str>>>,
     heads: Arc<Progress>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -259,8 +260,11 @@ fn connection_service<S: Servable>(
         let conn_progress = heads.clone();
         let connect = req.method() == http::Method::CONNECT;
         req.extensions_mut().insert(ClientAddr(peer));
-        if is_tls {
+        if let Some(sni) = &tls {
             req.extensions_mut().insert(ClientTls);
+            if let Some(name) = sni {
+                req.extensions_mut().insert(ClientTlsName(name.clone()));
+            }
         }
         let refused = check_framing(&req).err();
         let mut stack = stack.clone();

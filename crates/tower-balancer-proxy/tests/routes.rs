@@ -1,0 +1,234 @@
+//! N: virtual hosts and routes from the file over real sockets: the host (and the name given
+//! in TLS) chooses the virtual host, its routes are tried in order, a prefix is rewritten on
+//! the way in and member redirects mapped back, fixed answers and redirects come from the
+//! front, and each virtual host presents its own certificate.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::{echo_member, lb, raw, raw_member};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn get(host: &str, path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").into_bytes()
+}
+
+const ROUTES: &str = r#"
+[[vhost]]
+names = ["wso2.com", "www.wso2.com"]
+[[vhost.route]]
+path = "/"
+redirect = "https://wso2.com/carbon/"
+[[vhost.route]]
+prefix = "/carbon"
+balancer = "b"
+[[vhost.route]]
+prefix = "/ping"
+respond = 200
+body = "pong"
+
+[[vhost]]
+names = ["*.api.test"]
+[[vhost.route]]
+prefix = "/"
+header = { name = "x-canary", value = "1" }
+respond = 503
+body = "canary closed"
+[[vhost.route]]
+prefix = "/v1"
+balancer = "b"
+rewrite_prefix = "/api/v1"
+[[vhost.route]]
+prefix = "/old"
+redirect = "/v1"
+status = 308
+"#;
+
+#[tokio::test]
+async fn the_host_chooses_the_virtual_host_and_its_routes_are_tried_in_order() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (url, seen) = echo_member().await;
+        let lb = lb(&[url], "", "", ROUTES).await;
+        let a = lb.addr;
+
+        let res = raw(a, &get("wso2.com", "/", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 302"), "{res}");
+        assert!(
+            res.contains("location: https://wso2.com/carbon/\r\n"),
+            "{res}"
+        );
+
+        let res = raw(a, &get("WWW.wso2.com:443", "/carbon/admin?x=1", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        assert!(res.contains("GET /carbon/admin?x=1 "), "{res}");
+
+        let res = raw(a, &get("wso2.com", "/ping", ""), LIMIT).await;
+        assert!(
+            res.starts_with("HTTP/1.1 200") && res.ends_with("pong"),
+            "{res}"
+        );
+
+        // the first virtual host has no route for /v1; the second one rewrites it
+        let res = raw(a, &get("wso2.com", "/v1/users", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 404"), "{res}");
+        let res = raw(a, &get("eu.api.test", "/v1/users?page=2", ""), LIMIT).await;
+        assert!(res.contains("GET /api/v1/users?page=2 "), "{res}");
+
+        // an unknown host goes to the first virtual host, as in Apache
+        let res = raw(a, &get("unknown.example", "/ping", ""), LIMIT).await;
+        assert!(res.ends_with("pong"), "{res}");
+
+        // routes are tried in order: the header route comes first
+        let res = raw(a, &get("eu.api.test", "/v1/x", "X-Canary: 1\r\n"), LIMIT).await;
+        assert!(
+            res.starts_with("HTTP/1.1 503") && res.ends_with("canary closed"),
+            "{res}"
+        );
+
+        let res = raw(a, &get("eu.api.test", "/old/x?y", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 308"), "{res}");
+        assert!(res.contains("location: /v1/x?y\r\n"), "{res}");
+
+        // only the two forwarded requests reached the member
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            ["GET /carbon/admin?x=1", "GET /api/v1/users?page=2"],
+            "{seen:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn member_redirects_under_a_rewritten_prefix_are_mapped_back() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let member = raw_member(
+            b"HTTP/1.1 302 Found\r\nLocation: /login?next=%2F\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let tail = r#"
+[[vhost]]
+names = ["wso2.com"]
+[[vhost.route]]
+prefix = "/app"
+balancer = "b"
+strip_prefix = true
+"#;
+        let lb = lb(&[member], "", "", tail).await;
+        let res = raw(lb.addr, &get("wso2.com", "/app/home", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 302"), "{res}");
+        assert!(res.contains("location: /app/login?next=%2F\r\n"), "{res}");
+    })
+    .await
+    .unwrap();
+}
+
+/// A CA and, for each name, a certificate it signed: (CA DER, [(cert PEM, key PEM)]).
+fn certificates(names: &[&str]) -> (Vec<u8>, Vec<(String, String)>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let pairs = names
+        .iter()
+        .map(|n| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![(*n).to_owned()])
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        })
+        .collect();
+    (ca.der().to_vec(), pairs)
+}
+
+/// Connects over TLS naming `sni`, verifying the certificate for that name against `ca`,
+/// sends `req` and reads to the end; `Err` when the handshake fails.
+async fn tls_get(addr: SocketAddr, ca: &[u8], sni: &str, req: &[u8]) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.to_vec().into()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut s = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, s.read_to_end(&mut out)).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tb-routes-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn each_virtual_host_presents_its_own_certificate_and_host_must_agree_with_tls() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (ca, pairs) = certificates(&["a.test", "b.test"]);
+        let dir = temp_dir("sni");
+        let mut tail = String::new();
+        for (i, (name, (cert, key))) in ["a.test", "b.test"].iter().zip(&pairs).enumerate() {
+            std::fs::write(dir.join(format!("{i}.pem")), cert).unwrap();
+            std::fs::write(dir.join(format!("{i}.key")), key).unwrap();
+            tail.push_str(&format!(
+                "[[vhost]]\nnames = [\"{name}\"]\ncertificate = \"{}\"\nkey = \"{}\"\n\
+                 [[vhost.route]]\nprefix = \"/\"\nrespond = 200\nbody = \"{name}\"\n",
+                dir.join(format!("{i}.pem")).display(),
+                dir.join(format!("{i}.key")).display(),
+            ));
+        }
+        let (url, _) = echo_member().await;
+        let lb = lb(&[url], "", "", &tail).await;
+        for name in ["a.test", "b.test"] {
+            // the handshake verifies the certificate for the name given: the host's own
+            let res = tls_get(lb.addr, &ca, name, &get(name, "/", ""))
+                .await
+                .unwrap();
+            assert!(
+                res.starts_with("HTTP/1.1 200") && res.ends_with(name),
+                "{res}"
+            );
+        }
+        // a.test's connection asking for b.test's routes: 421, as Apache answers
+        let res = tls_get(lb.addr, &ca, "a.test", &get("b.test", "/", ""))
+            .await
+            .unwrap();
+        assert!(res.starts_with("HTTP/1.1 421"), "{res}");
+        // a Host no virtual host names stays on the host TLS chose
+        let res = tls_get(lb.addr, &ca, "b.test", &get("other", "/", ""))
+            .await
+            .unwrap();
+        assert!(res.ends_with("b.test"), "{res}");
+        // a name no host has gets the first host's certificate, which does not verify for it
+        let err = tls_get(lb.addr, &ca, "c.test", &get("c.test", "/", "")).await;
+        assert!(err.is_err(), "{err:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await
+    .unwrap();
+}
