@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 use tower_balancer::registry::Member;
 
 /// The response headers that carry URLs to rewrite.
-const URL_HEADERS: [HeaderName; 3] = [
+static URL_HEADERS: [HeaderName; 3] = [
     header::LOCATION,
     header::CONTENT_LOCATION,
     HeaderName::from_static("uri"),

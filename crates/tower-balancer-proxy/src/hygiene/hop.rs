@@ -45,10 +45,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     let mut present = 0_u16;
     let mut close_header = false;
     for name in headers.keys() {
-        if let Some(i) = ALWAYS.iter().position(|h| h == name) {
-            present |= 1 << i;
-        } else if name.as_str() == "close" {
-            close_header = true;
+        match always_index(name.as_str()) {
+            Some(i) => present |= 1 << i,
+            None => close_header |= name.as_str() == "close",
         }
     }
     if present != 0 {
@@ -78,8 +77,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// `trailers` if asked for), `Upgrade` (kept when upgrading) and `HTTP2-Settings` (only
 /// meaningful with `Upgrade: h2c`, which is never forwarded). Spelt out because a const
 /// array of `HeaderName`s cannot be taken apart at compile time; a test keeps its start equal
-/// to [`HOP_BY_HOP`].
-const ALWAYS: [HeaderName; 10] = [
+/// to [`HOP_BY_HOP`]. A `static`, not a `const`: every use of a `const` array is a new
+/// temporary whose ten names are dropped again, once per header looked at.
+static ALWAYS: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -91,6 +91,24 @@ const ALWAYS: [HeaderName; 10] = [
     header::UPGRADE,
     HeaderName::from_static("http2-settings"),
 ];
+
+/// The index of `name` in [`ALWAYS`]: a match on the text (its length first), where a
+/// search of the array compared each name in turn, ten comparisons a header.
+fn always_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "te" => 7,
+        "upgrade" => 8,
+        "http2-settings" => 9,
+        _ => return None,
+    })
+}
 
 /// The bits of `Connection` and `TE` in the presence mask of [`ALWAYS`].
 const CONNECTION_BIT: u16 = 1 << 0;
@@ -203,6 +221,10 @@ mod tests {
     #[test]
     fn the_presence_table_covers_every_hop_by_hop_header() {
         assert_eq!(ALWAYS[..HOP_BY_HOP.len()], HOP_BY_HOP);
+        for (i, name) in ALWAYS.iter().enumerate() {
+            assert_eq!(always_index(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(always_index("close"), None);
         assert!(ALWAYS.contains(&header::TE) && ALWAYS.contains(&header::UPGRADE));
         assert_eq!(
             ALWAYS[CONNECTION_BIT.trailing_zeros() as usize],

@@ -47,7 +47,7 @@ pub(crate) struct PathReverse {
 }
 
 /// The headers `ProxyPassReverse` adjusts.
-const URI_HEADERS: [HeaderName; 3] = [LOCATION, CONTENT_LOCATION, HeaderName::from_static("uri")];
+static URI_HEADERS: [HeaderName; 3] = [LOCATION, CONTENT_LOCATION, HeaderName::from_static("uri")];
 
 impl PathReverse {
     /// Maps the member's headers in `headers` back.

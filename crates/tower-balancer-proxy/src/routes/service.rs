@@ -175,8 +175,10 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Direct { #[pin] fut: S::Future },
-        Lane { #[pin] fut: Oneshot<S, Request<B>>, reverse: Option<PathReverse> },
-        Answer { res: Option<Response<Full<Bytes>>> },
+        // boxed, as the answer is: the stack's clone and the request would make every
+        // request's future (and the copies of it) larger, routed or not
+        Lane { fut: Pin<Box<Oneshot<S, Request<B>>>>, reverse: Option<Box<PathReverse>> },
+        Answer { res: Option<Box<Response<Full<Bytes>>>> },
     }
 }
 
@@ -188,12 +190,17 @@ impl<S: Service<Request<B>>, B> RouterFuture<S, B> {
     }
     fn lane(fut: Oneshot<S, Request<B>>, reverse: Option<PathReverse>) -> Self {
         Self {
-            kind: Kind::Lane { fut, reverse },
+            kind: Kind::Lane {
+                fut: Box::pin(fut),
+                reverse: reverse.map(Box::new),
+            },
         }
     }
     fn answer(res: Response<Full<Bytes>>) -> Self {
         Self {
-            kind: Kind::Answer { res: Some(res) },
+            kind: Kind::Answer {
+                res: Some(Box::new(res)),
+            },
         }
     }
 }
@@ -212,14 +219,14 @@ where
                 Poll::Ready(Ok(res.map(Either::Left)))
             }
             KindProj::Lane { fut, reverse } => {
-                let mut res = ready!(fut.poll(cx)).map_err(Into::into)?;
+                let mut res = ready!(fut.as_mut().poll(cx)).map_err(Into::into)?;
                 if let Some(reverse) = reverse {
                     reverse.apply(res.headers_mut());
                 }
                 Poll::Ready(Ok(res.map(Either::Left)))
             }
             KindProj::Answer { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res.map(Either::Right))),
+                Some(res) => Poll::Ready(Ok((*res).map(Either::Right))),
                 None => Poll::Ready(Err("router future polled after completion".into())),
             },
         }
