@@ -60,15 +60,13 @@ ProxyPassReverse "/test" "balancer://mycluster"
             "url = \"http://192.168.1.50:80\"",
             "route = \"1\"",
             "route = \"2\"",
+            // ProxyPass /test balancer://mycluster: /test/x reaches members as /x
+            "prefix = \"/test\"",
+            "balancer = \"mycluster\"",
+            "rewrite_prefix = \"/\"",
         ],
     );
-    // the path prefix is said, not silently dropped
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("ProxyPass") && n.contains("/test/x")),
-        "{notes:?}"
-    );
+    assert!(!notes.iter().any(|n| n.contains("ProxyPass")), "{notes:?}");
 }
 
 #[test]
@@ -246,15 +244,25 @@ fn meaning_is_kept_or_said_for_paths_tls_and_access() {
     // the balancer for `/` wins wherever it is written; names are case-insensitive
     has(
         &toml,
-        &["name = \"web\"", "url = \"http://10.0.0.1:80/app\""],
+        &[
+            "name = \"web\"",
+            "url = \"http://10.0.0.1:80/\"",
+            // the exclusion comes first, as written; / gets the target's path
+            "prefix = \"/static/\"",
+            "respond = 404",
+            "rewrite_prefix = \"/app/\"",
+        ],
+    );
+    assert!(
+        toml.find("\"/static/\"") < toml.find("rewrite_prefix"),
+        "{toml}"
     );
     // no SSLEngine on: plain HTTP, as Apache served it
     assert!(!toml.contains("certificate ="), "{toml}");
     let notes = notes.join("\n");
     for said in [
         "SSLEngine is not on",
-        "/static/ is proxied",
-        "routes by path have no equivalent",
+        "a route to another balancer",
         "ACCESS CONTROL IS NOT CARRIED",
         "CLIENT CERTIFICATES ARE NOT CHECKED",
     ] {
@@ -265,4 +273,68 @@ fn meaning_is_kept_or_said_for_paths_tls_and_access() {
         2,
         "{notes}"
     );
+}
+
+#[test]
+fn two_virtual_hosts_with_paths_and_redirects_become_routes() {
+    // the recipe's shape with a second name on its own certificate, a redirect of / and
+    // an API path the members serve elsewhere
+    let certs = dir("two-hosts-certs");
+    for name in ["wso2.com", "api"] {
+        let made = rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).unwrap();
+        std::fs::write(certs.join(format!("{name}.pem")), made.cert.pem()).unwrap();
+        std::fs::write(
+            certs.join(format!("{name}.key")),
+            made.key_pair.serialize_pem(),
+        )
+        .unwrap();
+    }
+    let conf = r#"Listen 443
+<Proxy balancer://wso2isbalancer>
+  BalancerMember https://10.0.0.11:9443 route=node1
+  BalancerMember https://10.0.0.12:9444 route=node2
+</Proxy>
+<VirtualHost *:443>
+  ServerName wso2.com
+  ServerAlias www.wso2.com
+  SSLEngine on
+  SSLCertificateFile /etc/ssl/wso2.com.pem
+  SSLCertificateKeyFile /etc/ssl/wso2.com.key
+  RedirectMatch ^/$ https://wso2.com/carbon/
+  ProxyPass /carbon balancer://wso2isbalancer/carbon
+  ProxyPassReverse /carbon balancer://wso2isbalancer/carbon
+</VirtualHost>
+<VirtualHost *:443>
+  ServerName api.wso2.com
+  SSLEngine on
+  SSLCertificateFile /etc/ssl/api.pem
+  SSLCertificateKeyFile /etc/ssl/api.key
+  ProxyPass /users/ balancer://wso2isbalancer/scim2/Users/
+  Redirect permanent /old https://api.wso2.com/users
+  Header set X-Frame-Options DENY
+</VirtualHost>
+"#
+    .replace("/etc/ssl", &certs.display().to_string());
+    let (toml, notes) = import("two-hosts", &conf);
+    let _ = std::fs::remove_dir_all(&certs);
+    has(
+        &toml,
+        &[
+            "names = [\"wso2.com\", \"www.wso2.com\"]",
+            "names = [\"api.wso2.com\"]",
+            &format!("certificate = \"{}/api.pem\"", certs.display()),
+            "path = \"/\"",
+            "redirect = \"https://wso2.com/carbon/\"",
+            "prefix = \"/carbon\"",
+            "prefix = \"/users/\"",
+            "rewrite_prefix = \"/scim2/Users/\"",
+            "status = 301",
+        ],
+    );
+    // /carbon goes to /carbon: no rewrite written for it
+    assert_eq!(toml.matches("rewrite_prefix").count(), 1, "{toml}");
+    assert_eq!(toml.matches("[[vhost]]").count(), 2, "{toml}");
+    let notes = notes.join("\n");
+    assert!(notes.contains("X-Frame-Options"), "{notes}");
+    assert!(!notes.contains("a second virtual host (api"), "{notes}");
 }

@@ -33,13 +33,6 @@ pub(crate) fn balancer_name(url: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_ascii_lowercase())
 }
 
-/// `balancer://name/app/` → `/app`: the path Apache puts before the request's.
-pub(crate) fn balancer_path(url: &str) -> &str {
-    let rest = url.get(11..).unwrap_or_default();
-    rest.find('/')
-        .map_or("", |i| rest[i..].trim_end_matches('/'))
-}
-
 /// `key=value` words.
 pub(crate) fn params(words: &[String]) -> Vec<(String, String)> {
     words
@@ -336,8 +329,6 @@ mod tests {
     fn balancer_urls_name_their_balancer() {
         assert_eq!(balancer_name("balancer://wso2/").as_deref(), Some("wso2"));
         assert_eq!(balancer_name("BALANCER://X").as_deref(), Some("x"));
-        assert_eq!(balancer_path("balancer://web/app/"), "/app");
-        assert_eq!(balancer_path("balancer://web/"), "");
         assert_eq!(balancer_name("http://x/"), None);
         assert_eq!(balancer_name("balancer:///"), None);
         assert_eq!(balancer_name("bal"), None);

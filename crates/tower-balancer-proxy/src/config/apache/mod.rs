@@ -6,12 +6,16 @@
 //! balancer://…>` with `BalancerMember`s and `ProxySet`, `ProxyPass`/`ProxyPassReverse`/
 //! `ProxyPreserveHost`, the `ROUTEID` cookie recipe, `SSLProxy*`, mod_proxy_hcheck's keys,
 //! `Include`) and writes the equivalent file, with a comment for every directive it could
-//! not carry and why. The file describes one virtual host with one balancer: a
-//! configuration with more is imported for the first virtual host that proxies to a
-//! balancer, and the rest are listed as not carried.
+//! not carry and why. One balancer a file for now: the first virtual host that proxies to a
+//! balancer chooses it, and every virtual host sending to it becomes a `[[vhost]]` (names
+//! from `ServerName`/`ServerAlias`, its certificate) whose `ProxyPass` paths (with the target's
+//! path as `rewrite_prefix`), exclusions (`!`, answered 404) and `Redirect`s are routes; a
+//! host with one `ProxyPass /` alone needs none. Hosts and paths sending to other balancers
+//! are listed as not carried.
 
 mod balancer;
 mod parse;
+mod routes;
 mod vhost;
 mod write;
 
@@ -111,7 +115,13 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
     for d in &main {
         import.skip(d, global_why(d));
     }
-    for v in &vhosts {
+    // other hosts sending to the same balancer become virtual hosts of the file
+    let imported = vhost::imported_name(&chosen);
+    let (same, others): (Vec<Directive>, Vec<Directive>) = vhosts
+        .into_iter()
+        .partition(|v| imported.is_some() && vhost::imported_name(v) == imported);
+    import.more_vhosts = same;
+    for v in &others {
         let name = v
             .body
             .iter()
@@ -121,7 +131,7 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
             .map_or_else(String::new, |n| format!(" ({n})"));
         import.skip(
             v,
-            &format!("a second virtual host{name}: this file describes one; import that one into a file of its own"),
+            &format!("a virtual host{name} sending to another balancer: one balancer a file for now; import it into a file of its own"),
         );
     }
     let tables = import.vhost(&chosen);
@@ -144,6 +154,8 @@ pub(crate) struct Import {
     pub(crate) member_prefix: Option<(String, String)>,
     /// `SSLEngine on` in the virtual host being imported.
     pub(crate) ssl_on: bool,
+    /// Other virtual hosts sending to the imported balancer.
+    pub(crate) more_vhosts: Vec<Directive>,
     /// The balancer's own cookie, from the `Header add Set-Cookie` recipe, and where.
     pub(crate) route_cookie: Option<(String, String)>,
     pub(crate) not_carried: Vec<String>,

@@ -3,6 +3,7 @@
 
 use super::balancer::{balancer_name, params};
 use super::parse::Directive;
+use super::routes::{host_only, target_path, RouteLine};
 use super::write::{list, q, Table};
 use super::Import;
 
@@ -45,22 +46,19 @@ impl Import {
         let mut manager = None;
         let mut target = None;
         let body = v.body.clone().unwrap_or_default();
-        // the path `/` is served by the balancer its ProxyPass names, wherever it is written
-        let root = body
-            .iter()
-            .any(|d| {
-                d.is("ProxyPass")
-                    && d.args.first().is_some_and(|p| p == "/")
-                    && d.args.get(1).is_some_and(|t| balancer_name(t).is_some())
-            })
-            .then(|| "/".to_owned());
+        let chosen = imported_balancer(&body);
+        let (mut lines, mut aliases) = (Vec::new(), Vec::new());
         for d in &body {
             if d.is("Proxy") {
                 self.proxy_section(d);
             } else if d.is("ProxyHCExpr") {
                 self.hc_expr_line(d);
             } else if d.is("ProxyPass") {
-                self.proxy_pass(d, &mut target, root.as_deref());
+                self.proxy_pass(d, &mut target, chosen.as_deref(), &mut lines);
+            } else if is_redirect(d) {
+                lines.extend(self.redirect_line(d));
+            } else if d.is("ServerAlias") {
+                aliases.extend(d.args.iter().map(|a| host_only(a)));
             } else if d.is("Location") || d.is("LocationMatch") {
                 manager = self.location(d).or(manager);
             } else if !self.front_line(d, &mut server) && !self.balancer_line(d, &mut balancer) {
@@ -85,6 +83,13 @@ impl Import {
             );
             server.set("server_name", q("localhost"), "");
         }
+        let routed = lines.iter().any(|l| !l.is_root_pass()) || !self.more_vhosts.is_empty();
+        let hosts = if routed {
+            self.first_vhost(v, &server, aliases, &lines)
+        } else {
+            self.root_prefix(&lines);
+            Vec::new()
+        };
         let mut tables = vec![server];
         let Some(name) = target else {
             return tables;
@@ -124,7 +129,48 @@ impl Import {
         tables.push(balancer);
         tables.append(&mut rest);
         tables.extend(manager);
+        tables.extend(hosts);
+        for other in std::mem::take(&mut self.more_vhosts) {
+            tables.extend(self.other_vhost(&other, &name));
+        }
         tables
+    }
+
+    /// The imported host as the first `[[vhost]]`: its names and certificate (also the
+    /// front's default) and its routes.
+    fn first_vhost(
+        &mut self,
+        v: &Directive,
+        server: &Table,
+        aliases: Vec<String>,
+        lines: &[RouteLine],
+    ) -> Vec<Table> {
+        let mut names: Vec<String> = server
+            .value("server_name")
+            .map(|n| host_only(n.trim_matches('"')))
+            .into_iter()
+            .collect();
+        names.extend(aliases);
+        if names.is_empty() {
+            names.push("localhost".into());
+        }
+        let tls = match (server.value("certificate"), server.value("key")) {
+            (Some(c), Some(k)) => Some((unquote(c), unquote(k))),
+            _ => None,
+        };
+        self.vhost_tables(&names, tls, lines, &format!("{}: {}", v.at, v.text))
+    }
+
+    /// Without routes, `ProxyPass / balancer://name/app` puts `/app` before every path: on
+    /// the members' URLs.
+    fn root_prefix(&mut self, lines: &[RouteLine]) {
+        if let Some(RouteLine::Pass { inner, from, .. }) = lines.first() {
+            let prefix = inner.trim_end_matches('/');
+            if !prefix.is_empty() {
+                let at = from.split(": ").next().unwrap_or_default().to_owned();
+                self.member_prefix = Some((prefix.to_owned(), at));
+            }
+        }
     }
 
     fn unused_balancers(&self, used: &str) -> Vec<(String, String)> {
@@ -140,8 +186,16 @@ impl Import {
             .collect()
     }
 
-    /// `ProxyPass / balancer://name/ [key=value…]`; other paths wait for routes.
-    fn proxy_pass(&mut self, d: &Directive, target: &mut Option<String>, root: Option<&str>) {
+    /// `ProxyPass path balancer://name/inner [key=value…]`: a route when it sends to the
+    /// imported balancer (`chosen`), with its keys as the balancer's settings.
+    fn proxy_pass(
+        &mut self,
+        d: &Directive,
+        target: &mut Option<String>,
+        chosen: Option<&str>,
+        lines: &mut Vec<RouteLine>,
+    ) {
+        let from = format!("{}: {}", d.at, d.text);
         let (path, to) = match d.args.as_slice() {
             [path, to, ..] => (path.as_str(), to.as_str()),
             _ => {
@@ -150,10 +204,10 @@ impl Import {
             }
         };
         if to == "!" {
-            let why = format!(
-                "an exclusion: {path} is proxied to the balancer like every other path here"
-            );
-            self.skip(d, &why);
+            lines.push(RouteLine::Exclude {
+                path: path.to_owned(),
+                from,
+            });
             return;
         }
         let Some(name) = balancer_name(to) else {
@@ -163,24 +217,18 @@ impl Import {
             );
             return;
         };
-        // the balancer for `/` is the one imported; without one, the first balancer's
-        if root.is_some_and(|r| r != path) || target.as_ref().is_some_and(|t| *t != name) {
-            let why = "a route for one path to another balancer: routes by path have no equivalent yet, so its requests go to the imported balancer";
+        if chosen.is_some_and(|c| c != name) {
+            let why =
+                "a route to another balancer: one balancer a file for now, so its path answers 404";
             self.skip(d, why);
             return;
         }
-        if path != "/" {
-            let why = format!(
-                "its path is not carried: this file sends every path to the balancer (a request \
-                 for {p}/x reaches the member as {p}/x, where Apache stripped {p})",
-                p = path.trim_end_matches('/')
-            );
-            self.skip(d, &why);
-        }
-        let prefix = super::balancer::balancer_path(to);
-        if !prefix.is_empty() {
-            self.member_prefix = Some((prefix.to_owned(), d.at.clone()));
-        }
+        lines.push(RouteLine::Pass {
+            path: path.to_owned(),
+            balancer: name.clone(),
+            inner: target_path(to).to_owned(),
+            from,
+        });
         *target = Some(name.clone());
         let rest: Vec<String> = d.args[2..].to_vec();
         if !params(&rest).is_empty() {
@@ -282,16 +330,8 @@ impl Import {
         let why = format!("{}: {}", d.at, d.text);
         let on = arg.eq_ignore_ascii_case("on");
         match d.name.to_ascii_lowercase().as_str() {
-            "proxypassreverse" => {
-                b.set("proxy_pass_reverse", "true".into(), why);
-                if arg != "/" {
-                    self.not_carried(
-                        &d.at,
-                        &d.text,
-                        "rewritten to the public URL's root, not this path",
-                    );
-                }
-            }
+            // a path's own mapping back is its route's (`rewrite_prefix`)
+            "proxypassreverse" => b.set("proxy_pass_reverse", "true".into(), why),
             "proxypreservehost" => b.set("preserve_host", on.to_string(), why),
             "proxyrequests" => {
                 if on {
@@ -382,10 +422,44 @@ impl Import {
     }
 }
 
+/// The balancer a virtual host is imported with: the one `ProxyPass /` names, else the
+/// first one a `ProxyPass` names.
+fn imported_balancer(body: &[Directive]) -> Option<String> {
+    let to = |d: &Directive| d.args.get(1).and_then(|t| balancer_name(t));
+    let passes = || body.iter().filter(|d| d.is("ProxyPass"));
+    passes()
+        .find(|d| d.args.first().is_some_and(|p| p == "/") && to(d).is_some())
+        .or_else(|| passes().find(|d| to(d).is_some()))
+        .and_then(to)
+}
+
+/// The balancer virtual host `v` would be imported with.
+pub(crate) fn imported_name(v: &Directive) -> Option<String> {
+    imported_balancer(v.body.as_deref().unwrap_or_default())
+}
+
+/// `Redirect` and its forms.
+fn is_redirect(d: &Directive) -> bool {
+    [
+        "Redirect",
+        "RedirectMatch",
+        "RedirectPermanent",
+        "RedirectTemp",
+    ]
+    .iter()
+    .any(|n| d.is(n))
+}
+
+fn unquote(v: &str) -> String {
+    toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|t| t.get("v").and_then(|v| v.as_str().map(str::to_owned)))
+        .unwrap_or_default()
+}
+
 /// Why a line of the virtual host is not carried.
 fn vhost_why(d: &Directive) -> &'static str {
     match d.name.to_ascii_lowercase().as_str() {
-        "serveralias" => "every Host is answered; aliases need no listing",
         "sslverifyclient" | "sslverifydepth" | "sslcacertificatefile" | "sslcacertificatepath" => {
             "CLIENT CERTIFICATES ARE NOT CHECKED: the front asks clients for none"
         }
@@ -406,8 +480,8 @@ fn vhost_why(d: &Directive) -> &'static str {
         "documentroot" | "directoryindex" | "alias" | "scriptalias" | "directory" | "files" => {
             "nothing is served from disk: every request goes to the balancer"
         }
-        "rewriteengine" | "rewriterule" | "rewritecond" | "redirect" | "redirectmatch" => {
-            "rewrites and redirects have no equivalent yet"
+        "rewriteengine" | "rewriterule" | "rewritecond" => {
+            "rewrites have no equivalent: routes match path prefixes, exact paths and headers"
         }
         _ => "not a balancer setting",
     }

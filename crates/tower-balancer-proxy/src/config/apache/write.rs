@@ -42,6 +42,14 @@ impl Table {
         self.lines.retain(|l| l.key != key);
     }
 
+    /// The TOML value of `key`, as written.
+    pub(crate) fn value(&self, key: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find(|l| l.key == key)
+            .map(|l| l.value.as_str())
+    }
+
     pub(crate) fn has(&self, key: &str) -> bool {
         self.lines.iter().any(|l| l.key == key)
     }

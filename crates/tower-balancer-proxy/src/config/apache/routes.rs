@@ -1,0 +1,268 @@
+//! A virtual host's `ProxyPass` and `Redirect` lines as `[[vhost]]` routes, and the other
+//! virtual hosts that send to the same balancer as `[[vhost]]`s of their own.
+//!
+//! Why routes only when needed: a virtual host whose one `ProxyPass /` sends everything to
+//! the balancer is the whole file without routes, and reads best that way; paths, exclusions,
+//! redirects or a second host need the table.
+
+use super::balancer::balancer_name;
+use super::parse::Directive;
+use super::write::{list, q, Table};
+use super::Import;
+
+/// One line of a virtual host that becomes a route, in the order written.
+#[derive(Debug, Clone)]
+pub(crate) enum RouteLine {
+    /// `ProxyPass path balancer://name/inner`.
+    Pass {
+        path: String,
+        balancer: String,
+        inner: String,
+        from: String,
+    },
+    /// `ProxyPass path !`: Apache served it itself.
+    Exclude { path: String, from: String },
+    /// `Redirect [status] path url`, `RedirectMatch ^/$ url`.
+    Redirect {
+        path: String,
+        exact: bool,
+        to: String,
+        status: u16,
+        from: String,
+    },
+}
+
+/// `balancer://name/app/` → `/app/`: the path as written, which replaces the matched one.
+pub(crate) fn target_path(url: &str) -> &str {
+    let rest = url.get(11..).unwrap_or_default();
+    rest.find('/').map_or("", |i| &rest[i..])
+}
+
+impl RouteLine {
+    /// Whether this line alone is what the file without routes says: `ProxyPass /`.
+    pub(crate) fn is_root_pass(&self) -> bool {
+        matches!(self, Self::Pass { path, .. } if path == "/")
+    }
+
+    fn table(&self) -> Table {
+        let mut t = Table::new("[[vhost.route]]", "");
+        match self {
+            Self::Pass {
+                path,
+                balancer,
+                inner,
+                from,
+            } => {
+                t.comment.clone_from(from);
+                t.set("prefix", q(path), "");
+                t.set("balancer", q(balancer), "");
+                let inner = if inner.is_empty() { "/" } else { inner };
+                if inner != path {
+                    t.set(
+                        "rewrite_prefix",
+                        q(inner),
+                        "member redirects under it are mapped back, as ProxyPassReverse does",
+                    );
+                }
+            }
+            Self::Exclude { path, from } => {
+                t.comment.clone_from(from);
+                t.set("prefix", q(path), "");
+                t.set(
+                    "respond",
+                    "404".into(),
+                    "Apache served this path itself (from disk); nothing is served from disk here",
+                );
+            }
+            Self::Redirect {
+                path,
+                exact,
+                to,
+                status,
+                from,
+            } => {
+                t.comment.clone_from(from);
+                t.set(if *exact { "path" } else { "prefix" }, q(path), "");
+                t.set("redirect", q(to), "");
+                if *status != 302 {
+                    t.set("status", status.to_string(), "");
+                }
+            }
+        }
+        t
+    }
+}
+
+impl Import {
+    /// `Redirect`, `RedirectPermanent`, `RedirectTemp`, or a `RedirectMatch` of `^/$`.
+    pub(crate) fn redirect_line(&mut self, d: &Directive) -> Option<RouteLine> {
+        let name = d.name.to_ascii_lowercase();
+        let from = format!("{}: {}", d.at, d.text);
+        let (status, rest) = match (name.as_str(), d.args.first().map(String::as_str)) {
+            ("redirectpermanent", _) => (301, &d.args[..]),
+            ("redirecttemp", _) => (302, &d.args[..]),
+            (_, Some(s)) if s.eq_ignore_ascii_case("permanent") => (301, &d.args[1..]),
+            (_, Some(s)) if s.eq_ignore_ascii_case("temp") => (302, &d.args[1..]),
+            (_, Some(s)) if s.eq_ignore_ascii_case("seeother") => (303, &d.args[1..]),
+            (_, Some(s)) if s.parse::<u16>().is_ok() => (s.parse().unwrap_or(302), &d.args[1..]),
+            _ => (302, &d.args[..]),
+        };
+        let [path, to, ..] = rest else {
+            self.skip(
+                d,
+                "a redirect without a path and a URL (a gone status has no equivalent)",
+            );
+            return None;
+        };
+        let (path, exact) = if name == "redirectmatch" {
+            match path.as_str() {
+                "^/$" | "^/?$" => ("/".to_owned(), true),
+                _ => {
+                    self.skip(
+                        d,
+                        "a regular expression: only ^/$ is carried (as path = \"/\")",
+                    );
+                    return None;
+                }
+            }
+        } else {
+            (path.clone(), false)
+        };
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            self.skip(d, "not a redirect status this file can answer with");
+            return None;
+        }
+        Some(RouteLine::Redirect {
+            path,
+            exact,
+            to: to.clone(),
+            status,
+            from,
+        })
+    }
+
+    /// The `[[vhost]]` table for a host named `names` (its certificate when it has one),
+    /// then its routes: passes and exclusions as written, then redirects (Apache's proxy
+    /// takes a path before `Redirect` does).
+    pub(crate) fn vhost_tables(
+        &mut self,
+        names: &[String],
+        tls: Option<(String, String)>,
+        lines: &[RouteLine],
+        from: &str,
+    ) -> Vec<Table> {
+        let mut host = Table::new("[[vhost]]", from);
+        host.set("names", list(names), "ServerName and ServerAlias");
+        if let Some((cert, key)) = tls {
+            host.set("certificate", q(&cert), "SSLCertificateFile");
+            host.set("key", q(&key), "SSLCertificateKeyFile");
+        }
+        let mut tables = vec![host];
+        let (redirects, proxied): (Vec<&RouteLine>, Vec<&RouteLine>) = lines
+            .iter()
+            .partition(|l| matches!(l, RouteLine::Redirect { .. }));
+        tables.extend(proxied.into_iter().chain(redirects).map(RouteLine::table));
+        if lines.is_empty() {
+            self.not_carried(
+                from,
+                "a virtual host",
+                "it has no ProxyPass or Redirect: every path answers 404",
+            );
+            let mut t = Table::new("[[vhost.route]]", "");
+            t.set("prefix", q("/"), "");
+            t.set("respond", "404".into(), "nothing is served from disk");
+            tables.push(t);
+        }
+        tables
+    }
+
+    /// A second virtual host that sends to `balancer`: its names, certificate, passes and
+    /// redirects; every other line is noted as not carried.
+    pub(crate) fn other_vhost(&mut self, v: &Directive, balancer: &str) -> Vec<Table> {
+        let from = format!("{}: {}", v.at, v.text);
+        let body = v.body.clone().unwrap_or_default();
+        let mut names = Vec::new();
+        let (mut cert, mut key, mut ssl_on) = (None, None, false);
+        let mut lines = Vec::new();
+        for d in &body {
+            let arg = d.args.first().cloned().unwrap_or_default();
+            match d.name.to_ascii_lowercase().as_str() {
+                "servername" => names.insert(0, host_only(&arg)),
+                "serveralias" => names.extend(d.args.iter().map(|a| host_only(a))),
+                "sslengine" => ssl_on = arg.eq_ignore_ascii_case("on"),
+                "sslcertificatefile" => cert = Some(self.path(&arg)),
+                "sslcertificatekeyfile" => key = Some(self.path(&arg)),
+                "proxypass" => lines.extend(self.pass_line(d, balancer)),
+                "redirect" | "redirectmatch" | "redirectpermanent" | "redirecttemp" => {
+                    lines.extend(self.redirect_line(d));
+                }
+                _ => self.skip(d, "a second virtual host: only its names, certificate, ProxyPass and Redirect lines are carried; its other settings are the first host's"),
+            }
+        }
+        if names.is_empty() {
+            self.skip(v, "a second virtual host without ServerName: it could not be told apart from the first");
+            return Vec::new();
+        }
+        let tls = match (ssl_on, cert, key) {
+            (true, Some(c), Some(k)) => Some((c, k)),
+            (true, Some(c), None) => Some((c.clone(), c)),
+            _ => None,
+        };
+        self.vhost_tables(&names, tls, &lines, &from)
+    }
+
+    /// A `ProxyPass` of a second virtual host, as a route when it sends to `balancer`.
+    fn pass_line(&mut self, d: &Directive, balancer: &str) -> Option<RouteLine> {
+        let from = format!("{}: {}", d.at, d.text);
+        match d.args.as_slice() {
+            [path, to, ..] if to == "!" => Some(RouteLine::Exclude {
+                path: path.clone(),
+                from,
+            }),
+            [path, to, ..] if balancer_name(to).as_deref() == Some(balancer) => {
+                Some(RouteLine::Pass {
+                    path: path.clone(),
+                    balancer: balancer.to_owned(),
+                    inner: target_path(to).to_owned(),
+                    from,
+                })
+            }
+            _ => {
+                self.skip(
+                    d,
+                    "not a ProxyPass to the imported balancer: one balancer a file for now",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A `ServerName`'s host, without scheme or port.
+pub(crate) fn host_only(name: &str) -> String {
+    let name = name.split_once("://").map_or(name, |(_, rest)| rest);
+    let name = name.rsplit_once(':').map_or(
+        name,
+        |(h, p)| {
+            if p.parse::<u16>().is_ok() {
+                h
+            } else {
+                name
+            }
+        },
+    );
+    name.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_paths_and_host_names() {
+        assert_eq!(target_path("balancer://b/app/"), "/app/");
+        assert_eq!(target_path("balancer://b"), "");
+        assert_eq!(host_only("https://WSO2.com:443"), "wso2.com");
+        assert_eq!(host_only("*.wso2.com"), "*.wso2.com");
+    }
+}
