@@ -14,7 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -167,46 +167,15 @@ impl Server {
                 continue;
             };
             let _ = sock.set_nodelay(true);
-            let stack = stack.clone();
-            let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-            let watcher = graceful.watcher();
             let open = config.stats.connection();
-            tokio::spawn(async move {
-                let _slot = (slot, open, counted);
-                let progress = Arc::new(Progress::counting(config.stats.clone()));
-                let limits = IdleLimits {
-                    first: config.header_read_timeout,
-                    keep_alive: config.keep_alive_timeout,
-                    send: config.send_timeout,
-                };
-                let builder = http_builder(&config);
-                match tls {
-                    Some(acceptor) => {
-                        // a failed or slow handshake: drop the connection
-                        let Ok(Ok(stream)) =
-                            tokio::time::timeout(config.handshake_timeout, acceptor.accept(sock))
-                                .await
-                        else {
-                            config.stats.handshake(false);
-                            return;
-                        };
-                        config.stats.handshake(true);
-                        let sni = stream.get_ref().1.server_name().map(Arc::from);
-                        let svc = connection_service(stack, peer, Some(sni), progress.clone());
-                        drive(
-                            Watched::new(stream, progress, limits),
-                            &builder,
-                            svc,
-                            watcher,
-                        )
-                        .await;
-                    }
-                    None => {
-                        let svc = connection_service(stack, peer, None, progress.clone());
-                        drive(Watched::new(sock, progress, limits), &builder, svc, watcher).await;
-                    }
-                }
-            });
+            tokio::spawn(connection(
+                sock,
+                peer,
+                stack.clone(),
+                config,
+                graceful.watcher(),
+                (slot, open, counted),
+            ));
         }
         drop(self.listener);
         let grace = self.settings.current().graceful_timeout;
@@ -218,6 +187,49 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// One client connection, from the TLS handshake (when the front has TLS) to its last
+/// request; `held` (its slot under the caps, its count) is released when it ends.
+async fn connection<S: Servable>(
+    sock: TcpStream,
+    peer: SocketAddr,
+    stack: S,
+    config: Arc<ServeConfig>,
+    watcher: Watcher,
+    held: impl Send,
+) {
+    let _held = held;
+    let progress = Arc::new(Progress::counting(config.stats.clone()));
+    let limits = IdleLimits {
+        first: config.header_read_timeout,
+        keep_alive: config.keep_alive_timeout,
+        send: config.send_timeout,
+    };
+    let builder = http_builder(&config);
+    let Some(tls) = config.tls.clone() else {
+        let svc = connection_service(stack, peer, None, progress.clone());
+        drive(Watched::new(sock, progress, limits), &builder, svc, watcher).await;
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // a failed or slow handshake: drop the connection
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(config.handshake_timeout, acceptor.accept(sock)).await
+    else {
+        config.stats.handshake(false);
+        return;
+    };
+    config.stats.handshake(true);
+    let sni = stream.get_ref().1.server_name().map(Arc::from);
+    let svc = connection_service(stack, peer, Some(sni), progress.clone());
+    drive(
+        Watched::new(stream, progress, limits),
+        &builder,
+        svc,
+        watcher,
+    )
+    .await;
 }
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
@@ -361,7 +373,7 @@ async fn drive<IO, S, B>(
     io: Watched<IO>,
     builder: &Builder<TokioExecutor>,
     svc: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,

@@ -116,10 +116,10 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         import.skip(d, global_why(d));
     }
     // other hosts sending to the same balancer become virtual hosts of the file
-    let imported = vhost::imported_name(&chosen);
+    let imported = routes::imported_name(&chosen);
     let (same, others): (Vec<Directive>, Vec<Directive>) = vhosts
         .into_iter()
-        .partition(|v| imported.is_some() && vhost::imported_name(v) == imported);
+        .partition(|v| imported.is_some() && routes::imported_name(v) == imported);
     import.more_vhosts = same;
     for v in &others {
         let name = v

@@ -78,7 +78,8 @@ struct Reader {
 }
 
 impl Reader {
-    fn file(&mut self, path: &Path) -> Result<Vec<Directive>, ApacheSyntaxError> {
+    /// The text of the file at `path`, refused past the limits on files and bytes.
+    fn read(&mut self, path: &Path) -> Result<String, ApacheSyntaxError> {
         self.files += 1;
         if self.files > MAX_FILES {
             return Err(ApacheSyntaxError::TooMuch(format!(
@@ -100,9 +101,15 @@ impl Reader {
                 "{shown} is {size} bytes, more than {MAX_BYTES}"
             )));
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| ApacheSyntaxError::Read(shown.clone(), e.to_string()))?;
-        let text = String::from_utf8_lossy(&bytes);
+        let bytes =
+            std::fs::read(path).map_err(|e| ApacheSyntaxError::Read(shown, e.to_string()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The directives of the file at `path`, sections nested and `Include`s read in place.
+    fn file(&mut self, path: &Path) -> Result<Vec<Directive>, ApacheSyntaxError> {
+        let text = self.read(path)?;
+        let shown = path.display().to_string();
         let mut stack: Vec<(Directive, Vec<Directive>)> = Vec::new();
         let mut top = Vec::new();
         for (line_no, line) in logical_lines(&text) {

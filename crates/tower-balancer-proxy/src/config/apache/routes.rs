@@ -211,6 +211,43 @@ impl Import {
         self.vhost_tables(&names, tls, &lines, &from)
     }
 
+    /// The imported host as the first `[[vhost]]`: its names and certificate (also the
+    /// front's default) and its routes.
+    pub(crate) fn first_vhost(
+        &mut self,
+        v: &Directive,
+        server: &Table,
+        aliases: Vec<String>,
+        lines: &[RouteLine],
+    ) -> Vec<Table> {
+        let mut names: Vec<String> = server
+            .value("server_name")
+            .map(|n| host_only(n.trim_matches('"')))
+            .into_iter()
+            .collect();
+        names.extend(aliases);
+        if names.is_empty() {
+            names.push("localhost".into());
+        }
+        let tls = match (server.value("certificate"), server.value("key")) {
+            (Some(c), Some(k)) => Some((unquote(c), unquote(k))),
+            _ => None,
+        };
+        self.vhost_tables(&names, tls, lines, &format!("{}: {}", v.at, v.text))
+    }
+
+    /// Without routes, `ProxyPass / balancer://name/app` puts `/app` before every path: on
+    /// the members' URLs.
+    pub(crate) fn root_prefix(&mut self, lines: &[RouteLine]) {
+        if let Some(RouteLine::Pass { inner, from, .. }) = lines.first() {
+            let prefix = inner.trim_end_matches('/');
+            if !prefix.is_empty() {
+                let at = from.split(": ").next().unwrap_or_default().to_owned();
+                self.member_prefix = Some((prefix.to_owned(), at));
+            }
+        }
+    }
+
     /// A `ProxyPass` of a second virtual host, as a route when it sends to `balancer`.
     fn pass_line(&mut self, d: &Directive, balancer: &str) -> Option<RouteLine> {
         let from = format!("{}: {}", d.at, d.text);
@@ -236,6 +273,41 @@ impl Import {
             }
         }
     }
+}
+
+/// The balancer a virtual host is imported with: the one `ProxyPass /` names, else the
+/// first one a `ProxyPass` names.
+pub(crate) fn imported_balancer(body: &[Directive]) -> Option<String> {
+    let to = |d: &Directive| d.args.get(1).and_then(|t| balancer_name(t));
+    let passes = || body.iter().filter(|d| d.is("ProxyPass"));
+    passes()
+        .find(|d| d.args.first().is_some_and(|p| p == "/") && to(d).is_some())
+        .or_else(|| passes().find(|d| to(d).is_some()))
+        .and_then(to)
+}
+
+/// The balancer virtual host `v` would be imported with.
+pub(crate) fn imported_name(v: &Directive) -> Option<String> {
+    imported_balancer(v.body.as_deref().unwrap_or_default())
+}
+
+/// `Redirect` and its forms.
+pub(crate) fn is_redirect(d: &Directive) -> bool {
+    [
+        "Redirect",
+        "RedirectMatch",
+        "RedirectPermanent",
+        "RedirectTemp",
+    ]
+    .iter()
+    .any(|n| d.is(n))
+}
+
+fn unquote(v: &str) -> String {
+    toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|t| t.get("v").and_then(|v| v.as_str().map(str::to_owned)))
+        .unwrap_or_default()
 }
 
 /// A `ServerName`'s host, without scheme or port.

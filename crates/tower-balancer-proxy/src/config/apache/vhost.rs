@@ -3,7 +3,7 @@
 
 use super::balancer::{balancer_name, params};
 use super::parse::Directive;
-use super::routes::{host_only, target_path, RouteLine};
+use super::routes::{host_only, imported_balancer, is_redirect, target_path, RouteLine};
 use super::write::{list, q, Table};
 use super::Import;
 
@@ -65,6 +65,32 @@ impl Import {
                 self.skip(d, vhost_why(d));
             }
         }
+        self.finish_front(v, &mut server);
+        let routed = lines.iter().any(|l| !l.is_root_pass()) || !self.more_vhosts.is_empty();
+        let hosts = if routed {
+            self.first_vhost(v, &server, aliases, &lines)
+        } else {
+            self.root_prefix(&lines);
+            Vec::new()
+        };
+        let mut tables = vec![server];
+        let Some(name) = target else {
+            return tables;
+        };
+        let mut rest = self.imported_members(&name, &mut balancer);
+        self.route_cookie(&mut balancer);
+        tables.push(balancer);
+        tables.append(&mut rest);
+        tables.extend(manager);
+        tables.extend(hosts);
+        for other in std::mem::take(&mut self.more_vhosts) {
+            tables.extend(self.other_vhost(&other, &name));
+        }
+        tables
+    }
+
+    /// The front's last checks: no certificate without `SSLEngine on`, a server name.
+    fn finish_front(&mut self, v: &Directive, server: &mut Table) {
         if !self.ssl_on && server.has("certificate") {
             // Apache serves plain HTTP without SSLEngine on, whatever certificate it names
             server.remove("certificate");
@@ -83,18 +109,12 @@ impl Import {
             );
             server.set("server_name", q("localhost"), "");
         }
-        let routed = lines.iter().any(|l| !l.is_root_pass()) || !self.more_vhosts.is_empty();
-        let hosts = if routed {
-            self.first_vhost(v, &server, aliases, &lines)
-        } else {
-            self.root_prefix(&lines);
-            Vec::new()
-        };
-        let mut tables = vec![server];
-        let Some(name) = target else {
-            return tables;
-        };
-        for (other, at) in self.unused_balancers(&name) {
+    }
+
+    /// The `[balancer]` settings and member tables of balancer `name`; the other balancers
+    /// are said not to be carried.
+    fn imported_members(&mut self, name: &str, balancer: &mut Table) -> Vec<Table> {
+        for (other, at) in self.unused_balancers(name) {
             self.not_carried(
                 &at,
                 &format!("balancer://{other}"),
@@ -102,10 +122,9 @@ impl Import {
             );
         }
         let found = self.balancers.iter().position(|b| b.name == name);
-        let b = found.map(|i| std::mem::take(&mut self.balancers[i]));
-        let mut rest = match b {
+        match found.map(|i| std::mem::take(&mut self.balancers[i])) {
             Some(b) => {
-                let members = self.balancer_tables(&b, &mut balancer);
+                let members = self.balancer_tables(&b, balancer);
                 if b.members.is_empty() {
                     self.not_carried(
                         "",
@@ -116,59 +135,13 @@ impl Import {
                 members
             }
             None => {
-                balancer.set("name", q(&name), "");
+                balancer.set("name", q(name), "");
                 self.not_carried(
                     "",
                     &format!("balancer://{name}"),
                     "never defined: add [[balancer.member]] tables",
                 );
                 Vec::new()
-            }
-        };
-        self.route_cookie(&mut balancer);
-        tables.push(balancer);
-        tables.append(&mut rest);
-        tables.extend(manager);
-        tables.extend(hosts);
-        for other in std::mem::take(&mut self.more_vhosts) {
-            tables.extend(self.other_vhost(&other, &name));
-        }
-        tables
-    }
-
-    /// The imported host as the first `[[vhost]]`: its names and certificate (also the
-    /// front's default) and its routes.
-    fn first_vhost(
-        &mut self,
-        v: &Directive,
-        server: &Table,
-        aliases: Vec<String>,
-        lines: &[RouteLine],
-    ) -> Vec<Table> {
-        let mut names: Vec<String> = server
-            .value("server_name")
-            .map(|n| host_only(n.trim_matches('"')))
-            .into_iter()
-            .collect();
-        names.extend(aliases);
-        if names.is_empty() {
-            names.push("localhost".into());
-        }
-        let tls = match (server.value("certificate"), server.value("key")) {
-            (Some(c), Some(k)) => Some((unquote(c), unquote(k))),
-            _ => None,
-        };
-        self.vhost_tables(&names, tls, lines, &format!("{}: {}", v.at, v.text))
-    }
-
-    /// Without routes, `ProxyPass / balancer://name/app` puts `/app` before every path: on
-    /// the members' URLs.
-    fn root_prefix(&mut self, lines: &[RouteLine]) {
-        if let Some(RouteLine::Pass { inner, from, .. }) = lines.first() {
-            let prefix = inner.trim_end_matches('/');
-            if !prefix.is_empty() {
-                let at = from.split(": ").next().unwrap_or_default().to_owned();
-                self.member_prefix = Some((prefix.to_owned(), at));
             }
         }
     }
@@ -420,41 +393,6 @@ impl Import {
             }
         }
     }
-}
-
-/// The balancer a virtual host is imported with: the one `ProxyPass /` names, else the
-/// first one a `ProxyPass` names.
-fn imported_balancer(body: &[Directive]) -> Option<String> {
-    let to = |d: &Directive| d.args.get(1).and_then(|t| balancer_name(t));
-    let passes = || body.iter().filter(|d| d.is("ProxyPass"));
-    passes()
-        .find(|d| d.args.first().is_some_and(|p| p == "/") && to(d).is_some())
-        .or_else(|| passes().find(|d| to(d).is_some()))
-        .and_then(to)
-}
-
-/// The balancer virtual host `v` would be imported with.
-pub(crate) fn imported_name(v: &Directive) -> Option<String> {
-    imported_balancer(v.body.as_deref().unwrap_or_default())
-}
-
-/// `Redirect` and its forms.
-fn is_redirect(d: &Directive) -> bool {
-    [
-        "Redirect",
-        "RedirectMatch",
-        "RedirectPermanent",
-        "RedirectTemp",
-    ]
-    .iter()
-    .any(|n| d.is(n))
-}
-
-fn unquote(v: &str) -> String {
-    toml::from_str::<toml::Table>(&format!("v = {v}"))
-        .ok()
-        .and_then(|t| t.get("v").and_then(|v| v.as_str().map(str::to_owned)))
-        .unwrap_or_default()
 }
 
 /// Why a line of the virtual host is not carried.

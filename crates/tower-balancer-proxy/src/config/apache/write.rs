@@ -70,7 +70,8 @@ impl Table {
     }
 }
 
-/// A TOML basic string.
+/// A TOML basic string. Written here: the `toml` crate writes values only with its `display`
+/// feature (another crate to build) and this project only reads TOML.
 pub(crate) fn q(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
