@@ -232,3 +232,97 @@ async fn each_virtual_host_presents_its_own_certificate_and_host_must_agree_with
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_route_cannot_be_walked_around_and_redirects_keep_their_host() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (url, seen) = echo_member().await;
+        let tail = r#"
+[[vhost]]
+names = ["site.test"]
+[[vhost.route]]
+prefix = "/admin"
+respond = 403
+body = "denied"
+[[vhost.route]]
+prefix = "/s"
+redirect = "https://new.example.com"
+[[vhost.route]]
+prefix = "/r"
+redirect = "/"
+[[vhost.route]]
+prefix = "/"
+balancer = "b"
+"#;
+        let lb = lb(&[url], "", "", tail).await;
+        let a = lb.addr;
+        for walk in [
+            "/public/../admin/",
+            "/%61dmin/",
+            "//admin/",
+            "/./admin/",
+            "/p/%2e%2e/admin/",
+        ] {
+            let res = raw(a, &get("site.test", walk, ""), LIMIT).await;
+            assert!(res.starts_with("HTTP/1.1 403"), "{walk}: {res}");
+        }
+        for refused in [
+            "/x/..%2fadmin",
+            "/x/..;/admin",
+            "/x\\..\\admin",
+            "/../admin",
+        ] {
+            let res = raw(a, &get("site.test", refused, ""), LIMIT).await;
+            assert!(res.starts_with("HTTP/1.1 400"), "{refused}: {res}");
+        }
+        // whole segments: /s@evil.com is not /s's, and goes to the balancer
+        let res = raw(a, &get("site.test", "/s@evil.com", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        let res = raw(a, &get("site.test", "/s/x", ""), LIMIT).await;
+        assert!(
+            res.contains("location: https://new.example.com/x\r\n"),
+            "{res}"
+        );
+        let res = raw(a, &get("site.test", "/r//evil.com", ""), LIMIT).await;
+        assert!(res.contains("location: /evil.com\r\n"), "{res}");
+        // the member got the normalised path
+        let res = raw(a, &get("site.test", "/a/./b/../c", ""), LIMIT).await;
+        assert!(res.contains("GET /a/c "), "{res}");
+        assert!(!seen.lock().unwrap().iter().any(|l| l.contains("admin")));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_member_redirect_to_the_public_host_goes_back_to_the_host_asked_for() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let member = raw_member(
+            b"HTTP/1.1 302 Found\r\nLocation: /inner/z\r\nContent-Location: /inner/c\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let tail = r#"
+[[vhost]]
+names = ["site.test"]
+[[vhost.route]]
+prefix = "/carbon"
+balancer = "b"
+rewrite_prefix = "/inner"
+"#;
+        // the member's absolute URL is rewritten to the public one (server_name lb.test) by
+        // ProxyPassReverse; the router sends it back to site.test, which the client asked for
+        let absolute = raw_member(
+            b"HTTP/1.1 302 Found\r\nLocation: http://lb.test/inner/z\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let lb1 = lb(&[member], "", "", tail).await;
+        let res = raw(lb1.addr, &get("site.test", "/carbon/x", ""), LIMIT).await;
+        assert!(res.contains("location: /carbon/z\r\n"), "{res}");
+        assert!(res.contains("content-location: /carbon/c\r\n"), "{res}");
+        let lb2 = lb(&[absolute], "", "public_url = \"http://lb.test\"", tail).await;
+        let res = raw(lb2.addr, &get("site.test:8080", "/carbon/x", ""), LIMIT).await;
+        assert!(res.contains("location: http://site.test:8080/carbon/z\r\n"), "{res}");
+    })
+    .await
+    .unwrap();
+}

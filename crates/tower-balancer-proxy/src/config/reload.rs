@@ -218,6 +218,7 @@ impl Running {
         if let Some(rewrite) = public.rewrite() {
             plan.forward = plan.forward.reverse_rewrite(rewrite);
         }
+        plan.set_public(&public.current);
         plan
     }
 

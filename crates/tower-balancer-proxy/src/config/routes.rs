@@ -44,7 +44,8 @@ pub struct VhostSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
-    /// Paths starting with this (`ProxyPass /app`; `/application` too, as in Apache).
+    /// This path and the paths under it (`ProxyPass /app`: `/app`, `/app/x`, not
+    /// `/application`, as in Apache).
     #[serde(default, deserialize_with = "url_path_opt")]
     pub prefix: Option<String>,
     /// Exactly this path.
@@ -100,17 +101,37 @@ fn vhost_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
             "a virtual host needs at least one name (its ServerName)",
         ));
     }
+    let mut out = Vec::with_capacity(list.len());
     for n in &list {
-        let bare = n.strip_prefix("*.").unwrap_or(n);
-        if bare.contains(':') || !crate::hygiene::is_valid_host(bare.as_bytes()) || bare.is_empty()
-        {
+        // a trailing dot names the same host
+        let name = n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase();
+        let bare = name.strip_prefix("*.").unwrap_or(&name);
+        if !is_dns_name(bare) {
             return Err(de::Error::custom(format!(
-                "`{}` is not a host name such as \"wso2.com\" or \"*.wso2.com\" (no port, no path)",
+                "`{}` is not a host name such as \"wso2.com\" or \"*.wso2.com\" (labels of letters, digits and -, no port, no path)",
                 n.escape_default()
             )));
         }
+        out.push(name);
     }
-    Ok(list.iter().map(|n| n.to_ascii_lowercase()).collect())
+    Ok(out)
+}
+
+/// Labels of 1 to 63 letters, digits, `-` and `_`, not starting or ending with `-`; or an
+/// IPv4 address.
+fn is_dns_name(name: &str) -> bool {
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// A URL path: starts with `/`, and only characters a request line may carry.
@@ -145,7 +166,10 @@ impl ConfigFile {
                 routes,
             });
         }
-        Ok(Some(Arc::new(RouteTable { vhosts })))
+        Ok(Some(Arc::new(RouteTable {
+            vhosts,
+            public: None,
+        })))
     }
 
     /// One route, checked: its keys fit together and name what exists.
@@ -212,6 +236,13 @@ impl ConfigFile {
         h: &HeaderMatch,
         key: &str,
     ) -> Result<(HeaderName, Option<HeaderValue>), ConfigError> {
+        if h.name.eq_ignore_ascii_case("host") {
+            return Err(self.err(
+                NO_SPAN,
+                &format!("{key}.name"),
+                "Host is the virtual host's to match: give the host in [[vhost]] names",
+            ));
+        }
         let name = HeaderName::try_from(h.name.as_str()).map_err(|_| {
             self.err(
                 NO_SPAN,
@@ -255,6 +286,9 @@ impl ConfigFile {
                 .ok_or_else(|| {
                     refuse("respond", format!("{code} is not a status from 200 to 599"))
                 })?;
+            if matches!(code, 204 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
+                return Err(refuse("body", format!("a {code} answer has no body")));
+            }
             let content_type = r
                 .content_type
                 .as_deref()
@@ -272,7 +306,9 @@ impl ConfigFile {
         let absolute = to
             .parse::<http::Uri>()
             .is_ok_and(|u| u.scheme().is_some() && u.host().is_some());
-        if !(absolute || (to.starts_with('/') && !to.starts_with("//")))
+        let http = to.starts_with("http://") || to.starts_with("https://");
+        if !((absolute && http) || (to.starts_with('/') && !to.starts_with("//")))
+            || to.contains('\\')
             || HeaderValue::try_from(to.as_str()).is_err()
         {
             return Err(refuse(

@@ -73,6 +73,26 @@ fn values_that_cannot_work_are_refused() {
             "vhost[0].route[0].header.name",
             "not a header name",
         ),
+        (
+            "prefix = \"/\"\nheader = { name = \"Host\" }\nrespond = 200",
+            "vhost[0].route[0].header.name",
+            "[[vhost]] names",
+        ),
+        (
+            "prefix = \"/\"\nrespond = 204\nbody = \"x\"",
+            "vhost[0].route[0].body",
+            "no body",
+        ),
+        (
+            "prefix = \"/\"\nredirect = \"/\\\\evil.test/\"",
+            "vhost[0].route[0].redirect",
+            "is not a URL",
+        ),
+        (
+            "prefix = \"/\"\nredirect = \"javascript://x.test/\"",
+            "vhost[0].route[0].redirect",
+            "is not a URL",
+        ),
     ] {
         let (m, k) = refused(&vhost(route));
         assert_eq!(k.as_deref(), Some(key), "{route}: {m}");
@@ -84,8 +104,25 @@ fn values_that_cannot_work_are_refused() {
 fn virtual_hosts_need_names_routes_and_both_halves_of_a_certificate() {
     let (m, _) = refused("[[vhost]]\nnames = []\n");
     assert!(m.contains("at least one name"), "{m}");
-    let (m, _) = refused("[[vhost]]\nnames = [\"a.test:443\"]\n");
-    assert!(m.contains("not a host name"), "{m}");
+    for bad in [
+        "a.test:443",
+        ".a.com",
+        "a..com",
+        "-a.com",
+        "*",
+        "web?.a.com",
+    ] {
+        let (m, _) = refused(&format!("[[vhost]]\nnames = [\"{bad}\"]\n"));
+        assert!(m.contains("not a host name"), "{bad}: {m}");
+    }
+    // a trailing dot names the same host: a duplicate
+    let dotted = format!(
+        "{}{}",
+        vhost("prefix = \"/\"\nrespond = 200"),
+        "[[vhost]]\nnames = [\"A.TEST.\"]\n[[vhost.route]]\nprefix = \"/\"\nrespond = 200\n"
+    );
+    let (m, _) = refused(&dotted);
+    assert!(m.contains("also a name of vhost[0]"), "{m}");
     let (m, k) = refused("[[vhost]]\nnames = [\"a.test\"]\n");
     assert_eq!(k.as_deref(), Some("vhost[0]"), "{m}");
     let (m, k) = refused(&format!(

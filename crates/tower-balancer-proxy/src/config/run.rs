@@ -150,6 +150,7 @@ impl Gateway {
         if let Some(rewrite) = self.public.rewrite() {
             self.stack.forward = self.stack.forward.clone().reverse_rewrite(rewrite);
         }
+        self.stack.set_public(&self.public.current);
         let reloads = ReloadStats::new();
         let (admin, manager) = self.open_manager(&reloads).await?;
         let (tasks, events) = self.start_sources().await;

@@ -55,6 +55,15 @@ pub(crate) struct StackPlan<S> {
     pub(crate) routes: Option<Arc<RouteTable>>,
 }
 
+impl<S> StackPlan<S> {
+    /// Tells the routes the public URL member URLs are rewritten to (known once bound).
+    pub(crate) fn set_public(&mut self, public: &http::Uri) {
+        if let Some(table) = self.routes.as_mut() {
+            Arc::make_mut(table).public = public.authority().cloned();
+        }
+    }
+}
+
 impl<S> StackPlan<S>
 where
     S: Strategy + Send + Sync + 'static,

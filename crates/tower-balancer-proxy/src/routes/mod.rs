@@ -6,6 +6,7 @@
 //! operators of the binary have only the file, so the file carries what Apache's
 //! `<VirtualHost>`s, `ProxyPass` lines, `Redirect` and nginx's `location`s say.
 
+mod normalize;
 mod paths;
 mod service;
 mod table;

@@ -37,19 +37,67 @@ pub(crate) fn rewrite_uri(uri: &Uri, prefix: &str, with: &str) -> Option<Uri> {
 }
 
 /// The mapping back for one forwarded request: member paths under `inner` become paths
-/// under `outer`, in relative references and in absolute ones to the client's own host.
+/// under `outer`, and a member's absolute URL on the public host (which the balancer's
+/// `ProxyPassReverse` made of the member's own) goes back to the host the client asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct PathReverse {
-    pub(crate) inner: String,
-    pub(crate) outer: String,
-    /// The host the client asked for (absolute URLs to other hosts are left alone).
+    /// `(inner, outer)`: the prefix members see and the one clients use.
+    pub(crate) paths: Option<(String, String)>,
+    /// The host the client asked for, without port.
     pub(crate) host: Option<String>,
+    /// `scheme://authority` as the client asked.
+    pub(crate) asked: Option<String>,
+    /// The public URL's authority.
+    pub(crate) public: Option<String>,
 }
 
 /// The headers `ProxyPassReverse` adjusts.
 static URI_HEADERS: [HeaderName; 3] = [LOCATION, CONTENT_LOCATION, HeaderName::from_static("uri")];
 
 impl PathReverse {
+    /// The mapping for `req`, routed with `paths`; `None` when there is nothing to map.
+    pub(crate) fn for_request<B>(
+        req: &http::Request<B>,
+        paths: Option<(String, String)>,
+        public: Option<&http::uri::Authority>,
+    ) -> Option<Self> {
+        let asked_authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let host = super::table::request_host(req).map(str::to_owned);
+        let public = public
+            .filter(|p| {
+                host.as_deref()
+                    .is_some_and(|h| !p.host().eq_ignore_ascii_case(h))
+            })
+            .map(|p| p.as_str().to_owned());
+        if paths.is_none() && public.is_none() {
+            return None;
+        }
+        let scheme = if req
+            .extensions()
+            .get::<tower_balancer::client::ClientTls>()
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        Some(Self {
+            paths,
+            host,
+            asked: asked_authority.map(|a| format!("{scheme}://{a}")),
+            public,
+        })
+    }
+
     /// Maps the member's headers in `headers` back.
     pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
         for name in &URI_HEADERS {
@@ -64,25 +112,43 @@ impl PathReverse {
         }
     }
 
-    /// `value` with its path mapped back, when it is one of ours.
+    /// `value` mapped back, when it is one of ours and anything changes.
     fn map(&self, value: &str) -> Option<String> {
         let (origin, path) = split_origin(value)?;
-        if !origin.is_empty() {
-            let host = origin.split_once("://")?.1;
-            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-            let bare = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            let asked = self.host.as_deref()?;
-            if !bare.eq_ignore_ascii_case(asked) {
+        let origin = if origin.is_empty() {
+            origin.to_owned()
+        } else {
+            let authority = origin.split_once("://")?.1;
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let bare = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            if self
+                .host
+                .as_deref()
+                .is_some_and(|h| bare.eq_ignore_ascii_case(h))
+            {
+                origin.to_owned()
+            } else if self
+                .public
+                .as_deref()
+                .is_some_and(|p| authority.eq_ignore_ascii_case(p))
+            {
+                self.asked.clone()?
+            } else {
                 return None;
             }
-        }
-        let rest = path.strip_prefix(self.inner.as_str())?;
-        let mapped = if self.inner.ends_with('/') && !self.outer.ends_with('/') {
-            format!("{}/{rest}", self.outer)
-        } else {
-            join(&self.outer, rest)
         };
-        Some(format!("{origin}{mapped}"))
+        let mapped = match &self.paths {
+            Some((inner, outer)) => match path.strip_prefix(inner.as_str()) {
+                Some(rest) if inner.ends_with('/') && !outer.ends_with('/') => {
+                    format!("{outer}/{rest}")
+                }
+                Some(rest) => join(outer, rest),
+                None => path.to_owned(),
+            },
+            None => path.to_owned(),
+        };
+        let out = format!("{origin}{mapped}");
+        (out != value).then_some(out)
     }
 }
 
@@ -105,9 +171,10 @@ mod tests {
 
     fn rev(inner: &str, outer: &str) -> PathReverse {
         PathReverse {
-            inner: inner.into(),
-            outer: outer.into(),
+            paths: Some((inner.into(), outer.into())),
             host: Some("wso2.com".into()),
+            asked: Some("https://wso2.com:8443".into()),
+            public: Some("main.test:8443".into()),
         }
     }
 
@@ -140,6 +207,11 @@ mod tests {
         assert_eq!(rev("/", "/app").map("https://other.org/x"), None);
         assert_eq!(rev("/inner", "/app").map("/elsewhere"), None);
         assert_eq!(rev("/", "/app").map("login.html"), None);
+        // the public host the balancer rewrote the member's URL to: back to the client's
+        assert_eq!(
+            rev("/i", "/app").map("https://main.test:8443/i/z"),
+            Some("https://wso2.com:8443/app/z".into())
+        );
         assert_eq!(rev("/", "/app").map("//wso2.com/x"), None);
     }
 

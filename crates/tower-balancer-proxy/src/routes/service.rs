@@ -6,6 +6,7 @@
 //! strategy and stickiness. Without a route table every request goes to the first stack
 //! directly, with no clone and no lookup: the one-balancer file costs what it did.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use tower_balancer::client::ClientTlsName;
 use tower_balancer::BoxError;
 use tower_service::Service;
 
+use super::normalize::normalize;
 use super::paths::{join, rewrite_uri, PathReverse};
-use super::table::{request_host, Action, RouteTable, Selected};
+use super::table::{Action, RouteTable, Selected};
 
 /// The response body: a balancer's, or the router's own answer.
 pub(crate) type RoutedBody<B> = Either<B, Full<Bytes>>;
@@ -89,6 +91,10 @@ impl<S: Clone> Router<S> {
     where
         S: Service<Request<B>>,
     {
+        if let Err(why) = normalized(&mut req) {
+            tracing::debug!(%why, "request path refused");
+            return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
+        }
         let sni = req.extensions().get::<ClientTlsName>().map(|n| n.0.clone());
         let route = match table.select(&req, sni.as_deref()) {
             Selected::Route(route) => route,
@@ -110,11 +116,8 @@ impl<S: Clone> Router<S> {
                 RouterFuture::answer(res)
             }
             Action::Redirect { to, status } => {
-                let mut target = join(to, route.remainder(req.uri().path()));
-                if let Some(q) = req.uri().query() {
-                    target.push('?');
-                    target.push_str(q);
-                }
+                let target =
+                    redirect_target(to, route.remainder(req.uri().path()), req.uri().query());
                 let Ok(location) = HeaderValue::try_from(target) else {
                     return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
                 };
@@ -127,22 +130,61 @@ impl<S: Clone> Router<S> {
                 let Some(stack) = self.lanes.get(*lane) else {
                     return RouterFuture::answer(text(StatusCode::NOT_FOUND));
                 };
-                let mut reverse = None;
+                let inner = rewrite
+                    .as_ref()
+                    .map(|with| (with.clone(), route.prefix().to_owned()));
+                let reverse = PathReverse::for_request(&req, inner, table.public.as_ref());
                 if let Some(with) = rewrite {
                     let Some(uri) = rewrite_uri(req.uri(), route.prefix(), with) else {
                         return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
                     };
-                    reverse = Some(PathReverse {
-                        inner: with.clone(),
-                        outer: route.prefix().to_owned(),
-                        host: request_host(&req).map(str::to_owned),
-                    });
                     *req.uri_mut() = uri;
                 }
                 RouterFuture::lane(stack.clone().oneshot(req), reverse)
             }
         }
     }
+}
+
+/// Puts the normalised path in `req` (see [`normalize`]); refuses a request whose
+/// `:authority` and `Host` name different hosts (RFC 9113, 8.3.1), as routing would follow one
+/// and a member perhaps the other.
+fn normalized<B>(req: &mut Request<B>) -> Result<(), String> {
+    if let (Some(a), Some(h)) = (req.uri().authority(), req.headers().get(header::HOST)) {
+        if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) {
+            return Err("the authority and Host disagree".into());
+        }
+    }
+    let path = match normalize(req.uri().path()).map_err(|e| e.to_string())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    let uri = rewrite_uri(req.uri(), req.uri().path(), &path).ok_or("not a path")?;
+    *req.uri_mut() = uri;
+    Ok(())
+}
+
+/// Apache's `Redirect`: the target, then the rest of the path after the route's prefix,
+/// then the query. The rest can never change the target's host: it is joined with a `/`
+/// after a target's authority, and a relative target never starts with `//`.
+fn redirect_target(to: &str, rest: &str, query: Option<&str>) -> String {
+    let authority_only = to
+        .split_once("://")
+        .is_some_and(|(_, after)| !after.contains('/'));
+    let mut target = if authority_only && !rest.is_empty() && !rest.starts_with('/') {
+        format!("{to}/{rest}")
+    } else {
+        join(to, rest)
+    };
+    if !target.contains("://") {
+        let trimmed = target.trim_start_matches('/');
+        target = format!("/{trimmed}");
+    }
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    target
 }
 
 /// A short text answer with `status`'s reason.
@@ -230,5 +272,31 @@ where
                 None => Poll::Ready(Err("router future polled after completion".into())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_target;
+
+    #[test]
+    fn the_rest_of_the_path_never_moves_a_redirect_off_its_host() {
+        let t = |to, rest, q| redirect_target(to, rest, q);
+        assert_eq!(
+            t("https://new.example.com", "", None),
+            "https://new.example.com"
+        );
+        assert_eq!(
+            t("https://new.example.com", "/x", Some("a=1")),
+            "https://new.example.com/x?a=1"
+        );
+        assert_eq!(
+            t("https://new.example.com", "x", None),
+            "https://new.example.com/x"
+        );
+        assert_eq!(t("https://n.test/a/", "/b", None), "https://n.test/a/b");
+        assert_eq!(t("/", "/evil.com", None), "/evil.com");
+        assert_eq!(t("/", "", None), "/");
+        assert_eq!(t("/v1", "/x", Some("y")), "/v1/x?y");
     }
 }

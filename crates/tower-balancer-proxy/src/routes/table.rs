@@ -4,7 +4,9 @@
 //! The rules are Apache's, which the file mirrors: a virtual host is chosen by the request's
 //! host name among `ServerName`/`ServerAlias`-style names (exact, or `*.example.com` for any
 //! name under it), the first virtual host when none names it; its routes are tried in the
-//! order they are written, as `ProxyPass` lines are, the first that matches wins.
+//! order they are written, as `ProxyPass` lines are, the first that matches wins. A prefix
+//! matches whole segments, as Apache's `ProxyPass` and `Redirect` do: `/app` takes `/app`
+//! and `/app/x`, not `/application`.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
@@ -13,6 +15,9 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 #[derive(Debug, Clone)]
 pub(crate) struct RouteTable {
     pub(crate) vhosts: Vec<VirtualHost>,
+    /// The public URL's authority (what member URLs are rewritten to), once bound: a
+    /// member's absolute redirect to it goes back to the host the client asked for.
+    pub(crate) public: Option<http::uri::Authority>,
 }
 
 /// One `<VirtualHost>`: the names it answers for and its routes.
@@ -35,8 +40,7 @@ pub(crate) struct Route {
 /// How a route matches the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PathMatch {
-    /// The path starts with this text (as Apache's `ProxyPass /app` and nginx's
-    /// `location /app`: `/application` matches `/app` too).
+    /// The path is this, or starts with it followed by `/` (or the prefix ends in `/`).
     Prefix(String),
     /// The path is exactly this.
     Exact(String),
@@ -79,13 +83,13 @@ impl RouteTable {
         let host = request_host(req);
         let vhost = host.and_then(|h| self.named(h));
         if let Some(sni) = sni {
-            let by_sni = self.named(sni);
-            // a Host no virtual host names goes to the one TLS chose
-            if vhost.is_some() && by_sni != vhost {
-                return Selected::Misdirected;
-            }
-            if vhost.is_none() {
-                return self.in_vhost(by_sni.unwrap_or(0), req);
+            // a name no host has: the first host, as for a Host no host names
+            let by_sni = self.named(sni).unwrap_or(0);
+            match vhost {
+                Some(v) if v != by_sni => return Selected::Misdirected,
+                // a Host no virtual host names goes to the one TLS chose
+                None => return self.in_vhost(by_sni, req),
+                Some(_) => {}
             }
         }
         self.in_vhost(vhost.unwrap_or(0), req)
@@ -114,7 +118,7 @@ impl RouteTable {
 impl Route {
     fn matches(&self, path: &str, headers: &http::HeaderMap) -> bool {
         let path_ok = match &self.path {
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Prefix(p) => prefix_matches(p, path),
             PathMatch::Exact(p) => path == p,
         };
         path_ok
@@ -142,6 +146,14 @@ impl Route {
             PathMatch::Exact(_) => "",
         }
     }
+}
+
+/// Whether `prefix` takes `path`: whole segments only.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
 }
 
 /// The request's host name, lowercase-insensitive, without port: `Host`, or for HTTP/2 the
@@ -207,6 +219,7 @@ mod tests {
             action: to(2),
         };
         RouteTable {
+            public: None,
             vhosts: vec![
                 VirtualHost {
                     names: vec!["wso2.com".into(), "*.wso2.com".into()],
@@ -248,9 +261,14 @@ mod tests {
         assert_eq!(lane(t.select(&req("wso2.com", "/carbon/x"), None)), Some(0));
         assert_eq!(lane(t.select(&req("WSO2.com:8443", "/"), None)), Some(9));
         assert_eq!(
-            lane(t.select(&req("a.b.wso2.com", "/carbonara"), None)),
+            lane(t.select(&req("a.b.wso2.com", "/carbon/"), None)),
             Some(0)
         );
+        // whole segments only, as Apache's ProxyPass
+        assert!(matches!(
+            t.select(&req("wso2.com", "/carbonara"), None),
+            Selected::NoRoute
+        ));
         assert_eq!(
             lane(t.select(&req("api.example.org", "/carbon"), None)),
             Some(1)
@@ -289,6 +307,11 @@ mod tests {
         assert_eq!(
             lane(t.select(&req("x", "/y"), Some("api.example.org"))),
             Some(1)
+        );
+        // a TLS name no host has chose the first host: Host may name it
+        assert_eq!(
+            lane(t.select(&req("wso2.com", "/carbon"), Some("nosuch"))),
+            Some(0)
         );
     }
 
