@@ -262,7 +262,7 @@ fn meaning_is_kept_or_said_for_paths_tls_and_access() {
     let notes = notes.join("\n");
     for said in [
         "SSLEngine is not on",
-        "a route to another balancer",
+        "another balancer or server",
         "ACCESS CONTROL IS NOT CARRIED",
         "CLIENT CERTIFICATES ARE NOT CHECKED",
     ] {
@@ -337,4 +337,69 @@ fn two_virtual_hosts_with_paths_and_redirects_become_routes() {
     let notes = notes.join("\n");
     assert!(notes.contains("X-Frame-Options"), "{notes}");
     assert!(!notes.contains("a second virtual host (api"), "{notes}");
+}
+
+#[test]
+fn paths_apache_sends_elsewhere_locations_and_server_lines_keep_their_meaning() {
+    let (toml, notes) = import(
+        "elsewhere",
+        r#"Listen 8080
+ProxyPass /global/ balancer://b/g/
+<Proxy balancer://b>
+  BalancerMember http://10.0.0.1:80
+</Proxy>
+<VirtualHost *:8080>
+  ServerName one.example.com
+  ServerAlias web?.example.com
+  ProxyPass /other/ balancer://two/
+  ProxyPass /ext/ http://10.0.0.9/
+  <Location /admin>
+    ProxyPass balancer://b/adm
+    Require ip 10.0.0.0/8
+  </Location>
+  ProxyPass / balancer://b/
+</VirtualHost>
+<VirtualHost *:8443>
+  ServerName one.example.com
+  ProxyPass / balancer://b/
+</VirtualHost>
+<VirtualHost *:8080>
+  ServerName redirect.example.com
+  Redirect permanent / https://one.example.com/
+</VirtualHost>
+"#,
+    );
+    // the server's ProxyPass comes first; paths sent elsewhere answer 404 rather than reach
+    // this balancer; the <Location>'s ProxyPass is a route; no ProxyPassReverse: none here
+    let order: Vec<usize> = [
+        "prefix = \"/global/\"",
+        "prefix = \"/other/\"",
+        "prefix = \"/ext/\"",
+        "prefix = \"/admin\"",
+        "rewrite_prefix = \"/adm\"",
+    ]
+    .iter()
+    .map(|l| {
+        toml.find(l)
+            .unwrap_or_else(|| panic!("no `{l}` in\n{toml}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{toml}");
+    has(
+        &toml,
+        &["rewrite_prefix = \"/g/\"", "proxy_pass_reverse = false"],
+    );
+    assert_eq!(toml.matches("respond = 404").count(), 2, "{toml}");
+    // the server's ProxyPass is the redirecting host's too: it joins, with its redirect
+    assert_eq!(toml.matches("\n[[vhost]]").count(), 2, "{toml}");
+    has(&toml, &["names = [\"redirect.example.com\"]", "status = 301"]);
+    let notes = notes.join("\n");
+    for said in [
+        "on another port",
+        "web?.example.com",
+        "another balancer or server",
+        "ACCESS CONTROL",
+    ] {
+        assert!(notes.contains(said), "`{said}` not said:\n{notes}");
+    }
 }

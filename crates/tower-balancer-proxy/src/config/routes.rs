@@ -119,7 +119,7 @@ fn vhost_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 
 /// Labels of 1 to 63 letters, digits, `-` and `_`, not starting or ending with `-`; or an
 /// IPv4 address.
-fn is_dns_name(name: &str) -> bool {
+pub(crate) fn is_dns_name(name: &str) -> bool {
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         return true;
     }

@@ -104,6 +104,13 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         at: format!("{}:1", path.display()),
         text: "the main server".into(),
     };
+    // the main server's ProxyPass lines are every virtual host's, before its own
+    let server_passes: Vec<Directive> =
+        main.iter().filter(|d| d.is("ProxyPass")).cloned().collect();
+    for v in &mut vhosts {
+        let body = v.body.get_or_insert_with(Vec::new);
+        body.splice(0..0, server_passes.iter().cloned());
+    }
     let chosen = match vhosts.iter().position(vhost::proxies_to_balancer) {
         Some(i) => vhosts.remove(i),
         None if vhost::proxies_to_balancer(&main_server) => {
@@ -112,28 +119,10 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         }
         None => return Err(ImportError::NoBalancer(path.display().to_string())),
     };
-    for d in &main {
+    for d in main.iter().filter(|d| !d.is("ProxyPass")) {
         import.skip(d, global_why(d));
     }
-    // other hosts sending to the same balancer become virtual hosts of the file
-    let imported = routes::imported_name(&chosen);
-    let (same, others): (Vec<Directive>, Vec<Directive>) = vhosts
-        .into_iter()
-        .partition(|v| imported.is_some() && routes::imported_name(v) == imported);
-    import.more_vhosts = same;
-    for v in &others {
-        let name = v
-            .body
-            .iter()
-            .flatten()
-            .find(|d| d.is("ServerName"))
-            .and_then(|d| d.args.first())
-            .map_or_else(String::new, |n| format!(" ({n})"));
-        import.skip(
-            v,
-            &format!("a virtual host{name} sending to another balancer: one balancer a file for now; import it into a file of its own"),
-        );
-    }
+    import.more_vhosts = import.other_vhosts(&chosen, vhosts);
     let tables = import.vhost(&chosen);
     let toml = write::render(&path.display().to_string(), &tables, &import.not_carried);
     Ok(Imported {
@@ -154,6 +143,8 @@ pub(crate) struct Import {
     pub(crate) member_prefix: Option<(String, String)>,
     /// `SSLEngine on` in the virtual host being imported.
     pub(crate) ssl_on: bool,
+    /// The names given to `[[vhost]]`s so far.
+    pub(crate) vhost_names: std::collections::HashSet<String>,
     /// Other virtual hosts sending to the imported balancer.
     pub(crate) more_vhosts: Vec<Directive>,
     /// The balancer's own cookie, from the `Header add Set-Cookie` recipe, and where.
@@ -164,6 +155,41 @@ pub(crate) struct Import {
 }
 
 impl Import {
+    /// The virtual hosts besides `chosen` that become `[[vhost]]`s: those on its port that
+    /// send to its balancer; the rest are said not to be carried, and why.
+    fn other_vhosts(&mut self, chosen: &Directive, vhosts: Vec<Directive>) -> Vec<Directive> {
+        let imported = routes::imported_name(chosen);
+        let port = |v: &Directive| {
+            v.args
+                .first()
+                .and_then(|a| a.rsplit_once(':'))
+                .map(|(_, p)| p.to_owned())
+        };
+        let mut same = Vec::new();
+        for v in vhosts {
+            let name = v
+                .body
+                .iter()
+                .flatten()
+                .find(|d| d.is("ServerName"))
+                .and_then(|d| d.args.first())
+                .map_or_else(String::new, |n| format!(" ({n})"));
+            let balancer = routes::imported_name(&v);
+            let why = if port(&v) != port(chosen) {
+                format!("a virtual host{name} on another port: one listener a file; import it into a file of its own")
+            } else if balancer.is_none() {
+                format!("a virtual host{name} that sends to no balancer (a redirect or a site of its own): not carried")
+            } else if balancer != imported {
+                format!("a virtual host{name} sending to another balancer: one balancer a file for now; import it into a file of its own")
+            } else {
+                same.push(v);
+                continue;
+            };
+            self.skip(&v, &why);
+        }
+        same
+    }
+
     /// Records that `d` was not carried, and why.
     pub(crate) fn skip(&mut self, d: &Directive, why: &str) {
         let text: String = d.text.chars().take(160).collect();

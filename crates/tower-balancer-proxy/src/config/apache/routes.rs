@@ -20,8 +20,13 @@ pub(crate) enum RouteLine {
         inner: String,
         from: String,
     },
-    /// `ProxyPass path !`: Apache served it itself.
-    Exclude { path: String, from: String },
+    /// A path Apache did not send to the imported balancer (`ProxyPass path !`, or to
+    /// another balancer or server): answered 404 here, and why.
+    NotHere {
+        path: String,
+        from: String,
+        why: &'static str,
+    },
     /// `Redirect [status] path url`, `RedirectMatch ^/$ url`.
     Redirect {
         path: String,
@@ -30,6 +35,20 @@ pub(crate) enum RouteLine {
         status: u16,
         from: String,
     },
+}
+
+/// Why an excluded path answers 404.
+pub(crate) const EXCLUDED: &str =
+    "Apache served this path itself (from disk); nothing is served from disk here";
+
+/// Why a path Apache sent elsewhere answers 404.
+pub(crate) const ELSEWHERE: &str = "Apache sent this path to another balancer or server: one balancer a file for now, so it answers 404 here instead of reaching this balancer";
+
+/// Whether `path` is one a route's `prefix` takes (the file refuses others).
+pub(crate) fn route_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && http::uri::PathAndQuery::try_from(path).is_ok_and(|p| p.query().is_none())
 }
 
 /// `balancer://name/app/` → `/app/`: the path as written, which replaces the matched one.
@@ -65,14 +84,10 @@ impl RouteLine {
                     );
                 }
             }
-            Self::Exclude { path, from } => {
+            Self::NotHere { path, from, why } => {
                 t.comment.clone_from(from);
                 t.set("prefix", q(path), "");
-                t.set(
-                    "respond",
-                    "404".into(),
-                    "Apache served this path itself (from disk); nothing is served from disk here",
-                );
+                t.set("respond", "404".into(), *why);
             }
             Self::Redirect {
                 path,
@@ -151,8 +166,17 @@ impl Import {
         lines: &[RouteLine],
         from: &str,
     ) -> Vec<Table> {
+        let names = self.usable_names(names, from);
+        if names.is_empty() {
+            self.not_carried(
+                from,
+                "a virtual host",
+                "none of its names is one a [[vhost]] can have, or all are an earlier host's",
+            );
+            return Vec::new();
+        }
         let mut host = Table::new("[[vhost]]", from);
-        host.set("names", list(names), "ServerName and ServerAlias");
+        host.set("names", list(&names), "ServerName and ServerAlias");
         if let Some((cert, key)) = tls {
             host.set("certificate", q(&cert), "SSLCertificateFile");
             host.set("key", q(&key), "SSLCertificateKeyFile");
@@ -174,6 +198,27 @@ impl Import {
             tables.push(t);
         }
         tables
+    }
+
+    /// `names` without those a `[[vhost]]` cannot have (`*`, `web?.x`) or an earlier host
+    /// has, each said.
+    fn usable_names(&mut self, names: &[String], from: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in names {
+            let bare = n.strip_prefix("*.").unwrap_or(n);
+            if !crate::config::routes::is_dns_name(bare) {
+                self.not_carried(from, &format!("name {n}"), "not a host name a [[vhost]] can have (Apache's * and ? wildcards are not carried)");
+            } else if !self.vhost_names.insert(n.clone()) {
+                self.not_carried(
+                    from,
+                    &format!("name {n}"),
+                    "an earlier virtual host has it: the first takes its requests",
+                );
+            } else {
+                out.push(n.clone());
+            }
+        }
+        out
     }
 
     /// A second virtual host that sends to `balancer`: its names, certificate, passes and
@@ -252,9 +297,17 @@ impl Import {
     fn pass_line(&mut self, d: &Directive, balancer: &str) -> Option<RouteLine> {
         let from = format!("{}: {}", d.at, d.text);
         match d.args.as_slice() {
-            [path, to, ..] if to == "!" => Some(RouteLine::Exclude {
+            [path, _, ..] if !route_path(path) => {
+                self.skip(
+                    d,
+                    "its path is not one a route can match (a space, a query?)",
+                );
+                None
+            }
+            [path, to, ..] if to == "!" => Some(RouteLine::NotHere {
                 path: path.clone(),
                 from,
+                why: EXCLUDED,
             }),
             [path, to, ..] if balancer_name(to).as_deref() == Some(balancer) => {
                 Some(RouteLine::Pass {
@@ -264,11 +317,16 @@ impl Import {
                     from,
                 })
             }
+            [path, _, ..] => {
+                self.skip(d, ELSEWHERE);
+                Some(RouteLine::NotHere {
+                    path: path.clone(),
+                    from,
+                    why: ELSEWHERE,
+                })
+            }
             _ => {
-                self.skip(
-                    d,
-                    "not a ProxyPass to the imported balancer: one balancer a file for now",
-                );
+                self.skip(d, "ProxyPass without a path and a target");
                 None
             }
         }

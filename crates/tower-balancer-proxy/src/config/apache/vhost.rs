@@ -3,7 +3,10 @@
 
 use super::balancer::{balancer_name, params};
 use super::parse::Directive;
-use super::routes::{host_only, imported_balancer, is_redirect, target_path, RouteLine};
+use super::routes::{
+    host_only, imported_balancer, is_redirect, route_path, target_path, RouteLine, ELSEWHERE,
+    EXCLUDED,
+};
 use super::write::{list, q, Table};
 use super::Import;
 
@@ -59,6 +62,11 @@ impl Import {
                 lines.extend(self.redirect_line(d));
             } else if d.is("ServerAlias") {
                 aliases.extend(d.args.iter().map(|a| host_only(a)));
+            } else if d.is("Location") && has_proxy_pass(d) {
+                for pass in location_passes(d) {
+                    self.proxy_pass(&pass, &mut target, chosen.as_deref(), &mut lines);
+                }
+                self.skip(d, "its ProxyPass is carried as a route; its other lines are not (ACCESS CONTROL included)");
             } else if d.is("Location") || d.is("LocationMatch") {
                 manager = self.location(d).or(manager);
             } else if !self.front_line(d, &mut server) && !self.balancer_line(d, &mut balancer) {
@@ -66,6 +74,13 @@ impl Import {
             }
         }
         self.finish_front(v, &mut server);
+        if !body.iter().any(|d| d.is("ProxyPassReverse")) {
+            balancer.set(
+                "proxy_pass_reverse",
+                "false".into(),
+                "no ProxyPassReverse: members' redirects reach clients as written, as Apache sent them",
+            );
+        }
         let routed = lines.iter().any(|l| !l.is_root_pass()) || !self.more_vhosts.is_empty();
         let hosts = if routed {
             self.first_vhost(v, &server, aliases, &lines)
@@ -176,26 +191,31 @@ impl Import {
                 return;
             }
         };
+        if !route_path(path) {
+            self.skip(
+                d,
+                "its path is not one a route can match (a space, a query?)",
+            );
+            return;
+        }
         if to == "!" {
-            lines.push(RouteLine::Exclude {
+            lines.push(RouteLine::NotHere {
                 path: path.to_owned(),
                 from,
+                why: EXCLUDED,
             });
             return;
         }
-        let Some(name) = balancer_name(to) else {
-            self.skip(
-                d,
-                "a ProxyPass to one server, not a balancer: write it as a balancer with one member",
-            );
+        let name = balancer_name(to);
+        let Some(name) = name.filter(|n| chosen.is_none_or(|c| c == n)) else {
+            self.skip(d, ELSEWHERE);
+            lines.push(RouteLine::NotHere {
+                path: path.to_owned(),
+                from,
+                why: ELSEWHERE,
+            });
             return;
         };
-        if chosen.is_some_and(|c| c != name) {
-            let why =
-                "a route to another balancer: one balancer a file for now, so its path answers 404";
-            self.skip(d, why);
-            return;
-        }
         lines.push(RouteLine::Pass {
             path: path.to_owned(),
             balancer: name.clone(),
@@ -395,6 +415,28 @@ impl Import {
     }
 }
 
+/// Whether a `<Location>` holds a `ProxyPass` (its path is the location's).
+fn has_proxy_pass(d: &Directive) -> bool {
+    d.body.iter().flatten().any(|x| x.is("ProxyPass"))
+}
+
+/// `<Location /admin> ProxyPass balancer://b/adm` as `ProxyPass /admin balancer://b/adm`.
+fn location_passes(d: &Directive) -> Vec<Directive> {
+    let Some(path) = d.args.first() else {
+        return Vec::new();
+    };
+    d.body
+        .iter()
+        .flatten()
+        .filter(|x| x.is("ProxyPass"))
+        .map(|x| {
+            let mut pass = x.clone();
+            pass.args.insert(0, path.clone());
+            pass
+        })
+        .collect()
+}
+
 /// Why a line of the virtual host is not carried.
 fn vhost_why(d: &Directive) -> &'static str {
     match d.name.to_ascii_lowercase().as_str() {
@@ -417,6 +459,9 @@ fn vhost_why(d: &Directive) -> &'static str {
         }
         "documentroot" | "directoryindex" | "alias" | "scriptalias" | "directory" | "files" => {
             "nothing is served from disk: every request goes to the balancer"
+        }
+        "proxypassmatch" => {
+            "a regular expression: not carried; the requests it matched go by the other routes"
         }
         "rewriteengine" | "rewriterule" | "rewritecond" => {
             "rewrites have no equivalent: routes match path prefixes, exact paths and headers"
