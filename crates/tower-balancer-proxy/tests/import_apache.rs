@@ -392,7 +392,10 @@ ProxyPass /global/ balancer://b/g/
     assert_eq!(toml.matches("respond = 404").count(), 2, "{toml}");
     // the server's ProxyPass is the redirecting host's too: it joins, with its redirect
     assert_eq!(toml.matches("\n[[vhost]]").count(), 2, "{toml}");
-    has(&toml, &["names = [\"redirect.example.com\"]", "status = 301"]);
+    has(
+        &toml,
+        &["names = [\"redirect.example.com\"]", "status = 301"],
+    );
     let notes = notes.join("\n");
     for said in [
         "on another port",

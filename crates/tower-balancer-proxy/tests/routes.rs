@@ -262,6 +262,8 @@ balancer = "b"
             "//admin/",
             "/./admin/",
             "/p/%2e%2e/admin/",
+            "/admin;x",
+            "/;x/admin",
         ] {
             let res = raw(a, &get("site.test", walk, ""), LIMIT).await;
             assert!(res.starts_with("HTTP/1.1 403"), "{walk}: {res}");
@@ -271,6 +273,8 @@ balancer = "b"
             "/x/..;/admin",
             "/x\\..\\admin",
             "/../admin",
+            "/x/%2e%2e%3b/admin",
+            "/admin%00",
         ] {
             let res = raw(a, &get("site.test", refused, ""), LIMIT).await;
             assert!(res.starts_with("HTTP/1.1 400"), "{refused}: {res}");

@@ -146,7 +146,19 @@ fn url_path_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
             s.escape_default()
         )));
     }
-    Ok(Some(s))
+    // requests are matched normalised: a path in another form would never match
+    match crate::routes::normalize(&s) {
+        Ok(n) if n == s && !s.contains(';') => Ok(Some(s)),
+        Ok(n) => Err(de::Error::custom(format!(
+            "`{}` never matches: requests are matched normalised; write `{}`",
+            s.escape_default(),
+            n.split(';').next().unwrap_or_default()
+        ))),
+        Err(e) => Err(de::Error::custom(format!(
+            "`{}` never matches: {e}, which requests are refused for",
+            s.escape_default()
+        ))),
+    }
 }
 
 impl ConfigFile {
@@ -204,6 +216,14 @@ impl ConfigFile {
                 "rewrite_prefix",
                 "rewrite_prefix and strip_prefix go with `prefix` and `balancer`".into(),
             ));
+        }
+        if let (Some(p), Some(w)) = (&r.prefix, &r.rewrite_prefix) {
+            if p.ends_with('/') && !w.ends_with('/') {
+                return Err(refuse(
+                    "rewrite_prefix",
+                    format!("the prefix ends with / and this does not: `{p}x` would reach members as `{w}x`; end both with /"),
+                ));
+            }
         }
         if r.rewrite_prefix.is_some() && r.strip_prefix {
             return Err(refuse(
@@ -286,7 +306,7 @@ impl ConfigFile {
                 .ok_or_else(|| {
                     refuse("respond", format!("{code} is not a status from 200 to 599"))
                 })?;
-            if matches!(code, 204 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
+            if matches!(code, 204 | 205 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
                 return Err(refuse("body", format!("a {code} answer has no body")));
             }
             let content_type = r
@@ -303,12 +323,15 @@ impl ConfigFile {
             });
         }
         let to = r.redirect.clone().unwrap_or_default();
-        let absolute = to
-            .parse::<http::Uri>()
-            .is_ok_and(|u| u.scheme().is_some() && u.host().is_some());
-        let http = to.starts_with("http://") || to.starts_with("https://");
-        if !((absolute && http) || (to.starts_with('/') && !to.starts_with("//")))
-            || to.contains('\\')
+        let uri = to.parse::<http::Uri>().ok();
+        let absolute = uri.as_ref().is_some_and(|u| {
+            matches!(
+                u.scheme_str().map(str::to_ascii_lowercase).as_deref(),
+                Some("http" | "https")
+            ) && u.host().is_some_and(|h| !h.is_empty())
+        });
+        if !(absolute || (to.starts_with('/') && !to.starts_with("//")))
+            || to.contains(['\\', '?', '#'])
             || HeaderValue::try_from(to.as_str()).is_err()
         {
             return Err(refuse(
@@ -317,6 +340,16 @@ impl ConfigFile {
                     "`{}` is not a URL such as \"https://wso2.com/carbon/\" or a path",
                     to.escape_default()
                 ),
+            ));
+        }
+        let target_path = uri.as_ref().map_or("", http::Uri::path);
+        if r.prefix.as_ref().is_some_and(|p| p.ends_with('/'))
+            && !target_path.is_empty()
+            && !target_path.ends_with('/')
+        {
+            return Err(refuse(
+                "redirect",
+                "the prefix ends with / and the target's path does not: the rest would be glued to its last segment; end both with /".into(),
             ));
         }
         let code = r.status.unwrap_or(302);

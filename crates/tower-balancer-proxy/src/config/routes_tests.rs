@@ -54,7 +54,7 @@ fn values_that_cannot_work_are_refused() {
             "200 to 599",
         ),
         (
-            "prefix = \"/\"\nredirect = \"/x\"\nstatus = 200",
+            "prefix = \"/a\"\nredirect = \"/x\"\nstatus = 200",
             "vhost[0].route[0].status",
             "not a redirect status",
         ),
@@ -92,6 +92,41 @@ fn values_that_cannot_work_are_refused() {
             "prefix = \"/\"\nredirect = \"javascript://x.test/\"",
             "vhost[0].route[0].redirect",
             "is not a URL",
+        ),
+        (
+            "prefix = \"/%61dmin\"\nrespond = 403",
+            "vhost[0].route[0].prefix",
+            "write `/admin`",
+        ),
+        (
+            "path = \"/a/../secret\"\nrespond = 403",
+            "vhost[0].route[0].path",
+            "write `/secret`",
+        ),
+        (
+            "prefix = \"/p/\"\nbalancer = \"b\"\nrewrite_prefix = \"/inner\"",
+            "vhost[0].route[0].rewrite_prefix",
+            "end both with /",
+        ),
+        (
+            "prefix = \"/q/\"\nredirect = \"https://n.test/base\"",
+            "vhost[0].route[0].redirect",
+            "end both with /",
+        ),
+        (
+            "prefix = \"/\"\nredirect = \"https://n.test/a?b=1\"",
+            "vhost[0].route[0].redirect",
+            "is not a URL",
+        ),
+        (
+            "prefix = \"/\"\nredirect = \"https://:443/\"",
+            "vhost[0].route[0].redirect",
+            "is not a URL",
+        ),
+        (
+            "prefix = \"/\"\nrespond = 205\nbody = \"x\"",
+            "vhost[0].route[0].body",
+            "no body",
         ),
     ] {
         let (m, k) = refused(&vhost(route));

@@ -11,5 +11,6 @@ mod paths;
 mod service;
 mod table;
 
+pub(crate) use normalize::normalize;
 pub(crate) use service::Router;
 pub(crate) use table::{host_matches, Action, PathMatch, Route, RouteTable, VirtualHost};

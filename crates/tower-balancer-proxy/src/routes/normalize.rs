@@ -14,9 +14,12 @@ use std::borrow::Cow;
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum PathError {
-    /// `%2F` or `%5C`.
-    #[error("an encoded / or \\ in the path")]
+    /// `%2F`, `%5C` or `%3B`.
+    #[error("an encoded /, \\ or ; in the path")]
     EncodedSlash,
+    /// `%00`–`%1F`, `%7F`, or `%C0`/`%C1` (an overlong UTF-8 form, as of `.`).
+    #[error("an encoded control byte or overlong UTF-8 in the path")]
+    EncodedControl,
     /// A `\`.
     #[error("a \\ in the path")]
     Backslash,
@@ -36,6 +39,10 @@ pub(crate) enum PathError {
 
 /// `path` normalised, borrowed when it already was.
 pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if path == "*" {
+        // `OPTIONS *`: no path to normalise (no route takes it)
+        return Ok(Cow::Borrowed(path));
+    }
     let bytes = path.as_bytes();
     if bytes.iter().any(|b| !(0x21..=0x7e).contains(b)) {
         return Err(PathError::NotAscii);
@@ -78,6 +85,27 @@ pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
+/// The path routes are matched against: each segment's `;parameters` dropped, as Java
+/// servers (Tomcat, Jetty) drop them before they map a path, so that `/admin;x` is
+/// `/admin`'s; the member still gets the path with its parameters (`;jsessionid=`).
+pub(crate) fn without_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').skip(1) {
+        let seg = seg.split(';').next().unwrap_or_default();
+        if !seg.is_empty() {
+            out.push('/');
+            out.push_str(seg);
+        }
+    }
+    if out.is_empty() || path.ends_with('/') {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
 /// `%XX` of an unreserved character decoded, other escapes kept with upper-case digits.
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
@@ -99,7 +127,8 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         };
         let c = u8::try_from(hi * 16 + lo).map_err(|_| PathError::BadEscape)?;
         match c {
-            b'/' | b'\\' => return Err(PathError::EncodedSlash),
+            b'/' | b'\\' | b';' => return Err(PathError::EncodedSlash),
+            0x00..=0x1f | 0x7f | 0xc0 | 0xc1 => return Err(PathError::EncodedControl),
             c if c.is_ascii_alphanumeric() || b"-._~".contains(&c) => out.push(char::from(c)),
             c => out.push_str(&format!("%{c:02X}")),
         }
@@ -146,6 +175,19 @@ mod tests {
         assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(n("/a%2"), Err(PathError::BadEscape));
         assert_eq!(n("/caf\u{e9}"), Err(PathError::NotAscii));
+        assert_eq!(n("/x/%2e%2e%3b/admin"), Err(PathError::EncodedSlash));
+        assert_eq!(n("/admin%00"), Err(PathError::EncodedControl));
+        assert_eq!(n("/x/%c0%ae%c0%ae/admin"), Err(PathError::EncodedControl));
+        assert_eq!(n("*").unwrap(), "*");
+    }
+
+    #[test]
+    fn parameters_do_not_hide_a_path_from_its_route() {
+        assert_eq!(without_params("/admin;x"), "/admin");
+        assert_eq!(without_params("/admin;jsessionid=1/x"), "/admin/x");
+        assert_eq!(without_params("/;x/admin"), "/admin");
+        assert_eq!(without_params("/a;/"), "/a/");
+        assert_eq!(without_params("/plain"), "/plain");
     }
 
     proptest! {

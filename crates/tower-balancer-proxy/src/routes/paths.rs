@@ -138,7 +138,9 @@ impl PathReverse {
             }
         };
         let mapped = match &self.paths {
-            Some((inner, outer)) => match path.strip_prefix(inner.as_str()) {
+            Some((inner, outer)) => match path.strip_prefix(inner.as_str()).filter(|rest| {
+                inner.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
+            }) {
                 Some(rest) if inner.ends_with('/') && !outer.ends_with('/') => {
                     format!("{outer}/{rest}")
                 }
@@ -206,6 +208,8 @@ mod tests {
         // another host, another path, a relative reference: left alone
         assert_eq!(rev("/", "/app").map("https://other.org/x"), None);
         assert_eq!(rev("/inner", "/app").map("/elsewhere"), None);
+        assert_eq!(rev("/inner", "/app").map("/innerx"), None);
+        assert_eq!(rev("/inner", "/app").map("/inner?a"), Some("/app?a".into()));
         assert_eq!(rev("/", "/app").map("login.html"), None);
         // the public host the balancer rewrote the member's URL to: back to the client's
         assert_eq!(

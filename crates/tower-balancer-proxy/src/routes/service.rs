@@ -133,7 +133,10 @@ impl<S: Clone> Router<S> {
                 let inner = rewrite
                     .as_ref()
                     .map(|with| (with.clone(), route.prefix().to_owned()));
-                let reverse = PathReverse::for_request(&req, inner, table.public.as_ref());
+                // the client's own host goes into rewritten URLs only when a host names it
+                let named = super::table::request_host(&req).is_some_and(|h| table.names(h));
+                let public = table.public.as_ref().filter(|_| named);
+                let reverse = PathReverse::for_request(&req, inner, public);
                 if let Some(with) = rewrite {
                     let Some(uri) = rewrite_uri(req.uri(), route.prefix(), with) else {
                         return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
@@ -151,7 +154,8 @@ impl<S: Clone> Router<S> {
 /// and a member perhaps the other.
 fn normalized<B>(req: &mut Request<B>) -> Result<(), String> {
     if let (Some(a), Some(h)) = (req.uri().authority(), req.headers().get(header::HOST)) {
-        if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) {
+        let host = h.to_str().map(super::table::strip_port).unwrap_or_default();
+        if !a.host().eq_ignore_ascii_case(host) {
             return Err("the authority and Host disagree".into());
         }
     }

@@ -80,6 +80,12 @@ pub(crate) enum Selected<'a> {
 impl RouteTable {
     /// The route `req` takes; `sni` is the name the client gave in TLS, when it gave one.
     pub(crate) fn select<B>(&self, req: &Request<B>, sni: Option<&str>) -> Selected<'_> {
+        let path = super::normalize::without_params(req.uri().path());
+        self.select_path(req, &path, sni)
+    }
+
+    /// As [`select`](Self::select), matching `path` (the request's, parameters dropped).
+    fn select_path<B>(&self, req: &Request<B>, path: &str, sni: Option<&str>) -> Selected<'_> {
         let host = request_host(req);
         let vhost = host.and_then(|h| self.named(h));
         if let Some(sni) = sni {
@@ -88,11 +94,16 @@ impl RouteTable {
             match vhost {
                 Some(v) if v != by_sni => return Selected::Misdirected,
                 // a Host no virtual host names goes to the one TLS chose
-                None => return self.in_vhost(by_sni, req),
+                None => return self.in_vhost(by_sni, path, req),
                 Some(_) => {}
             }
         }
-        self.in_vhost(vhost.unwrap_or(0), req)
+        self.in_vhost(vhost.unwrap_or(0), path, req)
+    }
+
+    /// Whether a virtual host names `host`.
+    pub(crate) fn names(&self, host: &str) -> bool {
+        self.named(host).is_some()
     }
 
     /// The first virtual host that names `host`.
@@ -102,11 +113,10 @@ impl RouteTable {
             .position(|v| v.names.iter().any(|n| host_matches(n, host)))
     }
 
-    fn in_vhost<B>(&self, index: usize, req: &Request<B>) -> Selected<'_> {
+    fn in_vhost<B>(&self, index: usize, path: &str, req: &Request<B>) -> Selected<'_> {
         let Some(vhost) = self.vhosts.get(index) else {
             return Selected::NoRoute;
         };
-        let path = req.uri().path();
         vhost
             .routes
             .iter()
@@ -167,7 +177,7 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// `name` without a `:port` (an IPv6 literal keeps its brackets).
-fn strip_port(name: &str) -> &str {
+pub(crate) fn strip_port(name: &str) -> &str {
     if name.starts_with('[') {
         return name.find(']').map_or(name, |end| &name[..=end]);
     }
