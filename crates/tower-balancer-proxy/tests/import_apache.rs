@@ -371,12 +371,13 @@ ProxyPass /global/ balancer://b/g/
     );
     // the server's ProxyPass comes first; paths sent elsewhere answer 404 rather than reach
     // this balancer; the <Location>'s ProxyPass is a route; no ProxyPassReverse: none here
+    // (the <Location>'s first: Apache tries it before the host's list)
     let order: Vec<usize> = [
+        "prefix = \"/admin\"",
+        "rewrite_prefix = \"/adm\"",
         "prefix = \"/global/\"",
         "prefix = \"/other/\"",
         "prefix = \"/ext/\"",
-        "prefix = \"/admin\"",
-        "rewrite_prefix = \"/adm\"",
     ]
     .iter()
     .map(|l| {
@@ -405,4 +406,45 @@ ProxyPass /global/ balancer://b/g/
     ] {
         assert!(notes.contains(said), "`{said}` not said:\n{notes}");
     }
+}
+
+#[test]
+fn locations_come_first_conditions_hold_and_inheritance_can_be_off() {
+    let (toml, notes) = import(
+        "conditions",
+        r#"ProxyPassInherit Off
+ProxyPass /global/ balancer://b/g/
+<Proxy balancer://b>
+  BalancerMember http://10.0.0.1:80
+</Proxy>
+<VirtualHost *:80>
+  ServerName one.example.com
+  ProxyPass / balancer://b/
+  <Location /secret>
+    ProxyPass !
+  </Location>
+  <IfModule mod_proxy.c>
+    ProxyPass /admin !
+  </IfModule>
+  <IfModule !mod_proxy.c>
+    ProxyPass /never !
+  </IfModule>
+  Redirect gone /old
+  Redirect /bad "https://n.example.com/a b"
+</VirtualHost>
+"#,
+    );
+    // Apache tries the <Location>'s ProxyPass before the host's `/`
+    let secret = toml.find("prefix = \"/secret\"").unwrap();
+    let root = toml.find("prefix = \"/\"\n").unwrap();
+    assert!(secret < root, "{toml}");
+    has(&toml, &["prefix = \"/admin\"", "respond = 410"]);
+    assert!(
+        !toml.contains("/never") || !toml.contains("prefix = \"/never\""),
+        "{toml}"
+    );
+    assert!(!toml.contains("/global/"), "{toml}");
+    let notes = notes.join("\n");
+    assert!(notes.contains("a negated condition"), "{notes}");
+    assert!(notes.contains("cannot redirect with"), "{notes}");
 }

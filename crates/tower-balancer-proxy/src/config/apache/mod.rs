@@ -104,12 +104,26 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         at: format!("{}:1", path.display()),
         text: "the main server".into(),
     };
-    // the main server's ProxyPass lines are every virtual host's, before its own
-    let server_passes: Vec<Directive> =
-        main.iter().filter(|d| d.is("ProxyPass")).cloned().collect();
+    // the main server's ProxyPass lines are every virtual host's, before its own, unless
+    // ProxyPassInherit Off says otherwise
+    let inherit_off = |body: &[Directive]| {
+        body.iter().any(|d| {
+            d.is("ProxyPassInherit")
+                && d.args
+                    .first()
+                    .is_some_and(|a| a.eq_ignore_ascii_case("off"))
+        })
+    };
+    let server_passes: Vec<Directive> = if inherit_off(&main) {
+        Vec::new()
+    } else {
+        main.iter().filter(|d| d.is("ProxyPass")).cloned().collect()
+    };
     for v in &mut vhosts {
         let body = v.body.get_or_insert_with(Vec::new);
-        body.splice(0..0, server_passes.iter().cloned());
+        if !inherit_off(body) {
+            body.splice(0..0, server_passes.iter().cloned());
+        }
     }
     let chosen = match vhosts.iter().position(vhost::proxies_to_balancer) {
         Some(i) => vhosts.remove(i),
@@ -119,7 +133,10 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         }
         None => return Err(ImportError::NoBalancer(path.display().to_string())),
     };
-    for d in main.iter().filter(|d| !d.is("ProxyPass")) {
+    for d in main
+        .iter()
+        .filter(|d| !d.is("ProxyPass") && !d.is("ProxyPassInherit"))
+    {
         import.skip(d, global_why(d));
     }
     import.more_vhosts = import.other_vhosts(&chosen, vhosts);
@@ -129,6 +146,17 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         toml,
         not_carried: import.not_carried,
     })
+}
+
+/// Why a negated condition's lines are left out.
+const NEGATED: &str = "a negated condition: its lines are for a server without what this one has (the others are read as holding)";
+
+fn is_condition(d: &Directive) -> bool {
+    d.is("IfModule") || d.is("IfDefine") || d.is("IfVersion")
+}
+
+fn negated(d: &Directive) -> bool {
+    d.args.first().is_some_and(|a| a.starts_with('!'))
 }
 
 /// What the walk gathers.
@@ -238,8 +266,12 @@ impl Import {
     ) {
         for d in tree {
             if d.is("VirtualHost") {
-                vhosts.push(d.clone());
-            } else if d.is("IfModule") || d.is("IfDefine") || d.is("IfVersion") {
+                let mut v = d.clone();
+                v.body = Some(self.unwrap_conditions(d.body.as_deref().unwrap_or_default()));
+                vhosts.push(v);
+            } else if is_condition(d) && negated(d) {
+                self.skip(d, NEGATED);
+            } else if is_condition(d) {
                 // read as if the condition holds: the modules the recipe needs are loaded
                 self.global(d.body.as_deref().unwrap_or_default(), vhosts, main);
             } else if d.is("Proxy") {
@@ -256,6 +288,22 @@ impl Import {
                 main.push(d.clone());
             }
         }
+    }
+
+    /// `body` with its `<IfModule>`, `<IfDefine>` and `<IfVersion>` sections read as if
+    /// they hold, and negated ones (`<IfModule !mod_ssl.c>`) left out, said.
+    fn unwrap_conditions(&mut self, body: &[Directive]) -> Vec<Directive> {
+        let mut out = Vec::new();
+        for d in body {
+            if is_condition(d) && negated(d) {
+                self.skip(d, NEGATED);
+            } else if is_condition(d) {
+                out.extend(self.unwrap_conditions(d.body.as_deref().unwrap_or_default()));
+            } else {
+                out.push(d.clone());
+            }
+        }
+        out
     }
 
     /// A server-wide line that names a balancer (`ProxySet balancer://x …`, `BalancerMember

@@ -26,6 +26,8 @@ pub(crate) enum RouteLine {
         path: String,
         from: String,
         why: &'static str,
+        /// 404, or 410 for `Redirect gone`.
+        status: u16,
     },
     /// `Redirect [status] path url`, `RedirectMatch ^/$ url`.
     Redirect {
@@ -44,11 +46,22 @@ pub(crate) const EXCLUDED: &str =
 /// Why a path Apache sent elsewhere answers 404.
 pub(crate) const ELSEWHERE: &str = "Apache sent this path to another balancer or server: one balancer a file for now, so it answers 404 here instead of reaching this balancer";
 
+/// Whether `to` is a target a route's `redirect` may have (the file refuses others).
+fn redirect_target(to: &str) -> bool {
+    let lower = to.to_ascii_lowercase();
+    (lower.starts_with("http://")
+        || lower.starts_with("https://")
+        || (to.starts_with('/') && !to.starts_with("//")))
+        && !to.contains(['\\', '?', '#', ' ', '\t'])
+}
+
 /// Whether `path` is one a route's `prefix` takes (the file refuses others).
 pub(crate) fn route_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.starts_with("//")
         && http::uri::PathAndQuery::try_from(path).is_ok_and(|p| p.query().is_none())
+        && crate::routes::normalize(path).is_ok_and(|n| n == path)
+        && !path.contains(';')
 }
 
 /// `balancer://name/app/` → `/app/`: the path as written, which replaces the matched one.
@@ -84,10 +97,15 @@ impl RouteLine {
                     );
                 }
             }
-            Self::NotHere { path, from, why } => {
+            Self::NotHere {
+                path,
+                from,
+                why,
+                status,
+            } => {
                 t.comment.clone_from(from);
                 t.set("prefix", q(path), "");
-                t.set("respond", "404".into(), *why);
+                t.set("respond", status.to_string(), *why);
             }
             Self::Redirect {
                 path,
@@ -119,14 +137,27 @@ impl Import {
             (_, Some(s)) if s.eq_ignore_ascii_case("permanent") => (301, &d.args[1..]),
             (_, Some(s)) if s.eq_ignore_ascii_case("temp") => (302, &d.args[1..]),
             (_, Some(s)) if s.eq_ignore_ascii_case("seeother") => (303, &d.args[1..]),
+            (_, Some(s)) if s.eq_ignore_ascii_case("gone") => (410, &d.args[1..]),
             (_, Some(s)) if s.parse::<u16>().is_ok() => (s.parse().unwrap_or(302), &d.args[1..]),
             _ => (302, &d.args[..]),
         };
+        if status == 410 {
+            // `Redirect gone /path`: the path answers 410
+            return match rest.first() {
+                Some(path) if route_path(path) => Some(RouteLine::NotHere {
+                    path: path.clone(),
+                    from,
+                    why: "Redirect gone",
+                    status: 410,
+                }),
+                _ => {
+                    self.skip(d, "a gone redirect without a path a route can match");
+                    None
+                }
+            };
+        }
         let [path, to, ..] = rest else {
-            self.skip(
-                d,
-                "a redirect without a path and a URL (a gone status has no equivalent)",
-            );
+            self.skip(d, "a redirect without a path and a URL");
             return None;
         };
         let (path, exact) = if name == "redirectmatch" {
@@ -143,6 +174,10 @@ impl Import {
         } else {
             (path.clone(), false)
         };
+        if !route_path(&path) || !redirect_target(to) {
+            self.skip(d, "a path or target this file cannot redirect with (a space, a \\, a query or fragment in the target?)");
+            return None;
+        }
         if !matches!(status, 301 | 302 | 303 | 307 | 308) {
             self.skip(d, "not a redirect status this file can answer with");
             return None;
@@ -228,7 +263,7 @@ impl Import {
         let body = v.body.clone().unwrap_or_default();
         let mut names = Vec::new();
         let (mut cert, mut key, mut ssl_on) = (None, None, false);
-        let mut lines = Vec::new();
+        let (mut lines, mut located) = (Vec::new(), Vec::new());
         for d in &body {
             let arg = d.args.first().cloned().unwrap_or_default();
             match d.name.to_ascii_lowercase().as_str() {
@@ -238,12 +273,20 @@ impl Import {
                 "sslcertificatefile" => cert = Some(self.path(&arg)),
                 "sslcertificatekeyfile" => key = Some(self.path(&arg)),
                 "proxypass" => lines.extend(self.pass_line(d, balancer)),
+                "location" if super::vhost::has_proxy_pass(d) => {
+                    for pass in super::vhost::location_passes(d) {
+                        located.extend(self.pass_line(&pass, balancer));
+                    }
+                    self.skip(d, "its ProxyPass is carried as a route; its other lines are not (ACCESS CONTROL included)");
+                }
                 "redirect" | "redirectmatch" | "redirectpermanent" | "redirecttemp" => {
                     lines.extend(self.redirect_line(d));
                 }
                 _ => self.skip(d, "a second virtual host: only its names, certificate, ProxyPass and Redirect lines are carried; its other settings are the first host's"),
             }
         }
+        located.append(&mut lines);
+        let lines = located;
         if names.is_empty() {
             self.skip(v, "a second virtual host without ServerName: it could not be told apart from the first");
             return Vec::new();
@@ -308,6 +351,7 @@ impl Import {
                 path: path.clone(),
                 from,
                 why: EXCLUDED,
+                status: 404,
             }),
             [path, to, ..] if balancer_name(to).as_deref() == Some(balancer) => {
                 Some(RouteLine::Pass {
@@ -323,6 +367,7 @@ impl Import {
                     path: path.clone(),
                     from,
                     why: ELSEWHERE,
+                    status: 404,
                 })
             }
             _ => {

@@ -50,7 +50,7 @@ impl Import {
         let mut target = None;
         let body = v.body.clone().unwrap_or_default();
         let chosen = imported_balancer(&body);
-        let (mut lines, mut aliases) = (Vec::new(), Vec::new());
+        let (mut lines, mut aliases, mut located) = (Vec::new(), Vec::new(), Vec::new());
         for d in &body {
             if d.is("Proxy") {
                 self.proxy_section(d);
@@ -63,8 +63,9 @@ impl Import {
             } else if d.is("ServerAlias") {
                 aliases.extend(d.args.iter().map(|a| host_only(a)));
             } else if d.is("Location") && has_proxy_pass(d) {
+                // Apache tries a <Location>'s ProxyPass before the host's own
                 for pass in location_passes(d) {
-                    self.proxy_pass(&pass, &mut target, chosen.as_deref(), &mut lines);
+                    self.proxy_pass(&pass, &mut target, chosen.as_deref(), &mut located);
                 }
                 self.skip(d, "its ProxyPass is carried as a route; its other lines are not (ACCESS CONTROL included)");
             } else if d.is("Location") || d.is("LocationMatch") {
@@ -73,6 +74,8 @@ impl Import {
                 self.skip(d, vhost_why(d));
             }
         }
+        located.append(&mut lines);
+        let lines = located;
         self.finish_front(v, &mut server);
         if !body.iter().any(|d| d.is("ProxyPassReverse")) {
             balancer.set(
@@ -203,6 +206,7 @@ impl Import {
                 path: path.to_owned(),
                 from,
                 why: EXCLUDED,
+                status: 404,
             });
             return;
         }
@@ -213,6 +217,7 @@ impl Import {
                 path: path.to_owned(),
                 from,
                 why: ELSEWHERE,
+                status: 404,
             });
             return;
         };
@@ -416,12 +421,12 @@ impl Import {
 }
 
 /// Whether a `<Location>` holds a `ProxyPass` (its path is the location's).
-fn has_proxy_pass(d: &Directive) -> bool {
+pub(crate) fn has_proxy_pass(d: &Directive) -> bool {
     d.body.iter().flatten().any(|x| x.is("ProxyPass"))
 }
 
 /// `<Location /admin> ProxyPass balancer://b/adm` as `ProxyPass /admin balancer://b/adm`.
-fn location_passes(d: &Directive) -> Vec<Directive> {
+pub(crate) fn location_passes(d: &Directive) -> Vec<Directive> {
     let Some(path) = d.args.first() else {
         return Vec::new();
     };
