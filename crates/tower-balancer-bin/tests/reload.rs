@@ -198,10 +198,11 @@ async fn fresh_client(
 async fn window(manager: SocketAddr) -> BTreeMap<String, u64> {
     let per_member = |body: &str| -> BTreeMap<String, u64> {
         body.lines()
-            .filter_map(|l| l.strip_prefix("lb_member_requests_total{member=\""))
+            .filter_map(|l| l.strip_prefix("lb_member_requests_total{"))
             .filter_map(|l| {
-                let (member, rest) = l.split_once('"')?;
-                Some((member.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+                let (_, at_member) = l.split_once("member=\"")?;
+                let (member, _) = at_member.split_once('"')?;
+                Some((member.to_owned(), l.rsplit(' ').next()?.parse().ok()?))
             })
             .collect()
     };

@@ -177,11 +177,11 @@ async fn a_queue_timeout_is_503_with_retry_after_and_shows_in_metrics_and_the_pa
     };
     let metrics = get("/metrics").await;
     for line in [
-        "lb_queue_timeouts_total 1",
-        "lb_queue_requests_total 1",
-        "lb_queue_depth 0",
-        "lb_member_max_in_flight{member=\"node1\"} 1",
-        "lb_queue_wait_seconds_count 1",
+        "lb_queue_timeouts_total{balancer=\"b\"} 1",
+        "lb_queue_requests_total{balancer=\"b\"} 1",
+        "lb_queue_depth{balancer=\"b\"} 0",
+        "lb_member_max_in_flight{balancer=\"b\",member=\"node1\"} 1",
+        "lb_queue_wait_seconds_count{balancer=\"b\"} 1",
     ] {
         assert!(metrics.contains(line), "no `{line}` in {metrics}");
     }

@@ -330,3 +330,180 @@ rewrite_prefix = "/inner"
     .await
     .unwrap();
 }
+
+/// Starts a balancer from `text` (listening on a port the OS picks); its address and the
+/// bound balancer's registries by name.
+async fn start(
+    text: &str,
+) -> (
+    SocketAddr,
+    tower_balancer_proxy::config::Reloader,
+    Vec<(String, tower_balancer::registry::Registry)>,
+    tokio::task::JoinHandle<()>,
+    Option<SocketAddr>,
+) {
+    let config =
+        tower_balancer_proxy::config::ConfigFile::from_toml(text, std::path::Path::new("lb.toml"))
+            .unwrap();
+    let names: Vec<String> = config.file().balancers().map(|b| b.name.clone()).collect();
+    let bound = config.build().unwrap().bind().await.unwrap();
+    let registries = names
+        .iter()
+        .map(|n| (n.clone(), bound.registry_of(n).unwrap().clone()))
+        .collect();
+    let addr = bound.local_addr().unwrap();
+    let manager = bound.manager_addr();
+    let reloader = bound.reloader();
+    let task = tokio::spawn(async move {
+        let _ = bound.serve(std::future::pending()).await;
+    });
+    (addr, reloader, registries, task, manager)
+}
+
+/// Three balancers, each with one echo member that names itself in a header.
+fn three_balancers(members: &[String]) -> String {
+    let mut text = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"www.test\"\n\
+         [manager]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (name, url) in ["web", "api", "admin"].iter().zip(members) {
+        text.push_str(&format!(
+            "[[balancer]]\nname = \"{name}\"\n[[balancer.member]]\nurl = \"{url}\"\nroute = \"{name}1\"\n"
+        ));
+    }
+    text.push_str(
+        r#"
+[[vhost]]
+names = ["www.test"]
+[[vhost.route]]
+prefix = "/admin"
+balancer = "admin"
+strip_prefix = true
+[[vhost.route]]
+prefix = "/"
+balancer = "web"
+
+[[vhost]]
+names = ["api.test"]
+[[vhost.route]]
+prefix = "/v1"
+balancer = "api"
+rewrite_prefix = "/"
+"#,
+    );
+    text
+}
+
+#[tokio::test]
+async fn two_virtual_hosts_route_to_three_balancers_and_a_reload_adds_and_drops_one() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut members = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (url, log) = echo_member().await;
+            members.push(url);
+            seen.push(log);
+        }
+        let text = three_balancers(&members);
+        let (a, reloader, registries, _task, manager) = start(&text).await;
+        assert_eq!(registries.len(), 3);
+        for (host, path, member, line) in [
+            ("www.test", "/index.html", 0, "GET /index.html"),
+            ("www.test", "/admin/users", 2, "GET /users"),
+            ("api.test", "/v1/items?x=1", 1, "GET /items?x=1"),
+        ] {
+            let res = raw(a, &get(host, path, ""), LIMIT).await;
+            assert!(res.starts_with("HTTP/1.1 200"), "{host}{path}: {res}");
+            let got = seen[member].lock().unwrap().clone();
+            assert!(
+                got.iter().any(|l| l == line),
+                "{host}{path}: member {member} saw {got:?}"
+            );
+        }
+        // each balancer counts its own member's requests
+        for (name, r) in &registries {
+            let m = r.load();
+            let requests: u64 = m.members().iter().map(|m| m.stats().view().requests).sum();
+            assert_eq!(requests, 1, "{name}");
+        }
+        // the manager shows the three, and metrics name them
+        let m = manager.unwrap();
+        let page = raw(m, &get("127.0.0.1", "/balancer-manager", ""), LIMIT).await;
+        for name in ["web", "api", "admin"] {
+            assert!(page.contains(&format!("balancer://{name}")), "{page}");
+        }
+        let metrics = raw(m, &get("127.0.0.1", "/metrics", ""), LIMIT).await;
+        assert!(
+            metrics.contains("lb_member_requests_total{balancer=\"api\",member=\"api1\"} 1"),
+            "{metrics}"
+        );
+
+        // a reload drops `admin` and adds `search`, routed under /search on www.test
+        let mut next = text
+            .replace("name = \"admin\"", "name = \"search\"")
+            .replace("route = \"admin1\"", "route = \"search1\"");
+        next = next.replace(&members[2], &members[3]).replace(
+            "prefix = \"/admin\"\nbalancer = \"admin\"",
+            "prefix = \"/search\"\nbalancer = \"search\"",
+        );
+        let config = tower_balancer_proxy::config::ConfigFile::from_toml(
+            &next,
+            std::path::Path::new("lb.toml"),
+        )
+        .unwrap();
+        let done = reloader.reload(config).await.unwrap();
+        assert_eq!(done.balancers_added, ["search"]);
+        assert_eq!(done.balancers_removed, ["admin"]);
+        let res = raw(a, &get("www.test", "/search/q", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        assert!(seen[3].lock().unwrap().iter().any(|l| l == "GET /q"));
+        // /admin now goes to `web`, the routes' next match
+        let res = raw(a, &get("www.test", "/admin/x", ""), LIMIT).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        assert!(seen[0].lock().unwrap().iter().any(|l| l == "GET /admin/x"));
+        let page = raw(m, &get("127.0.0.1", "/balancer-manager", ""), LIMIT).await;
+        assert!(
+            page.contains("balancer://search") && !page.contains("balancer://admin"),
+            "{page}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn several_balancers_need_routes_and_distinct_names() {
+    let members = [
+        "http://127.0.0.1:1".to_owned(),
+        "http://127.0.0.1:2".to_owned(),
+        "http://127.0.0.1:3".to_owned(),
+    ];
+    let text = three_balancers(&members);
+    let no_routes = &text[..text.find("[[vhost]]").unwrap()];
+    let e = tower_balancer_proxy::config::ConfigFile::from_toml(
+        no_routes,
+        std::path::Path::new("lb.toml"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("several balancers need [[vhost]] routes"),
+        "{e}"
+    );
+    let twice = text
+        .replace("name = \"admin\"", "name = \"web\"")
+        .replace("balancer = \"admin\"", "balancer = \"web\"");
+    let e = tower_balancer_proxy::config::ConfigFile::from_toml(
+        &twice,
+        std::path::Path::new("lb.toml"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("`web` names two balancers"), "{e}");
+    // a mistake in the third balancer is named at its own key and line
+    let bad = text.replace(&members[2], "ftp://x");
+    let e =
+        tower_balancer_proxy::config::ConfigFile::from_toml(&bad, std::path::Path::new("lb.toml"))
+            .unwrap_err();
+    assert_eq!(e.key(), Some("balancer[2].member[0].url"), "{e}");
+    assert_eq!(e.line(), Some(19), "{e}");
+}

@@ -14,26 +14,24 @@ use tower_balancer::registry::Registry;
 
 use super::etcd::Following;
 use super::plan::AbortOnDrop;
-use super::reload::{self, Running};
+use super::reload::{self, Running, RunningLane};
 use super::reloader::{Ask, Reloader};
 use super::run::{BindError, Gateway};
-use super::strategy::ConfiguredStrategy;
-use super::workers::{self, Worker};
+use super::workers::{self, LaneBuild, Worker};
 use crate::access_log::{AccessLog, AccessLogWriter, LogFormat, LogTarget};
 use crate::manager::ManagerService;
 use crate::metrics::ReloadStats;
-use crate::proxy::StackPlan;
 use crate::serve::{Reloadable, Server};
 use crate::tls::TlsError;
 
 /// The tasks that change members while the balancer runs.
 #[derive(Debug)]
-pub(super) struct Tasks {
-    pub(super) probe: Option<HealthProbeTask>,
-    pub(super) file_source: Option<AbortOnDrop>,
-    pub(super) dns_source: Option<AbortOnDrop>,
-    pub(super) etcd_source: Option<Following>,
-    pub(super) slow_start: Option<SlowStartTask>,
+pub(crate) struct Tasks {
+    pub(crate) probe: Option<HealthProbeTask>,
+    pub(crate) file_source: Option<AbortOnDrop>,
+    pub(crate) dns_source: Option<AbortOnDrop>,
+    pub(crate) etcd_source: Option<Following>,
+    pub(crate) slow_start: Option<SlowStartTask>,
 }
 
 /// A balancer with its ports open and probes running; [`serve`](Self::serve) serves it.
@@ -46,19 +44,21 @@ pub struct Bound {
     pub(super) admin: Option<Server>,
     pub(super) manager: ManagerService,
     pub(super) events: Option<broadcast::Receiver<HealthEvent>>,
-    pub(super) tasks: Tasks,
+    /// Each balancer's tasks, in the file's order.
+    pub(super) tasks: Vec<Tasks>,
     pub(super) reloader: Reloader,
     pub(super) asks: mpsc::Receiver<Ask>,
     pub(super) reloads: ReloadStats,
 }
 
-/// The stack every worker serves, made the same way at start and on reload.
-fn build_stack(
-    plan: StackPlan<ConfiguredStrategy>,
-    registry: &Registry,
-    outliers: OutlierDetection,
-) -> Result<impl crate::serve::Servable + Sync, TlsError> {
-    plan.stack::<Incoming>(registry, outliers)
+/// The stack every worker serves, made the same way at start and on reload: the first
+/// balancer's front layers and routes over every balancer's own.
+fn build_stack(lanes: Vec<LaneBuild>) -> Result<impl crate::serve::Servable + Sync, TlsError> {
+    let mut lanes = lanes.into_iter();
+    let Some((plan, registry, outliers)) = lanes.next() else {
+        return Err(TlsError::Pem("a configuration without a balancer".into()));
+    };
+    plan.stack_lanes::<Incoming>(&registry, outliers, lanes.collect())
 }
 
 impl Bound {
@@ -84,14 +84,20 @@ impl Bound {
 
     /// The live member registry.
     #[must_use]
-    pub const fn registry(&self) -> &Registry {
-        &self.gateway.registry
+    pub fn registry(&self) -> &Registry {
+        self.gateway.registry()
+    }
+
+    /// The live member registry of the balancer named `name`.
+    #[must_use]
+    pub fn registry_of(&self, name: &str) -> Option<&Registry> {
+        self.gateway.registry_of(name)
     }
 
     /// The URL clients use, with the port actually bound.
     #[must_use]
-    pub const fn public_url(&self) -> &Uri {
-        &self.gateway.public.current
+    pub fn public_url(&self) -> &Uri {
+        self.gateway.public_url()
     }
 
     /// Health probe verdicts as they happen (none when probes are off), from the probes
@@ -149,45 +155,43 @@ impl Bound {
             reloads,
             ..
         } = self;
-        let outliers = OutlierDetection::new(g.registry.clone(), g.stack.outliers);
-        let readmissions = outliers.spawn();
+        let builds: Vec<LaneBuild> = g
+            .lanes
+            .iter()
+            .map(|l| {
+                let outliers = OutlierDetection::new(l.registry.clone(), l.stack.outliers);
+                (l.stack.clone(), l.registry.clone(), outliers)
+            })
+            .collect();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stack = Reloadable::new(build_stack(g.stack.clone(), &g.registry, outliers.clone())?);
-        let (extra, mut slots) = workers::start(
-            workers,
-            &g.stack,
-            &g.registry,
-            &outliers,
-            &stop_rx,
-            build_stack,
-        )?;
+        let stack = Reloadable::new(build_stack(builds.clone())?);
+        let (extra, mut slots) = workers::start(workers, &builds, &stop_rx, build_stack)?;
         slots.insert(0, (tokio::runtime::Handle::current(), stack.clone()));
-        // the stacks hold the log now; this sender would keep its writer from ending
-        let mut g = g;
-        g.stack.access_log = None;
         let port = front
             .local_addr()
             .map_or(g.front.listen.port(), |a| a.port());
         let (log, writers) = split_log(access_log);
+        let listen = g.front.listen;
+        let sections: Vec<_> = g.file.balancers().cloned().collect();
+        let lanes = g
+            .lanes
+            .into_iter()
+            .zip(builds)
+            .zip(tasks.into_iter().zip(sections))
+            .map(|((lane, (_, _, outliers)), (tasks, section))| {
+                RunningLane::new(lane, outliers, tasks, section)
+            })
+            .collect();
         let running = Running {
-            registry: g.registry.clone(),
             file: g.file,
-            declared: g.declared,
             settings: front.settings(),
             port,
             manager: manager.clone(),
+            metrics: manager.metrics(),
             stats: reloads,
-            outliers,
-            readmissions,
-            failover: g.stack.failover,
             access_log: log,
             writers,
-            probe: tasks.probe,
-            file_source: tasks.file_source,
-            dns_source: tasks.dns_source,
-            etcd_source: tasks.etcd_source,
-            slow_start: tasks.slow_start,
-            drains: Vec::new(),
+            lanes,
         };
         let reloading = tokio::spawn(reload::run(
             asks,
@@ -212,7 +216,7 @@ impl Bound {
         }
         result.map_err(|source| BindError::Listen {
             what: "the balancer",
-            addr: g.front.listen,
+            addr: listen,
             source,
         })
     }

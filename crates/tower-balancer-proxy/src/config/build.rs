@@ -10,7 +10,7 @@ use tower_balancer::registry::{MemberSpec, Registry};
 
 use super::error::{locate, parse_toml, ConfigError};
 use super::file::{FileConfig, LbMethod};
-use super::plan::ManagerPlan;
+use super::plan::{LanePlan, ManagerPlan};
 use super::run::Gateway;
 use super::typed::ProbeMethod;
 use crate::forward::ForwardConfig;
@@ -49,6 +49,8 @@ pub struct ConfigFile {
     pub(super) file: FileConfig,
     pub(super) path: PathBuf,
     pub(super) text: String,
+    /// Which balancer `file.balancer` is: 0, or another's in a view ([`lanes`](Self::lanes)).
+    pub(super) lane: usize,
 }
 
 impl ConfigFile {
@@ -72,6 +74,7 @@ impl ConfigFile {
             file,
             path: path.to_path_buf(),
             text: text.to_owned(),
+            lane: 0,
         };
         config.check()?;
         Ok(config)
@@ -100,15 +103,62 @@ impl ConfigFile {
     /// Every rule between keys the file breaks.
     pub(super) fn rules(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
-        self.member_rules(&mut out);
-        self.pair_rules(&mut out);
+        self.server_rules(&mut out);
         self.vhost_rules(&mut out);
-        out.extend(self.duplicate_routes());
+        self.balancer_names(&mut out);
+        for lane in self.lanes() {
+            lane.member_rules(&mut out);
+            lane.pair_rules(&mut out);
+            out.extend(lane.duplicate_routes());
+        }
         out
+    }
+
+    /// The file as seen by each of its balancers, in order: the same file with
+    /// `balancer` that balancer (errors name its keys, `balancer[i].…`).
+    pub(super) fn lanes(&self) -> Vec<Self> {
+        self.file
+            .balancers()
+            .enumerate()
+            .map(|(lane, b)| {
+                let mut file = self.file.clone();
+                file.balancer = b.clone();
+                Self {
+                    file,
+                    path: self.path.clone(),
+                    text: self.text.clone(),
+                    lane,
+                }
+            })
+            .collect()
+    }
+
+    /// `key` as written in the file: a `balancer.…` key is this lane's.
+    fn lane_key(&self, key: &str) -> String {
+        match key.strip_prefix("balancer") {
+            Some("") => self.file.balancer_key(self.lane, ""),
+            Some(rest) if rest.starts_with('.') => self.file.balancer_key(self.lane, &rest[1..]),
+            _ => key.to_owned(),
+        }
+    }
+
+    /// No two balancers share a name.
+    fn balancer_names(&self, out: &mut Vec<ConfigError>) {
+        let mut seen = HashSet::new();
+        for (i, b) in self.file.balancers().enumerate() {
+            if !seen.insert(b.name.as_str()) {
+                out.push(self.err(
+                    NO_SPAN,
+                    &format!("balancer[{i}].name"),
+                    format!("`{}` names two balancers", b.name),
+                ));
+            }
+        }
     }
 
     /// `msg` about `key`, at `at` or where the key is written.
     fn rule(&self, out: &mut Vec<ConfigError>, at: Option<Range<usize>>, key: &str, msg: &str) {
+        let key = &self.lane_key(key);
         let span = at.or_else(|| locate(&self.text, key));
         out.push(ConfigError::at(
             &self.path,
@@ -166,10 +216,24 @@ impl ConfigFile {
         }
     }
 
-    /// Keys that come in pairs or must differ.
-    fn pair_rules(&self, out: &mut Vec<ConfigError>) {
-        let (s, b) = (&self.file.server, &self.file.balancer);
+    /// The front's keys that come in pairs or must differ.
+    fn server_rules(&self, out: &mut Vec<ConfigError>) {
+        let s = &self.file.server;
         let mut refuse = |at, key: &str, msg: &str| self.rule(out, at, key, msg);
+        if s.certificate.is_some() != s.key.is_some() {
+            refuse(
+                s.certificate.as_ref().or(s.key.as_ref()).map(Spanned::span),
+                "server.certificate",
+                "certificate and key come together: set both for TLS, neither for plain HTTP",
+            );
+        }
+        if !self.file.more_balancers.is_empty() && self.file.vhosts.is_empty() {
+            refuse(
+                None,
+                "balancer",
+                "several balancers need [[vhost]] routes to say which requests go to which",
+            );
+        }
         if let Some(m) = &self.file.manager {
             if m.listen == s.listen && s.listen.port() != 0 {
                 refuse(
@@ -186,6 +250,12 @@ impl ConfigFile {
         {
             refuse(None, key, why);
         }
+    }
+
+    /// A balancer's keys that come in pairs or must differ.
+    fn pair_rules(&self, out: &mut Vec<ConfigError>) {
+        let b = &self.file.balancer;
+        let mut refuse = |at, key: &str, msg: &str| self.rule(out, at, key, msg);
         if b.cookie_key_file.is_some() && !b.cookie_key_files.is_empty() {
             refuse(
                 b.cookie_key_file.as_ref().map(Spanned::span),
@@ -198,13 +268,6 @@ impl ConfigFile {
                 None,
                 "balancer.ejection.max_time",
                 "max_time is shorter than base_time",
-            );
-        }
-        if s.certificate.is_some() != s.key.is_some() {
-            refuse(
-                s.certificate.as_ref().or(s.key.as_ref()).map(Spanned::span),
-                "server.certificate",
-                "certificate and key come together: set both for TLS, neither for plain HTTP",
             );
         }
         if b.client_certificate.is_some() != b.client_key.is_some() {
@@ -242,8 +305,9 @@ impl ConfigFile {
         key: &str,
         msg: impl Into<String>,
     ) -> ConfigError {
-        let span = at.map(Spanned::span).or_else(|| locate(&self.text, key));
-        ConfigError::at(&self.path, &self.text, span, Some(key.to_owned()), msg)
+        let key = self.lane_key(key);
+        let span = at.map(Spanned::span).or_else(|| locate(&self.text, &key));
+        ConfigError::at(&self.path, &self.text, span, Some(key), msg)
     }
 
     /// Reads a file the configuration names, relative to the configuration's directory.
@@ -327,11 +391,14 @@ impl ConfigFile {
     /// # Errors
     /// A [`ConfigError`] at the key whose file or value was refused.
     pub fn build(&self) -> Result<Gateway, ConfigError> {
-        let (registry, forward) = self.members()?;
-        let mut sources = self.discovery(&registry)?;
-        let forward = self.forwarding(forward)?;
-        sources.probe = self.probe(&forward, &registry)?;
-        let stack = self.stack_plan(forward)?;
+        let mut lanes = Vec::new();
+        for lane in self.lanes() {
+            lanes.push(lane.lane_plan()?);
+        }
+        // the routes choose among the balancers: the first one's stack holds them
+        if let Some(first) = lanes.first_mut() {
+            first.stack.routes = self.route_table()?;
+        }
         let manager = ManagerPlan {
             listen: self.file.manager.as_ref().map(|m| m.listen),
             names: self
@@ -340,20 +407,39 @@ impl ConfigFile {
                 .as_ref()
                 .map(|m| m.names.clone())
                 .unwrap_or_default(),
-            info: ManagerInfo::new(&self.file.balancer.name)
-                .with_strategy(self.file.balancer.lbmethod.name())
-                .describe_sticky(&stack.sticky)
-                .describe_failover(&stack.failover),
         };
-        let declared = registry.load().members().iter().map(|m| m.spec()).collect();
         Ok(Gateway {
             front: self.front_plan()?,
+            lanes,
+            manager,
+            file: self.file.clone(),
+        })
+    }
+
+    /// This view's balancer: its members, sources, layers and what the manager says of it.
+    pub(super) fn lane_plan(&self) -> Result<LanePlan, ConfigError> {
+        let (registry, forward) = self.members()?;
+        let mut sources = self.discovery(&registry)?;
+        let forward = self.forwarding(forward)?;
+        sources.probe = self.probe(&forward, &registry)?;
+        let mut stack = self.stack_plan(forward)?;
+        if self.lane > 0 {
+            // the front's layers are the first balancer's
+            stack.client_rate = None;
+        }
+        let b = &self.file.balancer;
+        let info = ManagerInfo::new(&b.name)
+            .with_strategy(b.lbmethod.name())
+            .describe_sticky(&stack.sticky)
+            .describe_failover(&stack.failover);
+        let declared = registry.load().members().iter().map(|m| m.spec()).collect();
+        Ok(LanePlan {
+            name: b.name.clone(),
             public: self.public_url()?,
             registry,
             stack,
-            manager,
             sources,
-            file: self.file.clone(),
+            info,
             declared,
         })
     }

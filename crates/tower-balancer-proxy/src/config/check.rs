@@ -42,6 +42,7 @@ impl ConfigFile {
             path: path.to_path_buf(),
             // the text the values were read from: the same lines, with bad values set aside
             text: read_text,
+            lane: 0,
         };
         errors.extend(config.rules());
         errors.extend(config.parts());
@@ -57,6 +58,17 @@ impl ConfigFile {
     /// Each part of the build on its own, so one unreadable file does not hide another.
     fn parts(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
+        for lane in self.lanes() {
+            out.extend(lane.lane_parts());
+        }
+        out.extend(self.front_plan().err());
+        out.extend(self.route_table().err());
+        out
+    }
+
+    /// Each part of one balancer's build on its own.
+    fn lane_parts(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
         let (registry, forward) = self.members().unwrap_or_else(|e| {
             out.push(e);
             (Registry::new(), ForwardConfig::new())
@@ -71,11 +83,7 @@ impl ConfigFile {
         if let Err(e) = self.probe(&forward, &registry) {
             out.push(e);
         }
-        let results = [
-            self.stack_plan(forward).err(),
-            self.front_plan().err(),
-            self.public_url().err(),
-        ];
+        let results = [self.stack_plan(forward).err(), self.public_url().err()];
         out.extend(results.into_iter().flatten());
         out
     }

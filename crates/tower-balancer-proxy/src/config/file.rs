@@ -21,21 +21,105 @@ use super::values::{
 };
 use crate::hygiene::TrustedProxies;
 
-/// The whole file: an Apache virtual host with one balancer in it.
+/// The whole file: an Apache virtual host with its balancers.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawFile")]
 pub struct FileConfig {
     /// `<VirtualHost>`: where and how clients are accepted.
     pub server: ServerSection,
-    /// `<Proxy balancer://name>` and its `BalancerMember` lines.
+    /// `<Proxy balancer://name>` and its `BalancerMember` lines: the first balancer (the
+    /// only one of a `[balancer]` table).
     pub balancer: BalancerSection,
+    /// The balancers after the first, from `[[balancer]]` tables.
+    pub more_balancers: Vec<BalancerSection>,
     /// `<Location /balancer-manager>`: off unless present.
-    #[serde(default)]
     pub manager: Option<ManagerSection>,
     /// `<VirtualHost>`s sharing the listener, each with its names, certificate and routes;
     /// without any, every request goes to the balancer.
-    #[serde(rename = "vhost", default)]
     pub vhosts: Vec<super::routes::VhostSection>,
+    /// Whether the balancers were written `[[balancer]]` (their keys are `balancer[i].…`).
+    pub(crate) balancer_array: bool,
+}
+
+impl FileConfig {
+    /// Every balancer, the first first.
+    pub fn balancers(&self) -> impl Iterator<Item = &BalancerSection> {
+        std::iter::once(&self.balancer).chain(&self.more_balancers)
+    }
+
+    /// The key of balancer `lane`'s `rest` (`balancer.…` or `balancer[i].…`).
+    pub(crate) fn balancer_key(&self, lane: usize, rest: &str) -> String {
+        let head = if self.balancer_array {
+            format!("balancer[{lane}]")
+        } else {
+            "balancer".to_owned()
+        };
+        if rest.is_empty() {
+            head
+        } else {
+            format!("{head}.{rest}")
+        }
+    }
+}
+
+/// The file as read, before its balancers are split into the first and the rest.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    server: ServerSection,
+    balancer: Balancers,
+    #[serde(default)]
+    manager: Option<ManagerSection>,
+    #[serde(rename = "vhost", default)]
+    vhosts: Vec<super::routes::VhostSection>,
+}
+
+/// `[balancer]` (one) or `[[balancer]]` (several).
+struct Balancers {
+    list: Vec<BalancerSection>,
+    array: bool,
+}
+
+impl<'de> Deserialize<'de> for Balancers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OneOrMany;
+        impl<'de> de::Visitor<'de> for OneOrMany {
+            type Value = Balancers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [balancer] table or [[balancer]] tables")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Balancers, A::Error> {
+                let one = BalancerSection::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Balancers {
+                    list: vec![one],
+                    array: false,
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Balancers, A::Error> {
+                let list = Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Balancers { list, array: true })
+            }
+        }
+        d.deserialize_any(OneOrMany)
+    }
+}
+
+impl TryFrom<RawFile> for FileConfig {
+    type Error = &'static str;
+    fn try_from(raw: RawFile) -> Result<Self, Self::Error> {
+        let mut list = raw.balancer.list.into_iter();
+        let balancer = list
+            .next()
+            .ok_or("`balancer` is empty: give at least one balancer")?;
+        Ok(Self {
+            server: raw.server,
+            balancer,
+            more_balancers: list.collect(),
+            manager: raw.manager,
+            vhosts: raw.vhosts,
+            balancer_array: raw.balancer.array,
+        })
+    }
 }
 
 /// The virtual host.

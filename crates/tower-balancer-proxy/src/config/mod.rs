@@ -51,6 +51,7 @@
 //! | (nginx `limit_req`, `limit_conn`; HAProxy stick tables) | `[server.per_client]`: `rate` (requests a second a client; 429 with `Retry-After` past it), `burst` (the rate, rounded up), `connections` (open at once; one past it is closed at accept), `clients` (65,536 remembered); off when absent; the client is found under `balancer.trusted_proxies`, an IPv6 /64 counts as one |
 //! | (nginx `worker_processes`) | `server.workers` (runtimes, each with its own `SO_REUSEPORT` listener; default 1 in the library, the number of cores in the `tower-balancer` binary) |
 //! | `<Proxy balancer://name>` | `balancer.name` |
+//! | several `<Proxy balancer://…>` | `[[balancer]]` tables (every key below, per balancer; errors name `balancer[i].…`), chosen by `[[vhost.route]]`'s `balancer`; names are unique |
 //! | `ProxySet lbmethod=` (`byrequests`, `bybusyness`, `bytraffic`; ours: `p2c`, `random`) | `balancer.lbmethod` |
 //! | `ProxySet stickysession=JSESSIONID\|jsessionid` | `balancer.stickysession` (default `"JSESSIONID\|jsessionid"`: the cookie, then the URL parameter; one name for both; `""` off) |
 //! | `Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e"` (the ROUTEID recipe) | `balancer.cookie` (default `ROUTEID`), `balancer.cookie_plain`, `balancer.cookie_key_file` (without one, a key made at start signs cookies, so they are not recognised after a restart or by another instance; a warning says so) |
@@ -136,6 +137,7 @@ mod per_client;
 mod plan;
 mod reliability;
 mod reload;
+mod reload_lane;
 mod reloader;
 mod routes;
 mod run;

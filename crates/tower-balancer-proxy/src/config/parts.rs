@@ -114,7 +114,7 @@ impl ConfigFile {
                 .server
                 .per_client
                 .and_then(|pc| pc.rate_layer(&b.trusted_proxies)),
-            routes: self.route_table()?,
+            routes: None,
         })
     }
 

@@ -41,7 +41,20 @@ pub(crate) struct ManagerPlan {
     pub(crate) listen: Option<SocketAddr>,
     /// Host names it answers for besides loopback and its own address.
     pub(crate) names: Vec<String>,
+}
+
+/// One balancer of the file: its members and what changes them, its layers, its public
+/// URL and what the manager says of it.
+#[derive(Debug)]
+pub(crate) struct LanePlan {
+    pub(crate) name: String,
+    pub(crate) registry: Registry,
+    pub(crate) stack: crate::proxy::StackPlan<super::strategy::ConfiguredStrategy>,
+    pub(crate) sources: SourcePlan,
+    pub(crate) public: PublicUrl,
     pub(crate) info: ManagerInfo,
+    /// The members the file and its members file declared, as built.
+    pub(crate) declared: Vec<tower_balancer::registry::MemberSpec>,
 }
 
 /// The health check a file asked for.

@@ -13,53 +13,41 @@
 //! running process cannot change (its ports, workers and connection cap) is reported and
 //! takes effect at the next start.
 
-use std::collections::BTreeMap;
-
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
-use tower::discover::Change;
-use tower_balancer::failover::FailoverConfig;
-use tower_balancer::health::{HealthProbeTask, OutlierDetection, ReadmissionTask};
-use tower_balancer::health::{SlowStart, SlowStartTask};
-use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Registry};
 
 use super::build::ConfigFile;
 use super::file::FileConfig;
-use super::plan::{AbortOnDrop, PublicUrl};
+use super::plan::LanePlan;
+pub(super) use super::reload_lane::{Prepared, RunningLane};
 use super::run::Gateway;
 use super::strategy::ConfiguredStrategy;
+use super::workers::LaneBuild;
 use crate::access_log::{AccessLog, AccessLogWriter, LogFormat, LogTarget};
 use crate::manager::ManagerService;
-use crate::metrics::ReloadStats;
+use crate::metrics::{Metrics, ReloadStats};
 use crate::proxy::StackPlan;
 use crate::serve::{LiveSettings, Reloadable};
 use crate::tls::TlsError;
 
 pub(super) use super::reloader::{Ask, ReloadError, Reloaded};
 
-/// Everything a reload replaces, held while the balancer serves.
+/// Everything a reload replaces, held while the balancer serves: what the front shares,
+/// then each balancer's own ([`RunningLane`]).
 pub(super) struct Running {
-    pub(super) registry: Registry,
     pub(super) file: FileConfig,
-    pub(super) declared: Vec<MemberSpec>,
     pub(super) settings: LiveSettings,
     /// The public URL with the bound port.
     pub(super) port: u16,
     pub(super) manager: ManagerService,
+    /// The manager's metrics, told of balancers a reload adds or removes.
+    pub(super) metrics: Option<Metrics>,
     pub(super) stats: ReloadStats,
-    pub(super) outliers: OutlierDetection,
-    pub(super) readmissions: ReadmissionTask,
-    pub(super) failover: FailoverConfig,
     pub(super) access_log: Option<(LogTarget, LogFormat, AccessLog)>,
     /// Writers of this log and of logs a reload replaced (they end when their stacks do).
     pub(super) writers: Vec<AccessLogWriter>,
-    pub(super) probe: Option<HealthProbeTask>,
-    pub(super) file_source: Option<AbortOnDrop>,
-    pub(super) dns_source: Option<AbortOnDrop>,
-    pub(super) etcd_source: Option<super::etcd::Following>,
-    pub(super) slow_start: Option<SlowStartTask>,
-    /// Members dropped by earlier reloads, draining.
-    pub(super) drains: Vec<AbortOnDrop>,
+    /// The balancers, in the file's order.
+    pub(super) lanes: Vec<RunningLane>,
 }
 
 /// What becomes of the access log on a reload.
@@ -86,7 +74,7 @@ pub(super) async fn run<S, F>(
 ) -> Running
 where
     S: Clone + Send + Sync + 'static,
-    F: Fn(StackPlan<ConfiguredStrategy>, &Registry, OutlierDetection) -> Result<S, TlsError>,
+    F: Fn(Vec<LaneBuild>) -> Result<S, TlsError>,
 {
     loop {
         let ask = tokio::select! {
@@ -149,39 +137,70 @@ impl Running {
     ) -> Result<Reloaded, ReloadError>
     where
         S: Clone,
-        F: Fn(StackPlan<ConfiguredStrategy>, &Registry, OutlierDetection) -> Result<S, TlsError>,
+        F: Fn(Vec<LaneBuild>) -> Result<S, TlsError>,
     {
-        // probes reach members through the live registry's names
-        let probe = config.probe(&g.stack.forward, &self.registry)?;
         let access_log = self.next_access_log(g.front.access_log.clone())?;
-        let outliers = if g.stack.outliers == *self.outliers.config() {
-            None
-        } else {
-            Some(OutlierDetection::new(
-                self.registry.clone(),
-                g.stack.outliers,
-            ))
-        };
-        let plan = self.plan(g.stack.clone(), g.public.clone(), &access_log);
-        let detection = outliers.as_ref().unwrap_or(&self.outliers);
+        let views = config.lanes();
+        let mut prepared = Vec::with_capacity(g.lanes.len());
+        for (lane, view) in g.lanes.iter().zip(&views) {
+            let old = self.lanes.iter().find(|l| l.name == lane.name);
+            prepared.push(Prepared::new(
+                old,
+                lane,
+                view,
+                self.plan(old, lane, &access_log),
+            )?);
+        }
+        let builds: Vec<LaneBuild> = prepared.iter().map(Prepared::build).collect();
         let mut stacks = Vec::with_capacity(slots.len());
         for (runtime, _) in slots {
             // the stack's pool spawns its tasks on the worker's runtime
             let _in = runtime.enter();
-            stacks.push(build(plan.clone(), &self.registry, detection.clone())?);
+            stacks.push(build(builds.clone())?);
         }
         // nothing below fails: the new configuration goes in whole
-        if let Some(next) = outliers {
-            self.replace_outliers(next);
+        let mut report = Reloaded::default();
+        let mut old_lanes = std::mem::take(&mut self.lanes);
+        for (lane, ready) in g.lanes.into_iter().zip(prepared) {
+            let running = match old_lanes.iter().position(|l| l.name == lane.name) {
+                Some(i) => {
+                    let mut old = old_lanes.swap_remove(i);
+                    old.take(lane, ready, &mut report);
+                    old
+                }
+                None => {
+                    report.balancers_added.push(lane.name.clone());
+                    RunningLane::start(lane, ready)
+                }
+            };
+            self.lanes.push(running);
         }
-        let report = self.members(&g);
-        self.failover = plan.failover.clone();
+        for gone in old_lanes {
+            // its tasks stop; requests in flight finish on the stacks they began on
+            report.balancers_removed.push(gone.name.clone());
+        }
         for ((_, slot), stack) in slots.iter().zip(stacks) {
             slot.replace(stack);
         }
         self.settings.replace(g.front.serve.clone());
-        self.manager.set_info(g.manager.info.clone());
-        self.sources(g, probe);
+        self.manager.set_balancers(
+            self.lanes
+                .iter()
+                .map(|l| (l.registry.clone(), l.info.clone()))
+                .collect(),
+        );
+        if let Some(m) = &self.metrics {
+            m.set_balancers(
+                self.lanes
+                    .iter()
+                    .map(|l| (l.name.clone(), l.registry.clone()))
+                    .collect(),
+                self.lanes
+                    .iter()
+                    .map(|l| (l.name.clone(), l.failover.clone()))
+                    .collect(),
+            );
+        }
         match access_log {
             NextLog::Keep => {}
             NextLog::Off => self.access_log = None,
@@ -190,28 +209,30 @@ impl Running {
                 self.writers.push(writer);
             }
         }
-        let at_restart = self.at_restart(config.file());
+        report.at_restart = self.at_restart(config.file());
         self.file = config.file().clone();
-        Ok(Reloaded {
-            at_restart,
-            ..report
-        })
+        Ok(report)
     }
 
-    /// The new stack's plan: counting on the same counters, logging to the log it will
-    /// have, rewriting to the public URL with the bound port.
+    /// Balancer `lane`'s new stack plan: counting on the same counters as the balancer of
+    /// its name had, logging to the log it will have (the first balancer's front layers),
+    /// rewriting to the public URL with the bound port.
     fn plan(
         &self,
-        mut plan: StackPlan<ConfiguredStrategy>,
-        mut public: PublicUrl,
+        old: Option<&RunningLane>,
+        lane: &LanePlan,
         log: &NextLog,
     ) -> StackPlan<ConfiguredStrategy> {
-        plan.failover = plan.failover.counting_with(&self.failover);
+        let mut plan = lane.stack.clone();
+        if let Some(old) = old {
+            plan.failover = plan.failover.counting_with(&old.failover);
+        }
         plan.access_log = match log {
             NextLog::Keep => self.access_log.as_ref().map(|(_, _, l)| l.clone()),
             NextLog::Off => None,
             NextLog::New(_, _, l, _) => Some(l.clone()),
         };
+        let mut public = lane.public.clone();
         if let Ok(url) = public.url(self.port) {
             public.current = url;
         }
@@ -253,140 +274,6 @@ impl Running {
                 }
             })?;
         Ok(NextLog::New(target, format, log, writer))
-    }
-
-    /// Passive ejection with new settings: members the old one ejected come back now, or
-    /// nothing would ever readmit them.
-    fn replace_outliers(&mut self, next: OutlierDetection) {
-        for id in self.outliers.ejected() {
-            let _ =
-                self.registry
-                    .set_health_by(id.as_str(), HealthSource::Outlier, Health::Healthy);
-        }
-        self.readmissions = next.spawn();
-        self.outliers = next;
-    }
-
-    /// Brings the registry to the file's members: new ones in, changed ones updated in
-    /// place, dropped ones drained for the drain period, untouched ones left as they are
-    /// (with whatever the manager or a probe set on them).
-    fn members(&mut self, g: &Gateway) -> Reloaded {
-        let mut report = Reloaded::default();
-        if let Some(t) = g.file.balancer.panic_threshold {
-            self.registry.set_panic_threshold(t);
-        }
-        let old: BTreeMap<MemberId, MemberSpec> = self
-            .declared
-            .drain(..)
-            .map(|s| (s.id().clone(), s))
-            .collect();
-        let mut removed: Vec<MemberId> = Vec::new();
-        for spec in &g.declared {
-            match old.get(spec.id()) {
-                Some(o) if o == spec => continue,
-                Some(o) => {
-                    let set_live = self
-                        .registry
-                        .load()
-                        .get(spec.id().as_str())
-                        .is_some_and(|m| m.state() != o.admin_state());
-                    if set_live {
-                        tracing::warn!(
-                            member = %spec.id(),
-                            status = %spec.admin_state(),
-                            "the file changed this member: its status in the file replaces the one set while running"
-                        );
-                    }
-                    report.changed.push(spec.id().clone());
-                }
-                None => report.added.push(spec.id().clone()),
-            }
-            if let Err(e) = self.registry.upsert(spec.clone()) {
-                tracing::warn!(member = %spec.id(), error = %e, "member refused on reload");
-            }
-        }
-        for id in old.keys() {
-            if !g.declared.iter().any(|s| s.id() == id) {
-                removed.push(id.clone());
-            }
-        }
-        self.drains.retain(|d| !d.is_finished());
-        if !removed.is_empty() {
-            report.draining.clone_from(&removed);
-            let changes: Vec<Result<Change<MemberId, MemberSpec>, std::convert::Infallible>> =
-                removed
-                    .into_iter()
-                    .map(|id| Ok(Change::Remove(id)))
-                    .collect();
-            let drain = self
-                .registry
-                .discover(futures_util::stream::iter(changes))
-                .drain_removed(g.sources.drain);
-            self.drains.push(AbortOnDrop::spawn(drain));
-        }
-        self.declared.clone_from(&g.declared);
-        report
-    }
-
-    /// Probes with the new settings (resumed: members keep the health they have), and the
-    /// discovery sources and slow start again where their settings changed.
-    fn sources(&mut self, mut g: Gateway, probe: Option<super::plan::ProbeKind>) {
-        self.probe = probe.map(|p| p.spawn_resumed(&self.registry));
-        if self.probe.is_none() {
-            // nothing probes any more: what the last probe said down must not stay down
-            for m in self.registry.load().members() {
-                let _ = self.registry.set_health_by(
-                    m.id().as_str(),
-                    HealthSource::Probe,
-                    Health::Healthy,
-                );
-            }
-        }
-        let (old, new) = (&self.file.balancer, &g.file.balancer);
-        let drain = g.sources.drain;
-        let drain_changed = old.drain != new.drain;
-        if drain_changed
-            || old.members_file != new.members_file
-            || old.members_poll != new.members_poll
-        {
-            self.file_source = g
-                .sources
-                .file
-                .take()
-                .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
-        }
-        if drain_changed || old.dns != new.dns {
-            self.dns_source = g
-                .sources
-                .dns
-                .take()
-                .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
-        }
-        // every reload starts etcd again, so a password file or certificate rewritten in
-        // place (a rotation) is read again; the new source takes over the old one's members
-        if drain_changed || old.etcd.is_some() || new.etcd.is_some() {
-            let previous = self.etcd_source.take();
-            self.etcd_source = match (g.sources.etcd.take(), previous) {
-                // the new source removes what the old one added and no longer names
-                (Some(next), previous) => Some(super::etcd::spawn(
-                    next,
-                    previous.as_ref(),
-                    &self.registry,
-                    drain,
-                )),
-                // the section is gone: the members etcd named drain and go
-                (None, Some(previous)) => {
-                    self.drains.push(previous.retire(&self.registry, drain));
-                    None
-                }
-                (None, None) => None,
-            };
-        }
-        if old.slow_start != new.slow_start {
-            self.slow_start = new
-                .slow_start
-                .map(|w| SlowStart::new(w).spawn(self.registry.clone()));
-        }
     }
 
     /// The keys whose new values wait for a restart, each said once in the log.

@@ -65,6 +65,10 @@ pub struct Reloaded {
     pub draining: Vec<MemberId>,
     /// Keys whose new values take effect at the next start (`server.listen`, …).
     pub at_restart: Vec<&'static str>,
+    /// Balancers the file added.
+    pub balancers_added: Vec<String>,
+    /// Balancers the file dropped (requests in flight on them finish).
+    pub balancers_removed: Vec<String>,
 }
 
 impl Reloader {

@@ -367,7 +367,7 @@ impl ConfigFile {
 
     /// The index of the balancer named `name`.
     fn lane(&self, name: &str) -> Option<usize> {
-        (self.file.balancer.name == name).then_some(0)
+        self.file.balancers().position(|b| b.name == name)
     }
 
     /// What the virtual hosts break between them: a name given twice, a certificate without

@@ -6,34 +6,28 @@ use std::net::SocketAddr;
 
 use http::Uri;
 use tower_balancer::health::{HealthEvent, SlowStart};
-use tower_balancer::registry::{MemberSpec, Registry};
+use tower_balancer::registry::Registry;
 
 use super::bound::{Bound, Tasks};
 use super::file::FileConfig;
-use super::plan::{AbortOnDrop, FrontPlan, ManagerPlan, PublicUrl, SourcePlan};
+use super::plan::{AbortOnDrop, FrontPlan, LanePlan, ManagerPlan};
 use super::reloader::Reloader;
-use super::strategy::ConfiguredStrategy;
 use super::workers;
 use crate::access_log::AccessLog;
 use crate::manager::{ManagerInfo, ManagerService, NonceError};
 use crate::metrics::{Metrics, ReloadStats};
-use crate::proxy::StackPlan;
 use crate::serve::{ServeConfig, Server};
 
 /// A balancer built from a file, ready to bind: its registry is live (change members and
 /// states through it, or through the manager); [`bind`](Self::bind) opens its ports.
 #[derive(Debug)]
 pub struct Gateway {
-    pub(crate) registry: Registry,
     pub(crate) front: FrontPlan,
-    pub(crate) stack: StackPlan<ConfiguredStrategy>,
     pub(crate) manager: ManagerPlan,
-    pub(crate) sources: SourcePlan,
-    pub(crate) public: PublicUrl,
+    /// The balancers, the file's first first (at least one).
+    pub(crate) lanes: Vec<LanePlan>,
     /// The file as built (a reload compares the next one with it).
     pub(crate) file: FileConfig,
-    /// The members the file and its members file declared, as built.
-    pub(crate) declared: Vec<MemberSpec>,
 }
 
 /// A port could not be opened.
@@ -81,22 +75,31 @@ fn hint(e: &io::Error) -> &'static str {
 }
 
 impl Gateway {
-    /// The live member registry.
+    /// The live member registry of the (first) balancer.
     #[must_use]
-    pub const fn registry(&self) -> &Registry {
-        &self.registry
+    pub fn registry(&self) -> &Registry {
+        &self.lanes[0].registry
+    }
+
+    /// The live member registry of the balancer named `name`.
+    #[must_use]
+    pub fn registry_of(&self, name: &str) -> Option<&Registry> {
+        self.lanes
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| &l.registry)
     }
 
     /// The URL clients use (what `ProxyPassReverse` rewrites to), with the configured port.
     #[must_use]
-    pub const fn public_url(&self) -> &Uri {
-        &self.public.current
+    pub fn public_url(&self) -> &Uri {
+        &self.lanes[0].public.current
     }
 
-    /// What the manager page says about this balancer.
+    /// What the manager page says about the (first) balancer.
     #[must_use]
-    pub const fn info(&self) -> &ManagerInfo {
-        &self.manager.info
+    pub fn info(&self) -> &ManagerInfo {
+        &self.lanes[0].info
     }
 
     /// Replaces the front address (a port chosen at run time, say) before binding.
@@ -136,7 +139,7 @@ impl Gateway {
                         target: target.clone(),
                         source,
                     })?;
-                self.stack.access_log = Some(log.clone());
+                self.lanes[0].stack.access_log = Some(log.clone());
                 Some((target, format, log, writer))
             }
             None => None,
@@ -144,16 +147,18 @@ impl Gateway {
         let port = front
             .local_addr()
             .map_or(self.front.listen.port(), |a| a.port());
-        if let Ok(public) = self.public.url(port) {
-            self.public.current = public;
+        for lane in &mut self.lanes {
+            lane.bound_to(port);
         }
-        if let Some(rewrite) = self.public.rewrite() {
-            self.stack.forward = self.stack.forward.clone().reverse_rewrite(rewrite);
-        }
-        self.stack.set_public(&self.public.current);
         let reloads = ReloadStats::new();
         let (admin, manager) = self.open_manager(&reloads).await?;
-        let (tasks, events) = self.start_sources().await;
+        let mut tasks = Vec::with_capacity(self.lanes.len());
+        let mut events = None;
+        for lane in &mut self.lanes {
+            let (t, e) = lane.start_sources().await;
+            tasks.push(t);
+            events = events.or(e);
+        }
         let (reloader, asks) = Reloader::channel();
         Ok(Bound {
             gateway: self,
@@ -168,50 +173,6 @@ impl Gateway {
             asks,
             reloads,
         })
-    }
-
-    /// Starts what changes members while the balancer runs: probes, the members file, DNS,
-    /// etcd (after reading its members, so the balancer does not start empty), slow start.
-    async fn start_sources(
-        &mut self,
-    ) -> (Tasks, Option<tokio::sync::broadcast::Receiver<HealthEvent>>) {
-        let (probe, events) = match &self.sources.probe {
-            Some(kind) => {
-                let (task, events) = kind.spawn(&self.registry);
-                (Some(task), Some(events))
-            }
-            None => (None, None),
-        };
-        let drain = self.sources.drain;
-        let file_source = self
-            .sources
-            .file
-            .take()
-            .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
-        let dns_source = self
-            .sources
-            .dns
-            .take()
-            .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
-        let etcd_source = match self.sources.etcd.take() {
-            Some(source) => {
-                super::etcd::initial(&source, &self.registry).await;
-                Some(super::etcd::spawn(source, None, &self.registry, drain))
-            }
-            None => None,
-        };
-        let slow_start = self
-            .sources
-            .slow_start
-            .map(|window| SlowStart::new(window).spawn(self.registry.clone()));
-        let tasks = Tasks {
-            probe,
-            file_source,
-            dns_source,
-            etcd_source,
-            slow_start,
-        };
-        (tasks, events)
     }
 
     /// How many workers serve the front: `server.workers`, or [`set_workers`](Self::set_workers),
@@ -264,17 +225,94 @@ impl Gateway {
         if let Some(a) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             names.push(a.ip().to_string());
         }
-        let mut metrics = Metrics::new(self.registry.clone())
+        let mut metrics = Metrics::balancers(self.named_registries())
             .server(self.front.serve.stats.clone())
-            .failover(&self.stack.failover)
             .reloads(reloads.clone());
-        if let Some(log) = &self.stack.access_log {
+        for lane in &self.lanes {
+            metrics = metrics.failover_of(&lane.name, &lane.stack.failover);
+        }
+        if let Some(log) = &self.lanes[0].stack.access_log {
             metrics = metrics.access_log(log.dropped_lines());
         }
-        let manager = ManagerService::new(self.registry.clone(), self.manager.info.clone())?
+        let manager = ManagerService::balancers(self.manager_lanes())?
             .allow_hosts(names)
             .with_metrics(metrics);
         Ok((admin, manager))
+    }
+}
+
+impl LanePlan {
+    /// The public URL with the front on `port`, and the rewriting and routes that use it.
+    pub(crate) fn bound_to(&mut self, port: u16) {
+        if let Ok(public) = self.public.url(port) {
+            self.public.current = public;
+        }
+        if let Some(rewrite) = self.public.rewrite() {
+            self.stack.forward = self.stack.forward.clone().reverse_rewrite(rewrite);
+        }
+        self.stack.set_public(&self.public.current);
+    }
+
+    /// Starts what changes members while the balancer runs: probes, the members file, DNS,
+    /// etcd (after reading its members, so the balancer does not start empty), slow start.
+    pub(crate) async fn start_sources(
+        &mut self,
+    ) -> (Tasks, Option<tokio::sync::broadcast::Receiver<HealthEvent>>) {
+        let (probe, events) = match &self.sources.probe {
+            Some(kind) => {
+                let (task, events) = kind.spawn(&self.registry);
+                (Some(task), Some(events))
+            }
+            None => (None, None),
+        };
+        let drain = self.sources.drain;
+        let file_source = self
+            .sources
+            .file
+            .take()
+            .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
+        let dns_source = self
+            .sources
+            .dns
+            .take()
+            .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
+        let etcd_source = match self.sources.etcd.take() {
+            Some(source) => {
+                super::etcd::initial(&source, &self.registry).await;
+                Some(super::etcd::spawn(source, None, &self.registry, drain))
+            }
+            None => None,
+        };
+        let slow_start = self
+            .sources
+            .slow_start
+            .map(|window| SlowStart::new(window).spawn(self.registry.clone()));
+        let tasks = Tasks {
+            probe,
+            file_source,
+            dns_source,
+            etcd_source,
+            slow_start,
+        };
+        (tasks, events)
+    }
+}
+
+impl Gateway {
+    /// Each balancer's name and registry, for metrics.
+    pub(crate) fn named_registries(&self) -> Vec<(String, Registry)> {
+        self.lanes
+            .iter()
+            .map(|l| (l.name.clone(), l.registry.clone()))
+            .collect()
+    }
+
+    /// Each balancer's registry and description, for the manager.
+    pub(crate) fn manager_lanes(&self) -> Vec<(Registry, ManagerInfo)> {
+        self.lanes
+            .iter()
+            .map(|l| (l.registry.clone(), l.info.clone()))
+            .collect()
     }
 }
 

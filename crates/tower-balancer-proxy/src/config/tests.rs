@@ -205,15 +205,15 @@ fn safe_defaults_need_no_key() {
         balancer.info().failover
     );
     assert_eq!(
-        balancer.stack.outliers,
+        balancer.lanes[0].stack.outliers,
         tower_balancer::health::OutlierConfig::new()
     );
     assert_eq!(
-        balancer.stack.request_idle,
+        balancer.lanes[0].stack.request_idle,
         std::time::Duration::from_secs(60)
     );
     assert_eq!(
-        balancer.stack.response_idle,
+        balancer.lanes[0].stack.response_idle,
         std::time::Duration::from_secs(60)
     );
 }
@@ -240,7 +240,7 @@ fn reliability_keys_are_read() {
     assert!(!b.cookie_accept_apache);
     let balancer = config.build().unwrap();
     assert_eq!(
-        balancer.stack.outliers,
+        balancer.lanes[0].stack.outliers,
         tower_balancer::health::OutlierConfig::new()
             .consecutive_connect_failures(1)
             .consecutive_failures(0)
@@ -250,11 +250,11 @@ fn reliability_keys_are_read() {
             )
     );
     assert_eq!(
-        balancer.stack.request_idle,
+        balancer.lanes[0].stack.request_idle,
         std::time::Duration::from_secs(20)
     );
     assert_eq!(
-        balancer.stack.response_idle,
+        balancer.lanes[0].stack.response_idle,
         std::time::Duration::from_secs(5)
     );
     assert!(!balancer.registry().snapshot().is_panic());

@@ -20,6 +20,9 @@ use crate::proxy::StackPlan;
 use crate::serve::{LiveSettings, Reloadable, Servable, ServeConfig, Server};
 use crate::tls::TlsError;
 
+/// What one balancer's layers are built from: its plan, registry and passive ejection.
+pub(crate) type LaneBuild = (StackPlan<ConfiguredStrategy>, Registry, OutlierDetection);
+
 /// One more worker: its runtime and the listener bound on it.
 #[derive(Debug)]
 pub(crate) struct Worker {
@@ -83,15 +86,13 @@ pub(crate) type Started = JoinHandle<io::Result<()>>;
 /// workers' stacks on reload.
 pub(crate) fn start<S, F>(
     workers: Vec<Worker>,
-    plan: &StackPlan<ConfiguredStrategy>,
-    registry: &Registry,
-    outliers: &OutlierDetection,
+    lanes: &[LaneBuild],
     stop: &watch::Receiver<bool>,
     build: F,
 ) -> Result<(Vec<Started>, Slots<S>), BindError>
 where
     S: Servable + Sync,
-    F: Fn(StackPlan<ConfiguredStrategy>, &Registry, OutlierDetection) -> Result<S, TlsError>,
+    F: Fn(Vec<LaneBuild>) -> Result<S, TlsError>,
 {
     let mut handles = Vec::with_capacity(workers.len());
     let mut slots = Vec::with_capacity(workers.len());
@@ -102,7 +103,7 @@ where
         let stack = {
             // the stack's connection pool spawns its tasks on the worker's runtime
             let _in = runtime.enter();
-            Reloadable::new(build(plan.clone(), registry, outliers.clone())?)
+            Reloadable::new(build(lanes.to_vec())?)
         };
         slots.push((runtime.handle().clone(), stack.clone()));
         let mut stop = stop.clone();

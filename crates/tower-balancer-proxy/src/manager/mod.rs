@@ -66,14 +66,23 @@ pub struct ManagerService {
 
 #[derive(Clone)]
 struct ManagerState {
-    registry: Registry,
-    /// Replaced when the configuration is reloaded.
-    info: Arc<ArcSwap<ManagerInfo>>,
+    /// Each balancer's registry and description; replaced when the configuration is
+    /// reloaded.
+    lanes: Arc<ArcSwap<Vec<(Registry, ManagerInfo)>>>,
     nonce: String,
     /// Host names (lower case, IPv6 without brackets) requests may carry.
     hosts: Vec<String>,
     /// Served at `/metrics` when set.
     metrics: Option<crate::metrics::Metrics>,
+}
+
+/// What `?json` shows: the first balancer as before, then the others.
+#[derive(serde::Serialize)]
+struct Page<'a, 'b> {
+    #[serde(flatten)]
+    first: &'b BalancerView<'a>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    balancers: &'b [BalancerView<'a>],
 }
 
 /// The paths the manager answers at.
@@ -82,7 +91,16 @@ const PATHS: [&str; 2] = ["/", "/balancer-manager"];
 impl std::fmt::Debug for ManagerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ManagerService")
-            .field("info", &self.inner.info.load())
+            .field(
+                "balancers",
+                &self
+                    .inner
+                    .lanes
+                    .load()
+                    .iter()
+                    .map(|(_, i)| i.name.clone())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +116,15 @@ impl ManagerService {
     /// # Errors
     /// [`NonceError`] if the system random generator fails.
     pub fn new(registry: Registry, info: ManagerInfo) -> Result<Self, NonceError> {
+        Self::balancers(vec![(registry, info)])
+    }
+
+    /// A manager for several balancers, each shown in its own section and acted on by its
+    /// name (the form's `balancer` field; the first when it is absent).
+    ///
+    /// # Errors
+    /// [`NonceError`] if the system random generator fails.
+    pub fn balancers(lanes: Vec<(Registry, ManagerInfo)>) -> Result<Self, NonceError> {
         let mut bytes = [0u8; 16];
         SystemRandom::new()
             .fill(&mut bytes)
@@ -108,8 +135,7 @@ impl ManagerService {
         });
         Ok(Self {
             inner: Arc::new(ManagerState {
-                registry,
-                info: Arc::new(ArcSwap::from_pointee(info)),
+                lanes: Arc::new(ArcSwap::from_pointee(lanes)),
                 nonce,
                 hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
                 metrics: None,
@@ -120,7 +146,22 @@ impl ManagerService {
     /// Replaces what the page says about the balancer (its strategy, stickiness and
     /// failover), on every clone: a reloaded configuration describes itself.
     pub fn set_info(&self, info: ManagerInfo) {
-        self.inner.info.store(Arc::new(info));
+        let mut lanes = (**self.inner.lanes.load()).clone();
+        if let Some(first) = lanes.first_mut() {
+            first.1 = info;
+        }
+        self.inner.lanes.store(Arc::new(lanes));
+    }
+
+    /// The metrics served at `/metrics`, when any.
+    pub(crate) fn metrics(&self) -> Option<crate::metrics::Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Replaces the balancers shown and acted on, on every clone (a reload that adds or
+    /// removes one).
+    pub fn set_balancers(&self, lanes: Vec<(Registry, ManagerInfo)>) {
+        self.inner.lanes.store(Arc::new(lanes));
     }
 
     /// Also serves `metrics` at `/metrics` (the page links to it), behind the same host check.
@@ -216,13 +257,13 @@ impl ManagerState {
         })
     }
 
-    fn view<'a>(&self, info: &'a ManagerInfo) -> BalancerView<'a> {
-        let snapshot = self.registry.load();
+    fn view<'a>(registry: &Registry, info: &'a ManagerInfo) -> BalancerView<'a> {
+        let snapshot = registry.load();
         BalancerView {
             info,
             version: snapshot.version(),
             panic: snapshot.is_panic(),
-            queue: view::QueueView::new(self.registry.load_stats().queue()),
+            queue: view::QueueView::new(registry.load_stats().queue()),
             members: view::members(&snapshot),
         }
     }
@@ -237,8 +278,19 @@ impl ManagerState {
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("application/json"));
-        let info = self.info.load_full();
-        let view = self.view(&info);
+        let lanes = self.lanes.load_full();
+        let views: Vec<BalancerView<'_>> = lanes.iter().map(|(r, i)| Self::view(r, i)).collect();
+        let Some((first, more)) = views.split_first() else {
+            return respond(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "no balancer\n",
+            );
+        };
+        let view = Page {
+            first,
+            balancers: more,
+        };
         if wants_json {
             match serde_json::to_vec_pretty(&view) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
@@ -249,7 +301,7 @@ impl ManagerState {
                 ),
             }
         } else {
-            let mut page = view::html(&view, &self.nonce);
+            let mut page = view::html_all(&views, &self.nonce);
             if self.metrics.is_some() {
                 page = page.replacen(
                     "<h1>Balancer manager</h1>",
@@ -289,8 +341,10 @@ impl ManagerState {
         let mut member = None;
         let mut action = None;
         let mut weight = None;
+        let mut balancer = None;
         for (k, v) in form_urlencoded::parse(form) {
             match &*k {
+                "balancer" => balancer = Some(v.into_owned()),
                 "nonce" => nonce = Some(v.into_owned()),
                 "member" => member = Some(v.into_owned()),
                 "action" => action = Some(v.into_owned()),
@@ -302,7 +356,14 @@ impl ManagerState {
             return Err((StatusCode::FORBIDDEN, "403 missing or wrong nonce\n"));
         }
         let member = member.ok_or((StatusCode::BAD_REQUEST, "400 no member\n"))?;
-        let r = &self.registry;
+        let lanes = self.lanes.load();
+        let lane = match &balancer {
+            Some(name) => lanes.iter().find(|(_, i)| i.name == *name),
+            None => lanes.first(),
+        };
+        let r = &lane
+            .ok_or((StatusCode::BAD_REQUEST, "400 unknown balancer\n"))?
+            .0;
         let done = match action.as_deref() {
             Some("enable") => r.set_state(&member, AdminState::Active),
             Some("drain") => r.set_state(&member, AdminState::Draining),

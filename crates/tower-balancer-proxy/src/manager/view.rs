@@ -254,14 +254,29 @@ fn queue_line(q: &QueueView, limited: bool) -> String {
     )
 }
 
-pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
-    let e = escape;
-    let mut out = String::with_capacity(4096);
+/// The page for several balancers, one section each.
+pub(crate) fn html_all(views: &[BalancerView<'_>], nonce: &str) -> String {
+    let mut out = String::with_capacity(4096 * views.len().max(1));
+    let title = views.first().map_or("", |v| v.info.name.as_str());
     let _ = write!(
         out,
         "<!doctype html><html><head><meta charset=utf-8><title>Balancer manager: {name}</title>\
-         <style>{STYLE}</style></head><body><h1>Balancer manager</h1>\
-         <h2>balancer://{name}</h2><p>Strategy: <b>{strategy}</b> &middot; Sticky: {sticky} \
+         <style>{STYLE}</style></head><body><h1>Balancer manager</h1>",
+        name = escape(title),
+    );
+    for view in views {
+        section(&mut out, view, nonce);
+    }
+    out.push_str("<p>Mount this page behind authentication: anyone who can reach it can drain the cluster.</p></body></html>");
+    out
+}
+
+/// One balancer's heading, settings and member table.
+fn section(out: &mut String, view: &BalancerView<'_>, nonce: &str) {
+    let e = escape;
+    let _ = write!(
+        out,
+        "<h2>balancer://{name}</h2><p>Strategy: <b>{strategy}</b> &middot; Sticky: {sticky} \
          &middot; Failover: {failover} &middot; Registry version {version}{panic}</p>{queue}\
          <table><tr><th>Worker URL</th><th>Route</th><th>Factor</th><th>Set</th><th>Status</th>\
          <th>Health</th><th>Elected</th><th>Busy</th><th>Load</th><th>To</th><th>From</th>\
@@ -296,7 +311,9 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
             "<tr><td>{url}</td><td>{route}</td><td>{factor}</td><td>{set}</td><td>{status}</td>\
              <td>{health}</td><td>{elected}</td><td>{busy}</td><td>{ramp}%</td><td>{to}</td>\
              <td>{from}</td><td>{latency}</td><td><form method=post>\
-             <input type=hidden name=nonce value=\"{nonce}\"><input type=hidden name=member value=\"{route}\">",
+             <input type=hidden name=nonce value=\"{nonce}\"><input type=hidden name=balancer value=\"{balancer}\">\
+             <input type=hidden name=member value=\"{route}\">",
+            balancer = e(&view.info.name),
             url = e(&m.url),
             factor = m.factor,
             set = m.set,
@@ -331,8 +348,7 @@ pub(crate) fn html(view: &BalancerView<'_>, nonce: &str) -> String {
             factor = m.factor
         );
     }
-    out.push_str("</table><p>Mount this page behind authentication: anyone who can reach it can drain the cluster.</p></body></html>");
-    out
+    out.push_str("</table>");
 }
 
 #[cfg(test)]
@@ -379,14 +395,14 @@ mod tests {
             name: "<img src=x onerror=alert(1)>".into(),
             ..ManagerInfo::default()
         };
-        let page = html(
-            &BalancerView {
+        let page = html_all(
+            &[BalancerView {
                 info: &info,
                 version: 1,
                 panic: false,
                 queue: QueueView::new(&WaitQueue::default()),
                 members: vec![],
-            },
+            }],
             "n\"once",
         );
         assert!(!page.contains("<img"));

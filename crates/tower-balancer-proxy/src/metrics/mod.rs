@@ -54,9 +54,11 @@ pub struct Metrics {
 
 #[derive(Debug, Clone)]
 struct Source {
-    registry: Registry,
+    /// The balancers, named (the name is the `balancer` label; none for an unnamed one).
+    lanes: std::sync::Arc<arc_swap::ArcSwap<Vec<(String, Registry)>>>,
     server: Option<ServerStats>,
-    failover: Option<FailoverConfig>,
+    /// Each balancer's failover settings (their retry budgets), by name.
+    failover: std::sync::Arc<arc_swap::ArcSwap<Vec<(String, FailoverConfig)>>>,
     access_log: Option<crate::access_log::DroppedLines>,
     reloads: Option<ReloadStats>,
 }
@@ -118,12 +120,19 @@ fn unix_now() -> u64 {
 impl Metrics {
     /// The members' metrics from `registry`.
     #[must_use]
-    pub const fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry) -> Self {
+        Self::balancers(vec![(String::new(), registry)])
+    }
+
+    /// The members' metrics of several balancers, each member labelled with its balancer's
+    /// name.
+    #[must_use]
+    pub fn balancers(lanes: Vec<(String, Registry)>) -> Self {
         Self {
             source: Source {
-                registry,
+                lanes: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(lanes)),
                 server: None,
-                failover: None,
+                failover: std::sync::Arc::default(),
                 access_log: None,
                 reloads: None,
             },
@@ -139,8 +148,16 @@ impl Metrics {
 
     /// Also the retries the budget of `config` (the failover layer's) refused.
     #[must_use]
-    pub fn failover(mut self, config: &FailoverConfig) -> Self {
-        self.source.failover = Some(config.clone());
+    pub fn failover(self, config: &FailoverConfig) -> Self {
+        self.failover_of("", config)
+    }
+
+    /// Also the retries the budget of balancer `name`'s `config` refused.
+    #[must_use]
+    pub fn failover_of(self, name: &str, config: &FailoverConfig) -> Self {
+        let mut list = (**self.source.failover.load()).clone();
+        list.push((name.to_owned(), config.clone()));
+        self.source.failover.store(std::sync::Arc::new(list));
         self
     }
 
@@ -156,6 +173,17 @@ impl Metrics {
     pub fn reloads(mut self, stats: ReloadStats) -> Self {
         self.source.reloads = Some(stats);
         self
+    }
+
+    /// Replaces the balancers reported and their failover settings, on every clone (a
+    /// reload that adds or removes one).
+    pub fn set_balancers(
+        &self,
+        lanes: Vec<(String, Registry)>,
+        failover: Vec<(String, FailoverConfig)>,
+    ) {
+        self.source.lanes.store(std::sync::Arc::new(lanes));
+        self.source.failover.store(std::sync::Arc::new(failover));
     }
 
     /// The current values in the OpenMetrics text format.
@@ -187,18 +215,41 @@ impl<B> Service<Request<B>> for Metrics {
     }
 }
 
-/// One family: a descriptor, then a value per member.
+/// One balancer's members at a scrape, with its name.
+pub(crate) struct Lane {
+    name: String,
+    members: Vec<std::sync::Arc<Member>>,
+}
+
+/// A member's labels: its balancer (when named) and its id, then `extra`.
+pub(crate) fn labels<'a>(
+    lane: &'a Lane,
+    id: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut out = Vec::with_capacity(2 + extra.len());
+    if !lane.name.is_empty() {
+        out.push(("balancer", lane.name.as_str()));
+    }
+    out.push(("member", id));
+    out.extend_from_slice(extra);
+    out
+}
+
+/// One family: a descriptor, then a value per member of every balancer.
 fn family(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: MetricType,
-    members: &[std::sync::Arc<Member>],
-    mut each: impl FnMut(&mut MetricEncoder<'_>, &Member) -> fmt::Result,
+    lanes: &[Lane],
+    mut each: impl FnMut(&mut MetricEncoder<'_>, &Lane, &Member) -> fmt::Result,
 ) -> fmt::Result {
     let mut e = encoder.encode_descriptor(name, help, None, kind)?;
-    for m in members {
-        each(&mut e, m)?;
+    for lane in lanes {
+        for m in &lane.members {
+            each(&mut e, lane, m)?;
+        }
     }
     Ok(())
 }
@@ -217,12 +268,22 @@ fn signed(v: u64) -> i64 {
 
 impl Collector for Source {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
-        let snapshot = self.registry.load();
-        let members = snapshot.members();
-        member_traffic(&mut encoder, members)?;
-        member_state(&mut encoder, members)?;
-        member_counts(&mut encoder, members)?;
-        queue::encode(&mut encoder, members, self.registry.load_stats().queue())?;
+        let registries = self.lanes.load();
+        let lanes: Vec<Lane> = registries
+            .iter()
+            .map(|(name, r)| Lane {
+                name: name.clone(),
+                members: r.load().members().to_vec(),
+            })
+            .collect();
+        member_traffic(&mut encoder, &lanes)?;
+        member_state(&mut encoder, &lanes)?;
+        member_counts(&mut encoder, &lanes)?;
+        let queues: Vec<(&str, &tower_balancer::registry::WaitQueue)> = registries
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.load_stats().queue()))
+            .collect();
+        queue::encode(&mut encoder, &lanes, &queues)?;
         self.process(&mut encoder)
     }
 }
@@ -232,17 +293,14 @@ fn id(m: &Member) -> String {
 }
 
 /// Requests, failures, in flight and response times, per member.
-fn member_traffic(
-    encoder: &mut DescriptorEncoder<'_>,
-    members: &[std::sync::Arc<Member>],
-) -> fmt::Result {
+fn member_traffic(encoder: &mut DescriptorEncoder<'_>, members: &[Lane]) -> fmt::Result {
     family(
         encoder,
         "lb_member_requests",
         "Requests that reached an outcome on the member.",
         MetricType::Counter,
         members,
-        |e, m| counter(e, &[("member", &id(m))], m.stats().view().requests),
+        |e, l, m| counter(e, &labels(l, &id(m), &[]), m.stats().view().requests),
     )?;
     family(
         encoder,
@@ -250,9 +308,9 @@ fn member_traffic(
         "Attempts that failed on the member, by kind.",
         MetricType::Counter,
         members,
-        |e, m| {
+        |e, l, m| {
             for (kind, n) in m.stats().metrics().failures_by_kind() {
-                counter(e, &[("member", &id(m)), ("kind", kind)], n)?;
+                counter(e, &labels(l, &id(m), &[("kind", kind)]), n)?;
             }
             Ok(())
         },
@@ -263,7 +321,7 @@ fn member_traffic(
         "Requests on the member now, until their response bodies end.",
         MetricType::Gauge,
         members,
-        |e, m| gauge(e, &[("member", &id(m))], signed(m.stats().in_flight())),
+        |e, l, m| gauge(e, &labels(l, &id(m), &[]), signed(m.stats().in_flight())),
     )?;
     family(
         encoder,
@@ -271,9 +329,10 @@ fn member_traffic(
         "Time from sending a request to the member's response headers.",
         MetricType::Histogram,
         members,
-        |e, m| {
+        |e, l, m| {
             let h = m.stats().metrics().latency();
-            let labels = [("member", id(m))];
+            let id = id(m);
+            let labels = labels(l, &id, &[]);
             let mut f = e.encode_family(&labels)?;
             f.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                 h.sum, h.count, &h.buckets, None,
@@ -284,20 +343,17 @@ fn member_traffic(
 }
 
 /// Health and admin state, per member.
-fn member_state(
-    encoder: &mut DescriptorEncoder<'_>,
-    members: &[std::sync::Arc<Member>],
-) -> fmt::Result {
+fn member_state(encoder: &mut DescriptorEncoder<'_>, members: &[Lane]) -> fmt::Result {
     family(
         encoder,
         "lb_member_healthy",
         "1 when the member is healthy (probes and passive ejection agree), else 0.",
         MetricType::Gauge,
         members,
-        |e, m| {
+        |e, l, m| {
             gauge(
                 e,
-                &[("member", &id(m))],
+                &labels(l, &id(m), &[]),
                 i64::from(m.health() == Health::Healthy),
             )
         },
@@ -308,7 +364,7 @@ fn member_state(
         "1 for the member's admin state: active, standby, draining or disabled.",
         MetricType::Gauge,
         members,
-        |e, m| {
+        |e, l, m| {
             for (state, name) in [
                 (AdminState::Active, "active"),
                 (AdminState::Standby, "standby"),
@@ -317,7 +373,7 @@ fn member_state(
             ] {
                 gauge(
                     e,
-                    &[("member", &id(m)), ("state", name)],
+                    &labels(l, &id(m), &[("state", name)]),
                     i64::from(m.state() == state),
                 )?;
             }
@@ -327,17 +383,14 @@ fn member_state(
 }
 
 /// Ejections, retries, refused retries and bytes, per member.
-fn member_counts(
-    encoder: &mut DescriptorEncoder<'_>,
-    members: &[std::sync::Arc<Member>],
-) -> fmt::Result {
+fn member_counts(encoder: &mut DescriptorEncoder<'_>, members: &[Lane]) -> fmt::Result {
     family(
         encoder,
         "lb_member_ejections",
         "Times passive ejection took the member out.",
         MetricType::Counter,
         members,
-        |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().ejections()),
+        |e, l, m| counter(e, &labels(l, &id(m), &[]), m.stats().metrics().ejections()),
     )?;
     family(
         encoder,
@@ -345,7 +398,7 @@ fn member_counts(
         "Attempts the member received after another member failed the request.",
         MetricType::Counter,
         members,
-        |e, m| counter(e, &[("member", &id(m))], m.stats().metrics().retries()),
+        |e, l, m| counter(e, &labels(l, &id(m), &[]), m.stats().metrics().retries()),
     )?;
     family(
         encoder,
@@ -353,10 +406,10 @@ fn member_counts(
         "Requests the member failed that the retry budget kept from going elsewhere.",
         MetricType::Counter,
         members,
-        |e, m| {
+        |e, l, m| {
             counter(
                 e,
-                &[("member", &id(m))],
+                &labels(l, &id(m), &[]),
                 m.stats().metrics().budget_refusals(),
             )
         },
@@ -367,7 +420,7 @@ fn member_counts(
         "Request body bytes sent to the member.",
         MetricType::Counter,
         members,
-        |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_to_member),
+        |e, l, m| counter(e, &labels(l, &id(m), &[]), m.stats().view().bytes_to_member),
     )?;
     family(
         encoder,
@@ -375,7 +428,13 @@ fn member_counts(
         "Response body bytes received from the member.",
         MetricType::Counter,
         members,
-        |e, m| counter(e, &[("member", &id(m))], m.stats().view().bytes_from_member),
+        |e, l, m| {
+            counter(
+                e,
+                &labels(l, &id(m), &[]),
+                m.stats().view().bytes_from_member,
+            )
+        },
     )?;
     Ok(())
 }
@@ -383,14 +442,18 @@ fn member_counts(
 impl Source {
     /// The retry budget, the access log and the front, where known.
     fn process(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        if let Some(f) = &self.failover {
+        let failover = self.failover.load();
+        if !failover.is_empty() {
             let mut e = encoder.encode_descriptor(
                 "lb_retry_budget_refusals",
                 "Retries the retry budget refused.",
                 None,
                 MetricType::Counter,
             )?;
-            ConstCounter::new(f.budget_refusals()).encode(e.encode_family(&[("balancer", "")])?)?;
+            for (name, f) in failover.iter() {
+                ConstCounter::new(f.budget_refusals())
+                    .encode(e.encode_family(&[("balancer", name.as_str())])?)?;
+            }
         }
         if let Some(d) = &self.access_log {
             let mut e = encoder.encode_descriptor(

@@ -79,21 +79,32 @@ where
         B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let forward = self.forward.build(registry.clone())?;
-        let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
-        let mut balance = BalanceLayer::new(registry.clone(), self.strategy)
-            .observer(outliers)
-            .queue(self.queue);
-        if let Some(name) = self.hash_key {
-            balance = balance.hash_key(HeaderKey::new(name));
+        self.stack_lanes(registry, outliers, Vec::new())
+    }
+
+    /// The stack with more balancers (`rest`, lanes 1… of the routes): this plan's request
+    /// ids, access log, rate limit and routes in front of every balancer's own layers.
+    pub(crate) fn stack_lanes<B>(
+        self,
+        registry: &Registry,
+        outliers: OutlierDetection,
+        rest: Vec<(Self, Registry, OutlierDetection)>,
+    ) -> Result<impl Servable<B, Error = std::convert::Infallible> + Sync, TlsError>
+    where
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let access_log = self.access_log.clone();
+        let client_rate = self.client_rate.clone();
+        let routes = self.routes.clone();
+        let first = self.lane(registry, outliers)?;
+        let mut lanes = Vec::with_capacity(rest.len());
+        for (plan, registry, outliers) in rest {
+            lanes.push(plan.lane(&registry, outliers)?);
         }
-        let failover = FailoverLayer::new(registry.clone(), self.failover);
-        let sticky = StickyLayer::new(registry.clone(), self.sticky);
-        let lane = RequestBodyIdleLayer::new(self.request_idle)
-            .layer(sticky.layer(failover.layer(balance.layer(forward))));
-        let stack = match self.routes {
-            Some(table) => Router::new(table, lane, Vec::new()),
-            None => Router::single(lane),
+        let stack = match routes {
+            Some(table) => Router::new(table, first, lanes),
+            None => Router::single(first),
         };
         let sensitive = [
             header::COOKIE,
@@ -120,9 +131,47 @@ where
         Ok(ServiceBuilder::new()
             .layer(RequestIdLayer::new(ProcessRequestIds::new()))
             .layer(OptionalLayer(debug))
-            .layer(AccessLogLayer::new(self.access_log))
-            .layer(self.client_rate.unwrap_or_else(ClientRateLimitLayer::off))
+            .layer(AccessLogLayer::new(access_log))
+            .layer(client_rate.unwrap_or_else(ClientRateLimitLayer::off))
             .service(stack))
+    }
+
+    /// One balancer's own layers: request-body idle limit → sticky → failover → balance →
+    /// response-body idle limit → forward.
+    fn lane<B>(
+        self,
+        registry: &Registry,
+        outliers: OutlierDetection,
+    ) -> Result<
+        impl tower_service::Service<
+                http::Request<B>,
+                Response = http::Response<
+                    impl Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static,
+                >,
+                Error: Into<BoxError>,
+                Future: Send + 'static,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        TlsError,
+    >
+    where
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let forward = self.forward.build(registry.clone())?;
+        let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
+        let mut balance = BalanceLayer::new(registry.clone(), self.strategy)
+            .observer(outliers)
+            .queue(self.queue);
+        if let Some(name) = self.hash_key {
+            balance = balance.hash_key(HeaderKey::new(name));
+        }
+        let failover = FailoverLayer::new(registry.clone(), self.failover);
+        let sticky = StickyLayer::new(registry.clone(), self.sticky);
+        Ok(RequestBodyIdleLayer::new(self.request_idle)
+            .layer(sticky.layer(failover.layer(balance.layer(forward)))))
     }
 }
 

@@ -1,0 +1,292 @@
+//! One balancer of a running configuration, and what a reload does to it: its registry is
+//! kept (members keep their health, counters and pooled connections), its members are
+//! brought to the new file's, its probes, discovery and ejection settings replaced where
+//! they changed. A balancer the new file adds starts fresh; one it drops stops.
+
+use std::collections::BTreeMap;
+
+use tower::discover::Change;
+use tower_balancer::failover::FailoverConfig;
+use tower_balancer::health::{OutlierDetection, ReadmissionTask, SlowStart};
+use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Registry};
+
+use super::bound::Tasks;
+use super::build::ConfigFile;
+use super::file::BalancerSection;
+use super::plan::{AbortOnDrop, LanePlan, ProbeKind, SourcePlan};
+use super::reloader::{ReloadError, Reloaded};
+use super::strategy::ConfiguredStrategy;
+use super::workers::LaneBuild;
+use crate::manager::ManagerInfo;
+use crate::proxy::StackPlan;
+
+/// One balancer while the configuration serves.
+pub(crate) struct RunningLane {
+    pub(super) name: String,
+    pub(super) registry: Registry,
+    pub(super) info: ManagerInfo,
+    /// Its section of the file in force (a reload compares the next one with it).
+    section: BalancerSection,
+    /// The members its file and members file declared.
+    declared: Vec<MemberSpec>,
+    outliers: OutlierDetection,
+    _readmissions: ReadmissionTask,
+    pub(super) failover: FailoverConfig,
+    tasks: Tasks,
+    /// Members dropped by earlier reloads, draining.
+    drains: Vec<AbortOnDrop>,
+}
+
+/// What a reload made for one balancer before anything is swapped.
+pub(super) struct Prepared {
+    plan: StackPlan<ConfiguredStrategy>,
+    registry: Registry,
+    outliers: OutlierDetection,
+    /// Whether `outliers` is new (its settings changed, or the balancer is).
+    fresh_outliers: bool,
+    probe: Option<ProbeKind>,
+    section: BalancerSection,
+}
+
+impl Prepared {
+    /// Balancer `lane` of the new file (`view` is the file as that balancer sees it), on the
+    /// registry of `old` when a balancer of its name runs.
+    pub(super) fn new(
+        old: Option<&RunningLane>,
+        lane: &LanePlan,
+        view: &ConfigFile,
+        plan: StackPlan<ConfiguredStrategy>,
+    ) -> Result<Self, ReloadError> {
+        let registry = old.map_or_else(|| lane.registry.clone(), |o| o.registry.clone());
+        // probes reach members through the live registry's names
+        let probe = view.probe(&plan.forward, &registry)?;
+        let (outliers, fresh_outliers) = match old {
+            Some(o) if lane.stack.outliers == *o.outliers.config() => (o.outliers.clone(), false),
+            _ => (
+                OutlierDetection::new(registry.clone(), lane.stack.outliers),
+                true,
+            ),
+        };
+        Ok(Self {
+            plan,
+            registry,
+            outliers,
+            fresh_outliers,
+            probe,
+            section: view.file.balancer.clone(),
+        })
+    }
+
+    /// What its layers are built from.
+    pub(super) fn build(&self) -> LaneBuild {
+        (
+            self.plan.clone(),
+            self.registry.clone(),
+            self.outliers.clone(),
+        )
+    }
+}
+
+impl RunningLane {
+    /// A balancer serving from the start, with the tasks bind started for it.
+    pub(crate) fn new(
+        lane: LanePlan,
+        outliers: OutlierDetection,
+        tasks: Tasks,
+        section: BalancerSection,
+    ) -> Self {
+        Self {
+            _readmissions: outliers.spawn(),
+            name: lane.name,
+            registry: lane.registry,
+            info: lane.info,
+            section,
+            declared: lane.declared,
+            outliers,
+            failover: lane.stack.failover,
+            tasks,
+            drains: Vec::new(),
+        }
+    }
+
+    /// A balancer a reload added: its probes, discovery and slow start begin now (etcd's
+    /// members arrive as its watch reads them).
+    pub(super) fn start(mut lane: LanePlan, ready: Prepared) -> Self {
+        let registry = ready.registry.clone();
+        let drain = lane.sources.drain;
+        let tasks = Tasks {
+            probe: ready.probe.as_ref().map(|p| p.spawn(&registry).0),
+            file_source: lane
+                .sources
+                .file
+                .take()
+                .map(|f| AbortOnDrop::spawn(f.run(&registry, drain))),
+            dns_source: lane
+                .sources
+                .dns
+                .take()
+                .map(|d| AbortOnDrop::spawn(d.run(&registry, drain))),
+            etcd_source: lane
+                .sources
+                .etcd
+                .take()
+                .map(|source| super::etcd::spawn(source, None, &registry, drain)),
+            slow_start: lane
+                .sources
+                .slow_start
+                .map(|window| SlowStart::new(window).spawn(registry.clone())),
+        };
+        let failover = ready.plan.failover.clone();
+        let mut running = Self::new(lane, ready.outliers, tasks, ready.section);
+        running.failover = failover;
+        running
+    }
+
+    /// Takes the new file's settings for this balancer: ejection, members, sources, the
+    /// failover counters and the manager's description.
+    pub(super) fn take(&mut self, lane: LanePlan, ready: Prepared, report: &mut Reloaded) {
+        if ready.fresh_outliers {
+            self.replace_outliers(ready.outliers);
+        }
+        self.members(&lane, &ready.section, report);
+        self.failover = ready.plan.failover.clone();
+        self.info = lane.info.clone();
+        self.sources(lane.sources, ready.probe, &ready.section);
+        self.section = ready.section;
+    }
+
+    /// Passive ejection with new settings: members the old one ejected come back now, or
+    /// nothing would ever readmit them.
+    fn replace_outliers(&mut self, next: OutlierDetection) {
+        for id in self.outliers.ejected() {
+            let _ =
+                self.registry
+                    .set_health_by(id.as_str(), HealthSource::Outlier, Health::Healthy);
+        }
+        self._readmissions = next.spawn();
+        self.outliers = next;
+    }
+
+    /// Brings the registry to the file's members: new ones in, changed ones updated in
+    /// place, dropped ones drained for the drain period, untouched ones left as they are
+    /// (with whatever the manager or a probe set on them).
+    fn members(&mut self, lane: &LanePlan, section: &BalancerSection, report: &mut Reloaded) {
+        if let Some(t) = section.panic_threshold {
+            self.registry.set_panic_threshold(t);
+        }
+        let old: BTreeMap<MemberId, MemberSpec> = self
+            .declared
+            .drain(..)
+            .map(|s| (s.id().clone(), s))
+            .collect();
+        let mut removed: Vec<MemberId> = Vec::new();
+        for spec in &lane.declared {
+            match old.get(spec.id()) {
+                Some(o) if o == spec => continue,
+                Some(o) => {
+                    let set_live = self
+                        .registry
+                        .load()
+                        .get(spec.id().as_str())
+                        .is_some_and(|m| m.state() != o.admin_state());
+                    if set_live {
+                        tracing::warn!(
+                            member = %spec.id(),
+                            status = %spec.admin_state(),
+                            "the file changed this member: its status in the file replaces the one set while running"
+                        );
+                    }
+                    report.changed.push(spec.id().clone());
+                }
+                None => report.added.push(spec.id().clone()),
+            }
+            if let Err(e) = self.registry.upsert(spec.clone()) {
+                tracing::warn!(member = %spec.id(), error = %e, "member refused on reload");
+            }
+        }
+        for id in old.keys() {
+            if !lane.declared.iter().any(|s| s.id() == id) {
+                removed.push(id.clone());
+            }
+        }
+        self.drains.retain(|d| !d.is_finished());
+        if !removed.is_empty() {
+            report.draining.extend(removed.iter().cloned());
+            let changes: Vec<Result<Change<MemberId, MemberSpec>, std::convert::Infallible>> =
+                removed
+                    .into_iter()
+                    .map(|id| Ok(Change::Remove(id)))
+                    .collect();
+            let drain = self
+                .registry
+                .discover(futures_util::stream::iter(changes))
+                .drain_removed(lane.sources.drain);
+            self.drains.push(AbortOnDrop::spawn(drain));
+        }
+        self.declared.clone_from(&lane.declared);
+    }
+
+    /// Probes with the new settings (resumed: members keep the health they have), and the
+    /// discovery sources and slow start again where their settings changed.
+    fn sources(
+        &mut self,
+        mut sources: SourcePlan,
+        probe: Option<ProbeKind>,
+        new: &BalancerSection,
+    ) {
+        self.tasks.probe = probe.map(|p| p.spawn_resumed(&self.registry));
+        if self.tasks.probe.is_none() {
+            // nothing probes any more: what the last probe said down must not stay down
+            for m in self.registry.load().members() {
+                let _ = self.registry.set_health_by(
+                    m.id().as_str(),
+                    HealthSource::Probe,
+                    Health::Healthy,
+                );
+            }
+        }
+        let old = &self.section;
+        let drain = sources.drain;
+        let drain_changed = old.drain != new.drain;
+        if drain_changed
+            || old.members_file != new.members_file
+            || old.members_poll != new.members_poll
+        {
+            self.tasks.file_source = sources
+                .file
+                .take()
+                .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
+        }
+        if drain_changed || old.dns != new.dns {
+            self.tasks.dns_source = sources
+                .dns
+                .take()
+                .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
+        }
+        // every reload starts etcd again, so a password file or certificate rewritten in
+        // place (a rotation) is read again; the new source takes over the old one's members
+        if drain_changed || old.etcd.is_some() || new.etcd.is_some() {
+            let previous = self.tasks.etcd_source.take();
+            self.tasks.etcd_source = match (sources.etcd.take(), previous) {
+                // the new source removes what the old one added and no longer names
+                (Some(next), previous) => Some(super::etcd::spawn(
+                    next,
+                    previous.as_ref(),
+                    &self.registry,
+                    drain,
+                )),
+                // the section is gone: the members etcd named drain and go
+                (None, Some(previous)) => {
+                    self.drains.push(previous.retire(&self.registry, drain));
+                    None
+                }
+                (None, None) => None,
+            };
+        }
+        if old.slow_start != new.slow_start {
+            self.tasks.slow_start = new
+                .slow_start
+                .map(|w| SlowStart::new(w).spawn(self.registry.clone()));
+        }
+    }
+}
