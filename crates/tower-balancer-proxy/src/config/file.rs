@@ -23,7 +23,7 @@ use crate::hygiene::TrustedProxies;
 
 /// The whole file: an Apache virtual host with its balancers.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawFile")]
+#[serde(try_from = "super::balancers::RawFile")]
 pub struct FileConfig {
     /// `<VirtualHost>`: where and how clients are accepted.
     pub server: ServerSection,
@@ -59,66 +59,6 @@ impl FileConfig {
         } else {
             format!("{head}.{rest}")
         }
-    }
-}
-
-/// The file as read, before its balancers are split into the first and the rest.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    server: ServerSection,
-    balancer: Balancers,
-    #[serde(default)]
-    manager: Option<ManagerSection>,
-    #[serde(rename = "vhost", default)]
-    vhosts: Vec<super::routes::VhostSection>,
-}
-
-/// `[balancer]` (one) or `[[balancer]]` (several).
-struct Balancers {
-    list: Vec<BalancerSection>,
-    array: bool,
-}
-
-impl<'de> Deserialize<'de> for Balancers {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct OneOrMany;
-        impl<'de> de::Visitor<'de> for OneOrMany {
-            type Value = Balancers;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a [balancer] table or [[balancer]] tables")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Balancers, A::Error> {
-                let one = BalancerSection::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Balancers {
-                    list: vec![one],
-                    array: false,
-                })
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Balancers, A::Error> {
-                let list = Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(Balancers { list, array: true })
-            }
-        }
-        d.deserialize_any(OneOrMany)
-    }
-}
-
-impl TryFrom<RawFile> for FileConfig {
-    type Error = &'static str;
-    fn try_from(raw: RawFile) -> Result<Self, Self::Error> {
-        let mut list = raw.balancer.list.into_iter();
-        let balancer = list
-            .next()
-            .ok_or("`balancer` is empty: give at least one balancer")?;
-        Ok(Self {
-            server: raw.server,
-            balancer,
-            more_balancers: list.collect(),
-            manager: raw.manager,
-            vhosts: raw.vhosts,
-            balancer_array: raw.balancer.array,
-        })
     }
 }
 

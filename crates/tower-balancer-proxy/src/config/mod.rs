@@ -124,6 +124,7 @@
 //! ```
 
 mod apache;
+mod balancers;
 mod bound;
 mod build;
 mod check;

@@ -183,6 +183,22 @@ impl Running {
             slot.replace(stack);
         }
         self.settings.replace(g.front.serve.clone());
+        self.announce();
+        match access_log {
+            NextLog::Keep => {}
+            NextLog::Off => self.access_log = None,
+            NextLog::New(target, format, log, writer) => {
+                self.access_log = Some((target, format, log));
+                self.writers.push(writer);
+            }
+        }
+        report.at_restart = self.at_restart(config.file());
+        self.file = config.file().clone();
+        Ok(report)
+    }
+
+    /// Tells the manager and the metrics which balancers there are now.
+    fn announce(&self) {
         self.manager.set_balancers(
             self.lanes
                 .iter()
@@ -201,17 +217,6 @@ impl Running {
                     .collect(),
             );
         }
-        match access_log {
-            NextLog::Keep => {}
-            NextLog::Off => self.access_log = None,
-            NextLog::New(target, format, log, writer) => {
-                self.access_log = Some((target, format, log));
-                self.writers.push(writer);
-            }
-        }
-        report.at_restart = self.at_restart(config.file());
-        self.file = config.file().clone();
-        Ok(report)
     }
 
     /// Balancer `lane`'s new stack plan: counting on the same counters as the balancer of

@@ -73,6 +73,16 @@ fn values_that_cannot_work_are_refused() {
             "vhost[0].route[0].header.name",
             "not a header name",
         ),
+    ] {
+        let (m, k) = refused(&vhost(route));
+        assert_eq!(k.as_deref(), Some(key), "{route}: {m}");
+        assert!(m.contains(words), "{route}: {m}");
+    }
+}
+
+#[test]
+fn values_that_would_never_match_or_would_mislead_are_refused() {
+    for (route, key, words) in [
         (
             "prefix = \"/\"\nheader = { name = \"Host\" }\nrespond = 200",
             "vhost[0].route[0].header.name",

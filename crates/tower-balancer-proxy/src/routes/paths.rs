@@ -61,6 +61,14 @@ impl PathReverse {
         paths: Option<(String, String)>,
         public: Option<&http::uri::Authority>,
     ) -> Option<Self> {
+        let host = super::table::request_host(req);
+        let public = public.filter(|p| host.is_some_and(|h| !p.host().eq_ignore_ascii_case(h)));
+        if paths.is_none() && public.is_none() {
+            // nothing to map: no allocation on the request path
+            return None;
+        }
+        let host = host.map(str::to_owned);
+        let public = public.map(|p| p.as_str().to_owned());
         let asked_authority = req
             .uri()
             .authority()
@@ -71,16 +79,6 @@ impl PathReverse {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
             });
-        let host = super::table::request_host(req).map(str::to_owned);
-        let public = public
-            .filter(|p| {
-                host.as_deref()
-                    .is_some_and(|h| !p.host().eq_ignore_ascii_case(h))
-            })
-            .map(|p| p.as_str().to_owned());
-        if paths.is_none() && public.is_none() {
-            return None;
-        }
         let scheme = if req
             .extensions()
             .get::<tower_balancer::client::ClientTls>()

@@ -29,33 +29,33 @@ use super::table::{Action, RouteTable, Selected};
 /// The response body: a balancer's, or the router's own answer.
 pub(crate) type RoutedBody<B> = Either<B, Full<Bytes>>;
 
-/// Routes requests among `lanes` (one stack per balancer) by `table`.
+/// Routes requests among the balancers' stacks by a table, or sends them all to one.
 #[derive(Debug, Clone)]
-pub(crate) struct Router<S> {
-    table: Option<Arc<RouteTable>>,
-    first: S,
-    lanes: Arc<[S]>,
+pub(crate) enum Router<S> {
+    /// Every request to one stack: the file without virtual hosts.
+    Single(S),
+    /// Requests routed by `table` among `lanes` (one stack per balancer); a clone of the
+    /// router is two reference counts, the chosen lane is cloned per request.
+    Routed {
+        table: Arc<RouteTable>,
+        lanes: Arc<[S]>,
+    },
 }
 
 impl<S: Clone> Router<S> {
     /// Every request to `stack`: the file without virtual hosts.
-    pub(crate) fn single(stack: S) -> Self {
-        Self {
-            table: None,
-            lanes: Arc::from(vec![stack.clone()]),
-            first: stack,
-        }
+    pub(crate) const fn single(stack: S) -> Self {
+        Self::Single(stack)
     }
 
     /// Requests routed by `table` among `first` (lane 0) and `rest` (lanes 1…; a route to
     /// a lane there is not is answered 404, which the file's check rules out).
     pub(crate) fn new(table: Arc<RouteTable>, first: S, rest: Vec<S>) -> Self {
         let mut lanes = Vec::with_capacity(rest.len() + 1);
-        lanes.push(first.clone());
+        lanes.push(first);
         lanes.extend(rest);
-        Self {
-            table: Some(table),
-            first,
+        Self::Routed {
+            table,
             lanes: Arc::from(lanes),
         }
     }
@@ -71,80 +71,78 @@ where
     type Future = RouterFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.table.is_some() {
+        match self {
+            Self::Single(stack) => stack.poll_ready(cx).map_err(Into::into),
             // the lane is known at `call`: its clone is readied there
-            return Poll::Ready(Ok(()));
+            Self::Routed { .. } => Poll::Ready(Ok(())),
         }
-        self.first.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(table) = self.table.clone() else {
-            return RouterFuture::direct(self.first.call(req));
-        };
-        self.route(&table, req)
+        match self {
+            Self::Single(stack) => RouterFuture::direct(stack.call(req)),
+            Self::Routed { table, lanes } => route(table, lanes, req),
+        }
     }
 }
 
-impl<S: Clone> Router<S> {
-    fn route<B>(&self, table: &RouteTable, mut req: Request<B>) -> RouterFuture<S, B>
-    where
-        S: Service<Request<B>>,
-    {
-        if let Err(why) = normalized(&mut req) {
-            tracing::debug!(%why, "request path refused");
-            return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
+/// The route `req` takes among `lanes`, as a future.
+fn route<S, B>(table: &RouteTable, lanes: &[S], mut req: Request<B>) -> RouterFuture<S, B>
+where
+    S: Service<Request<B>> + Clone,
+{
+    if let Err(why) = normalized(&mut req) {
+        tracing::debug!(%why, "request path refused");
+        return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
+    }
+    let sni = req.extensions().get::<ClientTlsName>().map(|n| n.0.clone());
+    let route = match table.select(&req, sni.as_deref()) {
+        Selected::Route(route) => route,
+        Selected::NoRoute => return RouterFuture::answer(text(StatusCode::NOT_FOUND)),
+        Selected::Misdirected => {
+            return RouterFuture::answer(text(StatusCode::MISDIRECTED_REQUEST))
         }
-        let sni = req.extensions().get::<ClientTlsName>().map(|n| n.0.clone());
-        let route = match table.select(&req, sni.as_deref()) {
-            Selected::Route(route) => route,
-            Selected::NoRoute => return RouterFuture::answer(text(StatusCode::NOT_FOUND)),
-            Selected::Misdirected => {
-                return RouterFuture::answer(text(StatusCode::MISDIRECTED_REQUEST))
-            }
-        };
-        match &route.action {
-            Action::Respond {
-                status,
-                body,
-                content_type,
-            } => {
-                let mut res = Response::new(Full::new(body.clone()));
-                *res.status_mut() = *status;
-                res.headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type.clone());
-                RouterFuture::answer(res)
-            }
-            Action::Redirect { to, status } => {
-                let target =
-                    redirect_target(to, route.remainder(req.uri().path()), req.uri().query());
-                let Ok(location) = HeaderValue::try_from(target) else {
+    };
+    match &route.action {
+        Action::Respond {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut res = Response::new(Full::new(body.clone()));
+            *res.status_mut() = *status;
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+            RouterFuture::answer(res)
+        }
+        Action::Redirect { to, status } => {
+            let target = redirect_target(to, route.remainder(req.uri().path()), req.uri().query());
+            let Ok(location) = HeaderValue::try_from(target) else {
+                return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
+            };
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = *status;
+            res.headers_mut().insert(header::LOCATION, location);
+            RouterFuture::answer(res)
+        }
+        Action::Balancer { lane, rewrite } => {
+            let Some(stack) = lanes.get(*lane) else {
+                return RouterFuture::answer(text(StatusCode::NOT_FOUND));
+            };
+            let inner = rewrite
+                .as_ref()
+                .map(|with| (with.clone(), route.prefix().to_owned()));
+            // the client's own host goes into rewritten URLs only when a host names it
+            let named = super::table::request_host(&req).is_some_and(|h| table.names(h));
+            let public = table.public.as_ref().filter(|_| named);
+            let reverse = PathReverse::for_request(&req, inner, public);
+            if let Some(with) = rewrite {
+                let Some(uri) = rewrite_uri(req.uri(), route.prefix(), with) else {
                     return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
                 };
-                let mut res = Response::new(Full::new(Bytes::new()));
-                *res.status_mut() = *status;
-                res.headers_mut().insert(header::LOCATION, location);
-                RouterFuture::answer(res)
+                *req.uri_mut() = uri;
             }
-            Action::Balancer { lane, rewrite } => {
-                let Some(stack) = self.lanes.get(*lane) else {
-                    return RouterFuture::answer(text(StatusCode::NOT_FOUND));
-                };
-                let inner = rewrite
-                    .as_ref()
-                    .map(|with| (with.clone(), route.prefix().to_owned()));
-                // the client's own host goes into rewritten URLs only when a host names it
-                let named = super::table::request_host(&req).is_some_and(|h| table.names(h));
-                let public = table.public.as_ref().filter(|_| named);
-                let reverse = PathReverse::for_request(&req, inner, public);
-                if let Some(with) = rewrite {
-                    let Some(uri) = rewrite_uri(req.uri(), route.prefix(), with) else {
-                        return RouterFuture::answer(text(StatusCode::BAD_REQUEST));
-                    };
-                    *req.uri_mut() = uri;
-                }
-                RouterFuture::lane(stack.clone().oneshot(req), reverse)
-            }
+            RouterFuture::lane(stack.clone().oneshot(req), reverse)
         }
     }
 }
