@@ -419,7 +419,8 @@ ProxyPass /global/ balancer://b/g/
 </Proxy>
 <VirtualHost *:80>
   ServerName one.example.com
-  ProxyPass / balancer://b/
+  ProxyPass /app/ balancer://b/
+  ProxyPass /app/x !
   <Location /secret>
     ProxyPass !
   </Location>
@@ -436,8 +437,8 @@ ProxyPass /global/ balancer://b/g/
     );
     // Apache tries the <Location>'s ProxyPass before the host's `/`
     let secret = toml.find("prefix = \"/secret\"").unwrap();
-    let root = toml.find("prefix = \"/\"\n").unwrap();
-    assert!(secret < root, "{toml}");
+    let app = toml.find("prefix = \"/app/\"").unwrap();
+    assert!(secret < app, "{toml}");
     has(&toml, &["prefix = \"/admin\"", "respond = 410"]);
     assert!(
         !toml.contains("/never") || !toml.contains("prefix = \"/never\""),
@@ -447,4 +448,7 @@ ProxyPass /global/ balancer://b/g/
     let notes = notes.join("\n");
     assert!(notes.contains("a negated condition"), "{notes}");
     assert!(notes.contains("cannot redirect with"), "{notes}");
+    // /app/x after /app/ was never reached in Apache either: said, not written
+    assert!(notes.contains("never reached in Apache either"), "{notes}");
+    assert!(!toml.contains("prefix = \"/app/x\""), "{toml}");
 }

@@ -407,6 +407,14 @@ async fn two_virtual_hosts_route_to_three_balancers_and_a_reload_adds_and_drops_
         let text = three_balancers(&members);
         let (a, reloader, registries, _task, manager) = start(&text).await;
         assert_eq!(registries.len(), 3);
+        // each balancer has its own route cookie: one never pins a client in another
+        let res = raw(a, &get("api.test", "/v1/c", ""), LIMIT).await;
+        assert!(res.contains("set-cookie: ROUTEID_api="), "{res}");
+        let res = raw(a, &get("www.test", "/c", ""), LIMIT).await;
+        assert!(res.contains("set-cookie: ROUTEID="), "{res}");
+        for s in &seen {
+            s.lock().unwrap().clear();
+        }
         for (host, path, member, line) in [
             ("www.test", "/index.html", 0, "GET /index.html"),
             ("www.test", "/admin/users", 2, "GET /users"),
@@ -424,7 +432,9 @@ async fn two_virtual_hosts_route_to_three_balancers_and_a_reload_adds_and_drops_
         for (name, r) in &registries {
             let m = r.load();
             let requests: u64 = m.members().iter().map(|m| m.stats().view().requests).sum();
-            assert_eq!(requests, 1, "{name}");
+            // the cookie checks above went to web and api once each
+            let want = if name == "admin" { 1 } else { 2 };
+            assert_eq!(requests, want, "{name}");
         }
         // the manager shows the three, and metrics name them
         let m = manager.unwrap();
@@ -434,7 +444,7 @@ async fn two_virtual_hosts_route_to_three_balancers_and_a_reload_adds_and_drops_
         }
         let metrics = raw(m, &get("127.0.0.1", "/metrics", ""), LIMIT).await;
         assert!(
-            metrics.contains("lb_member_requests_total{balancer=\"api\",member=\"api1\"} 1"),
+            metrics.contains("lb_member_requests_total{balancer=\"api\",member=\"api1\"} 2"),
             "{metrics}"
         );
 
@@ -499,6 +509,21 @@ fn several_balancers_need_routes_and_distinct_names() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("`web` names two balancers"), "{e}");
+    let shared = text
+        .replace("name = \"api\"\n", "name = \"api\"\ncookie = \"SHARED\"\n")
+        .replace(
+            "name = \"admin\"\n",
+            "name = \"admin\"\ncookie = \"SHARED\"\n",
+        );
+    let e = tower_balancer_proxy::config::ConfigFile::from_toml(
+        &shared,
+        std::path::Path::new("lb.toml"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("another balancer's cookie too"),
+        "{e}"
+    );
     // a mistake in the third balancer is named at its own key and line
     let bad = text.replace(&members[2], "ftp://x");
     let e =

@@ -142,8 +142,19 @@ impl ConfigFile {
         }
     }
 
-    /// No two balancers share a name.
+    /// No two balancers share a name or a route cookie.
     fn balancer_names(&self, out: &mut Vec<ConfigError>) {
+        let mut cookies = HashSet::new();
+        for lane in self.lanes() {
+            let cookie = lane.route_cookie();
+            if !cookies.insert(cookie.clone()) {
+                out.push(lane.err(
+                    NO_SPAN,
+                    "balancer.cookie",
+                    format!("`{cookie}` is another balancer's cookie too: one balancer's cookie would pin clients in the other; give each its own"),
+                ));
+            }
+        }
         let mut seen = HashSet::new();
         for (i, b) in self.file.balancers().enumerate() {
             if !seen.insert(b.name.as_str()) {

@@ -230,6 +230,18 @@ impl ConfigFile {
         Ok(plan)
     }
 
+    /// The balancer's own route cookie: `cookie`, except that with several balancers the
+    /// ones after the first default to `ROUTEID_<name>`, so that one balancer's cookie never
+    /// pins (or breaks) a client in another.
+    pub(super) fn route_cookie(&self) -> String {
+        let b = &self.file.balancer;
+        if self.lane > 0 && b.cookie == "ROUTEID" {
+            format!("ROUTEID_{}", b.name)
+        } else {
+            b.cookie.clone()
+        }
+    }
+
     pub(super) fn sticky(&self) -> Result<StickyConfig, ConfigError> {
         let b = &self.file.balancer;
         let names = &b.stickysession;
@@ -238,7 +250,7 @@ impl ConfigFile {
             .url_params(names.url_param.iter())
             .strict(b.nofailover)
             .accept_apache_form(b.cookie_accept_apache)
-            .cookie_name(&b.cookie);
+            .cookie_name(self.route_cookie());
         if b.cookie_plain {
             builder = builder.plain();
         } else if let Some(k) = &b.cookie_key_file {

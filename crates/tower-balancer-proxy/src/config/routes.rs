@@ -93,6 +93,29 @@ pub struct HeaderMatch {
     pub value: Option<String>,
 }
 
+/// `(later, earlier)`: routes an earlier one without a header condition takes every request
+/// of (its prefix covers theirs), so they never match.
+fn shadowed(routes: &[RouteSection]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (j, later) in routes.iter().enumerate() {
+        let Some(path) = later.prefix.as_deref().or(later.path.as_deref()) else {
+            continue;
+        };
+        let covered = routes[..j].iter().position(|earlier| {
+            earlier.header.is_none()
+                && match (&earlier.prefix, &earlier.path) {
+                    (Some(p), _) => crate::routes::prefix_matches(p, path),
+                    (None, Some(p)) => later.path.as_deref() == Some(p.as_str()),
+                    _ => false,
+                }
+        });
+        if let Some(i) = covered {
+            out.push((j, i));
+        }
+    }
+    out
+}
+
 /// Host names for a virtual host: names as for `manager.names`, or `*.` and one.
 fn vhost_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
@@ -403,6 +426,13 @@ impl ConfigFile {
                 if let Err(e) = self.route(route, &format!("{key}.route[{r}]")) {
                     out.push(e);
                 }
+            }
+            for (later, earlier) in shadowed(&host.routes) {
+                out.push(self.err(
+                    NO_SPAN,
+                    &format!("{key}.route[{later}]"),
+                    format!("never matches: {key}.route[{earlier}] before it takes every request it would (the first match wins; put the longer path first)"),
+                ));
             }
         }
     }

@@ -186,6 +186,22 @@ fn virtual_hosts_need_names_routes_and_both_halves_of_a_certificate() {
 }
 
 #[test]
+fn a_route_an_earlier_one_covers_is_refused() {
+    let routes =
+        "[[vhost]]\nnames = [\"a.test\"]\n[[vhost.route]]\nprefix = \"/\"\nbalancer = \"b\"\n\
+                  [[vhost.route]]\nprefix = \"/api\"\nrespond = 404\n";
+    let (m, k) = refused(routes);
+    assert_eq!(k.as_deref(), Some("vhost[0].route[1]"), "{m}");
+    assert!(m.contains("never matches: vhost[0].route[0]"), "{m}");
+    // a header route does not cover, and a longer path first is fine
+    let ok = format!(
+        "{HEAD}[[vhost]]\nnames = [\"a.test\"]\n[[vhost.route]]\nprefix = \"/\"\nheader = {{ name = \"x\" }}\nrespond = 200\n\
+         [[vhost.route]]\nprefix = \"/api\"\nrespond = 404\n[[vhost.route]]\nprefix = \"/\"\nbalancer = \"b\"\n"
+    );
+    assert!(ConfigFile::from_toml(&ok, Path::new("lb.toml")).is_ok());
+}
+
+#[test]
 fn a_good_table_builds_and_names_are_lowercased() {
     let text = format!("{HEAD}[[vhost]]\nnames = [\"A.Test\", \"*.B.test\"]\n[[vhost.route]]\nprefix = \"/\"\nbalancer = \"b\"\n");
     let c = ConfigFile::from_toml(&text, Path::new("lb.toml")).unwrap();

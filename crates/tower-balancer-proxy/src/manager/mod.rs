@@ -359,7 +359,9 @@ impl ManagerState {
         let lanes = self.lanes.load();
         let lane = match &balancer {
             Some(name) => lanes.iter().find(|(_, i)| i.name == *name),
-            None => lanes.first(),
+            // with several, which one is never guessed
+            None if lanes.len() == 1 => lanes.first(),
+            None => None,
         };
         let r = &lane
             .ok_or((StatusCode::BAD_REQUEST, "400 unknown balancer\n"))?

@@ -13,4 +13,6 @@ mod table;
 
 pub(crate) use normalize::normalize;
 pub(crate) use service::Router;
-pub(crate) use table::{host_matches, Action, PathMatch, Route, RouteTable, VirtualHost};
+pub(crate) use table::{
+    host_matches, prefix_matches, Action, PathMatch, Route, RouteTable, VirtualHost,
+};

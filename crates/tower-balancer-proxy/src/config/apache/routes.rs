@@ -76,6 +76,34 @@ impl RouteLine {
         matches!(self, Self::Pass { path, .. } if path == "/")
     }
 
+    /// Where the line was written, and the line.
+    fn from(&self) -> &str {
+        match self {
+            Self::Pass { from, .. } | Self::NotHere { from, .. } | Self::Redirect { from, .. } => {
+                from
+            }
+        }
+    }
+
+    /// Whether this line, tried first, takes every request `later` would.
+    fn covers(&self, later: &Self) -> bool {
+        let (path, exact) = self.path();
+        let (other, _) = later.path();
+        if exact {
+            later.path() == (path, true)
+        } else {
+            crate::routes::prefix_matches(path, other)
+        }
+    }
+
+    /// The path and whether it is matched exactly.
+    fn path(&self) -> (&str, bool) {
+        match self {
+            Self::Pass { path, .. } | Self::NotHere { path, .. } => (path, false),
+            Self::Redirect { path, exact, .. } => (path, *exact),
+        }
+    }
+
     fn table(&self) -> Table {
         let mut t = Table::new("[[vhost.route]]", "");
         match self {
@@ -220,7 +248,18 @@ impl Import {
         let (redirects, proxied): (Vec<&RouteLine>, Vec<&RouteLine>) = lines
             .iter()
             .partition(|l| matches!(l, RouteLine::Redirect { .. }));
-        tables.extend(proxied.into_iter().chain(redirects).map(RouteLine::table));
+        let mut kept: Vec<&RouteLine> = Vec::new();
+        for line in proxied.into_iter().chain(redirects) {
+            match kept.iter().find(|k| k.covers(line)) {
+                Some(k) => self.not_carried(
+                    line.from(),
+                    "this line",
+                    &format!("never reached in Apache either: `{}` before it takes every request it would", k.from()),
+                ),
+                None => kept.push(line),
+            }
+        }
+        tables.extend(kept.into_iter().map(RouteLine::table));
         if lines.is_empty() {
             self.not_carried(
                 from,
