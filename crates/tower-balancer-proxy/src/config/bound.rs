@@ -13,7 +13,7 @@ use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection, Slo
 use tower_balancer::registry::Registry;
 
 use super::etcd::Following;
-use super::plan::AbortOnDrop;
+use super::owned::SourceTask;
 use super::reload::{self, Running, RunningLane};
 use super::reloader::{Ask, Reloader};
 use super::run::{BindError, Gateway};
@@ -28,8 +28,8 @@ use crate::tls::TlsError;
 #[derive(Debug)]
 pub(crate) struct Tasks {
     pub(crate) probe: Option<HealthProbeTask>,
-    pub(crate) file_source: Option<AbortOnDrop>,
-    pub(crate) dns_source: Option<AbortOnDrop>,
+    pub(crate) file_source: Option<SourceTask>,
+    pub(crate) dns_source: Option<SourceTask>,
     pub(crate) etcd_source: Option<Following>,
     pub(crate) slow_start: Option<SlowStartTask>,
 }

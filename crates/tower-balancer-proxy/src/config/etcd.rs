@@ -245,6 +245,17 @@ pub(crate) fn spawn(
 }
 
 impl Following {
+    /// The members this source put in the registry and has not removed.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn announced(&self) -> Vec<tower_balancer::registry::MemberId> {
+        self.source.announced()
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    pub(crate) fn announced(&self) -> Vec<tower_balancer::registry::MemberId> {
+        match self.source {}
+    }
+
     /// Stops following and drains every member this source put in the registry (the
     /// section was removed on reload).
     #[cfg(feature = "etcd")]

@@ -133,6 +133,7 @@ mod error;
 mod etcd;
 mod file;
 mod members;
+mod owned;
 mod parts;
 mod per_client;
 mod plan;
@@ -166,6 +167,8 @@ pub use typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames}
 
 #[cfg(test)]
 mod operator_tests;
+#[cfg(test)]
+mod reload_sources_tests;
 #[cfg(test)]
 mod reload_tests;
 #[cfg(test)]

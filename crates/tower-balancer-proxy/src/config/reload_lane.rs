@@ -3,7 +3,7 @@
 //! brought to the new file's, its probes, discovery and ejection settings replaced where
 //! they changed. A balancer the new file adds starts fresh; one it drops stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tower::discover::Change;
 use tower_balancer::failover::FailoverConfig;
@@ -13,6 +13,7 @@ use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Regis
 use super::bound::Tasks;
 use super::build::ConfigFile;
 use super::file::BalancerSection;
+use super::owned::SourceTask;
 use super::plan::{AbortOnDrop, LanePlan, ProbeKind, SourcePlan};
 use super::reloader::{ReloadError, Reloaded};
 use super::strategy::ConfiguredStrategy;
@@ -120,12 +121,12 @@ impl RunningLane {
                 .sources
                 .file
                 .take()
-                .map(|f| AbortOnDrop::spawn(f.run(&registry, drain))),
+                .map(|f| SourceTask::spawn(f.into_stream(), None, &registry, drain)),
             dns_source: lane
                 .sources
                 .dns
                 .take()
-                .map(|d| AbortOnDrop::spawn(d.run(&registry, drain))),
+                .map(|d| SourceTask::spawn(d.into_stream(), None, &registry, drain)),
             etcd_source: lane
                 .sources
                 .etcd
@@ -248,20 +249,31 @@ impl RunningLane {
         let old = &self.section;
         let drain = sources.drain;
         let drain_changed = old.drain != new.drain;
+        // what stopped sources put in and no one names any more drains and goes
+        let mut gone = BTreeSet::new();
+        let mut restarted = false;
         if drain_changed
             || old.members_file != new.members_file
             || old.members_poll != new.members_poll
         {
-            self.tasks.file_source = sources
-                .file
-                .take()
-                .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
+            let previous = self.tasks.file_source.take();
+            self.tasks.file_source = sources.file.take().map(|f| {
+                SourceTask::spawn(f.into_stream(), previous.as_ref(), &self.registry, drain)
+            });
+            restarted = true;
+            if self.tasks.file_source.is_none() {
+                gone.extend(previous.iter().flat_map(SourceTask::announced));
+            }
         }
         if drain_changed || old.dns != new.dns {
-            self.tasks.dns_source = sources
-                .dns
-                .take()
-                .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
+            let previous = self.tasks.dns_source.take();
+            self.tasks.dns_source = sources.dns.take().map(|d| {
+                SourceTask::spawn(d.into_stream(), previous.as_ref(), &self.registry, drain)
+            });
+            restarted = true;
+            if self.tasks.dns_source.is_none() {
+                gone.extend(previous.iter().flat_map(SourceTask::announced));
+            }
         }
         // every reload starts etcd again, so a password file or certificate rewritten in
         // place (a rotation) is read again; the new source takes over the old one's members
@@ -283,10 +295,31 @@ impl RunningLane {
                 (None, None) => None,
             };
         }
+        if restarted {
+            let kept = self.kept();
+            self.drains
+                .extend(super::owned::retire(&self.registry, gone, &kept, drain));
+        }
         if old.slow_start != new.slow_start {
             self.tasks.slow_start = new
                 .slow_start
                 .map(|w| SlowStart::new(w).spawn(self.registry.clone()));
         }
+    }
+
+    /// The members someone still names: the file's (and its members file's) and the
+    /// running discovery sources'.
+    fn kept(&self) -> BTreeSet<MemberId> {
+        let mut kept: BTreeSet<MemberId> = self.declared.iter().map(|s| s.id().clone()).collect();
+        for source in [&self.tasks.file_source, &self.tasks.dns_source]
+            .into_iter()
+            .flatten()
+        {
+            kept.extend(source.announced());
+        }
+        if let Some(etcd) = &self.tasks.etcd_source {
+            kept.extend(etcd.announced());
+        }
+        kept
     }
 }

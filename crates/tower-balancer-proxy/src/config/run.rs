@@ -10,7 +10,8 @@ use tower_balancer::registry::Registry;
 
 use super::bound::{Bound, Tasks};
 use super::file::FileConfig;
-use super::plan::{AbortOnDrop, FrontPlan, LanePlan, ManagerPlan};
+use super::owned::SourceTask;
+use super::plan::{FrontPlan, LanePlan, ManagerPlan};
 use super::reloader::Reloader;
 use super::workers;
 use crate::access_log::AccessLog;
@@ -270,12 +271,12 @@ impl LanePlan {
             .sources
             .file
             .take()
-            .map(|f| AbortOnDrop::spawn(f.run(&self.registry, drain)));
+            .map(|f| SourceTask::spawn(f.into_stream(), None, &self.registry, drain));
         let dns_source = self
             .sources
             .dns
             .take()
-            .map(|d| AbortOnDrop::spawn(d.run(&self.registry, drain)));
+            .map(|d| SourceTask::spawn(d.into_stream(), None, &self.registry, drain));
         let etcd_source = match self.sources.etcd.take() {
             Some(source) => {
                 super::etcd::initial(&source, &self.registry).await;

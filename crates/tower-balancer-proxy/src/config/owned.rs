@@ -1,0 +1,285 @@
+//! Which members a members file or DNS source put in the registry, so a reload that stops
+//! or replaces the source takes them out again.
+//!
+//! Why: the members a balancer starts with are known when the file is built, but a members
+//! file or DNS source adds members while the balancer runs. A reload that dropped the
+//! source (or pointed it elsewhere) used to stop its task and leave every member it had
+//! added since start-up in the registry, serving, for ever. Each source now says what it
+//! put in; a source that replaces another removes what the old one put in and it does not
+//! name, once its own first answer is in (so members are not drained while it reads), and
+//! a source that is dropped for good has its members drained by the reload.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::{Stream, TryStream};
+use pin_project_lite::pin_project;
+use tower::discover::Change;
+use tower_balancer::registry::{AdminState, MemberId, MemberSpec, Registry};
+
+use super::plan::AbortOnDrop;
+
+/// The ids a source has inserted and not removed since, shared with its task.
+#[derive(Debug, Clone, Default)]
+struct Announced(Arc<Mutex<BTreeSet<MemberId>>>);
+
+impl Announced {
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeSet<MemberId>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A running members file or DNS source: its task, and the members it put in the registry.
+#[derive(Debug)]
+pub(crate) struct SourceTask {
+    _task: AbortOnDrop,
+    announced: Announced,
+}
+
+impl SourceTask {
+    /// Applies `stream` to `registry` until the handle is dropped, draining members it
+    /// removes for `drain`. Taking over from `previous` (a reload), it removes the members
+    /// that one put in and it does not name, once its first changes are applied.
+    pub(crate) fn spawn<S>(
+        stream: S,
+        previous: Option<&Self>,
+        registry: &Registry,
+        drain: Duration,
+    ) -> Self
+    where
+        S: TryStream<Ok = Change<MemberId, MemberSpec>> + Send + 'static,
+        S::Error: fmt::Display + Send,
+    {
+        let before = previous.map(Self::announced).unwrap_or_default();
+        // until the handover, the previous source's members are this one's to remove
+        let announced = Announced(Arc::new(Mutex::new(before.clone())));
+        let owning = Owning {
+            inner: stream,
+            announced: announced.clone(),
+            previous: (!before.is_empty()).then_some(before),
+            own: BTreeSet::new(),
+            handover: Vec::new(),
+        };
+        Self {
+            _task: AbortOnDrop::spawn(registry.discover(owning).drain_removed(drain)),
+            announced,
+        }
+    }
+
+    /// The members this source (or the one it replaced, before its handover) put in the
+    /// registry and has not removed.
+    pub(crate) fn announced(&self) -> BTreeSet<MemberId> {
+        self.announced.with(|a| a.clone())
+    }
+}
+
+/// Drains, for `drain`, the members of `registry` no one keeps: the ones `gone` (sources a
+/// reload stopped) put in, and any member left draining by a stopped source, unless
+/// `kept` (the new file's members and the running sources' ones) names it. The handle ends
+/// when the last of them is removed.
+pub(crate) fn retire(
+    registry: &Registry,
+    gone: BTreeSet<MemberId>,
+    kept: &BTreeSet<MemberId>,
+    drain: Duration,
+) -> Option<AbortOnDrop> {
+    let mut ids = gone;
+    // a source stopped while it drained a member leaves it draining for ever
+    ids.extend(
+        registry
+            .load()
+            .members()
+            .iter()
+            .filter(|m| m.state() == AdminState::Draining)
+            .map(|m| m.id().clone()),
+    );
+    ids.retain(|id| !kept.contains(id));
+    if ids.is_empty() {
+        return None;
+    }
+    tracing::info!(members = ?ids, ?drain, "members of a stopped discovery source drain");
+    let removes: Vec<Result<_, std::convert::Infallible>> =
+        ids.into_iter().map(|id| Ok(Change::Remove(id))).collect();
+    Some(AbortOnDrop::spawn(
+        registry
+            .discover(futures_util::stream::iter(removes))
+            .drain_removed(drain),
+    ))
+}
+
+pin_project! {
+    /// A source's changes, noting what it inserts and removes, and after its first changes
+    /// removing what the source it replaced had put in and it does not name.
+    struct Owning<S> {
+        #[pin]
+        inner: S,
+        announced: Announced,
+        // the replaced source's members, until this one's first changes are read
+        previous: Option<BTreeSet<MemberId>>,
+        // what this source inserted before the handover
+        own: BTreeSet<MemberId>,
+        handover: Vec<MemberId>,
+    }
+}
+
+impl<S> Stream for Owning<S>
+where
+    S: TryStream<Ok = Change<MemberId, MemberSpec>>,
+{
+    type Item = Result<Change<MemberId, MemberSpec>, S::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            if let Some(id) = this.handover.pop() {
+                this.announced.with(|a| a.remove(&id));
+                return Poll::Ready(Some(Ok(Change::Remove(id))));
+            }
+            match this.inner.as_mut().try_poll_next(cx) {
+                Poll::Ready(Some(Ok(change))) => {
+                    match &change {
+                        Change::Insert(id, _) => {
+                            this.announced.with(|a| a.insert(id.clone()));
+                            if this.previous.is_some() {
+                                this.own.insert(id.clone());
+                            }
+                        }
+                        Change::Remove(id) => {
+                            this.announced.with(|a| a.remove(id));
+                            this.own.remove(id);
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(change)));
+                }
+                Poll::Ready(other) => return Poll::Ready(other),
+                Poll::Pending => {
+                    // the first answer is in when the source waits after giving changes;
+                    // one that fails gives none, and the old members stay
+                    if this.own.is_empty() {
+                        return Poll::Pending;
+                    }
+                    let Some(previous) = this.previous.take() else {
+                        return Poll::Pending;
+                    };
+                    let own = std::mem::take(this.own);
+                    this.handover
+                        .extend(previous.into_iter().filter(|id| !own.contains(id)));
+                    if this.handover.is_empty() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(id: &str) -> MemberSpec {
+        MemberSpec::new(
+            MemberId::new(id).unwrap(),
+            format!("http://{id}.test").parse().unwrap(),
+        )
+    }
+
+    fn ids(r: &Registry) -> Vec<String> {
+        let snap = r.load();
+        let mut v: Vec<String> = snap
+            .members()
+            .iter()
+            .map(|m| format!("{}:{}", m.id(), m.state()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    type Tx = tokio::sync::mpsc::UnboundedSender<Result<Change<MemberId, MemberSpec>, String>>;
+
+    fn channel() -> (
+        Tx,
+        impl TryStream<Ok = Change<MemberId, MemberSpec>, Error = String> + Send + 'static,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        (tx, stream)
+    }
+
+    fn insert(tx: &Tx, id: &str) {
+        tx.send(Ok(Change::Insert(MemberId::new(id).unwrap(), spec(id))))
+            .unwrap();
+    }
+
+    async fn settle() {
+        // past the discovery's batching hold
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_says_what_it_put_in_and_took_out() {
+        let r = Registry::new();
+        let (tx, stream) = channel();
+        let source = SourceTask::spawn(stream, None, &r, Duration::ZERO);
+        insert(&tx, "a");
+        insert(&tx, "b");
+        settle().await;
+        tx.send(Ok(Change::Remove(MemberId::new("a").unwrap())))
+            .unwrap();
+        settle().await;
+        let names: Vec<String> = source.announced().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(ids(&r), ["b:active"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replacing_source_removes_what_the_old_one_put_in_only_after_its_first_answer() {
+        let r = Registry::new();
+        let (tx, stream) = channel();
+        let old = SourceTask::spawn(stream, None, &r, Duration::ZERO);
+        insert(&tx, "a");
+        insert(&tx, "b");
+        settle().await;
+        let (tx2, stream2) = channel();
+        let new = SourceTask::spawn(stream2, Some(&old), &r, Duration::from_secs(5));
+        drop(old);
+        // an error is no answer: the old members stay
+        tx2.send(Err("resolver down".to_owned())).unwrap();
+        settle().await;
+        assert_eq!(ids(&r), ["a:active", "b:active"]);
+        insert(&tx2, "b");
+        insert(&tx2, "c");
+        settle().await;
+        assert_eq!(ids(&r), ["a:draining", "b:active", "c:active"]);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(ids(&r), ["b:active", "c:active"]);
+        let names: Vec<String> = new.announced().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["b", "c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retiring_drains_what_no_one_keeps_and_orphaned_drains() {
+        let r = Registry::new();
+        r.insert(spec("kept")).unwrap();
+        r.insert(spec("orphan")).unwrap();
+        r.set_state("orphan", AdminState::Draining).unwrap();
+        r.insert(spec("added")).unwrap();
+        let gone: BTreeSet<MemberId> = [MemberId::new("added").unwrap()].into();
+        let kept: BTreeSet<MemberId> = [MemberId::new("kept").unwrap()].into();
+        let task = retire(&r, gone, &kept, Duration::from_secs(5)).unwrap();
+        settle().await;
+        assert_eq!(
+            ids(&r),
+            ["added:draining", "kept:active", "orphan:draining"]
+        );
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(ids(&r), ["kept:active"]);
+        assert!(task.is_finished());
+        assert!(retire(&r, BTreeSet::new(), &kept, Duration::ZERO).is_none());
+    }
+}
