@@ -154,6 +154,7 @@ impl ManagerService {
     }
 
     /// The metrics served at `/metrics`, when any.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn metrics(&self) -> Option<crate::metrics::Metrics> {
         self.inner.metrics.clone()
     }

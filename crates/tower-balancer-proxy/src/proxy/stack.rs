@@ -57,6 +57,7 @@ pub(crate) struct StackPlan<S> {
 
 impl<S> StackPlan<S> {
     /// Tells the routes the public URL member URLs are rewritten to (known once bound).
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn set_public(&mut self, public: &http::Uri) {
         if let Some(table) = self.routes.as_mut() {
             Arc::make_mut(table).public = public.authority().cloned();

@@ -10,6 +10,7 @@ mod config;
 mod guard;
 mod reload;
 mod server;
+#[cfg_attr(not(feature = "config"), allow(dead_code))]
 mod sni;
 mod stack;
 mod stats;
@@ -20,6 +21,8 @@ pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};
 pub use reload::{LiveSettings, Reloadable};
 pub use server::Server;
+// names for the virtual hosts' certificates: the file's reader (the `config` feature) uses them
+#[cfg_attr(not(feature = "config"), allow(unused_imports))]
 pub(crate) use sni::{server_tls_by_name, NamedCertificate};
 pub use stack::Servable;
 pub use stats::ServerStats;
