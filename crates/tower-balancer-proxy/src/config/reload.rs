@@ -113,10 +113,16 @@ where
         }
         running.stats.record(result.is_ok());
         match &result {
-            Ok(r) => tracing::info!(
-                added = ?r.added, changed = ?r.changed, draining = ?r.draining,
-                "configuration reloaded"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    added = ?r.added, changed = ?r.changed, draining = ?r.draining,
+                    balancers_added = ?r.balancers_added, balancers_removed = ?r.balancers_removed,
+                    "configuration reloaded"
+                );
+                if !r.at_restart.is_empty() {
+                    tracing::warn!(keys = ?r.at_restart, "changed keys take effect only when the process restarts");
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the configuration in force stays");
             }
