@@ -321,3 +321,40 @@ fn check_says_whether_this_build_follows_etcd() {
         );
     }
 }
+
+#[test]
+fn check_warns_of_a_balancer_no_route_sends_to() {
+    let d = dir("check-unrouted");
+    let text = |second: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\n\
+             [[balancer]]\nname = \"web\"\n[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n1\"\n\n\
+             [[balancer]]\nname = \"spare\"\n[[balancer.member]]\nurl = \"http://127.0.0.1:2\"\nroute = \"n2\"\n\n\
+             [[vhost]]\nnames = [\"lb.test\"]\n\
+             [[vhost.route]]\nprefix = \"/api\"\nbalancer = \"{second}\"\n\
+             [[vhost.route]]\nprefix = \"/\"\nbalancer = \"web\"\n"
+        )
+    };
+    // a typo'd route that still names a balancer: the spare one serves nothing, said
+    let unrouted = file(&d, "unrouted.toml", &text("web"));
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&unrouted)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("no route sends requests to balancer `spare`"),
+        "{err}"
+    );
+    let routed = file(&d, "routed.toml", &text("spare"));
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&routed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("no route sends"), "{err}");
+}

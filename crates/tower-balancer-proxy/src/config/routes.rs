@@ -201,10 +201,33 @@ impl ConfigFile {
                 routes,
             });
         }
+        self.warn_unrouted(&vhosts);
         Ok(Some(Arc::new(RouteTable {
             vhosts,
             public: None,
         })))
+    }
+
+    /// Says which balancers no route sends to: they serve nothing (a route's typo, or one
+    /// left behind), while their probes and discovery still run.
+    fn warn_unrouted(&self, vhosts: &[VirtualHost]) {
+        let used: std::collections::BTreeSet<usize> = vhosts
+            .iter()
+            .flat_map(|v| &v.routes)
+            .filter_map(|r| match r.action {
+                Action::Balancer { lane, .. } => Some(lane),
+                _ => None,
+            })
+            .collect();
+        for (i, b) in self.file.balancers().enumerate() {
+            if !used.contains(&i) {
+                tracing::warn!(
+                    balancer = %b.name,
+                    "no route sends requests to balancer `{}`: it serves nothing",
+                    b.name.escape_default()
+                );
+            }
+        }
     }
 
     /// One route, checked: its keys fit together and name what exists.
