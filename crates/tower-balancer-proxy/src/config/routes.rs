@@ -64,7 +64,7 @@ pub struct RouteSection {
     /// The matched prefix taken off (`rewrite_prefix = "/"`).
     #[serde(default)]
     pub strip_prefix: bool,
-    /// Answers with this status itself (200–599).
+    /// Answers with this status itself (200–599; a redirect is `redirect`, with its `Location`).
     #[serde(default)]
     pub respond: Option<u16>,
     /// The fixed answer's body.
@@ -352,6 +352,15 @@ impl ConfigFile {
                 .ok_or_else(|| {
                     refuse("respond", format!("{code} is not a status from 200 to 599"))
                 })?;
+            if matches!(code, 301 | 302 | 303 | 307 | 308) {
+                return Err(refuse(
+                    "respond",
+                    format!(
+                        "a {code} answer sends the client to its Location: write \
+                         `redirect = \"…\"` with `status = {code}`"
+                    ),
+                ));
+            }
             if matches!(code, 204 | 205 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
                 return Err(refuse("body", format!("a {code} answer has no body")));
             }

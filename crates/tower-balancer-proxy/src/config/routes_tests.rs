@@ -94,6 +94,11 @@ fn values_that_would_never_match_or_would_mislead_are_refused() {
             "no body",
         ),
         (
+            "prefix = \"/\"\nrespond = 302",
+            "vhost[0].route[0].respond",
+            "write `redirect = \"…\"` with `status = 302`",
+        ),
+        (
             "prefix = \"/\"\nredirect = \"/\\\\evil.test/\"",
             "vhost[0].route[0].redirect",
             "is not a URL",
