@@ -209,6 +209,15 @@ impl ConfigFile {
                 "only lbmethod = \"maglev\" or \"ringhash\" hashes a header: set one, or leave hash_key out",
             );
         }
+        if b.members_poll
+            .is_some_and(|t| t < std::time::Duration::from_millis(10))
+        {
+            refuse(
+                None,
+                "balancer.members_poll",
+                "polls under 10ms read the file hundreds of times a second: give 10ms or more (1s is the default)",
+            );
+        }
         if b.members_poll.is_some() && b.members_file.is_none() {
             refuse(
                 None,
@@ -430,6 +439,8 @@ impl ConfigFile {
     /// This view's balancer: its members, sources, layers and what the manager says of it.
     pub(super) fn lane_plan(&self) -> Result<LanePlan, ConfigError> {
         let (registry, forward) = self.members()?;
+        // the file's own members, before the members file adds its own
+        let declared: Vec<_> = registry.load().members().iter().map(|m| m.spec()).collect();
         let mut sources = self.discovery(&registry)?;
         let forward = self.forwarding(forward)?;
         sources.probe = self.probe(&forward, &registry)?;
@@ -443,7 +454,7 @@ impl ConfigFile {
             .with_strategy(b.lbmethod.name())
             .describe_sticky(&stack.sticky)
             .describe_failover(&stack.failover);
-        let declared = registry.load().members().iter().map(|m| m.spec()).collect();
+        let statics = super::owned::Statics::new(declared.iter().map(|s| s.id().clone()));
         Ok(LanePlan {
             name: b.name.clone(),
             public: self.public_url()?,
@@ -452,6 +463,7 @@ impl ConfigFile {
             sources,
             info,
             declared,
+            statics,
         })
     }
 }

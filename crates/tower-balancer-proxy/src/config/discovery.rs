@@ -32,6 +32,7 @@ impl ConfigFile {
                 // unreadable or empty: say which key of this file named it
                 None => self.err(Some(p), "balancer.members_file", e.to_string()),
             })?;
+            file = file.starting_from(specs.iter().cloned());
             for spec in specs {
                 let id = spec.id().clone();
                 registry.insert(spec).map_err(|_| {

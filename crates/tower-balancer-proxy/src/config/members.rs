@@ -76,16 +76,19 @@ struct MembersToml {
 ///
 /// let registry = Registry::new();
 /// let file = MembersFile::new("/etc/lb/members.toml");
-/// for spec in file.read()? {
-///     registry.insert(spec)?; // the members at start, checked now
+/// let start = file.read()?;
+/// for spec in &start {
+///     registry.insert(spec.clone())?; // the members at start, checked now
 /// }
-/// tokio::spawn(file.run(&registry, Duration::from_secs(30)));
+/// // the watch starts from them: a member the file drops before its first poll drains too
+/// tokio::spawn(file.starting_from(start).run(&registry, Duration::from_secs(30)));
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct MembersFile {
     path: PathBuf,
     interval: Duration,
+    known: BTreeMap<MemberId, MemberSpec>,
 }
 
 impl MembersFile {
@@ -94,7 +97,23 @@ impl MembersFile {
         Self {
             path: path.into(),
             interval: Duration::from_secs(1),
+            known: BTreeMap::new(),
         }
+    }
+
+    /// Starts the watch from `members`, the ones already put in the registry from this file
+    /// (what [`read`](Self::read) gave): the first poll then announces what changed since,
+    /// removes included. Without it, the first poll announces the whole file and a member
+    /// that left it in between stays.
+    #[must_use]
+    pub fn starting_from(mut self, members: impl IntoIterator<Item = MemberSpec>) -> Self {
+        self.known = members.into_iter().map(|s| (s.id().clone(), s)).collect();
+        self
+    }
+
+    /// The members the watch starts from.
+    pub(crate) fn known(&self) -> &BTreeMap<MemberId, MemberSpec> {
+        &self.known
     }
 
     /// Polls every `interval` instead.
@@ -128,10 +147,11 @@ impl MembersFile {
         self,
     ) -> impl Stream<Item = Result<Change<MemberId, MemberSpec>, ConfigError>> + Send + 'static
     {
+        let known = self.known.clone();
         let state = Watch {
             file: self,
             last_text: None,
-            known: BTreeMap::new(),
+            known,
             pending: std::collections::VecDeque::new(),
             first: true,
         };

@@ -26,6 +26,11 @@ fn settings_that_would_do_nothing_or_clash_are_refused_at_their_key() {
             "no members_file",
         ),
         (
+            file("", "members_file = \"m.toml\"\nmembers_poll = \"0s\"\n", ""),
+            "balancer.members_poll",
+            "give 10ms or more",
+        ),
+        (
             file(
                 "",
                 "",

@@ -8,8 +8,12 @@
 //! put in; a source that replaces another removes what the old one put in and it does not
 //! name, once its own first answer is in (so members are not drained while it reads), and
 //! a source that is dropped for good has its members drained by the reload.
+//!
+//! The configuration file's own members are never a source's to change: a members file or
+//! DNS name equal to one of them is said once and left alone, so a source that stops
+//! naming it cannot drain a member the file still declares.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,13 +27,38 @@ use tower_balancer::registry::{AdminState, MemberId, MemberSpec, Registry};
 
 use super::plan::AbortOnDrop;
 
-/// The ids a source has inserted and not removed since, shared with its task.
+/// The members a source names now (inserted and not removed since), shared with its task.
 #[derive(Debug, Clone, Default)]
-struct Announced(Arc<Mutex<BTreeSet<MemberId>>>);
+struct Announced(Arc<Mutex<BTreeMap<MemberId, MemberSpec>>>);
 
 impl Announced {
-    fn with<R>(&self, f: impl FnOnce(&mut BTreeSet<MemberId>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<MemberId, MemberSpec>) -> R) -> R {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The ids the configuration file itself declares for one balancer, shared with its
+/// sources (a reload replaces the set before they see another change).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Statics(Arc<Mutex<BTreeSet<MemberId>>>);
+
+impl Statics {
+    /// The file's members.
+    pub(crate) fn new(ids: impl IntoIterator<Item = MemberId>) -> Self {
+        Self(Arc::new(Mutex::new(ids.into_iter().collect())))
+    }
+
+    /// The next file's members.
+    pub(crate) fn set(&self, ids: impl IntoIterator<Item = MemberId>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = ids.into_iter().collect();
+    }
+
+    /// Whether the file declares `id`.
+    pub(crate) fn contains(&self, id: &MemberId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
     }
 }
 
@@ -42,11 +71,14 @@ pub(crate) struct SourceTask {
 
 impl SourceTask {
     /// Applies `stream` to `registry` until the handle is dropped, draining members it
-    /// removes for `drain`. Taking over from `previous` (a reload), it removes the members
+    /// removes for `drain`; `named` are the members it put in before it runs (a members
+    /// file's first read). Taking over from `previous` (a reload), it removes the members
     /// that one put in and it does not name, once its first changes are applied.
     pub(crate) fn spawn<S>(
         stream: S,
+        named: &BTreeMap<MemberId, MemberSpec>,
         previous: Option<&Self>,
+        statics: &Statics,
         registry: &Registry,
         drain: Duration,
     ) -> Self
@@ -54,13 +86,20 @@ impl SourceTask {
         S: TryStream<Ok = Change<MemberId, MemberSpec>> + Send + 'static,
         S::Error: fmt::Display + Send,
     {
-        let before = previous.map(Self::announced).unwrap_or_default();
+        let before = previous
+            .map(|p| p.announced.with(|a| a.clone()))
+            .unwrap_or_default();
+        let previous = (!before.is_empty()).then(|| before.keys().cloned().collect());
         // until the handover, the previous source's members are this one's to remove
-        let announced = Announced(Arc::new(Mutex::new(before.clone())));
+        let mut announced = before;
+        announced.extend(named.iter().map(|(id, s)| (id.clone(), s.clone())));
+        let announced = Announced(Arc::new(Mutex::new(announced)));
         let owning = Owning {
             inner: stream,
             announced: announced.clone(),
-            previous: (!before.is_empty()).then_some(before),
+            statics: statics.clone(),
+            shadowed: BTreeSet::new(),
+            previous,
             own: BTreeSet::new(),
             handover: Vec::new(),
         };
@@ -73,7 +112,12 @@ impl SourceTask {
     /// The members this source (or the one it replaced, before its handover) put in the
     /// registry and has not removed.
     pub(crate) fn announced(&self) -> BTreeSet<MemberId> {
-        self.announced.with(|a| a.clone())
+        self.announced.with(|a| a.keys().cloned().collect())
+    }
+
+    /// The member this source names as `id`, when it names one.
+    pub(crate) fn spec(&self, id: &MemberId) -> Option<MemberSpec> {
+        self.announced.with(|a| a.get(id).cloned())
     }
 }
 
@@ -118,6 +162,10 @@ pin_project! {
         #[pin]
         inner: S,
         announced: Announced,
+        // the configuration file's own members: this source leaves them alone
+        statics: Statics,
+        // the file's members this source named too, said once each
+        shadowed: BTreeSet<MemberId>,
         // the replaced source's members, until this one's first changes are read
         previous: Option<BTreeSet<MemberId>>,
         // what this source inserted before the handover
@@ -137,22 +185,37 @@ where
         loop {
             if let Some(id) = this.handover.pop() {
                 this.announced.with(|a| a.remove(&id));
+                if this.statics.contains(&id) {
+                    continue;
+                }
                 return Poll::Ready(Some(Ok(Change::Remove(id))));
             }
             match this.inner.as_mut().try_poll_next(cx) {
                 Poll::Ready(Some(Ok(change))) => {
-                    match &change {
-                        Change::Insert(id, _) => {
-                            this.announced.with(|a| a.insert(id.clone()));
+                    let id = match &change {
+                        Change::Insert(id, spec) => {
+                            this.announced.with(|a| a.insert(id.clone(), spec.clone()));
                             if this.previous.is_some() {
                                 this.own.insert(id.clone());
                             }
+                            id
                         }
                         Change::Remove(id) => {
                             this.announced.with(|a| a.remove(id));
                             this.own.remove(id);
+                            id
                         }
+                    };
+                    if this.statics.contains(id) {
+                        if this.shadowed.insert(id.clone()) {
+                            tracing::warn!(
+                                member = %id,
+                                "a discovery source names a member the configuration file declares: the file's member stays as the file says"
+                            );
+                        }
+                        continue;
                     }
+                    this.shadowed.remove(id);
                     return Poll::Ready(Some(Ok(change)));
                 }
                 Poll::Ready(other) => return Poll::Ready(other),
@@ -225,7 +288,14 @@ mod tests {
     async fn a_source_says_what_it_put_in_and_took_out() {
         let r = Registry::new();
         let (tx, stream) = channel();
-        let source = SourceTask::spawn(stream, None, &r, Duration::ZERO);
+        let source = SourceTask::spawn(
+            stream,
+            &BTreeMap::new(),
+            None,
+            &Statics::default(),
+            &r,
+            Duration::ZERO,
+        );
         insert(&tx, "a");
         insert(&tx, "b");
         settle().await;
@@ -241,12 +311,26 @@ mod tests {
     async fn a_replacing_source_removes_what_the_old_one_put_in_only_after_its_first_answer() {
         let r = Registry::new();
         let (tx, stream) = channel();
-        let old = SourceTask::spawn(stream, None, &r, Duration::ZERO);
+        let old = SourceTask::spawn(
+            stream,
+            &BTreeMap::new(),
+            None,
+            &Statics::default(),
+            &r,
+            Duration::ZERO,
+        );
         insert(&tx, "a");
         insert(&tx, "b");
         settle().await;
         let (tx2, stream2) = channel();
-        let new = SourceTask::spawn(stream2, Some(&old), &r, Duration::from_secs(5));
+        let new = SourceTask::spawn(
+            stream2,
+            &BTreeMap::new(),
+            Some(&old),
+            &Statics::default(),
+            &r,
+            Duration::from_secs(5),
+        );
         drop(old);
         // an error is no answer: the old members stay
         tx2.send(Err("resolver down".to_owned())).unwrap();

@@ -53,8 +53,10 @@ pub(crate) struct LanePlan {
     pub(crate) sources: SourcePlan,
     pub(crate) public: PublicUrl,
     pub(crate) info: ManagerInfo,
-    /// The members the file and its members file declared, as built.
+    /// The members the file itself declares (not its members file's), as built.
     pub(crate) declared: Vec<tower_balancer::registry::MemberSpec>,
+    /// Their ids, shared with the discovery sources, which leave them alone.
+    pub(crate) statics: super::owned::Statics,
 }
 
 /// The health check a file asked for.

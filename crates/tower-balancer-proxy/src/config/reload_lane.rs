@@ -4,6 +4,7 @@
 //! they changed. A balancer the new file adds starts fresh; one it drops stops.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use tower::discover::Change;
 use tower_balancer::failover::FailoverConfig;
@@ -13,7 +14,7 @@ use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Regis
 use super::bound::Tasks;
 use super::build::ConfigFile;
 use super::file::BalancerSection;
-use super::owned::SourceTask;
+use super::owned::{SourceTask, Statics};
 use super::plan::{AbortOnDrop, LanePlan, ProbeKind, SourcePlan};
 use super::reloader::{ReloadError, Reloaded};
 use super::strategy::ConfiguredStrategy;
@@ -28,8 +29,10 @@ pub(crate) struct RunningLane {
     pub(super) info: ManagerInfo,
     /// Its section of the file in force (a reload compares the next one with it).
     section: BalancerSection,
-    /// The members its file and members file declared.
+    /// The members its file itself declares (not its members file's).
     declared: Vec<MemberSpec>,
+    /// Their ids, shared with the discovery sources, which leave them alone.
+    statics: Statics,
     outliers: OutlierDetection,
     _readmissions: ReadmissionTask,
     pub(super) failover: FailoverConfig,
@@ -103,6 +106,7 @@ impl RunningLane {
             info: lane.info,
             section,
             declared: lane.declared,
+            statics: lane.statics,
             outliers,
             failover: lane.stack.failover,
             tasks,
@@ -117,16 +121,30 @@ impl RunningLane {
         let drain = lane.sources.drain;
         let tasks = Tasks {
             probe: ready.probe.as_ref().map(|p| p.spawn(&registry).0),
-            file_source: lane
-                .sources
-                .file
-                .take()
-                .map(|f| SourceTask::spawn(f.into_stream(), None, &registry, drain)),
-            dns_source: lane
-                .sources
-                .dns
-                .take()
-                .map(|d| SourceTask::spawn(d.into_stream(), None, &registry, drain)),
+            file_source: lane.sources.file.take().map(|f| {
+                {
+                    // the new balancer's registry holds the file's first read
+                    let named = f.known().clone();
+                    SourceTask::spawn(
+                        f.into_stream(),
+                        &named,
+                        None,
+                        &lane.statics,
+                        &registry,
+                        drain,
+                    )
+                }
+            }),
+            dns_source: lane.sources.dns.take().map(|d| {
+                SourceTask::spawn(
+                    d.into_stream(),
+                    &BTreeMap::new(),
+                    None,
+                    &lane.statics,
+                    &registry,
+                    drain,
+                )
+            }),
             etcd_source: lane
                 .sources
                 .etcd
@@ -180,17 +198,16 @@ impl RunningLane {
             .drain(..)
             .map(|s| (s.id().clone(), s))
             .collect();
-        let mut removed: Vec<MemberId> = Vec::new();
+        // the sources leave the new file's members alone before anything changes
+        self.statics
+            .set(lane.declared.iter().map(|s| s.id().clone()));
         for spec in &lane.declared {
-            match old.get(spec.id()) {
-                Some(o) if o == spec => continue,
-                Some(o) => {
-                    let set_live = self
-                        .registry
-                        .load()
-                        .get(spec.id().as_str())
-                        .is_some_and(|m| m.state() != o.admin_state());
-                    if set_live {
+            // compared with the registry too: a source may have taken the member out
+            let live = self.registry.load().get(spec.id().as_str()).cloned();
+            match (old.get(spec.id()), live) {
+                (Some(o), Some(_)) if o == spec => continue,
+                (Some(o), Some(m)) => {
+                    if m.state() != o.admin_state() {
                         tracing::warn!(
                             member = %spec.id(),
                             status = %spec.admin_state(),
@@ -199,32 +216,51 @@ impl RunningLane {
                     }
                     report.changed.push(spec.id().clone());
                 }
-                None => report.added.push(spec.id().clone()),
+                _ => report.added.push(spec.id().clone()),
             }
             if let Err(e) = self.registry.upsert(spec.clone()) {
                 tracing::warn!(member = %spec.id(), error = %e, "member refused on reload");
             }
         }
-        for id in old.keys() {
-            if !lane.declared.iter().any(|s| s.id() == id) {
-                removed.push(id.clone());
+        let removed: Vec<MemberId> = old
+            .into_keys()
+            .filter(|id| !lane.declared.iter().any(|s| s.id() == id))
+            .collect();
+        self.leave(removed, lane.sources.drain, report);
+        self.declared.clone_from(&lane.declared);
+    }
+
+    /// The members the file no longer declares: a running source that names one takes it
+    /// over as it names it; the others drain for `drain` and go.
+    fn leave(&mut self, removed: Vec<MemberId>, drain: Duration, report: &mut Reloaded) {
+        self.drains.retain(|d| !d.is_finished());
+        let mut changes: Vec<Result<Change<MemberId, MemberSpec>, std::convert::Infallible>> =
+            Vec::new();
+        for id in removed {
+            let named = [&self.tasks.file_source, &self.tasks.dns_source]
+                .into_iter()
+                .flatten()
+                .find_map(|source| source.spec(&id));
+            match named {
+                Some(spec) => {
+                    if let Err(e) = self.registry.upsert(spec) {
+                        tracing::warn!(member = %id, error = %e, "member refused on reload");
+                    }
+                    report.changed.push(id);
+                }
+                None => {
+                    report.draining.push(id.clone());
+                    changes.push(Ok(Change::Remove(id)));
+                }
             }
         }
-        self.drains.retain(|d| !d.is_finished());
-        if !removed.is_empty() {
-            report.draining.extend(removed.iter().cloned());
-            let changes: Vec<Result<Change<MemberId, MemberSpec>, std::convert::Infallible>> =
-                removed
-                    .into_iter()
-                    .map(|id| Ok(Change::Remove(id)))
-                    .collect();
+        if !changes.is_empty() {
             let drain = self
                 .registry
                 .discover(futures_util::stream::iter(changes))
-                .drain_removed(lane.sources.drain);
+                .drain_removed(drain);
             self.drains.push(AbortOnDrop::spawn(drain));
         }
-        self.declared.clone_from(&lane.declared);
     }
 
     /// Probes with the new settings (resumed: members keep the health they have), and the
@@ -258,7 +294,15 @@ impl RunningLane {
         {
             let previous = self.tasks.file_source.take();
             self.tasks.file_source = sources.file.take().map(|f| {
-                SourceTask::spawn(f.into_stream(), previous.as_ref(), &self.registry, drain)
+                // this registry never had the new file's first read: announce it all
+                SourceTask::spawn(
+                    f.starting_from([]).into_stream(),
+                    &BTreeMap::new(),
+                    previous.as_ref(),
+                    &self.statics,
+                    &self.registry,
+                    drain,
+                )
             });
             restarted = true;
             if self.tasks.file_source.is_none() {
@@ -268,7 +312,14 @@ impl RunningLane {
         if drain_changed || old.dns != new.dns {
             let previous = self.tasks.dns_source.take();
             self.tasks.dns_source = sources.dns.take().map(|d| {
-                SourceTask::spawn(d.into_stream(), previous.as_ref(), &self.registry, drain)
+                SourceTask::spawn(
+                    d.into_stream(),
+                    &BTreeMap::new(),
+                    previous.as_ref(),
+                    &self.statics,
+                    &self.registry,
+                    drain,
+                )
             });
             restarted = true;
             if self.tasks.dns_source.is_none() {

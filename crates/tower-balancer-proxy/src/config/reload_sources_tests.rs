@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tower_balancer::registry::Registry;
+use tower_balancer::registry::{MemberId, Registry};
 
 use super::*;
 
@@ -27,15 +27,44 @@ fn write_members(path: &Path, routes: &[&str]) {
 }
 
 fn file(dir: &Path, members_file: Option<&str>) -> ConfigFile {
+    file_with(dir, members_file, &[])
+}
+
+/// The balancer's file: member `static` and `more` (at port 2; members files' are at 1).
+fn file_with(dir: &Path, members_file: Option<&str>, more: &[&str]) -> ConfigFile {
     let source = members_file.map_or_else(String::new, |f| {
         format!("members_file = \"{f}\"\nmembers_poll = \"50ms\"\n")
     });
-    let text = format!(
+    let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\n\
          [balancer]\nname = \"b\"\ndrain = \"1s\"\n{source}\n\
          [[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"static\"\n"
     );
+    for route in more {
+        text.push_str(&format!(
+            "[[balancer.member]]\nurl = \"http://127.0.0.1:2\"\nroute = \"{route}\"\n"
+        ));
+    }
     ConfigFile::from_toml(&text, &dir.join("lb.toml")).unwrap()
+}
+
+/// A balancer serving `config` until the returned sender is dropped.
+async fn serving(config: &ConfigFile) -> (Reloader, Registry, tokio::sync::oneshot::Sender<()>) {
+    let bound = config.build().unwrap().bind().await.unwrap();
+    let (reloader, registry) = (bound.reloader(), bound.registry().clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+    (reloader, registry, stop)
+}
+
+/// The port of member `id`'s URL.
+fn port(registry: &Registry, id: &str) -> Option<u16> {
+    registry
+        .load()
+        .get(id)
+        .and_then(|m| m.endpoint().port_u16())
 }
 
 /// The registry's members as `id:state`, sorted.
@@ -140,5 +169,71 @@ async fn a_members_file_replaced_by_another_hands_its_members_over() {
     // the new file is followed, and the members it adds are its own
     write_members(&dir.join("b.toml"), &["m3"]);
     until(&registry, &["m3:active", "static:active"]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_member_the_file_declares_stays_whatever_its_members_file_does() {
+    let dir = scratch("declared");
+    write_members(&dir.join("members.toml"), &["m1", "m2"]);
+    let (reloader, registry, _stop) = serving(&file(&dir, Some("members.toml"))).await;
+    // m1 moves from the members file into the file itself
+    write_members(&dir.join("members.toml"), &["m2"]);
+    reloader
+        .reload(file_with(&dir, Some("members.toml"), &["m1"]))
+        .await
+        .unwrap();
+    until(&registry, &["m1:active", "m2:active", "static:active"]).await;
+    // past the members file's drain: the file's m1 stays
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        members(&registry),
+        ["m1:active", "m2:active", "static:active"]
+    );
+    assert_eq!(port(&registry, "m1"), Some(2));
+
+    // a members file naming the file's member is said and left alone, and so is its leaving
+    write_members(&dir.join("members.toml"), &["m2", "m1"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(port(&registry, "m1"), Some(2));
+    write_members(&dir.join("members.toml"), &["m2"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        members(&registry),
+        ["m1:active", "m2:active", "static:active"]
+    );
+
+    // the file drops m1 while the members file names it: the members file's m1 serves on
+    write_members(&dir.join("members.toml"), &["m2", "m1"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reloader
+        .reload(file(&dir, Some("members.toml")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        members(&registry),
+        ["m1:active", "m2:active", "static:active"]
+    );
+    assert_eq!(port(&registry, "m1"), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_member_the_file_adds_is_added_though_its_members_file_once_named_it() {
+    let dir = scratch("readded");
+    write_members(&dir.join("members.toml"), &["m1", "m2"]);
+    let (reloader, registry, _stop) = serving(&file(&dir, Some("members.toml"))).await;
+    write_members(&dir.join("members.toml"), &["m1"]);
+    until(&registry, &["m1:active", "static:active"]).await;
+    let done = reloader
+        .reload(file_with(&dir, Some("members.toml"), &["m2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.added.iter().map(MemberId::as_str).collect::<Vec<_>>(),
+        ["m2"]
+    );
+    until(&registry, &["m1:active", "m2:active", "static:active"]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
