@@ -45,12 +45,21 @@ pin_project! {
         ended: bool,
         last_error: Option<String>,
         grace: Option<Duration>,
-        draining: HashMap<MemberId, Instant>,
+        draining: HashMap<MemberId, Drain>,
         timer: Option<Pin<Box<Sleep>>>,
         // changes read and not applied yet, and when the next batch may be applied
         batch: Vec<Change<MemberId, MemberSpec>>,
         hold: Option<Pin<Box<Sleep>>>,
     }
+}
+
+/// A member this discovery drains: until when, and which member in which state (one that
+/// came back and left again since is another drain's).
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    until: Instant,
+    serial: u64,
+    epoch: u32,
 }
 
 /// The most changes read before they are applied (the stream waits meanwhile).
@@ -199,7 +208,7 @@ fn apply(
     registry: &Registry,
     batch: &mut Vec<Change<MemberId, MemberSpec>>,
     grace: Option<Duration>,
-    draining: &mut HashMap<MemberId, Instant>,
+    draining: &mut HashMap<MemberId, Drain>,
 ) -> (u64, u64) {
     let (mut applied, mut skipped) = (0, 0);
     let _ = registry.update(|b| {
@@ -221,9 +230,14 @@ fn apply(
                     let known = match grace {
                         Some(grace) => {
                             let known = b.set_state(id.as_str(), AdminState::Draining).is_ok();
-                            if known {
+                            if let Some(m) = b.get(id.as_str()).filter(|_| known) {
                                 tracing::info!(member = %id, ?grace, "member left discovery; draining");
-                                draining.insert(id, crate::deadline::deadline(Instant::now(), grace));
+                                let drain = Drain {
+                                    until: crate::deadline::deadline(Instant::now(), grace),
+                                    serial: m.serial(),
+                                    epoch: m.state_epoch(),
+                                };
+                                draining.insert(id, drain);
                             }
                             known
                         }
@@ -241,27 +255,32 @@ fn apply(
 /// Removes the members whose grace ended and arms the timer for the next one.
 fn drain_due(
     registry: &Registry,
-    draining: &mut HashMap<MemberId, Instant>,
+    draining: &mut HashMap<MemberId, Drain>,
     timer: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
 ) {
     loop {
         let now = Instant::now();
         let mut due = Vec::new();
-        draining.retain(|id, at| {
-            let keep = *at > now;
+        draining.retain(|id, d| {
+            let keep = d.until > now;
             if !keep {
-                due.push(id.clone());
+                due.push((id.clone(), *d));
             }
             keep
         });
         if !due.is_empty() {
             // every member whose grace ended, with one rebuild
             let _ = registry.update(|b| {
-                for id in due {
-                    // an operator may have taken it back meanwhile; only a still-draining
-                    // member goes
-                    let still = b.get(id.as_str()).map(|m| m.state()) == Some(AdminState::Draining);
+                for (id, d) in due {
+                    // an operator may have taken it back meanwhile (and it may have left
+                    // again, another drain's to end); only the member this drain started
+                    // goes, still draining
+                    let still = b.get(id.as_str()).is_some_and(|m| {
+                        m.state() == AdminState::Draining
+                            && m.serial() == d.serial
+                            && m.state_epoch() == d.epoch
+                    });
                     if still && b.remove(id.as_str()).is_ok() {
                         tracing::info!(member = %id, "drained member removed");
                     }
@@ -269,7 +288,7 @@ fn drain_due(
                 Ok::<_, std::convert::Infallible>(())
             });
         }
-        let Some(next) = draining.values().min().copied() else {
+        let Some(next) = draining.values().map(|d| d.until).min() else {
             *timer = None;
             return;
         };
@@ -423,6 +442,33 @@ mod tests {
         let report = task.await.unwrap();
         assert!(r.load().is_empty());
         assert_eq!(report.applied, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_back_and_gone_again_drains_for_its_second_drain_in_full() {
+        let r = Registry::new();
+        r.insert(MemberSpec::new(id("a"), "http://a.test".parse().unwrap()))
+            .unwrap();
+        let remove = || vec![Ok::<_, std::convert::Infallible>(Change::Remove(id("a")))];
+        let grace = Duration::from_secs(6);
+        let first = tokio::spawn(r.discover(Items(remove().into())).drain_removed(grace));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // back (a reload naming it again), then gone again at 4 s by another drain
+        r.upsert(MemberSpec::new(id("a"), "http://a.test".parse().unwrap()))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let second = tokio::spawn(r.discover(Items(remove().into())).drain_removed(grace));
+        // past the first drain's deadline: the second one's member stays, draining
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(first.is_finished());
+        let a = r.load().get("a").cloned().expect("a drains until 10 s");
+        assert_eq!(a.state(), AdminState::Draining);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            r.load().get("a").is_none(),
+            "a left at the second drain's end"
+        );
+        second.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

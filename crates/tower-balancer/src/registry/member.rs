@@ -171,6 +171,9 @@ pub struct Member {
     weight: AtomicU32,
     priority: AtomicU16,
     state: AtomicU8,
+    /// Counts the admin state's changes: a drain started before the member came back (and
+    /// left again) must not remove it on the first drain's deadline.
+    state_epoch: AtomicU32,
     health: AtomicU8,
     redirect: ArcSwapOption<MemberId>,
     /// Slow-start ramp in permille of the weight (1000 = full weight).
@@ -195,6 +198,7 @@ impl Member {
             weight: AtomicU32::new(spec.weight),
             priority: AtomicU16::new(spec.priority),
             state: AtomicU8::new(spec.state as u8),
+            state_epoch: AtomicU32::new(0),
             health: AtomicU8::new(match spec.health {
                 Health::Healthy => 0,
                 Health::Unhealthy => HealthSource::Operator as u8,
@@ -400,7 +404,14 @@ impl Member {
     }
 
     pub(crate) fn set_state(&self, state: AdminState) {
-        self.state.store(state as u8, Ordering::Release);
+        if self.state.swap(state as u8, Ordering::AcqRel) != state as u8 {
+            self.state_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// How many times the admin state has changed.
+    pub(crate) fn state_epoch(&self) -> u32 {
+        self.state_epoch.load(Ordering::Acquire)
     }
 
     /// Records `source`'s verdict; returns whether the overall health changed.
