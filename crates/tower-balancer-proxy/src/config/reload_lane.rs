@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tower::discover::Change;
+use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{OutlierDetection, ReadmissionTask, SlowStart};
 use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Registry};
@@ -263,14 +264,8 @@ impl RunningLane {
         }
     }
 
-    /// Probes with the new settings (resumed: members keep the health they have), and the
-    /// discovery sources and slow start again where their settings changed.
-    fn sources(
-        &mut self,
-        mut sources: SourcePlan,
-        probe: Option<ProbeKind>,
-        new: &BalancerSection,
-    ) {
+    /// Probes with the new settings (resumed: members keep the health they have).
+    fn probes(&mut self, probe: Option<ProbeKind>) {
         self.tasks.probe = probe.map(|p| p.spawn_resumed(&self.registry));
         if self.tasks.probe.is_none() {
             // nothing probes any more: what the last probe said down must not stay down
@@ -282,6 +277,17 @@ impl RunningLane {
                 );
             }
         }
+    }
+
+    /// Probes with the new settings (resumed: members keep the health they have), and the
+    /// discovery sources and slow start again where their settings changed.
+    fn sources(
+        &mut self,
+        mut sources: SourcePlan,
+        probe: Option<ProbeKind>,
+        new: &BalancerSection,
+    ) {
+        self.probes(probe);
         let old = &self.section;
         let drain = sources.drain;
         let drain_changed = old.drain != new.drain;
@@ -292,39 +298,20 @@ impl RunningLane {
             || old.members_file != new.members_file
             || old.members_poll != new.members_poll
         {
-            let previous = self.tasks.file_source.take();
-            self.tasks.file_source = sources.file.take().map(|f| {
-                // this registry never had the new file's first read: announce it all
-                SourceTask::spawn(
-                    f.starting_from([]).into_stream(),
-                    &BTreeMap::new(),
-                    previous.as_ref(),
-                    &self.statics,
-                    &self.registry,
-                    drain,
-                )
-            });
+            // this registry never had the new file's first read: it announces it all
+            let next = sources
+                .file
+                .take()
+                .map(|f| f.starting_from([]).into_stream());
+            let slot = &mut self.tasks.file_source;
+            restart(slot, next, &self.statics, &self.registry, drain, &mut gone);
             restarted = true;
-            if self.tasks.file_source.is_none() {
-                gone.extend(previous.iter().flat_map(SourceTask::announced));
-            }
         }
         if drain_changed || old.dns != new.dns {
-            let previous = self.tasks.dns_source.take();
-            self.tasks.dns_source = sources.dns.take().map(|d| {
-                SourceTask::spawn(
-                    d.into_stream(),
-                    &BTreeMap::new(),
-                    previous.as_ref(),
-                    &self.statics,
-                    &self.registry,
-                    drain,
-                )
-            });
+            let next = sources.dns.take().map(DnsDiscovery::into_stream);
+            let slot = &mut self.tasks.dns_source;
+            restart(slot, next, &self.statics, &self.registry, drain, &mut gone);
             restarted = true;
-            if self.tasks.dns_source.is_none() {
-                gone.extend(previous.iter().flat_map(SourceTask::announced));
-            }
         }
         // every reload starts etcd again, so a password file or certificate rewritten in
         // place (a rotation) is read again; the new source takes over the old one's members
@@ -372,5 +359,34 @@ impl RunningLane {
             kept.extend(etcd.announced());
         }
         kept
+    }
+}
+
+/// Replaces the source in `slot` with one following `next`, which takes over the old one's
+/// members; with no next one, what the old one put in goes into `gone`.
+fn restart<S>(
+    slot: &mut Option<SourceTask>,
+    next: Option<S>,
+    statics: &Statics,
+    registry: &Registry,
+    drain: Duration,
+    gone: &mut BTreeSet<MemberId>,
+) where
+    S: futures_core::TryStream<Ok = Change<MemberId, MemberSpec>> + Send + 'static,
+    S::Error: std::fmt::Display + Send,
+{
+    let previous = slot.take();
+    *slot = next.map(|stream| {
+        SourceTask::spawn(
+            stream,
+            &BTreeMap::new(),
+            previous.as_ref(),
+            statics,
+            registry,
+            drain,
+        )
+    });
+    if slot.is_none() {
+        gone.extend(previous.iter().flat_map(SourceTask::announced));
     }
 }

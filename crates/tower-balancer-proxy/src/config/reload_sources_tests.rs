@@ -96,17 +96,7 @@ async fn until(registry: &Registry, want: &[&str]) {
 async fn a_members_file_a_reload_drops_takes_its_members_and_their_drains_with_it() {
     let dir = scratch("dropped");
     write_members(&dir.join("members.toml"), &["m1"]);
-    let bound = file(&dir, Some("members.toml"))
-        .build()
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
-    let (reloader, registry) = (bound.reloader(), bound.registry().clone());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(bound.serve(async move {
-        let _ = stopped.await;
-    }));
+    let (reloader, registry, _stop) = serving(&file(&dir, Some("members.toml"))).await;
     // added while running, then one of them taken out again (draining for 1 s)
     write_members(&dir.join("members.toml"), &["m1", "m2", "m3"]);
     until(
@@ -136,17 +126,7 @@ async fn a_members_file_replaced_by_another_hands_its_members_over() {
     let dir = scratch("replaced");
     write_members(&dir.join("a.toml"), &["m1"]);
     write_members(&dir.join("b.toml"), &["m2", "m3"]);
-    let bound = file(&dir, Some("a.toml"))
-        .build()
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
-    let (reloader, registry) = (bound.reloader(), bound.registry().clone());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(bound.serve(async move {
-        let _ = stopped.await;
-    }));
+    let (reloader, registry, _stop) = serving(&file(&dir, Some("a.toml"))).await;
     write_members(&dir.join("a.toml"), &["m1", "m2", "m4"]);
     until(
         &registry,

@@ -329,6 +329,40 @@ impl ConfigFile {
         Ok((name, value))
     }
 
+    /// A fixed answer's route, checked: a status it can give, a body it may have.
+    fn respond(&self, r: &RouteSection, code: u16, key: &str) -> Result<Action, ConfigError> {
+        let refuse = |sub: &str, msg: String| self.err(NO_SPAN, &format!("{key}.{sub}"), msg);
+        let status = StatusCode::from_u16(code)
+            .ok()
+            .filter(|s| !s.is_informational() && code <= 599)
+            .ok_or_else(|| refuse("respond", format!("{code} is not a status from 200 to 599")))?;
+        if matches!(code, 301 | 302 | 303 | 307 | 308) {
+            return Err(refuse(
+                "respond",
+                format!(
+                    "a {code} answer sends the client to its Location: write \
+                     `redirect = \"…\"` with `status = {code}`"
+                ),
+            ));
+        }
+        if matches!(code, 204 | 205 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(refuse("body", format!("a {code} answer has no body")));
+        }
+        let content_type = r
+            .content_type
+            .as_deref()
+            .unwrap_or("text/plain; charset=utf-8");
+        let content_type = HeaderValue::try_from(content_type)
+            .map_err(|_| refuse("content_type", "not a header value".into()))?;
+        let body = Bytes::from(r.body.clone().unwrap_or_default());
+        Ok(Action::Respond {
+            status,
+            body,
+            content_type,
+        })
+    }
+
+    /// What a route does, checked: the balancer it names exists, or its answer or redirect.
     fn action(&self, r: &RouteSection, key: &str) -> Result<Action, ConfigError> {
         let refuse = |sub: &str, msg: String| self.err(NO_SPAN, &format!("{key}.{sub}"), msg);
         if let Some(name) = &r.balancer {
@@ -346,36 +380,7 @@ impl ConfigFile {
             return Ok(Action::Balancer { lane, rewrite });
         }
         if let Some(code) = r.respond {
-            let status = StatusCode::from_u16(code)
-                .ok()
-                .filter(|s| !s.is_informational() && code <= 599)
-                .ok_or_else(|| {
-                    refuse("respond", format!("{code} is not a status from 200 to 599"))
-                })?;
-            if matches!(code, 301 | 302 | 303 | 307 | 308) {
-                return Err(refuse(
-                    "respond",
-                    format!(
-                        "a {code} answer sends the client to its Location: write \
-                         `redirect = \"…\"` with `status = {code}`"
-                    ),
-                ));
-            }
-            if matches!(code, 204 | 205 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
-                return Err(refuse("body", format!("a {code} answer has no body")));
-            }
-            let content_type = r
-                .content_type
-                .as_deref()
-                .unwrap_or("text/plain; charset=utf-8");
-            let content_type = HeaderValue::try_from(content_type)
-                .map_err(|_| refuse("content_type", "not a header value".into()))?;
-            let body = Bytes::from(r.body.clone().unwrap_or_default());
-            return Ok(Action::Respond {
-                status,
-                body,
-                content_type,
-            });
+            return self.respond(r, code, key);
         }
         let to = r.redirect.clone().unwrap_or_default();
         let uri = to.parse::<http::Uri>().ok();
