@@ -218,6 +218,17 @@ impl ConfigFile {
                 "polls under 10ms read the file hundreds of times a second: give 10ms or more (1s is the default)",
             );
         }
+        if b.dns
+            .as_ref()
+            .and_then(|d| d.ttl_floor)
+            .is_some_and(|t| t < std::time::Duration::from_millis(100))
+        {
+            refuse(
+                None,
+                "balancer.dns.ttl_floor",
+                "a floor under 100ms resolves many times a second when records have a TTL of 0: give 100ms or more (1s is the default)",
+            );
+        }
         if b.members_poll.is_some() && b.members_file.is_none() {
             refuse(
                 None,

@@ -32,16 +32,20 @@ impl ConfigFile {
                 // unreadable or empty: say which key of this file named it
                 None => self.err(Some(p), "balancer.members_file", e.to_string()),
             })?;
+            // a route this file declares stays this file's, as it does while running
+            let (specs, shadowed): (Vec<_>, Vec<_>) = specs
+                .into_iter()
+                .partition(|s| registry.load().get(s.id().as_str()).is_none());
+            for spec in &shadowed {
+                tracing::warn!(
+                    member = %spec.id(),
+                    "the members file names a member this file declares: this file's member stays as it says"
+                );
+            }
             file = file.starting_from(specs.iter().cloned());
             for spec in specs {
-                let id = spec.id().clone();
-                registry.insert(spec).map_err(|_| {
-                    self.err(
-                        Some(p),
-                        "balancer.members_file",
-                        format!("route `{id}` is in the members file and in this file"),
-                    )
-                })?;
+                // checked above: no member of this id yet
+                let _ = registry.insert(spec);
             }
             plan.file = Some(file);
         }

@@ -34,6 +34,15 @@ fn settings_that_would_do_nothing_or_clash_are_refused_at_their_key() {
             file(
                 "",
                 "",
+                "[balancer.dns]\nname = \"be.test\"\nport = 80\nttl_floor = \"1ms\"\n",
+            ),
+            "balancer.dns.ttl_floor",
+            "give 100ms or more",
+        ),
+        (
+            file(
+                "",
+                "",
                 "[balancer.health]\nmethod = \"TCP\"\nexpect = \"200-299\"\n",
             ),
             "balancer.health.method",

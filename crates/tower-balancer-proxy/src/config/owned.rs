@@ -67,6 +67,18 @@ impl Statics {
 pub(crate) struct SourceTask {
     _task: AbortOnDrop,
     announced: Announced,
+    /// What it removed and may still be draining (a stopped task finishes no drain).
+    removing: Removing,
+}
+
+/// The ids a source removed and has not named again since.
+#[derive(Debug, Clone, Default)]
+struct Removing(Arc<Mutex<BTreeSet<MemberId>>>);
+
+impl Removing {
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeSet<MemberId>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl SourceTask {
@@ -89,14 +101,18 @@ impl SourceTask {
         let before = previous
             .map(|p| p.announced.with(|a| a.clone()))
             .unwrap_or_default();
-        let previous = (!before.is_empty()).then(|| before.keys().cloned().collect());
+        let mut handed: BTreeSet<MemberId> = before.keys().cloned().collect();
+        handed.extend(previous.map(|p| p.draining(registry)).unwrap_or_default());
+        let previous = (!handed.is_empty()).then_some(handed);
         // until the handover, the previous source's members are this one's to remove
         let mut announced = before;
         announced.extend(named.iter().map(|(id, s)| (id.clone(), s.clone())));
         let announced = Announced(Arc::new(Mutex::new(announced)));
+        let removing = Removing::default();
         let owning = Owning {
             inner: stream,
             announced: announced.clone(),
+            removing: removing.clone(),
             statics: statics.clone(),
             shadowed: BTreeSet::new(),
             previous,
@@ -106,6 +122,7 @@ impl SourceTask {
         Self {
             _task: AbortOnDrop::spawn(registry.discover(owning).drain_removed(drain)),
             announced,
+            removing,
         }
     }
 
@@ -115,16 +132,38 @@ impl SourceTask {
         self.announced.with(|a| a.keys().cloned().collect())
     }
 
+    /// The members this source removed that are still draining: its task ends no drain
+    /// once stopped.
+    fn draining(&self, registry: &Registry) -> BTreeSet<MemberId> {
+        let snapshot = registry.load();
+        self.removing.with(|r| {
+            r.retain(|id| {
+                snapshot
+                    .get(id.as_str())
+                    .is_some_and(|m| m.state() == AdminState::Draining)
+            });
+            r.clone()
+        })
+    }
+
+    /// What stopping this source leaves to drain: the members it names, and the ones it
+    /// was draining.
+    pub(crate) fn leftovers(&self, registry: &Registry) -> BTreeSet<MemberId> {
+        let mut ids = self.announced();
+        ids.extend(self.draining(registry));
+        ids
+    }
+
     /// The member this source names as `id`, when it names one.
     pub(crate) fn spec(&self, id: &MemberId) -> Option<MemberSpec> {
         self.announced.with(|a| a.get(id).cloned())
     }
 }
 
-/// Drains, for `drain`, the members of `registry` no one keeps: the ones `gone` (sources a
-/// reload stopped) put in, and any member left draining by a stopped source, unless
-/// `kept` (the new file's members and the running sources' ones) names it. The handle ends
-/// when the last of them is removed.
+/// Drains, for `drain`, the members of `registry` no one keeps: the ones `gone` (what
+/// sources a reload stopped left: see [`SourceTask::leftovers`]), unless `kept` (the new
+/// file's members and the running sources' ones) names it. The handle ends when the last
+/// of them is removed.
 pub(crate) fn retire(
     registry: &Registry,
     gone: BTreeSet<MemberId>,
@@ -132,15 +171,6 @@ pub(crate) fn retire(
     drain: Duration,
 ) -> Option<AbortOnDrop> {
     let mut ids = gone;
-    // a source stopped while it drained a member leaves it draining for ever
-    ids.extend(
-        registry
-            .load()
-            .members()
-            .iter()
-            .filter(|m| m.state() == AdminState::Draining)
-            .map(|m| m.id().clone()),
-    );
     ids.retain(|id| !kept.contains(id));
     if ids.is_empty() {
         return None;
@@ -162,6 +192,7 @@ pin_project! {
         #[pin]
         inner: S,
         announced: Announced,
+        removing: Removing,
         // the configuration file's own members: this source leaves them alone
         statics: Statics,
         // the file's members this source named too, said once each
@@ -188,6 +219,7 @@ where
                 if this.statics.contains(&id) {
                     continue;
                 }
+                this.removing.with(|r| r.insert(id.clone()));
                 return Poll::Ready(Some(Ok(Change::Remove(id))));
             }
             match this.inner.as_mut().try_poll_next(cx) {
@@ -216,6 +248,14 @@ where
                         continue;
                     }
                     this.shadowed.remove(id);
+                    let removing = matches!(change, Change::Remove(_));
+                    this.removing.with(|r| {
+                        if removing {
+                            r.insert(id.clone())
+                        } else {
+                            r.remove(id)
+                        }
+                    });
                     return Poll::Ready(Some(Ok(change)));
                 }
                 Poll::Ready(other) => return Poll::Ready(other),
@@ -347,23 +387,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retiring_drains_what_no_one_keeps_and_orphaned_drains() {
+    async fn stopping_leaves_what_a_source_names_and_drains_and_retiring_spares_the_kept() {
         let r = Registry::new();
         r.insert(spec("kept")).unwrap();
-        r.insert(spec("orphan")).unwrap();
-        r.set_state("orphan", AdminState::Draining).unwrap();
-        r.insert(spec("added")).unwrap();
-        let gone: BTreeSet<MemberId> = [MemberId::new("added").unwrap()].into();
+        let (tx, stream) = channel();
+        let source = SourceTask::spawn(
+            stream,
+            &BTreeMap::new(),
+            None,
+            &Statics::default(),
+            &r,
+            Duration::from_secs(5),
+        );
+        insert(&tx, "a");
+        insert(&tx, "b");
+        settle().await;
+        tx.send(Ok(Change::Remove(MemberId::new("b").unwrap())))
+            .unwrap();
+        settle().await;
+        assert_eq!(ids(&r), ["a:active", "b:draining", "kept:active"]);
+        // stopped mid-drain: b would stay draining for ever
+        let gone = source.leftovers(&r);
+        drop(source);
         let kept: BTreeSet<MemberId> = [MemberId::new("kept").unwrap()].into();
         let task = retire(&r, gone, &kept, Duration::from_secs(5)).unwrap();
         settle().await;
-        assert_eq!(
-            ids(&r),
-            ["added:draining", "kept:active", "orphan:draining"]
-        );
+        assert_eq!(ids(&r), ["a:draining", "b:draining", "kept:active"]);
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(ids(&r), ["kept:active"]);
         assert!(task.is_finished());
-        assert!(retire(&r, BTreeSet::new(), &kept, Duration::ZERO).is_none());
+        assert!(retire(&r, kept.clone(), &kept, Duration::ZERO).is_none());
     }
 }

@@ -387,6 +387,6 @@ fn restart<S>(
         )
     });
     if slot.is_none() {
-        gone.extend(previous.iter().flat_map(SourceTask::announced));
+        gone.extend(previous.iter().flat_map(|p| p.leftovers(registry)));
     }
 }

@@ -217,3 +217,43 @@ async fn a_member_the_file_adds_is_added_though_its_members_file_once_named_it()
     until(&registry, &["m1:active", "m2:active", "static:active"]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_members_file_put_back_while_its_members_drain_takes_them_back() {
+    let dir = scratch("put-back");
+    write_members(&dir.join("members.toml"), &["m1"]);
+    let (reloader, registry, _stop) = serving(&file(&dir, Some("members.toml"))).await;
+    reloader.reload(file(&dir, None)).await.unwrap();
+    until(&registry, &["m1:draining", "static:active"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reloader
+        .reload(file(&dir, Some("members.toml")))
+        .await
+        .unwrap();
+    until(&registry, &["m1:active", "static:active"]).await;
+    // past the first drain's end: m1 stays
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(members(&registry), ["m1:active", "static:active"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_members_file_naming_a_member_of_the_file_starts_and_reloads_with_the_files() {
+    let dir = scratch("overlap");
+    write_members(&dir.join("members.toml"), &["m1", "m2"]);
+    let config = file_with(&dir, Some("members.toml"), &["m1"]);
+    let (reloader, registry, _stop) = serving(&config).await;
+    assert_eq!(port(&registry, "m1"), Some(2));
+    // an unrelated change reloads too, the overlap said, not refused
+    reloader
+        .reload(file_with(&dir, Some("members.toml"), &["m1", "m3"]))
+        .await
+        .unwrap();
+    until(
+        &registry,
+        &["m1:active", "m2:active", "m3:active", "static:active"],
+    )
+    .await;
+    assert_eq!(port(&registry, "m1"), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -368,9 +368,10 @@ impl DnsDiscoveryBuilder {
         if self.scheme != "http" && self.scheme != "https" {
             return Err(DnsError::Scheme(self.scheme));
         }
-        if self.ttl_floor.is_zero() || self.retry.is_zero() {
+        // shorter ones resolve hundreds of times a second (a TTL of 0 is common)
+        if self.ttl_floor < Duration::from_millis(10) || self.retry < Duration::from_millis(10) {
             return Err(DnsError::Settings(
-                "the TTL floor and the retry interval must be longer than zero",
+                "the TTL floor and the retry interval must be 10ms or longer",
             ));
         }
         if self.ttl_ceiling < self.ttl_floor {
