@@ -314,6 +314,23 @@ mod tests {
         (tx, stream)
     }
 
+    /// A source following `stream` into `r`, with no members of the file's own.
+    fn follow(
+        stream: impl TryStream<Ok = Change<MemberId, MemberSpec>, Error = String> + Send + 'static,
+        previous: Option<&SourceTask>,
+        r: &Registry,
+        drain: Duration,
+    ) -> SourceTask {
+        SourceTask::spawn(
+            stream,
+            &BTreeMap::new(),
+            previous,
+            &Statics::default(),
+            r,
+            drain,
+        )
+    }
+
     fn insert(tx: &Tx, id: &str) {
         tx.send(Ok(Change::Insert(MemberId::new(id).unwrap(), spec(id))))
             .unwrap();
@@ -328,14 +345,7 @@ mod tests {
     async fn a_source_says_what_it_put_in_and_took_out() {
         let r = Registry::new();
         let (tx, stream) = channel();
-        let source = SourceTask::spawn(
-            stream,
-            &BTreeMap::new(),
-            None,
-            &Statics::default(),
-            &r,
-            Duration::ZERO,
-        );
+        let source = follow(stream, None, &r, Duration::ZERO);
         insert(&tx, "a");
         insert(&tx, "b");
         settle().await;
@@ -351,26 +361,12 @@ mod tests {
     async fn a_replacing_source_removes_what_the_old_one_put_in_only_after_its_first_answer() {
         let r = Registry::new();
         let (tx, stream) = channel();
-        let old = SourceTask::spawn(
-            stream,
-            &BTreeMap::new(),
-            None,
-            &Statics::default(),
-            &r,
-            Duration::ZERO,
-        );
+        let old = follow(stream, None, &r, Duration::ZERO);
         insert(&tx, "a");
         insert(&tx, "b");
         settle().await;
         let (tx2, stream2) = channel();
-        let new = SourceTask::spawn(
-            stream2,
-            &BTreeMap::new(),
-            Some(&old),
-            &Statics::default(),
-            &r,
-            Duration::from_secs(5),
-        );
+        let new = follow(stream2, Some(&old), &r, Duration::from_secs(5));
         drop(old);
         // an error is no answer: the old members stay
         tx2.send(Err("resolver down".to_owned())).unwrap();
@@ -391,14 +387,7 @@ mod tests {
         let r = Registry::new();
         r.insert(spec("kept")).unwrap();
         let (tx, stream) = channel();
-        let source = SourceTask::spawn(
-            stream,
-            &BTreeMap::new(),
-            None,
-            &Statics::default(),
-            &r,
-            Duration::from_secs(5),
-        );
+        let source = follow(stream, None, &r, Duration::from_secs(5));
         insert(&tx, "a");
         insert(&tx, "b");
         settle().await;
