@@ -1,7 +1,8 @@
-# Sourced by compare.sh and instructions.sh: installs what is missing from Debian's packages
+# Sourced by the scripts that measure: installs what is missing from Debian's packages
 # (`ensure_tools CMD:PACKAGE ...`), makes a scratch directory whose started processes are
 # stopped on exit ($RUNDIR, every *.pid in it), and starts the two nginx members both
 # measure against (`start_backends`: 127.0.0.1:9763 and :9764, "node1\n" and "node2\n"),
+# waits for a started balancer to answer (`wait_ready URL [CURL-ARGS]`),
 # and writes nginx and HAProxy as balancers with the anchors' configs (`nginx_lb_conf`,
 # `haproxy_lb_cfg`).
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -18,6 +19,18 @@ cleanup() {
   rm -rf "$RUNDIR"
 }
 trap cleanup EXIT
+# wait_ready URL [CURL-ARGS...]: waits up to 10 s for URL to answer 2xx (a balancer just
+# started); fails when it never does, so a script does not measure a balancer that is down.
+wait_ready() {
+  local url="$1" _
+  shift
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "$@" "$url" && return 0
+    sleep 0.1
+  done
+  echo "$url did not answer within 10 s" >&2
+  return 1
+}
 start_backends() {
   local n port
   for n in 1 2; do

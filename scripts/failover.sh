@@ -44,7 +44,7 @@ if [ -z "${OURS_BIN:-}" ]; then
 fi
 "$OURS_BIN" --config "$RUNDIR/lb.toml" >"$RUNDIR/ours.out" 2>&1 &
 echo $! >"$RUNDIR/ours.pid"
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8091/ >/dev/null && break; sleep 0.1; done
+wait_ready http://127.0.0.1:8091/
 
 # ours: the route cookie the balancer sets on an answer from node1
 OURS_COOKIE=""
@@ -68,7 +68,7 @@ kill_member1() { # the master first, so it cannot respawn a worker, then its wor
 run() { # name pid-file url [cookie] -> "name requests non-2xx socket-errors user-µs sys-µs"
   local name="$1" pidfile="$2" out u1 s1 u2 s2
   shift 2
-  for _ in $(seq 1 50); do curl -sf "$1" >/dev/null && break; sleep 0.1; done
+  wait_ready "$1"
   wrk -t1 -c64 -d2s "$1" >/dev/null # warm the pools
   ( sleep 3; kill_member1; sleep 3; nginx -c "$RUNDIR/backend1.conf" -p "$RUNDIR" ) &
   local killer=$!

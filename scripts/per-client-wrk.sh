@@ -48,10 +48,7 @@ CONF
 "$BIN" --check "$RUNDIR/lb.toml" >/dev/null
 "$BIN" --config "$RUNDIR/lb.toml" >"$RUNDIR/lb.log" 2>&1 &
 echo $! >"$RUNDIR/lb.pid"
-for _ in $(seq 50); do
-  curl -sf -o /dev/null -H 'X-Forwarded-For: 198.51.100.9' http://127.0.0.1:8097/ && break
-  sleep 0.1
-done
+wait_ready http://127.0.0.1:8097/ -H 'X-Forwarded-For: 198.51.100.9'
 
 polite() {
   local ok=0 other=0 code

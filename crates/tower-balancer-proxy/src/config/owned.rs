@@ -25,6 +25,9 @@ use pin_project_lite::pin_project;
 use tower::discover::Change;
 use tower_balancer::registry::{AdminState, MemberId, MemberSpec, Registry};
 
+use tower_balancer::discovery::DnsDiscovery;
+
+use super::members::MembersFile;
 use super::plan::AbortOnDrop;
 
 /// The members a source names now (inserted and not removed since), shared with its task.
@@ -124,6 +127,35 @@ impl SourceTask {
             announced,
             removing,
         }
+    }
+
+    /// Follows a members file from start-up (or in a balancer a reload added): the
+    /// registry already holds its first read.
+    pub(crate) fn members_file(
+        file: MembersFile,
+        statics: &Statics,
+        registry: &Registry,
+        drain: Duration,
+    ) -> Self {
+        let named = file.known().clone();
+        Self::spawn(file.into_stream(), &named, None, statics, registry, drain)
+    }
+
+    /// Follows DNS from start-up (or in a balancer a reload added).
+    pub(crate) fn dns(
+        dns: DnsDiscovery,
+        statics: &Statics,
+        registry: &Registry,
+        drain: Duration,
+    ) -> Self {
+        Self::spawn(
+            dns.into_stream(),
+            &BTreeMap::new(),
+            None,
+            statics,
+            registry,
+            drain,
+        )
     }
 
     /// The members this source (or the one it replaced, before its handover) put in the

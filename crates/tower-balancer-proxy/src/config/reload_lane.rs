@@ -122,30 +122,11 @@ impl RunningLane {
         let drain = lane.sources.drain;
         let tasks = Tasks {
             probe: ready.probe.as_ref().map(|p| p.spawn(&registry).0),
-            file_source: lane.sources.file.take().map(|f| {
-                {
-                    // the new balancer's registry holds the file's first read
-                    let named = f.known().clone();
-                    SourceTask::spawn(
-                        f.into_stream(),
-                        &named,
-                        None,
-                        &lane.statics,
-                        &registry,
-                        drain,
-                    )
-                }
-            }),
-            dns_source: lane.sources.dns.take().map(|d| {
-                SourceTask::spawn(
-                    d.into_stream(),
-                    &BTreeMap::new(),
-                    None,
-                    &lane.statics,
-                    &registry,
-                    drain,
-                )
-            }),
+            // the new balancer's registry holds the file's first read
+            file_source: (lane.sources.file.take())
+                .map(|f| SourceTask::members_file(f, &lane.statics, &registry, drain)),
+            dns_source: (lane.sources.dns.take())
+                .map(|d| SourceTask::dns(d, &lane.statics, &registry, drain)),
             etcd_source: lane
                 .sources
                 .etcd

@@ -1,7 +1,6 @@
 //! A built balancer and its binding: its ports are opened (so "port in use" is found
 //! before anything runs) and its probes, discovery and manager started; [`Bound`] serves.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 
@@ -268,27 +267,10 @@ impl LanePlan {
             None => (None, None),
         };
         let drain = self.sources.drain;
-        let file_source = self.sources.file.take().map(|f| {
-            let named = f.known().clone();
-            SourceTask::spawn(
-                f.into_stream(),
-                &named,
-                None,
-                &self.statics,
-                &self.registry,
-                drain,
-            )
-        });
-        let dns_source = self.sources.dns.take().map(|d| {
-            SourceTask::spawn(
-                d.into_stream(),
-                &BTreeMap::new(),
-                None,
-                &self.statics,
-                &self.registry,
-                drain,
-            )
-        });
+        let file_source = (self.sources.file.take())
+            .map(|f| SourceTask::members_file(f, &self.statics, &self.registry, drain));
+        let dns_source = (self.sources.dns.take())
+            .map(|d| SourceTask::dns(d, &self.statics, &self.registry, drain));
         let etcd_source = match self.sources.etcd.take() {
             Some(source) => {
                 super::etcd::initial(&source, &self.registry).await;
