@@ -18,14 +18,16 @@
 # scripts/instructions.sh counts the dist binary.
 #
 # Usage: scripts/instructions-check.sh [--update]   (--update rewrites the ceilings file from
-# this run's figures plus 5%). Bounded: every process it starts stops within 60 s.
+# this run's figures plus 5%). SAME_TASK=1 also counts benches/src/bin/same_task_floor.rs
+# (hyper's own HTTP/1 client driven from the client connection's task: how far the floor
+# could move with a member client of our own). Bounded: every process it starts stops within 60 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/backends.sh
 . scripts/backends.sh
 ensure_tools nginx:nginx-light h2load:nghttp2-client valgrind:valgrind openssl:openssl curl:curl
 start_backends
-cargo build -q --profile bench -p tower-balancer-bin -p benches --bin tower-balancer --bin pick_count --bin hyper_floor
+cargo build -q --profile bench -p tower-balancer-bin -p benches --bin tower-balancer --bin pick_count --bin hyper_floor --bin same_task_floor
 BIN=./target/release/tower-balancer
 FLOOR=./target/release/hyper_floor
 PICK=./target/release/pick_count
@@ -93,6 +95,10 @@ floor=$(per_request floor "http://127.0.0.1:8280/" no \
 plain=$(per_request plain "http://127.0.0.1:8281/" no "$BIN" --config "$RUNDIR/plain.toml" --workers 1)
 sticky=$(per_request sticky "http://127.0.0.1:8281/" yes "$BIN" --config "$RUNDIR/plain.toml" --workers 1)
 tls=$(per_request tls "https://127.0.0.1:8282/" no "$BIN" --config "$RUNDIR/tls.toml" --workers 1)
+if [ "${SAME_TASK:-}" = 1 ]; then # the member client issue K allows, at its lower bound
+  same=$(per_request same "http://127.0.0.1:8283/" no ./target/release/same_task_floor \
+    --listen 127.0.0.1:8283 --member 127.0.0.1:9763 --member 127.0.0.1:9764 --seconds 55)
+fi
 rr=$(per_pick round-robin)
 p2c=$(per_pick p2c)
 
@@ -100,6 +106,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}')"
 echo "instructions per request (difference of $LOW and $HIGH requests, h2load --h1 -c 8, --profile bench):"
 echo "  hyper floor          $floor"
+if [ -n "${same:-}" ]; then
+  echo "  same-task floor      $same   ($(ratio "$same" "$floor") x floor; benches/src/bin/same_task_floor.rs)"
+fi
 echo "  binary, plain        $plain   ($(ratio "$plain" "$floor") x floor)"
 echo "  binary, route cookie $sticky   ($(ratio "$sticky" "$floor") x floor)"
 echo "  binary, TLS front    $tls   ($(ratio "$tls" "$floor") x floor)"
