@@ -95,6 +95,11 @@ async fn balancer(
 /// Sends raw bytes and returns the response's status line (or "" if closed without one).
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw_on(&mut s, bytes).await
+}
+
+/// Sends more bytes on `s` and returns the answer's status line ("" if closed without one).
+async fn raw_on(s: &mut tokio::net::TcpStream, bytes: &[u8]) -> String {
     let _ = s.write_all(bytes).await;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -131,58 +136,109 @@ async fn closed_silently(s: &mut tokio::net::TcpStream) -> Duration {
     start.elapsed()
 }
 
+/// A server certificate for wso2.com signed by a private CA: the server's TLS config and a
+/// client config that trusts the CA.
+fn tls_pair() -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["wso2.com".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let tls = server_tls_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (tls, tokio_rustls::TlsConnector::from(Arc::new(client_tls)))
+}
+
+/// GET /carbon/ for wso2.com over TLS: the status and the body.
+async fn tls_get(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) -> (StatusCode, Bytes) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("wso2.com").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let res = send
+        .send_request(
+            Request::get("/carbon/")
+                .header("host", "wso2.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.into_body().collect().await.unwrap().to_bytes())
+}
+
 #[tokio::test]
 async fn the_stack_is_served_over_tls_with_the_clients_address_forwarded() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["wso2.com".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let tls =
-            server_tls_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
-
+        let (tls, connector) = tls_pair();
         let m = member("node1", Duration::ZERO).await;
         let r = registry(&[("node1", m)]);
         let (addr, stop, task) = balancer(&r, ServeConfig::new().tls(tls)).await;
-
-        // a client that trusts the private CA and knows wso2.com is at our address
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("wso2.com").unwrap();
-        let stream = connector.connect(name, tcp).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let res = send
-            .send_request(
-                Request::get("/carbon/")
-                    .header("host", "wso2.com")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let (status, body) = tls_get(addr, &connector).await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(&body[..], b"node1 Some(\"127.0.0.1\") Some(\"https\")");
         let _ = stop.send(());
         task.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn plain_http_sent_to_the_tls_port_gets_a_400_that_says_so() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (tls, connector) = tls_pair();
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        let (addr, _stop, _task) = balancer(&r, ServeConfig::new().tls(tls)).await;
+        // the whole answer, then the close (not a reset that loses it)
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /carbon/ HTTP/1.1\r\nHost: wso2.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(
+            answer.ends_with("sent as plain HTTP. Use https.\n"),
+            "{answer}"
+        );
+        // a request head sent in pieces is read to its end first
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            raw_on(&mut s, b"Host: wso2.com\r\nContent-Length: 3\r\n\r\nabc").await,
+            "HTTP/1.1 400 Bad Request"
+        );
+        // TLS clients are served as before
+        let (status, _) = tls_get(addr, &connector).await;
+        assert_eq!(status, StatusCode::OK);
     })
     .await
     .unwrap();

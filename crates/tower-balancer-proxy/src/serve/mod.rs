@@ -8,6 +8,7 @@
 
 mod config;
 mod guard;
+mod plain_on_tls;
 mod reload;
 mod server;
 #[cfg_attr(not(feature = "config"), allow(dead_code))]

@@ -213,10 +213,16 @@ async fn connection<S: Servable>(
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    // a failed or slow handshake: drop the connection
-    let Ok(Ok(stream)) =
-        tokio::time::timeout(config.handshake_timeout, acceptor.accept(sock)).await
-    else {
+    // a failed or slow handshake: drop the connection; plain HTTP: say so, then drop it
+    let accepted = tokio::time::timeout(config.handshake_timeout, async {
+        if super::plain_on_tls::is_plain_http(&sock).await {
+            tracing::debug!(client = %peer, "plain HTTP sent to the TLS port: 400");
+            super::plain_on_tls::refuse(sock).await;
+            return None;
+        }
+        acceptor.accept(sock).await.ok()
+    });
+    let Ok(Some(stream)) = accepted.await else {
         config.stats.handshake(false);
         return;
     };
