@@ -358,3 +358,48 @@ fn check_warns_of_a_balancer_no_route_sends_to() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("no route sends"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancers_background_tasks_log_in_its_name() {
+    let up = member("node1").await;
+    // a port with nothing listening: its health probe fails and says so
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let d = dir("background-log-names");
+    let text = format!(
+        "{}\n[balancer.health]\nmethod = \"TCP\"\ninterval = \"100ms\"\nfails = 1\ninitial = \"up\"\n",
+        config(up, closed)
+    );
+    let cfg = file(&d, "lb.toml", &text);
+    let err = d.join("stderr");
+    let mut child = common::Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--workers", "1"])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&err).unwrap();
+        if let Some(l) = text.lines().find(|l| l.contains("health probe")) {
+            break l.to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no probe line: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    kill(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.0.wait()).await;
+    let _ = std::fs::remove_dir_all(&d);
+    assert!(line.contains("balancer{name=cluster}"), "{line}");
+    assert!(line.contains("member=node2"), "{line}");
+}

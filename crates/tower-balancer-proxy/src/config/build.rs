@@ -134,7 +134,7 @@ impl ConfigFile {
     }
 
     /// `key` as written in the file: a `balancer.…` key is this lane's.
-    fn lane_key(&self, key: &str) -> String {
+    pub(super) fn lane_key(&self, key: &str) -> String {
         match key.strip_prefix("balancer") {
             Some("") => self.file.balancer_key(self.lane, ""),
             Some(rest) if rest.starts_with('.') => self.file.balancer_key(self.lane, &rest[1..]),

@@ -27,8 +27,14 @@ impl ConfigFile {
                 file = file.poll_interval(t);
             }
             let specs = file.read().map_err(|e| match e.line() {
-                // the members file's own line: its error says where
-                Some(_) => e,
+                // the members file's own line: its error says where, and what named it
+                Some(_) => {
+                    let key = self.lane_key("balancer.members_file");
+                    e.noting(&format!(
+                        "the members file named by `{key}` in {}",
+                        self.path.display()
+                    ))
+                }
                 // unreadable or empty: say which key of this file named it
                 None => self.err(Some(p), "balancer.members_file", e.to_string()),
             })?;

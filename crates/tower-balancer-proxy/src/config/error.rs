@@ -54,6 +54,13 @@ impl ConfigError {
         }
     }
 
+    /// The same error, saying after its message where it came from (`note`).
+    #[must_use]
+    pub(crate) fn noting(mut self, note: &str) -> Self {
+        self.message = format!("{} ({note})", self.message);
+        self
+    }
+
     /// The file the error is in.
     #[must_use]
     pub fn path(&self) -> &Path {

@@ -286,3 +286,40 @@ fn limits_that_cannot_be_meant_are_refused_at_their_key() {
         ConfigFile::from_toml(&ok, Path::new("lb.toml")).unwrap_or_else(|e| panic!("{e}\n{ok}"));
     }
 }
+
+#[test]
+fn a_broken_members_file_says_which_key_of_which_balancer_named_it() {
+    let dir = std::env::temp_dir().join(format!("lb-members-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let members = dir.join("members.toml");
+    std::fs::write(
+        &members,
+        "[[member]]\nurl = \"http://127.0.0.1:1\"\nroute = = \"n\"\n",
+    )
+    .unwrap();
+    let lane =
+        |name: &str| format!("[[balancer]]\nname = \"{name}\"\nmembers_file = \"members.toml\"\n");
+    let server = "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb\"\n";
+    let one = format!("{server}[balancer]\nname = \"b\"\nmembers_file = \"members.toml\"\n");
+    let two = format!(
+        "{server}[[balancer]]\nname = \"a\"\n[[balancer.member]]\nurl = \"http://127.0.0.1:1\"\nroute = \"n\"\n{}\n[[vhost]]\nnames = [\"lb\"]\n[[vhost.route]]\nprefix = \"/a\"\nbalancer = \"a\"\n[[vhost.route]]\nprefix = \"/\"\nbalancer = \"c\"\n",
+        lane("c")
+    );
+    for (text, key) in [
+        (one, "`balancer.members_file`"),
+        (two, "`balancer[1].members_file`"),
+    ] {
+        let path = dir.join("lb.toml");
+        let e = ConfigFile::from_toml(&text, &path)
+            .and_then(|f| f.build().map(|_| ()))
+            .unwrap_err();
+        // the mistake's own file and line, then what named the file
+        assert_eq!((e.path(), e.line()), (members.as_path(), Some(3)), "{e}");
+        assert!(
+            e.message()
+                .contains(&format!("named by {key} in {}", path.display())),
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tracing::Instrument;
 
 use http::Uri;
 use tokio::sync::broadcast;
@@ -120,11 +121,15 @@ pub(crate) struct SourcePlan {
 pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl AbortOnDrop {
-    /// Runs `task` until it ends or the handle is dropped.
+    /// Runs `task` until it ends or the handle is dropped, in the span it was started in
+    /// (a balancer's, so its log lines name it).
     pub(crate) fn spawn<F: Future + Send + 'static>(task: F) -> Self {
-        Self(tokio::spawn(async move {
-            task.await;
-        }))
+        Self(tokio::spawn(
+            async move {
+                task.await;
+            }
+            .in_current_span(),
+        ))
     }
 }
 

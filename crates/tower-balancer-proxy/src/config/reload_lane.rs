@@ -118,6 +118,8 @@ impl RunningLane {
     /// A balancer a reload added: its probes, discovery and slow start begin now (etcd's
     /// members arrive as its watch reads them).
     pub(super) fn start(mut lane: LanePlan, ready: Prepared) -> Self {
+        // its tasks log in its name
+        let _span = tracing::info_span!("balancer", name = %lane.name).entered();
         let registry = ready.registry.clone();
         let drain = lane.sources.drain;
         let tasks = Tasks {
@@ -268,6 +270,8 @@ impl RunningLane {
         probe: Option<ProbeKind>,
         new: &BalancerSection,
     ) {
+        // restarted tasks log in its name
+        let _span = tracing::info_span!("balancer", name = %self.name).entered();
         self.probes(probe);
         let old = &self.section;
         let drain = sources.drain;

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use tracing::Instrument;
 
 use http::Uri;
 use tower_balancer::health::{HealthEvent, SlowStart};
@@ -156,7 +157,8 @@ impl Gateway {
         let mut tasks = Vec::with_capacity(self.lanes.len());
         let mut events = None;
         for lane in &mut self.lanes {
-            let (t, e) = lane.start_sources().await;
+            let span = tracing::info_span!("balancer", name = %lane.name);
+            let (t, e) = lane.start_sources().instrument(span).await;
             tasks.push(t);
             events = events.or(e);
         }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::broadcast;
 use tokio::task::{AbortHandle, JoinSet};
@@ -213,7 +214,7 @@ where
         // members that start down are down before this returns, so a caller that looks at
         // the registry next never sees them healthy before their first probe
         self.mark_initial();
-        HealthProbeTask(tokio::spawn(self.run()))
+        HealthProbeTask(tokio::spawn(self.run().in_current_span()))
     }
 
     fn mark_initial(&self) {
@@ -258,7 +259,7 @@ where
                         settings: self.settings,
                         events: self.events.clone(),
                     };
-                    running.insert(m.serial(), tasks.spawn(looper.run()));
+                    running.insert(m.serial(), tasks.spawn(looper.run().in_current_span()));
                 }
                 // reap finished tasks without waiting
                 while tasks.try_join_next().is_some() {}

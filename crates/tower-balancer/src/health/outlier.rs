@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -205,7 +206,7 @@ impl OutlierDetection {
     /// Outside a tokio runtime, as `tokio::spawn` does.
     #[must_use]
     pub fn spawn(&self) -> ReadmissionTask {
-        ReadmissionTask(tokio::spawn(self.readmissions()))
+        ReadmissionTask(tokio::spawn(self.readmissions().in_current_span()))
     }
 
     /// Takes ejected members out of rotation (the registry write), and readmits them when

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::time::Instant;
 
@@ -91,7 +92,7 @@ impl SlowStart {
     /// Outside a tokio runtime, as `tokio::spawn` does.
     #[must_use]
     pub fn spawn(self, registry: Registry) -> SlowStartTask {
-        SlowStartTask(tokio::spawn(self.run(registry)))
+        SlowStartTask(tokio::spawn(self.run(registry).in_current_span()))
     }
 
     /// Watches `registry`: members added after this starts, and members that become healthy
