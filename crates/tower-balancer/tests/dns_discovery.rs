@@ -134,6 +134,10 @@ async fn srv_records_give_ports_weights_and_priorities() {
             (1, 0, 9765, "backup.svc.test."),
         ],
     );
+    // the targets' addresses, known only to this name server
+    server.set_addresses("node1.svc.test.", 30, &[ip("127.0.0.11")]);
+    server.set_addresses("node2.svc.test.", 30, &[ip("127.0.0.12")]);
+    server.set_addresses("backup.svc.test.", 30, &[ip("127.0.0.13")]);
     let registry = Registry::new();
     let dns = quick(
         DnsDiscovery::srv("_http._tcp.svc.test.").id_prefix("is"),
@@ -144,12 +148,7 @@ async fn srv_records_give_ports_weights_and_priorities() {
     let m = members(&registry);
     assert_eq!(
         m["is-node1-svc-test-9763"],
-        (
-            "http://node1.svc.test:9763/".into(),
-            AdminState::Active,
-            3,
-            0
-        )
+        ("http://127.0.0.11:9763/".into(), AdminState::Active, 3, 0)
     );
     assert_eq!(m["is-node2-svc-test-9764"].2, 1);
     assert_eq!(m["is-backup-svc-test-9765"].2, 1, "weight 0 counts as 1");
@@ -169,6 +168,44 @@ async fn srv_records_give_ports_weights_and_priorities() {
     // TTL 30 s: the next query is only due then, so nothing changes for now
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(members(&registry)["is-node1-svc-test-9763"].2, 3);
+    task.abort();
+}
+
+#[tokio::test]
+async fn srv_targets_are_resolved_by_the_name_servers_given_not_the_systems() {
+    let server = DnsServer::start().await;
+    server.set_srv(
+        "_https._tcp.svc.test.",
+        0,
+        &[
+            (0, 1, 9443, "node1.svc.test."),
+            // known to no one: left out, not handed to the system's resolver
+            (0, 1, 9444, "ghost.svc.test."),
+        ],
+    );
+    server.set_addresses("node1.svc.test.", 0, &[ip("127.0.0.21")]);
+    let registry = Registry::new();
+    let dns = quick(
+        DnsDiscovery::srv("_https._tcp.svc.test.").scheme("https"),
+        &server,
+    );
+    let task = tokio::spawn(dns.run(&registry, Duration::ZERO));
+    until("one member", || registry.load().len() == 1).await;
+    let snapshot = registry.load();
+    let m = snapshot.get("node1-svc-test-9443").unwrap();
+    assert_eq!(m.endpoint(), "https://127.0.0.21:9443/");
+    // addressed by IP, verified as the SRV target
+    assert_eq!(m.tls_name(), Some("node1.svc.test"));
+    // the target moves: the member (same id) follows it
+    server.set_addresses("node1.svc.test.", 0, &[ip("127.0.0.22")]);
+    until("the new address", || {
+        registry
+            .load()
+            .get("node1-svc-test-9443")
+            .is_some_and(|m| m.endpoint() == "https://127.0.0.22:9443/")
+    })
+    .await;
+    assert_eq!(registry.load().len(), 1);
     task.abort();
 }
 

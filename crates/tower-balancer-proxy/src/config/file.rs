@@ -275,7 +275,8 @@ pub struct DnsSection {
     /// Put in front of every discovered member's id.
     #[serde(default)]
     pub id_prefix: String,
-    /// Servers to ask instead of the system's (`/etc/resolv.conf`).
+    /// Servers to ask instead of the system's (`/etc/resolv.conf`); SRV targets are
+    /// resolved by them too, and their members addressed by IP.
     #[serde(default, deserialize_with = "socket_addrs")]
     pub name_servers: Vec<SocketAddr>,
     /// The shortest time between two resolutions (default 1 s).

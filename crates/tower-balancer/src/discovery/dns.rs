@@ -230,14 +230,47 @@ impl DnsDiscovery {
                         ),
                         _ => None,
                     })
-                    .collect();
-                (found, answer.valid_until())
+                    .collect::<Vec<_>>();
+                if s.name_servers.is_empty() {
+                    // the system's resolver, which connecting uses, knows the targets
+                    (found, answer.valid_until())
+                } else {
+                    self.addressed(found, answer.valid_until()).await
+                }
             }
         };
         Ok((
             found,
             valid_until.saturating_duration_since(std::time::Instant::now()),
         ))
+    }
+}
+
+impl DnsDiscovery {
+    /// SRV targets resolved by the name servers given, not the system's (which the member
+    /// connection would ask, and which may not know a service registry's names): each
+    /// becomes its target's first address, proving the target's name over `https`. A target
+    /// they cannot resolve is left out of this answer (a member is removed only once it has
+    /// been missing for `remove_after`); the answer is good until its shortest TTL.
+    async fn addressed(
+        &self,
+        found: Vec<Found>,
+        mut valid_until: std::time::Instant,
+    ) -> (Vec<Found>, std::time::Instant) {
+        let mut addressed = Vec::with_capacity(found.len());
+        for f in found {
+            let Some(host) = f.endpoint.host().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(ips) = self.resolver.lookup_ip(host.as_str()).await else {
+                continue;
+            };
+            valid_until = valid_until.min(ips.valid_until());
+            if let Some(ip) = ips.iter().next() {
+                addressed.extend(f.at_address(ip, &Arc::from(host.as_str())));
+            }
+        }
+        (addressed, valid_until)
     }
 }
 
@@ -314,6 +347,10 @@ impl DnsDiscoveryBuilder {
     }
 
     /// Asks these servers (UDP, then TCP for truncated answers) instead of the system's.
+    /// SRV targets are then resolved by them too, and their members addressed by IP (the
+    /// target's first address, proved as the target's name over `https`), since the
+    /// member connection would otherwise ask the system's resolver, which may not know a
+    /// service registry's names.
     pub fn name_servers(mut self, servers: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.name_servers = servers.into_iter().collect();
         self

@@ -103,6 +103,17 @@ impl Found {
         })
     }
 
+    /// The same member at `ip` (its SRV target, `name`, resolved): same id, weight and
+    /// priority; over `https` it proves `name`.
+    pub(crate) fn at_address(mut self, ip: IpAddr, name: &Arc<str>) -> Option<Self> {
+        let port = self.endpoint.port_u16()?;
+        let scheme = self.endpoint.scheme_str()?;
+        self.endpoint = format!("{scheme}://{}", SocketAddr::new(ip, port))
+            .parse()
+            .ok()?;
+        Some(self.looked_up_as(name))
+    }
+
     /// An address found by looking up `name`: over `https` the member is addressed by IP
     /// but proves `name`, which its certificate carries (an IP rarely is in it).
     pub(crate) fn looked_up_as(mut self, name: &Arc<str>) -> Self {
