@@ -22,7 +22,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 content-type: text/plain; charset=utf-8\r\n\
-content-length: 68\r\n\
+content-length: 71\r\n\
 connection: close\r\n\
 \r\n\
 This port speaks HTTPS: the request was sent as plain HTTP. Use https.\n";
