@@ -42,3 +42,24 @@ pub fn pick_serial<S: tower_balancer::strategy::Strategy>(
     let snapshot = registry.load();
     picker.pick(&snapshot, cx).ok().map(|m| m.serial())
 }
+
+/// Runs `serve` on a one-thread runtime for `seconds`, as the floor binaries (`hyper_floor`,
+/// `same_task_floor`) do, so scripts start and stop them alike.
+///
+/// # Errors
+/// The runtime cannot be built, or `serve` failed (it could not bind, say).
+pub fn serve_for<F>(seconds: u64, serve: F) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let stop = tokio::time::sleep(std::time::Duration::from_secs(seconds));
+            tokio::select! {
+                r = serve => r,
+                () = stop => Ok(()),
+            }
+        })
+}

@@ -16,7 +16,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::uri::{self, Authority};
 use http::{header, HeaderValue, Request, Uri};
@@ -37,16 +36,7 @@ mod args;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (listen, seconds, members) = args::common("127.0.0.1:8092")?;
     println!("hyper_floor on {listen}, one thread, for {seconds} s");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let stop = tokio::time::sleep(Duration::from_secs(seconds));
-            tokio::select! {
-                r = serve(listen, members) => r,
-                () = stop => Ok(()),
-            }
-        })
+    benches::serve_for(seconds, serve(listen, members))
 }
 
 async fn serve(listen: SocketAddr, members: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
