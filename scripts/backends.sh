@@ -2,7 +2,8 @@
 # (`ensure_tools CMD:PACKAGE ...`), makes a scratch directory whose started processes are
 # stopped on exit ($RUNDIR, every *.pid in it), and starts the two nginx members both
 # measure against (`start_backends`: 127.0.0.1:9763 and :9764, "node1\n" and "node2\n"),
-# waits for a started balancer to answer (`wait_ready URL [CURL-ARGS]`),
+# writes them as the binary's members (`members_toml`), waits for a started balancer to
+# answer (`wait_ready URL [CURL-ARGS]`),
 # and writes nginx and HAProxy as balancers with the anchors' configs (`nginx_lb_conf`,
 # `haproxy_lb_cfg`).
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -19,6 +20,10 @@ cleanup() {
   rm -rf "$RUNDIR"
 }
 trap cleanup EXIT
+# members_toml: the two members above as the binary's [[balancer.member]] tables.
+members_toml() {
+  printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
+}
 # wait_ready URL [CURL-ARGS...]: waits up to 10 s for URL to answer 2xx (a balancer just
 # started); fails when it never does, so a script does not measure a balancer that is down.
 wait_ready() {

@@ -74,7 +74,7 @@ cargo build -q --profile dist -p tower-balancer-bin
 head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
 bin_conf() { # listen [tls lines]
   printf '[server]\nlisten = "%s"\nserver_name = "wso2.com"\n%s\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "${2:-}" "$RUNDIR/cookie.key"
-  printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
+  members_toml
 }
 bin_conf 127.0.0.1:8095 >"$RUNDIR/bin.toml"
 bin_conf 127.0.0.1:8446 "certificate = \"$RUNDIR/lb.crt\"

@@ -28,12 +28,7 @@ listen = "127.0.0.1:8091"
 server_name = "lb.test"
 [balancer]
 name = "recipe"
-[[balancer.member]]
-url = "http://127.0.0.1:9763"
-route = "node1"
-[[balancer.member]]
-url = "http://127.0.0.1:9764"
-route = "node2"
+$(members_toml)
 [balancer.health]
 uri = "/"
 interval = "1s"

@@ -38,7 +38,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
 head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
 bin_conf() { # port [tls lines]
   printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n%s\n\n[balancer]\nname = "ci"\ncookie_key_file = "%s"\n\n' "$1" "${2:-}" "$RUNDIR/cookie.key"
-  printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
+  members_toml
 }
 bin_conf 8281 >"$RUNDIR/plain.toml"
 bin_conf 8282 "certificate = \"$RUNDIR/lb.crt\"

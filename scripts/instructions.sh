@@ -46,7 +46,7 @@ count "hyper floor (hyper server + hyper-util client, nothing else)" 8183 no \
 head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
 bin_file() { # port
   printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "$RUNDIR/cookie.key"
-  printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
+  members_toml
 }
 for port in 8185 8186; do
   bin_file "$port" >"$RUNDIR/bin-$port.toml"

@@ -34,13 +34,7 @@ burst = $BURST
 name = "b"
 trusted_proxies = ["127.0.0.1"]
 
-[[balancer.member]]
-url = "http://127.0.0.1:9763"
-route = "node1"
-
-[[balancer.member]]
-url = "http://127.0.0.1:9764"
-route = "node2"
+$(members_toml)
 
 [manager]
 listen = "127.0.0.1:9097"
