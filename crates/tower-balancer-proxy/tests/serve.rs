@@ -72,6 +72,20 @@ async fn balancer(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
+    let (addr, stop, task, _) = counted_balancer(r, config).await;
+    (addr, stop, task)
+}
+
+/// [`balancer`], with the server's counters.
+async fn counted_balancer(
+    r: &Registry,
+    config: ServeConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    tower_balancer_proxy::serve::ServerStats,
+) {
     let forward = ForwardConfig::new().build(r.clone()).unwrap();
     let stack = ServiceBuilder::new()
         .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
@@ -80,6 +94,7 @@ async fn balancer(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::from_listener(listener, config);
     let addr = server.local_addr().unwrap();
+    let stats = server.stats();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         server
@@ -89,7 +104,7 @@ async fn balancer(
             .await
             .unwrap();
     });
-    (addr, tx, task)
+    (addr, tx, task, stats)
 }
 
 /// Sends raw bytes and returns the response's status line (or "" if closed without one).
@@ -207,7 +222,10 @@ async fn plain_http_sent_to_the_tls_port_gets_a_400_that_says_so() {
         let (tls, connector) = tls_pair();
         let m = member("node1", Duration::ZERO).await;
         let r = registry(&[("node1", m)]);
-        let (addr, _stop, _task) = balancer(&r, ServeConfig::new().tls(tls)).await;
+        let config = ServeConfig::new()
+            .tls(tls)
+            .header_read_timeout(Duration::from_millis(500));
+        let (addr, _stop, _task, stats) = counted_balancer(&r, config).await;
         // the whole answer, then the close (not a reset that loses it)
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /carbon/ HTTP/1.1\r\nHost: wso2.com\r\n\r\n")
@@ -236,9 +254,34 @@ async fn plain_http_sent_to_the_tls_port_gets_a_400_that_says_so() {
             raw_on(&mut s, b"Host: wso2.com\r\nContent-Length: 3\r\n\r\nabc").await,
             "HTTP/1.1 400 Bad Request"
         );
+        // typed by hand: bare LF lines, a lowercase method, an empty line first
+        for typed in [
+            &b"GET / HTTP/1.0\n\n"[..],
+            b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let line = raw(addr, typed).await;
+            assert_eq!(line, "HTTP/1.1 400 Bad Request", "{typed:?}");
+        }
+        // a head that never ends is told too, once the header-read time is up
+        let start = Instant::now();
+        let line = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+        assert_eq!(line, "HTTP/1.1 400 Bad Request");
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
+        // a socket that never starts TLS holds its slot no longer than a request head would
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let held = closed_silently(&mut silent).await;
+        assert!(held < Duration::from_millis(1500), "{held:?}");
         // TLS clients are served as before
         let (status, _) = tls_get(addr, &connector).await;
         assert_eq!(status, StatusCode::OK);
+        // counted apart from failed handshakes (the silent socket)
+        assert_eq!(stats.plain_http_on_tls(), 6);
+        assert_eq!(stats.tls_handshake_failures(), 1);
     })
     .await
     .unwrap();

@@ -336,13 +336,15 @@ impl Source {
             ConstGauge::new(signed(s.open())).encode(e.encode_family(&plain)?)?;
             let mut e = encoder.encode_descriptor(
                 "lb_tls_handshakes",
-                "TLS handshakes with clients, by result.",
+                "TLS handshakes with clients, by result (plain_http: a plain HTTP request sent to the TLS port, answered 400).",
                 None,
                 MetricType::Counter,
             )?;
             ConstCounter::new(s.tls_handshakes()).encode(e.encode_family(&[("result", "ok")])?)?;
             ConstCounter::new(s.tls_handshake_failures())
                 .encode(e.encode_family(&[("result", "failed")])?)?;
+            ConstCounter::new(s.plain_http_on_tls())
+                .encode(e.encode_family(&[("result", "plain_http")])?)?;
             let mut e = encoder.encode_descriptor(
                 "lb_client_limited",
                 "What per-client limits refused: requests over the rate (429), connections over the cap (closed at accept).",

@@ -18,6 +18,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
 use tower_balancer::BoxError;
 
@@ -213,16 +214,19 @@ async fn connection<S: Servable>(
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    // a failed or slow handshake: drop the connection; plain HTTP: say so, then drop it
-    let accepted = tokio::time::timeout(config.handshake_timeout, async {
-        if super::plain_on_tls::is_plain_http(&sock).await {
-            tracing::debug!(client = %peer, "plain HTTP sent to the TLS port: 400");
-            super::plain_on_tls::refuse(sock).await;
-            return None;
-        }
-        acceptor.accept(sock).await.ok()
-    });
-    let Ok(Some(stream)) = accepted.await else {
+    // the handshake gets no longer than a request head would: an operator shortening the
+    // header-read timeout against idle sockets means the ones that never start TLS too
+    let deadline = Instant::now() + config.handshake_timeout.min(config.header_read_timeout);
+    let plain = tokio::time::timeout_at(deadline, super::plain_on_tls::is_plain_http(&sock));
+    if let Ok(true) = plain.await {
+        tracing::debug!(client = %peer, "plain HTTP sent to the TLS port: 400");
+        config.stats.note_plain_http_on_tls();
+        let limit = config.max_header_bytes;
+        super::plain_on_tls::refuse(sock, limit, config.header_read_timeout).await;
+        return;
+    }
+    // a failed or slow handshake: drop the connection
+    let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(sock)).await else {
         config.stats.handshake(false);
         return;
     };

@@ -15,6 +15,7 @@ struct Counters {
     open: AtomicU64,
     handshakes: AtomicU64,
     handshake_failures: AtomicU64,
+    plain_http_on_tls: AtomicU64,
     refused_per_client: AtomicU64,
     rate_limited: AtomicU64,
 }
@@ -44,6 +45,13 @@ impl ServerStats {
         self.0.handshake_failures.load(Ordering::Relaxed)
     }
 
+    /// Connections to the TLS port that sent plain HTTP (answered 400), counted apart from
+    /// failed handshakes.
+    #[must_use]
+    pub fn plain_http_on_tls(&self) -> u64 {
+        self.0.plain_http_on_tls.load(Ordering::Relaxed)
+    }
+
     /// Connections closed at accept because their client was at its connection cap.
     #[must_use]
     pub fn refused_per_client(&self) -> u64 {
@@ -54,6 +62,10 @@ impl ServerStats {
     #[must_use]
     pub fn rate_limited(&self) -> u64 {
         self.0.rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_plain_http_on_tls(&self) {
+        self.0.plain_http_on_tls.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn refuse_per_client(&self) {

@@ -270,7 +270,10 @@ impl DnsDiscovery {
             .flatten()
             .map(|(_, t)| *t)
             .fold(valid_until, std::cmp::Ord::min);
-        (looked_up.into_iter().flatten().map(|(f, _)| f).collect(), until)
+        (
+            looked_up.into_iter().flatten().map(|(f, _)| f).collect(),
+            until,
+        )
     }
 }
 
