@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_balancer::registry::Registry;
 
+use super::client::MemberClient;
 use super::names::MemberNames;
 use super::resolve::Resolver;
 use super::service::{Connector, Forward, ForwardSettings};
@@ -145,13 +146,7 @@ impl ForwardConfig {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(self.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            // a member's response head past this is a 502, as nginx's "upstream sent too
-            // big header" (hyper's own limit is ~400 KiB)
-            .http1_max_buf_size(MAX_MEMBER_HEAD_BYTES)
-            .build(self.connector(&registry)?);
+        let client = MemberClient::new(self.connector(&registry)?, self.idle_timeout);
         Ok(Forward::new(
             client,
             Arc::new(ForwardSettings {

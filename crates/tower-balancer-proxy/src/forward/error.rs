@@ -1,8 +1,5 @@
 //! How forwarding failures are reported.
 
-use std::error::Error as StdError;
-
-use hyper_util::client::legacy::Error as ClientError;
 use tower_balancer::failover::ReplayError;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 
@@ -11,15 +8,14 @@ use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 #[error("no member was picked for this request (put BalanceLayer outside the forwarder)")]
 pub struct NotPicked;
 
-/// What stage a client error happened at, for failover and passive health.
-pub(crate) fn classify(e: &ClientError) -> UpstreamErrorKind {
-    if e.is_connect() {
-        return UpstreamErrorKind::Connect;
-    }
-    let Some(source) = e.source() else {
-        return UpstreamErrorKind::Reset;
-    };
-    for err in tower_balancer::error::sources(source) {
+/// A request that never left for the member: its connection closed before it went out.
+#[derive(Debug, thiserror::Error)]
+#[error("the member's connection closed before the request was sent")]
+pub(crate) struct NotSent(#[source] pub(crate) hyper::Error);
+
+/// What stage a failed exchange reached, for failover and passive health.
+pub(crate) fn classify(e: &hyper::Error) -> UpstreamErrorKind {
+    for err in tower_balancer::error::sources(e) {
         if matches!(
             err.downcast_ref::<ReplayError>(),
             Some(ReplayError::Client(_))
@@ -41,7 +37,8 @@ pub(crate) fn classify(e: &ClientError) -> UpstreamErrorKind {
     UpstreamErrorKind::Reset
 }
 
-pub(crate) fn upstream(e: ClientError) -> UpstreamError {
+/// A failed exchange whose request may have reached the member.
+pub(crate) fn from_hyper(e: hyper::Error) -> UpstreamError {
     let kind = classify(&e);
     UpstreamError::new(kind, e)
 }

@@ -9,13 +9,12 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::ResponseFuture as ClientFuture;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tower_balancer::registry::{InFlight, Member};
 use tower_balancer::upstream::UpstreamError;
 
-use super::error::upstream;
+use super::client::MemberFuture as ClientFuture;
 use super::service::ForwardSettings;
 
 pin_project! {
@@ -46,7 +45,7 @@ pin_project! {
     enum Kind {
         Failed { error: Option<UpstreamError> },
         Pending {
-            // boxed inside hyper-util, so it moves out whole when the client goes away
+            // boxed, so it moves out whole when the client goes away
             inner: Option<ClientFuture>,
             shared: Arc<ForwardSettings>,
             client_upgrade: Option<OnUpgrade>,
@@ -151,7 +150,7 @@ impl Future for ResponseFuture {
                 // answered: nothing is left to hold the member's slot for
                 *inner = None;
                 *limited = None;
-                let mut res = res.map_err(upstream)?;
+                let mut res = res?;
                 if res.status().as_u16() > 599 {
                     // RFC 9110 §15: a status is 100-599; anything else is a broken answer
                     return Poll::Ready(Err(UpstreamError::from_kind(

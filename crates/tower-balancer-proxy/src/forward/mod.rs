@@ -1,15 +1,18 @@
 //! Forwarding to the picked member over hyper, HTTP/1.1 or HTTP/2, plain or TLS.
 //!
-//! Why hyper-util's pooled client: connection reuse to members is most of a proxy's speed,
-//! and its pool, HTTP/2 by ALPN and timeouts are well kept; this module adds what a balancer
-//! needs around it: the picked member's address, hygiene and forwarding headers, name
-//! overrides, trust roots, reverse rewriting, and errors that tell failover whether anything
-//! was sent.
+//! Why hyper's client connections under a pool keyed by member: connection reuse to members
+//! is most of a proxy's speed, hyper's HTTP/1.1 and HTTP/2 client connections are well kept
+//! and tested against every framing attack, and a balancer knows the member before it looks
+//! for a connection (no key to hash). This module adds what a balancer needs around them: the
+//! picked member's address, hygiene and forwarding headers, name overrides, trust roots,
+//! reverse rewriting, and errors that tell failover whether anything was sent.
 
+mod client;
 mod config;
 mod error;
 mod future;
 mod names;
+mod pool;
 mod resolve;
 mod service;
 mod tls;

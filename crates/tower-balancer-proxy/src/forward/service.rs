@@ -12,7 +12,6 @@ use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use ring::rand::{SecureRandom, SystemRandom};
 use tower_balancer::balance::{AttemptTimeout, Picked};
 use tower_balancer::client::{ClientAddr, ClientTls};
@@ -20,6 +19,7 @@ use tower_balancer::registry::{Member, Registry};
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
+use super::client::MemberClient;
 use super::error::NotPicked;
 use super::future::{LimitedMember, ResponseFuture};
 use super::resolve::Resolver;
@@ -33,7 +33,7 @@ const ABANDONED_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
 /// Sends each request to the member the balance layer picked ([`Picked`] in its extensions)
-/// over a pooled hyper client, and brings the response back, with header hygiene both ways
+/// over a pooled connection, and brings the response back, with header hygiene both ways
 /// and reverse rewriting. Made by [`ForwardConfig::build`](super::ForwardConfig::build).
 ///
 /// Errors are [`UpstreamError`]s: `Connect` when nothing was sent (failover may retry any
@@ -41,10 +41,8 @@ pub(crate) type Connector = HttpsConnector<HttpConnector<Resolver>>;
 /// `Timeout`, `Protocol` or `Reset` otherwise. Their text is for logs; map them to a
 /// status with `tower_balancer::error::error_status` (502 or 504).
 pub struct Forward<B> {
-    /// Behind an `Arc`: the stack is cloned for every request, and hyper-util's client is a
-    /// dozen fields with two builders' settings (three copies a request cost ~1,300
-    /// instructions; an `Arc` is one increment).
-    client: Arc<Client<Connector, B>>,
+    /// Behind an `Arc`: the stack is cloned for every request (an `Arc` is one increment).
+    client: Arc<MemberClient<B>>,
     shared: Arc<ForwardSettings>,
 }
 
@@ -97,7 +95,7 @@ impl<B> std::fmt::Debug for Forward<B> {
 }
 
 impl<B> Forward<B> {
-    pub(crate) fn new(client: Client<Connector, B>, shared: Arc<ForwardSettings>) -> Self {
+    pub(crate) fn new(client: MemberClient<B>, shared: Arc<ForwardSettings>) -> Self {
         Self {
             client: Arc::new(client),
             shared,
@@ -314,10 +312,10 @@ where
                 .extensions()
                 .get::<AttemptTimeout>()
                 .map_or(ABANDONED_HOLD, |t| t.0),
-            member,
+            member: member.clone(),
         });
         ResponseFuture::pending(
-            self.client.request(req),
+            self.client.request(member, req),
             self.shared.clone(),
             client_upgrade,
             extended,

@@ -1,0 +1,275 @@
+//! The member client: one request to one member over a pooled connection.
+//!
+//! Why hyper's connection API under a pool of our own: the request already names its member,
+//! so the pool needs no key hashing, and each HTTP/1.1 connection is hyper's own client
+//! connection, which passes every framing and smuggling test hyper's pooled client does. What
+//! this file adds is the pooled client's promise: a request that never left (the pooled
+//! connection was closed by the member while idle) goes out again on another one, and a
+//! failure tells failover whether anything was sent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::Connection as _;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_balancer::registry::Member;
+use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
+use tower_service::Service;
+
+use super::config::MAX_MEMBER_HEAD_BYTES;
+use super::error::{from_hyper, NotSent};
+use super::pool::Pool;
+use super::service::Connector;
+
+/// The answer of one exchange with a member, boxed: it moves out whole when the client goes
+/// away and the exchange must run on.
+pub(crate) type MemberFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>>;
+
+/// How many pooled connections a request may find closed before it opens a new one.
+const STALE_TRIES: usize = 8;
+
+/// Connects to members and keeps their connections.
+pub(crate) struct MemberClient<B> {
+    inner: Arc<Inner<B>>,
+}
+
+struct Inner<B> {
+    connector: Connector,
+    pool: Pool<B>,
+    h1: http1::Builder,
+}
+
+impl<B> MemberClient<B> {
+    pub(crate) fn new(connector: Connector, idle_timeout: std::time::Duration) -> Self {
+        let mut h1 = http1::Builder::new();
+        // a member's response head past this is a 502, as nginx's "upstream sent too big
+        // header" (hyper's own limit is ~400 KiB)
+        h1.max_buf_size(MAX_MEMBER_HEAD_BYTES);
+        Self {
+            inner: Arc::new(Inner {
+                connector,
+                pool: Pool::new(idle_timeout),
+                h1,
+            }),
+        }
+    }
+}
+
+impl<B> MemberClient<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Sends `req` (its URI absolute, on the member's origin) to `member`.
+    pub(crate) fn request(&self, member: Arc<Member>, req: Request<B>) -> MemberFuture {
+        Box::pin(exchange(self.inner.clone(), member, req))
+    }
+}
+
+/// One exchange over a pooled connection if there is one ready. Kept small: the future is
+/// boxed per request, and connecting (rare) is a box of its own.
+async fn exchange<B>(
+    inner: Arc<Inner<B>>,
+    member: Arc<Member>,
+    mut req: Request<B>,
+) -> Result<Response<Incoming>, UpstreamError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(origin) = Origin::of(req.uri()) else {
+        return Err(UpstreamError::new(UpstreamErrorKind::Connect, NoOrigin));
+    };
+    let pool = &inner.pool;
+    if let Some(mut h2) = pool.h2(&member) {
+        match h2.try_send_request(req).await {
+            Ok(res) => return Ok(res),
+            Err(mut e) => match e.take_message() {
+                // the connection closed before the request went out: on to a new one
+                Some(r) => req = r,
+                None => return Err(from_hyper(e.into_error())),
+            },
+        }
+    }
+    *req.uri_mut() = http1_target(&req, &origin);
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    for _ in 0..STALE_TRIES {
+        let Some(mut sender) = pool.checkout(&member) else {
+            break;
+        };
+        match sender.try_send_request(req).await {
+            Ok(res) => {
+                keep(pool, &member, sender, &res);
+                return Ok(res);
+            }
+            Err(mut e) => match e.take_message() {
+                // closed by the member while idle: nothing was sent, try another
+                Some(r) => req = r,
+                None => return Err(from_hyper(e.into_error())),
+            },
+        }
+    }
+    Box::pin(connect_and_send(inner.clone(), member, req, origin)).await
+}
+
+/// A new connection to the member, and the request on it.
+async fn connect_and_send<B>(
+    inner: Arc<Inner<B>>,
+    member: Arc<Member>,
+    req: Request<B>,
+    origin: Origin,
+) -> Result<Response<Incoming>, UpstreamError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connector = inner.connector.clone();
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+    let io = connector
+        .call(origin.root()?)
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+    if io.connected().is_negotiated_h2() {
+        return h2_exchange(&inner.pool, &member, io, req, &origin).await;
+    }
+    let (mut sender, conn) = inner
+        .h1
+        .handshake(io)
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "member connection closed with an error");
+        }
+    });
+    match sender.try_send_request(req).await {
+        Ok(res) => {
+            keep(&inner.pool, &member, sender, &res);
+            Ok(res)
+        }
+        Err(mut e) => Err(match e.take_message() {
+            // a fresh connection that closed before the request went out: nothing was sent
+            Some(_) => UpstreamError::new(UpstreamErrorKind::Connect, NotSent(e.into_error())),
+            None => from_hyper(e.into_error()),
+        }),
+    }
+}
+
+/// Pools the connection unless the answer switched protocols (the connection is the
+/// tunnel's now).
+fn keep<B: Send + 'static>(
+    pool: &Pool<B>,
+    member: &Arc<Member>,
+    sender: http1::SendRequest<B>,
+    res: &Response<Incoming>,
+) {
+    if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        pool.checkin(member, sender);
+    }
+}
+
+/// The first request on a connection that chose HTTP/2 by ALPN; the connection is then the
+/// member's shared one.
+async fn h2_exchange<B>(
+    pool: &Pool<B>,
+    member: &Arc<Member>,
+    io: <Connector as Service<Uri>>::Response,
+    mut req: Request<B>,
+    origin: &Origin,
+) -> Result<Response<Incoming>, UpstreamError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "member connection closed with an error");
+        }
+    });
+    // HTTP/2 carries the scheme and authority as pseudo-headers
+    *req.uri_mut() = origin.absolute(req.uri())?;
+    pool.set_h2(member, sender.clone());
+    match sender.try_send_request(req).await {
+        Ok(res) => Ok(res),
+        Err(mut e) => Err(match e.take_message() {
+            Some(_) => UpstreamError::new(UpstreamErrorKind::Connect, NotSent(e.into_error())),
+            None => from_hyper(e.into_error()),
+        }),
+    }
+}
+
+/// The member's scheme and authority, from the request's absolute URI.
+struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl Origin {
+    fn of(uri: &Uri) -> Option<Self> {
+        Some(Self {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+        })
+    }
+
+    /// The origin's root, to connect to.
+    fn root(&self) -> Result<Uri, UpstreamError> {
+        self.absolute(&Uri::from_static("/"))
+    }
+
+    /// `target` (origin or authority form) on this origin again.
+    fn absolute(&self, target: &Uri) -> Result<Uri, UpstreamError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            target
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))
+    }
+}
+
+/// The HTTP/1.1 request target: origin form, authority form for `CONNECT` (RFC 9112 §3.2).
+fn http1_target<B>(req: &Request<B>, origin: &Origin) -> Uri {
+    let mut target = http::uri::Parts::default();
+    if req.method() == Method::CONNECT {
+        target.authority = Some(origin.authority.clone());
+    } else {
+        target.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+    }
+    Uri::from_parts(target).unwrap_or_default()
+}
+
+/// A request URI without a scheme and authority: the member's address is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("the request URI names no member origin")]
+pub(crate) struct NoOrigin;

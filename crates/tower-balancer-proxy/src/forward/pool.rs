@@ -1,0 +1,248 @@
+//! The member connection pool.
+//!
+//! Why a pool of our own rather than hyper-util's: a balancer already knows which member a
+//! request goes to, so the pool is keyed by the member itself (its address in memory, a
+//! multiply to hash) instead of a scheme and authority hashed with SipHash on every checkout
+//! and return, and a connection goes back to the pool when its answer's head arrives, without
+//! a task spawned per request to wait for the body's end: a checkout takes only a connection
+//! that is ready for its next request.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use tokio::time::Instant;
+use tower_balancer::registry::Member;
+
+/// Hashes a member's address: distinct live members have distinct addresses, so a multiply
+/// (Fibonacci hashing) spreads them well enough.
+#[derive(Default)]
+pub(crate) struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// One member's connections. The slot holds the member, so its address (the key) cannot be
+/// taken by another member while any connection to it is pooled.
+struct Slot<B> {
+    member: Arc<Member>,
+    idle: VecDeque<Idle<B>>,
+    /// An HTTP/2 connection, shared by every request to the member, and when it was last
+    /// used.
+    h2: Option<(http2::SendRequest<B>, Instant)>,
+}
+
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
+    since: Instant,
+}
+
+type Slots<B> = HashMap<usize, Slot<B>, BuildHasherDefault<AddressHasher>>;
+
+struct Shared<B> {
+    slots: Mutex<Slots<B>>,
+    idle_timeout: Duration,
+    /// Whether a task is closing connections idle past the timeout.
+    reaping: AtomicBool,
+}
+
+/// Pooled HTTP/1.1 and HTTP/2 connections to members, closed once idle past the timeout.
+pub(crate) struct Pool<B> {
+    shared: Arc<Shared<B>>,
+}
+
+impl<B> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+fn key(member: &Arc<Member>) -> usize {
+    Arc::as_ptr(member) as usize
+}
+
+impl<B> Pool<B> {
+    pub(crate) fn new(idle_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                slots: Mutex::new(HashMap::default()),
+                idle_timeout,
+                reaping: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl<B: Send + 'static> Pool<B> {
+    fn slots(&self) -> MutexGuard<'_, Slots<B>> {
+        // a panic elsewhere while the lock was held leaves only connections behind
+        self.shared
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connection to `member` ready for a request: the one idle longest that is still
+    /// open, not past the idle timeout and not still busy with its last answer's body.
+    pub(crate) fn checkout(&self, member: &Arc<Member>) -> Option<http1::SendRequest<B>> {
+        let now = Instant::now();
+        let mut slots = self.slots();
+        let slot = slots.get_mut(&key(member))?;
+        for _ in 0..slot.idle.len() {
+            let idle = slot.idle.pop_front()?;
+            if idle.sender.is_closed() || now.duration_since(idle.since) >= self.shared.idle_timeout
+            {
+                continue;
+            }
+            if idle.sender.is_ready() {
+                return Some(idle.sender);
+            }
+            // still reading its last body: it stays, behind the others
+            slot.idle.push_back(idle);
+        }
+        None
+    }
+
+    /// Gives back a connection whose answer's head has arrived (its body may still be on the
+    /// way: it is taken again only once ready).
+    pub(crate) fn checkin(&self, member: &Arc<Member>, sender: http1::SendRequest<B>) {
+        if sender.is_closed() {
+            return;
+        }
+        let idle = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        self.slot(member, |slot| slot.idle.push_back(idle));
+    }
+
+    /// The member's HTTP/2 connection, if it has one that is open.
+    pub(crate) fn h2(&self, member: &Arc<Member>) -> Option<http2::SendRequest<B>> {
+        let mut slots = self.slots();
+        let slot = slots.get_mut(&key(member))?;
+        match &mut slot.h2 {
+            Some((s, used)) if !s.is_closed() => {
+                *used = Instant::now();
+                Some(s.clone())
+            }
+            Some(_) => {
+                slot.h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `sender` as the member's HTTP/2 connection.
+    pub(crate) fn set_h2(&self, member: &Arc<Member>, sender: http2::SendRequest<B>) {
+        self.slot(member, |slot| slot.h2 = Some((sender, Instant::now())));
+    }
+
+    fn slot(&self, member: &Arc<Member>, f: impl FnOnce(&mut Slot<B>)) {
+        {
+            let mut slots = self.slots();
+            let slot = slots.entry(key(member)).or_insert_with(|| Slot {
+                member: member.clone(),
+                idle: VecDeque::new(),
+                h2: None,
+            });
+            f(slot);
+        }
+        self.reap_in_background();
+    }
+
+    /// Starts the task that closes idle connections, unless one runs. It ends when the pool
+    /// is dropped (or its runtime shuts down: the next checkin starts another).
+    fn reap_in_background(&self) {
+        if self.shared.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.shared.reaping.store(false, Ordering::Release);
+            return;
+        };
+        let weak = Arc::downgrade(&self.shared);
+        let every = self.shared.idle_timeout.max(Duration::from_millis(100));
+        runtime.spawn(async move {
+            let _running = Reaping(weak.clone());
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                reap(&shared);
+            }
+        });
+    }
+}
+
+/// Marks the reaper stopped when its task ends or is dropped.
+struct Reaping<B>(Weak<Shared<B>>);
+
+impl<B> Drop for Reaping<B> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.reaping.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Closes connections idle past the timeout or closed by the member, and forgets members
+/// left with none.
+fn reap<B>(shared: &Shared<B>) {
+    let now = Instant::now();
+    let mut slots = shared
+        .slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let open = |since: Instant| now.duration_since(since) < shared.idle_timeout;
+    slots.retain(|key, slot| {
+        debug_assert_eq!(Arc::as_ptr(&slot.member) as usize, *key);
+        slot.idle.retain(|i| !i.sender.is_closed() && open(i.since));
+        // an HTTP/2 connection unused past the timeout is let go (streams on it finish)
+        if slot
+            .h2
+            .as_ref()
+            .is_some_and(|(s, used)| s.is_closed() || !open(*used))
+        {
+            slot.h2 = None;
+        }
+        !slot.idle.is_empty() || slot.h2.is_some()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_addresses_hash_apart() {
+        let hash = |n: usize| {
+            let mut h = AddressHasher::default();
+            h.write_usize(n);
+            h.finish()
+        };
+        // neighbouring allocations differ in their hash's top bits, which the table probes by
+        assert_ne!(hash(0x1000) >> 57, hash(0x1040) >> 57);
+        assert_ne!(hash(0x1000), hash(0x1008));
+    }
+}
