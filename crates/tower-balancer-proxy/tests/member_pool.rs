@@ -88,11 +88,11 @@ fn balancer(addr: SocketAddr, config: ForwardConfig) -> Svc {
     )
 }
 
-async fn get(svc: &Svc) -> String {
+async fn get(svc: Svc) -> String {
     let mut req = Request::get("/").body(Full::new(Bytes::new())).unwrap();
     req.extensions_mut()
         .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
-    let res = svc.clone().oneshot(req).await.unwrap();
+    let res = svc.oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
@@ -103,7 +103,7 @@ async fn one_connection_serves_requests_one_after_another() {
         let (addr, counts) = raw_member(None).await;
         let svc = balancer(addr, ForwardConfig::new());
         for _ in 0..20 {
-            assert_eq!(get(&svc).await, "ok");
+            assert_eq!(get(svc.clone()).await, "ok");
         }
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
     })
@@ -118,7 +118,7 @@ async fn a_connection_the_member_closed_while_idle_is_not_used_again() {
         let (addr, counts) = raw_member(Some(1)).await;
         let svc = balancer(addr, ForwardConfig::new());
         for _ in 0..10 {
-            assert_eq!(get(&svc).await, "ok");
+            assert_eq!(get(svc.clone()).await, "ok");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 10);
@@ -135,7 +135,7 @@ async fn connections_idle_past_the_timeout_are_closed_by_the_balancer() {
             addr,
             ForwardConfig::new().idle_timeout(Duration::from_millis(200)),
         );
-        assert_eq!(get(&svc).await, "ok");
+        assert_eq!(get(svc.clone()).await, "ok");
         // the reaper looks every 200 ms: closed within two looks, well under two seconds
         let mut waited = 0;
         while counts.closed_by_peer.load(Ordering::SeqCst) == 0 {
@@ -144,8 +144,40 @@ async fn connections_idle_past_the_timeout_are_closed_by_the_balancer() {
             assert!(waited < 2_000, "the idle connection was never closed");
         }
         // and a request after that opens a new one
-        assert_eq!(get(&svc).await, "ok");
+        assert_eq!(get(svc.clone()).await, "ok");
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn after_a_burst_a_steady_trickle_keeps_one_connection_and_lets_the_rest_go() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (addr, counts) = raw_member(None).await;
+        let svc = balancer(
+            addr,
+            ForwardConfig::new().idle_timeout(Duration::from_secs(1)),
+        );
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let svc = svc.clone();
+            burst.spawn(async move { get(svc.clone()).await });
+        }
+        while let Some(body) = burst.join_next().await {
+            assert_eq!(body.unwrap(), "ok");
+        }
+        let opened = counts.accepted.load(Ordering::SeqCst);
+        assert!(opened >= 2, "the burst opened {opened} connection(s)");
+        // one request every 100 ms for 3 s: the last used connection serves them all, so
+        // the others idle past the timeout and are closed (taking the oldest first would
+        // keep every one of them in use)
+        for _ in 0..30 {
+            assert_eq!(get(svc.clone()).await, "ok");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(counts.accepted.load(Ordering::SeqCst), opened);
+        assert_eq!(counts.closed_by_peer.load(Ordering::SeqCst), opened - 1);
     })
     .await
     .unwrap();

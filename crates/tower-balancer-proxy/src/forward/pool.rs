@@ -100,23 +100,25 @@ impl<B: Send + 'static> Pool<B> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A connection to `member` ready for a request: the one idle longest that is still
-    /// open, not past the idle timeout and not still busy with its last answer's body.
+    /// A connection to `member` ready for a request: the one used last that is still open,
+    /// not past the idle timeout and not still busy with its last answer's body. The last
+    /// used first (as hyper-util's pool): it is the furthest from the member's own
+    /// keep-alive timeout, and after a burst the connections left over idle out.
     pub(crate) fn checkout(&self, member: &Arc<Member>) -> Option<http1::SendRequest<B>> {
         let now = Instant::now();
         let mut slots = self.slots();
         let slot = slots.get_mut(&key(member))?;
-        for _ in 0..slot.idle.len() {
-            let idle = slot.idle.pop_front()?;
+        let mut i = slot.idle.len();
+        while i > 0 {
+            i -= 1;
+            let idle = &slot.idle[i];
             if idle.sender.is_closed() || now.duration_since(idle.since) >= self.shared.idle_timeout
             {
-                continue;
+                slot.idle.remove(i);
+            } else if idle.sender.is_ready() {
+                return slot.idle.remove(i).map(|idle| idle.sender);
             }
-            if idle.sender.is_ready() {
-                return Some(idle.sender);
-            }
-            // still reading its last body: it stays, behind the others
-            slot.idle.push_back(idle);
+            // else still reading its last body: it stays
         }
         None
     }
