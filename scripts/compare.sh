@@ -257,7 +257,8 @@ throttled_us() { # total time the group was held, in µs (v2: throttled_usec; v1
 }
 move() { # pid-file group-dir: the balancer and its children (nginx's workers) into the group
   local p
-  for p in $(cat "$1") $(pgrep -P "$(cat "$1")" || true); do echo "$p" >"$2/cgroup.procs"; done
+  # a child that exited since it was listed (nginx respawns workers) is skipped, not fatal
+  for p in $(cat "$1") $(pgrep -P "$(cat "$1")" || true); do echo "$p" >"$2/cgroup.procs" 2>/dev/null || true; done
 }
 budget_run() { # name url [cookie] -> "name req/s throttled-share"
   local pidfile out t1 t2
