@@ -67,7 +67,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// Sends `req` (its URI absolute, on the member's origin) to `member`.
+    /// Sends `req` (its URI the target in origin form, as `ForwardSettings::prepare` makes
+    /// it) to `member`, at the member's own scheme and authority.
     pub(crate) fn request(&self, member: Arc<Member>, req: Request<B>) -> MemberFuture {
         Box::pin(exchange(self.inner.clone(), member, req))
     }
@@ -85,11 +86,13 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Some(origin) = Origin::of(req.uri()) else {
+    let Some(origin) = Origin::of(member.endpoint()) else {
         return Err(UpstreamError::new(UpstreamErrorKind::Connect, NoOrigin));
     };
     let pool = &inner.pool;
     if let Some(mut h2) = pool.h2(&member) {
+        // HTTP/2 carries the scheme and authority as pseudo-headers
+        *req.uri_mut() = origin.absolute(req.uri())?;
         match h2.try_send_request(req).await {
             Ok(res) => return Ok(res),
             Err(mut e) => match e.take_message() {
@@ -99,7 +102,7 @@ where
             },
         }
     }
-    *req.uri_mut() = http1_target(&req, &origin);
+    http1_target(&mut req, &origin);
     if !req.headers().contains_key(header::HOST) {
         if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
             req.headers_mut().insert(header::HOST, host);
@@ -121,7 +124,7 @@ where
             },
         }
     }
-    Box::pin(connect_and_send(inner.clone(), member, req, origin)).await
+    Box::pin(connect_and_send(inner.clone(), member, req)).await
 }
 
 /// A new connection to the member, and the request on it.
@@ -129,13 +132,15 @@ async fn connect_and_send<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
     req: Request<B>,
-    origin: Origin,
 ) -> Result<Response<Incoming>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Some(origin) = Origin::of(member.endpoint()) else {
+        return Err(UpstreamError::new(UpstreamErrorKind::Connect, NoOrigin));
+    };
     let mut connector = inner.connector.clone();
     std::future::poll_fn(|cx| connector.poll_ready(cx))
         .await
@@ -190,7 +195,7 @@ async fn h2_exchange<B>(
     member: &Arc<Member>,
     io: <Connector as Service<Uri>>::Response,
     mut req: Request<B>,
-    origin: &Origin,
+    origin: &Origin<'_>,
 ) -> Result<Response<Incoming>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
@@ -219,17 +224,17 @@ where
     }
 }
 
-/// The member's scheme and authority, from the request's absolute URI.
-struct Origin {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+/// The member's scheme and authority, borrowed from its endpoint.
+struct Origin<'a> {
+    scheme: &'a http::uri::Scheme,
+    authority: &'a http::uri::Authority,
 }
 
-impl Origin {
-    fn of(uri: &Uri) -> Option<Self> {
+impl<'a> Origin<'a> {
+    fn of(endpoint: &'a Uri) -> Option<Self> {
         Some(Self {
-            scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
+            scheme: endpoint.scheme()?,
+            authority: endpoint.authority()?,
         })
     }
 
@@ -253,23 +258,24 @@ impl Origin {
     }
 }
 
-/// The HTTP/1.1 request target: origin form, authority form for `CONNECT` (RFC 9112 §3.2).
-fn http1_target<B>(req: &Request<B>, origin: &Origin) -> Uri {
-    let mut target = http::uri::Parts::default();
+/// Makes the request target the HTTP/1.1 one: origin form, authority form for `CONNECT`
+/// (RFC 9112 §3.2). A target already in origin form (every request `prepare` made) is left
+/// as it is; an absolute one (a request back from a closed HTTP/2 connection) loses its
+/// scheme and authority.
+fn http1_target<B>(req: &mut Request<B>, origin: &Origin<'_>) {
     if req.method() == Method::CONNECT {
-        target.authority = Some(origin.authority.clone());
-    } else {
-        target.path_and_query = Some(
-            req.uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
+        *req.uri_mut() = Uri::from(origin.authority.clone());
+    } else if req.uri().scheme().is_some() || req.uri().path_and_query().is_none() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
     }
-    Uri::from_parts(target).unwrap_or_default()
 }
 
-/// A request URI without a scheme and authority: the member's address is unknown.
+/// A member endpoint without a scheme and authority: where to connect is unknown.
 #[derive(Debug, thiserror::Error)]
-#[error("the request URI names no member origin")]
+#[error("the member's endpoint names no origin")]
 pub(crate) struct NoOrigin;

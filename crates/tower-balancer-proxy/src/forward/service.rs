@@ -150,7 +150,7 @@ impl ForwardSettings {
             // no authority anywhere: the client refuses the URI below and nothing is sent
             None => headers.remove(header::HOST),
         };
-        *req.uri_mut() = member_uri(member.endpoint(), req.uri())?;
+        *req.uri_mut() = member_target(member.endpoint(), req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         Ok(())
     }
@@ -176,8 +176,10 @@ impl ForwardSettings {
     }
 }
 
-/// The request's path and query under the member's base path, on the member's origin.
-fn member_uri(endpoint: &Uri, uri: &Uri) -> Result<Uri, UpstreamError> {
+/// The request's path and query under the member's base path, in origin form (RFC 9112
+/// §3.2.1): what an HTTP/1.1 member is sent. The member client takes the scheme and
+/// authority from the member itself, so no absolute URI is made here to be split again.
+fn member_target(endpoint: &Uri, uri: &Uri) -> Result<Uri, UpstreamError> {
     let base = endpoint.path().trim_end_matches('/');
     let pq = match uri.path_and_query() {
         // a member at its root (the usual case): the path is shared, not copied
@@ -188,13 +190,7 @@ fn member_uri(endpoint: &Uri, uri: &Uri) -> Result<Uri, UpstreamError> {
                 .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?
         }
     };
-    let mut parts = http::uri::Parts::default();
-    if let (Some(s), Some(a)) = (endpoint.scheme(), endpoint.authority()) {
-        parts.scheme = Some(s.clone());
-        parts.authority = Some(a.clone());
-    }
-    parts.path_and_query = Some(pq);
-    Uri::from_parts(parts).map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))
+    Ok(Uri::from(pq))
 }
 
 /// An HTTP/2 extended CONNECT for WebSocket (RFC 8441).

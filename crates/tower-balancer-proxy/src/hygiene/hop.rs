@@ -118,6 +118,14 @@ const TE_BIT: u16 = 1 << 7;
 /// separated), but for names [`ALWAYS`] handles (so a named `Upgrade` stays on an upgrade)
 /// and `close` when no header is called that.
 fn remove_named(headers: &mut HeaderMap, close_header: bool) {
+    // the values nearly every message carries name nothing else: no parsing for them
+    let only_usual = headers.get_all(header::CONNECTION).iter().all(|v| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || (!close_header && v.eq_ignore_ascii_case(b"close"))
+    });
+    if only_usual {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
