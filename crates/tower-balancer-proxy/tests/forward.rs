@@ -147,6 +147,37 @@ async fn preserve_host_sends_the_clients_host() {
     .unwrap();
 }
 
+/// A member URL with a path: the client's path goes under it, sent in origin form (never
+/// the absolute form a client may have written), on every request of a pooled connection.
+#[tokio::test]
+async fn a_member_at_a_base_path_gets_the_path_under_it_in_origin_form() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let addr = serve_echo(None).await;
+        let r = registry_with("node1", &format!("http://{addr}/is/"));
+        let forward = ForwardConfig::new()
+            .build::<RequestBody<Full<Bytes>>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(forward);
+        for (target, sent) in [
+            ("http://wso2.com/carbon/?x=1", "GET /is/carbon/?x=1\n"),
+            ("/", "GET /is/\n"),
+            ("/a%20b?q=%2F", "GET /is/a%20b?q=%2F\n"),
+        ] {
+            let req = Request::get(target)
+                .header("host", "wso2.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let seen = body_text(svc.clone().oneshot(req).await.unwrap()).await;
+            assert!(seen.starts_with(sent), "{target}: {seen}");
+            assert!(seen.contains(&format!("host: {addr}\n")), "{seen}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
 struct Pki {
     ca_pem: String,
     acceptor: tokio_rustls::TlsAcceptor,

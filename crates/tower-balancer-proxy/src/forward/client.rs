@@ -167,11 +167,17 @@ where
             keep(&inner.pool, &member, sender, &res);
             Ok(res)
         }
-        Err(mut e) => Err(match e.take_message() {
-            // a fresh connection that closed before the request went out: nothing was sent
-            Some(_) => UpstreamError::new(UpstreamErrorKind::Connect, NotSent(e.into_error())),
-            None => from_hyper(e.into_error()),
-        }),
+        Err(e) => Err(fresh_failure(e)),
+    }
+}
+
+/// A request's failure on a connection just opened for it: when the connection closed
+/// before the request went out, nothing was sent (a connect failure, safe to retry for
+/// every method).
+fn fresh_failure<B>(mut e: hyper::client::conn::TrySendError<Request<B>>) -> UpstreamError {
+    match e.take_message() {
+        Some(_) => UpstreamError::new(UpstreamErrorKind::Connect, NotSent(e.into_error())),
+        None => from_hyper(e.into_error()),
     }
 }
 
@@ -215,13 +221,7 @@ where
     // HTTP/2 carries the scheme and authority as pseudo-headers
     *req.uri_mut() = origin.absolute(req.uri())?;
     pool.set_h2(member, sender.clone());
-    match sender.try_send_request(req).await {
-        Ok(res) => Ok(res),
-        Err(mut e) => Err(match e.take_message() {
-            Some(_) => UpstreamError::new(UpstreamErrorKind::Connect, NotSent(e.into_error())),
-            None => from_hyper(e.into_error()),
-        }),
-    }
+    sender.try_send_request(req).await.map_err(fresh_failure)
 }
 
 /// The member's scheme and authority, borrowed from its endpoint.
