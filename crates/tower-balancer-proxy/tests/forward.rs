@@ -148,7 +148,7 @@ async fn preserve_host_sends_the_clients_host() {
 }
 
 /// A member URL with a path: the client's path goes under it, sent in origin form (never
-/// the absolute form a client may have written), on every request of a pooled connection.
+/// the absolute form a client may have written), request after request through one stack.
 #[tokio::test]
 async fn a_member_at_a_base_path_gets_the_path_under_it_in_origin_form() {
     tokio::time::timeout(Duration::from_secs(20), async {

@@ -147,7 +147,8 @@ impl ForwardSettings {
             .or_else(|| member.host_header().cloned());
         match host {
             Some(h) => headers.insert(header::HOST, h),
-            // no authority anywhere: the client refuses the URI below and nothing is sent
+            // no authority anywhere: the member client finds no origin in the member's
+            // endpoint either, refuses, and nothing is sent
             None => headers.remove(header::HOST),
         };
         *req.uri_mut() = member_target(member.endpoint(), req.uri())?;
