@@ -8,6 +8,7 @@
 
 mod config;
 mod guard;
+mod head_timer;
 mod plain_on_tls;
 mod reload;
 mod server;

@@ -359,7 +359,8 @@ fn http_builder(config: &ServeConfig) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1
-        .timer(TokioTimer::new())
+        // one tokio timer a connection for hyper's per-request header-read deadline
+        .timer(super::head_timer::ConnectionTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes);
     // hyper parses into a stack array of its default size when no limit is set, and fills a
