@@ -6,6 +6,19 @@
 //! (`lb.test:abc`, `lb.test:99999`) or stray characters reads differently at each hop; the
 //! parser in front of them all refuses it instead, as nginx does with 400.
 
+/// The bytes a host name may hold: letters, digits and `-._~` (RFC 3986 unreserved), one
+/// lookup a byte: the name is checked on every request, twice.
+const NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    t
+};
+
 /// Whether `value` is an RFC 3986 host with an optional port: a name of letters, digits and
 /// `-._~` (at most 255 bytes), an IPv4 address, or an IPv6 address in brackets; then
 /// nothing, or `:` and a port from 1 to 65535. No userinfo, no percent-encoding, no empty
@@ -45,9 +58,7 @@ pub fn is_valid_host(value: &[u8]) -> bool {
     if let Some(name) = host {
         let ok = !name.is_empty()
             && name.len() <= 255
-            && name
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            && name.iter().all(|&b| NAME_BYTE[usize::from(b)]);
         if !ok {
             return false;
         }
@@ -58,10 +69,11 @@ pub fn is_valid_host(value: &[u8]) -> bool {
             !digits.is_empty()
                 && digits.len() <= 5
                 && digits.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| d.parse::<u32>().ok())
-                    .is_some_and(|p| (1..=65535).contains(&p))
+                && (1..=65535).contains(
+                    &digits
+                        .iter()
+                        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')),
+                )
         }
         _ => false,
     }
@@ -113,7 +125,61 @@ mod tests {
         assert!(!is_valid_host(&[b'a'; 256]));
     }
 
+    /// The check as first written, with the standard library's parsers, for agreement.
+    fn as_first_written(value: &[u8]) -> bool {
+        let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let ok = std::str::from_utf8(&rest[..end])
+                .ok()
+                .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+                .is_some();
+            if !ok {
+                return false;
+            }
+            (None, &rest[end + 1..])
+        } else {
+            match value.iter().position(|&b| b == b':') {
+                Some(i) => (Some(&value[..i]), &value[i..]),
+                None => (Some(value), &value[value.len()..]),
+            }
+        };
+        if let Some(name) = host {
+            let ok = !name.is_empty()
+                && name.len() <= 255
+                && name
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            if !ok {
+                return false;
+            }
+        }
+        match port {
+            [] => true,
+            [b':', digits @ ..] => {
+                !digits.is_empty()
+                    && digits.len() <= 5
+                    && std::str::from_utf8(digits)
+                        .ok()
+                        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|d| d.parse::<u32>().ok())
+                        .is_some_and(|p| (1..=65535).contains(&p))
+            }
+            _ => false,
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn agrees_with_the_check_as_first_written(
+            value in "[a-zA-Z0-9._~@:/%\\[\\] -]{0,12}(:[0-9]{0,6})?",
+            bytes: Vec<u8>,
+        ) {
+            proptest::prop_assert_eq!(is_valid_host(value.as_bytes()), as_first_written(value.as_bytes()));
+            proptest::prop_assert_eq!(is_valid_host(&bytes), as_first_written(&bytes));
+        }
+
         #[test]
         fn never_panics_and_refuses_every_at_sign(bytes: Vec<u8>) {
             let ok = is_valid_host(&bytes);
