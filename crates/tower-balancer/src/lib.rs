@@ -90,6 +90,7 @@ pub mod outcome;
 pub mod registry;
 pub mod sticky;
 pub mod strategy;
+pub mod task_timer;
 pub mod upstream;
 
 /// The boxed error type the layers return, as in tower.

@@ -1,42 +1,38 @@
-//! The header-read timer hyper runs on every request of an HTTP/1 connection, on one tokio
-//! timer a connection instead of one a request.
+//! hyper's header-read timer on HTTP/1 connections, on the connection's one
+//! [`TaskTimer`] instead of a tokio timer a request.
 //!
 //! Why: hyper asks its [`Timer`] for a new sleep each time it starts reading a request head
 //! and drops it once the head is read, so with hyper-util's `TokioTimer` every request
 //! allocated a tokio timer, registered it in the runtime's timer wheel (under the driver's
-//! lock) and took it out again: about 1,200 instructions of a proxied request's ~53,000
-//! (`scripts/instructions-check.sh`), for a deadline that almost never fires. Here each
-//! connection keeps one tokio timer, armed at the first deadline hyper asks for and moved
-//! lazily, the way the idle timer of [`Watched`](super::timeout) is: a later deadline leaves
-//! it where it is, and when it fires before the deadline of the head now being read, it is
-//! moved to that deadline then. A head read in time costs a small allocation (hyper boxes
-//! every sleep) and no timer-wheel work; a connection whose heads take longer than the old
-//! deadline is woken once for nothing, at most once per header-read timeout.
+//! lock) and took it out again: about 430 instructions of a proxied request's ~53,000
+//! (`scripts/instructions-check.sh`), for a deadline that almost never fires. Here hyper's
+//! sleeps wait on the connection's [`TaskTimer`], armed at the first deadline and moved
+//! lazily (see `tower_balancer::task_timer`), which the attempt deadlines of the
+//! connection's requests share: a head read in time costs a small allocation (hyper boxes
+//! every sleep) and no timer-wheel work.
 //!
 //! The deadlines are exactly hyper's: what a client gets (408 for a head left half-sent, a
 //! closed connection for one never started) does not change.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
+use tower_balancer::task_timer::{TaskSleep, TaskTimer};
 
-/// The connection's one tokio timer, made on the first head.
-type Shared = Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>;
-
-/// A [`Timer`] for one connection's hyper: every sleep it makes shares one tokio timer.
+/// A [`Timer`] for one connection's hyper: its sleeps wait on the connection's
+/// [`TaskTimer`], the one its requests' attempt deadlines wait on too.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ConnectionTimer {
-    shared: Shared,
+    timer: TaskTimer,
 }
 
 impl ConnectionTimer {
-    /// A timer for a new connection; its tokio timer is made when hyper first asks.
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// hyper's timer over a connection's `timer`.
+    pub(crate) const fn new(timer: TaskTimer) -> Self {
+        Self { timer }
     }
 }
 
@@ -46,15 +42,15 @@ impl Timer for ConnectionTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        Box::pin(HeadSleep {
-            deadline: tokio::time::Instant::from_std(deadline),
-            shared: self.shared.clone(),
-        })
+        Box::pin(HeadSleep(
+            self.timer
+                .sleep_until(tokio::time::Instant::from_std(deadline)),
+        ))
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
         match sleep.as_mut().downcast_mut_pin::<HeadSleep>() {
-            Some(mut s) => s.deadline = tokio::time::Instant::from_std(new_deadline),
+            Some(mut s) => s.0.reset(tokio::time::Instant::from_std(new_deadline)),
             None => *sleep = self.sleep_until(new_deadline),
         }
     }
@@ -65,39 +61,17 @@ impl Timer for ConnectionTimer {
     }
 }
 
-/// One of hyper's sleeps: a deadline over the connection's shared timer.
+/// One of hyper's sleeps: a [`TaskSleep`] on the connection's timer.
 #[derive(Debug)]
-struct HeadSleep {
-    deadline: tokio::time::Instant,
-    shared: Shared,
-}
+struct HeadSleep(TaskSleep);
 
 impl Sleep for HeadSleep {}
 
 impl Future for HeadSleep {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.deadline;
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        let timer = shared.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() > deadline {
-            // armed for later than this head may take: brought forward
-            timer.as_mut().reset(deadline);
-        }
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        // the timer never stands later than this deadline (above), so it fired at this
-        // deadline or at an older one, for a head read in time since: then it is moved here
-        if timer.deadline() >= deadline {
-            return Poll::Ready(());
-        }
-        timer.as_mut().reset(deadline);
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(()),
-            Poll::Pending => Poll::Pending,
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 
@@ -112,7 +86,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_sleep_ends_at_its_own_deadline_over_one_timer() {
-        let t = ConnectionTimer::new();
+        let t = ConnectionTimer::new(TaskTimer::new());
         let start = tokio::time::Instant::now();
         // a first head, read in time: its sleep is dropped, the timer stays at 10 s
         let mut first = t.sleep(Duration::from_secs(10));
@@ -139,7 +113,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reset_moves_a_sleep_and_now_is_tokios_clock() {
-        let t = ConnectionTimer::new();
+        let t = ConnectionTimer::new(TaskTimer::new());
         let before = t.now();
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(t.now() - before, Duration::from_secs(3));

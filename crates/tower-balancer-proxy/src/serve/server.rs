@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
+use tower_balancer::task_timer::TaskTimer;
 use tower_balancer::BoxError;
 
 use super::config::ServeConfig;
@@ -207,10 +208,13 @@ async fn connection<S: Servable>(
         keep_alive: config.keep_alive_timeout,
         send: config.send_timeout,
     };
-    let builder = http_builder(&config);
+    // the connection's one timer: hyper's head deadlines and its requests' attempt deadlines
+    let timer = TaskTimer::new();
+    let builder = http_builder(&config, &timer);
     let Some(tls) = config.tls.clone() else {
         let svc = connection_service(stack, peer, None, progress.clone());
-        drive(Watched::new(sock, progress, limits), &builder, svc, watcher).await;
+        let io = Watched::new(sock, progress, limits);
+        timer.scope(drive(io, &builder, svc, watcher)).await;
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -233,13 +237,8 @@ async fn connection<S: Servable>(
     config.stats.handshake(true);
     let sni = stream.get_ref().1.server_name().map(Arc::from);
     let svc = connection_service(stack, peer, Some(sni), progress.clone());
-    drive(
-        Watched::new(stream, progress, limits),
-        &builder,
-        svc,
-        watcher,
-    )
-    .await;
+    let io = Watched::new(stream, progress, limits);
+    timer.scope(drive(io, &builder, svc, watcher)).await;
 }
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
@@ -355,12 +354,12 @@ const HYPER_MAX_HEADERS: usize = 100;
 
 /// hyper's server settings from ours: header limits and timers for HTTP/1.1, extended
 /// CONNECT and the header list limit for HTTP/2.
-fn http_builder(config: &ServeConfig) -> Builder<TokioExecutor> {
+fn http_builder(config: &ServeConfig, timer: &TaskTimer) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1
         // one tokio timer a connection for hyper's per-request header-read deadline
-        .timer(super::head_timer::ConnectionTimer::new())
+        .timer(super::head_timer::ConnectionTimer::new(timer.clone()))
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes);
     // hyper parses into a stack array of its default size when no limit is set, and fills a

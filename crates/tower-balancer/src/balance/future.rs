@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::body::ResponseBody;
 use super::error::{AttemptError, BalanceError};
@@ -16,6 +16,7 @@ use super::extensions::ServedBy;
 use super::service::OutcomeSink;
 use crate::outcome::{FailureKind, Outcome};
 use crate::registry::InFlight;
+use crate::task_timer::{self, TaskSleep};
 use crate::upstream::{find_upstream_error, UpstreamError, UpstreamErrorKind};
 use crate::BoxError;
 
@@ -38,10 +39,11 @@ pin_project! {
         Attempt {
             #[pin]
             fut: F,
-            // the per-try limit; its timer is made (boxed) only once the member makes the
-            // attempt wait, so an attempt answered at once pays for none
+            // the per-try limit; its timer is made only once the member makes the attempt
+            // wait, so an attempt answered at once pays for none, and on the connection's
+            // own timer when the server gave it one (`task_timer`)
             timeout: Option<Duration>,
-            sleep: Option<Pin<Box<Sleep>>>,
+            sleep: Option<TaskSleep>,
             attempt: Option<Attempt>,
         },
         Failed {
@@ -162,12 +164,12 @@ where
                     Poll::Pending => {
                         if sleep.is_none() {
                             if let (Some(t), Some(a)) = (*timeout, attempt.as_ref()) {
-                                *sleep = Some(Box::pin(tokio::time::sleep_until(
-                                    crate::deadline::deadline(a.started, t),
+                                *sleep = Some(task_timer::sleep_until(crate::deadline::deadline(
+                                    a.started, t,
                                 )));
                             }
                         }
-                        match sleep.as_mut().map(|t| t.as_mut().poll(cx)) {
+                        match sleep.as_mut().map(|t| Pin::new(t).poll(cx)) {
                             Some(Poll::Ready(())) => Err(Box::new(UpstreamError::from_kind(
                                 UpstreamErrorKind::Timeout,
                             ))
