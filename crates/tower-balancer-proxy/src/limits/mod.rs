@@ -15,20 +15,22 @@
 //! hold a member connection (and the client's) indefinitely. Both limits are idle limits,
 //! reset by every frame that arrives, as nginx's `client_body_timeout` and
 //! `proxy_read_timeout` and Apache's `RequestReadTimeout body=` are. The timing itself is
-//! tower-http's [`TimeoutBody`](tower_http::timeout::TimeoutBody).
+//! tower-http's [`TimeoutBody`](tower_http::timeout::TimeoutBody) on the client's body, and
+//! our own on the member's (its module says why).
 //!
 //! - [`RequestBodyIdleLayer`]: outermost, on the client's body. A stall aborts the upstream
 //!   request (its connection is closed, the member never sees a complete request) and the
 //!   client gets 408 ([`client_status`](crate::serve::client_status) maps it).
-//! - tower-http's [`ResponseBodyTimeoutLayer`](tower_http::timeout::ResponseBodyTimeoutLayer),
-//!   innermost, around the forwarder: a member that stalls mid-body has its connection
-//!   closed, and the client's connection is closed too, since its response is cut short.
+//! - [`ResponseBodyIdleLayer`], innermost, around the forwarder: a member that stalls
+//!   mid-body has its connection closed, and the client's connection is closed too, since
+//!   its response is cut short.
 
 mod client_connections;
 mod client_key;
 mod client_rate;
 mod rate_table;
 mod request_body;
+mod response_body;
 
 pub use client_connections::ClientConnectionLimit;
 pub(crate) use client_connections::{ConnectionCounts, CountedConnection};
@@ -38,6 +40,10 @@ pub use client_rate::{
     DEFAULT_CLIENT_TABLE,
 };
 pub use request_body::{ClientBody, RequestBodyIdle, RequestBodyIdleLayer};
+pub use response_body::{
+    IdleBody, ResponseBodyIdle, ResponseBodyIdleError, ResponseBodyIdleLayer,
+    ResponseFuture as ResponseBodyIdleFuture,
+};
 
 /// The default idle limit on request and response bodies: 60 s, as nginx's
 /// `client_body_timeout` and `proxy_read_timeout`.

@@ -17,7 +17,6 @@ use tower_balancer::sticky::{StickyConfig, StickyLayer};
 use tower_balancer::strategy::Strategy;
 use tower_balancer::BoxError;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::ResponseBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tower_layer::Layer;
 
@@ -162,7 +161,7 @@ where
         B::Error: Into<BoxError>,
     {
         let forward = self.forward.build(registry.clone())?;
-        let forward = ResponseBodyTimeoutLayer::new(self.response_idle).layer(forward);
+        let forward = crate::limits::ResponseBodyIdleLayer::new(self.response_idle).layer(forward);
         let mut balance = BalanceLayer::new(registry.clone(), self.strategy)
             .observer(outliers)
             .queue(self.queue);

@@ -1,0 +1,97 @@
+//! A member that sends its answer's head and then stalls, from the balancer built from a
+//! file: cut off once its body has been silent for `response_body_timeout`, while a member
+//! that sends slowly but steadily is passed through whole, however long it takes.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::lb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const LIMIT: Duration = Duration::from_millis(400);
+
+/// A member that answers each request with a 100-byte body: the head and `first` bytes at
+/// once, then the rest 10 bytes at a time, `gap` apart (bounded: 10 s at most).
+async fn pacing_member(first: usize, gap: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+                out.extend_from_slice(&[b'a'; 100][..first]);
+                if sock.write_all(&out).await.is_err() {
+                    return;
+                }
+                let mut sent = first;
+                while sent < 100 {
+                    tokio::time::sleep(gap.min(Duration::from_secs(10))).await;
+                    if sock.write_all(&[b'b'; 10]).await.is_err() {
+                        return;
+                    }
+                    sent += 10;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Sends a GET and reads until the balancer closes (5 s at most): the bytes and how long.
+async fn fetch(lb: std::net::SocketAddr) -> (Vec<u8>, Duration) {
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("the stalled answer was held past 5 s"),
+        }
+    }
+    (out, start.elapsed())
+}
+
+fn body_len(answer: &[u8]) -> usize {
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    answer.len() - head_end
+}
+
+#[tokio::test]
+async fn a_member_silent_mid_body_is_cut_off_at_the_limit() {
+    let member = pacing_member(10, Duration::from_secs(10)).await;
+    let lb = lb(&[member], "", "response_body_timeout = \"400ms\"", "").await;
+    let (answer, took) = fetch(lb.addr).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    // what the member sent passed; the rest never came, and the client was not held
+    assert_eq!(body_len(&answer), 10);
+    assert!(took >= LIMIT - Duration::from_millis(50), "cut early: {took:?}");
+    assert!(took < LIMIT * 5, "cut late: {took:?}");
+}
+
+#[tokio::test]
+async fn a_member_sending_slowly_but_steadily_is_passed_whole() {
+    // 10 bytes every 150 ms: 1.35 s in all, never 400 ms silent
+    let member = pacing_member(10, Duration::from_millis(150)).await;
+    let lb = lb(&[member], "", "response_body_timeout = \"400ms\"", "").await;
+    let (answer, took) = fetch(lb.addr).await;
+    assert_eq!(body_len(&answer), 100, "{}", String::from_utf8_lossy(&answer));
+    assert!(took > LIMIT * 3, "{took:?}");
+}
