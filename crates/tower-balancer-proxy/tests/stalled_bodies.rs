@@ -82,7 +82,10 @@ async fn a_member_silent_mid_body_is_cut_off_at_the_limit() {
     assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{answer:?}");
     // what the member sent passed; the rest never came, and the client was not held
     assert_eq!(body_len(&answer), 10);
-    assert!(took >= LIMIT - Duration::from_millis(50), "cut early: {took:?}");
+    assert!(
+        took >= LIMIT - Duration::from_millis(50),
+        "cut early: {took:?}"
+    );
     assert!(took < LIMIT * 5, "cut late: {took:?}");
 }
 
@@ -92,6 +95,11 @@ async fn a_member_sending_slowly_but_steadily_is_passed_whole() {
     let member = pacing_member(10, Duration::from_millis(150)).await;
     let lb = lb(&[member], "", "response_body_timeout = \"400ms\"", "").await;
     let (answer, took) = fetch(lb.addr).await;
-    assert_eq!(body_len(&answer), 100, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        body_len(&answer),
+        100,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(took > LIMIT * 3, "{took:?}");
 }
