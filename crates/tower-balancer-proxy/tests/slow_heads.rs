@@ -97,3 +97,83 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_off_at_the_limit() {
     );
     assert!(waited < LIMIT * 3, "408 late: {waited:?}");
 }
+
+/// Sends `bytes` on a new connection and reads until the balancer closes it (5 s at most):
+/// what it sent back, and how long the connection was held.
+async fn held_after(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let start = Instant::now();
+    s.write_all(bytes).await.unwrap();
+    let (out, closed) = until_closed(&mut s).await;
+    (out, closed - start)
+}
+
+#[tokio::test]
+async fn the_start_of_an_http2_preface_is_cut_off_at_the_header_read_limit() {
+    let (member, _) = echo_member().await;
+    let lb = lb(&[member], "header_read_timeout = \"600ms\"", "", "").await;
+    // hyper-util waits for the whole preface to tell HTTP/2 from HTTP/1, and hyper's head
+    // timer starts only after: these were held for ever
+    for sent in [
+        &b"P"[..],
+        b"PRI * HTTP/2.0\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n",
+    ] {
+        let (out, held) = held_after(lb.addr, sent).await;
+        // 408, or hyper's 400 for an HTTP/1 line naming HTTP/2.0: either way told and closed
+        assert!(
+            out.starts_with("HTTP/1.1 408") || out.starts_with("HTTP/1.1 400"),
+            "{sent:?}: {out:?}"
+        );
+        assert!(
+            held >= LIMIT - Duration::from_millis(150),
+            "{sent:?}: {held:?}"
+        );
+        assert!(held < LIMIT * 3, "{sent:?}: {held:?}");
+    }
+    // a whole preface and an empty SETTINGS frame, then nothing: an HTTP/2 connection that
+    // never sends a request is closed at the same limit
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let (_, held) = held_after(lb.addr, &preface).await;
+    assert!(held >= LIMIT - Duration::from_millis(150), "{held:?}");
+    assert!(held < LIMIT * 3, "{held:?}");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
+    use tower_balancer_proxy::serve::{ServeConfig, Server};
+    let keep_alive = Duration::from_millis(400);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ServeConfig::new().keep_alive_timeout(keep_alive);
+    let server = Server::from_listener(listener, config);
+    let addr = server.local_addr().unwrap();
+    let stack = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+    });
+    let _server = tokio::spawn(server.serve(stack, std::future::pending()));
+    // prior-knowledge HTTP/2 on the plain port: one request, then idle
+    let sock = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(sock),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://lb.test/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let answered = Instant::now();
+    drop(res);
+    // the connection ends when the server closes it; it was held for ever before
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("an idle HTTP/2 connection was held past 5 s")
+        .unwrap()
+        .ok();
+    let held = answered.elapsed();
+    assert!(held >= keep_alive - Duration::from_millis(100), "{held:?}");
+}

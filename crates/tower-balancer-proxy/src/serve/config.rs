@@ -52,10 +52,12 @@ impl ServeConfig {
     /// Plain HTTP; a request's headers must arrive within 10 s (hyper's timeout is off unless
     /// set, which lets a slowloris client hold a connection forever); at most 16 KiB of
     /// headers and 100 header fields (431 beyond); 10 s for a TLS handshake; 30 s for
-    /// in-flight requests to finish on shutdown. A connection that sends nothing is closed
-    /// after the header-read timeout if it never sent a request, and after 10 s idle between
-    /// requests (keep-alive: hyper's header-read timer also runs while a connection waits
-    /// for its next request, so the shorter of the two limits holds). At most [`default_max_connections`] client connections at
+    /// in-flight requests to finish on shutdown. A connection is closed when its first request
+    /// head is not complete within the header-read timeout of its start, whatever it sent
+    /// (nothing, part of an HTTP/1 head, part of the HTTP/2 preface), and after 10 s idle
+    /// between requests (keep-alive: over HTTP/1 hyper's header-read timer also runs while
+    /// a connection waits for its next request, so the shorter of the two limits holds;
+    /// over HTTP/2, the keep-alive limit of 15 s once no stream is open). At most [`default_max_connections`] client connections at
     /// once (more wait in the listen backlog).
     #[must_use]
     pub fn new() -> Self {

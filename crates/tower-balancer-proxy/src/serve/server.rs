@@ -394,9 +394,9 @@ async fn drive<IO, S, B>(
     B::Error: Into<BoxError>,
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        if is_header_timeout(&*e) {
-            io.answer_timeout(ANSWER_LIMIT).await;
-        }
+    let ended = watcher.watch(conn.into_owned()).await;
+    // hyper's header timer fired, or the socket cut a first head that took too long
+    if ended.is_err_and(|e| is_header_timeout(&*e)) || io.progress().cut_mid_head() {
+        io.answer_timeout(ANSWER_LIMIT).await;
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! Why: hyper's header-read timeout closes a half-sent request without a word, and a client
 //! (or the operator reading its logs) cannot tell a slow network from a cut; Apache's
-//! `mod_reqtimeout` answers 408, and so do we. And hyper's timer only starts with a
-//! request's first byte, so a client that connects and sends nothing held its connection
-//! forever (the zero-byte slowloris); here it is closed after the header-read timeout, and
-//! an idle keep-alive connection after the keep-alive timeout, unless a request on it is
-//! still being answered or it was upgraded (WebSocket). hyper owns the connection while it
+//! `mod_reqtimeout` answers 408, and so do we. And hyper's timer only starts once hyper-util
+//! has told HTTP/1 from HTTP/2, so a client that connects and sends nothing, or only the
+//! start of the HTTP/2 preface, held its connection forever (the zero-byte slowloris), and
+//! HTTP/2 has no head timer at all; here a connection whose first request head is not
+//! complete within the header-read timeout of its start is closed, and an idle keep-alive
+//! connection (HTTP/1, or HTTP/2 with no stream open) after the keep-alive timeout, unless
+//! a request on it is still being answered or it was upgraded (WebSocket). hyper owns the connection while it
 //! serves it, so the socket is shared through a mutex (never contended: one task polls it)
 //! and taken back for the 408 when hyper gives up.
 
@@ -39,6 +41,12 @@ pub(crate) struct Progress {
     in_flight: AtomicU64,
     /// The connection was handed over to an upgrade (WebSocket): no idle limit.
     upgraded: AtomicBool,
+    /// Its requests came over HTTP/2, where bytes after a head are frames of any stream,
+    /// not the start of the next head.
+    h2: AtomicBool,
+    /// The socket ended the connection itself: no request head was complete within the
+    /// header-read limit of its start (see [`Watched::idle_expired`]).
+    cut_mid_head: AtomicBool,
     /// The server's counters, for what its requests were refused.
     stats: super::stats::ServerStats,
 }
@@ -62,6 +70,9 @@ impl Progress {
         self.read_since_head.store(0, Ordering::Relaxed);
         self.heads.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if req.version() == http::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
         let h = req.headers();
         let body = h.contains_key(TRANSFER_ENCODING)
             || h.get(CONTENT_LENGTH)
@@ -82,7 +93,13 @@ impl Progress {
     fn caught_mid_head(&self) -> bool {
         self.read_since_head.load(Ordering::Relaxed) > 0
             && (self.heads.load(Ordering::Relaxed) == 0
-                || !self.last_had_body.load(Ordering::Relaxed))
+                || !(self.last_had_body.load(Ordering::Relaxed) || self.h2.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the socket ended the connection because its first request head was not
+    /// complete in time (hyper's own timer had not fired, or never started).
+    pub(crate) fn cut_mid_head(&self) -> bool {
+        self.cut_mid_head.load(Ordering::Relaxed)
     }
 }
 
@@ -151,6 +168,8 @@ pub(crate) struct IdleLimits {
 #[derive(Debug)]
 struct IoState<IO> {
     io: IO,
+    /// When the connection was handed to the server (after TLS).
+    started: Instant,
     last_activity: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Since when writes have made no progress (the client is not reading), and the timer
@@ -181,6 +200,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         Self {
             io: Arc::new(Mutex::new(IoState {
                 io,
+                started: Instant::now(),
                 last_activity: Instant::now(),
                 sleep: None,
                 stalled: None,
@@ -188,6 +208,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             progress,
             limits,
         }
+    }
+
+    /// The connection's progress.
+    pub(crate) fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     fn lock(&self) -> MutexGuard<'_, IoState<IO>> {
@@ -203,19 +228,23 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
     /// timer-wheel registration and an allocation per request.
     fn idle_expired(&self, inner: &mut IoState<IO>, cx: &mut Context<'_>) -> bool {
         let p = &self.progress;
-        if p.in_flight.load(Ordering::Relaxed) > 0
-            || p.upgraded.load(Ordering::Relaxed)
-            || p.caught_mid_head()
-        {
-            // answering, tunnelling, or hyper's own header timer is running
+        if p.in_flight.load(Ordering::Relaxed) > 0 || p.upgraded.load(Ordering::Relaxed) {
+            // answering or tunnelling
             return false;
         }
-        let limit = if p.heads.load(Ordering::Relaxed) == 0 {
-            self.limits.first
+        let first = p.heads.load(Ordering::Relaxed) == 0;
+        let deadline = if first {
+            // no request head yet: the header-read limit from the connection's start,
+            // whatever was sent. hyper's own timer starts only once hyper-util has told
+            // HTTP/1 from HTTP/2, which a client that sends the start of the HTTP/2
+            // preface and stops never lets it do, and HTTP/2 has no head timer at all
+            later(inner.started, self.limits.first)
+        } else if p.caught_mid_head() {
+            // an HTTP/1 head under way: hyper's header timer is running
+            return false;
         } else {
-            self.limits.keep_alive
+            later(inner.last_activity, self.limits.keep_alive)
         };
-        let deadline = inner.last_activity + limit;
         let sleep = inner
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -229,7 +258,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         if Instant::now() < deadline {
             // fired at an older deadline; the connection was active since
             sleep.as_mut().reset(deadline);
-            return sleep.as_mut().poll(cx).is_ready();
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+        if first && p.read_since_head.load(Ordering::Relaxed) > 0 {
+            p.cut_mid_head.store(true, Ordering::Relaxed);
         }
         true
     }
@@ -250,6 +284,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         };
         let _ = tokio::time::timeout(limit, answer).await;
     }
+}
+
+/// `from + after`, or a year after `from` when that does not fit the clock.
+fn later(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .unwrap_or_else(|| from + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Writes through a [`Watched`] socket outside hyper.
@@ -405,5 +445,17 @@ mod tests {
         assert!(!p.caught_mid_head(), "idle after a GET");
         p.read_since_head.store(3, Ordering::Relaxed);
         assert!(p.caught_mid_head(), "a second request half-sent");
+        // over HTTP/2, bytes after a head are frames of any stream, never a head's start
+        let req = Request::get("/")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        p.head_done(&req);
+        p.read_since_head.store(9, Ordering::Relaxed);
+        assert!(
+            !p.caught_mid_head(),
+            "an HTTP/2 connection between requests"
+        );
+        assert!(!p.cut_mid_head());
     }
 }
