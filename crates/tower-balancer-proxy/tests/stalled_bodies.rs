@@ -1,6 +1,9 @@
-//! A member that sends its answer's head and then stalls, from the balancer built from a
-//! file: cut off once its body has been silent for `response_body_timeout`, while a member
-//! that sends slowly but steadily is passed through whole, however long it takes.
+//! Bodies that stall or crawl, from the balancer built from a file. A member that sends its
+//! answer's head and then stalls is cut off once its body has been silent for
+//! `response_body_timeout`, while a member that sends slowly but steadily is passed through
+//! whole. A client that uploads slowly is not taken for a member that hangs: the per-try
+//! `timeout` does not run while the member waits on the client, so a healthy member is
+//! neither timed out nor ejected, and a client whose upload stalls gets 408.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -9,7 +12,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::lb;
+use harness::{echo_member, lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -102,4 +105,72 @@ async fn a_member_sending_slowly_but_steadily_is_passed_whole() {
         String::from_utf8_lossy(&answer)
     );
     assert!(took > LIMIT * 3, "{took:?}");
+}
+
+/// Sends a POST of 10 bytes, one every `gap`, and reads the answer's status line (5 s at
+/// most after the last byte).
+async fn upload(lb: std::net::SocketAddr, gap: Duration, bytes: usize) -> String {
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..bytes {
+        tokio::time::sleep(gap).await;
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+    }
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+        .await
+        .expect("no answer to the upload")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&out[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The failures counted against every member so far.
+fn failures(lb: &harness::Lb) -> u64 {
+    lb.registry
+        .load()
+        .members()
+        .iter()
+        .map(|m| m.stats().view().failures)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_slow_upload_reaches_a_healthy_member_and_nobody_is_blamed() {
+    let (member, _) = echo_member().await;
+    // the per-try limit is 1 s; the client takes 3 s, a byte every 300 ms
+    let lb = lb(&[member], "", "timeout = \"1s\"", "").await;
+    let status = upload(lb.addr, Duration::from_millis(300), 10).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(failures(&lb), 0, "the slow client was blamed on the member");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_the_clients_408_not_a_members_timeout() {
+    let (member, _) = echo_member().await;
+    // both limits 1 s: the body's idle limit must be what ends it
+    let lb = lb(
+        &[member],
+        "request_body_timeout = \"1s\"",
+        "timeout = \"1s\"",
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        // five bytes of ten, then silence
+        let status = upload(lb.addr, Duration::from_millis(50), 5).await;
+        assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    }
+    assert_eq!(
+        failures(&lb),
+        0,
+        "a stalled client was blamed on the member"
+    );
 }

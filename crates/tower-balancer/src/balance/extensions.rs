@@ -71,3 +71,84 @@ pub struct RequestKey(pub u64);
 /// [`UpstreamError`](crate::upstream::UpstreamError) and counts against its member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptTimeout(pub std::time::Duration);
+
+/// Put in a request whose body the client is still sending, a clone kept by whatever reads
+/// that body and tells it how the upload goes: the attempt's time limit
+/// ([`AttemptTimeout`]) then runs only while the member has the next move. While the body
+/// waits on the client, the limit is not applied (a client that stops sending is the
+/// request-body idle limit's to end, with 408, and no member is blamed); once the body
+/// ended, the limit counts from its end; while the member reads none of it, from the last
+/// part it read. So a client that uploads slowly is not taken for a member that hangs, and
+/// a member that stops reading still times out. The failover layer does this for every
+/// body that is not empty.
+#[derive(Debug, Clone, Default)]
+pub struct UploadProgress(std::sync::Arc<std::sync::Mutex<Upload>>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Upload {
+    /// The last part read from the client, or the end.
+    last: Option<tokio::time::Instant>,
+    /// The body is waiting for the client's next part.
+    waiting: bool,
+    ended: bool,
+}
+
+impl UploadProgress {
+    /// An upload not started.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Upload)) {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// The body asked the client for more and has to wait.
+    pub fn waiting(&self) {
+        self.with(|u| u.waiting = true);
+    }
+
+    /// A part of the body came from the client now.
+    pub fn read(&self) {
+        self.with(|u| {
+            u.waiting = false;
+            u.last = Some(tokio::time::Instant::now());
+        });
+    }
+
+    /// The body ended now.
+    pub fn ended(&self) {
+        self.with(|u| {
+            u.waiting = false;
+            u.ended = true;
+            u.last = Some(tokio::time::Instant::now());
+        });
+    }
+
+    /// When a limit of `timeout` for an attempt that started at `started` runs out instead
+    /// of `started + timeout`, which has passed: `None` when that was right.
+    pub(crate) fn later_deadline(
+        &self,
+        started: tokio::time::Instant,
+        timeout: std::time::Duration,
+    ) -> Option<tokio::time::Instant> {
+        let u = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        let from = if u.waiting && !u.ended {
+            // the client's move: looked at again a limit from now
+            now
+        } else {
+            // the member's move since the last part it read (or the end)
+            u.last.filter(|&l| l > started)?
+        };
+        let deadline = crate::deadline::deadline(from, timeout);
+        (deadline > now).then_some(deadline)
+    }
+}

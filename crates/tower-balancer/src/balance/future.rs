@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::body::ResponseBody;
 use super::error::{AttemptError, BalanceError};
-use super::extensions::ServedBy;
+use super::extensions::{ServedBy, UploadProgress};
 use super::service::OutcomeSink;
 use crate::outcome::{FailureKind, Outcome};
 use crate::registry::InFlight;
@@ -42,13 +42,29 @@ pin_project! {
             // the per-try limit; its timer is made only once the member makes the attempt
             // wait, so an attempt answered at once pays for none, and on the connection's
             // own timer when the server gave it one (`task_timer`)
-            timeout: Option<Duration>,
+            limit: Option<AttemptLimit>,
             sleep: Option<TaskSleep>,
             attempt: Option<Attempt>,
         },
         Failed {
             error: Option<BalanceError>,
         },
+    }
+}
+
+/// An attempt's time limit to response headers ([`AttemptTimeout`](super::AttemptTimeout)),
+/// run only while the member has the move when the request carries an [`UploadProgress`].
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptLimit {
+    pub(crate) timeout: Duration,
+    pub(crate) upload: Option<UploadProgress>,
+}
+
+impl AttemptLimit {
+    /// When the limit counted from `started` has passed: the later deadline it gets
+    /// instead, if the client's upload ran into it ([`UploadProgress`]), else `None`.
+    fn later_deadline(&self, started: Instant) -> Option<Instant> {
+        self.upload.as_ref()?.later_deadline(started, self.timeout)
     }
 }
 
@@ -64,7 +80,7 @@ pub struct Granted<F> {
     pub(crate) fut: F,
     pub(crate) in_flight: InFlight,
     pub(crate) started: Instant,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) limit: Option<AttemptLimit>,
     pub(crate) report: Arc<OutcomeSink>,
 }
 
@@ -89,13 +105,13 @@ impl<F, W> ResponseFuture<F, W> {
         fut: F,
         in_flight: InFlight,
         started: Instant,
-        timeout: Option<Duration>,
+        limit: Option<AttemptLimit>,
         report: Arc<OutcomeSink>,
     ) -> Self {
         Self {
             kind: Kind::Attempt {
                 fut,
-                timeout,
+                limit,
                 sleep: None,
                 attempt: Some(Attempt {
                     in_flight,
@@ -138,7 +154,7 @@ where
             };
             self.as_mut().project().kind.set(Kind::Attempt {
                 fut: g.fut,
-                timeout: g.timeout,
+                limit: g.limit,
                 sleep: None,
                 attempt: Some(Attempt {
                     in_flight: g.in_flight,
@@ -155,27 +171,33 @@ where
             ))),
             KindProj::Attempt {
                 fut,
-                timeout,
+                limit,
                 sleep,
                 attempt,
             } => {
                 let result = match fut.poll(cx) {
                     Poll::Ready(r) => r.map_err(Into::into),
                     Poll::Pending => {
-                        if sleep.is_none() {
-                            if let (Some(t), Some(a)) = (*timeout, attempt.as_ref()) {
-                                *sleep = Some(task_timer::sleep_until(crate::deadline::deadline(
-                                    a.started, t,
-                                )));
+                        let (Some(l), Some(a)) = (limit.as_ref(), attempt.as_ref()) else {
+                            return Poll::Pending;
+                        };
+                        let sleep = sleep.get_or_insert_with(|| {
+                            task_timer::sleep_until(crate::deadline::deadline(a.started, l.timeout))
+                        });
+                        if Pin::new(&mut *sleep).poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        if let Some(later) = l.later_deadline(a.started) {
+                            // the client was still uploading: the limit starts after it
+                            sleep.reset(later);
+                            if Pin::new(&mut *sleep).poll(cx).is_pending() {
+                                return Poll::Pending;
                             }
                         }
-                        match sleep.as_mut().map(|t| Pin::new(t).poll(cx)) {
-                            Some(Poll::Ready(())) => Err(Box::new(UpstreamError::from_kind(
-                                UpstreamErrorKind::Timeout,
-                            ))
-                                as BoxError),
-                            _ => return Poll::Pending,
-                        }
+                        Err(
+                            Box::new(UpstreamError::from_kind(UpstreamErrorKind::Timeout))
+                                as BoxError,
+                        )
                     }
                 };
                 let Some(Attempt {

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Response};
 use tokio::sync::oneshot;
@@ -12,7 +11,8 @@ use tower_service::Service;
 
 use super::body::{RequestBody, ResponseBody};
 use super::error::BalanceError;
-use super::extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey};
+use super::extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, UploadProgress};
+use super::future::AttemptLimit;
 use super::future::ResponseFuture;
 use super::key::HashKey;
 use super::layer::BalanceLayer;
@@ -231,22 +231,29 @@ impl<I, S: Strategy> Balance<I, S> {
 }
 
 /// Sends `req` to `slot`'s member through `inner`: the pick in the request's extensions,
-/// its body counted on the member. Returns the call, when it started, and its time limit.
+/// its body counted on the member. Returns the call, when it started, and its time limit
+/// (with the client's upload, when the request carries one).
 pub(crate) fn send<I, B, RB>(
     inner: &mut I,
     slot: &InFlight,
     req: Request<B>,
-) -> (I::Future, Instant, Option<Duration>)
+) -> (I::Future, Instant, Option<AttemptLimit>)
 where
     I: Service<Request<RequestBody<B>>, Response = Response<RB>>,
 {
     let member = slot.member();
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(Picked(member.clone()));
-    let timeout = parts.extensions.get::<AttemptTimeout>().map(|t| t.0);
+    let limit = parts
+        .extensions
+        .get::<AttemptTimeout>()
+        .map(|t| AttemptLimit {
+            timeout: t.0,
+            upload: parts.extensions.get::<UploadProgress>().cloned(),
+        });
     let req = Request::from_parts(parts, RequestBody::new(body, member.clone()));
     let started = Instant::now();
-    (inner.call(req), started, timeout)
+    (inner.call(req), started, limit)
 }
 
 impl<I, S, B, RB> Service<Request<B>> for Balance<I, S>
@@ -266,8 +273,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match self.choose(&req) {
             Ok(slot) => {
-                let (fut, started, timeout) = send(&mut self.inner, &slot, req);
-                ResponseFuture::attempt(fut, slot, started, timeout, self.report())
+                let (fut, started, limit) = send(&mut self.inner, &slot, req);
+                ResponseFuture::attempt(fut, slot, started, limit, self.report())
             }
             Err(NotNow::Failed(e)) => ResponseFuture::failed(e),
             Err(NotNow::Busy(_)) => self.wait(req),

@@ -128,12 +128,12 @@ where
             return Poll::Ready(Err("queued request polled after completion".into()));
         };
         *this.done = true;
-        let (fut, started, timeout) = send(this.inner, &in_flight, req);
+        let (fut, started, limit) = send(this.inner, &in_flight, req);
         Poll::Ready(Ok(Granted {
             fut,
             in_flight,
             started,
-            timeout,
+            limit,
             report: this.report.clone(),
         }))
     }

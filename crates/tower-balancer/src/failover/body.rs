@@ -17,6 +17,7 @@ use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::balance::UploadProgress;
 use crate::BoxError;
 
 /// Why a [`ReplayBody`] gave no more data.
@@ -46,6 +47,8 @@ struct ReplayState<B> {
     ended: bool,
     trailers: Option<HeaderMap>,
     generation: u64,
+    /// How the client's upload goes, for the attempts' time limits.
+    upload: Option<UploadProgress>,
 }
 
 /// The request body each attempt sends.
@@ -96,6 +99,7 @@ impl<B: Body> Replay<B> {
                 ended,
                 trailers: None,
                 generation: 0,
+                upload: None,
             })),
         }
     }
@@ -113,6 +117,16 @@ impl<B> Replay<B> {
             sent: 0,
             trailers_sent: false,
         }
+    }
+
+    /// The upload's progress, if the client's body has not ended yet: put in each
+    /// attempt's request, it keeps the attempt's time limit off the client's upload time.
+    pub(crate) fn upload(&self) -> Option<UploadProgress> {
+        let mut s = lock(&self.shared);
+        if s.ended {
+            return None;
+        }
+        Some(s.upload.get_or_insert_with(UploadProgress::new).clone())
     }
 
     /// Whether a new attempt could send the whole body again.
@@ -164,7 +178,15 @@ where
         }
         // 2. the rest of the client's body
         if let Some(body) = s.body.as_mut() {
-            match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+            let polled = Pin::new(body).poll_frame(cx);
+            if let Some(u) = &s.upload {
+                match &polled {
+                    Poll::Pending => u.waiting(),
+                    Poll::Ready(Some(_)) => u.read(),
+                    Poll::Ready(None) => u.ended(),
+                }
+            }
+            match std::task::ready!(polled) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => {
                         let bytes = data.copy_to_bytes(data.remaining());

@@ -64,8 +64,14 @@ where
         self.config.budget.deposit();
         let members = self.registry.load().len();
         let max_attempts = 1 + self.config.max_retries.min(members.saturating_sub(1));
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let replay = Replay::new(body, self.config.replay_cap);
+        if self.config.per_try_timeout.is_some() {
+            if let Some(upload) = replay.upload() {
+                // every attempt's copy of the head carries it
+                parts.extensions.insert(upload);
+            }
+        }
         // the ready service takes the first attempt; its clone takes the later ones
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
