@@ -140,31 +140,49 @@ async fn the_start_of_an_http2_preface_is_cut_off_at_the_header_read_limit() {
     assert!(held < LIMIT * 3, "{held:?}");
 }
 
-#[tokio::test]
-async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
+/// A server whose answers take `delay`, with keep-alive limit `keep_alive`, and a
+/// prior-knowledge HTTP/2 client connection to it: the sender, and the connection's task,
+/// which ends when the server closes the connection.
+async fn h2_to_server(
+    keep_alive: Duration,
+    delay: Duration,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
     use tower_balancer_proxy::serve::{ServeConfig, Server};
-    let keep_alive = Duration::from_millis(400);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = ServeConfig::new().keep_alive_timeout(keep_alive);
     let server = Server::from_listener(listener, config);
     let addr = server.local_addr().unwrap();
-    let stack = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
-    });
-    let _server = tokio::spawn(server.serve(stack, std::future::pending()));
-    // prior-knowledge HTTP/2 on the plain port: one request, then idle
+    let stack = tower::service_fn(
+        move |_req: http::Request<hyper::body::Incoming>| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+        },
+    );
+    tokio::spawn(server.serve(stack, std::future::pending()));
     let sock = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
+    let (send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(sock),
     )
     .await
     .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("http://lb.test/")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn h2_get() -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get("http://lb.test/")
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
+    let keep_alive = Duration::from_millis(400);
+    let (mut send, conn) = h2_to_server(keep_alive, Duration::ZERO).await;
+    let res = send.send_request(h2_get()).await.unwrap();
     assert_eq!(res.status(), 200);
     let answered = Instant::now();
     drop(res);
@@ -176,4 +194,22 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
         .ok();
     let held = answered.elapsed();
     assert!(held >= keep_alive - Duration::from_millis(100), "{held:?}");
+}
+
+#[tokio::test]
+async fn an_http2_answer_slower_than_the_keep_alive_limit_still_arrives() {
+    // the answer takes twice the limit, and the client sends nothing meanwhile: the
+    // connection must neither close under the request nor lose the answer as it goes out
+    let keep_alive = Duration::from_millis(300);
+    let (mut send, _conn) = h2_to_server(keep_alive, keep_alive * 2).await;
+    let res = tokio::time::timeout(Duration::from_secs(5), send.send_request(h2_get()))
+        .await
+        .expect("no answer")
+        .expect("the connection closed under a slow answer");
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"ok");
 }

@@ -39,6 +39,8 @@ pub(crate) struct Progress {
     last_had_body: AtomicBool,
     /// Requests whose responses are not finished.
     in_flight: AtomicU64,
+    /// Requests whose responses are finished (an answer sent counts as activity).
+    finished: AtomicU64,
     /// The connection was handed over to an upgrade (WebSocket): no idle limit.
     upgraded: AtomicBool,
     /// Its requests came over HTTP/2, where bytes after a head are frames of any stream,
@@ -115,6 +117,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -171,6 +174,8 @@ struct IoState<IO> {
     /// When the connection was handed to the server (after TLS).
     started: Instant,
     last_activity: Instant,
+    /// [`Progress::finished`] when the idle limit last looked.
+    seen_finished: u64,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Since when writes have made no progress (the client is not reading), and the timer
     /// that ends it.
@@ -202,6 +207,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
                 io,
                 started: Instant::now(),
                 last_activity: Instant::now(),
+                seen_finished: 0,
                 sleep: None,
                 stalled: None,
             })),
@@ -243,6 +249,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             // an HTTP/1 head under way: hyper's header timer is running
             return false;
         } else {
+            if p.h2.load(Ordering::Relaxed) {
+                // an answer finished since the last look is activity: over HTTP/2 its frames
+                // go out after this read, so a long answer must not find the limit passed
+                // and the connection closed under it (HTTP/1 marks its writes)
+                let finished = p.finished.load(Ordering::Relaxed);
+                if finished != inner.seen_finished {
+                    inner.seen_finished = finished;
+                    inner.last_activity = Instant::now();
+                }
+            }
             later(inner.last_activity, self.limits.keep_alive)
         };
         let sleep = inner
