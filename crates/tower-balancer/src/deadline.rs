@@ -9,7 +9,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// `from + after`, or thirty years after `from` when that does not fit.
-pub(crate) fn deadline(from: Instant, after: Duration) -> Instant {
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// let now = Instant::now();
+/// assert_eq!(tower_balancer::deadline::deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+/// assert!(tower_balancer::deadline::deadline(now, Duration::MAX) > now);
+/// ```
+#[must_use]
+pub fn deadline(from: Instant, after: Duration) -> Instant {
     from.checked_add(after)
         .unwrap_or_else(|| from + Duration::from_secs(30 * 365 * 24 * 3600))
 }

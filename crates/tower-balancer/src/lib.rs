@@ -78,7 +78,7 @@
 
 pub mod balance;
 pub mod client;
-mod deadline;
+pub mod deadline;
 pub mod discovery;
 pub mod error;
 pub mod failover;

@@ -158,12 +158,8 @@ where
         }
         let timeout = *this.timeout;
         let sleep = this.sleep.get_or_insert_with(|| {
-            let now = Instant::now();
             // a limit past the clock's range is no limit
-            let deadline = now
-                .checked_add(timeout)
-                .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600));
-            task_timer::sleep_until(deadline)
+            task_timer::sleep_until(tower_balancer::deadline::deadline(Instant::now(), timeout))
         });
         match Pin::new(sleep).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ResponseBodyIdleError(timeout))))),

@@ -27,6 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tower_balancer::deadline::deadline;
 
 /// What the server knows about a connection's progress.
 #[derive(Debug, Default)]
@@ -244,7 +245,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             // whatever was sent. hyper's own timer starts only once hyper-util has told
             // HTTP/1 from HTTP/2, which a client that sends the start of the HTTP/2
             // preface and stops never lets it do, and HTTP/2 has no head timer at all
-            later(inner.started, self.limits.first)
+            deadline(inner.started, self.limits.first)
         } else if p.caught_mid_head() {
             // an HTTP/1 head under way: hyper's header timer is running
             return false;
@@ -259,7 +260,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
                     inner.last_activity = Instant::now();
                 }
             }
-            later(inner.last_activity, self.limits.keep_alive)
+            deadline(inner.last_activity, self.limits.keep_alive)
         };
         let sleep = inner
             .sleep
@@ -300,12 +301,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         };
         let _ = tokio::time::timeout(limit, answer).await;
     }
-}
-
-/// `from + after`, or a year after `from` when that does not fit the clock.
-fn later(from: Instant, after: Duration) -> Instant {
-    from.checked_add(after)
-        .unwrap_or_else(|| from + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Writes through a [`Watched`] socket outside hyper.
