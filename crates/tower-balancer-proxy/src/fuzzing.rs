@@ -109,3 +109,29 @@ pub fn config_parser(data: &[u8]) {
         }
     }
 }
+
+/// A member's answer read by the member client's own HTTP/1.1 path (the first byte picks
+/// `GET` or `HEAD` and how many bytes arrive at a time): no panic; a body never holds more
+/// than arrived; the same answer read in one piece or in small ones reads the same.
+pub fn member_answer(data: &[u8]) {
+    let Some((&first, wire)) = data.split_first() else {
+        return;
+    };
+    let method = if first & 1 == 1 {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let piece = usize::from(first >> 1) + 1;
+    let whole = crate::forward::read_answer(wire, &method, wire.len());
+    let pieces = crate::forward::read_answer(wire, &method, piece);
+    if let Ok((head, body)) = &whole {
+        assert!(body.len() <= wire.len());
+        let (head2, body2) = pieces
+            .as_ref()
+            .expect("one piece read it, small ones did not");
+        assert_eq!(head.status(), head2.status());
+        assert_eq!(head.headers(), head2.headers());
+        assert_eq!(body, body2);
+    }
+}

@@ -36,3 +36,13 @@ fn the_config_parser_corpus_replays_without_panic() {
         ) >= 3
     );
 }
+
+#[test]
+fn the_member_answer_corpus_replays_without_panic() {
+    assert!(
+        replay(
+            "member_answer",
+            tower_balancer_proxy::fuzzing::member_answer
+        ) >= 5
+    );
+}

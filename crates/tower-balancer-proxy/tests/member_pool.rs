@@ -69,7 +69,9 @@ async fn raw_member(answers: Option<usize>) -> (SocketAddr, Arc<Counts>) {
 
 type Svc = tower::util::BoxCloneService<
     Request<Full<Bytes>>,
-    http::Response<tower_balancer::balance::ResponseBody<hyper::body::Incoming>>,
+    http::Response<
+        tower_balancer::balance::ResponseBody<tower_balancer_proxy::forward::MemberBody>,
+    >,
     tower_balancer::BoxError,
 >;
 

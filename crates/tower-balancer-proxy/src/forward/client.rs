@@ -21,15 +21,17 @@ use tower_balancer::registry::Member;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
+use super::body::MemberBody;
 use super::config::MAX_MEMBER_HEAD_BYTES;
 use super::error::{from_hyper, NotSent};
+use super::h1::{self, Failure, Io};
 use super::pool::Pool;
 use super::service::Connector;
 
 /// The answer of one exchange with a member, boxed: it moves out whole when the client goes
 /// away and the exchange must run on.
 pub(crate) type MemberFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Response<MemberBody>, UpstreamError>> + Send>>;
 
 /// How many pooled connections a request may find closed before it opens a new one.
 const STALE_TRIES: usize = 8;
@@ -80,7 +82,7 @@ async fn exchange<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
     mut req: Request<B>,
-) -> Result<Response<Incoming>, UpstreamError>
+) -> Result<Response<MemberBody>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
@@ -94,7 +96,7 @@ where
         // HTTP/2 carries the scheme and authority as pseudo-headers
         *req.uri_mut() = origin.absolute(req.uri())?;
         match h2.try_send_request(req).await {
-            Ok(res) => return Ok(res),
+            Ok(res) => return Ok(res.map(MemberBody::hyper)),
             Err(mut e) => match e.take_message() {
                 // the connection closed before the request went out: on to a new one
                 Some(r) => req = r,
@@ -108,6 +110,9 @@ where
             req.headers_mut().insert(header::HOST, host);
         }
     }
+    if h1::takes(&req) {
+        return own_exchange(inner, member, req).await;
+    }
     for _ in 0..STALE_TRIES {
         let Some(mut sender) = pool.checkout(&member) else {
             break;
@@ -115,7 +120,7 @@ where
         match sender.try_send_request(req).await {
             Ok(res) => {
                 keep(pool, &member, sender, &res);
-                return Ok(res);
+                return Ok(res.map(MemberBody::hyper));
             }
             Err(mut e) => match e.take_message() {
                 // closed by the member while idle: nothing was sent, try another
@@ -127,29 +132,98 @@ where
     Box::pin(connect_and_send(inner.clone(), member, req)).await
 }
 
-/// A new connection to the member, and the request on it.
-async fn connect_and_send<B>(
+/// A request without a body, on the client's own HTTP/1.1 path: over a pooled connection
+/// if one is open, else a new one (which may choose HTTP/2, and then goes to hyper's).
+async fn own_exchange<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
     req: Request<B>,
-) -> Result<Response<Incoming>, UpstreamError>
+) -> Result<Response<MemberBody>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Some(origin) = Origin::of(member.endpoint()) else {
-        return Err(UpstreamError::new(UpstreamErrorKind::Connect, NoOrigin));
-    };
+    let mut head = Vec::with_capacity(512);
+    h1::encode(&req, &mut head);
+    let method = req.method();
+    for _ in 0..STALE_TRIES {
+        let Some(io) = inner.pool.checkout_own(&member) else {
+            break;
+        };
+        let home = (inner.pool.home(), member.clone());
+        match h1::send(io, &head, method, home).await {
+            Ok(res) => return Ok(res.map(MemberBody::own)),
+            // closed by the member as the head went out: nothing was acted on, try another
+            Err(Failure::Unsent(_)) => {}
+            Err(Failure::Failed(e)) => return Err(e.into_upstream()),
+        }
+    }
+    Box::pin(own_fresh(inner, member, req, head)).await
+}
+
+/// A bodiless request on a new connection (rare, so boxed apart: the pooled path's future is
+/// boxed per request, and is kept small).
+async fn own_fresh<B>(
+    inner: Arc<Inner<B>>,
+    member: Arc<Member>,
+    req: Request<B>,
+    head: Vec<u8>,
+) -> Result<Response<MemberBody>, UpstreamError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = connect(&inner, &member).await?;
+    if io.connected().is_negotiated_h2() {
+        let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
+        return h2_exchange(&inner.pool, &member, io, req, &origin).await;
+    }
+    let home = (inner.pool.home(), member.clone());
+    match h1::send(Box::new(Io::new(io)), &head, req.method(), home).await {
+        Ok(res) => Ok(res.map(MemberBody::own)),
+        // a connection just made that closed before the request went out: nothing was
+        // sent (safe to retry for every method)
+        Err(Failure::Unsent(e)) => Err(UpstreamError::new(UpstreamErrorKind::Connect, e)),
+        Err(Failure::Failed(e)) => Err(e.into_upstream()),
+    }
+}
+
+fn no_origin() -> UpstreamError {
+    UpstreamError::new(UpstreamErrorKind::Connect, NoOrigin)
+}
+
+/// A new connection to the member.
+async fn connect<B>(
+    inner: &Inner<B>,
+    member: &Member,
+) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
+    let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
     let mut connector = inner.connector.clone();
     std::future::poll_fn(|cx| connector.poll_ready(cx))
         .await
         .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
-    let io = connector
+    connector
         .call(origin.root()?)
         .await
-        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))
+}
+
+/// A new connection to the member, and the request on it.
+async fn connect_and_send<B>(
+    inner: Arc<Inner<B>>,
+    member: Arc<Member>,
+    req: Request<B>,
+) -> Result<Response<MemberBody>, UpstreamError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = connect(&inner, &member).await?;
     if io.connected().is_negotiated_h2() {
+        let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;
     }
     let (mut sender, conn) = inner
@@ -165,7 +239,7 @@ where
     match sender.try_send_request(req).await {
         Ok(res) => {
             keep(&inner.pool, &member, sender, &res);
-            Ok(res)
+            Ok(res.map(MemberBody::hyper))
         }
         Err(e) => Err(fresh_failure(e)),
     }
@@ -202,7 +276,7 @@ async fn h2_exchange<B>(
     io: <Connector as Service<Uri>>::Response,
     mut req: Request<B>,
     origin: &Origin<'_>,
-) -> Result<Response<Incoming>, UpstreamError>
+) -> Result<Response<MemberBody>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
@@ -221,7 +295,11 @@ where
     // HTTP/2 carries the scheme and authority as pseudo-headers
     *req.uri_mut() = origin.absolute(req.uri())?;
     pool.set_h2(member, sender.clone());
-    sender.try_send_request(req).await.map_err(fresh_failure)
+    sender
+        .try_send_request(req)
+        .await
+        .map(|res| res.map(MemberBody::hyper))
+        .map_err(fresh_failure)
 }
 
 /// The member's scheme and authority, borrowed from its endpoint.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use super::body::MemberBody;
 use http::{Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
@@ -127,7 +127,7 @@ fn tunnel(client: OnUpgrade, member: OnUpgrade) {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, UpstreamError>;
+    type Output = Result<Response<MemberBody>, UpstreamError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {

@@ -7,10 +7,12 @@
 //! picked member's address, hygiene and forwarding headers, name overrides, trust roots,
 //! reverse rewriting, and errors that tell failover whether anything was sent.
 
+mod body;
 mod client;
 mod config;
 mod error;
 mod future;
+mod h1;
 mod names;
 mod pool;
 mod resolve;
@@ -19,9 +21,13 @@ mod tls;
 
 /// The TLS settings error, also at [`crate::tls::TlsError`].
 pub use crate::tls::TlsError;
+pub use body::{MemberBody, MemberBodyError};
 pub use config::{ForwardConfig, ProbeClient, MAX_MEMBER_HEAD_BYTES};
 pub use error::NotPicked;
 pub use future::ResponseFuture;
+#[cfg(feature = "fuzzing")]
+pub(crate) use h1::read_answer;
+pub use h1::H1Error;
 pub use resolve::{Addrs, Resolver};
 pub use service::Forward;
 pub use tls::UpstreamTls;

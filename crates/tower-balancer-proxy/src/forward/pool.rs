@@ -17,6 +17,8 @@ use hyper::client::conn::{http1, http2};
 use tokio::time::Instant;
 use tower_balancer::registry::Member;
 
+use super::h1::{still_open, Home, Io};
+
 /// Hashes a member's address: distinct live members have distinct addresses, so a multiply
 /// (Fibonacci hashing) spreads them well enough.
 #[derive(Default)]
@@ -46,6 +48,13 @@ struct Slot<B> {
     /// An HTTP/2 connection, shared by every request to the member, and when it was last
     /// used.
     h2: Option<(http2::SendRequest<B>, Instant)>,
+    /// Connections of the client's own HTTP/1.1 path, between answers.
+    own: VecDeque<OwnIdle>,
+}
+
+struct OwnIdle {
+    io: Box<Io>,
+    since: Instant,
 }
 
 struct Idle<B> {
@@ -136,6 +145,27 @@ impl<B: Send + 'static> Pool<B> {
         self.slot(member, |slot| slot.idle.push_back(idle));
     }
 
+    /// A connection of the client's own HTTP/1.1 path to `member`, the one used last that
+    /// is still open and not past the idle timeout.
+    pub(crate) fn checkout_own(&self, member: &Arc<Member>) -> Option<Box<Io>> {
+        let now = Instant::now();
+        loop {
+            let mut idle = {
+                let mut slots = self.slots();
+                slots.get_mut(&key(member))?.own.pop_back()?
+            };
+            if now.duration_since(idle.since) < self.shared.idle_timeout && still_open(&mut idle.io)
+            {
+                return Some(idle.io);
+            }
+        }
+    }
+
+    /// Where the own path's connections go back.
+    pub(crate) fn home(&self) -> Arc<dyn Home> {
+        self.shared.clone()
+    }
+
     /// The member's HTTP/2 connection, if it has one that is open.
     pub(crate) fn h2(&self, member: &Arc<Member>) -> Option<http2::SendRequest<B>> {
         let mut slots = self.slots();
@@ -159,42 +189,64 @@ impl<B: Send + 'static> Pool<B> {
     }
 
     fn slot(&self, member: &Arc<Member>, f: impl FnOnce(&mut Slot<B>)) {
-        {
-            let mut slots = self.slots();
-            let slot = slots.entry(key(member)).or_insert_with(|| Slot {
-                member: member.clone(),
-                idle: VecDeque::new(),
-                h2: None,
-            });
-            f(slot);
-        }
-        self.reap_in_background();
+        in_slot(&self.shared, member, f);
     }
+}
 
-    /// Starts the task that closes idle connections, unless one runs. It ends when the pool
-    /// is dropped (or its runtime shuts down: the next checkin starts another).
-    fn reap_in_background(&self) {
-        if self.shared.reaping.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.shared.reaping.store(false, Ordering::Release);
-            return;
+impl<B: Send + 'static> Home for Shared<B> {
+    fn checkin(self: Arc<Self>, member: &Arc<Member>, io: Box<Io>) {
+        let idle = OwnIdle {
+            io,
+            since: Instant::now(),
         };
-        let weak = Arc::downgrade(&self.shared);
-        let every = self.shared.idle_timeout.max(Duration::from_millis(100));
-        runtime.spawn(async move {
-            let _running = Reaping(weak.clone());
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(shared) = weak.upgrade() else { return };
-                reap(&shared);
-            }
-        });
+        in_slot(&self, member, |slot| slot.own.push_back(idle));
     }
+}
+
+fn in_slot<B: Send + 'static>(
+    shared: &Arc<Shared<B>>,
+    member: &Arc<Member>,
+    f: impl FnOnce(&mut Slot<B>),
+) {
+    {
+        let mut slots = shared
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = slots.entry(key(member)).or_insert_with(|| Slot {
+            member: member.clone(),
+            idle: VecDeque::new(),
+            h2: None,
+            own: VecDeque::new(),
+        });
+        f(slot);
+    }
+    reap_in_background(shared);
+}
+
+/// Starts the task that closes idle connections, unless one runs. It ends when the pool is
+/// dropped (or its runtime shuts down: the next checkin starts another).
+fn reap_in_background<B: Send + 'static>(shared: &Arc<Shared<B>>) {
+    if shared.reaping.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        shared.reaping.store(false, Ordering::Release);
+        return;
+    };
+    let weak = Arc::downgrade(shared);
+    let every = shared.idle_timeout.max(Duration::from_millis(100));
+    runtime.spawn(async move {
+        let _running = Reaping(weak.clone());
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            reap(&shared);
+        }
+    });
 }
 
 /// Marks the reaper stopped when its task ends or is dropped.
@@ -220,6 +272,9 @@ fn reap<B>(shared: &Shared<B>) {
     slots.retain(|key, slot| {
         debug_assert_eq!(Arc::as_ptr(&slot.member) as usize, *key);
         slot.idle.retain(|i| !i.sender.is_closed() && open(i.since));
+        // closed by the member while idle: let the socket go now, not at the next checkout
+        slot.own
+            .retain_mut(|i| open(i.since) && still_open(&mut i.io));
         // an HTTP/2 connection unused past the timeout is let go (streams on it finish)
         if slot
             .h2
@@ -228,7 +283,7 @@ fn reap<B>(shared: &Shared<B>) {
         {
             slot.h2 = None;
         }
-        !slot.idle.is_empty() || slot.h2.is_some()
+        !slot.idle.is_empty() || slot.h2.is_some() || !slot.own.is_empty()
     });
 }
 

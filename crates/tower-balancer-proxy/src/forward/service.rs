@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::body::MemberBody;
 use base64::Engine as _;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
@@ -159,7 +159,7 @@ impl ForwardSettings {
     /// Hygiene and reverse rewriting on a member's response. The response leaves in the
     /// proxy's own HTTP version (RFC 9110 §6.2): a member's HTTP/1.0 answer must not make the
     /// client's connection HTTP/1.0, nor close it.
-    pub(crate) fn finish(&self, res: &mut Response<Incoming>) {
+    pub(crate) fn finish(&self, res: &mut Response<MemberBody>) {
         let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         *res.version_mut() = Version::HTTP_11;
         if res.status() == http::StatusCode::NO_CONTENT
@@ -269,7 +269,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<MemberBody>;
     type Error = UpstreamError;
     type Future = ResponseFuture;
 

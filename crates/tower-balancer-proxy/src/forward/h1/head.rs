@@ -1,0 +1,331 @@
+//! A bodiless request's head out, and the member's answer head in.
+//!
+//! Why by hand: the head is most of what an HTTP/1.1 exchange costs, and a request without a
+//! body needs none of a general client's machinery (body encoders, a connection task, a
+//! channel to it). The rules are hyper's client rules, kept line by line so the two paths
+//! frame every answer alike: `httparse` reads the head (at most 100 fields and
+//! [`MAX_MEMBER_HEAD_BYTES`]), and RFC 9112 §6.3 decides how its body is framed.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+
+use super::error::H1Error;
+use crate::forward::config::MAX_MEMBER_HEAD_BYTES;
+
+/// The most fields an answer head may have (hyper's default).
+const MAX_FIELDS: usize = 100;
+
+/// Writes `req`'s head in HTTP/1.1 form. The request has no body: a `Transfer-Encoding` it
+/// carries would announce one, so it is left out (as hyper's client does).
+pub(crate) fn encode<B>(req: &Request<B>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    match req.uri().path_and_query() {
+        Some(pq) => out.extend_from_slice(pq.as_str().as_bytes()),
+        None => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How an answer's body is framed (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// This many bytes (zero for `HEAD`, 1xx, 204 and 304 answers).
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the member closes.
+    Close,
+}
+
+/// A complete answer head.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub(super) response: Response<()>,
+    pub(super) framing: Framing,
+    /// Whether the connection may carry another request once the body is read.
+    pub(super) keep_alive: bool,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (1xx) answer, taken off the buffer: the final one follows.
+    Informational,
+    /// The final answer's head, taken off the buffer.
+    Final(Head),
+}
+
+/// Reads one answer head from the front of `buf` for a request with `method`.
+pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Error> {
+    // left uninitialised: filling 100 empty fields first costs more than reading the head
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_MEMBER_HEAD_BYTES => {
+            return Err(H1Error::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => return Err(H1Error::Head(e)),
+    };
+    if len > MAX_MEMBER_HEAD_BYTES {
+        return Err(H1Error::HeadTooLarge);
+    }
+    let code = res.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Status(code))?;
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // where each field lies in the head, so the values can share the head's bytes
+    let base = buf.as_ptr() as usize;
+    let count = res.headers.len();
+    let mut at = Vec::with_capacity(count);
+    for f in res.headers.iter() {
+        let name = f.name.as_ptr() as usize - base;
+        let value = f.value.as_ptr() as usize - base;
+        at.push((name, name + f.name.len(), value, value + f.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Parsed::Informational);
+    }
+    let mut headers = HeaderMap::with_capacity(count);
+    for (n0, n1, v0, v1) in at {
+        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| H1Error::Field)?;
+        let value = value_of(&head, v0, v1)?;
+        headers.append(name, value);
+    }
+    let (framing, mut keep_alive) = framing(status, method, version, &headers)?;
+    keep_alive &= match version {
+        Version::HTTP_10 => has_token(&headers, "keep-alive"),
+        _ => !has_token(&headers, "close"),
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Parsed::Final(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn value_of(head: &Bytes, from: usize, to: usize) -> Result<HeaderValue, H1Error> {
+    HeaderValue::from_maybe_shared(head.slice(from..to)).map_err(|_| H1Error::Field)
+}
+
+/// The body's framing, and whether the connection may be kept after it, by RFC 9112 §6.3
+/// in hyper's client's order.
+fn framing(
+    status: StatusCode,
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), H1Error> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // not asked for on this path: the answer is refused above, and the connection is
+        // no longer HTTP
+        return Ok((Framing::Length(0), false));
+    }
+    if matches!(status.as_u16(), 204 | 304) || method == Method::HEAD {
+        return Ok((Framing::Length(0), true));
+    }
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if te.peek().is_some() {
+        if version == Version::HTTP_10 {
+            return Err(H1Error::Framing("HTTP/1.0 cannot have Transfer-Encoding"));
+        }
+        let chunked = te
+            .last()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        // with a Content-Length beside it the answer may be a smuggling attempt: read by
+        // its chunks, and the connection closed after it (RFC 9112 §6.3)
+        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (Framing::Chunked, alone)
+        } else {
+            (Framing::Close, false)
+        });
+    }
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_length(trim(part)).ok_or(H1Error::Framing("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Framing("differing Content-Lengths"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Close, false),
+    })
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    s.trim_ascii()
+}
+
+/// Decimal digits only (no sign, no spaces inside), at most what a u64 holds.
+fn parse_length(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Whether a `Connection` field lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(text: &[u8], method: &Method) -> Result<Parsed, H1Error> {
+        let mut buf = BytesMut::from(text);
+        parse(&mut buf, method)
+    }
+
+    fn head(text: &[u8]) -> Head {
+        match parse_all(text, &Method::GET) {
+            Ok(Parsed::Final(h)) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_request_head_is_written_without_transfer_encoding() {
+        let req = Request::builder()
+            .method(Method::DELETE)
+            .uri("/a?b=c")
+            .header("host", "m.test")
+            .header("transfer-encoding", "chunked")
+            .header("x-two", "1")
+            .header("x-two", "2")
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        encode(&req, &mut out);
+        assert_eq!(
+            out,
+            b"DELETE /a?b=c HTTP/1.1\r\nhost: m.test\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(5));
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), true));
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: x, Close\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n");
+        assert!(h.keep_alive);
+        match parse_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            &Method::HEAD,
+        ) {
+            Ok(Parsed::Final(h)) => assert_eq!(h.framing, Framing::Length(0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_lengths_and_heads_are_errors() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+        ] {
+            assert!(
+                parse_all(bad, &Method::GET).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn interim_answers_are_taken_off_and_partial_heads_wait() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
+        assert!(matches!(
+            parse(&mut buf, &Method::GET),
+            Ok(Parsed::Informational)
+        ));
+        assert_eq!(&buf[..], b"HTTP/1.1 200 OK\r\n");
+        assert!(matches!(parse(&mut buf, &Method::GET), Ok(Parsed::Partial)));
+        let mut big = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: "[..]);
+        big.resize(MAX_MEMBER_HEAD_BYTES + 1, b'a');
+        assert!(matches!(
+            parse(&mut big, &Method::GET),
+            Err(H1Error::HeadTooLarge)
+        ));
+    }
+
+    #[test]
+    fn the_body_stays_in_the_buffer_and_values_keep_their_bytes() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: one two\r\n\r\nbody"[..]);
+        let Ok(Parsed::Final(h)) = parse(&mut buf, &Method::GET) else {
+            panic!()
+        };
+        assert_eq!(&buf[..], b"body");
+        assert_eq!(h.response.headers()["x-a"], "one two");
+        assert_eq!(h.response.status(), StatusCode::OK);
+    }
+}
