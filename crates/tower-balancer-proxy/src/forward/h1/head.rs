@@ -113,15 +113,17 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
         return Ok(Parsed::Informational);
     }
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for (n0, n1, v0, v1) in at {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| H1Error::Field)?;
         let value = value_of(&head, v0, v1)?;
+        seen.note(&name, &value);
         headers.append(name, value);
     }
-    let (framing, mut keep_alive) = framing(status, method, version, &headers)?;
+    let (framing, mut keep_alive) = seen.framing(status, method, version)?;
     keep_alive &= match version {
-        Version::HTTP_10 => has_token(&headers, "keep-alive"),
-        _ => !has_token(&headers, "close"),
+        Version::HTTP_10 => seen.keep_alive,
+        _ => !seen.close,
     };
     let mut response = Response::new(());
     *response.status_mut() = status;
@@ -138,55 +140,83 @@ fn value_of(head: &Bytes, from: usize, to: usize) -> Result<HeaderValue, H1Error
     HeaderValue::from_maybe_shared(head.slice(from..to)).map_err(|_| H1Error::Field)
 }
 
-/// The body's framing, and whether the connection may be kept after it, by RFC 9112 §6.3
-/// in hyper's client's order.
-fn framing(
-    status: StatusCode,
-    method: &Method,
-    version: Version,
-    headers: &HeaderMap,
-) -> Result<(Framing, bool), H1Error> {
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        // not asked for on this path: the answer is refused above, and the connection is
-        // no longer HTTP
-        return Ok((Framing::Length(0), false));
-    }
-    if matches!(status.as_u16(), 204 | 304) || method == Method::HEAD {
-        return Ok((Framing::Length(0), true));
-    }
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if te.peek().is_some() {
-        if version == Version::HTTP_10 {
-            return Err(H1Error::Framing("HTTP/1.0 cannot have Transfer-Encoding"));
-        }
-        let chunked = te
-            .last()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-        // with a Content-Length beside it the answer may be a smuggling attempt: read by
-        // its chunks, and the connection closed after it (RFC 9112 §6.3)
-        let alone = !headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(if chunked {
-            (Framing::Chunked, alone)
-        } else {
-            (Framing::Close, false)
-        });
-    }
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(trim(part)).ok_or(H1Error::Framing("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Framing("differing Content-Lengths"));
+/// What the framing rules need from the fields, noted as the map is built (one pass, no
+/// lookups after).
+#[derive(Debug, Default)]
+struct Seen {
+    /// Whether the last `Transfer-Encoding` field ends in `chunked`, if there is one.
+    chunked: Option<bool>,
+    /// The `Content-Length` every value agrees on.
+    length: Option<u64>,
+    /// Why the `Content-Length` fields are unusable, if they are.
+    bad_length: Option<&'static str>,
+    /// `Connection` lists `close`.
+    close: bool,
+    /// `Connection` lists `keep-alive`.
+    keep_alive: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let v = value.as_bytes();
+        if name == header::CONNECTION {
+            for t in v.split(|&b| b == b',').map(trim) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
-            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            let last = v.rsplit(|&b| b == b',').next().map(trim);
+            self.chunked = Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+        } else if name == header::CONTENT_LENGTH {
+            for part in v.split(|&b| b == b',') {
+                match parse_length(trim(part)) {
+                    None => self.bad_length = Some("invalid Content-Length"),
+                    Some(n) if self.length.is_some_and(|l| l != n) => {
+                        self.bad_length = Some("differing Content-Lengths");
+                    }
+                    Some(n) => self.length = Some(n),
+                }
+            }
         }
     }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::Close, false),
-    })
+
+    /// The body's framing, and whether the connection may be kept after it, by RFC 9112
+    /// §6.3 in hyper's client's order.
+    fn framing(
+        &self,
+        status: StatusCode,
+        method: &Method,
+        version: Version,
+    ) -> Result<(Framing, bool), H1Error> {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // not asked for on this path: the answer is refused above, and the connection
+            // is no longer HTTP
+            return Ok((Framing::Length(0), false));
+        }
+        if matches!(status.as_u16(), 204 | 304) || method == Method::HEAD {
+            return Ok((Framing::Length(0), true));
+        }
+        if let Some(chunked) = self.chunked {
+            if version == Version::HTTP_10 {
+                return Err(H1Error::Framing("HTTP/1.0 cannot have Transfer-Encoding"));
+            }
+            // with a Content-Length beside it the answer may be a smuggling attempt: read
+            // by its chunks, and the connection closed after it (RFC 9112 §6.3)
+            let alone = self.length.is_none() && self.bad_length.is_none();
+            return Ok(if chunked {
+                (Framing::Chunked, alone)
+            } else {
+                (Framing::Close, false)
+            });
+        }
+        if let Some(why) = self.bad_length {
+            return Err(H1Error::Framing(why));
+        }
+        Ok(match self.length {
+            Some(n) => (Framing::Length(n), true),
+            None => (Framing::Close, false),
+        })
+    }
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -201,16 +231,6 @@ fn parse_length(s: &[u8]) -> Option<u64> {
     s.iter().try_fold(0u64, |n, &b| {
         b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
-}
-
-/// Whether a `Connection` field lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
