@@ -1,8 +1,10 @@
 //! Memory per idle pooled connection: opens `--connections N` connections to `--member` at
 //! once (N requests in flight together), lets them go idle in the pool, and reports what
 //! each one holds: the heap bytes still allocated once the requests are done (counted by a
-//! counting allocator: the connection's task, its read and write buffers, its socket's
-//! registration, its pool entry), and, as an upper bound, how much the process's resident
+//! counting allocator: a connection of the client's own HTTP/1.1 path, which the `GET`s here
+//! take, holds its socket's registration and its pool entry, no buffers; one of hyper's
+//! client, which requests with a body take, also its task and its read and write buffers),
+//! and, as an upper bound, how much the process's resident
 //! memory grew (which also keeps what the allocator took for the N requests in flight).
 //! Run against a backend in another process (scripts/compare.sh does, against nginx), so
 //! only the pool is counted.
