@@ -359,3 +359,69 @@ async fn a_refused_connection_is_a_connect_failure() {
     .await
     .unwrap();
 }
+
+/// A request body of unknown length, as a client's chunked upload is.
+struct Chunks(Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
+        std::task::Poll::Ready(next)
+    }
+}
+
+#[tokio::test]
+async fn a_get_with_a_body_of_unknown_length_reaches_the_member_whole() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // a member answering with the length of the body it read
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: Request<Incoming>| async move {
+                        let n = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_or(0, |b| b.to_bytes().len());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n.to_string()))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        let r = registry_with("node1", &format!("http://{addr}"));
+        let forward = ForwardConfig::new()
+            .build::<RequestBody<Chunks>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r, RoundRobin::new()))
+            .service(forward);
+        for method in [http::Method::GET, http::Method::POST] {
+            let body = Chunks(vec![
+                Bytes::from_static(b"hello "),
+                Bytes::from_static(b"there"),
+            ]);
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri("/")
+                .body(body)
+                .unwrap();
+            req.extensions_mut()
+                .insert(ClientAddr("198.51.100.7:5555".parse().unwrap()));
+            let res = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(body_text(res).await, "11", "{method}");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -184,3 +184,141 @@ async fn after_a_burst_a_steady_trickle_keeps_one_connection_and_lets_the_rest_g
     .await
     .unwrap();
 }
+
+/// A member with a bug: on each connection its first answer is followed, `delay` later, by a
+/// second one nobody asked for; later answers are right.
+async fn stray_member(delay: Duration) -> (SocketAddr, Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                let mut first = true;
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = sock.write_all(ok).await;
+                        if std::mem::take(&mut first) {
+                            tokio::time::sleep(delay).await;
+                            let stray = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED";
+                            let _ = sock.write_all(stray).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn bytes_a_member_sends_past_its_answer_are_never_read_as_the_next_answer() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // in the same write as the answer, and 20 ms after it, with the connection idle
+        for delay in [Duration::ZERO, Duration::from_millis(20)] {
+            let (addr, counts) = stray_member(delay).await;
+            let svc = balancer(addr, ForwardConfig::new());
+            for _ in 0..5 {
+                assert_eq!(get(svc.clone()).await, "ok", "{delay:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // each connection is dropped once the stray bytes are seen
+            assert_eq!(counts.accepted.load(Ordering::SeqCst), 5, "{delay:?}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn requests_with_and_without_a_body_each_keep_a_connection() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (addr, counts) = raw_member(None).await;
+        let svc = balancer(addr, ForwardConfig::new());
+        for _ in 0..10 {
+            assert_eq!(get(svc.clone()).await, "ok");
+            let mut req = Request::post("/")
+                .header("content-length", "1")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap();
+            req.extensions_mut()
+                .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+            let res = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+        // the own path's connection and hyper's, each reused
+        assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// A member whose keep-alive timeout races requests: a request arriving on a connection idle
+/// for `idle` or more is met with a close and no answer.
+async fn lazy_member(idle: Duration) -> (SocketAddr, Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                let mut last = None::<tokio::time::Instant>;
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || last.is_some_and(|t| t.elapsed() >= idle) {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = sock.write_all(ok).await;
+                        last = Some(tokio::time::Instant::now());
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_the_member_drops_on_a_pooled_connection_goes_out_again() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (addr, counts) = lazy_member(Duration::from_millis(150)).await;
+        let svc = balancer(addr, ForwardConfig::new());
+        for _ in 0..4 {
+            assert_eq!(get(svc.clone()).await, "ok");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // each pooled connection was dropped under a request, which went out on a new one
+        assert_eq!(counts.accepted.load(Ordering::SeqCst), 4);
+        // a POST (even without a body) may have been acted on: not sent twice
+        assert_eq!(get(svc.clone()).await, "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut post = Request::post("/").body(Full::new(Bytes::new())).unwrap();
+        post.extensions_mut()
+            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        assert!(svc.clone().oneshot(post).await.is_err());
+        assert_eq!(counts.accepted.load(Ordering::SeqCst), 5);
+    })
+    .await
+    .unwrap();
+}

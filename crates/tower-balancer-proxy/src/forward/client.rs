@@ -1,11 +1,12 @@
 //! The member client: one request to one member over a pooled connection.
 //!
-//! Why hyper's connection API under a pool of our own: the request already names its member,
-//! so the pool needs no key hashing, and each HTTP/1.1 connection is hyper's own client
-//! connection, which passes every framing and smuggling test hyper's pooled client does. What
-//! this file adds is the pooled client's promise: a request that never left (the pooled
-//! connection was closed by the member while idle) goes out again on another one, and a
-//! failure tells failover whether anything was sent.
+//! Why a pool of our own under both client paths: the request already names its member, so
+//! the pool needs no key hashing. A request without a body takes the own HTTP/1.1 path
+//! (`h1`); any other takes hyper's client connections, which pass every framing and
+//! smuggling test hyper's pooled client does. What this file adds is the pooled client's
+//! promise on both: a request that never left (the pooled connection was closed by the
+//! member while idle) goes out again on another one, and a failure tells failover whether
+//! anything was sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -113,6 +114,17 @@ where
     if h1::takes(&req) {
         return own_exchange(inner, member, req).await;
     }
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        // a body of unknown length on a GET or HEAD (a client's chunked one): hyper's client
+        // takes such a request for bodiless and drops the body unless told it is chunked
+        req.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     for _ in 0..STALE_TRIES {
         let Some(mut sender) = pool.checkout(&member) else {
             break;
@@ -156,7 +168,11 @@ where
             Ok(res) => return Ok(res.map(MemberBody::own)),
             // closed by the member as the head went out: nothing was acted on, try another
             Err(Failure::Unsent(_)) => {}
-            Err(Failure::Failed(e)) => return Err(e.into_upstream()),
+            // closed with no answer as the request arrived (the member's keep-alive timeout
+            // racing it): an idempotent request goes out again (RFC 9112 §9.3.1), on
+            // another connection
+            Err(Failure::Dropped(_)) if method.is_idempotent() => {}
+            Err(Failure::Dropped(e) | Failure::Failed(e)) => return Err(e.into_upstream()),
         }
     }
     Box::pin(own_fresh(inner, member, req, head)).await
@@ -186,7 +202,7 @@ where
         // a connection just made that closed before the request went out: nothing was
         // sent (safe to retry for every method)
         Err(Failure::Unsent(e)) => Err(UpstreamError::new(UpstreamErrorKind::Connect, e)),
-        Err(Failure::Failed(e)) => Err(e.into_upstream()),
+        Err(Failure::Dropped(e) | Failure::Failed(e)) => Err(e.into_upstream()),
     }
 }
 

@@ -1,11 +1,15 @@
-//! Forwarding to the picked member over hyper, HTTP/1.1 or HTTP/2, plain or TLS.
+//! Forwarding to the picked member, HTTP/1.1 or HTTP/2, plain or TLS.
 //!
-//! Why hyper's client connections under a pool keyed by member: connection reuse to members
-//! is most of a proxy's speed, hyper's HTTP/1.1 and HTTP/2 client connections are well kept
-//! and tested against every framing attack, and a balancer knows the member before it looks
-//! for a connection (no key to hash). This module adds what a balancer needs around them: the
-//! picked member's address, hygiene and forwarding headers, name overrides, trust roots,
-//! reverse rewriting, and errors that tell failover whether anything was sent.
+//! Why two client paths under one pool keyed by member: connection reuse to members is most
+//! of a proxy's speed, and a balancer knows the member before it looks for a connection (no
+//! key to hash). Requests without a body, most of what a balancer forwards, take the
+//! client's own HTTP/1.1 path (`h1`): one write and the answer read in the request's own
+//! task, by hyper's client's framing rules, and nothing but the socket kept while pooled.
+//! Everything else (bodies, protocol switches, HTTP/2 members) goes over hyper's client
+//! connections, well kept and tested against every framing attack. This module adds what a
+//! balancer needs around them: the picked member's address, hygiene and forwarding
+//! headers, name overrides, trust roots, reverse rewriting, and errors that tell failover
+//! whether anything was sent.
 
 mod body;
 mod client;

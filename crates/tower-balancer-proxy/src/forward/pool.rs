@@ -3,9 +3,10 @@
 //! Why a pool of our own rather than hyper-util's: a balancer already knows which member a
 //! request goes to, so the pool is keyed by the member itself (its address in memory, a
 //! multiply to hash) instead of a scheme and authority hashed with SipHash on every checkout
-//! and return, and a connection goes back to the pool when its answer's head arrives, without
-//! a task spawned per request to wait for the body's end: a checkout takes only a connection
-//! that is ready for its next request.
+//! and return. A hyper connection goes back to the pool when its answer's head arrives,
+//! without a task spawned per request to wait for the body's end (a checkout takes only a
+//! connection that is ready for its next request); a connection of the own HTTP/1.1 path
+//! goes back when its answer's body has been read whole.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

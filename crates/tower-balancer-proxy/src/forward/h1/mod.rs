@@ -60,6 +60,10 @@ pub(crate) enum Failure {
     /// The head could not be written: the member had closed the connection, and nothing of
     /// the request can have been acted on.
     Unsent(H1Error),
+    /// The member closed or reset the connection after the head went out and before a
+    /// byte of its answer: on a pooled connection, most likely its keep-alive timeout
+    /// closing it as the request arrived.
+    Dropped(H1Error),
     /// The exchange broke after the head went out.
     Failed(H1Error),
 }
@@ -80,6 +84,7 @@ pub(crate) async fn send(
     }
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut interim = 0;
+    let mut answered = false;
     loop {
         if !buf.is_empty() {
             match head::parse(&mut buf, method).map_err(Failure::Failed)? {
@@ -100,11 +105,24 @@ pub(crate) async fn send(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_SIZE);
         }
-        match io.read_buf(&mut buf).await {
-            Ok(0) => return Err(Failure::Failed(H1Error::Incomplete)),
-            Ok(_) => {}
-            Err(e) => return Err(Failure::Failed(H1Error::Io(e))),
-        }
+        let failed = match io.read_buf(&mut buf).await {
+            Ok(0) => H1Error::Incomplete,
+            Ok(_) => {
+                answered = true;
+                continue;
+            }
+            Err(e) => H1Error::Io(e),
+        };
+        let closed = matches!(&failed, H1Error::Incomplete)
+            || matches!(&failed, H1Error::Io(e) if matches!(e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe));
+        return Err(if closed && !answered {
+            Failure::Dropped(failed)
+        } else {
+            Failure::Failed(failed)
+        });
     }
 }
 
