@@ -1,7 +1,8 @@
 //! The forwarder's member connections against a raw member on 127.0.0.1 that counts them:
-//! reused while open, never used once the member closed them while idle (the request goes
-//! out on a new one, without an error), and closed by the balancer once idle past the
-//! timeout. Every test is bounded by a timeout.
+//! reused while open, never used once the member closed them while idle or sent anything
+//! past its answer (the request goes out on a new one, without an error), an idempotent
+//! request dropped by the member's keep-alive race sent again, and connections closed by
+//! the balancer once idle past the timeout. Every test is bounded by a timeout.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -26,9 +27,21 @@ struct Counts {
     closed_by_peer: AtomicUsize,
 }
 
-/// A member speaking just enough HTTP/1.1: a `200 ok` with a length to each GET, keeping the
-/// connection (no `Connection: close`), or closing it without a word after `answers` answers.
-async fn raw_member(answers: Option<usize>) -> (SocketAddr, Arc<Counts>) {
+/// How the test member behaves on each connection.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// A `200 ok` with a length to each request, keeping the connection; or, after this many
+    /// answers, a close without a word (what a member's keep-alive timeout does).
+    Answer(Option<usize>),
+    /// A bug: the first answer is followed, this long after, by a second nobody asked for.
+    Stray(Duration),
+    /// A keep-alive timeout racing requests: a request arriving on a connection idle this
+    /// long is met with a close and no answer.
+    Lazy(Duration),
+}
+
+/// A member speaking just enough HTTP/1.1 to count its connections.
+async fn raw_member(behaviour: Behaviour) -> (SocketAddr, Arc<Counts>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Arc::new(Counts::default());
@@ -40,12 +53,18 @@ async fn raw_member(answers: Option<usize>) -> (SocketAddr, Arc<Counts>) {
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut served = 0;
+                let mut last = None::<tokio::time::Instant>;
                 let mut buf = [0u8; 1024];
                 loop {
                     let n = sock.read(&mut buf).await.unwrap_or(0);
                     if n == 0 {
                         c.closed_by_peer.fetch_add(1, Ordering::SeqCst);
                         return;
+                    }
+                    if let (Behaviour::Lazy(idle), Some(t)) = (behaviour, last) {
+                        if t.elapsed() >= idle {
+                            return;
+                        }
                     }
                     head.extend_from_slice(&buf[..n]);
                     while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -54,11 +73,18 @@ async fn raw_member(answers: Option<usize>) -> (SocketAddr, Arc<Counts>) {
                             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                             .await;
                         served += 1;
+                        last = Some(tokio::time::Instant::now());
+                        if let (Behaviour::Stray(delay), 1) = (behaviour, served) {
+                            tokio::time::sleep(delay).await;
+                            let stray = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED";
+                            let _ = sock.write_all(stray).await;
+                        }
                     }
-                    if answers.is_some_and(|a| served >= a) {
-                        // what a member's keep-alive timeout does: close, saying nothing
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        return;
+                    if let Behaviour::Answer(Some(a)) = behaviour {
+                        if served >= a {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            return;
+                        }
                     }
                 }
             });
@@ -102,7 +128,7 @@ async fn get(svc: Svc) -> String {
 #[tokio::test]
 async fn one_connection_serves_requests_one_after_another() {
     tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = raw_member(None).await;
+        let (addr, counts) = raw_member(Behaviour::Answer(None)).await;
         let svc = balancer(addr, ForwardConfig::new());
         for _ in 0..20 {
             assert_eq!(get(svc.clone()).await, "ok");
@@ -117,7 +143,7 @@ async fn one_connection_serves_requests_one_after_another() {
 async fn a_connection_the_member_closed_while_idle_is_not_used_again() {
     tokio::time::timeout(Duration::from_secs(20), async {
         // each connection answers once, then the member closes it without a word
-        let (addr, counts) = raw_member(Some(1)).await;
+        let (addr, counts) = raw_member(Behaviour::Answer(Some(1))).await;
         let svc = balancer(addr, ForwardConfig::new());
         for _ in 0..10 {
             assert_eq!(get(svc.clone()).await, "ok");
@@ -132,7 +158,7 @@ async fn a_connection_the_member_closed_while_idle_is_not_used_again() {
 #[tokio::test]
 async fn connections_idle_past_the_timeout_are_closed_by_the_balancer() {
     tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = raw_member(None).await;
+        let (addr, counts) = raw_member(Behaviour::Answer(None)).await;
         let svc = balancer(
             addr,
             ForwardConfig::new().idle_timeout(Duration::from_millis(200)),
@@ -156,7 +182,7 @@ async fn connections_idle_past_the_timeout_are_closed_by_the_balancer() {
 #[tokio::test]
 async fn after_a_burst_a_steady_trickle_keeps_one_connection_and_lets_the_rest_go() {
     tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = raw_member(None).await;
+        let (addr, counts) = raw_member(Behaviour::Answer(None)).await;
         let svc = balancer(
             addr,
             ForwardConfig::new().idle_timeout(Duration::from_secs(1)),
@@ -185,49 +211,12 @@ async fn after_a_burst_a_steady_trickle_keeps_one_connection_and_lets_the_rest_g
     .unwrap();
 }
 
-/// A member with a bug: on each connection its first answer is followed, `delay` later, by a
-/// second one nobody asked for; later answers are right.
-async fn stray_member(delay: Duration) -> (SocketAddr, Arc<Counts>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                let mut first = true;
-                loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        let _ = sock.write_all(ok).await;
-                        if std::mem::take(&mut first) {
-                            tokio::time::sleep(delay).await;
-                            let stray = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED";
-                            let _ = sock.write_all(stray).await;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, counts)
-}
-
 #[tokio::test]
 async fn bytes_a_member_sends_past_its_answer_are_never_read_as_the_next_answer() {
     tokio::time::timeout(Duration::from_secs(20), async {
         // in the same write as the answer, and 20 ms after it, with the connection idle
         for delay in [Duration::ZERO, Duration::from_millis(20)] {
-            let (addr, counts) = stray_member(delay).await;
+            let (addr, counts) = raw_member(Behaviour::Stray(delay)).await;
             let svc = balancer(addr, ForwardConfig::new());
             for _ in 0..5 {
                 assert_eq!(get(svc.clone()).await, "ok", "{delay:?}");
@@ -244,7 +233,7 @@ async fn bytes_a_member_sends_past_its_answer_are_never_read_as_the_next_answer(
 #[tokio::test]
 async fn requests_with_and_without_a_body_each_keep_a_connection() {
     tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = raw_member(None).await;
+        let (addr, counts) = raw_member(Behaviour::Answer(None)).await;
         let svc = balancer(addr, ForwardConfig::new());
         for _ in 0..10 {
             assert_eq!(get(svc.clone()).await, "ok");
@@ -266,43 +255,10 @@ async fn requests_with_and_without_a_body_each_keep_a_connection() {
     .unwrap();
 }
 
-/// A member whose keep-alive timeout races requests: a request arriving on a connection idle
-/// for `idle` or more is met with a close and no answer.
-async fn lazy_member(idle: Duration) -> (SocketAddr, Arc<Counts>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                let mut last = None::<tokio::time::Instant>;
-                loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 || last.is_some_and(|t| t.elapsed() >= idle) {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        let _ = sock.write_all(ok).await;
-                        last = Some(tokio::time::Instant::now());
-                    }
-                }
-            });
-        }
-    });
-    (addr, counts)
-}
-
 #[tokio::test]
 async fn an_idempotent_request_the_member_drops_on_a_pooled_connection_goes_out_again() {
     tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = lazy_member(Duration::from_millis(150)).await;
+        let (addr, counts) = raw_member(Behaviour::Lazy(Duration::from_millis(150))).await;
         let svc = balancer(addr, ForwardConfig::new());
         for _ in 0..4 {
             assert_eq!(get(svc.clone()).await, "ok");
