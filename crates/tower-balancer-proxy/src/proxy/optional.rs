@@ -49,7 +49,7 @@ where
     A::Error: Into<BoxError>,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Either<RA, RB>>;
+    type Response = Response<Either<Pin<Box<RA>>, RB>>;
     type Error = BoxError;
     type Future = OptionalFuture<A::Future, B::Future>;
 
@@ -62,17 +62,21 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         match self {
-            Self::On(a) => OptionalFuture::On { fut: a.call(req) },
+            Self::On(a) => OptionalFuture::On {
+                fut: Box::pin(a.call(req)),
+            },
             Self::Off(b) => OptionalFuture::Off { fut: b.call(req) },
         }
     }
 }
 
 pin_project! {
-    /// The future of [`Optional`].
+    /// The future of [`Optional`]. The layer's future and body are boxed: with the layer off
+    /// (the default) an inline one would make every request's future and answer bigger for
+    /// nothing, and they are copied each time they move between layers.
     #[project = Projected]
     pub(crate) enum OptionalFuture<FA, FB> {
-        On { #[pin] fut: FA },
+        On { fut: Pin<Box<FA>> },
         Off { #[pin] fut: FB },
     }
 }
@@ -84,12 +88,12 @@ where
     EA: Into<BoxError>,
     EB: Into<BoxError>,
 {
-    type Output = Result<Response<Either<RA, RB>>, BoxError>;
+    type Output = Result<Response<Either<Pin<Box<RA>>, RB>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match self.project() {
-            Projected::On { fut } => ready!(fut.poll(cx))
-                .map(|r| r.map(Either::Left))
+            Projected::On { fut } => ready!(fut.as_mut().poll(cx))
+                .map(|r| r.map(|b| Either::Left(Box::pin(b))))
                 .map_err(Into::into),
             Projected::Off { fut } => ready!(fut.poll(cx))
                 .map(|r| r.map(Either::Right))

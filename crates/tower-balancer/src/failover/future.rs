@@ -35,10 +35,11 @@ pin_project! {
         svc: S,
         parts: Parts,
         replay: Replay<B>,
-        tried: Tried,
         attempts: usize,
         max_attempts: usize,
-        last: Option<Result<S::Response, BoxError>>,
+        // made by the first retry: boxed, as inline it made every request's future ~400
+        // bytes bigger, copied at each move between layers
+        retrying: Option<Box<Retrying<S::Response>>>,
         config: Arc<FailoverConfig>,
     }
 }
@@ -56,6 +57,14 @@ pin_project! {
             sleep: Pin<Box<Sleep>>,
         },
     }
+}
+
+/// What a request being retried carries.
+struct Retrying<R> {
+    /// The members tried, which later attempts avoid.
+    tried: Tried,
+    /// The last failure, the answer if no later attempt does better.
+    last: Option<Result<R, BoxError>>,
 }
 
 enum Verdict<R> {
@@ -139,8 +148,7 @@ where
         max_attempts: usize,
         config: Arc<FailoverConfig>,
     ) -> Self {
-        let tried = Tried::new();
-        let req = attempt_request(&parts, replay.attempt(), tried, &config);
+        let req = attempt_request(&parts, replay.attempt(), Tried::new(), &config);
         let fut = svc.call(req);
         Self {
             state: State::Calling { fut },
@@ -153,10 +161,9 @@ where
             svc,
             parts,
             replay,
-            tried,
             attempts: 1,
             max_attempts,
-            last: None,
+            retrying: None,
             config,
         }
     }
@@ -175,7 +182,7 @@ where
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
                     let attempts = *this.attempts;
-                    return Poll::Ready(match this.last.take() {
+                    return Poll::Ready(match this.retrying.as_mut().and_then(|r| r.last.take()) {
                         Some(res) => tag(
                             give_up(res, NotRetried::DeadlineExceeded, attempts),
                             attempts,
@@ -193,12 +200,9 @@ where
                     if let Err(e) = ready!(this.svc.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
-                    let req = attempt_request(
-                        this.parts,
-                        this.replay.attempt(),
-                        *this.tried,
-                        this.config,
-                    );
+                    let tried = this.retrying.as_ref().map_or_else(Tried::new, |r| r.tried);
+                    let req =
+                        attempt_request(this.parts, this.replay.attempt(), tried, this.config);
                     let fut = this.svc.call(req);
                     *this.attempts += 1;
                     this.state.set(State::Calling { fut });
@@ -210,15 +214,8 @@ where
                 StateProj::Calling { fut } => {
                     let res = ready!(fut.poll(cx)).map_err(Into::into);
                     let attempts = *this.attempts;
-                    let verdict = judge(
-                        res,
-                        this.parts,
-                        this.replay,
-                        this.tried,
-                        this.config,
-                        this.last,
-                        attempts,
-                    );
+                    let last = this.retrying.as_mut().and_then(|r| r.last.take());
+                    let verdict = judge(res, this.parts, this.replay, this.config, last, attempts);
                     match verdict {
                         Verdict::Done(out) => return Poll::Ready(tag(out, attempts)),
                         Verdict::Retry { res, unsent } => {
@@ -234,7 +231,16 @@ where
                                     attempts,
                                 ));
                             }
-                            *this.last = Some(res);
+                            let retrying = this.retrying.get_or_insert_with(|| {
+                                Box::new(Retrying {
+                                    tried: Tried::new(),
+                                    last: None,
+                                })
+                            });
+                            if let Some(m) = failed_member(&res) {
+                                retrying.tried.insert(m);
+                            }
+                            retrying.last = Some(res);
                             let wait = retry_wait(this.config, attempts);
                             this.state.set(State::Backoff {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
@@ -287,9 +293,8 @@ fn judge<B, RB>(
     res: Result<Response<RB>, BoxError>,
     parts: &Parts,
     replay: &Replay<B>,
-    tried: &mut Tried,
     config: &FailoverConfig,
-    last: &mut Option<Result<Response<RB>, BoxError>>,
+    last: Option<Result<Response<RB>, BoxError>>,
     attempts: usize,
 ) -> Verdict<Response<RB>> {
     let may_resend = is_idempotent(&parts.method) || config.retry_non_idempotent;
@@ -307,9 +312,6 @@ fn judge<B, RB>(
     };
     match res {
         Ok(r) => {
-            if let Some(ServedBy(m)) = r.extensions().get::<ServedBy>() {
-                tried.insert(m);
-            }
             if !config.fail_on_status.contains(r.status()) {
                 return Verdict::Done(Ok(r));
             }
@@ -324,13 +326,10 @@ fn judge<B, RB>(
         Err(e) => {
             if find_in_chain::<BalanceError>(&*e).is_some() {
                 // no member left for this attempt: the previous failure is the answer
-                return Verdict::Done(match last.take() {
+                return Verdict::Done(match last {
                     Some(prev) => give_up(prev, NotRetried::AttemptsExhausted, attempts - 1),
                     None => Err(e),
                 });
-            }
-            if let Some(a) = e.downcast_ref::<AttemptError>() {
-                tried.insert(a.member());
             }
             let upstream = find_upstream_error(&*e).map(crate::upstream::UpstreamError::kind);
             let unsent = upstream == Some(UpstreamErrorKind::Connect);
