@@ -35,6 +35,11 @@ impl MemberBody {
             kind: Kind::Own(body),
         }
     }
+
+    /// Whether the client's own HTTP/1.1 path read it (its head is then clean already).
+    pub(crate) const fn is_own(&self) -> bool {
+        matches!(self.kind, Kind::Own(_))
+    }
 }
 
 /// Reading a member's answer body failed.

@@ -23,7 +23,9 @@ use super::client::MemberClient;
 use super::error::NotPicked;
 use super::future::{LimitedMember, ResponseFuture};
 use super::resolve::Resolver;
-use crate::hygiene::{is_valid_host, strip_forwarding_headers, strip_hop_by_hop, Forwarding};
+use crate::hygiene::{
+    is_valid_host, strip_forwarding_headers, strip_hop_by_hop, strip_hop_by_hop_answer, Forwarding,
+};
 use crate::rewrite::ReverseRewrite;
 
 /// How long an exchange the client abandoned may hold a limited member's slot when the
@@ -160,21 +162,56 @@ impl ForwardSettings {
     /// proxy's own HTTP version (RFC 9110 §6.2): a member's HTTP/1.0 answer must not make the
     /// client's connection HTTP/1.0, nor close it.
     pub(crate) fn finish(&self, res: &mut Response<MemberBody>) {
-        let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         *res.version_mut() = Version::HTTP_11;
-        if res.status() == http::StatusCode::NO_CONTENT
-            || res.headers().contains_key(header::TRANSFER_ENCODING)
-        {
-            // a 204 has no body, and a chunked body was read by its framing: a
-            // Content-Length beside either is wrong and must not reach the client (RFC 9110
-            // §8.6, RFC 9112 §6.3), or a cache in front would misread what follows
-            res.headers_mut().remove(header::CONTENT_LENGTH);
+        // the own HTTP/1.1 path did the rest as it read the head (`h1::head::parse`)
+        if !res.body().is_own() {
+            clean_answer(res);
         }
-        strip_hop_by_hop(res.headers_mut(), switching);
         if let Some(rw) = &self.rewrite {
             rw.apply_to_members(res.headers_mut(), self.registry.load().members());
         }
     }
+}
+
+/// What every answer read by hyper's client needs before it is forwarded: no hop-by-hop
+/// field, and a `Content-Length` only where it is true, once.
+fn clean_answer(res: &mut Response<MemberBody>) {
+    let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    let no_content = res.status() == http::StatusCode::NO_CONTENT;
+    let headers = res.headers_mut();
+    if no_content || headers.contains_key(header::TRANSFER_ENCODING) {
+        // a 204 has no body, and a chunked body was read by its framing: a
+        // Content-Length beside either is wrong and must not reach the client (RFC 9110
+        // §8.6, RFC 9112 §6.3), or a cache in front would misread what follows
+        headers.remove(header::CONTENT_LENGTH);
+    } else if let Some(n) = repeated_length(headers) {
+        // `42, 42` or two `42` lines: hyper's client took them for one length; the client
+        // gets that one
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    strip_hop_by_hop_answer(headers, switching);
+}
+
+/// The one length a `Content-Length` given more than once (in a list or on more lines)
+/// states, when all its values agree.
+fn repeated_length(headers: &http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    let mut rest = values.peekable();
+    if rest.peek().is_none() && !first.as_bytes().contains(&b',') {
+        return None;
+    }
+    let mut agreed = None;
+    for v in std::iter::once(first).chain(rest) {
+        for part in v.to_str().ok()?.split(',') {
+            let n: u64 = part.trim().parse().ok()?;
+            if agreed.is_some_and(|a| a != n) {
+                return None;
+            }
+            agreed = Some(n);
+        }
+    }
+    agreed
 }
 
 /// The request's path and query under the member's base path, in origin form (RFC 9112

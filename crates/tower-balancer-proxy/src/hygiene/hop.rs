@@ -40,6 +40,22 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    strip(headers, upgrading, true);
+}
+
+/// [`strip_hop_by_hop`] for a member's answer: `TE` is a request's field (RFC 9110 §10.1.4),
+/// so an answer's is removed whatever it says.
+pub(crate) fn strip_hop_by_hop_answer(headers: &mut HeaderMap, switching: bool) {
+    strip(headers, switching, false);
+}
+
+/// Whether `name` (lower case, as `HeaderName`s are) is removed from every message whatever
+/// `Connection` says.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    always_index(name).is_some()
+}
+
+fn strip(headers: &mut HeaderMap, upgrading: bool, request: bool) {
     // One pass over the names, no hashing: which of ours are present (most requests carry
     // none, most responses only `Connection: keep-alive`). Only those are then removed.
     let mut present = 0_u16;
@@ -51,7 +67,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
         }
     }
     if present != 0 {
-        let wants_trailers = present & TE_BIT != 0 && te_asks_for_trailers(headers);
+        let wants_trailers = request && present & TE_BIT != 0 && te_asks_for_trailers(headers);
         if present & CONNECTION_BIT != 0 {
             remove_named(headers, close_header);
         }

@@ -14,7 +14,7 @@ mod real_client;
 mod spoofable;
 
 pub use forwarded::{Forwarding, ForwardingError, TrustedProxies};
-pub(crate) use hop::connection_tokens;
+pub(crate) use hop::{connection_tokens, is_hop_by_hop, strip_hop_by_hop_answer};
 pub use hop::{strip_hop_by_hop, HOP_BY_HOP};
 pub use host::is_valid_host;
 pub use real_client::real_client;

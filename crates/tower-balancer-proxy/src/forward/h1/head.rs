@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 
 use super::error::H1Error;
 use crate::forward::config::MAX_MEMBER_HEAD_BYTES;
+use crate::hygiene::{is_hop_by_hop, strip_hop_by_hop_answer};
 
 /// The most fields an answer head may have (hyper's default).
 const MAX_FIELDS: usize = 100;
@@ -114,13 +115,55 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
     }
     let mut headers = HeaderMap::with_capacity(count);
     let mut seen = Seen::default();
+    // the answer is made fit to forward as it is read (what `strip_hop_by_hop_answer` and
+    // `ForwardSettings::finish` would do after): hop-by-hop fields are not put in the map,
+    // and `Content-Length` goes in once, as the one value every field agreed on. A 101 is
+    // refused later, and a `Connection` naming other fields is handled after the loop.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut length = None;
+    let mut length_fields = 0_usize;
+    let mut names_others = false;
     for (n0, n1, v0, v1) in at {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| H1Error::Field)?;
         let value = value_of(&head, v0, v1)?;
-        seen.note(&name, &value);
+        let others = seen.note(&name, &value);
+        if !switching {
+            if name == header::CONTENT_LENGTH {
+                length_fields += 1;
+                length.get_or_insert(value);
+                continue;
+            }
+            if is_hop_by_hop(name.as_str()) && !others {
+                continue;
+            }
+            names_others |= others;
+        }
         headers.append(name, value);
     }
     let (framing, mut keep_alive) = seen.framing(status, method, version)?;
+    if !switching {
+        // a 204 has no body and a chunked answer is framed by its chunks: a Content-Length
+        // beside either must not reach the client (RFC 9110 §8.6, RFC 9112 §6.3); else the
+        // one value, `42` for `42, 42`
+        if status != StatusCode::NO_CONTENT && seen.chunked.is_none() {
+            match (length, seen.length) {
+                (Some(v), _)
+                    if length_fields == 1 && v.as_bytes().iter().all(u8::is_ascii_digit) =>
+                {
+                    headers.append(header::CONTENT_LENGTH, v);
+                }
+                (Some(_), Some(n)) => {
+                    headers.append(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                _ => {}
+            }
+        }
+        if names_others {
+            // the `Connection` fields naming others are in the map: they and what they name
+            // go now
+            strip_hop_by_hop_answer(&mut headers, false);
+        }
+    }
     keep_alive &= match version {
         Version::HTTP_10 => seen.keep_alive,
         _ => !seen.close,
@@ -157,12 +200,18 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+    /// Notes one field; `true` when it is a `Connection` naming other fields (anything but
+    /// `close` and `keep-alive`), which must go too.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
         let v = value.as_bytes();
+        let mut others = false;
         if name == header::CONNECTION {
             for t in v.split(|&b| b == b',').map(trim) {
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                let close = t.eq_ignore_ascii_case(b"close");
+                let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                others |= !(close || keep_alive || t.is_empty());
             }
         } else if name == header::TRANSFER_ENCODING {
             let last = v.rsplit(|&b| b == b',').next().map(trim);
@@ -178,6 +227,9 @@ impl Seen {
                 }
             }
         }
+        // a field called `close` goes when `Connection: close` is there, as
+        // `strip_hop_by_hop` has it: left to it
+        others || name.as_str() == "close"
     }
 
     /// The body's framing, and whether the connection may be kept after it, by RFC 9112
