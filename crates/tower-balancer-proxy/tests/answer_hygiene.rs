@@ -97,6 +97,23 @@ async fn member(answer: &'static str) -> SocketAddr {
 
 /// The answer's fields and body as the client gets them, for a `GET` and for a `POST`.
 async fn both_paths(answer: &'static str) -> Vec<(Method, HeaderMap, Bytes)> {
+    let methods = [Method::GET, Method::POST, Method::GET, Method::POST];
+    exchanges(answer, &methods)
+        .await
+        .into_iter()
+        .map(|(m, r)| {
+            let (h, b) = r.unwrap_or_else(|e| panic!("{m}: {e}"));
+            (m, h, b)
+        })
+        .collect()
+}
+
+/// Each of `methods` in turn (a `POST` with a body) to a member answering `answer`: the
+/// answer's fields and body, or the forwarder's error.
+async fn exchanges(
+    answer: &'static str,
+    methods: &[Method],
+) -> Vec<(Method, Result<(HeaderMap, Bytes), String>)> {
     let addr = member(answer).await;
     let r = Registry::new();
     r.insert(MemberSpec::new(
@@ -111,8 +128,7 @@ async fn both_paths(answer: &'static str) -> Vec<(Method, HeaderMap, Bytes)> {
         .layer(BalanceLayer::new(r, RoundRobin::new()))
         .service(forward);
     let mut seen = Vec::new();
-    // twice each: the second goes over the pooled connection
-    for method in [Method::GET, Method::POST, Method::GET, Method::POST] {
+    for method in methods.iter().cloned() {
         let body = if method == Method::POST { "abc" } else { "" };
         let mut req = Request::builder()
             .method(method.clone())
@@ -121,10 +137,27 @@ async fn both_paths(answer: &'static str) -> Vec<(Method, HeaderMap, Bytes)> {
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("198.51.100.7:5555".parse().unwrap()));
-        let res = svc.clone().oneshot(req).await.unwrap();
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        seen.push((method, parts.headers, body));
+        let got = match svc.clone().oneshot(req).await {
+            Ok(res) => {
+                let (parts, body) = res.into_parts();
+                match body.collect().await {
+                    Ok(b) => Ok((parts.headers, b.to_bytes())),
+                    Err(e) => Err(format!("body: {e}")),
+                }
+            }
+            Err(e) => {
+                // the whole chain: the attempt's error wraps the member client's
+                let mut text = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    text.push_str(": ");
+                    text.push_str(&s.to_string());
+                    source = s.source();
+                }
+                Err(text)
+            }
+        };
+        seen.push((method, got));
     }
     seen
 }
@@ -175,6 +208,61 @@ async fn a_chunked_answer_passes_no_content_length() {
                 headers.get("content-length").is_none(),
                 "{method}: {headers:?}"
             );
+            assert_eq!(body, "hello", "{method}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_field_called_close_goes_with_connection_close() {
+    const ANSWER: &str = "HTTP/1.1 200 OK\r\nClose: x\r\nConnection: close\r\nContent-Length: 005\r\nX-Kept: yes\r\n\r\nhello";
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for (method, headers, body) in both_paths(ANSWER).await {
+            assert_clean(&headers, &method);
+            assert!(headers.get("close").is_none(), "{method}: {headers:?}");
+            // leading zeros are not passed on
+            assert_eq!(headers["content-length"], "5", "{method}");
+            assert_eq!(body, "hello", "{method}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_head_answer_with_disagreeing_lengths_passes_none() {
+    const ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\nX-Kept: yes\r\n\r\n";
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for (method, got) in exchanges(ANSWER, &[Method::HEAD, Method::HEAD]).await {
+            let (headers, _) = got.unwrap();
+            assert_clean(&headers, &method);
+            assert!(headers.get("content-length").is_none(), "{headers:?}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused_and_an_empty_element_is_not_one() {
+    const GZIP: &str =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    const EMPTY: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\nX-Kept: yes\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for (method, got) in exchanges(GZIP, &[Method::GET, Method::POST]).await {
+            // the body would reach the client still gzipped with nothing saying so
+            let e = got.err().unwrap_or_else(|| panic!("{method}: forwarded"));
+            assert!(
+                e.contains("coding") || e.contains("transfer"),
+                "{method}: {e}"
+            );
+        }
+        // `chunked,` is chunked; hyper's client reads it as it reads it (not asserted)
+        for (method, got) in exchanges(EMPTY, &[Method::GET, Method::GET]).await {
+            let (headers, body) = got.unwrap();
+            assert_clean(&headers, &method);
             assert_eq!(body, "hello", "{method}");
         }
     })

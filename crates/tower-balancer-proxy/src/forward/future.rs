@@ -157,7 +157,7 @@ impl Future for ResponseFuture {
                         tower_balancer::upstream::UpstreamErrorKind::Protocol,
                     )));
                 }
-                shared.finish(&mut res);
+                shared.finish(&mut res)?;
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let Some(client) = client_upgrade.take() else {
                         // a switch the client never asked for (or asked for a protocol

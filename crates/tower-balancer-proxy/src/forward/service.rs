@@ -161,44 +161,66 @@ impl ForwardSettings {
     /// Hygiene and reverse rewriting on a member's response. The response leaves in the
     /// proxy's own HTTP version (RFC 9110 §6.2): a member's HTTP/1.0 answer must not make the
     /// client's connection HTTP/1.0, nor close it.
-    pub(crate) fn finish(&self, res: &mut Response<MemberBody>) {
+    pub(crate) fn finish(&self, res: &mut Response<MemberBody>) -> Result<(), UpstreamError> {
         *res.version_mut() = Version::HTTP_11;
         // the own HTTP/1.1 path did the rest as it read the head (`h1::head::parse`)
         if !res.body().is_own() {
-            clean_answer(res);
+            clean_answer(res)?;
         }
         if let Some(rw) = &self.rewrite {
             rw.apply_to_members(res.headers_mut(), self.registry.load().members());
         }
+        Ok(())
     }
 }
 
 /// What every answer read by hyper's client needs before it is forwarded: no hop-by-hop
-/// field, and a `Content-Length` only where it is true, once.
-fn clean_answer(res: &mut Response<MemberBody>) {
+/// field, and a `Content-Length` only where it is true, once. An answer in a transfer coding
+/// other than `chunked` is refused: hyper's client reads it by its chunks, and the client
+/// would get the body still coded (`gzip`) with nothing saying so.
+fn clean_answer(res: &mut Response<MemberBody>) -> Result<(), UpstreamError> {
     let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     let no_content = res.status() == http::StatusCode::NO_CONTENT;
     let headers = res.headers_mut();
-    if no_content || headers.contains_key(header::TRANSFER_ENCODING) {
+    let coded = headers.contains_key(header::TRANSFER_ENCODING);
+    if coded && other_coding(headers) {
+        return Err(UpstreamError::new(
+            UpstreamErrorKind::Protocol,
+            "the member's answer is in a transfer coding other than chunked",
+        ));
+    }
+    if no_content || coded {
         // a 204 has no body, and a chunked body was read by its framing: a
         // Content-Length beside either is wrong and must not reach the client (RFC 9110
         // §8.6, RFC 9112 §6.3), or a cache in front would misread what follows
         headers.remove(header::CONTENT_LENGTH);
     } else if let Some(n) = repeated_length(headers) {
-        // `42, 42` or two `42` lines: hyper's client took them for one length; the client
-        // gets that one
+        // `42, 42`, two `42` lines or `042`: hyper's client took them for one length; the
+        // client gets that one, as a plain number
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     strip_hop_by_hop_answer(headers, switching);
+    Ok(())
 }
 
-/// The one length a `Content-Length` given more than once (in a list or on more lines)
-/// states, when all its values agree.
+/// Whether `Transfer-Encoding` lists a coding other than `chunked` (empty elements ignored).
+fn other_coding(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The one length a `Content-Length` given more than once (in a list or on more lines) or
+/// with leading zeros states, when all its values agree; `None` when it is plain already.
 fn repeated_length(headers: &http::HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     let first = values.next()?;
     let mut rest = values.peekable();
-    if rest.peek().is_none() && !first.as_bytes().contains(&b',') {
+    let plain = |v: &[u8]| !v.contains(&b',') && (v.len() == 1 || v[0] != b'0');
+    if rest.peek().is_none() && plain(first.as_bytes()) {
         return None;
     }
     let mut agreed = None;

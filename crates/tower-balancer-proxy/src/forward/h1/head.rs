@@ -123,6 +123,7 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
     let mut length = None;
     let mut length_fields = 0_usize;
     let mut names_others = false;
+    let mut close_field = false;
     for (n0, n1, v0, v1) in at {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| H1Error::Field)?;
         let value = value_of(&head, v0, v1)?;
@@ -137,6 +138,7 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
                 continue;
             }
             names_others |= others;
+            close_field |= name.as_str() == "close";
         }
         headers.append(name, value);
     }
@@ -146,17 +148,26 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
         // beside either must not reach the client (RFC 9110 §8.6, RFC 9112 §6.3); else the
         // one value, `42` for `42, 42`
         if status != StatusCode::NO_CONTENT && seen.chunked.is_none() {
-            match (length, seen.length) {
-                (Some(v), _)
-                    if length_fields == 1 && v.as_bytes().iter().all(u8::is_ascii_digit) =>
+            // (a `HEAD` or 304 answer's lengths are not read for framing, so one that is
+            // not a single agreed number, `bad_length`, is dropped here rather than refused)
+            match (length, seen.length, seen.bad_length) {
+                (Some(v), _, None)
+                    if length_fields == 1
+                        && v.as_bytes().iter().all(u8::is_ascii_digit)
+                        && (v.len() == 1 || v.as_bytes()[0] != b'0') =>
                 {
                     headers.append(header::CONTENT_LENGTH, v);
                 }
-                (Some(_), Some(n)) => {
+                (Some(_), Some(n), None) => {
                     headers.append(header::CONTENT_LENGTH, HeaderValue::from(n));
                 }
                 _ => {}
             }
+        }
+        if close_field && seen.close {
+            // a field called `close` goes with `Connection: close`, as `strip_hop_by_hop`
+            // has it (the `Connection` field itself was left out above)
+            headers.remove("close");
         }
         if names_others {
             // the `Connection` fields naming others are in the map: they and what they name
@@ -197,6 +208,8 @@ struct Seen {
     close: bool,
     /// `Connection` lists `keep-alive`.
     keep_alive: bool,
+    /// `Transfer-Encoding` lists a coding other than `chunked` (which this path cannot undo).
+    other_coding: bool,
 }
 
 impl Seen {
@@ -214,8 +227,14 @@ impl Seen {
                 others |= !(close || keep_alive || t.is_empty());
             }
         } else if name == header::TRANSFER_ENCODING {
-            let last = v.rsplit(|&b| b == b',').next().map(trim);
-            self.chunked = Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+            // empty list elements are ignored (RFC 9110 §5.6.1): `chunked,` is chunked
+            let mut last = None;
+            for t in v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty()) {
+                let chunked = t.eq_ignore_ascii_case(b"chunked");
+                self.other_coding |= !chunked;
+                last = Some(chunked);
+            }
+            self.chunked = Some(last.unwrap_or(false));
         } else if name == header::CONTENT_LENGTH {
             for part in v.split(|&b| b == b',') {
                 match parse_length(trim(part)) {
@@ -227,9 +246,7 @@ impl Seen {
                 }
             }
         }
-        // a field called `close` goes when `Connection: close` is there, as
-        // `strip_hop_by_hop` has it: left to it
-        others || name.as_str() == "close"
+        others
     }
 
     /// The body's framing, and whether the connection may be kept after it, by RFC 9112
@@ -254,6 +271,12 @@ impl Seen {
             }
             // with a Content-Length beside it the answer may be a smuggling attempt: read
             // by its chunks, and the connection closed after it (RFC 9112 §6.3)
+            if self.other_coding {
+                // `gzip, chunked`: read by its chunks, the body would reach the client still
+                // gzipped with nothing saying so (the field is hop-by-hop); refused, as nginx
+                // refuses it
+                return Err(H1Error::Framing("a transfer coding other than chunked"));
+            }
             let alone = self.length.is_none() && self.bad_length.is_none();
             return Ok(if chunked {
                 (Framing::Chunked, alone)
@@ -326,12 +349,20 @@ mod tests {
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n");
         assert_eq!(h.framing, Framing::Length(5));
-        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        for coded in [&b"gzip, chunked"[..], b"chunked, gzip", b"chunked;q=1"] {
+            let mut text = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: ".to_vec();
+            text.extend_from_slice(coded);
+            text.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                matches!(parse_all(&text, &Method::GET), Err(H1Error::Framing(_))),
+                "{}",
+                String::from_utf8_lossy(coded)
+            );
+        }
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
-        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
-        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
         let h = head(b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
         let h = head(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
