@@ -113,20 +113,43 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Parsed::Informational);
     }
-    let mut headers = HeaderMap::with_capacity(count);
+    let (headers, seen) = answer_fields(&head, &at, status)?;
+    let (framing, mut keep_alive) = seen.framing(status, method, version)?;
+    keep_alive &= match version {
+        Version::HTTP_10 => seen.keep_alive,
+        _ => !seen.close,
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Parsed::Final(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The answer's fields as the client is to get them, made fit to forward as they are read
+/// (what `strip_hop_by_hop_answer` and `ForwardSettings::finish` would do after): hop-by-hop
+/// fields are not put in the map, and `Content-Length` goes in once, as the one value every
+/// field agreed on. A 101 is refused later, and a `Connection` naming other fields is
+/// handled after the loop. `at` is where each field's name and value lie in `head`.
+fn answer_fields(
+    head: &Bytes,
+    at: &[(usize, usize, usize, usize)],
+    status: StatusCode,
+) -> Result<(HeaderMap, Seen), H1Error> {
+    let mut headers = HeaderMap::with_capacity(at.len());
     let mut seen = Seen::default();
-    // the answer is made fit to forward as it is read (what `strip_hop_by_hop_answer` and
-    // `ForwardSettings::finish` would do after): hop-by-hop fields are not put in the map,
-    // and `Content-Length` goes in once, as the one value every field agreed on. A 101 is
-    // refused later, and a `Connection` naming other fields is handled after the loop.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut length = None;
     let mut length_fields = 0_usize;
     let mut names_others = false;
     let mut close_field = false;
-    for (n0, n1, v0, v1) in at {
+    for &(n0, n1, v0, v1) in at {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| H1Error::Field)?;
-        let value = value_of(&head, v0, v1)?;
+        let value = value_of(head, v0, v1)?;
         let others = seen.note(&name, &value);
         if !switching {
             if name == header::CONTENT_LENGTH {
@@ -142,7 +165,6 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
         }
         headers.append(name, value);
     }
-    let (framing, mut keep_alive) = seen.framing(status, method, version)?;
     if !switching {
         // a 204 has no body and a chunked answer is framed by its chunks: a Content-Length
         // beside either must not reach the client (RFC 9110 §8.6, RFC 9112 §6.3); else the
@@ -175,19 +197,7 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
             strip_hop_by_hop_answer(&mut headers, false);
         }
     }
-    keep_alive &= match version {
-        Version::HTTP_10 => seen.keep_alive,
-        _ => !seen.close,
-    };
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    Ok(Parsed::Final(Head {
-        response,
-        framing,
-        keep_alive,
-    }))
+    Ok((headers, seen))
 }
 
 fn value_of(head: &Bytes, from: usize, to: usize) -> Result<HeaderValue, H1Error> {
