@@ -403,3 +403,31 @@ async fn a_balancers_background_tasks_log_in_its_name() {
     assert!(line.contains("balancer{name=cluster}"), "{line}");
     assert!(line.contains("member=node2"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_answer_body_that_fails_is_logged_with_the_member() {
+    // members that promise 100 bytes, send 5 and close
+    async fn short() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut sock, answer.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+    // the client gets a cut answer or none at all: either way its connection just ends
+    let text = stderr_of_one_request("short-body", None, short().await, short().await, "").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("the member's answer body failed"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("member=node"), "{line}");
+    assert!(line.contains("error="), "{line}");
+}

@@ -90,7 +90,11 @@ impl<B> ResponseBody<B> {
     }
 }
 
-impl<B: Body> Body for ResponseBody<B> {
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: std::fmt::Display,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -109,8 +113,15 @@ impl<B: Body> Body for ResponseBody<B> {
                 }
             }
             // the end or an error: the request is over for this member
-            Some(Err(_)) | None => {
+            None => {
                 this.in_flight.take();
+            }
+            Some(Err(e)) => {
+                // the client gets a cut answer (or, before its first byte, a closed
+                // connection): said once here, where the member is known
+                if let Some(g) = this.in_flight.take() {
+                    tracing::warn!(member = %g.member().id(), error = %e, "the member's answer body failed");
+                }
             }
         }
         Poll::Ready(frame)
