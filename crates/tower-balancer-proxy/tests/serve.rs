@@ -469,3 +469,26 @@ async fn the_keep_alive_limit_counts_from_the_last_request_not_the_first() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_stop_closes_an_idle_keep_alive_connection_at_once() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        // a keep-alive limit far longer than the test: only the stop can end the connection
+        let config = ServeConfig::new().keep_alive_timeout(Duration::from_secs(60));
+        let (addr, stop, task) = balancer(&r, config).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut s).await.starts_with("HTTP/1.1 200"));
+        let _ = stop.send(());
+        let took = closed_silently(&mut s).await;
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // and the server did not wait out its graceful timeout for it
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the server waited for an idle connection")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -156,7 +156,7 @@ async fn h2_to_server(
     let server = Server::from_listener(listener, config);
     let addr = server.local_addr().unwrap();
     let stack = tower::service_fn(
-        move |_req: http::Request<hyper::body::Incoming>| async move {
+        move |_req: http::Request<tower_balancer_proxy::serve::ClientBody>| async move {
             tokio::time::sleep(delay).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
         },

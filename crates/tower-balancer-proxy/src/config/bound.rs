@@ -6,8 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::serve::ClientBody;
 use http::Uri;
-use hyper::body::Incoming;
 use tokio::sync::{broadcast, mpsc, watch};
 use tower_balancer::health::{HealthEvent, HealthProbeTask, OutlierDetection, SlowStartTask};
 use tower_balancer::registry::Registry;
@@ -58,7 +58,7 @@ fn build_stack(lanes: Vec<LaneBuild>) -> Result<impl crate::serve::Servable + Sy
     let Some((plan, registry, outliers)) = lanes.next() else {
         return Err(TlsError::Pem("a configuration without a balancer".into()));
     };
-    plan.stack_lanes::<Incoming>(&registry, outliers, lanes.collect())
+    plan.stack_lanes::<ClientBody>(&registry, outliers, lanes.collect())
 }
 
 impl Bound {

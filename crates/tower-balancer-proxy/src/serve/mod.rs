@@ -6,7 +6,9 @@
 //! timeout, the client's address must reach `X-Forwarded-For`, and errors from the stack must
 //! become 502/503/504 without leaking upstream error text.
 
+mod client_body;
 mod config;
+mod front;
 mod guard;
 mod head_timer;
 mod plain_on_tls;
@@ -19,6 +21,7 @@ mod stats;
 pub(crate) mod status;
 mod timeout;
 
+pub use client_body::ClientBody;
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
 pub use guard::{check_framing, FramingError};
 pub use reload::{LiveSettings, Reloadable};

@@ -23,7 +23,9 @@ use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
 use tower_balancer::task_timer::TaskTimer;
 use tower_balancer::BoxError;
 
+use super::client_body::ClientBody;
 use super::config::ServeConfig;
+use super::front::{self, HeadLimits, Rewind};
 use super::guard::{check_framing, FramingError};
 use super::reload::LiveSettings;
 use super::stack::Servable;
@@ -32,7 +34,7 @@ use super::status::{error_response, RateRefusal, ServeBody};
 use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
 
 /// How long writing a 408 to a client that timed out may take.
-const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves a tower stack to clients. See the crate docs for a complete example.
 #[derive(Debug)]
@@ -141,6 +143,8 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
+        // the own HTTP/1.1 path's connections hear of the stop here (hyper's, from `graceful`)
+        let (stopping, stop) = tokio::sync::watch::channel(());
         let cap = self
             .settings
             .current()
@@ -175,11 +179,12 @@ impl Server {
                 peer,
                 stack.clone(),
                 config,
-                graceful.watcher(),
+                (graceful.watcher(), stop.clone()),
                 (slot, open, counted),
             ));
         }
         drop(self.listener);
+        stopping.send_replace(());
         let grace = self.settings.current().graceful_timeout;
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
@@ -198,7 +203,7 @@ async fn connection<S: Servable>(
     peer: SocketAddr,
     stack: S,
     config: Arc<ServeConfig>,
-    watcher: Watcher,
+    watchers: (Watcher, tokio::sync::watch::Receiver<()>),
     held: impl Send,
 ) {
     let _held = held;
@@ -211,10 +216,17 @@ async fn connection<S: Servable>(
     // the connection's one timer: hyper's head deadlines and its requests' attempt deadlines
     let timer = TaskTimer::new();
     let builder = http_builder(&config, &timer);
+    let heads = HeadLimits {
+        bytes: config.max_header_bytes,
+        fields: config.max_headers,
+        time: config.header_read_timeout,
+    };
     let Some(tls) = config.tls.clone() else {
         let svc = connection_service(stack, peer, None, progress.clone());
         let io = Watched::new(sock, progress, limits);
-        timer.scope(drive(io, &builder, svc, watcher)).await;
+        timer
+            .scope(drive(io, &builder, svc, watchers, Some(heads)))
+            .await;
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -236,9 +248,11 @@ async fn connection<S: Servable>(
     };
     config.stats.handshake(true);
     let sni = stream.get_ref().1.server_name().map(Arc::from);
+    // HTTP/2 (by ALPN) is hyper's from the first byte
+    let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
     let svc = connection_service(stack, peer, Some(sni), progress.clone());
     let io = Watched::new(stream, progress, limits);
-    timer.scope(drive(io, &builder, svc, watcher)).await;
+    timer.scope(drive(io, &builder, svc, watchers, own)).await;
 }
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
@@ -259,7 +273,11 @@ fn count_client(
         })
 }
 
-/// The service hyper calls for each request of one connection: marks the request's head
+/// What a connection's service answers: the stack's body or an error page, tracked.
+type Answer<R> = Response<Tracked<ServeBody<R>>>;
+
+/// The service called for each request of one connection (by the own HTTP/1.1 path, or by
+/// hyper through [`drive`]'s adapter): marks the request's head
 /// and response on the connection's progress (for its idle limits), tags the request with
 /// the client's address, TLS and the name it gave in TLS (`tls`: `Some` over TLS), refuses bad framing with 400, and maps stack errors to
 /// statuses.
@@ -269,13 +287,13 @@ fn connection_service<S: Servable>(
     tls: Option<Option<Arc<str>>>,
     heads: Arc<Progress>,
 ) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<Tracked<ServeBody<S::ResBody>>>,
+    Request<ClientBody>,
+    Response = Answer<S::ResBody>,
     Error = std::convert::Infallible,
-    Future = impl Future + Send + 'static,
+    Future = impl Future<Output = Result<Answer<S::ResBody>, std::convert::Infallible>> + Send + 'static,
 > + Send
        + 'static {
-    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    hyper::service::service_fn(move |mut req: Request<ClientBody>| {
         heads.head_done(&req);
         let guard = InFlight::new(heads.clone());
         let conn_progress = heads.clone();
@@ -377,23 +395,39 @@ fn http_builder(config: &ServeConfig, timer: &TaskTimer) -> Builder<TokioExecuto
     builder
 }
 
-/// Serves one connection, plain or TLS alike, until it closes or shutdown ends it; a client
-/// that stalled mid-headers gets its 408.
+/// Serves one connection, plain or TLS alike, until it closes or shutdown ends it: first by
+/// the own HTTP/1.1 path when `own` gives its head limits, then by hyper from the first
+/// request that path hands over. A client that stalled mid-headers gets its 408.
 async fn drive<IO, S, B>(
     io: Watched<IO>,
     builder: &Builder<TokioExecutor>,
-    svc: S,
-    watcher: Watcher,
+    mut svc: S,
+    (watcher, stop): (Watcher, tokio::sync::watch::Receiver<()>),
+    own: Option<HeadLimits>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S: hyper::service::Service<
+            Request<ClientBody>,
+            Response = Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io.clone()), svc);
+    let mut read = bytes::BytesMut::new();
+    if let Some(limits) = own {
+        match front::serve(&mut io.clone(), &mut svc, limits, &stop).await {
+            front::Ended::Closed => return,
+            front::Ended::HandOver(bytes) => read = bytes,
+        }
+    }
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        svc.call(req.map(ClientBody::hyper))
+    });
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io.clone())), svc);
     let ended = watcher.watch(conn.into_owned()).await;
     // hyper's header timer fired, or the socket cut a first head that took too long
     if ended.is_err_and(|e| is_header_timeout(&*e)) || io.progress().cut_mid_head() {

@@ -5,16 +5,15 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use tower_balancer::BoxError;
 use tower_service::Service;
 
 /// A service [`Server::serve`](super::Server::serve) can serve: it takes requests with
-/// bodies of type `B` (hyper's [`Incoming`] for the server), answers with a body of
+/// bodies of type `B` ([`ClientBody`](super::ClientBody) for the server), answers with a body of
 /// [`Bytes`], is cloned per request, and its errors and body errors convert into
 /// [`BoxError`] (the server maps them to 502/503/504 with
 /// [`client_status`](super::client_status)). Implemented for every such service.
-pub trait Servable<B = Incoming>:
+pub trait Servable<B = super::ClientBody>:
     Service<
         Request<B>,
         Response = Response<Self::ResBody>,

@@ -1,0 +1,162 @@
+//! The server's own HTTP/1.1 path and its hand-over to hyper, seen from a client: one
+//! connection carrying requests of both kinds, pipelined in one write, answered in order and
+//! framed as hyper frames them. Every test is bounded by a timeout.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{echo_member, lb, read_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Reads a head only (a `HEAD` answer has a length and no body).
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    head
+}
+
+fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+#[tokio::test]
+async fn pipelined_requests_of_both_kinds_are_answered_in_order_on_one_connection() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, seen) = echo_member().await;
+        let lb = lb(&[member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        // a GET and a HEAD (served by the own path), a POST with a body (hyper's from here
+        // on), a GET after it, all in one write
+        s.write_all(
+            b"GET /1 HTTP/1.1\r\nHost: lb.test\r\n\r\n\
+              HEAD /2 HTTP/1.1\r\nHost: lb.test\r\n\r\n\
+              POST /3 HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 5\r\n\r\nhello\
+              GET /4 HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.starts_with("GET /1 HTTP/1.1"), "{body}");
+        let get_length = field(&head, "content-length").unwrap().to_owned();
+        let head2 = read_head(&mut s, &mut buf).await;
+        assert!(head2.starts_with("HTTP/1.1 200 OK\r\n"), "{head2}");
+        assert!(field(&head2, "content-length").is_some(), "{head2}");
+        let (head3, body3) = read_response(&mut s, &mut buf).await;
+        assert!(head3.starts_with("HTTP/1.1 200"), "{head3}");
+        let body3 = String::from_utf8(body3).unwrap();
+        assert!(
+            body3.starts_with("POST /3 HTTP/1.1") && body3.contains("body: 5"),
+            "{body3}"
+        );
+        let (head4, body4) = read_response(&mut s, &mut buf).await;
+        assert!(head4.starts_with("HTTP/1.1 200"), "{head4}");
+        assert!(String::from_utf8(body4).unwrap().starts_with("GET /4 "));
+        assert!(buf.is_empty(), "stray bytes: {buf:?}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["GET /1", "HEAD /2", "POST /3", "GET /4"]
+        );
+        assert!(!get_length.is_empty());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn answers_carry_a_date_one_length_and_no_hop_fields() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, _) = echo_member().await;
+        let lb = lb(&[member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\nTE: trailers\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        let date = field(&head, "date").expect("a Date field");
+        assert!(date.ends_with(" GMT"), "{head}");
+        let lengths = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .count();
+        assert_eq!(lengths, 1, "{head}");
+        assert_eq!(
+            field(&head, "content-length").unwrap(),
+            body.len().to_string()
+        );
+        assert!(field(&head, "transfer-encoding").is_none(), "{head}");
+        assert!(field(&head, "connection").is_none(), "{head}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn connection_close_is_answered_with_close_and_the_connection_ends() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, _) = echo_member().await;
+        let lb = lb(&[member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        // what follows the closing request is never read as another request
+        s.write_all(
+            b"GET /a HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n\
+              GET /b HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        let head = &out[..out.find("\r\n\r\n").unwrap()];
+        assert_eq!(field(head, "connection"), Some("close"), "{out}");
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+        assert!(!out.contains("GET /b"), "{out}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_head_hyper_refuses_is_refused_after_answers_on_the_own_path() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, seen) = echo_member().await;
+        let lb = lb(&[member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(
+            b"GET /ok HTTP/1.1\r\nHost: lb.test\r\n\r\nGET /bad HTTP/1.1\r\nHost : lb.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert_eq!(*seen.lock().unwrap(), ["GET /ok"]);
+    })
+    .await
+    .unwrap();
+}
