@@ -36,7 +36,7 @@ const NAME_BYTE: [bool; 256] = {
 /// ```
 #[must_use]
 pub fn is_valid_host(value: &[u8]) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+    let port = if let Some(rest) = value.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
             return false;
         };
@@ -48,33 +48,26 @@ pub fn is_valid_host(value: &[u8]) -> bool {
         if !ok {
             return false;
         }
-        (None, &rest[end + 1..])
+        &rest[end + 1..]
     } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(i) => (Some(&value[..i]), &value[i..]),
-            None => (Some(value), &value[value.len()..]),
-        }
-    };
-    if let Some(name) = host {
-        let ok = !name.is_empty()
-            && name.len() <= 255
-            && name.iter().all(|&b| NAME_BYTE[usize::from(b)]);
-        if !ok {
+        // one pass over the name up to its port: every request's Host is checked twice
+        let end = value
+            .iter()
+            .position(|&b| !NAME_BYTE[usize::from(b)])
+            .unwrap_or(value.len());
+        if end == 0 || end > 255 {
             return false;
         }
-    }
+        &value[end..]
+    };
     match port {
         [] => true,
-        [b':', digits @ ..] => {
-            !digits.is_empty()
-                && digits.len() <= 5
-                && digits.iter().all(u8::is_ascii_digit)
-                && (1..=65535).contains(
-                    &digits
-                        .iter()
-                        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')),
-                )
-        }
+        [b':', digits @ ..] if !digits.is_empty() && digits.len() <= 5 => digits
+            .iter()
+            .try_fold(0u32, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })
+            .is_some_and(|n| (1..=65535).contains(&n)),
         _ => false,
     }
 }
