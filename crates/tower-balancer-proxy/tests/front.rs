@@ -160,3 +160,57 @@ async fn a_head_hyper_refuses_is_refused_after_answers_on_the_own_path() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_closes_its_side_is_answered_only_what_was_read_ahead_as_hyper_does() {
+    // hyper (half-close off, its default) and nginx take a client's end of stream during a
+    // request as the client leaving, and drop the request; a request already read ahead
+    // (pipelined behind the one being answered) is answered first
+    tokio::time::timeout(LIMIT, async {
+        let (member, seen) = echo_member().await;
+        let lb = lb(&[member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(
+            b"GET /1 HTTP/1.1\r\nHost: lb.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 1, "{out}");
+        assert!(out.contains("GET /1 "), "{out}");
+        assert_eq!(seen.lock().unwrap()[0], "GET /1");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_head_over_the_byte_limit_gets_431_even_when_it_ends_in_one_read() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, seen) = echo_member().await;
+        let lb = lb(&[member], "max_header_bytes = 8192", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: lb.test\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(10_000)
+        );
+        // the first part leaves the server's 8 KiB buffer nearly full, so it grows, and the
+        // rest, which ends the head past the limit, comes in one read
+        s.write_all(&big.as_bytes()[..7_300]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(&big.as_bytes()[7_300..]).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        assert!(seen.lock().unwrap().is_empty());
+    })
+    .await
+    .unwrap();
+}

@@ -5,6 +5,10 @@
 //! (a slowloris client then holds a connection forever), a TLS handshake needs its own
 //! timeout, the client's address must reach `X-Forwarded-For`, and errors from the stack must
 //! become 502/503/504 without leaking upstream error text.
+//!
+//! The common request (HTTP/1.1, no body) is read and answered by the server's own path
+//! (`front`), which costs less than hyper's general server; every other request, and the
+//! rest of its connection, is hyper's.
 
 mod client_body;
 mod config;

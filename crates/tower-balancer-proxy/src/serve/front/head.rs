@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
+use super::HeadLimits;
 use crate::serve::client_body::ClientBody;
 
 /// httparse's field slots: hyper's default limit, so a head with more goes to hyper.
@@ -46,8 +47,9 @@ type FieldAt = (usize, usize, usize, usize);
 
 /// Parses the head at the start of `buf`. A request served here is split off `buf`, which
 /// keeps what follows it (a pipelined request); on [`Head::HandOver`] and
-/// [`Head::Partial`], `buf` is as it was. `fields` is scratch space kept between requests.
-pub(crate) fn parse(buf: &mut BytesMut, max_fields: usize, fields: &mut Vec<FieldAt>) -> Head {
+/// [`Head::Partial`], `buf` is as it was. A head over `limits` is hyper's (431). `fields` is
+/// scratch space kept between requests.
+pub(crate) fn parse(buf: &mut BytesMut, limits: HeadLimits, fields: &mut Vec<FieldAt>) -> Head {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
@@ -56,7 +58,8 @@ pub(crate) fn parse(buf: &mut BytesMut, max_fields: usize, fields: &mut Vec<Fiel
         // bad bytes, too many fields, HTTP/2's preface: hyper answers or serves it
         Err(_) => return Head::HandOver,
     };
-    if parsed.version != Some(1) || parsed.headers.len() > max_fields {
+    // over a limit: hyper answers 431
+    if parsed.version != Some(1) || parsed.headers.len() > limits.fields || len > limits.bytes {
         return Head::HandOver;
     }
     let Some(method) = parsed
@@ -138,9 +141,15 @@ fn build(
 mod tests {
     use super::*;
 
+    const LIMITS: HeadLimits = HeadLimits {
+        bytes: 1 << 20,
+        fields: MAX_FIELDS,
+        time: std::time::Duration::from_secs(1),
+    };
+
     fn parse_str(s: &str) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(s.as_bytes());
-        let head = parse(&mut buf, MAX_FIELDS, &mut Vec::new());
+        let head = parse(&mut buf, LIMITS, &mut Vec::new());
         (head, buf)
     }
 
@@ -201,12 +210,32 @@ mod tests {
     }
 
     #[test]
-    fn more_fields_than_the_limit_go_to_hyper() {
-        let (head, _) = {
-            let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n"[..]);
-            (parse(&mut buf, 2, &mut Vec::new()), buf)
+    fn heads_over_a_limit_go_to_hyper() {
+        let s = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n";
+        let fields = HeadLimits {
+            fields: 2,
+            ..LIMITS
         };
-        assert!(matches!(head, Head::HandOver), "{head:?}");
+        let bytes = HeadLimits {
+            bytes: s.len() - 1,
+            ..LIMITS
+        };
+        for limits in [fields, bytes] {
+            let mut buf = BytesMut::from(&s[..]);
+            let head = parse(&mut buf, limits, &mut Vec::new());
+            assert!(matches!(head, Head::HandOver), "{limits:?}: {head:?}");
+            assert_eq!(&buf[..], &s[..]);
+        }
+        let mut buf = BytesMut::from(&s[..]);
+        let exact = HeadLimits {
+            fields: 3,
+            bytes: s.len(),
+            ..LIMITS
+        };
+        assert!(matches!(
+            parse(&mut buf, exact, &mut Vec::new()),
+            Head::Own { .. }
+        ));
     }
 
     #[test]

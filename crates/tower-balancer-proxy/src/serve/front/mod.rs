@@ -101,7 +101,7 @@ where
             };
         let head = req.method() == Method::HEAD;
         let call = pin!(svc.call(req));
-        let Some(Ok(res)) = answer_or_gone(io, &mut buf, limits.bytes, call).await else {
+        let Some(Ok(res)) = answer_or_gone(io, &mut buf, call).await else {
             // the client hung up: its request is dropped (and leaves a member's queue)
             return Ended::Closed;
         };
@@ -118,21 +118,21 @@ where
     }
 }
 
-/// The stack's answer, or `None` when the client closes the connection first. The socket is
-/// read meanwhile, as hyper does: a client that hangs up is noticed (its request is not
-/// worked on for no one), and what it sends ahead (its next request) waits in `buf`, up to
-/// a head's limit.
+/// The stack's answer, or `None` when the client closes the connection first. While
+/// nothing of a next request is in, the socket is read meanwhile, as hyper does: a client
+/// that hangs up is noticed (its request is not worked on for no one). Once bytes of a next
+/// request are in (pipelined), the socket is left alone, so a client that sent its requests
+/// and then closed its side still gets every answer.
 async fn answer_or_gone<IO, F>(
     io: &mut Watched<IO>,
     buf: &mut BytesMut,
-    limit: usize,
     mut call: Pin<&mut F>,
 ) -> Option<F::Output>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     F: Future,
 {
-    while buf.len() < limit {
+    while buf.is_empty() {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8 * 1024);
         }
@@ -161,7 +161,7 @@ async fn read_head<IO: AsyncRead + AsyncWrite + Unpin>(
     let mut begun: Option<Instant> = None;
     loop {
         if !buf.is_empty() {
-            match head::parse(buf, limits.fields, fields) {
+            match head::parse(buf, limits, fields) {
                 Head::Own { req, close } => return Read::Own(req, close),
                 Head::HandOver => return Read::HandOver,
                 // hyper refuses it with 431
