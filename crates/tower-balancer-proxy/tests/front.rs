@@ -214,3 +214,89 @@ async fn a_whole_head_over_the_byte_limit_gets_431_even_when_it_ends_in_one_read
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn http2s_preface_after_a_request_is_not_read_as_http2() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, seen) = echo_member().await;
+        let lb = lb(&[member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        // RFC 9113 §3.4: the preface is a connection's first bytes or nothing; here it
+        // follows a request, with an empty SETTINGS frame behind it
+        let mut bytes = b"GET /1 HTTP/1.1\r\nHost: lb.test\r\n\r\n".to_vec();
+        bytes.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        s.write_all(&bytes).await.unwrap();
+        let mut buf = Vec::new();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let mut rest = buf;
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        // an HTTP/2 server would answer with its own SETTINGS frame (type 4)
+        assert!(
+            rest.is_empty() || rest.starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert_eq!(*seen.lock().unwrap(), ["GET /1"]);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_connection_closes_at_the_header_read_timeout_when_it_is_the_shorter() {
+    tokio::time::timeout(LIMIT, async {
+        let (member, _) = echo_member().await;
+        // the keep-alive limit is 15 s; the next head's 500 ms run while the connection idles
+        let lb = lb(&[member], "header_read_timeout = \"500ms\"", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let idle = std::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+            .await
+            .expect("held open past the header-read timeout")
+            .unwrap();
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            idle.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            idle.elapsed()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_head_answer_made_by_the_balancer_says_its_length() {
+    tokio::time::timeout(LIMIT, async {
+        let lb = lb(&[harness::closed_port()], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let head = read_head(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 50"), "{head}");
+        let n: usize = field(&head, "content-length")
+            .expect("a Content-Length, as hyper writes it")
+            .parse()
+            .unwrap();
+        assert!(n > 0, "{head}");
+        // and no body after it: the next answer's head comes next
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        let next = read_head(&mut s, &mut buf).await;
+        assert!(next.starts_with("HTTP/1.1 50"), "{next}");
+    })
+    .await
+    .unwrap();
+}

@@ -492,3 +492,33 @@ async fn a_stop_closes_an_idle_keep_alive_connection_at_once() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_stop_closes_a_connection_with_a_later_head_half_sent_at_once() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        // the header-read timeout far longer than the test: only the stop can end it
+        let config = ServeConfig::new().header_read_timeout(Duration::from_secs(60));
+        let (addr, stop, task) = balancer(&r, config).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut s).await.starts_with("HTTP/1.1 200"));
+        s.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the server waited for the half-sent head")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}

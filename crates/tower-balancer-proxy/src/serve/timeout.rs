@@ -214,6 +214,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         }
     }
 
+    /// When bytes last went either way (or the connection started).
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.lock().last_activity
+    }
+
     /// The connection's progress.
     pub(crate) fn progress(&self) -> &Progress {
         &self.progress
@@ -257,7 +262,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
                     inner.last_activity = Instant::now();
                 }
             }
-            deadline(inner.last_activity, self.limits.keep_alive)
+            // HTTP/1: the next head's header-read limit runs while the connection idles too
+            // (hyper's header timer starts when it waits for a head), so the shorter one
+            // ends an idle connection
+            let limit = if p.h2.load(Ordering::Relaxed) {
+                self.limits.keep_alive
+            } else {
+                self.limits.keep_alive.min(self.limits.first)
+            };
+            deadline(inner.last_activity, limit)
         };
         let sleep = inner
             .sleep

@@ -23,7 +23,8 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tower_balancer::deadline::deadline;
+use tower_balancer::task_timer::{sleep_until, TaskSleep};
 use tower_balancer::BoxError;
 
 pub(crate) use rewind::Rewind;
@@ -87,10 +88,23 @@ where
     let mut stopped = pin!(async move {
         let _ = waiter.changed().await;
     });
+    let mut served = false;
     loop {
         let (req, close) =
             match read_head(io, &mut buf, &mut fields, limits, stopped.as_mut()).await {
                 Read::Own(req, close) => (req, close),
+                // HTTP/2's preface is a connection's first bytes or a bad request (RFC 9113
+                // §3.4); hyper's server would take it for HTTP/2 wherever it comes
+                Read::HandOver if served && buf.starts_with(b"PRI * HTTP/2") => {
+                    let refused =
+                    b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+                    let close = async {
+                        io.write_all(refused).await?;
+                        io.shutdown().await
+                    };
+                    let _ = tokio::time::timeout(super::server::ANSWER_LIMIT, close).await;
+                    return Ended::Closed;
+                }
                 Read::HandOver => return Ended::HandOver(buf),
                 Read::Closed if !io.progress().cut_mid_head() => return Ended::Closed,
                 // a first head the socket's limit cut, or a later one past its own: 408
@@ -99,6 +113,7 @@ where
                     return Ended::Closed;
                 }
             };
+        served = true;
         let head = req.method() == Method::HEAD;
         let call = pin!(svc.call(req));
         let Some(Ok(res)) = answer_or_gone(io, &mut buf, call).await else {
@@ -149,8 +164,10 @@ where
     Some(call.await)
 }
 
-/// Reads until `buf` starts with a whole head. Between requests (`buf` empty) `stopped`
-/// ends the wait; once a head has begun, it has `limits.time` to finish.
+/// Reads until `buf` starts with a whole head. A head under way has `limits.time` from the
+/// answer before it (or the connection's start), as hyper counts it, and gets its 408 then;
+/// an idle connection is closed by the socket's own limit (`Watched`: the shorter of the
+/// keep-alive and header-read timeouts). `stopped` ends the wait at once.
 async fn read_head<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Watched<IO>,
     buf: &mut BytesMut,
@@ -158,7 +175,9 @@ async fn read_head<IO: AsyncRead + AsyncWrite + Unpin>(
     limits: HeadLimits,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Read {
-    let mut begun: Option<Instant> = None;
+    let since = io.last_activity();
+    // armed only once a head is under way: most heads come whole in one read
+    let mut late: Option<TaskSleep> = None;
     loop {
         if !buf.is_empty() {
             match head::parse(buf, limits, fields) {
@@ -166,28 +185,30 @@ async fn read_head<IO: AsyncRead + AsyncWrite + Unpin>(
                 Head::HandOver => return Read::HandOver,
                 // hyper refuses it with 431
                 Head::Partial if buf.len() >= limits.bytes => return Read::HandOver,
-                Head::Partial => {}
+                Head::Partial => {
+                    late.get_or_insert_with(|| sleep_until(deadline(since, limits.time)));
+                }
             }
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8 * 1024);
         }
-        let read = if buf.is_empty() {
-            tokio::select! {
-                biased;
-                read = io.read_buf(buf) => read,
-                () = stopped.as_mut() => return Read::Closed,
-            }
-        } else {
-            let begun = *begun.get_or_insert_with(Instant::now);
-            let deadline = tower_balancer::deadline::deadline(begun, limits.time);
-            match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-                Ok(read) => read,
-                Err(_) => return Read::TimedOut,
-            }
+        let read = tokio::select! {
+            biased;
+            read = io.read_buf(buf) => read,
+            () = stopped.as_mut() => return Read::Closed,
+            () = until(&mut late) => return Read::TimedOut,
         };
         if !matches!(read, Ok(n) if n > 0) {
             return Read::Closed;
         }
+    }
+}
+
+/// Ends when `sleep` does; never without one.
+async fn until(sleep: &mut Option<TaskSleep>) {
+    match sleep {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
     }
 }

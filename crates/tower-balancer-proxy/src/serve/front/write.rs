@@ -97,8 +97,16 @@ fn write_head<B: Body>(
         head && status != StatusCode::NO_CONTENT,
     );
     keep &= !found.close;
-    let framing = if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
-    {
+    let no_content = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if head && !no_content && found.length.is_none() {
+        // as hyper: a HEAD answer says the length its GET would have, when it is known
+        if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let framing = if head || no_content {
         Framing::None
     } else if body.is_end_stream() {
         Framing::Length(0)
@@ -288,7 +296,7 @@ where
     B::Error: Into<BoxError>,
 {
     while let Some(data) = next_data(io, out, body).await? {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
         put(io, out, data).await?;
         out.extend_from_slice(b"\r\n");
     }
