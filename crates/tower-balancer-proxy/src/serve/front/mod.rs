@@ -136,8 +136,8 @@ where
 /// The stack's answer, or `None` when the client closes the connection first. While
 /// nothing of a next request is in, the socket is read meanwhile, as hyper does: a client
 /// that hangs up is noticed (its request is not worked on for no one). Once bytes of a next
-/// request are in (pipelined), the socket is left alone, so a client that sent its requests
-/// and then closed its side still gets every answer.
+/// request are in (pipelined), the socket is left alone until it is read, so a client that
+/// sent its requests and then closed its side still gets the answers to those read ahead.
 async fn answer_or_gone<IO, F>(
     io: &mut Watched<IO>,
     buf: &mut BytesMut,
