@@ -102,7 +102,7 @@ fn write_head<B: Body>(
         // as hyper: a HEAD answer says the length its GET would have, when it is known
         if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(digits(n, 10, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -120,7 +120,7 @@ fn write_head<B: Body>(
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(digits(n, 10, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -182,13 +182,14 @@ fn fields(out: &mut Vec<u8>, headers: &HeaderMap, keep_length: bool) -> Found {
     found
 }
 
-/// `n` in decimal, in `buf`.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+/// `n` in `radix` (10, or 16 in upper case as hyper writes chunk sizes), in `buf`: no
+/// formatting machinery and no allocation, once an answer and once a chunk.
+fn digits(mut n: u64, radix: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+        buf[i] = b"0123456789ABCDEF"[(n % radix) as usize];
+        n /= radix;
         if n == 0 {
             return &buf[i..];
         }
@@ -296,10 +297,24 @@ where
     B::Error: Into<BoxError>,
 {
     while let Some(data) = next_data(io, out, body).await? {
-        out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(digits(data.len() as u64, 16, &mut [0; 20]));
+        out.extend_from_slice(b"\r\n");
         put(io, out, data).await?;
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"0\r\n\r\n");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digits;
+
+    #[test]
+    fn lengths_in_decimal_and_chunk_sizes_in_upper_case_hex() {
+        for n in [0u64, 9, 10, 255, 4096, 65_535, u64::MAX] {
+            assert_eq!(digits(n, 10, &mut [0; 20]), n.to_string().as_bytes());
+            assert_eq!(digits(n, 16, &mut [0; 20]), format!("{n:X}").as_bytes());
+        }
+    }
 }
