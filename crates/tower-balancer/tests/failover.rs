@@ -15,7 +15,7 @@ use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_balancer::balance::{BalanceLayer, FailureStatuses, Picked, RequestBody, ResponseBody};
 use tower_balancer::error::error_status;
 use tower_balancer::failover::{
-    FailoverConfig, FailoverError, FailoverLayer, NotRetried, ReplayBody,
+    Attempts, FailoverConfig, FailoverError, FailoverLayer, NotRetried, ReplayBody,
 };
 use tower_balancer::registry::Registry;
 use tower_balancer::strategy::RoundRobin;
@@ -168,10 +168,22 @@ async fn a_get_that_broke_after_sending_is_retried_elsewhere() {
     let r = registry(2);
     let cluster = Cluster::new(&[Mode::ResetAfterRead, Mode::Ok]);
     let svc = stack(&r, &cluster, no_backoff());
+    let mut marks = Vec::new();
     for _ in 0..4 {
         let res = svc.clone().oneshot(req(Method::GET, b"")).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+        marks.push(res.extensions().get::<Attempts>().copied());
     }
+    // the requests that met the broken member first took two attempts, and say so
+    assert!(
+        marks.iter().all(|m| matches!(m, None | Some(Attempts(2)))),
+        "{marks:?}"
+    );
+    assert!(marks.contains(&Some(Attempts(2))), "{marks:?}");
+    // a first attempt's answer is left unmarked
+    *cluster.modes.lock().unwrap() = vec![Mode::Ok; 2];
+    let res = svc.oneshot(req(Method::GET, b"")).await.unwrap();
+    assert_eq!(res.extensions().get::<Attempts>(), None);
 }
 
 #[tokio::test]

@@ -112,10 +112,15 @@ fn attempt_request<B>(
     req
 }
 
-/// Marks a response with the attempts it took (an access log writes them).
+/// Marks a response that took more than one attempt with their number (an access log
+/// writes them). The first attempt's answer is left unmarked: an insert into a response's
+/// extensions was ~250 instructions on every request (`scripts/instructions.sh`), for a
+/// number a missing mark already says.
 fn tag<RB>(out: Result<Response<RB>, BoxError>, attempts: usize) -> Result<Response<RB>, BoxError> {
     out.map(|mut r| {
-        r.extensions_mut().insert(Attempts(attempts));
+        if attempts > 1 {
+            r.extensions_mut().insert(Attempts(attempts));
+        }
         r
     })
 }

@@ -47,6 +47,7 @@ pub use policy::{
 };
 pub use service::Failover;
 
-/// In a response: how many attempts the request took (1 when the first member answered).
+/// In a response that took more than one attempt: how many. A response without it was the
+/// first attempt's (read a missing one as 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempts(pub usize);
