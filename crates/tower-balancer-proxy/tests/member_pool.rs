@@ -15,7 +15,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_balancer::balance::{BalanceLayer, RequestBody};
+use tower_balancer::balance::{BalanceLayer, Picked, RequestBody, ServedBy};
 use tower_balancer::client::ClientAddr;
 use tower_balancer::registry::{MemberId, MemberSpec, Registry};
 use tower_balancer::strategy::RoundRobin;
@@ -274,6 +274,36 @@ async fn an_idempotent_request_the_member_drops_on_a_pooled_connection_goes_out_
             .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
         assert!(svc.clone().oneshot(post).await.is_err());
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 5);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_answer_carries_none_of_its_requests_extensions() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (addr, _) = raw_member(Behaviour::Answer(None)).await;
+        let svc = balancer(addr, ForwardConfig::new());
+        // the first request opens the connection; the second goes out on it, pooled
+        for _ in 0..2 {
+            let mut req = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+            req.extensions_mut()
+                .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+            let res = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let ext = res.extensions();
+            assert!(ext.get::<ServedBy>().is_some(), "the member is named");
+            assert!(
+                ext.get::<ClientAddr>().is_none(),
+                "a request's mark on its answer"
+            );
+            assert!(
+                ext.get::<Picked>().is_none(),
+                "a request's mark on its answer"
+            );
+            // read to its end: the connection goes back to the pool
+            res.into_body().collect().await.unwrap();
+        }
     })
     .await
     .unwrap();

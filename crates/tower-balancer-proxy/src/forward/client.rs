@@ -185,7 +185,7 @@ where
 async fn own_exchange<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
-    req: Request<B>,
+    mut req: Request<B>,
 ) -> Result<Response<MemberBody>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
@@ -201,7 +201,18 @@ where
         };
         let home = (inner.pool.home(), member.clone());
         match h1::send(io, &head, method, home).await {
-            Ok(res) => return Ok(res.map(MemberBody::own)),
+            Ok(res) => {
+                let mut res = res.map(MemberBody::own);
+                // the layers above mark the answer (`ServedBy`, ...): it gets the request's
+                // extensions' table, emptied, for its marks. A new one, allocated at the
+                // first insert, was ~270 instructions a request (`scripts/instructions.sh`)
+                if res.extensions().is_empty() {
+                    let mut carried = std::mem::take(req.extensions_mut());
+                    carried.clear();
+                    *res.extensions_mut() = carried;
+                }
+                return Ok(res);
+            }
             // closed by the member as the head went out: nothing was acted on, try another
             Err(Failure::Unsent(_)) => {}
             // closed with no answer as the request arrived (the member's keep-alive timeout
