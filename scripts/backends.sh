@@ -24,6 +24,14 @@ trap cleanup EXIT
 members_toml() {
   printf '[[balancer.member]]\nurl = "http://127.0.0.1:9763"\nroute = "node1"\n\n[[balancer.member]]\nurl = "http://127.0.0.1:9764"\nroute = "node2"\n'
 }
+# binary_toml PORT [SERVER-LINES]: the `tower-balancer` binary's config file as the scripts run
+# it: its defaults, listening on 127.0.0.1:PORT, the two members above, a cookie key made
+# once in RUNDIR; SERVER-LINES (e.g. a certificate and key) go into [server].
+binary_toml() {
+  [ -f "$RUNDIR/cookie.key" ] || head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
+  printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n%s\n\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "${2:-}" "$RUNDIR/cookie.key"
+  members_toml
+}
 # wait_ready URL [CURL-ARGS...]: waits up to 10 s for URL to answer 2xx (a balancer just
 # started); fails when it never does, so a script does not measure a balancer that is down.
 wait_ready() {

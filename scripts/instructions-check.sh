@@ -35,13 +35,8 @@ LOW=1000 HIGH=4000
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wso2.com \
   -keyout "$RUNDIR/lb.key" -out "$RUNDIR/lb.crt" 2>/dev/null
-head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
-bin_conf() { # port [tls lines]
-  printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n%s\n\n[balancer]\nname = "ci"\ncookie_key_file = "%s"\n\n' "$1" "${2:-}" "$RUNDIR/cookie.key"
-  members_toml
-}
-bin_conf 8281 >"$RUNDIR/plain.toml"
-bin_conf 8282 "certificate = \"$RUNDIR/lb.crt\"
+binary_toml 8281 >"$RUNDIR/plain.toml"
+binary_toml 8282 "certificate = \"$RUNDIR/lb.crt\"
 key = \"$RUNDIR/lb.key\"" >"$RUNDIR/tls.toml"
 
 # total instructions of one callgrind run: run_once OUT REQUESTS URL COOKIE(yes|no) COMMAND...

@@ -43,13 +43,8 @@ count "ours, whole stack, route cookie sent" 8182 yes \
   ./target/perf/examples/lb_bench --listen 127.0.0.1:8182 "${MEMBERS[@]}" --threads 1 --per-core --sticky --seconds 16
 count "hyper floor (hyper server + hyper-util client, nothing else)" 8183 no \
   ./target/perf/hyper_floor --listen 127.0.0.1:8183 "${MEMBERS[@]}" --seconds 16
-head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
-bin_file() { # port
-  printf '[server]\nlisten = "127.0.0.1:%s"\nserver_name = "wso2.com"\n\n[balancer]\nname = "bench"\ncookie_key_file = "%s"\n\n' "$1" "$RUNDIR/cookie.key"
-  members_toml
-}
 for port in 8185 8186; do
-  bin_file "$port" >"$RUNDIR/bin-$port.toml"
+  binary_toml "$port" >"$RUNDIR/bin-$port.toml"
   # it serves until SIGTERM: sent after 16 s, as the others stop by themselves
   (sleep 16 && pkill -TERM -f "tower-balancer --config $RUNDIR/bin-$port.toml" || true) &
   if [ "$port" = 8185 ]; then sticky=no name="the binary, plain"; else sticky=fetch name="the binary, route cookie sent"; fi

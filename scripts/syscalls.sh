@@ -13,11 +13,7 @@ ensure_tools nginx:nginx-light h2load:nghttp2-client strace:strace
 start_backends
 cargo build -q --profile dist -p tower-balancer-bin
 cargo build -q --profile perf -p benches --bin hyper_floor
-head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
-{
-  printf '[server]\nlisten = "127.0.0.1:8291"\nserver_name = "wso2.com"\n\n[balancer]\nname = "sc"\ncookie_key_file = "%s"\n\n' "$RUNDIR/cookie.key"
-  members_toml
-} >"$RUNDIR/sc.toml"
+binary_toml 8291 >"$RUNDIR/sc.toml"
 
 count() { # name port n command... ; the command is stopped with SIGTERM after the load
   local name=$1 port=$2 n=$3 pid

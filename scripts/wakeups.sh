@@ -19,11 +19,7 @@ ensure_tools nginx:nginx-light wrk:wrk perf:linux-perf curl:curl
 start_backends
 cargo build -q --profile dist -p tower-balancer-bin
 cargo build -q --profile perf -p benches --bin hyper_floor
-head -c 32 /dev/urandom >"$RUNDIR/cookie.key"
-{
-  printf '[server]\nlisten = "127.0.0.1:8293"\nserver_name = "wso2.com"\n\n[balancer]\nname = "wk"\ncookie_key_file = "%s"\n\n' "$RUNDIR/cookie.key"
-  members_toml
-} >"$RUNDIR/wk.toml"
+binary_toml 8293 >"$RUNDIR/wk.toml"
 EVENTS=sched:sched_waking,sched:sched_wakeup,ipi:ipi_send_cpu,context-switches
 
 count() { # name port command... ; the command is stopped with SIGTERM after the count
