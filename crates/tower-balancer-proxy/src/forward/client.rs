@@ -205,7 +205,8 @@ where
                 let mut res = res.map(MemberBody::own);
                 // the layers above mark the answer (`ServedBy`, ...): it gets the request's
                 // extensions' table, emptied, for its marks. A new one, allocated at the
-                // first insert, was ~270 instructions a request (`scripts/instructions.sh`)
+                // first insert, was ~270 instructions a request
+                // (`scripts/instructions-check.sh`)
                 if res.extensions().is_empty() {
                     let mut carried = std::mem::take(req.extensions_mut());
                     carried.clear();

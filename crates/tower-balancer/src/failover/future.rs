@@ -114,8 +114,8 @@ fn attempt_request<B>(
 
 /// Marks a response that took more than one attempt with their number (an access log
 /// writes them). The first attempt's answer is left unmarked: an insert into a response's
-/// extensions was ~250 instructions on every request (`scripts/instructions.sh`), for a
-/// number a missing mark already says.
+/// extensions was ~200 instructions on every request (`scripts/instructions-check.sh`), for
+/// a number a missing mark already says.
 fn tag<RB>(out: Result<Response<RB>, BoxError>, attempts: usize) -> Result<Response<RB>, BoxError> {
     out.map(|mut r| {
         if attempts > 1 {
