@@ -95,7 +95,7 @@ sleep 1.5
 # the signed route cookie that pins to node1 (lb_bench prints it; its key is fixed)
 OURS_COOKIE="$(grep -m1 '^ROUTEID=' "$RUNDIR/ours.out")"
 # the binary's: the cookie it sets on its first answer
-BIN_COOKIE="$(curl -si http://127.0.0.1:8095/ | awk 'tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; exit }')"
+BIN_COOKIE="$(curl -si http://127.0.0.1:8095/ | awk '!found && tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; found = 1 }')"
 [ -n "$BIN_COOKIE" ] || { echo "the binary set no ROUTEID cookie" >&2; exit 1; }
 
 # name url [cookie]

@@ -46,7 +46,7 @@ OURS_COOKIE=""
 for _ in $(seq 1 20); do
   hdrs="$(curl -s -D - -o /dev/null http://127.0.0.1:8091/)"
   if grep -qi '^x-node: node1' <<<"$hdrs"; then
-    OURS_COOKIE="$(grep -i '^set-cookie: ROUTEID=' <<<"$hdrs" | head -1 | sed 's/^[^:]*: //; s/;.*//' | tr -d '\r')"
+    OURS_COOKIE="$(grep -m1 -i '^set-cookie: ROUTEID=' <<<"$hdrs" | sed 's/^[^:]*: //; s/;.*//' | tr -d '\r')"
     break
   fi
 done

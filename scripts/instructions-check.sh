@@ -51,7 +51,7 @@ run_once() {
   done
   local cookie=()
   if [ "$sticky" = yes ]; then
-    cookie=(-H "Cookie: $(curl -ksi "$url" | awk 'tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; exit }')")
+    cookie=(-H "Cookie: $(curl -ksi "$url" | awk '!found && tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; found = 1 }')")
   fi
   local done
   done="$(timeout 60 h2load --h1 -n "$n" -c 8 "${cookie[@]}" "$url" | awk '/^requests:/ {print $8}')"

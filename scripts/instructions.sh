@@ -30,7 +30,7 @@ count() { # name port cookie(yes|no) command... (the command stops by itself aft
   local cookie=() reqs ir
   if [ "$sticky" = yes ]; then cookie=(-H "Cookie: $(grep -m1 '^ROUTEID=' "$RUNDIR/out.$port")"); fi
   if [ "$sticky" = fetch ]; then # the cookie the balancer sets on its first answer
-    cookie=(-H "Cookie: $(curl -si "http://127.0.0.1:$port/" | awk 'tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; exit }')")
+    cookie=(-H "Cookie: $(curl -si "http://127.0.0.1:$port/" | awk '!found && tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; found = 1 }')")
   fi
   reqs="$(wrk -t1 -c8 -d10s "${cookie[@]}" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')"
   wait "$pid" || true
