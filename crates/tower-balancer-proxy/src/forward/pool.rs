@@ -18,7 +18,7 @@ use hyper::client::conn::{http1, http2};
 use tokio::time::Instant;
 use tower_balancer::registry::Member;
 
-use super::h1::{still_open, Home, Io};
+use super::h1::{Home, Io};
 
 /// Hashes a member's address: distinct live members have distinct addresses, so a multiply
 /// (Fibonacci hashing) spreads them well enough.
@@ -155,8 +155,7 @@ impl<B: Send + 'static> Pool<B> {
                 let mut slots = self.slots();
                 slots.get_mut(&key(member))?.own.pop_back()?
             };
-            if now.duration_since(idle.since) < self.shared.idle_timeout && still_open(&mut idle.io)
-            {
+            if now.duration_since(idle.since) < self.shared.idle_timeout && idle.io.still_open() {
                 return Some(idle.io);
             }
         }
@@ -274,8 +273,7 @@ fn reap<B>(shared: &Shared<B>) {
         debug_assert_eq!(Arc::as_ptr(&slot.member) as usize, *key);
         slot.idle.retain(|i| !i.sender.is_closed() && open(i.since));
         // closed by the member while idle: let the socket go now, not at the next checkout
-        slot.own
-            .retain_mut(|i| open(i.since) && still_open(&mut i.io));
+        slot.own.retain_mut(|i| open(i.since) && i.io.still_open());
         // an HTTP/2 connection unused past the timeout is let go (streams on it finish)
         if slot
             .h2

@@ -6,14 +6,12 @@
 //! with its read buffer dropped: an idle pooled connection holds its socket and nothing
 //! else. A body dropped before its end closes the connection.
 
-use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncReadExt;
 use tower_balancer::registry::Member;
 
 use super::chunked::{Chunked, Step};
@@ -95,7 +93,7 @@ impl H1Body {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_SIZE);
         }
-        pin!(io.read_buf(&mut self.buf)).poll(cx)
+        io.poll_read_buf(cx, &mut self.buf)
     }
 }
 

@@ -4,36 +4,33 @@
 //! its own, reached by a channel, with 16 KiB of buffers held for as long as the connection
 //! is pooled. Most requests a balancer forwards have no body (`GET`, `HEAD`, `DELETE`), and
 //! for those an exchange is one write of the head and reads of the answer: done here in the
-//! request's own task, that costs a fraction of the instructions, and a pooled connection
-//! holds only its socket. Requests with a body, protocol switches and tunnels stay on
+//! request's own task (the head of a plain connection written by the runtime's writer,
+//! with the others of its tick: see `conn`), that costs a fraction of the instructions, and
+//! a pooled connection holds only its socket. Requests with a body, protocol switches and tunnels stay on
 //! hyper's client, and HTTP/2 members too. The answer is read by hyper's client's rules
 //! (see `head` and `chunked`), so the two paths frame every answer alike.
 
 mod body;
 mod chunked;
+mod conn;
 mod error;
+mod flush;
 mod head;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 
 use bytes::BytesMut;
 use http::{header, Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tower_balancer::registry::Member;
-use tower_service::Service;
 
 pub(crate) use body::H1Body;
+pub(crate) use conn::Io;
 pub use error::H1Error;
 pub(crate) use head::encode;
 
-use super::service::Connector;
+use conn::Started;
 use head::Parsed;
-
-/// A connection to a member, as the connector makes it (plain or TLS).
-pub(crate) type Io = TokioIo<<Connector as Service<http::Uri>>::Response>;
 
 /// How much is read from a member at a time.
 const READ_SIZE: usize = 8 * 1024;
@@ -76,12 +73,16 @@ pub(crate) async fn send(
     method: &Method,
     home: (Arc<dyn Home>, Arc<Member>),
 ) -> Result<Response<H1Body>, Failure> {
-    if let Err(e) = io.write_all(head).await {
-        return Err(Failure::Unsent(H1Error::Io(e)));
-    }
-    if let Err(e) = io.flush().await {
-        return Err(Failure::Unsent(H1Error::Io(e)));
-    }
+    // a plain connection's head goes out with the others queued in this tick
+    let mut sent = match io.start(head) {
+        Started::Queued => false,
+        Started::Direct => {
+            if let Err(e) = io.write_head(head).await {
+                return Err(Failure::Unsent(H1Error::Io(e)));
+            }
+            true
+        }
+    };
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut interim = 0;
     let mut answered = false;
@@ -105,7 +106,33 @@ pub(crate) async fn send(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_SIZE);
         }
-        let failed = match io.read_buf(&mut buf).await {
+        let read = std::future::poll_fn(|cx| {
+            if !sent {
+                match io.poll_sent(cx) {
+                    Poll::Ready(Ok(())) => sent = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            io.poll_read_buf(cx, &mut buf).map(Ok)
+        })
+        .await;
+        let read = match read {
+            // the head could not be written: nothing of the request went out
+            Err(e) => return Err(Failure::Unsent(H1Error::Io(e))),
+            Ok(read) => read,
+        };
+        // the member closed, failed or spoke before the head went out: taken back from
+        // the writer, nothing of it was sent (and bytes before it answer no request)
+        if !sent && io.withdraw() {
+            let e = match read {
+                Ok(0) => H1Error::Incomplete,
+                Ok(_) => H1Error::Io(std::io::ErrorKind::InvalidData.into()),
+                Err(e) => H1Error::Io(e),
+            };
+            return Err(Failure::Unsent(e));
+        }
+        let failed = match read {
             Ok(0) => H1Error::Incomplete,
             Ok(_) => {
                 answered = true;
@@ -124,16 +151,6 @@ pub(crate) async fn send(
             Failure::Failed(failed)
         });
     }
-}
-
-/// Whether a pooled connection is still fit for a request: the member has not closed it and
-/// sent nothing since its last answer (bytes there would be taken for the next answer's
-/// start). Asks without waiting; on a quiet socket this costs no system call.
-pub(crate) fn still_open(io: &mut Io) -> bool {
-    let mut byte = [0u8; 1];
-    let mut probe = ReadBuf::new(&mut byte);
-    let mut cx = Context::from_waker(Waker::noop());
-    matches!(Pin::new(io).poll_read(&mut cx, &mut probe), Poll::Pending)
 }
 
 /// Reads `wire` as a member's whole answer to a request with `method`, arriving `piece`

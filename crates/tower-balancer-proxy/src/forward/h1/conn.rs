@@ -1,0 +1,272 @@
+//! A member connection of the own path: plain TCP, whose request heads are written by the
+//! runtime's [`flush`](super::flush) task, or TLS, written by the request's task.
+//!
+//! Why plain connections are shared with a writer: a request's task that writes its head
+//! the moment the head is ready wakes the member for each request apart, spread through
+//! the scheduler's tick; written together at the end of the tick, a member finds several
+//! requests per wake-up. Measured under `wrk -t1 -c64` against two nginx members, four
+//! interleaved rounds (BENCHMARKS.md, "Member heads written together"):
+//! the binary's CPU a request went from 20.7–23.8 µs to 18.8–21.1 µs, its kernel share from
+//! 14.1–17.1 µs to 12.2–14.5 µs, for ~400 more instructions a request.
+//! The request's task keeps reading the connection; the writer holds it only to write.
+
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::BytesMut;
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use super::super::service::Connector;
+use super::flush;
+
+type Stream = <Connector as Service<http::Uri>>::Response;
+
+/// A connection to a member, as the own path uses it.
+pub(crate) struct Io(Kind);
+
+enum Kind {
+    /// Plain TCP: heads go out through the runtime's writer.
+    Plain(Arc<Plain>),
+    /// TLS (or a plain stream that cannot be shared): written by the request's task.
+    Other(Box<TokioIo<Stream>>),
+}
+
+/// A plain connection and the head waiting to be written on it.
+pub(super) struct Plain {
+    stream: TcpStream,
+    job: Mutex<Job>,
+}
+
+/// The head of a connection's current request, and how far its writing went.
+struct Job {
+    head: Vec<u8>,
+    state: State,
+    /// The request's task, woken when the writer could not write the whole head.
+    waker: Option<Waker>,
+}
+
+enum State {
+    /// Nothing waits to be written.
+    Idle,
+    /// Queued for the writer.
+    Queued,
+    /// The writer wrote the first `n` bytes; the request's task writes the rest.
+    Partial(usize),
+    /// The writer's write failed: nothing of the head was sent.
+    Failed(io::Error),
+}
+
+/// How a head went out.
+pub(super) enum Started {
+    /// Queued for the runtime's writer: [`Io::poll_sent`] says when it is out.
+    Queued,
+    /// The request's task writes it ([`Io::write_head`]).
+    Direct,
+}
+
+impl Io {
+    /// Wraps a connection the connector made.
+    pub(crate) fn new(stream: Stream) -> Self {
+        match stream {
+            MaybeHttpsStream::Http(tcp) => Self(Kind::Plain(Arc::new(Plain {
+                stream: tcp.into_inner(),
+                job: Mutex::new(Job {
+                    head: Vec::new(),
+                    state: State::Idle,
+                    waker: None,
+                }),
+            }))),
+            other => Self(Kind::Other(Box::new(TokioIo::new(other)))),
+        }
+    }
+
+    /// Starts sending `head`: on a plain connection, queued for the runtime's writer.
+    pub(super) fn start(&mut self, head: &[u8]) -> Started {
+        let Kind::Plain(plain) = &self.0 else {
+            return Started::Direct;
+        };
+        {
+            let mut job = plain.job();
+            job.head.clear();
+            job.head.extend_from_slice(head);
+            job.state = State::Queued;
+            job.waker = None;
+        }
+        if flush::queue(plain.clone()) {
+            Started::Queued
+        } else {
+            plain.job().state = State::Idle;
+            Started::Direct
+        }
+    }
+
+    /// Writes `head` from the request's task.
+    pub(super) async fn write_head(&mut self, head: &[u8]) -> io::Result<()> {
+        match &mut self.0 {
+            Kind::Other(io) => {
+                io.write_all(head).await?;
+                io.flush().await
+            }
+            Kind::Plain(plain) => {
+                let plain = plain.clone();
+                let mut at = 0;
+                std::future::poll_fn(|cx| poll_write_from(&plain.stream, cx, head, &mut at)).await
+            }
+        }
+    }
+
+    /// Whether the queued head is out: ready with `Ok` once the writer wrote it (or when
+    /// none was queued), with the writer's error if it failed. While it waits, the task is
+    /// woken if the writer cannot finish.
+    pub(super) fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Kind::Plain(plain) = &self.0 else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut job = plain.job();
+        match std::mem::replace(&mut job.state, State::Idle) {
+            State::Idle => Poll::Ready(Ok(())),
+            State::Failed(e) => Poll::Ready(Err(e)),
+            State::Queued => {
+                job.state = State::Queued;
+                if !job.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    job.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            State::Partial(mut at) => {
+                let job = &mut *job;
+                let out = poll_write_from(&plain.stream, cx, &job.head, &mut at);
+                if out.is_pending() {
+                    job.state = State::Partial(at);
+                }
+                out
+            }
+        }
+    }
+
+    /// Takes the head back from the writer if it has not written any of it yet; true if
+    /// it was taken (so nothing of it will be sent).
+    pub(super) fn withdraw(&mut self) -> bool {
+        let Kind::Plain(plain) = &self.0 else {
+            return false;
+        };
+        let mut job = plain.job();
+        if matches!(job.state, State::Queued) {
+            job.state = State::Idle;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Reads into `buf`'s spare room (at least some is there).
+    pub(super) fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.0 {
+            Kind::Other(io) => pin!(io.read_buf(buf)).poll(cx),
+            Kind::Plain(plain) => loop {
+                ready!(plain.stream.poll_read_ready(cx))?;
+                match plain.stream.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    out => return Poll::Ready(out),
+                }
+            },
+        }
+    }
+
+    /// Whether the connection is still fit for a request: the member has not closed it and
+    /// sent nothing since its last answer. Asks without waiting; on a quiet socket this
+    /// costs no system call.
+    pub(crate) fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match &mut self.0 {
+            Kind::Other(io) => {
+                let mut byte = [0u8; 1];
+                let mut probe = ReadBuf::new(&mut byte);
+                matches!(
+                    Pin::new(&mut **io).poll_read(&mut cx, &mut probe),
+                    Poll::Pending
+                )
+            }
+            Kind::Plain(plain) => match plain.stream.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => {
+                    let mut byte = [0u8; 1];
+                    matches!(plain.stream.try_read(&mut byte),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            },
+        }
+    }
+}
+
+impl Plain {
+    fn job(&self) -> MutexGuard<'_, Job> {
+        self.job.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The writer's part: writes the queued head, unless it was withdrawn. What it cannot
+    /// write without waiting is left to the request's task, which is woken for it.
+    pub(super) fn write_queued(&self) {
+        let mut job = self.job();
+        if !matches!(job.state, State::Queued) {
+            return;
+        }
+        let mut at = 0;
+        let state = loop {
+            match self.stream.try_write(&job.head[at..]) {
+                Ok(n) if n > 0 => {
+                    at += n;
+                    if at == job.head.len() {
+                        break State::Idle;
+                    }
+                }
+                Ok(_) => break State::Failed(io::ErrorKind::WriteZero.into()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break State::Partial(at),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if at == 0 => break State::Failed(e),
+                // part of the head went out: the request's task meets the error itself
+                Err(_) => break State::Partial(at),
+            }
+        };
+        job.state = state;
+        let waker = match job.state {
+            State::Idle => None,
+            _ => job.waker.take(),
+        };
+        drop(job);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Writes `bytes[*at..]` on `stream` from the request's task.
+fn poll_write_from(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+    at: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *at < bytes.len() {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write(&bytes[*at..]) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => *at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
