@@ -3,10 +3,13 @@
 //! each request with its own path, every answer must reach the request that asked for it,
 //! on a current-thread runtime, on a multi-thread one (where the writer may run on another
 //! worker than the request), and on a thread that drives two runtimes in turn while both
-//! are alive. Every test is bounded by a timeout.
+//! are alive; and a request given up before the writer came to it is never sent. Every
+//! test is bounded by a timeout.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,10 +26,18 @@ use tower_balancer_proxy::forward::ForwardConfig;
 /// A member that answers each request with its target, after a short pause so that
 /// answers overlap and connections pile up in the pool.
 async fn echo_member() -> SocketAddr {
+    counting_member().await.0
+}
+
+/// [`echo_member`], and the number of request heads it has read.
+async fn counting_member() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -39,6 +50,7 @@ async fn echo_member() -> SocketAddr {
                     while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                         let text = String::from_utf8_lossy(&head[..end]).into_owned();
                         head.drain(..end + 4);
+                        seen.fetch_add(1, Ordering::SeqCst);
                         let target = text.split(' ').nth(1).unwrap_or("?").to_owned();
                         tokio::time::sleep(Duration::from_millis(2)).await;
                         let answer = format!(
@@ -53,7 +65,7 @@ async fn echo_member() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, heads)
 }
 
 type Svc = tower::util::BoxCloneService<
@@ -161,4 +173,43 @@ fn a_thread_driving_two_live_runtimes_in_turn_sends_every_head() {
         }
     });
     run.join().unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_given_up_before_its_head_went_out_is_never_sent() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let (addr, heads) = counting_member().await;
+        let svc = balancer(addr);
+        // a connection in the pool, so the next request's head is queued at its first poll
+        assert_eq!(get(svc.clone(), "/first".into()).await, "/first");
+        let mut req = Request::get("/given-up")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        let mut call = Box::pin(svc.clone().oneshot(req));
+        // polled once (the head queued for the writer), then dropped in the same tick, as
+        // when its client hangs up: the writer has not run yet
+        assert!(futures_poll_once(call.as_mut()).is_pending());
+        drop(call);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            heads.load(Ordering::SeqCst),
+            1,
+            "the given-up head was sent"
+        );
+        // and the connection's next request goes out as usual
+        assert_eq!(get(svc, "/after".into()).await, "/after");
+        assert_eq!(heads.load(Ordering::SeqCst), 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// Polls `fut` once with a waker that does nothing.
+fn futures_poll_once<F: std::future::Future>(
+    fut: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.poll(&mut cx)
 }

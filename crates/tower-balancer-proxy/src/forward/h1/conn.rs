@@ -151,6 +151,15 @@ impl Io {
         }
     }
 
+    /// Whether no part of a head waits to be written (a member may answer before it has
+    /// the whole head: then the connection must not carry another request).
+    pub(super) fn settled(&self) -> bool {
+        match &self.0 {
+            Kind::Other(_) => true,
+            Kind::Plain(plain) => matches!(plain.job().state, State::Idle),
+        }
+    }
+
     /// Takes the head back from the writer if it has not written any of it yet; true if
     /// it was taken (so nothing of it will be sent).
     pub(super) fn withdraw(&mut self) -> bool {
@@ -211,9 +220,31 @@ impl Io {
     }
 }
 
+impl Drop for Io {
+    fn drop(&mut self) {
+        // closed (its request given up) before the writer came to it: nothing is sent
+        self.withdraw();
+    }
+}
+
 impl Plain {
     fn job(&self) -> MutexGuard<'_, Job> {
         self.job.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The writer stopped (its runtime is shutting down) with this head still queued: not
+    /// written, and the request's task, if it is still there, is told so.
+    pub(super) fn abandon(&self) {
+        let mut job = self.job();
+        if !matches!(job.state, State::Queued) {
+            return;
+        }
+        job.state = State::Failed(io::Error::other("the runtime's writer stopped"));
+        let waker = job.waker.take();
+        drop(job);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// The writer's part: writes the queued head, unless it was withdrawn. What it cannot

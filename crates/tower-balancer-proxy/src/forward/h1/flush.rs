@@ -6,8 +6,8 @@
 //! already scheduled and writes every head queued by then. What it cannot write without
 //! waiting (a full socket) or fails to write goes back to the request's task.
 //!
-//! There is one writer per thread and runtime: a head queued from a thread with no tokio
-//! runtime, or before the writer could be started, is written by its own task as before.
+//! There is one writer per thread and runtime, started by the first head queued there; a
+//! head on a thread with no tokio runtime is written by its own task.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,10 +53,9 @@ impl Drop for Gone {
             q.gone = true;
             std::mem::take(&mut q.conns)
         };
-        // heads still queued: their tasks learn it was not written (their runtime is
-        // shutting down too, or they are on another runtime and write it themselves)
+        // heads still queued are not written: their requests are going with the runtime
         for c in conns {
-            c.write_queued();
+            c.abandon();
         }
     }
 }

@@ -98,7 +98,10 @@ pub(crate) async fn send(
                     continue;
                 }
                 Parsed::Final(h) => {
-                    let body = H1Body::new(io, buf, h.framing, h.keep_alive, home);
+                    // answered before the whole head went out: the rest is never written,
+                    // so the connection carries no other request
+                    let keep_alive = h.keep_alive && (sent || io.settled());
+                    let body = H1Body::new(io, buf, h.framing, keep_alive, home);
                     return Ok(h.response.map(|()| body));
                 }
             }
