@@ -46,6 +46,28 @@ fn an_empty_registry_gives_no_eligible_member() {
 }
 
 #[test]
+fn round_robin_retries_take_no_turn_so_first_attempts_still_alternate() {
+    let r = registry(2);
+    let p = Picker::new(&r, RoundRobin::new());
+    let snap = r.load();
+    let none = Tried::new();
+    let mut firsts = Vec::new();
+    for _ in 0..6 {
+        // each request's first attempt meets the member that fails it, then retries
+        let first = p.pick(&snap, &PickContext::new(None, &none)).unwrap();
+        let mut tried = Tried::new();
+        tried.insert(&first);
+        let retry = p.pick(&snap, &PickContext::new(None, &tried)).unwrap();
+        assert_ne!(retry.id(), first.id(), "a retry goes to the other member");
+        firsts.push(first.id().to_string());
+    }
+    // first attempts still alternate: a failing member meets half the requests, not all
+    for pair in firsts.windows(2) {
+        assert_ne!(pair[0], pair[1], "{firsts:?}");
+    }
+}
+
+#[test]
 fn round_robin_follows_weights_exactly_over_a_period() {
     let r = Registry::new();
     r.insert(spec("a").weight(5)).unwrap();

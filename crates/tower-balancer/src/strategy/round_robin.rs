@@ -163,7 +163,14 @@ impl Strategy for RoundRobin {
         if len == 0 {
             return None;
         }
-        let start = table.next.fetch_add(1, Ordering::Relaxed) % len;
+        // a retry takes the next member in turn without taking a turn itself: else, with a
+        // failing member, every request's retry would use up the turn of the request after
+        // it, and each first attempt would meet the failing member again
+        let start = if cx.tried().is_empty() {
+            table.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            table.next.load(Ordering::Relaxed)
+        } % len;
         let first = table.schedule[start] as usize;
         if cx.excludes_nothing() {
             return Some(first);
