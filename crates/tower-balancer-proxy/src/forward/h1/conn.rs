@@ -4,10 +4,9 @@
 //! Why plain connections are shared with a writer: a request's task that writes its head
 //! the moment the head is ready wakes the member for each request apart, spread through
 //! the scheduler's tick; written together at the end of the tick, a member finds several
-//! requests per wake-up. Measured under `wrk -t1 -c64` against two nginx members, four
-//! interleaved rounds (BENCHMARKS.md, "Member heads written together"):
-//! the binary's CPU a request went from 20.7–23.8 µs to 18.8–21.1 µs, its kernel share from
-//! 14.1–17.1 µs to 12.2–14.5 µs, for ~400 more instructions a request.
+//! requests per wake-up. `scripts/ab-cpu.sh` (eight rounds under `wrk -t1 -c64`, two nginx
+//! members; BENCHMARKS.md): the binary's CPU a request, median, 24.1 → 22.5 µs, for ~400
+//! more instructions a request.
 //! The request's task keeps reading the connection; the writer holds it only to write.
 
 use std::future::Future;
