@@ -109,32 +109,7 @@ pub(crate) async fn send(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_SIZE);
         }
-        let read = std::future::poll_fn(|cx| {
-            if !sent {
-                match io.poll_sent(cx) {
-                    Poll::Ready(Ok(())) => sent = true,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
-            }
-            io.poll_read_buf(cx, &mut buf).map(Ok)
-        })
-        .await;
-        let read = match read {
-            // the head could not be written: nothing of the request went out
-            Err(e) => return Err(Failure::Unsent(H1Error::Io(e))),
-            Ok(read) => read,
-        };
-        // the member closed, failed or spoke before the head went out: taken back from
-        // the writer, nothing of it was sent (and bytes before it answer no request)
-        if !sent && io.withdraw() {
-            let e = match read {
-                Ok(0) => H1Error::Incomplete,
-                Ok(_) => H1Error::Io(std::io::ErrorKind::InvalidData.into()),
-                Err(e) => H1Error::Io(e),
-            };
-            return Err(Failure::Unsent(e));
-        }
+        let read = read_more(&mut io, &mut buf, &mut sent).await?;
         let failed = match read {
             Ok(0) => H1Error::Incomplete,
             Ok(_) => {
@@ -154,6 +129,37 @@ pub(crate) async fn send(
             Failure::Failed(failed)
         });
     }
+}
+
+/// Reads more of the answer into `buf`. While the head is not known to be out (`sent`),
+/// also asks whether the writer wrote it: its failure, or the member closing, failing or
+/// speaking before the head went out (the head then taken back from the writer), means
+/// nothing of the request was sent, and bytes before it answer no request.
+async fn read_more(
+    io: &mut Io,
+    buf: &mut BytesMut,
+    sent: &mut bool,
+) -> Result<std::io::Result<usize>, Failure> {
+    let read = std::future::poll_fn(|cx| {
+        if !*sent {
+            match io.poll_sent(cx) {
+                Poll::Ready(Ok(())) => *sent = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        io.poll_read_buf(cx, buf).map(Ok)
+    })
+    .await
+    .map_err(|e| Failure::Unsent(H1Error::Io(e)))?;
+    if !*sent && io.withdraw() {
+        return Err(Failure::Unsent(match read {
+            Ok(0) => H1Error::Incomplete,
+            Ok(_) => H1Error::Io(std::io::ErrorKind::InvalidData.into()),
+            Err(e) => H1Error::Io(e),
+        }));
+    }
+    Ok(read)
 }
 
 /// Reads `wire` as a member's whole answer to a request with `method`, arriving `piece`
