@@ -56,7 +56,7 @@ fn round_robin_retries_take_no_turn_so_first_attempts_still_alternate() {
         // each request's first attempt meets the member that fails it, then retries
         let first = p.pick(&snap, &PickContext::new(None, &none)).unwrap();
         let mut tried = Tried::new();
-        tried.insert(&first);
+        tried.insert(first);
         let retry = p.pick(&snap, &PickContext::new(None, &tried)).unwrap();
         assert_ne!(retry.id(), first.id(), "a retry goes to the other member");
         firsts.push(first.id().to_string());
