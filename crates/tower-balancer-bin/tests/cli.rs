@@ -422,7 +422,7 @@ async fn a_members_answer_body_that_fails_is_logged_with_the_member() {
         });
         addr
     }
-    // the client gets a cut answer or none at all: either way its connection just ends
+    // the client gets a 502 (nothing of the answer had gone out) or a cut answer
     let text = stderr_of_one_request("short-body", None, short().await, short().await, "").await;
     let line = text
         .lines()

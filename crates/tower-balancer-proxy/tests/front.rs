@@ -9,7 +9,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{echo_member, lb, read_response};
+use harness::{echo_member, lb, raw, raw_member, read_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -296,6 +296,39 @@ async fn a_head_answer_made_by_the_balancer_says_its_length() {
             .unwrap();
         let next = read_head(&mut s, &mut buf).await;
         assert!(next.starts_with("HTTP/1.1 50"), "{next}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_member_answer_cut_short_is_a_502_or_an_answer_cut_short_never_an_empty_reply() {
+    tokio::time::timeout(LIMIT, async {
+        // the head promises 100 bytes; the member sends 10 and closes, all at once
+        let member = raw_member(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b").await;
+        let lb = lb(&[member], "", "", "").await;
+        let (mut bad_gateway, mut cut) = (0, 0);
+        for _ in 0..20 {
+            let got = raw(
+                lb.addr,
+                b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+                Duration::from_secs(5),
+            )
+            .await;
+            if got.starts_with("HTTP/1.1 502 Bad Gateway\r\n") {
+                // the member's close was seen before any of the answer went out
+                assert!(got.ends_with("\r\n\r\n502 Bad Gateway\n"), "{got:?}");
+                assert_eq!(field(&got, "connection"), Some("close"), "{got:?}");
+                bad_gateway += 1;
+            } else {
+                // the head went out first: the client sees the answer end before its length
+                assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+                assert_eq!(field(&got, "content-length"), Some("100"), "{got:?}");
+                assert!(got.ends_with("\r\n\r\nonly ten b"), "{got:?}");
+                cut += 1;
+            }
+        }
+        assert_eq!(bad_gateway + cut, 20);
     })
     .await
     .unwrap();

@@ -7,10 +7,12 @@
 
 use std::io;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::response::Parts;
+use http::HeaderName;
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -54,14 +56,97 @@ where
     B::Error: Into<BoxError>,
 {
     let (framing, keep) = write_head(out, parts, &*body, head, keep);
+    let mut io = Sent { io, any: false };
     let whole = match framing {
-        Framing::None => true,
-        Framing::Length(n) => body_by_length(io, out, &mut body, n).await?,
-        Framing::Chunked => body_chunked(io, out, &mut body).await?,
+        Framing::None => Ok(true),
+        Framing::Length(n) => body_by_length(&mut io, out, &mut body, n).await,
+        Framing::Chunked => body_chunked(&mut io, out, &mut body).await,
     };
+    let failed = match &whole {
+        Ok(whole) => !whole,
+        Err(e) => matches!(e.get_ref(), Some(inner) if inner.is::<BodyFailed>()),
+    };
+    if failed && !io.any {
+        // the body failed or ended short before any of the answer went out: the client is
+        // told the member failed, as when it fails before its head, rather than seeing the
+        // connection close with no answer or an answer cut short
+        bad_gateway(out, &parts.headers);
+        io.write_all(out).await?;
+        io.flush().await?;
+        return Ok(false);
+    }
+    let whole = whole?;
     io.write_all(out).await?;
     io.flush().await?;
     Ok(keep && whole)
+}
+
+/// The answer's body failed (the member's side of the exchange, not the client's socket).
+#[derive(Debug, thiserror::Error)]
+#[error("the answer's body failed")]
+struct BodyFailed(#[source] BoxError);
+
+/// The client's socket, noting whether any byte of the answer went out on it.
+struct Sent<'a, IO> {
+    io: &'a mut IO,
+    any: bool,
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Sent<'_, IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut *self.io).poll_write(cx, buf))?;
+        self.any |= n > 0;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut *self.io).poll_write_vectored(cx, bufs))?;
+        self.any |= n > 0;
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+}
+
+/// The page for an answer whose body failed before any of it was sent: 502, the text the
+/// server gives for a member's failure (`serve::status`), the request's id if the answer
+/// carried one, and the connection closed after it.
+fn bad_gateway(out: &mut Vec<u8>, headers: &HeaderMap) {
+    const PAGE: &[u8] = b"502 Bad Gateway\n";
+    out.clear();
+    out.extend_from_slice(
+        b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n",
+    );
+    let id = HeaderName::from_static("x-request-id");
+    if let Some(value) = headers.get(&id) {
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(digits(PAGE.len() as u64, 10, &mut [0; 20]));
+    out.extend_from_slice(b"\r\nconnection: close\r\n");
+    put_date(out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(PAGE);
 }
 
 /// What one pass over an answer's fields found.
@@ -222,7 +307,7 @@ where
         };
         match frame {
             None => return Ok(None),
-            Some(Err(e)) => return Err(io::Error::other(e.into())),
+            Some(Err(e)) => return Err(io::Error::other(BodyFailed(e.into()))),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     if data.has_remaining() {
@@ -279,9 +364,9 @@ where
     while let Some(data) = next_data(io, out, body).await? {
         let len = data.len() as u64;
         if len > left {
-            return Err(io::Error::other(
-                "the answer's body is longer than its length",
-            ));
+            return Err(io::Error::other(BodyFailed(
+                "the answer's body is longer than its length".into(),
+            )));
         }
         left -= len;
         put(io, out, data).await?;
@@ -307,14 +392,5 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::digits;
-
-    #[test]
-    fn lengths_in_decimal_and_chunk_sizes_in_upper_case_hex() {
-        for n in [0u64, 9, 10, 255, 4096, 65_535, u64::MAX] {
-            assert_eq!(digits(n, 10, &mut [0; 20]), n.to_string().as_bytes());
-            assert_eq!(digits(n, 16, &mut [0; 20]), format!("{n:X}").as_bytes());
-        }
-    }
-}
+#[path = "write_tests.rs"]
+mod tests;
