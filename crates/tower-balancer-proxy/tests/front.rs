@@ -333,3 +333,36 @@ async fn a_member_answer_cut_short_is_a_502_or_an_answer_cut_short_never_an_empt
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_post_whose_member_sends_a_head_and_closes_gets_a_502_or_a_cut_answer_never_nothing() {
+    tokio::time::timeout(LIMIT, async {
+        // a POST is hyper's to write; the member's head promises 100 bytes, then it closes
+        let member = raw_member(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+        let lb = lb(&[member], "", "", "").await;
+        let (mut bad_gateway, mut cut) = (0, 0);
+        for _ in 0..20 {
+            let got = raw(
+                lb.addr,
+                b"POST / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\
+                  Content-Length: 5\r\nX-Request-Id: post-1\r\n\r\nhello",
+                Duration::from_secs(5),
+            )
+            .await;
+            if got.starts_with("HTTP/1.1 502 Bad Gateway\r\n") {
+                assert!(got.ends_with("\r\n\r\n502 Bad Gateway\n"), "{got:?}");
+                assert_eq!(field(&got, "connection"), Some("close"), "{got:?}");
+                assert_eq!(field(&got, "x-request-id"), Some("post-1"), "{got:?}");
+                bad_gateway += 1;
+            } else {
+                assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+                assert_eq!(field(&got, "content-length"), Some("100"), "{got:?}");
+                assert!(got.ends_with("\r\n\r\n"), "{got:?}");
+                cut += 1;
+            }
+        }
+        assert_eq!(bad_gateway + cut, 20);
+    })
+    .await
+    .unwrap();
+}

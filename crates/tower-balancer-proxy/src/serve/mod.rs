@@ -16,6 +16,7 @@ mod front;
 mod guard;
 mod head_timer;
 mod plain_on_tls;
+mod read_ahead;
 mod reload;
 mod server;
 #[cfg_attr(not(feature = "config"), allow(dead_code))]

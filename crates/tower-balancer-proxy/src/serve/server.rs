@@ -27,6 +27,7 @@ use super::client_body::ClientBody;
 use super::config::ServeConfig;
 use super::front::{self, HeadLimits, Rewind};
 use super::guard::{check_framing, FramingError};
+use super::read_ahead::read_ahead;
 use super::reload::LiveSettings;
 use super::stack::Servable;
 use super::stats::ServerStats;
@@ -424,7 +425,16 @@ async fn drive<IO, S, B>(
         }
     }
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        svc.call(req.map(ClientBody::hyper))
+        let http1 = req.version() < http::Version::HTTP_2;
+        let head = req.method() == http::Method::HEAD;
+        let answer = svc.call(req.map(ClientBody::hyper));
+        async move {
+            let res = match answer.await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            Ok::<_, std::convert::Infallible>(read_ahead(res, http1, head).await)
+        }
     });
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io.clone())), svc);

@@ -98,7 +98,7 @@ pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Respon
 }
 
 /// A short text page for `status`.
-fn status_page<B>(status: StatusCode) -> Response<ServeBody<B>> {
+pub(super) fn status_page<B>(status: StatusCode) -> Response<ServeBody<B>> {
     let text = format!(
         "{} {}\n",
         status.as_u16(),
