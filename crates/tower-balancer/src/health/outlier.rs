@@ -14,7 +14,10 @@
 //! balance layer counts as failures). Either can be turned off with 0.
 //!
 //! Only what the balance layer classified as the member's failure counts; the client's own
-//! errors never do. With active probes as well, an ejection ends early when the probe saw the
+//! errors never do. The verdict is made at the answer's head: an answer whose body the
+//! member cuts short afterwards has already counted as a success, so a member that sends
+//! good heads and broken bodies is not ejected by this detector; the balance layer logs
+//! each such body. With active probes as well, an ejection ends early when the probe saw the
 //! member go down and come back (a member killed and restarted is back after its probe's
 //! rise), or, for an ejection for connect failures alone, at the first passing probe (the
 //! member is reachable again). A member whose health page keeps passing while its real
