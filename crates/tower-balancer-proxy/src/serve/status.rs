@@ -99,18 +99,22 @@ pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Respon
 
 /// A short text page for `status`.
 pub(super) fn status_page<B>(status: StatusCode) -> Response<ServeBody<B>> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(page_text(status)))));
     *res.status_mut() = status;
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     res
+}
+
+/// The text of [`status_page`]: the code and its reason phrase.
+pub(super) fn page_text(status: StatusCode) -> String {
+    format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
 }
 
 /// Turns a stack's errors into responses, so the stack's error type is `Infallible`.

@@ -15,10 +15,11 @@ use http::response::Parts;
 use http::HeaderName;
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tower_balancer::BoxError;
 
+use super::super::status::{page_text, status_page};
 use super::date::put_date;
 
 /// Body bytes up to this size are copied behind the head and sent in one write.
@@ -126,27 +127,17 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sent<'_, IO> {
     }
 }
 
-/// The page for an answer whose body failed before any of it was sent: 502, the text the
-/// server gives for a member's failure (`serve::status`), the request's id if the answer
-/// carried one, and the connection closed after it.
+/// The page for an answer whose body failed before any of it was sent: the server's page
+/// for a member's failure (`serve::status`), with the request's id if the answer carried
+/// one, and the connection closed after it.
 fn bad_gateway(out: &mut Vec<u8>, headers: &HeaderMap) {
-    const PAGE: &[u8] = b"502 Bad Gateway\n";
-    out.clear();
-    out.extend_from_slice(
-        b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n",
-    );
     let id = HeaderName::from_static("x-request-id");
+    let (mut parts, body) = status_page::<Empty<Bytes>>(StatusCode::BAD_GATEWAY).into_parts();
     if let Some(value) = headers.get(&id) {
-        out.extend_from_slice(b"x-request-id: ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        parts.headers.insert(id, value.clone());
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(digits(PAGE.len() as u64, 10, &mut [0; 20]));
-    out.extend_from_slice(b"\r\nconnection: close\r\n");
-    put_date(out);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(PAGE);
+    write_head(out, &parts, &body, false, false);
+    out.extend_from_slice(page_text(StatusCode::BAD_GATEWAY).as_bytes());
 }
 
 /// What one pass over an answer's fields found.
