@@ -80,7 +80,7 @@
 mod builder;
 mod error;
 mod optional;
-mod request_id;
+pub(crate) mod request_id;
 mod service;
 mod stack;
 mod tracing_layers;

@@ -16,13 +16,11 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::header::CONNECTION;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 
-use super::status::status_page;
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use super::status::body_failed_page;
 
 /// Body bytes read ahead at most (a larger ready body is handed over as it is).
 const AHEAD: usize = 16 * 1024;
@@ -70,10 +68,7 @@ where
             }
             Poll::Ready(Some(Err(_))) => {
                 // the failure is logged where the member is known (the balance layer's body)
-                let mut page = status_page::<Ahead<B>>(StatusCode::BAD_GATEWAY);
-                if let Some(id) = parts.headers.get(X_REQUEST_ID) {
-                    page.headers_mut().insert(X_REQUEST_ID, id.clone());
-                }
+                let mut page = body_failed_page::<Ahead<B>>(&parts.headers);
                 if http1 {
                     page.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));

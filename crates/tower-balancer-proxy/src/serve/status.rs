@@ -12,12 +12,13 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_balancer::balance::BalanceError;
 
 use crate::limits::RateLimited;
+use crate::proxy::request_id::X_REQUEST_ID;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
 use tower_balancer::BoxError;
 use tower_layer::Layer;
@@ -92,9 +93,18 @@ pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Respon
     let status = client_status(&**e);
     log_failure(e, status, Some(&id));
     let mut res = error_page(status, e);
-    res.headers_mut()
-        .insert(HeaderName::from_static("x-request-id"), id);
+    res.headers_mut().insert(X_REQUEST_ID, id);
     res
+}
+
+/// The page for a member's answer whose body failed before any of it was sent: the 502 a
+/// failed member gets, with the id the answer carried (`X-Request-Id`), if any.
+pub(super) fn body_failed_page<B>(answer: &HeaderMap) -> Response<ServeBody<B>> {
+    let mut page = status_page(StatusCode::BAD_GATEWAY);
+    if let Some(id) = answer.get(X_REQUEST_ID) {
+        page.headers_mut().insert(X_REQUEST_ID, id.clone());
+    }
+    page
 }
 
 /// A short text page for `status`.

@@ -12,14 +12,13 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::response::Parts;
-use http::HeaderName;
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tower_balancer::BoxError;
 
-use super::super::status::{page_text, status_page};
+use super::super::status::{body_failed_page, page_text};
 use super::date::put_date;
 
 /// Body bytes up to this size are copied behind the head and sent in one write.
@@ -131,13 +130,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sent<'_, IO> {
 /// for a member's failure (`serve::status`), with the request's id if the answer carried
 /// one, and the connection closed after it.
 fn bad_gateway(out: &mut Vec<u8>, headers: &HeaderMap) {
-    let id = HeaderName::from_static("x-request-id");
-    let (mut parts, body) = status_page::<Empty<Bytes>>(StatusCode::BAD_GATEWAY).into_parts();
-    if let Some(value) = headers.get(&id) {
-        parts.headers.insert(id, value.clone());
-    }
+    let (parts, body) = body_failed_page::<Empty<Bytes>>(headers).into_parts();
     write_head(out, &parts, &body, false, false);
-    out.extend_from_slice(page_text(StatusCode::BAD_GATEWAY).as_bytes());
+    out.extend_from_slice(page_text(parts.status).as_bytes());
 }
 
 /// What one pass over an answer's fields found.
