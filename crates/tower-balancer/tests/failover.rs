@@ -446,3 +446,57 @@ async fn a_client_that_goes_away_mid_attempt_stops_failover_and_frees_the_member
         );
     }
 }
+
+#[tokio::test]
+async fn the_first_attempt_gets_the_request_head_itself_and_a_retry_a_whole_copy() {
+    // the first attempt takes the head with the room the server made for the fields the
+    // layers below add (a copy's fields have room for none: each insert would grow it): the
+    // very fields the request came with, at the same place in memory; a retry gets a copy
+    // with every field and extension of the original
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag(u32);
+    let r = registry(2);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(FailoverLayer::new(r.clone(), no_backoff()))
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(service_fn(move |req: InnerReq| {
+            let log = log.clone();
+            async move {
+                let mut log = log.lock().unwrap();
+                let host = req.headers().get("host").unwrap();
+                log.push((
+                    std::ptr::from_ref(host) as usize,
+                    req.headers().get_all("x-two").iter().count(),
+                    req.extensions().get::<Tag>().cloned(),
+                ));
+                if log.len() == 1 {
+                    return Err::<Response<Body>, BoxError>(Box::new(UpstreamError::new(
+                        UpstreamErrorKind::Connect,
+                        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                    )));
+                }
+                Ok(Response::new(Body::default()))
+            }
+        }));
+    let mut request = Request::new(Body::default());
+    let headers = request.headers_mut();
+    headers.insert("host", "a.test".parse().unwrap());
+    headers.append("x-two", "1".parse().unwrap());
+    headers.append("x-two", "2".parse().unwrap());
+    let host = std::ptr::from_ref(request.headers().get("host").unwrap()) as usize;
+    request.extensions_mut().insert(Tag(7));
+    let res = svc.oneshot(request).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "one retry: {seen:?}");
+    assert_eq!(
+        seen[0].0, host,
+        "the first attempt has the request's own fields"
+    );
+    assert_ne!(seen[1].0, host, "a retry has a copy");
+    for (_, twos, tag) in seen.iter() {
+        assert_eq!((*twos, tag.clone()), (2, Some(Tag(7))), "{seen:?}");
+    }
+}

@@ -89,20 +89,26 @@ where
     }
 }
 
-/// Copies the request head for one attempt, with the members tried so far.
+/// A copy of a request's head.
+fn copy_head(parts: &Parts) -> Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy.extensions = parts.extensions.clone();
+    copy
+}
+
+/// Copies the request head for a retry, with the members tried so far.
 fn attempt_request<B>(
     parts: &Parts,
     body: ReplayBody<B>,
     tried: Tried,
     config: &FailoverConfig,
 ) -> Request<ReplayBody<B>> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    *req.extensions_mut() = parts.extensions.clone();
-    // a first attempt has tried nothing, and the balance layer reads a missing set as empty
+    let mut req = Request::from_parts(copy_head(parts), body);
+    // the balance layer reads a missing set as empty
     if !tried.is_empty() {
         req.extensions_mut().insert(tried);
     }
@@ -153,8 +159,17 @@ where
         max_attempts: usize,
         config: Arc<FailoverConfig>,
     ) -> Self {
-        let req = attempt_request(&parts, replay.attempt(), Tried::new(), &config);
+        // the first attempt takes the request's own head, sized for what the layers below
+        // add; the copy kept for retries is exactly sized (a `HeaderMap`'s clone has room for
+        // no more fields), and growing it under the layers' inserts, twice, was ~530
+        // instructions a request (`scripts/instructions-check.sh`)
+        let kept = copy_head(&parts);
+        let mut req = Request::from_parts(parts, replay.attempt());
+        if let Some(t) = config.per_try_timeout {
+            req.extensions_mut().insert(AttemptTimeout(t));
+        }
         let fut = svc.call(req);
+        let parts = kept;
         Self {
             state: State::Calling { fut },
             deadline: config.deadline.map(|d| {
