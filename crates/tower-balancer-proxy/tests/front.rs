@@ -9,7 +9,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{echo_member, lb, raw, raw_member, read_response};
+use harness::{closed_port, echo_member, lb, raw, raw_member, read_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -362,6 +362,68 @@ async fn a_post_whose_member_sends_a_head_and_closes_gets_a_502_or_a_cut_answer_
             }
         }
         assert_eq!(bad_gateway + cut, 20);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_retried_after_a_refused_connection_reaches_the_member_with_its_fields_once() {
+    // failover sends the request's own head first and keeps a copy for a retry: what the
+    // layers add to the first attempt (forwarding fields, the request id) must not be in
+    // the retry twice, and the client's own fields must all be there
+    tokio::time::timeout(LIMIT, async {
+        let (member, _) = echo_member().await;
+        let lb = lb(&[closed_port(), member], "", "", "").await;
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        let mut buf = Vec::new();
+        for i in 0..8 {
+            let req = format!(
+                "GET /{i} HTTP/1.1\r\nHost: lb.test\r\nX-Forwarded-For: 203.0.113.9\r\n\
+                 X-Tag: one-{i}\r\nX-Tag: two-{i}\r\nAccept: */*\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let (head, body) = read_response(&mut s, &mut buf).await;
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            let body = String::from_utf8(body).unwrap();
+            let fields: Vec<(String, &str)> = body
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(": "))
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect();
+            let all = |name: &str| -> Vec<&str> {
+                fields
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| *v)
+                    .collect()
+            };
+            assert_eq!(all("x-forwarded-for"), ["127.0.0.1"], "{body}");
+            assert_eq!(
+                all("x-tag"),
+                [format!("one-{i}"), format!("two-{i}")],
+                "{body}"
+            );
+            assert_eq!(all("accept"), ["*/*"], "{body}");
+            for name in [
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-request-id",
+                "host",
+                "via",
+            ] {
+                assert!(all(name).len() <= 1, "{name} twice: {body}");
+            }
+            assert_eq!(all("x-request-id").len(), 1, "{body}");
+            assert_eq!(
+                field(&head, "x-request-id"),
+                all("x-request-id").first().copied(),
+                "{head}{body}"
+            );
+        }
+        let dead = lb.registry.load().get("node1").unwrap().clone();
+        assert!(dead.stats().view().failures >= 1, "no request was retried");
     })
     .await
     .unwrap();
