@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{header, Request, Response};
+use http::{header, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
@@ -40,6 +40,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::serve::client_status;
+use crate::serve::status::page_text;
 
 mod time;
 mod writer;
@@ -203,6 +204,8 @@ struct Entry {
     referer: String,
     agent: String,
     request_id: String,
+    /// A `HEAD` request: its answer has no body.
+    head: bool,
 }
 
 impl<S, B, RB> Service<Request<B>> for AccessLogService<S>
@@ -243,6 +246,7 @@ where
             referer: header(header::REFERER),
             agent: header(header::USER_AGENT),
             request_id: header(header::HeaderName::from_static("x-request-id")),
+            head: req.method() == http::Method::HEAD,
         });
         LoggedFuture {
             inner: self.inner.call(req),
@@ -317,7 +321,13 @@ where
                     ),
                     upstream,
                 };
-                write(&entry, &done, 0);
+                // the server answers with its page for the status (`serve::status`)
+                let page = if entry.head {
+                    0
+                } else {
+                    page_text(StatusCode::from_u16(done.status).unwrap_or_default()).len() as u64
+                };
+                write(&entry, &done, page);
                 Err(e)
             }
         })

@@ -35,6 +35,8 @@ async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_t
         .oneshot(Request::new(()))
         .await
         .is_err());
+    let head = Request::head("/").body(()).unwrap();
+    assert!(log.layer().layer(failing).oneshot(head).await.is_err());
     drop(log);
     writer.finish(Duration::from_secs(5)).await;
     let text = std::fs::read_to_string(&path).unwrap();
@@ -42,13 +44,19 @@ async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_t
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert_eq!(lines[0]["client"], "10.0.0.7");
     assert_eq!(lines[0]["request"], "GET /a?b=c HTTP/1.1");
     assert_eq!(lines[0]["status"], 200);
     assert_eq!(lines[0]["bytes"], 5);
     assert_eq!(lines[0]["user_agent"], "test \"agent\"");
     assert_eq!(lines[1]["status"], 503);
+    // the length of the page the server answers with
+    assert_eq!(lines[1]["bytes"], "503 Service Unavailable\n".len());
+    assert_eq!(
+        (&lines[2]["status"], &lines[2]["bytes"]),
+        (&503.into(), &0.into())
+    );
     assert_eq!(lines[1]["client"], "-");
     let _ = std::fs::remove_file(&path);
 }

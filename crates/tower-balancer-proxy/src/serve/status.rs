@@ -119,7 +119,7 @@ pub(super) fn status_page<B>(status: StatusCode) -> Response<ServeBody<B>> {
 }
 
 /// The text of [`status_page`]: the code and its reason phrase.
-pub(super) fn page_text(status: StatusCode) -> String {
+pub(crate) fn page_text(status: StatusCode) -> String {
     format!(
         "{} {}\n",
         status.as_u16(),
