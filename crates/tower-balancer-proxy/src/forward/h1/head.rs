@@ -142,7 +142,7 @@ fn answer_fields(
 ) -> Result<(HeaderMap, Seen), H1Error> {
     // room for what the layers add on the way back (a request id, a route cookie, one
     // spare): sized exactly, the map grew at the first of them (~690 instructions a
-    // request, `scripts/instructions-check.sh`)
+    // request in callgrind's profile of the binary under load)
     let mut headers = HeaderMap::with_capacity(at.len() + 3);
     let mut seen = Seen::default();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
