@@ -34,9 +34,11 @@ pub enum FramingError {
     /// The asterisk-form target `*` with a method other than `OPTIONS`.
     #[error("the target * is only for OPTIONS")]
     Target,
-    /// `CONNECT` other than HTTP/2's extended CONNECT (RFC 8441, WebSocket): a reverse proxy
-    /// never opens tunnels to hosts a client names.
-    #[error("CONNECT is only accepted as HTTP/2 extended CONNECT")]
+    /// `CONNECT` other than HTTP/2's extended CONNECT for WebSocket (RFC 8441): a reverse
+    /// proxy never opens tunnels to hosts a client names, and an extended CONNECT for any
+    /// other protocol has no HTTP/1.1 form a member would take (it would reach the member as
+    /// a plain `CONNECT`).
+    #[error("CONNECT is only accepted as HTTP/2 extended CONNECT for WebSocket")]
     Connect,
 }
 
@@ -47,7 +49,10 @@ pub enum FramingError {
 pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     if req.method() == Method::CONNECT
         && (req.version() != Version::HTTP_2
-            || req.extensions().get::<hyper::ext::Protocol>().is_none())
+            || !req
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket")))
     {
         return Err(FramingError::Connect);
     }
@@ -110,6 +115,32 @@ mod tests {
             r = r.header(*k, *v);
         }
         r.body(()).unwrap()
+    }
+
+    #[test]
+    fn connect_is_refused_but_http2s_extended_connect_for_websocket() {
+        let connect = |version, protocol: Option<&'static str>| {
+            let mut r = req(version, &[("host", "x")]);
+            *r.method_mut() = Method::CONNECT;
+            if let Some(p) = protocol {
+                r.extensions_mut()
+                    .insert(hyper::ext::Protocol::from_static(p));
+            }
+            check_framing(&r)
+        };
+        assert_eq!(connect(Version::HTTP_2, Some("websocket")), Ok(()));
+        assert_eq!(connect(Version::HTTP_2, Some("WebSocket")), Ok(()));
+        for protocol in [None, Some("foo"), Some("h2c"), Some("connect-udp")] {
+            assert_eq!(
+                connect(Version::HTTP_2, protocol),
+                Err(FramingError::Connect),
+                "{protocol:?}"
+            );
+        }
+        assert_eq!(
+            connect(Version::HTTP_11, Some("websocket")),
+            Err(FramingError::Connect)
+        );
     }
 
     #[test]
