@@ -92,7 +92,8 @@ pub struct ServerSection {
     #[serde(default, deserialize_with = "duration_opt")]
     pub graceful_timeout: Option<Duration>,
     /// nginx `send_timeout`: how long a response may wait for the client to read any of it
-    /// before the connection is closed (default 60 s).
+    /// (over HTTP/2, to give it flow-control window) before the connection is closed
+    /// (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub send_timeout: Option<Duration>,
     /// `RequestReadTimeout body=` (nginx `client_body_timeout`): how long a request body may

@@ -126,9 +126,12 @@ impl ServeConfig {
     /// like it timed between two successive writes, not over the whole response; default
     /// 60 s); then the connection is closed, and with it the member's exchange, so a client
     /// that never reads holds no member (nor a member's slot under its `max`) for ever. The
-    /// socket's send buffer (megabytes on Linux) is refilled in large steps, so a client
-    /// reading slower than about a buffer's third per timeout is cut off too: keep it long.
-    /// Tunnels (WebSocket) are not subject to it.
+    /// kernel wakes a blocked write only once a good part of the socket's send buffer is
+    /// free, so a client that reads a trickle may be cut off too: keep it long. Over HTTP/2
+    /// it is also how long an answer may wait on the client's flow-control window with none
+    /// of its bytes sent (a client that gives no window writes nothing to stall on); the
+    /// connection is closed between one and two timeouts after that answer's last byte went
+    /// out. Tunnels (WebSocket) are not subject to it.
     #[must_use]
     pub const fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;

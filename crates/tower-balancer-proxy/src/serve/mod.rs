@@ -10,6 +10,7 @@
 //! (`front`), which costs less than hyper's general server; every other request, and the
 //! rest of its connection, is hyper's.
 
+mod answer;
 mod client_body;
 mod config;
 mod front;
@@ -25,6 +26,7 @@ mod stack;
 mod stats;
 pub(crate) mod status;
 mod timeout;
+mod window;
 
 pub use client_body::ClientBody;
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};

@@ -23,6 +23,7 @@ use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
 use tower_balancer::task_timer::TaskTimer;
 use tower_balancer::BoxError;
 
+use super::answer::{InFlight, Tracked};
 use super::client_body::ClientBody;
 use super::config::ServeConfig;
 use super::front::{self, HeadLimits, Rewind};
@@ -32,7 +33,8 @@ use super::reload::LiveSettings;
 use super::stack::Servable;
 use super::stats::ServerStats;
 use super::status::{error_response, RateRefusal, ServeBody};
-use super::timeout::{is_header_timeout, IdleLimits, InFlight, Progress, Tracked, Watched};
+use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
+use super::window::Windowed;
 
 /// How long writing a 408 to a client that timed out may take.
 pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -424,16 +426,20 @@ async fn drive<IO, S, B>(
             front::Ended::HandOver(bytes) => read = bytes,
         }
     }
+    let progress = io.progress_handle();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let http1 = req.version() < http::Version::HTTP_2;
         let head = req.method() == http::Method::HEAD;
+        // over HTTP/2 the answer is watched while it waits on the client's window
+        let h2 = (!http1).then(|| progress.clone());
         let answer = svc.call(req.map(ClientBody::hyper));
         async move {
             let res = match answer.await {
                 Ok(res) => res,
                 Err(never) => match never {},
             };
-            Ok::<_, std::convert::Infallible>(read_ahead(res, http1, head).await)
+            let res = read_ahead(res, http1, head).await;
+            Ok::<_, std::convert::Infallible>(res.map(|b| Windowed::new(b, h2)))
         }
     });
     let conn =

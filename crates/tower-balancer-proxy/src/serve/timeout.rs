@@ -9,7 +9,9 @@
 //! HTTP/2 has no head timer at all; here a connection whose first request head is not
 //! complete within the header-read timeout of its start is closed, and an idle keep-alive
 //! connection (HTTP/1, or HTTP/2 with no stream open) after the keep-alive timeout, unless
-//! a request on it is still being answered or it was upgraded (WebSocket). hyper owns the connection while it
+//! a request on it is still being answered or it was upgraded (WebSocket). Answers the
+//! client does not take are cut at the send timeout: writes that make no progress, and over
+//! HTTP/2 answers waiting on a window the client never opens (`window.rs`). hyper owns the connection while it
 //! serves it, so the socket is shared through a mutex (never contended: one task polls it)
 //! and taken back for the 408 when hyper gives up.
 
@@ -22,8 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Request;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tower_balancer::deadline::deadline;
@@ -51,6 +52,8 @@ pub(crate) struct Progress {
     cut_mid_head: AtomicBool,
     /// The server's counters, for what its requests were refused.
     stats: super::stats::ServerStats,
+    /// Over HTTP/2, the answers waiting on the client's flow-control window.
+    waiting: super::window::Waiting,
 }
 
 impl Progress {
@@ -65,6 +68,17 @@ impl Progress {
     /// The server's counters.
     pub(crate) const fn stats(&self) -> &super::stats::ServerStats {
         &self.stats
+    }
+
+    /// The answers waiting on the client.
+    pub(crate) const fn waiting(&self) -> &super::window::Waiting {
+        &self.waiting
+    }
+
+    /// An answer is finished (sent, or dropped).
+    pub(crate) fn answer_finished(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A request's headers are complete.
@@ -103,58 +117,6 @@ impl Progress {
     }
 }
 
-/// Marks a request's response finished when dropped (hyper drops the body once sent).
-#[derive(Debug)]
-pub(crate) struct InFlight(Arc<Progress>);
-
-impl InFlight {
-    pub(crate) fn new(progress: Arc<Progress>) -> Self {
-        Self(progress)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pin_project! {
-    /// A response body that tells the connection when the response is finished.
-    pub(crate) struct Tracked<B> {
-        #[pin]
-        body: B,
-        guard: InFlight,
-    }
-}
-
-impl<B> Tracked<B> {
-    pub(crate) fn new(body: B, guard: InFlight) -> Self {
-        Self { body, guard }
-    }
-}
-
-impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 /// How long a connection may send nothing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IdleLimits {
@@ -178,6 +140,8 @@ struct IoState<IO> {
     /// Since when writes have made no progress (the client is not reading), and the timer
     /// that ends it.
     stalled: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Over HTTP/2, the timer that looks at the answers waiting on the client's window.
+    window_check: Option<Pin<Box<Sleep>>>,
 }
 
 /// A connection's socket, shared so it can be written to after hyper lets go of it.
@@ -208,6 +172,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
                 seen_finished: 0,
                 sleep: None,
                 stalled: None,
+                window_check: None,
             })),
             progress,
             limits,
@@ -222,6 +187,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
     /// The connection's progress.
     pub(crate) fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// The connection's progress, shared.
+    pub(crate) fn progress_handle(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, IoState<IO>> {
@@ -295,6 +265,46 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         true
     }
 
+    /// Over HTTP/2, whether an answer has waited on the client's flow-control window for
+    /// the send limit with none of its bytes sent (see `window.rs`): polls a timer that wakes
+    /// the reader then.
+    ///
+    /// While answers are under way the timer is never later than the send limit from when
+    /// it was armed, so an answer that starts waiting after (in its own task, which cannot
+    /// wake this one) is looked at within the limit of its start. When it fires, answers
+    /// whose bytes went out since wait from now, and it is moved to the oldest one's
+    /// deadline, or a limit on: an answer is cut between one and two limits after its
+    /// last byte went out, never sooner.
+    fn window_expired(&self, inner: &mut IoState<IO>, cx: &mut Context<'_>) -> bool {
+        let p = &self.progress;
+        if !p.h2.load(Ordering::Relaxed) || p.in_flight.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let limit = self.limits.send;
+        let oldest = p.waiting.oldest();
+        let timer = inner.window_check.get_or_insert_with(|| {
+            let from = oldest.unwrap_or_else(Instant::now);
+            Box::pin(tokio::time::sleep_until(deadline(from, limit)))
+        });
+        if let Some(since) = oldest {
+            let at = deadline(since, limit);
+            if timer.deadline() > at {
+                timer.as_mut().reset(at);
+            }
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let oldest = p.waiting.refresh(now);
+        if oldest.is_some_and(|since| now >= deadline(since, limit)) {
+            return true;
+        }
+        timer.as_mut().reset(deadline(oldest.unwrap_or(now), limit));
+        let _ = timer.as_mut().poll(cx);
+        false
+    }
+
     /// After hyper's header-read timeout: answers 408 and closes, if a request was caught
     /// half-sent; within `limit`, best effort.
     pub(crate) async fn answer_timeout(self, limit: Duration) {
@@ -358,6 +368,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                 if self.idle_expired(&mut inner, cx) {
                     // idle too long: an end of stream, and hyper closes the connection
                     return Poll::Ready(Ok(()));
+                }
+                if self.window_expired(&mut inner, cx) {
+                    tracing::info!(
+                        after = ?self.limits.send,
+                        "an HTTP/2 answer waited on the client's flow-control window past the send timeout: connection closed"
+                    );
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client gave an answer no window within the send timeout",
+                    )));
                 }
                 Poll::Pending
             }

@@ -1,0 +1,257 @@
+//! HTTP/2 clients that give an answer no flow-control window, from the balancer built from a
+//! file. hyper sends an answer's data only while the client's window has room, and with none
+//! it writes nothing and stops reading the answer's body: no write stalls, so the send
+//! timeout never saw it, and a client that set its window to 0 held every stream's member
+//! exchange for as long as it liked. Now such a connection is closed once an answer has
+//! waited the send timeout, and its members' exchanges with it; a client that reads slowly
+//! but steadily, and a member that is slow itself, are not cut.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+const SEND: Duration = Duration::from_millis(500);
+
+/// A member answering `GET /<n>` with `n` bytes.
+async fn sized_member() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let n: usize = req.uri().path()[1..].parse().unwrap_or(0);
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(vec![b'x'; n]))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// A prior-knowledge HTTP/2 connection to `lb` whose streams open with `window` bytes of
+/// flow-control window: the sender, and the connection's task (it ends when the balancer
+/// closes the connection).
+async fn h2_client(
+    lb: SocketAddr,
+    window: u32,
+) -> (
+    SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let sock = TcpStream::connect(lb).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://lb.test{path}"))
+        .body(Empty::new())
+        .unwrap()
+}
+
+fn in_flight(lb: &harness::Lb) -> u64 {
+    lb.registry.load().get("node1").unwrap().stats().in_flight()
+}
+
+/// Waits until `check` holds, for at most `limit`.
+async fn until(limit: Duration, what: &str, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn balancer() -> harness::Lb {
+    harness::lb(
+        &[sized_member().await],
+        &format!("send_timeout = \"{}ms\"", SEND.as_millis()),
+        "",
+        "",
+    )
+    .await
+}
+
+/// Opens streams that get `window` bytes of window and answers of `size` bytes, and never
+/// reads them: the connection is closed after the send timeout, and the member's exchanges
+/// end with it.
+async fn never_read(window: u32, size: usize, streams: usize) {
+    let lb = balancer().await;
+    let (send, conn) = h2_client(lb.addr, window).await;
+    let mut held = Vec::new();
+    for _ in 0..streams {
+        let mut send = send.clone();
+        let answer = send.send_request(get(&format!("/{size}"))).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        held.push(answer);
+    }
+    let start = Instant::now();
+    if size > 65_536 {
+        // the answers' heads arrived; their bodies wait on the window: the exchanges are open
+        assert_eq!(in_flight(&lb), streams as u64, "window {window}");
+    }
+    until(SEND * 6, "the member's exchanges to end", || {
+        in_flight(&lb) == 0
+    })
+    .await;
+    let ended = tokio::time::timeout(SEND * 4, conn).await;
+    assert!(
+        ended.is_ok(),
+        "window {window}: the connection was not closed"
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= SEND - Duration::from_millis(100),
+        "window {window}: {took:?}"
+    );
+    drop(held);
+    // the balancer serves the next client
+    let (mut send, _conn) = h2_client(lb.addr, 65_535).await;
+    let answer = send.send_request(get("/10")).await.unwrap();
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 10);
+}
+
+#[tokio::test]
+async fn a_client_that_gives_no_window_at_all_is_closed_at_the_send_timeout() {
+    // the body is never asked for: hyper waits for window before the first piece
+    never_read(0, 100_000, 5).await;
+}
+
+#[tokio::test]
+async fn a_client_that_gives_a_short_answer_no_window_is_closed_at_the_send_timeout() {
+    // the whole answer is in hand and waits for the window: the member is done with it, but
+    // the connection would stay open for ever, answering nothing
+    never_read(0, 10, 3).await;
+}
+
+#[tokio::test]
+async fn a_client_whose_window_runs_out_is_closed_at_the_send_timeout() {
+    // part of the body goes out, the rest waits
+    never_read(1_000, 100_000, 1).await;
+}
+
+#[tokio::test]
+async fn a_client_that_reads_slowly_but_steadily_gets_the_whole_answer() {
+    let lb = balancer().await;
+    // a 1,000-byte window and a 12,000-byte answer: a dozen windows, each read a third of the
+    // send timeout after the last, 2 s in all
+    let (mut send, conn) = h2_client(lb.addr, 1_000).await;
+    let answer = send.send_request(get("/12000")).await.unwrap();
+    let mut body = answer.into_body();
+    let mut got = 0;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().into_data().map_or(0, |d| d.len());
+        tokio::time::sleep(SEND / 3).await;
+    }
+    assert_eq!(got, 12_000);
+    assert!(
+        !conn.is_finished(),
+        "the connection was closed under a reading client"
+    );
+}
+
+/// A member that sends its answer's head and then a byte each `gap`, `n` in all.
+async fn slow_member(gap: Duration, n: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..n {
+                    tokio::time::sleep(gap).await;
+                    if sock.write_all(b"y").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_member_slower_than_the_send_timeout_is_not_taken_for_a_client_that_does_not_read() {
+    // each byte comes 1.5 send timeouts after the last: the answer waits on the member, not
+    // on the client, which reads at once
+    let lb = harness::lb(
+        &[slow_member(SEND * 3 / 2, 3).await],
+        &format!("send_timeout = \"{}ms\"", SEND.as_millis()),
+        "",
+        "",
+    )
+    .await;
+    let (mut send, conn) = h2_client(lb.addr, 65_535).await;
+    let answer = send.send_request(get("/")).await.unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(10), answer.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"yyy");
+    assert!(!conn.is_finished());
+}
+
+#[tokio::test]
+async fn a_stream_the_client_reads_does_not_keep_one_it_starves_open() {
+    let lb = balancer().await;
+    let (send, conn) = h2_client(lb.addr, 1_000).await;
+    let read = send.clone().send_request(get("/200000")).await.unwrap();
+    let starved = send.clone().send_request(get("/200000")).await.unwrap();
+    assert_eq!(in_flight(&lb), 2);
+    let start = Instant::now();
+    // one answer is read a window at a time, a fifth of the send timeout apart; the other
+    // is never read: the connection is closed, and both exchanges with it
+    let reader = tokio::spawn(async move {
+        let mut body = read.into_body();
+        let mut got = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            got += frame.into_data().map_or(0, |d| d.len());
+            tokio::time::sleep(SEND / 5).await;
+        }
+        got
+    });
+    until(SEND * 6, "the member's exchanges to end", || {
+        in_flight(&lb) == 0
+    })
+    .await;
+    let took = start.elapsed();
+    assert!(took >= SEND - Duration::from_millis(100), "{took:?}");
+    let got = reader.await.unwrap();
+    assert!(got > 1_000 && got < 200_000, "the read answer: {got} bytes");
+    assert!(tokio::time::timeout(SEND * 4, conn).await.is_ok());
+    drop(starved);
+}
