@@ -121,6 +121,11 @@ async fn a_websocket_handshake_and_its_bytes_pass_through_and_the_tunnel_closes_
 /// The balancer's stack in front of `member`, served on plain HTTP (HTTP/1.1 or HTTP/2 by
 /// preface).
 async fn serve_in_front_of(member: SocketAddr) -> SocketAddr {
+    serve_with_registry(member).await.0
+}
+
+/// [`serve_in_front_of`], with the registry it balances over.
+async fn serve_with_registry(member: SocketAddr) -> (SocketAddr, Registry) {
     let r = Registry::new();
     r.insert(MemberSpec::new(
         MemberId::new("node1").unwrap(),
@@ -140,39 +145,96 @@ async fn serve_in_front_of(member: SocketAddr) -> SocketAddr {
         .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.serve(stack, std::future::pending()));
+    (addr, r)
+}
+
+/// Asks the balancer at `addr` for WebSocket over HTTP/2 (RFC 8441's extended CONNECT, after
+/// a first request so the server's SETTINGS have arrived): its answer.
+async fn h2_websocket(addr: SocketAddr) -> Response<Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive with the first exchange
+    send.ready().await.unwrap();
+    let mut first = Request::get(format!("http://{addr}/ping"))
+        .body(Empty::new())
+        .unwrap();
+    *first.version_mut() = http::Version::HTTP_2;
+    let _ = send.send_request(first).await.unwrap();
+
+    let mut req = Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/carbon/ws"))
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    send.ready().await.unwrap();
+    send.send_request(req).await.unwrap()
+}
+
+/// A member that answers every request with `answer`, whatever it asked.
+async fn raw_member(answer: &'static [u8]) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = sock.write_all(answer).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
     addr
+}
+
+#[tokio::test]
+async fn a_member_that_answers_websocket_over_http2_without_switching_is_a_502_or_its_refusal() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // a 200 with a body, not 101: the stream cannot be a tunnel, and a 2xx to CONNECT
+        // must not carry a body (hyper's HTTP/2 server reset the stream, no answer, no log)
+        let ok = raw_member(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+        let (addr, registry) = serve_with_registry(ok).await;
+        for _ in 0..3 {
+            let res = h2_websocket(addr).await;
+            assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{res:?}");
+        }
+        // a valid answer to a request it need not grant: not held against the member
+        let member = registry.load().get("node1").unwrap().stats().view();
+        assert_eq!(member.failures, 0, "{member:?}");
+        // a refusal passes as it is
+        let no = raw_member(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno").await;
+        let res = h2_websocket(serve_in_front_of(no).await).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{res:?}");
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"no");
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn websocket_over_http2_extended_connect_is_bridged_to_an_http11_upgrade() {
     tokio::time::timeout(Duration::from_secs(20), async {
         let addr = serve_in_front_of(echo_once_member().await).await;
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        // the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive with the first exchange
-        send.ready().await.unwrap();
-        let mut first = Request::get(format!("http://{addr}/ping"))
-            .body(Empty::new())
-            .unwrap();
-        *first.version_mut() = http::Version::HTTP_2;
-        let _ = send.send_request(first).await.unwrap();
-
-        let mut req = Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{addr}/carbon/ws"))
-            .version(http::Version::HTTP_2)
-            .header("sec-websocket-version", "13")
-            .body(Empty::new())
-            .unwrap();
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
-        send.ready().await.unwrap();
-        let mut res = send.send_request(req).await.unwrap();
+        let mut res = h2_websocket(addr).await;
         assert_eq!(res.status(), StatusCode::OK, "{res:?}");
         assert!(!res.headers().contains_key("sec-websocket-accept"));
         let mut io = TokioIo::new(hyper::upgrade::on(&mut res).await.unwrap());

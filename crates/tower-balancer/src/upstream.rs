@@ -31,6 +31,11 @@ pub enum UpstreamErrorKind {
     /// The client's request body failed while it was being sent: the client's fault, never
     /// counted against the member.
     ClientBody,
+    /// The member answered a request to switch protocols without switching (a WebSocket
+    /// handshake answered `200`), where the client's protocol cannot carry that answer (an
+    /// HTTP/2 extended CONNECT, whose success means the tunnel is open): a valid answer to
+    /// a request it need not grant, so never counted against the member.
+    NotSwitched,
 }
 
 /// A failure talking to a member.
@@ -76,7 +81,7 @@ impl UpstreamError {
             UpstreamErrorKind::Timeout => Some(FailureKind::Timeout),
             UpstreamErrorKind::Reset => Some(FailureKind::Reset),
             UpstreamErrorKind::Protocol => Some(FailureKind::Protocol),
-            UpstreamErrorKind::ClientBody => None,
+            UpstreamErrorKind::ClientBody | UpstreamErrorKind::NotSwitched => None,
         }
     }
 
@@ -100,6 +105,7 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Reset => "connection to member broke",
             UpstreamErrorKind::Protocol => "member sent an invalid response",
             UpstreamErrorKind::ClientBody => "client request body failed",
+            UpstreamErrorKind::NotSwitched => "member did not switch protocols",
         })
     }
 }
@@ -130,6 +136,7 @@ mod tests {
             UpstreamErrorKind::Reset,
             UpstreamErrorKind::Protocol,
             UpstreamErrorKind::ClientBody,
+            UpstreamErrorKind::NotSwitched,
         ] {
             assert!(UpstreamError::from_kind(k).maybe_sent());
         }
@@ -140,6 +147,13 @@ mod tests {
         let e = UpstreamError::from_kind(UpstreamErrorKind::ClientBody);
         assert_eq!(e.failure_kind(), None);
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_member_that_does_not_switch_is_a_502_not_held_against_it() {
+        let e = UpstreamError::from_kind(UpstreamErrorKind::NotSwitched);
+        assert_eq!(e.failure_kind(), None);
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]

@@ -158,6 +158,19 @@ impl Future for ResponseFuture {
                     )));
                 }
                 shared.finish(&mut res)?;
+                if *extended && res.status().is_success() {
+                    // RFC 8441 over HTTP/1.1: only a 101 makes the tunnel. A 2xx for a
+                    // CONNECT over HTTP/2 says the tunnel is open and may have no body, so
+                    // hyper's server would reset the stream with no answer at all
+                    // (a valid answer, for a path that is no WebSocket: not held against it)
+                    return Poll::Ready(Err(UpstreamError::new(
+                        tower_balancer::upstream::UpstreamErrorKind::NotSwitched,
+                        format!(
+                            "the member answered an HTTP/2 client's WebSocket handshake with {}, not 101",
+                            res.status()
+                        ),
+                    )));
+                }
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let Some(client) = client_upgrade.take() else {
                         // a switch the client never asked for (or asked for a protocol
