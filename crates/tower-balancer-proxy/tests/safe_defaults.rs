@@ -528,6 +528,31 @@ async fn the_request_targets_authority_wins_over_host_and_names_http() {
 }
 
 #[tokio::test]
+async fn an_http2_request_whose_host_disagrees_with_its_authority_is_refused() {
+    let (member, seen) = echo_member().await;
+    let lb = lb(&[member], "", "preserve_host = true", "").await;
+    let sock = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let ask = |host: &'static str| {
+        http::Request::get("http://lb.test/x")
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // RFC 9113 §8.3.1: one request naming two hosts is malformed (the Host was dropped)
+    let res = send.send_request(ask("evil.test")).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(seen.lock().unwrap().is_empty(), "it reached the member");
+    let res = send.send_request(ask("LB.test:80")).await.unwrap();
+    assert_eq!(res.status(), 200, "the same host, told twice");
+}
+
+#[tokio::test]
 async fn a_204_loses_its_content_length_so_the_next_answer_is_not_swallowed() {
     let member = raw_member(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello").await;
     let lb = lb(&[member], "", "", "").await;

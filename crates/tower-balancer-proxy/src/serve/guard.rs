@@ -27,10 +27,14 @@ pub enum FramingError {
     BothLengths,
     /// No `Host` in HTTP/1.1, several, or one (or an authority in the request target) that
     /// is not a host with an optional port 1–65535 (see
-    /// [`is_valid_host`](crate::hygiene::is_valid_host)), or an absolute-form target whose
-    /// scheme is not `http` or `https`.
+    /// [`is_valid_host`](crate::hygiene::is_valid_host)); an HTTP/2 request with neither
+    /// `:authority` nor `Host`, or with both naming different hosts (RFC 9113 §8.3.1).
     #[error("a request needs exactly one valid Host (HTTP/1.1) and no invalid one")]
     Host,
+    /// An absolute-form target (HTTP/1.1) or `:scheme` (HTTP/2) other than `http` or
+    /// `https`.
+    #[error("the request's scheme must be http or https")]
+    Scheme,
     /// The asterisk-form target `*` with a method other than `OPTIONS`.
     #[error("the target * is only for OPTIONS")]
     Target,
@@ -82,27 +86,54 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
             return Err(FramingError::TransferEncoding);
         }
     }
+    // an absolute-form target (HTTP/2: `:scheme`) names http or https, nothing else
+    let scheme = req.uri().scheme_str();
+    if !scheme.is_none_or(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+        return Err(FramingError::Scheme);
+    }
     // HTTP/1.1 needs exactly one Host; HTTP/1.0 may have none; HTTP/2 carries the
-    // authority in the URI and may add a Host too. Every one present must be valid.
+    // authority in the URI (`:authority`) or a Host, and when both, the same one. Every one
+    // present must be valid.
     let mut hosts = h.get_all(HOST).iter();
-    let ok = match (hosts.next(), hosts.next()) {
-        (Some(v), None) => is_valid_host(v.as_bytes()),
-        (None, None) => req.version() != Version::HTTP_11,
-        _ => false,
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(v), None) if is_valid_host(v.as_bytes()) => Some(v.as_bytes()),
+        (None, None) if req.version() != Version::HTTP_11 => None,
+        _ => return Err(FramingError::Host),
     };
-    let authority_ok = req
-        .uri()
-        .authority()
-        .is_none_or(|a| is_valid_host(a.as_str().as_bytes()));
-    // an absolute-form target names http or https, nothing else
-    let scheme_ok = req
-        .uri()
-        .scheme_str()
-        .is_none_or(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
-    if !ok || !authority_ok || !scheme_ok {
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+    if !authority.is_none_or(is_valid_host) {
         return Err(FramingError::Host);
     }
+    if req.version() == Version::HTTP_2 {
+        let https = scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        match (authority, host) {
+            (None, None) => return Err(FramingError::Host),
+            (Some(a), Some(h)) if !same_authority(a, h, if https { 443 } else { 80 }) => {
+                return Err(FramingError::Host)
+            }
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+/// Whether two valid hosts (with optional ports) name the same one: the host alike in any
+/// case, the port alike once the scheme's default fills in a missing one.
+fn same_authority(a: &[u8], b: &[u8], default_port: u16) -> bool {
+    let split = |v: &[u8]| -> (Vec<u8>, u16) {
+        // a port follows the last ':' unless it is inside an IPv6 literal's brackets
+        match v.iter().rposition(|&c| c == b':') {
+            Some(i) if !v[i..].contains(&b']') => {
+                let port = std::str::from_utf8(&v[i + 1..])
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                (v[..i].to_ascii_lowercase(), port)
+            }
+            _ => (v.to_ascii_lowercase(), default_port),
+        }
+    };
+    split(a) == split(b)
 }
 
 #[cfg(test)]
@@ -234,5 +265,60 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(check_framing(&h2), Err(FramingError::Host));
+    }
+
+    fn h2(uri: &str, host: Option<&str>) -> Result<(), FramingError> {
+        let mut r = Request::builder().version(Version::HTTP_2).uri(uri);
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        check_framing(&r.body(()).unwrap())
+    }
+
+    #[test]
+    fn http2_needs_an_authority_or_a_host_and_the_same_one_when_both() {
+        assert_eq!(h2("https://lb.test/", None), Ok(()));
+        assert_eq!(h2("/", Some("lb.test")), Ok(()));
+        assert_eq!(h2("/", None), Err(FramingError::Host), "neither");
+        for (authority, host) in [
+            ("lb.test", "lb.test"),
+            ("lb.test", "LB.Test"),
+            ("lb.test", "lb.test:443"),
+            ("lb.test:443", "lb.test"),
+            ("lb.test:8443", "lb.test:8443"),
+            ("[::1]:443", "[::1]"),
+            ("[::1]", "[::1]"),
+        ] {
+            assert_eq!(
+                h2(&format!("https://{authority}/"), Some(host)),
+                Ok(()),
+                "{authority} {host}"
+            );
+        }
+        for (authority, host) in [
+            ("lb.test", "evil.test"),
+            ("lb.test", "lb.test:80"),
+            ("lb.test:8443", "lb.test"),
+            ("[::1]", "[::2]"),
+        ] {
+            assert_eq!(
+                h2(&format!("https://{authority}/"), Some(host)),
+                Err(FramingError::Host),
+                "{authority} {host}"
+            );
+        }
+        assert_eq!(h2("http://lb.test/", Some("lb.test:80")), Ok(()));
+    }
+
+    #[test]
+    fn schemes_other_than_http_and_https_are_refused_as_such() {
+        assert_eq!(h2("gopher://lb.test/", None), Err(FramingError::Scheme));
+        let old = Request::builder()
+            .uri("ftp://lb.test/")
+            .header("host", "lb.test")
+            .body(())
+            .unwrap();
+        assert_eq!(check_framing(&old), Err(FramingError::Scheme));
+        assert_eq!(h2("HTTPS://lb.test/", None), Ok(()));
     }
 }
