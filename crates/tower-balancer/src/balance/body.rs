@@ -12,6 +12,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::service::OutcomeSink;
 use crate::registry::{InFlight, Member};
 
 pin_project! {
@@ -67,20 +68,25 @@ impl<B: Body> Body for RequestBody<B> {
 
 pin_project! {
     /// The response body as the client sees it: the member's body, counted into the member's
-    /// `bytes_from_member`, holding the request in flight until it ends, fails or is dropped.
+    /// `bytes_from_member`, holding the request in flight until it ends, fails or is dropped,
+    /// and settling the member's failure streak: a body that ends ends it, one that breaks
+    /// off is a failure of the member (one dropped part way, the client gone, is neither).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
         in_flight: Option<InFlight>,
+        // where the body's verdict goes, while it is still to come
+        verdict: Option<Arc<OutcomeSink>>,
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: B, in_flight: InFlight, verdict: Option<Arc<OutcomeSink>>) -> Self {
         Self {
             inner,
             in_flight: Some(in_flight),
+            verdict,
         }
     }
 
@@ -114,13 +120,19 @@ where
             }
             // the end or an error: the request is over for this member
             None => {
-                this.in_flight.take();
+                let done = this.in_flight.take();
+                if let (Some(g), Some(_)) = (done, this.verdict.take()) {
+                    g.member().stats().body_ended();
+                }
             }
             Some(Err(e)) => {
                 // the client gets a cut answer (or, before its first byte, a closed
                 // connection): said once here, where the member is known
                 if let Some(g) = this.in_flight.take() {
                     tracing::warn!(member = %g.member().id(), error = %e, "the member's answer body failed");
+                    if let Some(sink) = this.verdict.take() {
+                        sink.body_failed(g.member());
+                    }
                 }
             }
         }

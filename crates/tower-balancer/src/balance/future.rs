@@ -140,6 +140,7 @@ const POLLED_AFTER_READY: &str = "balance response future polled after completio
 impl<F, W, RB, E> Future for ResponseFuture<F, W>
 where
     F: Future<Output = Result<Response<RB>, E>>,
+    RB: http_body::Body,
     E: Into<BoxError>,
     W: Future<Output = Result<Granted<F>, BoxError>>,
 {
@@ -208,7 +209,7 @@ where
                 else {
                     return Poll::Ready(Err(POLLED_AFTER_READY.into()));
                 };
-                Poll::Ready(finish(result, in_flight, started, &report))
+                Poll::Ready(finish(result, in_flight, started, report))
             }
         }
     }
@@ -216,31 +217,35 @@ where
 
 /// An attempt's result: the outcome recorded on its member, the response tagged with who
 /// served it and counted until its body ends, or the error with the member it failed on.
-fn finish<RB>(
+fn finish<RB: http_body::Body>(
     result: Result<Response<RB>, BoxError>,
     in_flight: InFlight,
     started: Instant,
-    report: &OutcomeSink,
+    report: Arc<OutcomeSink>,
 ) -> Result<Response<ResponseBody<RB>>, BoxError> {
     let member = in_flight.member().clone();
     match result {
         Ok(res) => {
             let latency = started.elapsed();
             let status = res.status();
-            let outcome = if report.failure_statuses.contains(status) {
-                Outcome::Failure {
-                    kind: FailureKind::Status(status),
-                    latency: Some(latency),
-                }
+            // a body still to come settles the member's failure streak when it ends or
+            // breaks off: a member whose every body is cut short is not a healthy one
+            let mut pending = None;
+            if report.failure_statuses.contains(status) {
+                let kind = FailureKind::Status(status);
+                let latency = Some(latency);
+                report.record(&member, &Outcome::Failure { kind, latency });
+            } else if res.body().is_end_stream() {
+                report.record(&member, &Outcome::Success { latency });
             } else {
-                Outcome::Success { latency }
-            };
-            report.record(&member, &outcome);
+                report.record_head(&member, latency);
+                pending = Some(report);
+            }
             let (mut parts, body) = res.into_parts();
             parts.extensions.insert(ServedBy(member));
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::new(body, in_flight),
+                ResponseBody::new(body, in_flight, pending),
             ))
         }
         Err(e) => {

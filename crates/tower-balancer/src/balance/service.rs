@@ -56,6 +56,40 @@ impl OutcomeSink {
             o.observe(member, outcome);
         }
     }
+
+    /// An answer's head arrived and its body is still to come: counted as a success for
+    /// the observer, with the member's failure streak left for the body to settle.
+    pub(crate) fn record_head(&self, member: &Arc<Member>, latency: std::time::Duration) {
+        member.stats().record_head(latency);
+        if let Some(o) = &self.observer {
+            o.observe(member, &Outcome::Success { latency });
+        }
+    }
+
+    /// An answer's body (its head recorded by [`record_head`](Self::record_head)) broke off:
+    /// a failure of the member, told to the observer, which may eject it.
+    pub(crate) fn body_failed(&self, member: &Arc<Member>) {
+        let kind = crate::outcome::FailureKind::Reset;
+        member.stats().body_failed(kind);
+        tracing::debug!(member = %member.id(), failure = %kind, "answer body failed");
+        if let Some(o) = &self.observer {
+            o.observe(
+                member,
+                &Outcome::Failure {
+                    kind,
+                    latency: None,
+                },
+            );
+        }
+    }
+}
+
+impl fmt::Debug for OutcomeSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeSink")
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<I: Clone, S> Clone for Balance<I, S> {
@@ -260,6 +294,7 @@ impl<I, S, B, RB> Service<Request<B>> for Balance<I, S>
 where
     I: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     I::Error: Into<BoxError>,
+    RB: http_body::Body,
     S: Strategy,
 {
     type Response = Response<ResponseBody<RB>>;

@@ -196,37 +196,15 @@ impl MemberStats {
     pub fn record(&self, outcome: &Outcome) {
         match outcome {
             Outcome::Success { latency } => {
-                self.metrics.observe_latency(*latency);
-                self.requests.fetch_add(1, Ordering::Relaxed);
+                self.record_head(*latency);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                self.consecutive_connect_failures
-                    .store(0, Ordering::Relaxed);
-                self.ewma.observe(*latency, self.load.epoch, Instant::now());
             }
             Outcome::Failure { kind, latency } => {
-                self.metrics.count_failure(*kind);
                 if let Some(l) = latency {
                     self.metrics.observe_latency(*l);
                 }
                 self.requests.fetch_add(1, Ordering::Relaxed);
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                // saturating: a member failing for years must not wrap to "healthy"
-                let _ = self.consecutive_failures.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |v| Some(v.saturating_add(1)),
-                );
-                if *kind == FailureKind::Connect {
-                    let _ = self.consecutive_connect_failures.fetch_update(
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                        |v| Some(v.saturating_add(1)),
-                    );
-                } else {
-                    self.consecutive_connect_failures
-                        .store(0, Ordering::Relaxed);
-                }
-                self.last_failure.store(kind.code(), Ordering::Relaxed);
+                self.count_failure(*kind);
                 if let Some(latency) = latency {
                     self.ewma.observe(*latency, self.load.epoch, Instant::now());
                 }
@@ -235,6 +213,52 @@ impl MemberStats {
                 self.requests.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// An answer's head arrived in `latency` and its body is still to come: counted as a
+    /// request with its latency, but the failure streak is left for the body to settle
+    /// ([`body_ended`](Self::body_ended) or [`body_failed`](Self::body_failed)), so a member
+    /// whose every body breaks off still builds a streak.
+    pub(crate) fn record_head(&self, latency: Duration) {
+        self.metrics.observe_latency(latency);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        // the connection worked
+        self.consecutive_connect_failures
+            .store(0, Ordering::Relaxed);
+        self.ewma.observe(latency, self.load.epoch, Instant::now());
+    }
+
+    /// An answer's body came whole: the request succeeded, the failure streak ends.
+    pub(crate) fn body_ended(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// An answer's body failed part way (the member closed or stalled): a failure of `kind`
+    /// of a request already counted.
+    pub(crate) fn body_failed(&self, kind: FailureKind) {
+        self.count_failure(kind);
+    }
+
+    fn count_failure(&self, kind: FailureKind) {
+        self.metrics.count_failure(kind);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        // saturating: a member failing for years must not wrap to "healthy"
+        let _ = self
+            .consecutive_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(1))
+            });
+        if kind == FailureKind::Connect {
+            let _ = self.consecutive_connect_failures.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |v| Some(v.saturating_add(1)),
+            );
+        } else {
+            self.consecutive_connect_failures
+                .store(0, Ordering::Relaxed);
+        }
+        self.last_failure.store(kind.code(), Ordering::Relaxed);
     }
 }
 
