@@ -213,3 +213,39 @@ async fn an_http2_answer_slower_than_the_keep_alive_limit_still_arrives() {
         .to_bytes();
     assert_eq!(&body[..], b"ok");
 }
+
+#[tokio::test]
+async fn requests_refused_before_the_stack_are_counted_by_reason() {
+    let (member, seen) = echo_member().await;
+    let lb = lb(
+        &[member],
+        "header_read_timeout = \"600ms\"",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    // not HTTP: hyper answers 400 before the stack sees anything
+    let (out, _) = held_after(lb.addr, b"GET / HTTP/1.1\r\nHost lb.test\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // a field over the head limit (64 KiB by default): 431
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: lb.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(80 * 1024)
+    );
+    let (out, _) = held_after(lb.addr, big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    // half a head, then nothing: 408
+    let (out, _) = held_after(lb.addr, b"GET / HTTP/1.1\r\nHost: lb").await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused request reached the member"
+    );
+    let m = lb.manager.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    for reason in ["malformed", "too_large", "timeout"] {
+        let line = format!("lb_client_requests_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}

@@ -354,6 +354,15 @@ impl Source {
             ConstCounter::new(s.rate_limited()).encode(e.encode_family(&[("limit", "rate")])?)?;
             ConstCounter::new(s.refused_per_client())
                 .encode(e.encode_family(&[("limit", "connections")])?)?;
+            let mut e = encoder.encode_descriptor(
+                "lb_client_requests_refused",
+                "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400), too_large (431 or 414), timeout (a head not complete in time, 408).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in s.refused_requests() {
+                ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
+            }
         }
         if let Some(r) = &self.reloads {
             reloads(encoder, r)?;

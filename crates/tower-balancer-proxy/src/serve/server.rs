@@ -31,7 +31,7 @@ use super::guard::{check_framing, FramingError};
 use super::read_ahead::read_ahead;
 use super::reload::LiveSettings;
 use super::stack::Servable;
-use super::stats::ServerStats;
+use super::stats::{Refused, ServerStats};
 use super::status::{error_response, RateRefusal, ServeBody};
 use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
 use super::window::Windowed;
@@ -227,9 +227,10 @@ async fn connection<S: Servable>(
     let Some(tls) = config.tls.clone() else {
         let svc = connection_service(stack, peer, None, progress.clone());
         let io = Watched::new(sock, progress, limits);
-        timer
+        let refused = timer
             .scope(drive(io, &builder, svc, watchers, Some(heads)))
             .await;
+        note_refused(&config, peer, refused);
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -255,7 +256,22 @@ async fn connection<S: Servable>(
     let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
     let svc = connection_service(stack, peer, Some(sni), progress.clone());
     let io = Watched::new(stream, progress, limits);
-    timer.scope(drive(io, &builder, svc, watchers, own)).await;
+    let refused = timer.scope(drive(io, &builder, svc, watchers, own)).await;
+    note_refused(&config, peer, refused);
+}
+
+/// Counts and logs a request hyper refused before the stack saw it (the stack's access log
+/// never sees these; nginx logs them as 400).
+fn note_refused(config: &ServeConfig, peer: SocketAddr, refused: Option<Refused>) {
+    let Some(why) = refused else { return };
+    config.stats.note_refused(why);
+    let reason = match why {
+        Refused::Malformed => "a request head that is not valid HTTP/1.1",
+        Refused::TooLarge => "a request head or target over the size limits",
+        Refused::Timeout => "a request head not complete in time",
+    };
+    // DEBUG: a flood of bad heads must not write a line each (the counter has them)
+    tracing::debug!(client = %peer, reason, "request refused before the stack");
 }
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
@@ -407,7 +423,8 @@ async fn drive<IO, S, B>(
     mut svc: S,
     (watcher, stop): (Watcher, tokio::sync::watch::Receiver<()>),
     own: Option<HeadLimits>,
-) where
+) -> Option<Refused>
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             Request<ClientBody>,
@@ -422,7 +439,7 @@ async fn drive<IO, S, B>(
     let mut read = bytes::BytesMut::new();
     if let Some(limits) = own {
         match front::serve(&mut io.clone(), &mut svc, limits, &stop).await {
-            front::Ended::Closed => return,
+            front::Ended::Closed => return None,
             front::Ended::HandOver(bytes) => read = bytes,
         }
     }
@@ -446,7 +463,22 @@ async fn drive<IO, S, B>(
         builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io.clone())), svc);
     let ended = watcher.watch(conn.into_owned()).await;
     // hyper's header timer fired, or the socket cut a first head that took too long
-    if ended.is_err_and(|e| is_header_timeout(&*e)) || io.progress().cut_mid_head() {
+    if ended.as_ref().is_err_and(|e| is_header_timeout(&**e)) || io.progress().cut_mid_head() {
         io.answer_timeout(ANSWER_LIMIT).await;
+        return None;
+    }
+    ended.err().and_then(|e| refused_head(&*e))
+}
+
+/// Whether hyper ended a connection on a request head it refused (and answered 400, 431 or
+/// 414 itself, before the stack saw the request): why.
+fn refused_head(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
+    let e = tower_balancer::error::sources(e).find_map(|e| e.downcast_ref::<hyper::Error>())?;
+    if e.is_parse_too_large() {
+        Some(Refused::TooLarge)
+    } else if e.is_parse() {
+        Some(Refused::Malformed)
+    } else {
+        None
     }
 }

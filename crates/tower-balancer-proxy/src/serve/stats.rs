@@ -18,6 +18,20 @@ struct Counters {
     plain_http_on_tls: AtomicU64,
     refused_per_client: AtomicU64,
     rate_limited: AtomicU64,
+    refused_malformed: AtomicU64,
+    refused_too_large: AtomicU64,
+    refused_timeout: AtomicU64,
+}
+
+/// Why the server refused a request before the stack saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A head that is not HTTP (400, or closed when nothing can be answered).
+    Malformed,
+    /// A head or target over the limits (431, or 414 for the target alone).
+    TooLarge,
+    /// A head not complete within the header-read timeout (408).
+    Timeout,
 }
 
 impl ServerStats {
@@ -62,6 +76,32 @@ impl ServerStats {
     #[must_use]
     pub fn rate_limited(&self) -> u64 {
         self.0.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused before the stack saw them: heads that are not HTTP (400), over the
+    /// size limits (431 or 414), and not complete in time (408).
+    #[must_use]
+    pub fn refused_requests(&self) -> [(&'static str, u64); 3] {
+        [
+            (
+                "malformed",
+                self.0.refused_malformed.load(Ordering::Relaxed),
+            ),
+            (
+                "too_large",
+                self.0.refused_too_large.load(Ordering::Relaxed),
+            ),
+            ("timeout", self.0.refused_timeout.load(Ordering::Relaxed)),
+        ]
+    }
+
+    pub(crate) fn note_refused(&self, why: Refused) {
+        let c = match why {
+            Refused::Malformed => &self.0.refused_malformed,
+            Refused::TooLarge => &self.0.refused_too_large,
+            Refused::Timeout => &self.0.refused_timeout,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_plain_http_on_tls(&self) {
