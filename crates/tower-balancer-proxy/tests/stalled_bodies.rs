@@ -174,3 +174,49 @@ async fn a_stalled_upload_is_the_clients_408_not_a_members_timeout() {
         "a stalled client was blamed on the member"
     );
 }
+
+#[tokio::test]
+async fn a_body_cut_before_any_of_it_went_out_is_logged_as_the_502_the_client_got() {
+    // the member promises 100 bytes, sends none and closes: the server answers 502 instead
+    let member = harness::raw_member(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+    let path = std::env::temp_dir().join(format!("cut-body-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let lb = lb(
+        &[member],
+        &format!(
+            "access_log = \"{}\"\naccess_log_format = \"json\"",
+            path.display()
+        ),
+        "",
+        "",
+    )
+    .await;
+    // the own HTTP/1.1 path (a GET) and hyper's (a POST with a body)
+    let requests: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    ];
+    for req in requests {
+        let out = harness::raw(lb.addr, req, Duration::from_secs(5)).await;
+        assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    }
+    let start = Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 2 || start.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        // the member's 200 was never sent: the line says what the client got
+        assert_eq!(line["status"], 502, "{line}");
+        assert_eq!(line["bytes"], "502 Bad Gateway\n".len(), "{line}");
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -22,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -196,6 +196,8 @@ pub struct AccessLogService<S> {
 /// What is known of a request before its response.
 #[derive(Debug)]
 struct Entry {
+    /// The status the server answered instead of the stack's (0: none), see [`Replaced`].
+    replaced: AtomicU16,
     log: AccessLog,
     start: Instant,
     wall: SystemTime,
@@ -237,7 +239,8 @@ where
                 .to_owned()
         };
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let entry = Box::new(Entry {
+        let entry = Arc::new(Entry {
+            replaced: AtomicU16::new(0),
             log: log.clone(),
             start: Instant::now(),
             wall: SystemTime::now(),
@@ -264,7 +267,7 @@ pin_project! {
         inner: F,
         // boxed: the future and its answer are moved layer by layer, and without a log an
         // inline entry was ~220 bytes of copying a move
-        entry: Option<Box<Entry>>,
+        entry: Option<Arc<Entry>>,
         logging: bool,
     }
 }
@@ -303,11 +306,14 @@ where
                     attempts: res.extensions().get::<Attempts>().map_or(1, |a| a.0),
                     upstream,
                 };
-                Ok(res.map(|body| LoggedBody {
+                let mut res = res.map(|body| LoggedBody {
                     inner: body,
-                    pending: Some((entry, done)),
+                    pending: None,
                     bytes: 0,
-                }))
+                });
+                res.extensions_mut().insert(Replaced(entry.clone()));
+                res.body_mut().pending = Some((entry, done));
+                Ok(res)
             }
             Err(e) => {
                 let e = e.into();
@@ -334,6 +340,19 @@ where
     }
 }
 
+/// Carried in a logged answer's extensions: the server tells the log through it when it
+/// answered something else than the stack's answer (a 502 for a body that failed before any
+/// of it was sent), so the line says what the client got, not what the member said.
+#[derive(Debug, Clone)]
+pub(crate) struct Replaced(Arc<Entry>);
+
+impl Replaced {
+    /// The client is answered `status` instead.
+    pub(crate) fn with(&self, status: StatusCode) {
+        self.0.replaced.store(status.as_u16(), Ordering::Relaxed);
+    }
+}
+
 /// What the response said.
 #[derive(Debug)]
 struct Done {
@@ -350,13 +369,13 @@ pin_project! {
         #[pin]
         inner: B,
         // boxed as the future's entry is: ~250 bytes less to copy each time the answer moves
-        pending: Option<(Box<Entry>, Done)>,
+        pending: Option<(Arc<Entry>, Done)>,
         bytes: u64,
     }
 
     impl<B> PinnedDrop for LoggedBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            // the client went away before the end: log what was sent
+            // the body failed, or the client went away before the end: log what was sent
             let this = this.project();
             if let Some((entry, done)) = this.pending.take() {
                 write(&entry, &done, *this.bytes);
@@ -381,11 +400,14 @@ impl<B: Body> Body for LoggedBody<B> {
                     *this.bytes += bytes::Buf::remaining(d) as u64;
                 }
             }
-            Some(Err(_)) | None => {
+            None => {
                 if let Some((entry, done)) = this.pending.take() {
                     write(&entry, &done, *this.bytes);
                 }
             }
+            // written when the body is dropped, just after: the server may answer its own
+            // page instead (`Replaced`) once it sees the failure
+            Some(Err(_)) => {}
         }
         Poll::Ready(frame)
     }
@@ -401,6 +423,14 @@ impl<B: Body> Body for LoggedBody<B> {
 
 /// Formats the line and hands it to the writer.
 fn write(entry: &Entry, done: &Done, bytes: u64) {
+    // the server answered its own page instead (`Replaced`): that is what the client got
+    let (status, bytes) = match entry.replaced.load(Ordering::Relaxed) {
+        0 => (done.status, bytes),
+        s => {
+            let page = StatusCode::from_u16(s).map_or(0, |s| page_text(s).len() as u64);
+            (s, if entry.head { 0 } else { page })
+        }
+    };
     let total = entry.start.elapsed();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let client = entry
@@ -415,7 +445,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
                 "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3} request_id=\"{}\"",
                 clf_time(entry.wall),
                 entry.line.escape_default(),
-                done.status,
+                status,
                 entry.referer.escape_default(),
                 entry.agent.escape_default(),
                 done.attempts,
@@ -430,7 +460,7 @@ fn write(entry: &Entry, done: &Done, bytes: u64) {
                 "time": rfc3339(entry.wall),
                 "client": client,
                 "request": entry.line,
-                "status": done.status,
+                "status": status,
                 "bytes": bytes,
                 "referer": entry.referer,
                 "user_agent": entry.agent,

@@ -68,7 +68,7 @@ where
             }
             Poll::Ready(Some(Err(_))) => {
                 // the failure is logged where the member is known (the balance layer's body)
-                let mut page = body_failed_page::<Ahead<B>>(&parts.headers);
+                let mut page = body_failed_page::<Ahead<B>>(&parts);
                 if http1 {
                     page.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_balancer::balance::BalanceError;
@@ -99,9 +99,13 @@ pub(crate) fn error_response_with_id<B>(e: &BoxError, id: HeaderValue) -> Respon
 
 /// The page for a member's answer whose body failed before any of it was sent: the 502 a
 /// failed member gets, with the id the answer carried (`X-Request-Id`), if any.
-pub(super) fn body_failed_page<B>(answer: &HeaderMap) -> Response<ServeBody<B>> {
+pub(super) fn body_failed_page<B>(answer: &http::response::Parts) -> Response<ServeBody<B>> {
     let mut page = status_page(StatusCode::BAD_GATEWAY);
-    if let Some(id) = answer.get(X_REQUEST_ID) {
+    // the access log writes what the client got, not the member's status
+    if let Some(log) = answer.extensions.get::<crate::access_log::Replaced>() {
+        log.with(StatusCode::BAD_GATEWAY);
+    }
+    if let Some(id) = answer.headers.get(X_REQUEST_ID) {
         page.headers_mut().insert(X_REQUEST_ID, id.clone());
     }
     page

@@ -70,7 +70,7 @@ where
         // the body failed or ended short before any of the answer went out: the client is
         // told the member failed, as when it fails before its head, rather than seeing the
         // connection close with no answer or an answer cut short
-        bad_gateway(out, &parts.headers);
+        bad_gateway(out, parts);
         io.write_all(out).await?;
         io.flush().await?;
         return Ok(false);
@@ -129,8 +129,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sent<'_, IO> {
 /// The page for an answer whose body failed before any of it was sent: the server's page
 /// for a member's failure (`serve::status`), with the request's id if the answer carried
 /// one, and the connection closed after it.
-fn bad_gateway(out: &mut Vec<u8>, headers: &HeaderMap) {
-    let (parts, body) = body_failed_page::<Empty<Bytes>>(headers).into_parts();
+fn bad_gateway(out: &mut Vec<u8>, answer: &Parts) {
+    let (parts, body) = body_failed_page::<Empty<Bytes>>(answer).into_parts();
     write_head(out, &parts, &body, false, false);
     out.extend_from_slice(page_text(parts.status).as_bytes());
 }
