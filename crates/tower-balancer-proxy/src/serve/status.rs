@@ -54,11 +54,17 @@ pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
 pub(crate) struct RateRefusal;
 
 /// Logs a failed request: WARN, except a client over its rate, at DEBUG (a flood must not
-/// write a line per refused request: that is the cost the limit is there to spare).
+/// write a line per refused request: that is the cost the limit is there to spare), and a
+/// client's WebSocket handshake a member did not take (a request any client can repeat at
+/// will, on any plain path: not a member's fault), at DEBUG too.
 fn log_failure(e: &BoxError, status: StatusCode, id: Option<&HeaderValue>) {
     let id = id.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if status == StatusCode::TOO_MANY_REQUESTS {
         tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = 429, "request refused");
+    } else if tower_balancer::upstream::find_upstream_error(&**e)
+        .is_some_and(|u| u.kind() == tower_balancer::upstream::UpstreamErrorKind::NotSwitched)
+    {
+        tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
     } else {
         tracing::warn!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
     }

@@ -373,10 +373,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     return Poll::Ready(Ok(()));
                 }
                 if self.window_expired(&mut inner, cx) {
-                    tracing::info!(
-                        after = ?self.limits.send,
-                        "an HTTP/2 answer waited on the client's flow-control window past the send timeout: connection closed"
-                    );
+                    if inner.stalled.is_some() {
+                        // the socket takes nothing either: the client is not reading at all,
+                        // and its answers wait behind that, not on a window
+                        tracing::info!(
+                            after = ?self.limits.send,
+                            "a write to the client made no progress within the send timeout: connection closed"
+                        );
+                    } else {
+                        tracing::info!(
+                            after = ?self.limits.send,
+                            "an HTTP/2 answer waited on the client's flow-control window past the send timeout: connection closed"
+                        );
+                    }
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the client gave an answer no window within the send timeout",
