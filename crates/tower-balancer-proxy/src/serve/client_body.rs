@@ -21,6 +21,8 @@ pub struct ClientBody {
 #[derive(Debug)]
 enum Kind {
     Hyper(Incoming),
+    /// Over HTTP/2: its bytes are counted as the connection's payload (`flood.rs`).
+    Counted(Incoming, std::sync::Arc<super::timeout::Progress>),
     Empty,
 }
 
@@ -29,6 +31,16 @@ impl ClientBody {
     pub(crate) const fn hyper(body: Incoming) -> Self {
         Self {
             kind: Kind::Hyper(body),
+        }
+    }
+
+    /// The body hyper read for an HTTP/2 request on `progress`'s connection.
+    pub(crate) const fn counted(
+        body: Incoming,
+        progress: std::sync::Arc<super::timeout::Progress>,
+    ) -> Self {
+        Self {
+            kind: Kind::Counted(body, progress),
         }
     }
 
@@ -48,20 +60,29 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx),
+            Kind::Counted(b, progress) => {
+                let frame = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &frame {
+                    progress
+                        .overhead()
+                        .body(f.data_ref().map_or(0, bytes::Buf::remaining));
+                }
+                frame
+            }
             Kind::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Hyper(b) => b.is_end_stream(),
+            Kind::Hyper(b) | Kind::Counted(b, _) => b.is_end_stream(),
             Kind::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Hyper(b) => b.size_hint(),
+            Kind::Hyper(b) | Kind::Counted(b, _) => b.size_hint(),
             Kind::Empty => SizeHint::with_exact(0),
         }
     }

@@ -13,6 +13,7 @@
 mod answer;
 mod client_body;
 mod config;
+mod flood;
 mod front;
 mod guard;
 mod head_timer;

@@ -449,7 +449,12 @@ where
         let head = req.method() == http::Method::HEAD;
         // over HTTP/2 the answer is watched while it waits on the client's window
         let h2 = (!http1).then(|| progress.clone());
-        let answer = svc.call(req.map(ClientBody::hyper));
+        let req = match &h2 {
+            // its body's bytes are the connection's payload (`flood.rs`)
+            Some(progress) => req.map(|b| ClientBody::counted(b, progress.clone())),
+            None => req.map(ClientBody::hyper),
+        };
+        let answer = svc.call(req);
         async move {
             let res = match answer.await {
                 Ok(res) => res,

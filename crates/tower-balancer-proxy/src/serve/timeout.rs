@@ -54,6 +54,8 @@ pub(crate) struct Progress {
     stats: super::stats::ServerStats,
     /// Over HTTP/2, the answers waiting on the client's flow-control window.
     waiting: super::window::Waiting,
+    /// Over HTTP/2 (and before a first request), what was read against what it carried.
+    overhead: super::flood::Overhead,
 }
 
 impl Progress {
@@ -75,6 +77,19 @@ impl Progress {
         &self.waiting
     }
 
+    /// What the connection read against what it carried.
+    pub(crate) const fn overhead(&self) -> &super::flood::Overhead {
+        &self.overhead
+    }
+
+    /// Whether the connection's reads are counted against its payload: over HTTP/2, and
+    /// before its first request (an HTTP/1 request's body is not counted, nor limited), and
+    /// not once it carries a tunnel (WebSocket over HTTP/2, whose bytes are no request's).
+    fn counts_reads(&self) -> bool {
+        (self.h2.load(Ordering::Relaxed) || self.heads.load(Ordering::Relaxed) == 0)
+            && !self.upgraded.load(Ordering::Relaxed)
+    }
+
     /// An answer is finished (sent, or dropped).
     pub(crate) fn answer_finished(&self) {
         self.finished.fetch_add(1, Ordering::Relaxed);
@@ -88,6 +103,7 @@ impl Progress {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         if req.version() == http::Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
+            self.overhead.head(req);
         }
         // a body ends at once when the head said there is none (no length, or 0): the own
         // HTTP/1.1 path's requests, and hyper's without one
@@ -364,6 +380,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     self.progress
                         .read_since_head
                         .fetch_add(n as u64, Ordering::Relaxed);
+                    if self.progress.counts_reads() && self.progress.overhead.read(n) {
+                        tracing::info!(
+                            "a client sent far more than its requests carried (frames that ask for nothing): connection closed"
+                        );
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the client's frames carried too little: a flood",
+                        )));
+                    }
                 }
                 Poll::Ready(res)
             }
@@ -411,6 +436,9 @@ impl<IO> Watched<IO> {
             Poll::Ready(Ok(n)) if n > 0 => {
                 inner.last_activity = Instant::now();
                 inner.stalled = None;
+                if self.progress.h2.load(Ordering::Relaxed) {
+                    self.progress.overhead.sent(n);
+                }
                 res
             }
             Poll::Pending if !self.progress.upgraded.load(Ordering::Relaxed) => {

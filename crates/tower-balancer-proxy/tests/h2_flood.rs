@@ -1,0 +1,149 @@
+//! HTTP/2 clients that send frames asking for nothing, from the balancer built from a file.
+//! A one-byte `WINDOW_UPDATE` flood on a connection with a stream open ran for as long as
+//! the client liked (4.2 GB in 40 s in a hostile test); now a connection that reads far more
+//! than its requests carried is closed, while an upload and a long run of requests on one
+//! connection, which carry what they send, are not.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A member that takes a request and answers nothing for 20 s: the stream stays open.
+async fn hanging_member() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            });
+        }
+    });
+    url
+}
+
+/// A frame's 9-byte head.
+fn frame_head(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f
+}
+
+/// Opens a prior-knowledge HTTP/2 connection (preface, empty SETTINGS) and, with
+/// `request`, a `GET /` on stream 1 left open; then sends one-byte WINDOW_UPDATEs on the
+/// connection, 1,000 to a write, until a write fails or 24 MiB went: the bytes sent, and
+/// how long it took.
+async fn flood(lb: SocketAddr, request: bool) -> (usize, Duration) {
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame_head(0, 0x4, 0, 0));
+    if request {
+        // :method GET, :scheme http, :path /, :authority lb.test (HPACK)
+        let block = [&[0x82, 0x86, 0x84, 0x41, 7][..], b"lb.test"].concat();
+        start.extend(frame_head(block.len(), 0x1, 0x5, 1));
+        start.extend(block);
+    }
+    s.write_all(&start).await.unwrap();
+    let mut update = frame_head(4, 0x8, 0, 0);
+    update.extend_from_slice(&1u32.to_be_bytes());
+    let batch = update.repeat(1000);
+    let began = Instant::now();
+    let mut sent = 0;
+    // the server's frames are read meanwhile, so its writes never hold it up
+    let (mut read, mut write) = s.into_split();
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    while sent < 24 << 20 && began.elapsed() < Duration::from_secs(20) {
+        if write.write_all(&batch).await.is_err() {
+            break;
+        }
+        sent += batch.len();
+    }
+    drain.abort();
+    (sent, began.elapsed())
+}
+
+#[tokio::test]
+async fn a_window_update_flood_is_closed_with_a_stream_open_or_none() {
+    let lb = harness::lb(&[hanging_member().await], "", "", "").await;
+    for request in [true, false] {
+        let (sent, took) = flood(lb.addr, request).await;
+        // 8 MiB and what the kernel's buffers hold on the way
+        assert!(
+            sent < 16 << 20,
+            "request {request}: {sent} bytes went in {took:?}"
+        );
+    }
+    // the next client is served
+    let (member, _) = harness::echo_member().await;
+    let lb = harness::lb(&[member], "", "", "").await;
+    let (mut send, _conn) = h2(lb.addr).await;
+    let res = send.send_request(post(0)).await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn h2(
+    lb: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let sock = TcpStream::connect(lb).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn post(n: usize) -> Request<Full<Bytes>> {
+    Request::post("http://lb.test/up")
+        .body(Full::new(Bytes::from(vec![b'u'; n])))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_and_thousands_of_requests_on_one_connection_are_not_a_flood() {
+    let (member, _) = harness::echo_member().await;
+    let lb = harness::lb(&[member], "", "", "").await;
+    let (mut send, conn) = h2(lb.addr).await;
+    // 24 MiB up: three times the allowance, all of it payload
+    let res = send.send_request(post(24 << 20)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains(&(24usize << 20).to_string()), "{text}");
+    // 3,000 small requests: their heads are small on the wire, and payload all the same
+    for _ in 0..3000 {
+        let res = send
+            .send_request(
+                Request::get("http://lb.test/x")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    assert!(!conn.is_finished());
+}
