@@ -147,3 +147,65 @@ async fn an_upload_and_thousands_of_requests_on_one_connection_are_not_a_flood()
     }
     assert!(!conn.is_finished());
 }
+
+/// Whether the balancer closed `read`'s connection within `wait`.
+async fn closed_within(read: &mut tokio::net::tcp::OwnedReadHalf, wait: Duration) -> bool {
+    let mut buf = vec![0u8; 65536];
+    let until = Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, read.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_opened_and_reset_at_a_pace_close_the_connection() {
+    let lb = harness::lb(&[hanging_member().await], "", "", "").await;
+    let s = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame_head(0, 0x4, 0, 0));
+    write.write_all(&start).await.unwrap();
+    // :method GET, :scheme http, :path /, :authority lb.test (not indexed)
+    let block = [&[0x82, 0x86, 0x84, 0x01, 7][..], b"lb.test"].concat();
+    let mut next = 1u32;
+    let mut opened = 0;
+    for round in 0..10 {
+        // 50 requests, each taken by the balancer (and sent to the member) before its reset
+        let first = next;
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.extend(frame_head(block.len(), 0x1, 0x5, next));
+            batch.extend_from_slice(&block);
+            next += 2;
+        }
+        if write.write_all(&batch).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut resets = Vec::new();
+        for id in (first..next).step_by(2) {
+            resets.extend(frame_head(4, 0x3, 0, id));
+            resets.extend_from_slice(&8u32.to_be_bytes()); // CANCEL
+        }
+        if write.write_all(&resets).await.is_err() {
+            break;
+        }
+        opened += 50;
+        if round == 1 {
+            // 100 abandoned: a client may cancel that many
+            assert!(!closed_within(&mut read, Duration::from_millis(200)).await);
+        }
+        if closed_within(&mut read, Duration::from_millis(100)).await {
+            break;
+        }
+    }
+    assert!(
+        (128..=250).contains(&opened),
+        "the connection ended after {opened} streams opened and reset"
+    );
+}

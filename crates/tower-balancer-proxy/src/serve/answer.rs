@@ -4,6 +4,8 @@
 //! hyper does not tell: hyper drops an answer's body once it is sent (or the client is
 //! gone), so the body carries a guard whose drop says so. An HTTP/2 connection with no
 //! answer under way can then be closed when idle, and one with answers under way is not.
+//! A request dropped before it had an answer was abandoned by its client (over HTTP/2, a
+//! reset stream), which the connection counts too (`Progress::abandoned_too_many`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,20 +16,27 @@ use pin_project_lite::pin_project;
 
 use super::timeout::Progress;
 
-/// Marks a request's answer finished when dropped.
+/// Marks a request's answer finished when dropped, and the request abandoned when it is
+/// dropped before there was an answer (the client reset its stream, or went away).
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Progress>);
+pub(crate) struct InFlight {
+    progress: Arc<Progress>,
+    answered: bool,
+}
 
 impl InFlight {
     /// The answer to a request on `progress`'s connection.
     pub(crate) const fn new(progress: Arc<Progress>) -> Self {
-        Self(progress)
+        Self {
+            progress,
+            answered: false,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.answer_finished();
+        self.progress.answer_finished(self.answered);
     }
 }
 
@@ -41,7 +50,9 @@ pin_project! {
 }
 
 impl<B> Tracked<B> {
-    pub(crate) const fn new(body: B, guard: InFlight) -> Self {
+    /// The answer's body, with the request's guard: the request was answered.
+    pub(crate) const fn new(body: B, mut guard: InFlight) -> Self {
+        guard.answered = true;
         Self { body, guard }
     }
 }

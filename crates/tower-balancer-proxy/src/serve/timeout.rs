@@ -56,7 +56,14 @@ pub(crate) struct Progress {
     waiting: super::window::Waiting,
     /// Over HTTP/2 (and before a first request), what was read against what it carried.
     overhead: super::flood::Overhead,
+    /// Requests dropped before they had an answer.
+    abandoned: AtomicU64,
 }
+
+/// Requests a connection's client may abandon before their answers, if they are half of
+/// its requests or more, before the connection is closed (see
+/// [`Progress::abandoned_too_many`]).
+const ABANDONED: u64 = 128;
 
 impl Progress {
     /// A connection of a server counting into `stats`.
@@ -90,10 +97,23 @@ impl Progress {
             && !self.upgraded.load(Ordering::Relaxed)
     }
 
-    /// An answer is finished (sent, or dropped).
-    pub(crate) fn answer_finished(&self) {
+    /// An answer is finished (sent, or dropped); `answered`: false when the request was
+    /// dropped before it had one (abandoned by its client).
+    pub(crate) fn answer_finished(&self, answered: bool) {
         self.finished.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !answered {
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the client abandoned so many of its requests before their answers that it
+    /// is opening and resetting streams as a pace (an HTTP/2 "paced reset": each one
+    /// reaches a member, and costs it the connection the request was on): at least
+    /// [`ABANDONED`] of them, and at least half of all.
+    pub(crate) fn abandoned_too_many(&self) -> bool {
+        let abandoned = self.abandoned.load(Ordering::Relaxed);
+        abandoned >= ABANDONED && abandoned * 2 >= self.heads.load(Ordering::Relaxed)
     }
 
     /// A request's headers are complete.
@@ -387,6 +407,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "the client's frames carried too little: a flood",
+                        )));
+                    }
+                    if self.progress.h2.load(Ordering::Relaxed)
+                        && self.progress.abandoned_too_many()
+                    {
+                        tracing::info!(
+                            "a client reset half its HTTP/2 streams or more before their answers: connection closed"
+                        );
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the client abandons its requests as a pace: a reset flood",
                         )));
                     }
                 }
