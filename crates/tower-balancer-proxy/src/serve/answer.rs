@@ -16,27 +16,21 @@ use pin_project_lite::pin_project;
 
 use super::timeout::Progress;
 
-/// Marks a request's answer finished when dropped, and the request abandoned when it is
-/// dropped before there was an answer (the client reset its stream, or went away).
+/// Marks a request's answer finished when dropped (a request dropped before it had an
+/// answer, whose client reset its stream or left, is finished too, unanswered).
 #[derive(Debug)]
-pub(crate) struct InFlight {
-    progress: Arc<Progress>,
-    answered: bool,
-}
+pub(crate) struct InFlight(Arc<Progress>);
 
 impl InFlight {
     /// The answer to a request on `progress`'s connection.
     pub(crate) const fn new(progress: Arc<Progress>) -> Self {
-        Self {
-            progress,
-            answered: false,
-        }
+        Self(progress)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.progress.answer_finished(self.answered);
+        self.0.answer_finished();
     }
 }
 
@@ -51,8 +45,8 @@ pin_project! {
 
 impl<B> Tracked<B> {
     /// The answer's body, with the request's guard: the request was answered.
-    pub(crate) const fn new(body: B, mut guard: InFlight) -> Self {
-        guard.answered = true;
+    pub(crate) fn new(body: B, guard: InFlight) -> Self {
+        guard.0.answered();
         Self { body, guard }
     }
 }

@@ -21,8 +21,9 @@ pub struct ClientBody {
 #[derive(Debug)]
 enum Kind {
     Hyper(Incoming),
-    /// Over HTTP/2: its bytes are counted as the connection's payload (`flood.rs`).
-    Counted(Incoming, std::sync::Arc<super::timeout::Progress>),
+    /// Over HTTP/2: its bytes are counted as the connection's payload (`flood.rs`); boxed,
+    /// so the common body (none, or hyper's) is no larger: every layer moves it.
+    Counted(Box<(Incoming, std::sync::Arc<super::timeout::Progress>)>),
     Empty,
 }
 
@@ -35,12 +36,12 @@ impl ClientBody {
     }
 
     /// The body hyper read for an HTTP/2 request on `progress`'s connection.
-    pub(crate) const fn counted(
+    pub(crate) fn counted(
         body: Incoming,
         progress: std::sync::Arc<super::timeout::Progress>,
     ) -> Self {
         Self {
-            kind: Kind::Counted(body, progress),
+            kind: Kind::Counted(Box::new((body, progress))),
         }
     }
 
@@ -60,7 +61,8 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx),
-            Kind::Counted(b, progress) => {
+            Kind::Counted(counted) => {
+                let (b, progress) = &mut **counted;
                 let frame = Pin::new(b).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(f))) = &frame {
                     progress
@@ -75,14 +77,16 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Hyper(b) | Kind::Counted(b, _) => b.is_end_stream(),
+            Kind::Hyper(b) => b.is_end_stream(),
+            Kind::Counted(c) => c.0.is_end_stream(),
             Kind::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Hyper(b) | Kind::Counted(b, _) => b.size_hint(),
+            Kind::Hyper(b) => b.size_hint(),
+            Kind::Counted(c) => c.0.size_hint(),
             Kind::Empty => SizeHint::with_exact(0),
         }
     }

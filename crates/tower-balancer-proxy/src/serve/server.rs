@@ -451,8 +451,10 @@ where
         let h2 = (!http1).then(|| progress.clone());
         let req = match &h2 {
             // its body's bytes are the connection's payload (`flood.rs`)
-            Some(progress) => req.map(|b| ClientBody::counted(b, progress.clone())),
-            None => req.map(ClientBody::hyper),
+            Some(progress) if !req.body().is_end_stream() => {
+                req.map(|b| ClientBody::counted(b, progress.clone()))
+            }
+            _ => req.map(ClientBody::hyper),
         };
         let answer = svc.call(req);
         async move {

@@ -56,8 +56,8 @@ pub(crate) struct Progress {
     waiting: super::window::Waiting,
     /// Over HTTP/2 (and before a first request), what was read against what it carried.
     overhead: super::flood::Overhead,
-    /// Requests dropped before they had an answer.
-    abandoned: AtomicU64,
+    /// Requests that got an answer ([`Progress::finished`] less this: those abandoned).
+    answered: AtomicU64,
 }
 
 /// Requests a connection's client may abandon before their answers, if they are half of
@@ -89,22 +89,54 @@ impl Progress {
         &self.overhead
     }
 
-    /// Whether the connection's reads are counted against its payload: over HTTP/2, and
-    /// before its first request (an HTTP/1 request's body is not counted, nor limited), and
-    /// not once it carries a tunnel (WebSocket over HTTP/2, whose bytes are no request's).
-    fn counts_reads(&self) -> bool {
-        (self.h2.load(Ordering::Relaxed) || self.heads.load(Ordering::Relaxed) == 0)
-            && !self.upgraded.load(Ordering::Relaxed)
+    /// Whether the connection's reads are held to [`limit_read`](Self::limit_read): over
+    /// HTTP/2, and before its first request (an HTTP/1 request's body is not limited).
+    #[inline]
+    fn limits_reads(&self) -> bool {
+        self.h2.load(Ordering::Relaxed) || self.heads.load(Ordering::Relaxed) == 0
     }
 
-    /// An answer is finished (sent, or dropped); `answered`: false when the request was
-    /// dropped before it had one (abandoned by its client).
-    pub(crate) fn answer_finished(&self, answered: bool) {
+    /// `n` more bytes were read: an error when they make the connection a flood of frames
+    /// that carry nothing (`flood.rs`), or, over HTTP/2, when its client abandons its
+    /// requests as a pace ([`abandoned_too_many`](Self::abandoned_too_many)). A connection
+    /// that carries a tunnel (WebSocket over HTTP/2, whose bytes are no request's) is not
+    /// held to it.
+    #[cold]
+    #[inline(never)]
+    fn limit_read(&self, n: usize) -> io::Result<()> {
+        if self.upgraded.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self.overhead.read(n) {
+            tracing::info!(
+                "a client sent far more than its requests carried (frames that ask for nothing): connection closed"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client's frames carried too little: a flood",
+            ));
+        }
+        if self.h2.load(Ordering::Relaxed) && self.abandoned_too_many() {
+            tracing::info!(
+                "a client reset half its HTTP/2 streams or more before their answers: connection closed"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client abandons its requests as a pace: a reset flood",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An answer is finished (sent, or dropped, or its request dropped before it had one).
+    pub(crate) fn answer_finished(&self) {
         self.finished.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !answered {
-            self.abandoned.fetch_add(1, Ordering::Relaxed);
-        }
+    }
+
+    /// A request got its answer (those finished without one were abandoned by the client).
+    pub(crate) fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the client abandoned so many of its requests before their answers that it
@@ -112,7 +144,12 @@ impl Progress {
     /// reaches a member, and costs it the connection the request was on): at least
     /// [`ABANDONED`] of them, and at least half of all.
     pub(crate) fn abandoned_too_many(&self) -> bool {
-        let abandoned = self.abandoned.load(Ordering::Relaxed);
+        // answered before finished: a request under way is neither yet
+        let answered = self.answered.load(Ordering::Relaxed);
+        let abandoned = self
+            .finished
+            .load(Ordering::Relaxed)
+            .saturating_sub(answered);
         abandoned >= ABANDONED && abandoned * 2 >= self.heads.load(Ordering::Relaxed)
     }
 
@@ -400,25 +437,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     self.progress
                         .read_since_head
                         .fetch_add(n as u64, Ordering::Relaxed);
-                    if self.progress.counts_reads() && self.progress.overhead.read(n) {
-                        tracing::info!(
-                            "a client sent far more than its requests carried (frames that ask for nothing): connection closed"
-                        );
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the client's frames carried too little: a flood",
-                        )));
-                    }
-                    if self.progress.h2.load(Ordering::Relaxed)
-                        && self.progress.abandoned_too_many()
-                    {
-                        tracing::info!(
-                            "a client reset half its HTTP/2 streams or more before their answers: connection closed"
-                        );
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the client abandons its requests as a pace: a reset flood",
-                        )));
+                    // over HTTP/2 and before a first request: kept out of line, so the
+                    // common read (HTTP/1 after its first request) pays two loads
+                    if self.progress.limits_reads() {
+                        self.progress.limit_read(n)?;
                     }
                 }
                 Poll::Ready(res)
@@ -429,28 +451,36 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     return Poll::Ready(Ok(()));
                 }
                 if self.window_expired(&mut inner, cx) {
-                    if inner.stalled.is_some() {
-                        // the socket takes nothing either: the client is not reading at all,
-                        // and its answers wait behind that, not on a window
-                        tracing::info!(
-                            after = ?self.limits.send,
-                            "a write to the client made no progress within the send timeout: connection closed"
-                        );
-                    } else {
-                        tracing::info!(
-                            after = ?self.limits.send,
-                            "an HTTP/2 answer waited on the client's flow-control window past the send timeout: connection closed"
-                        );
-                    }
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client gave an answer no window within the send timeout",
-                    )));
+                    return Poll::Ready(Err(window_cut(inner.stalled.is_some(), self.limits.send)));
                 }
                 Poll::Pending
             }
         }
     }
+}
+
+/// The error that closes a connection whose answer waited the send limit (`limit`) on the
+/// client: on its flow-control window, or behind writes the client does not read (`stalled`).
+#[cold]
+#[inline(never)]
+fn window_cut(stalled: bool, limit: Duration) -> io::Error {
+    if stalled {
+        // the socket takes nothing either: the client is not reading at all, and its
+        // answers wait behind that, not on a window
+        tracing::info!(
+            after = ?limit,
+            "a write to the client made no progress within the send timeout: connection closed"
+        );
+    } else {
+        tracing::info!(
+            after = ?limit,
+            "an HTTP/2 answer waited on the client's flow-control window past the send timeout: connection closed"
+        );
+    }
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client gave an answer no window within the send timeout",
+    )
 }
 
 impl<IO> Watched<IO> {
