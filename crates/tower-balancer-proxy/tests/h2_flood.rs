@@ -164,6 +164,19 @@ async fn closed_within(read: &mut tokio::net::tcp::OwnedReadHalf, wait: Duration
 
 #[tokio::test]
 async fn streams_opened_and_reset_at_a_pace_close_the_connection() {
+    paced_resets(0).await;
+}
+
+#[tokio::test]
+async fn refused_requests_do_not_pad_paced_resets() {
+    // 60 requests refused with 400 a round, beside the 50 reset: they reach no member, and
+    // count for nothing in the share of requests abandoned
+    paced_resets(60).await;
+}
+
+/// Opens 50 streams to a hanging member a round (and `padding` requests the balancer
+/// refuses), resets the 50 100 ms later: the connection ends after 128 to 250 of them.
+async fn paced_resets(padding: usize) {
     let lb = harness::lb(&[hanging_member().await], "", "", "").await;
     let s = TcpStream::connect(lb.addr).await.unwrap();
     let (mut read, mut write) = s.into_split();
@@ -183,12 +196,19 @@ async fn streams_opened_and_reset_at_a_pace_close_the_connection() {
             batch.extend_from_slice(&block);
             next += 2;
         }
+        let last = next;
+        let refused = [&[0x82, 0x86, 0x84, 0x01, 9][..], b"lb.test:0"].concat();
+        for _ in 0..padding {
+            batch.extend(frame_head(refused.len(), 0x1, 0x5, next));
+            batch.extend_from_slice(&refused);
+            next += 2;
+        }
         if write.write_all(&batch).await.is_err() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut resets = Vec::new();
-        for id in (first..next).step_by(2) {
+        for id in (first..last).step_by(2) {
             resets.extend(frame_head(4, 0x3, 0, id));
             resets.extend_from_slice(&8u32.to_be_bytes()); // CANCEL
         }
@@ -207,5 +227,138 @@ async fn streams_opened_and_reset_at_a_pace_close_the_connection() {
     assert!(
         (128..=250).contains(&opened),
         "the connection ended after {opened} streams opened and reset"
+    );
+}
+
+/// HPACK's integer with a 7-bit prefix (`flags` in the prefix's high bit).
+fn hpack_len(flags: u8, n: usize) -> Vec<u8> {
+    if n < 127 {
+        return vec![flags | n as u8];
+    }
+    let mut out = vec![flags | 0x7f];
+    let mut rest = n - 127;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+    out
+}
+
+#[tokio::test]
+async fn a_flood_paid_for_with_refused_requests_naming_big_stored_fields_is_closed() {
+    let (member, seen) = harness::echo_member().await;
+    let lb = harness::lb(&[member], "", "", "").await;
+    let s = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame_head(0, 0x4, 0, 0));
+    // :method GET, :scheme http, :path /, :authority lb.test:0 (not indexed: a 400)
+    let refused = [&[0x82, 0x86, 0x84, 0x01, 9][..], b"lb.test:0"].concat();
+    // the first request stores a 4,000-byte field in HPACK's table (literal, indexed)
+    let mut first = refused.clone();
+    first.push(0x40);
+    first.extend(hpack_len(0, 5));
+    first.extend_from_slice(b"x-big");
+    first.extend(hpack_len(0, 4000));
+    first.extend(vec![b'b'; 4000]);
+    start.extend(frame_head(first.len(), 0x1, 0x5, 1));
+    start.extend(first);
+    write.write_all(&start).await.unwrap();
+    // each later one names it four times in four bytes: 16 KB of fields for ~20 bytes
+    let cheap = [&refused[..], &[0xbe; 4]].concat();
+    let mut update = frame_head(4, 0x8, 0, 0);
+    update.extend_from_slice(&1u32.to_be_bytes());
+    let junk = update.repeat(10_000);
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let (mut sent, mut id) = (0usize, 3u32);
+    let began = Instant::now();
+    while sent < 24 << 20 && began.elapsed() < Duration::from_secs(20) {
+        let mut round = frame_head(cheap.len(), 0x1, 0x5, id);
+        round.extend_from_slice(&cheap);
+        round.extend_from_slice(&junk);
+        id += 2;
+        if write.write_all(&round).await.is_err() {
+            break;
+        }
+        sent += round.len();
+    }
+    drain.abort();
+    assert!(
+        sent < 16 << 20,
+        "{sent} bytes went in {:?}",
+        began.elapsed()
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused request reached the member"
+    );
+}
+
+/// A member that sends its answer's head and one byte of its body, then nothing for 20 s.
+async fn trickle_member() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nx";
+                let _ = sock.write_all(head).await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn streams_reset_after_their_answers_began_count_as_abandoned() {
+    let lb = harness::lb(&[trickle_member().await], "", "", "").await;
+    let s = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame_head(0, 0x4, 0, 0));
+    write.write_all(&start).await.unwrap();
+    let block = [&[0x82, 0x86, 0x84, 0x01, 7][..], b"lb.test"].concat();
+    let mut next = 1u32;
+    let mut opened = 0;
+    for _ in 0..10 {
+        let first = next;
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.extend(frame_head(block.len(), 0x1, 0x5, next));
+            batch.extend_from_slice(&block);
+            next += 2;
+        }
+        if write.write_all(&batch).await.is_err() {
+            break;
+        }
+        // their answers' heads and first bytes have come: reset them mid-body
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut resets = Vec::new();
+        for id in (first..next).step_by(2) {
+            resets.extend(frame_head(4, 0x3, 0, id));
+            resets.extend_from_slice(&8u32.to_be_bytes());
+        }
+        if write.write_all(&resets).await.is_err() {
+            break;
+        }
+        opened += 50;
+        if closed_within(&mut read, Duration::from_millis(100)).await {
+            break;
+        }
+    }
+    assert!(
+        (128..=250).contains(&opened),
+        "the connection ended after {opened} streams reset mid-answer"
     );
 }

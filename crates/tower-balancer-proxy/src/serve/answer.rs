@@ -35,19 +35,33 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// A response body that tells the connection when the response is finished.
+    /// A response body that tells the connection when the response is finished, and
+    /// whether it was over (whole, or failed by its member) before the client let it go.
     pub(crate) struct Tracked<B> {
         #[pin]
         body: B,
         guard: InFlight,
+        whole: bool,
     }
 }
 
-impl<B> Tracked<B> {
-    /// The answer's body, with the request's guard: the request was answered.
+impl<B: Body> Tracked<B> {
+    /// The answer's body, with the request's guard.
     pub(crate) fn new(body: B, guard: InFlight) -> Self {
-        guard.0.answered();
-        Self { body, guard }
+        let mut this = Self {
+            body,
+            guard,
+            whole: false,
+        };
+        if this.body.is_end_stream() {
+            this.went_whole();
+        }
+        this
+    }
+
+    fn went_whole(&mut self) {
+        self.whole = true;
+        self.guard.0.answered();
     }
 }
 
@@ -59,7 +73,21 @@ impl<B: Body> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let mut body = this.body;
+        let frame = body.as_mut().poll_frame(cx);
+        // the end (or the member's failure, no fault of the client's): the answer is over;
+        // a body dropped before it is one the client abandoned
+        let over = match &frame {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if over && !*this.whole {
+            *this.whole = true;
+            this.guard.0.answered();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6,8 +6,8 @@
 //! open (so the connection was not idle) a hostile test fed one connection 4.2 GB of
 //! one-byte `WINDOW_UPDATE`s in 40 s, a whole core of the balancer's time, and 23.6 GB of
 //! unknown frames in 20 s. As nginx does (CVE-2019-9511 to 9518), the connection counts
-//! what it read against what it carried: request heads (as their fields' size, which is no
-//! less than what HPACK sends), request bodies, and a share of the answers sent (whose
+//! what it read against what it carried: request heads the server took (as their fields'
+//! size, up to 2 KiB a head), request bodies, and a share of the answers sent (whose
 //! window updates and acknowledgements are the client's due). Past eight times that and
 //! 8 MiB more, the connection is closed. A connection's first bytes count too, before it
 //! has a request: a client that floods before asking for anything is closed at the same
@@ -19,6 +19,11 @@ use http::Request;
 
 /// What may be read beyond eight times the payload.
 pub(crate) const ALLOWANCE: u64 = 8 << 20;
+
+/// The most one request head counts as payload: eight times it (16 KiB) covers any head a
+/// client sends without HPACK's indexing, and a head that names big stored fields in a few
+/// bytes earns no more.
+const HEAD_CREDIT: usize = 2048;
 
 /// Bytes of answers sent that earn one byte of payload credit (a client acknowledges what
 /// it gets with `WINDOW_UPDATE`s, 13 bytes each, typically one per 16 KiB or more).
@@ -32,8 +37,10 @@ pub(crate) struct Overhead {
 }
 
 impl Overhead {
-    /// An HTTP/2 request's head arrived: its fields (HPACK counts each as its name, its value
-    /// and 32), method and target are payload.
+    /// An HTTP/2 request's head arrived and was taken: its fields (HPACK counts each as its
+    /// name, its value and 32), method and target are payload, up to [`HEAD_CREDIT`]: HPACK
+    /// lets a head of a few bytes on the wire name kilobytes of fields it stored before, so a
+    /// head's decoded size would let a client earn a flood with cheap requests.
     pub(crate) fn head<B>(&self, req: &Request<B>) {
         let fields: usize = req
             .headers()
@@ -45,8 +52,8 @@ impl Overhead {
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(0, |p| p.as_str().len());
         let line = req.method().as_str().len() + target + 3 * 32;
-        self.payload
-            .fetch_add((fields + line) as u64, Ordering::Relaxed);
+        let credit = (fields + line).min(HEAD_CREDIT) as u64;
+        self.payload.fetch_add(credit, Ordering::Relaxed);
     }
 
     /// `n` bytes of a request's body arrived.

@@ -49,7 +49,8 @@ pub struct Server {
 /// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
 /// this connection is read as another request.
 fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
-    tracing::info!(reason = %why, "request refused");
+    // DEBUG: any client can send bad requests at will, and must not write a line each
+    tracing::debug!(reason = %why, "request refused");
     let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
         b"400 Bad Request\n",
     ))));
@@ -325,6 +326,12 @@ fn connection_service<S: Servable>(
             }
         }
         let refused = check_framing(&req).err();
+        if refused.is_some() {
+            conn_progress.refused();
+        } else if req.version() == http::Version::HTTP_2 {
+            // what the request carried pays for frames (`flood.rs`); a refused one does not
+            conn_progress.overhead().head(&req);
+        }
         let mut stack = stack.clone();
         async move {
             if let Some(why) = refused {

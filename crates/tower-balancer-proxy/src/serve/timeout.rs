@@ -56,8 +56,11 @@ pub(crate) struct Progress {
     waiting: super::window::Waiting,
     /// Over HTTP/2 (and before a first request), what was read against what it carried.
     overhead: super::flood::Overhead,
-    /// Requests that got an answer ([`Progress::finished`] less this: those abandoned).
+    /// Requests whose answers went out whole ([`Progress::finished`] less this: those
+    /// abandoned).
     answered: AtomicU64,
+    /// Requests refused before the stack.
+    refused: AtomicU64,
 }
 
 /// Requests a connection's client may abandon before their answers, if they are half of
@@ -134,9 +137,17 @@ impl Progress {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A request got its answer (those finished without one were abandoned by the client).
+    /// A request's answer went out whole (those finished otherwise were abandoned by the
+    /// client: reset or left before the answer, or part way through its body).
     pub(crate) fn answered(&self) {
         self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused before the stack (400): it neither pays for frames
+    /// ([`overhead`](Self::overhead)) nor counts among the requests abandoned ones are
+    /// weighed against, so refused requests cannot pad either.
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the client abandoned so many of its requests before their answers that it
@@ -150,7 +161,11 @@ impl Progress {
             .finished
             .load(Ordering::Relaxed)
             .saturating_sub(answered);
-        abandoned >= ABANDONED && abandoned * 2 >= self.heads.load(Ordering::Relaxed)
+        let served = self
+            .heads
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.refused.load(Ordering::Relaxed));
+        abandoned >= ABANDONED && abandoned * 2 >= served
     }
 
     /// A request's headers are complete.
@@ -160,7 +175,6 @@ impl Progress {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         if req.version() == http::Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
-            self.overhead.head(req);
         }
         // a body ends at once when the head said there is none (no length, or 0): the own
         // HTTP/1.1 path's requests, and hyper's without one
