@@ -18,6 +18,7 @@ mod front;
 mod guard;
 mod head_timer;
 mod plain_on_tls;
+mod progress;
 mod read_ahead;
 mod reload;
 mod server;

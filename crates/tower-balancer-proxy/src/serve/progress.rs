@@ -1,0 +1,230 @@
+//! What the server knows about a connection's progress: its requests' heads, the answers
+//! under way and done, what it read against what its requests carried, and the requests its
+//! client abandoned.
+//!
+//! Why one shared record: hyper owns the connection while it serves it, and the server sees
+//! it only through the socket (`timeout::Watched`) and the service it hands hyper; both
+//! write here, and the socket's timers and limits read it (one task polls both, so the
+//! atomics are never contended).
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use http::Request;
+use http_body::Body;
+
+/// What the server knows about a connection's progress.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Bytes read since the last request's headers were complete.
+    pub(super) read_since_head: AtomicU64,
+    /// Requests whose headers were complete.
+    pub(super) heads: AtomicU64,
+    /// Whether the last request had a body (whose bytes are then read after its head).
+    pub(super) last_had_body: AtomicBool,
+    /// Requests whose responses are not finished.
+    pub(super) in_flight: AtomicU64,
+    /// Requests whose responses are finished (an answer sent counts as activity).
+    pub(super) finished: AtomicU64,
+    /// The connection was handed over to an upgrade (WebSocket): no idle limit.
+    pub(super) upgraded: AtomicBool,
+    /// Its requests came over HTTP/2, where bytes after a head are frames of any stream,
+    /// not the start of the next head.
+    pub(super) h2: AtomicBool,
+    /// The socket ended the connection itself: no request head was complete within the
+    /// header-read limit of its start (see [`Watched::idle_expired`]).
+    pub(super) cut_mid_head: AtomicBool,
+    /// The server's counters, for what its requests were refused.
+    pub(super) stats: super::stats::ServerStats,
+    /// Over HTTP/2, the answers waiting on the client's flow-control window.
+    pub(super) waiting: super::window::Waiting,
+    /// Over HTTP/2 (and before a first request), what was read against what it carried.
+    pub(super) overhead: super::flood::Overhead,
+    /// Requests whose answers went out whole ([`Progress::finished`] less this: those
+    /// abandoned).
+    pub(super) answered: AtomicU64,
+    /// Requests refused before the stack.
+    pub(super) refused: AtomicU64,
+}
+
+/// Requests a connection's client may abandon before their answers, if they are half of
+/// its requests or more, before the connection is closed (see
+/// [`Progress::abandoned_too_many`]).
+const ABANDONED: u64 = 128;
+
+impl Progress {
+    /// A connection of a server counting into `stats`.
+    pub(crate) fn counting(stats: super::stats::ServerStats) -> Self {
+        Self {
+            stats,
+            ..Self::default()
+        }
+    }
+
+    /// The server's counters.
+    pub(crate) const fn stats(&self) -> &super::stats::ServerStats {
+        &self.stats
+    }
+
+    /// The answers waiting on the client.
+    pub(crate) const fn waiting(&self) -> &super::window::Waiting {
+        &self.waiting
+    }
+
+    /// What the connection read against what it carried.
+    pub(crate) const fn overhead(&self) -> &super::flood::Overhead {
+        &self.overhead
+    }
+
+    /// Whether the connection's reads are held to [`limit_read`](Self::limit_read): over
+    /// HTTP/2, and before its first request (an HTTP/1 request's body is not limited).
+    #[inline]
+    pub(super) fn limits_reads(&self) -> bool {
+        self.h2.load(Ordering::Relaxed) || self.heads.load(Ordering::Relaxed) == 0
+    }
+
+    /// `n` more bytes were read: an error when they make the connection a flood of frames
+    /// that carry nothing (`flood.rs`), or, over HTTP/2, when its client abandons its
+    /// requests as a pace ([`abandoned_too_many`](Self::abandoned_too_many)). A connection
+    /// that carries a tunnel (WebSocket over HTTP/2, whose bytes are no request's) is not
+    /// held to it.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn limit_read(&self, n: usize) -> io::Result<()> {
+        if self.upgraded.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self.overhead.read(n) {
+            tracing::info!(
+                "a client sent far more than its requests carried (frames that ask for nothing): connection closed"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client's frames carried too little: a flood",
+            ));
+        }
+        if self.h2.load(Ordering::Relaxed) && self.abandoned_too_many() {
+            tracing::info!(
+                "a client reset half its HTTP/2 streams or more before their answers: connection closed"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client abandons its requests as a pace: a reset flood",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An answer is finished (sent, or dropped, or its request dropped before it had one).
+    pub(crate) fn answer_finished(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request's answer went out whole (those finished otherwise were abandoned by the
+    /// client: reset or left before the answer, or part way through its body).
+    pub(crate) fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused before the stack (400): it neither pays for frames
+    /// ([`overhead`](Self::overhead)) nor counts among the requests abandoned ones are
+    /// weighed against, so refused requests cannot pad either.
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the client abandoned so many of its requests before their answers that it
+    /// is opening and resetting streams as a pace (an HTTP/2 "paced reset": each one
+    /// reaches a member, and costs it the connection the request was on): at least
+    /// [`ABANDONED`] of them, and at least half of all.
+    pub(crate) fn abandoned_too_many(&self) -> bool {
+        // answered before finished: a request under way is neither yet
+        let answered = self.answered.load(Ordering::Relaxed);
+        let abandoned = self
+            .finished
+            .load(Ordering::Relaxed)
+            .saturating_sub(answered);
+        let served = self
+            .heads
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.refused.load(Ordering::Relaxed));
+        abandoned >= ABANDONED && abandoned * 2 >= served
+    }
+
+    /// A request's headers are complete.
+    pub(crate) fn head_done<B: Body>(&self, req: &Request<B>) {
+        self.read_since_head.store(0, Ordering::Relaxed);
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if req.version() == http::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        // a body ends at once when the head said there is none (no length, or 0): the own
+        // HTTP/1.1 path's requests, and hyper's without one
+        let body = !req.body().is_end_stream();
+        self.last_had_body.store(body, Ordering::Relaxed);
+    }
+
+    /// The connection switched protocols.
+    pub(crate) fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a timeout now caught a request half-sent (rather than an idle keep-alive
+    /// connection, which is closed silently). After a request with a body, the bytes read
+    /// since its head may be that body, so only a first request or one after a bodiless
+    /// request is answered.
+    pub(super) fn caught_mid_head(&self) -> bool {
+        self.read_since_head.load(Ordering::Relaxed) > 0
+            && (self.heads.load(Ordering::Relaxed) == 0
+                || !(self.last_had_body.load(Ordering::Relaxed) || self.h2.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the socket ended the connection because its first request head was not
+    /// complete in time (hyper's own timer had not fired, or never started).
+    pub(crate) fn cut_mid_head(&self) -> bool {
+        self.cut_mid_head.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_are_not_answered() {
+        let p = Progress::default();
+        assert!(!p.caught_mid_head());
+        p.read_since_head.store(10, Ordering::Relaxed);
+        assert!(p.caught_mid_head(), "a first request half-sent");
+        let req = Request::post("/")
+            .header("content-length", "5")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"hello",
+            )))
+            .unwrap();
+        p.head_done(&req);
+        p.read_since_head.store(5, Ordering::Relaxed);
+        assert!(!p.caught_mid_head(), "the bytes may be the body");
+        let req = Request::get("/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        p.head_done(&req);
+        assert!(!p.caught_mid_head(), "idle after a GET");
+        p.read_since_head.store(3, Ordering::Relaxed);
+        assert!(p.caught_mid_head(), "a second request half-sent");
+        // over HTTP/2, bytes after a head are frames of any stream, never a head's start
+        let req = Request::get("/")
+            .version(http::Version::HTTP_2)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        p.head_done(&req);
+        p.read_since_head.store(9, Ordering::Relaxed);
+        assert!(
+            !p.caught_mid_head(),
+            "an HTTP/2 connection between requests"
+        );
+        assert!(!p.cut_mid_head());
+    }
+}
