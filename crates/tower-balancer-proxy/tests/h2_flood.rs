@@ -8,6 +8,11 @@
 #[allow(dead_code)]
 #[path = "safe/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "h2/raw.rs"]
+mod raw;
+
+use raw::{cancel, frame_head, get, Conn};
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,29 +22,28 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// A member that takes a request and answers nothing for 20 s: the stream stays open.
-async fn hanging_member() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_secs(20)).await;
-            });
-        }
-    });
-    url
+/// A member that takes a request, writes `first`, and then nothing for 20 s: the stream
+/// stays open.
+async fn stalling_member(first: &'static [u8]) -> String {
+    harness::member(move |mut sock: TcpStream| async move {
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf).await;
+        let _ = sock.write_all(first).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    })
+    .await
 }
 
-/// A frame's 9-byte head.
-fn frame_head(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f
+/// A member that answers nothing.
+async fn hanging_member() -> String {
+    stalling_member(b"").await
+}
+
+/// A member that sends its answer's head and one byte of its body.
+async fn trickle_member() -> String {
+    stalling_member(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nx").await
 }
 
 /// Opens a prior-knowledge HTTP/2 connection (preface, empty SETTINGS) and, with
@@ -148,20 +152,6 @@ async fn an_upload_and_thousands_of_requests_on_one_connection_are_not_a_flood()
     assert!(!conn.is_finished());
 }
 
-/// Whether the balancer closed `read`'s connection within `wait`.
-async fn closed_within(read: &mut tokio::net::tcp::OwnedReadHalf, wait: Duration) -> bool {
-    let mut buf = vec![0u8; 65536];
-    let until = Instant::now() + wait;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, read.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
-}
-
 #[tokio::test]
 async fn streams_opened_and_reset_at_a_pace_close_the_connection() {
     paced_resets(hanging_member().await, 100, 0).await;
@@ -181,58 +171,60 @@ async fn streams_reset_after_their_answers_began_count_as_abandoned() {
 }
 
 /// Opens 50 streams to `member` a round (and `padding` requests the balancer refuses),
-/// resets the 50 `wait_ms` later: the connection ends after 128 to 250 of them.
+/// resets the 50 `wait_ms` later, and answers none of the server's `PING`s: the connection
+/// is asked to go away (a `GOAWAY`) after 128 to 250 of them, and, as the client goes on,
+/// closed within 128 requests more (and a round's worth of slack).
 async fn paced_resets(member: String, wait_ms: u64, padding: usize) {
     let lb = harness::lb(&[member], "", "", "").await;
-    let s = TcpStream::connect(lb.addr).await.unwrap();
-    let (mut read, mut write) = s.into_split();
-    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    start.extend(frame_head(0, 0x4, 0, 0));
-    write.write_all(&start).await.unwrap();
-    // :method GET, :scheme http, :path /, :authority lb.test (not indexed)
-    let block = [&[0x82, 0x86, 0x84, 0x01, 7][..], b"lb.test"].concat();
-    let mut next = 1u32;
-    let mut opened = 0;
-    for round in 0..10 {
+    let conn = Conn::open(lb.addr, false).await;
+    let refused = [&[0x82, 0x86, 0x84, 0x01, 9][..], b"lb.test:0"].concat();
+    let (mut next, mut opened, mut sent) = (1u32, 0, 0);
+    let mut at_goaway = None;
+    for round in 0..16 {
         // 50 requests, each taken by the balancer (and sent to the member) before its reset
         let first = next;
         let mut batch = Vec::new();
         for _ in 0..50 {
-            batch.extend(frame_head(block.len(), 0x1, 0x5, next));
-            batch.extend_from_slice(&block);
+            batch.extend(get(next, "/"));
             next += 2;
         }
         let last = next;
-        let refused = [&[0x82, 0x86, 0x84, 0x01, 9][..], b"lb.test:0"].concat();
         for _ in 0..padding {
             batch.extend(frame_head(refused.len(), 0x1, 0x5, next));
             batch.extend_from_slice(&refused);
             next += 2;
         }
-        if write.write_all(&batch).await.is_err() {
+        if conn.send(&batch).await.is_err() {
             break;
         }
+        sent += 50 + padding;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        let mut resets = Vec::new();
-        for id in (first..last).step_by(2) {
-            resets.extend(frame_head(4, 0x3, 0, id));
-            resets.extend_from_slice(&8u32.to_be_bytes()); // CANCEL
-        }
-        if write.write_all(&resets).await.is_err() {
+        if conn.send(&cancel((first..last).step_by(2))).await.is_err() {
             break;
         }
         opened += 50;
+        tokio::time::sleep(Duration::from_millis(if round == 1 { 300 } else { 100 })).await;
         if round == 1 {
             // 100 abandoned: a client may cancel that many
-            assert!(!closed_within(&mut read, Duration::from_millis(200)).await);
+            assert!(!conn.gone_away() && !conn.closed());
         }
-        if closed_within(&mut read, Duration::from_millis(100)).await {
+        if at_goaway.is_none() && conn.gone_away() {
+            at_goaway = Some((opened, sent));
+        }
+        if conn.closed() {
             break;
         }
     }
+    let (opened_then, sent_then) = at_goaway.expect("a GOAWAY");
     assert!(
-        (128..=250).contains(&opened),
-        "the connection ended after {opened} streams opened and reset"
+        (128..=250).contains(&opened_then),
+        "the GOAWAY came after {opened_then} streams opened and reset"
+    );
+    assert!(conn.closed(), "still open after {opened} streams");
+    assert!(
+        sent - sent_then <= 128 + 2 * (50 + padding),
+        "closed after {} requests more",
+        sent - sent_then
     );
 }
 
@@ -306,22 +298,4 @@ async fn a_flood_paid_for_with_refused_requests_naming_big_stored_fields_is_clos
         seen.lock().unwrap().is_empty(),
         "a refused request reached the member"
     );
-}
-
-/// A member that sends its answer's head and one byte of its body, then nothing for 20 s.
-async fn trickle_member() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nx";
-                let _ = sock.write_all(head).await;
-                tokio::time::sleep(Duration::from_secs(20)).await;
-            });
-        }
-    });
-    url
 }

@@ -363,6 +363,15 @@ impl Source {
             for (reason, n) in s.refused_requests() {
                 ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
             }
+            let mut e = encoder.encode_descriptor(
+                "lb_client_connections_closed",
+                "Client connections a limit closed (over HTTP/2, sent a GOAWAY first), by reason: flood (frames that carried nothing), resets (requests abandoned as a pace), window (an answer starved of flow-control window past the send timeout), send_timeout (writes the client did not read).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in s.closed_connections() {
+                ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
+            }
         }
         if let Some(r) = &self.reloads {
             reloads(encoder, r)?;

@@ -67,6 +67,11 @@ impl Overhead {
             .fetch_add(n as u64 / SENT_PER_CREDIT, Ordering::Relaxed);
     }
 
+    /// All the bytes read so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
     /// `n` more bytes were read: whether the connection is now past its limit.
     pub(crate) fn read(&self, n: usize) -> bool {
         let read = self.read.fetch_add(n as u64, Ordering::Relaxed) + n as u64;

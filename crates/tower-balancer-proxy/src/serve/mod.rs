@@ -15,6 +15,7 @@ mod client_body;
 mod config;
 mod flood;
 mod front;
+mod going_away;
 mod guard;
 mod head_timer;
 mod plain_on_tls;

@@ -8,7 +8,9 @@
 //! atomics are never contended).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use http::Request;
 use http_body::Body;
@@ -45,6 +47,38 @@ pub(crate) struct Progress {
     pub(super) answered: AtomicU64,
     /// Requests refused before the stack.
     pub(super) refused: AtomicU64,
+    /// The client's address, for the lines logged when a limit closes the connection.
+    pub(super) peer: Option<SocketAddr>,
+    /// Set when an HTTP/2 limit tripped and the connection was asked to go away: what had
+    /// been read and abandoned then (see [`Progress::limit_read`]).
+    pub(super) closing: OnceLock<Tripped>,
+}
+
+/// Where an HTTP/2 connection stood when a limit tripped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tripped {
+    read: u64,
+    heads: u64,
+}
+
+/// What a client may still send after an HTTP/2 limit tripped, while its connection goes
+/// away (a `GOAWAY`, then its answers under way finish): bytes read, and requests started
+/// (those sent before the `GOAWAY` reached it; cancelling the requests it has under way is
+/// its right). A client that goes on past either is cut at once.
+const GRACE_BYTES: u64 = 1 << 20;
+const GRACE_REQUESTS: u64 = ABANDONED;
+
+/// Why a limit closed a client connection, as the log and the metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// Frames that carried nothing (`flood.rs`).
+    Flood,
+    /// Requests abandoned as a pace.
+    Resets,
+    /// An answer that waited on the client's flow-control window past the send timeout.
+    Window,
+    /// Writes the client did not read within the send timeout.
+    SendTimeout,
 }
 
 /// Requests a connection's client may abandon before their answers, if they are half of
@@ -53,12 +87,28 @@ pub(crate) struct Progress {
 const ABANDONED: u64 = 128;
 
 impl Progress {
-    /// A connection of a server counting into `stats`.
-    pub(crate) fn counting(stats: super::stats::ServerStats) -> Self {
+    /// A connection from `peer` of a server counting into `stats`.
+    pub(crate) fn counting(stats: super::stats::ServerStats, peer: SocketAddr) -> Self {
         Self {
             stats,
+            peer: Some(peer),
             ..Self::default()
         }
+    }
+
+    /// A limit closes the connection, or asks it to go away: logged with the client's
+    /// address, and counted.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn note_closed(&self, why: Closed, detail: &str) {
+        self.stats.note_closed(why);
+        let client = self.peer.map(tracing::field::display);
+        tracing::info!(client, "{detail}");
+    }
+
+    /// Whether an HTTP/2 limit asked the connection to go away.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.get().is_some()
     }
 
     /// The server's counters.
@@ -88,31 +138,60 @@ impl Progress {
     /// requests as a pace ([`abandoned_too_many`](Self::abandoned_too_many)). A connection
     /// that carries a tunnel (WebSocket over HTTP/2, whose bytes are no request's) is not
     /// held to it.
+    ///
+    /// Over HTTP/2 the first trip is no error: it asks the connection to go away
+    /// ([`closing`](Self::closing); the server then sends a `GOAWAY` and lets the answers
+    /// under way finish, so a client that tripped a limit by mistake, a heavy canceller,
+    /// loses no request it can not retry), and an error comes only if the client goes on
+    /// past [`GRACE_BYTES`] or [`GRACE_REQUESTS`]. Before a first request there is nothing
+    /// to lose, and the connection is closed at once.
     #[cold]
     #[inline(never)]
     pub(super) fn limit_read(&self, n: usize) -> io::Result<()> {
         if self.upgraded.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if self.overhead.read(n) {
-            tracing::info!(
-                "a client sent far more than its requests carried (frames that ask for nothing): connection closed"
-            );
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
+        let flood = self.overhead.read(n);
+        let h2 = self.h2.load(Ordering::Relaxed);
+        let resets = h2 && self.abandoned_too_many();
+        if !(flood || resets) {
+            return Ok(());
+        }
+        let now = Tripped {
+            read: self.overhead.bytes_read(),
+            heads: self.heads.load(Ordering::Relaxed),
+        };
+        let (why, detail, error) = if flood {
+            (
+                Closed::Flood,
+                "a client sent far more than its requests carried (frames that ask for nothing): connection closed",
                 "the client's frames carried too little: a flood",
-            ));
-        }
-        if self.h2.load(Ordering::Relaxed) && self.abandoned_too_many() {
-            tracing::info!(
-                "a client reset half its HTTP/2 streams or more before their answers: connection closed"
-            );
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
+            )
+        } else {
+            (
+                Closed::Resets,
+                "a client reset half its HTTP/2 streams or more before their answers: connection closed",
                 "the client abandons its requests as a pace: a reset flood",
-            ));
+            )
+        };
+        if h2 {
+            let mut first = false;
+            let tripped = *self.closing.get_or_init(|| {
+                first = true;
+                now
+            });
+            if first {
+                self.note_closed(why, detail);
+                return Ok(());
+            }
+            if now.read - tripped.read <= GRACE_BYTES && now.heads - tripped.heads <= GRACE_REQUESTS
+            {
+                return Ok(());
+            }
+        } else {
+            self.note_closed(why, detail);
         }
-        Ok(())
+        Err(io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
     /// An answer is finished (sent, or dropped, or its request dropped before it had one).
@@ -139,17 +218,21 @@ impl Progress {
     /// reaches a member, and costs it the connection the request was on): at least
     /// [`ABANDONED`] of them, and at least half of all.
     pub(crate) fn abandoned_too_many(&self) -> bool {
-        // answered before finished: a request under way is neither yet
-        let answered = self.answered.load(Ordering::Relaxed);
-        let abandoned = self
-            .finished
-            .load(Ordering::Relaxed)
-            .saturating_sub(answered);
+        let abandoned = self.abandoned();
         let served = self
             .heads
             .load(Ordering::Relaxed)
             .saturating_sub(self.refused.load(Ordering::Relaxed));
         abandoned >= ABANDONED && abandoned * 2 >= served
+    }
+
+    /// Requests the client abandoned before their answers were over.
+    fn abandoned(&self) -> u64 {
+        // answered before finished: a request under way is neither yet
+        let answered = self.answered.load(Ordering::Relaxed);
+        self.finished
+            .load(Ordering::Relaxed)
+            .saturating_sub(answered)
     }
 
     /// A request's headers are complete.

@@ -13,7 +13,7 @@ use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::conn::auto::{Builder, UpgradeableConnection};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -27,6 +27,7 @@ use super::answer::{InFlight, Tracked};
 use super::client_body::ClientBody;
 use super::config::ServeConfig;
 use super::front::{self, HeadLimits, Rewind};
+use super::going_away;
 use super::guard::{check_framing, FramingError};
 use super::read_ahead::read_ahead;
 use super::reload::LiveSettings;
@@ -211,7 +212,7 @@ async fn connection<S: Servable>(
     held: impl Send,
 ) {
     let _held = held;
-    let progress = Arc::new(Progress::counting(config.stats.clone()));
+    let progress = Arc::new(Progress::counting(config.stats.clone(), peer));
     let limits = IdleLimits {
         first: config.header_read_timeout,
         keep_alive: config.keep_alive_timeout,
@@ -428,7 +429,7 @@ async fn drive<IO, S, B>(
     io: Watched<IO>,
     builder: &Builder<TokioExecutor>,
     mut svc: S,
-    (watcher, stop): (Watcher, tokio::sync::watch::Receiver<()>),
+    (watcher, mut stop): (Watcher, tokio::sync::watch::Receiver<()>),
     own: Option<HeadLimits>,
 ) -> Option<Refused>
 where
@@ -475,7 +476,11 @@ where
     });
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io.clone())), svc);
-    let ended = watcher.watch(conn.into_owned()).await;
+    // held to the end: the server's stop waits for every watcher to go
+    let _watcher = watcher;
+    // `None`: an HTTP/2 limit asked the connection to go away, and its grace ran out
+    let shut = UpgradeableConnection::graceful_shutdown;
+    let ended = going_away::serve(pin!(conn), shut, &mut stop, io.progress()).await?;
     // hyper's header timer fired, or the socket cut a first head that took too long
     if ended.as_ref().is_err_and(|e| is_header_timeout(&**e)) || io.progress().cut_mid_head() {
         io.answer_timeout(ANSWER_LIMIT).await;

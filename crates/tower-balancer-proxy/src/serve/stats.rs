@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::progress::Closed;
+
 /// The server's counters; clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct ServerStats(Arc<Counters>);
@@ -21,6 +23,7 @@ struct Counters {
     refused_malformed: AtomicU64,
     refused_too_large: AtomicU64,
     refused_timeout: AtomicU64,
+    closed: [AtomicU64; 4],
 }
 
 /// Why the server refused a request before the stack saw it.
@@ -102,6 +105,24 @@ impl ServerStats {
             Refused::Timeout => &self.0.refused_timeout,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client connections a limit closed (or, over HTTP/2, asked to go away), by reason:
+    /// frames that carried nothing (`flood`), requests abandoned as a pace (`resets`), an
+    /// answer starved of flow-control window (`window`), writes not read (`send_timeout`).
+    #[must_use]
+    pub fn closed_connections(&self) -> [(&'static str, u64); 4] {
+        let n = |why: Closed| self.0.closed[why as usize].load(Ordering::Relaxed);
+        [
+            ("flood", n(Closed::Flood)),
+            ("resets", n(Closed::Resets)),
+            ("window", n(Closed::Window)),
+            ("send_timeout", n(Closed::SendTimeout)),
+        ]
+    }
+
+    pub(crate) fn note_closed(&self, why: Closed) {
+        self.0.closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_plain_http_on_tls(&self) {

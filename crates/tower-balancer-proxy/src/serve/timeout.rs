@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tower_balancer::deadline::deadline;
 
+use super::progress::Closed;
 pub(crate) use super::progress::Progress;
 
 /// How long a connection may send nothing.
@@ -290,7 +291,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     return Poll::Ready(Ok(()));
                 }
                 if self.window_expired(&mut inner, cx) {
-                    return Poll::Ready(Err(window_cut(inner.stalled.is_some(), self.limits.send)));
+                    return Poll::Ready(Err(window_cut(
+                        &self.progress,
+                        inner.stalled.is_some(),
+                        self.limits.send,
+                    )));
                 }
                 Poll::Pending
             }
@@ -302,23 +307,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
 /// client: on its flow-control window, or behind writes the client does not read (`stalled`).
 #[cold]
 #[inline(never)]
-fn window_cut(stalled: bool, limit: Duration) -> io::Error {
+fn window_cut(progress: &Progress, stalled: bool, limit: Duration) -> io::Error {
     if stalled {
         // the socket takes nothing either: the client is not reading at all, and its
         // answers wait behind that, not on a window
-        tracing::info!(
-            after = ?limit,
-            "a write to the client made no progress within the send timeout: connection closed"
-        );
+        not_read(progress, limit)
     } else {
-        tracing::info!(
-            after = ?limit,
-            "an HTTP/2 answer waited on the client's flow-control window past the send timeout: connection closed"
+        progress.note_closed(
+            Closed::Window,
+            &format!("an HTTP/2 answer waited on the client's flow-control window past the send timeout ({limit:?}): connection closed"),
         );
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client gave an answer no window within the send timeout",
+        )
     }
+}
+
+/// The error that closes a connection whose client read nothing of what was written to it
+/// within the send limit (`limit`).
+#[cold]
+#[inline(never)]
+fn not_read(progress: &Progress, limit: Duration) -> io::Error {
+    progress.note_closed(
+        Closed::SendTimeout,
+        &format!("a write to the client made no progress within the send timeout ({limit:?}): connection closed"),
+    );
     io::Error::new(
         io::ErrorKind::TimedOut,
-        "the client gave an answer no window within the send timeout",
+        "the client read nothing of its response within the send timeout",
     )
 }
 
@@ -351,14 +368,7 @@ impl<IO> Watched<IO> {
                     (now, Box::pin(tokio::time::sleep_until(deadline)))
                 });
                 if timer.as_mut().poll(cx).is_ready() {
-                    tracing::info!(
-                        after = ?limit,
-                        "a write to the client made no progress within the send timeout: connection closed"
-                    );
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client read nothing of its response within the send timeout",
-                    )));
+                    return Poll::Ready(Err(not_read(&self.progress, limit)));
                 }
                 Poll::Pending
             }

@@ -66,7 +66,7 @@ pub(crate) async fn lb(urls: &[String], server: &str, balancer: &str, tail: &str
 
 /// Listens on a loopback port and runs `each` on every accepted connection, in its own
 /// task; returns the member's URL.
-async fn member<F, Fut>(each: F) -> String
+pub(crate) async fn member<F, Fut>(each: F) -> String
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
