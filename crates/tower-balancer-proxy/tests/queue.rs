@@ -319,7 +319,10 @@ async fn a_client_that_never_reads_is_cut_off_and_frees_the_member() {
         &[],
         "send_timeout = \"1s\"",
         "",
-        &member_table(&url, "node1", 1),
+        &format!(
+            "{}[manager]\nlisten = \"127.0.0.1:0\"\n",
+            member_table(&url, "node1", 1)
+        ),
     )
     .await;
     let mut stalled = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
@@ -350,4 +353,10 @@ async fn a_client_that_never_reads_is_cut_off_and_frees_the_member() {
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     drop(stalled);
+    // counted once, for what it was
+    let m = lb.manager.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    let metrics = raw(m, req.as_bytes(), 5 * SECOND).await;
+    let line = "lb_client_connections_closed_total{reason=\"send_timeout\"} 1";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
 }

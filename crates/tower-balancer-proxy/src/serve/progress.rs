@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 use http::Request;
 use http_body::Body;
 
+use super::stats::Refused;
+
 /// What the server knows about a connection's progress.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
@@ -104,6 +106,22 @@ impl Progress {
         self.stats.note_closed(why);
         let client = self.peer.map(tracing::field::display);
         tracing::info!(client, "{detail}");
+    }
+
+    /// A request was refused before the stack saw it (the stack's access log never sees
+    /// these; nginx logs them as 400): counted, and logged at DEBUG with the client's
+    /// address (a flood of bad heads must not write a line each; the counter has them).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn note_refused(&self, why: Refused) {
+        self.stats.note_refused(why);
+        let reason = match why {
+            Refused::Malformed => "a request head that is not valid HTTP/1.1",
+            Refused::TooLarge => "a request head or target over the size limits",
+            Refused::Timeout => "a request head not complete in time",
+        };
+        let client = self.peer.map(tracing::field::display);
+        tracing::debug!(client, reason, "request refused before the stack");
     }
 
     /// Whether an HTTP/2 limit asked the connection to go away.

@@ -228,11 +228,13 @@ async fn connection<S: Servable>(
     };
     let Some(tls) = config.tls.clone() else {
         let svc = connection_service(stack, peer, None, progress.clone());
-        let io = Watched::new(sock, progress, limits);
+        let io = Watched::new(sock, progress.clone(), limits);
         let refused = timer
             .scope(drive(io, &builder, svc, watchers, Some(heads)))
             .await;
-        note_refused(&config, peer, refused);
+        if let Some(why) = refused {
+            progress.note_refused(why);
+        }
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -257,23 +259,11 @@ async fn connection<S: Servable>(
     // HTTP/2 (by ALPN) is hyper's from the first byte
     let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
     let svc = connection_service(stack, peer, Some(sni), progress.clone());
-    let io = Watched::new(stream, progress, limits);
+    let io = Watched::new(stream, progress.clone(), limits);
     let refused = timer.scope(drive(io, &builder, svc, watchers, own)).await;
-    note_refused(&config, peer, refused);
-}
-
-/// Counts and logs a request hyper refused before the stack saw it (the stack's access log
-/// never sees these; nginx logs them as 400).
-fn note_refused(config: &ServeConfig, peer: SocketAddr, refused: Option<Refused>) {
-    let Some(why) = refused else { return };
-    config.stats.note_refused(why);
-    let reason = match why {
-        Refused::Malformed => "a request head that is not valid HTTP/1.1",
-        Refused::TooLarge => "a request head or target over the size limits",
-        Refused::Timeout => "a request head not complete in time",
-    };
-    // DEBUG: a flood of bad heads must not write a line each (the counter has them)
-    tracing::debug!(client = %peer, reason, "request refused before the stack");
+    if let Some(why) = refused {
+        progress.note_refused(why);
+    }
 }
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
