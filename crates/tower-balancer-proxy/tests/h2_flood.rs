@@ -47,10 +47,10 @@ async fn trickle_member() -> String {
 }
 
 /// Opens a prior-knowledge HTTP/2 connection (preface, empty SETTINGS) and, with
-/// `request`, a `GET /` on stream 1 left open; then sends one-byte WINDOW_UPDATEs on the
-/// connection, 1,000 to a write, until a write fails or 24 MiB went: the bytes sent, and
-/// how long it took.
-async fn flood(lb: SocketAddr, request: bool) -> (usize, Duration) {
+/// `request`, a `GET /` on stream 1 left open; then sends `frame` (a one-byte
+/// WINDOW_UPDATE on the connection, a PING), 1,000 to a write, until a write fails or
+/// 24 MiB went: the bytes sent, and how long it took.
+async fn flood(lb: SocketAddr, request: bool, frame: &[u8]) -> (usize, Duration) {
     let mut s = TcpStream::connect(lb).await.unwrap();
     let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     start.extend(frame_head(0, 0x4, 0, 0));
@@ -61,9 +61,7 @@ async fn flood(lb: SocketAddr, request: bool) -> (usize, Duration) {
         start.extend(block);
     }
     s.write_all(&start).await.unwrap();
-    let mut update = frame_head(4, 0x8, 0, 0);
-    update.extend_from_slice(&1u32.to_be_bytes());
-    let batch = update.repeat(1000);
+    let batch = frame.repeat(1000);
     let began = Instant::now();
     let mut sent = 0;
     // the server's frames are read meanwhile, so its writes never hold it up
@@ -87,15 +85,23 @@ async fn flood(lb: SocketAddr, request: bool) -> (usize, Duration) {
 }
 
 #[tokio::test]
-async fn a_window_update_flood_is_closed_with_a_stream_open_or_none() {
+async fn a_window_update_or_ping_flood_is_closed_with_a_stream_open_or_none() {
     let lb = harness::lb(&[hanging_member().await], "", "", "").await;
-    for request in [true, false] {
-        let (sent, took) = flood(lb.addr, request).await;
-        // 8 MiB and what the kernel's buffers hold on the way
-        assert!(
-            sent < 16 << 20,
-            "request {request}: {sent} bytes went in {took:?}"
-        );
+    let mut update = frame_head(4, 0x8, 0, 0);
+    update.extend_from_slice(&1u32.to_be_bytes());
+    // the server answers each PING with one as long: its answers are no payload to pay for
+    // more of them (they were, and a PING flood ran ~twice as far)
+    let mut ping = frame_head(8, 0x6, 0, 0);
+    ping.extend_from_slice(&[7; 8]);
+    for (kind, frame) in [("WINDOW_UPDATE", update), ("PING", ping)] {
+        for request in [true, false] {
+            let (sent, took) = flood(lb.addr, request, &frame).await;
+            // 8 MiB, 2 MiB more after the GOAWAY, and what the kernel's buffers hold
+            assert!(
+                sent < 16 << 20,
+                "{kind}, request {request}: {sent} bytes went in {took:?}"
+            );
+        }
     }
     // the next client is served
     let (member, _) = harness::echo_member().await;

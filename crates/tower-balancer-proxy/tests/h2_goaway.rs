@@ -12,9 +12,12 @@ mod harness;
 #[path = "h2/raw.rs"]
 mod raw;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use raw::{cancel, get, Conn};
+use bytes::Bytes;
+use raw::{cancel, frame_head, get, Conn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -97,4 +100,149 @@ async fn a_client_past_the_reset_limit_gets_a_goaway_and_its_answers_under_way()
     let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
     let line = "lb_client_connections_closed_total{reason=\"resets\"} 1";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_its_goaway_and_goes_on_asking_is_cut() {
+    let lb = harness::lb(&[member().await], "", "", "").await;
+    // it never answers the PING, so the GOAWAY it gets names no last stream
+    let conn = Conn::open(lb.addr, false).await;
+    conn.send(&get(1, "/held")).await.unwrap();
+    // one-byte WINDOW_UPDATEs, 13 KB at a time, until the flood limit sends a GOAWAY
+    let mut update = frame_head(4, 0x8, 0, 0);
+    update.extend_from_slice(&1u32.to_be_bytes());
+    let batch = update.repeat(1000);
+    let mut flooded = 0;
+    while !conn.gone_away() && flooded < 24 << 20 {
+        conn.send(&batch).await.unwrap();
+        flooded += batch.len();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(conn.gone_away(), "no GOAWAY after {flooded} bytes");
+    // then it stops flooding and asks on, 50 requests every 50 ms: what they carry soon
+    // pays for the flood, but a client asked to go away may start only so many more
+    let asked_from = Instant::now();
+    let mut next = 3u32;
+    let mut asked = 0;
+    while !conn.closed() && asked < 2000 {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.extend(get(next, "/slow"));
+            next += 2;
+        }
+        if conn.send(&batch).await.is_err() {
+            break;
+        }
+        asked += 50;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = asked_from.elapsed();
+    assert!(
+        asked <= 128 + 100 && took < Duration::from_secs(2),
+        "cut after {asked} requests more, {took:?} after the GOAWAY"
+    );
+}
+
+/// A member (hyper's server) that answers `POST /up` with the length of the body it read,
+/// and holds anything else for 20 s.
+async fn upload_member() -> String {
+    use http_body_util::{BodyExt, Full};
+    harness::member(|sock: TcpStream| async move {
+        let svc =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                if req.uri().path() != "/up" {
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                }
+                let n = req.into_body().collect().await?.to_bytes().len();
+                Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::from(n.to_string()))))
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+            .await;
+    })
+    .await
+}
+
+/// A request body fed chunk by chunk.
+struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+type Boxed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+#[tokio::test]
+async fn an_upload_under_way_when_the_reset_limit_trips_is_finished() {
+    use http_body_util::BodyExt;
+    let lb = harness::lb(
+        &[upload_member().await],
+        "",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let sock = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, Boxed>(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let post = http::Request::post("http://lb.test/up")
+        .body(Fed(rx).boxed())
+        .unwrap();
+    let up = tokio::spawn(send.send_request(post));
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    for _ in 0..16 {
+        tx.send(chunk.clone()).await.unwrap();
+    }
+    // 150 requests cancelled (their futures dropped: RST_STREAM): the limit trips
+    for _ in 0..3 {
+        let round: Vec<_> = (0..50)
+            .map(|_| {
+                let hang = http::Request::get("http://lb.test/hang")
+                    .body(http_body_util::Empty::new().boxed())
+                    .unwrap();
+                tokio::spawn(send.send_request(hang))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for r in round {
+            r.abort();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the rest of the upload, 4 MiB, goes after the GOAWAY, and is answered
+    for _ in 0..64 {
+        tx.send(chunk.clone()).await.unwrap();
+    }
+    drop(tx);
+    let res = tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], (80 * 64 * 1024).to_string().as_bytes());
+    let m = lb.manager.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    let line = "lb_client_connections_closed_total{reason=\"resets\"} 1";
+    assert!(
+        metrics.contains(line),
+        "the limit tripped: {line} in\n{metrics}"
+    );
 }

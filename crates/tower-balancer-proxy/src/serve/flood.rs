@@ -7,7 +7,7 @@
 //! one-byte `WINDOW_UPDATE`s in 40 s, a whole core of the balancer's time, and 23.6 GB of
 //! unknown frames in 20 s. As nginx does (CVE-2019-9511 to 9518), the connection counts
 //! what it read against what it carried: request heads the server took (as their fields'
-//! size, up to 2 KiB a head), request bodies, and a share of the answers sent (whose
+//! size, up to 2 KiB a head), request bodies, and a share of the answers' data sent (whose
 //! window updates and acknowledgements are the client's due). Past eight times that and
 //! 8 MiB more, the connection is closed. A connection's first bytes count too, before it
 //! has a request: a client that floods before asking for anything is closed at the same
@@ -61,15 +61,17 @@ impl Overhead {
         self.payload.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// `n` bytes of answers went to the client.
+    /// `n` bytes of an answer's data were handed to HTTP/2 for the client.
     pub(crate) fn sent(&self, n: usize) {
         self.payload
             .fetch_add(n as u64 / SENT_PER_CREDIT, Ordering::Relaxed);
     }
 
-    /// All the bytes read so far.
-    pub(crate) fn bytes_read(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
+    /// The bytes read so far that no request paid for (read less payload).
+    pub(crate) fn unpaid(&self) -> u64 {
+        self.read
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.payload.load(Ordering::Relaxed))
     }
 
     /// `n` more bytes were read: whether the connection is now past its limit.

@@ -59,15 +59,17 @@ pub(crate) struct Progress {
 /// Where an HTTP/2 connection stood when a limit tripped.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tripped {
-    read: u64,
+    /// Bytes read that no request paid for (`Overhead::unpaid`).
+    unpaid: u64,
     heads: u64,
 }
 
 /// What a client may still send after an HTTP/2 limit tripped, while its connection goes
-/// away (a `GOAWAY`, then its answers under way finish): bytes read, and requests started
-/// (those sent before the `GOAWAY` reached it; cancelling the requests it has under way is
-/// its right). A client that goes on past either is cut at once.
-const GRACE_BYTES: u64 = 1 << 20;
+/// away (a `GOAWAY`, then its answers under way finish): bytes no request paid for (an
+/// upload under way pays for its own), and requests started (those sent before the
+/// `GOAWAY` reached it; cancelling the requests it has under way is its right). A client
+/// that goes on past either is cut at once, whatever the limit that tripped.
+const GRACE_BYTES: u64 = 2 << 20;
 const GRACE_REQUESTS: u64 = ABANDONED;
 
 /// Why a limit closed a client connection, as the log and the metrics name it.
@@ -161,7 +163,7 @@ impl Progress {
     /// ([`closing`](Self::closing); the server then sends a `GOAWAY` and lets the answers
     /// under way finish, so a client that tripped a limit by mistake, a heavy canceller,
     /// loses no request it can not retry), and an error comes only if the client goes on
-    /// past [`GRACE_BYTES`] or [`GRACE_REQUESTS`]. Before a first request there is nothing
+    /// past [`GRACE_BYTES`] unpaid or [`GRACE_REQUESTS`]. Before a first request there is nothing
     /// to lose, and the connection is closed at once.
     #[cold]
     #[inline(never)]
@@ -170,15 +172,30 @@ impl Progress {
             return Ok(());
         }
         let flood = self.overhead.read(n);
+        let now = Tripped {
+            unpaid: self.overhead.unpaid(),
+            heads: self.heads.load(Ordering::Relaxed),
+        };
+        if let Some(tripped) = self.closing.get() {
+            // going away: the client may finish what it has under way (an upload's bytes
+            // are paid for), not start more nor go on flooding
+            if now.unpaid.saturating_sub(tripped.unpaid) <= GRACE_BYTES
+                && now.heads - tripped.heads <= GRACE_REQUESTS
+            {
+                return Ok(());
+            }
+            let client = self.peer.map(tracing::field::display);
+            tracing::info!(client, "a client went on after its GOAWAY: connection cut");
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client went on after it was asked to go away",
+            ));
+        }
         let h2 = self.h2.load(Ordering::Relaxed);
         let resets = h2 && self.abandoned_too_many();
         if !(flood || resets) {
             return Ok(());
         }
-        let now = Tripped {
-            read: self.overhead.bytes_read(),
-            heads: self.heads.load(Ordering::Relaxed),
-        };
         let (why, detail, error) = if flood {
             (
                 Closed::Flood,
@@ -192,22 +209,11 @@ impl Progress {
                 "the client abandons its requests as a pace: a reset flood",
             )
         };
+        self.note_closed(why, detail);
         if h2 {
-            let mut first = false;
-            let tripped = *self.closing.get_or_init(|| {
-                first = true;
-                now
-            });
-            if first {
-                self.note_closed(why, detail);
-                return Ok(());
-            }
-            if now.read - tripped.read <= GRACE_BYTES && now.heads - tripped.heads <= GRACE_REQUESTS
-            {
-                return Ok(());
-            }
-        } else {
-            self.note_closed(why, detail);
+            // one task reads: the first trip sets it
+            let _ = self.closing.set(now);
+            return Ok(());
         }
         Err(io::Error::new(io::ErrorKind::InvalidData, error))
     }

@@ -351,9 +351,6 @@ impl<IO> Watched<IO> {
             Poll::Ready(Ok(n)) if n > 0 => {
                 inner.last_activity = Instant::now();
                 inner.stalled = None;
-                if self.progress.h2.load(Ordering::Relaxed) {
-                    self.progress.overhead.sent(n);
-                }
                 res
             }
             Poll::Pending if !self.progress.upgraded.load(Ordering::Relaxed) => {

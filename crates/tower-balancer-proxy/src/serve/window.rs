@@ -178,10 +178,14 @@ impl<B: Body<Data = Bytes>> Body for Windowed<B> {
         let frame = ready!(this.body.poll_frame(cx));
         Poll::Ready(frame.map(|f| {
             f.map(|f| {
-                if f.is_data() {
+                if let Some(d) = f.data_ref() {
                     // hyper asks for the next piece, or drops the body after the last, once
                     // the client's window has room for this one
                     watch.start();
+                    // an answer's data is what earns the client's window updates their
+                    // keep (`flood.rs`); the server's own frames (PING acknowledgements,
+                    // SETTINGS) earn nothing, or a PING flood would pay for itself
+                    watch.progress.overhead().sent(d.len());
                 }
                 f.map_data(|d| SentBuf {
                     inner: d,
