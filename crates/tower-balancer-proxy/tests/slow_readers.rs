@@ -1,7 +1,7 @@
 //! A client that reads a big answer steadily but slowly is not taken for one that stopped
 //! reading. The kernel wakes a blocked writer only once a third of the socket's send buffer
 //! is free, and it grows that buffer to MiBs while the client reads fast at first: a client
-//! that then read 200 KB/s saw no write make progress for longer than a 2 s send timeout and
+//! that then read 300 KB/s saw no write make progress for longer than a 2 s send timeout and
 //! was cut while reading. The balancer now caps what a client socket holds unsent
 //! (`TCP_NOTSENT_LOWAT`), so writes make progress as the client reads.
 #![allow(clippy::unwrap_used)]
@@ -49,9 +49,9 @@ async fn a_client_reading_a_big_answer_slowly_but_steadily_is_not_cut() {
         .write_all(b"GET /big HTTP/1.1\r\nHost: lb.test\r\n\r\n")
         .await
         .unwrap();
-    // 10 KB every 50 ms: 200 KB/s, for 7 s (three and a half send timeouts)
+    // 15 KB every 50 ms: 300 KB/s, for 7 s (three and a half send timeouts)
     let start = Instant::now();
-    let mut buf = vec![0u8; 10_000];
+    let mut buf = vec![0u8; 15_000];
     let mut got = 0;
     while start.elapsed() < Duration::from_secs(7) {
         let n = client.read(&mut buf).await.unwrap();

@@ -29,6 +29,7 @@ mod stack;
 mod stats;
 pub(crate) mod status;
 mod timeout;
+mod unsent;
 mod window;
 
 pub use client_body::ClientBody;

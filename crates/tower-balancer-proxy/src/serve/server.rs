@@ -178,7 +178,7 @@ impl Server {
                 continue;
             };
             let _ = sock.set_nodelay(true);
-            limit_unsent(&sock);
+            super::unsent::limit_unsent(&sock);
             let open = config.stats.connection();
             tokio::spawn(connection(
                 sock,
@@ -200,29 +200,6 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// What a client socket may hold that the kernel has not sent yet (`TCP_NOTSENT_LOWAT`).
-///
-/// Why: without it a write fills the whole send buffer, which the kernel grows to MiBs
-/// while a client reads fast, and wakes the writer again only once a third of that is free.
-/// A client that then read steadily but slowly (50 KB/s, even 500 KB/s) saw no write make
-/// progress for seconds, and the send timeout cut it while it was reading (found by a
-/// hostile test; `tests/slow_readers.rs`). With a cap on what waits unsent, a write makes
-/// progress each time the client takes ~128 KiB (so the default 60 s send timeout cuts
-/// only clients slower than ~2 KB/s), a slow client pins this much unsent kernel memory
-/// instead of MiBs, and HTTP/2's answers interleave sooner behind a big one. A 128 KiB cap
-/// cost 32 MiB downloads on loopback ~20% more CPU; 256 KiB stayed within the noise.
-const UNSENT_LIMIT: u32 = 256 * 1024;
-
-/// Sets [`UNSENT_LIMIT`] on a client socket, where the system has the option.
-fn limit_unsent(sock: &TcpStream) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Err(e) = socket2::SockRef::from(sock).set_tcp_notsent_lowat(UNSENT_LIMIT) {
-        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = sock;
 }
 
 /// One client connection, from the TLS handshake (when the front has TLS) to its last
