@@ -51,8 +51,8 @@ pub(crate) struct Progress {
     pub(super) refused: AtomicU64,
     /// The client's address, for the lines logged when a limit closes the connection.
     pub(super) peer: Option<SocketAddr>,
-    /// Set when an HTTP/2 limit tripped and the connection was asked to go away: what had
-    /// been read and abandoned then (see [`Progress::limit_read`]).
+    /// Set when an HTTP/2 limit tripped and the connection was asked to go away: where it
+    /// stood then (see [`Progress::limit_read`]).
     pub(super) closing: OnceLock<Tripped>,
 }
 
@@ -196,25 +196,32 @@ impl Progress {
         if !(flood || resets) {
             return Ok(());
         }
-        let (why, detail, error) = if flood {
+        let (why, what, error) = if flood {
             (
                 Closed::Flood,
-                "a client sent far more than its requests carried (frames that ask for nothing): connection closed",
+                "a client sent far more than its requests carried (frames that ask for nothing)",
                 "the client's frames carried too little: a flood",
             )
         } else {
             (
                 Closed::Resets,
-                "a client reset half its HTTP/2 streams or more before their answers: connection closed",
+                "a client reset half its HTTP/2 streams or more before their answers",
                 "the client abandons its requests as a pace: a reset flood",
             )
         };
-        self.note_closed(why, detail);
         if h2 {
+            self.note_closed(
+                why,
+                &format!(
+                    "{what}: GOAWAY sent; the connection closes once its answers under way are done, within {:?}",
+                    super::going_away::GRACE
+                ),
+            );
             // one task reads: the first trip sets it
             let _ = self.closing.set(now);
             return Ok(());
         }
+        self.note_closed(why, &format!("{what}: connection closed"));
         Err(io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
