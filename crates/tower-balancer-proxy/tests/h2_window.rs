@@ -10,6 +10,9 @@
 #[allow(dead_code)]
 #[path = "safe/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "h2/raw.rs"]
+mod raw;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -160,17 +163,18 @@ async fn a_client_whose_window_runs_out_is_closed_at_the_send_timeout() {
 #[tokio::test]
 async fn a_client_that_reads_slowly_but_steadily_gets_the_whole_answer() {
     let lb = balancer().await;
-    // a 1,000-byte window and a 12,000-byte answer: a dozen windows, each read a third of the
-    // send timeout after the last, 2 s in all
-    let (mut send, conn) = h2_client(lb.addr, 1_000).await;
-    let answer = send.send_request(get("/12000")).await.unwrap();
+    // a 64 KiB window and a 200,000-byte answer, its frames (16 KiB at most) each read a
+    // third of the send timeout after the last, ~2 s in all: the window moves on by more than
+    // a frame in each send timeout
+    let (mut send, conn) = h2_client(lb.addr, 65_536).await;
+    let answer = send.send_request(get("/200000")).await.unwrap();
     let mut body = answer.into_body();
     let mut got = 0;
     while let Some(frame) = body.frame().await {
         got += frame.unwrap().into_data().map_or(0, |d| d.len());
         tokio::time::sleep(SEND / 3).await;
     }
-    assert_eq!(got, 12_000);
+    assert_eq!(got, 200_000);
     assert!(
         !conn.is_finished(),
         "the connection was closed under a reading client"
@@ -260,4 +264,30 @@ async fn a_stream_the_client_reads_does_not_keep_one_it_starves_open() {
     assert!(got > 1_000 && got < 200_000, "the read answer: {got} bytes");
     assert!(tokio::time::timeout(SEND * 4, conn).await.is_ok());
     drop(starved);
+}
+
+#[tokio::test]
+async fn a_client_granting_a_byte_of_window_at_a_time_is_closed() {
+    let lb = balancer().await;
+    let conn = raw::Conn::open(lb.addr, true).await;
+    // streams open with a 1-byte window (SETTINGS_INITIAL_WINDOW_SIZE)
+    let mut settings = raw::frame_head(6, 0x4, 0, 0);
+    settings.extend_from_slice(&[0, 4, 0, 0, 0, 1]);
+    settings.extend(raw::get(1, "/100000"));
+    conn.send(&settings).await.unwrap();
+    // a byte more each 0.8 send timeouts: some progress in every timeout, ~1 B/s
+    let start = Instant::now();
+    let mut update = raw::frame_head(4, 0x8, 0, 1);
+    update.extend_from_slice(&1u32.to_be_bytes());
+    while !conn.closed() && start.elapsed() < SEND * 8 {
+        let _ = conn.send(&update).await;
+        tokio::time::sleep(SEND * 8 / 10).await;
+    }
+    let took = start.elapsed();
+    assert!(conn.closed(), "still open after {took:?}");
+    assert!(took < SEND * 4, "closed after {took:?}");
+    until(SEND * 4, "the member's exchange to end", || {
+        in_flight(&lb) == 0
+    })
+    .await;
 }

@@ -28,6 +28,13 @@ use super::timeout::Progress;
 /// The bytes of one answer taken for the wire.
 type Sent = Arc<AtomicU64>;
 
+/// What an answer waiting on the client's window must send within the send timeout to
+/// wait on (a whole piece of its data, handed to hyper, also ends the wait): a client
+/// granting a byte of window at a time, just inside the timeout, held a member exchange
+/// for as long as it liked (a hostile test held 50 for 50 s at 650 bytes every 4.5 s).
+/// 16 KiB is hyper's frame size; over a 60 s timeout it asks ~270 B/s of a client.
+const PROGRESS: u64 = 16 * 1024;
+
 #[derive(Debug)]
 struct Entry {
     key: u64,
@@ -85,8 +92,8 @@ impl Waiting {
         self.lock().iter().map(|e| e.since).min()
     }
 
-    /// Answers some of whose bytes were sent since the last look wait from `now`; then
-    /// [`oldest`](Self::oldest).
+    /// Answers [`PROGRESS`] of whose bytes were sent since they began to wait (or last made
+    /// that much progress) wait from `now`; then [`oldest`](Self::oldest).
     pub(crate) fn refresh(&self, now: Instant) -> Option<Instant> {
         if self.count.load(Ordering::Relaxed) == 0 {
             return None;
@@ -94,7 +101,7 @@ impl Waiting {
         let mut entries = self.lock();
         for e in entries.iter_mut() {
             let sent = e.sent.load(Ordering::Relaxed);
-            if sent != e.seen {
+            if sent - e.seen >= PROGRESS {
                 e.seen = sent;
                 e.since = now;
             }
@@ -278,7 +285,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_waits_until_asked_for_and_after_each_piece_of_data() {
         let progress = Arc::new(Progress::default());
-        let mut body = answer(&progress, true, &["ab", "c"]);
+        let big: &'static str = Box::leak("x".repeat(20_000).into_boxed_str());
+        let mut body = answer(&progress, true, &[big, "c"]);
         let handed = Instant::now();
         assert_eq!(
             progress.waiting().oldest(),
@@ -289,10 +297,15 @@ mod tests {
         let mut first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         // it gave data: waiting on the client again, from now
         assert_eq!(progress.waiting().oldest(), Some(handed + 5 * SECOND));
-        // a byte of it goes out: at the next look it waits from then
+        // a byte of it goes out: too little to wait on (a client granting a byte at a time)
         tokio::time::advance(SECOND).await;
         first.advance(1);
-        assert_eq!(progress.waiting().oldest(), Some(handed + 5 * SECOND));
+        let taken = handed + 5 * SECOND;
+        assert_eq!(progress.waiting().refresh(Instant::now()), Some(taken));
+        // 16 KiB more: at the next look it waits from then
+        tokio::time::advance(SECOND).await;
+        first.advance(PROGRESS as usize);
+        assert_eq!(progress.waiting().oldest(), Some(taken));
         let now = Instant::now();
         assert_eq!(progress.waiting().refresh(now), Some(now));
         // nothing more went out: the next look keeps the time
@@ -313,13 +326,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_answer_counts_its_own_bytes() {
         let progress = Arc::new(Progress::default());
-        let mut read = answer(&progress, true, &["ab", "c"]);
+        let big: &'static str = Box::leak("x".repeat(20_000).into_boxed_str());
+        let mut read = answer(&progress, true, &[big, "c"]);
         let mut stuck = answer(&progress, true, &["de", "f"]);
         let mut a = read.frame().await.unwrap().unwrap().into_data().unwrap();
         let _d = stuck.frame().await.unwrap().unwrap().into_data().unwrap();
         let start = Instant::now();
         tokio::time::advance(SECOND).await;
-        a.advance(2);
+        a.advance(PROGRESS as usize);
         // the read answer's bytes do not move the stuck one's time
         assert_eq!(progress.waiting().refresh(Instant::now()), Some(start));
         drop(stuck);
