@@ -95,9 +95,7 @@ async fn a_client_past_the_reset_limit_gets_a_goaway_and_its_answers_under_way()
         (Duration::from_secs(4)..Duration::from_secs(8)).contains(&after),
         "closed {after:?} after the GOAWAY"
     );
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    let metrics = harness::metrics(&lb).await;
     let line = "lb_client_connections_closed_total{reason=\"resets\"} 1";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
 }
@@ -237,9 +235,7 @@ async fn an_upload_under_way_when_the_reset_limit_trips_is_finished() {
     assert_eq!(res.status(), 200);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], (80 * 64 * 1024).to_string().as_bytes());
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    let metrics = harness::metrics(&lb).await;
     let line = "lb_client_connections_closed_total{reason=\"resets\"} 1";
     assert!(
         metrics.contains(line),

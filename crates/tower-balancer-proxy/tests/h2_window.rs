@@ -134,9 +134,7 @@ async fn never_read(window: u32, size: usize, streams: usize) {
     let body = answer.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 10);
     // counted once, for what it was
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    let metrics = harness::metrics(&lb).await;
     let line = "lb_client_connections_closed_total{reason=\"window\"} 1";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
 }

@@ -151,9 +151,7 @@ async fn a_client_past_its_connection_cap_is_closed_at_accept() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served, "a freed place was not given back");
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = raw(m, req.as_bytes(), 5 * SECOND).await;
+    let metrics = harness::metrics(&lb).await;
     assert!(
         metrics.contains("lb_client_limited_total{limit=\"connections\"} 1"),
         "{metrics}"
@@ -180,9 +178,7 @@ async fn without_a_trusted_proxy_forwarded_addresses_are_not_believed() {
         statuses.push(out[9..12].to_owned());
     }
     assert_eq!(statuses, ["200", "200", "429", "429"]);
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = raw(m, req.as_bytes(), 5 * SECOND).await;
+    let metrics = harness::metrics(&lb).await;
     assert!(
         metrics.contains("lb_client_limited_total{limit=\"rate\"} 2"),
         "{metrics}"

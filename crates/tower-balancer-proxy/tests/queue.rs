@@ -354,9 +354,7 @@ async fn a_client_that_never_reads_is_cut_off_and_frees_the_member() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     drop(stalled);
     // counted once, for what it was
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = raw(m, req.as_bytes(), 5 * SECOND).await;
+    let metrics = harness::metrics(&lb).await;
     let line = "lb_client_connections_closed_total{reason=\"send_timeout\"} 1";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
 }

@@ -241,9 +241,7 @@ async fn requests_refused_before_the_stack_are_counted_by_reason() {
         seen.lock().unwrap().is_empty(),
         "a refused request reached the member"
     );
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    let metrics = harness::metrics(&lb).await;
     for reason in ["malformed", "too_large", "timeout"] {
         let line = format!("lb_client_requests_refused_total{{reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");

@@ -62,9 +62,7 @@ async fn a_client_reading_a_big_answer_slowly_but_steadily_is_not_cut() {
     // the member's exchange is still open, and no connection was cut
     let in_flight = lb.registry.load().get("node1").unwrap().stats().in_flight();
     assert_eq!(in_flight, 1, "the exchange was cut ({got} bytes read)");
-    let m = lb.manager.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-    let metrics = harness::raw(m, req.as_bytes(), Duration::from_secs(5)).await;
+    let metrics = harness::metrics(&lb).await;
     let line = "lb_client_connections_closed_total{reason=\"send_timeout\"} 0";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
 }

@@ -319,65 +319,71 @@ impl Source {
             ConstCounter::new(d.get()).encode(e.encode_family(&[("log", "access")])?)?;
         }
         if let Some(s) = &self.server {
-            let plain: [(&str, &str); 0] = [];
-            let mut e = encoder.encode_descriptor(
-                "lb_client_connections",
-                "Client connections accepted.",
-                None,
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(s.accepted()).encode(e.encode_family(&plain)?)?;
-            let mut e = encoder.encode_descriptor(
-                "lb_client_connections_open",
-                "Client connections open now.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(signed(s.open())).encode(e.encode_family(&plain)?)?;
-            let mut e = encoder.encode_descriptor(
-                "lb_tls_handshakes",
-                "TLS handshakes with clients, by result (plain_http: a plain HTTP request sent to the TLS port, answered 400).",
-                None,
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(s.tls_handshakes()).encode(e.encode_family(&[("result", "ok")])?)?;
-            ConstCounter::new(s.tls_handshake_failures())
-                .encode(e.encode_family(&[("result", "failed")])?)?;
-            ConstCounter::new(s.plain_http_on_tls())
-                .encode(e.encode_family(&[("result", "plain_http")])?)?;
-            let mut e = encoder.encode_descriptor(
-                "lb_client_limited",
-                "What per-client limits refused: requests over the rate (429), connections over the cap (closed at accept).",
-                None,
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(s.rate_limited()).encode(e.encode_family(&[("limit", "rate")])?)?;
-            ConstCounter::new(s.refused_per_client())
-                .encode(e.encode_family(&[("limit", "connections")])?)?;
-            let mut e = encoder.encode_descriptor(
-                "lb_client_requests_refused",
-                "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400), too_large (431 or 414), timeout (a head not complete in time, 408).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in s.refused_requests() {
-                ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
-            }
-            let mut e = encoder.encode_descriptor(
-                "lb_client_connections_closed",
-                "Client connections a limit closed (over HTTP/2, sent a GOAWAY first), by reason: flood (frames that carried nothing), resets (requests abandoned as a pace), window (an answer starved of flow-control window past the send timeout), send_timeout (writes the client did not read).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in s.closed_connections() {
-                ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
-            }
+            clients(encoder, s)?;
         }
         if let Some(r) = &self.reloads {
             reloads(encoder, r)?;
         }
         Ok(())
     }
+}
+
+/// The server's counts of its clients: connections, TLS handshakes, what limits refused.
+fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result {
+    let plain: [(&str, &str); 0] = [];
+    let mut e = encoder.encode_descriptor(
+        "lb_client_connections",
+        "Client connections accepted.",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(s.accepted()).encode(e.encode_family(&plain)?)?;
+    let mut e = encoder.encode_descriptor(
+        "lb_client_connections_open",
+        "Client connections open now.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(signed(s.open())).encode(e.encode_family(&plain)?)?;
+    let mut e = encoder.encode_descriptor(
+            "lb_tls_handshakes",
+            "TLS handshakes with clients, by result (plain_http: a plain HTTP request sent to the TLS port, answered 400).",
+            None,
+            MetricType::Counter,
+        )?;
+    ConstCounter::new(s.tls_handshakes()).encode(e.encode_family(&[("result", "ok")])?)?;
+    ConstCounter::new(s.tls_handshake_failures())
+        .encode(e.encode_family(&[("result", "failed")])?)?;
+    ConstCounter::new(s.plain_http_on_tls())
+        .encode(e.encode_family(&[("result", "plain_http")])?)?;
+    let mut e = encoder.encode_descriptor(
+            "lb_client_limited",
+            "What per-client limits refused: requests over the rate (429), connections over the cap (closed at accept).",
+            None,
+            MetricType::Counter,
+        )?;
+    ConstCounter::new(s.rate_limited()).encode(e.encode_family(&[("limit", "rate")])?)?;
+    ConstCounter::new(s.refused_per_client())
+        .encode(e.encode_family(&[("limit", "connections")])?)?;
+    let mut e = encoder.encode_descriptor(
+            "lb_client_requests_refused",
+            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400), too_large (431 or 414), timeout (a head not complete in time, 408).",
+            None,
+            MetricType::Counter,
+        )?;
+    for (reason, n) in s.refused_requests() {
+        ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
+    }
+    let mut e = encoder.encode_descriptor(
+            "lb_client_connections_closed",
+            "Client connections a limit closed (over HTTP/2, sent a GOAWAY first), by reason: flood (frames that carried nothing), resets (requests abandoned as a pace), window (an answer starved of flow-control window past the send timeout), send_timeout (writes the client did not read).",
+            None,
+            MetricType::Counter,
+        )?;
+    for (reason, n) in s.closed_connections() {
+        ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
 }
 
 /// The configuration's reloads, named as Prometheus names its own.

@@ -64,6 +64,15 @@ pub(crate) async fn lb(urls: &[String], server: &str, balancer: &str, tail: &str
     }
 }
 
+/// The balancer's `/metrics` (it must have a `[manager]`), as text.
+// safe_defaults.rs includes the harness and reads no metrics
+#[allow(dead_code)]
+pub(crate) async fn metrics(lb: &Lb) -> String {
+    let m = lb.manager.expect("a balancer with a [manager] table");
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    raw(m, req.as_bytes(), Duration::from_secs(5)).await
+}
+
 /// Listens on a loopback port and runs `each` on every accepted connection, in its own
 /// task; returns the member's URL.
 pub(crate) async fn member<F, Fut>(each: F) -> String
