@@ -6,8 +6,9 @@
 //! A client that then read steadily but slowly (50 KB/s, even 500 KB/s) saw no write make
 //! progress for seconds, and the send timeout cut it while it was reading (found by a
 //! hostile test; `tests/slow_readers.rs`, `scripts/slow-readers.sh`). With a cap on what
-//! waits unsent, a write makes progress each time the client takes ~256 KiB (so the default
-//! 60 s send timeout cuts only clients slower than ~4.4 KB/s), a slow client pins this much
+//! waits unsent, a write makes progress each time the client takes a few hundred KiB (at
+//! the default 60 s send timeout a client reading 10 KB/s read on for 130 s, one reading
+//! 5 KB/s was cut; at 5 s, 80 KB/s and 60 KB/s), a slow client pins this much
 //! unsent kernel memory instead of MiBs, and HTTP/2's answers interleave sooner behind a
 //! big one. The cost is more, smaller writes for big answers to fast clients: ten 32 MiB
 //! downloads on loopback took 32, 37, 31 clock ticks of CPU against 26, 30, 32 without
