@@ -305,3 +305,46 @@ async fn a_flood_paid_for_with_refused_requests_naming_big_stored_fields_is_clos
         "a refused request reached the member"
     );
 }
+
+#[tokio::test]
+async fn a_connection_hypers_http2_ends_for_its_own_limits_is_counted() {
+    let lb = harness::lb(
+        &[hanging_member().await],
+        "",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let conn = Conn::open(lb.addr, true).await;
+    // a POST on stream 1 (:method POST, :scheme http, :path /, :authority lb.test), its
+    // body left open, then 101 empty DATA frames on it: one past the HTTP/2 library's limit
+    let block = [&[0x83, 0x86, 0x84, 0x41, 7][..], b"lb.test"].concat();
+    let mut bytes = frame_head(block.len(), 0x1, 0x4, 1);
+    bytes.extend(block);
+    for _ in 0..101 {
+        bytes.extend(frame_head(0, 0x0, 0, 1));
+    }
+    conn.send(&bytes).await.unwrap();
+    let line = "lb_client_connections_closed_total{reason=\"enhance_your_calm\"} 1";
+    let start = Instant::now();
+    let mut metrics = harness::metrics(&lb).await;
+    while !metrics.contains(line) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{line} in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = harness::metrics(&lb).await;
+    }
+    // the client was told why: GOAWAY with ENHANCE_YOUR_CALM (0xb)
+    let goaways = conn.seen.lock().unwrap().goaways.clone();
+    assert!(
+        goaways.iter().any(|&(_, _, code)| code == 0xb),
+        "{goaways:?}"
+    );
+    // and nothing else was counted for it
+    for reason in ["flood", "resets", "window", "send_timeout"] {
+        let line = format!("lb_client_connections_closed_total{{reason=\"{reason}\"}} 0");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}

@@ -376,7 +376,7 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
     }
     let mut e = encoder.encode_descriptor(
             "lb_client_connections_closed",
-            "Client connections a limit closed (over HTTP/2, sent a GOAWAY first), by reason: flood (frames that carried nothing), resets (requests abandoned as a pace), window (an answer starved of flow-control window past the send timeout), send_timeout (writes the client did not read).",
+            "Client connections a limit closed (over HTTP/2, sent a GOAWAY first), by reason: flood (frames that carried nothing), resets (requests abandoned as a pace), window (an answer starved of flow-control window past the send timeout), send_timeout (writes the client did not read), enhance_your_calm (HTTP/2's own limits: GOAWAY ENHANCE_YOUR_CALM).",
             None,
             MetricType::Counter,
         )?;

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Request;
 
+use super::progress::{Closed, Progress};
+
 /// What may be read beyond eight times the payload.
 pub(crate) const ALLOWANCE: u64 = 8 << 20;
 
@@ -79,6 +81,22 @@ impl Overhead {
         let read = self.read.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         read > ALLOWANCE
             && read - ALLOWANCE > self.payload.load(Ordering::Relaxed).saturating_mul(8)
+    }
+}
+
+/// Counts and logs a connection that hyper's HTTP/2 library ended itself with
+/// `ENHANCE_YOUR_CALM` (`e`, what the connection ended with), as the limits here are:
+/// its own limits on streams the client reset before they were taken, on empty `DATA`
+/// frames and the like. They were neither logged nor counted.
+pub(super) fn note_calm(e: &(dyn std::error::Error + 'static), progress: &Progress) {
+    let calm = tower_balancer::error::sources(e)
+        .filter_map(|e| e.downcast_ref::<h2::Error>())
+        .any(|e| e.is_library() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM));
+    if calm {
+        progress.note_closed(
+            Closed::Calm,
+            "the client went past a limit of the HTTP/2 library (GOAWAY ENHANCE_YOUR_CALM): connection closed",
+        );
     }
 }
 

@@ -29,6 +29,7 @@ mod stack;
 mod stats;
 pub(crate) mod status;
 mod timeout;
+mod under_tls;
 mod unsent;
 mod window;
 

@@ -51,6 +51,12 @@ pub(crate) struct Progress {
     pub(super) refused: AtomicU64,
     /// The client's address, for the lines logged when a limit closes the connection.
     pub(super) peer: Option<SocketAddr>,
+    /// Over TLS, bytes the socket under rustls sent (`under_tls.rs`): a write or flush
+    /// waiting on the client makes progress when this moves. 0 on plain connections, whose
+    /// watch sees the socket itself.
+    pub(super) sent: AtomicU64,
+    /// A limit's close of this connection was counted and logged ([`Progress::note_closed`]).
+    pub(super) closed_noted: AtomicBool,
     /// Set when an HTTP/2 limit tripped and the connection was asked to go away: where it
     /// stood then (see [`Progress::limit_read`]).
     pub(super) closing: OnceLock<Tripped>,
@@ -83,6 +89,8 @@ pub(crate) enum Closed {
     Window,
     /// Writes the client did not read within the send timeout.
     SendTimeout,
+    /// The HTTP/2 library's own limits (`GOAWAY` with `ENHANCE_YOUR_CALM`).
+    Calm,
 }
 
 /// Requests a connection's client may abandon before their answers, if they are half of
@@ -101,10 +109,15 @@ impl Progress {
     }
 
     /// A limit closes the connection, or asks it to go away: logged with the client's
-    /// address, and counted.
+    /// address, and counted, the first time only.
     #[cold]
     #[inline(never)]
     pub(super) fn note_closed(&self, why: Closed, detail: &str) {
+        // once a connection: a cut write can be followed by a flush and a shutdown that
+        // find the same stall (HTTP/1 over TLS was counted twice)
+        if self.closed_noted.swap(true, Ordering::Relaxed) {
+            return;
+        }
         self.stats.note_closed(why);
         let client = self.peer.map(tracing::field::display);
         tracing::info!(client, "{detail}");

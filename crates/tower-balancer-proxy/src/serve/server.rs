@@ -251,6 +251,8 @@ async fn connection<S: Servable>(
         return;
     }
     // a failed or slow handshake: drop the connection
+    // counted under rustls: the send timeout judges what reached the client (`under_tls.rs`)
+    let sock = super::under_tls::Counted::new(sock, progress.clone());
     let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(sock)).await else {
         config.stats.handshake(false);
         return;
@@ -260,7 +262,7 @@ async fn connection<S: Servable>(
     // HTTP/2 (by ALPN) is hyper's from the first byte
     let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
     let svc = connection_service(stack, peer, Some(sni), progress.clone());
-    let io = Watched::new(stream, progress.clone(), limits);
+    let io = Watched::new(stream, progress.clone(), limits).over_tls();
     let refused = timer.scope(drive(io, &builder, svc, watchers, own)).await;
     if let Some(why) = refused {
         progress.note_refused(why);
@@ -472,6 +474,9 @@ where
     // `None`: an HTTP/2 limit asked the connection to go away, and its grace ran out
     let shut = UpgradeableConnection::graceful_shutdown;
     let ended = going_away::serve(pin!(conn), shut, &mut stop, io.progress()).await?;
+    if let Err(e) = &ended {
+        super::flood::note_calm(&**e, io.progress());
+    }
     // hyper's header timer fired, or the socket cut a first head that took too long
     if ended.as_ref().is_err_and(|e| is_header_timeout(&**e)) || io.progress().cut_mid_head() {
         io.answer_timeout(ANSWER_LIMIT).await;

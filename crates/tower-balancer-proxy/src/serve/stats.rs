@@ -23,7 +23,7 @@ struct Counters {
     refused_malformed: AtomicU64,
     refused_too_large: AtomicU64,
     refused_timeout: AtomicU64,
-    closed: [AtomicU64; 4],
+    closed: [AtomicU64; 5],
 }
 
 /// Why the server refused a request before the stack saw it.
@@ -109,15 +109,18 @@ impl ServerStats {
 
     /// Client connections a limit closed (or, over HTTP/2, asked to go away), by reason:
     /// frames that carried nothing (`flood`), requests abandoned as a pace (`resets`), an
-    /// answer starved of flow-control window (`window`), writes not read (`send_timeout`).
+    /// answer starved of flow-control window (`window`), writes not read (`send_timeout`),
+    /// and HTTP/2's own limits, which end the connection with `ENHANCE_YOUR_CALM`
+    /// (`enhance_your_calm`: streams reset before they were taken, and the like).
     #[must_use]
-    pub fn closed_connections(&self) -> [(&'static str, u64); 4] {
+    pub fn closed_connections(&self) -> [(&'static str, u64); 5] {
         let n = |why: Closed| self.0.closed[why as usize].load(Ordering::Relaxed);
         [
             ("flood", n(Closed::Flood)),
             ("resets", n(Closed::Resets)),
             ("window", n(Closed::Window)),
             ("send_timeout", n(Closed::SendTimeout)),
+            ("enhance_your_calm", n(Closed::Calm)),
         ]
     }
 

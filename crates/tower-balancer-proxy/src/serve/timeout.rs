@@ -50,9 +50,9 @@ struct IoState<IO> {
     /// [`Progress::finished`] when the idle limit last looked.
     seen_finished: u64,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// Since when writes have made no progress (the client is not reading), and the timer
-    /// that ends it.
-    stalled: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// While writes make no progress (the client is not reading): [`Progress::sent`] when
+    /// the stall began or last moved, and the timer that ends it.
+    stalled: Option<(u64, Pin<Box<Sleep>>)>,
     /// Over HTTP/2, the timer that looks at the answers waiting on the client's window.
     window_check: Option<Pin<Box<Sleep>>>,
 }
@@ -63,6 +63,8 @@ pub(crate) struct Watched<IO> {
     io: Arc<Mutex<IoState<IO>>>,
     progress: Arc<Progress>,
     limits: IdleLimits,
+    /// `IO` is TLS over a socket counting what it sends ([`Progress::sent`]).
+    over_tls: bool,
 }
 
 impl<IO> Clone for Watched<IO> {
@@ -71,6 +73,7 @@ impl<IO> Clone for Watched<IO> {
             io: self.io.clone(),
             progress: self.progress.clone(),
             limits: self.limits,
+            over_tls: self.over_tls,
         }
     }
 }
@@ -89,7 +92,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             })),
             progress,
             limits,
+            over_tls: false,
         }
+    }
+
+    /// `IO` is TLS over a socket that adds what it sends to [`Progress::sent`]
+    /// (`under_tls.rs`): writes that rustls takes are not progress until the socket sends.
+    pub(crate) fn over_tls(mut self) -> Self {
+        self.over_tls = true;
+        self
     }
 
     /// When bytes last went either way (or the connection started).
@@ -350,25 +361,61 @@ impl<IO> Watched<IO> {
         match res {
             Poll::Ready(Ok(n)) if n > 0 => {
                 inner.last_activity = Instant::now();
-                inner.stalled = None;
+                // over TLS rustls takes up to 64 KiB that the client may never read: the
+                // stall ends when the socket under it sends (`stall`), not here
+                if !self.over_tls {
+                    inner.stalled = None;
+                }
                 res
             }
-            Poll::Pending if !self.progress.upgraded.load(Ordering::Relaxed) => {
-                let limit = self.limits.send;
-                let (_, timer) = inner.stalled.get_or_insert_with(|| {
-                    let now = Instant::now();
-                    let deadline = now
-                        .checked_add(limit)
-                        .unwrap_or(now + Duration::from_secs(86_400 * 365));
-                    (now, Box::pin(tokio::time::sleep_until(deadline)))
-                });
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(not_read(&self.progress, limit)));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match self.stall(inner, cx) {
+                Some(cut) => Poll::Ready(Err(cut)),
+                None => Poll::Pending,
+            },
             res => res,
         }
+    }
+
+    /// A write, flush or shutdown waits on the client: starts the stall's timer, or moves it
+    /// on if the socket under TLS sent something since; the error that closes the
+    /// connection once the stall has lasted the send limit. An upgraded connection
+    /// (WebSocket) is left to its own peers.
+    fn stall(&self, inner: &mut IoState<IO>, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.progress.upgraded.load(Ordering::Relaxed) {
+            return None;
+        }
+        let limit = self.limits.send;
+        let sent = self.progress.sent.load(Ordering::Relaxed);
+        let (at, timer) = inner.stalled.get_or_insert_with(|| {
+            let timer = tokio::time::sleep_until(deadline(Instant::now(), limit));
+            (sent, Box::pin(timer))
+        });
+        if *at != sent {
+            // what rustls had taken is reaching the client: the stall starts over
+            *at = sent;
+            timer.as_mut().reset(deadline(Instant::now(), limit));
+        }
+        timer
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| not_read(&self.progress, limit))
+    }
+
+    /// A flush or shutdown that waits: over TLS, on rustls writing what it took to a
+    /// client that may not be reading (on a plain socket neither waits).
+    fn after_flush(
+        &self,
+        inner: &mut IoState<IO>,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        if res.is_pending() {
+            if let Some(cut) = self.stall(inner, cx) {
+                return Poll::Ready(Err(cut));
+            }
+        }
+        res
     }
 }
 
@@ -395,10 +442,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         self.lock().io.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.lock().io).poll_flush(cx)
+        let mut inner = self.lock();
+        let res = Pin::new(&mut inner.io).poll_flush(cx);
+        self.after_flush(&mut inner, cx, res)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.lock().io).poll_shutdown(cx)
+        let mut inner = self.lock();
+        let res = Pin::new(&mut inner.io).poll_shutdown(cx);
+        self.after_flush(&mut inner, cx, res)
     }
 }
 
