@@ -10,7 +10,6 @@ mod harness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use harness::{echo_member, lb, raw, raw_member};
@@ -158,16 +157,7 @@ fn certificates(names: &[&str]) -> (Vec<u8>, Vec<(String, String)>) {
 /// Connects over TLS naming `sni`, verifying the certificate for that name against `ca`,
 /// sends `req` and reads to the end; `Err` when the handshake fails.
 async fn tls_get(addr: SocketAddr, ca: &[u8], sni: &str, req: &[u8]) -> Result<String, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.to_vec().into()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = tokio_rustls::TlsConnector::from(harness::trusting(ca));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
     let mut s = connector

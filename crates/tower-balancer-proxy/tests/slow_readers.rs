@@ -93,19 +93,10 @@ impl Certificate {
         let (chain, key_file) = (dir.join("lb.pem"), dir.join("lb.key"));
         std::fs::write(&chain, cert.pem()).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.der().clone()).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Self {
             chain,
             key: key_file,
-            client: Arc::new(client),
+            client: harness::trusting(cert.der()),
         }
     }
 

@@ -253,3 +253,19 @@ pub(crate) async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (Stri
     };
     (head, body)
 }
+
+/// A TLS client configuration (ring) that trusts the certificate `ca` (DER) and no other.
+// not every test file that includes the harness speaks TLS
+#[allow(dead_code)]
+pub(crate) fn trusting(ca: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.to_vec().into()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(client)
+}
