@@ -218,3 +218,67 @@ async fn an_http2_client_over_tls_that_reads_nothing_is_closed_at_the_send_timeo
 async fn an_http1_client_over_tls_that_reads_nothing_is_closed_at_the_send_timeout() {
     never_read_over_tls(b"http/1.1").await;
 }
+
+#[tokio::test]
+async fn an_http2_client_over_tls_that_read_late_and_then_starves_a_stream_is_closed_for_its_window(
+) {
+    let cert = Certificate::new("late");
+    let lb = balancer("1s", Some(&cert)).await;
+    let (mut read, mut write) = tokio::io::split(cert.connect(lb.addr, b"h2").await);
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(raw::frame_head(6, 0x4, 0, 0));
+    start.extend_from_slice(&[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+    start.extend(raw::frame_head(4, 0x8, 0, 0));
+    start.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+    start.extend(raw::get(1, "/big"));
+    write.write_all(&start).await.unwrap();
+    // read nothing for a while: the socket fills and the server's writes wait on it
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // then read on, well within the send timeout, and cancel the big answer
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    while got < 4 << 20 {
+        let n = read.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+    }
+    write
+        .write_all(&raw::cancel(std::iter::once(1)))
+        .await
+        .unwrap();
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(200), read.read(&mut buf)).await
+    {
+        assert!(n > 0, "closed while draining");
+    }
+    // a stream that gets no window (every new stream's window 0) while all else is read
+    let mut starve = raw::frame_head(6, 0x4, 0, 0);
+    starve.extend_from_slice(&[0, 4, 0, 0, 0, 0]);
+    starve.extend(raw::get(3, "/big"));
+    write.write_all(&starve).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let asked = Instant::now();
+    while in_flight(&lb) == 0 && asked.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while in_flight(&lb) > 0 {
+        assert!(asked.elapsed() < Duration::from_secs(4), "still open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // closed for the window it withheld: the wait on the socket at the start was over
+    let metrics = harness::metrics(&lb).await;
+    for line in [
+        "lb_client_connections_closed_total{reason=\"window\"} 1",
+        "lb_client_connections_closed_total{reason=\"send_timeout\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    reader.abort();
+}

@@ -250,9 +250,9 @@ async fn connection<S: Servable>(
         super::plain_on_tls::refuse(sock, limit, config.header_read_timeout).await;
         return;
     }
-    // a failed or slow handshake: drop the connection
     // counted under rustls: the send timeout judges what reached the client (`under_tls.rs`)
     let sock = super::under_tls::Counted::new(sock, progress.clone());
+    // a failed or slow handshake: drop the connection
     let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(sock)).await else {
         config.stats.handshake(false);
         return;

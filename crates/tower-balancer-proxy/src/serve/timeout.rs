@@ -300,11 +300,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     return Poll::Ready(Ok(()));
                 }
                 if self.window_expired(&mut inner, cx) {
-                    return Poll::Ready(Err(window_cut(
-                        &self.progress,
-                        inner.stalled.is_some(),
-                        self.limits.send,
-                    )));
+                    // stalled: nothing sent since a write or flush began to wait (over TLS a
+                    // stall the socket has since moved past is not one)
+                    let sent = self.progress.sent.load(Ordering::Relaxed);
+                    let stalled = inner.stalled.as_ref().is_some_and(|(at, _)| *at == sent);
+                    return Poll::Ready(Err(window_cut(&self.progress, stalled, self.limits.send)));
                 }
                 Poll::Pending
             }
