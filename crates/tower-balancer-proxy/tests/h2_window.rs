@@ -289,3 +289,46 @@ async fn a_client_granting_a_byte_of_window_at_a_time_is_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_starves_a_window_and_only_later_stops_reading_is_closed_for_its_window() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lb = balancer().await;
+    let (mut read, mut write) = TcpStream::connect(lb.addr).await.unwrap().into_split();
+    // every stream's window 0, the connection's as large as it goes; a big answer on stream 1
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(raw::frame_head(6, 0x4, 0, 0));
+    start.extend_from_slice(&[0, 4, 0, 0, 0, 0]);
+    start.extend(raw::frame_head(4, 0x8, 0, 0));
+    start.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+    start.extend(raw::get(1, "/67108864"));
+    write.write_all(&start).await.unwrap();
+    let asked = Instant::now();
+    // everything the server sends is read for a fifth of the send timeout
+    let until_then = tokio::time::Instant::now() + SEND / 5;
+    let mut buf = vec![0u8; 65536];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until_then, read.read(&mut buf)).await {
+        assert!(n > 0, "closed after {:?}", asked.elapsed());
+    }
+    // then a big answer on stream 3 with all the window it can use, and no more reading
+    let mut open = raw::get(3, "/67108864");
+    open.extend(raw::frame_head(4, 0x8, 0, 3));
+    open.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    write.write_all(&open).await.unwrap();
+    until(SEND * 3, "the member's exchanges to end", || {
+        in_flight(&lb) == 0
+    })
+    .await;
+    // closed when stream 1's wait on its window ran out, and counted for that: the client
+    // stopped reading only later, and not for a send timeout
+    let took = asked.elapsed();
+    assert!(took >= SEND, "closed after {took:?}");
+    let metrics = harness::metrics(&lb).await;
+    for line in [
+        "lb_client_connections_closed_total{reason=\"window\"} 1",
+        "lb_client_connections_closed_total{reason=\"send_timeout\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    drop(read);
+}

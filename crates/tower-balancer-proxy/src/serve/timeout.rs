@@ -50,9 +50,10 @@ struct IoState<IO> {
     /// [`Progress::finished`] when the idle limit last looked.
     seen_finished: u64,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// While writes make no progress (the client is not reading): [`Progress::sent`] when
-    /// the stall began or last moved, and the timer that ends it.
-    stalled: Option<(u64, Pin<Box<Sleep>>)>,
+    /// While writes make no progress (the client is not reading): since when, and
+    /// [`Progress::sent`] then (the stall began, or the socket under TLS last sent), and the
+    /// timer that ends it.
+    stalled: Option<(Instant, u64, Pin<Box<Sleep>>)>,
     /// Over HTTP/2, the timer that looks at the answers waiting on the client's window.
     window_check: Option<Pin<Box<Sleep>>>,
 }
@@ -190,8 +191,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
     }
 
     /// Over HTTP/2, whether an answer has waited on the client's flow-control window for
-    /// the send limit with none of its bytes sent (see `window.rs`): polls a timer that wakes
-    /// the reader then.
+    /// the send limit with none of its bytes sent (see `window.rs`): since when it waited;
+    /// polls a timer that wakes the reader then.
     ///
     /// While answers are under way the timer is never later than the send limit from when
     /// it was armed, so an answer that starts waiting after (in its own task, which cannot
@@ -199,10 +200,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
     /// whose bytes went out since wait from now, and it is moved to the oldest one's
     /// deadline, or a limit on: an answer is cut between one and two limits after its
     /// last byte went out, never sooner.
-    fn window_expired(&self, inner: &mut IoState<IO>, cx: &mut Context<'_>) -> bool {
+    fn window_expired(&self, inner: &mut IoState<IO>, cx: &mut Context<'_>) -> Option<Instant> {
         let p = &self.progress;
         if !p.h2.load(Ordering::Relaxed) || p.in_flight.load(Ordering::Relaxed) == 0 {
-            return false;
+            return None;
         }
         let limit = self.limits.send;
         let oldest = p.waiting.oldest();
@@ -217,16 +218,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
             }
         }
         if timer.as_mut().poll(cx).is_pending() {
-            return false;
+            return None;
         }
         let now = Instant::now();
         let oldest = p.waiting.refresh(now);
-        if oldest.is_some_and(|since| now >= deadline(since, limit)) {
-            return true;
+        if let Some(since) = oldest.filter(|&since| now >= deadline(since, limit)) {
+            return Some(since);
         }
         timer.as_mut().reset(deadline(oldest.unwrap_or(now), limit));
         let _ = timer.as_mut().poll(cx);
-        false
+        None
     }
 
     /// After hyper's header-read timeout: answers 408 and closes, if a request was caught
@@ -299,11 +300,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
                     // idle too long: an end of stream, and hyper closes the connection
                     return Poll::Ready(Ok(()));
                 }
-                if self.window_expired(&mut inner, cx) {
-                    // stalled: nothing sent since a write or flush began to wait (over TLS a
-                    // stall the socket has since moved past is not one)
+                if let Some(waited) = self.window_expired(&mut inner, cx) {
+                    // the client stopped reading first: a write or flush has waited, with
+                    // nothing sent, since before the answer began to wait on the window (over
+                    // TLS a stall the socket has since moved past is not one); a client that
+                    // starved a window and stopped reading only later is cut for its window
                     let sent = self.progress.sent.load(Ordering::Relaxed);
-                    let stalled = inner.stalled.as_ref().is_some_and(|(at, _)| *at == sent);
+                    let stalled = inner
+                        .stalled
+                        .as_ref()
+                        .is_some_and(|(since, at, _)| *at == sent && *since <= waited);
                     return Poll::Ready(Err(window_cut(&self.progress, stalled, self.limits.send)));
                 }
                 Poll::Pending
@@ -386,14 +392,19 @@ impl<IO> Watched<IO> {
         }
         let limit = self.limits.send;
         let sent = self.progress.sent.load(Ordering::Relaxed);
-        let (at, timer) = inner.stalled.get_or_insert_with(|| {
-            let timer = tokio::time::sleep_until(deadline(Instant::now(), limit));
-            (sent, Box::pin(timer))
+        let (since, at, timer) = inner.stalled.get_or_insert_with(|| {
+            let now = Instant::now();
+            (
+                now,
+                sent,
+                Box::pin(tokio::time::sleep_until(deadline(now, limit))),
+            )
         });
         if *at != sent {
             // what rustls had taken is reaching the client: the stall starts over
+            *since = Instant::now();
             *at = sent;
-            timer.as_mut().reset(deadline(Instant::now(), limit));
+            timer.as_mut().reset(deadline(*since, limit));
         }
         timer
             .as_mut()
