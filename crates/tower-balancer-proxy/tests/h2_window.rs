@@ -296,11 +296,7 @@ async fn a_client_that_starves_a_window_and_only_later_stops_reading_is_closed_f
     let lb = balancer().await;
     let (mut read, mut write) = TcpStream::connect(lb.addr).await.unwrap().into_split();
     // every stream's window 0, the connection's as large as it goes; a big answer on stream 1
-    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    start.extend(raw::frame_head(6, 0x4, 0, 0));
-    start.extend_from_slice(&[0, 4, 0, 0, 0, 0]);
-    start.extend(raw::frame_head(4, 0x8, 0, 0));
-    start.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+    let mut start = raw::preface(0);
     start.extend(raw::get(1, "/67108864"));
     write.write_all(&start).await.unwrap();
     let asked = Instant::now();
@@ -324,11 +320,6 @@ async fn a_client_that_starves_a_window_and_only_later_stops_reading_is_closed_f
     let took = asked.elapsed();
     assert!(took >= SEND, "closed after {took:?}");
     let metrics = harness::metrics(&lb).await;
-    for line in [
-        "lb_client_connections_closed_total{reason=\"window\"} 1",
-        "lb_client_connections_closed_total{reason=\"send_timeout\"} 0",
-    ] {
-        assert!(metrics.contains(line), "{line} in\n{metrics}");
-    }
+    harness::assert_closed(&metrics, &[("window", 1), ("send_timeout", 0)]);
     drop(read);
 }

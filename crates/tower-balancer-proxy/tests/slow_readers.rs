@@ -172,11 +172,7 @@ async fn never_read_over_tls(alpn: &[u8]) {
     let request = if alpn == b"h2" {
         // every window as large as HTTP/2 allows: nothing but the socket holds the answer
         // back
-        let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        start.extend(raw::frame_head(6, 0x4, 0, 0));
-        start.extend_from_slice(&[0, 4, 0x7f, 0xff, 0xff, 0xff]);
-        start.extend(raw::frame_head(4, 0x8, 0, 0));
-        start.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+        let mut start = raw::preface(0x7fff_ffff);
         start.extend(raw::get(1, "/big"));
         start
     } else {
@@ -200,12 +196,7 @@ async fn never_read_over_tls(alpn: &[u8]) {
     assert!(took >= send, "{alpn:?}: closed after {took:?}");
     // closed for not reading (over HTTP/2, not for its window)
     let metrics = harness::metrics(&lb).await;
-    for line in [
-        "lb_client_connections_closed_total{reason=\"send_timeout\"} 1",
-        "lb_client_connections_closed_total{reason=\"window\"} 0",
-    ] {
-        assert!(metrics.contains(line), "{alpn:?}: {line} in\n{metrics}");
-    }
+    harness::assert_closed(&metrics, &[("send_timeout", 1), ("window", 0)]);
     drop(client);
 }
 
@@ -225,11 +216,7 @@ async fn an_http2_client_over_tls_that_read_late_and_then_starves_a_stream_is_cl
     let cert = Certificate::new("late");
     let lb = balancer("1s", Some(&cert)).await;
     let (mut read, mut write) = tokio::io::split(cert.connect(lb.addr, b"h2").await);
-    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    start.extend(raw::frame_head(6, 0x4, 0, 0));
-    start.extend_from_slice(&[0, 4, 0x7f, 0xff, 0xff, 0xff]);
-    start.extend(raw::frame_head(4, 0x8, 0, 0));
-    start.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+    let mut start = raw::preface(0x7fff_ffff);
     start.extend(raw::get(1, "/big"));
     write.write_all(&start).await.unwrap();
     // read nothing for a while: the socket fills and the server's writes wait on it
@@ -274,11 +261,6 @@ async fn an_http2_client_over_tls_that_read_late_and_then_starves_a_stream_is_cl
     }
     // closed for the window it withheld: the wait on the socket at the start was over
     let metrics = harness::metrics(&lb).await;
-    for line in [
-        "lb_client_connections_closed_total{reason=\"window\"} 1",
-        "lb_client_connections_closed_total{reason=\"send_timeout\"} 0",
-    ] {
-        assert!(metrics.contains(line), "{line} in\n{metrics}");
-    }
+    harness::assert_closed(&metrics, &[("window", 1), ("send_timeout", 0)]);
     reader.abort();
 }

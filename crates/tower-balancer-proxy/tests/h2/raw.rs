@@ -17,6 +17,19 @@ pub(crate) fn frame_head(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8
     f
 }
 
+/// A prior-knowledge connection's start: the preface, `SETTINGS` giving every stream
+/// `stream_window` bytes of window, and a `WINDOW_UPDATE` raising the connection's window
+/// to the most HTTP/2 allows.
+pub(crate) fn preface(stream_window: u32) -> Vec<u8> {
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame_head(6, 0x4, 0, 0));
+    start.extend_from_slice(&[0, 4]);
+    start.extend_from_slice(&stream_window.to_be_bytes());
+    start.extend(frame_head(4, 0x8, 0, 0));
+    start.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+    start
+}
+
 /// A `GET path` of `lb.test` on `stream`: one `HEADERS` frame that ends the stream.
 pub(crate) fn get(stream: u32, path: &str) -> Vec<u8> {
     // :method GET, :scheme http, :path (literal), :authority lb.test (literal)

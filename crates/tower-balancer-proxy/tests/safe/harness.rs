@@ -73,6 +73,16 @@ pub(crate) async fn metrics(lb: &Lb) -> String {
     raw(m, req.as_bytes(), Duration::from_secs(5)).await
 }
 
+/// Asserts that `metrics` counts `n` client connections closed for each `(reason, n)`.
+// not every test file that includes the harness reads these
+#[allow(dead_code)]
+pub(crate) fn assert_closed(metrics: &str, counts: &[(&str, u64)]) {
+    for (reason, n) in counts {
+        let line = format!("lb_client_connections_closed_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}
+
 /// Listens on a loopback port and runs `each` on every accepted connection, in its own
 /// task; returns the member's URL.
 pub(crate) async fn member<F, Fut>(each: F) -> String
