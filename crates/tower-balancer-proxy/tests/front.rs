@@ -7,6 +7,8 @@
 #[path = "safe/harness.rs"]
 mod harness;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use harness::{closed_port, echo_member, lb, raw, raw_member, read_response};
@@ -309,9 +311,11 @@ async fn a_member_answer_cut_short_is_a_502_or_an_answer_cut_short_never_an_empt
         let lb = lb(&[member], "", "", "").await;
         let (mut bad_gateway, mut cut) = (0, 0);
         for _ in 0..20 {
+            // (a 502 made before any answer went out leaves the connection open: the client
+            // closes it)
             let got = raw(
                 lb.addr,
-                b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
                 Duration::from_secs(5),
             )
             .await;
@@ -329,6 +333,60 @@ async fn a_member_answer_cut_short_is_a_502_or_an_answer_cut_short_never_an_empt
             }
         }
         assert_eq!(bad_gateway + cut, 20);
+    })
+    .await
+    .unwrap();
+}
+
+/// A member that answers every request with `answer` and closes, the close riding on the
+/// answer's last segment (`TCP_CORK` holds it until the close), so the balancer reads the
+/// answer and the member's close at once; `answered` counts its answers.
+async fn corked_member(answer: &'static [u8], answered: Arc<AtomicUsize>) -> String {
+    harness::member(move |mut sock| {
+        let answered = answered.clone();
+        async move {
+            let mut buf = vec![0u8; 8192];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            socket2::SockRef::from(&sock).set_tcp_cork(true).unwrap();
+            let _ = sock.write_all(answer).await;
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_get_whose_member_sends_part_of_its_answer_and_closes_is_answered_by_another() {
+    tokio::time::timeout(LIMIT, async {
+        // the head promises 10,000 bytes; the member sends 100 and closes, all in one segment:
+        // nothing of it has gone to the client, so the GET goes to the other member
+        const CUT: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n\
+            0123456789012345678901234567890123456789012345678901234567890123456789\
+            012345678901234567890123456789";
+        let answered = Arc::new(AtomicUsize::new(0));
+        let cut = corked_member(CUT, answered.clone()).await;
+        let (good, seen) = echo_member().await;
+        let lb = lb(&[cut, good], "", "", "").await;
+        for i in 0..12 {
+            let req = format!("GET /{i} HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n");
+            let got = raw(lb.addr, req.as_bytes(), Duration::from_secs(5)).await;
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{i}: {got:?}");
+            assert!(
+                got.contains(&format!("\r\n\r\nGET /{i} HTTP/1.1")),
+                "{i}: {got:?}"
+            );
+        }
+        assert!(
+            answered.load(Ordering::Relaxed) >= 1,
+            "the cut member was never tried"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 12);
     })
     .await
     .unwrap();

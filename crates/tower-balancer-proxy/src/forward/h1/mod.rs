@@ -30,7 +30,7 @@ pub use error::H1Error;
 pub(crate) use head::encode;
 
 use conn::Started;
-use head::Parsed;
+use head::{Framing, Parsed};
 
 /// How much is read from a member at a time.
 const READ_SIZE: usize = 8 * 1024;
@@ -98,6 +98,16 @@ pub(crate) async fn send(
                     continue;
                 }
                 Parsed::Final(h) => {
+                    if short(h.framing, &buf) {
+                        if let Some(e) = closed_already(&mut io, &mut buf).await {
+                            // the member sent part of its answer and closed: no part of it
+                            // has gone anywhere yet, so the exchange fails here, where
+                            // failover can still send an idempotent request elsewhere,
+                            // instead of in the body, where the client could only be
+                            // given a 502 or a cut answer
+                            return Err(Failure::Failed(e));
+                        }
+                    }
                     // answered before the whole head went out: the rest is never written,
                     // so the connection carries no other request
                     let keep_alive = h.keep_alive && (sent || io.settled());
@@ -129,6 +139,33 @@ pub(crate) async fn send(
             Failure::Failed(failed)
         });
     }
+}
+
+/// Whether the body `framing` frames is not all in `buf` yet. For a chunked body, whether
+/// `buf` does not end as a last chunk with no trailers ends (a guess either way costs only a
+/// read that does not wait, or its absence).
+fn short(framing: Framing, buf: &BytesMut) -> bool {
+    match framing {
+        Framing::Length(n) => (buf.len() as u64) < n,
+        Framing::Chunked => !buf.ends_with(b"0\r\n\r\n"),
+        Framing::Close => false,
+    }
+}
+
+/// Whether the member has closed or reset the connection already, asked with one read that
+/// does not wait (what it reads is the body's).
+async fn closed_already(io: &mut Io, buf: &mut BytesMut) -> Option<H1Error> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_SIZE);
+    }
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match io.poll_read_buf(cx, buf) {
+            Poll::Ready(Ok(0)) => Some(H1Error::Incomplete),
+            Poll::Ready(Err(e)) => Some(H1Error::Io(e)),
+            Poll::Ready(Ok(_)) | Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// Reads more of the answer into `buf`. While the head is not known to be out (`sent`),
