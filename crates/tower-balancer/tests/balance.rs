@@ -248,6 +248,41 @@ async fn a_5xx_response_counts_against_the_member_and_a_404_does_not() {
 }
 
 #[tokio::test]
+async fn a_body_read_to_its_last_frame_ends_the_failure_streak_as_hyper_reads_it() {
+    // hyper's server stops polling a body once `is_end_stream` says it is over: the body
+    // never yields its `None`, and its end must settle the streak all the same
+    let r = registry(1);
+    let status = Arc::new(AtomicUsize::new(503));
+    let s = status.clone();
+    let svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(service_fn(move |_req: Request<_>| {
+            let code = u16::try_from(s.load(Ordering::Relaxed)).unwrap();
+            async move {
+                let mut res = Response::new(Full::new(Bytes::from_static(b"answer")));
+                *res.status_mut() = StatusCode::from_u16(code).unwrap();
+                Ok::<_, Infallible>(res)
+            }
+        }));
+    let m = r.load().get("m0").unwrap().clone();
+    let _ = svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(m.stats().consecutive_failures(), 1);
+    status.store(200, Ordering::Relaxed);
+    let mut body = svc.clone().oneshot(req()).await.unwrap().into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "answer");
+    assert!(http_body::Body::is_end_stream(&body));
+    assert_eq!(
+        m.stats().consecutive_failures(),
+        0,
+        "the whole answer ended no streak"
+    );
+    assert_eq!(m.stats().in_flight(), 0);
+    drop(body);
+    assert_eq!(m.stats().consecutive_failures(), 0);
+}
+
+#[tokio::test]
 async fn upstream_errors_are_classified_and_carry_the_member() {
     let r = registry(1);
     let (layer, seen) = observed_layer(&r);

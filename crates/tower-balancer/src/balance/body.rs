@@ -108,8 +108,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
                 if let (Some(d), Some(g)) = (f.data_ref(), this.in_flight.as_ref()) {
@@ -117,14 +117,14 @@ where
                         .stats()
                         .add_bytes_from_member(d.remaining() as u64);
                 }
-            }
-            // the end or an error: the request is over for this member
-            None => {
-                let done = this.in_flight.take();
-                if let (Some(g), Some(_)) = (done, this.verdict.take()) {
-                    g.member().stats().body_ended();
+                // the last frame: hyper's server polls no further once a body says it is
+                // over, so its end is settled here, not at a `None` that may never be asked for
+                if this.inner.is_end_stream() {
+                    ended(this.in_flight, this.verdict);
                 }
             }
+            // the end or an error: the request is over for this member
+            None => ended(this.in_flight, this.verdict),
             Some(Err(e)) => {
                 // the client gets a cut answer (or, before its first byte, a closed
                 // connection): said once here, where the member is known
@@ -145,5 +145,13 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The body came whole: the request is over for its member, and ends its failure streak.
+fn ended(in_flight: &mut Option<InFlight>, verdict: &mut Option<Arc<OutcomeSink>>) {
+    let done = in_flight.take();
+    if let (Some(g), Some(_)) = (done, verdict.take()) {
+        g.member().stats().body_ended();
     }
 }
