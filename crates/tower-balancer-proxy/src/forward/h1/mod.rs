@@ -141,9 +141,9 @@ pub(crate) async fn send(
     }
 }
 
-/// Whether the body `framing` frames is not all in `buf` yet. For a chunked body, whether
-/// `buf` does not end as a last chunk with no trailers ends (a guess either way costs only a
-/// read that does not wait, or its absence).
+/// Whether the body `framing` frames is not all in `buf` yet. A chunked body is taken as
+/// whole when `buf` ends as its last chunk without trailers does: a wrong guess costs one
+/// read that does not wait, or leaves a close for the body to find.
 fn short(framing: Framing, buf: &BytesMut) -> bool {
     match framing {
         Framing::Length(n) => (buf.len() as u64) < n,
