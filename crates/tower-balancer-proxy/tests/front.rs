@@ -345,13 +345,8 @@ async fn corked_member(answer: &'static [u8], answered: Arc<AtomicUsize>) -> Str
     harness::member(move |mut sock| {
         let answered = answered.clone();
         async move {
-            let mut buf = vec![0u8; 8192];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match sock.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
+            if !harness::read_request_head(&mut sock).await {
+                return;
             }
             socket2::SockRef::from(&sock).set_tcp_cork(true).unwrap();
             let _ = sock.write_all(answer).await;

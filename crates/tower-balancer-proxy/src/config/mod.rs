@@ -38,8 +38,8 @@
 //!
 //! | Apache directive | key |
 //! |---|---|
-//! | `Listen` / `<VirtualHost addr:port>` | `server.listen` (an IP address and port; host names are not looked up) |
-//! | `ServerName` | `server.server_name` |
+//! | `Listen` / `<VirtualHost addr:port>` | `server.listen` (required: an IP address and port; host names are not looked up) |
+//! | `ServerName` | `server.server_name` (required: the public host name, optionally with a port, which `ProxyPassReverse` rewrites to) |
 //! | `SSLEngine on`, `SSLCertificateFile`, `SSLCertificateKeyFile` | `server.certificate`, `server.key` (both or neither) |
 //! | `RequestReadTimeout header=` | `server.header_read_timeout` |
 //! | `LimitRequestFieldSize`, `LimitRequestFields` | `server.max_header_bytes`, `server.max_headers` |
