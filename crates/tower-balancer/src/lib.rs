@@ -86,6 +86,7 @@ pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod log_budget;
 pub mod outcome;
 pub mod registry;
 pub mod sticky;

@@ -20,6 +20,7 @@ use tower_balancer::balance::BalanceError;
 use crate::limits::RateLimited;
 use crate::proxy::request_id::X_REQUEST_ID;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
+use tower_balancer::log_budget::{Admit, LogBudget, PER_SECOND};
 use tower_balancer::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -53,7 +54,8 @@ pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateRefusal;
 
-/// Logs a failed request: WARN, except a client over its rate, at DEBUG (a flood must not
+/// Logs a failed request: WARN (at most `PER_SECOND` lines a second, the rest at DEBUG and
+/// counted in the next WARN line), except a client over its rate, at DEBUG (a flood must not
 /// write a line per refused request: that is the cost the limit is there to spare), and a
 /// client's WebSocket handshake a member did not take (a request any client can repeat at
 /// will, on any plain path: not a member's fault), at DEBUG too.
@@ -66,7 +68,23 @@ fn log_failure(e: &BoxError, status: StatusCode, id: Option<&HeaderValue>) {
     {
         tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
     } else {
-        tracing::warn!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+        // at most `PER_SECOND` lines a second: a cluster that is down fails every request
+        static BUDGET: LogBudget = LogBudget::new(PER_SECOND);
+        match BUDGET.admit() {
+            Admit::Log { held_back } => {
+                if let Some(h) = held_back {
+                    tracing::warn!(
+                        not_logged = h.count,
+                        seconds = h.seconds,
+                        "more requests failed than are logged at WARN ({PER_SECOND} a second): these were logged at DEBUG only"
+                    );
+                }
+                tracing::warn!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+            }
+            Admit::Hold => {
+                tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+            }
+        }
     }
 }
 
