@@ -166,13 +166,36 @@ async fn members_can_start_unhealthy_until_they_pass() {
         no_jitter().initial(Health::Unhealthy),
     );
     let mut events = checker.subscribe();
+    let start = Instant::now();
     let _task = checker.spawn();
-    tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(health(&r, "m0"), Health::Unhealthy);
-    until_health(&r, "m0", Health::Healthy, Duration::from_secs(10))
+    // probed at once, and up at its first pass: not `rise` intervals of panic mode first
+    let up = until_health(&r, "m0", Health::Healthy, Duration::from_secs(10))
         .await
         .unwrap();
+    assert!(up - start < Duration::from_millis(100), "{:?}", up - start);
     assert_eq!(events.recv().await.unwrap().change, HealthChange::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_fails_its_first_probe_needs_rise_passes_as_any_other() {
+    let r = common::registry(1);
+    let script = Script::default();
+    script.set("m0", Answer::Fail);
+    let checker = HealthProbe::new(
+        r.clone(),
+        script.probe(),
+        no_jitter().initial(Health::Unhealthy),
+    );
+    let _task = checker.spawn();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    script.set("m0", Answer::Pass);
+    let start = Instant::now();
+    let up = until_health(&r, "m0", Health::Healthy, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // a first pass after the 2 s interval, the second after the 1 s fast one
+    assert!(up - start >= Duration::from_secs(3), "{:?}", up - start);
 }
 
 #[tokio::test(start_paused = true)]

@@ -155,7 +155,7 @@ impl Lb {
         let task = tokio::spawn(async move {
             let _ = bound.serve(std::future::pending()).await;
         });
-        // members start down until they pass two probes
+        // members start down until they pass their first probe
         let healthy = || {
             registry
                 .load()

@@ -408,8 +408,9 @@ pub struct HealthSection {
     /// `hcexpr` on the body: text the page must contain.
     #[serde(default, deserialize_with = "non_empty_opt")]
     pub body_contains: Option<String>,
-    /// `"down"` (the default): a member takes traffic once it passes `passes` checks;
-    /// `"up"`: members start healthy and checks only take them out.
+    /// `"down"` (the default): a member takes traffic once it passes its first check, sent
+    /// at start (one that fails it needs `passes` checks); `"up"`: members start healthy and
+    /// checks only take them out.
     #[serde(default = "start_down", deserialize_with = "initial")]
     pub initial: Health,
 }

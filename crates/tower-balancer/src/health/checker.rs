@@ -97,8 +97,9 @@ impl ProbeSettings {
         self
     }
 
-    /// The health members have before their first probe: healthy (default), or unhealthy
-    /// until they pass `rise` probes.
+    /// The health members have before their first probe, which is sent at once: healthy
+    /// (default), or unhealthy until it passes (one that fails it needs `rise` passes, as
+    /// any member that is down).
     #[must_use]
     pub const fn initial(mut self, health: Health) -> Self {
         self.initial = health;
@@ -345,11 +346,19 @@ where
     async fn run(mut self) {
         let s = self.settings;
         let mut up = !self.member.is_down_by(HealthSource::Probe);
+        // down only because members start down: the first pass brings it up (as Envoy's
+        // `healthy_threshold` at start), so a balancer is not in panic for `rise` intervals
+        let mut starting = !up && s.initial == Health::Unhealthy;
         let (mut passes, mut fails) = (0u32, 0u32);
         let mut drained_by_probe = false;
+        // the first probe goes at once: a member that starts down takes traffic as soon as
+        // it answers, and one that starts up but is dead is found a whole interval sooner
+        let mut first = true;
         loop {
             let transitioning = (up && fails > 0) || (!up && passes > 0);
-            tokio::time::sleep(s.wait(transitioning)).await;
+            if !std::mem::take(&mut first) {
+                tokio::time::sleep(s.wait(transitioning)).await;
+            }
             if self.member.state() == AdminState::Disabled {
                 continue;
             }
@@ -375,8 +384,9 @@ where
                                 .set_health_by(id, HealthSource::Outlier, Health::Healthy);
                         tracing::info!(member = %self.member.id(), "probe passed: outlier readmitted");
                     }
-                    if !up && passes >= s.rise {
+                    if !up && (passes >= s.rise || starting) {
                         up = true;
+                        starting = false;
                         self.set(Health::Healthy);
                         self.emit(HealthChange::Up, None);
                     }
@@ -394,6 +404,8 @@ where
                     }
                 }
                 ProbeResult::Fail => {
+                    // a member that fails at start has to earn its way in as any other
+                    starting = false;
                     passes = 0;
                     fails = fails.saturating_add(1);
                     if up && fails >= s.fall {
@@ -403,6 +415,7 @@ where
                     }
                 }
                 ProbeResult::FailNow => {
+                    starting = false;
                     passes = 0;
                     fails = fails.saturating_add(1);
                     if up {
