@@ -48,9 +48,18 @@ fn key(name: &str, t: RecordType) -> (String, RecordType) {
 
 impl DnsServer {
     pub(crate) async fn start() -> Self {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP on one port: the UDP port's TCP twin may be some connection's
+        // ephemeral port (a busy machine), so try other ports until both are free
+        let mut tries = 0;
+        let (udp, tcp, addr) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(_) if tries < 50 => tries += 1,
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let server = Self {
             zone: Arc::default(),
             mode: Arc::new(Mutex::new(Mode::Normal)),
