@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{config, dir, file, get, kill, Running, BIN};
+use common::{config, dir, file, get, kill, member, Running, BIN};
 
 /// A port with nothing listening.
 fn closed() -> std::net::SocketAddr {
@@ -30,10 +30,16 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{line}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_requests_get_at_most_ten_warn_lines_a_second_and_a_count_of_the_rest() {
-    let d = dir("log-flood");
-    let cfg = file(&d, "lb.toml", &config(closed(), closed()));
+/// The binary serving members `a` and `b` (and the file's `more`) at the default log level: it, its front's
+/// address and the file its stderr goes to.
+async fn start(
+    test: &str,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+    more: &str,
+) -> (Running, std::net::SocketAddr, std::path::PathBuf) {
+    let d = dir(test);
+    let cfg = file(&d, "lb.toml", &format!("{}{more}", config(a, b)));
     let err = d.join("stderr");
     let mut child = Command::new(BIN)
         .arg("--config")
@@ -57,18 +63,11 @@ async fn failed_requests_get_at_most_ten_warn_lines_a_second_and_a_count_of_the_
     .await
     .unwrap();
     let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+    (child, addr, err)
+}
 
-    // a burst of failures, then one more in a later second of the budget
-    let burst = 200;
-    let started = Instant::now();
-    for _ in 0..burst {
-        let answer = get(addr, "lb.test", "/").await;
-        assert!(answer.starts_with("HTTP/1.1 50"), "{answer}");
-    }
-    let seconds = started.elapsed().as_secs() + 1;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let answer = get(addr, "lb.test", "/").await;
-    assert!(answer.starts_with("HTTP/1.1 50"), "{answer}");
+/// Stops the binary; what it wrote to stderr.
+async fn stop(child: Running, err: std::path::PathBuf) -> String {
     kill(&child, "-TERM");
     let _ = tokio::task::spawn_blocking(move || {
         let mut child = child;
@@ -76,30 +75,83 @@ async fn failed_requests_get_at_most_ten_warn_lines_a_second_and_a_count_of_the_
     })
     .await;
     let text = std::fs::read_to_string(&err).unwrap();
-    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::remove_dir_all(err.parent().unwrap());
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_get_at_most_ten_warn_lines_a_second_and_a_count_of_the_rest() {
+    let (child, addr, err) = start("log-flood", closed(), closed(), "").await;
+    let burst = 200;
+    let started = Instant::now();
+    for _ in 0..burst {
+        let answer = get(addr, "lb.test", "/").await;
+        assert!(answer.starts_with("HTTP/1.1 50"), "{answer}");
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    // no later failure: the count of the last second's held lines comes by itself
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let text = stop(child, err).await;
 
     let logged = text
         .lines()
         .filter(|l| l.contains("request failed"))
         .count() as u64;
-    let counts: Vec<&str> = text
+    let held: u64 = text
         .lines()
-        .filter(|l| l.contains("more requests failed than are logged at WARN"))
-        .collect();
-    let held: u64 = counts.iter().map(|l| field(l, "not_logged")).sum();
+        .filter(|l| l.contains("failed requests beyond 10 a second were logged at DEBUG only"))
+        .map(|l| field(l, "not_logged"))
+        .sum();
     // every failure is either a line of its own or counted in a later one
-    assert_eq!(logged + held, burst + 1, "{text}");
-    // at most ten lines in each second the burst took, and the late one
-    assert!(logged <= 10 * seconds + 1, "{logged} lines in {seconds} s");
+    assert_eq!(logged + held, burst, "{text}");
+    // at most ten lines in each second the burst took
+    assert!(logged <= 10 * seconds, "{logged} lines in {seconds} s");
     assert!(held >= burst - 10 * seconds, "{text}");
-    // the count came with the late failure's line, just before it
-    let lines: Vec<&str> = text.lines().collect();
-    let last = lines
-        .iter()
-        .rposition(|l| l.contains("request failed"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_clients_own_body_fails_is_logged_at_info_not_warn() {
+    let (a, b) = (member("node1").await, member("node2").await);
+    let (child, addr, err) = start("client-body", a, b, "").await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = "POST /x HTTP/1.1\r\nHost: lb.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+               zz\r\nnot a chunk\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+        .await
         .unwrap();
-    assert!(
-        last > 0 && lines[last - 1].contains("more requests failed"),
-        "{text}"
-    );
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = stop(child, err).await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("request failed"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("client"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_from_the_start_is_logged_once_with_the_probes_reason() {
+    let up = member("node1").await;
+    let health = "\n[balancer.health]\nuri = \"/\"\ninterval = \"100ms\"\n";
+    let (child, addr, err) = start("down-at-start", up, closed(), health).await;
+    // probes every 100 ms for a second: the down member fails ten of them
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        let answer = get(addr, "lb.test", "/").await;
+        assert!(answer.contains("node1"), "{answer}");
+    }
+    let text = stop(child, err).await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("down at the start"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("member=node2"), "{}", lines[0]);
+    assert!(lines[0].contains("reason="), "{}", lines[0]);
 }

@@ -10,26 +10,27 @@
 //! sees every one), and the next line let through learns how many were held back, and since
 //! when, so the log can say so once.
 //!
-//! ```
-//! use tower_balancer::log_budget::{Admit, LogBudget};
+//! Held-back lines are counted at the next line a budget lets through, and by
+//! [`report_held`], which a server calls every second, so the count of an outage's last
+//! second does not wait for the next failure.
 //!
-//! static FAILURES: LogBudget = LogBudget::new(10);
+//! ```
+//! use tower_balancer::log_budget::LogBudget;
+//!
+//! static FAILURES: LogBudget = LogBudget::warn(10, "failed requests");
 //!
 //! fn failed(error: &str) {
-//!     match FAILURES.admit() {
-//!         Admit::Log { held_back: Some(h) } => {
-//!             tracing::warn!(count = h.count, seconds = h.seconds, "failures not logged at WARN");
-//!             tracing::warn!(error, "request failed");
-//!         }
-//!         Admit::Log { held_back: None } => tracing::warn!(error, "request failed"),
-//!         Admit::Hold => tracing::debug!(error, "request failed"),
+//!     if FAILURES.admit() {
+//!         tracing::warn!(error, "request failed");
+//!     } else {
+//!         tracing::debug!(error, "request failed");
 //!     }
 //! }
 //! # failed("connection refused");
 //! ```
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 /// The WARN lines a second the balancer's own per-request events get at each site (a failed
@@ -44,6 +45,12 @@ const NONE: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct LogBudget {
     per_second: u32,
+    /// What the lines are about, for the count of those held back.
+    what: &'static str,
+    /// The count's level: WARN, or INFO for lines that are INFO themselves.
+    warn: bool,
+    /// In [`LISTED`] already.
+    listed: AtomicBool,
     /// The second (since the process's first use of any budget) now being counted.
     second: AtomicU64,
     /// Lines let through in that second.
@@ -56,7 +63,7 @@ pub struct LogBudget {
 
 /// What a caller may write for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Write the line at its level; when lines were held back since the last report, say so
     /// first.
     Log {
@@ -69,19 +76,58 @@ pub enum Admit {
 
 /// Lines a budget held back since it last reported them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeldBack {
+pub(crate) struct HeldBack {
     /// How many.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Whole seconds from the first of them to now.
-    pub seconds: u64,
+    pub(crate) seconds: u64,
+}
+
+/// The budgets that have held lines back, for [`report_held`].
+static LISTED: Mutex<Vec<&'static LogBudget>> = Mutex::new(Vec::new());
+
+/// Seconds since the first use of any budget.
+fn now() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+/// Writes the count of the lines every budget held back and has not counted yet (see the
+/// module docs). A server calls it every second; calling it more often only writes counts
+/// sooner.
+pub fn report_held() {
+    let listed: Vec<&'static LogBudget> = LISTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let second = now();
+    for budget in listed {
+        if let Some(h) = budget.take_held(second) {
+            budget.report(h);
+        }
+    }
 }
 
 impl LogBudget {
-    /// A budget of `per_second` lines a second (0 holds every line back).
+    /// A budget of `per_second` WARN lines a second (0 holds every line back) about `what`
+    /// (`"failed requests"`): the count of the lines held back is a WARN line too.
     #[must_use]
-    pub const fn new(per_second: u32) -> Self {
+    pub const fn warn(per_second: u32, what: &'static str) -> Self {
+        Self::new(per_second, what, true)
+    }
+
+    /// [`warn`](Self::warn) for INFO lines: their count is an INFO line.
+    #[must_use]
+    pub const fn info(per_second: u32, what: &'static str) -> Self {
+        Self::new(per_second, what, false)
+    }
+
+    const fn new(per_second: u32, what: &'static str, warn: bool) -> Self {
         Self {
             per_second,
+            what,
+            warn,
+            listed: AtomicBool::new(false),
             second: AtomicU64::new(0),
             used: AtomicU32::new(0),
             held: AtomicU64::new(0),
@@ -89,15 +135,63 @@ impl LogBudget {
         }
     }
 
-    /// Whether one more line may be written now.
-    pub fn admit(&self) -> Admit {
-        static START: OnceLock<Instant> = OnceLock::new();
-        let start = *START.get_or_init(Instant::now);
-        self.admit_at(start.elapsed().as_secs())
+    /// Whether one more line may be written now at the budget's level; `false`: at DEBUG
+    /// at most. When lines were held back since the last count, the count is written first.
+    pub fn admit(&'static self) -> bool {
+        match self.admit_at(now()) {
+            Admit::Log { held_back } => {
+                if let Some(h) = held_back {
+                    self.report(h);
+                }
+                true
+            }
+            Admit::Hold => {
+                if !self.listed.swap(true, Ordering::AcqRel) {
+                    LISTED
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(self);
+                }
+                false
+            }
+        }
+    }
+
+    /// The line that counts `h`.
+    fn report(&self, h: HeldBack) {
+        let (what, per_second) = (self.what, self.per_second);
+        if self.warn {
+            tracing::warn!(
+                not_logged = h.count,
+                seconds = h.seconds,
+                "{what} beyond {per_second} a second were logged at DEBUG only"
+            );
+        } else {
+            tracing::info!(
+                not_logged = h.count,
+                seconds = h.seconds,
+                "{what} beyond {per_second} a second were logged at DEBUG only"
+            );
+        }
+    }
+
+    /// The lines held back and not counted yet, taken (so they are counted once).
+    fn take_held(&self, second: u64) -> Option<HeldBack> {
+        let count = self.held.swap(0, Ordering::AcqRel);
+        if count == 0 {
+            return None;
+        }
+        let since = self.held_since.swap(NONE, Ordering::AcqRel);
+        let seconds = if since == NONE {
+            0
+        } else {
+            second.saturating_sub(since)
+        };
+        Some(HeldBack { count, seconds })
     }
 
     /// [`admit`](Self::admit) at `second` (seconds on any clock that does not go back).
-    pub fn admit_at(&self, second: u64) -> Admit {
+    pub(crate) fn admit_at(&self, second: u64) -> Admit {
         let current = self.second.load(Ordering::Acquire);
         if second > current
             && self
@@ -116,18 +210,8 @@ impl LogBudget {
             self.held.fetch_add(1, Ordering::AcqRel);
             return Admit::Hold;
         }
-        let count = self.held.swap(0, Ordering::AcqRel);
-        if count == 0 {
-            return Admit::Log { held_back: None };
-        }
-        let since = self.held_since.swap(NONE, Ordering::AcqRel);
-        let seconds = if since == NONE {
-            0
-        } else {
-            second.saturating_sub(since)
-        };
         Admit::Log {
-            held_back: Some(HeldBack { count, seconds }),
+            held_back: self.take_held(second),
         }
     }
 }
@@ -142,7 +226,7 @@ mod tests {
 
     #[test]
     fn the_first_lines_of_a_second_pass_and_the_rest_are_held() {
-        let b = LogBudget::new(3);
+        let b = LogBudget::warn(3, "lines");
         let got = logged(&b, 5, 5);
         let free = Admit::Log { held_back: None };
         assert_eq!(got, [free, free, free, Admit::Hold, Admit::Hold]);
@@ -150,7 +234,7 @@ mod tests {
 
     #[test]
     fn the_next_line_let_through_reports_what_was_held_and_since_when() {
-        let b = LogBudget::new(2);
+        let b = LogBudget::warn(2, "lines");
         logged(&b, 1, 2);
         logged(&b, 1, 4); // held from second 1
         logged(&b, 2, 2);
@@ -170,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_report_counts_every_held_line_once() {
-        let b = LogBudget::new(1);
+        let b = LogBudget::warn(1, "lines");
         let mut reported = 0;
         let mut held = 0;
         for second in 0..50 {
@@ -188,16 +272,16 @@ mod tests {
 
     #[test]
     fn a_zero_budget_holds_everything_and_a_clock_going_back_starts_nothing() {
-        let b = LogBudget::new(0);
+        let b = LogBudget::warn(0, "lines");
         assert_eq!(b.admit_at(1), Admit::Hold);
-        let b = LogBudget::new(1);
+        let b = LogBudget::warn(1, "lines");
         assert_eq!(b.admit_at(9), Admit::Log { held_back: None });
         assert_eq!(b.admit_at(8), Admit::Hold);
     }
 
     #[test]
     fn threads_share_one_budget() {
-        static B: LogBudget = LogBudget::new(100);
+        static B: LogBudget = LogBudget::warn(100, "lines");
         let passed: usize = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
                 .map(|_| {
@@ -211,5 +295,21 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(passed, 100);
+    }
+
+    #[test]
+    fn report_held_counts_what_a_budget_held_back_once() {
+        static B: LogBudget = LogBudget::info(0, "lines");
+        assert!(!B.admit());
+        assert!(!B.admit());
+        assert!(LISTED.lock().unwrap().iter().any(|b| std::ptr::eq(*b, &B)));
+        assert_eq!(B.held.load(Ordering::Acquire), 2);
+        report_held();
+        assert_eq!(B.held.load(Ordering::Acquire), 0);
+        assert_eq!(B.take_held(0), None);
+        // listed once however often it holds
+        assert!(!B.admit());
+        let listed = LISTED.lock().unwrap();
+        assert_eq!(listed.iter().filter(|b| std::ptr::eq(**b, &B)).count(), 1);
     }
 }

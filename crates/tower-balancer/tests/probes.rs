@@ -199,6 +199,53 @@ async fn a_member_that_fails_its_first_probe_needs_rise_passes_as_any_other() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_member_added_while_probing_starts_down_as_the_first_ones_did() {
+    let r = common::registry(1);
+    let script = Script::default();
+    let _task = HealthProbe::new(
+        r.clone(),
+        script.probe(),
+        no_jitter().initial(Health::Unhealthy),
+    )
+    .spawn();
+    until_health(&r, "m0", Health::Healthy, Duration::from_secs(1))
+        .await
+        .unwrap();
+    // a reload or discovery adds a member that does not answer its probe
+    script.set("late", Answer::Fail);
+    r.insert(common::spec("late")).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(r
+        .load()
+        .get("late")
+        .unwrap()
+        .is_down_by(HealthSource::Probe));
+    // and one that does is up at its first probe, at once
+    r.insert(common::spec("later")).unwrap();
+    // down from its insertion: no moment in which requests could pick it unprobed
+    assert!(r
+        .load()
+        .get("later")
+        .unwrap()
+        .is_down_by(HealthSource::Probe));
+    let start = Instant::now();
+    let up = until_health(&r, "later", Health::Healthy, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(up - start < Duration::from_millis(100), "{:?}", up - start);
+    // a restarted checker (a reload) leaves probed members as they are
+    drop(_task);
+    let _again = HealthProbe::new(
+        r.clone(),
+        script.probe(),
+        no_jitter().initial(Health::Unhealthy),
+    )
+    .spawn();
+    assert_eq!(health(&r, "m0"), Health::Healthy);
+    assert_eq!(health(&r, "later"), Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
 async fn members_added_later_are_probed_and_removed_ones_are_not_resurrected() {
     let r = common::registry(1);
     let script = Script::default();

@@ -16,7 +16,7 @@ use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::health::{
     HealthEvent, HealthProbe, HealthProbeTask, HttpProbe, ProbeSettings, TcpProbe,
 };
-use tower_balancer::registry::{Health, Registry};
+use tower_balancer::registry::Registry;
 
 use super::members::MembersFile;
 use crate::access_log::{LogFormat, LogTarget};
@@ -91,15 +91,11 @@ impl ProbeKind {
 }
 
 impl ProbeKind {
-    /// Starts probing again after a reload: members keep the health they have (an
-    /// `initial = "down"` marks members down when the balancer starts, not on reload).
+    /// Starts probing again after a reload: members a probe has answered keep the health
+    /// they have; with `initial = "down"`, members no probe has answered yet (added by the
+    /// reload, or all of them when the reload turned probes on) are down until it does.
     pub(crate) fn spawn_resumed(self, registry: &Registry) -> HealthProbeTask {
-        let resumed = |s: ProbeSettings| s.initial(Health::Healthy);
-        let kind = match self {
-            Self::Http(p, s) => Self::Http(p, resumed(s)),
-            Self::Tcp(s) => Self::Tcp(resumed(s)),
-        };
-        kind.spawn(registry).0
+        self.spawn(registry).0
     }
 }
 

@@ -251,7 +251,9 @@ impl RunningLane {
     fn probes(&mut self, probe: Option<ProbeKind>) {
         self.tasks.probe = probe.map(|p| p.spawn_resumed(&self.registry));
         if self.tasks.probe.is_none() {
-            // nothing probes any more: what the last probe said down must not stay down
+            // nothing probes any more: what the last probe said down must not stay down,
+            // and members added later must not wait for a probe that never comes
+            self.registry.start_new_members_down(false);
             for m in self.registry.load().members() {
                 let _ = self.registry.set_health_by(
                     m.id().as_str(),

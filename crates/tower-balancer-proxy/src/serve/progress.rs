@@ -16,6 +16,7 @@ use http::Request;
 use http_body::Body;
 
 use super::stats::Refused;
+use tower_balancer::log_budget::{LogBudget, PER_SECOND};
 
 /// What the server knows about a connection's progress.
 #[derive(Debug, Default)]
@@ -120,7 +121,14 @@ impl Progress {
         }
         self.stats.note_closed(why);
         let client = self.peer.map(tracing::field::display);
-        tracing::info!(client, "{detail}");
+        // a client can open connections to be closed at will: a budget, as for failures
+        static BUDGET: LogBudget =
+            LogBudget::info(PER_SECOND, "client connections closed by a limit");
+        if BUDGET.admit() {
+            tracing::info!(client, "{detail}");
+        } else {
+            tracing::debug!(client, "{detail}");
+        }
     }
 
     /// A request was refused before the stack saw it (the stack's access log never sees

@@ -20,7 +20,7 @@ use tower_balancer::balance::BalanceError;
 use crate::limits::RateLimited;
 use crate::proxy::request_id::X_REQUEST_ID;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
-use tower_balancer::log_budget::{Admit, LogBudget, PER_SECOND};
+use tower_balancer::log_budget::{LogBudget, PER_SECOND};
 use tower_balancer::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -55,7 +55,7 @@ pub(crate) fn error_response<B>(e: &BoxError) -> Response<ServeBody<B>> {
 pub(crate) struct RateRefusal;
 
 /// Logs a failed request: WARN (at most `PER_SECOND` lines a second, the rest at DEBUG and
-/// counted in the next WARN line), except a client over its rate, at DEBUG (a flood must not
+/// counted), at INFO when the client's own body failed it, except a client over its rate, at DEBUG (a flood must not
 /// write a line per refused request: that is the cost the limit is there to spare), and a
 /// client's WebSocket handshake a member did not take (a request any client can repeat at
 /// will, on any plain path: not a member's fault), at DEBUG too.
@@ -67,25 +67,33 @@ fn log_failure(e: &BoxError, status: StatusCode, id: Option<&HeaderValue>) {
         .is_some_and(|u| u.kind() == tower_balancer::upstream::UpstreamErrorKind::NotSwitched)
     {
         tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+    } else if client_failed(&**e) {
+        // the client's own doing (a bad chunk, a body cut short): INFO, on a budget of its
+        // own, so a client repeating it at will neither warns nor crowds out members' failures
+        static BUDGET: LogBudget =
+            LogBudget::info(PER_SECOND, "requests failed by the client's own body");
+        if BUDGET.admit() {
+            tracing::info!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+        }
     } else {
         // at most `PER_SECOND` lines a second: a cluster that is down fails every request
-        static BUDGET: LogBudget = LogBudget::new(PER_SECOND);
-        match BUDGET.admit() {
-            Admit::Log { held_back } => {
-                if let Some(h) = held_back {
-                    tracing::warn!(
-                        not_logged = h.count,
-                        seconds = h.seconds,
-                        "more requests failed than are logged at WARN ({PER_SECOND} a second): these were logged at DEBUG only"
-                    );
-                }
-                tracing::warn!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
-            }
-            Admit::Hold => {
-                tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
-            }
+        static BUDGET: LogBudget = LogBudget::warn(PER_SECOND, "failed requests");
+        if BUDGET.admit() {
+            tracing::warn!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request failed");
         }
     }
+}
+
+/// The request failed because of the client's body (it broke its framing, or ended early).
+fn client_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    use tower_balancer::upstream::{find_upstream_error, UpstreamErrorKind};
+    find_in_chain::<tower_balancer::failover::FailoverError>(e)
+        .is_some_and(|f| f.reason() == tower_balancer::failover::NotRetried::ClientError)
+        || find_upstream_error(e).is_some_and(|u| u.kind() == UpstreamErrorKind::ClientBody)
 }
 
 /// The page for `status`, with `Retry-After` when the members were only busy (every one at

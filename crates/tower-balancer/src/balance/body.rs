@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::service::OutcomeSink;
-use crate::log_budget::{Admit, LogBudget, PER_SECOND};
+use crate::log_budget::{LogBudget, PER_SECOND};
 use crate::registry::{InFlight, Member};
 
 pin_project! {
@@ -157,24 +157,14 @@ fn ended(in_flight: &mut Option<InFlight>, verdict: &mut Option<Arc<OutcomeSink>
     }
 }
 
-/// A WARN line for an answer body that failed, at most [`PER_SECOND`] a second; the
-/// rest at DEBUG, counted in the next WARN line (a member that cuts every answer at full
-/// load must not fill the disk: `log_budget`).
+/// A WARN line for an answer body that failed, at most [`PER_SECOND`] a second; the rest at
+/// DEBUG, and counted (a member that cuts every answer at full load must not fill the disk:
+/// `log_budget`).
 fn log_body_failure(member: &Member, e: &dyn std::fmt::Display) {
-    static BUDGET: LogBudget = LogBudget::new(PER_SECOND);
-    match BUDGET.admit() {
-        Admit::Log { held_back } => {
-            if let Some(h) = held_back {
-                tracing::warn!(
-                    not_logged = h.count,
-                    seconds = h.seconds,
-                    "more answer bodies failed than are logged at WARN ({PER_SECOND} a second): these were logged at DEBUG only"
-                );
-            }
-            tracing::warn!(member = %member.id(), error = %e, "the member's answer body failed");
-        }
-        Admit::Hold => {
-            tracing::debug!(member = %member.id(), error = %e, "the member's answer body failed");
-        }
+    static BUDGET: LogBudget = LogBudget::warn(PER_SECOND, "member answer bodies that failed");
+    if BUDGET.admit() {
+        tracing::warn!(member = %member.id(), error = %e, "the member's answer body failed");
+    } else {
+        tracing::debug!(member = %member.id(), error = %e, "the member's answer body failed");
     }
 }

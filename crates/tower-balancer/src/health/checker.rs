@@ -218,15 +218,25 @@ where
         HealthProbeTask(tokio::spawn(self.run().in_current_span()))
     }
 
+    /// Members that start down and no probe has answered yet (all at the start; after a
+    /// restart of the checker, those added since) are down until their first probe.
     fn mark_initial(&self) {
-        if self.settings.initial == Health::Unhealthy {
-            for m in self.registry.load().members() {
-                let _ = self.registry.set_health_by(
-                    m.id().as_str(),
-                    HealthSource::Probe,
-                    Health::Unhealthy,
-                );
-            }
+        // members inserted from here on start down by the probe, with no window between
+        // their insertion and this checker's seeing them
+        self.registry
+            .start_new_members_down(self.settings.initial == Health::Unhealthy);
+        for m in self.registry.load().members() {
+            self.mark_unprobed(m);
+        }
+    }
+
+    fn mark_unprobed(&self, m: &Member) {
+        if self.settings.initial == Health::Unhealthy && !m.probed() {
+            let _ = self.registry.set_health_by(
+                m.id().as_str(),
+                HealthSource::Probe,
+                Health::Unhealthy,
+            );
         }
     }
 
@@ -253,6 +263,9 @@ where
                     if running.contains_key(&m.serial()) {
                         continue;
                     }
+                    // added while the checker runs (a reload, discovery): it starts as the
+                    // settings say, as the members at the start did
+                    self.mark_unprobed(m);
                     let looper = MemberLoop {
                         member: m.clone(),
                         registry: self.registry.clone(),
@@ -348,7 +361,7 @@ where
         let mut up = !self.member.is_down_by(HealthSource::Probe);
         // down only because members start down: the first pass brings it up (as Envoy's
         // `healthy_threshold` at start), so a balancer is not in panic for `rise` intervals
-        let mut starting = !up && s.initial == Health::Unhealthy;
+        let mut starting = !up && s.initial == Health::Unhealthy && !self.member.probed();
         let (mut passes, mut fails) = (0u32, 0u32);
         let mut drained_by_probe = false;
         // the first probe goes at once: a member that starts down takes traffic as soon as
@@ -366,6 +379,12 @@ where
             // removed or replaced while the probe ran: write nothing, stop
             if !self.still_registered() {
                 return;
+            }
+            self.member.note_probed();
+            if starting && matches!(result, ProbeResult::Fail | ProbeResult::FailNow) {
+                // down from the start: said once, or an operator never hears of it
+                let why = reason.as_deref().unwrap_or("the probe failed");
+                tracing::warn!(member = %self.member.id(), reason = %why, "health probe: down at the start");
             }
             match result {
                 ProbeResult::Pass | ProbeResult::Drain => {

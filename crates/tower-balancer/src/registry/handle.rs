@@ -159,6 +159,14 @@ impl Registry {
         self.shared.current.load_full()
     }
 
+    /// Members inserted from now on start down by the health probe
+    /// ([`HealthSource::Probe`](super::HealthSource::Probe)) until it has answered them, or
+    /// healthy again (`false`). A [`HealthProbe`](crate::health::HealthProbe) whose members
+    /// start down sets it when spawned; whoever stops probing for good clears it.
+    pub fn start_new_members_down(&self, down: bool) {
+        self.shared.load.set_new_members_down(down);
+    }
+
     /// Requests in flight on all members.
     #[must_use]
     pub fn load_stats(&self) -> &RegistryLoad {

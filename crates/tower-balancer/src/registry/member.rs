@@ -184,6 +184,9 @@ pub struct Member {
     max: AtomicU32,
     /// Removed from its registry: a slot it frees goes to no new request.
     retired: AtomicBool,
+    /// A health probe has had an answer from it (members that start down are down until
+    /// their first one).
+    probed: AtomicBool,
     stats: MemberStats,
 }
 
@@ -199,15 +202,23 @@ impl Member {
             priority: AtomicU16::new(spec.priority),
             state: AtomicU8::new(spec.state as u8),
             state_epoch: AtomicU32::new(0),
-            health: AtomicU8::new(match spec.health {
-                Health::Healthy => 0,
-                Health::Unhealthy => HealthSource::Operator as u8,
-            }),
+            health: AtomicU8::new(
+                match spec.health {
+                    Health::Healthy => 0,
+                    Health::Unhealthy => HealthSource::Operator as u8,
+                } | if load.new_members_down() {
+                    // a health checker whose members start down: until its first probe
+                    HealthSource::Probe as u8
+                } else {
+                    0
+                },
+            ),
             redirect: ArcSwapOption::from(spec.redirect.map(Arc::new)),
             ramp: AtomicU16::new(FULL_RAMP),
             ejected_unreachable: AtomicBool::new(false),
             max: AtomicU32::new(spec.max),
             retired: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
             stats: MemberStats::new(load),
         }
     }
@@ -283,6 +294,15 @@ impl Member {
     #[must_use]
     pub fn state(&self) -> AdminState {
         AdminState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// A health probe has had an answer from this member (passing or not).
+    pub(crate) fn probed(&self) -> bool {
+        self.probed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn note_probed(&self) {
+        self.probed.store(true, Ordering::Release);
     }
 
     /// The current health: unhealthy while any [`HealthSource`] says so.

@@ -4,7 +4,7 @@
 //! read by strategies on every pick, so they must cost one uncontended atomic operation each.
 //! They live inside the member's `Arc`, so rebuilding a snapshot never resets them.
 
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub struct RegistryLoad {
     in_flight: AtomicU64,
     epoch: Instant,
     queue: WaitQueue,
+    /// Members inserted now start down by the health probe (`Registry::start_new_members_down`).
+    new_members_down: AtomicBool,
 }
 
 impl Default for RegistryLoad {
@@ -34,6 +36,7 @@ impl Default for RegistryLoad {
             in_flight: AtomicU64::new(0),
             epoch: Instant::now(),
             queue: WaitQueue::default(),
+            new_members_down: AtomicBool::new(false),
         }
     }
 }
@@ -43,6 +46,14 @@ impl RegistryLoad {
     #[must_use]
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn new_members_down(&self) -> bool {
+        self.new_members_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_new_members_down(&self, down: bool) {
+        self.new_members_down.store(down, Ordering::Release);
     }
 
     /// The requests waiting for a member with room, and its counters.
