@@ -3,14 +3,15 @@
 # ports closed, `wrk -t1 -c64 -d8s` against one worker, then the bytes and lines it wrote to
 # stderr (its default level: warnings and errors) and its count lines. Before the log
 # budget it wrote a line per failed request (45 MB in these 8 s); now ten a second and a
-# count of the rest.
+# count of the rest. Then the same for a client flooding HTTP/2 resets over h2c for 10 s
+# (scripts/h2c-reset-flood.py), which wrote two lines a connection before.
 # Usage: scripts/outage-log.sh [BINARY]   (default: builds and runs the dist build; bounded:
-# about ten seconds after the build; stops what it started)
+# about 25 seconds after the build; stops what it started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/backends.sh
 . scripts/backends.sh
-ensure_tools wrk:wrk curl:curl
+ensure_tools wrk:wrk curl:curl nginx:nginx-light
 BIN="${1:-}"
 if [ -z "$BIN" ]; then
   cargo build -q --profile dist -p tower-balancer-bin
@@ -27,4 +28,14 @@ kill -TERM "$(cat "$RUNDIR/lb.pid")"
 sleep 1
 echo "stderr: $(wc -c <"$RUNDIR/stderr") bytes, $(wc -l <"$RUNDIR/stderr") lines," \
   "of them $(grep -c 'request failed' "$RUNDIR/stderr" || true) 'request failed'"
-grep "more requests failed" "$RUNDIR/stderr" | tail -2 || true
+grep "failed requests beyond" "$RUNDIR/stderr" | tail -2 || true
+# and a client flooding HTTP/2 resets over h2c for 10 s against members that are up
+start_backends
+binary_toml 8393 >"$RUNDIR/flood.toml"
+env -u RUST_LOG "$BIN" --config "$RUNDIR/flood.toml" --workers 1 >/dev/null 2>"$RUNDIR/flood.stderr" &
+echo $! >"$RUNDIR/flood.pid"
+wait_ready http://127.0.0.1:8393/
+python3 scripts/h2c-reset-flood.py 127.0.0.1:8393 10 8
+kill -TERM "$(cat "$RUNDIR/flood.pid")"
+sleep 1
+echo "reset flood: stderr $(wc -c <"$RUNDIR/flood.stderr") bytes, $(wc -l <"$RUNDIR/flood.stderr") lines"
