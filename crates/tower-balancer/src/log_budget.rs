@@ -108,6 +108,33 @@ pub fn report_held() {
     }
 }
 
+/// Calls [`report_held`] every second on the current tokio runtime until the returned
+/// handle is dropped (a server holds it while it serves).
+///
+/// # Panics
+/// Outside a tokio runtime, as `tokio::spawn` does.
+#[must_use = "the reporter stops when the handle is dropped"]
+pub fn spawn_reporter() -> Reporter {
+    Reporter(tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            report_held();
+        }
+    }))
+}
+
+/// The task [`spawn_reporter`] started; dropping it stops the task.
+#[derive(Debug)]
+pub struct Reporter(tokio::task::JoinHandle<()>);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl LogBudget {
     /// A budget of `per_second` WARN lines a second (0 holds every line back) about `what`
     /// (`"failed requests"`): the count of the lines held back is a WARN line too.

@@ -159,14 +159,7 @@ impl Server {
         let mut shutdown = pin!(shutdown);
         // the counts of log lines a budget held back are written within a second, not only
         // at the next line it lets through (which may be days after an outage)
-        let _counts = HeldLogCounts(tokio::spawn(async {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                tower_balancer::log_budget::report_held();
-            }
-        }));
+        let _counts = tower_balancer::log_budget::spawn_reporter();
         loop {
             let Some((slot, accepted)) = self.admit(&slots, shutdown.as_mut()).await else {
                 break;
@@ -505,14 +498,5 @@ fn refused_head(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
         Some(Refused::Malformed)
     } else {
         None
-    }
-}
-
-/// Stops the task that writes held-back log counts when the server stops.
-struct HeldLogCounts(tokio::task::JoinHandle<()>);
-
-impl Drop for HeldLogCounts {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -356,6 +356,41 @@ where
         }
     }
 
+    /// A member down from the start is said once, or an operator never hears of it.
+    fn down_at_start(&self, reason: Option<&str>) {
+        let why = reason.unwrap_or("the probe failed");
+        tracing::warn!(member = %self.member.id(), reason = %why, "health probe: down at the start");
+    }
+
+    /// A pass while the probe never saw the member down ends only an ejection for connect
+    /// failures (the member is reachable again): one for failed requests runs its time,
+    /// since a health page can pass while they fail.
+    fn readmit_outlier(&self) {
+        if self.member.is_down_by(HealthSource::Outlier) && self.member.probe_may_readmit() {
+            let id = self.member.id().as_str();
+            let _ = self
+                .registry
+                .set_health_by(id, HealthSource::Outlier, Health::Healthy);
+            tracing::info!(member = %self.member.id(), "probe passed: outlier readmitted");
+        }
+    }
+
+    /// A drain status drains an active member; the next plain pass undoes what it drained.
+    fn follow_drain(&self, result: ProbeResult, drained_by_probe: &mut bool) {
+        let id = self.member.id().as_str();
+        if result == ProbeResult::Drain && self.member.state() == AdminState::Active {
+            let _ = self.registry.set_state(id, AdminState::Draining);
+            *drained_by_probe = true;
+            self.emit(HealthChange::Draining, None);
+        } else if result == ProbeResult::Pass && *drained_by_probe {
+            if self.member.state() == AdminState::Draining {
+                let _ = self.registry.set_state(id, AdminState::Active);
+                self.emit(HealthChange::Undrained, None);
+            }
+            *drained_by_probe = false;
+        }
+    }
+
     async fn run(mut self) {
         let s = self.settings;
         let mut up = !self.member.is_down_by(HealthSource::Probe);
@@ -382,26 +417,16 @@ where
             }
             self.member.note_probed();
             if starting && matches!(result, ProbeResult::Fail | ProbeResult::FailNow) {
-                // down from the start: said once, or an operator never hears of it
-                let why = reason.as_deref().unwrap_or("the probe failed");
-                tracing::warn!(member = %self.member.id(), reason = %why, "health probe: down at the start");
+                self.down_at_start(reason.as_deref());
+                // a member that fails at start has to earn its way in as any other
+                starting = false;
             }
             match result {
                 ProbeResult::Pass | ProbeResult::Drain => {
                     fails = 0;
                     passes = passes.saturating_add(1);
-                    // while the probe never saw it down, a pass ends only an ejection for
-                    // connect failures (the member is reachable again): one for failed
-                    // requests runs its time, since a health page can pass while they fail
-                    if up
-                        && self.member.is_down_by(HealthSource::Outlier)
-                        && self.member.probe_may_readmit()
-                    {
-                        let id = self.member.id().as_str();
-                        let _ =
-                            self.registry
-                                .set_health_by(id, HealthSource::Outlier, Health::Healthy);
-                        tracing::info!(member = %self.member.id(), "probe passed: outlier readmitted");
+                    if up {
+                        self.readmit_outlier();
                     }
                     if !up && (passes >= s.rise || starting) {
                         up = true;
@@ -409,22 +434,9 @@ where
                         self.set(Health::Healthy);
                         self.emit(HealthChange::Up, None);
                     }
-                    let id = self.member.id().as_str();
-                    if result == ProbeResult::Drain && self.member.state() == AdminState::Active {
-                        let _ = self.registry.set_state(id, AdminState::Draining);
-                        drained_by_probe = true;
-                        self.emit(HealthChange::Draining, None);
-                    } else if result == ProbeResult::Pass && drained_by_probe {
-                        if self.member.state() == AdminState::Draining {
-                            let _ = self.registry.set_state(id, AdminState::Active);
-                            self.emit(HealthChange::Undrained, None);
-                        }
-                        drained_by_probe = false;
-                    }
+                    self.follow_drain(result, &mut drained_by_probe);
                 }
                 ProbeResult::Fail => {
-                    // a member that fails at start has to earn its way in as any other
-                    starting = false;
                     passes = 0;
                     fails = fails.saturating_add(1);
                     if up && fails >= s.fall {
@@ -434,7 +446,6 @@ where
                     }
                 }
                 ProbeResult::FailNow => {
-                    starting = false;
                     passes = 0;
                     fails = fails.saturating_add(1);
                     if up {

@@ -21,6 +21,7 @@ mod metrics;
 mod queue;
 mod snapshot;
 mod spec;
+mod state;
 mod stats;
 mod tables;
 mod verdict;
