@@ -246,6 +246,58 @@ async fn a_member_added_while_probing_starts_down_as_the_first_ones_did() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_checker_restarted_faster_than_its_interval_still_takes_a_failing_member_down() {
+    let r = common::registry(2);
+    let script = Script::default();
+    let spawn = || HealthProbe::new(r.clone(), script.probe(), no_jitter()).spawn();
+    let mut task = spawn();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    script.set("m1", Answer::Fail);
+    // a reload every 1.8 s restarts the checker (2 s interval, 3 failures take it down)
+    let start = Instant::now();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        drop(task);
+        task = spawn();
+    }
+    assert!(
+        r.load().get("m1").unwrap().is_down_by(HealthSource::Probe),
+        "still up {:?} after it began failing",
+        start.elapsed()
+    );
+    assert_eq!(health(&r, "m0"), Health::Healthy);
+    // and back up the same way, its passes counted across restarts too
+    script.set("m1", Answer::Pass);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        drop(task);
+        task = spawn();
+    }
+    assert_eq!(health(&r, "m1"), Health::Healthy);
+    drop(task);
+}
+
+#[tokio::test(start_paused = true)]
+async fn checks_turned_off_and_on_again_start_afresh() {
+    let r = common::registry(1);
+    let script = Script::default();
+    let settings = no_jitter().initial(Health::Unhealthy);
+    let task = HealthProbe::new(r.clone(), script.probe(), settings).spawn();
+    until_health(&r, "m0", Health::Healthy, Duration::from_secs(1))
+        .await
+        .unwrap();
+    // checks removed (a reload), then the member fails, then checks come back
+    drop(task);
+    r.forget_probe_results();
+    script.set("m0", Answer::Fail);
+    let _task = HealthProbe::new(r.clone(), script.probe(), settings).spawn();
+    // down from the checker's start, as at the first start: not up until `fall` failures
+    assert!(r.load().get("m0").unwrap().is_down_by(HealthSource::Probe));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(r.load().get("m0").unwrap().is_down_by(HealthSource::Probe));
+}
+
+#[tokio::test(start_paused = true)]
 async fn members_added_later_are_probed_and_removed_ones_are_not_resurrected() {
     let r = common::registry(1);
     let script = Script::default();

@@ -252,15 +252,9 @@ impl RunningLane {
         self.tasks.probe = probe.map(|p| p.spawn_resumed(&self.registry));
         if self.tasks.probe.is_none() {
             // nothing probes any more: what the last probe said down must not stay down,
-            // and members added later must not wait for a probe that never comes
-            self.registry.start_new_members_down(false);
-            for m in self.registry.load().members() {
-                let _ = self.registry.set_health_by(
-                    m.id().as_str(),
-                    HealthSource::Probe,
-                    Health::Healthy,
-                );
-            }
+            // members added later must not wait for a probe that never comes, and checks
+            // turned on again start afresh (a member failing then must not pass for up)
+            self.registry.forget_probe_results();
         }
     }
 

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::probe::ProbeResult;
 use crate::error::DisplayChain;
+use crate::registry::ProbeMemo;
 use crate::registry::{AdminState, Health, HealthSource, Member, MemberId, Registry};
 use crate::BoxError;
 
@@ -231,7 +232,7 @@ where
     }
 
     fn mark_unprobed(&self, m: &Member) {
-        if self.settings.initial == Health::Unhealthy && !m.probed() {
+        if self.settings.initial == Health::Unhealthy && !m.probe_memo().probed {
             let _ = self.registry.set_health_by(
                 m.id().as_str(),
                 HealthSource::Probe,
@@ -394,28 +395,34 @@ where
     async fn run(mut self) {
         let s = self.settings;
         let mut up = !self.member.is_down_by(HealthSource::Probe);
+        // where the last checker left off (a reload restarts the checker: its streaks and
+        // its cadence go on, so reloads faster than the interval cannot freeze a member)
+        let memo = self.member.probe_memo();
+        let (mut passes, mut fails) = (memo.passes, memo.fails);
+        let mut drained_by_probe = memo.drained_by_probe;
         // down only because members start down: the first pass brings it up (as Envoy's
         // `healthy_threshold` at start), so a balancer is not in panic for `rise` intervals
-        let mut starting = !up && s.initial == Health::Unhealthy && !self.member.probed();
-        let (mut passes, mut fails) = (0u32, 0u32);
-        let mut drained_by_probe = false;
-        // the first probe goes at once: a member that starts down takes traffic as soon as
-        // it answers, and one that starts up but is dead is found a whole interval sooner
-        let mut first = true;
+        let mut starting = !up && s.initial == Health::Unhealthy && !memo.probed;
+        // a member never probed is probed at once: one that starts down takes traffic as
+        // soon as it answers, and one that starts up but is dead is found an interval sooner
+        let transitioning = (up && fails > 0) || (!up && passes > 0);
+        let mut wait = memo.last.map_or(Duration::ZERO, |last| {
+            s.wait(transitioning).saturating_sub(last.elapsed())
+        });
         loop {
-            let transitioning = (up && fails > 0) || (!up && passes > 0);
-            if !std::mem::take(&mut first) {
-                tokio::time::sleep(s.wait(transitioning)).await;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
             if self.member.state() == AdminState::Disabled {
+                wait = s.wait((up && fails > 0) || (!up && passes > 0));
                 continue;
             }
+            let at = tokio::time::Instant::now();
             let (result, reason) = self.probe_once().await;
             // removed or replaced while the probe ran: write nothing, stop
             if !self.still_registered() {
                 return;
             }
-            self.member.note_probed();
             if starting && matches!(result, ProbeResult::Fail | ProbeResult::FailNow) {
                 self.down_at_start(reason.as_deref());
                 // a member that fails at start has to earn its way in as any other
@@ -458,6 +465,14 @@ where
                     }
                 }
             }
+            self.member.set_probe_memo(ProbeMemo {
+                probed: true,
+                passes,
+                fails,
+                last: Some(at),
+                drained_by_probe,
+            });
+            wait = s.wait((up && fails > 0) || (!up && passes > 0));
         }
     }
 }

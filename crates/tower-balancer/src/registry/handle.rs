@@ -167,6 +167,21 @@ impl Registry {
         self.shared.load.set_new_members_down(down);
     }
 
+    /// Forgets what health probes said of every member: none stays down by a probe, none
+    /// counts as probed, and members inserted from now on start healthy. For when probing
+    /// stops (a reload that removes the checks), so a checker started later begins afresh.
+    pub fn forget_probe_results(&self) {
+        self.start_new_members_down(false);
+        for m in self.load().members() {
+            m.set_probe_memo(super::ProbeMemo::default());
+            let _ = self.set_health_by(
+                m.id().as_str(),
+                super::HealthSource::Probe,
+                super::Health::Healthy,
+            );
+        }
+    }
+
     /// Requests in flight on all members.
     #[must_use]
     pub fn load_stats(&self) -> &RegistryLoad {

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderValue, Uri};
@@ -85,9 +85,9 @@ pub struct Member {
     max: AtomicU32,
     /// Removed from its registry: a slot it frees goes to no new request.
     retired: AtomicBool,
-    /// A health probe has had an answer from it (members that start down are down until
-    /// their first one).
-    probed: AtomicBool,
+    /// What the health probe has seen of it: kept here, not in the probe's task, so a
+    /// checker restarted by a reload goes on where the last one was.
+    probe: Mutex<ProbeMemo>,
     stats: MemberStats,
 }
 
@@ -119,7 +119,7 @@ impl Member {
             ejected_unreachable: AtomicBool::new(false),
             max: AtomicU32::new(spec.max),
             retired: AtomicBool::new(false),
-            probed: AtomicBool::new(false),
+            probe: Mutex::new(ProbeMemo::default()),
             stats: MemberStats::new(load),
         }
     }
@@ -197,13 +197,13 @@ impl Member {
         AdminState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// A health probe has had an answer from this member (passing or not).
-    pub(crate) fn probed(&self) -> bool {
-        self.probed.load(Ordering::Acquire)
+    /// What the health probe has seen of this member.
+    pub(crate) fn probe_memo(&self) -> ProbeMemo {
+        *self.probe.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn note_probed(&self) {
-        self.probed.store(true, Ordering::Release);
+    pub(crate) fn set_probe_memo(&self, memo: ProbeMemo) {
+        *self.probe.lock().unwrap_or_else(PoisonError::into_inner) = memo;
     }
 
     /// The current health: unhealthy while any [`HealthSource`] says so.
@@ -344,6 +344,20 @@ impl Member {
         };
         before != self.health()
     }
+}
+
+/// What the health probe has seen of a member (see [`Member::probe_memo`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProbeMemo {
+    /// A probe has had an answer from it (members that start down are down until then).
+    pub(crate) probed: bool,
+    /// Passes in a row, and failures in a row.
+    pub(crate) passes: u32,
+    pub(crate) fails: u32,
+    /// When the last probe was sent.
+    pub(crate) last: Option<tokio::time::Instant>,
+    /// The probe's drain status drained it.
+    pub(crate) drained_by_probe: bool,
 }
 
 impl fmt::Debug for Member {

@@ -31,6 +31,7 @@ pub use discover::{Discovery, DiscoveryReport};
 pub use error::RegistryError;
 pub use handle::{Changes, Registry, RegistryClosed, SnapshotGuard, DEFAULT_PANIC_THRESHOLD};
 pub use id::{MemberId, MAX_ID_LEN};
+pub(crate) use member::ProbeMemo;
 pub use member::{AdminState, Health, HealthSource, Member, MAX_WEIGHT};
 pub use metrics::{LatencyHistogram, MemberMetrics, LATENCY_BUCKETS};
 pub use queue::WaitQueue;
