@@ -405,16 +405,16 @@ where
         let mut starting = !up && s.initial == Health::Unhealthy && !memo.probed;
         // a member never probed is probed at once: one that starts down takes traffic as
         // soon as it answers, and one that starts up but is dead is found an interval sooner
-        let transitioning = (up && fails > 0) || (!up && passes > 0);
         let mut wait = memo.last.map_or(Duration::ZERO, |last| {
-            s.wait(transitioning).saturating_sub(last.elapsed())
+            s.wait(transitioning(up, passes, fails))
+                .saturating_sub(last.elapsed())
         });
         loop {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
             if self.member.state() == AdminState::Disabled {
-                wait = s.wait((up && fails > 0) || (!up && passes > 0));
+                wait = s.wait(transitioning(up, passes, fails));
                 continue;
             }
             let at = tokio::time::Instant::now();
@@ -443,25 +443,20 @@ where
                     }
                     self.follow_drain(result, &mut drained_by_probe);
                 }
-                ProbeResult::Fail => {
+                ProbeResult::Fail | ProbeResult::FailNow => {
                     passes = 0;
                     fails = fails.saturating_add(1);
-                    if up && fails >= s.fall {
+                    // the member's own fail header takes it out at once
+                    let now = result == ProbeResult::FailNow;
+                    if up && (now || fails >= s.fall) {
                         up = false;
                         self.set(Health::Unhealthy);
-                        self.emit(HealthChange::Down, reason);
-                    }
-                }
-                ProbeResult::FailNow => {
-                    passes = 0;
-                    fails = fails.saturating_add(1);
-                    if up {
-                        up = false;
-                        self.set(Health::Unhealthy);
-                        self.emit(
-                            HealthChange::DownNow,
-                            Some("the member answered with its fail header".into()),
-                        );
+                        if now {
+                            let why = "the member answered with its fail header";
+                            self.emit(HealthChange::DownNow, Some(why.into()));
+                        } else {
+                            self.emit(HealthChange::Down, reason);
+                        }
                     }
                 }
             }
@@ -472,7 +467,13 @@ where
                 last: Some(at),
                 drained_by_probe,
             });
-            wait = s.wait((up && fails > 0) || (!up && passes > 0));
+            wait = s.wait(transitioning(up, passes, fails));
         }
     }
+}
+
+/// A member on its way from up to down or back (a streak under way): probed at the fast
+/// interval.
+const fn transitioning(up: bool, passes: u32, fails: u32) -> bool {
+    (up && fails > 0) || (!up && passes > 0)
 }
