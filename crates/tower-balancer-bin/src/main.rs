@@ -266,8 +266,9 @@ impl Signals {
             loop {
                 tokio::select! {
                     Some(()) = hup.recv() => {
-                        tracing::info!(file = %file.display(), "SIGHUP: reloading");
-                        // the outcome is logged and counted by the balancer
+                        // DEBUG: the outcome is the reload's one line (INFO "configuration
+                        // reloaded", or ERROR), logged and counted by the balancer
+                        tracing::debug!(file = %file.display(), "SIGHUP: reloading");
                         if let Err(tower_balancer_proxy::config::ReloadError::Stopped) =
                             reloader.reload_file(&file).await
                         {

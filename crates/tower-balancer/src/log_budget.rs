@@ -10,9 +10,11 @@
 //! sees every one), and the next line let through learns how many were held back, and since
 //! when, so the log can say so once.
 //!
-//! Held-back lines are counted at the next line a budget lets through, and by
-//! [`report_held`], which a server calls every second, so the count of an outage's last
-//! second does not wait for the next failure.
+//! Held-back lines are counted by [`report_held`], which a server calls every second
+//! ([`spawn_reporter`]), so the count of an outage's last second does not wait for the next
+//! failure; with no reporter running, by the next line a budget lets through. Not both:
+//! their seconds do not start together, and a count from each, a millisecond apart, read as
+//! two outages.
 //!
 //! ```
 //! use tower_balancer::log_budget::LogBudget;
@@ -29,7 +31,7 @@
 //! # failed("connection refused");
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
@@ -86,6 +88,9 @@ pub(crate) struct HeldBack {
 /// The budgets that have held lines back, for [`report_held`].
 static LISTED: Mutex<Vec<&'static LogBudget>> = Mutex::new(Vec::new());
 
+/// Reporters running ([`spawn_reporter`]); while there is one, it alone writes the counts.
+static REPORTERS: AtomicUsize = AtomicUsize::new(0);
+
 /// Seconds since the first use of any budget.
 fn now() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -115,14 +120,16 @@ pub fn report_held() {
 /// Outside a tokio runtime, as `tokio::spawn` does.
 #[must_use = "the reporter stops when the handle is dropped"]
 pub fn spawn_reporter() -> Reporter {
-    Reporter(tokio::spawn(async {
+    let task = tokio::spawn(async {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             report_held();
         }
-    }))
+    });
+    REPORTERS.fetch_add(1, Ordering::AcqRel);
+    Reporter(task)
 }
 
 /// The task [`spawn_reporter`] started; dropping it stops the task.
@@ -132,6 +139,9 @@ pub struct Reporter(tokio::task::JoinHandle<()>);
 impl Drop for Reporter {
     fn drop(&mut self) {
         self.0.abort();
+        REPORTERS.fetch_sub(1, Ordering::AcqRel);
+        // what was held since its last tick is not left uncounted
+        report_held();
     }
 }
 
@@ -163,9 +173,11 @@ impl LogBudget {
     }
 
     /// Whether one more line may be written now at the budget's level; `false`: at DEBUG
-    /// at most. When lines were held back since the last count, the count is written first.
+    /// at most. When lines were held back since the last count and no reporter runs, the
+    /// count is written first.
     pub fn admit(&'static self) -> bool {
-        match self.admit_at(now()) {
+        let reporter = REPORTERS.load(Ordering::Acquire) > 0;
+        match self.admit_at(now(), !reporter) {
             Admit::Log { held_back } => {
                 if let Some(h) = held_back {
                     self.report(h);
@@ -217,8 +229,9 @@ impl LogBudget {
         Some(HeldBack { count, seconds })
     }
 
-    /// [`admit`](Self::admit) at `second` (seconds on any clock that does not go back).
-    pub(crate) fn admit_at(&self, second: u64) -> Admit {
+    /// [`admit`](Self::admit) at `second` (seconds on any clock that does not go back);
+    /// `count`: a line let through takes the count of those held back (no reporter runs).
+    pub(crate) fn admit_at(&self, second: u64, count: bool) -> Admit {
         let current = self.second.load(Ordering::Acquire);
         if second > current
             && self
@@ -238,7 +251,7 @@ impl LogBudget {
             return Admit::Hold;
         }
         Admit::Log {
-            held_back: self.take_held(second),
+            held_back: if count { self.take_held(second) } else { None },
         }
     }
 }
@@ -248,7 +261,7 @@ mod tests {
     use super::*;
 
     fn logged(b: &LogBudget, second: u64, n: usize) -> Vec<Admit> {
-        (0..n).map(|_| b.admit_at(second)).collect()
+        (0..n).map(|_| b.admit_at(second, true)).collect()
     }
 
     #[test]
@@ -267,7 +280,7 @@ mod tests {
         logged(&b, 2, 2);
         logged(&b, 2, 3); // the reports went with second 2's first line; 3 more held
         assert_eq!(
-            b.admit_at(7),
+            b.admit_at(7, true),
             Admit::Log {
                 held_back: Some(HeldBack {
                     count: 3,
@@ -275,8 +288,8 @@ mod tests {
                 })
             }
         );
-        assert_eq!(b.admit_at(7), Admit::Log { held_back: None });
-        assert_eq!(b.admit_at(7), Admit::Hold);
+        assert_eq!(b.admit_at(7, true), Admit::Log { held_back: None });
+        assert_eq!(b.admit_at(7, true), Admit::Hold);
     }
 
     #[test]
@@ -286,7 +299,7 @@ mod tests {
         let mut held = 0;
         for second in 0..50 {
             for _ in 0..(second % 7) {
-                match b.admit_at(second) {
+                match b.admit_at(second, true) {
                     Admit::Hold => held += 1,
                     Admit::Log { held_back } => reported += held_back.map_or(0, |h| h.count),
                 }
@@ -298,12 +311,35 @@ mod tests {
     }
 
     #[test]
+    fn with_a_reporter_running_the_lines_let_through_leave_the_count_to_it() {
+        let b = LogBudget::warn(1, "lines");
+        logged(&b, 1, 3); // one through, two held
+        assert_eq!(b.admit_at(2, false), Admit::Log { held_back: None });
+        assert_eq!(
+            b.take_held(2),
+            Some(HeldBack {
+                count: 2,
+                seconds: 1
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reporter_is_known_to_the_budgets_while_it_runs() {
+        let before = REPORTERS.load(Ordering::Acquire);
+        let r = spawn_reporter();
+        assert_eq!(REPORTERS.load(Ordering::Acquire), before + 1);
+        drop(r);
+        assert_eq!(REPORTERS.load(Ordering::Acquire), before);
+    }
+
+    #[test]
     fn a_zero_budget_holds_everything_and_a_clock_going_back_starts_nothing() {
         let b = LogBudget::warn(0, "lines");
-        assert_eq!(b.admit_at(1), Admit::Hold);
+        assert_eq!(b.admit_at(1, true), Admit::Hold);
         let b = LogBudget::warn(1, "lines");
-        assert_eq!(b.admit_at(9), Admit::Log { held_back: None });
-        assert_eq!(b.admit_at(8), Admit::Hold);
+        assert_eq!(b.admit_at(9, true), Admit::Log { held_back: None });
+        assert_eq!(b.admit_at(8, true), Admit::Hold);
     }
 
     #[test]
@@ -314,7 +350,7 @@ mod tests {
                 .map(|_| {
                     s.spawn(|| {
                         (0..1_000)
-                            .filter(|_| matches!(B.admit_at(3), Admit::Log { .. }))
+                            .filter(|_| matches!(B.admit_at(3, true), Admit::Log { .. }))
                             .count()
                     })
                 })

@@ -365,6 +365,42 @@ async fn with_one_member_nothing_is_retried() {
     assert_eq!(cluster.attempts.load(Ordering::Relaxed), 1);
 }
 
+/// The error that ends a request names every member that failed it, not only the last (the
+/// log line of a request that failed on two members named one). Round robin starts at a
+/// random member, so the order is not fixed.
+#[tokio::test]
+async fn the_final_error_names_every_member_tried() {
+    let r = registry(3);
+    let cluster = Cluster::new(&[Mode::Refuse, Mode::ResetAfterRead, Mode::Refuse]);
+    let svc = stack(&r, &cluster, no_backoff());
+    let err = svc.oneshot(req(Method::GET, b"")).await.unwrap_err();
+    let f = err.downcast_ref::<FailoverError>().unwrap();
+    assert_eq!(f.attempts(), 3);
+    assert_eq!(f.earlier().len(), 2, "{:?}", f.earlier());
+    let line = tower_balancer::error::DisplayChain(&*err).to_string();
+    // each member once: the last failure is the cause, not among the earlier ones too
+    for m in ["m0", "m1", "m2"] {
+        assert_eq!(line.matches(&format!("member {m} ")).count(), 1, "{line}");
+    }
+
+    // an answer given up on for its status is named by the member and status
+    let r = registry(2);
+    let cluster = Cluster::new(&[Mode::Unavailable, Mode::Refuse]);
+    let cfg =
+        no_backoff().fail_on_status(FailureStatuses::none().with(StatusCode::SERVICE_UNAVAILABLE));
+    let svc = stack(&r, &cluster, cfg);
+    let mut errors = 0;
+    for _ in 0..10 {
+        // m0 first: its 503, then m1's refusal, the error; m1 first: m0's 503 is the answer
+        if let Err(err) = svc.clone().oneshot(req(Method::GET, b"")).await {
+            let f = err.downcast_ref::<FailoverError>().unwrap();
+            assert_eq!(f.earlier(), ["member m0 answered 503 Service Unavailable"]);
+            errors += 1;
+        }
+    }
+    assert!(errors > 0, "no request tried m0 first");
+}
+
 #[tokio::test]
 async fn a_client_body_that_fails_is_not_retried_and_not_blamed_on_the_member() {
     use http_body::Frame;

@@ -38,22 +38,38 @@ impl fmt::Display for NotRetried {
     }
 }
 
-/// The last attempt's error, with why failover stopped. Also put in the response extensions
-/// (as [`NotRetried`]) when the last attempt was a response with a `fail_on_status` status.
+/// The last attempt's error, with why failover stopped and what the earlier attempts failed
+/// with. Also put in the response extensions (as [`NotRetried`]) when the last attempt was a
+/// response with a `fail_on_status` status.
 #[derive(Debug)]
 pub struct FailoverError {
     reason: NotRetried,
     attempts: usize,
     source: Option<BoxError>,
+    earlier: Vec<String>,
 }
 
 impl FailoverError {
-    pub(crate) fn new(reason: NotRetried, attempts: usize, source: Option<BoxError>) -> Self {
+    pub(crate) const fn new(reason: NotRetried, attempts: usize, source: Option<BoxError>) -> Self {
         Self {
             reason,
             attempts,
             source,
+            earlier: Vec::new(),
         }
+    }
+
+    /// With what the attempts before the last failed, oldest first.
+    pub(crate) fn set_earlier(&mut self, earlier: Vec<String>) {
+        self.earlier = earlier;
+    }
+
+    /// What each attempt before the last failed with, oldest first (the last attempt's
+    /// error is the [`source`](StdError::source)): a log line of the error names every
+    /// member tried, not only the last.
+    #[must_use]
+    pub fn earlier(&self) -> &[String] {
+        &self.earlier
     }
 
     /// Why failover stopped.
@@ -75,7 +91,18 @@ impl fmt::Display for FailoverError {
             f,
             "request failed after {} attempt(s); {}",
             self.attempts, self.reason
-        )
+        )?;
+        if !self.earlier.is_empty() {
+            f.write_str(" (before: ")?;
+            for (i, e) in self.earlier.iter().enumerate() {
+                if i > 0 {
+                    f.write_str("; ")?;
+                }
+                f.write_str(e)?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 

@@ -65,6 +65,49 @@ struct Retrying<R> {
     tried: Tried,
     /// The last failure, the answer if no later attempt does better.
     last: Option<Result<R, BoxError>>,
+    /// The failures before `last`, oldest first, said for the error that ends the request.
+    failures: Vec<String>,
+}
+
+impl<RB> Retrying<Response<RB>> {
+    /// Keeps `res` as the answer so far; the one it replaces is said in `failures`.
+    fn keep(&mut self, res: Result<Response<RB>, BoxError>) {
+        if let Some(old) = self.last.replace(res) {
+            self.failures.push(describe(&old));
+        }
+    }
+}
+
+/// One failed attempt in a few words, for [`FailoverError::earlier`].
+fn describe<RB>(res: &Result<Response<RB>, BoxError>) -> String {
+    match res {
+        Err(e) => crate::error::DisplayChain(&**e).to_string(),
+        Ok(r) => match r.extensions().get::<ServedBy>() {
+            Some(ServedBy(m)) => format!("member {} answered {}", m.id(), r.status()),
+            None => format!("a member answered {}", r.status()),
+        },
+    }
+}
+
+/// The final answer, with the failures of the attempts before it in its error, if it is a
+/// [`FailoverError`] (a log line names every member that failed, not only the last), and
+/// marked with the number of attempts.
+fn finish<RB>(
+    mut out: Result<Response<RB>, BoxError>,
+    retrying: Option<&mut Box<Retrying<Response<RB>>>>,
+    attempts: usize,
+) -> Result<Response<RB>, BoxError> {
+    if let (Err(e), Some(r)) = (&mut out, retrying) {
+        if let Some(f) = e.downcast_mut::<FailoverError>() {
+            let mut failures = std::mem::take(&mut r.failures);
+            // an earlier failure still kept is not the answer: the answer came later
+            if let Some(kept) = r.last.take() {
+                failures.push(describe(&kept));
+            }
+            f.set_earlier(failures);
+        }
+    }
+    tag(out, attempts)
 }
 
 enum Verdict<R> {
@@ -203,17 +246,15 @@ where
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
                     let attempts = *this.attempts;
-                    return Poll::Ready(match this.retrying.as_mut().and_then(|r| r.last.take()) {
-                        Some(res) => tag(
-                            give_up(res, NotRetried::DeadlineExceeded, attempts),
-                            attempts,
-                        ),
+                    let out = match this.retrying.as_mut().and_then(|r| r.last.take()) {
+                        Some(res) => give_up(res, NotRetried::DeadlineExceeded, attempts),
                         None => Err(Box::new(FailoverError::new(
                             NotRetried::DeadlineExceeded,
                             attempts,
                             None,
-                        ))),
-                    });
+                        )) as BoxError),
+                    };
+                    return Poll::Ready(finish(out, this.retrying.as_mut(), attempts));
                 }
             }
             match this.state.as_mut().project() {
@@ -235,33 +276,32 @@ where
                 StateProj::Calling { fut } => {
                     let res = ready!(fut.poll(cx)).map_err(Into::into);
                     let attempts = *this.attempts;
-                    let last = this.retrying.as_mut().and_then(|r| r.last.take());
+                    let last = this.retrying.as_mut().map(|r| &mut r.last);
                     let verdict = judge(res, this.parts, this.replay, this.config, last, attempts);
                     match verdict {
-                        Verdict::Done(out) => return Poll::Ready(tag(out, attempts)),
+                        Verdict::Done(out) => {
+                            return Poll::Ready(finish(out, this.retrying.as_mut(), attempts))
+                        }
                         Verdict::Retry { res, unsent } => {
                             if attempts >= *this.max_attempts {
-                                return Poll::Ready(tag(
-                                    give_up(res, NotRetried::AttemptsExhausted, attempts),
-                                    attempts,
-                                ));
+                                let out = give_up(res, NotRetried::AttemptsExhausted, attempts);
+                                return Poll::Ready(finish(out, this.retrying.as_mut(), attempts));
                             }
                             if !unsent && !this.config.budget.withdraw() {
-                                return Poll::Ready(tag(
-                                    refused(this.config, res, attempts),
-                                    attempts,
-                                ));
+                                let out = refused(this.config, res, attempts);
+                                return Poll::Ready(finish(out, this.retrying.as_mut(), attempts));
                             }
                             let retrying = this.retrying.get_or_insert_with(|| {
                                 Box::new(Retrying {
                                     tried: Tried::new(),
                                     last: None,
+                                    failures: Vec::new(),
                                 })
                             });
                             if let Some(m) = failed_member(&res) {
                                 retrying.tried.insert(m);
                             }
-                            retrying.last = Some(res);
+                            retrying.keep(res);
                             let wait = retry_wait(this.config, attempts);
                             this.state.set(State::Backoff {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
@@ -315,7 +355,7 @@ fn judge<B, RB>(
     parts: &Parts,
     replay: &Replay<B>,
     config: &FailoverConfig,
-    last: Option<Result<Response<RB>, BoxError>>,
+    last: Option<&mut Option<Result<Response<RB>, BoxError>>>,
     attempts: usize,
 ) -> Verdict<Response<RB>> {
     let may_resend = is_idempotent(&parts.method) || config.retry_non_idempotent;
@@ -347,7 +387,7 @@ fn judge<B, RB>(
         Err(e) => {
             if find_in_chain::<BalanceError>(&*e).is_some() {
                 // no member left for this attempt: the previous failure is the answer
-                return Verdict::Done(match last {
+                return Verdict::Done(match last.and_then(Option::take) {
                     Some(prev) => give_up(prev, NotRetried::AttemptsExhausted, attempts - 1),
                     None => Err(e),
                 });
