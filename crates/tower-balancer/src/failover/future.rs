@@ -89,16 +89,28 @@ fn describe<RB>(res: &Result<Response<RB>, BoxError>) -> String {
     }
 }
 
-/// The final answer, with the failures of the attempts before it in its error, if it is a
-/// [`FailoverError`] (a log line names every member that failed, not only the last), and
-/// marked with the number of attempts.
+/// Finishes the answer in place (a response moved by value through one more function was
+/// ~140 instructions a request, `scripts/instructions-check.sh`): an error that is a
+/// [`FailoverError`] gets the failures of the attempts before the last (a log line names
+/// every member that failed, not only the last), and a response that took more than one
+/// attempt is marked with their number (an access log writes them). The first attempt's
+/// answer is left unmarked: an insert into a response's extensions was ~200 instructions on
+/// every request, for a number a missing mark already says.
 fn finish<RB>(
-    mut out: Result<Response<RB>, BoxError>,
+    out: &mut Result<Response<RB>, BoxError>,
     retrying: Option<&mut Box<Retrying<Response<RB>>>>,
     attempts: usize,
-) -> Result<Response<RB>, BoxError> {
-    if let (Err(e), Some(r)) = (&mut out, retrying) {
-        if let Some(f) = e.downcast_mut::<FailoverError>() {
+) {
+    match out {
+        Ok(r) => {
+            if attempts > 1 {
+                r.extensions_mut().insert(Attempts(attempts));
+            }
+        }
+        Err(e) => {
+            let (Some(r), Some(f)) = (retrying, e.downcast_mut::<FailoverError>()) else {
+                return;
+            };
             let mut failures = std::mem::take(&mut r.failures);
             // an earlier failure still kept is not the answer: the answer came later
             if let Some(kept) = r.last.take() {
@@ -107,7 +119,6 @@ fn finish<RB>(
             f.set_earlier(failures);
         }
     }
-    tag(out, attempts)
 }
 
 enum Verdict<R> {
@@ -159,19 +170,6 @@ fn attempt_request<B>(
         req.extensions_mut().insert(AttemptTimeout(t));
     }
     req
-}
-
-/// Marks a response that took more than one attempt with their number (an access log
-/// writes them). The first attempt's answer is left unmarked: an insert into a response's
-/// extensions was ~200 instructions on every request (`scripts/instructions-check.sh`), for
-/// a number a missing mark already says.
-fn tag<RB>(out: Result<Response<RB>, BoxError>, attempts: usize) -> Result<Response<RB>, BoxError> {
-    out.map(|mut r| {
-        if attempts > 1 {
-            r.extensions_mut().insert(Attempts(attempts));
-        }
-        r
-    })
 }
 
 /// The answer to give when failover stops for `reason`: a response is returned as it is,
@@ -246,7 +244,7 @@ where
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
                     let attempts = *this.attempts;
-                    let out = match this.retrying.as_mut().and_then(|r| r.last.take()) {
+                    let mut out = match this.retrying.as_mut().and_then(|r| r.last.take()) {
                         Some(res) => give_up(res, NotRetried::DeadlineExceeded, attempts),
                         None => Err(Box::new(FailoverError::new(
                             NotRetried::DeadlineExceeded,
@@ -254,7 +252,8 @@ where
                             None,
                         )) as BoxError),
                     };
-                    return Poll::Ready(finish(out, this.retrying.as_mut(), attempts));
+                    finish(&mut out, this.retrying.as_mut(), attempts);
+                    return Poll::Ready(out);
                 }
             }
             match this.state.as_mut().project() {
@@ -279,17 +278,20 @@ where
                     let last = this.retrying.as_mut().map(|r| &mut r.last);
                     let verdict = judge(res, this.parts, this.replay, this.config, last, attempts);
                     match verdict {
-                        Verdict::Done(out) => {
-                            return Poll::Ready(finish(out, this.retrying.as_mut(), attempts))
+                        Verdict::Done(mut out) => {
+                            finish(&mut out, this.retrying.as_mut(), attempts);
+                            return Poll::Ready(out);
                         }
                         Verdict::Retry { res, unsent } => {
                             if attempts >= *this.max_attempts {
-                                let out = give_up(res, NotRetried::AttemptsExhausted, attempts);
-                                return Poll::Ready(finish(out, this.retrying.as_mut(), attempts));
+                                let mut out = give_up(res, NotRetried::AttemptsExhausted, attempts);
+                                finish(&mut out, this.retrying.as_mut(), attempts);
+                                return Poll::Ready(out);
                             }
                             if !unsent && !this.config.budget.withdraw() {
-                                let out = refused(this.config, res, attempts);
-                                return Poll::Ready(finish(out, this.retrying.as_mut(), attempts));
+                                let mut out = refused(this.config, res, attempts);
+                                finish(&mut out, this.retrying.as_mut(), attempts);
+                                return Poll::Ready(out);
                             }
                             let retrying = this.retrying.get_or_insert_with(|| {
                                 Box::new(Retrying {
