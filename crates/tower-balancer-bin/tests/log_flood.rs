@@ -38,13 +38,24 @@ async fn start(
     b: std::net::SocketAddr,
     more: &str,
 ) -> (Running, std::net::SocketAddr, std::path::PathBuf) {
+    start_workers(test, a, b, more, 1).await
+}
+
+/// [`start`] with `workers` workers.
+async fn start_workers(
+    test: &str,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+    more: &str,
+    workers: u32,
+) -> (Running, std::net::SocketAddr, std::path::PathBuf) {
     let d = dir(test);
     let cfg = file(&d, "lb.toml", &format!("{}{more}", config(a, b)));
     let err = d.join("stderr");
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)
-        .args(["--workers", "1"])
+        .args(["--workers", &workers.to_string()])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&err).unwrap())
@@ -107,6 +118,65 @@ async fn failed_requests_get_at_most_ten_warn_lines_a_second_and_a_count_of_the_
     // at most ten lines in each second the burst took
     assert!(logged <= 10 * seconds, "{logged} lines in {seconds} s");
     assert!(held >= burst.saturating_sub(10 * seconds), "{text}");
+    // the ejection says which balancer and why (members of two balancers may share a name)
+    let ejected = text
+        .lines()
+        .find(|l| l.contains("outlier ejected"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        ejected.contains("balancer=\"cluster\"")
+            && ejected.contains("reason=3 connect failures in a row"),
+        "{ejected}"
+    );
+}
+
+/// The seconds of the day a log line is stamped with (`2026-12-06T14:29:04.497380Z ...`).
+fn stamp(line: &str) -> f64 {
+    let t = line.get(11..26).unwrap_or_else(|| panic!("{line}"));
+    let mut parts = t.split(':').map(|p| p.parse::<f64>().unwrap());
+    let (h, m, s) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    h * 3600.0 + m * 60.0 + s
+}
+
+/// With two workers, a server each, the held lines are still counted once a second: a
+/// reporter a server wrote a count line each, a millisecond apart, every second (a hostile
+/// test under `wrk -c64`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_workers_held_lines_are_counted_once_a_second() {
+    let (child, addr, err) = start_workers("log-flood-2w", closed(), closed(), "", 2).await;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_millis(3_300) && sent < 50_000 {
+        let answer = get(addr, "lb.test", "/").await;
+        assert!(answer.starts_with("HTTP/1.1 50"), "{answer}");
+        sent += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let text = stop(child, err).await;
+    let counts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("failed requests beyond 10 a second were logged at DEBUG only"))
+        .collect();
+    assert!(counts.len() >= 3, "{text}");
+    for pair in counts.windows(2) {
+        let gap = stamp(pair[1]) - stamp(pair[0]);
+        assert!(
+            gap > 0.9,
+            "count lines {gap:.4} s apart:\n{}\n{}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let logged = text
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .count() as u64;
+    let held: u64 = counts.iter().map(|l| field(l, "not_logged")).sum();
+    assert_eq!(logged + held, sent, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

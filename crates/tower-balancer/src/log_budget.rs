@@ -10,11 +10,13 @@
 //! sees every one), and the next line let through learns how many were held back, and since
 //! when, so the log can say so once.
 //!
-//! Held-back lines are counted by [`report_held`], which a server calls every second
-//! ([`spawn_reporter`]), so the count of an outage's last second does not wait for the next
-//! failure; with no reporter running, by the next line a budget lets through. Not both:
-//! their seconds do not start together, and a count from each, a millisecond apart, read as
-//! two outages.
+//! Held-back lines are counted by [`report_held`], which one thread of the process calls
+//! every second while a server holds a [`spawn_reporter`] handle, so the count of an
+//! outage's last second does not wait for the next failure and comes once a second however
+//! many servers (workers) run; with no reporter, by the next line a budget lets through.
+//! Not both: their seconds do not start together, and a count from each, a millisecond
+//! apart, read as two outages. A count line says how many lines it stands for
+//! (`not_logged`) and over how many milliseconds, from the first of them (`over_ms`).
 //!
 //! ```
 //! use tower_balancer::log_budget::LogBudget;
@@ -81,8 +83,8 @@ pub(crate) enum Admit {
 pub(crate) struct HeldBack {
     /// How many.
     pub(crate) count: u64,
-    /// Whole seconds from the first of them to now.
-    pub(crate) seconds: u64,
+    /// Milliseconds from the first of them to the count.
+    pub(crate) millis: u64,
 }
 
 /// The budgets that have held lines back, for [`report_held`].
@@ -91,10 +93,10 @@ static LISTED: Mutex<Vec<&'static LogBudget>> = Mutex::new(Vec::new());
 /// Reporters running ([`spawn_reporter`]); while there is one, it alone writes the counts.
 static REPORTERS: AtomicUsize = AtomicUsize::new(0);
 
-/// Seconds since the first use of any budget.
+/// Milliseconds since the first use of any budget.
 fn now() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs()
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Writes the count of the lines every budget held back and has not counted yet (see the
@@ -105,43 +107,51 @@ pub fn report_held() {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let second = now();
+    let ms = now();
     for budget in listed {
-        if let Some(h) = budget.take_held(second) {
+        if let Some(h) = budget.take_held(ms) {
             budget.report(h);
         }
     }
 }
 
-/// Calls [`report_held`] every second on the current tokio runtime until the returned
-/// handle is dropped (a server holds it while it serves).
-///
-/// # Panics
-/// Outside a tokio runtime, as `tokio::spawn` does.
-#[must_use = "the reporter stops when the handle is dropped"]
+/// Has [`report_held`] called every second while the returned handle lives (a server holds
+/// it while it serves). One thread of the process does it for every handle: a reporter
+/// each (a server per worker) wrote a count line each, a millisecond apart, every second.
+/// Should the thread fail to start, the lines let through count as if no reporter ran.
+#[must_use = "the counts go back to the lines let through when the handle is dropped"]
 pub fn spawn_reporter() -> Reporter {
-    let task = tokio::spawn(async {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            report_held();
-        }
+    static THREAD: OnceLock<bool> = OnceLock::new();
+    let running = *THREAD.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("log-budget".into())
+            .spawn(|| loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if REPORTERS.load(Ordering::Acquire) > 0 {
+                    report_held();
+                }
+            })
+            .is_ok()
     });
-    REPORTERS.fetch_add(1, Ordering::AcqRel);
-    Reporter(task)
+    if running {
+        REPORTERS.fetch_add(1, Ordering::AcqRel);
+    }
+    Reporter { counted: running }
 }
 
-/// The task [`spawn_reporter`] started; dropping it stops the task.
+/// A hold on the reporter [`spawn_reporter`] runs; the last one dropped stops its counts.
 #[derive(Debug)]
-pub struct Reporter(tokio::task::JoinHandle<()>);
+pub struct Reporter {
+    /// In [`REPORTERS`].
+    counted: bool,
+}
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        self.0.abort();
-        REPORTERS.fetch_sub(1, Ordering::AcqRel);
-        // what was held since its last tick is not left uncounted
-        report_held();
+        if self.counted && REPORTERS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // what was held since the last count is not left uncounted
+            report_held();
+        }
     }
 }
 
@@ -202,36 +212,38 @@ impl LogBudget {
         if self.warn {
             tracing::warn!(
                 not_logged = h.count,
-                seconds = h.seconds,
+                over_ms = h.millis,
                 "{what} beyond {per_second} a second were logged at DEBUG only"
             );
         } else {
             tracing::info!(
                 not_logged = h.count,
-                seconds = h.seconds,
+                over_ms = h.millis,
                 "{what} beyond {per_second} a second were logged at DEBUG only"
             );
         }
     }
 
     /// The lines held back and not counted yet, taken (so they are counted once).
-    fn take_held(&self, second: u64) -> Option<HeldBack> {
+    fn take_held(&self, ms: u64) -> Option<HeldBack> {
         let count = self.held.swap(0, Ordering::AcqRel);
         if count == 0 {
             return None;
         }
         let since = self.held_since.swap(NONE, Ordering::AcqRel);
-        let seconds = if since == NONE {
+        let millis = if since == NONE {
             0
         } else {
-            second.saturating_sub(since)
+            ms.saturating_sub(since)
         };
-        Some(HeldBack { count, seconds })
+        Some(HeldBack { count, millis })
     }
 
-    /// [`admit`](Self::admit) at `second` (seconds on any clock that does not go back);
-    /// `count`: a line let through takes the count of those held back (no reporter runs).
-    pub(crate) fn admit_at(&self, second: u64, count: bool) -> Admit {
+    /// [`admit`](Self::admit) at `ms` (milliseconds on any clock that does not go back; the
+    /// budget is counted in its whole seconds); `count`: a line let through takes the count
+    /// of those held back (no reporter runs).
+    pub(crate) fn admit_at(&self, ms: u64, count: bool) -> Admit {
+        let second = ms / 1000;
         let current = self.second.load(Ordering::Acquire);
         if second > current
             && self
@@ -244,14 +256,14 @@ impl LogBudget {
         }
         if self.used.fetch_add(1, Ordering::AcqRel) >= self.per_second {
             // the first held line of a stretch dates it
-            let _ =
-                self.held_since
-                    .compare_exchange(NONE, second, Ordering::AcqRel, Ordering::Acquire);
+            let _ = self
+                .held_since
+                .compare_exchange(NONE, ms, Ordering::AcqRel, Ordering::Acquire);
             self.held.fetch_add(1, Ordering::AcqRel);
             return Admit::Hold;
         }
         Admit::Log {
-            held_back: if count { self.take_held(second) } else { None },
+            held_back: if count { self.take_held(ms) } else { None },
         }
     }
 }
@@ -261,7 +273,7 @@ mod tests {
     use super::*;
 
     fn logged(b: &LogBudget, second: u64, n: usize) -> Vec<Admit> {
-        (0..n).map(|_| b.admit_at(second, true)).collect()
+        (0..n).map(|_| b.admit_at(second * 1000, true)).collect()
     }
 
     #[test]
@@ -280,16 +292,16 @@ mod tests {
         logged(&b, 2, 2);
         logged(&b, 2, 3); // the reports went with second 2's first line; 3 more held
         assert_eq!(
-            b.admit_at(7, true),
+            b.admit_at(7_000, true),
             Admit::Log {
                 held_back: Some(HeldBack {
                     count: 3,
-                    seconds: 5
+                    millis: 5_000
                 })
             }
         );
-        assert_eq!(b.admit_at(7, true), Admit::Log { held_back: None });
-        assert_eq!(b.admit_at(7, true), Admit::Hold);
+        assert_eq!(b.admit_at(7_000, true), Admit::Log { held_back: None });
+        assert_eq!(b.admit_at(7_000, true), Admit::Hold);
     }
 
     #[test]
@@ -299,7 +311,7 @@ mod tests {
         let mut held = 0;
         for second in 0..50 {
             for _ in 0..(second % 7) {
-                match b.admit_at(second, true) {
+                match b.admit_at(second * 1000, true) {
                     Admit::Hold => held += 1,
                     Admit::Log { held_back } => reported += held_back.map_or(0, |h| h.count),
                 }
@@ -314,32 +326,34 @@ mod tests {
     fn with_a_reporter_running_the_lines_let_through_leave_the_count_to_it() {
         let b = LogBudget::warn(1, "lines");
         logged(&b, 1, 3); // one through, two held
-        assert_eq!(b.admit_at(2, false), Admit::Log { held_back: None });
+        assert_eq!(b.admit_at(2_250, false), Admit::Log { held_back: None });
         assert_eq!(
-            b.take_held(2),
+            b.take_held(2_400),
             Some(HeldBack {
                 count: 2,
-                seconds: 1
+                millis: 1_400
             })
         );
     }
 
-    #[tokio::test]
-    async fn a_reporter_is_known_to_the_budgets_while_it_runs() {
+    #[test]
+    fn reporters_are_known_to_the_budgets_while_any_is_held() {
         let before = REPORTERS.load(Ordering::Acquire);
-        let r = spawn_reporter();
+        let (a, b) = (spawn_reporter(), spawn_reporter());
+        assert_eq!(REPORTERS.load(Ordering::Acquire), before + 2);
+        drop(a);
         assert_eq!(REPORTERS.load(Ordering::Acquire), before + 1);
-        drop(r);
+        drop(b);
         assert_eq!(REPORTERS.load(Ordering::Acquire), before);
     }
 
     #[test]
     fn a_zero_budget_holds_everything_and_a_clock_going_back_starts_nothing() {
         let b = LogBudget::warn(0, "lines");
-        assert_eq!(b.admit_at(1, true), Admit::Hold);
+        assert_eq!(b.admit_at(1_000, true), Admit::Hold);
         let b = LogBudget::warn(1, "lines");
-        assert_eq!(b.admit_at(9, true), Admit::Log { held_back: None });
-        assert_eq!(b.admit_at(8, true), Admit::Hold);
+        assert_eq!(b.admit_at(9_000, true), Admit::Log { held_back: None });
+        assert_eq!(b.admit_at(8_000, true), Admit::Hold);
     }
 
     #[test]
@@ -350,7 +364,7 @@ mod tests {
                 .map(|_| {
                     s.spawn(|| {
                         (0..1_000)
-                            .filter(|_| matches!(B.admit_at(3, true), Admit::Log { .. }))
+                            .filter(|_| matches!(B.admit_at(3_000, true), Admit::Log { .. }))
                             .count()
                     })
                 })

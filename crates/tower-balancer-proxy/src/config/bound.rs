@@ -159,7 +159,8 @@ impl Bound {
             .lanes
             .iter()
             .map(|l| {
-                let outliers = OutlierDetection::new(l.registry.clone(), l.stack.outliers);
+                let outliers =
+                    OutlierDetection::named(&l.name, l.registry.clone(), l.stack.outliers);
                 (l.stack.clone(), l.registry.clone(), outliers)
             })
             .collect();

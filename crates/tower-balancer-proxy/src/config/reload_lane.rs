@@ -68,7 +68,7 @@ impl Prepared {
         let (outliers, fresh_outliers) = match old {
             Some(o) if lane.stack.outliers == *o.outliers.config() => (o.outliers.clone(), false),
             _ => (
-                OutlierDetection::new(registry.clone(), lane.stack.outliers),
+                OutlierDetection::named(&lane.name, registry.clone(), lane.stack.outliers),
                 true,
             ),
         };

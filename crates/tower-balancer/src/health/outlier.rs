@@ -125,6 +125,8 @@ struct Ejection {
 
 #[derive(Debug)]
 struct OutlierState {
+    /// The balancer's name, for its log lines (members of two balancers may share a name).
+    name: Option<Box<str>>,
     registry: Registry,
     config: OutlierConfig,
     state: Mutex<HashMap<u64, Ejection>>,
@@ -173,8 +175,20 @@ impl OutlierDetection {
     /// Outlier detection over `registry`'s members.
     #[must_use]
     pub fn new(registry: Registry, config: OutlierConfig) -> Self {
+        Self::with_name(None, registry, config)
+    }
+
+    /// [`new`](Self::new) for the balancer `name`: its log lines say `balancer=name`, as
+    /// members of two balancers may share a name.
+    #[must_use]
+    pub fn named(name: &str, registry: Registry, config: OutlierConfig) -> Self {
+        Self::with_name(Some(name.into()), registry, config)
+    }
+
+    fn with_name(name: Option<Box<str>>, registry: Registry, config: OutlierConfig) -> Self {
         Self {
             inner: Arc::new(OutlierState {
+                name,
                 registry,
                 config,
                 state: Mutex::new(HashMap::new()),
@@ -280,7 +294,7 @@ impl OutlierState {
                         HealthSource::Outlier,
                         Health::Healthy,
                     );
-                    tracing::info!(member = %e.member.id(), "outlier readmitted on probation");
+                    tracing::info!(balancer = self.name.as_deref(), member = %e.member.id(), "outlier readmitted on probation");
                 }
                 Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
                 None => {}
@@ -291,7 +305,7 @@ impl OutlierState {
 
     /// Ejects `member`; `unreachable` when for connect failures alone, which a passing probe
     /// may end early.
-    fn eject(&self, member: &Arc<Member>, unreachable: bool) {
+    fn eject(&self, member: &Arc<Member>, unreachable: bool, why: Why) {
         // a fraction of 0 turns ejection off
         if !self.still_registered(member) || self.config.max_ejected_fraction <= 0.0 {
             return;
@@ -325,7 +339,7 @@ impl OutlierState {
         if ejected >= allowed {
             if !e.refusal_said {
                 e.refusal_said = true;
-                tracing::warn!(member = %member.id(), ejected, allowed, "not ejecting: too many members ejected already");
+                tracing::warn!(balancer = self.name.as_deref(), member = %member.id(), ejected, allowed, "not ejecting: too many members ejected already");
             }
             return;
         }
@@ -349,9 +363,30 @@ impl OutlierState {
         e.until = Some(now + time);
         e.applied = false;
         member.set_ejected_unreachable(unreachable);
-        tracing::warn!(member = %member.id(), times = e.times, seconds = time.as_secs(), "outlier ejected");
+        tracing::warn!(balancer = self.name.as_deref(), member = %member.id(), reason = %why, times = e.times, seconds = time.as_secs(), "outlier ejected");
         drop(state);
         self.wake.notify_one();
+    }
+}
+
+/// Why a member is ejected, for its log line.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// It failed a request while on probation after an ejection.
+    OnProbation,
+    /// This many connect failures in a row.
+    ConnectFailures(u32),
+    /// This many failures in a row.
+    Failures(u32),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OnProbation => f.write_str("failed on probation"),
+            Self::ConnectFailures(n) => write!(f, "{n} connect failures in a row"),
+            Self::Failures(n) => write!(f, "{n} failures in a row"),
+        }
     }
 }
 
@@ -370,8 +405,15 @@ impl OutcomeObserver for OutlierDetection {
                 );
                 let stats = member.stats();
                 let unreachable = connect > 0 && stats.consecutive_connect_failures() >= connect;
+                let why = if on_probation {
+                    Why::OnProbation
+                } else if unreachable {
+                    Why::ConnectFailures(connect)
+                } else {
+                    Why::Failures(any)
+                };
                 if on_probation || unreachable || (any > 0 && stats.consecutive_failures() >= any) {
-                    inner.eject(member, unreachable);
+                    inner.eject(member, unreachable, why);
                 }
             }
             Outcome::Success { .. } => {
