@@ -16,7 +16,6 @@
 //! # let _ = layer; Ok(()) }
 //! ```
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -42,9 +41,10 @@ use tower_service::Service;
 use crate::serve::client_status;
 use crate::serve::status::page_text;
 
+mod line;
 mod time;
 mod writer;
-use time::{clf_time, rfc3339};
+use line::write;
 pub use writer::AccessLogWriter;
 
 /// Lines waiting for the writer before new ones are dropped.
@@ -270,7 +270,28 @@ pin_project! {
         entry: Option<Arc<Entry>>,
         logging: bool,
     }
+
+    impl<F> PinnedDrop for LoggedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // dropped before its answer: the client went away (closed its connection, reset
+            // its stream) while the request waited on a member; nginx's 499, so the requests
+            // of a "members slow, clients give up" incident are in the log too
+            if let Some(entry) = this.project().entry.take() {
+                let done = Done {
+                    status: CLIENT_CLOSED,
+                    member: None,
+                    attempts: 0,
+                    upstream: entry.start.elapsed(),
+                    cut: false,
+                };
+                write(&entry, &done, 0);
+            }
+        }
+    }
 }
+
+/// The status written for a request its client abandoned before its answer (nginx's).
+const CLIENT_CLOSED: u16 = 499;
 
 impl<F, RB, E> Future for LoggedFuture<F>
 where
@@ -305,6 +326,7 @@ where
                         .map(|s| s.0.id().to_string()),
                     attempts: res.extensions().get::<Attempts>().map_or(1, |a| a.0),
                     upstream,
+                    cut: false,
                 };
                 let mut res = res.map(|body| LoggedBody {
                     inner: body,
@@ -326,6 +348,7 @@ where
                         FailoverError::attempts,
                     ),
                     upstream,
+                    cut: false,
                 };
                 // the server answers with its page for the status (`serve::status`)
                 let page = if entry.head {
@@ -360,6 +383,8 @@ struct Done {
     member: Option<String>,
     attempts: usize,
     upstream: Duration,
+    /// The member's answer body failed after its head was sent: the client got it cut short.
+    cut: bool,
 }
 
 pin_project! {
@@ -407,7 +432,11 @@ impl<B: Body> Body for LoggedBody<B> {
             }
             // written when the body is dropped, just after: the server may answer its own
             // page instead (`Replaced`) once it sees the failure
-            Some(Err(_)) => {}
+            Some(Err(_)) => {
+                if let Some((_, done)) = this.pending.as_mut() {
+                    done.cut = true;
+                }
+            }
         }
         Poll::Ready(frame)
     }
@@ -419,63 +448,6 @@ impl<B: Body> Body for LoggedBody<B> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Formats the line and hands it to the writer.
-fn write(entry: &Entry, done: &Done, bytes: u64) {
-    // the server answered its own page instead (`Replaced`): that is what the client got
-    let (status, bytes) = match entry.replaced.load(Ordering::Relaxed) {
-        0 => (done.status, bytes),
-        s => {
-            let page = StatusCode::from_u16(s).map_or(0, |s| page_text(s).len() as u64);
-            (s, if entry.head { 0 } else { page })
-        }
-    };
-    let total = entry.start.elapsed();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let client = entry
-        .client
-        .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
-    let member = done.member.as_deref().unwrap_or("-");
-    let line = match entry.log.format {
-        LogFormat::Combined => {
-            let mut l = String::with_capacity(256);
-            let _ = writeln!(
-                l,
-                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3} request_id=\"{}\"",
-                clf_time(entry.wall),
-                entry.line.escape_default(),
-                status,
-                entry.referer.escape_default(),
-                entry.agent.escape_default(),
-                done.attempts,
-                ms(done.upstream),
-                ms(total),
-                entry.request_id.escape_default(),
-            );
-            l
-        }
-        LogFormat::Json => {
-            let mut l = serde_json::json!({
-                "time": rfc3339(entry.wall),
-                "client": client,
-                "request": entry.line,
-                "status": status,
-                "bytes": bytes,
-                "referer": entry.referer,
-                "user_agent": entry.agent,
-                "member": done.member,
-                "attempts": done.attempts,
-                "upstream_ms": ms(done.upstream),
-                "total_ms": ms(total),
-                "request_id": entry.request_id,
-            })
-            .to_string();
-            l.push('\n');
-            l
-        }
-    };
-    entry.log.send(line);
 }
 
 #[cfg(test)]

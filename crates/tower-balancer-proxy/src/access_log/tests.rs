@@ -137,3 +137,68 @@ async fn a_clients_request_id_cannot_forge_fields_of_a_combined_line() {
     assert_eq!(fields.matches(" member=").count(), 1, "{line}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A request its client abandoned before the answer (the future dropped) gets nginx's 499
+/// line, and an answer whose body failed after its head a `cut=1` mark: both were lines a
+/// hostile test could not find (none at all; a plain 200).
+#[tokio::test]
+async fn an_abandoned_request_is_a_499_and_a_cut_answer_says_so() {
+    let path = std::env::temp_dir().join(format!("access-cut-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (log, writer) =
+        AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Combined).unwrap();
+    let hung = tower::service_fn(|_: Request<()>| async {
+        std::future::pending::<Result<Response<Full<bytes::Bytes>>, BoxError>>().await
+    });
+    let gone = log.layer().layer(hung).oneshot(Request::new(()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), gone)
+            .await
+            .is_err(),
+        "the member never answers"
+    );
+    let cut =
+        tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(Cut(0))) });
+    let res = log
+        .layer()
+        .layer(cut)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
+    assert!(res.into_body().collect().await.is_err());
+    drop(log);
+    writer.finish(Duration::from_secs(5)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("\" 499 0 ") && lines[0].contains("member=- attempts=0"),
+        "{text}"
+    );
+    assert!(!lines[0].contains("cut="), "{text}");
+    assert!(
+        lines[1].contains("\" 200 4 ") && lines[1].ends_with(" cut=1"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A body that gives four bytes, then fails, as a member that closes mid-answer.
+struct Cut(u8);
+
+impl Body for Cut {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+        self.0 += 1;
+        Poll::Ready(Some(if self.0 == 1 {
+            Ok(Frame::data(bytes::Bytes::from_static(b"part")))
+        } else {
+            Err("the member closed".into())
+        }))
+    }
+}

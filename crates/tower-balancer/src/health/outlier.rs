@@ -405,14 +405,14 @@ impl OutcomeObserver for OutlierDetection {
                 );
                 let stats = member.stats();
                 let unreachable = connect > 0 && stats.consecutive_connect_failures() >= connect;
-                let why = if on_probation {
-                    Why::OnProbation
-                } else if unreachable {
-                    Why::ConnectFailures(connect)
-                } else {
-                    Why::Failures(any)
-                };
                 if on_probation || unreachable || (any > 0 && stats.consecutive_failures() >= any) {
+                    let why = if on_probation {
+                        Why::OnProbation
+                    } else if unreachable {
+                        Why::ConnectFailures(connect)
+                    } else {
+                        Why::Failures(any)
+                    };
                     inner.eject(member, unreachable, why);
                 }
             }
