@@ -106,6 +106,10 @@ fn finish<RB>(
             if attempts > 1 {
                 r.extensions_mut().insert(Attempts(attempts));
             }
+            // an earlier failed answer kept is let go now (its member's connection with it)
+            if let Some(r) = retrying {
+                r.last = None;
+            }
         }
         Err(e) => {
             let (Some(r), Some(f)) = (retrying, e.downcast_mut::<FailoverError>()) else {
