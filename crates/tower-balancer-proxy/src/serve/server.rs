@@ -199,7 +199,12 @@ impl Server {
             .await
             .is_err()
         {
-            tracing::warn!("graceful shutdown timed out; remaining connections are dropped");
+            // how many, so an operator knows what the stop cost (their requests get no answer)
+            let connections = cap.saturating_sub(slots.available_permits());
+            tracing::warn!(
+                connections,
+                "graceful shutdown timed out; remaining connections are dropped"
+            );
         }
         Ok(())
     }
