@@ -13,6 +13,7 @@
 mod answer;
 mod client_body;
 mod config;
+mod connection;
 mod flood;
 mod front;
 mod going_away;

@@ -102,14 +102,16 @@ where
                         io.write_all(refused).await?;
                         io.shutdown().await
                     };
-                    let _ = tokio::time::timeout(super::server::ANSWER_LIMIT, close).await;
+                    let _ = tokio::time::timeout(super::connection::ANSWER_LIMIT, close).await;
                     return Ended::Closed;
                 }
                 Read::HandOver => return Ended::HandOver(buf),
                 Read::Closed if !io.progress().cut_mid_head() => return Ended::Closed,
                 // a first head the socket's limit cut, or a later one past its own: 408
                 Read::Closed | Read::TimedOut => {
-                    io.clone().answer_timeout(super::server::ANSWER_LIMIT).await;
+                    io.clone()
+                        .answer_timeout(super::connection::ANSWER_LIMIT)
+                        .await;
                     return Ended::Closed;
                 }
             };
@@ -126,7 +128,7 @@ where
         match write::respond(io, &mut out, &parts, body, head, keep).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
-                let _ = tokio::time::timeout(super::server::ANSWER_LIMIT, io.shutdown()).await;
+                let _ = tokio::time::timeout(super::connection::ANSWER_LIMIT, io.shutdown()).await;
                 return Ended::Closed;
             }
         }

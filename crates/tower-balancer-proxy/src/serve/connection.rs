@@ -1,0 +1,306 @@
+//! One client connection: its TLS handshake, HTTP/1.1 by the own path or hyper, HTTP/2,
+//! the service each request is called through, and how it ends.
+//!
+//! Why apart from the accept loop (`server.rs`): everything here is per connection and runs
+//! on the connection's own task, after the server has counted it under its caps.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::{Builder, UpgradeableConnection};
+use hyper_util::server::graceful::Watcher;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
+use tower_balancer::task_timer::TaskTimer;
+use tower_balancer::BoxError;
+
+use super::answer::{InFlight, Tracked};
+use super::client_body::ClientBody;
+use super::config::ServeConfig;
+use super::front::{self, HeadLimits, Rewind};
+use super::going_away;
+use super::guard::{check_framing, FramingError};
+use super::read_ahead::read_ahead;
+use super::stack::Servable;
+use super::stats::Refused;
+use super::status::{error_response, RateRefusal, ServeBody};
+use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
+use super::window::Windowed;
+
+/// How long writing a 408 to a client that timed out may take.
+pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
+/// this connection is read as another request.
+fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
+    // DEBUG: any client can send bad requests at will, and must not write a line each
+    tracing::debug!(reason = %why, "request refused");
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"400 Bad Request\n",
+    ))));
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    res.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    res
+}
+
+/// One client connection, from the TLS handshake (when the front has TLS) to its last
+/// request; `held` (its slot under the caps, its count) is released when it ends.
+pub(super) async fn connection<S: Servable>(
+    sock: TcpStream,
+    peer: SocketAddr,
+    stack: S,
+    config: Arc<ServeConfig>,
+    watchers: (Watcher, tokio::sync::watch::Receiver<()>),
+    held: impl Send,
+) {
+    let _held = held;
+    let progress = Arc::new(Progress::counting(config.stats.clone(), peer));
+    let limits = IdleLimits {
+        first: config.header_read_timeout,
+        keep_alive: config.keep_alive_timeout,
+        send: config.send_timeout,
+    };
+    // the connection's one timer: hyper's head deadlines and its requests' attempt deadlines
+    let timer = TaskTimer::new();
+    let builder = http_builder(&config, &timer);
+    let heads = HeadLimits {
+        bytes: config.max_header_bytes,
+        fields: config.max_headers,
+        time: config.header_read_timeout,
+    };
+    let Some(tls) = config.tls.clone() else {
+        let svc = connection_service(stack, peer, None, progress.clone());
+        let io = Watched::new(sock, progress.clone(), limits);
+        let refused = timer
+            .scope(drive(io, &builder, svc, watchers, Some(heads)))
+            .await;
+        if let Some(why) = refused {
+            progress.note_refused(why);
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // the handshake gets no longer than a request head would: an operator shortening the
+    // header-read timeout against idle sockets means the ones that never start TLS too
+    let deadline = Instant::now() + config.handshake_timeout.min(config.header_read_timeout);
+    let plain = tokio::time::timeout_at(deadline, super::plain_on_tls::is_plain_http(&sock));
+    if let Ok(true) = plain.await {
+        tracing::debug!(client = %peer, "plain HTTP sent to the TLS port: 400");
+        config.stats.note_plain_http_on_tls();
+        let limit = config.max_header_bytes;
+        super::plain_on_tls::refuse(sock, limit, config.header_read_timeout).await;
+        return;
+    }
+    // counted under rustls: the send timeout judges what reached the client (`under_tls.rs`)
+    let sock = super::under_tls::Counted::new(sock, progress.clone());
+    // a failed or slow handshake: drop the connection
+    let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(sock)).await else {
+        config.stats.handshake(false);
+        return;
+    };
+    config.stats.handshake(true);
+    let sni = stream.get_ref().1.server_name().map(Arc::from);
+    // HTTP/2 (by ALPN) is hyper's from the first byte
+    let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
+    let svc = connection_service(stack, peer, Some(sni), progress.clone());
+    let io = Watched::new(stream, progress.clone(), limits).over_tls();
+    let refused = timer.scope(drive(io, &builder, svc, watchers, own)).await;
+    if let Some(why) = refused {
+        progress.note_refused(why);
+    }
+}
+
+/// What a connection's service answers: the stack's body or an error page, tracked.
+type Answer<R> = Response<Tracked<ServeBody<R>>>;
+
+/// The service called for each request of one connection (by the own HTTP/1.1 path, or by
+/// hyper through [`drive`]'s adapter): marks the request's head
+/// and response on the connection's progress (for its idle limits), tags the request with
+/// the client's address, TLS and the name it gave in TLS (`tls`: `Some` over TLS), refuses bad framing with 400, and maps stack errors to
+/// statuses.
+fn connection_service<S: Servable>(
+    stack: S,
+    peer: SocketAddr,
+    tls: Option<Option<Arc<str>>>,
+    heads: Arc<Progress>,
+) -> impl hyper::service::Service<
+    Request<ClientBody>,
+    Response = Answer<S::ResBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Answer<S::ResBody>, std::convert::Infallible>> + Send + 'static,
+> + Send
+       + 'static {
+    hyper::service::service_fn(move |mut req: Request<ClientBody>| {
+        heads.head_done(&req);
+        let guard = InFlight::new(heads.clone());
+        let conn_progress = heads.clone();
+        let connect = req.method() == http::Method::CONNECT;
+        req.extensions_mut().insert(ClientAddr(peer));
+        if let Some(sni) = &tls {
+            req.extensions_mut().insert(ClientTls);
+            if let Some(name) = sni {
+                req.extensions_mut().insert(ClientTlsName(name.clone()));
+            }
+        }
+        let refused = check_framing(&req).err();
+        if refused.is_some() {
+            conn_progress.refused();
+        } else if req.version() == http::Version::HTTP_2 {
+            // what the request carried pays for frames (`flood.rs`); a refused one does not
+            conn_progress.overhead().head(&req);
+        }
+        let mut stack = stack.clone();
+        async move {
+            if let Some(why) = refused {
+                return Ok::<_, std::convert::Infallible>(
+                    bad_request(why).map(|b| Tracked::new(b, guard)),
+                );
+            }
+            let ready: Result<(), BoxError> = std::future::poll_fn(|cx| stack.poll_ready(cx))
+                .await
+                .map_err(Into::into);
+            let res = match ready {
+                Ok(()) => stack.call(req).await.map_err(Into::into),
+                Err(e) => Err(e),
+            };
+            let res = match res {
+                Ok(r) => r.map(Either::Left),
+                Err(e) => error_response(&e),
+            };
+            let status = res.status();
+            if status == StatusCode::TOO_MANY_REQUESTS
+                && res.extensions().get::<RateRefusal>().is_some()
+            {
+                conn_progress.stats().note_rate_limited();
+            }
+            if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                conn_progress.upgraded();
+            }
+            Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
+        }
+    })
+}
+
+/// The header count hyper's HTTP/1 parser holds to when given no limit (hyper's
+/// `DEFAULT_MAX_HEADERS`), which is also ours.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// hyper's server settings from ours: header limits and timers for HTTP/1.1, extended
+/// CONNECT and the header list limit for HTTP/2.
+fn http_builder(config: &ServeConfig, timer: &TaskTimer) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    let mut http1 = builder.http1();
+    http1
+        // one tokio timer a connection for hyper's per-request header-read deadline
+        .timer(super::head_timer::ConnectionTimer::new(timer.clone()))
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes);
+    // hyper parses into a stack array of its default size when no limit is set, and fills a
+    // fresh vector of the limit's size on every request when one is (~1,700 instructions a
+    // request, scripts/instructions-check.sh): the default is left to hyper
+    if config.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(config.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // RFC 8441: WebSocket over HTTP/2, bridged to HTTP/1.1 upgrades to members
+        .enable_connect_protocol()
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves one connection, plain or TLS alike, until it closes or shutdown ends it: first by
+/// the own HTTP/1.1 path when `own` gives its head limits, then by hyper from the first
+/// request that path hands over. A client that stalled mid-headers gets its 408.
+async fn drive<IO, S, B>(
+    io: Watched<IO>,
+    builder: &Builder<TokioExecutor>,
+    mut svc: S,
+    (watcher, mut stop): (Watcher, tokio::sync::watch::Receiver<()>),
+    own: Option<HeadLimits>,
+) -> Option<Refused>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<ClientBody>,
+            Response = Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut read = bytes::BytesMut::new();
+    if let Some(limits) = own {
+        match front::serve(&mut io.clone(), &mut svc, limits, &stop).await {
+            front::Ended::Closed => return None,
+            front::Ended::HandOver(bytes) => read = bytes,
+        }
+    }
+    let progress = io.progress_handle();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let http1 = req.version() < http::Version::HTTP_2;
+        let head = req.method() == http::Method::HEAD;
+        // over HTTP/2 the answer is watched while it waits on the client's window
+        let h2 = (!http1).then(|| progress.clone());
+        let req = match &h2 {
+            // its body's bytes are the connection's payload (`flood.rs`)
+            Some(progress) if !req.body().is_end_stream() => {
+                req.map(|b| ClientBody::counted(b, progress.clone()))
+            }
+            _ => req.map(ClientBody::hyper),
+        };
+        let answer = svc.call(req);
+        async move {
+            let res = match answer.await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            let res = read_ahead(res, http1, head).await;
+            Ok::<_, std::convert::Infallible>(res.map(|b| Windowed::new(b, h2)))
+        }
+    });
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io.clone())), svc);
+    // held to the end: the server's stop waits for every watcher to go
+    let _watcher = watcher;
+    // `None`: an HTTP/2 limit asked the connection to go away, and its grace ran out
+    let shut = UpgradeableConnection::graceful_shutdown;
+    let ended = going_away::serve(pin!(conn), shut, &mut stop, io.progress()).await?;
+    if let Err(e) = &ended {
+        super::flood::note_calm(&**e, io.progress());
+    }
+    // hyper's header timer fired, or the socket cut a first head that took too long
+    if ended.as_ref().is_err_and(|e| is_header_timeout(&**e)) || io.progress().cut_mid_head() {
+        io.answer_timeout(ANSWER_LIMIT).await;
+        return None;
+    }
+    ended.err().and_then(|e| refused_head(&*e))
+}
+
+/// Whether hyper ended a connection on a request head it refused (and answered 400, 431 or
+/// 414 itself, before the stack saw the request): why.
+fn refused_head(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
+    let e = tower_balancer::error::sources(e).find_map(|e| e.downcast_ref::<hyper::Error>())?;
+    if e.is_parse_too_large() {
+        Some(Refused::TooLarge)
+    } else if e.is_parse() {
+        Some(Refused::Malformed)
+    } else {
+        None
+    }
+}
