@@ -25,6 +25,9 @@
 # balancer (errors per balancer, ours as operators run it from a file).
 # Usage: scripts/compare.sh [threads]   (bounded: about fourteen minutes; stops everything it started)
 #        SKIP_FAILOVER=1 scripts/compare.sh   (without the failover run first)
+#        PGO_BIN=target/pgo/<triple>/dist/tower-balancer scripts/compare.sh   (also the
+#        profile-guided build of scripts/pgo-build.sh, from the same files: "pgo", "pgo-cookie",
+#        "pgo-tls", "pgo-h2", in the same run as the plain `--profile dist` build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-1}"
@@ -84,6 +87,15 @@ key = \"$RUNDIR/lb.key\"" >"$RUNDIR/bin-tls.toml"
 echo $! >"$RUNDIR/bin.pid"
 ./target/dist/tower-balancer --config "$RUNDIR/bin-tls.toml" --workers "$THREADS" >/dev/null 2>&1 &
 echo $! >"$RUNDIR/bintls.pid"
+if [ -n "${PGO_BIN:-}" ]; then
+  bin_conf 127.0.0.1:8097 >"$RUNDIR/pgo.toml"
+  bin_conf 127.0.0.1:8449 "certificate = \"$RUNDIR/lb.crt\"
+key = \"$RUNDIR/lb.key\"" >"$RUNDIR/pgo-tls.toml"
+  "$PGO_BIN" --config "$RUNDIR/pgo.toml" --workers "$THREADS" >/dev/null 2>&1 &
+  echo $! >"$RUNDIR/pgo.pid"
+  "$PGO_BIN" --config "$RUNDIR/pgo-tls.toml" --workers "$THREADS" >/dev/null 2>&1 &
+  echo $! >"$RUNDIR/pgotls.pid"
+fi
 # the floor under any hyper-based balancer, and the Rust peer (one thread each: compared at
 # --threads 1 only)
 ./target/perf/hyper_floor --listen 127.0.0.1:8092 "${MEMBERS[@]}" --seconds 900 >/dev/null &
@@ -114,6 +126,10 @@ TARGETS=(
   "bin-cookie http://127.0.0.1:8095/ $BIN_COOKIE"
   "bin-tls https://127.0.0.1:8446/"
 )
+if [ -n "${PGO_BIN:-}" ]; then
+  PGO_COOKIE="$(curl -si http://127.0.0.1:8097/ | awk '!found && tolower($1) == "set-cookie:" && $2 ~ /^ROUTEID=/ { sub(/;.*/, "", $2); print $2; found = 1 }')"
+  TARGETS+=("pgo http://127.0.0.1:8097/" "pgo-cookie http://127.0.0.1:8097/ $PGO_COOKIE" "pgo-tls https://127.0.0.1:8449/")
+fi
 if [ "$THREADS" = 1 ]; then TARGETS+=("hyper-floor http://127.0.0.1:8092/" "axum-rp http://127.0.0.1:8096/"); fi
 for t in "${TARGETS[@]}"; do
   read -r _ url _ <<<"$t"
@@ -127,6 +143,8 @@ pidof_target() { # target name -> the balancer's pid file
     haproxy*) echo "$RUNDIR/haproxy.pid" ;;
     bin-tls | bin-h2) echo "$RUNDIR/bintls.pid" ;; # the TLS front serves h2 as well
     bin*) echo "$RUNDIR/bin.pid" ;;
+    pgo-tls | pgo-h2) echo "$RUNDIR/pgotls.pid" ;;
+    pgo*) echo "$RUNDIR/pgo.pid" ;;
     ours-tls) echo "$RUNDIR/ourstls.pid" ;;
     ours-rr) echo "$RUNDIR/oursrr.pid" ;;
     ours-rr-tls) echo "$RUNDIR/oursrrtls.pid" ;;
@@ -177,6 +195,7 @@ run_h2() { # name url -> "name req/s user-µs/req sys-µs/req"
     'BEGIN { printf "%.1f %.1f", u * 1e6 / hz / n, s * 1e6 / hz / n }')"
 }
 H2_TARGETS=("nginx-h2 https://127.0.0.1:8447/" "haproxy-h2 https://127.0.0.1:8448/" "bin-h2 https://127.0.0.1:8446/")
+if [ -n "${PGO_BIN:-}" ]; then H2_TARGETS+=("pgo-h2 https://127.0.0.1:8449/"); fi
 echo
 echo "TLS + HTTP/2 front (h2load -c64 -m10 -D8), twice: name req/s user-µs/req sys-µs/req"
 {
@@ -188,6 +207,7 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; cu[$1] += $3; cs[$1] 
   END {
     for (t in sum) { mean[t] = sum[t] / n[t]; printf "%-15s req/s runs:%s  mean %.0f  CPU µs/request user %.1f sys %.1f\n", t, runs[t], mean[t], cu[t] / n[t], cs[t] / n[t] }
     printf "the binary over HTTP/2, req/s ratio to nginx %.2f, to HAProxy %.2f;  CPU per request ratio to nginx %.2f, to HAProxy %.2f\n", mean["bin-h2"] / mean["nginx-h2"], mean["bin-h2"] / mean["haproxy-h2"], (cu["bin-h2"] + cs["bin-h2"]) / (cu["nginx-h2"] + cs["nginx-h2"]), (cu["bin-h2"] + cs["bin-h2"]) / (cu["haproxy-h2"] + cs["haproxy-h2"])
+    if ("pgo-h2" in mean) printf "the PGO build over HTTP/2, req/s ratio to nginx %.2f;  CPU per request ratio to nginx %.2f\n", mean["pgo-h2"] / mean["nginx-h2"], (cu["pgo-h2"] + cs["pgo-h2"]) / (cu["nginx-h2"] + cs["nginx-h2"])
   }' "$RUNDIR/h2"
 
 hwm() { # peak RSS in KiB of a pid and its children
@@ -224,6 +244,11 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; if ($4 ~ /ms/) { sub(
     printf "ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
     printf "the binary, req/s ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["bin"] / mean["nginx"], mean["bin-tls"] / mean["nginx-tls"], mean["bin"] / mean["haproxy"], mean["bin-tls"] / mean["haproxy-tls"], mean["bin-cookie"] / mean["haproxy-cookie"]
     printf "the binary, CPU per request ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", (cu["bin"] + cs["bin"]) / (cu["nginx"] + cs["nginx"]), (cu["bin-tls"] + cs["bin-tls"]) / (cu["nginx-tls"] + cs["nginx-tls"]), (cu["bin"] + cs["bin"]) / (cu["haproxy"] + cs["haproxy"]), (cu["bin-tls"] + cs["bin-tls"]) / (cu["haproxy-tls"] + cs["haproxy-tls"]), (cu["bin-cookie"] + cs["bin-cookie"]) / (cu["haproxy-cookie"] + cs["haproxy-cookie"])
+    if ("pgo" in mean) {
+      printf "the PGO build, req/s ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: cookie %.2f\n", mean["pgo"] / mean["nginx"], mean["pgo-tls"] / mean["nginx-tls"], mean["pgo-cookie"] / mean["haproxy-cookie"]
+      printf "the PGO build, CPU per request ratio to nginx:   plain %.2f  TLS %.2f;  to HAProxy: cookie %.2f\n", (cu["pgo"] + cs["pgo"]) / (cu["nginx"] + cs["nginx"]), (cu["pgo-tls"] + cs["pgo-tls"]) / (cu["nginx-tls"] + cs["nginx-tls"]), (cu["pgo-cookie"] + cs["pgo-cookie"]) / (cu["haproxy-cookie"] + cs["haproxy-cookie"])
+      printf "the PGO build / the dist build, CPU per request:   plain %.2f  TLS %.2f  cookie %.2f\n", (cu["pgo"] + cs["pgo"]) / (cu["bin"] + cs["bin"]), (cu["pgo-tls"] + cs["pgo-tls"]) / (cu["bin-tls"] + cs["bin-tls"]), (cu["pgo-cookie"] + cs["pgo-cookie"]) / (cu["bin-cookie"] + cs["bin-cookie"])
+    }
   }' "$RUNDIR/results"
 
 # Equal CPU budget: one cgroup with a CPU quota, the balancer under test moved into it for its
