@@ -1,5 +1,6 @@
-//! A cluster that is down fails every request: the binary's log must say so with examples
-//! and a count, not a line a request (41 MB in 8 s at full load before the budget).
+//! What the binary's log says when things go wrong. A cluster that is down fails every request:
+//! the log must say so with examples and a count, not a line a request (41 MB in 8 s at
+//! full load before the budget); and each thing is said once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -224,4 +225,31 @@ async fn a_member_down_from_the_start_is_logged_once_with_the_probes_reason() {
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("member=node2"), "{}", lines[0]);
     assert!(lines[0].contains("reason="), "{}", lines[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_waits_for_a_restart_is_warned_of_once_a_reload() {
+    let (a, b) = (member("node1").await, member("node2").await);
+    let (child, _addr, err) = start("listen-change", a, b, "").await;
+    // the same file with another listen address: it cannot move while the process runs
+    let cfg = dir("listen-change").join("lb.toml");
+    let text = config(a, b).replace("127.0.0.1:0", "127.0.0.1:1");
+    std::fs::write(&cfg, text).unwrap();
+    kill(&child, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&err)
+        .unwrap()
+        .contains("configuration reloaded")
+    {
+        assert!(Instant::now() < deadline, "no reload within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = stop(child, err).await;
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("server.listen"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(warned[0].contains("restarts"), "{}", warned[0]);
 }

@@ -287,7 +287,7 @@ impl Running {
         Ok(NextLog::New(target, format, log, writer))
     }
 
-    /// The keys whose new values wait for a restart, each said once in the log.
+    /// The keys whose new values wait for a restart (the reload loop says them in one WARN).
     fn at_restart(&self, next: &FileConfig) -> Vec<&'static str> {
         let (s, n) = (&self.file.server, &next.server);
         let manager = |f: &FileConfig| f.manager.as_ref().map(|m| (m.listen, m.names.clone()));
@@ -304,12 +304,7 @@ impl Running {
         if manager(&self.file) != manager(next) {
             keys.push("manager");
         }
-        for key in &keys {
-            tracing::warn!(
-                key,
-                "changed in the file: takes effect when the balancer restarts"
-            );
-        }
+        // said once, with the reload's line, by the loop that reloads (not once a key here too)
         keys
     }
 }
