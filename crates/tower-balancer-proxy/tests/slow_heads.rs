@@ -3,7 +3,8 @@
 //! request it is, and a head left half-sent gets 408 once that limit is up, never sooner and
 //! never later than a moment after. The server keeps one timer a connection for these
 //! deadlines (`serve/head_timer.rs`), armed at the first and moved lazily, so this is where
-//! moving it could go wrong.
+//! moving it could go wrong. Also what the server counts of the heads it refuses and the
+//! answers it sends.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -244,6 +245,54 @@ async fn requests_refused_before_the_stack_are_counted_by_reason() {
     let metrics = harness::metrics(&lb).await;
     for reason in ["malformed", "too_large", "timeout"] {
         let line = format!("lb_client_requests_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn answers_are_counted_by_status_class_once_a_request_whatever_the_attempts() {
+    // a member answering by path: the status its path names, or a close with no answer
+    let member = harness::member(|mut sock| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let status = match head.split(' ').nth(1).unwrap_or("") {
+            "/moved" => "301 Moved Permanently\r\nLocation: /ok",
+            "/missing" => "404 Not Found",
+            "/busy" => "503 Service Unavailable",
+            "/close" => return,
+            _ => "200 OK",
+        };
+        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = sock.write_all(answer.as_bytes()).await;
+    })
+    .await;
+    let lb = lb(&[member], "", "", "[manager]\nlisten = \"127.0.0.1:0\"\n").await;
+    let get =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n");
+    let mut statuses = Vec::new();
+    for path in ["/ok", "/ok", "/moved", "/missing", "/busy", "/close"] {
+        let out = harness::raw(lb.addr, get(path).as_bytes(), Duration::from_secs(10)).await;
+        statuses.push(out.get(9..12).unwrap_or("").to_owned());
+    }
+    // a head with no Host: the server's own 400, before the stack
+    let out = harness::raw(lb.addr, b"GET / HTTP/1.1\r\n\r\n", Duration::from_secs(5)).await;
+    statuses.push(out.get(9..12).unwrap_or("").to_owned());
+    // the close is retried on the member and then answered 502 once
+    assert_eq!(
+        statuses,
+        ["200", "200", "301", "404", "503", "502", "400"],
+        "the answers"
+    );
+    let metrics = harness::metrics(&lb).await;
+    for (class, n) in [("1xx", 0), ("2xx", 2), ("3xx", 1), ("4xx", 2), ("5xx", 2)] {
+        let line = format!("lb_client_responses_total{{code=\"{class}\"}} {n}");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
 }

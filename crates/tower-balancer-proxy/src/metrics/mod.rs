@@ -328,7 +328,8 @@ impl Source {
     }
 }
 
-/// The server's counts of its clients: connections, TLS handshakes, what limits refused.
+/// The server's counts of its clients: connections, TLS handshakes, answers by status class,
+/// what limits refused.
 fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result {
     let plain: [(&str, &str); 0] = [];
     let mut e = encoder.encode_descriptor(
@@ -365,6 +366,15 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
     ConstCounter::new(s.rate_limited()).encode(e.encode_family(&[("limit", "rate")])?)?;
     ConstCounter::new(s.refused_per_client())
         .encode(e.encode_family(&[("limit", "connections")])?)?;
+    let mut e = encoder.encode_descriptor(
+            "lb_client_responses",
+            "Answers sent to clients, by status class: the members' own and the balancer's (502, 503, 504 when members fail; 400 for ambiguous framing). Not counted: requests refused before their head was read (lb_client_requests_refused) and requests whose client went away first.",
+            None,
+            MetricType::Counter,
+        )?;
+    for (class, n) in s.answers() {
+        ConstCounter::new(n).encode(e.encode_family(&[("code", class)])?)?;
+    }
     let mut e = encoder.encode_descriptor(
             "lb_client_requests_refused",
             "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400), too_large (431 or 414), timeout (a head not complete in time, 408).",

@@ -164,6 +164,7 @@ fn connection_service<S: Servable>(
         let mut stack = stack.clone();
         async move {
             if let Some(why) = refused {
+                conn_progress.stats().note_answer(StatusCode::BAD_REQUEST);
                 return Ok::<_, std::convert::Infallible>(
                     bad_request(why).map(|b| Tracked::new(b, guard)),
                 );
@@ -180,6 +181,7 @@ fn connection_service<S: Servable>(
                 Err(e) => error_response(&e),
             };
             let status = res.status();
+            conn_progress.stats().note_answer(status);
             if status == StatusCode::TOO_MANY_REQUESTS
                 && res.extensions().get::<RateRefusal>().is_some()
             {

@@ -1,6 +1,6 @@
 //! What the server counts for metrics: connections accepted and open, TLS handshakes and
-//! their failures. Shared by every clone of a [`ServeConfig`](super::ServeConfig), so the
-//! workers serving one front count together.
+//! their failures, and the answers its clients got by status class. Shared by every clone of
+//! a [`ServeConfig`](super::ServeConfig), so the workers serving one front count together.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,14 @@ struct Counters {
     refused_too_large: AtomicU64,
     refused_timeout: AtomicU64,
     closed: [AtomicU64; 5],
+    answers: Answers,
 }
+
+/// The answers by status class (1xx to 5xx): counted on every request, so on a cache line of
+/// their own, apart from the per-connection counts above.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Answers([AtomicU64; 5]);
 
 /// Why the server refused a request before the stack saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +133,29 @@ impl ServerStats {
 
     pub(crate) fn note_closed(&self, why: Closed) {
         self.0.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The answers clients got, by status class: what the balancer sent, whether the member's
+    /// own or its error page (502, 503, 504), and the 400s it gave to ambiguous framing.
+    /// Requests refused before a head was parsed are in [`refused_requests`](Self::refused_requests),
+    /// and requests whose client went away before their answer are in neither.
+    #[must_use]
+    pub fn answers(&self) -> [(&'static str, u64); 5] {
+        let n = |class: usize| self.0.answers.0[class].load(Ordering::Relaxed);
+        [
+            ("1xx", n(0)),
+            ("2xx", n(1)),
+            ("3xx", n(2)),
+            ("4xx", n(3)),
+            ("5xx", n(4)),
+        ]
+    }
+
+    /// Counts an answer with `status`, as its head goes out.
+    pub(crate) fn note_answer(&self, status: http::StatusCode) {
+        // a `StatusCode` is 100..=999: classes 6xx to 9xx, which no client should get, count as 5xx
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.0.answers.0[class].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_plain_http_on_tls(&self) {
