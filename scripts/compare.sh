@@ -314,4 +314,5 @@ awk '{ sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2; th[$1] = th[$1] " " $
     if ("hyper-floor" in mean) printf "equal CPU budget, ratio hyper floor / nginx: %.2f\n", mean["hyper-floor"] / mean["nginx"]
     printf "equal CPU budget, ratio ours / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["ours"] / mean["haproxy"], mean["ours-tls"] / mean["haproxy-tls"], mean["ours-cookie"] / mean["haproxy-cookie"]
     printf "equal CPU budget, the binary / nginx: plain %.2f  TLS %.2f;  / HAProxy: plain %.2f  TLS %.2f  cookie %.2f\n", mean["bin"] / mean["nginx"], mean["bin-tls"] / mean["nginx-tls"], mean["bin"] / mean["haproxy"], mean["bin-tls"] / mean["haproxy-tls"], mean["bin-cookie"] / mean["haproxy-cookie"]
+    if ("pgo" in mean) printf "equal CPU budget, the PGO build / nginx: plain %.2f  TLS %.2f;  / HAProxy: cookie %.2f\n", mean["pgo"] / mean["nginx"], mean["pgo-tls"] / mean["nginx-tls"], mean["pgo-cookie"] / mean["haproxy-cookie"]
   }' "$RUNDIR/budget"
