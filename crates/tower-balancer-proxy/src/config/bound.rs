@@ -174,6 +174,7 @@ impl Bound {
         let (log, writers) = split_log(access_log);
         let listen = g.front.listen;
         let sections: Vec<_> = g.file.balancers().cloned().collect();
+        let started_workers = g.workers();
         let lanes = g
             .lanes
             .into_iter()
@@ -184,6 +185,7 @@ impl Bound {
             })
             .collect();
         let running = Running {
+            started: (g.file.clone(), started_workers),
             file: g.file,
             settings: front.settings(),
             port,

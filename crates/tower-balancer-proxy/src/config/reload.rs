@@ -36,6 +36,9 @@ pub(super) use super::reloader::{Ask, ReloadError, Reloaded};
 /// then each balancer's own ([`RunningLane`]).
 pub(super) struct Running {
     pub(super) file: FileConfig,
+    /// The file the process started with and its worker count: what the keys a reload
+    /// cannot change stay at until the next start.
+    pub(super) started: (FileConfig, usize),
     pub(super) settings: LiveSettings,
     /// The public URL with the bound port.
     pub(super) port: u16,
@@ -287,21 +290,25 @@ impl Running {
         Ok(NextLog::New(target, format, log, writer))
     }
 
-    /// The keys whose new values wait for a restart (the reload loop says them in one WARN).
+    /// The keys whose values in `next` differ from those the process runs with, which wait
+    /// for a restart (the reload loop says them in one WARN). Against what runs, not the
+    /// file before: a change still waiting is said at every reload, and one put back is not.
     fn at_restart(&self, next: &FileConfig) -> Vec<&'static str> {
-        let (s, n) = (&self.file.server, &next.server);
+        let (started, workers) = &self.started;
+        let (s, n) = (&started.server, &next.server);
         let manager = |f: &FileConfig| f.manager.as_ref().map(|m| (m.listen, m.names.clone()));
         let mut keys = Vec::new();
         if s.listen != n.listen {
             keys.push("server.listen");
         }
-        if s.workers != n.workers {
+        // the count running may come from the command line (`--workers`), not the file
+        if s.workers != n.workers && n.workers != Some(*workers) {
             keys.push("server.workers");
         }
         if s.max_connections != n.max_connections {
             keys.push("server.max_connections");
         }
-        if manager(&self.file) != manager(next) {
+        if manager(started) != manager(next) {
             keys.push("manager");
         }
         // said once, with the reload's line, by the loop that reloads (not once a key here too)

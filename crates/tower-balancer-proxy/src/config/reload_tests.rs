@@ -82,6 +82,13 @@ async fn a_reload_changes_what_the_file_changed_and_nothing_else() {
     let fourth = third.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
     let done = reloader.reload(parse(&fourth)).await.unwrap();
     assert_eq!(done.at_restart, ["server.listen"]);
+    // still waiting at the next reload, beside another such key
+    let fifth = fourth.replace("[server]\n", "[server]\nmax_connections = 500\n");
+    let done = reloader.reload(parse(&fifth)).await.unwrap();
+    assert_eq!(done.at_restart, ["server.listen", "server.max_connections"]);
+    // put back as the process runs: nothing waits
+    let done = reloader.reload(parse(&third)).await.unwrap();
+    assert!(done.at_restart.is_empty(), "{:?}", done.at_restart);
 }
 
 #[tokio::test]
