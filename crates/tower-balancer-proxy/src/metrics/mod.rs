@@ -368,7 +368,7 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
         .encode(e.encode_family(&[("limit", "connections")])?)?;
     let mut e = encoder.encode_descriptor(
             "lb_client_responses",
-            "Answers sent to clients, by status class: the members' own and the balancer's (502, 503, 504 when members fail; 400 for ambiguous framing). Not counted: requests refused before their head was read (lb_client_requests_refused) and requests whose client went away first.",
+            "Answers the balancer's stack sent clients, by status class, one a request whatever its attempts: the members' own and the balancer's (502, 503, 504 when members fail); the access log's lines but its 499s. Not counted: requests refused before the stack (lb_client_requests_refused) and requests whose client went away first.",
             None,
             MetricType::Counter,
         )?;
@@ -377,7 +377,7 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
     }
     let mut e = encoder.encode_descriptor(
             "lb_client_requests_refused",
-            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400), too_large (431 or 414), timeout (a head not complete in time, 408).",
+            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400), too_large (431 or 414), timeout (a head not complete in time, 408), framing (a bad or repeated Host, Transfer-Encoding other than chunked, CONNECT and the like, 400).",
             None,
             MetricType::Counter,
         )?;

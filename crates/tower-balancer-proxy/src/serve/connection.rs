@@ -164,7 +164,8 @@ fn connection_service<S: Servable>(
         let mut stack = stack.clone();
         async move {
             if let Some(why) = refused {
-                conn_progress.stats().note_answer(StatusCode::BAD_REQUEST);
+                // before the stack, as hyper's own 400s: no access-log line, counted as refused
+                conn_progress.stats().note_refused(Refused::Framing);
                 return Ok::<_, std::convert::Infallible>(
                     bad_request(why).map(|b| Tracked::new(b, guard)),
                 );

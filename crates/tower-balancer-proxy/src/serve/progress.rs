@@ -142,6 +142,7 @@ impl Progress {
             Refused::Malformed => "a request head that is not valid HTTP/1.1",
             Refused::TooLarge => "a request head or target over the size limits",
             Refused::Timeout => "a request head not complete in time",
+            Refused::Framing => "a request whose framing is refused",
         };
         let client = self.peer.map(tracing::field::display);
         tracing::debug!(client, reason, "request refused before the stack");

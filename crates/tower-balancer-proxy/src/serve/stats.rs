@@ -23,6 +23,7 @@ struct Counters {
     refused_malformed: AtomicU64,
     refused_too_large: AtomicU64,
     refused_timeout: AtomicU64,
+    refused_framing: AtomicU64,
     closed: [AtomicU64; 5],
     answers: Answers,
 }
@@ -42,6 +43,9 @@ pub(crate) enum Refused {
     TooLarge,
     /// A head not complete within the header-read timeout (408).
     Timeout,
+    /// A parsed head whose framing is ambiguous or unsafe (400, `check_framing`): a bad or
+    /// repeated `Host`, `Transfer-Encoding` other than `chunked`, `CONNECT`, and the like.
+    Framing,
 }
 
 impl ServerStats {
@@ -89,9 +93,9 @@ impl ServerStats {
     }
 
     /// Requests refused before the stack saw them: heads that are not HTTP (400), over the
-    /// size limits (431 or 414), and not complete in time (408).
+    /// size limits (431 or 414), not complete in time (408), and framing refused (400).
     #[must_use]
-    pub fn refused_requests(&self) -> [(&'static str, u64); 3] {
+    pub fn refused_requests(&self) -> [(&'static str, u64); 4] {
         [
             (
                 "malformed",
@@ -102,6 +106,7 @@ impl ServerStats {
                 self.0.refused_too_large.load(Ordering::Relaxed),
             ),
             ("timeout", self.0.refused_timeout.load(Ordering::Relaxed)),
+            ("framing", self.0.refused_framing.load(Ordering::Relaxed)),
         ]
     }
 
@@ -110,6 +115,7 @@ impl ServerStats {
             Refused::Malformed => &self.0.refused_malformed,
             Refused::TooLarge => &self.0.refused_too_large,
             Refused::Timeout => &self.0.refused_timeout,
+            Refused::Framing => &self.0.refused_framing,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -135,10 +141,11 @@ impl ServerStats {
         self.0.closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The answers clients got, by status class: what the balancer sent, whether the member's
-    /// own or its error page (502, 503, 504), and the 400s it gave to ambiguous framing.
-    /// Requests refused before a head was parsed are in [`refused_requests`](Self::refused_requests),
-    /// and requests whose client went away before their answer are in neither.
+    /// The answers the stack gave clients, by status class: the members' own and the
+    /// balancer's error pages (502, 503, 504), one a request whatever its attempts; as many as
+    /// the access log's lines but its 499s. Requests refused before the stack are in
+    /// [`refused_requests`](Self::refused_requests), and requests whose client went away
+    /// before their answer are in neither.
     #[must_use]
     pub fn answers(&self) -> [(&'static str, u64); 5] {
         let n = |class: usize| self.0.answers.0[class].load(Ordering::Relaxed);
