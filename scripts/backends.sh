@@ -10,9 +10,13 @@ need() { command -v "$1" >/dev/null 2>&1; }
 ensure_tools() {
   local missing=() t
   for t in "$@"; do need "${t%%:*}" || missing+=("${t#*:}"); done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! need apt-get; then
+    echo "missing: ${missing[*]} (Debian packages): install them (apt-get install ${missing[*]}, as root) and run again" >&2
+    exit 1
   fi
+  echo "missing: ${missing[*]}: installing them with apt-get" >&2
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 RUNDIR="$(mktemp -d)"
 cleanup() {
