@@ -99,8 +99,8 @@ impl Server {
     }
 
     /// Serves `stack` until `shutdown` completes, then stops accepting and gives in-flight
-    /// requests the graceful timeout to finish. Each request carries [`ClientAddr`] and, over
-    /// TLS, [`ClientTls`] in its extensions.
+    /// requests the graceful timeout to finish. Each request carries [`ClientAddr`](tower_balancer::client::ClientAddr) and, over
+    /// TLS, [`ClientTls`](tower_balancer::client::ClientTls) in its extensions.
     ///
     /// # Errors
     /// Only errors that stop the whole server; a failing connection is logged and dropped.
