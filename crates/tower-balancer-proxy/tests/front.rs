@@ -345,7 +345,7 @@ async fn corked_member(answer: &'static [u8], answered: Arc<AtomicUsize>) -> Str
     harness::member(move |mut sock| {
         let answered = answered.clone();
         async move {
-            if !harness::read_request_head(&mut sock).await {
+            if harness::read_request_head(&mut sock).await.is_none() {
                 return;
             }
             socket2::SockRef::from(&sock).set_tcp_cork(true).unwrap();

@@ -253,15 +253,9 @@ async fn requests_refused_before_the_stack_are_counted_by_reason() {
 async fn answers_are_counted_by_status_class_once_a_request_whatever_the_attempts() {
     // a member answering by path: the status its path names, or a close with no answer
     let member = harness::member(|mut sock| async move {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match sock.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
+        let Some(head) = harness::read_request_head(&mut sock).await else {
+            return;
+        };
         let status = match head.split(' ').nth(1).unwrap_or("") {
             "/moved" => "301 Moved Permanently\r\nLocation: /ok",
             "/missing" => "404 Not Found",

@@ -26,7 +26,7 @@ async fn pacing_member(first: usize, gap: Duration) -> String {
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                if !harness::read_request_head(&mut sock).await {
+                if harness::read_request_head(&mut sock).await.is_none() {
                     return;
                 }
                 let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();

@@ -14,7 +14,7 @@ use tower_balancer::registry::Registry;
 
 use super::etcd::Following;
 use super::owned::SourceTask;
-use super::reload::{self, Running, RunningLane};
+use super::reload::{self, AtStart, Running, RunningLane};
 use super::reloader::{Ask, Reloader};
 use super::run::{BindError, Gateway};
 use super::workers::{self, LaneBuild, Worker};
@@ -185,7 +185,7 @@ impl Bound {
             })
             .collect();
         let running = Running {
-            started: (g.file.clone(), started_workers),
+            started: AtStart::new(&g.file, started_workers),
             file: g.file,
             settings: front.settings(),
             port,

@@ -36,9 +36,8 @@ pub(super) use super::reloader::{Ask, ReloadError, Reloaded};
 /// then each balancer's own ([`RunningLane`]).
 pub(super) struct Running {
     pub(super) file: FileConfig,
-    /// The file the process started with and its worker count: what the keys a reload
-    /// cannot change stay at until the next start.
-    pub(super) started: (FileConfig, usize),
+    /// The keys a reload cannot change, as the process started with them.
+    pub(super) started: AtStart,
     pub(super) settings: LiveSettings,
     /// The public URL with the bound port.
     pub(super) port: u16,
@@ -201,7 +200,7 @@ impl Running {
                 self.writers.push(writer);
             }
         }
-        report.at_restart = self.at_restart(config.file());
+        report.at_restart = self.started.at_restart(config.file());
         self.file = config.file().clone();
         Ok(report)
     }
@@ -289,29 +288,57 @@ impl Running {
             })?;
         Ok(NextLog::New(target, format, log, writer))
     }
+}
+
+/// The keys a reload cannot change (the sockets bound, the worker threads, the connection
+/// cap), as the process started with them: they stay so until the next start, whatever the
+/// files read since say.
+#[derive(Debug)]
+pub(super) struct AtStart {
+    listen: std::net::SocketAddr,
+    /// The file's `workers`, and the count running (which `--workers` may have set).
+    workers: (Option<usize>, usize),
+    max_connections: Option<usize>,
+    manager: Option<(std::net::SocketAddr, Vec<String>)>,
+}
+
+impl AtStart {
+    /// What `file` sets of those keys, with `workers` threads running.
+    pub(super) fn new(file: &FileConfig, workers: usize) -> Self {
+        Self {
+            listen: file.server.listen,
+            workers: (file.server.workers, workers),
+            max_connections: file.server.max_connections,
+            manager: manager_of(file),
+        }
+    }
 
     /// The keys whose values in `next` differ from those the process runs with, which wait
     /// for a restart (the reload loop says them in one WARN). Against what runs, not the
     /// file before: a change still waiting is said at every reload, and one put back is not.
-    fn at_restart(&self, next: &FileConfig) -> Vec<&'static str> {
-        let (started, workers) = &self.started;
-        let (s, n) = (&started.server, &next.server);
-        let manager = |f: &FileConfig| f.manager.as_ref().map(|m| (m.listen, m.names.clone()));
+    pub(super) fn at_restart(&self, next: &FileConfig) -> Vec<&'static str> {
+        let n = &next.server;
         let mut keys = Vec::new();
-        if s.listen != n.listen {
+        if self.listen != n.listen {
             keys.push("server.listen");
         }
         // the count running may come from the command line (`--workers`), not the file
-        if s.workers != n.workers && n.workers != Some(*workers) {
+        let (file_workers, running) = self.workers;
+        if file_workers != n.workers && n.workers != Some(running) {
             keys.push("server.workers");
         }
-        if s.max_connections != n.max_connections {
+        if self.max_connections != n.max_connections {
             keys.push("server.max_connections");
         }
-        if manager(started) != manager(next) {
+        if self.manager != manager_of(next) {
             keys.push("manager");
         }
         // said once, with the reload's line, by the loop that reloads (not once a key here too)
         keys
     }
+}
+
+/// The manager's address and names in `file`, if it has a manager.
+fn manager_of(file: &FileConfig) -> Option<(std::net::SocketAddr, Vec<String>)> {
+    file.manager.as_ref().map(|m| (m.listen, m.names.clone()))
 }

@@ -28,7 +28,7 @@ use super::client_body::ClientBody;
 use super::config::ServeConfig;
 use super::front::{self, HeadLimits, Rewind};
 use super::going_away;
-use super::guard::{check_framing, FramingError};
+use super::guard::check_framing;
 use super::read_ahead::read_ahead;
 use super::stack::Servable;
 use super::stats::Refused;
@@ -41,9 +41,8 @@ pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_s
 
 /// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
 /// this connection is read as another request.
-fn bad_request<B>(why: FramingError) -> Response<ServeBody<B>> {
-    // DEBUG: any client can send bad requests at will, and must not write a line each
-    tracing::debug!(reason = %why, "request refused");
+/// (Counted and logged by the caller, through [`Progress::note_refused`].)
+fn bad_request<B>() -> Response<ServeBody<B>> {
     let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
         b"400 Bad Request\n",
     ))));
@@ -87,7 +86,7 @@ pub(super) async fn connection<S: Servable>(
             .scope(drive(io, &builder, svc, watchers, Some(heads)))
             .await;
         if let Some(why) = refused {
-            progress.note_refused(why);
+            progress.note_refused(why, None);
         }
         return;
     };
@@ -118,7 +117,7 @@ pub(super) async fn connection<S: Servable>(
     let io = Watched::new(stream, progress.clone(), limits).over_tls();
     let refused = timer.scope(drive(io, &builder, svc, watchers, own)).await;
     if let Some(why) = refused {
-        progress.note_refused(why);
+        progress.note_refused(why, None);
     }
 }
 
@@ -165,9 +164,9 @@ fn connection_service<S: Servable>(
         async move {
             if let Some(why) = refused {
                 // before the stack, as hyper's own 400s: no access-log line, counted as refused
-                conn_progress.stats().note_refused(Refused::Framing);
+                conn_progress.note_refused(Refused::Framing, Some(&why));
                 return Ok::<_, std::convert::Infallible>(
-                    bad_request(why).map(|b| Tracked::new(b, guard)),
+                    bad_request().map(|b| Tracked::new(b, guard)),
                 );
             }
             let ready: Result<(), BoxError> = std::future::poll_fn(|cx| stack.poll_ready(cx))

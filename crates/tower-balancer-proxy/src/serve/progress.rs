@@ -133,10 +133,11 @@ impl Progress {
 
     /// A request was refused before the stack saw it (the stack's access log never sees
     /// these; nginx logs them as 400): counted, and logged at DEBUG with the client's
-    /// address (a flood of bad heads must not write a line each; the counter has them).
+    /// address and `detail`, the exact reason when there is one (a flood of bad heads must
+    /// not write a line each; the counter has them). Every refusal goes through here.
     #[cold]
     #[inline(never)]
-    pub(crate) fn note_refused(&self, why: Refused) {
+    pub(crate) fn note_refused(&self, why: Refused, detail: Option<&dyn std::fmt::Display>) {
         self.stats.note_refused(why);
         let reason = match why {
             Refused::Malformed => "a request head that is not valid HTTP/1.1",
@@ -145,7 +146,8 @@ impl Progress {
             Refused::Framing => "a request whose framing is refused",
         };
         let client = self.peer.map(tracing::field::display);
-        tracing::debug!(client, reason, "request refused before the stack");
+        let detail = detail.map(tracing::field::display);
+        tracing::debug!(client, reason, detail, "request refused before the stack");
     }
 
     /// Whether an HTTP/2 limit asked the connection to go away.

@@ -236,7 +236,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Watched<IO> {
         if !self.progress.caught_mid_head() {
             return;
         }
-        self.progress.note_refused(super::stats::Refused::Timeout);
+        self.progress
+            .note_refused(super::stats::Refused::Timeout, None);
         let answer = async {
             let mut io = WriteHalf(self);
             io.write_all(

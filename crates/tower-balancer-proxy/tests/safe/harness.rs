@@ -171,7 +171,7 @@ pub(crate) async fn recording_member() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
 /// A member that reads a request head, writes `answer` as it is and closes.
 pub(crate) async fn raw_member(answer: &'static [u8]) -> String {
     member(move |mut sock| async move {
-        if !read_request_head(&mut sock).await {
+        if read_request_head(&mut sock).await.is_none() {
             return;
         }
         let _ = sock.write_all(answer).await;
@@ -179,18 +179,18 @@ pub(crate) async fn raw_member(answer: &'static [u8]) -> String {
     .await
 }
 
-/// Reads a request's head from `sock` (and whatever came with it); false when the peer
-/// closed or failed first.
-pub(crate) async fn read_request_head(sock: &mut TcpStream) -> bool {
+/// Reads a request's head from `sock` and returns it (with whatever came with it); `None`
+/// when the peer closed or failed first.
+pub(crate) async fn read_request_head(sock: &mut TcpStream) -> Option<String> {
     let mut buf = vec![0u8; 8192];
     let mut got = Vec::new();
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
         match sock.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
     }
-    true
+    Some(String::from_utf8_lossy(&got).into_owned())
 }
 
 /// A member that answers every request in HTTP/1.0 and closes.
