@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{config, dir, file, get, kill, member, Running, BIN};
+use common::{config, dir, file, get, kill, member, member_on, Running, BIN};
 
 /// A port with nothing listening.
 fn closed() -> std::net::SocketAddr {
@@ -225,6 +225,8 @@ async fn a_member_down_from_the_start_is_logged_once_with_the_probes_reason() {
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("member=node2"), "{}", lines[0]);
     assert!(lines[0].contains("reason="), "{}", lines[0]);
+    // both start down until their first probe, but that is no panic: one passed, one failed
+    assert!(!text.contains("panic mode"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,4 +254,41 @@ async fn a_key_that_waits_for_a_restart_is_warned_of_once_a_reload() {
     assert_eq!(warned.len(), 1, "{text}");
     assert!(warned[0].contains("WARN"), "{}", warned[0]);
     assert!(warned[0].contains("restarts"), "{}", warned[0]);
+}
+
+/// Waits up to 10 s for `text` in the file `err`.
+async fn wait_for(err: &std::path::Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(err).unwrap().contains(text) {
+        assert!(Instant::now() < deadline, "no {text:?} within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_mode_is_said_once_going_in_and_once_coming_out() {
+    let (a, b) = (closed(), closed());
+    let health = "\n[balancer.health]\nuri = \"/\"\ninterval = \"100ms\"\n";
+    let (child, _addr, err) = start("panic-mode", a, b, health).await;
+    // both down: panic mode, said once however many probes fail after
+    wait_for(&err, "panic mode:").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // one comes back: 1 healthy of 2 is not below the default threshold (0.5)
+    member_on(a, "node1").await;
+    wait_for(&err, "panic mode over").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = stop(child, err).await;
+    let went_in: Vec<&str> = text.lines().filter(|l| l.contains("panic mode:")).collect();
+    assert_eq!(went_in.len(), 1, "{text}");
+    let line = went_in[0];
+    assert!(line.contains("WARN") && line.contains("cluster"), "{line}");
+    assert_eq!((field(line, "healthy"), field(line, "members")), (0, 2));
+    let came_out: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("panic mode over"))
+        .collect();
+    assert_eq!(came_out.len(), 1, "{text}");
+    let line = came_out[0];
+    assert!(line.contains("INFO") && line.contains("cluster"), "{line}");
+    assert_eq!((field(line, "healthy"), field(line, "members")), (1, 2));
 }

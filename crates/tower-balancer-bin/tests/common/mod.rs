@@ -13,7 +13,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tower-balancer");
 
 /// A member on loopback that answers every request with its name, keep-alive.
 pub async fn member(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    member_on("127.0.0.1:0".parse().unwrap(), name).await
+}
+
+/// [`member`] on `addr` (a port a test left closed until now).
+pub async fn member_on(addr: SocketAddr, name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {

@@ -21,6 +21,7 @@
 //! ```
 
 mod members;
+mod panic;
 mod queue;
 
 use std::convert::Infallible;
@@ -285,6 +286,7 @@ impl Collector for Source {
             .map(|(n, r)| (n.as_str(), r.load_stats().queue()))
             .collect();
         queue::encode(&mut encoder, &lanes, &queues)?;
+        panic::encode(&mut encoder, &registries)?;
         self.process(&mut encoder)
     }
 }

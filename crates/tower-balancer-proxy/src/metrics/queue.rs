@@ -85,7 +85,7 @@ pub(super) fn encode(
 }
 
 /// `balancer="name"`, or no label for an unnamed balancer.
-fn balancer_label(name: &str) -> Vec<(&str, &str)> {
+pub(super) fn balancer_label(name: &str) -> Vec<(&str, &str)> {
     if name.is_empty() {
         Vec::new()
     } else {

@@ -403,6 +403,9 @@ where
         // down only because members start down: the first pass brings it up (as Envoy's
         // `healthy_threshold` at start), so a balancer is not in panic for `rise` intervals
         let mut starting = !up && s.initial == Health::Unhealthy && !memo.probed;
+        // the registry counts a member down only until its first probe as healthy for panic
+        // mode's WARN: it is told when that probe's result is in
+        let mut first = !memo.probed;
         // a member never probed is probed at once: one that starts down takes traffic as
         // soon as it answers, and one that starts up but is dead is found an interval sooner
         let mut wait = memo.last.map_or(Duration::ZERO, |last| {
@@ -467,6 +470,9 @@ where
                 last: Some(at),
                 drained_by_probe,
             });
+            if std::mem::take(&mut first) {
+                self.registry.first_probe_done();
+            }
             wait = s.wait(transitioning(up, passes, fails));
         }
     }

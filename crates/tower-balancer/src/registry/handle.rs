@@ -62,6 +62,9 @@ pub(super) struct Writer {
     pub(super) version: u64,
     pub(super) next_serial: u64,
     pub(super) panic_threshold: f64,
+    /// Whether operators were last told the registry is in panic mode
+    /// ([`panic::judged`](super::panic::judged)): a change is logged and counted once.
+    pub(super) in_panic: bool,
 }
 
 /// A snapshot held for the duration of one pick: a cheap, lock-free borrow.
@@ -140,6 +143,7 @@ impl Registry {
                     version: 0,
                     next_serial: 1,
                     panic_threshold: DEFAULT_PANIC_THRESHOLD,
+                    in_panic: false,
                 }),
                 changes,
                 load: Arc::new(RegistryLoad::default()),
@@ -360,6 +364,23 @@ impl Registry {
         self.publish(&mut writer);
     }
 
+    /// A health checker had its first probe's result for a member (which counts as healthy
+    /// for panic mode's WARN until then, [`panic::judged`](super::panic::judged)): says
+    /// panic mode if that failure is what puts the registry in it.
+    pub(crate) fn first_probe_done(&self) {
+        let mut writer = self.lock();
+        self.note_panic_change(&mut writer);
+    }
+
+    /// Logs and counts a change of panic mode as operators are told of it.
+    fn note_panic_change(&self, writer: &mut Writer) {
+        let (panic, healthy, candidates) = super::panic::judged(writer);
+        if panic != writer.in_panic {
+            writer.in_panic = panic;
+            self.shared.load.note_panic(panic, healthy, candidates);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Writer> {
         // A panic in a user closure leaves the map consistent (every change is one insert or
         // one atomic store), so a poisoned lock is safe to keep using.
@@ -373,6 +394,7 @@ impl Registry {
         writer.version += 1;
         let snapshot = Arc::new(writer.build());
         self.shared.current.store(snapshot.clone());
+        self.note_panic_change(writer);
         self.shared.changes.send_replace(writer.version);
         let queue = self.shared.load.queue();
         if queue.depth() > 0 {

@@ -18,6 +18,7 @@ mod handle;
 mod id;
 mod member;
 mod metrics;
+mod panic;
 mod queue;
 mod snapshot;
 mod spec;
