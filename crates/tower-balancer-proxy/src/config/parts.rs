@@ -1,9 +1,11 @@
 //! Each part of the balancer from its keys: the front, members' TLS, the public URL,
 //! stickiness, failover, probes, and the reliability settings; `build` assembles them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderName;
+use toml::Spanned;
 use tower_balancer::balance::{FailureStatuses, QueueSettings};
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HttpProbe, ProbeSettings};
@@ -19,6 +21,10 @@ use crate::forward::{ForwardConfig, UpstreamTls};
 use crate::limits::DEFAULT_BODY_IDLE_TIMEOUT;
 use crate::proxy::StackPlan;
 use crate::serve::{server_tls_by_name, server_tls_from_pem, ServeConfig};
+
+/// How to make a cookie signing key, for the errors about one.
+const KEY_HINT: &str =
+    "make one with `head -c 32 /dev/urandom > FILE`, the same file on every instance";
 
 impl ConfigFile {
     /// The front: its address, TLS and the client-facing limits.
@@ -242,6 +248,15 @@ impl ConfigFile {
         }
     }
 
+    /// A cookie signing key's file, with how to make one when it cannot be read.
+    fn read_key(&self, k: &Spanned<PathBuf>, key: &str) -> Result<Vec<u8>, ConfigError> {
+        let full = self.resolve(k.get_ref());
+        std::fs::read(&full).map_err(|e| {
+            let msg = format!("cannot read `{}`: {e}; {KEY_HINT}", full.display());
+            self.err(Some(k), key, msg)
+        })
+    }
+
     pub(super) fn sticky(&self) -> Result<StickyConfig, ConfigError> {
         let b = &self.file.balancer;
         let names = &b.stickysession;
@@ -254,20 +269,25 @@ impl ConfigFile {
         if b.cookie_plain {
             builder = builder.plain();
         } else if let Some(k) = &b.cookie_key_file {
-            let key = self.read(k, "balancer.cookie_key_file")?;
-            let keys = RouteKeys::new(&[key])
-                .map_err(|e| self.err(Some(k), "balancer.cookie_key_file", e.to_string()))?;
+            let key = self.read_key(k, "balancer.cookie_key_file")?;
+            let keys = RouteKeys::new(&[key]).map_err(|e| {
+                self.err(
+                    Some(k),
+                    "balancer.cookie_key_file",
+                    format!("{e}; {KEY_HINT}"),
+                )
+            })?;
             builder = builder.signed(keys);
         } else if !b.cookie_key_files.is_empty() {
             let mut keys = Vec::with_capacity(b.cookie_key_files.len());
             for (i, k) in b.cookie_key_files.iter().enumerate() {
-                keys.push(self.read(k, &format!("balancer.cookie_key_files[{i}]"))?);
+                keys.push(self.read_key(k, &format!("balancer.cookie_key_files[{i}]"))?);
             }
             let keys = RouteKeys::new(&keys).map_err(|e| {
                 self.err(
                     b.cookie_key_files.first(),
                     "balancer.cookie_key_files",
-                    e.to_string(),
+                    format!("{e}; {KEY_HINT}"),
                 )
             })?;
             builder = builder.signed(keys);

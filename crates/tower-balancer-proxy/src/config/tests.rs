@@ -444,3 +444,38 @@ fn names_and_urls_that_would_half_work_are_refused_at_their_key() {
         assert_eq!(err(&text).key(), Some(key));
     }
 }
+
+#[test]
+fn a_missing_or_short_cookie_key_says_how_to_make_one() {
+    let dir = std::env::temp_dir().join(format!("tb-key-hint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = |keys: &str| {
+        format!("[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n[balancer]\nname = \"b\"\n{keys}\n[[balancer.member]]\nurl = \"http://a\"\nroute = \"n\"\n")
+    };
+    let build = |keys: &str| {
+        ConfigFile::from_toml(&text(keys), &dir.join("lb.toml"))
+            .and_then(|c| c.build())
+            .unwrap_err()
+            .to_string()
+    };
+    let hint = "head -c 32 /dev/urandom";
+    let missing = build("cookie_key_file = \"cookie.key\"");
+    assert!(
+        missing.contains("cannot read") && missing.contains(hint),
+        "{missing}"
+    );
+    std::fs::write(dir.join("short.key"), b"0123456789").unwrap();
+    let short = build("cookie_key_files = [\"short.key\"]");
+    assert!(
+        short.contains("at least 32") && short.contains(hint),
+        "{short}"
+    );
+    std::fs::write(dir.join("good.key"), [7u8; 32]).unwrap();
+    ConfigFile::from_toml(
+        &text("cookie_key_file = \"good.key\""),
+        &dir.join("lb.toml"),
+    )
+    .and_then(|c| c.build())
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
