@@ -30,7 +30,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
-use tower_balancer::balance::{AttemptError, ServedBy};
+use tower_balancer::balance::{AttemptError, SentTo, ServedBy};
 use tower_balancer::client::ClientAddr;
 use tower_balancer::error::find_in_chain;
 use tower_balancer::failover::{Attempts, FailoverError};
@@ -208,6 +208,8 @@ struct Entry {
     request_id: String,
     /// A `HEAD` request: its answer has no body.
     head: bool,
+    /// The attempts the balancer sent, for a line written with no answer (499).
+    sent: SentTo,
 }
 
 impl<S, B, RB> Service<Request<B>> for AccessLogService<S>
@@ -223,7 +225,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let Some(log) = &self.log else {
             return LoggedFuture {
                 inner: self.inner.call(req),
@@ -250,7 +252,9 @@ where
             agent: header(header::USER_AGENT),
             request_id: header(header::HeaderName::from_static("x-request-id")),
             head: req.method() == http::Method::HEAD,
+            sent: SentTo::new(),
         });
+        req.extensions_mut().insert(entry.sent.clone());
         LoggedFuture {
             inner: self.inner.call(req),
             entry: Some(entry),
@@ -277,10 +281,12 @@ pin_project! {
             // its stream) while the request waited on a member; nginx's 499, so the requests
             // of a "members slow, clients give up" incident are in the log too
             if let Some(entry) = this.project().entry.take() {
+                // the member that held the request, if it got one
+                let (attempts, member) = entry.sent.get();
                 let done = Done {
                     status: CLIENT_CLOSED,
-                    member: None,
-                    attempts: 0,
+                    member: member.map(|m| m.as_str().to_owned()),
+                    attempts,
                     upstream: entry.start.elapsed(),
                     cut: false,
                 };

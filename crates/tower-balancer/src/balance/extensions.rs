@@ -152,3 +152,37 @@ impl UploadProgress {
         (deadline > now).then_some(deadline)
     }
 }
+
+/// Put in a request by a layer outside the balancer that must say which members the request
+/// went to even when it is dropped before an answer (its client went away): the access log's
+/// 499 lines. That layer keeps a clone; each attempt the balancer sends counts itself here
+/// with its member. A request without one costs nothing more.
+#[derive(Debug, Clone, Default)]
+pub struct SentTo(Arc<std::sync::Mutex<(usize, Option<MemberId>)>>);
+
+impl SentTo {
+    /// Nothing sent yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An attempt went to `member`.
+    pub(crate) fn note(&self, member: &MemberId) {
+        let mut sent = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.0 += 1;
+        sent.1 = Some(member.clone());
+    }
+
+    /// The attempts sent so far, and the member the last one went to.
+    #[must_use]
+    pub fn get(&self) -> (usize, Option<MemberId>) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}

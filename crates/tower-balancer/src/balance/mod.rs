@@ -32,7 +32,9 @@ mod waiting;
 
 pub use body::{RequestBody, ResponseBody};
 pub use error::{AttemptError, BalanceError};
-pub use extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, ServedBy, UploadProgress};
+pub use extensions::{
+    AttemptTimeout, Picked, PinnedRoute, RequestKey, SentTo, ServedBy, UploadProgress,
+};
 pub use future::{Granted, ResponseFuture};
 pub use key::{HashKey, HeaderKey, PathKey};
 pub use layer::BalanceLayer;

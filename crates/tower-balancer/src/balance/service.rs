@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::body::{RequestBody, ResponseBody};
 use super::error::BalanceError;
-use super::extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, UploadProgress};
+use super::extensions::{AttemptTimeout, Picked, PinnedRoute, RequestKey, SentTo, UploadProgress};
 use super::future::AttemptLimit;
 use super::future::ResponseFuture;
 use super::key::HashKey;
@@ -277,6 +277,9 @@ where
 {
     let member = slot.member();
     let (mut parts, body) = req.into_parts();
+    if let Some(sent) = parts.extensions.get::<SentTo>() {
+        sent.note(member.id());
+    }
     parts.extensions.insert(Picked(member.clone()));
     let limit = parts
         .extensions

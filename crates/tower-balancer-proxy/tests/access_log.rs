@@ -1,0 +1,104 @@
+//! What the access log says of requests through the whole balancer built from a file, where
+//! the log's own unit tests cannot look: the lines of requests whose client gave up while a
+//! member held them (nginx's 499) name that member and the attempts, so the log of a "member
+//! hangs, clients give up" incident says which member hung.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{lb, member, read_request_head};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The log's lines once it has `n` of them, waiting up to 10 s (the writer is a task).
+async fn lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_on_a_hung_member_gets_a_499_line_naming_it() {
+    // a member that reads the request and never answers
+    let hung = member(|mut sock| async move {
+        if read_request_head(&mut sock).await.is_some() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!("access-499-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = format!("access_log = \"{}\"", path.display());
+    let lb = lb(&[hung], &server, "", "").await;
+    // the client waits half a second, then closes its connection
+    let mut client = TcpStream::connect(lb.addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(client);
+    let lines = lines(&path, 1).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(line.contains("\"GET /slow HTTP/1.1\" 499 "), "{line}");
+    assert!(line.contains(" member=node1 attempts=1 "), "{line}");
+}
+
+#[tokio::test]
+async fn a_499_after_failover_counts_every_attempt_and_names_the_last_member() {
+    // node1 closes on every request (retried), node2 never answers
+    let closes = member(|mut sock| async move {
+        let _ = read_request_head(&mut sock).await;
+    })
+    .await;
+    let hung = member(|mut sock| async move {
+        if read_request_head(&mut sock).await.is_some() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!("access-499-fo-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = format!("access_log = \"{}\"", path.display());
+    let lb = lb(&[closes, hung], &server, "", "").await;
+    // two requests in turn: round robin starts one on each member
+    for _ in 0..2 {
+        let mut client = TcpStream::connect(lb.addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        drop(client);
+    }
+    let lines = lines(&path, 2).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let mut attempts: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l.contains("\" 499 ") && l.contains(" member=node2 "), "{l}");
+            l.split(" attempts=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    attempts.sort_unstable();
+    // the one that began on node1 was sent twice; the other went to node2 at once
+    assert_eq!(attempts, ["1", "2"], "{lines:?}");
+}
