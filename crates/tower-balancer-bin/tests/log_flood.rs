@@ -292,3 +292,25 @@ async fn panic_mode_is_said_once_going_in_and_once_coming_out() {
     assert!(line.contains("INFO") && line.contains("cluster"), "{line}");
     assert_eq!((field(line, "healthy"), field(line, "members")), (1, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_mode_a_reload_ends_is_said_in_the_balancers_name() {
+    let health = "\n[balancer.health]\nuri = \"/\"\ninterval = \"100ms\"\n";
+    let (child, _addr, err) = start("panic-reload", closed(), closed(), health).await;
+    wait_for(&err, "panic mode:").await;
+    // the same file with panic mode turned off: the reload ends it
+    let cfg = dir("panic-reload").join("lb.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "name = \"cluster\"\n",
+        "name = \"cluster\"\npanic_threshold = 0.0\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    kill(&child, "-HUP");
+    wait_for(&err, "panic mode over").await;
+    let text = stop(child, err).await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("panic mode over"))
+        .unwrap();
+    assert!(line.contains("balancer{name=cluster}"), "{line}");
+}

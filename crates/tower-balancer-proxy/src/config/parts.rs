@@ -10,7 +10,7 @@ use tower_balancer::balance::{FailureStatuses, QueueSettings};
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{HttpProbe, ProbeSettings};
 use tower_balancer::registry::Registry;
-use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyConfigError};
+use tower_balancer::sticky::{RouteKeys, StickyConfig, StickyConfigError, MIN_KEY_LEN};
 
 use super::build::{ConfigFile, NO_SPAN};
 use super::error::ConfigError;
@@ -248,13 +248,23 @@ impl ConfigFile {
         }
     }
 
-    /// A cookie signing key's file, with how to make one when it cannot be read.
+    /// A cookie signing key's file, with how to make one when it cannot be read or is too
+    /// short (the error names the file and its key's place in the list).
     fn read_key(&self, k: &Spanned<PathBuf>, key: &str) -> Result<Vec<u8>, ConfigError> {
         let full = self.resolve(k.get_ref());
-        std::fs::read(&full).map_err(|e| {
+        let bytes = std::fs::read(&full).map_err(|e| {
             let msg = format!("cannot read `{}`: {e}; {KEY_HINT}", full.display());
             self.err(Some(k), key, msg)
-        })
+        })?;
+        if bytes.len() < MIN_KEY_LEN {
+            let msg = format!(
+                "`{}` has {} bytes; a cookie signing key needs at least {MIN_KEY_LEN}: {KEY_HINT}",
+                full.display(),
+                bytes.len()
+            );
+            return Err(self.err(Some(k), key, msg));
+        }
+        Ok(bytes)
     }
 
     pub(super) fn sticky(&self) -> Result<StickyConfig, ConfigError> {

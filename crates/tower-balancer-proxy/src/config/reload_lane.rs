@@ -10,7 +10,9 @@ use tower::discover::Change;
 use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{OutlierDetection, ReadmissionTask, SlowStart};
-use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Registry};
+use tower_balancer::registry::{
+    Health, HealthSource, MemberId, MemberSpec, Registry, DEFAULT_PANIC_THRESHOLD,
+};
 
 use super::bound::Tasks;
 use super::build::ConfigFile;
@@ -148,6 +150,8 @@ impl RunningLane {
     /// Takes the new file's settings for this balancer: ejection, members, sources, the
     /// failover counters and the manager's description.
     pub(super) fn take(&mut self, lane: LanePlan, ready: Prepared, report: &mut Reloaded) {
+        // what the changes log (panic mode, members, restarted tasks) is in its name
+        let _span = tracing::info_span!("balancer", name = %self.name).entered();
         if ready.fresh_outliers {
             self.replace_outliers(ready.outliers);
         }
@@ -174,9 +178,9 @@ impl RunningLane {
     /// place, dropped ones drained for the drain period, untouched ones left as they are
     /// (with whatever the manager or a probe set on them).
     fn members(&mut self, lane: &LanePlan, section: &BalancerSection, report: &mut Reloaded) {
-        if let Some(t) = section.panic_threshold {
-            self.registry.set_panic_threshold(t);
-        }
+        // a key taken out of the file goes back to its default, as at a start
+        let threshold = section.panic_threshold.unwrap_or(DEFAULT_PANIC_THRESHOLD);
+        self.registry.set_panic_threshold(threshold);
         let old: BTreeMap<MemberId, MemberSpec> = self
             .declared
             .drain(..)
@@ -266,8 +270,7 @@ impl RunningLane {
         probe: Option<ProbeKind>,
         new: &BalancerSection,
     ) {
-        // restarted tasks log in its name
-        let _span = tracing::info_span!("balancer", name = %self.name).entered();
+        // (in the balancer's span, entered by `take`: restarted tasks log in its name)
         self.probes(probe);
         let old = &self.section;
         let drain = sources.drain;

@@ -266,3 +266,20 @@ async fn workers_do_not_share_a_port_another_program_listens_on() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_key_taken_out_of_the_file_goes_back_to_its_default() {
+    let members = member("node1", 1) + &member("node2", 1);
+    let (reloader, registry, _stop) = serving(&text(&members, "")).await;
+    // both down (the manager's doing): below the default threshold, panic mode
+    for id in ["node1", "node2"] {
+        registry.set_health(id, Health::Unhealthy).unwrap();
+    }
+    assert!(registry.load().is_panic());
+    let off = text(&members, "panic_threshold = 0.0");
+    reloader.reload(parse(&off)).await.unwrap();
+    assert!(!registry.load().is_panic(), "panic mode turned off");
+    // the line taken out again: the default (0.5), as a start with this file has
+    reloader.reload(parse(&text(&members, ""))).await.unwrap();
+    assert!(registry.load().is_panic(), "the default threshold is back");
+}

@@ -465,7 +465,11 @@ fn a_missing_or_short_cookie_key_says_how_to_make_one() {
         "{missing}"
     );
     std::fs::write(dir.join("short.key"), b"0123456789").unwrap();
-    let short = build("cookie_key_files = [\"short.key\"]");
+    std::fs::write(dir.join("good.key"), [7u8; 32]).unwrap();
+    let short = build("cookie_key_files = [\"good.key\", \"short.key\"]");
+    // which file, and its place in the list
+    assert!(short.contains("short.key` has 10 bytes"), "{short}");
+    assert!(short.contains("cookie_key_files[1]"), "{short}");
     assert!(
         short.contains("at least 32") && short.contains(hint),
         "{short}"

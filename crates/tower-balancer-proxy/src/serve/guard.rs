@@ -29,7 +29,7 @@ pub enum FramingError {
     /// is not a host with an optional port 1–65535 (see
     /// [`is_valid_host`](crate::hygiene::is_valid_host)); an HTTP/2 request with neither
     /// `:authority` nor `Host`, or with both naming different hosts (RFC 9113 §8.3.1).
-    #[error("a request needs exactly one valid Host (HTTP/1.1) and no invalid one")]
+    #[error("the request has no valid Host (or :authority), several, or two that differ")]
     Host,
     /// An absolute-form target (HTTP/1.1) or `:scheme` (HTTP/2) other than `http` or
     /// `https`.

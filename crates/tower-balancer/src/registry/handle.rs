@@ -176,14 +176,18 @@ impl Registry {
     /// stops (a reload that removes the checks), so a checker started later begins afresh.
     pub fn forget_probe_results(&self) {
         self.start_new_members_down(false);
-        for m in self.load().members() {
-            m.set_probe_memo(super::ProbeMemo::default());
-            let _ = self.set_health_by(
-                m.id().as_str(),
-                super::HealthSource::Probe,
-                super::Health::Healthy,
-            );
-        }
+        // one snapshot for all: the members come back together (panic mode ends once, with
+        // every member counted)
+        let snapshot = self.snapshot();
+        let _ = self.update(|b| {
+            for m in snapshot.members() {
+                m.set_probe_memo(super::ProbeMemo::default());
+                let id = m.id().as_str();
+                // one removed since the snapshot: nothing to bring back
+                let _ = b.set_health_by(id, super::HealthSource::Probe, super::Health::Healthy);
+            }
+            Ok::<(), RegistryError>(())
+        });
     }
 
     /// Requests in flight on all members.

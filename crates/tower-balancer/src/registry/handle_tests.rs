@@ -145,3 +145,48 @@ fn setting_an_unchanged_value_does_not_rebuild() {
     r.set_state("a", AdminState::Active).unwrap();
     assert_eq!(r.load().version(), v);
 }
+
+#[test]
+fn panic_mode_is_counted_once_and_forgotten_probes_end_it_in_one_snapshot() {
+    let r = Registry::new();
+    for id in ["a", "b"] {
+        r.insert(spec(id)).unwrap();
+    }
+    // both down by a probe that has answered: panic mode, entered once
+    for id in ["a", "b"] {
+        r.load()
+            .get(id)
+            .unwrap()
+            .set_probe_memo(super::super::ProbeMemo {
+                probed: true,
+                ..Default::default()
+            });
+        r.set_health_by(id, HealthSource::Probe, Health::Unhealthy)
+            .unwrap();
+    }
+    assert!(r.load_stats().in_panic());
+    assert_eq!(r.load_stats().panics(), 1);
+    // checks removed: both come back together, in one snapshot
+    let v = r.load().version();
+    r.forget_probe_results();
+    assert_eq!(r.load().version(), v + 1);
+    assert!(!r.load_stats().in_panic());
+    assert_eq!(r.load().get("a").unwrap().health(), Health::Healthy);
+    assert_eq!(r.load().get("b").unwrap().health(), Health::Healthy);
+    assert_eq!(r.load_stats().panics(), 1);
+}
+
+#[test]
+fn members_down_only_until_their_first_probe_are_no_panic() {
+    let r = Registry::new();
+    for id in ["a", "b"] {
+        r.insert(spec(id)).unwrap();
+        // as a checker whose members start down marks them before any probe
+        r.set_health_by(id, HealthSource::Probe, Health::Unhealthy)
+            .unwrap();
+    }
+    // routing fails open over them, but operators are not told of a panic
+    assert!(r.load().is_panic());
+    assert!(!r.load_stats().in_panic());
+    assert_eq!(r.load_stats().panics(), 0);
+}
