@@ -14,8 +14,13 @@ fn the_readme_file_example_builds_and_its_error_example_is_what_a_user_sees() {
         .expect("the README has a TOML example")
         + 8;
     let text = &readme[start..start + readme[start..].find("```").expect("closed")];
-    let config = ConfigFile::from_toml(text, Path::new("lb.toml")).unwrap();
+    // beside the cookie key the file names, as the comment above it says to make
+    let dir = std::env::temp_dir().join(format!("readme-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cookie.key"), [7u8; 32]).unwrap();
+    let config = ConfigFile::from_toml(text, &dir.join("lb.toml")).unwrap();
     let gateway = config.build().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(gateway.registry().load().len(), 2);
     // a server name with a port keeps it in the public URL
     assert_eq!(
@@ -30,7 +35,7 @@ fn the_readme_file_example_builds_and_its_error_example_is_what_a_user_sees() {
     let shown = e.to_string();
     assert!(
         shown.starts_with(
-            "lb.toml:15: `balancer.member[1].route`: route `node 2`: invalid member id"
+            "lb.toml:17: `balancer.member[1].route`: route `node 2`: invalid member id"
         ),
         "{shown}"
     );

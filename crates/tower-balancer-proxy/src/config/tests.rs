@@ -474,7 +474,6 @@ fn a_missing_or_short_cookie_key_says_how_to_make_one() {
         short.contains("at least 32") && short.contains(hint),
         "{short}"
     );
-    std::fs::write(dir.join("good.key"), [7u8; 32]).unwrap();
     ConfigFile::from_toml(
         &text("cookie_key_file = \"good.key\""),
         &dir.join("lb.toml"),

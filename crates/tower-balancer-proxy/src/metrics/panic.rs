@@ -26,11 +26,9 @@ pub(super) fn encode(
         MetricType::Gauge,
     )?;
     for (name, r) in registries {
-        gauge(
-            &mut e,
-            &balancer_label(name),
-            i64::from(r.load().is_panic()),
-        )?;
+        // as the WARN says it: not for members only awaiting their first probe's result
+        let panic = r.load_stats().in_panic();
+        gauge(&mut e, &balancer_label(name), i64::from(panic))?;
     }
     let mut e = encoder.encode_descriptor(
         "lb_panic_mode_entered",
@@ -47,7 +45,7 @@ pub(super) fn encode(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use tower_balancer::registry::{Health, MemberId, MemberSpec, Registry};
+    use tower_balancer::registry::{Health, HealthSource, MemberId, MemberSpec, Registry};
 
     use crate::metrics::Metrics;
 
@@ -82,5 +80,14 @@ mod tests {
         reads(0, 1);
         r.set_health("m0", Health::Unhealthy).unwrap();
         reads(1, 2);
+        // members down only until a checker's first probe answers (as at a start) route as
+        // in panic mode, but are no panic to the gauge, as to the WARN
+        for id in ["m0", "m1"] {
+            r.set_health(id, Health::Healthy).unwrap();
+            r.set_health_by(id, HealthSource::Probe, Health::Unhealthy)
+                .unwrap();
+        }
+        assert!(r.load().is_panic());
+        reads(0, 2);
     }
 }
