@@ -27,27 +27,37 @@ async fn lines(path: &std::path::Path, n: usize) -> Vec<String> {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_gives_up_on_a_hung_member_gets_a_499_line_naming_it() {
-    // a member that reads the request and never answers
-    let hung = member(|mut sock| async move {
+/// A member that reads a request and never answers.
+async fn hung_member() -> String {
+    member(|mut sock| async move {
         if read_request_head(&mut sock).await.is_some() {
             std::future::pending::<()>().await;
         }
     })
-    .await;
-    let path = std::env::temp_dir().join(format!("access-499-{}.log", std::process::id()));
+    .await
+}
+
+/// A balancer over `members` with its access log in a file of its own (`test` names it).
+async fn logged(members: &[String], test: &str) -> (harness::Lb, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("{test}-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let server = format!("access_log = \"{}\"", path.display());
-    let lb = lb(&[hung], &server, "", "").await;
-    // the client waits half a second, then closes its connection
+    (lb(members, &server, "", "").await, path)
+}
+
+/// Sends `head` on a new connection and closes it after `wait`, with no answer read.
+async fn give_up(lb: &harness::Lb, head: &[u8], wait: Duration) {
     let mut client = TcpStream::connect(lb.addr).await.unwrap();
-    client
-        .write_all(b"GET /slow HTTP/1.1\r\nHost: lb.test\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(client);
+    client.write_all(head).await.unwrap();
+    tokio::time::sleep(wait).await;
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_on_a_hung_member_gets_a_499_line_naming_it() {
+    let (lb, path) = logged(&[hung_member().await], "access-499").await;
+    // the client waits half a second, then closes its connection
+    let get = b"GET /slow HTTP/1.1\r\nHost: lb.test\r\n\r\n";
+    give_up(&lb, get, Duration::from_millis(500)).await;
     let lines = lines(&path, 1).await;
     let _ = std::fs::remove_file(&path);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -63,25 +73,11 @@ async fn a_499_after_failover_counts_every_attempt_and_names_the_last_member() {
         let _ = read_request_head(&mut sock).await;
     })
     .await;
-    let hung = member(|mut sock| async move {
-        if read_request_head(&mut sock).await.is_some() {
-            std::future::pending::<()>().await;
-        }
-    })
-    .await;
-    let path = std::env::temp_dir().join(format!("access-499-fo-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let server = format!("access_log = \"{}\"", path.display());
-    let lb = lb(&[closes, hung], &server, "", "").await;
+    let (lb, path) = logged(&[closes, hung_member().await], "access-499-fo").await;
     // two requests in turn: round robin starts one on each member
     for _ in 0..2 {
-        let mut client = TcpStream::connect(lb.addr).await.unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        drop(client);
+        let get = b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n";
+        give_up(&lb, get, Duration::from_millis(400)).await;
     }
     let lines = lines(&path, 2).await;
     let _ = std::fs::remove_file(&path);

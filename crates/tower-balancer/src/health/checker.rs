@@ -403,8 +403,6 @@ where
         // down only because members start down: the first pass brings it up (as Envoy's
         // `healthy_threshold` at start), so a balancer is not in panic for `rise` intervals
         let mut starting = !up && s.initial == Health::Unhealthy && !memo.probed;
-        // the registry counts a member down only until its first probe as healthy for panic
-        // mode's WARN: it is told when that probe's result is in
         let mut first = !memo.probed;
         // a member never probed is probed at once: one that starts down takes traffic as
         // soon as it answers, and one that starts up but is dead is found an interval sooner
@@ -463,17 +461,25 @@ where
                     }
                 }
             }
-            self.member.set_probe_memo(ProbeMemo {
+            let memo = ProbeMemo {
                 probed: true,
                 passes,
                 fails,
                 last: Some(at),
                 drained_by_probe,
-            });
-            if std::mem::take(&mut first) {
-                self.registry.first_probe_done();
-            }
+            };
+            self.remember(memo, &mut first);
             wait = s.wait(transitioning(up, passes, fails));
+        }
+    }
+
+    /// Keeps where this checker is, for the next one after a reload; after the member's
+    /// first probe result, tells the registry (panic mode's WARN counts a member down only
+    /// until its first probe as healthy).
+    fn remember(&self, memo: ProbeMemo, first: &mut bool) {
+        self.member.set_probe_memo(memo);
+        if std::mem::take(first) {
+            self.registry.first_probe_done();
         }
     }
 }
