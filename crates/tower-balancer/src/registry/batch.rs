@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use super::error::RegistryError;
 use super::handle::Writer;
+use super::load::RegistryLoad;
 use super::member::{check_weight, AdminState, Health, HealthSource, Member, MemberId};
 use super::spec::MemberSpec;
-use super::stats::RegistryLoad;
 
 /// Several changes applied under one lock, with one snapshot rebuild at the end.
 /// Made by [`Registry::update`](super::Registry::update).

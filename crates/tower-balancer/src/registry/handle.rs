@@ -20,8 +20,8 @@ use super::spec::MemberSpec;
 
 /// The default panic threshold: Envoy's 50%.
 pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
+use super::load::RegistryLoad;
 use super::snapshot::{Snapshot, Table, Tier};
-use super::stats::RegistryLoad;
 use super::tables::TableBuilder;
 
 /// The set of members a balancer sends to. Cheap to clone: clones share one registry.

@@ -15,9 +15,10 @@ use http::{HeaderValue, Uri};
 
 use super::error::RegistryError;
 pub(super) use super::id::MemberId;
+use super::load::RegistryLoad;
 use super::spec::MemberSpec;
 pub use super::state::{AdminState, Health, HealthSource};
-use super::stats::{MemberStats, RegistryLoad};
+use super::stats::MemberStats;
 
 /// The largest weight a member may have (Apache's `loadfactor` stops at 100; nginx has no
 /// limit; 65 535 keeps strategy tables bounded).

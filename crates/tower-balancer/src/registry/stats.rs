@@ -4,109 +4,19 @@
 //! read by strategies on every pick, so they must cost one uncontended atomic operation each.
 //! They live inside the member's `Arc`, so rebuilding a snapshot never resets them.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::load::RegistryLoad;
 use super::member::Member;
 use super::metrics::MemberMetrics;
-use super::queue::WaitQueue;
 use super::verdict::{FailureKind, Outcome};
 
 /// How fast the latency estimate forgets: the same 10 s tower's `PeakEwma` uses by default.
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
-
-/// Registry-wide state shared by all members of one registry: the total in flight (bounded-load
-/// hashing reads it) and the epoch latency samples are stamped against (so P2C can compare two
-/// members' decayed estimates without reading the clock).
-#[derive(Debug)]
-pub struct RegistryLoad {
-    in_flight: AtomicU64,
-    epoch: Instant,
-    queue: WaitQueue,
-    /// Members inserted now start down by the health probe (`Registry::start_new_members_down`).
-    new_members_down: AtomicBool,
-    /// Times the registry went into panic mode, and whether it is in it, as operators are
-    /// told (`panic::judged`).
-    panics: AtomicU64,
-    in_panic: AtomicBool,
-}
-
-impl Default for RegistryLoad {
-    fn default() -> Self {
-        Self {
-            in_flight: AtomicU64::new(0),
-            epoch: Instant::now(),
-            queue: WaitQueue::default(),
-            new_members_down: AtomicBool::new(false),
-            panics: AtomicU64::new(0),
-            in_panic: AtomicBool::new(false),
-        }
-    }
-}
-
-impl RegistryLoad {
-    /// Requests in flight on all members of the registry.
-    #[must_use]
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn new_members_down(&self) -> bool {
-        self.new_members_down.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn set_new_members_down(&self, down: bool) {
-        self.new_members_down.store(down, Ordering::Release);
-    }
-
-    /// The requests waiting for a member with room, and its counters.
-    #[must_use]
-    pub const fn queue(&self) -> &WaitQueue {
-        &self.queue
-    }
-
-    /// Times the registry went into panic mode: fewer members healthy than the panic
-    /// threshold, so requests go to every active member, healthy or not. A member down only
-    /// until its health checker's first probe answers counts as healthy here, so a start or
-    /// a reload with checks is not counted; [`Snapshot::is_panic`](super::Snapshot::is_panic)
-    /// is how the snapshot routes, those milliseconds included.
-    #[must_use]
-    pub fn panics(&self) -> u64 {
-        self.panics.load(Ordering::Relaxed)
-    }
-
-    /// Whether the registry is in panic mode now, as [`panics`](Self::panics) counts it.
-    #[must_use]
-    pub fn in_panic(&self) -> bool {
-        self.in_panic.load(Ordering::Relaxed)
-    }
-
-    /// Panic mode began (`entered`) or ended, with `healthy` of `candidates` members healthy:
-    /// counted, and said once (WARN going in, INFO coming out; in the span of the task whose
-    /// change did it, a balancer's for its probes). A change of mode needs a change of a
-    /// member's health, so these lines come no faster than health changes do.
-    #[cold]
-    pub(crate) fn note_panic(&self, entered: bool, healthy: usize, candidates: usize) {
-        self.in_panic.store(entered, Ordering::Relaxed);
-        if entered {
-            self.panics.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                healthy,
-                members = candidates,
-                "panic mode: too few members are healthy; requests go to every member, healthy or not"
-            );
-        } else {
-            tracing::info!(
-                healthy,
-                members = candidates,
-                "panic mode over: requests go to healthy members only"
-            );
-        }
-    }
-}
 
 /// Counters and latency of one member. Read them through [`Member::stats`].
 #[derive(Debug)]
@@ -324,7 +234,7 @@ impl MemberStats {
 /// P2C see requests that are still streaming. Increment and decrement are paired by
 /// construction, so the counter never underflows. When the member has a limit
 /// ([`Member::max_in_flight`]), dropping the guard hands its slot to the first request
-/// waiting in the registry's [`WaitQueue`] that can use it.
+/// waiting in the registry's [`WaitQueue`](super::WaitQueue) that can use it.
 #[derive(Debug)]
 pub struct InFlight {
     member: Arc<Member>,
@@ -399,7 +309,7 @@ impl Drop for InFlight {
         if self.member.max_in_flight() == 0 {
             end(&self.member);
         } else {
-            self.member.stats().load.queue.release(&self.member);
+            self.member.stats().load.queue().release(&self.member);
         }
     }
 }
