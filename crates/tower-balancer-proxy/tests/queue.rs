@@ -225,6 +225,10 @@ async fn clients_that_give_up_while_queued_leak_no_slot() {
         move || depth(&r) == 0,
     )
     .await;
+    // their waits are in the histogram, as a served or timed-out request's are
+    let waits = lb.registry.load_stats().queue().wait_times();
+    assert_eq!(waits.count, 10, "{waits:?}");
+    assert!(waits.sum >= 10.0 * 0.25, "{waits:?}");
     m.gate.add_permits(2);
     for h in held {
         assert!(h.await.unwrap().starts_with("HTTP/1.1 200"));

@@ -70,7 +70,7 @@ pub(super) fn encode(
     }
     let mut e = encoder.encode_descriptor(
         "lb_queue_wait_seconds",
-        "How long queued requests waited: until they got a member, or the whole queue timeout (then also lb_queue_timeouts).",
+        "How long queued requests waited: until they got a member, their client went away, or the whole queue timeout (then also lb_queue_timeouts).",
         None,
         MetricType::Histogram,
     )?;

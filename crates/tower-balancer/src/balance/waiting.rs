@@ -46,7 +46,14 @@ pin_project! {
             if !*this.done {
                 // the client gave up: leave the queue now, so its depth is true at once
                 this.slot.close();
-                this.registry.load_stats().queue().forget_gone();
+                let queue = this.registry.load_stats().queue();
+                // a slot handed over was counted with its wait when it was handed over
+                let handed = this.granted.is_some() || this.slot.try_recv().is_ok();
+                let started = this.deadline.deadline().checked_sub(*this.timeout);
+                match started {
+                    Some(t) if !handed => queue.note_gave_up(t.elapsed()),
+                    _ => queue.forget_gone(),
+                }
             }
         }
     }

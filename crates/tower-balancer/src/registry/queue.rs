@@ -160,7 +160,8 @@ impl WaitQueue {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// How long requests waited: until they got a member, or the whole queue timeout.
+    /// How long requests waited: until they got a member, their client gave up, or the
+    /// whole queue timeout.
     #[must_use]
     pub fn wait_times(&self) -> LatencyHistogram {
         self.waited.histogram()
@@ -168,6 +169,13 @@ impl WaitQueue {
 
     pub(crate) fn note_timeout(&self, waited: std::time::Duration) {
         self.timed_out.fetch_add(1, Ordering::Relaxed);
+        self.waited.observe(waited);
+        self.forget_gone();
+    }
+
+    /// A request whose client went away after `waited` in the queue: its wait is counted
+    /// with the others', and its entry dropped.
+    pub(crate) fn note_gave_up(&self, waited: std::time::Duration) {
         self.waited.observe(waited);
         self.forget_gone();
     }
