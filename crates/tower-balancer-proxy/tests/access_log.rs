@@ -98,3 +98,69 @@ async fn a_499_after_failover_counts_every_attempt_and_names_the_last_member() {
     // the one that began on node1 was sent twice; the other went to node2 at once
     assert_eq!(attempts, ["1", "2"], "{lines:?}");
 }
+
+/// A request still under way when the graceful timeout runs out: its client gets no answer,
+/// and the log says so with 444 (the server closed it), not 499 (the client went away), over
+/// the server's own HTTP/1.1 path and over HTTP/2 (whose streams hyper runs on tasks of
+/// their own), before `serve` returns and the log's writer finishes.
+#[tokio::test]
+async fn requests_cut_by_the_graceful_timeout_are_logged_as_444() {
+    use tower_balancer_proxy::config::ConfigFile;
+    let path = std::env::temp_dir().join(format!("access-444-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
+         access_log = \"{}\"\ngraceful_timeout = \"300ms\"\n\
+         [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"{}\"\nroute = \"node1\"\n",
+        path.display(),
+        hung_member().await
+    );
+    let config = ConfigFile::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
+    let bound = config.build().unwrap().bind().await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+    // one request over HTTP/1.1, one over HTTP/2 (prior knowledge), both held by the member
+    let mut h1 = TcpStream::connect(addr).await.unwrap();
+    h1.write_all(b"GET /h1 HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await
+        .unwrap();
+    let sock = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = http::Request::get("http://lb.test/h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let h2 = tokio::spawn(send.send_request(get));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    // `serve` returns once the cut requests' lines are written: no waiting on the file
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("serve returns after the graceful timeout")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("\"GET /h1 HTTP/1.1\" 444 0 "), "{text}");
+    assert!(lines[1].contains("\"GET /h2 HTTP/2.0\" 444 0 "), "{text}");
+    for line in lines {
+        assert!(line.contains(" member=node1 attempts=1 "), "{line}");
+    }
+    // neither client got an answer
+    assert!(h2.await.unwrap().is_err());
+    let mut rest = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut h1, &mut rest).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}

@@ -279,12 +279,19 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // dropped before its answer: the client went away (closed its connection, reset
             // its stream) while the request waited on a member; nginx's 499, so the requests
-            // of a "members slow, clients give up" incident are in the log too
+            // of a "members slow, clients give up" incident are in the log too. Or the
+            // server's graceful timeout ran out with the request under way: 444, nginx's
+            // "closed without an answer", so a stop's cost is told apart from clients'
             if let Some(entry) = this.project().entry.take() {
+                let status = if crate::serve::dropped_at_stop() {
+                    SERVER_DROPPED
+                } else {
+                    CLIENT_CLOSED
+                };
                 // the member that held the request, if it got one
                 let (attempts, member) = entry.sent.get();
                 let done = Done {
-                    status: CLIENT_CLOSED,
+                    status,
                     member: member.map(|m| m.as_str().to_owned()),
                     attempts,
                     upstream: entry.start.elapsed(),
@@ -298,6 +305,10 @@ pin_project! {
 
 /// The status written for a request its client abandoned before its answer (nginx's).
 const CLIENT_CLOSED: u16 = 499;
+
+/// The status written for a request under way when the server's graceful timeout ran out: it
+/// closed the connection without an answer (nginx's 444).
+const SERVER_DROPPED: u16 = 444;
 
 impl<F, RB, E> Future for LoggedFuture<F>
 where

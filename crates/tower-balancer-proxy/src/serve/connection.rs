@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::{Builder, UpgradeableConnection};
 use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
@@ -33,6 +33,7 @@ use super::read_ahead::read_ahead;
 use super::stack::Servable;
 use super::stats::Refused;
 use super::status::{error_response, RateRefusal, ServeBody};
+use super::tasks::Tasks;
 use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
 use super::window::Windowed;
 
@@ -59,7 +60,7 @@ fn bad_request<B>() -> Response<ServeBody<B>> {
 pub(super) async fn connection<S: Servable>(
     sock: TcpStream,
     peer: SocketAddr,
-    stack: S,
+    (stack, tasks): (S, Tasks),
     config: Arc<ServeConfig>,
     watchers: (Watcher, tokio::sync::watch::Receiver<()>),
     held: impl Send,
@@ -73,7 +74,7 @@ pub(super) async fn connection<S: Servable>(
     };
     // the connection's one timer: hyper's head deadlines and its requests' attempt deadlines
     let timer = TaskTimer::new();
-    let builder = http_builder(&config, &timer);
+    let builder = http_builder(&config, &timer, tasks);
     let heads = HeadLimits {
         bytes: config.max_header_bytes,
         fields: config.max_headers,
@@ -201,8 +202,9 @@ const HYPER_MAX_HEADERS: usize = 100;
 
 /// hyper's server settings from ours: header limits and timers for HTTP/1.1, extended
 /// CONNECT and the header list limit for HTTP/2.
-fn http_builder(config: &ServeConfig, timer: &TaskTimer) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
+fn http_builder(config: &ServeConfig, timer: &TaskTimer, tasks: Tasks) -> Builder<Tasks> {
+    // HTTP/2 streams run on tasks the server owns, to cancel at its graceful timeout
+    let mut builder = Builder::new(tasks);
     let mut http1 = builder.http1();
     http1
         // one tokio timer a connection for hyper's per-request header-read deadline
@@ -229,7 +231,7 @@ fn http_builder(config: &ServeConfig, timer: &TaskTimer) -> Builder<TokioExecuto
 /// request that path hands over. A client that stalled mid-headers gets its 408.
 async fn drive<IO, S, B>(
     io: Watched<IO>,
-    builder: &Builder<TokioExecutor>,
+    builder: &Builder<Tasks>,
     mut svc: S,
     (watcher, mut stop): (Watcher, tokio::sync::watch::Receiver<()>),
     own: Option<HeadLimits>,

@@ -17,6 +17,7 @@ use super::config::ServeConfig;
 use super::reload::LiveSettings;
 use super::stack::Servable;
 use super::stats::ServerStats;
+use super::tasks::Tasks;
 
 /// Serves a tower stack to clients. See the crate docs for a complete example.
 #[derive(Debug)]
@@ -110,6 +111,9 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
+        // every connection's task, and every HTTP/2 stream's, to drop at the timeout
+        let tasks = Tasks::new();
+        let mut connections = tokio::task::JoinSet::new();
         // the own HTTP/1.1 path's connections hear of the stop here (hyper's, from `graceful`)
         let (stopping, stop) = tokio::sync::watch::channel(());
         let cap = self
@@ -145,28 +149,34 @@ impl Server {
             let _ = sock.set_nodelay(true);
             super::unsent::limit_unsent(&sock);
             let open = config.stats.connection();
-            tokio::spawn(super::connection::connection(
+            // the ones that ended, so the set holds only live connections
+            while connections.try_join_next().is_some() {}
+            connections.spawn(tasks.own(super::connection::connection(
                 sock,
                 peer,
-                stack.clone(),
+                (stack.clone(), tasks.clone()),
                 config,
                 (graceful.watcher(), stop.clone()),
                 (slot, open, counted),
-            ));
+            )));
         }
         drop(self.listener);
         stopping.send_replace(());
         let grace = self.settings.current().graceful_timeout;
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let drained = async {
+            graceful.shutdown().await;
+            tasks.finished(&mut connections).await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             // how many, so an operator knows what the stop cost (their requests get no answer)
-            let connections = cap.saturating_sub(slots.available_permits());
+            let open = cap.saturating_sub(slots.available_permits());
             tracing::warn!(
-                connections,
+                connections = open,
                 "graceful shutdown timed out; remaining connections are dropped"
             );
+            // dropped here, not by whoever drops the runtime: the requests they held are
+            // in the access log (444) before its writer finishes
+            tasks.abort(&mut connections).await;
         }
         Ok(())
     }
