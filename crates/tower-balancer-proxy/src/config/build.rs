@@ -343,13 +343,21 @@ impl ConfigFile {
 
     /// Reads a file the configuration names, relative to the configuration's directory.
     pub(super) fn read(&self, p: &Spanned<PathBuf>, key: &str) -> Result<Vec<u8>, ConfigError> {
+        self.read_hinted(p, key, None)
+    }
+
+    /// [`Self::read`], its error ending in `hint` (how to make the file) when given.
+    pub(super) fn read_hinted(
+        &self,
+        p: &Spanned<PathBuf>,
+        key: &str,
+        hint: Option<&str>,
+    ) -> Result<Vec<u8>, ConfigError> {
         let full = self.resolve(p.get_ref());
         std::fs::read(&full).map_err(|e| {
-            self.err(
-                Some(p),
-                key,
-                format!("cannot read `{}`: {e}", full.display()),
-            )
+            let hint = hint.map(|h| format!("; {h}")).unwrap_or_default();
+            let msg = format!("cannot read `{}`: {e}{hint}", full.display());
+            self.err(Some(p), key, msg)
         })
     }
 

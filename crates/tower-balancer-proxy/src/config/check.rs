@@ -85,6 +85,8 @@ impl ConfigFile {
         }
         let results = [self.stack_plan(forward).err(), self.public_url().err()];
         out.extend(results.into_iter().flatten());
+        // the plan stops at the first bad key; the one it found is said once (`in_file_order`)
+        out.extend(self.cookie_key_errors());
         out
     }
 }
@@ -206,6 +208,29 @@ mod tests {
         };
         let _ = std::fs::remove_file(&path);
         out
+    }
+
+    #[test]
+    fn every_unusable_cookie_key_is_named_not_only_the_first() {
+        let text = "[server]\n\
+                    listen = \"127.0.0.1:0\"\n\
+                    server_name = \"lb.test\"\n\
+                    [balancer]\n\
+                    name = \"b\"\n\
+                    cookie_key_files = [\n\
+                    \"no-such-1.key\",\n\
+                    \"no-such-2.key\",\n\
+                    ]\n\
+                    [[balancer.member]]\n\
+                    url = \"http://a\"\n\
+                    route = \"n\"\n";
+        assert_eq!(
+            check(text),
+            [
+                "7:balancer.cookie_key_files[0]",
+                "8:balancer.cookie_key_files[1]"
+            ]
+        );
     }
 
     #[test]

@@ -251,20 +251,30 @@ impl ConfigFile {
     /// A cookie signing key's file, with how to make one when it cannot be read or is too
     /// short (the error names the file and its key's place in the list).
     fn read_key(&self, k: &Spanned<PathBuf>, key: &str) -> Result<Vec<u8>, ConfigError> {
-        let full = self.resolve(k.get_ref());
-        let bytes = std::fs::read(&full).map_err(|e| {
-            let msg = format!("cannot read `{}`: {e}; {KEY_HINT}", full.display());
-            self.err(Some(k), key, msg)
-        })?;
+        let bytes = self.read_hinted(k, key, Some(KEY_HINT))?;
         if bytes.len() < MIN_KEY_LEN {
             let msg = format!(
                 "`{}` has {} bytes; a cookie signing key needs at least {MIN_KEY_LEN}: {KEY_HINT}",
-                full.display(),
+                self.resolve(k.get_ref()).display(),
                 bytes.len()
             );
             return Err(self.err(Some(k), key, msg));
         }
         Ok(bytes)
+    }
+
+    /// Every cookie key file in `cookie_key_files` that cannot be used, for `--check`: the
+    /// build stops at the first, and an operator rotating keys should hear of each at once.
+    pub(super) fn cookie_key_errors(&self) -> Vec<ConfigError> {
+        let files = &self.file.balancer.cookie_key_files;
+        files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                let key = format!("balancer.cookie_key_files[{i}]");
+                self.read_key(k, &key).err()
+            })
+            .collect()
     }
 
     pub(super) fn sticky(&self) -> Result<StickyConfig, ConfigError> {
