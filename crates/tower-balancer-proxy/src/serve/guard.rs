@@ -25,12 +25,20 @@ pub enum FramingError {
     /// Both `Content-Length` and `Transfer-Encoding`.
     #[error("Content-Length and Transfer-Encoding together")]
     BothLengths,
-    /// No `Host` in HTTP/1.1, several, or one (or an authority in the request target) that
-    /// is not a host with an optional port 1–65535 (see
-    /// [`is_valid_host`](crate::hygiene::is_valid_host)); an HTTP/2 request with neither
-    /// `:authority` nor `Host`, or with both naming different hosts (RFC 9113 §8.3.1).
-    #[error("the request has no valid Host (or :authority), several, or two that differ")]
-    Host,
+    /// No `Host` in HTTP/1.1; an HTTP/2 request with neither `:authority` nor `Host`.
+    #[error("the request has no Host (HTTP/2: nor :authority)")]
+    NoHost,
+    /// More than one `Host` field.
+    #[error("the request has several Host fields")]
+    HostRepeated,
+    /// A `Host`, or an authority in the request target, that is not a host with an optional
+    /// port 1–65535 (see [`is_valid_host`](crate::hygiene::is_valid_host)).
+    #[error("the request's Host (or authority) is not a host with an optional port")]
+    HostInvalid,
+    /// An HTTP/2 request whose `:authority` and `Host` name different hosts (RFC 9113
+    /// §8.3.1).
+    #[error("the request's :authority and Host name different hosts")]
+    HostsDiffer,
     /// An absolute-form target (HTTP/1.1) or `:scheme` (HTTP/2) other than `http` or
     /// `https`.
     #[error("the request's scheme must be http or https")]
@@ -97,19 +105,21 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     let mut hosts = h.get_all(HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(v), None) if is_valid_host(v.as_bytes()) => Some(v.as_bytes()),
+        (Some(_), None) => return Err(FramingError::HostInvalid),
         (None, None) if req.version() != Version::HTTP_11 => None,
-        _ => return Err(FramingError::Host),
+        (None, None) => return Err(FramingError::NoHost),
+        (_, Some(_)) => return Err(FramingError::HostRepeated),
     };
     let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
     if !authority.is_none_or(is_valid_host) {
-        return Err(FramingError::Host);
+        return Err(FramingError::HostInvalid);
     }
     if req.version() == Version::HTTP_2 {
         let https = scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
         match (authority, host) {
-            (None, None) => return Err(FramingError::Host),
+            (None, None) => return Err(FramingError::NoHost),
             (Some(a), Some(h)) if !same_authority(a, h, if https { 443 } else { 80 }) => {
-                return Err(FramingError::Host)
+                return Err(FramingError::HostsDiffer)
             }
             _ => {}
         }
@@ -231,15 +241,19 @@ mod tests {
     fn exactly_one_valid_host_is_needed_in_http11() {
         assert_eq!(
             check_framing(&req(Version::HTTP_11, &[])),
-            Err(FramingError::Host)
+            Err(FramingError::NoHost)
         );
         assert_eq!(
             check_framing(&req(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
-            Err(FramingError::Host)
+            Err(FramingError::HostRepeated)
+        );
+        assert_eq!(
+            check_framing(&req(Version::HTTP_11, &[("host", "a"), ("host", "a b")])),
+            Err(FramingError::HostRepeated)
         );
         assert_eq!(
             check_framing(&req(Version::HTTP_11, &[("host", "a b")])),
-            Err(FramingError::Host)
+            Err(FramingError::HostInvalid)
         );
         assert_eq!(
             check_framing(&req(Version::HTTP_11, &[("host", "wso2.com:8443")])),
@@ -254,7 +268,7 @@ mod tests {
             for bad in ["lb.test@evil.test", "lb.test:abc", "lb.test:99999"] {
                 assert_eq!(
                     check_framing(&req(v, &[("host", bad)])),
-                    Err(FramingError::Host),
+                    Err(FramingError::HostInvalid),
                     "{v:?} {bad}"
                 );
             }
@@ -264,7 +278,7 @@ mod tests {
             .uri("https://lb.test:99999/")
             .body(())
             .unwrap();
-        assert_eq!(check_framing(&h2), Err(FramingError::Host));
+        assert_eq!(check_framing(&h2), Err(FramingError::HostInvalid));
     }
 
     fn h2(uri: &str, host: Option<&str>) -> Result<(), FramingError> {
@@ -279,7 +293,7 @@ mod tests {
     fn http2_needs_an_authority_or_a_host_and_the_same_one_when_both() {
         assert_eq!(h2("https://lb.test/", None), Ok(()));
         assert_eq!(h2("/", Some("lb.test")), Ok(()));
-        assert_eq!(h2("/", None), Err(FramingError::Host), "neither");
+        assert_eq!(h2("/", None), Err(FramingError::NoHost), "neither");
         for (authority, host) in [
             ("lb.test", "lb.test"),
             ("lb.test", "LB.Test"),
@@ -303,7 +317,7 @@ mod tests {
         ] {
             assert_eq!(
                 h2(&format!("https://{authority}/"), Some(host)),
-                Err(FramingError::Host),
+                Err(FramingError::HostsDiffer),
                 "{authority} {host}"
             );
         }
