@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_balancer::balance::{BalanceLayer, Picked, ResponseBody};
-use tower_balancer::health::{OutlierConfig, OutlierDetection};
+use tower_balancer::health::{FailurePercentage, OutlierConfig, OutlierDetection};
 use tower_balancer::registry::{Health, Registry};
 use tower_balancer::strategy::RoundRobin;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
@@ -312,4 +312,64 @@ async fn the_registry_write_is_left_to_the_task_not_the_response_future() {
     let _task = outliers.spawn();
     tokio::task::yield_now().await;
     assert_eq!(r.load().get("m0").unwrap().health(), Health::Unhealthy);
+}
+
+/// m0 fails one request in four, never two in a row; m1 never fails. 96 requests, 48 each.
+async fn one_in_four_fails_on_m0<S>(svc: &S, members: &Members)
+where
+    S: Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = BoxError> + Clone,
+{
+    for _ in 0..12 {
+        members.status.lock().unwrap()[0] = 503;
+        send_n(svc, 2).await;
+        members.status.lock().unwrap()[0] = 200;
+        send_n(svc, 6).await;
+    }
+}
+
+/// The failure-percentage rule (opt-in) with `percent`, over 40 requests, every 10 s.
+fn by_share(r: &Registry, percent: u8) -> OutlierDetection {
+    let rule = FailurePercentage::new(percent, 40, Duration::from_secs(10));
+    OutlierDetection::new(r.clone(), OutlierConfig::default().failure_percentage(rule))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_failing_a_quarter_of_its_requests_is_ejected_by_its_share() {
+    let r = common::registry(2);
+    let members = Members::new(&[200, 200]);
+    let outliers = by_share(&r, 20);
+    let _task = outliers.spawn();
+    let svc = stack(&r, &members, &outliers);
+    one_in_four_fails_on_m0(&svc, &members).await;
+    assert_eq!(members.hits(0), 48);
+    // never five in a row: only the share, judged at the interval's end, ejects it
+    assert!(outliers.ejected().is_empty());
+    // the interval ends 10 s after the detector started
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let ejected: Vec<String> = outliers.ejected().iter().map(ToString::to_string).collect();
+    assert_eq!(ejected, ["m0"]);
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Unhealthy);
+    send_n(&svc, 10).await;
+    assert_eq!(members.hits(0), 48, "out of rotation");
+    // the next interval counts afresh: m0 had no requests, and is not judged again
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(outliers.ejected().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_share_under_the_threshold_or_without_the_rule_ejects_nobody() {
+    for percent in [Some(30), None] {
+        let r = common::registry(2);
+        let outliers = match percent {
+            Some(p) => by_share(&r, p),
+            None => OutlierDetection::new(r.clone(), OutlierConfig::default()),
+        };
+        let members = Members::new(&[200, 200]);
+        let _task = outliers.spawn();
+        let svc = stack(&r, &members, &outliers);
+        one_in_four_fails_on_m0(&svc, &members).await;
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(outliers.ejected().is_empty());
+        assert_eq!(members.hits(0), 48);
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use tower_balancer::health::OutlierConfig;
+use tower_balancer::health::{FailurePercentage, OutlierConfig};
 
 use super::values::{duration, fraction, timeout};
 
@@ -46,6 +46,17 @@ pub struct EjectionSection {
     /// The most members ejected at once, as a fraction; one always may be (default 0.1).
     #[serde(default = "tenth", deserialize_with = "fraction")]
     pub max_fraction: f64,
+    /// Ejects a member whose share of failed requests over `failure_percentage_interval`
+    /// reaches this many percent (1–100; default 0, off: Envoy's `failure_percentage`).
+    #[serde(default, deserialize_with = "percent")]
+    pub failure_percentage: u8,
+    /// The fewest requests a member must have had in the interval for its share to count
+    /// (default 50).
+    #[serde(default = "fifty")]
+    pub failure_percentage_requests: u64,
+    /// How often the shares are taken (default 10 s).
+    #[serde(default = "ten_seconds", deserialize_with = "timeout")]
+    pub failure_percentage_interval: Duration,
 }
 
 impl Default for EjectionSection {
@@ -56,6 +67,9 @@ impl Default for EjectionSection {
             base_time: thirty_seconds(),
             max_time: five_minutes(),
             max_fraction: tenth(),
+            failure_percentage: 0,
+            failure_percentage_requests: fifty(),
+            failure_percentage_interval: ten_seconds(),
         }
     }
 }
@@ -81,6 +95,9 @@ const fn thirty_seconds() -> Duration {
 const fn five_minutes() -> Duration {
     Duration::from_secs(300)
 }
+const fn fifty() -> u64 {
+    50
+}
 const fn tenth() -> f64 {
     0.1
 }
@@ -88,10 +105,18 @@ const fn tenth() -> f64 {
 impl EjectionSection {
     /// The library's outlier settings these keys describe.
     pub(crate) const fn outlier_config(&self) -> OutlierConfig {
-        OutlierConfig::new()
+        let config = OutlierConfig::new()
             .consecutive_connect_failures(self.connect_failures)
             .consecutive_failures(self.consecutive_failures)
-            .ejection_time(self.base_time, self.max_time)
+            .ejection_time(self.base_time, self.max_time);
+        if self.failure_percentage == 0 {
+            return config;
+        }
+        config.failure_percentage(FailurePercentage::new(
+            self.failure_percentage,
+            self.failure_percentage_requests,
+            self.failure_percentage_interval,
+        ))
     }
 }
 
@@ -103,6 +128,14 @@ fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
         )));
     }
     Ok(r)
+}
+
+fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let p = u64::deserialize(d)?;
+    u8::try_from(p)
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| de::Error::custom(format!("{p} is not a percentage from 0 (off) to 100")))
 }
 
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -14,7 +14,8 @@
 //!   `tracing`, and to [`HealthProbe::subscribe`]rs.
 //! - [`OutlierDetection`] is an [`OutcomeObserver`](crate::outcome::OutcomeObserver) for the
 //!   balance layer: Envoy's outlier ejection (5 failures in a row; 30 s × n, at most 300 s;
-//!   at most 10% ejected but always one; back on probation).
+//!   at most 10% ejected but always one; back on probation), and opt-in, Envoy's failure
+//!   percentage ([`FailurePercentage`]).
 //! - [`SlowStart`] ramps members that join or recover (Envoy's formula).
 //! - Panic mode lives in the registry:
 //!   [`Registry::set_panic_threshold`](crate::registry::Registry::set_panic_threshold).
@@ -30,8 +31,10 @@
 //! | `slowstart`, `slow_start_config` | [`SlowStart`] |
 //! | panic threshold; Apache `forcerecovery` | `Registry::set_panic_threshold` (fails open below 50% healthy) |
 
+mod failure_rate;
 mod outlier;
 
+pub use failure_rate::FailurePercentage;
 pub use outlier::{OutlierConfig, OutlierDetection, ReadmissionTask};
 mod failure;
 mod probe;

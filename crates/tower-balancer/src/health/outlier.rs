@@ -39,6 +39,7 @@ use tracing::Instrument;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::failure_rate::{FailurePercentage, Rates};
 use crate::outcome::{Outcome, OutcomeObserver};
 use crate::registry::{Health, HealthSource, Member, MemberId, Registry};
 
@@ -51,6 +52,7 @@ pub struct OutlierConfig {
     base_ejection: Duration,
     max_ejection: Duration,
     max_ejected_fraction: f64,
+    failure_percentage: Option<FailurePercentage>,
 }
 
 impl Default for OutlierConfig {
@@ -70,6 +72,7 @@ impl OutlierConfig {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_fraction: 0.1,
+            failure_percentage: None,
         }
     }
 
@@ -86,6 +89,20 @@ impl OutlierConfig {
     pub const fn consecutive_connect_failures(mut self, n: u32) -> Self {
         self.consecutive_connect_failures = n;
         self
+    }
+
+    /// Also ejects a member whose share of failed requests over an interval reaches
+    /// `rule`'s (off unless set; see [`FailurePercentage`]).
+    #[must_use]
+    pub const fn failure_percentage(mut self, rule: FailurePercentage) -> Self {
+        self.failure_percentage = Some(rule);
+        self
+    }
+
+    /// The failure-percentage rule, when set.
+    #[must_use]
+    pub const fn failure_percentage_rule(&self) -> Option<FailurePercentage> {
+        self.failure_percentage
     }
 
     /// The ejection time: `base × times ejected`, at most `max`.
@@ -227,10 +244,21 @@ impl OutlierDetection {
     }
 
     /// Takes ejected members out of rotation (the registry write), and readmits them when
-    /// their time is up, on probation. Runs until dropped; without it no member is ejected.
+    /// their time is up, on probation; with the failure-percentage rule, judges the members'
+    /// shares once an interval. Runs until dropped; without it no member is ejected.
     pub fn readmissions(&self) -> impl Future<Output = ()> + Send + 'static {
         let inner = self.inner.clone();
         async move {
+            let mut rates = inner.config.failure_percentage.map(|rule| {
+                let start = Instant::now() + rule.interval();
+                let mut every = tokio::time::interval_at(start, rule.interval());
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                (rule, every, Rates::default())
+            });
+            if let Some((rule, _, seen)) = rates.as_mut() {
+                // the counts so far are the baseline: history is not judged
+                seen.judge(rule, inner.registry.load().members().iter());
+            }
             loop {
                 let mut notified = pin!(inner.wake.notified());
                 notified.as_mut().enable();
@@ -238,14 +266,25 @@ impl OutlierDetection {
                 let mut sleep = pin!(tokio::time::sleep_until(
                     next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
                 ));
-                std::future::poll_fn(|cx| {
+                let tick = std::future::poll_fn(|cx| {
+                    if let Some((_, every, _)) = rates.as_mut() {
+                        if every.poll_tick(cx).is_ready() {
+                            return Poll::Ready(true);
+                        }
+                    }
                     if sleep.as_mut().poll(cx).is_ready() || notified.as_mut().poll(cx).is_ready() {
-                        Poll::Ready(())
+                        Poll::Ready(false)
                     } else {
                         Poll::Pending
                     }
                 })
                 .await;
+                if let Some((rule, _, seen)) = rates.as_mut().filter(|_| tick) {
+                    let snapshot = inner.registry.load();
+                    for (member, percent, requests) in seen.judge(rule, snapshot.members().iter()) {
+                        inner.eject(&member, false, Why::FailurePercentage(percent, requests));
+                    }
+                }
             }
         }
     }
@@ -378,6 +417,8 @@ enum Why {
     ConnectFailures(u32),
     /// This many failures in a row.
     Failures(u32),
+    /// This share of failed requests, in percent, of this many over the last interval.
+    FailurePercentage(u64, u64),
 }
 
 impl std::fmt::Display for Why {
@@ -386,6 +427,9 @@ impl std::fmt::Display for Why {
             Self::OnProbation => f.write_str("failed on probation"),
             Self::ConnectFailures(n) => write!(f, "{n} connect failures in a row"),
             Self::Failures(n) => write!(f, "{n} failures in a row"),
+            Self::FailurePercentage(p, n) => {
+                write!(f, "{p}% of {n} requests failed in the last interval")
+            }
         }
     }
 }
