@@ -201,7 +201,8 @@ fn check(file: &Path) -> Result<(), Error> {
 /// `--config`: run until SIGTERM or Ctrl-C, then drain; SIGHUP reloads, SIGUSR1 reopens the
 /// access log.
 fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
-    control_runtime()?.block_on(async {
+    let runtime = control_runtime()?;
+    let result = runtime.block_on(async {
         // first of all: from here on a signal is handled, never the default (death)
         let signals = Signals::install()?;
         let config = ConfigFile::from_file(file)?;
@@ -222,7 +223,12 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
         tracing::info!(workers, "serving");
         bound.serve(stop).await?;
         Ok(())
-    })
+    });
+    // a write to a blocked stdout (an access log whose reader stopped reading) runs on a
+    // blocking thread the runtime would wait for on drop: the stop has already waited for
+    // the log as long as it will (and said so), so the process exits now
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
 /// The signals an operator sends, caught from the start.

@@ -164,3 +164,63 @@ async fn requests_cut_by_the_graceful_timeout_are_logged_as_444() {
     let _ = tokio::io::AsyncReadExt::read_to_end(&mut h1, &mut rest).await;
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
+
+/// An answer still streaming when the graceful timeout runs out keeps its status, and its
+/// line says it was cut (`cut=1`), with the bytes the client got.
+#[tokio::test]
+async fn an_answer_cut_by_the_graceful_timeout_is_marked_cut() {
+    use tower_balancer_proxy::config::ConfigFile;
+    let streaming = member(|mut sock| async move {
+        if read_request_head(&mut sock).await.is_some() {
+            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+            let _ = sock.write_all(head.as_bytes()).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!("access-cut-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
+         access_log = \"{}\"\ngraceful_timeout = \"200ms\"\n\
+         [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"{streaming}\"\nroute = \"node1\"\n",
+        path.display(),
+    );
+    let config = ConfigFile::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
+    let bound = config.build().unwrap().bind().await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /download HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await
+        .unwrap();
+    // the head and the first chunk reach the client
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("hello") {
+        let n = tokio::io::AsyncReadExt::read(&mut client, &mut buf)
+            .await
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("\"GET /download HTTP/1.1\" 200 5 "),
+        "{text}"
+    );
+    assert!(lines[0].contains(" cut=1"), "{text}");
+}

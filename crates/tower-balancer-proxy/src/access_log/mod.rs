@@ -5,7 +5,8 @@
 //! Why off the request path: a slow disk or a blocked stdout must never hold a request. Lines
 //! go through a bounded channel to one writer task; when the channel is full the line is
 //! counted as dropped ([`AccessLog::dropped`], `lb_access_log_dropped_total`) and the
-//! request goes on.
+//! request goes on, as are lines the writer fails to write (a closed stdout, a full disk:
+//! one WARN a second says so).
 //!
 //! ```
 //! use tower_balancer_proxy::access_log::{AccessLog, LogFormat, LogTarget};
@@ -117,11 +118,12 @@ impl AccessLog {
         dropped: Option<DroppedLines>,
     ) -> io::Result<(Self, AccessLogWriter)> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (writer, control) = AccessLogWriter::start(target, rx)?;
+        let dropped = dropped.map(|d| d.0).unwrap_or_default();
+        let (writer, control) = AccessLogWriter::start(target, rx, dropped.clone())?;
         let log = Self {
             tx,
             format,
-            dropped: dropped.map(|d| d.0).unwrap_or_default(),
+            dropped,
             control,
         };
         Ok((log, writer))
@@ -134,7 +136,8 @@ impl AccessLog {
         self.control.reopen();
     }
 
-    /// Lines dropped because the writer could not keep up.
+    /// Lines dropped because the writer could not keep up, or could not write them (a
+    /// closed stdout, a full disk).
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -400,7 +403,8 @@ struct Done {
     member: Option<String>,
     attempts: usize,
     upstream: Duration,
-    /// The member's answer body failed after its head was sent: the client got it cut short.
+    /// The member's answer body failed after its head was sent, or the server's stop cut
+    /// it: the client got it cut short.
     cut: bool,
 }
 
@@ -419,7 +423,10 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // the body failed, or the client went away before the end: log what was sent
             let this = this.project();
-            if let Some((entry, done)) = this.pending.take() {
+            if let Some((entry, mut done)) = this.pending.take() {
+                // the stop's graceful timeout cut it: as when the member cuts it, the line
+                // says so, or a deploy that truncates downloads reads as clean 200s
+                done.cut |= crate::serve::dropped_at_stop();
                 write(&entry, &done, *this.bytes);
             }
         }

@@ -4,11 +4,13 @@
 //! a sender.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
+use tower_balancer::log_budget::LogBudget;
 
 use super::LogTarget;
 
@@ -38,14 +40,21 @@ pub struct AccessLogWriter {
 }
 
 impl AccessLogWriter {
-    /// Opens `target` and starts writing what `rx` receives, on the current runtime.
+    /// Opens `target` and starts writing what `rx` receives, on the current runtime; lines
+    /// it fails to write are counted on `dropped`.
     pub(super) fn start(
         target: &LogTarget,
         rx: mpsc::Receiver<String>,
+        dropped: Arc<AtomicU64>,
     ) -> io::Result<(Self, Control)> {
         let out = open(target)?;
         let control = Control::default();
-        let task = tokio::spawn(write_lines(rx, out, target.clone(), control.clone()));
+        let task = tokio::spawn(write_lines(
+            rx,
+            out,
+            (target.clone(), dropped),
+            control.clone(),
+        ));
         Ok((
             Self {
                 task,
@@ -55,10 +64,17 @@ impl AccessLogWriter {
         ))
     }
 
-    /// Takes no more lines, writes those queued and flushes, waiting at most `limit`.
+    /// Takes no more lines, writes those queued and flushes, waiting at most `limit`; a WARN
+    /// when that was not enough (its output is blocked) and the lines left are lost.
     pub async fn finish(self, limit: Duration) {
         self.control.0.finish.notify_one();
-        let _ = tokio::time::timeout(limit, self.task).await;
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            tracing::warn!(
+                seconds = limit.as_secs(),
+                "the access log was not written out in time (its output is blocked); the \
+                 lines still queued are lost"
+            );
+        }
     }
 }
 
@@ -79,9 +95,11 @@ fn open(target: &LogTarget) -> io::Result<Out> {
 async fn write_lines(
     mut rx: mpsc::Receiver<String>,
     mut out: Out,
-    target: LogTarget,
+    (target, dropped): (LogTarget, Arc<AtomicU64>),
     control: Control,
 ) {
+    // a closed stdout fails every write: a line a second says so, not one a batch
+    static FAILED: LogBudget = LogBudget::warn(1, "access log writes that failed");
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         tokio::select! {
@@ -104,12 +122,61 @@ async fn write_lines(
                         break;
                     }
                 }
-                if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
-                    tracing::warn!("the access log cannot be written; its lines are lost");
+                if let Err(e) = write_out(&mut out, &buf).await {
+                    let lost = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                    dropped.fetch_add(lost, Ordering::Relaxed);
+                    if FAILED.admit() {
+                        tracing::warn!(log = %target, error = %e, lost, "the access log cannot be written; its lines are lost");
+                    }
                 }
                 buf.clear();
             }
         }
     }
     let _ = out.flush().await;
+}
+
+/// Writes `buf` and flushes.
+async fn write_out(out: &mut Out, buf: &[u8]) -> io::Result<()> {
+    out.write_all(buf).await?;
+    out.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// An output whose every write fails, as a closed pipe's does.
+    struct Closed;
+
+    impl tokio::io::AsyncWrite for Closed {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_that_cannot_be_written_are_counted_as_dropped() {
+        let (tx, rx) = mpsc::channel(16);
+        for i in 0..3 {
+            tx.send(format!("line {i}\n")).await.unwrap();
+        }
+        drop(tx);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let target = (LogTarget::Stdout, dropped.clone());
+        write_lines(rx, Box::new(Closed), target, Control::default()).await;
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+    }
 }

@@ -243,9 +243,17 @@ fn serve_manager(
 /// gone.
 async fn flush_access_logs(mut running: Running) {
     let writers = std::mem::take(&mut running.writers);
+    let dropped = running
+        .access_log
+        .as_ref()
+        .map(|(_, _, log)| log.dropped_lines());
     drop(running);
     for writer in writers {
         writer.finish(Duration::from_secs(5)).await;
+    }
+    // `/metrics` goes with the process: the last word on lines lost is here
+    if let Some(lost) = dropped.map(|d| d.get()).filter(|n| *n > 0) {
+        tracing::warn!(lost, "access-log lines were dropped while the balancer ran");
     }
 }
 

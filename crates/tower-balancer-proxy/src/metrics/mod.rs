@@ -314,7 +314,7 @@ impl Source {
         if let Some(d) = &self.access_log {
             let mut e = encoder.encode_descriptor(
                 "lb_access_log_dropped",
-                "Access log lines dropped because the writer could not keep up.",
+                "Access log lines dropped because the writer could not keep up or write them.",
                 None,
                 MetricType::Counter,
             )?;
