@@ -10,7 +10,9 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
 
 use tower_balancer::registry::Registry;
 
@@ -18,6 +20,7 @@ use super::build::{read_config, ConfigFile};
 use super::error::{parse_toml_spanned, ConfigError};
 use super::file::FileConfig;
 use crate::forward::ForwardConfig;
+use crate::serve::{server_tls_by_name, server_tls_from_pem, NamedCertificate};
 
 /// More than this many bad values and the file is not worth reading on.
 const MAX_VALUE_ERRORS: usize = 50;
@@ -61,9 +64,66 @@ impl ConfigFile {
         for lane in self.lanes() {
             out.extend(lane.lane_parts());
         }
-        out.extend(self.front_plan().err());
+        // the plan stops at the first file it cannot use: each on its own first
+        let files = self.front_files();
+        if files.is_empty() {
+            out.extend(self.front_plan().err());
+        }
+        out.extend(files);
         out.extend(self.route_table().err());
         out
+    }
+
+    /// Every certificate, key and access log the front names that cannot be used, each on
+    /// its own (a pair is tried together once both files are read).
+    fn front_files(&self) -> Vec<ConfigError> {
+        let s = &self.file.server;
+        let mut out = Vec::new();
+        if let (Some(c), Some(k)) = (&s.certificate, &s.key) {
+            out.extend(self.tls_pair("server", None, c, k));
+        }
+        for (v, host) in self.file.vhosts.iter().enumerate() {
+            if let (Some(c), Some(k)) = (&host.certificate, &host.key) {
+                out.extend(self.tls_pair(&format!("vhost[{v}]"), Some(&host.names), c, k));
+            }
+        }
+        out.extend(self.access_log_target().err());
+        out
+    }
+
+    /// What is wrong with one certificate and key (`at` is `server` or `vhost[i]`; `names`
+    /// the virtual host's): each unreadable file, else the pair refused.
+    fn tls_pair(
+        &self,
+        at: &str,
+        names: Option<&Vec<String>>,
+        cert: &Spanned<PathBuf>,
+        key: &Spanned<PathBuf>,
+    ) -> Vec<ConfigError> {
+        let cert_key = format!("{at}.certificate");
+        let read = (
+            self.read(cert, &cert_key),
+            self.read(key, &format!("{at}.key")),
+        );
+        let (chain_pem, key_pem) = match read {
+            (Ok(c), Ok(k)) => (c, k),
+            (c, k) => return [c.err(), k.err()].into_iter().flatten().collect(),
+        };
+        let refused = match names {
+            None => server_tls_from_pem(&chain_pem, &key_pem).err(),
+            Some(names) => {
+                let one = NamedCertificate {
+                    names: names.clone(),
+                    chain_pem,
+                    key_pem,
+                };
+                server_tls_by_name(None, std::slice::from_ref(&one)).err()
+            }
+        };
+        refused
+            .map(|e| self.err(Some(cert), &cert_key, e.to_string()))
+            .into_iter()
+            .collect()
     }
 
     /// Each part of one balancer's build on its own.
@@ -208,6 +268,53 @@ mod tests {
         };
         let _ = std::fs::remove_file(&path);
         out
+    }
+
+    #[test]
+    fn every_unusable_certificate_key_and_log_is_named_not_only_the_first() {
+        let dir = std::env::temp_dir().join(format!("lb-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let g = garbage.display();
+        let text = format!(
+            "[server]\n\
+             listen = \"127.0.0.1:0\"\n\
+             server_name = \"lb.test\"\n\
+             certificate = \"no-such-cert.pem\"\n\
+             key = \"no-such-key.pem\"\n\
+             access_log = \"/no/such/dir/access.log\"\n\
+             [[balancer]]\n\
+             name = \"b\"\n\
+             [[balancer.member]]\n\
+             url = \"http://a\"\n\
+             route = \"n\"\n\
+             [[vhost]]\n\
+             names = [\"a.test\"]\n\
+             certificate = \"{g}\"\n\
+             key = \"{g}\"\n\
+             [[vhost.route]]\n\
+             prefix = \"/\"\n\
+             balancer = \"b\"\n\
+             [[vhost]]\n\
+             names = [\"b.test\"]\n\
+             certificate = \"no-such-vhost-cert.pem\"\n\
+             key = \"{g}\"\n\
+             [[vhost.route]]\n\
+             prefix = \"/\"\n\
+             balancer = \"b\"\n"
+        );
+        assert_eq!(
+            check(&text),
+            [
+                "4:server.certificate",
+                "5:server.key",
+                "6:server.access_log",
+                "14:vhost[0].certificate",
+                "21:vhost[1].certificate"
+            ]
+        );
+        let _ = std::fs::remove_file(&garbage);
     }
 
     #[test]

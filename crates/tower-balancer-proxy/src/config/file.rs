@@ -149,7 +149,7 @@ pub struct BalancerSection {
     /// Several key files, the first signing new cookies and every one accepted: rotate a
     /// key by putting the new file first and keeping the old one until its cookies expire.
     /// Give every balancer instance the same list.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::key_files")]
     pub cookie_key_files: Vec<Spanned<PathBuf>>,
     /// The request header `maglev` and `ringhash` hash (e.g. `x-user`).
     #[serde(default, deserialize_with = "header_name_opt")]

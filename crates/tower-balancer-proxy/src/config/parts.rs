@@ -58,33 +58,38 @@ impl ConfigFile {
                 serve = serve.max_connections_per_client(limit);
             }
         }
-        let access_log = match &s.access_log {
-            Some(p) => {
-                let target = match p.get_ref().to_str() {
-                    Some("stdout") => LogTarget::Stdout,
-                    _ => LogTarget::File(self.resolve(p.get_ref())),
-                };
-                if let LogTarget::File(path) = &target {
-                    // found now (and by --check), not when the balancer binds
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .map_err(|e| {
-                            let msg = format!("cannot open `{}`: {e}", path.display());
-                            self.err(Some(p), "server.access_log", msg)
-                        })?;
-                }
-                Some((target, s.access_log_format))
-            }
-            None => None,
-        };
+        let access_log = self
+            .access_log_target()?
+            .map(|target| (target, s.access_log_format));
         Ok(FrontPlan {
             listen: s.listen,
             serve,
             workers: s.workers,
             access_log,
         })
+    }
+
+    /// Where `server.access_log` writes, the file opened once to find a mistake now (and by
+    /// `--check`), not when the balancer binds.
+    pub(super) fn access_log_target(&self) -> Result<Option<LogTarget>, ConfigError> {
+        let Some(p) = &self.file.server.access_log else {
+            return Ok(None);
+        };
+        let target = match p.get_ref().to_str() {
+            Some("stdout") => LogTarget::Stdout,
+            _ => LogTarget::File(self.resolve(p.get_ref())),
+        };
+        if let LogTarget::File(path) = &target {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    let msg = format!("cannot open `{}`: {e}", path.display());
+                    self.err(Some(p), "server.access_log", msg)
+                })?;
+        }
+        Ok(Some(target))
     }
 
     /// The layers: sticky, failover, the strategy, passive ejection and the forwarder.

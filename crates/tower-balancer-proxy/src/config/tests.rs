@@ -506,6 +506,11 @@ fn a_missing_or_short_cookie_key_says_how_to_make_one() {
     );
     std::fs::write(dir.join("short.key"), b"0123456789").unwrap();
     std::fs::write(dir.join("good.key"), [7u8; 32]).unwrap();
+    let empty = build("cookie_key_files = []");
+    assert!(
+        empty.contains("cookie_key_files") && empty.contains("an empty list"),
+        "{empty}"
+    );
     let short = build("cookie_key_files = [\"good.key\", \"short.key\"]");
     // which file, and its place in the list
     assert!(short.contains("short.key` has 10 bytes"), "{short}");

@@ -296,3 +296,18 @@ pub(super) fn trusted_proxies<'de, D: Deserializer<'de>>(
     let list = Vec::<String>::deserialize(d)?;
     crate::hygiene::TrustedProxies::parse(&list).map_err(de::Error::custom)
 }
+
+/// `cookie_key_files`: at least one file. An empty list would sign cookies with a key made
+/// for this process, which other instances (and the next start) do not know.
+pub(super) fn key_files<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<toml::Spanned<std::path::PathBuf>>, D::Error> {
+    let files = Vec::<toml::Spanned<std::path::PathBuf>>::deserialize(d)?;
+    if files.is_empty() {
+        return Err(de::Error::custom(
+            "an empty list: name at least one key file (head -c 32 /dev/urandom > cookie.key), \
+             or leave the key out",
+        ));
+    }
+    Ok(files)
+}
