@@ -255,7 +255,8 @@ impl Signals {
     }
 
     /// Handles SIGHUP (reload `file`), SIGUSR1 (reopen the access log) and SIGUSR2
-    /// (ignored, said) while serving; the future completes on SIGTERM or SIGINT.
+    /// (ignored, said) while serving; the future completes on SIGTERM or SIGINT, and a
+    /// second of either exits the process at once, without the rest of the drain.
     fn serve(
         self,
         reloader: tower_balancer_proxy::config::Reloader,
@@ -299,7 +300,18 @@ impl Signals {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            tracing::info!("stopping: finishing requests in flight");
+            tracing::info!(
+                "stopping: finishing requests in flight (a second SIGTERM or Ctrl-C stops at once)"
+            );
+            // an operator who cannot wait out the graceful timeout has a way out
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::warn!("second stop signal: exiting now; requests in flight get no answer");
+                std::process::exit(1);
+            });
         }
     }
 }

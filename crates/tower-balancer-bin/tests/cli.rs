@@ -434,3 +434,50 @@ async fn a_members_answer_body_that_fails_is_logged_with_the_member() {
     assert!(line.contains("member=node"), "{line}");
     assert!(line.contains("error="), "{line}");
 }
+
+/// A second SIGTERM during the drain exits at once (code 1), where the first would wait the
+/// whole graceful timeout on a member that never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_the_drain_at_once() {
+    use tokio::io::AsyncWriteExt;
+    // a member that takes requests and never answers
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = hung.accept().await {
+            held.push(sock);
+        }
+    });
+    let d = dir("second-term");
+    // a manager: its line on stdout ends the wait for the front's address
+    let text = config(hung_addr, hung_addr).replace("\"5s\"", "\"60s\"")
+        + "[manager]\nlisten = \"127.0.0.1:0\"\n";
+    assert!(text.contains("graceful_timeout = \"60s\""), "{text}");
+    let cfg = file(&d, "lb.toml", &text);
+    let (child, addr, _) = start(&cfg, &["--workers", "1"]);
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut child = child;
+    kill(&child, "-TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.0.try_wait().unwrap().is_none(), "drains, not gone");
+    kill(&child, "-TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no exit after the second SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&d);
+}
