@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{config, dir, file, get, kill, member, metrics, sample, start, BIN};
+use common::{config, dir, exited, file, get, kill, member, metrics, sample, start, BIN};
 
 #[test]
 fn version_and_help_say_what_it_is() {
@@ -164,17 +164,7 @@ async fn it_serves_with_two_workers_counts_in_metrics_and_drains_on_sigterm() {
 
     // SIGTERM: a clean exit, soon
     kill(&child, "-TERM");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exited(&mut child, Duration::from_secs(10), "SIGTERM").await;
     assert!(status.success(), "{status:?}");
     // one access log line a request, written by the time the process is gone
     let log = std::fs::read_to_string(d.join("access.log")).unwrap();
@@ -455,29 +445,18 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
         + "[manager]\nlisten = \"127.0.0.1:0\"\n";
     assert!(text.contains("graceful_timeout = \"60s\""), "{text}");
     let cfg = file(&d, "lb.toml", &text);
-    let (child, addr, _) = start(&cfg, &["--workers", "1"]);
+    let (mut child, addr, _) = start(&cfg, &["--workers", "1"]);
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut child = child;
     kill(&child, "-TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(child.0.try_wait().unwrap().is_none(), "drains, not gone");
     kill(&child, "-TERM");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no exit after the second SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exited(&mut child, Duration::from_secs(5), "the second SIGTERM").await;
     assert_eq!(status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -99,29 +99,44 @@ async fn a_499_after_failover_counts_every_attempt_and_names_the_last_member() {
     assert_eq!(attempts, ["1", "2"], "{lines:?}");
 }
 
-/// A request still under way when the graceful timeout runs out: its client gets no answer,
-/// and the log says so with 444 (the server closed it), not 499 (the client went away), over
-/// the server's own HTTP/1.1 path and over HTTP/2 (whose streams hyper runs on tasks of
-/// their own), before `serve` returns and the log's writer finishes.
-#[tokio::test]
-async fn requests_cut_by_the_graceful_timeout_are_logged_as_444() {
-    use tower_balancer_proxy::config::ConfigFile;
-    let path = std::env::temp_dir().join(format!("access-444-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+/// A balancer over `member` with its access log at `log` and `grace` to drain, served until
+/// the returned sender is used; the task ends when `serve` returns.
+async fn stoppable(
+    member: &str,
+    log: &std::path::Path,
+    grace: &str,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tower_balancer_proxy::config::BindError>>,
+) {
+    let _ = std::fs::remove_file(log);
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
-         access_log = \"{}\"\ngraceful_timeout = \"300ms\"\n\
-         [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"{}\"\nroute = \"node1\"\n",
-        path.display(),
-        hung_member().await
+         access_log = \"{}\"\ngraceful_timeout = \"{grace}\"\n\
+         [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"{member}\"\nroute = \"node1\"\n",
+        log.display(),
     );
-    let config = ConfigFile::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
+    let config =
+        tower_balancer_proxy::config::ConfigFile::from_toml(&text, std::path::Path::new("lb.toml"))
+            .unwrap();
     let bound = config.build().unwrap().bind().await.unwrap();
     let addr = bound.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(bound.serve(async move {
         let _ = stopped.await;
     }));
+    (addr, stop, serving)
+}
+
+/// A request still under way when the graceful timeout runs out: its client gets no answer,
+/// and the log says so with 444 (the server closed it), not 499 (the client went away), over
+/// the server's own HTTP/1.1 path and over HTTP/2 (whose streams hyper runs on tasks of
+/// their own), before `serve` returns and the log's writer finishes.
+#[tokio::test]
+async fn requests_cut_by_the_graceful_timeout_are_logged_as_444() {
+    let path = std::env::temp_dir().join(format!("access-444-{}.log", std::process::id()));
+    let (addr, stop, serving) = stoppable(&hung_member().await, &path, "300ms").await;
     // one request over HTTP/1.1, one over HTTP/2 (prior knowledge), both held by the member
     let mut h1 = TcpStream::connect(addr).await.unwrap();
     h1.write_all(b"GET /h1 HTTP/1.1\r\nHost: lb.test\r\n\r\n")
@@ -169,7 +184,6 @@ async fn requests_cut_by_the_graceful_timeout_are_logged_as_444() {
 /// line says it was cut (`cut=1`), with the bytes the client got.
 #[tokio::test]
 async fn an_answer_cut_by_the_graceful_timeout_is_marked_cut() {
-    use tower_balancer_proxy::config::ConfigFile;
     let streaming = member(|mut sock| async move {
         if read_request_head(&mut sock).await.is_some() {
             let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
@@ -179,20 +193,7 @@ async fn an_answer_cut_by_the_graceful_timeout_is_marked_cut() {
     })
     .await;
     let path = std::env::temp_dir().join(format!("access-cut-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
-         access_log = \"{}\"\ngraceful_timeout = \"200ms\"\n\
-         [balancer]\nname = \"b\"\n[[balancer.member]]\nurl = \"{streaming}\"\nroute = \"node1\"\n",
-        path.display(),
-    );
-    let config = ConfigFile::from_toml(&text, std::path::Path::new("lb.toml")).unwrap();
-    let bound = config.build().unwrap().bind().await.unwrap();
-    let addr = bound.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(bound.serve(async move {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, serving) = stoppable(&streaming, &path, "200ms").await;
     let mut client = TcpStream::connect(addr).await.unwrap();
     client
         .write_all(b"GET /download HTTP/1.1\r\nHost: lb.test\r\n\r\n")

@@ -150,3 +150,15 @@ pub fn kill(child: &Running, signal: &str) {
         .unwrap()
         .success());
 }
+
+/// The process's exit status, waiting at most `limit` (`what` names the wait in the panic).
+pub async fn exited(child: &mut Running, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "no exit after {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

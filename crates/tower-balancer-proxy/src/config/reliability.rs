@@ -145,3 +145,40 @@ fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
     Ok(w)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_failure_percentage_rule_is_off_unless_set_and_built_as_written() {
+        let rule = |text: &str| {
+            let config =
+                super::super::ConfigFile::from_toml(text, std::path::Path::new("lb.toml")).unwrap();
+            let built = config.build().unwrap();
+            built.lanes[0].stack.outliers.failure_percentage_rule()
+        };
+        let good = super::super::tests::GOOD;
+        assert_eq!(rule(good), None);
+        let set = format!(
+            "{good}\n[balancer.ejection]\nfailure_percentage = 30\n\
+             failure_percentage_requests = 20\nfailure_percentage_interval = \"5s\"\n"
+        );
+        assert_eq!(
+            rule(&set),
+            Some(tower_balancer::health::FailurePercentage::new(
+                30,
+                20,
+                std::time::Duration::from_secs(5)
+            ))
+        );
+        // the defaults of the other two keys are Envoy's
+        let only = format!("{good}\n[balancer.ejection]\nfailure_percentage = 85\n");
+        assert_eq!(
+            rule(&only),
+            Some(tower_balancer::health::FailurePercentage::new(
+                85,
+                50,
+                std::time::Duration::from_secs(10)
+            ))
+        );
+    }
+}

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 
-const GOOD: &str = r#"
+pub(super) const GOOD: &str = r#"
 [server]
 listen = "127.0.0.1:0"
 server_name = "wso2.com"
@@ -282,38 +282,6 @@ fn a_zero_timeout_or_a_fraction_past_one_is_refused_at_its_line() {
     assert!(
         e.to_string().contains("percentage from 0 (off) to 100"),
         "{e}"
-    );
-}
-
-#[test]
-fn the_failure_percentage_rule_is_off_unless_set_and_built_as_written() {
-    let rule = |text: &str| {
-        let config = ConfigFile::from_toml(text, Path::new("lb.toml")).unwrap();
-        let built = config.build().unwrap();
-        built.lanes[0].stack.outliers.failure_percentage_rule()
-    };
-    assert_eq!(rule(GOOD), None);
-    let set = format!(
-        "{GOOD}\n[balancer.ejection]\nfailure_percentage = 30\n\
-         failure_percentage_requests = 20\nfailure_percentage_interval = \"5s\"\n"
-    );
-    assert_eq!(
-        rule(&set),
-        Some(tower_balancer::health::FailurePercentage::new(
-            30,
-            20,
-            std::time::Duration::from_secs(5)
-        ))
-    );
-    // the defaults of the other two keys are Envoy's
-    let only = format!("{GOOD}\n[balancer.ejection]\nfailure_percentage = 85\n");
-    assert_eq!(
-        rule(&only),
-        Some(tower_balancer::health::FailurePercentage::new(
-            85,
-            50,
-            std::time::Duration::from_secs(10)
-        ))
     );
 }
 
