@@ -373,3 +373,34 @@ async fn a_share_under_the_threshold_or_without_the_rule_ejects_nobody() {
         assert_eq!(members.hits(0), 48);
     }
 }
+
+/// A reload with new ejection settings: the new detector keeps the old one's ejections (the
+/// member stays out for the rest of its time and its count goes on), where it used to put
+/// every ejected member back at once.
+#[tokio::test(start_paused = true)]
+async fn new_settings_keep_the_ejections_and_their_count() {
+    let r = common::registry(2);
+    let members = Members::new(&[503, 200]);
+    let old = OutlierDetection::new(r.clone(), OutlierConfig::default());
+    let old_task = old.spawn();
+    send_n(&stack(&r, &members, &old), 20).await;
+    assert_eq!(old.ejected().len(), 1);
+    // ten seconds into its 30 s, the settings change
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let new = OutlierDetection::new(r.clone(), OutlierConfig::default().consecutive_failures(4));
+    new.adopt_ejections(&old);
+    drop(old_task);
+    let _task = new.spawn();
+    assert!(old.ejected().is_empty());
+    let svc = stack(&r, &members, &new);
+    send_n(&svc, 20).await;
+    assert_eq!(members.hits(0), 5, "still out");
+    assert_eq!(r.load().get("m0").unwrap().health(), Health::Unhealthy);
+    // out until 30 s from its ejection, then on probation: one failure, out for 60 s
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    assert!(new.ejected().is_empty());
+    send_n(&svc, 4).await;
+    assert_eq!(members.hits(0), 6);
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    assert_eq!(new.ejected().len(), 1, "its second ejection is 60 s");
+}

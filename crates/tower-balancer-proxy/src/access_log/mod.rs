@@ -157,9 +157,26 @@ impl AccessLog {
         }
     }
 
+    /// Counts the lines still queued, which a writer that did not finish in time
+    /// ([`AccessLogWriter::finish`]) will never write, as dropped; how many.
+    pub fn abandon_queued(&self) -> u64 {
+        let queued = (self.tx.max_capacity() - self.tx.capacity()) as u64;
+        self.dropped.fetch_add(queued, Ordering::Relaxed);
+        queued
+    }
+
     fn send(&self, line: String) {
+        // the writer is behind (a blocked stdout, a slow disk): said once a second, counted
+        static BEHIND: tower_balancer::log_budget::LogBudget =
+            tower_balancer::log_budget::LogBudget::warn(1, "access log lines dropped");
         if self.tx.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if BEHIND.admit() {
+                tracing::warn!(
+                    dropped,
+                    "the access log's writer is behind; lines are dropped"
+                );
+            }
         }
     }
 }

@@ -202,3 +202,17 @@ impl Body for Cut {
         }))
     }
 }
+
+/// Lines still queued when a blocked writer is given up on are counted as dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn lines_left_queued_are_counted_when_abandoned() {
+    let path = std::env::temp_dir().join(format!("abandon-{}.log", std::process::id()));
+    let (log, _writer) = AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
+    // the writer has not run yet (nothing yielded): all three wait in the queue
+    for i in 0..3 {
+        log.send(format!("line {i}\n"));
+    }
+    assert_eq!(log.abandon_queued(), 3);
+    assert_eq!(log.dropped(), 3);
+    let _ = std::fs::remove_file(&path);
+}

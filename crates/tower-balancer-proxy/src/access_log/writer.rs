@@ -64,17 +64,12 @@ impl AccessLogWriter {
         ))
     }
 
-    /// Takes no more lines, writes those queued and flushes, waiting at most `limit`; a WARN
-    /// when that was not enough (its output is blocked) and the lines left are lost.
-    pub async fn finish(self, limit: Duration) {
+    /// Takes no more lines, writes those queued and flushes, waiting at most `limit`;
+    /// `false` when that was not enough (its output is blocked) and the lines left are lost
+    /// (see [`AccessLog::abandon_queued`](super::AccessLog::abandon_queued)).
+    pub async fn finish(self, limit: Duration) -> bool {
         self.control.0.finish.notify_one();
-        if tokio::time::timeout(limit, self.task).await.is_err() {
-            tracing::warn!(
-                seconds = limit.as_secs(),
-                "the access log was not written out in time (its output is blocked); the \
-                 lines still queued are lost"
-            );
-        }
+        tokio::time::timeout(limit, self.task).await.is_ok()
     }
 }
 
@@ -126,7 +121,8 @@ async fn write_lines(
                     let lost = buf.iter().filter(|&&b| b == b'\n').count() as u64;
                     dropped.fetch_add(lost, Ordering::Relaxed);
                     if FAILED.admit() {
-                        tracing::warn!(log = %target, error = %e, lost, "the access log cannot be written; its lines are lost");
+                        let dropped = dropped.load(Ordering::Relaxed);
+                        tracing::warn!(log = %target, error = %e, dropped, "the access log cannot be written; its lines are lost");
                     }
                 }
                 buf.clear();

@@ -239,20 +239,24 @@ fn serve_manager(
     })
 }
 
-/// Writes what the access logs have queued, once every stack (and with it every sender) is
-/// gone.
+/// Writes what the access logs have queued, once every stack is gone.
 async fn flush_access_logs(mut running: Running) {
     let writers = std::mem::take(&mut running.writers);
-    let dropped = running
-        .access_log
-        .as_ref()
-        .map(|(_, _, log)| log.dropped_lines());
+    // a sender kept to count what a blocked writer leaves queued (`finish` closes the queue)
+    let log = running.access_log.as_ref().map(|(_, _, log)| log.clone());
     drop(running);
     for writer in writers {
-        writer.finish(Duration::from_secs(5)).await;
+        if !writer.finish(Duration::from_secs(5)).await {
+            let queued = log.as_ref().map_or(0, AccessLog::abandon_queued);
+            tracing::warn!(
+                queued,
+                "the access log was not written out in 5 s (its output is blocked); the lines \
+                 still queued are lost"
+            );
+        }
     }
     // `/metrics` goes with the process: the last word on lines lost is here
-    if let Some(lost) = dropped.map(|d| d.get()).filter(|n| *n > 0) {
+    if let Some(lost) = log.map(|l| l.dropped()).filter(|n| *n > 0) {
         tracing::warn!(lost, "access-log lines were dropped while the balancer ran");
     }
 }

@@ -10,9 +10,7 @@ use tower::discover::Change;
 use tower_balancer::discovery::DnsDiscovery;
 use tower_balancer::failover::FailoverConfig;
 use tower_balancer::health::{OutlierDetection, ReadmissionTask, SlowStart};
-use tower_balancer::registry::{
-    Health, HealthSource, MemberId, MemberSpec, Registry, DEFAULT_PANIC_THRESHOLD,
-};
+use tower_balancer::registry::{MemberId, MemberSpec, Registry, DEFAULT_PANIC_THRESHOLD};
 
 use super::bound::Tasks;
 use super::build::ConfigFile;
@@ -162,14 +160,10 @@ impl RunningLane {
         self.section = ready.section;
     }
 
-    /// Passive ejection with new settings: members the old one ejected come back now, or
-    /// nothing would ever readmit them.
+    /// Passive ejection with new settings: the members the old one ejected stay out for
+    /// the rest of their time, with their count, and the new one readmits them.
     fn replace_outliers(&mut self, next: OutlierDetection) {
-        for id in self.outliers.ejected() {
-            let _ =
-                self.registry
-                    .set_health_by(id.as_str(), HealthSource::Outlier, Health::Healthy);
-        }
+        next.adopt_ejections(&self.outliers);
         self._readmissions = next.spawn();
         self.outliers = next;
     }

@@ -233,6 +233,25 @@ impl OutlierDetection {
         ids
     }
 
+    /// Takes over `old`'s ejections (a reload that changed the settings): members it
+    /// ejected stay out for the rest of their time and keep their count of ejections, so
+    /// tuning ejection during an incident does not send traffic back to bad members.
+    /// `old` forgets them; run this detector's [`readmissions`](Self::readmissions) from
+    /// now on.
+    pub fn adopt_ejections(&self, old: &OutlierDetection) {
+        let taken = std::mem::take(&mut *lock(&old.inner.state));
+        let probation = old.inner.on_probation.swap(0, Ordering::AcqRel);
+        let mut state = lock(&self.inner.state);
+        for (serial, e) in taken {
+            state.entry(serial).or_insert(e);
+        }
+        self.inner
+            .on_probation
+            .fetch_add(probation, Ordering::AcqRel);
+        drop(state);
+        self.inner.wake.notify_one();
+    }
+
     /// Spawns [`readmissions`](Self::readmissions) on the current tokio runtime; the task
     /// stops when the returned handle is dropped.
     ///
