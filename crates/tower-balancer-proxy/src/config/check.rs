@@ -20,7 +20,9 @@ use super::build::{read_config, ConfigFile};
 use super::error::{parse_toml_spanned, ConfigError};
 use super::file::FileConfig;
 use crate::forward::ForwardConfig;
-use crate::serve::{server_tls_by_name, server_tls_from_pem, NamedCertificate};
+use crate::serve::{
+    chain_from_pem, key_from_pem, server_tls_by_name, server_tls_from_pem, NamedCertificate,
+};
 
 /// More than this many bad values and the file is not worth reading on.
 const MAX_VALUE_ERRORS: usize = 50;
@@ -101,9 +103,25 @@ impl ConfigFile {
         key: &Spanned<PathBuf>,
     ) -> Vec<ConfigError> {
         let cert_key = format!("{at}.certificate");
+        let key_key = format!("{at}.key");
+        // each file read and parsed on its own, so a bad one is named at its own line
+        let parsed = |p: &Spanned<PathBuf>, name: &str, parse: &dyn Fn(&[u8]) -> Option<String>| {
+            let pem = self.read(p, name)?;
+            match parse(&pem) {
+                None => Ok(pem),
+                Some(e) => {
+                    let file = self.resolve(p.get_ref());
+                    Err(self.err(Some(p), name, format!("`{}`: {e}", file.display())))
+                }
+            }
+        };
         let read = (
-            self.read(cert, &cert_key),
-            self.read(key, &format!("{at}.key")),
+            parsed(cert, &cert_key, &|pem| {
+                chain_from_pem(pem).err().map(|e| e.to_string())
+            }),
+            parsed(key, &key_key, &|pem| {
+                key_from_pem(pem).err().map(|e| e.to_string())
+            }),
         );
         let (chain_pem, key_pem) = match read {
             (Ok(c), Ok(k)) => (c, k),
@@ -282,7 +300,7 @@ mod tests {
              listen = \"127.0.0.1:0\"\n\
              server_name = \"lb.test\"\n\
              certificate = \"no-such-cert.pem\"\n\
-             key = \"no-such-key.pem\"\n\
+             key = \"{g}\"\n\
              access_log = \"/no/such/dir/access.log\"\n\
              [[balancer]]\n\
              name = \"b\"\n\
@@ -311,7 +329,9 @@ mod tests {
                 "5:server.key",
                 "6:server.access_log",
                 "14:vhost[0].certificate",
-                "21:vhost[1].certificate"
+                "15:vhost[0].key",
+                "21:vhost[1].certificate",
+                "22:vhost[1].key"
             ]
         );
         let _ = std::fs::remove_file(&garbage);

@@ -54,8 +54,8 @@ pub struct EjectionSection {
     /// (default 50).
     #[serde(default = "fifty")]
     pub failure_percentage_requests: u64,
-    /// How often the shares are taken (default 10 s).
-    #[serde(default = "ten_seconds", deserialize_with = "timeout")]
+    /// How often the shares are taken (default 10 s; at least 100 ms).
+    #[serde(default = "ten_seconds", deserialize_with = "look_interval")]
     pub failure_percentage_interval: Duration,
 }
 
@@ -138,6 +138,16 @@ fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
         .ok_or_else(|| de::Error::custom(format!("{p} is not a percentage from 0 (off) to 100")))
 }
 
+fn look_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let t = duration(d)?;
+    if t < Duration::from_millis(100) {
+        return Err(de::Error::custom(
+            "the interval is at least 100 ms (each look reads every member's counters)",
+        ));
+    }
+    Ok(t)
+}
+
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let w = duration(d)?;
     if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&w) {
@@ -148,6 +158,19 @@ fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_interval_under_100_ms_is_refused_at_its_key() {
+        let good = super::super::tests::GOOD;
+        let e = super::super::tests::err(&format!(
+            "{good}\n[balancer.ejection]\nfailure_percentage_interval = \"1ms\"\n"
+        ));
+        assert_eq!(
+            e.key(),
+            Some("balancer.ejection.failure_percentage_interval")
+        );
+        assert!(e.to_string().contains("at least 100 ms"), "{e}");
+    }
+
     #[test]
     fn the_failure_percentage_rule_is_off_unless_set_and_built_as_written() {
         let rule = |text: &str| {

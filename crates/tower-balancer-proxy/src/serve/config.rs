@@ -191,12 +191,21 @@ pub(crate) fn chain_and_key(
     chain_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    Ok((chain_from_pem(chain_pem)?, key_from_pem(key_pem)?))
+}
+
+/// A certificate chain (at least one certificate) from PEM.
+pub(crate) fn chain_from_pem(chain_pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem(e.to_string()))?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate);
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
-    Ok((chain, key))
+    Ok(chain)
+}
+
+/// A private key from PEM.
+pub(crate) fn key_from_pem(key_pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))
 }

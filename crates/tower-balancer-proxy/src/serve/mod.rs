@@ -37,6 +37,9 @@ mod window;
 
 pub use client_body::ClientBody;
 pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
+// a certificate and a key apart, for `--check` to name the file at fault
+#[cfg_attr(not(feature = "config"), allow(unused_imports))]
+pub(crate) use config::{chain_from_pem, key_from_pem};
 pub use guard::{check_framing, FramingError};
 pub use reload::{LiveSettings, Reloadable};
 pub use server::Server;
