@@ -99,6 +99,91 @@ async fn a_499_after_failover_counts_every_attempt_and_names_the_last_member() {
     assert_eq!(attempts, ["1", "2"], "{lines:?}");
 }
 
+/// A member that answers a connection's first request and meets a later one, `hold` after
+/// it arrived, with a close and no answer: at once, its keep-alive timeout racing the
+/// request; later, a member failing requests on reused connections.
+async fn drops_reused(hold: Duration) -> String {
+    member(move |mut sock| async move {
+        if read_request_head(&mut sock).await.is_none() {
+            return;
+        }
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if sock.write_all(ok).await.is_ok() && read_request_head(&mut sock).await.is_some() {
+            tokio::time::sleep(hold).await;
+        }
+    })
+    .await
+}
+
+/// `n` GETs one after another, each on a connection of its own, each answered 200.
+async fn gets(lb: &harness::Lb, n: usize) {
+    for _ in 0..n {
+        let get = b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n";
+        let answer = harness::raw(lb.addr, get, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+}
+
+/// The sum of `node1`'s series of the `/metrics` family `name` (every kind of a family
+/// with kinds).
+fn node1_series(metrics: &str, name: &str) -> u64 {
+    let values: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("member=\"node1\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!values.is_empty(), "{name} for node1 in\n{metrics}");
+    values.iter().sum()
+}
+
+const MANAGER: &str = "[manager]\nlisten = \"127.0.0.1:0\"\n";
+
+#[tokio::test]
+async fn a_request_resent_after_a_keep_alive_race_is_two_attempts_and_no_failure() {
+    let path = std::env::temp_dir().join(format!("access-race-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = format!("access_log = \"{}\"", path.display());
+    let lb = lb(&[drops_reused(Duration::ZERO).await], &server, "", MANAGER).await;
+    // the second request meets the pooled connection closing, and goes out on a new one
+    gets(&lb, 2).await;
+    let lines = lines(&path, 2).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains(" 200 2 ") && lines[0].contains(" member=node1 attempts=1 "));
+    assert!(
+        lines[1].contains(" 200 2 ") && lines[1].contains(" member=node1 attempts=2 "),
+        "{lines:?}"
+    );
+    let metrics = harness::metrics(&lb).await;
+    assert_eq!(node1_series(&metrics, "lb_member_resends_total"), 1);
+    assert_eq!(node1_series(&metrics, "lb_member_failures_total"), 0);
+}
+
+#[tokio::test]
+async fn a_member_holding_a_request_on_a_reused_connection_then_closing_failed_it() {
+    let path = std::env::temp_dir().join(format!("access-held-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = format!("access_log = \"{}\"", path.display());
+    let node2 = harness::raw_member(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let members = [drops_reused(Duration::from_millis(300)).await, node2];
+    let lb = lb(&members, &server, "", MANAGER).await;
+    // in turn: node1's second request is on its pooled connection, held, then closed on
+    gets(&lb, 4).await;
+    let lines = lines(&path, 4).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    // it went to node2 by failover, not again to node1 behind its back
+    let failed_over = lines
+        .iter()
+        .filter(|l| l.contains(" member=node2 attempts=2 "))
+        .count();
+    assert_eq!(failed_over, 1, "{lines:?}");
+    let metrics = harness::metrics(&lb).await;
+    let reset = "lb_member_failures_total{balancer=\"b\",member=\"node1\",kind=\"reset\"} 1";
+    assert!(metrics.contains(reset), "{reset} in\n{metrics}");
+    assert_eq!(node1_series(&metrics, "lb_member_resends_total"), 0);
+}
+
 /// A balancer over `member` with its access log at `log` and `grace` to drain, served until
 /// the returned sender is used; the task ends when `serve` returns.
 async fn stoppable(

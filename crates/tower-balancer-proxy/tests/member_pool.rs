@@ -43,6 +43,9 @@ enum Behaviour {
     /// A keep-alive timeout racing requests: a request arriving on a connection idle this
     /// long is met with a close and no answer.
     Lazy(Duration),
+    /// A member failing requests on reused connections: the first request on a connection
+    /// is answered, a later one read, held this long and met with a close and no answer.
+    Hold(Duration),
 }
 
 /// A member speaking just enough HTTP/1.1 to count its connections.
@@ -74,6 +77,10 @@ async fn raw_member(behaviour: Behaviour) -> (SocketAddr, Arc<Counts>) {
                     head.extend_from_slice(&buf[..n]);
                     while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                         head.drain(..end + 4);
+                        if let (Behaviour::Hold(hold), 1..) = (behaviour, served) {
+                            tokio::time::sleep(hold).await;
+                            return;
+                        }
                         let _ = sock
                             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                             .await;
@@ -107,6 +114,11 @@ type Svc = tower::util::BoxCloneService<
 >;
 
 fn balancer(addr: SocketAddr, config: ForwardConfig) -> Svc {
+    balancer_and_registry(addr, config).0
+}
+
+/// [`balancer`], and its registry, whose one member is `node1`.
+fn balancer_and_registry(addr: SocketAddr, config: ForwardConfig) -> (Svc, Registry) {
     let r = Registry::new();
     r.insert(MemberSpec::new(
         MemberId::new("node1").unwrap(),
@@ -114,11 +126,22 @@ fn balancer(addr: SocketAddr, config: ForwardConfig) -> Svc {
     ))
     .unwrap();
     let forward = config.build::<RequestBody<Full<Bytes>>>(r.clone()).unwrap();
-    tower::util::BoxCloneService::new(
+    let svc = tower::util::BoxCloneService::new(
         ServiceBuilder::new()
-            .layer(BalanceLayer::new(r, RoundRobin::new()))
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
             .service(forward),
-    )
+    );
+    (svc, r)
+}
+
+/// How many requests `node1` of `r` was sent again after a keep-alive race.
+fn resends(r: &Registry) -> u64 {
+    r.snapshot()
+        .get("node1")
+        .unwrap()
+        .stats()
+        .metrics()
+        .resends()
 }
 
 async fn get(svc: Svc) -> String {
@@ -279,6 +302,54 @@ async fn an_idempotent_request_the_member_drops_on_a_pooled_connection_goes_out_
             .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
         assert!(svc.clone().oneshot(post).await.is_err());
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 5);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_the_member_holds_then_drops_on_a_pooled_connection_is_its_failure() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // held past the race's window (100 ms): the member had the request and failed it
+        let (addr, counts) = raw_member(Behaviour::Hold(Duration::from_millis(300))).await;
+        let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
+        assert_eq!(get(svc.clone()).await, "ok");
+        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+        again
+            .extensions_mut()
+            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        let e = svc.clone().oneshot(again).await.unwrap_err();
+        assert!(
+            tower_balancer::error::find_in_chain::<tower_balancer::upstream::UpstreamError>(&*e)
+                .is_some_and(|u| u.kind() == tower_balancer::upstream::UpstreamErrorKind::Reset),
+            "{e:?}"
+        );
+        // not sent again behind failover's back
+        assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(resends(&r), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_dropped_at_once_on_a_pooled_connection_goes_out_again_once_and_is_counted() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (addr, counts) = raw_member(Behaviour::Hold(Duration::ZERO)).await;
+        let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
+        assert_eq!(get(svc.clone()).await, "ok");
+        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+        again
+            .extensions_mut()
+            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        let res = svc.clone().oneshot(again).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res
+            .extensions()
+            .get::<tower_balancer_proxy::forward::Resent>()
+            .is_some());
+        assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(resends(&r), 1);
     })
     .await
     .unwrap();

@@ -39,6 +39,7 @@ use tower_balancer::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::forward::Resent;
 use crate::serve::client_status;
 use crate::serve::status::page_text;
 
@@ -361,7 +362,10 @@ where
                         .extensions()
                         .get::<ServedBy>()
                         .map(|s| s.0.id().to_string()),
-                    attempts: res.extensions().get::<Attempts>().map_or(1, |a| a.0),
+                    // a request the member client sent again after a keep-alive race
+                    // was two exchanges with the member
+                    attempts: res.extensions().get::<Attempts>().map_or(1, |a| a.0)
+                        + usize::from(res.extensions().get::<Resent>().is_some()),
                     upstream,
                     cut: false,
                 };

@@ -37,6 +37,20 @@ pub(crate) type MemberFuture =
 /// How many pooled connections a request may find closed before it opens a new one.
 const STALE_TRIES: usize = 8;
 
+/// How soon after a pooled connection is taken the member must close it, with no answer,
+/// for the close to be its keep-alive timeout racing the request (the close was on its way
+/// before the request arrived, so it comes back within about a round trip), and the
+/// request to go out again on a new connection. A member that holds a request longer and
+/// then closes has failed it: failover and passive health are told.
+pub(crate) const RACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Marks an answer to a request the member client sent a second time, on a new connection,
+/// after the member closed the pooled one as the request arrived: that is two exchanges
+/// with the member, and the access log counts both attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Resent;
+
 /// Connects to members and keeps their connections.
 pub(crate) struct MemberClient<B> {
     inner: Arc<Inner<B>>,
@@ -195,8 +209,9 @@ where
     let mut head = Vec::with_capacity(512);
     h1::encode(&req, &mut head);
     let method = req.method();
+    let mut resent = false;
     for _ in 0..STALE_TRIES {
-        let Some(io) = inner.pool.checkout_own(&member) else {
+        let Some((io, taken)) = inner.pool.checkout_own(&member) else {
             break;
         };
         let home = (inner.pool.home(), member.clone());
@@ -217,13 +232,27 @@ where
             // closed by the member as the head went out: nothing was acted on, try another
             Err(Failure::Unsent(_)) => {}
             // closed with no answer as the request arrived (the member's keep-alive timeout
-            // racing it): an idempotent request goes out again (RFC 9112 §9.3.1), on
-            // another connection
-            Err(Failure::Dropped(_)) if method.is_idempotent() => {}
+            // racing it): an idempotent request goes out again (RFC 9112 §9.3.1), once, on
+            // a new connection, which no keep-alive timeout can be closing. Counted, so a
+            // member that drops every reused connection shows; one that held the request
+            // past the race's window failed it, and failover decides
+            Err(Failure::Dropped(_)) if method.is_idempotent() && taken.elapsed() < RACE_WINDOW => {
+                member.stats().metrics().note_resend();
+                resent = true;
+                break;
+            }
             Err(Failure::Dropped(e) | Failure::Failed(e)) => return Err(e.into_upstream()),
         }
     }
-    Box::pin(own_fresh(inner, member, req, head)).await
+    let res = Box::pin(own_fresh(inner, member, req, head)).await;
+    if resent {
+        res.map(|mut res| {
+            res.extensions_mut().insert(Resent);
+            res
+        })
+    } else {
+        res
+    }
 }
 
 /// A bodiless request on a new connection (rare, so boxed apart: the pooled path's future is

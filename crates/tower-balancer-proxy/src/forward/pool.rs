@@ -147,8 +147,8 @@ impl<B: Send + 'static> Pool<B> {
     }
 
     /// A connection of the client's own HTTP/1.1 path to `member`, the one used last that
-    /// is still open and not past the idle timeout.
-    pub(crate) fn checkout_own(&self, member: &Arc<Member>) -> Option<Box<Io>> {
+    /// is still open and not past the idle timeout, and when it was taken.
+    pub(crate) fn checkout_own(&self, member: &Arc<Member>) -> Option<(Box<Io>, Instant)> {
         let now = Instant::now();
         loop {
             let mut idle = {
@@ -156,7 +156,7 @@ impl<B: Send + 'static> Pool<B> {
                 slots.get_mut(&key(member))?.own.pop_back()?
             };
             if now.duration_since(idle.since) < self.shared.idle_timeout && idle.io.still_open() {
-                return Some(idle.io);
+                return Some((idle.io, now));
             }
         }
     }

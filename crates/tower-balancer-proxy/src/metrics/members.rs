@@ -119,6 +119,14 @@ pub(super) fn member_counts(encoder: &mut DescriptorEncoder<'_>, members: &[Lane
     )?;
     family(
         encoder,
+        "lb_member_resends",
+        "Requests sent to the member again on a new connection after it closed the reused one, with no answer, within 100 ms of the request (its keep-alive timeout racing it); not failures.",
+        MetricType::Counter,
+        members,
+        |e, l, m| counter(e, &labels(l, &id(m), &[]), m.stats().metrics().resends()),
+    )?;
+    family(
+        encoder,
         "lb_member_retry_budget_refusals",
         "Requests the member failed that the retry budget kept from going elsewhere.",
         MetricType::Counter,

@@ -1,6 +1,7 @@
 //! Counters a metrics exporter reads per member: failures by kind, a response-time
-//! histogram, retries sent to the member and its ejections. A few relaxed atomic adds per
-//! request, read at scrape time; nothing is locked or allocated.
+//! histogram, retries sent to the member, requests resent after a keep-alive race and its
+//! ejections. A few relaxed atomic adds per request, read at scrape time; nothing is locked
+//! or allocated.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct MemberMetrics {
     retries: AtomicU64,
     ejections: AtomicU64,
     budget_refusals: AtomicU64,
+    resends: AtomicU64,
 }
 
 /// A response-time histogram as Prometheus writes it.
@@ -126,6 +128,21 @@ impl MemberMetrics {
     #[must_use]
     pub fn budget_refusals(&self) -> u64 {
         self.budget_refusals.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request sent to this member a second time, on a new connection, after the
+    /// member closed the reused one with no answer as the request arrived (its keep-alive
+    /// timeout racing the request). For the member client; not a failure.
+    pub fn note_resend(&self) {
+        self.resends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests sent to this member a second time after it closed a reused connection as
+    /// they arrived ([`MemberMetrics::note_resend`]). A few are keep-alive races; a count
+    /// that grows with the traffic is a member dropping requests on reused connections.
+    #[must_use]
+    pub fn resends(&self) -> u64 {
+        self.resends.load(Ordering::Relaxed)
     }
 
     /// Times passive ejection took this member out.
