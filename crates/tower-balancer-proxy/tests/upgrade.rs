@@ -1,5 +1,7 @@
 //! Upgrades (WebSocket handshake and a raw echo over the tunnel) through the served
-//! balancer on 127.0.0.1. Bounded by a timeout.
+//! balancer on 127.0.0.1, and the tunnels as the server's connections: counted against its
+//! connection cap, waited for by a stop and closed at its graceful timeout. Bounded by a
+//! timeout.
 #![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
@@ -265,6 +267,164 @@ async fn plain_connect_is_refused() {
         let n = s.read(&mut buf).await.unwrap();
         let head = String::from_utf8_lossy(&buf[..n]).to_string();
         assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    })
+    .await
+    .unwrap();
+}
+
+/// A member that switches protocols and echoes what it gets until the client closes.
+async fn echo_member() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if sock.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                if !String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("upgrade: websocket")
+                {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let switched = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if sock.write_all(switched).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = sock.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The balancer's stack in front of `member`, served with `config` until `stop` completes;
+/// its address and the task serving it.
+async fn serve_until(
+    member: SocketAddr,
+    config: ServeConfig,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let r = Registry::new();
+    r.insert(MemberSpec::new(
+        MemberId::new("node1").unwrap(),
+        format!("http://{member}").parse().unwrap(),
+    ))
+    .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(ForwardConfig::new().build(r.clone()).unwrap());
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        server
+            .serve(stack, async move {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, task)
+}
+
+/// A WebSocket tunnel through the balancer at `addr`, checked to echo.
+async fn open_tunnel(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: wso2.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    s
+}
+
+#[tokio::test]
+async fn open_tunnels_count_against_the_connection_cap() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (_stop, stop) = tokio::sync::oneshot::channel();
+        let config = ServeConfig::new().max_connections(2);
+        let (addr, _task) = serve_until(echo_member().await, config, stop).await;
+        let first = open_tunnel(addr).await;
+        let _second = open_tunnel(addr).await;
+        // both tunnels hold their descriptors: a third client waits in the backlog
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: wso2.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+        assert!(early.is_err(), "served past the cap: {early:?}");
+        // a tunnel closes: its slot goes to the third
+        drop(first);
+        let n = third.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_open_tunnels_then_closes_them_at_the_graceful_timeout() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (stop_tx, stop) = tokio::sync::oneshot::channel();
+        let grace = Duration::from_millis(400);
+        let config = ServeConfig::new().graceful_timeout(grace);
+        let (addr, task) = serve_until(echo_member().await, config, stop).await;
+        let mut tunnel = open_tunnel(addr).await;
+        let asked = std::time::Instant::now();
+        stop_tx.send(()).unwrap();
+        // the tunnel works while the stop waits for it
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tunnel.write_all(b"late").await.unwrap();
+        let mut buf = [0u8; 4];
+        tunnel.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"late");
+        task.await.unwrap();
+        assert!(
+            asked.elapsed() >= grace,
+            "the stop did not wait: {:?}",
+            asked.elapsed()
+        );
+        // and closed it when the graceful timeout ran out
+        let closed = tokio::time::timeout(Duration::from_secs(2), tunnel.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "still open: {closed:?}"
+        );
     })
     .await
     .unwrap();

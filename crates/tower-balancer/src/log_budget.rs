@@ -33,7 +33,7 @@
 //! # failed("connection refused");
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
@@ -55,10 +55,11 @@ pub struct LogBudget {
     warn: bool,
     /// In [`LISTED`] already.
     listed: AtomicBool,
-    /// The second (since the process's first use of any budget) now being counted.
-    second: AtomicU64,
-    /// Lines let through in that second.
-    used: AtomicU32,
+    /// The second (since the process's first use of any budget) now being counted, in the
+    /// high 32 bits, and the lines let through in it, in the low 32: one word, so that a
+    /// thread starting a new second's count cannot lose lines other threads let through as
+    /// it did (two words let a budget of 100 pass 101).
+    state: AtomicU64,
     /// Lines held back since the last report.
     held: AtomicU64,
     /// The second the first of them was held back in, or [`NONE`].
@@ -175,8 +176,7 @@ impl LogBudget {
             what,
             warn,
             listed: AtomicBool::new(false),
-            second: AtomicU64::new(0),
-            used: AtomicU32::new(0),
+            state: AtomicU64::new(0),
             held: AtomicU64::new(0),
             held_since: AtomicU64::new(NONE),
         }
@@ -243,18 +243,33 @@ impl LogBudget {
     /// budget is counted in its whole seconds); `count`: a line let through takes the count
     /// of those held back (no reporter runs).
     pub(crate) fn admit_at(&self, ms: u64, count: bool) -> Admit {
-        let second = ms / 1000;
-        let current = self.second.load(Ordering::Acquire);
-        if second > current
-            && self
-                .second
-                .compare_exchange(current, second, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            // a new second: whoever moved the clock starts its count
-            self.used.store(0, Ordering::Release);
-        }
-        if self.used.fetch_add(1, Ordering::AcqRel) >= self.per_second {
+        // seconds since the first use wrap after 136 years
+        let second = (ms / 1000) & u64::from(u32::MAX);
+        let mut state = self.state.load(Ordering::Acquire);
+        let admitted = loop {
+            // a new second starts its count at 0; a line from a second already past (a
+            // thread that read the clock earlier) counts in the current one
+            let start = if second > state >> 32 {
+                second << 32
+            } else {
+                state
+            };
+            let next = if start & u64::from(u32::MAX) < u64::from(self.per_second) {
+                start + 1
+            } else if start != state {
+                start
+            } else {
+                break false;
+            };
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break next != start,
+                Err(now) => state = now,
+            }
+        };
+        if !admitted {
             // the first held line of a stretch dates it
             let _ = self
                 .held_since

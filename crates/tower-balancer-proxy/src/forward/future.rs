@@ -9,13 +9,13 @@ use std::time::Duration;
 use super::body::MemberBody;
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tower_balancer::registry::{InFlight, Member};
 use tower_balancer::upstream::UpstreamError;
 
 use super::client::MemberFuture as ClientFuture;
 use super::service::ForwardSettings;
+use super::tunnel::Tunnel;
 
 pin_project! {
     /// Response future of [`Forward`](super::Forward).
@@ -108,24 +108,6 @@ impl std::fmt::Debug for ResponseFuture {
     }
 }
 
-/// Joins the client's and the member's upgraded connections and copies bytes both ways until
-/// either side closes (a member that goes away closes its tunnels).
-fn tunnel(client: OnUpgrade, member: OnUpgrade) {
-    tokio::spawn(async move {
-        let (client, member) = match (client.await, member.await) {
-            (Ok(c), Ok(m)) => (c, m),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let (mut client, mut member) = (TokioIo::new(client), TokioIo::new(member));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut member).await {
-            tracing::debug!(error = %e, "tunnel closed with an error");
-        }
-    });
-}
-
 impl Future for ResponseFuture {
     type Output = Result<Response<MemberBody>, UpstreamError>;
 
@@ -179,7 +161,10 @@ impl Future for ResponseFuture {
                             tower_balancer::upstream::UpstreamErrorKind::Protocol,
                         )));
                     };
-                    tunnel(client, hyper::upgrade::on(&mut res));
+                    // run by the server that holds the client's connection, when it takes
+                    // the answer (`Tunnel`)
+                    let tunnel = Tunnel::new(client, hyper::upgrade::on(&mut res));
+                    res.extensions_mut().insert(tunnel);
                     if *extended {
                         // RFC 8441: an HTTP/2 client is told 200, and the stream is the tunnel
                         *res.status_mut() = StatusCode::OK;

@@ -22,6 +22,7 @@ mod pool;
 mod resolve;
 mod service;
 mod tls;
+mod tunnel;
 
 /// The TLS settings error, also at [`crate::tls::TlsError`].
 pub use crate::tls::TlsError;
@@ -36,3 +37,4 @@ pub use h1::H1Error;
 pub use resolve::{Addrs, Resolver};
 pub use service::Forward;
 pub use tls::UpstreamTls;
+pub use tunnel::{Tunnel, TunnelFuture};

@@ -36,6 +36,7 @@ use super::status::{error_response, RateRefusal, ServeBody};
 use super::tasks::Tasks;
 use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
 use super::window::Windowed;
+use crate::forward::Tunnel;
 
 /// How long writing a 408 to a client that timed out may take.
 pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -66,7 +67,11 @@ pub(super) async fn connection<S: Servable>(
     held: impl Send,
 ) {
     let _held = held;
-    let progress = Arc::new(Progress::counting(config.stats.clone(), peer));
+    let progress = Arc::new(Progress::counting(
+        config.stats.clone(),
+        peer,
+        tasks.clone(),
+    ));
     let limits = IdleLimits {
         first: config.header_read_timeout,
         keep_alive: config.keep_alive_timeout,
@@ -74,7 +79,7 @@ pub(super) async fn connection<S: Servable>(
     };
     // the connection's one timer: hyper's head deadlines and its requests' attempt deadlines
     let timer = TaskTimer::new();
-    let builder = http_builder(&config, &timer, tasks);
+    let builder = http_builder(&config, &timer, tasks.clone());
     let heads = HeadLimits {
         bytes: config.max_header_bytes,
         fields: config.max_headers,
@@ -89,6 +94,7 @@ pub(super) async fn connection<S: Servable>(
         if let Some(why) = refused {
             progress.note_refused(why, None);
         }
+        progress.run_tunnel().await;
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -120,6 +126,9 @@ pub(super) async fn connection<S: Servable>(
     if let Some(why) = refused {
         progress.note_refused(why, None);
     }
+    // an HTTP/1.1 connection switched to a tunnel runs it here, holding its slot under the
+    // caps, where the server's stop waits for it and closes it at the graceful timeout
+    progress.run_tunnel().await;
 }
 
 /// What a connection's service answers: the stack's body or an error page, tracked.
@@ -190,6 +199,10 @@ fn connection_service<S: Servable>(
             }
             if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
                 conn_progress.upgraded();
+                if let Some(tunnel) = res.extensions().get::<Tunnel>().and_then(Tunnel::take) {
+                    // an HTTP/2 stream's runs beside the connection's other streams
+                    conn_progress.take_tunnel(tunnel, connect);
+                }
             }
             Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
         }

@@ -16,6 +16,7 @@ use http::Request;
 use http_body::Body;
 
 use super::stats::Refused;
+use crate::forward::TunnelFuture;
 use tower_balancer::log_budget::{LogBudget, PER_SECOND};
 
 /// What the server knows about a connection's progress.
@@ -61,6 +62,21 @@ pub(crate) struct Progress {
     /// Set when an HTTP/2 limit tripped and the connection was asked to go away: where it
     /// stood then (see [`Progress::limit_read`]).
     pub(super) closing: OnceLock<Tripped>,
+    /// An HTTP/1.1 connection's WebSocket tunnel, for the connection's task to run once
+    /// hyper has handed the connection over.
+    tunnel: TunnelSlot,
+    /// The server's client tasks, where an HTTP/2 stream's tunnel runs.
+    tasks: super::tasks::Tasks,
+}
+
+/// [`Progress`]'s tunnel, kept until the connection's task runs it.
+#[derive(Default)]
+struct TunnelSlot(std::sync::Mutex<Option<TunnelFuture>>);
+
+impl std::fmt::Debug for TunnelSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunnelSlot")
+    }
 }
 
 /// Where an HTTP/2 connection stood when a limit tripped.
@@ -101,10 +117,15 @@ const ABANDONED: u64 = 128;
 
 impl Progress {
     /// A connection from `peer` of a server counting into `stats`.
-    pub(crate) fn counting(stats: super::stats::ServerStats, peer: SocketAddr) -> Self {
+    pub(super) fn counting(
+        stats: super::stats::ServerStats,
+        peer: SocketAddr,
+        tasks: super::tasks::Tasks,
+    ) -> Self {
         Self {
             stats,
             peer: Some(peer),
+            tasks,
             ..Self::default()
         }
     }
@@ -307,6 +328,34 @@ impl Progress {
     /// The connection switched protocols.
     pub(crate) fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes on the tunnel an answer switched to: an HTTP/2 stream's (`stream`) runs at once
+    /// on the server's tasks, beside the connection; an HTTP/1.1 connection's is kept for
+    /// [`Progress::run_tunnel`], once hyper has handed the connection over.
+    pub(super) fn take_tunnel(&self, tunnel: TunnelFuture, stream: bool) {
+        if stream {
+            self.tasks.spawn_tunnel(tunnel);
+        } else {
+            *self
+                .tunnel
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tunnel);
+        }
+    }
+
+    /// Runs the connection's tunnel to its end, if its last answer switched to one.
+    pub(super) async fn run_tunnel(&self) {
+        let tunnel = self
+            .tunnel
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(tunnel) = tunnel {
+            self.tasks.run_tunnel(tunnel).await;
+        }
     }
 
     /// Whether a timeout now caught a request half-sent (rather than an idle keep-alive

@@ -172,6 +172,7 @@ impl Server {
             let open = cap.saturating_sub(slots.available_permits());
             tracing::warn!(
                 connections = open,
+                tunnels = tasks.tunnels(),
                 "graceful shutdown timed out; remaining connections are dropped"
             );
             // dropped here, not by whoever drops the runtime: the requests they held are

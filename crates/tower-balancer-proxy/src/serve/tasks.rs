@@ -9,20 +9,28 @@
 //! end with their connection) to go: each request's future is dropped inside the server, and
 //! its access log line is written (with 444, [`dropped_at_stop`]) before the writer finishes.
 //!
+//! WebSocket tunnels are the server's too: an HTTP/1.1 connection's runs in its connection's
+//! task (holding its slot under the connection caps), an HTTP/2 stream's beside its
+//! connection; a stop waits for them within the graceful timeout, then closes them.
+//!
 //! Why a flag read on drop, not a cancellation future polled beside each task: a task is
-//! polled a few times a request, and a `CancellationToken` takes two locks a poll.
+//! polled a few times a request, and a `CancellationToken` takes two locks a poll (a tunnel,
+//! polled per read and not per request, does race one).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::forward::TunnelFuture;
 
 thread_local! {
     /// Set while a stop drops a client task's future on this thread.
@@ -33,12 +41,17 @@ thread_local! {
 /// this only bounds a task the runtime cannot reach (a worker blocked elsewhere).
 const ABORT_LIMIT: Duration = Duration::from_secs(1);
 
-/// A server's client tasks: the flag its stop sets and the HTTP/2 streams hyper spawned (the
-/// executor given to hyper). The connections are in the server loop's `JoinSet`.
+/// A server's client tasks: the flag its stop sets, the HTTP/2 streams hyper spawned (the
+/// executor given to hyper) and the WebSocket tunnels running. The connections are in the
+/// server loop's `JoinSet`; an HTTP/1.1 connection's tunnel runs in its connection's task.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Tasks {
     streams: TaskTracker,
     stopping: Arc<AtomicBool>,
+    /// Tunnels running, for the stop's count of what it closed.
+    tunnels: Arc<AtomicUsize>,
+    /// Cancelled when the stop closes the tunnels.
+    cut: CancellationToken,
 }
 
 impl Tasks {
@@ -55,6 +68,30 @@ impl Tasks {
         }
     }
 
+    /// Runs `tunnel` (an HTTP/1.1 connection's, in its connection's task) until it ends or
+    /// the stop closes it.
+    pub(super) async fn run_tunnel(&self, tunnel: TunnelFuture) {
+        let _open = Open::count(&self.tunnels);
+        tokio::select! {
+            () = tunnel => {}
+            () = self.cut.cancelled() => {}
+        }
+    }
+
+    /// Runs `tunnel` (an HTTP/2 stream's) on a task of the server's, beside its connection.
+    pub(super) fn spawn_tunnel(&self, tunnel: TunnelFuture) {
+        let tasks = self.clone();
+        drop(
+            self.streams
+                .spawn(self.own(async move { tasks.run_tunnel(tunnel).await })),
+        );
+    }
+
+    /// Tunnels running now.
+    pub(super) fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
     /// Completes once the connections in `set` and every HTTP/2 stream have ended.
     pub(super) async fn finished(&self, set: &mut JoinSet<()>) {
         while set.join_next().await.is_some() {}
@@ -66,6 +103,7 @@ impl Tasks {
     /// [`ABORT_LIMIT`]) until each has gone.
     pub(super) async fn abort(&self, set: &mut JoinSet<()>) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.cut.cancel();
         // a stream ends once its connection is gone (hyper sees the stream reset)
         set.abort_all();
         if tokio::time::timeout(ABORT_LIMIT, self.finished(set))
@@ -121,6 +159,22 @@ impl<F: Future> Future for Owned<F> {
             Some(task) => task.poll(cx).map(drop),
             None => Poll::Ready(()),
         }
+    }
+}
+
+/// One tunnel counted in [`Tasks::tunnels`] while it runs.
+struct Open<'a>(&'a AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn count(tunnels: &'a AtomicUsize) -> Self {
+        tunnels.fetch_add(1, Ordering::Relaxed);
+        Self(tunnels)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
