@@ -8,6 +8,7 @@
 #[path = "safe/harness.rs"]
 mod harness;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::{lb, member, read_request_head};
@@ -157,6 +158,36 @@ async fn a_request_resent_after_a_keep_alive_race_is_two_attempts_and_no_failure
     let metrics = harness::metrics(&lb).await;
     assert_eq!(node1_series(&metrics, "lb_member_resends_total"), 1);
     assert_eq!(node1_series(&metrics, "lb_member_failures_total"), 0);
+}
+
+#[tokio::test]
+async fn a_client_giving_up_after_a_resend_gets_a_499_counting_both_sends() {
+    // reused connections are dropped at once; a new one is answered after 1.5 s
+    let node1 = member(|mut sock| async move {
+        if read_request_head(&mut sock).await.is_none() {
+            return;
+        }
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if !FIRST.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        if sock.write_all(ok).await.is_ok() {
+            let _ = read_request_head(&mut sock).await;
+        }
+    })
+    .await;
+    static FIRST: AtomicBool = AtomicBool::new(true);
+    let (lb, path) = logged(&[node1], "access-499-resent").await;
+    gets(&lb, 1).await;
+    // the pooled connection is dropped under it: sent again, and given up on meanwhile
+    let get = b"GET /again HTTP/1.1\r\nHost: lb.test\r\n\r\n";
+    give_up(&lb, get, Duration::from_millis(600)).await;
+    let lines = lines(&path, 2).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let line = &lines[1];
+    assert!(line.contains("\"GET /again HTTP/1.1\" 499 "), "{line}");
+    assert!(line.contains(" member=node1 attempts=2 "), "{line}");
 }
 
 #[tokio::test]

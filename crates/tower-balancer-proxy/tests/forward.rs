@@ -185,6 +185,11 @@ struct Pki {
 
 /// A private CA and a server certificate for `name` signed by it, as the recipe's keystores.
 fn pki(name: &str) -> Pki {
+    pki_speaking(name, &[b"h2", b"http/1.1"])
+}
+
+/// [`pki`], the server offering the protocols `alpn` by ALPN.
+fn pki_speaking(name: &str, alpn: &[&[u8]]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -205,7 +210,7 @@ fn pki(name: &str) -> Pki {
             rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
         )
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Pki {
         ca_pem: ca.pem(),
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -263,6 +268,62 @@ async fn tls_members_are_reached_by_name_with_their_own_certificates() {
             }
         }
         assert_eq!((ok, refused), (2, 2));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_tls_member_closing_a_reused_connection_without_close_notify_races_like_a_plain_one() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // answers a connection's first request; at its second, closes the socket under TLS
+        // at once, with no `close_notify` (as many servers' keep-alive timeouts do)
+        let pki = pki_speaking("abc.com", &[b"http/1.1"]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (acceptor, counted) = (pki.acceptor.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    if tls.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tls.write_all(ok).await.is_err() || tls.read(&mut buf).await.is_err() {
+                        return;
+                    }
+                    drop(tls.into_inner().0);
+                });
+            }
+        });
+        let r = registry_with("node1", &format!("https://abc.com:{}", addr.port()));
+        let forward = ForwardConfig::new()
+            .tls(UpstreamTls::from_pem_roots(pki.ca_pem.as_bytes()).unwrap())
+            .resolve("abc.com", [addr])
+            .build::<RequestBody<Full<Bytes>>>(r.clone())
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+            .service(forward);
+        for _ in 0..2 {
+            let req = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+            let res = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            // read whole, so its connection goes back to the pool
+            assert_eq!(body_text(res).await, "ok");
+        }
+        // the second went out again on a new connection: a race, not the member's failure
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let node1 = r.snapshot().get("node1").unwrap().clone();
+        assert_eq!(node1.stats().metrics().resends(), 1);
     })
     .await
     .unwrap();

@@ -1,8 +1,7 @@
 //! The forwarder's member connections against a raw member on 127.0.0.1 that counts them:
 //! reused while open, never used once the member closed them while idle or sent anything
-//! past its answer (the request goes out on a new one, without an error), an idempotent
-//! request dropped by the member's keep-alive race sent again, and connections closed by
-//! the balancer once idle past the timeout. Request heads on plain connections are written
+//! past its answer (the request goes out on a new one, without an error), and connections
+//! closed by the balancer once idle past the timeout (keep-alive races: `member_races.rs`). Request heads on plain connections are written
 //! by one writer task per runtime and thread, batched per scheduler tick: against a member
 //! that answers each request with its own path, every answer must reach the request that
 //! asked for it, on a current-thread runtime, on a multi-thread one (where the writer may run
@@ -19,139 +18,15 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::{ServiceBuilder, ServiceExt};
-use tower_balancer::balance::{BalanceLayer, Picked, RequestBody, ServedBy};
+use tower::ServiceExt;
+use tower_balancer::balance::{Picked, ServedBy};
 use tower_balancer::client::ClientAddr;
-use tower_balancer::registry::{MemberId, MemberSpec, Registry};
-use tower_balancer::strategy::RoundRobin;
 use tower_balancer_proxy::forward::ForwardConfig;
 
-#[derive(Default)]
-struct Counts {
-    accepted: AtomicUsize,
-    closed_by_peer: AtomicUsize,
-}
+#[path = "raw_member/mod.rs"]
+mod raw_member;
 
-/// How the test member behaves on each connection.
-#[derive(Clone, Copy)]
-enum Behaviour {
-    /// A `200 ok` with a length to each request, keeping the connection; or, after this many
-    /// answers, a close without a word (what a member's keep-alive timeout does).
-    Answer(Option<usize>),
-    /// A bug: the first answer is followed, this long after, by a second nobody asked for.
-    Stray(Duration),
-    /// A keep-alive timeout racing requests: a request arriving on a connection idle this
-    /// long is met with a close and no answer.
-    Lazy(Duration),
-    /// A member failing requests on reused connections: the first request on a connection
-    /// is answered, a later one read, held this long and met with a close and no answer.
-    Hold(Duration),
-}
-
-/// A member speaking just enough HTTP/1.1 to count its connections.
-async fn raw_member(behaviour: Behaviour) -> (SocketAddr, Arc<Counts>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut served = 0;
-                let mut last = None::<tokio::time::Instant>;
-                let mut buf = [0u8; 1024];
-                loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        c.closed_by_peer.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                    if let (Behaviour::Lazy(idle), Some(t)) = (behaviour, last) {
-                        if t.elapsed() >= idle {
-                            return;
-                        }
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        if let (Behaviour::Hold(hold), 1..) = (behaviour, served) {
-                            tokio::time::sleep(hold).await;
-                            return;
-                        }
-                        let _ = sock
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .await;
-                        served += 1;
-                        last = Some(tokio::time::Instant::now());
-                        if let (Behaviour::Stray(delay), 1) = (behaviour, served) {
-                            tokio::time::sleep(delay).await;
-                            let stray = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED";
-                            let _ = sock.write_all(stray).await;
-                        }
-                    }
-                    if let Behaviour::Answer(Some(a)) = behaviour {
-                        if served >= a {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, counts)
-}
-
-type Svc = tower::util::BoxCloneService<
-    Request<Full<Bytes>>,
-    http::Response<
-        tower_balancer::balance::ResponseBody<tower_balancer_proxy::forward::MemberBody>,
-    >,
-    tower_balancer::BoxError,
->;
-
-fn balancer(addr: SocketAddr, config: ForwardConfig) -> Svc {
-    balancer_and_registry(addr, config).0
-}
-
-/// [`balancer`], and its registry, whose one member is `node1`.
-fn balancer_and_registry(addr: SocketAddr, config: ForwardConfig) -> (Svc, Registry) {
-    let r = Registry::new();
-    r.insert(MemberSpec::new(
-        MemberId::new("node1").unwrap(),
-        format!("http://{addr}").parse().unwrap(),
-    ))
-    .unwrap();
-    let forward = config.build::<RequestBody<Full<Bytes>>>(r.clone()).unwrap();
-    let svc = tower::util::BoxCloneService::new(
-        ServiceBuilder::new()
-            .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
-            .service(forward),
-    );
-    (svc, r)
-}
-
-/// How many requests `node1` of `r` was sent again after a keep-alive race.
-fn resends(r: &Registry) -> u64 {
-    r.snapshot()
-        .get("node1")
-        .unwrap()
-        .stats()
-        .metrics()
-        .resends()
-}
-
-async fn get(svc: Svc) -> String {
-    let mut req = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-    req.extensions_mut()
-        .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
-    let res = svc.oneshot(req).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
-}
+use raw_member::{balancer, get, raw_member, Behaviour, Svc};
 
 #[tokio::test]
 async fn one_connection_serves_requests_one_after_another() {
@@ -278,78 +153,6 @@ async fn requests_with_and_without_a_body_each_keep_a_connection() {
         }
         // the own path's connection and hyper's, each reused
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
-    })
-    .await
-    .unwrap();
-}
-
-#[tokio::test]
-async fn an_idempotent_request_the_member_drops_on_a_pooled_connection_goes_out_again() {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = raw_member(Behaviour::Lazy(Duration::from_millis(150))).await;
-        let svc = balancer(addr, ForwardConfig::new());
-        for _ in 0..4 {
-            assert_eq!(get(svc.clone()).await, "ok");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // each pooled connection was dropped under a request, which went out on a new one
-        assert_eq!(counts.accepted.load(Ordering::SeqCst), 4);
-        // a POST (even without a body) may have been acted on: not sent twice
-        assert_eq!(get(svc.clone()).await, "ok");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut post = Request::post("/").body(Full::new(Bytes::new())).unwrap();
-        post.extensions_mut()
-            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
-        assert!(svc.clone().oneshot(post).await.is_err());
-        assert_eq!(counts.accepted.load(Ordering::SeqCst), 5);
-    })
-    .await
-    .unwrap();
-}
-
-#[tokio::test]
-async fn a_request_the_member_holds_then_drops_on_a_pooled_connection_is_its_failure() {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        // held past the race's window (100 ms): the member had the request and failed it
-        let (addr, counts) = raw_member(Behaviour::Hold(Duration::from_millis(300))).await;
-        let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
-        assert_eq!(get(svc.clone()).await, "ok");
-        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-        again
-            .extensions_mut()
-            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
-        let e = svc.clone().oneshot(again).await.unwrap_err();
-        assert!(
-            tower_balancer::error::find_in_chain::<tower_balancer::upstream::UpstreamError>(&*e)
-                .is_some_and(|u| u.kind() == tower_balancer::upstream::UpstreamErrorKind::Reset),
-            "{e:?}"
-        );
-        // not sent again behind failover's back
-        assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(resends(&r), 0);
-    })
-    .await
-    .unwrap();
-}
-
-#[tokio::test]
-async fn a_request_dropped_at_once_on_a_pooled_connection_goes_out_again_once_and_is_counted() {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        let (addr, counts) = raw_member(Behaviour::Hold(Duration::ZERO)).await;
-        let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
-        assert_eq!(get(svc.clone()).await, "ok");
-        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-        again
-            .extensions_mut()
-            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
-        let res = svc.clone().oneshot(again).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        assert!(res
-            .extensions()
-            .get::<tower_balancer_proxy::forward::Resent>()
-            .is_some());
-        assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
-        assert_eq!(resends(&r), 1);
     })
     .await
     .unwrap();

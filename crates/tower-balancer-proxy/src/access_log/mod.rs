@@ -39,7 +39,6 @@ use tower_balancer::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::forward::Resent;
 use crate::serve::client_status;
 use crate::serve::status::page_text;
 
@@ -362,10 +361,11 @@ where
                         .extensions()
                         .get::<ServedBy>()
                         .map(|s| s.0.id().to_string()),
-                    // a request the member client sent again after a keep-alive race
-                    // was two exchanges with the member
-                    attempts: res.extensions().get::<Attempts>().map_or(1, |a| a.0)
-                        + usize::from(res.extensions().get::<Resent>().is_some()),
+                    // every send, a member client's resend after a keep-alive race too
+                    attempts: match entry.sent.count() {
+                        0 => res.extensions().get::<Attempts>().map_or(1, |a| a.0),
+                        sent => sent,
+                    },
                     upstream,
                     cut: false,
                 };
@@ -384,10 +384,13 @@ where
                 let done = Done {
                     status: client_status(&*e).as_u16(),
                     member: find_in_chain::<AttemptError>(&*e).map(|a| a.member().id().to_string()),
-                    attempts: find_in_chain::<FailoverError>(&*e).map_or(
-                        usize::from(find_in_chain::<AttemptError>(&*e).is_some()),
-                        FailoverError::attempts,
-                    ),
+                    attempts: match entry.sent.count() {
+                        0 => find_in_chain::<FailoverError>(&*e).map_or(
+                            usize::from(find_in_chain::<AttemptError>(&*e).is_some()),
+                            FailoverError::attempts,
+                        ),
+                        sent => sent,
+                    },
                     upstream,
                     cut: false,
                 };

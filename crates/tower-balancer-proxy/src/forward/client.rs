@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection as _;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_balancer::balance::SentTo;
 use tower_balancer::registry::Member;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
@@ -43,13 +44,6 @@ const STALE_TRIES: usize = 8;
 /// request to go out again on a new connection. A member that holds a request longer and
 /// then closes has failed it: failover and passive health are told.
 pub(crate) const RACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Marks an answer to a request the member client sent a second time, on a new connection,
-/// after the member closed the pooled one as the request arrived: that is two exchanges
-/// with the member, and the access log counts both attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Resent;
 
 /// Connects to members and keeps their connections.
 pub(crate) struct MemberClient<B> {
@@ -209,13 +203,22 @@ where
     let mut head = Vec::with_capacity(512);
     h1::encode(&req, &mut head);
     let method = req.method();
-    let mut resent = false;
     for _ in 0..STALE_TRIES {
         let Some((io, taken)) = inner.pool.checkout_own(&member) else {
             break;
         };
         let home = (inner.pool.home(), member.clone());
+        // the member's keep-alive timeout racing the request: it closed the connection
+        // with no answer (or, as some do, with a `408` nobody asked for) as the request
+        // arrived. An idempotent request goes out again (RFC 9112 §9.3.1), once, on a new
+        // connection, which no keep-alive timeout can be closing. One held past the
+        // race's window was the member's to answer: it failed it, and failover decides
+        let raced = || method.is_idempotent() && taken.elapsed() < RACE_WINDOW;
         match h1::send(io, &head, method, home).await {
+            Ok(res) if res.status() == http::StatusCode::REQUEST_TIMEOUT && raced() => {
+                resend(&member, &req);
+                break;
+            }
             Ok(res) => {
                 let mut res = res.map(MemberBody::own);
                 // the layers above mark the answer (`ServedBy`, ...): it gets the request's
@@ -231,28 +234,29 @@ where
             }
             // closed by the member as the head went out: nothing was acted on, try another
             Err(Failure::Unsent(_)) => {}
-            // closed with no answer as the request arrived (the member's keep-alive timeout
-            // racing it): an idempotent request goes out again (RFC 9112 §9.3.1), once, on
-            // a new connection, which no keep-alive timeout can be closing. Counted, so a
-            // member that drops every reused connection shows; one that held the request
-            // past the race's window failed it, and failover decides
-            Err(Failure::Dropped(_)) if method.is_idempotent() && taken.elapsed() < RACE_WINDOW => {
-                member.stats().metrics().note_resend();
-                resent = true;
+            Err(Failure::Dropped(_)) if raced() => {
+                resend(&member, &req);
                 break;
             }
             Err(Failure::Dropped(e) | Failure::Failed(e)) => return Err(e.into_upstream()),
         }
     }
-    let res = Box::pin(own_fresh(inner, member, req, head)).await;
-    if resent {
-        res.map(|mut res| {
-            res.extensions_mut().insert(Resent);
-            res
-        })
-    } else {
-        res
+    Box::pin(own_fresh(inner, member, req, head)).await
+}
+
+/// Counts a request sent to `member` again after a keep-alive race: on the member (so a
+/// member that drops every reused connection shows) and on the request, whose log line
+/// counts every send.
+#[cold]
+fn resend<B>(member: &Member, req: &Request<B>) {
+    member.stats().metrics().note_resend();
+    if let Some(sent) = req.extensions().get::<SentTo>() {
+        sent.note_again();
     }
+    tracing::debug!(
+        member = %member.id(),
+        "the member closed a reused connection as the request arrived; sent again on a new one"
+    );
 }
 
 /// A bodiless request on a new connection (rare, so boxed apart: the pooled path's future is

@@ -27,7 +27,6 @@ mod tunnel;
 /// The TLS settings error, also at [`crate::tls::TlsError`].
 pub use crate::tls::TlsError;
 pub use body::{MemberBody, MemberBodyError};
-pub use client::Resent;
 pub use config::{ForwardConfig, ProbeClient, MAX_MEMBER_HEAD_BYTES};
 pub use error::NotPicked;
 pub use future::ResponseFuture;

@@ -156,7 +156,8 @@ impl UploadProgress {
 /// Put in a request by a layer outside the balancer that must say which members the request
 /// went to even when it is dropped before an answer (its client went away): the access log's
 /// 499 lines. That layer keeps a clone; each attempt the balancer sends counts itself here
-/// with its member. A request without one costs nothing more.
+/// with its member, and so does a member client's resend of it ([`SentTo::note_again`]). A
+/// request without one costs nothing more.
 #[derive(Debug, Clone, Default)]
 pub struct SentTo(Arc<std::sync::Mutex<(usize, Option<MemberId>)>>);
 
@@ -175,6 +176,24 @@ impl SentTo {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         sent.0 += 1;
         sent.1 = Some(member.clone());
+    }
+
+    /// The last attempt was sent again to its member: the member client's resend, on a new
+    /// connection, after the member closed a reused one as the request arrived.
+    pub fn note_again(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0 += 1;
+    }
+
+    /// The sends so far, resends included (0 when the request reached no member).
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
     }
 
     /// The attempts sent so far, and the member the last one went to.

@@ -128,11 +128,14 @@ pub(crate) async fn send(
             }
             Err(e) => H1Error::Io(e),
         };
+        // over TLS, a member that closes without `close_notify` (many do, at their
+        // keep-alive timeout) reads as an unexpected end of file
         let closed = matches!(&failed, H1Error::Incomplete)
             || matches!(&failed, H1Error::Io(e) if matches!(e.kind(),
                 std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe));
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof));
         return Err(if closed && !answered {
             Failure::Dropped(failed)
         } else {
