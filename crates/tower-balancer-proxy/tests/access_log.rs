@@ -158,6 +158,15 @@ async fn a_request_resent_after_a_keep_alive_race_is_two_attempts_and_no_failure
     let metrics = harness::metrics(&lb).await;
     assert_eq!(node1_series(&metrics, "lb_member_resends_total"), 1);
     assert_eq!(node1_series(&metrics, "lb_member_failures_total"), 0);
+    // and the manager's JSON view
+    let m = lb.manager.unwrap();
+    let ask =
+        format!("GET /balancer-manager?json HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
+    let view = harness::raw(m, ask.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        view.contains("\"failures\": 0,") && view.contains("\"resends\": 1,"),
+        "{view}"
+    );
 }
 
 #[tokio::test]

@@ -120,6 +120,9 @@ pub struct MemberView {
     pub max: u32,
     /// Failures.
     pub failures: u64,
+    /// Requests sent again on a new connection after the member closed a reused one as
+    /// they arrived (keep-alive races; not in `elected` or `failures`).
+    pub resends: u64,
     /// To: request bytes sent to the member.
     pub to: u64,
     /// From: response bytes received from it.
@@ -201,6 +204,7 @@ pub(crate) fn members(snapshot: &Snapshot) -> Vec<MemberView> {
                 busy: s.in_flight,
                 max: m.max_in_flight(),
                 failures: s.failures,
+                resends: m.stats().metrics().resends(),
                 to: s.bytes_to_member,
                 from: s.bytes_from_member,
                 latency_ms: s.latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
