@@ -26,6 +26,9 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
         .client
         .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
     let member = done.member.as_deref().unwrap_or("-");
+    // a request that reached no member (it waited in the queue, or was refused) has no
+    // member time, as nginx's `$upstream_response_time` is `-`: its wait is in `total_ms`
+    let upstream = (done.attempts > 0).then(|| ms(done.upstream));
     // the member's head went out, then its body failed (not replaced by the server's page)
     let cut = done.cut && entry.replaced.load(Ordering::Relaxed) == 0;
     let line = match entry.log.format {
@@ -33,14 +36,14 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
             let mut l = String::with_capacity(256);
             let _ = writeln!(
                 l,
-                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={:.3} total_ms={:.3} request_id=\"{}\"",
+                "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={} total_ms={:.3} request_id=\"{}\"",
                 clf_time(entry.wall),
                 entry.line.escape_default(),
                 status,
                 entry.referer.escape_default(),
                 entry.agent.escape_default(),
                 done.attempts,
-                ms(done.upstream),
+                Millis(upstream),
                 ms(total),
                 entry.request_id.escape_default(),
             );
@@ -60,7 +63,7 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
                 "user_agent": entry.agent,
                 "member": done.member,
                 "attempts": done.attempts,
-                "upstream_ms": ms(done.upstream),
+                "upstream_ms": upstream,
                 "total_ms": ms(total),
                 "request_id": entry.request_id,
             });
@@ -73,4 +76,16 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
         }
     };
     entry.log.send(line);
+}
+
+/// Milliseconds with three decimals, or `-` for none.
+struct Millis(Option<f64>);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ms) => write!(f, "{ms:.3}"),
+            None => f.write_str("-"),
+        }
+    }
 }

@@ -51,6 +51,9 @@ async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_t
     assert_eq!(lines[0]["bytes"], 5);
     assert_eq!(lines[0]["user_agent"], "test \"agent\"");
     assert_eq!(lines[1]["status"], 503);
+    // no member was sent it: no member time
+    assert_eq!(lines[1]["upstream_ms"], serde_json::Value::Null);
+    assert!(lines[0]["upstream_ms"].is_f64());
     // the length of the page the server answers with
     assert_eq!(lines[1]["bytes"], "503 Service Unavailable\n".len());
     assert_eq!(
@@ -172,7 +175,7 @@ async fn an_abandoned_request_is_a_499_and_a_cut_answer_says_so() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(
-        lines[0].contains("\" 499 0 ") && lines[0].contains("member=- attempts=0"),
+        lines[0].contains("\" 499 0 ") && lines[0].contains("member=- attempts=0 upstream_ms=- "),
         "{text}"
     );
     assert!(!lines[0].contains("cut="), "{text}");
