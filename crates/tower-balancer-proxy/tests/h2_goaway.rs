@@ -2,7 +2,8 @@
 //! `GOAWAY`, and the answers it has under way are finished (for a while) instead of lost.
 //! Before, a client that tripped the paced-reset limit by cancelling much of what it asked
 //! (a page of tiles left mid-load) lost every stream in flight with the socket, and could
-//! not tell which had run.
+//! not tell which had run. And a stop does not wait out its graceful timeout for an idle
+//! connection whose client never answers the `PING` that goes with its `GOAWAY`.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -241,4 +242,47 @@ async fn an_upload_under_way_when_the_reset_limit_trips_is_finished() {
         metrics.contains(line),
         "the limit tripped: {line} in\n{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_stop_closes_an_idle_http2_connection_whose_client_never_answers_its_ping() {
+    use tower_balancer_proxy::serve::{ClientBody, ServeConfig, Server};
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let ok = tower::service_fn(|_: http::Request<ClientBody>| async {
+            let body = http_body_util::Full::new(Bytes::from_static(b"ok"));
+            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+        });
+        let config = ServeConfig::new().graceful_timeout(Duration::from_secs(10));
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(ok, async move {
+            let _ = stop.await;
+        }));
+        // a client that never answers the server's PINGs, its one request answered
+        let conn = Conn::open(addr, false).await;
+        conn.send(&get(1, "/")).await.unwrap();
+        while !conn.seen.lock().unwrap().ended.contains_key(&1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let asked = Instant::now();
+        stop_tx.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        // closed at the first look at it with nothing under way, not at the graceful timeout
+        assert!(
+            asked.elapsed() < Duration::from_secs(4),
+            "the stop took {:?}",
+            asked.elapsed()
+        );
+        assert!(conn.gone_away());
+        let until = Instant::now() + Duration::from_secs(2);
+        while !conn.closed() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(conn.closed());
+    })
+    .await
+    .unwrap();
 }

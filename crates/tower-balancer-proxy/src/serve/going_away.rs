@@ -22,6 +22,11 @@ use super::progress::Progress;
 /// to finish before it is closed.
 pub(super) const GRACE: Duration = Duration::from_secs(5);
 
+/// How often, once the server stops, an HTTP/2 connection is looked at: one with nothing
+/// under way then is closed. hyper closes it once the client answers the `PING` that goes
+/// with its `GOAWAY`; a client that never answers held the stop to its graceful timeout.
+pub(super) const STOP_IDLE: Duration = Duration::from_secs(1);
+
 /// Polls `conn` to its end. When the server stops (`stop` changes) or `progress` says a
 /// limit tripped, `go_away` starts its graceful end, once; after a limit, `conn` has
 /// [`GRACE`] more. `None` when that ran out first.
@@ -34,6 +39,7 @@ pub(super) async fn serve<C: Future>(
     let mut stopping = pin!(stop.changed());
     let mut asked = false;
     let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut idle: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| loop {
         if let Poll::Ready(out) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
@@ -44,9 +50,23 @@ pub(super) async fn serve<C: Future>(
         }
         if !asked && (limit || stopping.as_mut().poll(cx).is_ready()) {
             asked = true;
+            if !limit {
+                idle = Some(Box::pin(tokio::time::sleep(STOP_IDLE)));
+            }
             go_away(conn.as_mut());
             // hyper queues its GOAWAY when next polled
             continue;
+        }
+        if let Some(sleep) = idle.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                if progress.idle_h2() {
+                    tracing::debug!("an HTTP/2 client left its stop's PING unanswered: closed");
+                    return Poll::Ready(None);
+                }
+                let next = tokio::time::Instant::now() + STOP_IDLE;
+                sleep.as_mut().reset(next);
+                continue;
+            }
         }
         if let Some(sleep) = grace.as_mut() {
             if sleep.as_mut().poll(cx).is_ready() {

@@ -325,6 +325,14 @@ impl Progress {
         self.last_had_body.store(body, Ordering::Relaxed);
     }
 
+    /// An HTTP/2 connection with no request under way and no tunnel: nothing is lost by
+    /// closing it.
+    pub(super) fn idle_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.upgraded.load(Ordering::Relaxed)
+    }
+
     /// The connection switched protocols.
     pub(crate) fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
