@@ -274,6 +274,12 @@ async fn plain_connect_is_refused() {
 
 /// A member that switches protocols and echoes what it gets until the client closes.
 async fn echo_member() -> SocketAddr {
+    switching_member(true).await
+}
+
+/// A member that switches protocols, then echoes what it gets (`echo`) or reads it and
+/// never answers, until the client closes.
+async fn switching_member(echo: bool) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -302,7 +308,13 @@ async fn echo_member() -> SocketAddr {
                     return;
                 }
                 let (mut r, mut w) = sock.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
+                if echo {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                } else {
+                    let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                    // the client's end seen, the member still keeps its own half open
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
             });
         }
     });
@@ -316,6 +328,16 @@ async fn serve_until(
     config: ServeConfig,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    serve_with(member, config, ForwardConfig::new(), stop).await
+}
+
+/// [`serve_until`], forwarding with `forward`.
+async fn serve_with(
+    member: SocketAddr,
+    config: ServeConfig,
+    forward: ForwardConfig,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let r = Registry::new();
     r.insert(MemberSpec::new(
         MemberId::new("node1").unwrap(),
@@ -324,7 +346,7 @@ async fn serve_until(
     .unwrap();
     let stack = ServiceBuilder::new()
         .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
-        .service(ForwardConfig::new().build(r.clone()).unwrap());
+        .service(forward.build(r.clone()).unwrap());
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
@@ -342,6 +364,16 @@ async fn serve_until(
 
 /// A WebSocket tunnel through the balancer at `addr`, checked to echo.
 async fn open_tunnel(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = switch(addr).await;
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    s
+}
+
+/// A WebSocket tunnel through the balancer at `addr`, once switched.
+async fn switch(addr: SocketAddr) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: wso2.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -360,10 +392,6 @@ async fn open_tunnel(addr: SocketAddr) -> tokio::net::TcpStream {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    s.write_all(b"ping").await.unwrap();
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
     s
 }
 
@@ -424,6 +452,59 @@ async fn a_stop_waits_for_open_tunnels_then_closes_them_at_the_graceful_timeout(
         assert!(
             matches!(closed, Ok(Ok(0) | Err(_))),
             "still open: {closed:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_tunnel_whose_client_left_is_closed_though_its_member_stays_silent() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (_stop, stop) = tokio::sync::oneshot::channel();
+        let config = ServeConfig::new().max_connections(1);
+        let (addr, _task) = serve_until(switching_member(false).await, config, stop).await;
+        let mut first = switch(addr).await;
+        first.write_all(b"bye").await.unwrap();
+        drop(first);
+        // the one place under the cap came back: a second tunnel switches
+        let second = tokio::time::timeout(Duration::from_secs(3), switch(addr)).await;
+        assert!(
+            second.is_ok(),
+            "the first tunnel still holds the only place"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_tunnel_is_closed_once_idle_for_its_timeout_and_kept_while_bytes_pass() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (_stop, stop) = tokio::sync::oneshot::channel();
+        let idle = Duration::from_millis(400);
+        let forward = ForwardConfig::new().tunnel_idle_timeout(idle);
+        let (addr, _task) =
+            serve_with(echo_member().await, ServeConfig::new(), forward, stop).await;
+        let mut tunnel = open_tunnel(addr).await;
+        // a byte every 200 ms for 1.2 s: never idle for its timeout
+        let mut buf = [0u8; 1];
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tunnel.write_all(b"x").await.unwrap();
+            tunnel.read_exact(&mut buf).await.unwrap();
+        }
+        // then nothing: closed after the timeout
+        let quiet = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(3), tunnel.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "still open: {closed:?}"
+        );
+        assert!(
+            quiet.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            quiet.elapsed()
         );
     })
     .await

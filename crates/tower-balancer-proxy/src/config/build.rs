@@ -413,6 +413,9 @@ impl ConfigFile {
         if let Some(t) = b.connection_timeout {
             forward = forward.connect_timeout(t);
         }
+        if let Some(t) = b.tunnel_idle_timeout {
+            forward = forward.tunnel_idle_timeout(t);
+        }
         if b.trusted_proxies.trusts_everyone() {
             tracing::warn!(
                 "balancer.trusted_proxies trusts every address: any client can claim any \

@@ -185,6 +185,10 @@ pub struct BalancerSection {
     /// send nothing before its connection is closed (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub response_body_timeout: Option<Duration>,
+    /// How long a WebSocket tunnel may carry nothing either way before it is closed
+    /// (default 5 minutes, as Envoy's stream idle timeout; nginx's `proxy_read_timeout`).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub tunnel_idle_timeout: Option<Duration>,
     /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `h2c` is refused).
     #[serde(default, deserialize_with = "upgrades_opt")]
     pub upgrades: Option<Vec<String>>,

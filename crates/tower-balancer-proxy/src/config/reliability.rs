@@ -159,6 +159,22 @@ fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_tunnel_idle_timeout_is_five_minutes_unless_set() {
+        let idle = |text: &str| {
+            let config =
+                super::super::ConfigFile::from_toml(text, std::path::Path::new("lb.toml")).unwrap();
+            config.build().unwrap().lanes[0].stack.forward.tunnel_idle()
+        };
+        let good = super::super::tests::GOOD;
+        assert_eq!(idle(good), std::time::Duration::from_secs(300));
+        let set = good.replace(
+            "timeout = \"30s\"\n",
+            "timeout = \"30s\"\ntunnel_idle_timeout = \"1h\"\n",
+        );
+        assert_eq!(idle(&set), std::time::Duration::from_secs(3600));
+    }
+
+    #[test]
     fn an_interval_under_100_ms_is_refused_at_its_key() {
         let good = super::super::tests::GOOD;
         let e = super::super::tests::err(&format!(

@@ -38,7 +38,12 @@ pub struct ForwardConfig {
     forwarding: Forwarding,
     rewrite: Option<ReverseRewrite>,
     upgrades: Vec<String>,
+    tunnel_idle: Duration,
 }
+
+/// How long a WebSocket tunnel may carry nothing either way before it is closed (Envoy's
+/// stream idle timeout for upgrades).
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for ForwardConfig {
     fn default() -> Self {
@@ -50,7 +55,8 @@ impl ForwardConfig {
     /// 5 s connect timeout; pooled connections idle at most 4 s (shorter than the usual
     /// 5 s member keep-alive, so a connection the member is closing is not reused); HTTP only
     /// until [`tls`](Self::tls) is set; the member's host in `Host` (Apache's default);
-    /// `X-Forwarded-*` trusting nobody; no reverse rewriting; only WebSocket upgrades.
+    /// `X-Forwarded-*` trusting nobody; no reverse rewriting; only WebSocket upgrades, whose
+    /// tunnels close after 5 minutes with nothing sent either way.
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -62,7 +68,19 @@ impl ForwardConfig {
             forwarding: Forwarding::new(),
             rewrite: None,
             upgrades: vec!["websocket".to_owned()],
+            tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
+    }
+
+    /// How long a tunnel (a WebSocket after its switch) may carry nothing either way before
+    /// both its connections are closed (default [`DEFAULT_TUNNEL_IDLE_TIMEOUT`], 5 minutes,
+    /// as Envoy's stream idle timeout; nginx's `proxy_read_timeout` is 60 s). A tunnel also
+    /// closes, both ways, when either side ends its half (as nginx's), so neither a client
+    /// that left nor a member that went silent holds it open.
+    #[must_use]
+    pub const fn tunnel_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.tunnel_idle = timeout;
+        self
     }
 
     /// The protocols an HTTP/1.1 `Upgrade` may switch to (default: `websocket` only; the
@@ -82,6 +100,12 @@ impl ForwardConfig {
             .filter(|p| !p.eq_ignore_ascii_case("h2c"))
             .collect();
         self
+    }
+
+    /// The tunnels' idle timeout ([`tunnel_idle_timeout`](Self::tunnel_idle_timeout)).
+    #[must_use]
+    pub const fn tunnel_idle(&self) -> Duration {
+        self.tunnel_idle
     }
 
     /// How long connecting to a member may take (a connect failure: nothing was sent).
@@ -155,6 +179,7 @@ impl ForwardConfig {
                 forwarding: self.forwarding,
                 rewrite: self.rewrite,
                 upgrades: self.upgrades.into_boxed_slice(),
+                tunnel_idle: self.tunnel_idle,
             }),
         ))
     }

@@ -163,7 +163,8 @@ impl Future for ResponseFuture {
                     };
                     // run by the server that holds the client's connection, when it takes
                     // the answer (`Tunnel`)
-                    let tunnel = Tunnel::new(client, hyper::upgrade::on(&mut res));
+                    let member = hyper::upgrade::on(&mut res);
+                    let tunnel = Tunnel::new(client, member, shared.tunnel_idle);
                     res.extensions_mut().insert(tunnel);
                     if *extended {
                         // RFC 8441: an HTTP/2 client is told 200, and the stream is the tunnel

@@ -27,7 +27,7 @@ mod tunnel;
 /// The TLS settings error, also at [`crate::tls::TlsError`].
 pub use crate::tls::TlsError;
 pub use body::{MemberBody, MemberBodyError};
-pub use config::{ForwardConfig, ProbeClient, MAX_MEMBER_HEAD_BYTES};
+pub use config::{ForwardConfig, ProbeClient, DEFAULT_TUNNEL_IDLE_TIMEOUT, MAX_MEMBER_HEAD_BYTES};
 pub use error::NotPicked;
 pub use future::ResponseFuture;
 #[cfg(feature = "fuzzing")]

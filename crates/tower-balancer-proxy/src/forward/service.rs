@@ -55,6 +55,8 @@ pub(crate) struct ForwardSettings {
     pub(crate) rewrite: Option<ReverseRewrite>,
     /// Upgrade protocols forwarded (lower case); any other `Upgrade` is dropped.
     pub(crate) upgrades: Box<[String]>,
+    /// How long a tunnel may carry nothing before it is closed.
+    pub(crate) tunnel_idle: std::time::Duration,
 }
 
 /// Gives a request served by axum (`into_make_service_with_connect_info::<SocketAddr>`) the

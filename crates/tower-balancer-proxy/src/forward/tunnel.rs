@@ -10,10 +10,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// A tunnel's work: bytes copied both ways until either side closes.
 pub type TunnelFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -28,10 +32,10 @@ pub struct Tunnel(Arc<Slot>);
 struct Slot(Mutex<Option<TunnelFuture>>);
 
 impl Tunnel {
-    /// The tunnel between `client` and `member`.
-    pub(crate) fn new(client: OnUpgrade, member: OnUpgrade) -> Self {
+    /// The tunnel between `client` and `member`, closed after `idle` with nothing sent.
+    pub(crate) fn new(client: OnUpgrade, member: OnUpgrade, idle: Duration) -> Self {
         Self(Arc::new(Slot(Mutex::new(Some(Box::pin(run(
-            client, member,
+            client, member, idle,
         )))))))
     }
 
@@ -66,8 +70,11 @@ impl Drop for Slot {
 }
 
 /// Joins the client's and the member's upgraded connections and copies bytes both ways until
-/// either side closes (a member that goes away closes its tunnels).
-async fn run(client: OnUpgrade, member: OnUpgrade) {
+/// either side ends its half, fails, or nothing passes either way for `idle`; then both
+/// connections are closed. Either side ending its half ends the tunnel (as nginx does): a
+/// half left open would hold the tunnel, and its place under the server's caps, for as long
+/// as the other side stays silent.
+async fn run(client: OnUpgrade, member: OnUpgrade, idle: Duration) {
     let (client, member) = match (client.await, member.await) {
         (Ok(c), Ok(m)) => (c, m),
         (Err(e), _) | (_, Err(e)) => {
@@ -75,8 +82,79 @@ async fn run(client: OnUpgrade, member: OnUpgrade) {
             return;
         }
     };
-    let (mut client, mut member) = (TokioIo::new(client), TokioIo::new(member));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut member).await {
-        tracing::debug!(error = %e, "tunnel closed with an error");
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut member_read, mut member_write) = tokio::io::split(TokioIo::new(member));
+    let last = Activity::new();
+    let ended = tokio::select! {
+        e = copy(&mut client_read, &mut member_write, &last) => e.map(|()| "the client ended it"),
+        e = copy(&mut member_read, &mut client_write, &last) => e.map(|()| "the member ended it"),
+        () = quiet(&last, idle) => Ok("nothing passed for the tunnel's idle timeout"),
+    };
+    match ended {
+        Ok(why) => tracing::debug!(why, "tunnel closed"),
+        Err(e) => tracing::debug!(error = %e, "tunnel closed with an error"),
+    }
+    // the other half may still be open: both are closed now, FIN first where it goes
+    let _ = tokio::time::timeout(SHUTDOWN_LIMIT, async {
+        let _ = tokio::join!(client_write.shutdown(), member_write.shutdown());
+    })
+    .await;
+}
+
+/// How long closing a tunnel's connections may wait on a peer that does not read.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Bytes from `from` to `to` until `from` ends (`Ok`) or either fails; `last` is set at
+/// every read.
+async fn copy<R, W>(from: &mut R, to: &mut W, last: &Activity) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        last.touch();
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+    }
+}
+
+/// When a tunnel last read anything, either way (in milliseconds since it began: the two
+/// directions' futures share it).
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Completes once nothing has been read either way for `idle`.
+async fn quiet(last: &Activity, idle: Duration) {
+    loop {
+        let until = last.last() + idle;
+        if Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep_until(until).await;
     }
 }
