@@ -510,3 +510,73 @@ async fn a_tunnel_is_closed_once_idle_for_its_timeout_and_kept_while_bytes_pass(
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (_stop, stop) = tokio::sync::oneshot::channel();
+        // one place for the connection, one the server holds for the next it accepts, two
+        // for the tunnels
+        let config = ServeConfig::new().max_connections(4);
+        let (addr, _task) = serve_until(echo_member().await, config, stop).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut first = Request::get(format!("http://{addr}/ping"))
+            .body(Empty::new())
+            .unwrap();
+        *first.version_mut() = http::Version::HTTP_2;
+        send.ready().await.unwrap();
+        let _ = send.send_request(first).await.unwrap();
+        let mut open = Vec::new();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let mut req = Request::builder()
+                .method(http::Method::CONNECT)
+                .uri(format!("http://{addr}/carbon/ws"))
+                .version(http::Version::HTTP_2)
+                .header("sec-websocket-version", "13")
+                .body(Empty::new())
+                .unwrap();
+            req.extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            send.ready().await.unwrap();
+            let mut res = send.send_request(req).await.unwrap();
+            statuses.push(res.status());
+            if res.status() == StatusCode::OK {
+                open.push(TokioIo::new(hyper::upgrade::on(&mut res).await.unwrap()));
+            }
+        }
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::OK,
+                StatusCode::SERVICE_UNAVAILABLE
+            ]
+        );
+        // a tunnel closes: its place is free again
+        drop(open.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut req = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{addr}/carbon/ws"))
+            .version(http::Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(Empty::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        send.ready().await.unwrap();
+        assert_eq!(
+            send.send_request(req).await.unwrap().status(),
+            StatusCode::OK
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -56,6 +56,19 @@ fn bad_request<B>() -> Response<ServeBody<B>> {
     res
 }
 
+/// The answer to an HTTP/2 WebSocket when the server's connection cap has no place for it.
+fn no_room<B>() -> Response<ServeBody<B>> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"503 Service Unavailable\n",
+    ))));
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    res
+}
+
 /// One client connection, from the TLS handshake (when the front has TLS) to its last
 /// request; `held` (its slot under the caps, its count) is released when it ends.
 pub(super) async fn connection<S: Servable>(
@@ -170,6 +183,9 @@ fn connection_service<S: Servable>(
             // what the request carried pays for frames (`flood.rs`); a refused one does not
             conn_progress.overhead().head(&req);
         }
+        // an HTTP/2 WebSocket (extended CONNECT; a plain one was refused) holds a member
+        // connection for as long as it lasts: it takes a place of its own under the cap
+        let place = (connect && refused.is_none()).then(|| conn_progress.tunnel_place());
         let mut stack = stack.clone();
         async move {
             if let Some(why) = refused {
@@ -179,6 +195,14 @@ fn connection_service<S: Servable>(
                     bad_request().map(|b| Tracked::new(b, guard)),
                 );
             }
+            let place = match place {
+                Some(Err(())) => {
+                    tracing::debug!("an HTTP/2 WebSocket refused: the connection cap is reached");
+                    return Ok(no_room().map(|b| Tracked::new(b, guard)));
+                }
+                Some(Ok(place)) => Some(place),
+                None => None,
+            };
             let ready: Result<(), BoxError> = std::future::poll_fn(|cx| stack.poll_ready(cx))
                 .await
                 .map_err(Into::into);
@@ -201,7 +225,7 @@ fn connection_service<S: Servable>(
                 conn_progress.upgraded();
                 if let Some(tunnel) = res.extensions().get::<Tunnel>().and_then(Tunnel::take) {
                     // an HTTP/2 stream's runs beside the connection's other streams
-                    conn_progress.take_tunnel(tunnel, connect);
+                    conn_progress.take_tunnel(tunnel, place);
                 }
             }
             Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))

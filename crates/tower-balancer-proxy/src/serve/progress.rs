@@ -338,12 +338,17 @@ impl Progress {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
-    /// Takes on the tunnel an answer switched to: an HTTP/2 stream's (`stream`) runs at once
-    /// on the server's tasks, beside the connection; an HTTP/1.1 connection's is kept for
-    /// [`Progress::run_tunnel`], once hyper has handed the connection over.
-    pub(super) fn take_tunnel(&self, tunnel: TunnelFuture, stream: bool) {
-        if stream {
-            self.tasks.spawn_tunnel(tunnel);
+    /// Takes on the tunnel an answer switched to: an HTTP/2 stream's (`stream`: `Some` of its
+    /// place under the connection cap) runs at once on the server's tasks, beside the
+    /// connection; an HTTP/1.1 connection's is kept for [`Progress::run_tunnel`], once hyper
+    /// has handed the connection over.
+    pub(super) fn take_tunnel(
+        &self,
+        tunnel: TunnelFuture,
+        stream: Option<Option<tokio::sync::OwnedSemaphorePermit>>,
+    ) {
+        if let Some(place) = stream {
+            self.tasks.spawn_tunnel(tunnel, place);
         } else {
             *self
                 .tunnel
@@ -351,6 +356,12 @@ impl Progress {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tunnel);
         }
+    }
+
+    /// A place under the connection cap for an HTTP/2 stream's tunnel (see
+    /// [`Tasks::tunnel_place`](super::tasks::Tasks::tunnel_place)).
+    pub(super) fn tunnel_place(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        self.tasks.tunnel_place()
     }
 
     /// Runs the connection's tunnel to its end, if its last answer switched to one.

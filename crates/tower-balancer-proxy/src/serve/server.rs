@@ -111,17 +111,18 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
-        // every connection's task, and every HTTP/2 stream's, to drop at the timeout
-        let tasks = Tasks::new();
-        let mut connections = tokio::task::JoinSet::new();
-        // the own HTTP/1.1 path's connections hear of the stop here (hyper's, from `graceful`)
-        let (stopping, stop) = tokio::sync::watch::channel(());
         let cap = self
             .settings
             .current()
             .max_connections
             .unwrap_or_else(super::config::default_max_connections);
         let slots = Arc::new(Semaphore::new(cap));
+        // every connection's task, and every HTTP/2 stream's, to drop at the timeout; an
+        // HTTP/2 tunnel takes a place under the cap of its own
+        let tasks = Tasks::with_places(slots.clone());
+        let mut connections = tokio::task::JoinSet::new();
+        // the own HTTP/1.1 path's connections hear of the stop here (hyper's, from `graceful`)
+        let (stopping, stop) = tokio::sync::watch::channel(());
         let mut shutdown = pin!(shutdown);
         // the counts of log lines a budget held back are written within a second, not only
         // at the next line it lets through (which may be days after an outage)

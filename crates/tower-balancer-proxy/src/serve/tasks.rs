@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,12 +53,33 @@ pub(super) struct Tasks {
     tunnels: Arc<AtomicUsize>,
     /// Cancelled when the stop closes the tunnels.
     cut: CancellationToken,
+    /// The server's places under its connection cap: an HTTP/2 stream's tunnel takes one of
+    /// its own (it holds a member connection for as long as it lasts).
+    places: Option<Arc<Semaphore>>,
 }
 
 impl Tasks {
     /// No tasks yet.
+    #[cfg(test)]
     pub(super) fn new() -> Self {
         Self::default()
+    }
+
+    /// No tasks yet; HTTP/2 tunnels take their places from `places`.
+    pub(super) fn with_places(places: Arc<Semaphore>) -> Self {
+        Self {
+            places: Some(places),
+            ..Self::default()
+        }
+    }
+
+    /// A place under the connection cap for an HTTP/2 stream's tunnel: `Ok(None)` with no
+    /// cap, `Err` when the cap is reached.
+    pub(super) fn tunnel_place(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        self.places
+            .clone()
+            .map(|p| p.try_acquire_owned().map_err(drop))
+            .transpose()
     }
 
     /// `task`, made to tell [`dropped_at_stop`] when the stop drops it.
@@ -78,13 +100,14 @@ impl Tasks {
         }
     }
 
-    /// Runs `tunnel` (an HTTP/2 stream's) on a task of the server's, beside its connection.
-    pub(super) fn spawn_tunnel(&self, tunnel: TunnelFuture) {
+    /// Runs `tunnel` (an HTTP/2 stream's) on a task of the server's, beside its connection,
+    /// holding `place` (its place under the connection cap) while it lasts.
+    pub(super) fn spawn_tunnel(&self, tunnel: TunnelFuture, place: Option<OwnedSemaphorePermit>) {
         let tasks = self.clone();
-        drop(
-            self.streams
-                .spawn(self.own(async move { tasks.run_tunnel(tunnel).await })),
-        );
+        drop(self.streams.spawn(self.own(async move {
+            let _place = place;
+            tasks.run_tunnel(tunnel).await;
+        })));
     }
 
     /// Tunnels running now.
