@@ -36,6 +36,10 @@ pub enum UpstreamErrorKind {
     /// HTTP/2 extended CONNECT, whose success means the tunnel is open): a valid answer to
     /// a request it need not grant, so never counted against the member.
     NotSwitched,
+    /// The balancer itself could not open a connection to the member (the process or the
+    /// system is out of file descriptors): nothing was sent, and the member is not at fault,
+    /// so it is never counted against it; the client gets 503.
+    Local,
 }
 
 /// A failure talking to a member.
@@ -70,7 +74,10 @@ impl UpstreamError {
     /// proves that nothing did.
     #[must_use]
     pub const fn maybe_sent(&self) -> bool {
-        !matches!(self.kind, UpstreamErrorKind::Connect)
+        !matches!(
+            self.kind,
+            UpstreamErrorKind::Connect | UpstreamErrorKind::Local
+        )
     }
 
     /// How passive health should count it: `None` when it is not the member's fault.
@@ -81,17 +88,20 @@ impl UpstreamError {
             UpstreamErrorKind::Timeout => Some(FailureKind::Timeout),
             UpstreamErrorKind::Reset => Some(FailureKind::Reset),
             UpstreamErrorKind::Protocol => Some(FailureKind::Protocol),
-            UpstreamErrorKind::ClientBody | UpstreamErrorKind::NotSwitched => None,
+            UpstreamErrorKind::ClientBody
+            | UpstreamErrorKind::NotSwitched
+            | UpstreamErrorKind::Local => None,
         }
     }
 
     /// The status a client should see: 504 for a timeout, 400 for the client's own body,
-    /// 502 otherwise.
+    /// 503 when the balancer itself is out of descriptors, 502 otherwise.
     #[must_use]
     pub const fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             UpstreamErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            UpstreamErrorKind::Local => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -106,6 +116,7 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Protocol => "member sent an invalid response",
             UpstreamErrorKind::ClientBody => "client request body failed",
             UpstreamErrorKind::NotSwitched => "member did not switch protocols",
+            UpstreamErrorKind::Local => "the balancer could not open a connection to the member",
         })
     }
 }
@@ -147,6 +158,14 @@ mod tests {
         let e = UpstreamError::from_kind(UpstreamErrorKind::ClientBody);
         assert_eq!(e.failure_kind(), None);
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn the_balancers_own_shortage_is_a_503_never_held_against_the_member() {
+        let e = UpstreamError::from_kind(UpstreamErrorKind::Local);
+        assert_eq!(e.failure_kind(), None);
+        assert!(!e.maybe_sent());
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

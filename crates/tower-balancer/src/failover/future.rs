@@ -399,11 +399,14 @@ fn judge<B, RB>(
                 });
             }
             let upstream = find_upstream_error(&*e).map(crate::upstream::UpstreamError::kind);
-            let unsent = upstream == Some(UpstreamErrorKind::Connect);
+            let unsent = matches!(
+                upstream,
+                Some(UpstreamErrorKind::Connect | UpstreamErrorKind::Local)
+            );
             let reason = match upstream {
                 Some(UpstreamErrorKind::ClientBody) => Some(NotRetried::ClientError),
                 // nothing was sent: safe for every method
-                Some(UpstreamErrorKind::Connect) => blocked(true),
+                Some(UpstreamErrorKind::Connect | UpstreamErrorKind::Local) => blocked(true),
                 _ => blocked(may_resend),
             };
             match reason {
