@@ -153,6 +153,14 @@ async fn serve_with_registry(member: SocketAddr) -> (SocketAddr, Registry) {
 /// Asks the balancer at `addr` for WebSocket over HTTP/2 (RFC 8441's extended CONNECT, after
 /// a first request so the server's SETTINGS have arrived): its answer.
 async fn h2_websocket(addr: SocketAddr) -> Response<Incoming> {
+    let mut send = h2_client(addr).await;
+    send.ready().await.unwrap();
+    send.send_request(extended_connect(addr)).await.unwrap()
+}
+
+/// An HTTP/2 connection to the balancer at `addr`, after a first request, so the server's
+/// SETTINGS (with ENABLE_CONNECT_PROTOCOL) have arrived.
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -160,14 +168,17 @@ async fn h2_websocket(addr: SocketAddr) -> Response<Incoming> {
             .await
             .unwrap();
     tokio::spawn(conn);
-    // the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive with the first exchange
     send.ready().await.unwrap();
     let mut first = Request::get(format!("http://{addr}/ping"))
         .body(Empty::new())
         .unwrap();
     *first.version_mut() = http::Version::HTTP_2;
     let _ = send.send_request(first).await.unwrap();
+    send
+}
 
+/// RFC 8441's extended CONNECT for a WebSocket at `addr`.
+fn extended_connect(addr: SocketAddr) -> Request<Empty<Bytes>> {
     let mut req = Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("http://{addr}/carbon/ws"))
@@ -177,8 +188,7 @@ async fn h2_websocket(addr: SocketAddr) -> Response<Incoming> {
         .unwrap();
     req.extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
-    send.ready().await.unwrap();
-    send.send_request(req).await.unwrap()
+    req
 }
 
 /// A member that answers every request with `answer`, whatever it asked.
@@ -519,33 +529,12 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
         // for the tunnels
         let config = ServeConfig::new().max_connections(4);
         let (addr, _task) = serve_until(echo_member().await, config, stop).await;
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut first = Request::get(format!("http://{addr}/ping"))
-            .body(Empty::new())
-            .unwrap();
-        *first.version_mut() = http::Version::HTTP_2;
-        send.ready().await.unwrap();
-        let _ = send.send_request(first).await.unwrap();
+        let mut send = h2_client(addr).await;
         let mut open = Vec::new();
         let mut statuses = Vec::new();
         for _ in 0..3 {
-            let mut req = Request::builder()
-                .method(http::Method::CONNECT)
-                .uri(format!("http://{addr}/carbon/ws"))
-                .version(http::Version::HTTP_2)
-                .header("sec-websocket-version", "13")
-                .body(Empty::new())
-                .unwrap();
-            req.extensions_mut()
-                .insert(hyper::ext::Protocol::from_static("websocket"));
             send.ready().await.unwrap();
-            let mut res = send.send_request(req).await.unwrap();
+            let mut res = send.send_request(extended_connect(addr)).await.unwrap();
             statuses.push(res.status());
             if res.status() == StatusCode::OK {
                 open.push(TokioIo::new(hyper::upgrade::on(&mut res).await.unwrap()));
@@ -562,20 +551,9 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
         // a tunnel closes: its place is free again
         drop(open.pop());
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut req = Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{addr}/carbon/ws"))
-            .version(http::Version::HTTP_2)
-            .header("sec-websocket-version", "13")
-            .body(Empty::new())
-            .unwrap();
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
         send.ready().await.unwrap();
-        assert_eq!(
-            send.send_request(req).await.unwrap().status(),
-            StatusCode::OK
-        );
+        let again = send.send_request(extended_connect(addr)).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
     })
     .await
     .unwrap();

@@ -28,7 +28,6 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{header, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 use tower_balancer::balance::{AttemptError, SentTo, ServedBy};
@@ -42,9 +41,11 @@ use tower_service::Service;
 use crate::serve::client_status;
 use crate::serve::status::page_text;
 
+mod body;
 mod line;
 mod time;
 mod writer;
+pub use body::LoggedBody;
 use line::write;
 pub use writer::AccessLogWriter;
 
@@ -232,6 +233,17 @@ struct Entry {
     sent: SentTo,
 }
 
+impl Entry {
+    /// The request's sends to members, resends included; `fallback` for a stack that
+    /// counts none (no balancer below the log, or the request reached no member).
+    fn sends_or(&self, fallback: impl FnOnce() -> usize) -> usize {
+        match self.sent.count() {
+            0 => fallback(),
+            sent => sent,
+        }
+    }
+}
+
 impl<S, B, RB> Service<Request<B>> for AccessLogService<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -362,10 +374,8 @@ where
                         .get::<ServedBy>()
                         .map(|s| s.0.id().to_string()),
                     // every send, a member client's resend after a keep-alive race too
-                    attempts: match entry.sent.count() {
-                        0 => res.extensions().get::<Attempts>().map_or(1, |a| a.0),
-                        sent => sent,
-                    },
+                    attempts: entry
+                        .sends_or(|| res.extensions().get::<Attempts>().map_or(1, |a| a.0)),
                     upstream,
                     cut: false,
                 };
@@ -384,13 +394,12 @@ where
                 let done = Done {
                     status: client_status(&*e).as_u16(),
                     member: find_in_chain::<AttemptError>(&*e).map(|a| a.member().id().to_string()),
-                    attempts: match entry.sent.count() {
-                        0 => find_in_chain::<FailoverError>(&*e).map_or(
+                    attempts: entry.sends_or(|| {
+                        find_in_chain::<FailoverError>(&*e).map_or(
                             usize::from(find_in_chain::<AttemptError>(&*e).is_some()),
                             FailoverError::attempts,
-                        ),
-                        sent => sent,
-                    },
+                        )
+                    }),
                     upstream,
                     cut: false,
                 };
@@ -430,72 +439,6 @@ struct Done {
     /// The member's answer body failed after its head was sent, or the server's stop cut
     /// it: the client got it cut short.
     cut: bool,
-}
-
-pin_project! {
-    /// A response body whose end writes the request's line.
-    #[derive(Debug)]
-    pub struct LoggedBody<B> {
-        #[pin]
-        inner: B,
-        // boxed as the future's entry is: ~250 bytes less to copy each time the answer moves
-        pending: Option<(Arc<Entry>, Done)>,
-        bytes: u64,
-    }
-
-    impl<B> PinnedDrop for LoggedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            // the body failed, or the client went away before the end: log what was sent
-            let this = this.project();
-            if let Some((entry, mut done)) = this.pending.take() {
-                // the stop's graceful timeout cut it: as when the member cuts it, the line
-                // says so, or a deploy that truncates downloads reads as clean 200s
-                done.cut |= crate::serve::dropped_at_stop();
-                write(&entry, &done, *this.bytes);
-            }
-        }
-    }
-}
-
-impl<B: Body> Body for LoggedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let Some(d) = f.data_ref() {
-                    *this.bytes += bytes::Buf::remaining(d) as u64;
-                }
-            }
-            None => {
-                if let Some((entry, done)) = this.pending.take() {
-                    write(&entry, &done, *this.bytes);
-                }
-            }
-            // written when the body is dropped, just after: the server may answer its own
-            // page instead (`Replaced`) once it sees the failure
-            Some(Err(_)) => {
-                if let Some((_, done)) = this.pending.as_mut() {
-                    done.cut = true;
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

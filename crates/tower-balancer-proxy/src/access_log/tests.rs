@@ -1,6 +1,7 @@
 //! The layer writes a line per request when the body ends, and for stack errors too.
 
 use super::*;
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 

@@ -45,27 +45,33 @@ pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_s
 /// this connection is read as another request.
 /// (Counted and logged by the caller, through [`Progress::note_refused`].)
 fn bad_request<B>() -> Response<ServeBody<B>> {
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+    page(
+        StatusCode::BAD_REQUEST,
         b"400 Bad Request\n",
-    ))));
-    *res.status_mut() = StatusCode::BAD_REQUEST;
-    res.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
-    res
+        (http::header::CONNECTION, "close"),
+    )
 }
 
 /// The answer to an HTTP/2 WebSocket when the server's connection cap has no place for it.
 fn no_room<B>() -> Response<ServeBody<B>> {
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
-        b"503 Service Unavailable\n",
-    ))));
-    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    res.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("1"),
-    );
+    let text = b"503 Service Unavailable\n";
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        text,
+        (http::header::RETRY_AFTER, "1"),
+    )
+}
+
+/// The server's own answer: `status`, `text` and one header.
+fn page<B>(
+    status: StatusCode,
+    text: &'static [u8],
+    (name, value): (http::HeaderName, &'static str),
+) -> Response<ServeBody<B>> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(text))));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(name, http::HeaderValue::from_static(value));
     res
 }
 
