@@ -320,6 +320,12 @@ async fn switching_member(echo: bool) -> SocketAddr {
                 let (mut r, mut w) = sock.split();
                 if echo {
                     let _ = tokio::io::copy(&mut r, &mut w).await;
+                } else if head.starts_with(b"GET /sink ") {
+                    // counts what comes to the client's end, then says how much
+                    let n = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                    let _ = w
+                        .write_all(format!("GOT {}", n.unwrap_or(0)).as_bytes())
+                        .await;
                 } else {
                     let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
                     // the client's end seen, the member still keeps its own half open
@@ -384,13 +390,17 @@ async fn open_tunnel(addr: SocketAddr) -> tokio::net::TcpStream {
 
 /// A WebSocket tunnel through the balancer at `addr`, once switched.
 async fn switch(addr: SocketAddr) -> tokio::net::TcpStream {
+    switch_to(addr, "/ws").await
+}
+
+/// [`switch`], asking for `path`.
+async fn switch_to(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: wso2.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: wso2.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -473,7 +483,11 @@ async fn a_tunnel_whose_client_left_is_closed_though_its_member_stays_silent() {
     tokio::time::timeout(Duration::from_secs(20), async {
         let (_stop, stop) = tokio::sync::oneshot::channel();
         let config = ServeConfig::new().max_connections(1);
-        let (addr, _task) = serve_until(switching_member(false).await, config, stop).await;
+        // after one side's end, a tunnel lives on while bytes pass, at most its idle timeout
+        // (and 10 s) of silence
+        let forward = ForwardConfig::new().tunnel_idle_timeout(Duration::from_secs(1));
+        let member = switching_member(false).await;
+        let (addr, _task) = serve_with(member, config, forward, stop).await;
         let mut first = switch(addr).await;
         first.write_all(b"bye").await.unwrap();
         drop(first);
@@ -554,6 +568,24 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
         send.ready().await.unwrap();
         let again = send.send_request(extended_connect(addr)).await.unwrap();
         assert_eq!(again.status(), StatusCode::OK);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_client_ending_its_half_still_gets_the_members_reply() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (_stop, stop) = tokio::sync::oneshot::channel();
+        let member = switching_member(false).await;
+        let (addr, _task) = serve_until(member, ServeConfig::new(), stop).await;
+        let mut tunnel = switch_to(addr, "/sink").await;
+        // an upload, its end, then the member's answer to it
+        tunnel.write_all(&vec![7u8; 65_536]).await.unwrap();
+        tunnel.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        tunnel.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"GOT 65536");
     })
     .await
     .unwrap();

@@ -70,10 +70,12 @@ impl Drop for Slot {
 }
 
 /// Joins the client's and the member's upgraded connections and copies bytes both ways until
-/// either side ends its half, fails, or nothing passes either way for `idle`; then both
-/// connections are closed. Either side ending its half ends the tunnel (as nginx does): a
-/// half left open would hold the tunnel, and its place under the server's caps, for as long
-/// as the other side stays silent.
+/// both have ended, either fails, or nothing passes either way for `idle`; then both
+/// connections are closed. A side that ends its half has its end passed on, and the other
+/// way goes on (an upload, its end, then the member's reply) while bytes pass, for at most
+/// [`HALF_CLOSED_IDLE`] of silence: a client that left a silent member (its end and a
+/// closed socket look alike) does not hold the tunnel, or its place under the server's
+/// caps, for longer.
 async fn run(client: OnUpgrade, member: OnUpgrade, idle: Duration) {
     let (client, member) = match (client.await, member.await) {
         (Ok(c), Ok(m)) => (c, m),
@@ -85,27 +87,49 @@ async fn run(client: OnUpgrade, member: OnUpgrade, idle: Duration) {
     let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
     let (mut member_read, mut member_write) = tokio::io::split(TokioIo::new(member));
     let last = Activity::new();
-    let ended = tokio::select! {
-        e = copy(&mut client_read, &mut member_write, &last) => e.map(|()| "the client ended it"),
-        e = copy(&mut member_read, &mut client_write, &last) => e.map(|()| "the member ended it"),
-        () = quiet(&last, idle) => Ok("nothing passed for the tunnel's idle timeout"),
+    let ended = {
+        let up = copy(&mut client_read, &mut member_write, &last);
+        let down = copy(&mut member_read, &mut client_write, &last);
+        tokio::pin!(up, down);
+        let first = tokio::select! {
+            e = &mut up => e.map(|()| Some(true)),
+            e = &mut down => e.map(|()| Some(false)),
+            () = quiet(&last, idle) => Ok(None),
+        };
+        match first {
+            // one side ended its half: the other way goes on while bytes pass
+            Ok(Some(client_ended)) => {
+                let rest = if client_ended { down } else { up };
+                tokio::select! {
+                    e = rest => e.map(|()| "both sides ended it"),
+                    () = quiet(&last, idle.min(HALF_CLOSED_IDLE)) => {
+                        Ok("nothing passed after one side ended it")
+                    }
+                }
+            }
+            Ok(None) => Ok("nothing passed for the tunnel's idle timeout"),
+            Err(e) => Err(e),
+        }
     };
     match ended {
         Ok(why) => tracing::debug!(why, "tunnel closed"),
         Err(e) => tracing::debug!(error = %e, "tunnel closed with an error"),
     }
-    // the other half may still be open: both are closed now, FIN first where it goes
+    // what is still open is closed now, FIN first where it goes
     let _ = tokio::time::timeout(SHUTDOWN_LIMIT, async {
         let _ = tokio::join!(client_write.shutdown(), member_write.shutdown());
     })
     .await;
 }
 
+/// How long a tunnel one side has ended may pass nothing before it is closed.
+const HALF_CLOSED_IDLE: Duration = Duration::from_secs(10);
+
 /// How long closing a tunnel's connections may wait on a peer that does not read.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
-/// Bytes from `from` to `to` until `from` ends (`Ok`) or either fails; `last` is set at
-/// every read.
+/// Bytes from `from` to `to` until `from` ends, whose end is then passed on (`Ok`), or either
+/// fails; `last` is set at every read.
 async fn copy<R, W>(from: &mut R, to: &mut W, last: &Activity) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -115,7 +139,7 @@ where
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
-            return Ok(());
+            return to.shutdown().await;
         }
         last.touch();
         to.write_all(&buf[..n]).await?;
