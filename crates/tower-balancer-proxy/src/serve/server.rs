@@ -134,8 +134,15 @@ impl Server {
             let (sock, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // out of file descriptors and the like: wait a moment, keep serving
-                    tracing::warn!(error = %e, "accept failed");
+                    // out of file descriptors and the like: wait a moment, keep serving; one
+                    // WARN a second (the rest counted), not one every wait
+                    static FAILED: tower_balancer::log_budget::LogBudget =
+                        tower_balancer::log_budget::LogBudget::warn(1, "failed accepts");
+                    if FAILED.admit() {
+                        tracing::warn!(error = %e, "accept failed");
+                    } else {
+                        tracing::debug!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
