@@ -19,7 +19,9 @@ use tower_balancer_proxy::forward::ForwardConfig;
 #[path = "raw_member/mod.rs"]
 mod raw_member;
 
-use raw_member::{balancer, balancer_and_registry, get, raw_member, resends, Behaviour};
+use raw_member::{
+    balancer, balancer_and_registry, get, get_request, raw_member, resends, Behaviour,
+};
 
 #[tokio::test]
 async fn an_idempotent_request_the_member_drops_on_a_pooled_connection_goes_out_again() {
@@ -52,10 +54,7 @@ async fn a_request_the_member_holds_then_drops_on_a_pooled_connection_is_its_fai
         let (addr, counts) = raw_member(Behaviour::Hold(Duration::from_millis(300))).await;
         let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
         assert_eq!(get(svc.clone()).await, "ok");
-        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-        again
-            .extensions_mut()
-            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        let again = get_request();
         let e = svc.clone().oneshot(again).await.unwrap_err();
         assert!(
             tower_balancer::error::find_in_chain::<tower_balancer::upstream::UpstreamError>(&*e)
@@ -76,10 +75,7 @@ async fn a_request_dropped_at_once_on_a_pooled_connection_goes_out_again_once_an
         let (addr, counts) = raw_member(Behaviour::Hold(Duration::ZERO)).await;
         let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
         assert_eq!(get(svc.clone()).await, "ok");
-        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-        again
-            .extensions_mut()
-            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        let mut again = get_request();
         let sent = SentTo::new();
         again.extensions_mut().insert(sent.clone());
         let res = svc.clone().oneshot(again).await.unwrap();
@@ -108,10 +104,7 @@ async fn a_408_racing_a_request_on_a_pooled_connection_sends_it_again_and_a_late
         let (addr, counts) = raw_member(Behaviour::TimedOut(Duration::from_millis(300))).await;
         let (svc, r) = balancer_and_registry(addr, ForwardConfig::new());
         assert_eq!(get(svc.clone()).await, "ok");
-        let mut again = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-        again
-            .extensions_mut()
-            .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
+        let again = get_request();
         let res = svc.clone().oneshot(again).await.unwrap();
         assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);

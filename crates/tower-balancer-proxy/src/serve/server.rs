@@ -134,16 +134,7 @@ impl Server {
             let (sock, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // out of file descriptors and the like: wait a moment, keep serving; one
-                    // WARN a second (the rest counted), not one every wait
-                    static FAILED: tower_balancer::log_budget::LogBudget =
-                        tower_balancer::log_budget::LogBudget::warn(1, "failed accepts");
-                    if FAILED.admit() {
-                        tracing::warn!(error = %e, "accept failed");
-                    } else {
-                        tracing::debug!(error = %e, "accept failed");
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    accept_failed(&e).await;
                     continue;
                 }
             };
@@ -189,6 +180,19 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// An accept failed (out of file descriptors and the like): said, one WARN a second (the
+/// rest at DEBUG and counted, not one every wait), and a moment waited before serving on.
+async fn accept_failed(e: &io::Error) {
+    static FAILED: tower_balancer::log_budget::LogBudget =
+        tower_balancer::log_budget::LogBudget::warn(1, "failed accepts");
+    if FAILED.admit() {
+        tracing::warn!(error = %e, "accept failed");
+    } else {
+        tracing::debug!(error = %e, "accept failed");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the

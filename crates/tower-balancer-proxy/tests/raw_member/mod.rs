@@ -151,10 +151,15 @@ pub(crate) fn resends(r: &Registry) -> u64 {
 }
 
 pub(crate) async fn get(svc: Svc) -> String {
+    let res = svc.oneshot(get_request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// A `GET /` from a client at 127.0.0.1:1.
+pub(crate) fn get_request() -> Request<Full<Bytes>> {
     let mut req = Request::get("/").body(Full::new(Bytes::new())).unwrap();
     req.extensions_mut()
         .insert(ClientAddr("127.0.0.1:1".parse().unwrap()));
-    let res = svc.oneshot(req).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    req
 }
