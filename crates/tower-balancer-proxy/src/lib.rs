@@ -107,6 +107,7 @@ pub mod manager;
 pub mod metrics;
 pub mod prelude;
 pub mod proxy;
+mod recent_values;
 pub mod rewrite;
 // the route tables are built by the file's reader (the `config` feature); without it the
 // router only ever takes its single-stack path

@@ -24,11 +24,16 @@ use tower_service::Service;
 
 use super::super::service::Connector;
 use super::flush;
+use super::head::Scratch;
 
 type Stream = <Connector as Service<http::Uri>>::Response;
 
 /// A connection to a member, as the own path uses it.
-pub(crate) struct Io(Kind);
+pub(crate) struct Io {
+    kind: Kind,
+    /// Kept between answers for reading their heads.
+    scratch: Scratch,
+}
 
 enum Kind {
     /// Plain TCP: heads go out through the runtime's writer.
@@ -73,22 +78,31 @@ pub(super) enum Started {
 impl Io {
     /// Wraps a connection the connector made.
     pub(crate) fn new(stream: Stream) -> Self {
-        match stream {
-            MaybeHttpsStream::Http(tcp) => Self(Kind::Plain(Arc::new(Plain {
+        let kind = match stream {
+            MaybeHttpsStream::Http(tcp) => Kind::Plain(Arc::new(Plain {
                 stream: tcp.into_inner(),
                 job: Mutex::new(Job {
                     head: Vec::new(),
                     state: State::Idle,
                     waker: None,
                 }),
-            }))),
-            other => Self(Kind::Other(Box::new(TokioIo::new(other)))),
+            })),
+            other => Kind::Other(Box::new(TokioIo::new(other))),
+        };
+        Self {
+            kind,
+            scratch: Scratch::default(),
         }
+    }
+
+    /// What reading the last answer's head kept, for reading the next one's.
+    pub(super) fn scratch(&mut self) -> &mut Scratch {
+        &mut self.scratch
     }
 
     /// Starts sending `head`: on a plain connection, queued for the runtime's writer.
     pub(super) fn start(&mut self, head: &[u8]) -> Started {
-        let Kind::Plain(plain) = &self.0 else {
+        let Kind::Plain(plain) = &self.kind else {
             return Started::Direct;
         };
         {
@@ -108,7 +122,7 @@ impl Io {
 
     /// Writes `head` from the request's task.
     pub(super) async fn write_head(&mut self, head: &[u8]) -> io::Result<()> {
-        match &mut self.0 {
+        match &mut self.kind {
             Kind::Other(io) => {
                 io.write_all(head).await?;
                 io.flush().await
@@ -125,7 +139,7 @@ impl Io {
     /// none was queued), with the writer's error if it failed. While it waits, the task is
     /// woken if the writer cannot finish.
     pub(super) fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Kind::Plain(plain) = &self.0 else {
+        let Kind::Plain(plain) = &self.kind else {
             return Poll::Ready(Ok(()));
         };
         let mut job = plain.job();
@@ -153,7 +167,7 @@ impl Io {
     /// Whether no part of a head waits to be written (a member may answer before it has
     /// the whole head: then the connection must not carry another request).
     pub(super) fn settled(&self) -> bool {
-        match &self.0 {
+        match &self.kind {
             Kind::Other(_) => true,
             Kind::Plain(plain) => matches!(plain.job().state, State::Idle),
         }
@@ -162,7 +176,7 @@ impl Io {
     /// Takes the head back from the writer if it has not written any of it yet; true if
     /// it was taken (so nothing of it will be sent).
     pub(super) fn withdraw(&mut self) -> bool {
-        let Kind::Plain(plain) = &self.0 else {
+        let Kind::Plain(plain) = &self.kind else {
             return false;
         };
         let mut job = plain.job();
@@ -180,7 +194,7 @@ impl Io {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        match &mut self.0 {
+        match &mut self.kind {
             Kind::Other(io) => pin!(io.read_buf(buf)).poll(cx),
             Kind::Plain(plain) => loop {
                 ready!(plain.stream.poll_read_ready(cx))?;
@@ -197,7 +211,7 @@ impl Io {
     /// costs no system call.
     pub(crate) fn still_open(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        match &mut self.0 {
+        match &mut self.kind {
             Kind::Other(io) => {
                 let mut byte = [0u8; 1];
                 let mut probe = ReadBuf::new(&mut byte);

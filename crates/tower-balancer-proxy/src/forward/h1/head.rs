@@ -15,6 +15,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use super::error::H1Error;
 use crate::forward::config::MAX_MEMBER_HEAD_BYTES;
 use crate::hygiene::{is_hop_by_hop, strip_hop_by_hop_answer};
+use crate::recent_values::RecentValues;
 
 /// The most fields an answer head may have (hyper's default).
 const MAX_FIELDS: usize = 100;
@@ -72,8 +73,24 @@ pub(super) enum Parsed {
     Final(Head),
 }
 
+/// Where a field's name and value lie in an answer's head.
+type FieldAt = (usize, usize, usize, usize);
+
+/// What reading answers keeps between one answer and the next on a member connection.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    /// Where the head's fields lie (kept for its room: an allocation an answer less).
+    at: Vec<FieldAt>,
+    /// The last answer's field values, so the next answer's repeats are not checked again.
+    recent: RecentValues,
+}
+
 /// Reads one answer head from the front of `buf` for a request with `method`.
-pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Error> {
+pub(super) fn parse(
+    buf: &mut BytesMut,
+    method: &Method,
+    scratch: &mut Scratch,
+) -> Result<Parsed, H1Error> {
     // left uninitialised: filling 100 empty fields first costs more than reading the head
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut res = httparse::Response::new(&mut []);
@@ -102,8 +119,8 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
     };
     // where each field lies in the head, so the values can share the head's bytes
     let base = buf.as_ptr() as usize;
-    let count = res.headers.len();
-    let mut at = Vec::with_capacity(count);
+    let Scratch { at, recent } = scratch;
+    at.clear();
     for f in res.headers.iter() {
         let name = f.name.as_ptr() as usize - base;
         let value = f.value.as_ptr() as usize - base;
@@ -113,7 +130,7 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Parsed::Informational);
     }
-    let (headers, seen) = answer_fields(&head, &at, status)?;
+    let (headers, seen) = answer_fields(&head, at, status, recent)?;
     let (framing, mut keep_alive) = seen.framing(status, method, version)?;
     keep_alive &= match version {
         Version::HTTP_10 => seen.keep_alive,
@@ -137,8 +154,9 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, H1Err
 /// handled after the loop. `at` is where each field's name and value lie in `head`.
 fn answer_fields(
     head: &Bytes,
-    at: &[(usize, usize, usize, usize)],
+    at: &[FieldAt],
     status: StatusCode,
+    recent: &mut RecentValues,
 ) -> Result<(HeaderMap, Seen), H1Error> {
     // room for what the layers add on the way back (a request id, a route cookie, one
     // spare): sized exactly, the map grew at the first of them (~690 instructions a
@@ -150,14 +168,18 @@ fn answer_fields(
     let mut length_fields = 0_usize;
     let mut names_others = false;
     let mut close_field = false;
-    for &(n0, n1, v0, v1) in at {
+    for (place, &(n0, n1, v0, v1)) in at.iter().enumerate() {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| H1Error::Field)?;
-        let value = value_of(head, v0, v1)?;
-        let others = seen.note(&name, &value);
+        // httparse has refused a value http would (control bytes but tab, DEL): one that
+        // is not forwarded need not become a `HeaderValue`
+        let others = seen.note(&name, &head[v0..v1]);
+        let mut value = || recent.value(place, head, v0, v1).map_err(|_| H1Error::Field);
         if !switching {
             if name == header::CONTENT_LENGTH {
                 length_fields += 1;
-                length.get_or_insert(value);
+                if length.is_none() {
+                    length = Some(value()?);
+                }
                 continue;
             }
             if is_hop_by_hop(name.as_str()) && !others {
@@ -166,7 +188,7 @@ fn answer_fields(
             names_others |= others;
             close_field |= name.as_str() == "close";
         }
-        headers.append(name, value);
+        headers.append(name, value()?);
     }
     if !switching {
         // a 204 has no body and a chunked answer is framed by its chunks: a Content-Length
@@ -203,10 +225,6 @@ fn answer_fields(
     Ok((headers, seen))
 }
 
-fn value_of(head: &Bytes, from: usize, to: usize) -> Result<HeaderValue, H1Error> {
-    HeaderValue::from_maybe_shared(head.slice(from..to)).map_err(|_| H1Error::Field)
-}
-
 /// What the framing rules need from the fields, noted as the map is built (one pass, no
 /// lookups after).
 #[derive(Debug, Default)]
@@ -228,8 +246,7 @@ struct Seen {
 impl Seen {
     /// Notes one field; `true` when it is a `Connection` naming other fields (anything but
     /// `close` and `keep-alive`), which must go too.
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
-        let v = value.as_bytes();
+    fn note(&mut self, name: &HeaderName, v: &[u8]) -> bool {
         let mut others = false;
         if name == header::CONNECTION {
             for t in v.split(|&b| b == b',').map(trim) {
@@ -327,7 +344,7 @@ mod tests {
 
     fn parse_all(text: &[u8], method: &Method) -> Result<Parsed, H1Error> {
         let mut buf = BytesMut::from(text);
-        parse(&mut buf, method)
+        parse(&mut buf, method, &mut Scratch::default())
     }
 
     fn head(text: &[u8]) -> Head {
@@ -335,6 +352,32 @@ mod tests {
             Ok(Parsed::Final(h)) => h,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn answers_on_one_connection_keep_their_own_values() {
+        let mut scratch = Scratch::default();
+        let mut read = |text: &[u8]| {
+            let mut buf = BytesMut::from(text);
+            match parse(&mut buf, &Method::GET, &mut scratch) {
+                Ok(Parsed::Final(h)) => h.response,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut seen = Vec::new();
+        for n in ["1", "2", "2", "10"] {
+            let text = format!(
+                "HTTP/1.1 200 OK\r\nserver: m\r\nx-n: {n}\r\nconnection: keep-alive\r\n\
+                 content-length: {}\r\n\r\n",
+                n.len()
+            );
+            let res = read(text.as_bytes());
+            assert_eq!(res.headers()["server"], "m");
+            assert_eq!(res.headers()["content-length"], n.len().to_string().as_str());
+            assert!(!res.headers().contains_key("connection"));
+            seen.push(res.headers()["x-n"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(seen, ["1", "2", "2", "10"]);
     }
 
     #[test]
@@ -433,15 +476,15 @@ mod tests {
     fn interim_answers_are_taken_off_and_partial_heads_wait() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
         assert!(matches!(
-            parse(&mut buf, &Method::GET),
+            parse(&mut buf, &Method::GET, &mut Scratch::default()),
             Ok(Parsed::Informational)
         ));
         assert_eq!(&buf[..], b"HTTP/1.1 200 OK\r\n");
-        assert!(matches!(parse(&mut buf, &Method::GET), Ok(Parsed::Partial)));
+        assert!(matches!(parse(&mut buf, &Method::GET, &mut Scratch::default()), Ok(Parsed::Partial)));
         let mut big = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: "[..]);
         big.resize(MAX_MEMBER_HEAD_BYTES + 1, b'a');
         assert!(matches!(
-            parse(&mut big, &Method::GET),
+            parse(&mut big, &Method::GET, &mut Scratch::default()),
             Err(H1Error::HeadTooLarge)
         ));
     }
@@ -449,7 +492,7 @@ mod tests {
     #[test]
     fn the_body_stays_in_the_buffer_and_values_keep_their_bytes() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: one two\r\n\r\nbody"[..]);
-        let Ok(Parsed::Final(h)) = parse(&mut buf, &Method::GET) else {
+        let Ok(Parsed::Final(h)) = parse(&mut buf, &Method::GET, &mut Scratch::default()) else {
             panic!()
         };
         assert_eq!(&buf[..], b"body");

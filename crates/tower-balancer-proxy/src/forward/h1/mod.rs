@@ -88,7 +88,7 @@ pub(crate) async fn send(
     let mut answered = false;
     loop {
         if !buf.is_empty() {
-            match head::parse(&mut buf, method).map_err(Failure::Failed)? {
+            match head::parse(&mut buf, method, io.scratch()).map_err(Failure::Failed)? {
                 Parsed::Partial => {}
                 Parsed::Informational => {
                     interim += 1;
@@ -215,8 +215,9 @@ pub(crate) fn read_answer(
     let mut pieces = wire.chunks(piece.max(1));
     let mut buf = BytesMut::new();
     let mut interim = 0;
+    let mut scratch = head::Scratch::default();
     let head = loop {
-        match head::parse(&mut buf, method)? {
+        match head::parse(&mut buf, method, &mut scratch)? {
             Parsed::Final(h) => break h,
             Parsed::Informational => {
                 interim += 1;

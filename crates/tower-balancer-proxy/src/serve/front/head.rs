@@ -11,9 +11,10 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Uri, Version};
 
 use super::HeadLimits;
+use crate::recent_values::RecentValues;
 use crate::serve::client_body::ClientBody;
 
 /// httparse's field slots: hyper's default limit, so a head with more goes to hyper.
@@ -45,11 +46,22 @@ pub(crate) enum Head {
 /// Where a field's name and value lie in the head.
 type FieldAt = (usize, usize, usize, usize);
 
+/// What reading heads keeps between one request and the next on a connection.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// Where the head's fields lie (kept for its room).
+    fields: Vec<FieldAt>,
+    /// The last request's field values, so the next request's repeats are not checked
+    /// again.
+    recent: RecentValues,
+}
+
 /// Parses the head at the start of `buf`. A request served here is split off `buf`, which
 /// keeps what follows it (a pipelined request); on [`Head::HandOver`] and
-/// [`Head::Partial`], `buf` is as it was. A head over `limits` is hyper's (431). `fields` is
-/// scratch space kept between requests.
-pub(crate) fn parse(buf: &mut BytesMut, limits: HeadLimits, fields: &mut Vec<FieldAt>) -> Head {
+/// [`Head::Partial`], `buf` is as it was. A head over `limits` is hyper's (431). `scratch`
+/// is kept between requests.
+pub(crate) fn parse(buf: &mut BytesMut, limits: HeadLimits, scratch: &mut Scratch) -> Head {
+    let Scratch { fields, recent } = scratch;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
@@ -94,7 +106,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: HeadLimits, fields: &mut Vec<Fie
         fields.push((at(name), name.len(), at(f.value), f.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    match build(&head, method, path, fields) {
+    match build(&head, method, path, fields, recent) {
         Some(req) => Head::Own { req, close },
         None => {
             // a target or a field http will not take: hyper reads it and answers
@@ -120,13 +132,14 @@ fn build(
     method: Method,
     (path, path_len): (usize, usize),
     fields: &[FieldAt],
+    recent: &mut RecentValues,
 ) -> Option<Request<ClientBody>> {
     let uri = Uri::from_maybe_shared(head.slice(path..path + path_len)).ok()?;
     // room for what the stack adds (forwarding fields, a request id) without growing
     let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
-    for &(n, n_len, v, v_len) in fields {
+    for (place, &(n, n_len, v, v_len)) in fields.iter().enumerate() {
         let name = HeaderName::from_bytes(&head[n..n + n_len]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + v_len)).ok()?;
+        let value = recent.value(place, head, v, v + v_len).ok()?;
         headers.append(name, value);
     }
     let mut req = Request::new(ClientBody::empty());
@@ -149,7 +162,7 @@ mod tests {
 
     fn parse_str(s: &str) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(s.as_bytes());
-        let head = parse(&mut buf, LIMITS, &mut Vec::new());
+        let head = parse(&mut buf, LIMITS, &mut Scratch::default());
         (head, buf)
     }
 
@@ -168,6 +181,22 @@ mod tests {
         let xa: Vec<_> = req.headers().get_all("x-a").iter().collect();
         assert_eq!(xa, ["1", "2"]);
         assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn requests_on_one_connection_keep_their_own_values() {
+        let mut scratch = Scratch::default();
+        let mut agents = Vec::new();
+        for agent in ["a/1", "a/1", "b/2", "a/1"] {
+            let text = format!("GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\n\r\n");
+            let mut buf = BytesMut::from(text.as_bytes());
+            let Head::Own { req, .. } = parse(&mut buf, LIMITS, &mut scratch) else {
+                panic!("{text:?}")
+            };
+            assert_eq!(req.headers()["host"], "x");
+            agents.push(req.headers()["user-agent"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(agents, ["a/1", "a/1", "b/2", "a/1"]);
     }
 
     #[test]
@@ -222,7 +251,7 @@ mod tests {
         };
         for limits in [fields, bytes] {
             let mut buf = BytesMut::from(&s[..]);
-            let head = parse(&mut buf, limits, &mut Vec::new());
+            let head = parse(&mut buf, limits, &mut Scratch::default());
             assert!(matches!(head, Head::HandOver), "{limits:?}: {head:?}");
             assert_eq!(&buf[..], &s[..]);
         }
@@ -233,7 +262,7 @@ mod tests {
             ..LIMITS
         };
         assert!(matches!(
-            parse(&mut buf, exact, &mut Vec::new()),
+            parse(&mut buf, exact, &mut Scratch::default()),
             Head::Own { .. }
         ));
     }

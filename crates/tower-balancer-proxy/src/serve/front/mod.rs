@@ -82,7 +82,7 @@ where
     B::Error: Into<BoxError>,
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut fields = Vec::new();
+    let mut scratch = head::Scratch::default();
     let mut out = Vec::with_capacity(1024);
     let mut waiter = stop.clone();
     let mut stopped = pin!(async move {
@@ -91,7 +91,7 @@ where
     let mut served = false;
     loop {
         let (req, close) =
-            match read_head(io, &mut buf, &mut fields, limits, stopped.as_mut()).await {
+            match read_head(io, &mut buf, &mut scratch, limits, stopped.as_mut()).await {
                 Read::Own(req, close) => (req, close),
                 // HTTP/2's preface is a connection's first bytes or a bad request (RFC 9113
                 // §3.4); hyper's server would take it for HTTP/2 wherever it comes
@@ -173,7 +173,7 @@ where
 async fn read_head<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Watched<IO>,
     buf: &mut BytesMut,
-    fields: &mut Vec<(usize, usize, usize, usize)>,
+    scratch: &mut head::Scratch,
     limits: HeadLimits,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Read {
@@ -182,7 +182,7 @@ async fn read_head<IO: AsyncRead + AsyncWrite + Unpin>(
     let mut late: Option<TaskSleep> = None;
     loop {
         if !buf.is_empty() {
-            match head::parse(buf, limits, fields) {
+            match head::parse(buf, limits, scratch) {
                 Head::Own { req, close } => return Read::Own(req, close),
                 Head::HandOver => return Read::HandOver,
                 // hyper refuses it with 431
