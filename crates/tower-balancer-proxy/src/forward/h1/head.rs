@@ -13,6 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
 use super::error::H1Error;
+use super::seen::Seen;
 use crate::forward::config::MAX_MEMBER_HEAD_BYTES;
 use crate::hygiene::{is_hop_by_hop, strip_hop_by_hop_answer};
 use crate::recent_values::RecentValues;
@@ -173,7 +174,11 @@ fn answer_fields(
         // httparse has refused a value http would (control bytes but tab, DEL): one that
         // is not forwarded need not become a `HeaderValue`
         let others = seen.note(&name, &head[v0..v1]);
-        let mut value = || recent.value(place, head, v0, v1).map_err(|_| H1Error::Field);
+        let mut value = || {
+            recent
+                .value(place, head, v0, v1)
+                .map_err(|_| H1Error::Field)
+        };
         if !switching {
             if name == header::CONTENT_LENGTH {
                 length_fields += 1;
@@ -225,119 +230,6 @@ fn answer_fields(
     Ok((headers, seen))
 }
 
-/// What the framing rules need from the fields, noted as the map is built (one pass, no
-/// lookups after).
-#[derive(Debug, Default)]
-struct Seen {
-    /// Whether the last `Transfer-Encoding` field ends in `chunked`, if there is one.
-    chunked: Option<bool>,
-    /// The `Content-Length` every value agrees on.
-    length: Option<u64>,
-    /// Why the `Content-Length` fields are unusable, if they are.
-    bad_length: Option<&'static str>,
-    /// `Connection` lists `close`.
-    close: bool,
-    /// `Connection` lists `keep-alive`.
-    keep_alive: bool,
-    /// `Transfer-Encoding` lists a coding other than `chunked` (which this path cannot undo).
-    other_coding: bool,
-}
-
-impl Seen {
-    /// Notes one field; `true` when it is a `Connection` naming other fields (anything but
-    /// `close` and `keep-alive`), which must go too.
-    fn note(&mut self, name: &HeaderName, v: &[u8]) -> bool {
-        let mut others = false;
-        if name == header::CONNECTION {
-            for t in v.split(|&b| b == b',').map(trim) {
-                let close = t.eq_ignore_ascii_case(b"close");
-                let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep_alive |= keep_alive;
-                others |= !(close || keep_alive || t.is_empty());
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            // empty list elements are ignored (RFC 9110 §5.6.1): `chunked,` is chunked
-            let mut last = None;
-            for t in v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty()) {
-                let chunked = t.eq_ignore_ascii_case(b"chunked");
-                self.other_coding |= !chunked;
-                last = Some(chunked);
-            }
-            self.chunked = Some(last.unwrap_or(false));
-        } else if name == header::CONTENT_LENGTH {
-            for part in v.split(|&b| b == b',') {
-                match parse_length(trim(part)) {
-                    None => self.bad_length = Some("invalid Content-Length"),
-                    Some(n) if self.length.is_some_and(|l| l != n) => {
-                        self.bad_length = Some("differing Content-Lengths");
-                    }
-                    Some(n) => self.length = Some(n),
-                }
-            }
-        }
-        others
-    }
-
-    /// The body's framing, and whether the connection may be kept after it, by RFC 9112
-    /// §6.3 in hyper's client's order.
-    fn framing(
-        &self,
-        status: StatusCode,
-        method: &Method,
-        version: Version,
-    ) -> Result<(Framing, bool), H1Error> {
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            // not asked for on this path: the answer is refused above, and the connection
-            // is no longer HTTP
-            return Ok((Framing::Length(0), false));
-        }
-        if matches!(status.as_u16(), 204 | 304) || method == Method::HEAD {
-            return Ok((Framing::Length(0), true));
-        }
-        if let Some(chunked) = self.chunked {
-            if version == Version::HTTP_10 {
-                return Err(H1Error::Framing("HTTP/1.0 cannot have Transfer-Encoding"));
-            }
-            // with a Content-Length beside it the answer may be a smuggling attempt: read
-            // by its chunks, and the connection closed after it (RFC 9112 §6.3)
-            if self.other_coding {
-                // `gzip, chunked`: read by its chunks, the body would reach the client still
-                // gzipped with nothing saying so (the field is hop-by-hop); refused, as nginx
-                // refuses it
-                return Err(H1Error::Framing("a transfer coding other than chunked"));
-            }
-            let alone = self.length.is_none() && self.bad_length.is_none();
-            return Ok(if chunked {
-                (Framing::Chunked, alone)
-            } else {
-                (Framing::Close, false)
-            });
-        }
-        if let Some(why) = self.bad_length {
-            return Err(H1Error::Framing(why));
-        }
-        Ok(match self.length {
-            Some(n) => (Framing::Length(n), true),
-            None => (Framing::Close, false),
-        })
-    }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
-}
-
-/// Decimal digits only (no sign, no spaces inside), at most what a u64 holds.
-fn parse_length(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +265,10 @@ mod tests {
             );
             let res = read(text.as_bytes());
             assert_eq!(res.headers()["server"], "m");
-            assert_eq!(res.headers()["content-length"], n.len().to_string().as_str());
+            assert_eq!(
+                res.headers()["content-length"],
+                n.len().to_string().as_str()
+            );
             assert!(!res.headers().contains_key("connection"));
             seen.push(res.headers()["x-n"].to_str().unwrap().to_owned());
         }
@@ -480,7 +375,10 @@ mod tests {
             Ok(Parsed::Informational)
         ));
         assert_eq!(&buf[..], b"HTTP/1.1 200 OK\r\n");
-        assert!(matches!(parse(&mut buf, &Method::GET, &mut Scratch::default()), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse(&mut buf, &Method::GET, &mut Scratch::default()),
+            Ok(Parsed::Partial)
+        ));
         let mut big = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: "[..]);
         big.resize(MAX_MEMBER_HEAD_BYTES + 1, b'a');
         assert!(matches!(

@@ -16,6 +16,7 @@ mod conn;
 mod error;
 mod flush;
 mod head;
+mod seen;
 
 use std::sync::Arc;
 use std::task::Poll;
