@@ -53,32 +53,49 @@ pub(crate) fn first_cookie_values<'h>(
 ) -> [Option<&'h str>; MAX_COOKIE_NAMES] {
     let mut out = [None; MAX_COOKIE_NAMES];
     let names = &names[..names.len().min(MAX_COOKIE_NAMES)];
-    // a header value holds no whitespace but these two (no other control byte)
-    let blank = |c: char| c == ' ' || c == '\t';
-    for header in headers.get_all(COOKIE) {
-        // read as UTF-8, not `HeaderValue::to_str`: that checked each byte for visible ASCII
-        // (~4 instructions a byte: ~700 of a browser's request with a few cookies, where
-        // UTF-8's check runs a word at a time), and one cookie's non-ASCII value hid every
-        // other cookie of its line, the route cookie with them
-        let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
-            continue;
+    // one `name=value` pair; only a value taken must be text
+    let mut take = |pair: &'h [u8]| {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+            return;
         };
-        for pair in text.split(';') {
-            let Some((name, value)) = pair.split_once('=') else {
-                continue;
-            };
-            let name = name.trim_matches(blank);
-            if name.is_empty() {
-                continue;
+        let name = trim_blank(&pair[..eq]);
+        if name.is_empty() {
+            return;
+        }
+        if let Some(i) = names.iter().position(|n| n.as_bytes() == name) {
+            if out[i].is_none() {
+                out[i] = std::str::from_utf8(trim_quotes(trim_blank(&pair[eq + 1..]))).ok();
             }
-            if let Some(i) = names.iter().position(|n| *n == name) {
-                if out[i].is_none() {
-                    out[i] = Some(value.trim_matches(blank).trim_matches('"'));
-                }
-            }
+        }
+    };
+    for header in headers.get_all(COOKIE) {
+        // not read through `HeaderValue::to_str`: that checked each byte for visible ASCII
+        // (~4 instructions a byte, ~700 of a browser's request with a few cookies), and one
+        // cookie's value in Latin-1 or UTF-8 hid every other cookie of its line, the route
+        // cookie with them. A line that is UTF-8 (checked a word at a time) is cut with
+        // `str::split`'s fast search; another byte by byte.
+        let line = header.as_bytes();
+        match std::str::from_utf8(line) {
+            Ok(text) => text.split(';').for_each(|pair| take(pair.as_bytes())),
+            Err(_) => line.split(|&b| b == b';').for_each(&mut take),
         }
     }
     out
+}
+
+/// `s` without the spaces and tabs around it (a header value holds no other blank).
+fn trim_blank(s: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let from = s.iter().position(|b| !blank(b)).unwrap_or(s.len());
+    let to = s.iter().rposition(|b| !blank(b)).map_or(from, |i| i + 1);
+    &s[from..to]
+}
+
+/// `s` without the double quotes at its ends (every one, as `str::trim_matches('"')`).
+fn trim_quotes(s: &[u8]) -> &[u8] {
+    let from = s.iter().position(|&b| b != b'"').unwrap_or(s.len());
+    let to = s.iter().rposition(|&b| b != b'"').map_or(from, |i| i + 1);
+    &s[from..to]
 }
 
 /// How many cookie names the sticky layer looks for: its own and up to 7 session cookies.
@@ -161,11 +178,20 @@ mod tests {
             http::HeaderValue::from_bytes("lang=fran\u{e7}ais; ROUTEID=.node2".as_bytes()).unwrap(),
         );
         assert_eq!(first_cookie_values(&h, &["ROUTEID"])[0], Some(".node2"));
-        // bytes that are not UTF-8 leave the line unread, as before
+        // nor bytes that are not UTF-8 (Latin-1's `ç`), before or after it
+        for line in [
+            &b"lang=fran\xe7ais; ROUTEID=.node2"[..],
+            b"ROUTEID=.node2; a=\xff\xc3",
+        ] {
+            let mut h = HeaderMap::new();
+            h.append(COOKIE, http::HeaderValue::from_bytes(line).unwrap());
+            assert_eq!(first_cookie_values(&h, &["ROUTEID"])[0], Some(".node2"));
+        }
+        // a value taken that is not text is no value
         let mut h = HeaderMap::new();
         h.append(
             COOKIE,
-            http::HeaderValue::from_bytes(b"a=\xff; ROUTEID=.node2").unwrap(),
+            http::HeaderValue::from_bytes(b"ROUTEID=\xe7").unwrap(),
         );
         assert_eq!(first_cookie_values(&h, &["ROUTEID"])[0], None);
     }
