@@ -58,13 +58,14 @@ pub(crate) fn first_cookie_values<'h>(
         let Some(eq) = pair.iter().position(|&b| b == b'=') else {
             return;
         };
-        let name = trim_blank(&pair[..eq]);
+        // a header value's only blanks are spaces and tabs: `trim_ascii` trims just those here
+        let name = pair[..eq].trim_ascii();
         if name.is_empty() {
             return;
         }
         if let Some(i) = names.iter().position(|n| n.as_bytes() == name) {
             if out[i].is_none() {
-                out[i] = std::str::from_utf8(trim_quotes(trim_blank(&pair[eq + 1..]))).ok();
+                out[i] = std::str::from_utf8(trim_quotes(pair[eq + 1..].trim_ascii())).ok();
             }
         }
     };
@@ -81,14 +82,6 @@ pub(crate) fn first_cookie_values<'h>(
         }
     }
     out
-}
-
-/// `s` without the spaces and tabs around it (a header value holds no other blank).
-fn trim_blank(s: &[u8]) -> &[u8] {
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let from = s.iter().position(|b| !blank(b)).unwrap_or(s.len());
-    let to = s.iter().rposition(|b| !blank(b)).map_or(from, |i| i + 1);
-    &s[from..to]
 }
 
 /// `s` without the double quotes at its ends (every one, as `str::trim_matches('"')`).
