@@ -383,11 +383,17 @@ mod tests {
 
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
-    #[tokio::test]
-    async fn an_answer_read_whole_leaves_the_connection_quiet() {
-        let (mut io, mut member) = connection().await;
+    /// A connection whose member has sent [`ANSWER`], once our side has seen it arrive.
+    async fn answered() -> (Io, TcpStream) {
+        let (io, mut member) = connection().await;
         member.write_all(ANSWER).await.unwrap();
         stream(&io).readable().await.unwrap();
+        (io, member)
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_whole_leaves_the_connection_quiet() {
+        let (mut io, mut member) = answered().await;
         let mut buf = BytesMut::with_capacity(4096);
         assert_eq!(read(&mut io, &mut buf).await, ANSWER.len());
         assert_eq!(&buf[..], ANSWER);
@@ -410,9 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_that_fills_the_buffer_keeps_the_readiness() {
-        let (mut io, mut member) = connection().await;
-        member.write_all(ANSWER).await.unwrap();
-        stream(&io).readable().await.unwrap();
+        let (mut io, _member) = answered().await;
         let mut buf = BytesMut::with_capacity(8);
         let first = read(&mut io, &mut buf).await;
         assert_eq!(first, buf.capacity(), "the buffer is filled");
