@@ -24,7 +24,8 @@ use super::error::NotPicked;
 use super::future::{LimitedMember, ResponseFuture};
 use super::resolve::Resolver;
 use crate::hygiene::{
-    is_valid_host, strip_forwarding_headers, strip_hop_by_hop, strip_hop_by_hop_answer, Forwarding,
+    is_valid_host, join_cookie_fields, strip_forwarding_headers, strip_hop_by_hop,
+    strip_hop_by_hop_answer, Forwarding,
 };
 use crate::rewrite::ReverseRewrite;
 
@@ -127,8 +128,13 @@ impl ForwardSettings {
         let tls = req.extensions().get::<ClientTls>().is_some();
         adopt_connect_info(req.extensions_mut());
         let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        let h2 = req.version() == Version::HTTP_2;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
+        if h2 {
+            // an HTTP/2 client's cookie crumbs, one field for the member (RFC 9113 §8.2.3)
+            join_cookie_fields(headers);
+        }
         match client {
             Some(ip) => self.forwarding.apply_valid(headers, ip, tls, host.as_ref()),
             None => {

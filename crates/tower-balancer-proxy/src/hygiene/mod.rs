@@ -7,12 +7,14 @@
 //! hop-by-hop headers or lose `X-Forwarded-For`. The order here is the fix: [`strip_hop_by_hop`]
 //! runs first, on what the client sent, and only then does [`Forwarding::apply`] add ours.
 
+mod cookie;
 mod forwarded;
 mod hop;
 mod host;
 mod real_client;
 mod spoofable;
 
+pub use cookie::join_cookie_fields;
 pub use forwarded::{Forwarding, ForwardingError, TrustedProxies};
 pub(crate) use hop::{connection_tokens, is_hop_by_hop, strip_hop_by_hop_answer};
 pub use hop::{strip_hop_by_hop, HOP_BY_HOP};
