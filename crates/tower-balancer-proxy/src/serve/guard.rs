@@ -46,6 +46,10 @@ pub enum FramingError {
     /// The asterisk-form target `*` with a method other than `OPTIONS`.
     #[error("the target * is only for OPTIONS")]
     Target,
+    /// An HTTP/1 target in authority form (`host:port`, no scheme, no path), which is for
+    /// `CONNECT` alone (RFC 9112 §3.2.3); `http` would read it as the request's host.
+    #[error("the request target must be a path or an absolute URI")]
+    TargetForm,
     /// `CONNECT` other than HTTP/2's extended CONNECT for WebSocket (RFC 8441): a reverse
     /// proxy never opens tunnels to hosts a client names, and an extended CONNECT for any
     /// other protocol has no HTTP/1.1 form a member would take (it would reach the member as
@@ -71,6 +75,14 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     // the asterisk form is for OPTIONS alone (RFC 9112 §3.2.4)
     if req.uri() == "*" && req.method() != Method::OPTIONS {
         return Err(FramingError::Target);
+    }
+    // `GET evil.com:80 HTTP/1.1` names no resource: without this, the target's authority
+    // would pass for the request's host and its empty path for `/`
+    if req.version() != Version::HTTP_2
+        && req.uri().scheme().is_none()
+        && req.uri().authority().is_some()
+    {
+        return Err(FramingError::TargetForm);
     }
     let h = req.headers();
     if h.contains_key(TRANSFER_ENCODING) {
@@ -334,5 +346,32 @@ mod tests {
             .unwrap();
         assert_eq!(check_framing(&old), Err(FramingError::Scheme));
         assert_eq!(h2("HTTPS://lb.test/", None), Ok(()));
+    }
+
+    #[test]
+    fn an_http1_target_in_authority_form_is_refused() {
+        for target in ["evil.com", "evil.com:80", "x:1", "[::1]:8080"] {
+            for method in [Method::GET, Method::POST] {
+                let r = Request::builder()
+                    .method(method.clone())
+                    .uri(target)
+                    .header("host", "lb.test")
+                    .body(())
+                    .unwrap();
+                assert_eq!(
+                    check_framing(&r),
+                    Err(FramingError::TargetForm),
+                    "{method} {target}"
+                );
+            }
+        }
+        for target in ["/", "/a?b", "http://lb.test/", "https://lb.test"] {
+            let r = Request::builder()
+                .uri(target)
+                .header("host", "lb.test")
+                .body(())
+                .unwrap();
+            assert_eq!(check_framing(&r), Ok(()), "{target}");
+        }
     }
 }
