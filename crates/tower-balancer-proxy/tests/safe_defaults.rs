@@ -553,6 +553,99 @@ async fn an_http2_request_whose_host_disagrees_with_its_authority_is_refused() {
 }
 
 #[tokio::test]
+async fn an_http2_clients_cookie_crumbs_reach_the_member_as_one_cookie() {
+    use http_body_util::BodyExt;
+    let (member, _) = echo_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    let sock = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // RFC 9113 §8.2.3: a client may send each pair as a field of its own
+    let req = http::Request::get("http://lb.test/x")
+        .header("cookie", "a=1")
+        .header("cookie", "JSESSIONID=abc")
+        .header("cookie", "b=2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    let lines: Vec<_> = seen.lines().filter(|l| l.starts_with("cookie:")).collect();
+    assert_eq!(lines, ["cookie: a=1; jsessionid=abc; b=2"], "{seen}");
+}
+
+#[tokio::test]
+async fn an_http2_request_over_the_field_count_gets_431_as_an_http1_one_does() {
+    let h2 = |addr| async move {
+        let sock = TcpStream::connect(addr).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(hyper_util::rt::TokioIo::new(sock))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send
+    };
+    let ask = |fields: usize| {
+        let mut req = http::Request::get("http://lb.test/x");
+        for i in 0..fields {
+            req = req.header(format!("x-f{i}"), "v");
+        }
+        req.body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let h1 = |fields: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: lb.test\r\n{}Connection: close\r\n\r\n",
+            (2..fields)
+                .map(|i| format!("x-f{i}: v\r\n"))
+                .collect::<String>()
+        )
+    };
+    // the default limit, 100 fields, HTTP/1's (the bytes stay well under 16 KiB)
+    let (member, seen) = echo_member().await;
+    let lb_default = lb(std::slice::from_ref(&member), "", "", "").await;
+    let mut send = h2(lb_default.addr).await;
+    let res = send.send_request(ask(101)).await.unwrap();
+    assert_eq!(res.status(), 431);
+    assert!(seen.lock().unwrap().is_empty(), "it reached the member");
+    // one the member (hyper's server, 100 fields too) can take with ours added
+    let res = send.send_request(ask(90)).await.unwrap();
+    assert_eq!(res.status(), 200, "under the limit, on the same connection");
+    // and an operator's own limit, on both protocols
+    let lb_ten = lb(&[member], "max_headers = 10", "", "").await;
+    let mut send = h2(lb_ten.addr).await;
+    assert_eq!(send.send_request(ask(11)).await.unwrap().status(), 431);
+    assert_eq!(send.send_request(ask(10)).await.unwrap().status(), 200);
+    let out = raw(lb_ten.addr, h1(11).as_bytes(), 5 * SECOND).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    let out = raw(lb_ten.addr, h1(10).as_bytes(), 5 * SECOND).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[tokio::test]
+async fn an_http1_target_in_authority_form_gets_400() {
+    let (member, seen) = echo_member().await;
+    let lb = lb(&[member], "", "", "").await;
+    for target in ["evil.test", "evil.test:80", "x:1"] {
+        for method in ["GET", "POST"] {
+            let req = format!(
+                "{method} {target} HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
+            assert!(out.starts_with("HTTP/1.1 400"), "{method} {target}: {out}");
+        }
+    }
+    assert!(seen.lock().unwrap().is_empty(), "a member saw one");
+}
+
+#[tokio::test]
 async fn a_204_loses_its_content_length_so_the_next_answer_is_not_swallowed() {
     let member = raw_member(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello").await;
     let lb = lb(&[member], "", "", "").await;

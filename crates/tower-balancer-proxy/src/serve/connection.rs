@@ -52,6 +52,16 @@ fn bad_request<B>() -> Response<ServeBody<B>> {
     )
 }
 
+/// 431 for an HTTP/2 request with more fields than `server.max_headers` (HTTP/1's are
+/// hyper's and the own path's to refuse, as they parse).
+fn too_many_fields<B>() -> Response<ServeBody<B>> {
+    page(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        b"431 Request Header Fields Too Large\n",
+        (http::header::CONTENT_TYPE, "text/plain"),
+    )
+}
+
 /// The answer to an HTTP/2 WebSocket when the server's connection cap has no place for it.
 fn no_room<B>() -> Response<ServeBody<B>> {
     let text = b"503 Service Unavailable\n";
@@ -105,7 +115,7 @@ pub(super) async fn connection<S: Servable>(
         time: config.header_read_timeout,
     };
     let Some(tls) = config.tls.clone() else {
-        let svc = connection_service(stack, peer, None, progress.clone());
+        let svc = connection_service(stack, peer, None, (progress.clone(), config.max_headers));
         let io = Watched::new(sock, progress.clone(), limits);
         let refused = timer
             .scope(drive(io, &builder, svc, watchers, Some(heads)))
@@ -139,7 +149,12 @@ pub(super) async fn connection<S: Servable>(
     let sni = stream.get_ref().1.server_name().map(Arc::from);
     // HTTP/2 (by ALPN) is hyper's from the first byte
     let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
-    let svc = connection_service(stack, peer, Some(sni), progress.clone());
+    let svc = connection_service(
+        stack,
+        peer,
+        Some(sni),
+        (progress.clone(), config.max_headers),
+    );
     let io = Watched::new(stream, progress.clone(), limits).over_tls();
     let refused = timer.scope(drive(io, &builder, svc, watchers, own)).await;
     if let Some(why) = refused {
@@ -157,12 +172,13 @@ type Answer<R> = Response<Tracked<ServeBody<R>>>;
 /// hyper through [`drive`]'s adapter): marks the request's head
 /// and response on the connection's progress (for its idle limits), tags the request with
 /// the client's address, TLS and the name it gave in TLS (`tls`: `Some` over TLS), refuses bad framing with 400, and maps stack errors to
-/// statuses.
+/// statuses. An HTTP/2 request with more than `max_fields` fields gets 431, as an HTTP/1
+/// one does from the parser: HTTP/2 itself limits only their bytes.
 fn connection_service<S: Servable>(
     stack: S,
     peer: SocketAddr,
     tls: Option<Option<Arc<str>>>,
-    heads: Arc<Progress>,
+    (heads, max_fields): (Arc<Progress>, usize),
 ) -> impl hyper::service::Service<
     Request<ClientBody>,
     Response = Answer<S::ResBody>,
@@ -183,7 +199,10 @@ fn connection_service<S: Servable>(
             }
         }
         let refused = check_framing(&req).err();
-        if refused.is_some() {
+        let too_many = refused.is_none()
+            && req.version() == http::Version::HTTP_2
+            && req.headers().len() > max_fields;
+        if refused.is_some() || too_many {
             conn_progress.refused();
         } else if req.version() == http::Version::HTTP_2 {
             // what the request carried pays for frames (`flood.rs`); a refused one does not
@@ -191,7 +210,8 @@ fn connection_service<S: Servable>(
         }
         // an HTTP/2 WebSocket (extended CONNECT; a plain one was refused) holds a member
         // connection for as long as it lasts: it takes a place of its own under the cap
-        let place = (connect && refused.is_none()).then(|| conn_progress.tunnel_place());
+        let place =
+            (connect && refused.is_none() && !too_many).then(|| conn_progress.tunnel_place());
         let mut stack = stack.clone();
         async move {
             if let Some(why) = refused {
@@ -200,6 +220,11 @@ fn connection_service<S: Servable>(
                 return Ok::<_, std::convert::Infallible>(
                     bad_request().map(|b| Tracked::new(b, guard)),
                 );
+            }
+            if too_many {
+                conn_progress
+                    .note_refused(Refused::TooLarge, Some(&"HTTP/2 fields over max_headers"));
+                return Ok(too_many_fields().map(|b| Tracked::new(b, guard)));
             }
             let place = match place {
                 Some(Err(())) => {
