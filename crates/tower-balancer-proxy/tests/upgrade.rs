@@ -539,9 +539,9 @@ async fn a_tunnel_is_closed_once_idle_for_its_timeout_and_kept_while_bytes_pass(
 async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
     tokio::time::timeout(Duration::from_secs(20), async {
         let (_stop, stop) = tokio::sync::oneshot::channel();
-        // one place for the connection, one the server holds for the next it accepts, two
-        // for the tunnels
-        let config = ServeConfig::new().max_connections(4);
+        // the cap of 3 connections is 6 descriptors: two for the connection, two the server
+        // holds for the next it accepts, one for each of two tunnels
+        let config = ServeConfig::new().max_connections(3);
         let (addr, _task) = serve_until(echo_member().await, config, stop).await;
         let mut send = h2_client(addr).await;
         let mut open = Vec::new();

@@ -17,14 +17,20 @@ use pin_project_lite::pin_project;
 use super::timeout::Progress;
 
 /// Marks a request's answer finished when dropped (a request dropped before it had an
-/// answer, whose client reset its stream or left, is finished too, unanswered).
+/// answer, whose client reset its stream or left, is finished too, unanswered), and lets
+/// go of the place under the connection cap an HTTP/2 stream may hold.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Progress>);
+pub(crate) struct InFlight(Arc<Progress>, Option<tokio::sync::OwnedSemaphorePermit>);
 
 impl InFlight {
     /// The answer to a request on `progress`'s connection.
     pub(crate) const fn new(progress: Arc<Progress>) -> Self {
-        Self(progress)
+        Self(progress, None)
+    }
+
+    /// Holds `place` until the answer is finished.
+    pub(crate) fn hold(&mut self, place: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.1 = place;
     }
 }
 

@@ -140,8 +140,11 @@ impl ServeConfig {
 
     /// The most client connections served at once (HAProxy `maxconn`, nginx
     /// `worker_connections`); further connections wait in the listen backlog until one
-    /// closes, so the process never runs out of descriptors for members and probes. Default:
-    /// [`default_max_connections`], from the open-file limit when serving starts.
+    /// closes, so the process never runs out of descriptors for members and probes. The cap
+    /// is kept in descriptors, two a connection (its own and its member connection's): an
+    /// HTTP/2 stream beside others under way on its connection, or an HTTP/2 tunnel, holds
+    /// one more while it lasts, and one that finds no room gets 503 with `Retry-After: 1`.
+    /// Default: [`default_max_connections`], from the open-file limit when serving starts.
     #[must_use]
     pub const fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(if n == 0 { 1 } else { n });

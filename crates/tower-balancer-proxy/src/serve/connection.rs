@@ -212,7 +212,18 @@ fn connection_service<S: Servable>(
         // connection for as long as it lasts: it takes a place of its own under the cap
         let place =
             (connect && refused.is_none() && !too_many).then(|| conn_progress.tunnel_place());
+        // any other HTTP/2 stream beside one under way may need a member connection of its
+        // own: it holds a place under the cap until it is answered, so a few clients' streams
+        // cannot open more member connections than the descriptors have room for (every
+        // connect then failed with `EMFILE`, the probes' too)
+        let stream_place = (req.version() == http::Version::HTTP_2
+            && !connect
+            && refused.is_none()
+            && !too_many
+            && conn_progress.streams_in_flight() > 1)
+            .then(|| conn_progress.tunnel_place());
         let mut stack = stack.clone();
+        let mut guard = guard;
         async move {
             if let Some(why) = refused {
                 // before the stack, as hyper's own 400s: no access-log line, counted as refused
@@ -234,6 +245,17 @@ fn connection_service<S: Servable>(
                 Some(Ok(place)) => Some(place),
                 None => None,
             };
+            match stream_place {
+                Some(Err(())) => {
+                    stream_refused();
+                    conn_progress
+                        .stats()
+                        .note_answer(StatusCode::SERVICE_UNAVAILABLE);
+                    return Ok(no_room().map(|b| Tracked::new(b, guard)));
+                }
+                Some(Ok(place)) => guard.hold(place),
+                None => {}
+            }
             let ready: Result<(), BoxError> = std::future::poll_fn(|cx| stack.poll_ready(cx))
                 .await
                 .map_err(Into::into);
@@ -262,6 +284,19 @@ fn connection_service<S: Servable>(
             Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
         }
     })
+}
+
+/// Says, at most once a second, that HTTP/2 streams are being refused for want of places.
+#[cold]
+fn stream_refused() {
+    static BUDGET: tower_balancer::log_budget::LogBudget =
+        tower_balancer::log_budget::LogBudget::warn(1, "HTTP/2 streams refused at the cap");
+    if BUDGET.admit() {
+        tracing::warn!(
+            "HTTP/2 streams are refused with 503: each needs a member connection, and the \
+             connection cap (server.max_connections, from the open-file limit) is full"
+        );
+    }
 }
 
 /// The header count hyper's HTTP/1 parser holds to when given no limit (hyper's

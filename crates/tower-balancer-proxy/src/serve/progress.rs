@@ -325,6 +325,12 @@ impl Progress {
         self.last_had_body.store(body, Ordering::Relaxed);
     }
 
+    /// The connection's requests read and not yet answered (this one's among them, once
+    /// its head is read).
+    pub(super) fn streams_in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// An HTTP/2 connection with no request under way and no tunnel: nothing is lost by
     /// closing it.
     pub(super) fn idle_h2(&self) -> bool {

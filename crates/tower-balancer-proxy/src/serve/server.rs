@@ -19,6 +19,10 @@ use super::stack::Servable;
 use super::stats::ServerStats;
 use super::tasks::Tasks;
 
+/// A client connection's places under the cap, which counts descriptors: its own and the
+/// member connection its request may need (the cap is half the descriptors for that).
+const CONNECTION: usize = 2;
+
 /// Serves a tower stack to clients. See the crate docs for a complete example.
 #[derive(Debug)]
 pub struct Server {
@@ -116,7 +120,12 @@ impl Server {
             .current()
             .max_connections
             .unwrap_or_else(super::config::default_max_connections);
-        let slots = Arc::new(Semaphore::new(cap));
+        // counted in descriptors: a connection takes two (its own and the member connection
+        // its request may need), and an HTTP/2 stream beside others, or a tunnel, one (its
+        // member connection)
+        let slots = Arc::new(Semaphore::new(
+            cap.saturating_mul(CONNECTION).min(Semaphore::MAX_PERMITS),
+        ));
         // every connection's task, and every HTTP/2 stream's, to drop at the timeout; an
         // HTTP/2 tunnel takes a place under the cap of its own
         let tasks = Tasks::with_places(slots.clone());
@@ -168,7 +177,8 @@ impl Server {
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             // how many, so an operator knows what the stop cost (their requests get no answer)
-            let open = cap.saturating_sub(slots.available_permits());
+            let open = (cap.saturating_mul(CONNECTION)).saturating_sub(slots.available_permits())
+                / CONNECTION;
             tracing::warn!(
                 connections = open,
                 tunnels = tasks.tunnels(),
@@ -222,7 +232,7 @@ impl Server {
         slots: &Arc<Semaphore>,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Option<(OwnedSemaphorePermit, io::Result<(TcpStream, SocketAddr)>)> {
-        let mut acquire = pin!(slots.clone().acquire_owned());
+        let mut acquire = pin!(slots.clone().acquire_many_owned(CONNECTION as u32));
         let slot = std::future::poll_fn(|cx| {
             if shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);

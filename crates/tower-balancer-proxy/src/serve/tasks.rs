@@ -53,8 +53,9 @@ pub(super) struct Tasks {
     tunnels: Arc<AtomicUsize>,
     /// Cancelled when the stop closes the tunnels.
     cut: CancellationToken,
-    /// The server's places under its connection cap: an HTTP/2 stream's tunnel takes one of
-    /// its own (it holds a member connection for as long as it lasts).
+    /// The server's places under its connection cap, one a descriptor: an HTTP/2 stream
+    /// beside others under way, and a tunnel, take one of their own (each holds a member
+    /// connection while it lasts).
     places: Option<Arc<Semaphore>>,
 }
 
@@ -73,8 +74,9 @@ impl Tasks {
         }
     }
 
-    /// A place under the connection cap for an HTTP/2 stream's tunnel: `Ok(None)` with no
-    /// cap, `Err` when the cap is reached.
+    /// A place under the connection cap for an HTTP/2 stream's member connection (a tunnel's,
+    /// or a request's beside others under way): `Ok(None)` with no cap, `Err` when the cap
+    /// is reached.
     pub(super) fn tunnel_place(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
         self.places
             .clone()
