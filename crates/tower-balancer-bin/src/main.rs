@@ -182,7 +182,12 @@ fn control_runtime() -> Result<tokio::runtime::Runtime, Error> {
 fn check(file: &Path) -> Result<(), Error> {
     control_runtime()?.block_on(async {
         match ConfigFile::check_file(file) {
-            Ok(_) => {
+            Ok(config) => {
+                // not a mistake in the file (a name may resolve later), but a typo in one
+                // shows only as a 502 on every request to that member
+                for w in config.unresolved_members() {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: the configuration is good", file.display());
                 Ok(())
             }
@@ -206,6 +211,13 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
         // first of all: from here on a signal is handled, never the default (death)
         let signals = Signals::install()?;
         let config = ConfigFile::from_file(file)?;
+        // said at the start, beside the lines of a good start, without holding it up
+        let lookups = config.clone();
+        tokio::task::spawn_blocking(move || {
+            for w in lookups.unresolved_members() {
+                tracing::warn!("{w}");
+            }
+        });
         let mut gateway = config.build()?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let workers = workers

@@ -44,6 +44,32 @@ async fn check_says_good_or_names_the_line_and_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("the configuration is good"));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a host that does not resolve (`.invalid` never does) is not a mistake in the file, but
+    // is said, at its line
+    let unresolved_text = config(member("node1").await, member("node2").await).replacen(
+        "url = \"http://127.0.0.1",
+        "url = \"http://no-such-host.invalid",
+        1,
+    );
+    let unresolved = file(&d, "unresolved.toml", &unresolved_text);
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&unresolved)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: ")
+            && err.contains("`balancer.member[0].url`")
+            && err.contains("no-such-host.invalid does not resolve"),
+        "{err}"
+    );
     let bad_text = config(member("node1").await, member("node2").await)
         .replace("route = \"node2\"", "route = \"node 2\"");
     let bad = file(&d, "bad.toml", &bad_text);

@@ -142,6 +142,7 @@ mod reliability;
 mod reload;
 mod reload_lane;
 mod reloader;
+mod resolvable;
 mod routes;
 mod run;
 mod strategy;
