@@ -167,6 +167,28 @@ async fn a_pinned_route_is_honoured_while_its_member_can_serve() {
 }
 
 #[tokio::test]
+async fn in_panic_mode_a_pin_holds_as_health_is_set_aside_for_every_member() {
+    let r = registry(3);
+    let mut svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(r.clone(), RoundRobin::new()))
+        .service(service_fn(echo_member));
+    // every member down (or none probed yet): requests are sent anyway, and a session's
+    // own member is the one to try
+    for id in ["m0", "m1", "m2"] {
+        r.set_health(id, Health::Unhealthy).unwrap();
+    }
+    assert!(r.snapshot().is_panic());
+    for _ in 0..6 {
+        assert_eq!(served_by(&mut svc, pinned("m2")).await, "m2");
+    }
+    // a disabled member stays out, panic or not
+    r.set_state("m2", AdminState::Disabled).unwrap();
+    for _ in 0..4 {
+        assert_ne!(served_by(&mut svc, pinned("m2")).await, "m2");
+    }
+}
+
+#[tokio::test]
 async fn a_strict_pin_to_a_member_that_cannot_serve_is_a_503() {
     let r = registry(2);
     r.set_state("m1", AdminState::Disabled).unwrap();

@@ -157,7 +157,13 @@ impl<I, S: Strategy> Balance<I, S> {
         let empty = Tried::new();
         let tried = req.extensions().get::<Tried>().unwrap_or(&empty);
         if let Some(pin) = req.extensions().get::<PinnedRoute>() {
-            let usable = |m: &&Arc<Member>| m.serves_pinned() && !tried.contains(m);
+            // in panic mode every member is tried whatever its health (a probe's first
+            // verdict not in yet, or all of them failing): a pinned one too, where its
+            // session lives, rather than one picked for it
+            let panic = snapshot.is_panic();
+            let usable = |m: &&Arc<Member>| {
+                (m.serves_pinned() || (panic && m.serves_pinned_in_panic())) && !tried.contains(m)
+            };
             let pinned = snapshot.get(pin.route().as_str());
             // the member itself, else its redirect route (Apache `redirect=`), one hop only
             let chosen = pinned.filter(usable).or_else(|| {

@@ -317,6 +317,12 @@ impl Member {
         self.state() != AdminState::Disabled && self.health() == Health::Healthy
     }
 
+    /// [`serves_pinned`](Self::serves_pinned) with health set aside, as in panic mode: not
+    /// disabled.
+    pub(crate) fn serves_pinned_in_panic(&self) -> bool {
+        self.state() != AdminState::Disabled
+    }
+
     pub(crate) fn set_weight(&self, weight: u32) {
         self.weight.store(weight, Ordering::Relaxed);
     }
