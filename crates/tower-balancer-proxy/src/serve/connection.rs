@@ -211,7 +211,7 @@ fn connection_service<S: Servable>(
         // an HTTP/2 WebSocket (extended CONNECT; a plain one was refused) holds a member
         // connection for as long as it lasts: it takes a place of its own under the cap
         let place =
-            (connect && refused.is_none() && !too_many).then(|| conn_progress.tunnel_place());
+            (connect && refused.is_none() && !too_many).then(|| conn_progress.member_place());
         // any other HTTP/2 stream beside one under way may need a member connection of its
         // own: it holds a place under the cap until it is answered, so a few clients' streams
         // cannot open more member connections than the descriptors have room for (every
@@ -221,7 +221,7 @@ fn connection_service<S: Servable>(
             && refused.is_none()
             && !too_many
             && conn_progress.streams_in_flight() > 1)
-            .then(|| conn_progress.tunnel_place());
+            .then(|| conn_progress.member_place());
         let mut stack = stack.clone();
         let mut guard = guard;
         async move {

@@ -364,10 +364,10 @@ impl Progress {
         }
     }
 
-    /// A place under the connection cap for an HTTP/2 stream's tunnel (see
-    /// [`Tasks::tunnel_place`](super::tasks::Tasks::tunnel_place)).
-    pub(super) fn tunnel_place(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
-        self.tasks.tunnel_place()
+    /// A place under the connection cap for an HTTP/2 stream's member connection (see
+    /// [`Tasks::member_place`](super::tasks::Tasks::member_place)).
+    pub(super) fn member_place(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        self.tasks.member_place()
     }
 
     /// Runs the connection's tunnel to its end, if its last answer switched to one.

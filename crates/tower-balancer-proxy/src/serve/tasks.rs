@@ -77,7 +77,7 @@ impl Tasks {
     /// A place under the connection cap for an HTTP/2 stream's member connection (a tunnel's,
     /// or a request's beside others under way): `Ok(None)` with no cap, `Err` when the cap
     /// is reached.
-    pub(super) fn tunnel_place(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    pub(super) fn member_place(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
         self.places
             .clone()
             .map(|p| p.try_acquire_owned().map_err(drop))
