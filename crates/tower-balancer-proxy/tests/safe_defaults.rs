@@ -617,6 +617,15 @@ async fn an_http2_request_over_the_field_count_gets_431_as_an_http1_one_does() {
     // one the member (hyper's server, 100 fields too) can take with ours added
     let res = send.send_request(ask(90)).await.unwrap();
     assert_eq!(res.status(), 200, "under the limit, on the same connection");
+    // a browser's cookie, a pair a field: one field, as it reaches the member
+    let mut crumbs = http::Request::get("http://lb.test/x");
+    for i in 0..150 {
+        crumbs = crumbs.header("cookie", format!("c{i}=v"));
+    }
+    let crumbs = crumbs
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(crumbs).await.unwrap().status(), 200);
     // and an operator's own limit, on both protocols
     let lb_ten = lb(&[member], "max_headers = 10", "", "").await;
     let mut send = h2(lb_ten.addr).await;

@@ -201,7 +201,7 @@ fn connection_service<S: Servable>(
         let refused = check_framing(&req).err();
         let too_many = refused.is_none()
             && req.version() == http::Version::HTTP_2
-            && req.headers().len() > max_fields;
+            && h2_fields(req.headers()) > max_fields;
         if refused.is_some() || too_many {
             conn_progress.refused();
         } else if req.version() == http::Version::HTTP_2 {
@@ -284,6 +284,13 @@ fn connection_service<S: Servable>(
             Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
         }
     })
+}
+
+/// An HTTP/2 request's fields as HTTP/1.1 would count them: its `cookie` crumbs, which
+/// browsers send a pair a field (RFC 9113 §8.2.3) and members get joined, count as one.
+fn h2_fields(headers: &http::HeaderMap) -> usize {
+    let cookies = headers.get_all(http::header::COOKIE).iter().count();
+    headers.len() - cookies.saturating_sub(1)
 }
 
 /// Says, at most once a second, that HTTP/2 streams are being refused for want of places.
