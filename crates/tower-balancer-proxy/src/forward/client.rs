@@ -297,6 +297,31 @@ async fn connect<B>(
     member: &Member,
 ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
     let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
+    match connect_to(inner, &origin).await {
+        // out of descriptors: idle connections (to this member or another one, whose
+        // traffic has moved on) are given up for this one, and it is tried once more.
+        // Without this, a member whose sessions came back after a burst to another found
+        // every descriptor held by that one's idle connections, and its requests failed
+        // over elsewhere, their sessions with them
+        Err(e) if e.kind() == UpstreamErrorKind::Local => {
+            let closed = inner.pool.close_idle();
+            out_of_descriptors(closed);
+            if closed == 0 {
+                return Err(e);
+            }
+            // hyper's connections close in their own tasks, once they run
+            tokio::task::yield_now().await;
+            connect_to(inner, &origin).await
+        }
+        done => done,
+    }
+}
+
+/// One connect to `origin`.
+async fn connect_to<B>(
+    inner: &Inner<B>,
+    origin: &Origin<'_>,
+) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
     let mut connector = inner.connector.clone();
     std::future::poll_fn(|cx| connector.poll_ready(cx))
         .await
@@ -305,6 +330,21 @@ async fn connect<B>(
         .call(origin.root()?)
         .await
         .map_err(|e| UpstreamError::new(connect_failure(&*e), e))
+}
+
+/// Says, at most once a second, that the process ran out of descriptors for a member
+/// connection, and how many idle ones it closed for it.
+#[cold]
+fn out_of_descriptors(closed: usize) {
+    static BUDGET: tower_balancer::log_budget::LogBudget =
+        tower_balancer::log_budget::LogBudget::warn(1, "member connects out of descriptors");
+    if BUDGET.admit() {
+        tracing::warn!(
+            closed,
+            "out of file descriptors for a member connection: idle member connections closed \
+             to make room (raise the open-file limit, or lower server.max_connections)"
+        );
+    }
 }
 
 /// Whose a failed connect is: the balancer's own when it is out of file descriptors (the

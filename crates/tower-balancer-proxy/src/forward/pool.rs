@@ -101,6 +101,27 @@ impl<B> Pool<B> {
     }
 }
 
+impl<B> Pool<B> {
+    /// Closes every idle HTTP/1.1 connection, to any member, and says how many: for when
+    /// the process is out of descriptors, where a connection a request needs now matters
+    /// more than ones kept for later. (One still reading its last answer's body closes when
+    /// the body is done.) HTTP/2 connections, shared by requests under way, stay.
+    pub(crate) fn close_idle(&self) -> usize {
+        let mut slots = self
+            .shared
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut closed = 0;
+        for slot in slots.values_mut() {
+            closed += slot.idle.len() + slot.own.len();
+            slot.idle.clear();
+            slot.own.clear();
+        }
+        closed
+    }
+}
+
 impl<B: Send + 'static> Pool<B> {
     fn slots(&self) -> MutexGuard<'_, Slots<B>> {
         // a panic elsewhere while the lock was held leaves only connections behind
