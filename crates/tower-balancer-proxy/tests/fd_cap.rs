@@ -121,7 +121,13 @@ async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
         }
     })
     .await;
-    let lb = lb(&[url], "max_connections = 4", "", "").await;
+    let lb = lb(
+        &[url],
+        "max_connections = 4",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
     let sock = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
     let (send, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -155,4 +161,15 @@ async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
     }
     // the places came back: the second round was served as the first
     assert_eq!(most.load(Ordering::SeqCst), 5);
+    // refused before the stack, as the other refusals are: no access-log line, and not
+    // among the answers the access log has lines for
+    let m = harness::metrics(&lb).await;
+    assert!(
+        m.contains("lb_client_requests_refused_total{reason=\"capacity\"} 10"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lb_client_responses_total{code=\"5xx\"} 0"),
+        "{m}"
+    );
 }

@@ -247,10 +247,9 @@ fn connection_service<S: Servable>(
             };
             match stream_place {
                 Some(Err(())) => {
+                    // before the stack, as the other refusals: no access-log line
                     stream_refused();
-                    conn_progress
-                        .stats()
-                        .note_answer(StatusCode::SERVICE_UNAVAILABLE);
+                    conn_progress.note_refused(Refused::Capacity, None);
                     return Ok(no_room().map(|b| Tracked::new(b, guard)));
                 }
                 Some(Ok(place)) => guard.hold(place),

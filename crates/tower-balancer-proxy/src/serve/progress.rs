@@ -165,6 +165,7 @@ impl Progress {
             Refused::TooLarge => "a request head or target over the size limits",
             Refused::Timeout => "a request head not complete in time",
             Refused::Framing => "a request whose framing is refused",
+            Refused::Capacity => "an HTTP/2 stream with no place under the connection cap",
         };
         let client = self.peer.map(tracing::field::display);
         let detail = detail.map(tracing::field::display);

@@ -24,6 +24,7 @@ struct Counters {
     refused_too_large: AtomicU64,
     refused_timeout: AtomicU64,
     refused_framing: AtomicU64,
+    refused_capacity: AtomicU64,
     closed: [AtomicU64; 5],
     answers: Answers,
 }
@@ -46,6 +47,9 @@ pub(crate) enum Refused {
     /// A parsed head whose framing is ambiguous or unsafe (400, `check_framing`): a bad or
     /// repeated `Host`, `Transfer-Encoding` other than `chunked`, `CONNECT`, and the like.
     Framing,
+    /// An HTTP/2 stream that found no place under the connection cap for its member
+    /// connection (503).
+    Capacity,
 }
 
 impl ServerStats {
@@ -93,9 +97,10 @@ impl ServerStats {
     }
 
     /// Requests refused before the stack saw them: heads that are not HTTP (400), over the
-    /// size limits (431 or 414), not complete in time (408), and framing refused (400).
+    /// size limits (431 or 414), not complete in time (408), framing refused (400), and
+    /// HTTP/2 streams with no place under the connection cap (`capacity`, 503).
     #[must_use]
-    pub fn refused_requests(&self) -> [(&'static str, u64); 4] {
+    pub fn refused_requests(&self) -> [(&'static str, u64); 5] {
         [
             (
                 "malformed",
@@ -107,6 +112,7 @@ impl ServerStats {
             ),
             ("timeout", self.0.refused_timeout.load(Ordering::Relaxed)),
             ("framing", self.0.refused_framing.load(Ordering::Relaxed)),
+            ("capacity", self.0.refused_capacity.load(Ordering::Relaxed)),
         ]
     }
 
@@ -116,6 +122,7 @@ impl ServerStats {
             Refused::TooLarge => &self.0.refused_too_large,
             Refused::Timeout => &self.0.refused_timeout,
             Refused::Framing => &self.0.refused_framing,
+            Refused::Capacity => &self.0.refused_capacity,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
