@@ -72,8 +72,9 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     {
         return Err(FramingError::Connect);
     }
-    // the asterisk form is for OPTIONS alone (RFC 9112 §3.2.4)
-    if req.uri() == "*" && req.method() != Method::OPTIONS {
+    // the asterisk form is for OPTIONS alone (RFC 9112 §3.2.4, RFC 9113 §8.3.1): over
+    // HTTP/2, `:path *` beside the scheme and authority
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
         return Err(FramingError::Target);
     }
     // `GET evil.com:80 HTTP/1.1` names no resource: without this, the target's authority
@@ -373,5 +374,43 @@ mod tests {
                 .unwrap();
             assert_eq!(check_framing(&r), Ok(()), "{target}");
         }
+    }
+
+    #[test]
+    fn the_asterisk_target_is_for_options_alone_over_http2_too() {
+        let star = |method: Method, version: Version, uri: http::Uri| {
+            let r = Request::builder()
+                .method(method)
+                .version(version)
+                .uri(uri)
+                .header("host", "lb.test")
+                .body(())
+                .unwrap();
+            check_framing(&r)
+        };
+        let h2 = || {
+            http::Uri::builder()
+                .scheme("https")
+                .authority("lb.test")
+                .path_and_query("*")
+                .build()
+                .unwrap()
+        };
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            assert_eq!(
+                star(method.clone(), Version::HTTP_2, h2()),
+                Err(FramingError::Target),
+                "{method}"
+            );
+            let h1 = http::Uri::from_static("*");
+            assert_eq!(
+                star(method.clone(), Version::HTTP_11, h1),
+                Err(FramingError::Target),
+                "{method}"
+            );
+        }
+        assert_eq!(star(Method::OPTIONS, Version::HTTP_2, h2()), Ok(()));
+        let h1 = http::Uri::from_static("*");
+        assert_eq!(star(Method::OPTIONS, Version::HTTP_11, h1), Ok(()));
     }
 }
