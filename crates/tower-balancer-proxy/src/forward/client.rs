@@ -297,73 +297,7 @@ async fn connect<B>(
     member: &Member,
 ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
     let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
-    match connect_to(inner, &origin).await {
-        // out of descriptors: idle connections (to this member or another one, whose
-        // traffic has moved on) are given up for this one, and it is tried once more.
-        // Without this, a member whose sessions came back after a burst to another found
-        // every descriptor held by that one's idle connections, and its requests failed
-        // over elsewhere, their sessions with them
-        Err(e) if e.kind() == UpstreamErrorKind::Local => {
-            let closed = inner.pool.close_idle();
-            out_of_descriptors(closed);
-            if closed == 0 {
-                return Err(e);
-            }
-            // hyper's connections close in their own tasks, once they run
-            tokio::task::yield_now().await;
-            connect_to(inner, &origin).await
-        }
-        done => done,
-    }
-}
-
-/// One connect to `origin`.
-async fn connect_to<B>(
-    inner: &Inner<B>,
-    origin: &Origin<'_>,
-) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
-    let mut connector = inner.connector.clone();
-    std::future::poll_fn(|cx| connector.poll_ready(cx))
-        .await
-        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
-    connector
-        .call(origin.root()?)
-        .await
-        .map_err(|e| UpstreamError::new(connect_failure(&*e), e))
-}
-
-/// Says, at most once a second, that the process ran out of descriptors for a member
-/// connection, and how many idle ones it closed for it.
-#[cold]
-fn out_of_descriptors(closed: usize) {
-    static BUDGET: tower_balancer::log_budget::LogBudget =
-        tower_balancer::log_budget::LogBudget::warn(1, "member connects out of descriptors");
-    if BUDGET.admit() {
-        tracing::warn!(
-            closed,
-            "out of file descriptors for a member connection: idle member connections closed \
-             to make room (raise the open-file limit, or lower server.max_connections)"
-        );
-    }
-}
-
-/// Whose a failed connect is: the balancer's own when it is out of file descriptors (the
-/// process's, `EMFILE`, or the system's, `ENFILE`), never to be held against the member
-/// (a tester's client ran the balancer out of descriptors, and a healthy member was
-/// ejected for it); else the member's.
-fn connect_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(ENFILE | EMFILE)) {
-                return UpstreamErrorKind::Local;
-            }
-        }
-        cause = c.source();
-    }
-    UpstreamErrorKind::Connect
+    super::connect::open(&inner.connector, &inner.pool, origin.root()?).await
 }
 
 /// A new connection to the member, and the request on it.
@@ -513,25 +447,3 @@ fn http1_target<B>(req: &mut Request<B>, origin: &Origin<'_>) {
 #[derive(Debug, thiserror::Error)]
 #[error("the member's endpoint names no origin")]
 pub(crate) struct NoOrigin;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connector's error around an `io::Error`, as hyper-util's `ConnectError` is.
-    #[derive(Debug, thiserror::Error)]
-    #[error("tcp connect error")]
-    struct Wrapped(#[source] std::io::Error);
-
-    #[test]
-    fn out_of_descriptors_is_the_balancers_own_failure_and_a_refusal_the_members() {
-        for errno in [23, 24] {
-            let e = Wrapped(std::io::Error::from_raw_os_error(errno));
-            assert_eq!(connect_failure(&e), UpstreamErrorKind::Local, "{errno}");
-        }
-        let refused = Wrapped(std::io::ErrorKind::ConnectionRefused.into());
-        assert_eq!(connect_failure(&refused), UpstreamErrorKind::Connect);
-        let bare = std::io::Error::from_raw_os_error(24);
-        assert_eq!(connect_failure(&bare), UpstreamErrorKind::Local);
-    }
-}

@@ -14,6 +14,7 @@
 mod body;
 mod client;
 mod config;
+mod connect;
 mod error;
 mod future;
 mod h1;

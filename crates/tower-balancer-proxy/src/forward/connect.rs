@@ -1,0 +1,109 @@
+//! Opening a member connection, and what a connect that finds no descriptor does.
+//!
+//! Why a file of its own: a failed connect is either the member's (refused, unreachable,
+//! timed out) or the balancer's own, out of file descriptors, which must never be held
+//! against the member and which idle pooled connections can often mend. After a burst to
+//! one member, its idle connections held every descriptor, and requests pinned to another
+//! member failed over to the first, their sessions with them (a hostile test moved 31,315
+//! of 40,000 sticky requests so, with no WARN and no failure counted).
+
+use http::Uri;
+use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
+use tower_service::Service;
+
+use super::pool::Pool;
+use super::service::Connector;
+
+/// A new connection to `root` (a member's scheme and authority). Out of descriptors, the
+/// idle HTTP/1.1 member connections, to any member, are closed to make room and the
+/// connect is tried once more.
+pub(super) async fn open<B>(
+    connector: &Connector,
+    pool: &Pool<B>,
+    root: Uri,
+) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
+    match connect_to(connector, root.clone()).await {
+        Err(e) if e.kind() == UpstreamErrorKind::Local => {
+            let closed = pool.close_idle();
+            out_of_descriptors(closed);
+            if closed == 0 {
+                return Err(e);
+            }
+            // hyper's connections close in their own tasks, once they run
+            tokio::task::yield_now().await;
+            connect_to(connector, root).await
+        }
+        done => done,
+    }
+}
+
+/// One connect to `root`.
+async fn connect_to(
+    connector: &Connector,
+    root: Uri,
+) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
+    let mut connector = connector.clone();
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
+    connector
+        .call(root)
+        .await
+        .map_err(|e| UpstreamError::new(connect_failure(&*e), e))
+}
+
+/// Says, at most once a second, that the process ran out of descriptors for a member
+/// connection, and how many idle ones it closed for it.
+#[cold]
+fn out_of_descriptors(closed: usize) {
+    static BUDGET: tower_balancer::log_budget::LogBudget =
+        tower_balancer::log_budget::LogBudget::warn(1, "member connects out of descriptors");
+    if BUDGET.admit() {
+        tracing::warn!(
+            closed,
+            "out of file descriptors for a member connection: idle member connections closed \
+             to make room (raise the open-file limit, or lower server.max_connections)"
+        );
+    }
+}
+
+/// Whose a failed connect is: the balancer's own when it is out of file descriptors (the
+/// process's, `EMFILE`, or the system's, `ENFILE`), never to be held against the member
+/// (a tester's client ran the balancer out of descriptors, and a healthy member was
+/// ejected for it); else the member's.
+fn connect_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(ENFILE | EMFILE)) {
+                return UpstreamErrorKind::Local;
+            }
+        }
+        cause = c.source();
+    }
+    UpstreamErrorKind::Connect
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connector's error around an `io::Error`, as hyper-util's `ConnectError` is.
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn out_of_descriptors_is_the_balancers_own_failure_and_a_refusal_the_members() {
+        for errno in [23, 24] {
+            let e = Wrapped(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(connect_failure(&e), UpstreamErrorKind::Local, "{errno}");
+        }
+        let refused = Wrapped(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(connect_failure(&refused), UpstreamErrorKind::Connect);
+        let bare = std::io::Error::from_raw_os_error(24);
+        assert_eq!(connect_failure(&bare), UpstreamErrorKind::Local);
+    }
+}
