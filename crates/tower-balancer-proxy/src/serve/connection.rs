@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::{Builder, UpgradeableConnection};
@@ -23,12 +23,12 @@ use tower_balancer::client::{ClientAddr, ClientTls, ClientTlsName};
 use tower_balancer::task_timer::TaskTimer;
 use tower_balancer::BoxError;
 
+use super::admission::admit;
 use super::answer::{InFlight, Tracked};
 use super::client_body::ClientBody;
 use super::config::ServeConfig;
 use super::front::{self, HeadLimits, Rewind};
 use super::going_away;
-use super::guard::check_framing;
 use super::read_ahead::read_ahead;
 use super::stack::Servable;
 use super::stats::Refused;
@@ -40,50 +40,6 @@ use crate::forward::Tunnel;
 
 /// How long writing a 408 to a client that timed out may take.
 pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
-/// this connection is read as another request.
-/// (Counted and logged by the caller, through [`Progress::note_refused`].)
-fn bad_request<B>() -> Response<ServeBody<B>> {
-    page(
-        StatusCode::BAD_REQUEST,
-        b"400 Bad Request\n",
-        (http::header::CONNECTION, "close"),
-    )
-}
-
-/// 431 for an HTTP/2 request with more fields than `server.max_headers` (HTTP/1's are
-/// hyper's and the own path's to refuse, as they parse).
-fn too_many_fields<B>() -> Response<ServeBody<B>> {
-    page(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        b"431 Request Header Fields Too Large\n",
-        (http::header::CONTENT_TYPE, "text/plain"),
-    )
-}
-
-/// The answer to an HTTP/2 WebSocket when the server's connection cap has no place for it.
-fn no_room<B>() -> Response<ServeBody<B>> {
-    let text = b"503 Service Unavailable\n";
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        text,
-        (http::header::RETRY_AFTER, "1"),
-    )
-}
-
-/// The server's own answer: `status`, `text` and one header.
-fn page<B>(
-    status: StatusCode,
-    text: &'static [u8],
-    (name, value): (http::HeaderName, &'static str),
-) -> Response<ServeBody<B>> {
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(text))));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(name, http::HeaderValue::from_static(value));
-    res
-}
 
 /// One client connection, from the TLS handshake (when the front has TLS) to its last
 /// request; `held` (its slot under the caps, its count) is released when it ends.
@@ -172,8 +128,8 @@ type Answer<R> = Response<Tracked<ServeBody<R>>>;
 /// hyper through [`drive`]'s adapter): marks the request's head
 /// and response on the connection's progress (for its idle limits), tags the request with
 /// the client's address, TLS and the name it gave in TLS (`tls`: `Some` over TLS), refuses bad framing with 400, and maps stack errors to
-/// statuses. An HTTP/2 request with more than `max_fields` fields gets 431, as an HTTP/1
-/// one does from the parser: HTTP/2 itself limits only their bytes.
+/// statuses; what is refused before the stack, and the places a request holds under the
+/// connection cap, are [`admit`]'s.
 fn connection_service<S: Servable>(
     stack: S,
     peer: SocketAddr,
@@ -188,7 +144,7 @@ fn connection_service<S: Servable>(
        + 'static {
     hyper::service::service_fn(move |mut req: Request<ClientBody>| {
         heads.head_done(&req);
-        let guard = InFlight::new(heads.clone());
+        let mut guard = InFlight::new(heads.clone());
         let conn_progress = heads.clone();
         let connect = req.method() == http::Method::CONNECT;
         req.extensions_mut().insert(ClientAddr(peer));
@@ -198,63 +154,17 @@ fn connection_service<S: Servable>(
                 req.extensions_mut().insert(ClientTlsName(name.clone()));
             }
         }
-        let refused = check_framing(&req).err();
-        let too_many = refused.is_none()
-            && req.version() == http::Version::HTTP_2
-            && h2_fields(req.headers()) > max_fields;
-        if refused.is_some() || too_many {
-            conn_progress.refused();
-        } else if req.version() == http::Version::HTTP_2 {
-            // what the request carried pays for frames (`flood.rs`); a refused one does not
-            conn_progress.overhead().head(&req);
-        }
-        // an HTTP/2 WebSocket (extended CONNECT; a plain one was refused) holds a member
-        // connection for as long as it lasts: it takes a place of its own under the cap
-        let place =
-            (connect && refused.is_none() && !too_many).then(|| conn_progress.member_place());
-        // any other HTTP/2 stream beside one under way may need a member connection of its
-        // own: it holds a place under the cap until it is answered, so a few clients' streams
-        // cannot open more member connections than the descriptors have room for (every
-        // connect then failed with `EMFILE`, the probes' too)
-        let stream_place = (req.version() == http::Version::HTTP_2
-            && !connect
-            && refused.is_none()
-            && !too_many
-            && conn_progress.streams_in_flight() > 1)
-            .then(|| conn_progress.member_place());
+        let admission = admit(&req, &conn_progress, max_fields, &mut guard);
         let mut stack = stack.clone();
-        let mut guard = guard;
         async move {
-            if let Some(why) = refused {
-                // before the stack, as hyper's own 400s: no access-log line, counted as refused
-                conn_progress.note_refused(Refused::Framing, Some(&why));
-                return Ok::<_, std::convert::Infallible>(
-                    bad_request().map(|b| Tracked::new(b, guard)),
-                );
-            }
-            if too_many {
-                conn_progress
-                    .note_refused(Refused::TooLarge, Some(&"HTTP/2 fields over max_headers"));
-                return Ok(too_many_fields().map(|b| Tracked::new(b, guard)));
-            }
-            let place = match place {
-                Some(Err(())) => {
-                    tracing::debug!("an HTTP/2 WebSocket refused: the connection cap is reached");
-                    return Ok(no_room().map(|b| Tracked::new(b, guard)));
+            let place = match admission {
+                Ok(place) => place,
+                Err(refusal) => {
+                    return Ok::<_, std::convert::Infallible>(
+                        refusal.page().map(|b| Tracked::new(b, guard)),
+                    )
                 }
-                Some(Ok(place)) => Some(place),
-                None => None,
             };
-            match stream_place {
-                Some(Err(())) => {
-                    // before the stack, as the other refusals: no access-log line
-                    stream_refused();
-                    conn_progress.note_refused(Refused::Capacity, None);
-                    return Ok(no_room().map(|b| Tracked::new(b, guard)));
-                }
-                Some(Ok(place)) => guard.hold(place),
-                None => {}
-            }
             let ready: Result<(), BoxError> = std::future::poll_fn(|cx| stack.poll_ready(cx))
                 .await
                 .map_err(Into::into);
@@ -283,26 +193,6 @@ fn connection_service<S: Servable>(
             Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
         }
     })
-}
-
-/// An HTTP/2 request's fields as HTTP/1.1 would count them: its `cookie` crumbs, which
-/// browsers send a pair a field (RFC 9113 §8.2.3) and members get joined, count as one.
-fn h2_fields(headers: &http::HeaderMap) -> usize {
-    let cookies = headers.get_all(http::header::COOKIE).iter().count();
-    headers.len() - cookies.saturating_sub(1)
-}
-
-/// Says, at most once a second, that HTTP/2 streams are being refused for want of places.
-#[cold]
-fn stream_refused() {
-    static BUDGET: tower_balancer::log_budget::LogBudget =
-        tower_balancer::log_budget::LogBudget::warn(1, "HTTP/2 streams refused at the cap");
-    if BUDGET.admit() {
-        tracing::warn!(
-            "HTTP/2 streams are refused with 503: each needs a member connection, and the \
-             connection cap (server.max_connections, from the open-file limit) is full"
-        );
-    }
 }
 
 /// The header count hyper's HTTP/1 parser holds to when given no limit (hyper's

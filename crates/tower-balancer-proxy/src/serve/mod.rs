@@ -10,6 +10,7 @@
 //! (`front`), which costs less than hyper's general server; every other request, and the
 //! rest of its connection, is hyper's.
 
+mod admission;
 mod answer;
 mod client_body;
 mod config;

@@ -1,0 +1,159 @@
+//! What the server decides of a request before its stack sees it: refused (framing,
+//! too many fields, no place under the connection cap), or let through holding the places
+//! it needs.
+//!
+//! Why apart from the connection's service: each rule here is a limit an attacker leans on
+//! (smuggling through framing, fields past what members take, streams past the
+//! descriptors), and each answers at once, counted as refused, with no access-log line, as
+//! hyper's own 400s are.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::answer::InFlight;
+use super::guard::check_framing;
+use super::stats::Refused;
+use super::status::ServeBody;
+use super::timeout::Progress;
+
+/// Why a request was answered before the stack.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Refusal {
+    /// Its framing (400).
+    Framing,
+    /// More fields than the limit (431).
+    TooManyFields,
+    /// No place under the connection cap for its member connection (503).
+    NoRoom,
+}
+
+impl Refusal {
+    /// The answer that says so.
+    pub(super) fn page<B>(self) -> Response<ServeBody<B>> {
+        match self {
+            Self::Framing => bad_request(),
+            Self::TooManyFields => too_many_fields(),
+            Self::NoRoom => no_room(),
+        }
+    }
+}
+
+/// Refuses `req` (see [`Refusal`]), or lets it through: `Some` for an HTTP/2 tunnel, with the
+/// place it holds for as long as it lasts (`None` with no cap); an HTTP/2 stream beside others under way on its
+/// connection gets the place for its member connection on `guard`, held until it is
+/// answered. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
+/// HTTP/1 ones are by the parser: HTTP/2 itself limits only their bytes.
+pub(super) fn admit<B>(
+    req: &Request<B>,
+    progress: &Progress,
+    max_fields: usize,
+    guard: &mut InFlight,
+) -> Result<Option<Option<OwnedSemaphorePermit>>, Refusal> {
+    let h2 = req.version() == http::Version::HTTP_2;
+    if let Err(why) = check_framing(req) {
+        progress.refused();
+        progress.note_refused(Refused::Framing, Some(&why));
+        return Err(Refusal::Framing);
+    }
+    if h2 && h2_fields(req.headers()) > max_fields {
+        progress.refused();
+        progress.note_refused(Refused::TooLarge, Some(&"HTTP/2 fields over max_headers"));
+        return Err(Refusal::TooManyFields);
+    }
+    if h2 {
+        // what the request carried pays for frames (`flood.rs`); a refused one does not
+        progress.overhead().head(req);
+    }
+    if req.method() == http::Method::CONNECT {
+        // an HTTP/2 WebSocket (extended CONNECT; a plain one was refused) holds a member
+        // connection for as long as it lasts: it takes a place of its own under the cap
+        return match progress.member_place() {
+            Ok(place) => Ok(Some(place)),
+            Err(()) => {
+                tracing::debug!("an HTTP/2 WebSocket refused: the connection cap is reached");
+                Err(Refusal::NoRoom)
+            }
+        };
+    }
+    // any other HTTP/2 stream beside one under way may need a member connection of its own:
+    // it holds a place under the cap until it is answered, so a few clients' streams cannot
+    // open more member connections than the descriptors have room for (every connect then
+    // failed with `EMFILE`, the probes' too)
+    if h2 && progress.streams_in_flight() > 1 {
+        match progress.member_place() {
+            Ok(place) => guard.hold(place),
+            Err(()) => {
+                stream_refused();
+                progress.note_refused(Refused::Capacity, None);
+                return Err(Refusal::NoRoom);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
+/// this connection is read as another request.
+/// (Counted and logged by the caller, through [`Progress::note_refused`].)
+fn bad_request<B>() -> Response<ServeBody<B>> {
+    page(
+        StatusCode::BAD_REQUEST,
+        b"400 Bad Request\n",
+        (http::header::CONNECTION, "close"),
+    )
+}
+
+/// 431 for an HTTP/2 request with more fields than `server.max_headers` (HTTP/1's are
+/// hyper's and the own path's to refuse, as they parse).
+fn too_many_fields<B>() -> Response<ServeBody<B>> {
+    page(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        b"431 Request Header Fields Too Large\n",
+        (http::header::CONTENT_TYPE, "text/plain"),
+    )
+}
+
+/// The answer to an HTTP/2 WebSocket when the server's connection cap has no place for it.
+fn no_room<B>() -> Response<ServeBody<B>> {
+    let text = b"503 Service Unavailable\n";
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        text,
+        (http::header::RETRY_AFTER, "1"),
+    )
+}
+
+/// The server's own answer: `status`, `text` and one header.
+fn page<B>(
+    status: StatusCode,
+    text: &'static [u8],
+    (name, value): (http::HeaderName, &'static str),
+) -> Response<ServeBody<B>> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(text))));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(name, http::HeaderValue::from_static(value));
+    res
+}
+
+/// An HTTP/2 request's fields as HTTP/1.1 would count them: its `cookie` crumbs, which
+/// browsers send a pair a field (RFC 9113 §8.2.3) and members get joined, count as one.
+fn h2_fields(headers: &http::HeaderMap) -> usize {
+    let cookies = headers.get_all(http::header::COOKIE).iter().count();
+    headers.len() - cookies.saturating_sub(1)
+}
+
+/// Says, at most once a second, that HTTP/2 streams are being refused for want of places.
+#[cold]
+fn stream_refused() {
+    static BUDGET: tower_balancer::log_budget::LogBudget =
+        tower_balancer::log_budget::LogBudget::warn(1, "HTTP/2 streams refused at the cap");
+    if BUDGET.admit() {
+        tracing::warn!(
+            "HTTP/2 streams are refused with 503: each needs a member connection, and the \
+             connection cap (server.max_connections, from the open-file limit) is full"
+        );
+    }
+}
