@@ -128,13 +128,7 @@ async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
         "[manager]\nlisten = \"127.0.0.1:0\"\n",
     )
     .await;
-    let sock = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .handshake(hyper_util::rt::TokioIo::new(sock))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let send = harness::h2_client(lb.addr).await;
     for round in 0..2 {
         let asks = (0..10).map(|_| {
             let mut send = send.clone();

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{
-    closed_port, echo_member, http10_member, lb, raw, raw_member, read_response, recording_member,
+    closed_port, echo_member, h2_client, http10_member, lb, raw, raw_member, read_response,
+    recording_member,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -531,13 +532,7 @@ async fn the_request_targets_authority_wins_over_host_and_names_http() {
 async fn an_http2_request_whose_host_disagrees_with_its_authority_is_refused() {
     let (member, seen) = echo_member().await;
     let lb = lb(&[member], "", "preserve_host = true", "").await;
-    let sock = TcpStream::connect(lb.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .handshake(hyper_util::rt::TokioIo::new(sock))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_client(lb.addr).await;
     let ask = |host: &'static str| {
         http::Request::get("http://lb.test/x")
             .header("host", host)
@@ -557,13 +552,7 @@ async fn an_http2_clients_cookie_crumbs_reach_the_member_as_one_cookie() {
     use http_body_util::BodyExt;
     let (member, _) = echo_member().await;
     let lb = lb(&[member], "", "", "").await;
-    let sock = TcpStream::connect(lb.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .handshake(hyper_util::rt::TokioIo::new(sock))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_client(lb.addr).await;
     // RFC 9113 §8.2.3: a client may send each pair as a field of its own
     let req = http::Request::get("http://lb.test/x")
         .header("cookie", "a=1")
@@ -581,16 +570,6 @@ async fn an_http2_clients_cookie_crumbs_reach_the_member_as_one_cookie() {
 
 #[tokio::test]
 async fn an_http2_request_over_the_field_count_gets_431_as_an_http1_one_does() {
-    let h2 = |addr| async move {
-        let sock = TcpStream::connect(addr).await.unwrap();
-        let (send, conn) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake(hyper_util::rt::TokioIo::new(sock))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        send
-    };
     let ask = |fields: usize| {
         let mut req = http::Request::get("http://lb.test/x");
         for i in 0..fields {
@@ -610,7 +589,7 @@ async fn an_http2_request_over_the_field_count_gets_431_as_an_http1_one_does() {
     // the default limit, 100 fields, HTTP/1's (the bytes stay well under 16 KiB)
     let (member, seen) = echo_member().await;
     let lb_default = lb(std::slice::from_ref(&member), "", "", "").await;
-    let mut send = h2(lb_default.addr).await;
+    let mut send = h2_client(lb_default.addr).await;
     let res = send.send_request(ask(101)).await.unwrap();
     assert_eq!(res.status(), 431);
     assert!(seen.lock().unwrap().is_empty(), "it reached the member");
@@ -628,7 +607,7 @@ async fn an_http2_request_over_the_field_count_gets_431_as_an_http1_one_does() {
     assert_eq!(send.send_request(crumbs).await.unwrap().status(), 200);
     // and an operator's own limit, on both protocols
     let lb_ten = lb(&[member], "max_headers = 10", "", "").await;
-    let mut send = h2(lb_ten.addr).await;
+    let mut send = h2_client(lb_ten.addr).await;
     assert_eq!(send.send_request(ask(11)).await.unwrap().status(), 431);
     assert_eq!(send.send_request(ask(10)).await.unwrap().status(), 200);
     let out = raw(lb_ten.addr, h1(11).as_bytes(), 5 * SECOND).await;

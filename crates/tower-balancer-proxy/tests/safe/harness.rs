@@ -288,3 +288,19 @@ pub(crate) fn trusting(ca: &[u8]) -> Arc<rustls::ClientConfig> {
     .with_no_client_auth();
     Arc::new(client)
 }
+
+/// An HTTP/2 client connection (prior knowledge, no TLS) to `addr`, driven in a task.
+// not every test file that includes the harness speaks HTTP/2
+#[allow(dead_code)]
+pub(crate) async fn h2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let sock = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
