@@ -168,26 +168,11 @@ async fn recipe(args: &Args) -> Result<(), Error> {
 /// `--config`: front real nodes.
 async fn front(file: &PathBuf, args: &Args) -> Result<(), Error> {
     let config = ConfigFile::from_file(file)?;
-    for (i, m) in config.file().balancer.members.iter().enumerate() {
-        if !m.resolve.is_empty() {
-            continue;
-        }
-        let host = m.url.host().unwrap_or_default();
-        let port = m
-            .url
-            .port_u16()
-            .unwrap_or(if m.url.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        if tokio::net::lookup_host((host, port)).await.is_err() {
-            return Err(format!(
-                "{}: `balancer.member[{i}].url`: the host {host} does not resolve: fix DNS, or add resolve = [\"IP:{port}\"] to the member",
-                file.display()
-            )
-            .into());
-        }
+    // the recipe stops on a member whose host does not resolve (the binary only warns)
+    let lookups = config.clone();
+    let unresolved = tokio::task::spawn_blocking(move || lookups.unresolved_members()).await?;
+    if let Some(e) = unresolved.into_iter().next() {
+        return Err(e.into());
     }
     let mut balancer = config.build()?;
     if let Some(addr) = args.listen {
