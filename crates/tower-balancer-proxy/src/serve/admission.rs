@@ -40,10 +40,10 @@ impl Refusal {
     }
 }
 
-/// Refuses `req` (see [`Refusal`]), or lets it through: `Some` for an HTTP/2 tunnel, with the
-/// place it holds for as long as it lasts (`None` with no cap); an HTTP/2 stream beside others under way on its
-/// connection gets the place for its member connection on `guard`, held until it is
-/// answered. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
+/// Refuses `req` (see [`Refusal`]), or lets it through: `Some` for an HTTP/2 tunnel, with
+/// the place it holds for as long as it lasts (`None` with no cap); an HTTP/2 stream beside
+/// others under way on its connection gets the place for its member connection on `guard`,
+/// held until it is answered. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
 /// HTTP/1 ones are by the parser: HTTP/2 itself limits only their bytes.
 pub(super) fn admit<B>(
     req: &Request<B>,
@@ -96,7 +96,6 @@ pub(super) fn admit<B>(
 
 /// 400 for a request whose framing is refused; `Connection: close` so nothing after it on
 /// this connection is read as another request.
-/// (Counted and logged by the caller, through [`Progress::note_refused`].)
 fn bad_request<B>() -> Response<ServeBody<B>> {
     page(
         StatusCode::BAD_REQUEST,
@@ -115,7 +114,8 @@ fn too_many_fields<B>() -> Response<ServeBody<B>> {
     )
 }
 
-/// The answer to an HTTP/2 WebSocket when the server's connection cap has no place for it.
+/// 503 for an HTTP/2 tunnel or stream when the connection cap has no place for its member
+/// connection.
 fn no_room<B>() -> Response<ServeBody<B>> {
     let text = b"503 Service Unavailable\n";
     page(

@@ -177,7 +177,9 @@ impl Server {
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             // how many, so an operator knows what the stop cost (their requests get no answer)
-            let open = (cap.saturating_mul(CONNECTION)).saturating_sub(slots.available_permits())
+            let open = cap
+                .saturating_mul(CONNECTION)
+                .saturating_sub(slots.available_permits())
                 / CONNECTION;
             tracing::warn!(
                 connections = open,
