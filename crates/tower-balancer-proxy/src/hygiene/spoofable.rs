@@ -1,12 +1,18 @@
-//! Which request headers let a client claim to be someone else, to have come over TLS, or to
-//! have asked for another URL: none of them may pass from a peer that is not trusted.
+//! Which request headers let a client claim to be someone else, to have come over TLS, to
+//! have signed in as a user, or to have asked for another URL: none of them may pass from a
+//! peer that is not trusted.
 //!
 //! Why a list this long: members and their frameworks read many spellings. Rack, Spring,
 //! ASP.NET and PHP honour `X-Forwarded-Port`, `-Prefix`, `-Ssl`, `-Scheme`; CDNs put the client
 //! in `True-Client-IP`, `CF-Connecting-IP`, `Fastly-Client-IP`; IIS rewrites by
 //! `X-Original-URL`. CGI, WSGI and PHP map `X_Forwarded_For` to the same variable as
 //! `X-Forwarded-For`, so underscores count as dashes here (nginx drops every header with an
-//! underscore by default for the same reason).
+//! underscore by default for the same reason). Authenticating proxies name the user the
+//! same way: Apache's `REMOTE_USER` arrives as `Remote-User`, oauth2-proxy writes
+//! `X-Auth-Request-User`, Grafana reads `X-WEBAUTH-USER`, Google's IAP, AWS's ALB, Azure's
+//! App Service and Cloudflare Access write `X-Goog-Authenticated-User-*`, `X-Amzn-Oidc-*`,
+//! `X-MS-Client-Principal*` and `Cf-Access-*`; a member that trusts one of them behind us
+//! would take a client's word for who is signed in.
 
 use http::header::HeaderName;
 use http::HeaderMap;
@@ -18,7 +24,7 @@ const NONE: &[&[u8]] = &[];
 
 /// The forwarding headers of every proxy, CDN and platform that writes the client's
 /// address, scheme, certificate or original URL, filed by a name's first byte (and, for
-/// `x-` names, its third), so a name is compared with at most five entries rather than 36
+/// `x-` names, its third), so a name is compared with at most six entries rather than 44
 /// (every request's `X-Request-Id` with none of the `X-Forwarded` family). The flat lists
 /// they were split from are in the tests, which hold the two to agreeing.
 fn candidates(n: &[u8]) -> Candidates {
@@ -26,7 +32,20 @@ fn candidates(n: &[u8]) -> Candidates {
     const X_O: Candidates = (&[b"x-originating-ip"], &[b"x-original-"]);
     const X_R: Candidates = (&[b"x-rewrite-url"], &[b"x-real-", b"x-remote-"]);
     const X_E: Candidates = (NONE, &[b"x-envoy-"]);
-    const X_A: Candidates = (NONE, &[b"x-azure-", b"x-appengine-", b"x-arr-"]);
+    const X_A: Candidates = (
+        NONE,
+        &[
+            b"x-azure-",
+            b"x-appengine-",
+            b"x-arr-",
+            b"x-authenticated-",
+            b"x-auth-request-",
+            b"x-amzn-oidc-",
+        ],
+    );
+    const X_G: Candidates = (NONE, &[b"x-goog-authenticated-"]);
+    const X_M: Candidates = (NONE, &[b"x-ms-client-principal"]);
+    const X_W: Candidates = (NONE, &[b"x-webauth-"]);
     const X_S: Candidates = (&[b"x-scheme"], &[b"x-ssl-"]);
     const X_P: Candidates = (NONE, &[b"x-proxyuser-", b"x-proxymesh-"]);
     const X_C: Candidates = (
@@ -43,7 +62,11 @@ fn candidates(n: &[u8]) -> Candidates {
         &[b"forwarded", b"forwarded-for", b"front-end-https"],
         &[b"fastly-client-", b"fly-client-"],
     );
-    const C: Candidates = (&[b"client-ip"], &[b"cf-connecting-", b"cf-visitor"]);
+    const C: Candidates = (
+        &[b"client-ip"],
+        &[b"cf-connecting-", b"cf-visitor", b"cf-access-"],
+    );
+    const R: Candidates = (&[b"remote-user"], NONE);
     // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients in the member then use
     const P: Candidates = (&[b"proxy"], &[b"proxy-client-"]);
     const T: Candidates = (NONE, &[b"true-client-"]);
@@ -62,6 +85,9 @@ fn candidates(n: &[u8]) -> Candidates {
             b'c' => X_C,
             b'h' => X_H,
             b'u' => X_U,
+            b'g' => X_G,
+            b'm' => X_M,
+            b'w' => X_W,
             _ => (NONE, NONE),
         },
         (Some(b'f'), _) => F,
@@ -71,6 +97,7 @@ fn candidates(n: &[u8]) -> Candidates {
         (Some(b's'), _) => S,
         (Some(b'w'), _) => W,
         (Some(b'a'), _) => A,
+        (Some(b'r'), _) => R,
         _ => (NONE, NONE),
     }
 }
@@ -83,11 +110,14 @@ fn dashed(a: &[u8], b: &[u8]) -> bool {
             .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
 }
 
-/// Whether a client could claim an address, a scheme, a host, a certificate or a URL through
-/// `name`: the whole `X-Forwarded-*` family, `Forwarded`, `X-Real-*`, the client-address
-/// headers of CDNs and platforms (Cloudflare, Akamai, Fastly, Azure, App Engine, Fly,
-/// Envoy, WebLogic's `WL-Proxy-*`), client-certificate headers, `X-Original-*` and
-/// `X-Rewrite-URL`, and httpoxy's `Proxy`, in any spelling with underscores for dashes.
+/// Whether a client could claim an address, a scheme, a host, a certificate, a signed-in
+/// user or a URL through `name`: the whole `X-Forwarded-*` family, `Forwarded`, `X-Real-*`,
+/// the client-address headers of CDNs and platforms (Cloudflare, Akamai, Fastly, Azure, App
+/// Engine, Fly, Envoy, WebLogic's `WL-Proxy-*`), client-certificate headers, the user headers
+/// of authenticating proxies (`Remote-User`, `X-Remote-*`, `X-Authenticated-*`,
+/// `X-Auth-Request-*`, `X-WEBAUTH-*`, IAP's, ALB's, App Service's and Cloudflare Access's),
+/// `X-Original-*` and `X-Rewrite-URL`, and httpoxy's `Proxy`, in any spelling with
+/// underscores for dashes.
 ///
 /// ```
 /// use http::HeaderName;
@@ -96,6 +126,7 @@ fn dashed(a: &[u8], b: &[u8]) -> bool {
 /// assert!(is_forwarding_header(&HeaderName::from_static("x-forwarded-prefix")));
 /// assert!(is_forwarding_header(&HeaderName::from_static("x_forwarded_for")));
 /// assert!(is_forwarding_header(&HeaderName::from_static("true-client-ip")));
+/// assert!(is_forwarding_header(&HeaderName::from_static("remote-user")));
 /// assert!(!is_forwarding_header(&HeaderName::from_static("accept")));
 /// ```
 #[must_use]
@@ -130,7 +161,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Names matched whole: the flat list [`candidates`] files by letter.
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 15] = [
         "forwarded",
         "forwarded-for",
         "client-ip",
@@ -145,10 +176,11 @@ mod tests {
         "x-http-host-override",
         "proxy",
         "x-custom-ip-authorization",
+        "remote-user",
     ];
 
     /// Families matched by their start, flat.
-    const PREFIXES: [&str; 22] = [
+    const PREFIXES: [&str; 29] = [
         "x-forwarded",
         "x-forward-",
         "x-original-",
@@ -171,6 +203,13 @@ mod tests {
         "fly-client-",
         "cf-connecting-",
         "cf-visitor",
+        "cf-access-",
+        "x-authenticated-",
+        "x-auth-request-",
+        "x-amzn-oidc-",
+        "x-goog-authenticated-",
+        "x-ms-client-principal",
+        "x-webauth-",
     ];
 
     /// What the flat lists say of `n`, every entry tried.
@@ -204,12 +243,12 @@ mod tests {
         // names made of the entries' own pieces, cut, joined, with dashes as underscores
         #[test]
         fn the_filed_table_agrees_with_the_flat_lists(
-            i in 0usize..36,
+            i in 0usize..NAMES.len() + PREFIXES.len(),
             cut in 0usize..30,
             tail in "[a-z_-]{0,6}",
             under in any::<bool>(),
         ) {
-            let entry = if i < 14 { NAMES[i] } else { PREFIXES[i - 14] };
+            let entry = NAMES.get(i).copied().unwrap_or_else(|| PREFIXES[i - NAMES.len()]);
             let mut n = format!("{}{tail}", &entry[..cut.min(entry.len())]);
             if under {
                 n = n.replace('-', "_");
@@ -268,6 +307,18 @@ mod tests {
             "proxy",
             "x-custom-ip-authorization",
             "x-proxymesh-ip",
+            "remote-user",
+            "remote_user",
+            "x-remote-user",
+            "x-authenticated-user",
+            "x-authenticated-userid",
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-webauth-user",
+            "x-goog-authenticated-user-email",
+            "x-amzn-oidc-identity",
+            "x-ms-client-principal-name",
+            "cf-access-authenticated-user-email",
         ] {
             assert!(
                 is_forwarding_header(&HeaderName::from_bytes(n.as_bytes()).unwrap()),
@@ -282,6 +333,12 @@ mod tests {
             "x-forwarde",
             "via",
             "host",
+            "remote-addr-hint",
+            "x-auth-token",
+            "authorization",
+            "x-amzn-trace-id",
+            "x-ms-request-id",
+            "x-goog-api-key",
         ] {
             assert!(
                 !is_forwarding_header(&HeaderName::from_bytes(n.as_bytes()).unwrap()),
