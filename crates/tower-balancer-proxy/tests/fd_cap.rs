@@ -92,35 +92,9 @@ async fn a_thousand_idle_clients_under_a_256_descriptor_limit_never_take_a_membe
 /// connections until the descriptors ran out (`EMFILE` on every connect, the probes' too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
-    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (n, m) = (now.clone(), most.clone());
-    // a member answering `/slow` after 300 ms, counting those under way at once
-    let url = harness::member(move |sock| {
-        let (n, m) = (n.clone(), m.clone());
-        async move {
-            let svc = hyper::service::service_fn(move |req: http::Request<_>| {
-                let (n, m) = (n.clone(), m.clone());
-                async move {
-                    let _: &hyper::body::Incoming = req.body();
-                    if req.uri().path() == "/slow" {
-                        m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        n.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                    ))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                .await;
-        }
-    })
-    .await;
+    let (url, most) = harness::slow_member().await;
     let lb = lb(
         &[url],
         "max_connections = 4",
@@ -130,20 +104,7 @@ async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
     .await;
     let send = harness::h2_client(lb.addr).await;
     for round in 0..2 {
-        let asks = (0..10).map(|_| {
-            let mut send = send.clone();
-            tokio::spawn(async move {
-                let req = http::Request::get("http://lb.test/slow")
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                send.send_request(req).await.unwrap().status().as_u16()
-            })
-        });
-        let mut statuses = Vec::new();
-        for ask in asks.collect::<Vec<_>>() {
-            statuses.push(ask.await.unwrap());
-        }
-        statuses.sort_unstable();
+        let statuses = harness::h2_slow_burst(&send, 10).await;
         // the cap of 4 connections is 8 descriptors: the connection's two, the two the next
         // accept waits with, and one each for four streams beside the first
         assert_eq!(

@@ -1,7 +1,8 @@
 //! N: per-client limits behind a balancer built from a file, over real sockets: a client
 //! flooding requests is held to its rate within 5% while another is served in full; the
 //! client behind a trusted proxy is the one `X-Forwarded-For` names and nobody else; a
-//! client past its connection cap is closed at accept while others connect.
+//! client past its connection cap is closed at accept while others connect, and an HTTP/2
+//! client's streams take their member connections from the same share.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -155,6 +156,59 @@ async fn a_client_past_its_connection_cap_is_closed_at_accept() {
     assert!(
         metrics.contains("lb_client_limited_total{limit=\"connections\"} 1"),
         "{metrics}"
+    );
+}
+
+/// The per-client cap counts descriptors, as the server's does: a connection two (its own
+/// and its member connection's), an HTTP/2 stream beside others one. One HTTP/2 connection
+/// of many streams held a member connection a stream, past what `connections` allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_clients_streams_count_under_its_connection_cap() {
+    use std::sync::atomic::Ordering;
+
+    let (url, most) = harness::slow_member().await;
+    let lb = lb(
+        &[url],
+        "[server.per_client]\nconnections = 3\n",
+        "",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let send = harness::h2_client(lb.addr).await;
+    for round in 0..2 {
+        let statuses = harness::h2_slow_burst(&send, 10).await;
+        // three connections' share is six descriptors: the connection's two and one each
+        // for four streams beside the first
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 200, 200, 429, 429, 429, 429, 429],
+            "round {round}"
+        );
+    }
+    // the places came back: the second round was served as the first
+    assert_eq!(most.load(Ordering::SeqCst), 5);
+    // while its streams hold the share, the same client gets no second connection
+    let burst = tokio::spawn({
+        let send = send.clone();
+        async move { harness::h2_slow_burst(&send, 5).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = TcpStream::connect(lb.addr).await.unwrap();
+    let _ = second
+        .write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(5 * SECOND, second.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok() && out.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(burst.await.unwrap(), [200; 5]);
+    let m = harness::metrics(&lb).await;
+    assert!(
+        m.contains("lb_client_limited_total{limit=\"connections\"} 11"),
+        "{m}"
     );
 }
 

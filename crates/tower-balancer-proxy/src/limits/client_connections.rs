@@ -7,6 +7,13 @@
 //! `tcp-request connection reject`). Trusted proxies are not capped: every client behind
 //! them shares their address; their clients' request rate is limited by
 //! [`ClientRateLimitLayer`](super::ClientRateLimitLayer) instead.
+//!
+//! Counted in descriptors, as the server's own cap is: a connection takes two (its own and
+//! the member connection its request may need), and an HTTP/2 stream beside others on its
+//! connection, or an HTTP/2 tunnel, one more (its member connection) while it lasts. A
+//! client's share is what `max` connections would hold: counting connections alone let one
+//! HTTP/2 connection of 200 streams hold a hundred connections' worth (nginx's `limit_conn`
+//! counts every HTTP/2 stream as a connection for the same reason).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +23,8 @@ use super::client_key::ClientKey;
 use crate::hygiene::TrustedProxies;
 
 /// At most `max` connections open at once from one client address (an IPv6 /64 counts as
-/// one), trusted proxies excepted.
+/// one), trusted proxies excepted; its HTTP/2 streams beside others, and its HTTP/2
+/// tunnels, take half a connection's share each while they last (see the module's docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConnectionLimit {
     pub(crate) max: u32,
@@ -34,16 +42,32 @@ impl ClientConnectionLimit {
     }
 }
 
-/// Open connections by client. Only clients with a connection open have an entry, so it
-/// never holds more entries than the server has connections.
-#[derive(Debug, Default)]
-pub(crate) struct ConnectionCounts(Mutex<HashMap<ClientKey, u32>>);
+/// Descriptors a connection holds: its own and its member connection's.
+const CONNECTION: u64 = 2;
 
-/// One counted connection; dropping it frees its place.
-#[derive(Debug)]
-pub(crate) struct CountedConnection {
+/// Descriptors held by client (see the module's docs). Only clients with a connection open
+/// have an entry, so it never holds more entries than the server has connections.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCounts(Mutex<HashMap<ClientKey, u64>>);
+
+/// A client's share of descriptors, and where places are taken from it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientShare {
     counts: Arc<ConnectionCounts>,
     key: ClientKey,
+    /// `max` connections' descriptors.
+    cap: u64,
+}
+
+/// One counted connection; dropping it frees its places.
+#[derive(Debug)]
+pub(crate) struct CountedConnection(Place);
+
+/// Descriptors taken from a client's share; dropping it gives them back.
+#[derive(Debug)]
+pub(crate) struct Place {
+    share: ClientShare,
+    n: u64,
 }
 
 impl ConnectionCounts {
@@ -57,17 +81,12 @@ impl ConnectionCounts {
         if limit.trusted.contains(peer) {
             return Ok(None);
         }
-        let key = ClientKey::of(peer);
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = counts.entry(key).or_insert(0);
-        if *n >= limit.max {
-            return Err(());
-        }
-        *n += 1;
-        Ok(Some(CountedConnection {
+        let share = ClientShare {
             counts: self.clone(),
-            key,
-        }))
+            key: ClientKey::of(peer),
+            cap: u64::from(limit.max) * CONNECTION,
+        };
+        share.take(CONNECTION).map(|p| Some(CountedConnection(p)))
     }
 
     #[cfg(test)]
@@ -76,13 +95,49 @@ impl ConnectionCounts {
     }
 }
 
-impl Drop for CountedConnection {
-    fn drop(&mut self) {
+impl CountedConnection {
+    /// The client's share, for the places its HTTP/2 streams take.
+    pub(crate) fn share(&self) -> ClientShare {
+        self.0.share.clone()
+    }
+}
+
+impl ClientShare {
+    /// A place for one member connection of an HTTP/2 stream or tunnel; `Err` when the
+    /// client's share is used up.
+    pub(crate) fn member_place(&self) -> Result<Place, ()> {
+        self.take(1)
+    }
+
+    fn take(&self, n: u64) -> Result<Place, ()> {
         let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        let held = counts.entry(self.key).or_insert(0);
+        if *held + n > self.cap {
+            if *held == 0 {
                 counts.remove(&self.key);
+            }
+            return Err(());
+        }
+        *held += n;
+        Ok(Place {
+            share: self.clone(),
+            n,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let share = &self.share;
+        let mut counts = share
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = counts.get_mut(&share.key) {
+            *held = held.saturating_sub(self.n);
+            if *held == 0 {
+                counts.remove(&share.key);
             }
         }
     }
@@ -112,6 +167,43 @@ mod tests {
         assert!(counts.open(a, &limit).is_ok());
         // entries leave with their last connection
         drop(_second);
+        assert_eq!(counts.clients(), 0);
+    }
+
+    #[test]
+    fn streams_take_a_share_of_what_connections_would_hold() {
+        let counts = Arc::new(ConnectionCounts::default());
+        let limit = ClientConnectionLimit::new(3, TrustedProxies::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let conn = counts.open(a, &limit).unwrap().unwrap();
+        let share = conn.share();
+        // three connections' descriptors (6): the connection's 2 and 4 streams' member
+        // connections
+        let streams: Vec<_> = (0..4).map(|_| share.member_place().unwrap()).collect();
+        assert!(share.member_place().is_err());
+        // and no connection either
+        assert!(counts.open(a, &limit).is_err());
+        drop(streams);
+        let second = counts.open(a, &limit).unwrap().unwrap();
+        let _third = counts.open(a, &limit).unwrap().unwrap();
+        assert!(share.member_place().is_err());
+        drop(second);
+        let s1 = share.member_place().unwrap();
+        let _s2 = share.member_place().unwrap();
+        assert!(share.member_place().is_err());
+        drop(s1);
+        assert!(share.member_place().is_ok());
+        // a place outliving its connection gives its descriptor back all the same
+        let late = share.member_place().unwrap();
+        drop((conn, _third, _s2));
+        assert_eq!(counts.clients(), 1);
+        drop(late);
+        assert_eq!(counts.clients(), 0);
+        // a refusal leaves no entry behind
+        let tiny = ClientConnectionLimit::new(1, TrustedProxies::default());
+        let only = counts.open(a, &tiny).unwrap().unwrap();
+        assert!(only.share().member_place().is_err());
+        drop(only);
         assert_eq!(counts.clients(), 0);
     }
 }

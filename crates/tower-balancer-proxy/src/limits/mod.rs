@@ -33,7 +33,7 @@ mod request_body;
 mod response_body;
 
 pub use client_connections::ClientConnectionLimit;
-pub(crate) use client_connections::{ConnectionCounts, CountedConnection};
+pub(crate) use client_connections::{ClientShare, ConnectionCounts, CountedConnection, Place};
 pub use client_key::ClientKey;
 pub use client_rate::{
     ClientRate, ClientRateLimit, ClientRateLimitLayer, RateLimited, ResponseFuture,

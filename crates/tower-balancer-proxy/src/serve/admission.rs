@@ -1,5 +1,5 @@
 //! What the server decides of a request before its stack sees it: refused (framing,
-//! too many fields, no place under the connection cap), or let through holding the places
+//! too many fields, no place under the connection caps), or let through holding the places
 //! it needs.
 //!
 //! Why apart from the connection's service: each rule here is a limit an attacker leans on
@@ -7,16 +7,15 @@
 //! descriptors), and each answers at once, counted as refused, with no access-log line, as
 //! hyper's own 400s are.
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::answer::InFlight;
 use super::guard::check_framing;
+use super::place::{MemberPlace, NoPlace};
 use super::stats::Refused;
 use super::status::ServeBody;
 use super::timeout::Progress;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
 
 /// Why a request was answered before the stack.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +26,8 @@ pub(super) enum Refusal {
     TooManyFields,
     /// No place under the connection cap for its member connection (503).
     NoRoom,
+    /// No place left in its client's share under the per-client cap (429).
+    ClientCap,
 }
 
 impl Refusal {
@@ -36,21 +37,22 @@ impl Refusal {
             Self::Framing => bad_request(),
             Self::TooManyFields => too_many_fields(),
             Self::NoRoom => no_room(),
+            Self::ClientCap => client_cap(),
         }
     }
 }
 
 /// Refuses `req` (see [`Refusal`]), or lets it through: `Some` for an HTTP/2 tunnel, with
-/// the place it holds for as long as it lasts (`None` with no cap); an HTTP/2 stream beside
-/// others under way on its connection gets the place for its member connection on `guard`,
-/// held until it is answered. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
+/// the places it holds for as long as it lasts; an HTTP/2 stream beside others under way on
+/// its connection gets the places for its member connection on `guard`, held until it is
+/// answered. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
 /// HTTP/1 ones are by the parser: HTTP/2 itself limits only their bytes.
 pub(super) fn admit<B>(
     req: &Request<B>,
     progress: &Progress,
     max_fields: usize,
     guard: &mut InFlight,
-) -> Result<Option<Option<OwnedSemaphorePermit>>, Refusal> {
+) -> Result<Option<MemberPlace>, Refusal> {
     let h2 = req.version() == http::Version::HTTP_2;
     if let Err(why) = check_framing(req) {
         progress.refused();
@@ -71,10 +73,11 @@ pub(super) fn admit<B>(
         // connection for as long as it lasts: it takes a place of its own under the cap
         return match progress.member_place() {
             Ok(place) => Ok(Some(place)),
-            Err(()) => {
+            Err(NoPlace::Server) => {
                 tracing::debug!("an HTTP/2 WebSocket refused: the connection cap is reached");
                 Err(Refusal::NoRoom)
             }
+            Err(NoPlace::Client) => Err(client_refused(progress)),
         };
     }
     // any other HTTP/2 stream beside one under way may need a member connection of its own:
@@ -84,11 +87,12 @@ pub(super) fn admit<B>(
     if h2 && progress.streams_in_flight() > 1 {
         match progress.member_place() {
             Ok(place) => guard.hold(place),
-            Err(()) => {
+            Err(NoPlace::Server) => {
                 stream_refused();
                 progress.note_refused(Refused::Capacity, None);
                 return Err(Refusal::NoRoom);
             }
+            Err(NoPlace::Client) => return Err(client_refused(progress)),
         }
     }
     Ok(None)
@@ -123,6 +127,27 @@ fn no_room<B>() -> Response<ServeBody<B>> {
         text,
         (http::header::RETRY_AFTER, "1"),
     )
+}
+
+/// 429 for an HTTP/2 tunnel or stream past its client's share under the per-client cap, as
+/// a request past its client's rate gets.
+fn client_cap<B>() -> Response<ServeBody<B>> {
+    page(
+        StatusCode::TOO_MANY_REQUESTS,
+        b"429 Too Many Requests\n",
+        (http::header::RETRY_AFTER, "1"),
+    )
+}
+
+/// A stream past its client's share: counted with the connections the per-client cap
+/// refused (`lb_client_limited_total{limit="connections"}`), and said at DEBUG, as they are.
+fn client_refused(progress: &Progress) -> Refusal {
+    progress.stats().refuse_per_client();
+    tracing::debug!(
+        client = ?progress.peer.map(|p| p.ip()),
+        "an HTTP/2 stream past its client's connection cap: 429"
+    );
+    Refusal::ClientCap
 }
 
 /// The server's own answer: `status`, `text` and one header.

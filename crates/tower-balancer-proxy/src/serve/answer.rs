@@ -18,9 +18,9 @@ use super::timeout::Progress;
 
 /// Marks a request's answer finished when dropped (a request dropped before it had an
 /// answer, whose client reset its stream or left, is finished too, unanswered), and lets
-/// go of the place under the connection cap an HTTP/2 stream may hold.
+/// go of the places under the connection caps an HTTP/2 stream may hold.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Progress>, Option<tokio::sync::OwnedSemaphorePermit>);
+pub(crate) struct InFlight(Arc<Progress>, Option<super::place::MemberPlace>);
 
 impl InFlight {
     /// The answer to a request on `progress`'s connection.
@@ -29,8 +29,8 @@ impl InFlight {
     }
 
     /// Holds `place` until the answer is finished.
-    pub(crate) fn hold(&mut self, place: Option<tokio::sync::OwnedSemaphorePermit>) {
-        self.1 = place;
+    pub(crate) fn hold(&mut self, place: super::place::MemberPlace) {
+        self.1 = Some(place);
     }
 }
 

@@ -42,10 +42,11 @@ use crate::forward::Tunnel;
 pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One client connection, from the TLS handshake (when the front has TLS) to its last
-/// request; `held` (its slot under the caps, its count) is released when it ends.
+/// request; `held` (its slot under the caps, its count) is released when it ends. Its
+/// HTTP/2 streams take places from `client`'s share under the per-client cap, if any.
 pub(super) async fn connection<S: Servable>(
     sock: TcpStream,
-    peer: SocketAddr,
+    (peer, client): (SocketAddr, Option<crate::limits::ClientShare>),
     (stack, tasks): (S, Tasks),
     config: Arc<ServeConfig>,
     watchers: (Watcher, tokio::sync::watch::Receiver<()>),
@@ -54,7 +55,7 @@ pub(super) async fn connection<S: Servable>(
     let _held = held;
     let progress = Arc::new(Progress::counting(
         config.stats.clone(),
-        peer,
+        (peer, client),
         tasks.clone(),
     ));
     let limits = IdleLimits {

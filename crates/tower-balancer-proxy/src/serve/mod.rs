@@ -20,6 +20,7 @@ mod front;
 mod going_away;
 mod guard;
 mod head_timer;
+mod place;
 mod plain_on_tls;
 mod progress;
 mod read_ahead;

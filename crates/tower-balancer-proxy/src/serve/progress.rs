@@ -67,6 +67,8 @@ pub(crate) struct Progress {
     tunnel: TunnelSlot,
     /// The server's client tasks, where an HTTP/2 stream's tunnel runs.
     tasks: super::tasks::Tasks,
+    /// The client's share under the per-client cap, if one is set and it is not trusted.
+    client: Option<crate::limits::ClientShare>,
 }
 
 /// [`Progress`]'s tunnel, kept until the connection's task runs it.
@@ -117,15 +119,17 @@ const ABANDONED: u64 = 128;
 
 impl Progress {
     /// A connection from `peer` of a server counting into `stats`.
+    /// Its HTTP/2 streams take places from `client`'s share, when it has one.
     pub(super) fn counting(
         stats: super::stats::ServerStats,
-        peer: SocketAddr,
+        (peer, client): (SocketAddr, Option<crate::limits::ClientShare>),
         tasks: super::tasks::Tasks,
     ) -> Self {
         Self {
             stats,
             peer: Some(peer),
             tasks,
+            client,
             ..Self::default()
         }
     }
@@ -346,13 +350,13 @@ impl Progress {
     }
 
     /// Takes on the tunnel an answer switched to: an HTTP/2 stream's (`stream`: `Some` of its
-    /// place under the connection cap) runs at once on the server's tasks, beside the
+    /// places under the connection caps) runs at once on the server's tasks, beside the
     /// connection; an HTTP/1.1 connection's is kept for [`Progress::run_tunnel`], once hyper
     /// has handed the connection over.
     pub(super) fn take_tunnel(
         &self,
         tunnel: TunnelFuture,
-        stream: Option<Option<tokio::sync::OwnedSemaphorePermit>>,
+        stream: Option<super::place::MemberPlace>,
     ) {
         if let Some(place) = stream {
             self.tasks.spawn_tunnel(tunnel, place);
@@ -365,10 +369,10 @@ impl Progress {
         }
     }
 
-    /// A place under the connection cap for an HTTP/2 stream's member connection (see
-    /// [`Tasks::member_place`](super::tasks::Tasks::member_place)).
-    pub(super) fn member_place(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
-        self.tasks.member_place()
+    /// Places under the connection caps for an HTTP/2 stream's member connection (see
+    /// [`member_place`](super::place::member_place)).
+    pub(super) fn member_place(&self) -> Result<super::place::MemberPlace, super::place::NoPlace> {
+        super::place::member_place(self.client.as_ref(), &self.tasks)
     }
 
     /// Runs the connection's tunnel to its end, if its last answer switched to one.

@@ -159,9 +159,12 @@ impl Server {
             let open = config.stats.connection();
             // the ones that ended, so the set holds only live connections
             while connections.try_join_next().is_some() {}
+            let share = counted
+                .as_ref()
+                .map(crate::limits::CountedConnection::share);
             connections.spawn(tasks.own(super::connection::connection(
                 sock,
-                peer,
+                (peer, share),
                 (stack.clone(), tasks.clone()),
                 config,
                 (graceful.watcher(), stop.clone()),

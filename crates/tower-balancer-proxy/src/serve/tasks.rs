@@ -103,8 +103,8 @@ impl Tasks {
     }
 
     /// Runs `tunnel` (an HTTP/2 stream's) on a task of the server's, beside its connection,
-    /// holding `place` (its place under the connection cap) while it lasts.
-    pub(super) fn spawn_tunnel(&self, tunnel: TunnelFuture, place: Option<OwnedSemaphorePermit>) {
+    /// holding `place` (its places under the connection caps) while it lasts.
+    pub(super) fn spawn_tunnel(&self, tunnel: TunnelFuture, place: super::place::MemberPlace) {
         let tasks = self.clone();
         drop(self.streams.spawn(self.own(async move {
             let _place = place;

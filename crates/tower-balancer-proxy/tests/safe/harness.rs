@@ -100,6 +100,64 @@ where
     format!("http://{addr}")
 }
 
+/// A member answering `/slow` after 300 ms (anything else at once) with `ok`; returns its
+/// URL and the most `/slow` requests it had under way at once.
+#[allow(dead_code)]
+pub(crate) async fn slow_member() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = most.clone();
+    let url = member(move |sock| {
+        let (n, m) = (now.clone(), seen.clone());
+        async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (n, m) = (n.clone(), m.clone());
+                async move {
+                    if req.uri().path() == "/slow" {
+                        m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        n.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"ok",
+                    ))))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        }
+    })
+    .await;
+    (url, most)
+}
+
+/// Sends `n` requests for `/slow` at once on `send`'s HTTP/2 connection; their statuses,
+/// sorted.
+#[allow(dead_code)]
+pub(crate) async fn h2_slow_burst(
+    send: &hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    n: usize,
+) -> Vec<u16> {
+    let asks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let req = Request::get("http://lb.test/slow")
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                send.send_request(req).await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for ask in asks {
+        statuses.push(ask.await.unwrap());
+    }
+    statuses.sort_unstable();
+    statuses
+}
+
 /// A member answering every request with its request line and headers, one per line; the
 /// request lines it saw are kept.
 pub(crate) async fn echo_member() -> (String, Arc<Mutex<Vec<String>>>) {
