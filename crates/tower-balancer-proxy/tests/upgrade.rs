@@ -354,6 +354,21 @@ async fn serve_with(
     forward: ForwardConfig,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let (addr, task, _) = serve_counted(member, config, forward, stop).await;
+    (addr, task)
+}
+
+/// [`serve_with`], with the server's counters.
+async fn serve_counted(
+    member: SocketAddr,
+    config: ServeConfig,
+    forward: ForwardConfig,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (
+    SocketAddr,
+    tokio::task::JoinHandle<()>,
+    tower_balancer_proxy::serve::ServerStats,
+) {
     let r = Registry::new();
     r.insert(MemberSpec::new(
         MemberId::new("node1").unwrap(),
@@ -367,6 +382,7 @@ async fn serve_with(
         .await
         .unwrap();
     let addr = server.local_addr().unwrap();
+    let stats = server.stats();
     let task = tokio::spawn(async move {
         server
             .serve(stack, async move {
@@ -375,7 +391,7 @@ async fn serve_with(
             .await
             .unwrap();
     });
-    (addr, task)
+    (addr, task, stats)
 }
 
 /// A WebSocket tunnel through the balancer at `addr`, checked to echo.
@@ -568,6 +584,43 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
         send.ready().await.unwrap();
         let again = send.send_request(extended_connect(addr)).await.unwrap();
         assert_eq!(again.status(), StatusCode::OK);
+    })
+    .await
+    .unwrap();
+}
+
+/// A WebSocket's traffic is no request's: the server counts its tunnels, those open, and
+/// their bytes each way, over HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn tunnels_and_their_bytes_are_counted() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (_stop, stop) = tokio::sync::oneshot::channel();
+        let member = echo_member().await;
+        let (addr, _task, stats) =
+            serve_counted(member, ServeConfig::new(), ForwardConfig::new(), stop).await;
+        let h1 = open_tunnel(addr).await;
+        let mut send = h2_client(addr).await;
+        send.ready().await.unwrap();
+        let mut res = send.send_request(extended_connect(addr)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut h2 = TokioIo::new(hyper::upgrade::on(&mut res).await.unwrap());
+        h2.write_all(b"hello over h2").await.unwrap();
+        let mut buf = [0u8; 13];
+        h2.read_exact(&mut buf).await.unwrap();
+        assert_eq!((stats.tunnels(), stats.tunnels_open()), (2, 2));
+        // "ping" and "hello over h2", each way
+        let bytes = stats.tunnel_bytes();
+        assert_eq!((bytes.to_members(), bytes.to_clients()), (17, 17));
+        drop((h1, h2, res));
+        let mut open = stats.tunnels_open();
+        for _ in 0..100 {
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            open = stats.tunnels_open();
+        }
+        assert_eq!((stats.tunnels(), open), (2, 0));
     })
     .await
     .unwrap();

@@ -37,4 +37,4 @@ pub use h1::H1Error;
 pub use resolve::{Addrs, Resolver};
 pub use service::Forward;
 pub use tls::UpstreamTls;
-pub use tunnel::{Tunnel, TunnelFuture};
+pub use tunnel::{Tunnel, TunnelBytes, TunnelFuture};

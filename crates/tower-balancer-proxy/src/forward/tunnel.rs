@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
@@ -29,14 +29,42 @@ pub type TunnelFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Clone)]
 pub struct Tunnel(Arc<Slot>);
 
-struct Slot(Mutex<Option<TunnelFuture>>);
+struct Slot(Mutex<Option<TunnelFuture>>, Meter);
+
+/// Where a running tunnel counts what it passes, once whoever runs it says.
+type Meter = Arc<OnceLock<TunnelBytes>>;
+
+/// Bytes tunnels passed, to members and to clients; clones share the counts. A server
+/// counts its tunnels' bytes in one, for metrics: a WebSocket's traffic is no request's,
+/// so no access-log line or response-size count has it.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelBytes(Arc<[AtomicU64; 2]>);
+
+impl TunnelBytes {
+    /// Bytes passed from clients to members.
+    #[must_use]
+    pub fn to_members(&self) -> u64 {
+        self.0[0].load(Ordering::Relaxed)
+    }
+
+    /// Bytes passed from members to clients.
+    #[must_use]
+    pub fn to_clients(&self) -> u64 {
+        self.0[1].load(Ordering::Relaxed)
+    }
+
+    fn add(&self, to_member: bool, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.0[usize::from(!to_member)].fetch_add(n, Ordering::Relaxed);
+    }
+}
 
 impl Tunnel {
     /// The tunnel between `client` and `member`, closed after `idle` with nothing sent.
     pub(crate) fn new(client: OnUpgrade, member: OnUpgrade, idle: Duration) -> Self {
-        Self(Arc::new(Slot(Mutex::new(Some(Box::pin(run(
-            client, member, idle,
-        )))))))
+        let meter = Meter::default();
+        let run = Box::pin(run(client, member, idle, meter.clone()));
+        Self(Arc::new(Slot(Mutex::new(Some(run)), meter)))
     }
 
     /// The tunnel's future, to run to its end; `None` once taken.
@@ -47,6 +75,14 @@ impl Tunnel {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+
+    /// [`take`](Self::take), its bytes counted in `bytes` as they pass.
+    #[must_use]
+    pub fn take_counted(&self, bytes: &TunnelBytes) -> Option<TunnelFuture> {
+        let tunnel = self.take()?;
+        let _ = self.0 .1.set(bytes.clone());
+        Some(tunnel)
     }
 }
 
@@ -76,7 +112,7 @@ impl Drop for Slot {
 /// [`HALF_CLOSED_IDLE`] of silence: a client that left a silent member (its end and a
 /// closed socket look alike) does not hold the tunnel, or its place under the server's
 /// caps, for longer.
-async fn run(client: OnUpgrade, member: OnUpgrade, idle: Duration) {
+async fn run(client: OnUpgrade, member: OnUpgrade, idle: Duration, meter: Meter) {
     let (client, member) = match (client.await, member.await) {
         (Ok(c), Ok(m)) => (c, m),
         (Err(e), _) | (_, Err(e)) => {
@@ -88,8 +124,8 @@ async fn run(client: OnUpgrade, member: OnUpgrade, idle: Duration) {
     let (mut member_read, mut member_write) = tokio::io::split(TokioIo::new(member));
     let last = Activity::new();
     let ended = {
-        let up = copy(&mut client_read, &mut member_write, &last);
-        let down = copy(&mut member_read, &mut client_write, &last);
+        let up = copy(&mut client_read, &mut member_write, (&last, &meter, true));
+        let down = copy(&mut member_read, &mut client_write, (&last, &meter, false));
         tokio::pin!(up, down);
         let first = tokio::select! {
             e = &mut up => e.map(|()| Some(true)),
@@ -129,8 +165,13 @@ const HALF_CLOSED_IDLE: Duration = Duration::from_secs(10);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Bytes from `from` to `to` until `from` ends, whose end is then passed on (`Ok`), or either
-/// fails; `last` is set at every read.
-async fn copy<R, W>(from: &mut R, to: &mut W, last: &Activity) -> std::io::Result<()>
+/// fails; `last` is set at every read, and what is written counted on the meter (bytes to
+/// the member when `to_member`).
+async fn copy<R, W>(
+    from: &mut R,
+    to: &mut W,
+    (last, meter, to_member): (&Activity, &Meter, bool),
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -144,6 +185,9 @@ where
         last.touch();
         to.write_all(&buf[..n]).await?;
         to.flush().await?;
+        if let Some(bytes) = meter.get() {
+            bytes.add(to_member, n);
+        }
     }
 }
 

@@ -361,7 +361,7 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
         .encode(e.encode_family(&[("result", "plain_http")])?)?;
     let mut e = encoder.encode_descriptor(
             "lb_client_limited",
-            "What per-client limits refused: requests over the rate (429), connections over the cap (closed at accept).",
+            "What per-client limits refused: requests over the rate (429), connections over the cap (closed at accept) and HTTP/2 streams past the client's share of it (429).",
             None,
             MetricType::Counter,
         )?;
@@ -377,9 +377,10 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
     for (class, n) in s.answers() {
         ConstCounter::new(n).encode(e.encode_family(&[("code", class)])?)?;
     }
+    tunnels(encoder, s)?;
     let mut e = encoder.encode_descriptor(
             "lb_client_requests_refused",
-            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400: a head the HTTP/1 parser refuses, a Transfer-Encoding it cannot frame among them), too_large (431 or 414), timeout (a head not complete in time, 408), framing (a parsed request whose Host, Transfer-Encoding, scheme or method is refused, such as a bad or repeated Host, chunked twice or CONNECT, 400)., capacity (an HTTP/2 stream with no place for its member connection under the connection cap, 503)",
+            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400: a head the HTTP/1 parser refuses, a Transfer-Encoding it cannot frame among them), too_large (431 or 414), timeout (a head not complete in time, 408), framing (a parsed request whose Host, Transfer-Encoding, scheme or method is refused, such as a bad or repeated Host, chunked twice or CONNECT, 400), capacity (an HTTP/2 stream with no place for its member connection under the connection cap, 503).",
             None,
             MetricType::Counter,
         )?;
@@ -396,6 +397,36 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
         ConstCounter::new(n).encode(e.encode_family(&[("reason", reason)])?)?;
     }
     Ok(())
+}
+
+/// The WebSocket tunnels: opened, open now, and the bytes they passed each way (a tunnel's
+/// traffic is no request's: neither the access log nor the members' byte counts have it).
+fn tunnels(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result {
+    let plain: [(&str, &str); 0] = [];
+    let mut e = encoder.encode_descriptor(
+        "lb_client_tunnels",
+        "WebSocket tunnels opened (HTTP/1.1 upgrades and HTTP/2 extended CONNECTs).",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(s.tunnels()).encode(e.encode_family(&plain)?)?;
+    let mut e = encoder.encode_descriptor(
+        "lb_client_tunnels_open",
+        "WebSocket tunnels open now.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(signed(s.tunnels_open())).encode(e.encode_family(&plain)?)?;
+    let mut e = encoder.encode_descriptor(
+        "lb_client_tunnel_bytes",
+        "Bytes WebSocket tunnels passed, by direction: to_member (from clients) and to_client (from members).",
+        None,
+        MetricType::Counter,
+    )?;
+    let bytes = s.tunnel_bytes();
+    ConstCounter::new(bytes.to_members())
+        .encode(e.encode_family(&[("direction", "to_member")])?)?;
+    ConstCounter::new(bytes.to_clients()).encode(e.encode_family(&[("direction", "to_client")])?)
 }
 
 /// The configuration's reloads, named as Prometheus names its own.

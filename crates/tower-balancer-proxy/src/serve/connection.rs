@@ -186,7 +186,9 @@ fn connection_service<S: Servable>(
             }
             if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
                 conn_progress.upgraded();
-                if let Some(tunnel) = res.extensions().get::<Tunnel>().and_then(Tunnel::take) {
+                let bytes = conn_progress.stats().tunnel_bytes();
+                let tunnel = res.extensions().get::<Tunnel>();
+                if let Some(tunnel) = tunnel.and_then(|t| t.take_counted(bytes)) {
                     // an HTTP/2 stream's runs beside the connection's other streams
                     conn_progress.take_tunnel(tunnel, place);
                 }

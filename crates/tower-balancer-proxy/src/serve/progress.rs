@@ -358,6 +358,7 @@ impl Progress {
         tunnel: TunnelFuture,
         stream: Option<super::place::MemberPlace>,
     ) {
+        let tunnel = self.stats.open_tunnel(tunnel);
         if let Some(place) = stream {
             self.tasks.spawn_tunnel(tunnel, place);
         } else {

@@ -1,5 +1,6 @@
 //! What the server counts for metrics: connections accepted and open, TLS handshakes and
-//! their failures, and the answers its clients got by status class. Shared by every clone of
+//! their failures, the answers its clients got by status class, and its WebSocket tunnels
+//! and their bytes. Shared by every clone of
 //! a [`ServeConfig`](super::ServeConfig), so the workers serving one front count together.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,9 @@ struct Counters {
     refused_framing: AtomicU64,
     refused_capacity: AtomicU64,
     closed: [AtomicU64; 5],
+    tunnels: AtomicU64,
+    tunnels_open: AtomicU64,
+    tunnel_bytes: crate::forward::TunnelBytes,
     answers: Answers,
 }
 
@@ -184,6 +188,38 @@ impl ServerStats {
         self.0.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// WebSocket tunnels opened, over HTTP/1.1 and HTTP/2.
+    #[must_use]
+    pub fn tunnels(&self) -> u64 {
+        self.0.tunnels.load(Ordering::Relaxed)
+    }
+
+    /// WebSocket tunnels open now.
+    #[must_use]
+    pub fn tunnels_open(&self) -> u64 {
+        self.0.tunnels_open.load(Ordering::Relaxed)
+    }
+
+    /// The bytes the tunnels passed, each way.
+    #[must_use]
+    pub fn tunnel_bytes(&self) -> &crate::forward::TunnelBytes {
+        &self.0.tunnel_bytes
+    }
+
+    /// `tunnel`, counted as opened, and as open until it ends.
+    pub(crate) fn open_tunnel(
+        &self,
+        tunnel: crate::forward::TunnelFuture,
+    ) -> crate::forward::TunnelFuture {
+        self.0.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.0.tunnels_open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenTunnel(self.0.clone());
+        Box::pin(async move {
+            let _open = open;
+            tunnel.await;
+        })
+    }
+
     /// Counts an accepted connection, open until the guard is dropped.
     pub(crate) fn connection(&self) -> OpenConnection {
         self.0.accepted.fetch_add(1, Ordering::Relaxed);
@@ -208,5 +244,14 @@ pub(crate) struct OpenConnection(Arc<Counters>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One open tunnel.
+struct OpenTunnel(Arc<Counters>);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.tunnels_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
