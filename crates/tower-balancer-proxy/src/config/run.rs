@@ -119,20 +119,8 @@ impl Gateway {
     /// # Errors
     /// [`BindError`] naming the address that could not be opened and what to do.
     pub async fn bind(mut self) -> Result<Bound, BindError> {
+        // the cap is the process's: the workers share its places (`Server::serve`)
         let workers = self.workers();
-        if workers > 1 {
-            // the cap is the process's: each worker takes its share
-            let cap = self
-                .front
-                .serve
-                .max_connections
-                .unwrap_or_else(crate::serve::default_max_connections);
-            self.front.serve = self
-                .front
-                .serve
-                .clone()
-                .max_connections((cap / workers).max(1));
-        }
         let (front, extra) = self.open_front(workers).await?;
         let access_log = match self.front.access_log.clone() {
             Some((target, format)) => {

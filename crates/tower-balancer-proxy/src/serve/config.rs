@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub(crate) client_connections: Option<ClientConnectionLimit>,
     /// Open connections by client, shared by every server of this front and kept by reloads.
     pub(crate) client_counts: Arc<ConnectionCounts>,
+    /// The places under the connection cap, shared by every server of this front.
+    pub(crate) places: Arc<super::server::SharedPlaces>,
 }
 
 /// Descriptors kept for everything that is not a client or member connection: listeners,
@@ -74,6 +76,7 @@ impl ServeConfig {
             stats: super::stats::ServerStats::default(),
             client_connections: None,
             client_counts: Arc::default(),
+            places: Arc::default(),
         }
     }
 
@@ -144,6 +147,8 @@ impl ServeConfig {
     /// is kept in descriptors, two a connection (its own and its member connection's): an
     /// HTTP/2 stream beside others under way on its connection, or an HTTP/2 tunnel, holds
     /// one more while it lasts, and one that finds no room gets 503 with `Retry-After: 1`.
+    /// Servers whose settings come from one `ServeConfig` (the workers on one port) share
+    /// the cap: descriptors are the process's.
     /// Default: [`default_max_connections`], from the open-file limit when serving starts.
     #[must_use]
     pub const fn max_connections(mut self, n: usize) -> Self {

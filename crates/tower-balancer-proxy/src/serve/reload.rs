@@ -149,6 +149,7 @@ impl LiveSettings {
             max_connections: old.max_connections,
             stats: old.stats.clone(),
             client_counts: old.client_counts.clone(),
+            places: old.places.clone(),
             ..config
         };
         self.0.store(Arc::new(config));

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use hyper_util::server::graceful::GracefulShutdown;
@@ -22,6 +22,30 @@ use super::tasks::Tasks;
 /// A client connection's places under the cap, which counts descriptors: its own and the
 /// member connection its request may need (the cap is half the descriptors for that).
 const CONNECTION: usize = 2;
+
+/// The places under the connection cap, made by the first server of a front to serve and
+/// shared by every server whose settings come from the same [`ServeConfig`] (the workers
+/// on one port): descriptors are the process's, so the cap is too. A server with another
+/// cap makes its own.
+#[derive(Debug, Default)]
+pub(crate) struct SharedPlaces(Mutex<Option<(usize, Arc<Semaphore>)>>);
+
+impl SharedPlaces {
+    /// The places of a cap of `cap` connections.
+    fn for_cap(&self, cap: usize) -> Arc<Semaphore> {
+        let mut places = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*places {
+            Some((c, shared)) if *c == cap => shared.clone(),
+            _ => {
+                let made = Arc::new(Semaphore::new(
+                    cap.saturating_mul(CONNECTION).min(Semaphore::MAX_PERMITS),
+                ));
+                *places = Some((cap, made.clone()));
+                made
+            }
+        }
+    }
+}
 
 /// Serves a tower stack to clients. See the crate docs for a complete example.
 #[derive(Debug)]
@@ -115,17 +139,15 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
-        let cap = self
-            .settings
-            .current()
+        let settings = self.settings.current();
+        let cap = settings
             .max_connections
             .unwrap_or_else(super::config::default_max_connections);
         // counted in descriptors: a connection takes two (its own and the member connection
         // its request may need), and an HTTP/2 stream beside others, or a tunnel, one (its
-        // member connection)
-        let slots = Arc::new(Semaphore::new(
-            cap.saturating_mul(CONNECTION).min(Semaphore::MAX_PERMITS),
-        ));
+        // member connection); shared with the other workers on the port
+        let slots = settings.places.for_cap(cap);
+        drop(settings);
         // every connection's task, and every HTTP/2 stream's, to drop at the timeout; an
         // HTTP/2 tunnel takes a place under the cap of its own
         let tasks = Tasks::with_places(slots.clone());
@@ -137,7 +159,7 @@ impl Server {
         // at the next line it lets through (which may be days after an outage)
         let _counts = tower_balancer::log_budget::spawn_reporter();
         loop {
-            let Some((slot, accepted)) = self.admit(&slots, shutdown.as_mut()).await else {
+            let Some(accepted) = self.accept(shutdown.as_mut()).await else {
                 break;
             };
             let (sock, peer) = match accepted {
@@ -153,6 +175,11 @@ impl Server {
                 // past the client's cap: closed before a byte is read
                 drop(sock);
                 continue;
+            };
+            // at the cap, it waits unread for a connection to close (and the ones behind it
+            // in the backlog), so descriptors stay for members and probes
+            let Some(slot) = place(&slots, shutdown.as_mut()).await else {
+                break;
             };
             let _ = sock.set_nodelay(true);
             super::unsent::limit_unsent(&sock);
@@ -180,12 +207,8 @@ impl Server {
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             // how many, so an operator knows what the stop cost (their requests get no answer)
-            let open = cap
-                .saturating_mul(CONNECTION)
-                .saturating_sub(slots.available_permits())
-                / CONNECTION;
             tracing::warn!(
-                connections = open,
+                connections = connections.len(),
                 tunnels = tasks.tunnels(),
                 "graceful shutdown timed out; remaining connections are dropped"
             );
@@ -228,30 +251,42 @@ fn count_client(
         })
 }
 
+/// A connection's places under the cap, once there are (at the cap, when a connection
+/// closes); `None` once `shutdown` completes.
+///
+/// Why after the accept, not before: with several workers on a port, each taking its
+/// places before accepting held them while its own backlog was empty, and a client the
+/// kernel gave another worker waited with the cap not reached. Taken after, a worker at the
+/// cap holds one accepted connection unread (one descriptor a worker, in the reserve).
+async fn place(
+    slots: &Arc<Semaphore>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = slots.clone().try_acquire_many_owned(CONNECTION as u32) {
+        return Some(slot);
+    }
+    let mut acquire = pin!(slots.clone().acquire_many_owned(CONNECTION as u32));
+    std::future::poll_fn(|cx| {
+        if shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        acquire.as_mut().poll(cx).map(Result::ok)
+    })
+    .await
+}
+
 impl Server {
-    /// The next client connection with its slot under the connection cap; `None` once
-    /// `shutdown` completes. At the cap it waits for a connection to close before accepting,
-    /// so new clients wait in the backlog and descriptors stay for members and probes.
-    async fn admit(
+    /// The next client connection; `None` once `shutdown` completes.
+    async fn accept(
         &self,
-        slots: &Arc<Semaphore>,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
-    ) -> Option<(OwnedSemaphorePermit, io::Result<(TcpStream, SocketAddr)>)> {
-        let mut acquire = pin!(slots.clone().acquire_many_owned(CONNECTION as u32));
-        let slot = std::future::poll_fn(|cx| {
-            if shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            acquire.as_mut().poll(cx).map(Result::ok)
-        })
-        .await?;
-        let accepted = std::future::poll_fn(|cx| {
+    ) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        std::future::poll_fn(|cx| {
             if shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
             self.listener.poll_accept(cx).map(Some)
         })
-        .await?;
-        Some((slot, accepted))
+        .await
     }
 }
