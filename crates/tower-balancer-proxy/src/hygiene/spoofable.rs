@@ -24,7 +24,7 @@ const NONE: &[&[u8]] = &[];
 
 /// The forwarding headers of every proxy, CDN and platform that writes the client's
 /// address, scheme, certificate or original URL, filed by a name's first byte (and, for
-/// `x-` names, its third), so a name is compared with at most six entries rather than 44
+/// `x-` names, its third), so a name is compared with at most seven entries rather than 65
 /// (every request's `X-Request-Id` with none of the `X-Forwarded` family). The flat lists
 /// they were split from are in the tests, which hold the two to agreeing.
 fn candidates(n: &[u8]) -> Candidates {
@@ -41,38 +41,51 @@ fn candidates(n: &[u8]) -> Candidates {
             b"x-authenticated-",
             b"x-auth-request-",
             b"x-amzn-oidc-",
+            b"x-amzn-mtls-",
         ],
     );
-    const X_G: Candidates = (NONE, &[b"x-goog-authenticated-"]);
-    const X_M: Candidates = (NONE, &[b"x-ms-client-principal"]);
+    const X_G: Candidates = (NONE, &[b"x-goog-authenticated-", b"x-goog-iap-"]);
+    const X_M: Candidates = (NONE, &[b"x-ms-client-principal", b"x-ms-token-"]);
     const X_W: Candidates = (NONE, &[b"x-webauth-"]);
-    const X_S: Candidates = (&[b"x-scheme"], &[b"x-ssl-"]);
-    const X_P: Candidates = (NONE, &[b"x-proxyuser-", b"x-proxymesh-"]);
+    const X_S: Candidates = (&[b"x-scheme"], &[b"x-ssl-", b"x-sucuri-"]);
+    const X_P: Candidates = (NONE, &[b"x-proxyuser-", b"x-proxymesh-", b"x-pomerium-"]);
+    const X_V: Candidates = (NONE, &[b"x-vercel-", b"x-vouch-"]);
+    const X_N: Candidates = (NONE, &[b"x-nf-client-"]);
     const X_C: Candidates = (
         &[
             b"x-client-ip",
-            b"x-client-cert",
+            b"x-client-dn",
+            b"x-client-s-dn",
+            b"x-client-i-dn",
+            b"x-client-verify",
             b"x-custom-ip-authorization",
         ],
-        &[b"x-cluster-client-"],
+        &[b"x-cluster-client-", b"x-client-cert"],
     );
-    const X_H: Candidates = (&[b"x-host", b"x-http-host-override"], NONE);
+    const X_H: Candidates = (&[b"x-host", b"x-http-host-override", b"x-https"], NONE);
     const X_U: Candidates = (&[b"x-url-scheme"], NONE);
     const F: Candidates = (
         &[b"forwarded", b"forwarded-for", b"front-end-https"],
         &[b"fastly-client-", b"fly-client-"],
     );
+    // RFC 9440's `Client-Cert` and `Client-Cert-Chain` among them
     const C: Candidates = (
-        &[b"client-ip"],
+        &[b"client-ip", b"cdn-src-ip", b"client-cert", b"client-cert-chain"],
         &[b"cf-connecting-", b"cf-visitor", b"cf-access-"],
     );
-    const R: Candidates = (&[b"remote-user"], NONE);
+    // Apache's `REMOTE_USER`, Authelia's `Remote-Groups`, `-Email`, `-Name`
+    const R: Candidates = (NONE, &[b"remote-"]);
+    // oauth2-proxy's
+    const G: Candidates = (&[b"gap-auth"], NONE);
+    // CGI's `HTTPS=on`
+    const H: Candidates = (&[b"https"], NONE);
+    const I: Candidates = (&[b"incap-client-ip"], NONE);
     // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients in the member then use
     const P: Candidates = (&[b"proxy"], &[b"proxy-client-"]);
-    const T: Candidates = (NONE, &[b"true-client-"]);
+    const T: Candidates = (NONE, &[b"true-client-", b"tailscale-"]);
     const S: Candidates = (NONE, &[b"ssl-client"]);
     const W: Candidates = (NONE, &[b"wl-proxy-"]);
-    const A: Candidates = (NONE, &[b"akamai-client-"]);
+    const A: Candidates = (NONE, &[b"akamai-client-", b"ali-cdn-"]);
     match (n.first(), n.get(2)) {
         (Some(b'x'), Some(third)) => match third {
             b'f' => X_F,
@@ -88,6 +101,8 @@ fn candidates(n: &[u8]) -> Candidates {
             b'g' => X_G,
             b'm' => X_M,
             b'w' => X_W,
+            b'v' => X_V,
+            b'n' => X_N,
             _ => (NONE, NONE),
         },
         (Some(b'f'), _) => F,
@@ -98,6 +113,9 @@ fn candidates(n: &[u8]) -> Candidates {
         (Some(b'w'), _) => W,
         (Some(b'a'), _) => A,
         (Some(b'r'), _) => R,
+        (Some(b'g'), _) => G,
+        (Some(b'h'), _) => H,
+        (Some(b'i'), _) => I,
         _ => (NONE, NONE),
     }
 }
@@ -114,8 +132,9 @@ fn dashed(a: &[u8], b: &[u8]) -> bool {
 /// user or a URL through `name`: the whole `X-Forwarded-*` family, `Forwarded`, `X-Real-*`,
 /// the client-address headers of CDNs and platforms (Cloudflare, Akamai, Fastly, Azure, App
 /// Engine, Fly, Envoy, WebLogic's `WL-Proxy-*`), client-certificate headers, the user headers
-/// of authenticating proxies (`Remote-User`, `X-Remote-*`, `X-Authenticated-*`,
-/// `X-Auth-Request-*`, `X-WEBAUTH-*`, IAP's, ALB's, App Service's and Cloudflare Access's),
+/// of authenticating proxies (`Remote-*`, `X-Remote-*`, `X-Authenticated-*`,
+/// `X-Auth-Request-*`, `GAP-Auth`, `X-WEBAUTH-*`, Pomerium's, Vouch's, Tailscale's, IAP's,
+/// ALB's, App Service's and Cloudflare Access's tokens and claims), CGI's `HTTPS`,
 /// `X-Original-*` and `X-Rewrite-URL`, and httpoxy's `Proxy`, in any spelling with
 /// underscores for dashes.
 ///
@@ -161,12 +180,11 @@ mod tests {
     use proptest::prelude::*;
 
     /// Names matched whole: the flat list [`candidates`] files by letter.
-    const NAMES: [&str; 15] = [
+    const NAMES: [&str; 24] = [
         "forwarded",
         "forwarded-for",
         "client-ip",
         "x-client-ip",
-        "x-client-cert",
         "x-originating-ip",
         "x-rewrite-url",
         "x-host",
@@ -176,11 +194,21 @@ mod tests {
         "x-http-host-override",
         "proxy",
         "x-custom-ip-authorization",
-        "remote-user",
+        "x-client-dn",
+        "x-client-s-dn",
+        "x-client-i-dn",
+        "x-client-verify",
+        "x-https",
+        "client-cert",
+        "client-cert-chain",
+        "cdn-src-ip",
+        "gap-auth",
+        "https",
+        "incap-client-ip",
     ];
 
     /// Families matched by their start, flat.
-    const PREFIXES: [&str; 29] = [
+    const PREFIXES: [&str; 41] = [
         "x-forwarded",
         "x-forward-",
         "x-original-",
@@ -210,6 +238,18 @@ mod tests {
         "x-goog-authenticated-",
         "x-ms-client-principal",
         "x-webauth-",
+        "x-amzn-mtls-",
+        "x-goog-iap-",
+        "x-ms-token-",
+        "x-sucuri-",
+        "x-pomerium-",
+        "x-vercel-",
+        "x-vouch-",
+        "x-nf-client-",
+        "x-client-cert",
+        "remote-",
+        "tailscale-",
+        "ali-cdn-",
     ];
 
     /// What the flat lists say of `n`, every entry tried.
@@ -319,6 +359,33 @@ mod tests {
             "x-amzn-oidc-identity",
             "x-ms-client-principal-name",
             "cf-access-authenticated-user-email",
+            "client-cert",
+            "client-cert-chain",
+            "x-amzn-mtls-clientcert-subject",
+            "x-ms-token-aad-id-token",
+            "x-goog-iap-jwt-assertion",
+            "remote-groups",
+            "remote-email",
+            "remote-name",
+            "x-client-dn",
+            "x-client-verify",
+            "x-client-cert-dn",
+            "x-client-certificate",
+            "incap-client-ip",
+            "x-sucuri-clientip",
+            "x-vercel-forwarded-for",
+            "x-nf-client-connection-ip",
+            "ali-cdn-real-ip",
+            "cdn-src-ip",
+            "tailscale-user-login",
+            "tailscale-user-name",
+            "https",
+            "x-https",
+            "gap-auth",
+            "x-pomerium-jwt-assertion",
+            "x-pomerium-claim-email",
+            "x-vouch-user",
+            "x-vouch-idp-claims-groups",
         ] {
             assert!(
                 is_forwarding_header(&HeaderName::from_bytes(n.as_bytes()).unwrap()),
@@ -333,12 +400,19 @@ mod tests {
             "x-forwarde",
             "via",
             "host",
-            "remote-addr-hint",
+            "retry-after",
             "x-auth-token",
             "authorization",
             "x-amzn-trace-id",
             "x-ms-request-id",
             "x-goog-api-key",
+            "x-client-data",
+            "x-client-version",
+            "http2-settings",
+            "if-none-match",
+            "x-ms-request-id",
+            "referer",
+            "range",
         ] {
             assert!(
                 !is_forwarding_header(&HeaderName::from_bytes(n.as_bytes()).unwrap()),
