@@ -558,7 +558,8 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
         // the cap of 3 connections is 6 descriptors: two for the connection, one for each of
         // four tunnels
         let config = ServeConfig::new().max_connections(3);
-        let (addr, _task) = serve_until(echo_member().await, config, stop).await;
+        let (addr, _task, stats) =
+            serve_counted(echo_member().await, config, ForwardConfig::new(), stop).await;
         let mut send = h2_client(addr).await;
         let mut open = Vec::new();
         let mut statuses = Vec::new();
@@ -580,6 +581,8 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
                 StatusCode::SERVICE_UNAVAILABLE
             ]
         );
+        // refused before the stack, as an HTTP/2 request past the cap is: counted
+        assert!(stats.refused_requests().contains(&("capacity", 1)));
         // a tunnel closes: its place is free again
         drop(open.pop());
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -70,7 +70,12 @@ fn candidates(n: &[u8]) -> Candidates {
     );
     // RFC 9440's `Client-Cert` and `Client-Cert-Chain` among them
     const C: Candidates = (
-        &[b"client-ip", b"cdn-src-ip", b"client-cert", b"client-cert-chain"],
+        &[
+            b"client-ip",
+            b"cdn-src-ip",
+            b"client-cert",
+            b"client-cert-chain",
+        ],
         &[b"cf-connecting-", b"cf-visitor", b"cf-access-"],
     );
     // Apache's `REMOTE_USER`, Authelia's `Remote-Groups`, `-Email`, `-Name`

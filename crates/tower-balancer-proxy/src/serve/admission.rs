@@ -74,7 +74,8 @@ pub(super) fn admit<B>(
         return match progress.member_place() {
             Ok(place) => Ok(Some(place)),
             Err(NoPlace::Server) => {
-                tracing::debug!("an HTTP/2 WebSocket refused: the connection cap is reached");
+                stream_refused();
+                progress.note_refused(Refused::Capacity, Some(&"an HTTP/2 WebSocket"));
                 Err(Refusal::NoRoom)
             }
             Err(NoPlace::Client) => Err(client_refused(progress)),
