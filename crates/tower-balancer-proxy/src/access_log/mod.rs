@@ -265,13 +265,8 @@ where
                 logging: false,
             };
         };
-        let header = |n: header::HeaderName| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
+        let header =
+            |n: header::HeaderName| req.headers().get(n).map_or_else(|| "-".to_owned(), logged);
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let entry = Arc::new(Entry {
             replaced: AtomicU16::new(0),
@@ -292,6 +287,19 @@ where
             entry: Some(entry),
             logging: true,
         }
+    }
+}
+
+/// A header's value as the log writes it: as sent, and with bytes past ASCII as UTF-8 when
+/// they are, else each as the character of its value (the line escapes them as `\u{..}`),
+/// so a client cannot hide its `User-Agent` from the log with one such byte (it was `-`).
+fn logged(v: &http::HeaderValue) -> String {
+    match v.to_str() {
+        Ok(s) => s.to_owned(),
+        Err(_) => std::str::from_utf8(v.as_bytes()).map_or_else(
+            |_| v.as_bytes().iter().map(|&b| char::from(b)).collect(),
+            str::to_owned,
+        ),
     }
 }
 

@@ -220,3 +220,17 @@ async fn lines_left_queued_are_counted_when_abandoned() {
     assert_eq!(log.dropped(), 3);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_header_with_bytes_past_ascii_is_logged_not_blanked() {
+    let v = |b: &[u8]| http::HeaderValue::from_bytes(b).unwrap();
+    assert_eq!(logged(&v(b"curl/8.5")), "curl/8.5");
+    // UTF-8 as such, anything else a character a byte
+    assert_eq!(logged(&v("Mozilla é".as_bytes())), "Mozilla é");
+    assert_eq!(logged(&v(b"sqlmap/1.0 \xff")), "sqlmap/1.0 \u{ff}");
+    // and the combined line escapes them, so a byte cannot pass as anything else
+    assert_eq!(
+        logged(&v(b"a\xff\"b")).escape_default().to_string(),
+        "a\\u{ff}\\\"b"
+    );
+}
