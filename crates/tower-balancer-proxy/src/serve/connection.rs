@@ -251,11 +251,16 @@ where
     B::Error: Into<BoxError>,
 {
     let mut read = bytes::BytesMut::new();
+    let alpn_h2 = own.is_none();
     if let Some(limits) = own {
         match front::serve(&mut io.clone(), &mut svc, limits, &stop).await {
             front::Ended::Closed => return None,
             front::Ended::HandOver(bytes) => read = bytes,
         }
+    }
+    if alpn_h2 || read.starts_with(b"PRI * HTTP/2") {
+        // known before its first request, so a stop closes one that never makes any
+        io.progress().speaks_h2();
     }
     let progress = io.progress_handle();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {

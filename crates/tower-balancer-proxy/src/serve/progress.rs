@@ -330,6 +330,12 @@ impl Progress {
         self.last_had_body.store(body, Ordering::Relaxed);
     }
 
+    /// The connection speaks HTTP/2 (its preface, or TLS's ALPN, said so), whether or not
+    /// it has sent a request yet.
+    pub(super) fn speaks_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
     /// The connection's requests read and not yet answered (this one's among them, once
     /// its head is read).
     pub(super) fn streams_in_flight(&self) -> u64 {
