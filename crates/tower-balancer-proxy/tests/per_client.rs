@@ -212,6 +212,74 @@ async fn an_http2_clients_streams_count_under_its_connection_cap() {
     );
 }
 
+/// Behind a trusted proxy the connections are the proxy's: each request under way of the
+/// client it names counts as one of that client's connections. The cap did nothing there:
+/// one client behind a CDN had as many requests under way as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_clients_requests_under_way_count_as_its_connections() {
+    let (url, _) = harness::slow_member().await;
+    let lb = lb(
+        &[url],
+        "[server.per_client]\nconnections = 2\n",
+        "trusted_proxies = [\"127.0.0.1\"]",
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let asks: Vec<_> = (0..5)
+        .map(|_| "203.0.113.7")
+        .chain(["203.0.113.8", ""])
+        .map(|c| {
+            let addr = lb.addr;
+            tokio::spawn(async move {
+                let xff = if c.is_empty() {
+                    String::new()
+                } else {
+                    format!("X-Forwarded-For: {c}\r\n")
+                };
+                let head = format!(
+                    "GET /slow HTTP/1.1\r\nHost: lb.test\r\n{xff}Connection: close\r\n\r\n"
+                );
+                let out = raw(addr, head.as_bytes(), 5 * SECOND).await;
+                (c, out[9..12].to_owned())
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for a in asks {
+        got.push(a.await.unwrap());
+    }
+    got.sort();
+    // the proxy's own request (no forwarded address) and the other client are served; the
+    // first client has two requests under way, and three more get 429
+    assert_eq!(
+        got.iter()
+            .map(|(c, s)| format!("{c}={s}"))
+            .collect::<Vec<_>>(),
+        [
+            "=200",
+            "203.0.113.7=200",
+            "203.0.113.7=200",
+            "203.0.113.7=429",
+            "203.0.113.7=429",
+            "203.0.113.7=429",
+            "203.0.113.8=200"
+        ]
+    );
+    // its places came back with its answers
+    let out = raw(
+        lb.addr,
+        b"GET /x HTTP/1.1\r\nHost: lb.test\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n",
+        5 * SECOND,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let m = harness::metrics(&lb).await;
+    assert!(
+        m.contains("lb_client_limited_total{limit=\"connections\"} 3"),
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn without_a_trusted_proxy_forwarded_addresses_are_not_believed() {
     let (member, _) = echo_member().await;

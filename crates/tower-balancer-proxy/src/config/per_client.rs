@@ -31,7 +31,8 @@ pub struct PerClientSection {
     #[serde(default, deserialize_with = "count_opt")]
     pub burst: Option<u32>,
     /// nginx `limit_conn`: connections a client may have open at once; one past it is closed
-    /// as soon as it is accepted. Trusted proxies are not capped.
+    /// as soon as it is accepted. Trusted proxies are not capped: each request under way of
+    /// a client behind one counts as one of that client's connections instead (429 past it).
     #[serde(default, deserialize_with = "count_opt")]
     pub connections: Option<u32>,
     /// How many clients the rate table remembers at once (default 65,536, a few MiB); past

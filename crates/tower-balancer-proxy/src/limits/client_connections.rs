@@ -4,9 +4,11 @@
 //! takes the slots of the server's connection cap from everybody else (the slowloris
 //! family). Counting per address and closing a connection past the cap at once, before a
 //! byte is read, costs the server nothing (nginx `limit_conn`, HAProxy `src_conn_cur` with
-//! `tcp-request connection reject`). Trusted proxies are not capped: every client behind
-//! them shares their address; their clients' request rate is limited by
-//! [`ClientRateLimitLayer`](super::ClientRateLimitLayer) instead.
+//! `tcp-request connection reject`). Trusted proxies' connections are not capped: every
+//! client behind them shares their address. Instead each request under way of a client
+//! behind one (the first untrusted address of `X-Forwarded-For` from the right) counts as
+//! one of that client's connections while it is answered, as nginx's `limit_conn` behind
+//! `real_ip` counts.
 //!
 //! Counted in descriptors, as the server's own cap is: a connection takes two (its own and
 //! the member connection its request may need), and an HTTP/2 stream beside others on its
@@ -23,8 +25,9 @@ use super::client_key::ClientKey;
 use crate::hygiene::TrustedProxies;
 
 /// At most `max` connections open at once from one client address (an IPv6 /64 counts as
-/// one), trusted proxies excepted; its HTTP/2 streams beside others, and its HTTP/2
-/// tunnels, take half a connection's share each while they last (see the module's docs).
+/// one); its HTTP/2 streams beside others, and its HTTP/2 tunnels, take half a
+/// connection's share each while they last. Behind a trusted proxy, a client's requests
+/// under way count as its connections (see the module's docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConnectionLimit {
     pub(crate) max: u32,
@@ -92,6 +95,24 @@ impl ConnectionCounts {
     #[cfg(test)]
     fn clients(&self) -> usize {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+impl ConnectionCounts {
+    /// A request under way of `real`, a client behind a trusted proxy: its connections are
+    /// the proxy's, so each of its requests under way takes a connection's places from its
+    /// share (nginx's `limit_conn` behind `real_ip` counts the same); `Err` past it.
+    pub(crate) fn behind_proxy(
+        self: &Arc<Self>,
+        real: IpAddr,
+        limit: &ClientConnectionLimit,
+    ) -> Result<Place, ()> {
+        let share = ClientShare {
+            counts: self.clone(),
+            key: ClientKey::of(real),
+            cap: u64::from(limit.max) * CONNECTION,
+        };
+        share.take(CONNECTION)
     }
 }
 

@@ -68,11 +68,15 @@ pub(super) fn admit<B>(
         // what the request carried pays for frames (`flood.rs`); a refused one does not
         progress.overhead().head(req);
     }
+    // behind a trusted proxy, the client the proxy names holds its places while answered
+    let behind = progress
+        .request_place(req.headers())
+        .map_err(|()| client_refused(progress))?;
     if req.method() == http::Method::CONNECT {
         // an HTTP/2 WebSocket (extended CONNECT; a plain one was refused) holds a member
         // connection for as long as it lasts: it takes a place of its own under the cap
         return match progress.member_place() {
-            Ok(place) => Ok(Some(place)),
+            Ok(place) => Ok(Some(place.with_client(behind))),
             Err(NoPlace::Server) => {
                 stream_refused();
                 progress.note_refused(Refused::Capacity, Some(&"an HTTP/2 WebSocket"));
@@ -85,9 +89,10 @@ pub(super) fn admit<B>(
     // it holds a place under the cap until it is answered, so a few clients' streams cannot
     // open more member connections than the descriptors have room for (every connect then
     // failed with `EMFILE`, the probes' too)
+    let mut held = None;
     if h2 && progress.streams_in_flight() > 1 {
         match progress.member_place() {
-            Ok(place) => guard.hold(place),
+            Ok(place) => held = Some(place),
             Err(NoPlace::Server) => {
                 stream_refused();
                 progress.note_refused(Refused::Capacity, None);
@@ -95,6 +100,9 @@ pub(super) fn admit<B>(
             }
             Err(NoPlace::Client) => return Err(client_refused(progress)),
         }
+    }
+    if held.is_some() || behind.is_some() {
+        guard.hold(held.unwrap_or_default().with_client(behind));
     }
     Ok(None)
 }

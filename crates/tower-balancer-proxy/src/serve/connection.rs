@@ -46,7 +46,7 @@ pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_s
 /// HTTP/2 streams take places from `client`'s share under the per-client cap, if any.
 pub(super) async fn connection<S: Servable>(
     sock: TcpStream,
-    (peer, client): (SocketAddr, Option<crate::limits::ClientShare>),
+    (peer, client): (SocketAddr, Option<super::place::ClientSide>),
     (stack, tasks): (S, Tasks),
     config: Arc<ServeConfig>,
     watchers: (Watcher, tokio::sync::watch::Receiver<()>),

@@ -6,11 +6,30 @@
 //! accept by each, but its streams may each need a member connection; counted only by the
 //! server's, one client's streams could hold a hundred connections' worth under a
 //! per-client cap of a few.
+//!
+//! Behind a trusted proxy the connections are the proxy's, and not capped; each request
+//! under way of a client behind it (by `X-Forwarded-For`) takes a connection's places from
+//! that client's share instead, for as long as it is answered.
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::config::ServeConfig;
 use super::tasks::Tasks;
 use crate::limits::{ClientShare, Place};
+
+/// Where a connection's requests take their places under the per-client cap, when one is
+/// set.
+#[derive(Debug)]
+pub(crate) enum ClientSide {
+    /// The peer is the client: its share.
+    Own(ClientShare),
+    /// The peer is a trusted proxy: its clients' shares, by the settings the connection
+    /// was accepted with.
+    BehindProxy(Arc<ServeConfig>),
+}
 
 /// What a member connection holds while it lasts; dropping it gives both places back.
 #[derive(Debug, Default)]
@@ -28,19 +47,50 @@ pub(super) enum NoPlace {
     Client,
 }
 
+impl MemberPlace {
+    /// This place, holding `client`'s too (a request's behind a trusted proxy).
+    pub(super) fn with_client(mut self, client: Option<Place>) -> Self {
+        if client.is_some() {
+            self._client = client;
+        }
+        self
+    }
+}
+
 /// A place under both caps, the client's first (when it has one): nothing is taken from the
 /// server's for a stream its client may not open.
 pub(super) fn member_place(
-    client: Option<&ClientShare>,
+    client: Option<&ClientSide>,
     tasks: &Tasks,
 ) -> Result<MemberPlace, NoPlace> {
-    let client = client
-        .map(ClientShare::member_place)
-        .transpose()
-        .map_err(|()| NoPlace::Client)?;
+    let client = match client {
+        Some(ClientSide::Own(share)) => Some(share.member_place().map_err(|()| NoPlace::Client)?),
+        _ => None,
+    };
     let server = tasks.member_place().map_err(|()| NoPlace::Server)?;
     Ok(MemberPlace {
         _server: server,
         _client: client,
     })
+}
+
+/// Behind a trusted proxy, the places a request of the client `X-Forwarded-For` names takes
+/// while it is answered; `None` for any other connection, and for the proxy's own requests
+/// (no untrusted address in the header). `Err` when that client's share is used up.
+pub(super) fn request_place(
+    client: Option<&ClientSide>,
+    peer: IpAddr,
+    headers: &http::HeaderMap,
+) -> Result<Option<Place>, ()> {
+    let Some(ClientSide::BehindProxy(config)) = client else {
+        return Ok(None);
+    };
+    let Some(limit) = &config.client_connections else {
+        return Ok(None);
+    };
+    let real = crate::hygiene::real_client(peer, headers, &limit.trusted);
+    if limit.trusted.contains(real) {
+        return Ok(None);
+    }
+    config.client_counts.behind_proxy(real, limit).map(Some)
 }

@@ -67,8 +67,8 @@ pub(crate) struct Progress {
     tunnel: TunnelSlot,
     /// The server's client tasks, where an HTTP/2 stream's tunnel runs.
     tasks: super::tasks::Tasks,
-    /// The client's share under the per-client cap, if one is set and it is not trusted.
-    client: Option<crate::limits::ClientShare>,
+    /// Where its requests take places under the per-client cap, if one is set.
+    client: Option<super::place::ClientSide>,
 }
 
 /// [`Progress`]'s tunnel, kept until the connection's task runs it.
@@ -122,7 +122,7 @@ impl Progress {
     /// Its HTTP/2 streams take places from `client`'s share, when it has one.
     pub(super) fn counting(
         stats: super::stats::ServerStats,
-        (peer, client): (SocketAddr, Option<crate::limits::ClientShare>),
+        (peer, client): (SocketAddr, Option<super::place::ClientSide>),
         tasks: super::tasks::Tasks,
     ) -> Self {
         Self {
@@ -380,6 +380,20 @@ impl Progress {
     /// [`member_place`](super::place::member_place)).
     pub(super) fn member_place(&self) -> Result<super::place::MemberPlace, super::place::NoPlace> {
         super::place::member_place(self.client.as_ref(), &self.tasks)
+    }
+
+    /// Behind a trusted proxy, the places a request's client takes while it is answered
+    /// (see [`request_place`](super::place::request_place)).
+    pub(super) fn request_place(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<crate::limits::Place>, ()> {
+        match (&self.client, self.peer) {
+            (Some(client), Some(peer)) => {
+                super::place::request_place(Some(client), peer.ip(), headers)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Runs the connection's tunnel to its end, if its last answer switched to one.

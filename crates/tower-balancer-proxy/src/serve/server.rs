@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::ServeConfig;
+use super::place::ClientSide;
 use super::reload::LiveSettings;
 use super::stack::Servable;
 use super::stats::ServerStats;
@@ -186,9 +187,12 @@ impl Server {
             let open = config.stats.connection();
             // the ones that ended, so the set holds only live connections
             while connections.try_join_next().is_some() {}
-            let share = counted
-                .as_ref()
-                .map(crate::limits::CountedConnection::share);
+            let share = match (&counted, &config.client_connections) {
+                (Some(own), _) => Some(ClientSide::Own(own.share())),
+                // a trusted proxy: its clients' requests take their places
+                (None, Some(_)) => Some(ClientSide::BehindProxy(config.clone())),
+                (None, None) => None,
+            };
             connections.spawn(tasks.own(super::connection::connection(
                 sock,
                 (peer, share),
