@@ -212,6 +212,41 @@ async fn an_http2_clients_streams_count_under_its_connection_cap() {
     );
 }
 
+/// The places are the connection's, one for each stream under way beside the first: when
+/// the first ends while others run, one of theirs is given back. Each stream held its own,
+/// so the survivors kept one more than they needed, and a new stream got 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_holds_a_place_for_each_stream_beside_the_first_whichever_ends() {
+    let (url, _) = harness::slow_member().await;
+    let lb = lb(&[url], "[server.per_client]\nconnections = 4\n", "", "").await;
+    let send = harness::h2_client(lb.addr).await;
+    let first = harness::h2_get(&send, "/slow");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // four connections' share is eight: the connection's two and six streams beside it
+    let long: Vec<_> = (0..6).map(|_| harness::h2_get(&send, "/slower")).collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(harness::h2_get(&send, "/x").await.unwrap(), 429);
+    assert_eq!(first.await.unwrap(), 200);
+    // six under way: the first of them holds nothing, so one place is free
+    assert_eq!(harness::h2_get(&send, "/slower").await.unwrap(), 200);
+    for l in long {
+        assert_eq!(l.await.unwrap(), 200);
+    }
+    // and with nothing under way, every place came back: three more connections fit
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        let mut buf = Vec::new();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "connection {i}: {head}");
+        held.push(s);
+    }
+}
+
 /// Behind a trusted proxy the connections are the proxy's: each request under way of the
 /// client it names counts as one of that client's connections. The cap did nothing there:
 /// one client behind a CDN had as many requests under way as it liked.

@@ -44,8 +44,8 @@ impl Refusal {
 
 /// Refuses `req` (see [`Refusal`]), or lets it through: `Some` for an HTTP/2 tunnel, with
 /// the places it holds for as long as it lasts; an HTTP/2 stream beside others under way on
-/// its connection gets the places for its member connection on `guard`, held until it is
-/// answered. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
+/// its connection has its connection hold a place for its member connection while it is
+/// answered, and a request behind a trusted proxy holds its client's on `guard`. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
 /// HTTP/1 ones are by the parser: HTTP/2 itself limits only their bytes.
 pub(super) fn admit<B>(
     req: &Request<B>,
@@ -89,10 +89,9 @@ pub(super) fn admit<B>(
     // it holds a place under the cap until it is answered, so a few clients' streams cannot
     // open more member connections than the descriptors have room for (every connect then
     // failed with `EMFILE`, the probes' too)
-    let mut held = None;
     if h2 && progress.streams_in_flight() > 1 {
-        match progress.member_place() {
-            Ok(place) => held = Some(place),
+        match progress.stream_place() {
+            Ok(()) => {}
             Err(NoPlace::Server) => {
                 stream_refused();
                 progress.note_refused(Refused::Capacity, None);
@@ -101,8 +100,8 @@ pub(super) fn admit<B>(
             Err(NoPlace::Client) => return Err(client_refused(progress)),
         }
     }
-    if held.is_some() || behind.is_some() {
-        guard.hold(held.unwrap_or_default().with_client(behind));
+    if behind.is_some() {
+        guard.hold(MemberPlace::default().with_client(behind));
     }
     Ok(None)
 }

@@ -18,7 +18,7 @@ use super::timeout::Progress;
 
 /// Marks a request's answer finished when dropped (a request dropped before it had an
 /// answer, whose client reset its stream or left, is finished too, unanswered), and lets
-/// go of the places under the connection caps an HTTP/2 stream may hold.
+/// go of the places under the per-client cap a request behind a trusted proxy holds.
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Progress>, Option<super::place::MemberPlace>);
 

@@ -12,7 +12,8 @@
 //! that client's share instead, for as long as it is answered.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -93,4 +94,45 @@ pub(super) fn request_place(
         return Ok(None);
     }
     config.client_counts.behind_proxy(real, limit).map(Some)
+}
+
+/// The places an HTTP/2 connection's streams hold: one for each stream under way beside the
+/// first, whichever streams those are. Held by the connection, not by each stream: a
+/// stream that took none (the first) ending while others run must leave the count at one
+/// a stream beside the first, not keep one more than the streams under way need.
+#[derive(Debug, Default)]
+pub(super) struct StreamPlaces {
+    held: Mutex<Vec<MemberPlace>>,
+    /// How many are held, to skip the lock when none are.
+    count: AtomicUsize,
+}
+
+impl StreamPlaces {
+    /// With `in_flight` streams under way (a new one among them), holds a place for each
+    /// beside the first, taking one more by `take` if needed.
+    pub(super) fn ensure(
+        &self,
+        in_flight: u64,
+        take: impl FnOnce() -> Result<MemberPlace, NoPlace>,
+    ) -> Result<(), NoPlace> {
+        let needed = usize::try_from(in_flight.saturating_sub(1)).unwrap_or(usize::MAX);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() < needed {
+            held.push(take()?);
+            self.count.store(held.len(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// With `in_flight` streams under way (one just ended), gives back the places no
+    /// longer needed.
+    pub(super) fn trim(&self, in_flight: u64) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let needed = usize::try_from(in_flight.saturating_sub(1)).unwrap_or(usize::MAX);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.truncate(needed);
+        self.count.store(held.len(), Ordering::Relaxed);
+    }
 }

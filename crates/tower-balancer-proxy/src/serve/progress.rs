@@ -69,6 +69,8 @@ pub(crate) struct Progress {
     tasks: super::tasks::Tasks,
     /// Where its requests take places under the per-client cap, if one is set.
     client: Option<super::place::ClientSide>,
+    /// Over HTTP/2, the places its streams beside the first hold.
+    stream_places: super::place::StreamPlaces,
 }
 
 /// [`Progress`]'s tunnel, kept until the connection's task runs it.
@@ -278,7 +280,11 @@ impl Progress {
     /// An answer is finished (sent, or dropped, or its request dropped before it had one).
     pub(crate) fn answer_finished(&self) {
         self.finished.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let left = self
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        self.stream_places.trim(left);
     }
 
     /// A request's answer went out whole (those finished otherwise were abandoned by the
@@ -374,6 +380,14 @@ impl Progress {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tunnel);
         }
+    }
+
+    /// Over HTTP/2, holds a place under the connection caps for each stream under way beside
+    /// the first (see [`StreamPlaces`](super::place::StreamPlaces)): `Err` when the new
+    /// stream's is not to be had.
+    pub(super) fn stream_place(&self) -> Result<(), super::place::NoPlace> {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        self.stream_places.ensure(in_flight, || self.member_place())
     }
 
     /// Places under the connection caps for an HTTP/2 stream's member connection (see

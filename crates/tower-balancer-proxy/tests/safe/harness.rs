@@ -100,8 +100,8 @@ where
     format!("http://{addr}")
 }
 
-/// A member answering `/slow` after 300 ms (anything else at once) with `ok`; returns its
-/// URL and the most `/slow` requests it had under way at once.
+/// A member answering `/slow` after 300 ms and `/slower` after 1 s (anything else at once)
+/// with `ok`; returns its URL and the most `/slow` requests it had under way at once.
 #[allow(dead_code)]
 pub(crate) async fn slow_member() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,6 +117,8 @@ pub(crate) async fn slow_member() -> (String, Arc<std::sync::atomic::AtomicUsize
                         m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         n.fetch_sub(1, Ordering::SeqCst);
+                    } else if req.uri().path() == "/slower" {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
                         b"ok",
@@ -139,23 +141,26 @@ pub(crate) async fn h2_slow_burst(
     send: &hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
     n: usize,
 ) -> Vec<u16> {
-    let asks: Vec<_> = (0..n)
-        .map(|_| {
-            let mut send = send.clone();
-            tokio::spawn(async move {
-                let req = Request::get("http://lb.test/slow")
-                    .body(http_body_util::Empty::<Bytes>::new())
-                    .unwrap();
-                send.send_request(req).await.unwrap().status().as_u16()
-            })
-        })
-        .collect();
+    let asks: Vec<_> = (0..n).map(|_| h2_get(send, "/slow")).collect();
     let mut statuses = Vec::new();
     for ask in asks {
         statuses.push(ask.await.unwrap());
     }
     statuses.sort_unstable();
     statuses
+}
+
+/// Asks for `path` on `send`'s HTTP/2 connection, in a task: its status.
+#[allow(dead_code)]
+pub(crate) fn h2_get(
+    send: &hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    path: &str,
+) -> tokio::task::JoinHandle<u16> {
+    let mut send = send.clone();
+    let req = Request::get(format!("http://lb.test{path}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    tokio::spawn(async move { send.send_request(req).await.unwrap().status().as_u16() })
 }
 
 /// A member answering every request with its request line and headers, one per line; the
