@@ -452,3 +452,36 @@ ProxyPass /global/ balancer://b/g/
     assert!(notes.contains("never reached in Apache either"), "{notes}");
     assert!(!toml.contains("prefix = \"/app/x\""), "{toml}");
 }
+
+/// Timeouts are the balancer's here: a member's is used for every member only when the
+/// balancer has none, `ProxyTimeout` gives one, and every value not in force is said. A
+/// member's `timeout=3` used to set the whole balancer's over `ProxySet timeout=4`, and
+/// `ProxyTimeout` and `ProxyPass … timeout=` went without a word.
+#[test]
+fn timeouts_of_members_and_of_the_balancer_are_carried_or_said() {
+    let (toml, not_carried) = import(
+        "timeouts",
+        "<VirtualHost *:80>\nServerName a.com\nProxyTimeout 7\n<Proxy balancer://b>\n\
+         BalancerMember http://127.0.0.1:9001 route=n1 connectiontimeout=2\n\
+         BalancerMember http://127.0.0.1:9002 route=n2 timeout=3 connectiontimeout=5\n\
+         ProxySet timeout=4\n</Proxy>\nProxyPass / balancer://b/ timeout=11\n</VirtualHost>\n",
+    );
+    has(&toml, &["timeout = \"11s\"", "connection_timeout = \"2s\""]);
+    let said = not_carried.join("\n");
+    for what in [
+        "`timeout = \"7s\"`",
+        "`timeout = \"4s\"`",
+        "`timeout=3`",
+        "`connection_timeout=5`",
+    ] {
+        assert!(said.contains(what), "{what} not said in\n{said}");
+    }
+    // ProxyTimeout alone is the balancer's timeout
+    let (toml, _) = import(
+        "proxy-timeout",
+        "<VirtualHost *:80>\nServerName a.com\nProxyTimeout 7\n<Proxy balancer://b>\n\
+         BalancerMember http://127.0.0.1:9001 route=n1\n</Proxy>\n\
+         ProxyPass / balancer://b/\n</VirtualHost>\n",
+    );
+    has(&toml, &["timeout = \"7s\""]);
+}

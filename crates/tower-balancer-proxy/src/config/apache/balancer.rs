@@ -186,15 +186,57 @@ impl Import {
         }
     }
 
+    /// A member's `timeout=` or `connectiontimeout=`: the balancer's here, for every member.
+    /// Taken when the balancer has none yet; one that differs from the value in force is
+    /// said, not silently spread or dropped.
     fn secs_key(&mut self, table: &mut Table, key: &str, v: &str, m: &Member) {
+        let what = format!("{key}={v}");
         match v.parse::<u64>() {
-            Ok(s) if s > 0 => table.set(key, q(&format!("{s}s")), format!("{}: {}", m.at, key)),
-            _ => self.not_carried(
-                &m.at,
-                &format!("{key}={v}"),
-                "not a whole number of seconds",
-            ),
+            Ok(s) if s > 0 => {
+                let value = q(&format!("{s}s"));
+                match table.value(key).map(str::to_owned) {
+                    None => table.set(
+                        key,
+                        value,
+                        format!("{}: a member's {what}, used for every member", m.at),
+                    ),
+                    Some(used) if used == value => {}
+                    Some(used) => {
+                        let why = format!("timeouts are the balancer's here, not a member's: {key} = {used} is used for every member");
+                        self.not_carried(&m.at, &what, &why);
+                    }
+                }
+            }
+            _ => self.not_carried(&m.at, &what, "not a whole number of seconds"),
         }
+    }
+
+    /// `ProxyTimeout`: the balancer's `timeout`, unless one is set already.
+    pub(crate) fn proxy_timeout(&mut self, table: &mut Table, v: &str, at: &str) {
+        self.balancer_timeout(table, v, at, "ProxyTimeout ");
+    }
+
+    /// The balancer's `timeout` from `what` (`timeout=` of a `ProxySet` or `ProxyPass`, or
+    /// `ProxyTimeout`); one that replaces another value is said.
+    fn balancer_timeout(&mut self, table: &mut Table, v: &str, at: &str, what: &str) {
+        let Ok(s) = v
+            .parse::<u64>()
+            .map_err(drop)
+            .and_then(|s| if s > 0 { Ok(s) } else { Err(()) })
+        else {
+            return self.not_carried(at, &format!("{what}{v}"), "not a whole number of seconds");
+        };
+        let value = q(&format!("{s}s"));
+        if let Some(old) = table
+            .value("timeout")
+            .filter(|old| **old != value)
+            .map(str::to_owned)
+        {
+            let why =
+                format!("the balancer's timeout is set again here by `{what}{v}`, which is used");
+            self.not_carried(at, &format!("timeout = {old}"), &why);
+        }
+        table.set("timeout", value, format!("{at}: {what}{v}"));
     }
 
     fn ms_key(&mut self, table: &mut Table, key: &str, v: &str, m: &Member) {
@@ -220,10 +262,7 @@ impl Import {
             "stickysession" => self.sticky(table, v, at),
             "nofailover" => table.set("nofailover", on_off(v).to_string(), why),
             "maxattempts" => table.set("maxattempts", v.to_owned(), why),
-            "timeout" => match v.parse::<u64>() {
-                Ok(s) if s > 0 => table.set("timeout", q(&format!("{s}s")), why),
-                _ => self.not_carried(at, &format!("timeout={v}"), "not a whole number of seconds"),
-            },
+            "timeout" => self.balancer_timeout(table, v, at, "timeout="),
             "failonstatus" => {
                 let codes: Vec<String> = v.split(',').map(|c| c.trim().to_owned()).collect();
                 table.set("failonstatus", format!("[{}]", codes.join(", ")), why);

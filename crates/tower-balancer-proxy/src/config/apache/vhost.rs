@@ -331,6 +331,7 @@ impl Import {
             // a path's own mapping back is its route's (`rewrite_prefix`)
             "proxypassreverse" => b.set("proxy_pass_reverse", "true".into(), why),
             "proxypreservehost" => b.set("preserve_host", on.to_string(), why),
+            "proxytimeout" => self.proxy_timeout(b, &arg, &d.at),
             "proxyrequests" => {
                 if on {
                     self.skip(d, "a forward proxy is never served");
