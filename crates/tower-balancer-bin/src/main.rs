@@ -191,16 +191,19 @@ fn check(file: &Path) -> Result<(), Error> {
                 println!("{}: the configuration is good", file.display());
                 Ok(())
             }
-            Err(errors) => {
-                for e in &errors {
-                    eprintln!("error: {e}");
-                }
-                let n = errors.len();
-                let s = if n == 1 { "" } else { "s" };
-                Err(format!("{n} mistake{s} in {}", file.display()).into())
-            }
+            Err(errors) => Err(mistakes(file, &errors)),
         }
     })
+}
+
+/// Says each of `errors`, a line each; the error that ends the run.
+fn mistakes(file: &Path, errors: &[impl std::fmt::Display]) -> Error {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    let n = errors.len();
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} mistake{s} in {}", file.display()).into()
 }
 
 /// `--config`: run until SIGTERM or Ctrl-C, then drain; SIGHUP reloads, SIGUSR1 reopens the
@@ -210,7 +213,14 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
     let result = runtime.block_on(async {
         // first of all: from here on a signal is handled, never the default (death)
         let signals = Signals::install()?;
-        let config = ConfigFile::from_file(file)?;
+        let config = match ConfigFile::from_file(file) {
+            Ok(config) => config,
+            // every mistake, as `--check` lists them, not only the first the load met
+            Err(first) => match ConfigFile::check_file(file) {
+                Err(errors) if !errors.is_empty() => return Err(mistakes(file, &errors)),
+                _ => return Err(first.into()),
+            },
+        };
         // said at the start, beside the lines of a good start, without holding it up
         let lookups = config.clone();
         tokio::task::spawn_blocking(move || {

@@ -112,6 +112,19 @@ async fn check_says_good_or_names_the_line_and_key() {
         );
     }
     assert!(lines[4].starts_with("error: 4 mistakes in "), "{err}");
+    // and starting on it says the same, not only the first mistake the load meets
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&many)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let started = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = started
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(said, lines, "{started}");
     // a file the configuration names is read at check time
     let missing_text = config(member("node1").await, member("node2").await).replace(
         "name = \"cluster\"\n",
