@@ -92,30 +92,9 @@ async fn a_thousand_idle_clients_under_a_256_descriptor_limit_never_take_a_membe
 /// connections until the descriptors ran out (`EMFILE` on every connect, the probes' too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
-    use std::sync::atomic::Ordering;
-
-    let (url, most) = harness::slow_member().await;
-    let lb = lb(
-        &[url],
-        "max_connections = 4",
-        "",
-        "[manager]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .await;
-    let send = harness::h2_client(lb.addr).await;
-    for round in 0..2 {
-        let statuses = harness::h2_slow_burst(&send, 10).await;
-        // the cap of 4 connections is 8 descriptors: the connection's two, and one each for
-        // six streams beside the first
-        assert_eq!(
-            statuses,
-            [200, 200, 200, 200, 200, 200, 200, 503, 503, 503],
-            "round {round}"
-        );
-        assert!(most.load(Ordering::SeqCst) <= 7, "round {round}");
-    }
-    // the places came back: the second round was served as the first
-    assert_eq!(most.load(Ordering::SeqCst), 7);
+    // the cap of 4 connections is 8 descriptors: the connection's two, and one each for
+    // six streams beside the first
+    let (lb, _send) = harness::h2_bursts_at_a_cap("max_connections = 4", 7, 503).await;
     // refused before the stack, as the other refusals are: no access-log line, and not
     // among the answers the access log has lines for
     let m = harness::metrics(&lb).await;

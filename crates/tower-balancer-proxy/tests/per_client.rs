@@ -18,6 +18,18 @@ use tokio::net::TcpStream;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A connection to `addr` is closed before anything it sent is read.
+async fn assert_closed_at_accept(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s
+        .write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(5 * SECOND, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the connection was kept open");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
 /// Sends requests on `connections` keep-alive connections as `client` (its
 /// `X-Forwarded-For`) until `run` has passed; the statuses it got, counted: (200, 429, other).
 async fn flood(
@@ -127,14 +139,7 @@ async fn a_client_past_its_connection_cap_is_closed_at_accept() {
         held.push(s);
     }
     // the fourth is closed before anything is read
-    let mut fourth = TcpStream::connect(lb.addr).await.unwrap();
-    let _ = fourth
-        .write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
-        .await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(5 * SECOND, fourth.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the fourth connection was kept open");
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    assert_closed_at_accept(lb.addr).await;
     // one closes: a new one is served again
     drop(held.pop());
     let mut served = false;
@@ -164,46 +169,17 @@ async fn a_client_past_its_connection_cap_is_closed_at_accept() {
 /// of many streams held a member connection a stream, past what `connections` allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_clients_streams_count_under_its_connection_cap() {
-    use std::sync::atomic::Ordering;
-
-    let (url, most) = harness::slow_member().await;
-    let lb = lb(
-        &[url],
-        "[server.per_client]\nconnections = 3\n",
-        "",
-        "[manager]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .await;
-    let send = harness::h2_client(lb.addr).await;
-    for round in 0..2 {
-        let statuses = harness::h2_slow_burst(&send, 10).await;
-        // three connections' share is six descriptors: the connection's two and one each
-        // for four streams beside the first
-        assert_eq!(
-            statuses,
-            [200, 200, 200, 200, 200, 429, 429, 429, 429, 429],
-            "round {round}"
-        );
-    }
-    // the places came back: the second round was served as the first
-    assert_eq!(most.load(Ordering::SeqCst), 5);
+    // three connections' share is six descriptors: the connection's two and one each for
+    // four streams beside the first
+    let (lb, send) =
+        harness::h2_bursts_at_a_cap("[server.per_client]\nconnections = 3\n", 5, 429).await;
     // while its streams hold the share, the same client gets no second connection
     let burst = tokio::spawn({
         let send = send.clone();
         async move { harness::h2_slow_burst(&send, 5).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut second = TcpStream::connect(lb.addr).await.unwrap();
-    let _ = second
-        .write_all(b"GET /x HTTP/1.1\r\nHost: lb.test\r\n\r\n")
-        .await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(5 * SECOND, second.read_to_end(&mut out)).await;
-    assert!(
-        read.is_ok() && out.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert_closed_at_accept(lb.addr).await;
     assert_eq!(burst.await.unwrap(), [200; 5]);
     let m = harness::metrics(&lb).await;
     assert!(

@@ -28,6 +28,52 @@ const NONE: &[&[u8]] = &[];
 /// (every request's `X-Request-Id` with none of the `X-Forwarded` family). The flat lists
 /// they were split from are in the tests, which hold the two to agreeing.
 fn candidates(n: &[u8]) -> Candidates {
+    const F: Candidates = (
+        &[b"forwarded", b"forwarded-for", b"front-end-https"],
+        &[b"fastly-client-", b"fly-client-"],
+    );
+    // RFC 9440's `Client-Cert` and `Client-Cert-Chain` among them
+    const C: Candidates = (
+        &[
+            b"client-ip",
+            b"cdn-src-ip",
+            b"client-cert",
+            b"client-cert-chain",
+        ],
+        &[b"cf-connecting-", b"cf-visitor", b"cf-access-"],
+    );
+    // Apache's `REMOTE_USER`, Authelia's `Remote-Groups`, `-Email`, `-Name`
+    const R: Candidates = (NONE, &[b"remote-"]);
+    // oauth2-proxy's
+    const G: Candidates = (&[b"gap-auth"], NONE);
+    // CGI's `HTTPS=on`
+    const H: Candidates = (&[b"https"], NONE);
+    const I: Candidates = (&[b"incap-client-ip"], NONE);
+    // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients in the member then use
+    const P: Candidates = (&[b"proxy"], &[b"proxy-client-"]);
+    const T: Candidates = (NONE, &[b"true-client-", b"tailscale-"]);
+    const S: Candidates = (NONE, &[b"ssl-client"]);
+    const W: Candidates = (NONE, &[b"wl-proxy-"]);
+    const A: Candidates = (NONE, &[b"akamai-client-", b"ali-cdn-"]);
+    match (n.first(), n.get(2)) {
+        (Some(b'x'), Some(&third)) => x_candidates(third),
+        (Some(b'f'), _) => F,
+        (Some(b'c'), _) => C,
+        (Some(b'p'), _) => P,
+        (Some(b't'), _) => T,
+        (Some(b's'), _) => S,
+        (Some(b'w'), _) => W,
+        (Some(b'a'), _) => A,
+        (Some(b'r'), _) => R,
+        (Some(b'g'), _) => G,
+        (Some(b'h'), _) => H,
+        (Some(b'i'), _) => I,
+        _ => (NONE, NONE),
+    }
+}
+
+/// [`candidates`] for `x-` names, by their third byte.
+fn x_candidates(third: u8) -> Candidates {
     const X_F: Candidates = (NONE, &[b"x-forwarded", b"x-forward-"]);
     const X_O: Candidates = (&[b"x-originating-ip"], &[b"x-original-"]);
     const X_R: Candidates = (&[b"x-rewrite-url"], &[b"x-real-", b"x-remote-"]);
@@ -64,63 +110,22 @@ fn candidates(n: &[u8]) -> Candidates {
     );
     const X_H: Candidates = (&[b"x-host", b"x-http-host-override", b"x-https"], NONE);
     const X_U: Candidates = (&[b"x-url-scheme"], NONE);
-    const F: Candidates = (
-        &[b"forwarded", b"forwarded-for", b"front-end-https"],
-        &[b"fastly-client-", b"fly-client-"],
-    );
-    // RFC 9440's `Client-Cert` and `Client-Cert-Chain` among them
-    const C: Candidates = (
-        &[
-            b"client-ip",
-            b"cdn-src-ip",
-            b"client-cert",
-            b"client-cert-chain",
-        ],
-        &[b"cf-connecting-", b"cf-visitor", b"cf-access-"],
-    );
-    // Apache's `REMOTE_USER`, Authelia's `Remote-Groups`, `-Email`, `-Name`
-    const R: Candidates = (NONE, &[b"remote-"]);
-    // oauth2-proxy's
-    const G: Candidates = (&[b"gap-auth"], NONE);
-    // CGI's `HTTPS=on`
-    const H: Candidates = (&[b"https"], NONE);
-    const I: Candidates = (&[b"incap-client-ip"], NONE);
-    // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients in the member then use
-    const P: Candidates = (&[b"proxy"], &[b"proxy-client-"]);
-    const T: Candidates = (NONE, &[b"true-client-", b"tailscale-"]);
-    const S: Candidates = (NONE, &[b"ssl-client"]);
-    const W: Candidates = (NONE, &[b"wl-proxy-"]);
-    const A: Candidates = (NONE, &[b"akamai-client-", b"ali-cdn-"]);
-    match (n.first(), n.get(2)) {
-        (Some(b'x'), Some(third)) => match third {
-            b'f' => X_F,
-            b'o' => X_O,
-            b'r' => X_R,
-            b'e' => X_E,
-            b'a' => X_A,
-            b's' => X_S,
-            b'p' => X_P,
-            b'c' => X_C,
-            b'h' => X_H,
-            b'u' => X_U,
-            b'g' => X_G,
-            b'm' => X_M,
-            b'w' => X_W,
-            b'v' => X_V,
-            b'n' => X_N,
-            _ => (NONE, NONE),
-        },
-        (Some(b'f'), _) => F,
-        (Some(b'c'), _) => C,
-        (Some(b'p'), _) => P,
-        (Some(b't'), _) => T,
-        (Some(b's'), _) => S,
-        (Some(b'w'), _) => W,
-        (Some(b'a'), _) => A,
-        (Some(b'r'), _) => R,
-        (Some(b'g'), _) => G,
-        (Some(b'h'), _) => H,
-        (Some(b'i'), _) => I,
+    match third {
+        b'f' => X_F,
+        b'o' => X_O,
+        b'r' => X_R,
+        b'e' => X_E,
+        b'a' => X_A,
+        b's' => X_S,
+        b'p' => X_P,
+        b'c' => X_C,
+        b'h' => X_H,
+        b'u' => X_U,
+        b'g' => X_G,
+        b'm' => X_M,
+        b'w' => X_W,
+        b'v' => X_V,
+        b'n' => X_N,
         _ => (NONE, NONE),
     }
 }

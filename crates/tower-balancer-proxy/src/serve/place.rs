@@ -48,6 +48,21 @@ pub(super) enum NoPlace {
     Client,
 }
 
+impl ClientSide {
+    /// A connection's, accepted with `config`: its own share when it was counted, the
+    /// shares of its clients when its peer is a trusted proxy (not counted) under a cap.
+    pub(super) fn of(
+        config: &Arc<ServeConfig>,
+        counted: Option<&crate::limits::CountedConnection>,
+    ) -> Option<Self> {
+        match (counted, &config.client_connections) {
+            (Some(own), _) => Some(Self::Own(own.share())),
+            (None, Some(_)) => Some(Self::BehindProxy(config.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
 impl MemberPlace {
     /// This place, holding `client`'s too (a request's behind a trusted proxy).
     pub(super) fn with_client(mut self, client: Option<Place>) -> Self {

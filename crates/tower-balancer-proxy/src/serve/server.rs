@@ -187,15 +187,10 @@ impl Server {
             let open = config.stats.connection();
             // the ones that ended, so the set holds only live connections
             while connections.try_join_next().is_some() {}
-            let share = match (&counted, &config.client_connections) {
-                (Some(own), _) => Some(ClientSide::Own(own.share())),
-                // a trusted proxy: its clients' requests take their places
-                (None, Some(_)) => Some(ClientSide::BehindProxy(config.clone())),
-                (None, None) => None,
-            };
+            let client = ClientSide::of(&config, counted.as_ref());
             connections.spawn(tasks.own(super::connection::connection(
                 sock,
-                (peer, share),
+                (peer, client),
                 (stack.clone(), tasks.clone()),
                 config,
                 (graceful.watcher(), stop.clone()),
@@ -205,22 +200,32 @@ impl Server {
         drop(self.listener);
         stopping.send_replace(());
         let grace = self.settings.current().graceful_timeout;
-        let drained = async {
-            graceful.shutdown().await;
-            tasks.finished(&mut connections).await;
-        };
-        if tokio::time::timeout(grace, drained).await.is_err() {
-            // how many, so an operator knows what the stop cost (their requests get no answer)
-            tracing::warn!(
-                connections = connections.len(),
-                tunnels = tasks.tunnels(),
-                "graceful shutdown timed out; remaining connections are dropped"
-            );
-            // dropped here, not by whoever drops the runtime: the requests they held are
-            // in the access log (444) before its writer finishes
-            tasks.abort(&mut connections).await;
-        }
+        drain(grace, graceful, &tasks, &mut connections).await;
         Ok(())
+    }
+}
+
+/// The stop: the requests under way get `grace` to finish, then what is left is dropped.
+async fn drain(
+    grace: std::time::Duration,
+    graceful: GracefulShutdown,
+    tasks: &Tasks,
+    connections: &mut tokio::task::JoinSet<()>,
+) {
+    let drained = async {
+        graceful.shutdown().await;
+        tasks.finished(connections).await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        // how many, so an operator knows what the stop cost (their requests get no answer)
+        tracing::warn!(
+            connections = connections.len(),
+            tunnels = tasks.tunnels(),
+            "graceful shutdown timed out; remaining connections are dropped"
+        );
+        // dropped here, not by whoever drops the runtime: the requests they held are
+        // in the access log (444) before its writer finishes
+        tasks.abort(connections).await;
     }
 }
 

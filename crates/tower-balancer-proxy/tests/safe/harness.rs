@@ -150,6 +150,32 @@ pub(crate) async fn h2_slow_burst(
     statuses
 }
 
+/// A balancer with `server` lines (and a manager) in front of [`slow_member`], and an
+/// HTTP/2 client: two rounds of ten `/slow` streams at once each get `served` 200s and
+/// `refused` for the rest, the second as the first (the places came back), and the member
+/// saw `served` at once at most.
+#[allow(dead_code)]
+pub(crate) async fn h2_bursts_at_a_cap(
+    server: &str,
+    served: usize,
+    refused: u16,
+) -> (
+    Lb,
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+) {
+    let (url, most) = slow_member().await;
+    let lb = lb(&[url], server, "", "[manager]\nlisten = \"127.0.0.1:0\"\n").await;
+    let send = h2_client(lb.addr).await;
+    let mut expected = vec![200; served];
+    expected.resize(10, refused);
+    expected.sort_unstable();
+    for round in 0..2 {
+        assert_eq!(h2_slow_burst(&send, 10).await, expected, "round {round}");
+    }
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), served);
+    (lb, send)
+}
+
 /// Asks for `path` on `send`'s HTTP/2 connection, in a task: its status.
 #[allow(dead_code)]
 pub(crate) fn h2_get(
