@@ -23,14 +23,19 @@ type Candidates = (&'static [&'static [u8]], &'static [&'static [u8]]);
 const NONE: &[&[u8]] = &[];
 
 /// The forwarding headers of every proxy, CDN and platform that writes the client's
-/// address, scheme, certificate or original URL, filed by a name's first byte (and, for
-/// `x-` names, its third), so a name is compared with at most seven entries rather than 65
-/// (every request's `X-Request-Id` with none of the `X-Forwarded` family). The flat lists
+/// address, scheme, certificate, user or original URL, filed by a name's first byte (and,
+/// for `x-` names, its third), so a name is compared with at most sixteen entries, most set
+/// aside by their length, rather than 96 (every request's `X-Request-Id` with none). The flat lists
 /// they were split from are in the tests, which hold the two to agreeing.
 fn candidates(n: &[u8]) -> Candidates {
     const F: Candidates = (
-        &[b"forwarded", b"forwarded-for", b"front-end-https"],
-        &[b"fastly-client-", b"fly-client-"],
+        &[
+            b"forwarded",
+            b"forwarded-for",
+            b"front-end-https",
+            b"fastly-ssl",
+        ],
+        &[b"fastly-client-", b"fly-client-", b"fly-forwarded-"],
     );
     // RFC 9440's `Client-Cert` and `Client-Cert-Chain` among them
     const C: Candidates = (
@@ -40,19 +45,35 @@ fn candidates(n: &[u8]) -> Candidates {
             b"client-cert",
             b"client-cert-chain",
         ],
-        &[b"cf-connecting-", b"cf-visitor", b"cf-access-"],
+        &[
+            b"cf-connecting-",
+            b"cf-visitor",
+            b"cf-access-",
+            b"cloudfront-viewer-",
+            b"cloudfront-forwarded-",
+        ],
     );
     // Apache's `REMOTE_USER`, Authelia's `Remote-Groups`, `-Email`, `-Name`
     const R: Candidates = (NONE, &[b"remote-"]);
     // oauth2-proxy's
     const G: Candidates = (&[b"gap-auth"], NONE);
-    // CGI's `HTTPS=on`
-    const H: Candidates = (&[b"https"], NONE);
+    // CGI's `HTTPS=on`, and CGI variable names sent as headers (`HTTP_CLIENT_IP`)
+    const H: Candidates = (&[b"https"], &[b"http-"]);
     const I: Candidates = (&[b"incap-client-ip"], NONE);
-    // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients in the member then use
-    const P: Candidates = (&[b"proxy"], &[b"proxy-client-"]);
+    // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients in the member then use;
+    // Jetty's `Proxy-auth-cert` and `Proxy-ssl-id`
+    const P: Candidates = (
+        &[b"proxy", b"proxy-auth-cert", b"proxy-ssl-id"],
+        &[b"proxy-client-"],
+    );
     const T: Candidates = (NONE, &[b"true-client-", b"tailscale-"]);
-    const S: Candidates = (NONE, &[b"ssl-client"]);
+    // Shibboleth's `Shib-*`, Tomcat's SSLValve `ssl_cipher` and the like
+    const S: Candidates = (NONE, &[b"ssl-", b"shib-"]);
+    // mod_auth_openidc's claims, mod_auth_mellon's attributes
+    const O: Candidates = (NONE, &[b"oidc-claim-", b"oidc-access-token"]);
+    const M: Candidates = (NONE, &[b"mellon-"]);
+    // the WebSphere plugin's private headers: `$WSRA` (address), `$WSSC` (scheme), ...
+    const DOLLAR: Candidates = (NONE, &[b"$ws"]);
     const W: Candidates = (NONE, &[b"wl-proxy-"]);
     const A: Candidates = (NONE, &[b"akamai-client-", b"ali-cdn-"]);
     match (n.first(), n.get(2)) {
@@ -68,6 +89,9 @@ fn candidates(n: &[u8]) -> Candidates {
         (Some(b'g'), _) => G,
         (Some(b'h'), _) => H,
         (Some(b'i'), _) => I,
+        (Some(b'o'), _) => O,
+        (Some(b'm'), _) => M,
+        (Some(b'$'), _) => DOLLAR,
         _ => (NONE, NONE),
     }
 }
@@ -79,7 +103,16 @@ fn x_candidates(third: u8) -> Candidates {
     const X_R: Candidates = (&[b"x-rewrite-url"], &[b"x-real-", b"x-remote-"]);
     const X_E: Candidates = (NONE, &[b"x-envoy-"]);
     const X_A: Candidates = (
-        NONE,
+        &[
+            b"x-auth-username",
+            b"x-auth-userid",
+            b"x-auth-user",
+            b"x-auth-email",
+            b"x-auth-roles",
+            b"x-auth-groups",
+            b"x-auth-subject",
+            b"x-anonymous-consumer",
+        ],
         &[
             b"x-azure-",
             b"x-appengine-",
@@ -88,12 +121,16 @@ fn x_candidates(third: u8) -> Candidates {
             b"x-auth-request-",
             b"x-amzn-oidc-",
             b"x-amzn-mtls-",
+            b"x-authentik-",
         ],
     );
+    // APISIX's and Kong's OIDC plugins, WSO2 API Manager's backend JWT
+    const X_I: Candidates = (&[b"x-id-token"], NONE);
+    const X_J: Candidates = (&[b"x-jwt-assertion"], NONE);
     const X_G: Candidates = (NONE, &[b"x-goog-authenticated-", b"x-goog-iap-"]);
     const X_M: Candidates = (NONE, &[b"x-ms-client-principal", b"x-ms-token-"]);
-    const X_W: Candidates = (NONE, &[b"x-webauth-"]);
-    const X_S: Candidates = (&[b"x-scheme"], &[b"x-ssl-", b"x-sucuri-"]);
+    const X_W: Candidates = (NONE, &[b"x-webauth-", b"x-wso2-"]);
+    const X_S: Candidates = (&[b"x-scheme", b"x-ssl"], &[b"x-ssl-", b"x-sucuri-"]);
     const X_P: Candidates = (NONE, &[b"x-proxyuser-", b"x-proxymesh-", b"x-pomerium-"]);
     const X_V: Candidates = (NONE, &[b"x-vercel-", b"x-vouch-"]);
     const X_N: Candidates = (NONE, &[b"x-nf-client-"]);
@@ -104,12 +141,18 @@ fn x_candidates(third: u8) -> Candidates {
             b"x-client-s-dn",
             b"x-client-i-dn",
             b"x-client-verify",
+            b"x-client-port",
             b"x-custom-ip-authorization",
+            // Kong's consumer
+            b"x-consumer-id",
+            b"x-consumer-username",
+            b"x-consumer-custom-id",
+            b"x-credential-identifier",
         ],
         &[b"x-cluster-client-", b"x-client-cert"],
     );
     const X_H: Candidates = (&[b"x-host", b"x-http-host-override", b"x-https"], NONE);
-    const X_U: Candidates = (&[b"x-url-scheme"], NONE);
+    const X_U: Candidates = (&[b"x-url-scheme", b"x-userinfo"], NONE);
     match third {
         b'f' => X_F,
         b'o' => X_O,
@@ -126,6 +169,8 @@ fn x_candidates(third: u8) -> Candidates {
         b'w' => X_W,
         b'v' => X_V,
         b'n' => X_N,
+        b'i' => X_I,
+        b'j' => X_J,
         _ => (NONE, NONE),
     }
 }
@@ -190,7 +235,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Names matched whole: the flat list [`candidates`] files by letter.
-    const NAMES: [&str; 24] = [
+    const NAMES: [&str; 44] = [
         "forwarded",
         "forwarded-for",
         "client-ip",
@@ -215,10 +260,30 @@ mod tests {
         "gap-auth",
         "https",
         "incap-client-ip",
+        "x-auth-username",
+        "x-auth-userid",
+        "x-auth-user",
+        "x-auth-email",
+        "x-auth-roles",
+        "x-auth-groups",
+        "x-auth-subject",
+        "x-anonymous-consumer",
+        "x-id-token",
+        "x-jwt-assertion",
+        "x-ssl",
+        "x-client-port",
+        "x-consumer-id",
+        "x-consumer-username",
+        "x-consumer-custom-id",
+        "x-credential-identifier",
+        "x-userinfo",
+        "fastly-ssl",
+        "proxy-auth-cert",
+        "proxy-ssl-id",
     ];
 
     /// Families matched by their start, flat.
-    const PREFIXES: [&str; 41] = [
+    const PREFIXES: [&str; 52] = [
         "x-forwarded",
         "x-forward-",
         "x-original-",
@@ -229,7 +294,6 @@ mod tests {
         "x-appengine-",
         "x-arr-",
         "x-ssl-",
-        "ssl-client",
         "wl-proxy-",
         "proxy-client-",
         "x-proxyuser-",
@@ -260,6 +324,18 @@ mod tests {
         "remote-",
         "tailscale-",
         "ali-cdn-",
+        "x-authentik-",
+        "x-wso2-",
+        "fly-forwarded-",
+        "cloudfront-viewer-",
+        "cloudfront-forwarded-",
+        "http-",
+        "ssl-",
+        "shib-",
+        "oidc-claim-",
+        "oidc-access-token",
+        "mellon-",
+        "$ws",
     ];
 
     /// What the flat lists say of `n`, every entry tried.
@@ -396,6 +472,31 @@ mod tests {
             "x-pomerium-claim-email",
             "x-vouch-user",
             "x-vouch-idp-claims-groups",
+            "x-authentik-username",
+            "x-auth-username",
+            "x-consumer-username",
+            "x-jwt-assertion",
+            "x-wso2-client-certificate",
+            "oidc_claim_email",
+            "mellon_nameid",
+            "shib-identity-provider",
+            "$wsra",
+            "$wssc",
+            "$wscc",
+            "$wsru",
+            "proxy-auth-cert",
+            "cloudfront-viewer-address",
+            "cloudfront-forwarded-proto",
+            "fly-forwarded-proto",
+            "fastly-ssl",
+            "http_client_ip",
+            "http_x_forwarded_for",
+            "x-client-port",
+            "x-ssl",
+            "ssl_cipher",
+            "ssl_session_id",
+            "x-userinfo",
+            "x-id-token",
         ] {
             assert!(
                 is_forwarding_header(&HeaderName::from_bytes(n.as_bytes()).unwrap()),
@@ -417,6 +518,10 @@ mod tests {
             "x-ms-request-id",
             "x-goog-api-key",
             "x-client-data",
+            "x-auth-token",
+            "x-access-token",
+            "http2-settings",
+            "x-sslx",
             "x-client-version",
             "http2-settings",
             "if-none-match",
