@@ -291,6 +291,55 @@ async fn behind_a_trusted_proxy_each_clients_requests_under_way_count_as_its_con
     );
 }
 
+/// Behind a trusted proxy, a client's WebSocket holds its place for as long as it is open,
+/// as its request did while answered: it was let go at the `101`, so a client behind a CDN
+/// could open as many tunnels as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_a_clients_websockets_hold_its_places_while_open() {
+    // a member that switches and holds the tunnel open
+    let url = harness::member(|mut sock| async move {
+        if harness::read_request_head(&mut sock).await.is_some() {
+            let _ = sock
+                .write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                )
+                .await;
+            tokio::time::sleep(5 * SECOND).await;
+        }
+    })
+    .await;
+    let lb = lb(
+        &[url],
+        "[server.per_client]\nconnections = 2\n",
+        "trusted_proxies = [\"127.0.0.1\"]",
+        "",
+    )
+    .await;
+    let upgrade = |client: &'static str| {
+        let addr = lb.addr;
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "GET /ws HTTP/1.1\r\nHost: lb.test\r\nX-Forwarded-For: {client}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            let (head, _) = read_response(&mut s, &mut buf).await;
+            (head[9..12].to_owned(), s)
+        }
+    };
+    let (first, _a) = upgrade("203.0.113.7").await;
+    let (second, _b) = upgrade("203.0.113.7").await;
+    let (third, _c) = upgrade("203.0.113.7").await;
+    let (other, _d) = upgrade("203.0.113.8").await;
+    assert_eq!(
+        [&*first, &*second, &*third, &*other],
+        ["101", "101", "429", "101"]
+    );
+}
+
 #[tokio::test]
 async fn without_a_trusted_proxy_forwarded_addresses_are_not_believed() {
     let (member, _) = echo_member().await;

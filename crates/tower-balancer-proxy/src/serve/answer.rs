@@ -32,6 +32,11 @@ impl InFlight {
     pub(crate) fn hold(&mut self, place: super::place::MemberPlace) {
         self.1 = Some(place);
     }
+
+    /// The place it holds, for a tunnel its answer switched to, to hold as long as it lasts.
+    pub(crate) fn take_place(&mut self) -> Option<super::place::MemberPlace> {
+        self.1.take()
+    }
 }
 
 impl Drop for InFlight {

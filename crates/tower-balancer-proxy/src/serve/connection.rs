@@ -188,7 +188,14 @@ fn connection_service<S: Servable>(
                 conn_progress.upgraded();
                 let bytes = conn_progress.stats().tunnel_bytes();
                 let tunnel = res.extensions().get::<Tunnel>();
-                if let Some(tunnel) = tunnel.and_then(|t| t.take_counted(bytes)) {
+                if let Some(mut tunnel) = tunnel.and_then(|t| t.take_counted(bytes)) {
+                    // behind a trusted proxy, its client's place lasts as long as the tunnel
+                    if let Some(held) = guard.take_place() {
+                        tunnel = Box::pin(async move {
+                            let _held = held;
+                            tunnel.await;
+                        });
+                    }
                     // an HTTP/2 stream's runs beside the connection's other streams
                     conn_progress.take_tunnel(tunnel, place);
                 }
