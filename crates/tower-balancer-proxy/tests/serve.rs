@@ -522,3 +522,31 @@ async fn a_stop_closes_a_connection_with_a_later_head_half_sent_at_once() {
     .await
     .unwrap();
 }
+
+/// A stop ends TLS handshakes under way at once: nothing was asked on them yet. A port
+/// probe, or a client that connected and never sent its ClientHello, held the stop to the
+/// handshake timeout.
+#[tokio::test]
+async fn a_stop_does_not_wait_for_a_tls_handshake_that_never_started() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (tls, _) = tls_pair();
+        let m = member("node1", Duration::ZERO).await;
+        let r = registry(&[("node1", m)]);
+        let config = ServeConfig::new()
+            .tls(tls)
+            .handshake_timeout(Duration::from_secs(20))
+            .header_read_timeout(Duration::from_secs(20));
+        let (addr, stop, task) = balancer(&r, config).await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        let took = closed_silently(&mut silent).await;
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the server waited for a handshake that never started")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -87,8 +87,15 @@ pub(super) async fn connection<S: Servable>(
     // the handshake gets no longer than a request head would: an operator shortening the
     // header-read timeout against idle sockets means the ones that never start TLS too
     let deadline = Instant::now() + config.handshake_timeout.min(config.header_read_timeout);
+    // a stop ends a handshake under way at once: nothing was asked yet, so nothing is lost
+    // (it waited out the handshake timeout, holding the stop up with it)
+    let mut stop = watchers.1.clone();
     let plain = tokio::time::timeout_at(deadline, super::plain_on_tls::is_plain_http(&sock));
-    if let Ok(true) = plain.await {
+    let plain = tokio::select! {
+        plain = plain => plain,
+        _ = stop.changed() => return,
+    };
+    if let Ok(true) = plain {
         tracing::debug!(client = %peer, "plain HTTP sent to the TLS port: 400");
         config.stats.note_plain_http_on_tls();
         let limit = config.max_header_bytes;
@@ -98,7 +105,12 @@ pub(super) async fn connection<S: Servable>(
     // counted under rustls: the send timeout judges what reached the client (`under_tls.rs`)
     let sock = super::under_tls::Counted::new(sock, progress.clone());
     // a failed or slow handshake: drop the connection
-    let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(sock)).await else {
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(sock));
+    let handshake = tokio::select! {
+        done = handshake => done,
+        _ = stop.changed() => return,
+    };
+    let Ok(Ok(stream)) = handshake else {
         config.stats.handshake(false);
         return;
     };
