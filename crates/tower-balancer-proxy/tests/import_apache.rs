@@ -468,9 +468,10 @@ fn timeouts_of_members_and_of_the_balancer_are_carried_or_said() {
     );
     has(&toml, &["timeout = \"11s\"", "connection_timeout = \"2s\""]);
     let said = not_carried.join("\n");
+    // each at the line it came from
     for what in [
-        "`timeout = \"7s\"`",
-        "`timeout = \"4s\"`",
+        "httpd.conf:3 `ProxyTimeout 7`",
+        "httpd.conf:7 `timeout=4`",
         "`timeout=3`",
         "`connection_timeout=5`",
     ] {
@@ -484,4 +485,22 @@ fn timeouts_of_members_and_of_the_balancer_are_carried_or_said() {
          ProxyPass / balancer://b/\n</VirtualHost>\n",
     );
     has(&toml, &["timeout = \"7s\""]);
+    // the main server's timeouts are every virtual host's: ProxyTimeout over Timeout, and a
+    // member's only where the balancer has none
+    let (toml, not_carried) = import(
+        "server-timeouts",
+        "Timeout 30\nProxyTimeout 120\n<VirtualHost *:80>\nServerName a.com\n<Proxy balancer://b>\n\
+         BalancerMember http://127.0.0.1:9001 route=n1 timeout=7\n\
+         BalancerMember http://127.0.0.1:9002 route=n2\n</Proxy>\n\
+         ProxyPass / balancer://b/\n</VirtualHost>\n",
+    );
+    has(&toml, &["timeout = \"120s\""]);
+    assert!(not_carried.join("\n").contains("`timeout=7`"), "{not_carried:?}");
+    let (toml, _) = import(
+        "server-timeout",
+        "Timeout 30\n<VirtualHost *:80>\nServerName a.com\n<Proxy balancer://b>\n\
+         BalancerMember http://127.0.0.1:9001 route=n1\n</Proxy>\n\
+         ProxyPass / balancer://b/\n</VirtualHost>\n",
+    );
+    has(&toml, &["timeout = \"30s\""]);
 }

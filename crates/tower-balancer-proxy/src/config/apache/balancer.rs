@@ -211,9 +211,18 @@ impl Import {
         }
     }
 
-    /// `ProxyTimeout`: the balancer's `timeout`, unless one is set already.
+    /// `ProxyTimeout`: the balancer's `timeout` (a later `ProxySet` or `ProxyPass`
+    /// `timeout=` replaces it).
     pub(crate) fn proxy_timeout(&mut self, table: &mut Table, v: &str, at: &str) {
         self.balancer_timeout(table, v, at, "ProxyTimeout ");
+    }
+
+    /// `Timeout`: the balancer's `timeout` when nothing else sets it, as Apache's
+    /// `ProxyTimeout` defaults to it.
+    pub(crate) fn server_timeout(&mut self, table: &mut Table, v: &str, at: &str) {
+        if !table.has("timeout") {
+            self.balancer_timeout(table, v, at, "Timeout ");
+        }
     }
 
     /// The balancer's `timeout` from `what` (`timeout=` of a `ProxySet` or `ProxyPass`, or
@@ -227,14 +236,15 @@ impl Import {
             return self.not_carried(at, &format!("{what}{v}"), "not a whole number of seconds");
         };
         let value = q(&format!("{s}s"));
-        if let Some(old) = table
-            .value("timeout")
-            .filter(|old| **old != value)
-            .map(str::to_owned)
-        {
-            let why =
-                format!("the balancer's timeout is set again here by `{what}{v}`, which is used");
-            self.not_carried(at, &format!("timeout = {old}"), &why);
+        let replaced = table.value("timeout").is_some_and(|old| *old != value);
+        if replaced {
+            // said at the line it came from, which its comment names (`{at}: {what}`)
+            let from = table.comment("timeout").unwrap_or_default().to_owned();
+            let (old_at, old_what) = from.split_once(": ").unwrap_or(("", from.as_str()));
+            let why = format!(
+                "the balancer's timeout is set again by `{what}{v}` at {at}, which is used"
+            );
+            self.not_carried(old_at, old_what, &why);
         }
         table.set("timeout", value, format!("{at}: {what}{v}"));
     }

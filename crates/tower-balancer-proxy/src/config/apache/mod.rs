@@ -119,8 +119,15 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
     } else {
         main.iter().filter(|d| d.is("ProxyPass")).cloned().collect()
     };
+    // and its timeouts are every virtual host's defaults, before its own lines
+    let timeouts: Vec<Directive> = main
+        .iter()
+        .filter(|d| d.is("Timeout") || d.is("ProxyTimeout"))
+        .cloned()
+        .collect();
     for v in &mut vhosts {
         let body = v.body.get_or_insert_with(Vec::new);
+        body.splice(0..0, timeouts.iter().cloned());
         if !inherit_off(body) {
             body.splice(0..0, server_passes.iter().cloned());
         }
@@ -133,10 +140,11 @@ pub fn import_apache(path: &Path, options: &ImportOptions) -> Result<Imported, I
         }
         None => return Err(ImportError::NoBalancer(path.display().to_string())),
     };
-    for d in main
-        .iter()
-        .filter(|d| !d.is("ProxyPass") && !d.is("ProxyPassInherit"))
-    {
+    for d in main.iter().filter(|d| {
+        !["ProxyPass", "ProxyPassInherit", "Timeout", "ProxyTimeout"]
+            .iter()
+            .any(|n| d.is(n))
+    }) {
         import.skip(d, global_why(d));
     }
     import.more_vhosts = import.other_vhosts(&chosen, vhosts);

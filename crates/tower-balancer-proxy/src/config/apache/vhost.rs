@@ -332,6 +332,7 @@ impl Import {
             "proxypassreverse" => b.set("proxy_pass_reverse", "true".into(), why),
             "proxypreservehost" => b.set("preserve_host", on.to_string(), why),
             "proxytimeout" => self.proxy_timeout(b, &arg, &d.at),
+            "timeout" => self.server_timeout(b, &arg, &d.at),
             "proxyrequests" => {
                 if on {
                     self.skip(d, "a forward proxy is never served");

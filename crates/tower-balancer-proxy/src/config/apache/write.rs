@@ -50,6 +50,14 @@ impl Table {
             .map(|l| l.value.as_str())
     }
 
+    /// The comment written beside `key`: where its value came from.
+    pub(crate) fn comment(&self, key: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find(|l| l.key == key)
+            .map(|l| l.comment.as_str())
+    }
+
     pub(crate) fn has(&self, key: &str) -> bool {
         self.lines.iter().any(|l| l.key == key)
     }
