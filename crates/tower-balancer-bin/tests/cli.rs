@@ -499,3 +499,57 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
     assert_eq!(status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A reload refused for a file with several mistakes logs each of them, as `--check` lists
+/// them: the refusal's own line names only the first the load met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_logs_every_mistake_in_the_file() {
+    use std::io::{BufRead, BufReader};
+    let d = dir("reload-mistakes");
+    let good = config(member("node1").await, member("node2").await);
+    let cfg = file(&d, "lb.toml", &good);
+    let err = d.join("stderr");
+    let mut child = common::Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--workers", "1"])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).lines().next().unwrap().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let bad = good.replace(
+        "name = \"cluster\"",
+        "name = \"cluster\"\nmaxattempts = \"x\"\ncolour = 1",
+    );
+    assert_ne!(bad, good);
+    std::fs::write(&cfg, bad).unwrap();
+    kill(&child, "-HUP");
+    let mut text = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = std::fs::read_to_string(&err).unwrap();
+        if text.contains("reload refused") {
+            break;
+        }
+    }
+    kill(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.0.wait()).await;
+    let mistakes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("a mistake in the reloaded file"))
+        .collect();
+    assert_eq!(mistakes.len(), 2, "{text}");
+    assert!(mistakes[0].contains("balancer.maxattempts"), "{text}");
+    assert!(mistakes[1].contains("balancer.colour"), "{text}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -495,7 +495,10 @@ fn timeouts_of_members_and_of_the_balancer_are_carried_or_said() {
          ProxyPass / balancer://b/\n</VirtualHost>\n",
     );
     has(&toml, &["timeout = \"120s\""]);
-    assert!(not_carried.join("\n").contains("`timeout=7`"), "{not_carried:?}");
+    assert!(
+        not_carried.join("\n").contains("`timeout=7`"),
+        "{not_carried:?}"
+    );
     let (toml, _) = import(
         "server-timeout",
         "Timeout 30\n<VirtualHost *:80>\nServerName a.com\n<Proxy balancer://b>\n\

@@ -96,7 +96,7 @@ impl Reloader {
         let path = path.as_ref().to_path_buf();
         let read = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || ConfigFile::from_file(path)
+            move || ConfigFile::from_file(&path).inspect_err(|_| said_every_mistake(&path))
         });
         let config = match tokio::time::timeout(RELOAD_READ_LIMIT, read).await {
             Ok(Ok(config)) => config,
@@ -133,3 +133,16 @@ impl Reloader {
 
 /// How long a reload waits for its file to be read.
 pub const RELOAD_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A file the reload refused may hold more than the first mistake the load met (which the
+/// refusal's own line names): each is logged, as `--check` lists them, so the file is not
+/// mended one SIGHUP at a time.
+fn said_every_mistake(path: &Path) {
+    if let Err(mistakes) = ConfigFile::check_file(path) {
+        if mistakes.len() > 1 {
+            for m in &mistakes {
+                tracing::error!(mistake = %m, "a mistake in the reloaded file");
+            }
+        }
+    }
+}
