@@ -70,12 +70,32 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
             if cut {
                 l["cut"] = serde_json::Value::Bool(true);
             }
-            let mut l = l.to_string();
+            let mut l = escape_controls(l.to_string());
             l.push('\n');
             l
         }
     };
     entry.log.send(line);
+}
+
+/// A JSON line with the C1 controls and the line and paragraph separators a field may
+/// carry written as `\u` escapes: JSON lets them stand raw, and a terminal showing the log
+/// may act on a C1 control (CSI, U+009B, starts an escape sequence). The same text to a
+/// JSON reader; a line of ASCII (nearly every line) is returned as it is.
+fn escape_controls(line: String) -> String {
+    let raw = |c: char| matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}');
+    if line.is_ascii() || !line.contains(raw) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if raw(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Milliseconds with three decimals, or `-` for none.
@@ -87,5 +107,26 @@ impl std::fmt::Display for Millis {
             Some(ms) => write!(f, "{ms:.3}"),
             None => f.write_str("-"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn c1_controls_and_separators_are_escaped_and_read_back_the_same() {
+        let value = serde_json::json!({ "user_agent": "a\u{9b}31m b\u{2028}c é \u{85}" });
+        let line = escape_controls(value.to_string());
+        assert!(
+            line.is_ascii() || !line.contains(['\u{9b}', '\u{2028}', '\u{85}']),
+            "{line}"
+        );
+        assert!(line.contains("a\\u009b31m b\\u2028c é \\u0085"), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, value);
+        // a line of ASCII is the same line
+        let plain = r#"{"user_agent":"curl/8.5"}"#.to_owned();
+        assert_eq!(escape_controls(plain.clone()), plain);
     }
 }
