@@ -83,38 +83,10 @@ pub(super) async fn connection<S: Servable>(
         progress.run_tunnel().await;
         return;
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    // the handshake gets no longer than a request head would: an operator shortening the
-    // header-read timeout against idle sockets means the ones that never start TLS too
-    let deadline = Instant::now() + config.handshake_timeout.min(config.header_read_timeout);
-    // a stop ends a handshake under way at once: nothing was asked yet, so nothing is lost
-    // (it waited out the handshake timeout, holding the stop up with it)
-    let mut stop = watchers.1.clone();
-    let plain = tokio::time::timeout_at(deadline, super::plain_on_tls::is_plain_http(&sock));
-    let plain = tokio::select! {
-        plain = plain => plain,
-        _ = stop.changed() => return,
-    };
-    if let Ok(true) = plain {
-        tracing::debug!(client = %peer, "plain HTTP sent to the TLS port: 400");
-        config.stats.note_plain_http_on_tls();
-        let limit = config.max_header_bytes;
-        super::plain_on_tls::refuse(sock, limit, config.header_read_timeout).await;
-        return;
-    }
-    // counted under rustls: the send timeout judges what reached the client (`under_tls.rs`)
-    let sock = super::under_tls::Counted::new(sock, progress.clone());
-    // a failed or slow handshake: drop the connection
-    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(sock));
-    let handshake = tokio::select! {
-        done = handshake => done,
-        _ = stop.changed() => return,
-    };
-    let Ok(Ok(stream)) = handshake else {
-        config.stats.handshake(false);
+    let Some(stream) = tls_handshake(sock, tls, &config, &progress, watchers.1.clone()).await
+    else {
         return;
     };
-    config.stats.handshake(true);
     let sni = stream.get_ref().1.server_name().map(Arc::from);
     // HTTP/2 (by ALPN) is hyper's from the first byte
     let own = (stream.get_ref().1.alpn_protocol() != Some(b"h2")).then_some(heads);
@@ -132,6 +104,49 @@ pub(super) async fn connection<S: Servable>(
     // an HTTP/1.1 connection switched to a tunnel runs it here, holding its slot under the
     // caps, where the server's stop waits for it and closes it at the graceful timeout
     progress.run_tunnel().await;
+}
+
+/// The TLS handshake of a connection to the TLS front (`None`: it failed, was slow, sent
+/// plain HTTP, which gets its 400 here, or the server stopped first).
+async fn tls_handshake(
+    sock: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    config: &ServeConfig,
+    progress: &Arc<Progress>,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) -> Option<tokio_rustls::server::TlsStream<super::under_tls::Counted>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // the handshake gets no longer than a request head would: an operator shortening the
+    // header-read timeout against idle sockets means the ones that never start TLS too
+    let deadline = Instant::now() + config.handshake_timeout.min(config.header_read_timeout);
+    // a stop ends a handshake under way at once: nothing was asked yet, so nothing is lost
+    // (it waited out the handshake timeout, holding the stop up with it)
+    let plain = tokio::time::timeout_at(deadline, super::plain_on_tls::is_plain_http(&sock));
+    let plain = tokio::select! {
+        plain = plain => plain,
+        _ = stop.changed() => return None,
+    };
+    if let Ok(true) = plain {
+        tracing::debug!(client = ?progress.peer, "plain HTTP sent to the TLS port: 400");
+        config.stats.note_plain_http_on_tls();
+        let limit = config.max_header_bytes;
+        super::plain_on_tls::refuse(sock, limit, config.header_read_timeout).await;
+        return None;
+    }
+    // counted under rustls: the send timeout judges what reached the client (`under_tls.rs`)
+    let sock = super::under_tls::Counted::new(sock, progress.clone());
+    // a failed or slow handshake: drop the connection
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(sock));
+    let handshake = tokio::select! {
+        done = handshake => done,
+        _ = stop.changed() => return None,
+    };
+    let Ok(Ok(stream)) = handshake else {
+        config.stats.handshake(false);
+        return None;
+    };
+    config.stats.handshake(true);
+    Some(stream)
 }
 
 /// What a connection's service answers: the stack's body or an error page, tracked.
