@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::escape::{json_text, Clf};
 use super::time::{clf_time, rfc3339};
 use super::{Done, Entry, LogFormat};
 use crate::serve::status::page_text;
@@ -38,14 +39,14 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
                 l,
                 "{client} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" member={member} attempts={} upstream_ms={} total_ms={:.3} request_id=\"{}\"",
                 clf_time(entry.wall),
-                entry.line.escape_default(),
+                Clf(entry.line.as_bytes()),
                 status,
-                entry.referer.escape_default(),
-                entry.agent.escape_default(),
+                Clf(field(&entry.referer)),
+                Clf(field(&entry.agent)),
                 done.attempts,
                 Millis(upstream),
                 ms(total),
-                entry.request_id.escape_default(),
+                Clf(field(&entry.request_id)),
             );
             if cut {
                 l.insert_str(l.len() - 1, " cut=1");
@@ -59,13 +60,13 @@ pub(super) fn write(entry: &Entry, done: &Done, bytes: u64) {
                 "request": entry.line,
                 "status": status,
                 "bytes": bytes,
-                "referer": entry.referer,
-                "user_agent": entry.agent,
+                "referer": json_text(field(&entry.referer)),
+                "user_agent": json_text(field(&entry.agent)),
                 "member": done.member,
                 "attempts": done.attempts,
                 "upstream_ms": upstream,
                 "total_ms": ms(total),
-                "request_id": entry.request_id,
+                "request_id": json_text(field(&entry.request_id)),
             });
             if cut {
                 l["cut"] = serde_json::Value::Bool(true);
@@ -96,6 +97,11 @@ fn escape_controls(line: String) -> String {
         }
     }
     out
+}
+
+/// A header's bytes as sent, or `-` for none (as Apache writes a missing one).
+fn field(v: &Option<http::HeaderValue>) -> &[u8] {
+    v.as_ref().map_or(b"-", |v| v.as_bytes())
 }
 
 /// Milliseconds with three decimals, or `-` for none.

@@ -42,6 +42,7 @@ use crate::serve::client_status;
 use crate::serve::status::page_text;
 
 mod body;
+mod escape;
 mod line;
 mod time;
 mod writer;
@@ -224,9 +225,11 @@ struct Entry {
     wall: SystemTime,
     client: Option<SocketAddr>,
     line: String,
-    referer: String,
-    agent: String,
-    request_id: String,
+    /// The client's headers as sent (`None`: absent, `-` in the line), escaped as the
+    /// line's format writes them ([`escape`]).
+    referer: Option<http::HeaderValue>,
+    agent: Option<http::HeaderValue>,
+    request_id: Option<http::HeaderValue>,
     /// A `HEAD` request: its answer has no body.
     head: bool,
     /// The attempts the balancer sent, for a line written with no answer (499).
@@ -265,8 +268,7 @@ where
                 logging: false,
             };
         };
-        let header =
-            |n: header::HeaderName| req.headers().get(n).map_or_else(|| "-".to_owned(), logged);
+        let header = |n: header::HeaderName| req.headers().get(n).cloned();
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let entry = Arc::new(Entry {
             replaced: AtomicU16::new(0),
@@ -287,19 +289,6 @@ where
             entry: Some(entry),
             logging: true,
         }
-    }
-}
-
-/// A header's value as the log writes it: as sent, and with bytes past ASCII as UTF-8 when
-/// they are, else each as the character of its value (the line escapes them as `\u{..}`),
-/// so a client cannot hide its `User-Agent` from the log with one such byte (it was `-`).
-fn logged(v: &http::HeaderValue) -> String {
-    match v.to_str() {
-        Ok(s) => s.to_owned(),
-        Err(_) => std::str::from_utf8(v.as_bytes()).map_or_else(
-            |_| v.as_bytes().iter().map(|&b| char::from(b)).collect(),
-            str::to_owned,
-        ),
     }
 }
 

@@ -221,16 +221,45 @@ async fn lines_left_queued_are_counted_when_abandoned() {
     let _ = std::fs::remove_file(&path);
 }
 
-#[test]
-fn a_header_with_bytes_past_ascii_is_logged_not_blanked() {
-    let v = |b: &[u8]| http::HeaderValue::from_bytes(b).unwrap();
-    assert_eq!(logged(&v(b"curl/8.5")), "curl/8.5");
-    // UTF-8 as such, anything else a character a byte
-    assert_eq!(logged(&v("Mozilla é".as_bytes())), "Mozilla é");
-    assert_eq!(logged(&v(b"sqlmap/1.0 \xff")), "sqlmap/1.0 \u{ff}");
-    // and the combined line escapes them, so a byte cannot pass as anything else
-    assert_eq!(
-        logged(&v(b"a\xff\"b")).escape_default().to_string(),
-        "a\\u{ff}\\\"b"
-    );
+/// The line one request with `User-Agent: agent` writes in `format`.
+async fn line_with_agent(format: LogFormat, agent: &[u8], test: &str) -> String {
+    let path = std::env::temp_dir().join(format!("access-{test}-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (log, writer) = AccessLog::start(&LogTarget::File(path.clone()), format).unwrap();
+    let ok = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"ok"))))
+    });
+    let req = Request::builder()
+        .header("user-agent", http::HeaderValue::from_bytes(agent).unwrap())
+        .body(())
+        .unwrap();
+    let res = log.layer().layer(ok).oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    drop(log);
+    writer.finish(Duration::from_secs(5)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    text
+}
+
+/// A `User-Agent` past ASCII is logged, not blanked (it was `-`, so one byte hid a client's
+/// agent), and a byte that is not UTF-8 cannot pass for UTF-8 or for the text a client
+/// may send in its place (the JSON line wrote `0xe9` as `é`: hostile round 4).
+#[tokio::test]
+async fn a_header_past_ascii_is_logged_and_no_byte_passes_for_another() {
+    // the text `\xe9`, then the lone byte 0xe9; and the text, then UTF-8's é
+    let lone: &[u8] = b"x \\xe9 \xe9";
+    let utf8 = "x \\xe9 é".as_bytes();
+    // combined: Apache's escapes, a byte at a time
+    let line = line_with_agent(LogFormat::Combined, lone, "lone").await;
+    assert!(line.contains(r#" "x \\xe9 \xe9" member="#), "{line}");
+    let line = line_with_agent(LogFormat::Combined, utf8, "utf8").await;
+    assert!(line.contains(r#" "x \\xe9 \xc3\xa9" member="#), "{line}");
+    // JSON: UTF-8 as it is, a lone byte `\xhh`, the client's `\` as `\x5c`
+    let json =
+        |text: String| -> serde_json::Value { serde_json::from_str(text.trim_end()).unwrap() };
+    let line = json(line_with_agent(LogFormat::Json, lone, "jlone").await);
+    assert_eq!(line["user_agent"], r"x \x5cxe9 \xe9");
+    let line = json(line_with_agent(LogFormat::Json, utf8, "jutf8").await);
+    assert_eq!(line["user_agent"], r"x \x5cxe9 é");
 }
