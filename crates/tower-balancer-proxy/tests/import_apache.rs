@@ -495,10 +495,11 @@ fn timeouts_of_members_and_of_the_balancer_are_carried_or_said() {
          ProxyPass / balancer://b/\n</VirtualHost>\n",
     );
     has(&toml, &["timeout = \"120s\""]);
-    assert!(
-        not_carried.join("\n").contains("`timeout=7`"),
-        "{not_carried:?}"
-    );
+    let said = not_carried.join("\n");
+    assert!(said.contains("`timeout=7`"), "{said}");
+    // `Timeout` is only the default of `ProxyTimeout` (Apache's own rule): replaced, it is
+    // not a value left out, and saying so was noise
+    assert!(!said.contains("`Timeout 30`"), "{said}");
     let (toml, _) = import(
         "server-timeout",
         "Timeout 30\n<VirtualHost *:80>\nServerName a.com\n<Proxy balancer://b>\n\

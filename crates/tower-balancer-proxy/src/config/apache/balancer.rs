@@ -237,10 +237,12 @@ impl Import {
         };
         let value = q(&format!("{s}s"));
         let replaced = table.value("timeout").is_some_and(|old| *old != value);
-        if replaced {
-            // said at the line it came from, which its comment names (`{at}: {what}`)
-            let from = table.comment("timeout").unwrap_or_default().to_owned();
-            let (old_at, old_what) = from.split_once(": ").unwrap_or(("", from.as_str()));
+        // said at the line it came from, which its comment names (`{at}: {what}`)
+        let from = table.comment("timeout").unwrap_or_default().to_owned();
+        let (old_at, old_what) = from.split_once(": ").unwrap_or(("", from.as_str()));
+        // `Timeout` is only `ProxyTimeout`'s default in Apache: replacing it leaves nothing
+        // out that Apache would have used
+        if replaced && !old_what.starts_with("Timeout ") {
             let why = format!(
                 "the balancer's timeout is set again by `{what}{v}` at {at}, which is used"
             );
