@@ -422,9 +422,23 @@ impl ConfigFile {
                  address, scheme and host to the members"
             );
         }
-        Ok(forward
-            .preserve_host(b.preserve_host)
-            .forwarding(Forwarding::new().trusted(b.trusted_proxies.clone())))
+        let mut headers = Forwarding::new().trusted(b.trusted_proxies.clone());
+        if let Some(list) = &b.pass_headers {
+            let cookie = http::header::COOKIE;
+            if let Some(session) = b
+                .stickysession
+                .cookie
+                .as_ref()
+                .filter(|_| !list.passes(&cookie))
+            {
+                tracing::warn!(
+                    "balancer.pass_headers leaves out \"cookie\": the members never see \
+                     their session cookie ({session}) or any other"
+                );
+            }
+            headers = headers.pass_only(list.clone());
+        }
+        Ok(forward.preserve_host(b.preserve_host).forwarding(headers))
     }
 
     /// Builds the balancer: reads certificates and keys, fills a registry, and prepares the

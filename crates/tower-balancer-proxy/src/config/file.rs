@@ -15,11 +15,11 @@ use super::reliability::{EjectionSection, RetryBudgetSection};
 use super::typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 use super::values::{
     balancer_name, duration_opt, fraction_opt, header_bytes_opt, header_name_opt, host_name,
-    host_names, max_retries, non_empty_opt, path, port_opt, positive_opt, positive_u32,
-    probe_interval, socket_addr, socket_addrs, statuses, timeout, timeout_opt, trusted_proxies,
-    upgrades_opt, uri, uri_opt, weight,
+    host_names, max_retries, non_empty_opt, pass_headers, path, port_opt, positive_opt,
+    positive_u32, probe_interval, socket_addr, socket_addrs, statuses, timeout, timeout_opt,
+    trusted_proxies, upgrades_opt, uri, uri_opt, weight,
 };
-use crate::hygiene::TrustedProxies;
+use crate::hygiene::{PassOnly, TrustedProxies};
 
 /// The whole file: an Apache virtual host with its balancers.
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +244,12 @@ pub struct BalancerSection {
     /// `RemoteIPTrustedProxy`: addresses and CIDRs whose `X-Forwarded-For` is kept.
     #[serde(default, deserialize_with = "trusted_proxies")]
     pub trusted_proxies: TrustedProxies,
+    /// nginx `proxy_pass_request_headers off` with the headers named set again: the only
+    /// request headers a client that is not a trusted proxy may send the members, beside
+    /// those every request keeps (framing, body type and encoding, a WebSocket's handshake,
+    /// `TE`, `X-Request-Id`); every header but the forwarding ones passes when absent.
+    #[serde(default, deserialize_with = "pass_headers")]
+    pub pass_headers: Option<PassOnly>,
     /// `acquire=` (HAProxy `timeout queue`): how long a request waits for a member with
     /// room when every member is at its `max` (default 10 s).
     #[serde(default, deserialize_with = "timeout_opt")]

@@ -74,6 +74,7 @@
 //! | `SSLProxyEngine on`, `SSLProxyCACertificateFile` | `balancer.trust_roots` |
 //! | `SSLProxyMachineCertificateFile` | `balancer.client_certificate`, `balancer.client_key` |
 //! | `RemoteIPTrustedProxy` (mod_remoteip) | `balancer.trusted_proxies` |
+//! | (nginx `proxy_pass_request_headers off` with `proxy_set_header`) | `balancer.pass_headers`: the only headers an untrusted client may send members, beside framing, body type and encoding, a WebSocket's handshake, `TE` and `X-Request-Id` |
 //! | `BalancerMember url` | `balancer.member.url` |
 //! | `route=` | `balancer.member.route` |
 //! | `loadfactor=` | `balancer.member.loadfactor` |

@@ -297,6 +297,17 @@ pub(super) fn trusted_proxies<'de, D: Deserializer<'de>>(
     crate::hygiene::TrustedProxies::parse(&list).map_err(de::Error::custom)
 }
 
+/// Header names to pass from untrusted clients: each a header name, none the balancer
+/// removes from them anyway.
+pub(super) fn pass_headers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::hygiene::PassOnly>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    crate::hygiene::PassOnly::new(&list)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
 /// `cookie_key_files`: at least one file. An empty list would sign cookies with a key made
 /// for this process, which other instances (and the next start) do not know.
 pub(super) fn key_files<'de, D: Deserializer<'de>>(

@@ -24,8 +24,7 @@ use super::error::NotPicked;
 use super::future::{LimitedMember, ResponseFuture};
 use super::resolve::Resolver;
 use crate::hygiene::{
-    is_valid_host, join_cookie_fields, strip_forwarding_headers, strip_hop_by_hop,
-    strip_hop_by_hop_answer, Forwarding,
+    is_valid_host, join_cookie_fields, strip_hop_by_hop, strip_hop_by_hop_answer, Forwarding,
 };
 use crate::rewrite::ReverseRewrite;
 
@@ -139,7 +138,7 @@ impl ForwardSettings {
             Some(ip) => self.forwarding.apply_valid(headers, ip, tls, host.as_ref()),
             None => {
                 // fail closed: what the client wrote never passes for what we vouch for
-                strip_forwarding_headers(headers);
+                self.forwarding.strip_untrusted(headers);
                 UNKNOWN_CLIENT.call_once(|| {
                     tracing::warn!(
                         "requests reach the forwarder without the client's address: their \

@@ -22,6 +22,15 @@ pub enum ForwardingError {
     /// The `Via` pseudonym is not a token.
     #[error("\"{0}\" is not a valid Via pseudonym (letters, digits and -._~ only)")]
     InvalidPseudonym(String),
+    /// A name to pass is not a header name.
+    #[error("\"{0}\" is not a header name such as \"accept-language\"")]
+    InvalidHeaderName(String),
+    /// A name to pass is one the balancer removes from every untrusted client.
+    #[error(
+        "\"{0}\" is removed from every client that is not a trusted proxy (it claims an \
+         address, a scheme, a certificate, a user or a URL), so it cannot be passed"
+    )]
+    NeverPassed(String),
 }
 
 /// The peers whose `X-Forwarded-*` and `Forwarded` headers are believed: usually the L4 load
@@ -103,6 +112,7 @@ pub struct Forwarding {
     x_forwarded: bool,
     forwarded: bool,
     via: Option<String>,
+    pass_only: Option<super::PassOnly>,
 }
 
 impl Default for Forwarding {
@@ -120,6 +130,7 @@ impl Forwarding {
             x_forwarded: true,
             forwarded: false,
             via: None,
+            pass_only: None,
         }
     }
 
@@ -141,6 +152,15 @@ impl Forwarding {
     #[must_use]
     pub const fn forwarded(mut self, on: bool) -> Self {
         self.forwarded = on;
+        self
+    }
+
+    /// From a client that is not a trusted proxy, passes only the headers `list` names
+    /// (and those every request keeps: see [`PassOnly`](super::PassOnly)); default: every
+    /// header but those [`is_forwarding_header`](super::is_forwarding_header) names.
+    #[must_use]
+    pub fn pass_only(mut self, list: super::PassOnly) -> Self {
+        self.pass_only = Some(list);
         self
     }
 
@@ -186,6 +206,15 @@ impl Forwarding {
         self.apply_valid(headers, client, tls, host);
     }
 
+    /// Removes what a client that is not a trusted proxy may not send a member: every
+    /// forwarding header, and with [`pass_only`](Self::pass_only) every header not listed.
+    pub(crate) fn strip_untrusted(&self, headers: &mut HeaderMap) {
+        super::strip_forwarding_headers(headers);
+        if let Some(list) = &self.pass_only {
+            list.keep_only(headers);
+        }
+    }
+
     /// [`apply`](Self::apply) for a `host` the caller has already validated (the forwarder
     /// does, once per request).
     pub(crate) fn apply_valid(
@@ -200,7 +229,7 @@ impl Forwarding {
         let proto = if tls { "https" } else { "http" };
         if !trusted {
             // a client's own claims never pass, even when we write none of ours
-            super::strip_forwarding_headers(headers);
+            self.strip_untrusted(headers);
         }
         if self.x_forwarded {
             let xff = if trusted {
