@@ -239,26 +239,21 @@ async fn stderr_with_rust_log(test: &str, level: Option<&str>) -> String {
     stderr_of_one_request(test, level, a, b, "HTTP/1.1 200").await
 }
 
-/// What the binary logs for one request to members `a` and `b` whose answer starts with
-/// `status`.
-async fn stderr_of_one_request(
-    test: &str,
+/// The binary run on `cfg` with one worker, its stderr in `err` (`RUST_LOG` from `level`,
+/// else unset), and its first line on stdout (`listening on …`).
+async fn spawn_logging_to(
+    cfg: &std::path::Path,
+    err: &std::path::Path,
     level: Option<&str>,
-    a: std::net::SocketAddr,
-    b: std::net::SocketAddr,
-    status: &str,
-) -> String {
+) -> (common::Running, String) {
     use std::io::{BufRead, BufReader};
-    let d = dir(test);
-    let cfg = file(&d, "lb.toml", &config(a, b));
-    let err = d.join("stderr");
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .args(["--workers", "1"])
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&err).unwrap());
+        .stderr(std::fs::File::create(err).unwrap());
     if let Some(level) = level {
         cmd.env("RUST_LOG", level);
     }
@@ -269,6 +264,22 @@ async fn stderr_of_one_request(
     })
     .await
     .unwrap();
+    (child, line)
+}
+
+/// What the binary logs for one request to members `a` and `b` whose answer starts with
+/// `status`.
+async fn stderr_of_one_request(
+    test: &str,
+    level: Option<&str>,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+    status: &str,
+) -> String {
+    let d = dir(test);
+    let cfg = file(&d, "lb.toml", &config(a, b));
+    let err = d.join("stderr");
+    let (mut child, line) = spawn_logging_to(&cfg, &err, level).await;
     let addr: std::net::SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = "GET /x HTTP/1.1\r\nHost: lb.test\r\nCookie: secret=abc123\r\n\
@@ -504,28 +515,11 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
 /// them: the refusal's own line names only the first the load met.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_reload_logs_every_mistake_in_the_file() {
-    use std::io::{BufRead, BufReader};
     let d = dir("reload-mistakes");
     let good = config(member("node1").await, member("node2").await);
     let cfg = file(&d, "lb.toml", &good);
     let err = d.join("stderr");
-    let mut child = common::Running(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--workers", "1"])
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().next().unwrap().unwrap()
-    })
-    .await
-    .unwrap();
+    let (mut child, line) = spawn_logging_to(&cfg, &err, None).await;
     assert!(line.starts_with("listening on "), "{line}");
     let bad = good.replace(
         "name = \"cluster\"",

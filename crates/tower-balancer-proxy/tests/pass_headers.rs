@@ -101,7 +101,10 @@ async fn a_trusted_proxys_headers_pass_as_they_are() {
     for n in ["x-tenant-admin", "x_debug", "user-agent", "cookie"] {
         assert!(names.iter().any(|s| s == n), "{n} not passed: {out}");
     }
-    assert!(out.contains("x-forwarded-for: 1.2.3.4, 127.0.0.1\n"), "{out}");
+    assert!(
+        out.contains("x-forwarded-for: 1.2.3.4, 127.0.0.1\n"),
+        "{out}"
+    );
 }
 
 #[test]
