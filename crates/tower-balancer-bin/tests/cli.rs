@@ -547,3 +547,25 @@ async fn a_refused_reload_logs_every_mistake_in_the_file() {
     assert!(mistakes[1].contains("balancer.colour"), "{text}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A `pass_headers` list without `cookie` under sticky sessions is said by `--check` (the
+/// members would never see their session cookies), and not once `cookie` is listed.
+#[tokio::test]
+async fn check_warns_of_a_pass_headers_list_that_drops_the_session_cookie() {
+    let d = dir("pass-headers");
+    let base = config(member("node1").await, member("node2").await);
+    let mut said = Vec::new();
+    for list in ["[\"accept\"]", "[\"accept\", \"Cookie\"]"] {
+        let text = base.replace(
+            "name = \"cluster\"",
+            &format!("name = \"cluster\"\npass_headers = {list}"),
+        );
+        let cfg = file(&d, "lb.toml", &text);
+        let out = Command::new(BIN).arg("--check").arg(&cfg).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        said.push(err.contains("pass_headers leaves out \"cookie\"") && err.contains("JSESSIONID"));
+    }
+    assert_eq!(said, [true, false]);
+    let _ = std::fs::remove_dir_all(&d);
+}

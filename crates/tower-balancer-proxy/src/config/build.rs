@@ -14,7 +14,6 @@ use super::plan::{LanePlan, ManagerPlan};
 use super::run::Gateway;
 use super::typed::ProbeMethod;
 use crate::forward::ForwardConfig;
-use crate::hygiene::Forwarding;
 use crate::manager::ManagerInfo;
 
 /// No value to point at: the line is found from the key.
@@ -416,29 +415,9 @@ impl ConfigFile {
         if let Some(t) = b.tunnel_idle_timeout {
             forward = forward.tunnel_idle_timeout(t);
         }
-        if b.trusted_proxies.trusts_everyone() {
-            tracing::warn!(
-                "balancer.trusted_proxies trusts every address: any client can claim any \
-                 address, scheme and host to the members"
-            );
-        }
-        let mut headers = Forwarding::new().trusted(b.trusted_proxies.clone());
-        if let Some(list) = &b.pass_headers {
-            let cookie = http::header::COOKIE;
-            if let Some(session) = b
-                .stickysession
-                .cookie
-                .as_ref()
-                .filter(|_| !list.passes(&cookie))
-            {
-                tracing::warn!(
-                    "balancer.pass_headers leaves out \"cookie\": the members never see \
-                     their session cookie ({session}) or any other"
-                );
-            }
-            headers = headers.pass_only(list.clone());
-        }
-        Ok(forward.preserve_host(b.preserve_host).forwarding(headers))
+        Ok(forward
+            .preserve_host(b.preserve_host)
+            .forwarding(b.forwarding_headers()))
     }
 
     /// Builds the balancer: reads certificates and keys, fills a registry, and prepares the

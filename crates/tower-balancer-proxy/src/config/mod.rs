@@ -134,6 +134,7 @@ mod discovery;
 mod error;
 mod etcd;
 mod file;
+mod headers;
 mod members;
 mod owned;
 mod parts;

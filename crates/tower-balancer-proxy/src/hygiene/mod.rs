@@ -14,12 +14,14 @@ mod host;
 mod pass_only;
 mod real_client;
 mod spoofable;
+mod trusted;
 
 pub use cookie::join_cookie_fields;
-pub use forwarded::{Forwarding, ForwardingError, TrustedProxies};
+pub use forwarded::{Forwarding, ForwardingError};
 pub(crate) use hop::{connection_tokens, is_hop_by_hop, strip_hop_by_hop_answer};
 pub use hop::{strip_hop_by_hop, HOP_BY_HOP};
 pub use host::is_valid_host;
 pub use pass_only::PassOnly;
 pub use real_client::real_client;
 pub use spoofable::{is_forwarding_header, strip_forwarding_headers};
+pub use trusted::TrustedProxies;

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use http::header::HeaderMap;
 
-use super::forwarded::canonical;
+use super::trusted::canonical;
 use super::TrustedProxies;
 
 /// The client's address: `peer` unless `trusted` trusts it; then, walking `X-Forwarded-For`
