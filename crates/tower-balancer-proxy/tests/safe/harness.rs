@@ -100,7 +100,7 @@ where
     format!("http://{addr}")
 }
 
-/// A member answering `/slow` after 300 ms and `/slower` after 1 s (anything else at once)
+/// A member answering `/slow` after 600 ms and `/slower` after 1.5 s (anything else at once)
 /// with `ok`; returns its URL and the most `/slow` requests it had under way at once.
 #[allow(dead_code)]
 pub(crate) async fn slow_member() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
@@ -115,10 +115,12 @@ pub(crate) async fn slow_member() -> (String, Arc<std::sync::atomic::AtomicUsize
                 async move {
                     if req.uri().path() == "/slow" {
                         m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        // long enough that a burst's streams are all under way at once on
+                        // a loaded machine (at 300 ms a burst of ten was not, once)
+                        tokio::time::sleep(Duration::from_millis(600)).await;
                         n.fetch_sub(1, Ordering::SeqCst);
                     } else if req.uri().path() == "/slower" {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
                     }
                     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
                         b"ok",
