@@ -24,6 +24,10 @@ use tower_balancer::upstream::{find_upstream_error, UpstreamErrorKind};
 use tower_balancer_proxy::forward::{ForwardConfig, UpstreamTls};
 use tower_balancer_proxy::rewrite::ReverseRewrite;
 
+#[path = "tls_pki/mod.rs"]
+mod tls_pki;
+use tls_pki::{pki, pki_speaking};
+
 /// A member that answers with the request head it received, one header a line, and a
 /// Location pointing at itself.
 async fn serve_echo(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
@@ -176,45 +180,6 @@ async fn a_member_at_a_base_path_gets_the_path_under_it_in_origin_form() {
     })
     .await
     .unwrap();
-}
-
-struct Pki {
-    ca_pem: String,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-/// A private CA and a server certificate for `name` signed by it, as the recipe's keystores.
-fn pki(name: &str) -> Pki {
-    pki_speaking(name, &[b"h2", b"http/1.1"])
-}
-
-/// [`pki`], the server offering the protocols `alpn` by ALPN.
-fn pki_speaking(name: &str, alpn: &[&[u8]]) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![name.to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Pki {
-        ca_pem: ca.pem(),
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    }
 }
 
 #[tokio::test]

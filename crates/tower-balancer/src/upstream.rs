@@ -36,6 +36,12 @@ pub enum UpstreamErrorKind {
     /// HTTP/2 extended CONNECT, whose success means the tunnel is open): a valid answer to
     /// a request it need not grant, so never counted against the member.
     NotSwitched,
+    /// The member refused the request before processing any of it: an HTTP/2 `GOAWAY` that
+    /// left the request's stream out, as a member ending a connection gracefully (nginx
+    /// after `keepalive_requests`) does to streams that crossed it, or `REFUSED_STREAM`
+    /// (RFC 9113 §8.7, "can be safely retried"). Safe to send again for every method, and
+    /// never counted against the member.
+    Refused,
     /// The balancer itself could not open a connection to the member (the process or the
     /// system is out of file descriptors): nothing was sent, and the member is not at fault,
     /// so it is never counted against it; the client gets 503.
@@ -70,13 +76,13 @@ impl UpstreamError {
         self.kind
     }
 
-    /// Whether any byte of the request may have reached the member. Only a connect failure
-    /// proves that nothing did.
+    /// Whether the member may have acted on the request. A connect failure proves that
+    /// nothing reached it, and a refusal that it processed nothing.
     #[must_use]
     pub const fn maybe_sent(&self) -> bool {
         !matches!(
             self.kind,
-            UpstreamErrorKind::Connect | UpstreamErrorKind::Local
+            UpstreamErrorKind::Connect | UpstreamErrorKind::Local | UpstreamErrorKind::Refused
         )
     }
 
@@ -90,6 +96,7 @@ impl UpstreamError {
             UpstreamErrorKind::Protocol => Some(FailureKind::Protocol),
             UpstreamErrorKind::ClientBody
             | UpstreamErrorKind::NotSwitched
+            | UpstreamErrorKind::Refused
             | UpstreamErrorKind::Local => None,
         }
     }
@@ -116,6 +123,7 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Protocol => "member sent an invalid response",
             UpstreamErrorKind::ClientBody => "client request body failed",
             UpstreamErrorKind::NotSwitched => "member did not switch protocols",
+            UpstreamErrorKind::Refused => "member refused the request before processing it",
             UpstreamErrorKind::Local => "the balancer could not open a connection to the member",
         })
     }

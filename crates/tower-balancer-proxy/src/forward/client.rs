@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection as _;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower_balancer::balance::SentTo;
+use tower_balancer::balance::{SentTo, UploadProgress};
 use tower_balancer::registry::Member;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
@@ -90,12 +90,8 @@ where
             return Box::pin(std::future::ready(Err(no_origin())));
         };
         if let Some(h2) = inner.pool.h2(&member) {
-            // HTTP/2 carries the scheme and authority as pseudo-headers
-            return match origin.absolute(req.uri()) {
-                Ok(uri) => {
-                    *req.uri_mut() = uri;
-                    Box::pin(h2_pooled(inner, member, h2, req))
-                }
+            return match h2_target(&mut req, &origin) {
+                Ok(()) => Box::pin(h2_pooled(inner, member, h2, req)),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             };
         }
@@ -108,14 +104,30 @@ where
     }
 }
 
-/// Makes `req` an HTTP/1.1 request to `origin`: its target in origin form and a `Host`.
+/// Makes `req` an HTTP/1.1 request to `origin`: its target in origin form and a `Host`, the
+/// authority an HTTP/2 request back from a closed connection carried (see [`h2_target`]),
+/// else the member's.
 fn http1_head<B>(req: &mut Request<B>, origin: &Origin<'_>) {
-    http1_target(req, origin);
     if !req.headers().contains_key(header::HOST) {
-        if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
+        let authority = req.uri().authority().unwrap_or(origin.authority);
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             req.headers_mut().insert(header::HOST, host);
         }
     }
+    http1_target(req, origin);
+}
+
+/// Makes `req` an HTTP/2 request to `origin`: its scheme and authority as pseudo-headers,
+/// the authority the `Host` it carried (the client's with `preserve_host`, else the
+/// member's), and no `Host` beside it. RFC 9113 §8.3.1 lets a client send both, but nginx
+/// before 1.25 refuses such a request with 400 (hostile round 5: every request to an nginx
+/// HTTP/2 member failed), and with `preserve_host` the two differed.
+fn h2_target<B>(req: &mut Request<B>, origin: &Origin<'_>) -> Result<(), UpstreamError> {
+    let host = req.headers_mut().remove(header::HOST);
+    let authority = host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    *req.uri_mut() =
+        origin.absolute_at(req.uri(), authority.as_ref().unwrap_or(origin.authority))?;
+    Ok(())
 }
 
 /// One exchange over the member's shared HTTP/2 connection; if it closed before the request
@@ -131,6 +143,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let upload = req.extensions().get::<UploadProgress>().cloned();
     match h2.try_send_request(req).await {
         Ok(res) => Ok(res.map(MemberBody::hyper)),
         Err(mut e) => match e.take_message() {
@@ -140,9 +153,19 @@ where
                 http1_head(&mut req, &origin);
                 Box::pin(hyper_exchange(inner, member, req)).await
             }
-            None => Err(from_hyper(e.into_error())),
+            None => Err(h2_failure(e.into_error(), upload.as_ref())),
         },
     }
+}
+
+/// An HTTP/2 exchange's failure: the client's when its body failed, which the member's
+/// connection cannot tell (it sees only the stream the body's failure reset; an HTTP/1.1
+/// connection carries the body's error itself), else as the error says.
+fn h2_failure(e: hyper::Error, upload: Option<&UploadProgress>) -> UpstreamError {
+    if upload.is_some_and(UploadProgress::client_failed) {
+        return UpstreamError::new(UpstreamErrorKind::ClientBody, e);
+    }
+    from_hyper(e)
 }
 
 /// One exchange over hyper's HTTP/1.1 client, on a pooled connection if there is one ready.
@@ -382,14 +405,20 @@ where
             tracing::debug!(error = %e, "member connection closed with an error");
         }
     });
-    // HTTP/2 carries the scheme and authority as pseudo-headers
-    *req.uri_mut() = origin.absolute(req.uri())?;
+    h2_target(&mut req, origin)?;
     pool.set_h2(member, sender.clone());
-    sender
-        .try_send_request(req)
-        .await
-        .map(|res| res.map(MemberBody::hyper))
-        .map_err(fresh_failure)
+    let upload = req.extensions().get::<UploadProgress>().cloned();
+    match sender.try_send_request(req).await {
+        Ok(res) => Ok(res.map(MemberBody::hyper)),
+        // a connection just made that closed before the request went out: nothing sent
+        Err(mut e) => match e.take_message() {
+            Some(_) => Err(UpstreamError::new(
+                UpstreamErrorKind::Connect,
+                NotSent(e.into_error()),
+            )),
+            None => Err(h2_failure(e.into_error(), upload.as_ref())),
+        },
+    }
 }
 
 /// The member's scheme and authority, borrowed from its endpoint.
@@ -413,9 +442,18 @@ impl<'a> Origin<'a> {
 
     /// `target` (origin or authority form) on this origin again.
     fn absolute(&self, target: &Uri) -> Result<Uri, UpstreamError> {
+        self.absolute_at(target, self.authority)
+    }
+
+    /// `target` at this origin's scheme and `authority`.
+    fn absolute_at(
+        &self,
+        target: &Uri,
+        authority: &http::uri::Authority,
+    ) -> Result<Uri, UpstreamError> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.authority = Some(authority.clone());
         parts.path_and_query = Some(
             target
                 .path_and_query()

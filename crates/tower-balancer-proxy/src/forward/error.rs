@@ -22,6 +22,11 @@ pub(crate) fn classify(e: &hyper::Error) -> UpstreamErrorKind {
         ) {
             return UpstreamErrorKind::ClientBody;
         }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if is_refusal(h2) {
+                return UpstreamErrorKind::Refused;
+            }
+        }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_user() {
                 return UpstreamErrorKind::ClientBody;
@@ -35,6 +40,15 @@ pub(crate) fn classify(e: &hyper::Error) -> UpstreamErrorKind {
         }
     }
     UpstreamErrorKind::Reset
+}
+
+/// An HTTP/2 member's word that it processed none of the request: a `GOAWAY` whose last
+/// stream is below the request's (a graceful close, `NO_ERROR`, crossing it), or a
+/// `REFUSED_STREAM` reset (RFC 9113 §6.8, §8.7).
+fn is_refusal(e: &h2::Error) -> bool {
+    e.is_remote()
+        && ((e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR))
+            || (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)))
 }
 
 /// A failed exchange whose request may have reached the member.

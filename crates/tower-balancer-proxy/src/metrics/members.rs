@@ -120,7 +120,7 @@ pub(super) fn member_counts(encoder: &mut DescriptorEncoder<'_>, members: &[Lane
     family(
         encoder,
         "lb_member_resends",
-        "Requests sent to the member again on a new connection after it closed the reused one, with no answer, within 100 ms of the request (its keep-alive timeout racing it); not failures.",
+        "Requests sent to the member again on a new connection after it closed the reused one, with no answer, within 100 ms of the request (its keep-alive timeout racing it), and requests an HTTP/2 member refused unprocessed (a GOAWAY that crossed them, REFUSED_STREAM) sent again; not failures.",
         MetricType::Counter,
         members,
         |e, l, m| counter(e, &labels(l, &id(m), &[]), m.stats().metrics().resends()),

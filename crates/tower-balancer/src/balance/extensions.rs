@@ -91,6 +91,8 @@ struct Upload {
     /// The body is waiting for the client's next part.
     waiting: bool,
     ended: bool,
+    /// The client's body failed.
+    failed: bool,
 }
 
 impl UploadProgress {
@@ -127,6 +129,20 @@ impl UploadProgress {
             u.ended = true;
             u.last = Some(tokio::time::Instant::now());
         });
+    }
+
+    /// The client's body failed now: the attempt's failure is the client's, whatever the
+    /// member's connection says of it (an HTTP/2 member's sees only the stream reset it got).
+    pub fn failed(&self) {
+        self.with(|u| u.failed = true);
+    }
+
+    /// Whether the client's body failed.
+    #[must_use]
+    pub fn client_failed(&self) -> bool {
+        let mut failed = false;
+        self.with(|u| failed = u.failed);
+        failed
     }
 
     /// When a limit of `timeout` for an attempt that started at `started` runs out instead

@@ -219,6 +219,9 @@ where
                 Some(Err(e)) => {
                     s.client_failed = true;
                     s.body = None;
+                    if let Some(u) = &s.upload {
+                        u.failed();
+                    }
                     return Poll::Ready(Some(Err(ReplayError::Client(e.into()))));
                 }
                 None => {

@@ -67,6 +67,8 @@ struct Retrying<R> {
     last: Option<Result<R, BoxError>>,
     /// The failures before `last`, oldest first, said for the error that ends the request.
     failures: Vec<String>,
+    /// A member's refusal was sent again ([`UpstreamErrorKind::Refused`]): once a request.
+    refusal_resent: bool,
 }
 
 impl<RB> Retrying<Response<RB>> {
@@ -287,6 +289,14 @@ where
                             return Poll::Ready(out);
                         }
                         Verdict::Retry { res, unsent } => {
+                            // a member's refusal goes out once more whatever maxattempts
+                            // and the budget say, to any member, that one too: it was no
+                            // attempt (a keep-alive race's resend is not one either)
+                            let refusal = is_refusal(&res)
+                                && !this.retrying.as_ref().is_some_and(|r| r.refusal_resent);
+                            if refusal {
+                                *this.max_attempts += 1;
+                            }
                             if attempts >= *this.max_attempts {
                                 let mut out = give_up(res, NotRetried::AttemptsExhausted, attempts);
                                 finish(&mut out, this.retrying.as_mut(), attempts);
@@ -302,12 +312,24 @@ where
                                     tried: Tried::new(),
                                     last: None,
                                     failures: Vec::new(),
+                                    refusal_resent: false,
                                 })
                             });
-                            if let Some(m) = failed_member(&res) {
-                                retrying.tried.insert(m);
+                            match failed_member(&res) {
+                                Some(m) if refusal => {
+                                    retrying.refusal_resent = true;
+                                    m.stats().metrics().note_resend();
+                                }
+                                Some(m) => {
+                                    retrying.tried.insert(m);
+                                }
+                                None => {}
                             }
                             retrying.keep(res);
+                            if refusal {
+                                this.state.set(State::Ready);
+                                continue;
+                            }
                             let wait = retry_wait(this.config, attempts);
                             this.state.set(State::Backoff {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
@@ -353,6 +375,15 @@ fn failed_member<RB>(res: &Result<Response<RB>, BoxError>) -> Option<&Member> {
         Ok(r) => r.extensions().get::<ServedBy>().map(|ServedBy(m)| &**m),
         Err(e) => e.downcast_ref::<AttemptError>().map(|a| &**a.member()),
     }
+}
+
+/// Whether an attempt failed for a member's refusal to process it.
+fn is_refusal<RB>(res: &Result<Response<RB>, BoxError>) -> bool {
+    res.as_ref()
+        .err()
+        .and_then(|e| find_upstream_error(&**e))
+        .map(crate::upstream::UpstreamError::kind)
+        == Some(UpstreamErrorKind::Refused)
 }
 
 /// Decides whether one attempt's outcome is the answer or worth another attempt.
@@ -401,12 +432,20 @@ fn judge<B, RB>(
             let upstream = find_upstream_error(&*e).map(crate::upstream::UpstreamError::kind);
             let unsent = matches!(
                 upstream,
-                Some(UpstreamErrorKind::Connect | UpstreamErrorKind::Local)
+                Some(
+                    UpstreamErrorKind::Connect
+                        | UpstreamErrorKind::Local
+                        | UpstreamErrorKind::Refused
+                )
             );
             let reason = match upstream {
                 Some(UpstreamErrorKind::ClientBody) => Some(NotRetried::ClientError),
-                // nothing was sent: safe for every method
-                Some(UpstreamErrorKind::Connect | UpstreamErrorKind::Local) => blocked(true),
+                // nothing was sent, or nothing of it processed: safe for every method
+                Some(
+                    UpstreamErrorKind::Connect
+                    | UpstreamErrorKind::Local
+                    | UpstreamErrorKind::Refused,
+                ) => blocked(true),
                 _ => blocked(may_resend),
             };
             match reason {

@@ -66,11 +66,10 @@ where
         let max_attempts = 1 + self.config.max_retries.min(members.saturating_sub(1));
         let (mut parts, body) = req.into_parts();
         let replay = Replay::new(body, self.config.replay_cap);
-        if self.config.per_try_timeout.is_some() {
-            if let Some(upload) = replay.upload() {
-                // every attempt's copy of the head carries it
-                parts.extensions.insert(upload);
-            }
+        // a body still to come: every attempt's copy of the head carries its progress, for
+        // the attempt's time limit and to tell the client's failure from the member's
+        if let Some(upload) = replay.upload() {
+            parts.extensions.insert(upload);
         }
         // the ready service takes the first attempt; its clone takes the later ones
         let clone = self.inner.clone();

@@ -1,0 +1,266 @@
+//! HTTP/2 members (TLS, ALPN `h2`) behind a balancer built from a file, over real sockets:
+//! what they are sent (`:authority`, and no `Host` beside it, which nginx before 1.25
+//! refuses), a graceful `GOAWAY` or a `REFUSED_STREAM` that leaves a request unprocessed
+//! (sent again, whatever its method, and not held against the member), and a client's
+//! upload that fails on its way to one (the client's failure, not the member's).
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "safe/harness.rs"]
+mod harness;
+#[path = "tls_pki/mod.rs"]
+mod tls_pki;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use harness::{lb, metrics, raw};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// What a member does with the first request on its first connection.
+#[derive(Clone, Copy, PartialEq)]
+enum First {
+    /// Serves it.
+    Serve,
+    /// Ends the connection gracefully, its last stream 0: the request was not processed.
+    GoAway,
+    /// Resets the request's stream with `REFUSED_STREAM`, and serves the connection's
+    /// later ones.
+    Refuse,
+}
+
+/// An HTTP/2 member on TLS at 127.0.0.1 answering each request with its head and its
+/// body's length, but for the first request on its first connection ([`First`]); its URL,
+/// the CA's PEM file, and how many connections it took.
+async fn h2_member(first: First, test: &str) -> (String, String, Arc<AtomicUsize>) {
+    let pki = tls_pki::pki_speaking("127.0.0.1", &[b"h2"]);
+    let ca = std::env::temp_dir().join(format!("h2-members-{test}-{}.pem", std::process::id()));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = pki.acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                match first {
+                    First::GoAway if n == 0 => return go_away(&mut tls).await,
+                    First::Refuse if n == 0 => return refuse_first(tls).await,
+                    _ => {}
+                }
+                let svc = hyper::service::service_fn(echo);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (
+        format!("https://127.0.0.1:{}", addr.port()),
+        ca.display().to_string(),
+        taken,
+    )
+}
+
+/// The request's head, one header a line, and its body's length.
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut text = format!("{} {}\n", req.method(), req.uri());
+    for (k, v) in req.headers() {
+        text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+    }
+    let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
+    text.push_str(&format!("body: {}\n", body.unwrap_or(0)));
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+/// Speaks HTTP/2 frame by frame: the server's `SETTINGS`, then at the first `HEADERS` a
+/// `GOAWAY` with last stream 0 (`NO_ERROR`), and the connection's close.
+async fn go_away<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &mut S) {
+    let mut preface = [0u8; 24];
+    if tls.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    let _ = tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+    loop {
+        let mut head = [0u8; 9];
+        if tls.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if tls.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        if head[3] == 1 {
+            // GOAWAY: last stream 0, NO_ERROR
+            let _ = tls
+                .write_all(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .await;
+            let _ = tls.flush().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tls.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// An HTTP/2 connection (the `h2` crate's server) whose first stream is reset with
+/// `REFUSED_STREAM` and whose later ones are answered as [`echo`] does.
+async fn refuse_first<S>(tls: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(mut conn) = h2::server::handshake(tls).await else {
+        return;
+    };
+    let mut first = true;
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        if std::mem::take(&mut first) {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        tokio::spawn(async move {
+            let mut text = format!("{} {}\n", req.method(), req.uri());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            let mut body = req.into_body();
+            let mut len = 0;
+            while let Some(Ok(chunk)) = body.data().await {
+                len += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            text.push_str(&format!("body: {len}\n"));
+            if let Ok(mut send) = respond.send_response(Response::new(()), false) {
+                let _ = send.send_data(Bytes::from(text), true);
+            }
+        });
+    }
+}
+
+/// The balancer's failure counters for its members, summed.
+fn failures(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("lb_member_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_http2_member_gets_the_authority_and_no_host_beside_it() {
+    let (url, ca, _) = h2_member(First::Serve, "authority").await;
+    for (preserve, authority) in [
+        ("false", url.trim_start_matches("https://")),
+        ("true", "lb.test"),
+    ] {
+        let lb = lb(
+            std::slice::from_ref(&url),
+            "",
+            &format!("trust_roots = [\"{ca}\"]\npreserve_host = {preserve}"),
+            "",
+        )
+        .await;
+        let out = raw(
+            lb.addr,
+            b"GET /x HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n",
+            5 * SECOND,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            out.contains(&format!("\r\n\r\nGET https://{authority}/x\n")),
+            "{out}"
+        );
+        assert!(!out.contains("\nhost: "), "{out}");
+    }
+}
+
+/// A member ending its connection gracefully while a request crossed it (nginx after
+/// `keepalive_requests`), or refusing its stream: the request was not processed, so it goes
+/// out again, a `POST` too, and the member is not held to have failed. Both were 502s
+/// counted toward ejection (hostile round 5: one member in seconds at 1,000 requests a
+/// connection).
+#[tokio::test]
+async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_held_against_it() {
+    // a GOAWAY ends the connection: the request goes out on a new one
+    for (how, test, connections) in [(First::GoAway, "goaway", 2), (First::Refuse, "refused", 1)] {
+        let (url, ca, taken) = h2_member(how, test).await;
+        let lb = lb(
+            &[url],
+            "",
+            &format!("trust_roots = [\"{ca}\"]"),
+            "[manager]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .await;
+        let out = raw(
+            lb.addr,
+            b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+            5 * SECOND,
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "{test}: {out} {}",
+            metrics(&lb).await
+        );
+        assert!(
+            out.contains("POST https://") && out.contains("body: 3\n"),
+            "{test}: {out}"
+        );
+        assert_eq!(taken.load(Ordering::SeqCst), connections, "{test}");
+        let m = metrics(&lb).await;
+        assert_eq!(failures(&m), 0, "{test}: {m}");
+        assert!(
+            m.contains("lb_member_resends_total{balancer=\"b\",member=\"node1\"} 1"),
+            "{test}: {m}"
+        );
+    }
+}
+
+/// A client's upload that fails on its way to an HTTP/2 member (a broken chunk) is the
+/// client's failure: 400, and not counted against the member. The member's connection sees
+/// only the stream reset that followed, and each was counted as the member's failure, so
+/// five such uploads ejected a healthy member (hostile round 5); an HTTP/1.1 member's
+/// connection carries the body's own error, and was never held to it.
+#[tokio::test]
+async fn a_clients_failed_upload_to_an_http2_member_is_the_clients() {
+    let (url, ca, _) = h2_member(First::Serve, "upload").await;
+    let lb = lb(
+        &[url],
+        "",
+        &format!("trust_roots = [\"{ca}\"]"),
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    for i in 0..6 {
+        let out = raw(
+            lb.addr,
+            b"POST /u HTTP/1.1\r\nHost: lb.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nZZ\r\n",
+            5 * SECOND,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "upload {i}: {out}");
+    }
+    let m = metrics(&lb).await;
+    assert_eq!(failures(&m), 0, "{m}");
+    assert!(
+        m.contains("lb_member_healthy{balancer=\"b\",member=\"node1\"} 1"),
+        "{m}"
+    );
+}
