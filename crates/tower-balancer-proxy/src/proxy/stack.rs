@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{header, HeaderName};
 use http_body::Body;
 use tower::ServiceBuilder;
-use tower_balancer::balance::{BalanceLayer, HeaderKey, QueueSettings};
+use tower_balancer::balance::{BalanceLayer, FailureStatuses, HeaderKey, QueueSettings};
 use tower_balancer::failover::{FailoverConfig, FailoverLayer};
 use tower_balancer::health::{OutlierConfig, OutlierDetection};
 use tower_balancer::registry::Registry;
@@ -162,9 +162,13 @@ where
     {
         let forward = self.forward.build(registry.clone())?;
         let forward = crate::limits::ResponseBodyIdleLayer::new(self.response_idle).layer(forward);
+        // the gateway failures count against a member, and the statuses failover acts on
+        // (Apache's `failonstatus` puts the member in error too)
+        let counted = FailureStatuses::default().union(self.failover.failure_statuses());
         let mut balance = BalanceLayer::new(registry.clone(), self.strategy)
             .observer(outliers)
-            .queue(self.queue);
+            .queue(self.queue)
+            .failure_statuses(counted);
         if let Some(name) = self.hash_key {
             balance = balance.hash_key(HeaderKey::new(name));
         }

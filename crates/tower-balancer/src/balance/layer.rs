@@ -119,7 +119,8 @@ impl<S: Strategy> BalanceLayer<S> {
         self
     }
 
-    /// Sets which response statuses count against a member (default: 5xx but 501 and 505).
+    /// Sets which response statuses count against a member (default: 502, 503 and 504, see
+    /// [`FailureStatuses`]).
     #[must_use]
     pub const fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
         self.failure_statuses = statuses;
