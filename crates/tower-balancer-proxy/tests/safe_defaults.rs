@@ -500,7 +500,14 @@ async fn a_switch_the_client_never_asked_for_is_a_bad_gateway() {
     )
     .await;
     let lb = lb(&[member], "", "", "").await;
-    for extra in ["", "Upgrade: h2c\r\nConnection: upgrade\r\n"] {
+    // nothing asked, h2c (not on the list), and a WebSocket the member answers with h2c: a
+    // tunnel of a protocol the client never asked for (hostile round 5)
+    for extra in [
+        "",
+        "Upgrade: h2c\r\nConnection: upgrade\r\n",
+        "Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n",
+    ] {
         let req = format!("GET / HTTP/1.1\r\nHost: lb.test\r\n{extra}Connection: close\r\n\r\n");
         let out = raw(lb.addr, req.as_bytes(), 5 * SECOND).await;
         assert!(out.starts_with("HTTP/1.1 502"), "{extra:?}: {out}");

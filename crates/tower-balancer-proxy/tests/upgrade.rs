@@ -228,6 +228,13 @@ async fn a_member_that_answers_websocket_over_http2_without_switching_is_a_502_o
         // a valid answer to a request it need not grant: not held against the member
         let member = registry.load().get("node1").unwrap().stats().view();
         assert_eq!(member.failures, 0, "{member:?}");
+        // a switch to a protocol it was not asked for is no tunnel (hostile round 5)
+        let foo = raw_member(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
+        )
+        .await;
+        let res = h2_websocket(serve_in_front_of(foo).await).await;
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{res:?}");
         // a refusal passes as it is
         let no = raw_member(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno").await;
         let res = h2_websocket(serve_in_front_of(no).await).await;

@@ -48,11 +48,41 @@ pin_project! {
             // boxed, so it moves out whole when the client goes away
             inner: Option<ClientFuture>,
             shared: Arc<ForwardSettings>,
-            client_upgrade: Option<OnUpgrade>,
+            client_upgrade: Option<Box<Upgrading>>,
             extended: bool,
             limited: Option<LimitedMember>,
         },
     }
+}
+
+/// A request to switch protocols: the client's side of the connection, joined to the
+/// member's once it answers `101`, and the protocols the member was asked for (boxed: a
+/// plain request's future carries only the pointer's room).
+pub(crate) struct Upgrading {
+    pub(crate) client: OnUpgrade,
+    pub(crate) asked: Option<http::HeaderValue>,
+}
+
+/// Whether a `101`'s `Upgrade` names only protocols the request asked for (RFC 9110 §7.8):
+/// a member switching to another (`h2c` for a WebSocket) gave the client a tunnel speaking
+/// what it never asked for.
+fn switched_as_asked(
+    asked: Option<&http::HeaderValue>,
+    answered: Option<&http::HeaderValue>,
+) -> bool {
+    let tokens = |v: &http::HeaderValue| -> Vec<String> {
+        String::from_utf8_lossy(v.as_bytes())
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let (Some(asked), Some(answered)) = (asked, answered) else {
+        return false;
+    };
+    let asked = tokens(asked);
+    let answered = tokens(answered);
+    !answered.is_empty() && answered.iter().all(|t| asked.contains(t))
 }
 
 /// A member with a limit on requests in flight, and how long an abandoned exchange with it
@@ -86,7 +116,7 @@ impl ResponseFuture {
     pub(crate) fn pending(
         inner: ClientFuture,
         shared: Arc<ForwardSettings>,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<Box<Upgrading>>,
         extended: bool,
         limited: Option<LimitedMember>,
     ) -> Self {
@@ -154,13 +184,21 @@ impl Future for ResponseFuture {
                     )));
                 }
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let Some(client) = client_upgrade.take() else {
+                    let Some(up) = client_upgrade.take() else {
                         // a switch the client never asked for (or asked for a protocol
                         // not on the list): nothing to join it to, so it is a bad answer
                         return Poll::Ready(Err(UpstreamError::from_kind(
                             tower_balancer::upstream::UpstreamErrorKind::Protocol,
                         )));
                     };
+                    let answered = res.headers().get(http::header::UPGRADE);
+                    if !switched_as_asked(up.asked.as_ref(), answered) {
+                        return Poll::Ready(Err(UpstreamError::new(
+                            tower_balancer::upstream::UpstreamErrorKind::Protocol,
+                            "the member switched to a protocol the request did not ask for",
+                        )));
+                    }
+                    let client = up.client;
                     // run by the server that holds the client's connection, when it takes
                     // the answer (`Tunnel`)
                     let member = hyper::upgrade::on(&mut res);

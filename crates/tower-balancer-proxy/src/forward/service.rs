@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use super::client::MemberClient;
 use super::error::NotPicked;
-use super::future::{LimitedMember, ResponseFuture};
+use super::future::{LimitedMember, ResponseFuture, Upgrading};
 use super::resolve::Resolver;
 use crate::hygiene::{
     is_valid_host, join_cookie_fields, strip_hop_by_hop, strip_hop_by_hop_answer, Forwarding,
@@ -370,6 +370,12 @@ where
                 return ResponseFuture::failed(e);
             }
         }
+        let client_upgrade = client_upgrade.map(|client| {
+            Box::new(Upgrading {
+                client,
+                asked: req.headers().get(header::UPGRADE).cloned(),
+            })
+        });
         let limited = (member.max_in_flight() != 0).then(|| LimitedMember {
             limit: req
                 .extensions()
