@@ -324,13 +324,14 @@ async fn members_addressed_by_ip_prove_their_tls_name() {
             .service(forward);
         let res = svc.clone().oneshot(get()).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        // Host names the member as SNI does (a server choosing its virtual host by SNI
-        // answers 421 when they differ)
+        // the authority names the member as SNI does (a server choosing its virtual host by
+        // SNI answers 421 when they differ): over HTTP/2, `:authority`, with no `Host`
         let seen = body_text(res).await;
         assert!(
-            seen.contains(&format!("host: abc.com:{}\n", addr.port())),
+            seen.starts_with(&format!("GET https://abc.com:{}/carbon/\n", addr.port())),
             "{seen}"
         );
+        assert!(!seen.contains("\nhost: "), "{seen}");
         // health probes reach it the same way, with the same Host (the member echoes it)
         let probe = HttpProbe::new(config.probe_client(&named).unwrap())
             .path("/health")

@@ -52,12 +52,18 @@ pub(crate) struct MemberClient<B> {
 
 struct Inner<B> {
     connector: Connector,
+    /// Offers HTTP/1.1 alone, for requests to switch protocols.
+    connector_h1: Connector,
     pool: Pool<B>,
     h1: http1::Builder,
 }
 
 impl<B> MemberClient<B> {
-    pub(crate) fn new(connector: Connector, idle_timeout: std::time::Duration) -> Self {
+    pub(crate) fn new(
+        connector: Connector,
+        connector_h1: Connector,
+        idle_timeout: std::time::Duration,
+    ) -> Self {
         let mut h1 = http1::Builder::new();
         // a member's response head past this is a 502, as nginx's "upstream sent too big
         // header" (hyper's own limit is ~400 KiB)
@@ -65,6 +71,7 @@ impl<B> MemberClient<B> {
         Self {
             inner: Arc::new(Inner {
                 connector,
+                connector_h1,
                 pool: Pool::new(idle_timeout),
                 h1,
             }),
@@ -89,7 +96,9 @@ where
         let Some(origin) = Origin::of(member.endpoint()) else {
             return Box::pin(std::future::ready(Err(no_origin())));
         };
-        if let Some(h2) = inner.pool.h2(&member) {
+        // a request to switch protocols goes over HTTP/1.1, where `Upgrade` means something
+        let upgrading = req.headers().contains_key(header::UPGRADE);
+        if let Some(h2) = inner.pool.h2(&member).filter(|_| !upgrading) {
             return match h2_target(&mut req, &origin) {
                 Ok(()) => Box::pin(h2_pooled(inner, member, h2, req)),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
@@ -319,8 +328,17 @@ async fn connect<B>(
     inner: &Inner<B>,
     member: &Member,
 ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
+    connect_with(&inner.connector, inner, member).await
+}
+
+/// A new connection to the member by `connector`.
+async fn connect_with<B>(
+    connector: &Connector,
+    inner: &Inner<B>,
+    member: &Member,
+) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
     let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
-    super::connect::open(&inner.connector, &inner.pool, origin.root()?).await
+    super::connect::open(connector, &inner.pool, origin.root()?).await
 }
 
 /// A new connection to the member, and the request on it.
@@ -334,7 +352,12 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let io = connect(&inner, &member).await?;
+    let connector = if req.headers().contains_key(header::UPGRADE) {
+        &inner.connector_h1
+    } else {
+        &inner.connector
+    };
+    let io = connect_with(connector, &inner, &member).await?;
     if io.connected().is_negotiated_h2() {
         let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;

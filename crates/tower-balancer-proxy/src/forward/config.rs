@@ -170,7 +170,11 @@ impl ForwardConfig {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let client = MemberClient::new(self.connector(&registry)?, self.idle_timeout);
+        let client = MemberClient::new(
+            self.connector(&registry)?,
+            self.connector_speaking(&registry, false)?,
+            self.idle_timeout,
+        );
         Ok(Forward::new(
             client,
             Arc::new(ForwardSettings {
@@ -201,6 +205,13 @@ impl ForwardConfig {
     }
 
     fn connector(&self, registry: &Registry) -> Result<Connector, TlsError> {
+        self.connector_speaking(registry, true)
+    }
+
+    /// A connector offering HTTP/2 by ALPN when `h2`, else HTTP/1.1 alone: a request to
+    /// switch protocols (a WebSocket) must reach a member that speaks HTTP/2 as HTTP/1.1,
+    /// where `Upgrade` means something (over HTTP/2 it became a plain `GET`).
+    fn connector_speaking(&self, registry: &Registry, h2: bool) -> Result<Connector, TlsError> {
         let mut http = HttpConnector::new_with_resolver(Resolver::new(self.overrides.clone()));
         http.enforce_http(false);
         http.set_connect_timeout(Some(self.connect_timeout));
@@ -210,12 +221,15 @@ impl ForwardConfig {
             // no trust roots configured: https members fail to connect (nothing is trusted)
             None => UpstreamTls::empty().client_config()?,
         };
-        Ok(HttpsConnectorBuilder::new()
+        let builder = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .with_server_name_resolver(MemberNames::new(registry.clone()))
-            .enable_all_versions()
-            .wrap_connector(http))
+            .with_server_name_resolver(MemberNames::new(registry.clone()));
+        Ok(if h2 {
+            builder.enable_all_versions().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        })
     }
 }
 

@@ -13,6 +13,9 @@ pub struct NotPicked;
 #[error("the member's connection closed before the request was sent")]
 pub(crate) struct NotSent(#[source] pub(crate) hyper::Error);
 
+/// How hyper says its connection task went away with a request it had not sent.
+const DISPATCH_GONE: &str = "dispatch task is gone";
+
 /// What stage a failed exchange reached, for failover and passive health.
 pub(crate) fn classify(e: &hyper::Error) -> UpstreamErrorKind {
     for err in tower_balancer::error::sources(e) {
@@ -29,6 +32,12 @@ pub(crate) fn classify(e: &hyper::Error) -> UpstreamErrorKind {
         }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_user() {
+                // hyper's connection task ended with the request waiting for a stream (an
+                // HTTP/2 member's graceful close while its concurrent streams were taken):
+                // it never went out (hostile round 6: answered 400 as the client's fault)
+                if h.to_string().starts_with(DISPATCH_GONE) {
+                    return UpstreamErrorKind::Refused;
+                }
                 return UpstreamErrorKind::ClientBody;
             }
             if h.is_timeout() {
