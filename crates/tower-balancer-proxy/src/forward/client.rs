@@ -97,8 +97,12 @@ where
             return Box::pin(std::future::ready(Err(no_origin())));
         };
         // a request to switch protocols goes over HTTP/1.1, where `Upgrade` means something
-        let upgrading = req.headers().contains_key(header::UPGRADE);
-        if let Some(h2) = inner.pool.h2(&member).filter(|_| !upgrading) {
+        // (looked up only for a member that speaks HTTP/2: a lookup a request otherwise)
+        if let Some(h2) = inner
+            .pool
+            .h2(&member)
+            .filter(|_| !req.headers().contains_key(header::UPGRADE))
+        {
             return match h2_target(&mut req, &origin) {
                 Ok(()) => Box::pin(h2_pooled(inner, member, h2, req)),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
