@@ -37,6 +37,8 @@ enum First {
     /// Resets the request's stream with `REFUSED_STREAM`, and serves the connection's
     /// later ones.
     Refuse,
+    /// Resets the connection's first three streams with `REFUSED_STREAM`.
+    RefuseThree,
     /// Every connection: one stream at a time, and a graceful close after three answers
     /// (nginx's `keepalive_requests` with `http2_max_concurrent_streams`, made small).
     CloseAfterThree,
@@ -72,8 +74,9 @@ async fn h2_member(first: First, test: &str) -> (String, String, Arc<AtomicUsize
                 let h1 = tls.get_ref().1.alpn_protocol() != Some(b"h2");
                 match first {
                     First::GoAway if n == 0 => return go_away(&mut tls).await,
-                    First::Refuse if n == 0 => return h2_serve(tls, true, false).await,
-                    First::CloseAfterThree => return h2_serve(tls, false, true).await,
+                    First::Refuse if n == 0 => return h2_serve(tls, 1, false).await,
+                    First::RefuseThree if n == 0 => return h2_serve(tls, 3, false).await,
+                    First::CloseAfterThree => return h2_serve(tls, 0, true).await,
                     First::WebSocket if h1 => return switch_and_echo(tls).await,
                     _ => {}
                 }
@@ -134,10 +137,10 @@ async fn go_away<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &
 }
 
 /// An HTTP/2 connection (the `h2` crate's server) answering as [`echo`] does; its first
-/// stream reset with `REFUSED_STREAM` when `refuse_first`; when `close_after_three`, one
+/// `refuse` streams reset with `REFUSED_STREAM`; when `close_after_three`, one
 /// stream at a time and a graceful close (`GOAWAY`) once three are answered, every stream
 /// it took still answered.
-async fn h2_serve<S>(tls: S, refuse_first: bool, close_after_three: bool)
+async fn h2_serve<S>(tls: S, refuse: usize, close_after_three: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -148,12 +151,10 @@ where
     let Ok(mut conn) = builder.handshake::<_, Bytes>(tls).await else {
         return;
     };
-    let mut first = true;
     let mut taken = 0;
     while let Some(Ok((req, mut respond))) = conn.accept().await {
-        let was_first = std::mem::take(&mut first);
         taken += 1;
-        if was_first && refuse_first {
+        if taken <= refuse {
             respond.send_reset(h2::Reason::REFUSED_STREAM);
             continue;
         }
@@ -249,7 +250,12 @@ async fn an_http2_member_gets_the_authority_and_no_host_beside_it() {
 #[tokio::test]
 async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_held_against_it() {
     // a GOAWAY ends the connection: the request goes out on a new one
-    for (how, test, connections) in [(First::GoAway, "goaway", 2), (First::Refuse, "refused", 1)] {
+    for (how, test, connections, resends) in [
+        (First::GoAway, "goaway", 2, 1),
+        (First::Refuse, "refused", 1, 1),
+        // refused three times in a row (nginx closing often with few streams, under load)
+        (First::RefuseThree, "refused3", 1, 3),
+    ] {
         let (url, ca, taken) = h2_member(how, test).await;
         let lb = lb(
             &[url],
@@ -276,10 +282,9 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
         assert_eq!(taken.load(Ordering::SeqCst), connections, "{test}");
         let m = metrics(&lb).await;
         assert_eq!(failures(&m), 0, "{test}: {m}");
-        assert!(
-            m.contains("lb_member_resends_total{balancer=\"b\",member=\"node1\"} 1"),
-            "{test}: {m}"
-        );
+        let said =
+            format!("lb_member_resends_total{{balancer=\"b\",member=\"node1\"}} {resends}\n");
+        assert!(m.contains(&said), "{test}: {m}");
     }
 }
 
