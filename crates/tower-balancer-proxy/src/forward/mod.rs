@@ -19,6 +19,7 @@ mod error;
 mod future;
 mod h1;
 mod names;
+mod origin;
 mod pool;
 mod resolve;
 mod service;

@@ -51,6 +51,18 @@ struct ReplayState<B> {
     upload: Option<UploadProgress>,
 }
 
+impl<B> ReplayState<B> {
+    /// The client's body failed: no attempt can send it whole, and the attempt under way
+    /// is told it is the client's failure ([`UploadProgress::failed`]).
+    fn client_body_failed(&mut self) {
+        self.client_failed = true;
+        self.body = None;
+        if let Some(u) = &self.upload {
+            u.failed();
+        }
+    }
+}
+
 /// The request body each attempt sends.
 pub struct ReplayBody<B> {
     shared: Arc<Mutex<ReplayState<B>>>,
@@ -217,11 +229,7 @@ where
                     }
                 },
                 Some(Err(e)) => {
-                    s.client_failed = true;
-                    s.body = None;
-                    if let Some(u) = &s.upload {
-                        u.failed();
-                    }
+                    s.client_body_failed();
                     return Poll::Ready(Some(Err(ReplayError::Client(e.into()))));
                 }
                 None => {

@@ -72,7 +72,33 @@ struct Retrying<R> {
     refusals_resent: u8,
 }
 
+impl<R> Retrying<R> {
+    fn boxed() -> Box<Self> {
+        Box::new(Self {
+            tried: Tried::new(),
+            last: None,
+            failures: Vec::new(),
+            refusals_resent: 0,
+        })
+    }
+}
+
 impl<RB> Retrying<Response<RB>> {
+    /// Notes the member `res` failed on: avoided by later attempts, or for a refusal sent
+    /// again (and counted as a resend on it).
+    fn failed_on(&mut self, res: &Result<Response<RB>, BoxError>, refusal: bool) {
+        match failed_member(res) {
+            Some(m) if refusal => {
+                self.refusals_resent += 1;
+                m.stats().metrics().note_resend();
+            }
+            Some(m) => {
+                self.tried.insert(m);
+            }
+            None => {}
+        }
+    }
+
     /// Keeps `res` as the answer so far; the one it replaces is said in `failures`.
     fn keep(&mut self, res: Result<Response<RB>, BoxError>) {
         if let Some(old) = self.last.replace(res) {
@@ -293,11 +319,7 @@ where
                             // a member's refusal goes out again whatever maxattempts
                             // and the budget say, to any member, that one too: it was no
                             // attempt (a keep-alive race's resend is not one either)
-                            let refusal = is_refusal(&res)
-                                && this
-                                    .retrying
-                                    .as_ref()
-                                    .is_none_or(|r| r.refusals_resent < REFUSALS_RESENT);
+                            let refusal = resends_refusal(&res, this.retrying.as_deref());
                             if refusal {
                                 *this.max_attempts += 1;
                             }
@@ -311,24 +333,8 @@ where
                                 finish(&mut out, this.retrying.as_mut(), attempts);
                                 return Poll::Ready(out);
                             }
-                            let retrying = this.retrying.get_or_insert_with(|| {
-                                Box::new(Retrying {
-                                    tried: Tried::new(),
-                                    last: None,
-                                    failures: Vec::new(),
-                                    refusals_resent: 0,
-                                })
-                            });
-                            match failed_member(&res) {
-                                Some(m) if refusal => {
-                                    retrying.refusals_resent += 1;
-                                    m.stats().metrics().note_resend();
-                                }
-                                Some(m) => {
-                                    retrying.tried.insert(m);
-                                }
-                                None => {}
-                            }
+                            let retrying = this.retrying.get_or_insert_with(Retrying::boxed);
+                            retrying.failed_on(&res, refusal);
                             retrying.keep(res);
                             if refusal {
                                 this.state.set(State::Ready);
@@ -387,15 +393,13 @@ fn failed_member<RB>(res: &Result<Response<RB>, BoxError>) -> Option<&Member> {
 /// three times when only one resend was allowed); each refusal is proof nothing was done.
 const REFUSALS_RESENT: u8 = 3;
 
-/// Whether an attempt failed for a member's refusal to process it.
-fn is_refusal<RB>(res: &Result<Response<RB>, BoxError>) -> bool {
-    res.as_ref()
-        .err()
-        .and_then(|e| find_upstream_error(&**e))
-        .map(crate::upstream::UpstreamError::kind)
-        == Some(UpstreamErrorKind::Refused)
+/// Whether an attempt failed for a member's refusal to process it, and the request may go
+/// out again for it.
+fn resends_refusal<R>(res: &Result<R, BoxError>, retrying: Option<&Retrying<R>>) -> bool {
+    let kind = res.as_ref().err().and_then(|e| find_upstream_error(&**e));
+    kind.map(crate::upstream::UpstreamError::kind) == Some(UpstreamErrorKind::Refused)
+        && retrying.is_none_or(|r| r.refusals_resent < REFUSALS_RESENT)
 }
-
 /// Decides whether one attempt's outcome is the answer or worth another attempt.
 fn judge<B, RB>(
     res: Result<Response<RB>, BoxError>,
