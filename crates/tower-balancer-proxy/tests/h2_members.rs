@@ -204,6 +204,18 @@ async fn switch_and_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
     }
 }
 
+/// A balancer built from a file for the member at `url`, trusting the CA in `ca`, with a
+/// manager for `/metrics`.
+async fn lb_trusting(url: String, ca: &str) -> harness::Lb {
+    lb(
+        &[url],
+        "",
+        &format!("trust_roots = [\"{ca}\"]"),
+        "[manager]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await
+}
+
 /// The balancer's failure counters for its members, summed.
 fn failures(metrics: &str) -> u64 {
     metrics
@@ -257,13 +269,7 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
         (First::RefuseThree, "refused3", 1, 3),
     ] {
         let (url, ca, taken) = h2_member(how, test).await;
-        let lb = lb(
-            &[url],
-            "",
-            &format!("trust_roots = [\"{ca}\"]"),
-            "[manager]\nlisten = \"127.0.0.1:0\"\n",
-        )
-        .await;
+        let lb = lb_trusting(url, &ca).await;
         let out = raw(
             lb.addr,
             b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
@@ -296,13 +302,7 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
 #[tokio::test]
 async fn a_clients_failed_upload_to_an_http2_member_is_the_clients() {
     let (url, ca, _) = h2_member(First::Serve, "upload").await;
-    let lb = lb(
-        &[url],
-        "",
-        &format!("trust_roots = [\"{ca}\"]"),
-        "[manager]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .await;
+    let lb = lb_trusting(url, &ca).await;
     for i in 0..6 {
         let out = raw(
             lb.addr,
@@ -326,13 +326,7 @@ async fn a_clients_failed_upload_to_an_http2_member_is_the_clients() {
 #[tokio::test]
 async fn requests_waiting_for_a_stream_of_a_closing_connection_are_sent_again() {
     let (url, ca, taken) = h2_member(First::CloseAfterThree, "closing").await;
-    let lb = lb(
-        &[url],
-        "",
-        &format!("trust_roots = [\"{ca}\"]"),
-        "[manager]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .await;
+    let lb = lb_trusting(url, &ca).await;
     // the member's connection made, so that the requests below share it
     let out = raw(
         lb.addr,
@@ -371,7 +365,7 @@ async fn requests_waiting_for_a_stream_of_a_closing_connection_are_sent_again() 
 #[tokio::test]
 async fn a_websocket_to_a_member_that_speaks_http2_is_switched_over_http1() {
     let (url, ca, _) = h2_member(First::WebSocket, "websocket").await;
-    let lb = lb(&[url], "", &format!("trust_roots = [\"{ca}\"]"), "").await;
+    let lb = lb_trusting(url, &ca).await;
     // a plain request still goes over HTTP/2
     let out = raw(
         lb.addr,
