@@ -116,6 +116,11 @@ pub struct ServerSection {
     /// limit after a reserve of 64; at least 1).
     #[serde(default, deserialize_with = "positive_opt")]
     pub max_connections: Option<usize>,
+    /// The most requests on one HTTP/2 connection whose bodies are still coming (default
+    /// 16): one past it is refused unprocessed (`REFUSED_STREAM`), and its client may send it
+    /// again. Each holds a member connection while its client sends.
+    #[serde(default, deserialize_with = "positive_opt")]
+    pub http2_max_uploads: Option<usize>,
     /// Limits per client: request rate and open connections.
     #[serde(default)]
     pub per_client: Option<super::per_client::PerClientSection>,

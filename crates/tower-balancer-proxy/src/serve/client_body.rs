@@ -6,11 +6,15 @@
 //! hyper, and their bodies are hyper's, unchanged.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::timeout::Progress;
+use super::upload_limit::{Held, Whole};
 
 /// A client's request body: hyper's stream, or none at all.
 #[derive(Debug)]
@@ -23,8 +27,36 @@ enum Kind {
     Hyper(Incoming),
     /// Over HTTP/2: its bytes are counted as the connection's payload (`flood.rs`); boxed,
     /// so the common body (none, or hyper's) is no larger: every layer moves it.
-    Counted(Box<(Incoming, std::sync::Arc<super::timeout::Progress>)>),
+    Counted(Box<Counted>),
+    /// An HTTP/2 request's body read whole, past its connection's upload limit
+    /// (`upload_limit.rs`).
+    Whole(Box<Whole>),
     Empty,
+}
+
+/// An HTTP/2 request's body, counted on its connection's progress, holding one of the
+/// connection's upload slots until it ends or is dropped.
+#[derive(Debug)]
+struct Counted {
+    body: Incoming,
+    progress: Arc<Progress>,
+    /// Whether it still holds its upload slot ([`Progress::start_upload`]).
+    uploading: bool,
+}
+
+impl Counted {
+    /// The body ended (or failed): its slot is free for the connection's next upload.
+    fn ended(&mut self) {
+        if std::mem::take(&mut self.uploading) {
+            self.progress.end_upload();
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.ended();
+    }
 }
 
 impl ClientBody {
@@ -35,13 +67,28 @@ impl ClientBody {
         }
     }
 
-    /// The body hyper read for an HTTP/2 request on `progress`'s connection.
-    pub(crate) fn counted(
-        body: Incoming,
-        progress: std::sync::Arc<super::timeout::Progress>,
-    ) -> Self {
+    /// The body hyper read for an HTTP/2 request on `progress`'s connection, which
+    /// admitted it as an upload ([`Progress::start_upload`]): the slot is given back when
+    /// the body ends or is dropped.
+    pub(crate) fn counted(body: Incoming, progress: Arc<Progress>) -> Self {
         Self {
-            kind: Kind::Counted(Box::new((body, progress))),
+            kind: Kind::Counted(Box::new(Counted {
+                body,
+                progress,
+                uploading: true,
+            })),
+        }
+    }
+
+    /// A body read whole: `data`, then `trailers`; `held` is given back to the connection's
+    /// read-ahead budget when it is dropped.
+    pub(super) fn buffered(data: Bytes, trailers: Option<http::HeaderMap>, held: Held) -> Self {
+        Self {
+            kind: Kind::Whole(Box::new(Whole {
+                data: Some(data).filter(|d| !d.is_empty()),
+                trailers,
+                _held: held,
+            })),
         }
     }
 
@@ -62,15 +109,30 @@ impl Body for ClientBody {
         match &mut self.get_mut().kind {
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx),
             Kind::Counted(counted) => {
-                let (b, progress) = &mut **counted;
-                let frame = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &frame {
-                    progress
-                        .overhead()
-                        .body(f.data_ref().map_or(0, bytes::Buf::remaining));
+                let frame = Pin::new(&mut counted.body).poll_frame(cx);
+                match &frame {
+                    Poll::Ready(Some(Ok(f))) => {
+                        counted
+                            .progress
+                            .overhead()
+                            .body(f.data_ref().map_or(0, bytes::Buf::remaining));
+                        if counted.body.is_end_stream() {
+                            counted.ended();
+                        }
+                    }
+                    Poll::Ready(_) => counted.ended(),
+                    Poll::Pending => {}
                 }
                 frame
             }
+            Kind::Whole(whole) => Poll::Ready(
+                whole
+                    .data
+                    .take()
+                    .map(Frame::data)
+                    .or_else(|| whole.trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
             Kind::Empty => Poll::Ready(None),
         }
     }
@@ -78,7 +140,8 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Hyper(b) => b.is_end_stream(),
-            Kind::Counted(c) => c.0.is_end_stream(),
+            Kind::Counted(c) => c.body.is_end_stream(),
+            Kind::Whole(w) => w.data.is_none() && w.trailers.is_none(),
             Kind::Empty => true,
         }
     }
@@ -86,7 +149,8 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Hyper(b) => b.size_hint(),
-            Kind::Counted(c) => c.0.size_hint(),
+            Kind::Counted(c) => c.body.size_hint(),
+            Kind::Whole(w) => SizeHint::with_exact(w.data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Empty => SizeHint::with_exact(0),
         }
     }

@@ -20,6 +20,7 @@ pub struct ServeConfig {
     pub(crate) keep_alive_timeout: Duration,
     pub(crate) send_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) http2_max_uploads: u32,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) stats: super::stats::ServerStats,
     pub(crate) client_connections: Option<ClientConnectionLimit>,
@@ -28,6 +29,10 @@ pub struct ServeConfig {
     /// The places under the connection cap, shared by every server of this front.
     pub(crate) places: Arc<super::server::SharedPlaces>,
 }
+
+/// Uploads at once on one HTTP/2 connection when none is set: more than the six
+/// connections, each with one request at a time, that a browser opens over HTTP/1.1.
+pub const DEFAULT_HTTP2_MAX_UPLOADS: u32 = 16;
 
 /// Descriptors kept for everything that is not a client or member connection: listeners,
 /// probes, DNS, files, the manager.
@@ -72,6 +77,7 @@ impl ServeConfig {
             keep_alive_timeout: Duration::from_secs(15),
             send_timeout: Duration::from_secs(60),
             max_connections: None,
+            http2_max_uploads: DEFAULT_HTTP2_MAX_UPLOADS,
             tls: None,
             stats: super::stats::ServerStats::default(),
             client_connections: None,
@@ -153,6 +159,21 @@ impl ServeConfig {
     #[must_use]
     pub const fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(if n == 0 { 1 } else { n });
+        self
+    }
+
+    /// The most requests on one HTTP/2 connection whose bodies are still coming (default
+    /// 16; at least 1). Each holds a member connection, and a place under
+    /// [`max_connections`](Self::max_connections), for as long as its client takes to send
+    /// the body: without a limit, a handful of connections each uploading a byte at a time
+    /// on 200 streams fill the cap, and every other client gets 503. One past it is reset
+    /// with `REFUSED_STREAM` before anything reaches a member, which tells its client to
+    /// send it again (browsers do so on their own) once an upload ends. Requests without a
+    /// body are not counted. gRPC clients with many client- or bidi-streaming calls open
+    /// at once on one channel need it raised.
+    #[must_use]
+    pub const fn http2_max_uploads(mut self, n: u32) -> Self {
+        self.http2_max_uploads = if n == 0 { 1 } else { n };
         self
     }
 

@@ -35,6 +35,7 @@ use super::stats::Refused;
 use super::status::{error_response, RateRefusal, ServeBody};
 use super::tasks::Tasks;
 use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
+use super::upload_limit;
 use super::window::Windowed;
 use crate::forward::Tunnel;
 
@@ -57,6 +58,10 @@ pub(super) async fn connection<S: Servable>(
         config.stats.clone(),
         (peer, client),
         tasks.clone(),
+        super::upload_limit::UploadLimit {
+            max: config.http2_max_uploads,
+            within: config.header_read_timeout,
+        },
     ));
     let limits = IdleLimits {
         first: config.header_read_timeout,
@@ -168,7 +173,8 @@ fn connection_service<S: Servable>(
     Response = Answer<S::ResBody>,
     Error = std::convert::Infallible,
     Future = impl Future<Output = Result<Answer<S::ResBody>, std::convert::Infallible>> + Send + 'static,
-> + Send
+> + Clone
+       + Send
        + 'static {
     hyper::service::service_fn(move |mut req: Request<ClientBody>| {
         heads.head_done(&req);
@@ -278,7 +284,8 @@ where
             Request<ClientBody>,
             Response = Response<B>,
             Error = std::convert::Infallible,
-        > + Send
+        > + Clone
+        + Send
         + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
@@ -302,21 +309,18 @@ where
         let head = req.method() == http::Method::HEAD;
         // over HTTP/2 the answer is watched while it waits on the client's window
         let h2 = (!http1).then(|| progress.clone());
-        let req = match &h2 {
-            // its body's bytes are the connection's payload (`flood.rs`)
-            Some(progress) if !req.body().is_end_stream() => {
-                req.map(|b| ClientBody::counted(b, progress.clone()))
-            }
-            _ => req.map(ClientBody::hyper),
-        };
-        let answer = svc.call(req);
+        let answer = upload_limit::call(&svc, req, h2.as_ref());
         async move {
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(past) => past.call().await?,
+            };
             let res = match answer.await {
                 Ok(res) => res,
                 Err(never) => match never {},
             };
             let res = read_ahead(res, http1, head).await;
-            Ok::<_, std::convert::Infallible>(res.map(|b| Windowed::new(b, h2)))
+            Ok::<_, h2::Error>(res.map(|b| Windowed::new(b, h2)))
         }
     });
     let conn =

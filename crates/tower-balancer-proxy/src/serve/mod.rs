@@ -35,10 +35,13 @@ mod tasks;
 mod timeout;
 mod under_tls;
 mod unsent;
+mod upload_limit;
 mod window;
 
 pub use client_body::ClientBody;
-pub use config::{default_max_connections, server_tls_from_pem, ServeConfig};
+pub use config::{
+    default_max_connections, server_tls_from_pem, ServeConfig, DEFAULT_HTTP2_MAX_UPLOADS,
+};
 // a certificate and a key apart, for `--check` to name the file at fault
 #[cfg_attr(not(feature = "config"), allow(unused_imports))]
 pub(crate) use config::{chain_from_pem, key_from_pem};

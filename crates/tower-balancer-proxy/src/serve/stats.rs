@@ -26,6 +26,7 @@ struct Counters {
     refused_timeout: AtomicU64,
     refused_framing: AtomicU64,
     refused_capacity: AtomicU64,
+    refused_uploads: AtomicU64,
     closed: [AtomicU64; 5],
     tunnels: AtomicU64,
     tunnels_open: AtomicU64,
@@ -54,6 +55,9 @@ pub(crate) enum Refused {
     /// An HTTP/2 stream that found no place under the connection cap for its member
     /// connection (503).
     Capacity,
+    /// An HTTP/2 request with a body to come, past its connection's uploads at once
+    /// (`REFUSED_STREAM`, which a client may send again).
+    Uploads,
 }
 
 impl ServerStats {
@@ -102,9 +106,10 @@ impl ServerStats {
 
     /// Requests refused before the stack saw them: heads that are not HTTP (400), over the
     /// size limits (431 or 414), not complete in time (408), framing refused (400), and
-    /// HTTP/2 streams with no place under the connection cap (`capacity`, 503).
+    /// HTTP/2 streams with no place under the connection cap (`capacity`, 503), and HTTP/2
+    /// uploads past their connection's `http2_max_uploads` (`uploads`, `REFUSED_STREAM`).
     #[must_use]
-    pub fn refused_requests(&self) -> [(&'static str, u64); 5] {
+    pub fn refused_requests(&self) -> [(&'static str, u64); 6] {
         [
             (
                 "malformed",
@@ -117,6 +122,7 @@ impl ServerStats {
             ("timeout", self.0.refused_timeout.load(Ordering::Relaxed)),
             ("framing", self.0.refused_framing.load(Ordering::Relaxed)),
             ("capacity", self.0.refused_capacity.load(Ordering::Relaxed)),
+            ("uploads", self.0.refused_uploads.load(Ordering::Relaxed)),
         ]
     }
 
@@ -127,6 +133,7 @@ impl ServerStats {
             Refused::Timeout => &self.0.refused_timeout,
             Refused::Framing => &self.0.refused_framing,
             Refused::Capacity => &self.0.refused_capacity,
+            Refused::Uploads => &self.0.refused_uploads,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

@@ -383,9 +383,12 @@ pub(crate) fn trusting(ca: &[u8]) -> Arc<rustls::ClientConfig> {
 /// An HTTP/2 client connection (prior knowledge, no TLS) to `addr`, driven in a task.
 // not every test file that includes the harness speaks HTTP/2
 #[allow(dead_code)]
-pub(crate) async fn h2_client(
-    addr: SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+pub(crate) async fn h2_client<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let sock = TcpStream::connect(addr).await.unwrap();
     let (send, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
