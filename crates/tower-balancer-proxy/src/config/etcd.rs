@@ -81,6 +81,11 @@ impl ConfigFile {
         let Some(e) = &self.file.balancer.etcd else {
             return Ok(None);
         };
+        if cfg!(not(feature = "etcd")) {
+            // said first: nothing else about the section matters to a build that cannot
+            // use it (a missing password file was said before, and then this)
+            return Err(self.err(NO_SPAN, "balancer.etcd", NOT_BUILT));
+        }
         let key = |k: &str| format!("balancer.etcd.{k}");
         if e.password.is_some() && e.password_file.is_some() {
             return Err(self.err(
@@ -189,8 +194,11 @@ fn build(
     _: Option<Tls>,
     _: Vec<MemberId>,
 ) -> Result<Option<EtcdSource>, String> {
-    Err("this build cannot follow etcd: build tower-balancer with `--features etcd` (which needs protoc, Debian's protobuf-compiler)".to_owned())
+    Err(NOT_BUILT.to_owned())
 }
+
+/// What a build without the `etcd` feature says of `[balancer.etcd]`.
+const NOT_BUILT: &str = "this build cannot follow etcd: build tower-balancer with `--features etcd` (which needs protoc, Debian's protobuf-compiler)";
 
 /// Puts the members etcd has now into `registry` (within the source's timeout), so the
 /// balancer does not start empty; when etcd cannot be read, it starts with the members it
@@ -329,6 +337,14 @@ mod tests {
         ];
         for (extra, key) in cases {
             let e = build(extra).unwrap_err();
+            // a build without etcd says so first, whatever else is wrong but what the file's
+            // reading refuses (an unknown key, a value that is not a duration)
+            let at_parse = ["colour", "timeout"].iter().any(|k| extra.starts_with(k));
+            let key = if cfg!(feature = "etcd") || at_parse {
+                key
+            } else {
+                "balancer.etcd"
+            };
             assert_eq!(e.key(), Some(key), "{extra}: {e}");
         }
     }
