@@ -116,9 +116,10 @@ pub struct ServerSection {
     /// limit after a reserve of 64; at least 1).
     #[serde(default, deserialize_with = "positive_opt")]
     pub max_connections: Option<usize>,
-    /// The most requests on one HTTP/2 connection whose bodies are still coming (default
-    /// 16): one past it is refused unprocessed (`REFUSED_STREAM`), and its client may send it
-    /// again. Each holds a member connection while its client sends.
+    /// The most requests on one HTTP/2 connection that stream their bodies to members at
+    /// once (default 16), each holding a member connection while its client sends. The
+    /// body of one past it is read whole first (64 KiB at most), or the stream is refused
+    /// unprocessed (`REFUSED_STREAM`) for its client to send again.
     #[serde(default, deserialize_with = "positive_opt")]
     pub http2_max_uploads: Option<usize>,
     /// Limits per client: request rate and open connections.

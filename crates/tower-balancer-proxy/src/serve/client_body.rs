@@ -40,7 +40,7 @@ enum Kind {
 struct Counted {
     body: Incoming,
     progress: Arc<Progress>,
-    /// Whether it still holds its upload slot ([`Progress::start_upload`]).
+    /// Whether it still holds its upload slot ([`Uploads::start`](super::upload_limit::Uploads::start)).
     uploading: bool,
 }
 
@@ -48,7 +48,7 @@ impl Counted {
     /// The body ended (or failed): its slot is free for the connection's next upload.
     fn ended(&mut self) {
         if std::mem::take(&mut self.uploading) {
-            self.progress.end_upload();
+            self.progress.uploads().end();
         }
     }
 }
@@ -68,7 +68,7 @@ impl ClientBody {
     }
 
     /// The body hyper read for an HTTP/2 request on `progress`'s connection, which
-    /// admitted it as an upload ([`Progress::start_upload`]): the slot is given back when
+    /// admitted it as an upload ([`Uploads::start`](super::upload_limit::Uploads::start)): the slot is given back when
     /// the body ends or is dropped.
     pub(crate) fn counted(body: Incoming, progress: Arc<Progress>) -> Self {
         Self {

@@ -28,6 +28,9 @@ pub struct ServeConfig {
     pub(crate) client_counts: Arc<ConnectionCounts>,
     /// The places under the connection cap, shared by every server of this front.
     pub(crate) places: Arc<super::server::SharedPlaces>,
+    /// Body bytes read ahead for HTTP/2 requests past their connections' upload limits,
+    /// shared by every server of this front (`upload_limit.rs`).
+    pub(crate) read_ahead: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Uploads at once on one HTTP/2 connection when none is set: more than the six
@@ -83,6 +86,7 @@ impl ServeConfig {
             client_connections: None,
             client_counts: Arc::default(),
             places: Arc::default(),
+            read_ahead: Arc::default(),
         }
     }
 
@@ -162,15 +166,17 @@ impl ServeConfig {
         self
     }
 
-    /// The most requests on one HTTP/2 connection whose bodies are still coming (default
-    /// 16; at least 1). Each holds a member connection, and a place under
+    /// The most requests on one HTTP/2 connection that stream their bodies to members at
+    /// once (default 16; at least 1). Each holds a member connection, and a place under
     /// [`max_connections`](Self::max_connections), for as long as its client takes to send
     /// the body: without a limit, a handful of connections each uploading a byte at a time
-    /// on 200 streams fill the cap, and every other client gets 503. One past it is reset
-    /// with `REFUSED_STREAM` before anything reaches a member, which tells its client to
-    /// send it again (browsers do so on their own) once an upload ends. Requests without a
-    /// body are not counted. gRPC clients with many client- or bidi-streaming calls open
-    /// at once on one channel need it raised.
+    /// on 200 streams fill the cap, and every other client gets 503. The body of one past
+    /// it is read whole first, then sent whole; one not whole within 64 KiB (4 MiB for a
+    /// connection's together, 64 MiB for the front's) and the header-read timeout is reset
+    /// with `REFUSED_STREAM` before anything reaches a member, which tells its client it
+    /// may send it again (browsers and curl do so on their own). Requests without a body
+    /// are not counted. gRPC clients with many client- or bidi-streaming calls open at
+    /// once on one channel need it raised.
     #[must_use]
     pub const fn http2_max_uploads(mut self, n: u32) -> Self {
         self.http2_max_uploads = if n == 0 { 1 } else { n };

@@ -61,6 +61,7 @@ pub(super) async fn connection<S: Servable>(
         super::upload_limit::UploadLimit {
             max: config.http2_max_uploads,
             within: config.header_read_timeout,
+            front: config.read_ahead.clone(),
         },
     ));
     let limits = IdleLimits {

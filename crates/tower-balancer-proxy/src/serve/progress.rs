@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use http::Request;
@@ -71,13 +71,8 @@ pub(crate) struct Progress {
     client: Option<super::place::ClientSide>,
     /// Over HTTP/2, the places its streams beside the first hold.
     stream_places: super::place::StreamPlaces,
-    /// Over HTTP/2, its requests streaming their bodies to members (see
-    /// [`Progress::start_upload`]).
-    uploads: AtomicU32,
-    /// The most of those at once, and how long a body past them may take to arrive whole.
-    upload_limit: super::upload_limit::UploadLimit,
-    /// Body bytes read ahead for requests past the upload limit (`upload_limit.rs`).
-    pub(super) read_ahead_bytes: AtomicU64,
+    /// Over HTTP/2, its requests streaming their bodies to members, and those read whole.
+    uploads: super::upload_limit::Uploads,
 }
 
 /// [`Progress`]'s tunnel, kept until the connection's task runs it.
@@ -142,32 +137,14 @@ impl Progress {
             peer: Some(peer),
             tasks,
             client,
-            upload_limit,
+            uploads: super::upload_limit::Uploads::new(upload_limit),
             ..Self::default()
         }
     }
 
-    /// The connection's limit on its uploads.
-    pub(super) const fn upload_limit(&self) -> super::upload_limit::UploadLimit {
-        self.upload_limit
-    }
-
-    /// An HTTP/2 request whose body is still coming takes one of the connection's upload
-    /// slots, to stream its body to a member, until the body ends (or is dropped,
-    /// [`Progress::end_upload`]): `false` when all are taken, and the body is read whole
-    /// first (`upload_limit.rs`).
-    pub(crate) fn start_upload(&self) -> bool {
-        let max = self.upload_limit.max;
-        self.uploads
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (max == 0 || n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// A body [`Progress::start_upload`] admitted ended: its slot is free.
-    pub(crate) fn end_upload(&self) {
-        self.uploads.fetch_sub(1, Ordering::Relaxed);
+    /// Its uploads over HTTP/2 (`upload_limit.rs`).
+    pub(super) const fn uploads(&self) -> &super::upload_limit::Uploads {
+        &self.uploads
     }
 
     /// A limit closes the connection, or asks it to go away: logged with the client's

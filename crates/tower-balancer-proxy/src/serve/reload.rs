@@ -142,7 +142,7 @@ impl LiveSettings {
     }
 
     /// Gives connections accepted from now on `config`'s timeouts, limits and TLS; keeps the
-    /// running servers' connection cap and counters.
+    /// running servers' connection cap, counters and the bytes read ahead.
     pub fn replace(&self, config: ServeConfig) {
         let old = self.0.load();
         let config = ServeConfig {
@@ -150,6 +150,7 @@ impl LiveSettings {
             stats: old.stats.clone(),
             client_counts: old.client_counts.clone(),
             places: old.places.clone(),
+            read_ahead: old.read_ahead.clone(),
             ..config
         };
         self.0.store(Arc::new(config));

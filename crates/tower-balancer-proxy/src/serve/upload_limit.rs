@@ -12,12 +12,13 @@
 //! failed 53% of 20,000 512-byte `POST`s sent 64 at a time on 4 connections. A request past
 //! the limit is therefore read whole first (nginx's request buffering, for these alone):
 //! if its body ends within [`PER_STREAM`] bytes, within the connection's [`PER_CONNECTION`]
-//! of such bodies, and within the header-read timeout (as its head had to), it goes to its
-//! member whole, holding nothing while its client sends. Otherwise it is reset with
-//! `REFUSED_STREAM` before any of it reached a member, which tells its client it may send
-//! it again (RFC 9113 §8.7; browsers do so on their own).
+//! and the front's [`PER_FRONT`] of such bodies, and within the header-read timeout (as its
+//! head had to), it goes to its member whole, holding nothing while its client sends.
+//! Otherwise it is reset with `REFUSED_STREAM` before any of it reached a member, which
+//! tells its client it may send it again (RFC 9113 §8.7; browsers and curl do so on their
+//! own). Without the front's budget, 150 connections each reading 1 MiB ahead took 330 MB.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,17 +37,68 @@ use tower_balancer::log_budget::LogBudget;
 pub(super) const PER_STREAM: u64 = 64 * 1024;
 
 /// The most body bytes read ahead on one connection at once, across its requests past the
-/// limit: as much as hyper's own connection window lets a client send unread.
-pub(super) const PER_CONNECTION: u64 = 1024 * 1024;
+/// limit: 64 bodies of 64 KiB (a burst of 64 `POST`s of 50 KiB lost a quarter of them at
+/// 1 MiB).
+pub(super) const PER_CONNECTION: u64 = 4 * 1024 * 1024;
+
+/// The most body bytes read ahead at once by all connections of a front together.
+pub(super) const PER_FRONT: u64 = 64 * 1024 * 1024;
 
 /// A connection's limit on its uploads.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct UploadLimit {
     /// Requests streaming their bodies to members at once (`server.http2_max_uploads`); 0
     /// for no limit.
     pub(crate) max: u32,
     /// How long the body of a request past it may take to arrive whole.
     pub(crate) within: Duration,
+    /// The bytes read ahead by every connection of the front ([`PER_FRONT`]).
+    pub(crate) front: Arc<AtomicU64>,
+}
+
+/// A connection's uploads: its limit, the slots taken, and the bytes read ahead.
+#[derive(Debug, Default)]
+pub(crate) struct Uploads {
+    limit: UploadLimit,
+    /// Requests streaming their bodies to members.
+    streaming: AtomicU32,
+    /// Body bytes read ahead for requests past the limit.
+    read_ahead: AtomicU64,
+}
+
+impl Uploads {
+    /// A connection's, under `limit`.
+    pub(crate) fn new(limit: UploadLimit) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// An HTTP/2 request whose body is still coming takes one of the connection's upload
+    /// slots, to stream its body to a member, until the body ends (or is dropped,
+    /// [`Uploads::end`]): `false` when all are taken, and the body is read whole first.
+    pub(crate) fn start(&self) -> bool {
+        let max = self.limit.max;
+        self.streaming
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A body [`Uploads::start`] admitted ended: its slot is free.
+    pub(crate) fn end(&self) {
+        self.streaming.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a body past the limit was not read whole.
+enum NotWhole {
+    /// Longer than the limits allow, or not whole in time: the stream is refused.
+    Refused,
+    /// The client reset the stream, or its connection failed: nobody is refused.
+    ClientGone,
 }
 
 /// Calls `svc` with `req`, or over HTTP/2 (`h2`: its connection's progress) with a body to
@@ -63,7 +115,7 @@ where
         // its body's bytes are the connection's payload (`flood.rs`); it streams to its
         // member in one of the connection's upload slots until the body ends
         Some(progress) if !req.body().is_end_stream() => {
-            if progress.start_upload() {
+            if progress.uploads().start() {
                 Ok(svc.call(req.map(|b| ClientBody::counted(b, progress.clone()))))
             } else {
                 // boxed: the common answer does not carry its size
@@ -93,11 +145,13 @@ impl<S: hyper::service::Service<Request<ClientBody>>> Past<S> {
     pub(super) async fn call(self: Box<Self>) -> Result<S::Future, h2::Error> {
         let Self { svc, req, progress } = *self;
         match read_whole(req, &progress).await {
-            Some(req) => Ok(svc.call(req)),
-            None => {
+            Ok(req) => Ok(svc.call(req)),
+            Err(NotWhole::Refused) => {
                 uploads_refused(&progress);
                 Err(h2::Error::from(h2::Reason::REFUSED_STREAM))
             }
+            // a cancel of a stream already gone: neither counted nor said
+            Err(NotWhole::ClientGone) => Err(h2::Error::from(h2::Reason::CANCEL)),
         }
     }
 }
@@ -113,47 +167,53 @@ fn uploads_refused(progress: &Progress) {
         tracing::warn!(
             client = progress.peer.map(tracing::field::display),
             "HTTP/2 uploads past server.http2_max_uploads on one connection, whose bodies \
-             were not whole within 64 KiB and the header-read timeout, are refused \
-             (REFUSED_STREAM): each would hold a member connection while its client sends"
+             were longer than 64 KiB (4 MiB a connection, 64 MiB all together) or not whole \
+             within the header-read timeout, are refused (REFUSED_STREAM): each would hold \
+             a member connection while its client sends"
         );
     }
 }
 
 /// Reads the body of `req`, past its connection's upload limit, whole: the request with its
-/// body in memory, or `None` when it is longer than [`PER_STREAM`], the connection has read
-/// [`PER_CONNECTION`] ahead already, it did not end within `progress`'s limit, or it
-/// failed (the stream is then refused).
+/// body in memory; refused when it is (or says it is) longer than [`PER_STREAM`], the
+/// connection or the front has read all it may ahead already, or it did not end within
+/// `progress`'s limit.
 async fn read_whole(
     req: Request<Incoming>,
     progress: &Arc<Progress>,
-) -> Option<Request<ClientBody>> {
+) -> Result<Request<ClientBody>, NotWhole> {
+    // a length that cannot fit is refused at once, not at the timeout
+    if req.body().size_hint().lower() > PER_STREAM {
+        return Err(NotWhole::Refused);
+    }
     // while it is read the connection has a request under way: neither the keep-alive
     // limit nor a stop takes it for idle
     let _reading = Reading::new(progress);
     let (head, mut body) = req.into_parts();
-    let within = progress.upload_limit().within;
     let mut held = Held {
         progress: progress.clone(),
         bytes: 0,
     };
     let mut data = BytesMut::new();
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + progress.uploads().limit.within;
     let trailers = loop {
-        let frame = tokio::time::timeout_at(deadline, body.frame()).await.ok()?;
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| NotWhole::Refused)?;
         let Some(frame) = frame else { break None };
-        let frame = match frame.ok()?.into_data() {
+        let frame = match frame.map_err(|_| NotWhole::ClientGone)?.into_data() {
             Ok(chunk) => chunk,
             Err(frame) => break frame.into_trailers().ok(),
         };
         progress.overhead().body(frame.len());
         let n = frame.len() as u64;
         if held.bytes + n > PER_STREAM || !held.take(n) {
-            return None;
+            return Err(NotWhole::Refused);
         }
         data.extend_from_slice(&frame);
     };
     let body = ClientBody::buffered(data.freeze(), trailers, held);
-    Some(Request::from_parts(head, body))
+    Ok(Request::from_parts(head, body))
 }
 
 /// A request read whole counts as under way on its connection until it is handed on (the
@@ -181,30 +241,37 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// Takes `n` more bytes of the connection's [`PER_CONNECTION`]: `false` when they are
-    /// not there.
+    /// Takes `n` more bytes of the connection's [`PER_CONNECTION`] and the front's
+    /// [`PER_FRONT`]: `false` when they are not there.
     fn take(&mut self, n: u64) -> bool {
-        let taken = progress_held(&self.progress)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held + n <= PER_CONNECTION).then_some(held + n)
-            })
-            .is_ok();
-        if taken {
-            self.bytes += n;
+        let uploads = self.progress.uploads();
+        let connection = &uploads.read_ahead;
+        if !take(connection, n, PER_CONNECTION) {
+            return false;
         }
-        taken
+        if !take(&uploads.limit.front, n, PER_FRONT) {
+            connection.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.bytes += n;
+        true
     }
+}
+
+/// Adds `n` to `held` if that stays within `most`.
+fn take(held: &AtomicU64, n: u64, most: u64) -> bool {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        (h + n <= most).then_some(h + n)
+    })
+    .is_ok()
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        progress_held(&self.progress).fetch_sub(self.bytes, Ordering::Relaxed);
+        let uploads = self.progress.uploads();
+        uploads.read_ahead.fetch_sub(self.bytes, Ordering::Relaxed);
+        uploads.limit.front.fetch_sub(self.bytes, Ordering::Relaxed);
     }
-}
-
-/// The bytes `progress`'s connection has read ahead.
-fn progress_held(progress: &Progress) -> &std::sync::atomic::AtomicU64 {
-    &progress.read_ahead_bytes
 }
 
 /// A body read whole: its bytes, once, then its trailers.
