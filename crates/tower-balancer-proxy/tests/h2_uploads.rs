@@ -3,7 +3,7 @@
 //! connection for as long as its client takes to send it; before the limit, five
 //! connections of 200 streams, each sending a byte every 2 s, held 1,030 descriptors. Now
 //! at most `server.http2_max_uploads` (16 by default) stream at once; the body of one past
-//! them is read whole first, and when it is not whole within 64 KiB and the header-read
+//! them is read whole first, and when it is not whole within 4 MiB and the header-read
 //! timeout the stream is reset `REFUSED_STREAM`, unprocessed, for its client to send again.
 //! A burst of small `POST`s, whose bodies come with their heads, is never refused; requests
 //! without a body are not counted.
@@ -178,9 +178,9 @@ async fn an_upload_past_the_limit_not_whole_in_time_is_refused_unprocessed() {
     let (tx, whole) = upload(&send, "abcde");
     drop(tx);
     assert_eq!(outcome(whole).await, Ok((200, "5".to_owned())));
-    // one longer than 64 KiB is refused, though whole at once
+    // one longer than 4 MiB is refused, though whole at once
     let (tx, long) = upload(&send, "ab");
-    tx.send(Bytes::from(vec![b'x'; 64 * 1024])).unwrap();
+    tx.send(Bytes::from(vec![b'x'; 4 * 1024 * 1024])).unwrap();
     drop(tx);
     assert_eq!(outcome(long).await, Err(Some(h2::Reason::REFUSED_STREAM)));
     // a request without a body is not an upload
@@ -239,7 +239,7 @@ async fn a_body_that_says_it_is_too_long_is_refused_at_once() {
     let _open = open_uploads(&send, 1).await;
     let (_tx, rx) = mpsc::unbounded_channel();
     let req = Request::post("http://lb.test/upload")
-        .header("content-length", "70000")
+        .header("content-length", "4194305")
         .body(Upload(rx).boxed())
         .unwrap();
     let start = std::time::Instant::now();

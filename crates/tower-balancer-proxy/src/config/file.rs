@@ -118,7 +118,7 @@ pub struct ServerSection {
     pub max_connections: Option<usize>,
     /// The most requests on one HTTP/2 connection that stream their bodies to members at
     /// once (default 16), each holding a member connection while its client sends. The
-    /// body of one past it is read whole first (64 KiB at most), or the stream is refused
+    /// body of one past it is read whole first (4 MiB a connection), or the stream is refused
     /// unprocessed (`REFUSED_STREAM`) for its client to send again.
     #[serde(default, deserialize_with = "positive_opt")]
     pub http2_max_uploads: Option<usize>,

@@ -48,7 +48,7 @@
 //! | `RequestReadTimeout body=` (nginx `client_body_timeout`) | `server.request_body_timeout` (default 60 s; 408) |
 //! | (nginx `send_timeout`) | `server.send_timeout` (60 s: a response the client reads nothing of is cut off) |
 //! | (HAProxy `maxconn`) | `server.max_connections` (default: half the open-file limit after 64; shared by the workers) |
-//! | (nginx `http2_max_concurrent_streams`, for uploads alone) | `server.http2_max_uploads` (default 16: requests on one HTTP/2 connection that stream their bodies to members at once, each holding a member connection; the body of one past it is read whole first, 64 KiB at most, or the stream is reset `REFUSED_STREAM` for its client to send again) |
+//! | (nginx `http2_max_concurrent_streams`, for uploads alone) | `server.http2_max_uploads` (default 16: requests on one HTTP/2 connection that stream their bodies to members at once, each holding a member connection; the body of one past it is read whole first, 4 MiB a connection at most, or the stream is reset `REFUSED_STREAM` for its client to send again) |
 //! | (nginx `limit_req`, `limit_conn`; HAProxy stick tables) | `[server.per_client]`: `rate` (requests a second a client; 429 with `Retry-After` past it), `burst` (the rate, rounded up), `connections` (open at once; one past it is closed at accept), `clients` (65,536 remembered); off when absent; the client is found under `balancer.trusted_proxies`, an IPv6 /64 counts as one |
 //! | (nginx `worker_processes`) | `server.workers` (runtimes, each with its own `SO_REUSEPORT` listener; default 1 in the library, the number of cores in the `tower-balancer` binary) |
 //! | `<Proxy balancer://name>` | `balancer.name` |
