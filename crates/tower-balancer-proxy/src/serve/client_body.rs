@@ -40,7 +40,8 @@ enum Kind {
 struct Counted {
     body: Incoming,
     progress: Arc<Progress>,
-    /// Whether it still holds its upload slot ([`Uploads::start`](super::upload_limit::Uploads::start)).
+    /// Whether it still holds its upload slot
+    /// ([`Uploads::start`](super::upload_limit::Uploads::start)).
     uploading: bool,
 }
 
@@ -67,9 +68,9 @@ impl ClientBody {
         }
     }
 
-    /// The body hyper read for an HTTP/2 request on `progress`'s connection, which
-    /// admitted it as an upload ([`Uploads::start`](super::upload_limit::Uploads::start)): the slot is given back when
-    /// the body ends or is dropped.
+    /// The body hyper read for an HTTP/2 request on `progress`'s connection, which admitted
+    /// it as an upload ([`Uploads::start`](super::upload_limit::Uploads::start)): the slot
+    /// is given back when the body ends or is dropped.
     pub(crate) fn counted(body: Incoming, progress: Arc<Progress>) -> Self {
         Self {
             kind: Kind::Counted(Box::new(Counted {

@@ -122,10 +122,9 @@ pub(crate) enum Closed {
 const ABANDONED: u64 = 128;
 
 impl Progress {
-    /// A connection from `peer` of a server counting into `stats`.
-    /// Its HTTP/2 streams take places from `client`'s share, when it has one.
-    /// Over HTTP/2, at most `upload_limit.max` of its requests stream their bodies to
-    /// members at once.
+    /// A connection from `peer` of a server counting into `stats`. Its HTTP/2 streams take
+    /// places from `client`'s share, when it has one, and at most `upload_limit.max` of
+    /// them stream their bodies to members at once.
     pub(super) fn counting(
         stats: super::stats::ServerStats,
         (peer, client): (SocketAddr, Option<super::place::ClientSide>),

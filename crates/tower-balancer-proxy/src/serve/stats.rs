@@ -55,8 +55,9 @@ pub(crate) enum Refused {
     /// An HTTP/2 stream that found no place under the connection cap for its member
     /// connection (503).
     Capacity,
-    /// An HTTP/2 request with a body to come, past its connection's uploads at once
-    /// (`REFUSED_STREAM`, which a client may send again).
+    /// An HTTP/2 request past its connection's uploads at once whose body was not whole
+    /// within the read-ahead budgets and in time (`REFUSED_STREAM`, which a client may send
+    /// again).
     Uploads,
 }
 
