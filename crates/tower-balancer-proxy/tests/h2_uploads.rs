@@ -331,6 +331,37 @@ async fn the_front_reads_at_most_64_mebibytes_ahead_over_all_its_connections() {
 }
 
 #[tokio::test]
+async fn one_past_the_limit_that_cannot_be_read_whole_streams_in_a_slot_come_free() {
+    let (lb, send) = lb_and_client("http2_max_uploads = 1\nheader_read_timeout = \"1s\"").await;
+    // not whole in time: by then the slot came free, and it streams there
+    let mut open = open_uploads(&send, 1).await;
+    let (slow_tx, slow) = upload(&send, "ab");
+    let (tx, first) = open.remove(0);
+    drop(tx);
+    assert_eq!(outcome(first).await, Ok((200, "2".to_owned())));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slow_tx.send(Bytes::from_static(b"cd")).unwrap();
+    drop(slow_tx);
+    assert_eq!(outcome(slow).await, Ok((200, "4".to_owned())));
+    // over the connection's 4 MiB, with the slot come free: it streams, all of it
+    let mut open = open_uploads(&send, 1).await;
+    let (long_tx, long) = upload(&send, "ab");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (tx, first) = open.remove(0);
+    drop(tx);
+    assert_eq!(outcome(first).await, Ok((200, "2".to_owned())));
+    long_tx
+        .send(Bytes::from(vec![b'x'; 4 * 1024 * 1024]))
+        .unwrap();
+    drop(long_tx);
+    assert_eq!(
+        outcome(long).await,
+        Ok((200, (4 * 1024 * 1024 + 2).to_string()))
+    );
+    assert_refused(&lb, 0).await;
+}
+
+#[tokio::test]
 async fn a_burst_of_small_posts_past_the_limit_is_answered_whole() {
     let (lb, send) = lb_and_client("http2_max_uploads = 2").await;
     let asks: Vec<_> = (0..64)

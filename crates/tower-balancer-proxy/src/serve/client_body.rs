@@ -38,6 +38,8 @@ enum Kind {
 /// connection's upload slots until it ends or is dropped.
 #[derive(Debug)]
 struct Counted {
+    /// What was read of the body before it was handed on, sent first.
+    read: Option<Bytes>,
     body: Incoming,
     progress: Arc<Progress>,
     /// Whether it still holds its upload slot
@@ -72,8 +74,14 @@ impl ClientBody {
     /// it as an upload ([`Uploads::start`](super::upload_limit::Uploads::start)): the slot
     /// is given back when the body ends or is dropped.
     pub(crate) fn counted(body: Incoming, progress: Arc<Progress>) -> Self {
+        Self::counted_after(Bytes::new(), body, progress)
+    }
+
+    /// [`ClientBody::counted`], for a body of which `read` was read already: it comes first.
+    pub(super) fn counted_after(read: Bytes, body: Incoming, progress: Arc<Progress>) -> Self {
         Self {
             kind: Kind::Counted(Box::new(Counted {
+                read: Some(read).filter(|r| !r.is_empty()),
                 body,
                 progress,
                 uploading: true,
@@ -110,6 +118,9 @@ impl Body for ClientBody {
         match &mut self.get_mut().kind {
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx),
             Kind::Counted(counted) => {
+                if let Some(read) = counted.read.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(read))));
+                }
                 let frame = Pin::new(&mut counted.body).poll_frame(cx);
                 match &frame {
                     Poll::Ready(Some(Ok(f))) => {
@@ -141,7 +152,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Hyper(b) => b.is_end_stream(),
-            Kind::Counted(c) => c.body.is_end_stream(),
+            Kind::Counted(c) => c.read.is_none() && c.body.is_end_stream(),
             Kind::Whole(w) => w.data.is_none() && w.trailers.is_none(),
             Kind::Empty => true,
         }
@@ -150,7 +161,16 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Hyper(b) => b.size_hint(),
-            Kind::Counted(c) => c.body.size_hint(),
+            Kind::Counted(c) => {
+                let read = c.read.as_ref().map_or(0, |r| r.len() as u64);
+                let rest = c.body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
             Kind::Whole(w) => SizeHint::with_exact(w.data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Empty => SizeHint::with_exact(0),
         }

@@ -172,9 +172,10 @@ impl ServeConfig {
     /// the body: without a limit, a handful of connections each uploading a byte at a time
     /// on 200 streams fill the cap, and every other client gets 503. The body of one past
     /// it is read whole first, then sent whole; one not whole within 4 MiB (for a
-    /// connection's together, 64 MiB for the front's) and the header-read timeout is reset
-    /// with `REFUSED_STREAM` before anything reaches a member, which tells its client it
-    /// may send it again (browsers and curl do so on their own). Requests without a body
+    /// connection's together, 64 MiB for the front's) and the header-read timeout streams
+    /// in a slot freed meanwhile, or with none free is reset with `REFUSED_STREAM` before
+    /// anything reaches a member, which tells its client it may send it again (browsers
+    /// and curl do so on their own). Requests without a body
     /// are not counted. gRPC clients with many client- or bidi-streaming calls open at
     /// once on one channel need it raised.
     #[must_use]

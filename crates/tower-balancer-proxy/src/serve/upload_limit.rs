@@ -13,10 +13,12 @@
 //! the limit is therefore read whole first (nginx's request buffering, for these alone):
 //! if its body ends within the connection's [`PER_CONNECTION`] and the front's [`PER_FRONT`]
 //! of such bodies, and within the header-read timeout (as its head had to), it goes to its
-//! member whole, holding nothing while its client sends.
-//! Otherwise it is reset with `REFUSED_STREAM` before any of it reached a member, which
-//! tells its client it may send it again (RFC 9113 §8.7; browsers and curl do so on their
-//! own). Without the front's budget, 150 connections each reading 1 MiB ahead took 330 MB.
+//! member whole, holding nothing while its client sends. Otherwise it streams in an upload
+//! slot if one has come free meanwhile, what was read of it first; with none free it is
+//! reset with `REFUSED_STREAM` before any of it reached a member, which tells its client it
+//! may send it again (RFC 9113 §8.7; browsers and curl do so on their own). Refused at
+//! once, a client sending each again at once found the same slots full: h2load lost 98%
+//! of a burst of 1 MiB bodies. Without the front's budget, 150 connections each reading 1 MiB ahead took 330 MB.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,28 +168,29 @@ fn uploads_refused(progress: &Progress) {
             client = progress.peer.map(tracing::field::display),
             "HTTP/2 uploads past server.http2_max_uploads on one connection, whose bodies \
              were not whole within 4 MiB a connection (64 MiB all together) and the \
-             header-read timeout, are refused (REFUSED_STREAM): each would hold \
+             header-read timeout while no upload ended, are refused (REFUSED_STREAM): each would hold \
              a member connection while its client sends"
         );
     }
 }
 
 /// Reads the body of `req`, past its connection's upload limit, whole: the request with its
-/// body in memory; refused when it says it is longer than [`PER_CONNECTION`], the
-/// connection or the front has read all it may ahead, or it did not end within
-/// `progress`'s limit.
+/// body in memory. When it says it is longer than [`PER_CONNECTION`], the connection or the
+/// front has read all it may ahead, or it did not end within `progress`'s limit, it streams
+/// in an upload slot freed meanwhile, with what was read of it first; with none free, it is
+/// refused.
 async fn read_whole(
     req: Request<Incoming>,
     progress: &Arc<Progress>,
 ) -> Result<Request<ClientBody>, NotWhole> {
-    // a length that cannot fit is refused at once, not at the timeout
-    if req.body().size_hint().lower() > PER_CONNECTION {
-        return Err(NotWhole::Refused);
+    let (head, mut body) = req.into_parts();
+    // a length that cannot fit is decided at once, not at the timeout
+    if body.size_hint().lower() > PER_CONNECTION {
+        return streamed(head, BytesMut::new(), body, progress);
     }
     // while it is read the connection has a request under way: neither the keep-alive
     // limit nor a stop takes it for idle
     let _reading = Reading::new(progress);
-    let (head, mut body) = req.into_parts();
     let mut held = Held {
         progress: progress.clone(),
         bytes: 0,
@@ -195,9 +198,9 @@ async fn read_whole(
     let mut data = BytesMut::new();
     let deadline = tokio::time::Instant::now() + progress.uploads().limit.within;
     let trailers = loop {
-        let frame = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .map_err(|_| NotWhole::Refused)?;
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            return streamed(head, data, body, progress);
+        };
         let Some(frame) = frame else { break None };
         let frame = match frame.map_err(|_| NotWhole::ClientGone)?.into_data() {
             Ok(chunk) => chunk,
@@ -205,12 +208,27 @@ async fn read_whole(
         };
         progress.overhead().body(frame.len());
         let n = frame.len() as u64;
-        if !held.take(n) {
-            return Err(NotWhole::Refused);
-        }
         data.extend_from_slice(&frame);
+        if !held.take(n) {
+            return streamed(head, data, body, progress);
+        }
     };
     let body = ClientBody::buffered(data.freeze(), trailers, held);
+    Ok(Request::from_parts(head, body))
+}
+
+/// A request whose body cannot be read whole streams in an upload slot if one is free now
+/// (an upload ended since it came), `read` first; otherwise it is refused.
+fn streamed(
+    head: http::request::Parts,
+    read: BytesMut,
+    rest: Incoming,
+    progress: &Arc<Progress>,
+) -> Result<Request<ClientBody>, NotWhole> {
+    if !progress.uploads().start() {
+        return Err(NotWhole::Refused);
+    }
+    let body = ClientBody::counted_after(read.freeze(), rest, progress.clone());
     Ok(Request::from_parts(head, body))
 }
 
