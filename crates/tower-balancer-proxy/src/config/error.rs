@@ -180,9 +180,9 @@ pub(super) fn parse_toml_spanned<T: serde::de::DeserializeOwned>(
 /// serde's words for a wrong type, in an operator's words.
 fn plain_words(message: &str) -> String {
     const WORDS: [(&str, &str); 9] = [
-        ("expected usize", "expected a whole number, 0 or more"),
-        ("expected u64", "expected a whole number, 0 or more"),
-        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, not negative"),
+        ("expected u64", "expected a whole number, not negative"),
+        ("expected u32", "expected a whole number, not negative"),
         ("expected u16", "expected a whole number from 0 to 65535"),
         ("expected u8", "expected a whole number from 0 to 255"),
         ("expected i64", "expected a whole number"),

@@ -95,7 +95,8 @@ impl Uploads {
 
 /// Why a body past the limit was not read whole.
 enum NotWhole {
-    /// Longer than the limits allow, or not whole in time: the stream is refused.
+    /// Longer than the limits allow, or not whole in time, and no upload slot came free
+    /// meanwhile: the stream is refused.
     Refused,
     /// The client reset the stream, or its connection failed: nobody is refused.
     ClientGone,
