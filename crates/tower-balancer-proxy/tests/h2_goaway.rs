@@ -103,7 +103,9 @@ async fn a_client_past_the_reset_limit_gets_a_goaway_and_its_answers_under_way()
 
 #[tokio::test]
 async fn a_client_that_ignores_its_goaway_and_goes_on_asking_is_cut() {
-    let lb = harness::lb(&[member().await], "", "", "").await;
+    // room for more held requests than the grace allows: with the default 100, the streams
+    // past it are refused before they are requests (the next test)
+    let lb = harness::lb(&[member().await], "http2_max_streams = 200", "", "").await;
     // it never answers the PING, so the GOAWAY it gets names no last stream
     let conn = Conn::open(lb.addr, false).await;
     conn.send(&get(1, "/held")).await.unwrap();
@@ -140,6 +142,47 @@ async fn a_client_that_ignores_its_goaway_and_goes_on_asking_is_cut() {
         asked <= 128 + 100 && took < Duration::from_secs(2),
         "cut after {asked} requests more, {took:?} after the GOAWAY"
     );
+}
+
+#[tokio::test]
+async fn a_client_that_opens_stream_after_stream_past_the_limit_is_cut() {
+    let manager = "[manager]\nlisten = \"127.0.0.1:0\"\n";
+    let lb = harness::lb(&[member().await], "", "", manager).await;
+    let conn = Conn::open(lb.addr, true).await;
+    // 50 held requests every 50 ms: the first 100 are taken, each one past them is
+    // refused unprocessed, and the HTTP/2 library stops a client that goes on regardless
+    let started = Instant::now();
+    let mut next = 1u32;
+    let mut asked = 0;
+    while !conn.closed() && asked < 4000 {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.extend(get(next, "/slow"));
+            next += 2;
+        }
+        if conn.send(&batch).await.is_err() {
+            break;
+        }
+        asked += 50;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        conn.closed() && asked <= 1500 && took < Duration::from_secs(3),
+        "cut after {asked} requests, {took:?}"
+    );
+    let refused = conn
+        .seen
+        .lock()
+        .unwrap()
+        .resets
+        .values()
+        .filter(|&&c| c == 0x7)
+        .count();
+    assert!(refused >= 900, "{refused} refused");
+    let metrics = harness::metrics(&lb).await;
+    let line = "lb_client_connections_closed_total{reason=\"enhance_your_calm\"} 1";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
 }
 
 /// A member (hyper's server) that answers `POST /up` with the length of the body it read,

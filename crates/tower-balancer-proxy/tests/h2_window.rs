@@ -323,3 +323,57 @@ async fn a_client_that_starves_a_window_and_only_later_stops_reading_is_closed_f
     harness::assert_closed(&metrics, &[("window", 1), ("send_timeout", 0)]);
     drop(read);
 }
+
+/// The server's `SETTINGS`, once its first came, after acknowledging it as a client does.
+async fn server_settings(conn: &raw::Conn) -> std::collections::HashMap<u16, u32> {
+    until(Duration::from_secs(5), "the server's SETTINGS", || {
+        !conn.seen.lock().unwrap().settings.is_empty()
+    })
+    .await;
+    conn.send(&raw::frame_head(0, 0x4, 0x1, 0)).await.unwrap();
+    conn.seen.lock().unwrap().settings.clone()
+}
+
+#[tokio::test]
+async fn one_connection_holds_at_most_its_stream_limit_of_member_exchanges() {
+    // each stream whose answer waits on the window holds a member exchange: the streams a
+    // connection may open bound what it can hold (hyper's own default was 200)
+    let lb = balancer().await;
+    let conn = raw::Conn::open(lb.addr, true).await;
+    assert_eq!(server_settings(&conn).await.get(&0x3), Some(&100));
+
+    let lb = harness::lb(
+        &[sized_member().await],
+        "http2_max_streams = 3\nsend_timeout = \"5s\"",
+        "",
+        "",
+    )
+    .await;
+    let conn = raw::Conn::open(lb.addr, true).await;
+    assert_eq!(server_settings(&conn).await.get(&0x3), Some(&3));
+    // no window for any stream's answer, then four big answers asked for
+    let mut start = raw::frame_head(6, 0x4, 0, 0);
+    start.extend_from_slice(&[0, 4, 0, 0, 0, 0]);
+    conn.send(&start).await.unwrap();
+    for stream in [1, 3, 5, 7] {
+        conn.send(&raw::get(stream, "/100000")).await.unwrap();
+    }
+    until(
+        Duration::from_secs(5),
+        "the fourth stream's refusal",
+        || conn.seen.lock().unwrap().resets.get(&7) == Some(&0x7),
+    )
+    .await;
+    until(Duration::from_secs(5), "three exchanges", || {
+        in_flight(&lb) == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        in_flight(&lb),
+        3,
+        "the refused stream never reached a member"
+    );
+    let resets = conn.seen.lock().unwrap().resets.clone();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+}

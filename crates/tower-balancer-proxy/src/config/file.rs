@@ -122,6 +122,9 @@ pub struct ServerSection {
     /// unprocessed (`REFUSED_STREAM`) for its client to send again.
     #[serde(default, deserialize_with = "positive_opt")]
     pub http2_max_uploads: Option<usize>,
+    /// The most streams open at once on one HTTP/2 connection (default 100, as HAProxy's).
+    #[serde(default, deserialize_with = "positive_opt")]
+    pub http2_max_streams: Option<usize>,
     /// Limits per client: request rate and open connections.
     #[serde(default)]
     pub per_client: Option<super::per_client::PerClientSection>,

@@ -55,6 +55,9 @@ impl ConfigFile {
         if let Some(n) = s.http2_max_uploads {
             serve = serve.http2_max_uploads(u32::try_from(n).unwrap_or(u32::MAX));
         }
+        if let Some(n) = s.http2_max_streams {
+            serve = serve.http2_max_streams(u32::try_from(n).unwrap_or(u32::MAX));
+        }
         if let Some(pc) = &s.per_client {
             let trusted = &self.file.balancer.trusted_proxies;
             if let Some(limit) = pc.connection_limit(trusted) {

@@ -21,6 +21,7 @@ pub struct ServeConfig {
     pub(crate) send_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
     pub(crate) http2_max_uploads: u32,
+    pub(crate) http2_max_streams: u32,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) stats: super::stats::ServerStats,
     pub(crate) client_connections: Option<ClientConnectionLimit>,
@@ -36,6 +37,11 @@ pub struct ServeConfig {
 /// Uploads at once on one HTTP/2 connection when none is set: more than the six
 /// connections, each with one request at a time, that a browser opens over HTTP/1.1.
 pub const DEFAULT_HTTP2_MAX_UPLOADS: u32 = 16;
+
+/// Streams open at once on one HTTP/2 connection when none is set: HAProxy's
+/// `tune.h2.fe.max-concurrent-streams` (nginx's `http2_max_concurrent_streams` is 128).
+/// hyper's own default is 200.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
 
 /// Descriptors kept for everything that is not a client or member connection: listeners,
 /// probes, DNS, files, the manager.
@@ -81,6 +87,7 @@ impl ServeConfig {
             send_timeout: Duration::from_secs(60),
             max_connections: None,
             http2_max_uploads: DEFAULT_HTTP2_MAX_UPLOADS,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             tls: None,
             stats: super::stats::ServerStats::default(),
             client_connections: None,
@@ -181,6 +188,18 @@ impl ServeConfig {
     #[must_use]
     pub const fn http2_max_uploads(mut self, n: u32) -> Self {
         self.http2_max_uploads = if n == 0 { 1 } else { n };
+        self
+    }
+
+    /// The most streams one HTTP/2 connection may have open at once (default 100, as
+    /// HAProxy's; at least 1), announced in `SETTINGS_MAX_CONCURRENT_STREAMS`: a client
+    /// opening more has them refused unprocessed (`REFUSED_STREAM`), and client libraries
+    /// queue their requests instead. Each open stream may hold a member exchange while it
+    /// waits on its client (an answer waiting for the client's flow-control window, a
+    /// WebSocket), so this bounds what one connection can hold.
+    #[must_use]
+    pub const fn http2_max_streams(mut self, n: u32) -> Self {
+        self.http2_max_streams = if n == 0 { 1 } else { n };
         self
     }
 

@@ -265,6 +265,7 @@ fn http_builder(config: &ServeConfig, timer: &TaskTimer, tasks: Tasks) -> Builde
         .timer(TokioTimer::new())
         // RFC 8441: WebSocket over HTTP/2, bridged to HTTP/1.1 upgrades to members
         .enable_connect_protocol()
+        .max_concurrent_streams(config.http2_max_streams)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

@@ -40,7 +40,8 @@ mod window;
 
 pub use client_body::ClientBody;
 pub use config::{
-    default_max_connections, server_tls_from_pem, ServeConfig, DEFAULT_HTTP2_MAX_UPLOADS,
+    default_max_connections, server_tls_from_pem, ServeConfig, DEFAULT_HTTP2_MAX_STREAMS,
+    DEFAULT_HTTP2_MAX_UPLOADS,
 };
 // a certificate and a key apart, for `--check` to name the file at fault
 #[cfg_attr(not(feature = "config"), allow(unused_imports))]

@@ -62,6 +62,10 @@ pub(crate) struct Seen {
     pub(crate) ended: HashMap<u32, Instant>,
     /// When the server closed the connection.
     pub(crate) closed: Option<Instant>,
+    /// The server's `SETTINGS`, by identifier, as last sent.
+    pub(crate) settings: HashMap<u16, u32>,
+    /// Each `RST_STREAM`'s error code, by stream.
+    pub(crate) resets: HashMap<u32, u32>,
 }
 
 /// A connection: its write half, and what a task reading its other half saw.
@@ -136,6 +140,17 @@ async fn read_frames(
                         .extend_from_slice(&payload);
                     if flags & 0x1 != 0 {
                         s.ended.insert(stream, Instant::now());
+                    }
+                }
+                0x3 if payload.len() == 4 => {
+                    let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    s.resets.insert(stream, code);
+                }
+                0x4 if flags & 0x1 == 0 => {
+                    for one in payload.chunks_exact(6) {
+                        let id = u16::from_be_bytes([one[0], one[1]]);
+                        s.settings
+                            .insert(id, u32::from_be_bytes([one[2], one[3], one[4], one[5]]));
                     }
                 }
                 0x6 if flags & 0x1 == 0 => {
