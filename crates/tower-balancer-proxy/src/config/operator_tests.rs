@@ -244,6 +244,17 @@ fn limits_that_cannot_be_meant_are_refused_at_their_key() {
             "at least 1",
         ),
         (
+            // a key whose least value is 1 must not be described as "0 or more"
+            file("http2_max_uploads = -1\n", "", ""),
+            "server.http2_max_uploads",
+            "whole number, not negative",
+        ),
+        (
+            file("http2_max_streams = 0\n", "", ""),
+            "server.http2_max_streams",
+            "at least 1",
+        ),
+        (
             file("[server.per_client]\nrate = 5\nclients = 0\n", "", ""),
             "server.per_client.clients",
             "from 1 to",

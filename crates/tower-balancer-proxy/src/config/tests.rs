@@ -330,17 +330,6 @@ fn front_and_forwarding_values_that_would_half_work_are_refused_at_their_key() {
             "at least 1",
         ),
         (
-            // A key whose least value is 1 must not be described as "0 or more".
-            server("http2_max_uploads = -1"),
-            "server.http2_max_uploads",
-            "whole number, not negative",
-        ),
-        (
-            server("http2_max_streams = 0"),
-            "server.http2_max_streams",
-            "at least 1",
-        ),
-        (
             balancer("connection_timeout = \"0s\""),
             "balancer.connection_timeout",
             "longer than 0 s",
