@@ -123,20 +123,7 @@ async fn a_client_that_ignores_its_goaway_and_goes_on_asking_is_cut() {
     // then it stops flooding and asks on, 50 requests every 50 ms: what they carry soon
     // pays for the flood, but a client asked to go away may start only so many more
     let asked_from = Instant::now();
-    let mut next = 3u32;
-    let mut asked = 0;
-    while !conn.closed() && asked < 2000 {
-        let mut batch = Vec::new();
-        for _ in 0..50 {
-            batch.extend(get(next, "/slow"));
-            next += 2;
-        }
-        if conn.send(&batch).await.is_err() {
-            break;
-        }
-        asked += 50;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let asked = ask_on(&conn, 3, 2000).await;
     let took = asked_from.elapsed();
     assert!(
         asked <= 128 + 100 && took < Duration::from_secs(2),
@@ -152,20 +139,7 @@ async fn a_client_that_opens_stream_after_stream_past_the_limit_is_cut() {
     // 50 held requests every 50 ms: the first 100 are taken, each one past them is
     // refused unprocessed, and the HTTP/2 library stops a client that goes on regardless
     let started = Instant::now();
-    let mut next = 1u32;
-    let mut asked = 0;
-    while !conn.closed() && asked < 4000 {
-        let mut batch = Vec::new();
-        for _ in 0..50 {
-            batch.extend(get(next, "/slow"));
-            next += 2;
-        }
-        if conn.send(&batch).await.is_err() {
-            break;
-        }
-        asked += 50;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let asked = ask_on(&conn, 1, 4000).await;
     let took = started.elapsed();
     assert!(
         conn.closed() && asked <= 1500 && took < Duration::from_secs(3),
@@ -183,6 +157,25 @@ async fn a_client_that_opens_stream_after_stream_past_the_limit_is_cut() {
     let metrics = harness::metrics(&lb).await;
     let line = "lb_client_connections_closed_total{reason=\"enhance_your_calm\"} 1";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
+}
+
+/// Asks for `/slow` 50 times every 50 ms on new streams from `next` on, until the server
+/// closes the connection or `limit` requests went out: how many did.
+async fn ask_on(conn: &Conn, mut next: u32, limit: usize) -> usize {
+    let mut asked = 0;
+    while !conn.closed() && asked < limit {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.extend(get(next, "/slow"));
+            next += 2;
+        }
+        if conn.send(&batch).await.is_err() {
+            break;
+        }
+        asked += 50;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    asked
 }
 
 /// A member (hyper's server) that answers `POST /up` with the length of the body it read,
