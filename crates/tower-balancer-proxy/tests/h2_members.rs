@@ -34,6 +34,12 @@ enum First {
     Serve,
     /// Ends the connection gracefully, its last stream 0: the request was not processed.
     GoAway,
+    /// Ends the connection with an error (`INTERNAL_ERROR`), its last stream 0: the
+    /// request was not processed either, whatever the error (RFC 9113 §6.8).
+    GoAwayError,
+    /// Ends the connection with an error, its last stream the request's own: the request
+    /// may have been processed.
+    GoAwayErrorAfter,
     /// Resets the request's stream with `REFUSED_STREAM`, and serves the connection's
     /// later ones.
     Refuse,
@@ -73,7 +79,9 @@ async fn h2_member(first: First, test: &str) -> (String, String, Arc<AtomicUsize
                 // HTTP/1.1 by ALPN, or no protocol chosen
                 let h1 = tls.get_ref().1.alpn_protocol() != Some(b"h2");
                 match first {
-                    First::GoAway if n == 0 => return go_away(&mut tls).await,
+                    First::GoAway if n == 0 => return go_away(&mut tls, 0, 0).await,
+                    First::GoAwayError if n == 0 => return go_away(&mut tls, 0, 2).await,
+                    First::GoAwayErrorAfter if n == 0 => return go_away(&mut tls, 1, 2).await,
                     First::Refuse if n == 0 => return h2_serve(tls, 1, false).await,
                     First::RefuseThree if n == 0 => return h2_serve(tls, 3, false).await,
                     First::CloseAfterThree => return h2_serve(tls, 0, true).await,
@@ -106,8 +114,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
 }
 
 /// Speaks HTTP/2 frame by frame: the server's `SETTINGS`, then at the first `HEADERS` a
-/// `GOAWAY` with last stream 0 (`NO_ERROR`), and the connection's close.
-async fn go_away<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &mut S) {
+/// `GOAWAY` with last stream `last` and error code `code` (0: `NO_ERROR`), and the
+/// connection's close.
+async fn go_away<S>(tls: &mut S, last: u8, code: u8)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut preface = [0u8; 24];
     if tls.read_exact(&mut preface).await.is_err() {
         return;
@@ -124,9 +136,9 @@ async fn go_away<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &
             return;
         }
         if head[3] == 1 {
-            // GOAWAY: last stream 0, NO_ERROR
+            // GOAWAY: the last stream, the error code
             let _ = tls
-                .write_all(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .write_all(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, last, 0, 0, 0, code])
                 .await;
             let _ = tls.flush().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -264,6 +276,7 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
     // a GOAWAY ends the connection: the request goes out on a new one
     for (how, test, connections, resends) in [
         (First::GoAway, "goaway", 2, 1),
+        (First::GoAwayError, "goaway-error", 2, 1),
         (First::Refuse, "refused", 1, 1),
         // refused three times in a row (nginx closing often with few streams, under load)
         (First::RefuseThree, "refused3", 1, 3),
@@ -292,6 +305,27 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
             format!("lb_member_resends_total{{balancer=\"b\",member=\"node1\"}} {resends}\n");
         assert!(m.contains(&said), "{test}: {m}");
     }
+}
+
+/// A member's `GOAWAY` whose last stream is the request's own says the request may have
+/// been processed, whatever its error code: a `POST` is not sent again, but answered 502.
+#[tokio::test]
+async fn a_request_at_or_below_the_last_stream_of_an_error_goaway_is_not_sent_again() {
+    let (url, ca, taken) = h2_member(First::GoAwayErrorAfter, "goaway-after").await;
+    let lb = lb_trusting(url, &ca).await;
+    let out = raw(
+        lb.addr,
+        b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        5 * SECOND,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert_eq!(taken.load(Ordering::SeqCst), 1);
+    let m = metrics(&lb).await;
+    assert!(
+        m.contains("lb_member_resends_total{balancer=\"b\",member=\"node1\"} 0\n"),
+        "{m}"
+    );
 }
 
 /// A client's upload that fails on its way to an HTTP/2 member (a broken chunk) is the

@@ -52,12 +52,16 @@ pub(crate) fn classify(e: &hyper::Error) -> UpstreamErrorKind {
 }
 
 /// An HTTP/2 member's word that it processed none of the request: a `GOAWAY` whose last
-/// stream is below the request's (a graceful close, `NO_ERROR`, crossing it), or a
-/// `REFUSED_STREAM` reset (RFC 9113 §6.8, §8.7).
+/// stream is below the request's, or a `REFUSED_STREAM` reset (RFC 9113 §6.8, §8.7).
+///
+/// A `GOAWAY` says so whatever its error code: a graceful close (`NO_ERROR`) crossing the
+/// request, or a member's own error or limit (`INTERNAL_ERROR`, `ENHANCE_YOUR_CALM`). The
+/// `h2` crate hands the member's `GOAWAY` only to the streams above its last stream, and to
+/// requests sent after it came; the streams at or below it, which the member may have
+/// processed, end with the connection's close, as a broken pipe or their own reset.
 fn is_refusal(e: &h2::Error) -> bool {
     e.is_remote()
-        && ((e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR))
-            || (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)))
+        && (e.is_go_away() || (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)))
 }
 
 /// A failed exchange whose request may have reached the member.
