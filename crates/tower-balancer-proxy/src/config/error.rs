@@ -194,6 +194,12 @@ fn plain_words(message: &str) -> String {
         ),
     ];
     let mut out = message.to_owned();
+    // toml reads an integer past 64 bits as an i128, and serde names that type
+    if let Some(rest) = out.strip_prefix("invalid type: integer ") {
+        if let Some((n, after)) = rest.split_once(" as i128") {
+            out = format!("integer {n} is too large{after}");
+        }
+    }
     for (from, to) in WORDS {
         out = out.replace(from, to);
     }

@@ -14,8 +14,8 @@ use tower_balancer::registry::{AdminState, Health};
 use super::reliability::{EjectionSection, RetryBudgetSection};
 use super::typed::{DnsTarget, ProbeMethod, Route, Scheme, StatusRange, StickyNames};
 use super::values::{
-    balancer_name, duration_opt, fraction_opt, header_bytes_opt, header_name_opt, host_name,
-    host_names, max_retries, non_empty_opt, pass_headers, path, port_opt, positive_opt,
+    balancer_name, duration_opt, fraction_opt, h2_count_opt, header_bytes_opt, header_name_opt,
+    host_name, host_names, max_retries, non_empty_opt, pass_headers, path, port_opt, positive_opt,
     positive_u32, probe_interval, socket_addr, socket_addrs, statuses, timeout, timeout_opt,
     trusted_proxies, upgrades_opt, uri, uri_opt, weight,
 };
@@ -120,10 +120,10 @@ pub struct ServerSection {
     /// once (default 16), each holding a member connection while its client sends. The
     /// body of one past it is read whole first (4 MiB a connection), or the stream is refused
     /// unprocessed (`REFUSED_STREAM`) for its client to send again.
-    #[serde(default, deserialize_with = "positive_opt")]
+    #[serde(default, deserialize_with = "h2_count_opt")]
     pub http2_max_uploads: Option<usize>,
     /// The most streams open at once on one HTTP/2 connection (default 100, as HAProxy's).
-    #[serde(default, deserialize_with = "positive_opt")]
+    #[serde(default, deserialize_with = "h2_count_opt")]
     pub http2_max_streams: Option<usize>,
     /// Limits per client: request rate and open connections.
     #[serde(default)]

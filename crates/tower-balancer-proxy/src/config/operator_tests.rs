@@ -255,6 +255,22 @@ fn limits_that_cannot_be_meant_are_refused_at_their_key() {
             "at least 1",
         ),
         (
+            // cut to 32 bits, this was silently no limit
+            file("http2_max_streams = 99999999999\n", "", ""),
+            "server.http2_max_streams",
+            "over 4294967295",
+        ),
+        (
+            file("http2_max_uploads = 4294967296\n", "", ""),
+            "server.http2_max_uploads",
+            "over 4294967295",
+        ),
+        (
+            file("max_connections = 18446744073709551616\n", "", ""),
+            "server.max_connections",
+            "integer `18446744073709551616` is too large, expected a whole number",
+        ),
+        (
             file("[server.per_client]\nrate = 5\nclients = 0\n", "", ""),
             "server.per_client.clients",
             "from 1 to",
