@@ -283,12 +283,7 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
     ] {
         let (url, ca, taken) = h2_member(how, test).await;
         let lb = lb_trusting(url, &ca).await;
-        let out = raw(
-            lb.addr,
-            b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
-            5 * SECOND,
-        )
-        .await;
+        let out = post_form(&lb).await;
         assert!(
             out.starts_with("HTTP/1.1 200"),
             "{test}: {out} {}",
@@ -307,18 +302,23 @@ async fn a_request_an_http2_member_refused_unprocessed_is_sent_again_and_not_hel
     }
 }
 
+/// A `POST /form` of three bytes through `lb`: its answer, as text.
+async fn post_form(lb: &harness::Lb) -> String {
+    raw(
+        lb.addr,
+        b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        5 * SECOND,
+    )
+    .await
+}
+
 /// A member's `GOAWAY` whose last stream is the request's own says the request may have
 /// been processed, whatever its error code: a `POST` is not sent again, but answered 502.
 #[tokio::test]
 async fn a_request_at_or_below_the_last_stream_of_an_error_goaway_is_not_sent_again() {
     let (url, ca, taken) = h2_member(First::GoAwayErrorAfter, "goaway-after").await;
     let lb = lb_trusting(url, &ca).await;
-    let out = raw(
-        lb.addr,
-        b"POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
-        5 * SECOND,
-    )
-    .await;
+    let out = post_form(&lb).await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     assert_eq!(taken.load(Ordering::SeqCst), 1);
     let m = metrics(&lb).await;

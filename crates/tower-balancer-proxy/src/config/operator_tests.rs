@@ -244,33 +244,6 @@ fn limits_that_cannot_be_meant_are_refused_at_their_key() {
             "at least 1",
         ),
         (
-            // a key whose least value is 1 must not be described as "0 or more"
-            file("http2_max_uploads = -1\n", "", ""),
-            "server.http2_max_uploads",
-            "whole number, not negative",
-        ),
-        (
-            file("http2_max_streams = 0\n", "", ""),
-            "server.http2_max_streams",
-            "at least 1",
-        ),
-        (
-            // cut to 32 bits, this was silently no limit
-            file("http2_max_streams = 99999999999\n", "", ""),
-            "server.http2_max_streams",
-            "over 4294967295",
-        ),
-        (
-            file("http2_max_uploads = 4294967296\n", "", ""),
-            "server.http2_max_uploads",
-            "over 4294967295",
-        ),
-        (
-            file("max_connections = 18446744073709551616\n", "", ""),
-            "server.max_connections",
-            "integer `18446744073709551616` is too large, expected a whole number",
-        ),
-        (
             file("[server.per_client]\nrate = 5\nclients = 0\n", "", ""),
             "server.per_client.clients",
             "from 1 to",
@@ -312,6 +285,40 @@ fn limits_that_cannot_be_meant_are_refused_at_their_key() {
     ] {
         ConfigFile::from_toml(&ok, Path::new("lb.toml")).unwrap_or_else(|e| panic!("{e}\n{ok}"));
     }
+}
+
+#[test]
+fn counts_out_of_their_range_are_refused_in_their_own_words() {
+    let file = |server: &str| one_member(server, "");
+    assert_refused(vec![
+        (
+            // a key whose least value is 1 must not be described as "0 or more"
+            file("http2_max_uploads = -1\n"),
+            "server.http2_max_uploads",
+            "whole number, not negative",
+        ),
+        (
+            file("http2_max_streams = 0\n"),
+            "server.http2_max_streams",
+            "at least 1",
+        ),
+        (
+            // cut to 32 bits, this was silently no limit
+            file("http2_max_streams = 99999999999\n"),
+            "server.http2_max_streams",
+            "over 4294967295",
+        ),
+        (
+            file("http2_max_uploads = 4294967296\n"),
+            "server.http2_max_uploads",
+            "over 4294967295",
+        ),
+        (
+            file("max_connections = 18446744073709551616\n"),
+            "server.max_connections",
+            "integer `18446744073709551616` is too large, expected a whole number",
+        ),
+    ]);
 }
 
 #[test]
