@@ -121,10 +121,10 @@ pub struct ServerSection {
     /// body of one past it is read whole first (4 MiB a connection), or the stream is refused
     /// unprocessed (`REFUSED_STREAM`) for its client to send again.
     #[serde(default, deserialize_with = "h2_count_opt")]
-    pub http2_max_uploads: Option<usize>,
+    pub http2_max_uploads: Option<u32>,
     /// The most streams open at once on one HTTP/2 connection (default 100, as HAProxy's).
     #[serde(default, deserialize_with = "h2_count_opt")]
-    pub http2_max_streams: Option<usize>,
+    pub http2_max_streams: Option<u32>,
     /// Limits per client: request rate and open connections.
     #[serde(default)]
     pub per_client: Option<super::per_client::PerClientSection>,

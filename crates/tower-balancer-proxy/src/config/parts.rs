@@ -53,10 +53,10 @@ impl ConfigFile {
             serve = serve.max_connections(n);
         }
         if let Some(n) = s.http2_max_uploads {
-            serve = serve.http2_max_uploads(u32::try_from(n).unwrap_or(u32::MAX));
+            serve = serve.http2_max_uploads(n);
         }
         if let Some(n) = s.http2_max_streams {
-            serve = serve.http2_max_streams(u32::try_from(n).unwrap_or(u32::MAX));
+            serve = serve.http2_max_streams(n);
         }
         if let Some(pc) = &s.per_client {
             let trusted = &self.file.balancer.trusted_proxies;

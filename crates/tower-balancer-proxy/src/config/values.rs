@@ -104,15 +104,16 @@ pub(super) fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usi
 /// A per-connection HTTP/2 count (`http2_max_streams`, `http2_max_uploads`): at least 1,
 /// and at most what HTTP/2's settings hold (32 bits). A larger one was cut to that silently,
 /// which is no limit at all.
-pub(super) fn h2_count_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    let n = positive_opt(d)?.unwrap_or(1);
-    if u32::try_from(n).is_err() {
-        return Err(de::Error::custom(format!(
+pub(super) fn h2_count_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = u64::deserialize(d)?;
+    match u32::try_from(n) {
+        Ok(0) => Err(de::Error::custom("must be at least 1")),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(de::Error::custom(format!(
             "{n} is over {}, the most an HTTP/2 setting holds",
             u32::MAX
-        )));
+        ))),
     }
-    Ok(Some(n))
 }
 
 /// Header bytes: hyper reads no less than 8 KiB.
