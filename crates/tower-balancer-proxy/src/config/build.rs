@@ -415,6 +415,9 @@ impl ConfigFile {
         if let Some(t) = b.tunnel_idle_timeout {
             forward = forward.tunnel_idle_timeout(t);
         }
+        if let Some(t) = b.send_timeout {
+            forward = forward.send_timeout(t);
+        }
         Ok(forward
             .preserve_host(b.preserve_host)
             .forwarding(b.forwarding_headers()))

@@ -27,15 +27,13 @@ use crate::hygiene::{PassOnly, TrustedProxies};
 pub struct FileConfig {
     /// `<VirtualHost>`: where and how clients are accepted.
     pub server: ServerSection,
-    /// `<Proxy balancer://name>` and its `BalancerMember` lines: the first balancer (the
-    /// only one of a `[balancer]` table).
+    /// `<Proxy balancer://name>` and its members: the first balancer (`[balancer]`'s only).
     pub balancer: BalancerSection,
     /// The balancers after the first, from `[[balancer]]` tables.
     pub more_balancers: Vec<BalancerSection>,
     /// `<Location /balancer-manager>`: off unless present.
     pub manager: Option<ManagerSection>,
-    /// `<VirtualHost>`s sharing the listener, each with its names, certificate and routes;
-    /// without any, every request goes to the balancer.
+    /// `<VirtualHost>`s sharing the listener (names, certificate, routes); none: one balancer.
     pub vhosts: Vec<super::routes::VhostSection>,
     /// Whether the balancers were written `[[balancer]]` (their keys are `balancer[i].…`).
     pub(crate) balancer_array: bool,
@@ -191,10 +189,12 @@ pub struct BalancerSection {
     /// member's response headers (default 60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub timeout: Option<Duration>,
-    /// nginx `proxy_read_timeout` between body reads: how long a member's response body may
-    /// send nothing before its connection is closed (default 60 s).
+    /// nginx `proxy_read_timeout` on bodies: how long a member's body may send nothing (60 s).
     #[serde(default, deserialize_with = "timeout_opt")]
     pub response_body_timeout: Option<Duration>,
+    /// nginx `proxy_send_timeout`: how long a member may take nothing written to it (60 s).
+    #[serde(default, deserialize_with = "timeout_opt")]
+    pub send_timeout: Option<Duration>,
     /// How long a WebSocket tunnel may carry nothing either way before it is closed
     /// (default 5 minutes, as Envoy's stream idle timeout; nginx's `proxy_read_timeout`).
     #[serde(default, deserialize_with = "timeout_opt")]

@@ -61,6 +61,7 @@
 //! | `ProxySet maxattempts=` | `balancer.maxattempts` (default 3, at most 15) |
 //! | `ProxySet timeout=` | `balancer.timeout` (default 60 s a try, for response headers) |
 //! | (nginx `proxy_read_timeout` on bodies) | `balancer.response_body_timeout` (default 60 s) |
+//! | (nginx `proxy_send_timeout`) | `balancer.send_timeout` (default 60 s: a member that takes nothing written to it for this long has its connection closed) |
 //! | (nginx `proxy_read_timeout` on WebSockets, Envoy's stream idle timeout) | `balancer.tunnel_idle_timeout` (default 5 min) |
 //! | (nginx `max_fails`, Envoy outlier detection) | `[balancer.ejection]`: `connect_failures` (3), `consecutive_failures` (5), `base_time` (30 s), `max_time` (300 s), `max_fraction` (0.1); 0 turns a rule off; opt-in, Envoy's `failure_percentage`: `failure_percentage` (0, off; 1–100), `failure_percentage_requests` (50), `failure_percentage_interval` (10 s; at least 100 ms) |
 //! | (linkerd retry budget) | `[balancer.retry_budget]`: `ratio` (0.2), `per_second` (10), `window` (10 s) |

@@ -57,13 +57,15 @@ struct Inner<B> {
     connector_h1: Connector,
     pool: Pool<B>,
     h1: http1::Builder,
+    /// How long a member may take nothing written to hyper's connections (`send_stall`).
+    send_timeout: std::time::Duration,
 }
 
 impl<B> MemberClient<B> {
     pub(crate) fn new(
         connector: Connector,
         connector_h1: Connector,
-        idle_timeout: std::time::Duration,
+        (idle_timeout, send_timeout): (std::time::Duration, std::time::Duration),
     ) -> Self {
         let mut h1 = http1::Builder::new();
         // a member's response head past this is a 502, as nginx's "upstream sent too big
@@ -75,6 +77,7 @@ impl<B> MemberClient<B> {
                 connector_h1,
                 pool: Pool::new(idle_timeout),
                 h1,
+                send_timeout,
             }),
         }
     }
@@ -341,6 +344,9 @@ where
         let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;
     }
+    // hyper's connection task waits on its socket alone: a member that stops reading would
+    // hold it, and its descriptor, for ever (`send_stall`)
+    let io = super::send_stall::SendStall::new(io, inner.send_timeout);
     let (mut sender, conn) = inner
         .h1
         .handshake(io)

@@ -31,6 +31,7 @@ pub const MAX_MEMBER_HEAD_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     connect_timeout: Duration,
+    send_timeout: Duration,
     idle_timeout: Duration,
     tls: Option<UpstreamTls>,
     overrides: HashMap<String, Vec<SocketAddr>>,
@@ -56,11 +57,13 @@ impl ForwardConfig {
     /// 5 s member keep-alive, so a connection the member is closing is not reused); HTTP only
     /// until [`tls`](Self::tls) is set; the member's host in `Host` (Apache's default);
     /// `X-Forwarded-*` trusting nobody; no reverse rewriting; only WebSocket upgrades, whose
-    /// tunnels close after 5 minutes with nothing sent either way.
+    /// tunnels close after 5 minutes with nothing sent either way; a member that takes
+    /// nothing of a request body for 60 s has its connection closed.
     #[must_use]
     pub fn new() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+            send_timeout: super::DEFAULT_MEMBER_SEND_TIMEOUT,
             idle_timeout: Duration::from_secs(4),
             tls: None,
             overrides: HashMap::new(),
@@ -112,6 +115,19 @@ impl ForwardConfig {
     #[must_use]
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a member may take nothing of what is written to it (a request body hyper's
+    /// client streams, the close of a connection whose exchange was given up) before its
+    /// connection is closed (default [`DEFAULT_MEMBER_SEND_TIMEOUT`], 60 s, as nginx's
+    /// `proxy_send_timeout`), timed between two writes: a member that reads slowly but
+    /// steadily is never cut. The attempt fails (504 or 502, and failover decides); without
+    /// it, an upload to a member that stopped reading held its connection until the member
+    /// came back, whether or not its client was still there.
+    #[must_use]
+    pub const fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 
@@ -173,7 +189,7 @@ impl ForwardConfig {
         let client = MemberClient::new(
             self.connector(&registry)?,
             self.connector_speaking(&registry, false)?,
-            self.idle_timeout,
+            (self.idle_timeout, self.send_timeout),
         );
         Ok(Forward::new(
             client,
