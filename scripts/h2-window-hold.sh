@@ -6,8 +6,8 @@
 # client is answered within 3 s. The balancer runs under `ulimit -n NOFILE` (default 256:
 # a connection cap of 96, 192 places) with a file of defaults.
 # Why: each such stream holds a member connection until `send_timeout`; at 100 streams a
-# connection, two clients held every place that limit leaves and every other client
-# waited (round 9). Unset, `server.http2_max_streams` is a quarter of a low cap.
+# connection, two clients hold every place that limit leaves and every other client waits
+# (round 9). It measures what a stream limit, or any other answer to that, changes.
 # Usage: scripts/h2-window-hold.sh BINARY...  (e.g. copies of target/release/tower-balancer
 # before and after a change). Needs python3 with the `h2` package (`pip install h2`).
 # Bounded: every client stops after 9 s, every balancer after its run.

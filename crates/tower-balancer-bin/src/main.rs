@@ -228,6 +228,8 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
                 tracing::warn!("{w}");
             }
         });
+        // before the connection cap is taken from it (`server.max_connections` unset)
+        raise_open_file_limit();
         let mut gateway = config.build()?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let workers = workers
@@ -251,6 +253,31 @@ fn run(file: &Path, workers: Option<u16>) -> Result<(), Error> {
     // the log as long as it will (and said so), so the process exits now
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
+}
+
+/// The most the open-file soft limit is raised to (Linux's default `fs.nr_open`).
+const MOST_OPEN_FILES: u64 = 1 << 20;
+
+/// Raises the open-file soft limit to the hard one, as Go's runtime and HAProxy do: the
+/// connection cap is half the soft limit, and systemd gives services a soft limit of 1,024
+/// under a hard one of 524,288, a cap of 480 connections on a machine that could hold a
+/// thousand times more (and, under it, a few clients holding every member connection).
+fn raise_open_file_limit() {
+    let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    if soft >= hard.min(MOST_OPEN_FILES) {
+        return;
+    }
+    match rlimit::increase_nofile_limit(hard.min(MOST_OPEN_FILES)) {
+        Ok(now) => tracing::info!(from = soft, to = now, "raised the open-file soft limit"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            soft,
+            hard,
+            "could not raise the open-file soft limit: the connection cap is half of it"
+        ),
+    }
 }
 
 /// The signals an operator sends, caught from the start.

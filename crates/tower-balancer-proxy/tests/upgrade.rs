@@ -563,8 +563,8 @@ async fn each_http2_tunnel_takes_a_place_under_the_connection_cap() {
     tokio::time::timeout(Duration::from_secs(20), async {
         let (_stop, stop) = tokio::sync::oneshot::channel();
         // the cap of 3 connections is 6 descriptors: two for the connection, one for each of
-        // four tunnels (streams set: by default such a cap announces one)
-        let config = ServeConfig::new().max_connections(3).http2_max_streams(100);
+        // four tunnels
+        let config = ServeConfig::new().max_connections(3);
         let (addr, _task, stats) =
             serve_counted(echo_member().await, config, ForwardConfig::new(), stop).await;
         let mut send = h2_client(addr).await;

@@ -120,8 +120,7 @@ pub struct ServerSection {
     /// unprocessed (`REFUSED_STREAM`) for its client to send again.
     #[serde(default, deserialize_with = "h2_count_opt")]
     pub http2_max_uploads: Option<u32>,
-    /// The most streams open at once on one HTTP/2 connection (default 100, as HAProxy's, or a
-    /// quarter of the connection cap when that is fewer; a value set stands).
+    /// The most streams open at once on one HTTP/2 connection (default 100, as HAProxy's).
     #[serde(default, deserialize_with = "h2_count_opt")]
     pub http2_max_streams: Option<u32>,
     /// Limits per client: request rate and open connections.

@@ -21,8 +21,7 @@ pub struct ServeConfig {
     pub(crate) send_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
     pub(crate) http2_max_uploads: u32,
-    /// `None`: [`DEFAULT_HTTP2_MAX_STREAMS`], or fewer under a low cap.
-    pub(crate) http2_max_streams: Option<u32>,
+    pub(crate) http2_max_streams: u32,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) stats: super::stats::ServerStats,
     pub(crate) client_connections: Option<ClientConnectionLimit>,
@@ -41,14 +40,8 @@ pub const DEFAULT_HTTP2_MAX_UPLOADS: u32 = 16;
 
 /// Streams open at once on one HTTP/2 connection when none is set: HAProxy's
 /// `tune.h2.fe.max-concurrent-streams` (nginx's `http2_max_concurrent_streams` is 128).
-/// hyper's own default is 200. Under a low connection cap, fewer: see
-/// [`ServeConfig::http2_max_streams`].
+/// hyper's own default is 200.
 pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
-
-/// The share of the connection cap one HTTP/2 connection's streams may hold when
-/// `http2_max_streams` is not set: a quarter, so that it takes more than a few connections
-/// to hold every member connection the descriptors allow.
-const STREAM_SHARE: usize = 4;
 
 /// Descriptors kept for everything that is not a client or member connection: listeners,
 /// probes, DNS, files, the manager.
@@ -63,6 +56,32 @@ pub fn default_max_connections() -> usize {
     let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
     let cap = soft.saturating_sub(FD_RESERVE) / 2;
     usize::try_from(cap).unwrap_or(usize::MAX).max(1)
+}
+
+/// Says, once a process, that a connection cap set to `cap` needs more descriptors than the
+/// open-file limit gives: at the limit accepts fail, and so do member connects and health
+/// probes, which then mark healthy members down (round 10: `max_connections = 1000` under
+/// a limit of 256 put both members down and the balancer in panic mode).
+pub(crate) fn cap_past_descriptors(cap: usize) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    let needed = u64::try_from(cap)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(FD_RESERVE);
+    if needed > soft && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            max_connections = cap,
+            needed,
+            open_file_limit = soft,
+            "server.max_connections needs more descriptors than the open-file limit gives \
+             (two a connection, and 64 besides): at the limit accepts fail, and so do member \
+             connects and health probes, which then mark healthy members down; raise the \
+             limit (LimitNOFILE=) or leave max_connections unset (half the limit)"
+        );
+    }
 }
 
 impl Default for ServeConfig {
@@ -94,7 +113,7 @@ impl ServeConfig {
             send_timeout: Duration::from_secs(60),
             max_connections: None,
             http2_max_uploads: DEFAULT_HTTP2_MAX_UPLOADS,
-            http2_max_streams: None,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             tls: None,
             stats: super::stats::ServerStats::default(),
             client_connections: None,
@@ -204,27 +223,10 @@ impl ServeConfig {
     /// queue their requests instead. Each open stream may hold a member exchange while it
     /// waits on its client (an answer waiting for the client's flow-control window, a
     /// WebSocket), so this bounds what one connection can hold.
-    ///
-    /// When it is not set, a connection under a connection cap of fewer than 400 is
-    /// announced a quarter of the cap instead (at least 1): each of its streams may hold a
-    /// member connection, a descriptor's place under the cap, and at 100 streams a
-    /// connection, two connections held every place an open-file limit of 256 leaves (the
-    /// cap of 96 is 192 places), and every other client waited. A value set here is used
-    /// as it is, whatever the cap.
     #[must_use]
     pub const fn http2_max_streams(mut self, n: u32) -> Self {
-        self.http2_max_streams = Some(if n == 0 { 1 } else { n });
+        self.http2_max_streams = if n == 0 { 1 } else { n };
         self
-    }
-
-    /// The streams one HTTP/2 connection is announced under a connection cap of `cap`: the
-    /// set value, or the default, lowered to a quarter of the cap when that is fewer (see
-    /// [`http2_max_streams`](Self::http2_max_streams)).
-    pub(crate) fn streams_under(&self, cap: usize) -> u32 {
-        self.http2_max_streams.unwrap_or_else(|| {
-            let share = u32::try_from(cap / STREAM_SHARE).unwrap_or(u32::MAX);
-            share.clamp(1, DEFAULT_HTTP2_MAX_STREAMS)
-        })
     }
 
     /// At most `limit`'s connections open at once from one client address, trusted proxies
@@ -287,25 +289,4 @@ pub(crate) fn chain_from_pem(chain_pem: &[u8]) -> Result<Vec<CertificateDer<'sta
 /// A private key from PEM.
 pub(crate) fn key_from_pem(key_pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_low_cap_lowers_the_default_streams_and_a_set_value_stands() {
-        let default = ServeConfig::new();
-        // an open-file limit of 256 leaves a cap of 96: 24 streams, not 100
-        assert_eq!(default.streams_under(96), 24);
-        assert_eq!(default.streams_under(399), 99);
-        assert_eq!(default.streams_under(400), DEFAULT_HTTP2_MAX_STREAMS);
-        assert_eq!(default.streams_under(1_000_000), DEFAULT_HTTP2_MAX_STREAMS);
-        // never none: a cap of 1 still serves a stream
-        assert_eq!(default.streams_under(1), 1);
-        assert_eq!(default.streams_under(0), 1);
-        let set = ServeConfig::new().http2_max_streams(150);
-        assert_eq!(set.streams_under(96), 150);
-        assert_eq!(set.streams_under(1_000_000), 150);
-    }
 }

@@ -44,12 +44,11 @@ pub(super) const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_s
 
 /// One client connection, from the TLS handshake (when the front has TLS) to its last
 /// request; `held` (its slot under the caps, its count) is released when it ends. Its
-/// HTTP/2 streams take places from `client`'s share under the per-client cap, if any, and
-/// at most `streams` are open at once.
+/// HTTP/2 streams take places from `client`'s share under the per-client cap, if any.
 pub(super) async fn connection<S: Servable>(
     sock: TcpStream,
     (peer, client): (SocketAddr, Option<super::place::ClientSide>),
-    (stack, tasks, streams): (S, Tasks, u32),
+    (stack, tasks): (S, Tasks),
     config: Arc<ServeConfig>,
     watchers: (Watcher, tokio::sync::watch::Receiver<()>),
     held: impl Send,
@@ -72,7 +71,7 @@ pub(super) async fn connection<S: Servable>(
     };
     // the connection's one timer: hyper's head deadlines and its requests' attempt deadlines
     let timer = TaskTimer::new();
-    let builder = http_builder(&config, &timer, (tasks.clone(), streams));
+    let builder = http_builder(&config, &timer, tasks.clone());
     let heads = HeadLimits {
         bytes: config.max_header_bytes,
         fields: config.max_headers,
@@ -245,12 +244,8 @@ fn connection_service<S: Servable>(
 const HYPER_MAX_HEADERS: usize = 100;
 
 /// hyper's server settings from ours: header limits and timers for HTTP/1.1, extended
-/// CONNECT, the header list limit and `streams` open at once for HTTP/2.
-fn http_builder(
-    config: &ServeConfig,
-    timer: &TaskTimer,
-    (tasks, streams): (Tasks, u32),
-) -> Builder<Tasks> {
+/// CONNECT and the header list limit for HTTP/2.
+fn http_builder(config: &ServeConfig, timer: &TaskTimer, tasks: Tasks) -> Builder<Tasks> {
     // HTTP/2 streams run on tasks the server owns, to cancel at its graceful timeout
     let mut builder = Builder::new(tasks);
     let mut http1 = builder.http1();
@@ -270,7 +265,7 @@ fn http_builder(
         .timer(TokioTimer::new())
         // RFC 8441: WebSocket over HTTP/2, bridged to HTTP/1.1 upgrades to members
         .enable_connect_protocol()
-        .max_concurrent_streams(streams)
+        .max_concurrent_streams(config.http2_max_streams)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

@@ -148,7 +148,9 @@ impl Server {
         // its request may need), and an HTTP/2 stream beside others, or a tunnel, one (its
         // member connection); shared with the other workers on the port
         let slots = settings.places.for_cap(cap);
-        low_cap_streams(&settings, cap);
+        if settings.max_connections.is_some() {
+            super::config::cap_past_descriptors(cap);
+        }
         drop(settings);
         // every connection's task, and every HTTP/2 stream's, to drop at the timeout; an
         // HTTP/2 tunnel takes a place under the cap of its own
@@ -189,11 +191,10 @@ impl Server {
             // the ones that ended, so the set holds only live connections
             while connections.try_join_next().is_some() {}
             let client = ClientSide::of(&config, counted.as_ref());
-            let streams = config.streams_under(cap);
             connections.spawn(tasks.own(super::connection::connection(
                 sock,
                 (peer, client),
-                (stack.clone(), tasks.clone(), streams),
+                (stack.clone(), tasks.clone()),
                 config,
                 (graceful.watcher(), stop.clone()),
                 (slot, open, counted),
@@ -204,26 +205,6 @@ impl Server {
         let grace = self.settings.current().graceful_timeout;
         drain(grace, graceful, &tasks, &mut connections).await;
         Ok(())
-    }
-}
-
-/// Says, once a process, that a low connection cap lowered the HTTP/2 streams a connection
-/// is announced (`server.http2_max_streams` not set), so that an operator who sees clients
-/// queue on few streams knows why.
-fn low_cap_streams(settings: &ServeConfig, cap: usize) {
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let streams = settings.streams_under(cap);
-    if settings.http2_max_streams.is_none()
-        && streams < super::config::DEFAULT_HTTP2_MAX_STREAMS
-        && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
-    {
-        tracing::info!(
-            streams,
-            max_connections = cap,
-            "HTTP/2 connections are announced a quarter of the connection cap in streams \
-             (from the open-file limit unless server.max_connections is set), so that a few \
-             connections cannot hold every member connection; server.http2_max_streams sets it"
-        );
     }
 }
 
