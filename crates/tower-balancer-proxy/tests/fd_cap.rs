@@ -108,6 +108,44 @@ async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
     );
 }
 
+/// A stream's place under the cap is its member connection's: it goes back once the
+/// member's answer is read whole, not when the client has taken it all. A client that
+/// grants no flow-control window leaves small answers waiting on it for as long as it
+/// likes, but their member connections went back to the pool at once; counted until the
+/// client took them, ten connections asking for a 9-byte page under `ulimit -n 256` had 58
+/// streams refused with 503, and new clients waiting, with 78 of 256 descriptors in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_waiting_on_the_clients_window_holds_no_place() {
+    let (member, _) = echo_member().await;
+    // 8 places: the connection's two, and six for streams beside the first
+    let lb = lb(&[member], "max_connections = 4", "", "").await;
+    let sock = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let mut send = send.clone();
+        send.ready().await.unwrap();
+        let req = http::Request::get("http://lb.test/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        // the body stays unread: its stream waits on the window for as long as it is held
+        held.push(res);
+    }
+    assert_eq!(statuses, vec![200; 20]);
+}
+
 /// The connection cap is the process's, not a worker's: with two workers on the port and
 /// `max_connections = 3`, three clients are served at once whichever workers the kernel
 /// gives them, and a fourth waits until one leaves. Before, each worker had a third of

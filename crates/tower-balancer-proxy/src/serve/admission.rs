@@ -89,7 +89,7 @@ pub(super) fn admit<B>(
     // it holds a place under the cap until it is answered, so a few clients' streams cannot
     // open more member connections than the descriptors have room for (every connect then
     // failed with `EMFILE`, the probes' too)
-    if h2 && progress.streams_in_flight() > 1 {
+    if h2 && progress.exchanges() > 1 {
         match progress.stream_place() {
             Ok(()) => {}
             Err(NoPlace::Server) => {

@@ -20,12 +20,21 @@ use super::timeout::Progress;
 /// answer, whose client reset its stream or left, is finished too, unanswered), and lets
 /// go of the places under the per-client cap a request behind a trusted proxy holds.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Progress>, Option<super::place::MemberPlace>);
+pub(crate) struct InFlight(Arc<Progress>, Option<super::place::MemberPlace>, bool);
 
 impl InFlight {
     /// The answer to a request on `progress`'s connection.
     pub(crate) const fn new(progress: Arc<Progress>) -> Self {
-        Self(progress, None)
+        Self(progress, None, false)
+    }
+
+    /// The member's part of the exchange is over (the answer read whole, or failed): the
+    /// stream's place under the connection cap goes back (`StreamPlaces`), once.
+    fn exchange_over(&mut self) {
+        if !self.2 {
+            self.2 = true;
+            self.0.exchange_over();
+        }
     }
 
     /// Holds `place` until the answer is finished.
@@ -41,6 +50,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.exchange_over();
         self.0.answer_finished();
     }
 }
@@ -73,6 +83,7 @@ impl<B: Body> Tracked<B> {
     fn went_whole(&mut self) {
         self.whole = true;
         self.guard.0.answered();
+        self.guard.exchange_over();
     }
 }
 
@@ -97,6 +108,8 @@ impl<B: Body> Body for Tracked<B> {
         if over && !*this.whole {
             *this.whole = true;
             this.guard.0.answered();
+            // read whole from the member: its connection is free whatever the client's pace
+            this.guard.exchange_over();
         }
         frame
     }

@@ -12,7 +12,7 @@
 //! that client's share instead, for as long as it is answered.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -111,26 +111,48 @@ pub(super) fn request_place(
     config.client_counts.behind_proxy(real, limit).map(Some)
 }
 
-/// The places an HTTP/2 connection's streams hold: one for each stream under way beside the
-/// first, whichever streams those are. Held by the connection, not by each stream: a
-/// stream that took none (the first) ending while others run must leave the count at one
-/// a stream beside the first, not keep one more than the streams under way need.
+/// The places an HTTP/2 connection's streams hold: one for each stream beside the first
+/// whose member exchange is under way, whichever streams those are. Held by the
+/// connection, not by each stream: a stream that took none (the first) ending while others
+/// run must leave the count at one a stream beside the first, not keep one more than the
+/// streams under way need.
+///
+/// Counted until the member's part is over (its answer read whole, or failed), not until
+/// the client has it all: a small answer waiting on a client's flow-control window holds
+/// no member connection (it went back to the pool), and a client granting no window made
+/// such streams hold places until `send_timeout` (round 10: ten connections asking for a
+/// 9-byte page under `ulimit -n 256` had 58 streams refused with 503 and new clients
+/// waiting, with 78 of 256 descriptors in use).
 #[derive(Debug, Default)]
 pub(super) struct StreamPlaces {
     held: Mutex<Vec<MemberPlace>>,
     /// How many are held, to skip the lock when none are.
     count: AtomicUsize,
+    /// Requests under way whose member exchange is not over.
+    exchanges: AtomicU64,
 }
 
 impl StreamPlaces {
-    /// With `in_flight` streams under way (a new one among them), holds a place for each
-    /// beside the first, taking one more by `take` if needed.
+    /// A request's head is read: its member exchange is under way.
+    pub(super) fn began(&self) {
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests under way whose member exchange is not over (a new one among them).
+    pub(super) fn exchanges(&self) -> u64 {
+        self.exchanges.load(Ordering::Relaxed)
+    }
+
+    /// With a new stream's exchange under way, holds a place for each beside the first,
+    /// taking one more by `take` if needed.
     pub(super) fn ensure(
         &self,
-        in_flight: u64,
         take: impl FnOnce() -> Result<MemberPlace, NoPlace>,
     ) -> Result<(), NoPlace> {
-        let needed = usize::try_from(in_flight.saturating_sub(1)).unwrap_or(usize::MAX);
+        let needed = usize::try_from(self.exchanges().saturating_sub(1)).unwrap_or(usize::MAX);
+        if needed == 0 {
+            return Ok(());
+        }
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.len() < needed {
             held.push(take()?);
@@ -139,13 +161,17 @@ impl StreamPlaces {
         Ok(())
     }
 
-    /// With `in_flight` streams under way (one just ended), gives back the places no
-    /// longer needed.
-    pub(super) fn trim(&self, in_flight: u64) {
+    /// A request's member exchange is over (or the request ended first): gives back the
+    /// places no longer needed.
+    pub(super) fn over(&self) {
+        let left = self
+            .exchanges
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let needed = usize::try_from(in_flight.saturating_sub(1)).unwrap_or(usize::MAX);
+        let needed = usize::try_from(left.saturating_sub(1)).unwrap_or(usize::MAX);
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.truncate(needed);
         self.count.store(held.len(), Ordering::Relaxed);

@@ -291,11 +291,13 @@ impl Progress {
     /// An answer is finished (sent, or dropped, or its request dropped before it had one).
     pub(crate) fn answer_finished(&self) {
         self.finished.fetch_add(1, Ordering::Relaxed);
-        let left = self
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1);
-        self.stream_places.trim(left);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request's member exchange is over: its answer read whole from the member (or
+    /// failed), or the request ended first. Its stream's place goes back.
+    pub(crate) fn exchange_over(&self) {
+        self.stream_places.over();
     }
 
     /// A request's answer went out whole (those finished otherwise were abandoned by the
@@ -338,6 +340,7 @@ impl Progress {
         self.read_since_head.store(0, Ordering::Relaxed);
         self.heads.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stream_places.began();
         if req.version() == http::Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
         }
@@ -353,10 +356,10 @@ impl Progress {
         self.h2.store(true, Ordering::Relaxed);
     }
 
-    /// The connection's requests read and not yet answered (this one's among them, once
-    /// its head is read).
-    pub(super) fn streams_in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+    /// The connection's requests whose member exchange is under way (this one's among them,
+    /// once its head is read).
+    pub(super) fn exchanges(&self) -> u64 {
+        self.stream_places.exchanges()
     }
 
     /// An HTTP/2 connection with no request under way and no tunnel: nothing is lost by
@@ -397,8 +400,7 @@ impl Progress {
     /// the first (see [`StreamPlaces`](super::place::StreamPlaces)): `Err` when the new
     /// stream's is not to be had.
     pub(super) fn stream_place(&self) -> Result<(), super::place::NoPlace> {
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        self.stream_places.ensure(in_flight, || self.member_place())
+        self.stream_places.ensure(|| self.member_place())
     }
 
     /// Places under the connection caps for an HTTP/2 stream's member connection (see
