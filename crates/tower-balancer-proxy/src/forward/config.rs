@@ -120,9 +120,10 @@ impl ForwardConfig {
 
     /// How long a member may take nothing of what is written to it (a request body hyper's
     /// client streams, the close of a connection whose exchange was given up) before its
-    /// connection is closed (default [`DEFAULT_MEMBER_SEND_TIMEOUT`], 60 s, as nginx's
-    /// `proxy_send_timeout`), timed between two writes: a member that reads slowly but
-    /// steadily is never cut. The attempt fails (504 or 502, and failover decides); without
+    /// connection is closed (default
+    /// [`DEFAULT_MEMBER_SEND_TIMEOUT`](super::DEFAULT_MEMBER_SEND_TIMEOUT), 60 s, as
+    /// nginx's `proxy_send_timeout`), timed between two writes: a member that reads slowly
+    /// but steadily is never cut. The attempt fails (504 or 502, and failover decides); without
     /// it, an upload to a member that stopped reading held its connection until the member
     /// came back, whether or not its client was still there.
     #[must_use]
