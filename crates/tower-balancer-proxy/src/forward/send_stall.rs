@@ -59,13 +59,14 @@ impl<IO> SendStall<IO> {
             self.waiting = false;
             return polled;
         }
-        let deadline = Instant::now() + self.limit;
+        // the clock is read once a wait, not on every poll of it
+        let limit = self.limit;
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if !self.waiting {
             self.waiting = true;
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(Instant::now() + limit);
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
