@@ -2,7 +2,9 @@
 //! member connection, the idle ones (to any member) are closed to make room and the connect
 //! is tried again: a member whose traffic comes back after a burst to another must not find
 //! every descriptor held by that one's idle connections, and have its requests (and their
-//! sessions) fail over elsewhere. Its own test binary: it lowers this process's limit.
+//! sessions) fail over elsewhere. Idle connections in another balancer's pool (another
+//! worker's) count as well: descriptors are the process's. Its own test binary: it lowers
+//! this process's limit, one test at a time.
 #![allow(clippy::unwrap_used)]
 
 #[path = "safe/harness.rs"]
@@ -36,19 +38,94 @@ fn limit_for(more: u64) -> u64 {
     limit
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_to_one_member_make_room_for_another_when_descriptors_run_out() {
-    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
-    rlimit::setrlimit(rlimit::Resource::NOFILE, limit_for(200), hard).unwrap();
-    let (a, _) = echo_member().await;
-    let (b, seen_by_b) = echo_member().await;
-    let lb = lb(&[a], "", "", "").await;
-    let get = b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n";
-    // twenty connections to A at once, left idle in the pool when their answers are in
-    let burst = (0..20).map(|_| tokio::spawn(raw(lb.addr, get, Duration::from_secs(5))));
+/// One test at a time: each lowers the process's limit and takes its descriptors.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n";
+
+/// The open-file limit lowered to leave `more` descriptors, until dropped (a failed test
+/// too gives the next its descriptors back).
+struct LowLimit(u64);
+
+impl LowLimit {
+    fn set(more: u64) -> Self {
+        let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        rlimit::setrlimit(rlimit::Resource::NOFILE, limit_for(more), hard).unwrap();
+        Self(hard)
+    }
+}
+
+impl Drop for LowLimit {
+    fn drop(&mut self) {
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, self.0.min(4096), self.0);
+    }
+}
+
+/// Every descriptor this process can still open, but `spare`.
+fn take_all_but(spare: usize) -> Vec<std::fs::File> {
+    let mut taken = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        taken.push(f);
+    }
+    taken.truncate(taken.len() - spare);
+    taken
+}
+
+/// Twenty requests at once through `lb`, whose member connections are then left idle in its
+/// pool.
+async fn burst(lb: &harness::Lb) {
+    let burst = (0..20).map(|_| tokio::spawn(raw(lb.addr, GET, Duration::from_secs(5))));
     for answer in burst.collect::<Vec<_>>() {
         assert!(answer.await.unwrap().starts_with("HTTP/1.1 200"));
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_in_another_workers_pool_make_room_for_a_member_connection() {
+    let _one = SERIAL.lock().await;
+    let _low = LowLimit::set(200);
+    let (a, _) = echo_member().await;
+    let (b, seen_by_b) = echo_member().await;
+    // two balancers in one process, each with its own pool, as the binary's workers are
+    let (first, second) = (lb(&[a], "", "", "").await, lb(&[b], "", "", "").await);
+    burst(&first).await;
+    // room for the client's socket and the second balancer's end of it, none for its member
+    // connection: only the first's idle connections can give it one
+    let taken = take_all_but(2);
+    let out = raw(second.addr, GET, Duration::from_secs(5)).await;
+    drop(taken);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(seen_by_b.lock().unwrap().len(), 1, "B answered it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_out_of_descriptors_closes_idle_member_connections_to_make_room() {
+    let _one = SERIAL.lock().await;
+    let _low = LowLimit::set(200);
+    let (a, seen_by_a) = echo_member().await;
+    let lb = lb(&[a], "", "", "").await;
+    burst(&lb).await;
+    // room for the client's socket alone: the balancer's accept finds none
+    let taken = take_all_but(1);
+    let started = std::time::Instant::now();
+    let out = raw(lb.addr, GET, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    drop(taken);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(took < Duration::from_secs(1), "answered in {took:?}");
+    assert_eq!(seen_by_a.lock().unwrap().len(), 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_one_member_make_room_for_another_when_descriptors_run_out() {
+    let _one = SERIAL.lock().await;
+    let _low = LowLimit::set(200);
+    let (a, _) = echo_member().await;
+    let (b, seen_by_b) = echo_member().await;
+    let lb = lb(&[a], "", "", "").await;
+    // twenty connections to A at once, left idle in the pool when their answers are in
+    burst(&lb).await;
     // traffic moves to B: A leaves, and its idle connections stay pooled until they time out
     lb.registry
         .insert(MemberSpec::new(
@@ -60,14 +137,9 @@ async fn idle_connections_to_one_member_make_room_for_another_when_descriptors_r
     tokio::time::sleep(Duration::from_millis(100)).await;
     // every descriptor taken but two, for the client's socket and the balancer's end of it:
     // the member connection to B needs one of the idle connections'
-    let mut taken = Vec::new();
-    while let Ok(f) = std::fs::File::open("/dev/null") {
-        taken.push(f);
-    }
-    taken.truncate(taken.len() - 2);
-    let out = raw(lb.addr, get, Duration::from_secs(5)).await;
+    let taken = take_all_but(2);
+    let out = raw(lb.addr, GET, Duration::from_secs(5)).await;
     drop(taken);
-    rlimit::setrlimit(rlimit::Resource::NOFILE, hard.min(4096), hard).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert_eq!(seen_by_b.lock().unwrap().len(), 1, "B answered it");
 }

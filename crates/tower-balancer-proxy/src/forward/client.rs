@@ -61,7 +61,7 @@ struct Inner<B> {
     send_timeout: std::time::Duration,
 }
 
-impl<B> MemberClient<B> {
+impl<B: Send + 'static> MemberClient<B> {
     pub(crate) fn new(
         connector: Connector,
         connector_h1: Connector,
@@ -310,17 +310,16 @@ async fn connect<B>(
     inner: &Inner<B>,
     member: &Member,
 ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
-    connect_with(&inner.connector, inner, member).await
+    connect_with(&inner.connector, member).await
 }
 
 /// A new connection to the member by `connector`.
-async fn connect_with<B>(
+async fn connect_with(
     connector: &Connector,
-    inner: &Inner<B>,
     member: &Member,
 ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
     let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
-    super::connect::open(connector, &inner.pool, origin.root()?).await
+    super::connect::open(connector, origin.root()?).await
 }
 
 /// A new connection to the member, and the request on it.
@@ -339,7 +338,7 @@ where
     } else {
         &inner.connector
     };
-    let io = connect_with(connector, &inner, &member).await?;
+    let io = connect_with(connector, &member).await?;
     if io.connected().is_negotiated_h2() {
         let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;

@@ -11,31 +11,41 @@ use http::Uri;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
-use super::pool::Pool;
 use super::service::Connector;
 
 /// A new connection to `root` (a member's scheme and authority). Out of descriptors, the
-/// idle HTTP/1.1 member connections, to any member, are closed to make room and the
-/// connect is tried once more.
-pub(super) async fn open<B>(
+/// idle HTTP/1.1 member connections of every pool in the process, to any member, are closed
+/// to make room and the connect is tried again: at once, and, if the room is still to come
+/// (another worker's hyper connections close when its thread runs them), once more a
+/// moment later.
+pub(super) async fn open(
     connector: &Connector,
-    pool: &Pool<B>,
     root: Uri,
 ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
     match connect_to(connector, root.clone()).await {
         Err(e) if e.kind() == UpstreamErrorKind::Local => {
-            let closed = pool.close_idle();
+            let closed = super::idle_relief::close_idle_member_connections();
             out_of_descriptors(closed);
             if closed == 0 {
                 return Err(e);
             }
             // hyper's connections close in their own tasks, once they run
             tokio::task::yield_now().await;
-            connect_to(connector, root).await
+            match connect_to(connector, root.clone()).await {
+                Err(e) if e.kind() == UpstreamErrorKind::Local => {
+                    tokio::time::sleep(ROOM_TO_COME).await;
+                    connect_to(connector, root).await
+                }
+                done => done,
+            }
         }
         done => done,
     }
 }
+
+/// How long a connect that closed idle connections and still found no descriptor waits
+/// before its last try: the time for another worker's thread to run its closing tasks.
+const ROOM_TO_COME: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One connect to `root`.
 async fn connect_to(

@@ -18,6 +18,7 @@ mod connect;
 mod error;
 mod future;
 mod h1;
+mod idle_relief;
 mod names;
 mod origin;
 mod pool;
@@ -36,6 +37,7 @@ pub use future::ResponseFuture;
 #[cfg(feature = "fuzzing")]
 pub(crate) use h1::read_answer;
 pub use h1::H1Error;
+pub(crate) use idle_relief::close_idle_member_connections;
 pub use resolve::{Addrs, Resolver};
 pub use send_stall::DEFAULT_MEMBER_SEND_TIMEOUT;
 pub use service::Forward;

@@ -89,34 +89,39 @@ fn key(member: &Arc<Member>) -> usize {
     Arc::as_ptr(member) as usize
 }
 
-impl<B> Pool<B> {
+impl<B: Send + 'static> Pool<B> {
+    /// A pool, among those whose idle connections are closed when the process runs out of
+    /// descriptors (`idle_relief`).
     pub(crate) fn new(idle_timeout: Duration) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                slots: Mutex::new(HashMap::default()),
-                idle_timeout,
-                reaping: AtomicBool::new(false),
-            }),
-        }
+        let shared = Arc::new(Shared {
+            slots: Mutex::new(HashMap::default()),
+            idle_timeout,
+            reaping: AtomicBool::new(false),
+        });
+        let weak: Weak<Shared<B>> = Arc::downgrade(&shared);
+        super::idle_relief::register(weak);
+        Self { shared }
     }
 }
 
-impl<B> Pool<B> {
-    /// Closes every idle HTTP/1.1 connection, to any member, and says how many: for when
-    /// the process is out of descriptors, where a connection a request needs now matters
-    /// more than ones kept for later. (One still reading its last answer's body closes when
-    /// the body is done.) HTTP/2 connections, shared by requests under way, stay.
-    pub(crate) fn close_idle(&self) -> usize {
+impl<B: Send + 'static> super::idle_relief::CloseIdle for Shared<B> {
+    /// Closes up to `most` idle HTTP/1.1 connections, to any member, the longest idle of
+    /// each member's first. (One still reading its last answer's body closes when the body
+    /// is done.) HTTP/2 connections, shared by requests under way, stay.
+    fn close_idle(&self, most: usize) -> usize {
         let mut slots = self
-            .shared
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut closed = 0;
         for slot in slots.values_mut() {
-            closed += slot.idle.len() + slot.own.len();
-            slot.idle.clear();
-            slot.own.clear();
+            // checkouts take from the back: the front has waited longest
+            while closed < most && slot.own.pop_front().is_some() {
+                closed += 1;
+            }
+            while closed < most && slot.idle.pop_front().is_some() {
+                closed += 1;
+            }
         }
         closed
     }

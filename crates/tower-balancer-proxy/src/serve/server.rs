@@ -234,16 +234,35 @@ async fn drain(
 
 /// An accept failed (out of file descriptors and the like): said, one WARN a second (the
 /// rest at DEBUG and counted, not one every wait), and a moment waited before serving on.
+/// Out of descriptors, the idle member connections of every pool in the process are closed
+/// first, and when that made room the next accept is tried at once: a burst through
+/// another worker left its idle connections holding the descriptors (a tester's accepts
+/// failed for about 6 s so).
 async fn accept_failed(e: &io::Error) {
     static FAILED: tower_balancer::log_budget::LogBudget =
         tower_balancer::log_budget::LogBudget::warn(1, "failed accepts");
-    if FAILED.admit() {
-        tracing::warn!(error = %e, "accept failed");
+    let closed = if matches!(e.raw_os_error(), Some(ENFILE | EMFILE)) {
+        crate::forward::close_idle_member_connections()
     } else {
-        tracing::debug!(error = %e, "accept failed");
+        0
+    };
+    if FAILED.admit() {
+        tracing::warn!(error = %e, closed_idle_member_connections = closed, "accept failed");
+    } else {
+        tracing::debug!(error = %e, closed_idle_member_connections = closed, "accept failed");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    if closed == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    } else {
+        // the room is there once the closing tasks (on any worker) have run
+        tokio::task::yield_now().await;
+    }
 }
+
+/// The system's open-file table is full.
+const ENFILE: i32 = 23;
+/// The process is at its open-file limit.
+const EMFILE: i32 = 24;
 
 /// Counts a connection from `peer` under the per-client cap, if one is set; `Err` when the
 /// client is at its cap (counted as refused).
