@@ -26,6 +26,8 @@ enum Answer {
     HangOnceThenPass,
     FailNow,
     Drain,
+    /// The probe's connect finds the balancer out of file descriptors.
+    OutOfDescriptors,
 }
 
 impl Script {
@@ -56,6 +58,10 @@ impl Script {
                     Answer::Fail => ProbeResult::Fail,
                     Answer::FailNow => ProbeResult::FailNow,
                     Answer::Drain => ProbeResult::Drain,
+                    Answer::OutOfDescriptors => {
+                        let emfile = std::io::Error::from_raw_os_error(24);
+                        return Err(BoxError::from(emfile));
+                    }
                     Answer::Alternate => {
                         let mut f = flips.lock().unwrap();
                         let v = f.entry(id).or_insert(false);
@@ -352,4 +358,31 @@ async fn disabled_members_are_not_probed() {
     let _task = HealthProbe::new(r.clone(), script.probe(), no_jitter()).spawn();
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(!r.load().get("m0").unwrap().is_down_by(HealthSource::Probe));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_out_of_descriptors_counts_neither_for_nor_against_a_member() {
+    let r = common::registry(2);
+    let script = Script::default();
+    let checker = HealthProbe::new(r.clone(), script.probe(), no_jitter());
+    let mut events = checker.subscribe();
+    let _task = checker.spawn();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // m0 is up, m1 down; then every probe finds the process out of descriptors for a minute
+    script.set("m1", Answer::Fail);
+    until_health(&r, "m1", Health::Unhealthy, Duration::from_secs(60))
+        .await
+        .unwrap();
+    while events.try_recv().is_ok() {}
+    script.set("m0", Answer::OutOfDescriptors);
+    script.set("m1", Answer::OutOfDescriptors);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(health(&r, "m0"), Health::Healthy, "not taken down");
+    assert_eq!(health(&r, "m1"), Health::Unhealthy, "not brought up");
+    assert!(events.try_recv().is_err(), "no change");
+    // the verdicts count again once descriptors are back
+    script.set("m1", Answer::Pass);
+    until_health(&r, "m1", Health::Healthy, Duration::from_secs(10))
+        .await
+        .unwrap();
 }

@@ -82,38 +82,22 @@ fn out_of_descriptors(closed: usize) {
 /// (a tester's client ran the balancer out of descriptors, and a healthy member was
 /// ejected for it); else the member's.
 fn connect_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(ENFILE | EMFILE)) {
-                return UpstreamErrorKind::Local;
-            }
-        }
-        cause = c.source();
+    if tower_balancer::upstream::out_of_descriptors(e) {
+        UpstreamErrorKind::Local
+    } else {
+        UpstreamErrorKind::Connect
     }
-    UpstreamErrorKind::Connect
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A connector's error around an `io::Error`, as hyper-util's `ConnectError` is.
-    #[derive(Debug, thiserror::Error)]
-    #[error("tcp connect error")]
-    struct Wrapped(#[source] std::io::Error);
-
     #[test]
     fn out_of_descriptors_is_the_balancers_own_failure_and_a_refusal_the_members() {
-        for errno in [23, 24] {
-            let e = Wrapped(std::io::Error::from_raw_os_error(errno));
-            assert_eq!(connect_failure(&e), UpstreamErrorKind::Local, "{errno}");
-        }
-        let refused = Wrapped(std::io::ErrorKind::ConnectionRefused.into());
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert_eq!(connect_failure(&emfile), UpstreamErrorKind::Local);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(connect_failure(&refused), UpstreamErrorKind::Connect);
-        let bare = std::io::Error::from_raw_os_error(24);
-        assert_eq!(connect_failure(&bare), UpstreamErrorKind::Local);
     }
 }

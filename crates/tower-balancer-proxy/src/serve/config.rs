@@ -60,8 +60,9 @@ pub fn default_max_connections() -> usize {
 
 /// Says, once a process, that a connection cap set to `cap` needs more descriptors than the
 /// open-file limit gives: at the limit accepts fail, and so do member connects and health
-/// probes, which then mark healthy members down (round 10: `max_connections = 1000` under
-/// a limit of 256 put both members down and the balancer in panic mode).
+/// probes (round 10: `max_connections = 1000` under a limit of 256 put both members down
+/// and the balancer in panic mode; such probes now count for nothing, and the members'
+/// health waits on them).
 pub(crate) fn cap_past_descriptors(cap: usize) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
@@ -78,8 +79,9 @@ pub(crate) fn cap_past_descriptors(cap: usize) {
             open_file_limit = soft,
             "server.max_connections needs more descriptors than the open-file limit gives \
              (two a connection, and 64 besides): at the limit accepts fail, and so do member \
-             connects and health probes, which then mark healthy members down; raise the \
-             limit (LimitNOFILE=) or leave max_connections unset (half the limit)"
+             connects and health probes (which then count for nothing, so the members' \
+             health goes unchecked); raise the limit (LimitNOFILE=) or leave \
+             max_connections unset (half the limit)"
         );
     }
 }

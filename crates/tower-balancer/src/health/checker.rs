@@ -16,106 +16,7 @@ use crate::registry::ProbeMemo;
 use crate::registry::{AdminState, Health, HealthSource, Member, MemberId, Registry};
 use crate::BoxError;
 
-/// When and how often to probe, with HAProxy's defaults.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProbeSettings {
-    interval: Duration,
-    fast_interval: Duration,
-    timeout: Duration,
-    jitter: f64,
-    rise: u32,
-    fall: u32,
-    initial: Health,
-}
-
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ProbeSettings {
-    /// Every 2 s (1 s while a member is changing state), 1 s timeout, up to 10% earlier at
-    /// random, 2 passes to come up, 3 failures to go down, members start healthy.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self {
-            interval: Duration::from_secs(2),
-            fast_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            jitter: 0.1,
-            rise: 2,
-            fall: 3,
-            initial: Health::Healthy,
-        }
-    }
-
-    /// The probe interval (HAProxy `inter`, Apache `hcinterval`).
-    #[must_use]
-    pub const fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
-    /// The interval while a member is between states (HAProxy `fastinter`); never longer
-    /// than the interval.
-    #[must_use]
-    pub const fn fast_interval(mut self, interval: Duration) -> Self {
-        self.fast_interval = interval;
-        self
-    }
-
-    /// How long one probe may take; a probe that takes longer fails.
-    #[must_use]
-    pub const fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Probes run up to this fraction of the interval early, at random, so members are not
-    /// probed in lock step (0.0–0.5).
-    #[must_use]
-    pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() {
-            fraction.clamp(0.0, 0.5)
-        } else {
-            0.0
-        };
-        self
-    }
-
-    /// Passes in a row to come up (HAProxy `rise`, Apache `hcpasses`), at least 1.
-    #[must_use]
-    pub const fn rise(mut self, n: u32) -> Self {
-        self.rise = if n == 0 { 1 } else { n };
-        self
-    }
-
-    /// Failures in a row to go down (HAProxy `fall`, Apache `hcfails`), at least 1.
-    #[must_use]
-    pub const fn fall(mut self, n: u32) -> Self {
-        self.fall = if n == 0 { 1 } else { n };
-        self
-    }
-
-    /// The health members have before their first probe, which is sent at once: healthy
-    /// (default), or unhealthy until it passes (one that fails it needs `rise` passes, as
-    /// any member that is down).
-    #[must_use]
-    pub const fn initial(mut self, health: Health) -> Self {
-        self.initial = health;
-        self
-    }
-
-    fn wait(&self, transitioning: bool) -> Duration {
-        let base = if transitioning {
-            self.fast_interval.min(self.interval)
-        } else {
-            self.interval
-        };
-        base.mul_f64(1.0 - self.jitter * fastrand::f64())
-    }
-}
+pub use super::settings::ProbeSettings;
 
 /// A change of a member's health or state made by the checker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,26 +236,31 @@ where
         }
     }
 
-    /// One probe's verdict, and why it failed when the probe said.
-    async fn probe_once(&mut self) -> (ProbeResult, Option<String>) {
+    /// One probe's verdict, and why it failed when the probe said; `None` when the probe
+    /// could not be made for want of a file descriptor: the balancer's shortage, not the
+    /// member's (a hostile test's probes failed so and took every member down).
+    async fn probe_once(&mut self) -> Option<(ProbeResult, Option<String>)> {
         let probe = &mut self.probe;
         let member = self.member.clone();
-        let why = |e: P::Error| DisplayChain(&*e.into()).to_string();
         let call = async move {
             std::future::poll_fn(|cx| probe.poll_ready(cx))
                 .await
-                .map_err(why)?;
-            probe.call(member).await.map_err(why)
+                .map_err(Into::into)?;
+            probe.call(member).await.map_err(Into::into)
         };
         let limit = self.settings.timeout;
-        match tokio::time::timeout(limit, call).await {
+        Some(match tokio::time::timeout(limit, call).await {
             Ok(Ok(result)) => (result, None),
-            Ok(Err(reason)) => (ProbeResult::Fail, Some(reason)),
+            Ok(Err(e)) if crate::upstream::out_of_descriptors(&*e) => {
+                no_verdict(&self.member, &*e);
+                return None;
+            }
+            Ok(Err(e)) => (ProbeResult::Fail, Some(DisplayChain(&*e).to_string())),
             Err(_) => (
                 ProbeResult::Fail,
                 Some(format!("no answer within {} ms", limit.as_millis())),
             ),
-        }
+        })
     }
 
     /// A member down from the start is said once, or an operator never hears of it.
@@ -419,11 +325,16 @@ where
                 continue;
             }
             let at = tokio::time::Instant::now();
-            let (result, reason) = self.probe_once().await;
+            let verdict = self.probe_once().await;
             // removed or replaced while the probe ran: write nothing, stop
             if !self.still_registered() {
                 return;
             }
+            // no verdict: neither a pass nor a failure, tried again at the usual time
+            let Some((result, reason)) = verdict else {
+                wait = s.wait(transitioning(up, passes, fails));
+                continue;
+            };
             if starting && matches!(result, ProbeResult::Fail | ProbeResult::FailNow) {
                 self.down_at_start(reason.as_deref());
                 // a member that fails at start has to earn its way in as any other
@@ -486,6 +397,22 @@ where
 
 /// A member on its way from up to down or back (a streak under way): probed at the fast
 /// interval.
+/// Says, at most once a second, that a probe found the process out of file descriptors and
+/// counted for nothing.
+#[cold]
+fn no_verdict(member: &Member, e: &(dyn std::error::Error + 'static)) {
+    static BUDGET: crate::log_budget::LogBudget =
+        crate::log_budget::LogBudget::warn(1, "probes out of descriptors");
+    if BUDGET.admit() {
+        tracing::warn!(
+            member = %member.id(),
+            error = %DisplayChain(e),
+            "health probe not made: the process is out of file descriptors (counted neither \
+             for nor against the member; raise the open-file limit)"
+        );
+    }
+}
+
 const fn transitioning(up: bool, passes: u32, fails: u32) -> bool {
     (up && fails > 0) || (!up && passes > 0)
 }

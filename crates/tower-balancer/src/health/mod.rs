@@ -41,6 +41,7 @@ mod probe;
 pub use failure::ProbeFailure;
 pub use probe::{HttpProbe, ProbeResult, TcpProbe, MAX_PROBE_BODY};
 mod checker;
+mod settings;
 
 pub use checker::{HealthChange, HealthEvent, HealthProbe, HealthProbeTask, ProbeSettings};
 mod slow_start;
