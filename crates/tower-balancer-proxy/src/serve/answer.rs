@@ -20,38 +20,48 @@ use super::timeout::Progress;
 /// answer, whose client reset its stream or left, is finished too, unanswered), and lets
 /// go of the places under the per-client cap a request behind a trusted proxy holds.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Progress>, Option<super::place::MemberPlace>, bool);
+pub(crate) struct InFlight {
+    progress: Arc<Progress>,
+    /// The places under the per-client cap, held until the answer is finished.
+    place: Option<super::place::MemberPlace>,
+    /// Whether the member's part of the exchange is over (said to `progress` once).
+    exchanged: bool,
+}
 
 impl InFlight {
     /// The answer to a request on `progress`'s connection.
     pub(crate) const fn new(progress: Arc<Progress>) -> Self {
-        Self(progress, None, false)
+        Self {
+            progress,
+            place: None,
+            exchanged: false,
+        }
     }
 
     /// The member's part of the exchange is over (the answer read whole, or failed): the
     /// stream's place under the connection cap goes back (`StreamPlaces`), once.
     fn exchange_over(&mut self) {
-        if !self.2 {
-            self.2 = true;
-            self.0.exchange_over();
+        if !self.exchanged {
+            self.exchanged = true;
+            self.progress.exchange_over();
         }
     }
 
     /// Holds `place` until the answer is finished.
     pub(crate) fn hold(&mut self, place: super::place::MemberPlace) {
-        self.1 = Some(place);
+        self.place = Some(place);
     }
 
     /// The place it holds, for a tunnel its answer switched to, to hold as long as it lasts.
     pub(crate) fn take_place(&mut self) -> Option<super::place::MemberPlace> {
-        self.1.take()
+        self.place.take()
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.exchange_over();
-        self.0.answer_finished();
+        self.progress.answer_finished();
     }
 }
 
@@ -82,7 +92,7 @@ impl<B: Body> Tracked<B> {
 
     fn went_whole(&mut self) {
         self.whole = true;
-        self.guard.0.answered();
+        self.guard.progress.answered();
         self.guard.exchange_over();
     }
 }
@@ -107,7 +117,7 @@ impl<B: Body> Body for Tracked<B> {
         };
         if over && !*this.whole {
             *this.whole = true;
-            this.guard.0.answered();
+            this.guard.progress.answered();
             // read whole from the member: its connection is free whatever the client's pace
             this.guard.exchange_over();
         }
