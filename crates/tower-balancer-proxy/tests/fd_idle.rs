@@ -3,8 +3,9 @@
 //! is tried again: a member whose traffic comes back after a burst to another must not find
 //! every descriptor held by that one's idle connections, and have its requests (and their
 //! sessions) fail over elsewhere. Idle connections in another balancer's pool (another
-//! worker's) count as well: descriptors are the process's. Its own test binary: it lowers
-//! this process's limit, one test at a time.
+//! worker's) count as well: descriptors are the process's. And the manager's connections
+//! stay within the descriptors the front's cap leaves aside. Its own test binary: it lowers
+//! this process's limit and counts its descriptors, one test at a time.
 #![allow(clippy::unwrap_used)]
 
 #[path = "safe/harness.rs"]
@@ -100,13 +101,15 @@ async fn idle_connections_in_another_workers_pool_make_room_for_a_member_connect
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_accept_out_of_descriptors_closes_idle_member_connections_to_make_room() {
+async fn an_accept_out_of_descriptors_closes_a_member_connection_idle_past_a_second() {
     let _one = SERIAL.lock().await;
     let _low = LowLimit::set(200);
     let (a, seen_by_a) = echo_member().await;
     let lb = lb(&[a], "", "", "").await;
     burst(&lb).await;
-    // room for the client's socket alone: the balancer's accept finds none
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // room for the client's socket alone: the balancer's accept finds none, and only the
+    // burst's idle connections can give it one (and its member connection another)
     let taken = take_all_but(1);
     let started = std::time::Instant::now();
     let out = raw(lb.addr, GET, Duration::from_secs(5)).await;
@@ -115,6 +118,40 @@ async fn an_accept_out_of_descriptors_closes_idle_member_connections_to_make_roo
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(took < Duration::from_secs(1), "answered in {took:?}");
     assert_eq!(seen_by_a.lock().unwrap().len(), 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_out_of_descriptors_leaves_the_warm_member_connections_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _one = SERIAL.lock().await;
+    let _low = LowLimit::set(200);
+    let (a, seen_by_a) = echo_member().await;
+    let lb = lb(&[a], "", "", "").await;
+    // a keep-alive client, whose request leaves one warm member connection in the pool
+    let keep_alive = b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n";
+    let mut client = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    let mut answer = vec![0; 4096];
+    client.write_all(keep_alive).await.unwrap();
+    let n = client.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // a new client takes the last descriptor: the balancer's accepts of it fail
+    let taken = take_all_but(1);
+    let newcomer = tokio::spawn(raw(lb.addr, GET, Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the keep-alive client is still served on the warm connection (closing it for the
+    // accept left it none, and no descriptor to open one: 503)
+    client.write_all(keep_alive).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(taken);
+    let again = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    // and the newcomer once descriptors are back
+    assert!(newcomer.await.unwrap().starts_with("HTTP/1.1 200"));
+    assert_eq!(seen_by_a.lock().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,4 +179,34 @@ async fn idle_connections_to_one_member_make_room_for_another_when_descriptors_r
     drop(taken);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert_eq!(seen_by_b.lock().unwrap().len(), 1, "B answered it");
+}
+
+/// This process's open descriptors.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_managers_connections_are_capped_within_the_reserve() {
+    let _one = SERIAL.lock().await;
+    let (a, _) = echo_member().await;
+    let lb = lb(&[a], "", "", "[manager]\nlisten = \"127.0.0.1:0\"\n").await;
+    let manager = lb.manager.unwrap();
+    let before = open_descriptors();
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(manager).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the clients' 40, and the manager's end of 16 (and of one it holds, unread, at its cap)
+    let held = open_descriptors() - before - 40;
+    assert!(
+        held <= 17,
+        "the manager holds {held} descriptors for 40 idle connections"
+    );
+    // served again once they go
+    drop(idle);
+    let m = format!("GET /metrics HTTP/1.1\r\nHost: {manager}\r\nConnection: close\r\n\r\n");
+    let out = raw(manager, m.as_bytes(), Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }

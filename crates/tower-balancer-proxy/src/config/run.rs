@@ -197,12 +197,21 @@ impl Gateway {
     }
 
     /// The manager service, and its port when one is configured.
+    ///
+    /// Its connections are capped at [`MANAGER_MAX_CONNECTIONS`], within the descriptors
+    /// the front's cap leaves aside: with the front's own cap, 390 idle connections to the
+    /// manager held 225 descriptors under `ulimit -n 512`, and the front and the manager
+    /// together ran the process out (hostile round 12).
     async fn open_manager(
         &self,
         reloads: &ReloadStats,
     ) -> Result<(Option<Server>, ManagerService), BindError> {
         let admin = match self.manager.listen {
-            Some(addr) => Some(listen(addr, ServeConfig::new(), "the balancer-manager").await?),
+            Some(addr) => {
+                let cap = MANAGER_MAX_CONNECTIONS.min(crate::serve::default_max_connections());
+                let config = ServeConfig::new().max_connections(cap);
+                Some(listen(addr, config, "the balancer-manager").await?)
+            }
             None => None,
         };
         if let Some(a) = self.manager.listen.filter(|a| !a.ip().is_loopback()) {
@@ -317,6 +326,11 @@ fn reuseport(addr: SocketAddr, config: ServeConfig) -> io::Result<Server> {
 fn reuseport(_: SocketAddr, _: ServeConfig) -> io::Result<Server> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
+
+/// The most connections the balancer-manager serves at once; the rest wait in its backlog.
+/// Operators, dashboards and a metrics scraper need a few; each is one descriptor of the 64
+/// the front's connection cap leaves for listeners, probes and files.
+const MANAGER_MAX_CONNECTIONS: usize = 16;
 
 /// Binds `addr`, naming `what` in the error.
 async fn listen(

@@ -6,16 +6,18 @@
 //! balancers). Under `ulimit -n 256` with two workers, one worker's burst left its member
 //! connections idle in its pool; the other worker's connects then failed with `EMFILE` and
 //! closed nothing, since its own pool was empty, and its accepts failed for seconds (a
-//! hostile tester's round 11). So the connect that finds no descriptor, and the accept,
-//! close idle connections of every pool.
+//! hostile tester's round 11). So a connect that finds no descriptor closes an idle
+//! connection of any pool, and so does an accept, one idle past a second (see
+//! `serve::server`).
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 /// A pool whose idle connections can be closed.
 pub(super) trait CloseIdle: Send + Sync {
-    /// Closes up to `most` of the pool's idle HTTP/1.1 member connections, the longest
-    /// idle first, and says how many.
-    fn close_idle(&self, most: usize) -> usize;
+    /// Closes up to `most` of the pool's idle HTTP/1.1 member connections idle for
+    /// `idle_for` or longer, the longest idle first, and says how many.
+    fn close_idle(&self, most: usize, idle_for: Duration) -> usize;
 }
 
 /// The live pools (a dropped one is forgotten at the next registration).
@@ -29,17 +31,12 @@ pub(super) fn register(pool: Weak<dyn CloseIdle>) {
     pools.push(pool);
 }
 
-/// How many idle member connections a connect or an accept that finds no descriptor closes:
-/// room for it and the ones beside it in a burst, while the pools keep the rest warm (one
-/// `EMFILE` used to empty the pool, and every request after it connected anew).
-pub(crate) const RELIEF: usize = 32;
-
-/// Closes up to [`RELIEF`] idle HTTP/1.1 member connections, the longest idle first within
-/// each pool, across every pool in the process, and says how many: for when it is out of
-/// file descriptors, where a connection a request needs now matters more than ones kept for
+/// Closes up to `most` idle HTTP/1.1 member connections idle for `idle_for` or longer, the
+/// longest idle first within each pool, across every pool in the process, and says how many: for when it is out of
+/// file descriptors, where a connection a request needs now matters more than one kept for
 /// later. Connections of the balancer's own HTTP/1.1 path close here; hyper's close when
 /// their tasks next run (a worker's are on its own thread).
-pub(crate) fn close_idle_member_connections() -> usize {
+pub(crate) fn close_idle_member_connections(most: usize, idle_for: Duration) -> usize {
     let live: Vec<Arc<dyn CloseIdle>> = POOLS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -47,17 +44,17 @@ pub(crate) fn close_idle_member_connections() -> usize {
         .filter_map(Weak::upgrade)
         .collect();
     // closed outside the registry's lock: a pool dropped here must not wait on it
-    close_in(&live)
+    close_in(&live, most, idle_for)
 }
 
-/// Closes up to [`RELIEF`] idle connections of `pools`, in order, and says how many.
-fn close_in(pools: &[Arc<dyn CloseIdle>]) -> usize {
+/// Closes up to `most` idle connections of `pools`, in order, and says how many.
+fn close_in(pools: &[Arc<dyn CloseIdle>], most: usize, idle_for: Duration) -> usize {
     let mut closed = 0;
     for pool in pools {
-        if closed == RELIEF {
+        if closed == most {
             break;
         }
-        closed += pool.close_idle(RELIEF - closed);
+        closed += pool.close_idle(most - closed, idle_for);
     }
     closed
 }
@@ -70,7 +67,7 @@ mod tests {
     struct Counted(AtomicUsize);
 
     impl CloseIdle for Counted {
-        fn close_idle(&self, most: usize) -> usize {
+        fn close_idle(&self, most: usize, _: Duration) -> usize {
             let had = self.0.load(Ordering::Relaxed);
             self.0.store(had - had.min(most), Ordering::Relaxed);
             had.min(most)
@@ -82,15 +79,19 @@ mod tests {
     }
 
     #[test]
-    fn every_pool_is_closed_up_to_the_relief_and_the_rest_stay() {
+    fn every_pool_is_closed_up_to_the_most_asked_and_the_rest_stay() {
         let (a, b) = (counted(3), counted(4));
-        assert_eq!(close_in(&[a.clone(), b.clone()]), 7);
-        assert_eq!(a.close_idle(1) + b.close_idle(1), 0, "both were closed");
-        let (c, d) = (counted(RELIEF - 2), counted(5));
-        assert_eq!(close_in(&[c.clone(), d.clone()]), RELIEF);
-        assert_eq!(c.close_idle(usize::MAX), 0);
+        assert_eq!(close_in(&[a.clone(), b.clone()], 10, Duration::ZERO), 7);
         assert_eq!(
-            d.close_idle(usize::MAX),
+            a.close_idle(1, Duration::ZERO) + b.close_idle(1, Duration::ZERO),
+            0,
+            "both were closed"
+        );
+        let (c, d) = (counted(2), counted(5));
+        assert_eq!(close_in(&[c.clone(), d.clone()], 4, Duration::ZERO), 4);
+        assert_eq!(c.close_idle(usize::MAX, Duration::ZERO), 0);
+        assert_eq!(
+            d.close_idle(usize::MAX, Duration::ZERO),
             3,
             "past the relief, the rest stay"
         );

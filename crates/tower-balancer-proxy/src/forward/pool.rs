@@ -105,10 +105,13 @@ impl<B: Send + 'static> Pool<B> {
 }
 
 impl<B: Send + 'static> super::idle_relief::CloseIdle for Shared<B> {
-    /// Closes up to `most` idle HTTP/1.1 connections, to any member, the longest idle of
-    /// each member's first. (One still reading its last answer's body closes when the body
-    /// is done.) HTTP/2 connections, shared by requests under way, stay.
-    fn close_idle(&self, most: usize) -> usize {
+    /// Closes up to `most` idle HTTP/1.1 connections, to any member, idle for `idle_for` or
+    /// longer, the longest idle of each member's first. (One still reading its last
+    /// answer's body closes when the body is done.) HTTP/2 connections, shared by requests
+    /// under way, stay.
+    fn close_idle(&self, most: usize, idle_for: Duration) -> usize {
+        let now = Instant::now();
+        let stale = |since: Instant| now.duration_since(since) >= idle_for;
         let mut slots = self
             .slots
             .lock()
@@ -116,10 +119,12 @@ impl<B: Send + 'static> super::idle_relief::CloseIdle for Shared<B> {
         let mut closed = 0;
         for slot in slots.values_mut() {
             // checkouts take from the back: the front has waited longest
-            while closed < most && slot.own.pop_front().is_some() {
+            while closed < most && slot.own.front().is_some_and(|i| stale(i.since)) {
+                slot.own.pop_front();
                 closed += 1;
             }
-            while closed < most && slot.idle.pop_front().is_some() {
+            while closed < most && slot.idle.front().is_some_and(|i| stale(i.since)) {
+                slot.idle.pop_front();
                 closed += 1;
             }
         }
