@@ -135,6 +135,29 @@ async fn the_request_names_the_member_path_and_host() {
     assert_eq!(probe.oneshot(m).await.unwrap(), ProbeResult::Pass);
 }
 
+/// A `Host` the URI already says is left to the client (which writes it from the URI over
+/// HTTP/1.1, and sends the URI as `:authority` over HTTP/2, where a `Host` beside it gets
+/// 400 from nginx before 1.25).
+#[tokio::test]
+async fn a_host_the_uri_already_says_is_not_written_again() {
+    for (url, host) in [
+        ("https://abc.com:9443", None),
+        ("https://abc.com:443", None),
+        ("http://abc.com", Some("ABC.com")),
+        ("https://abc.com:9443", Some("abc.com:9443")),
+    ] {
+        let probe = HttpProbe::new(client(|req: &Request<Empty<Bytes>>| {
+            assert!(req.headers().get(http::header::HOST).is_none(), "{req:?}");
+            Ok(status(200))
+        }));
+        let probe = match host {
+            Some(h) => probe.host(h),
+            None => probe,
+        };
+        assert_eq!(probe.oneshot(member(url)).await.unwrap(), ProbeResult::Pass);
+    }
+}
+
 #[tokio::test]
 async fn a_huge_body_is_read_only_up_to_the_limit() {
     let m = member("http://127.0.0.1:1");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderName, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty, Limited};
 use tower_service::Service;
@@ -157,14 +157,38 @@ impl<S> HttpProbe<S> {
         let mut req = Request::builder()
             .method(self.method.clone())
             .uri(uri.build()?);
-        // the configured Host, else the one requests to the member carry
-        if let Some(h) = &self.host {
-            req = req.header(http::header::HOST, &**h);
-        } else if let Some(h) = member.host_header() {
-            req = req.header(http::header::HOST, h.clone());
+        // the configured Host, else the one requests to the member carry; left to the
+        // client when the URI says the same: over HTTP/1.1 it writes it from the URI, and
+        // over HTTP/2 the URI is the `:authority`, which a `Host` beside it contradicts for
+        // servers such as nginx before 1.25 (400, "duplicate host header": every member
+        // that speaks HTTP/2 was marked down, hostile round 12)
+        let host = match &self.host {
+            Some(h) => Some(HeaderValue::from_str(h)?),
+            None => member.host_header().cloned(),
+        };
+        if let Some(h) = host.filter(|h| !names_the_uri(h, endpoint)) {
+            req = req.header(http::header::HOST, h);
         }
         Ok(req.body(Empty::new())?)
     }
+}
+
+/// Whether `host` is what an HTTP client writes for `uri`: its host, and its port unless it
+/// is the scheme's default, in any case.
+fn names_the_uri(host: &HeaderValue, uri: &Uri) -> bool {
+    let Some(name) = uri.host() else {
+        return false;
+    };
+    let default = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let written = match uri.port_u16() {
+        Some(port) if Some(port) != default => format!("{name}:{port}"),
+        _ => name.to_owned(),
+    };
+    host.as_bytes().eq_ignore_ascii_case(written.as_bytes())
 }
 
 /// Judges a response.
