@@ -89,7 +89,9 @@ async fn idle_connections_in_another_workers_pool_make_room_for_a_member_connect
     let (a, _) = echo_member().await;
     let (b, seen_by_b) = echo_member().await;
     // two balancers in one process, each with its own pool, as the binary's workers are
-    let (first, second) = (lb(&[a], "", "", "").await, lb(&[b], "", "", "").await);
+    let manager = "[manager]\nlisten = \"127.0.0.1:0\"\n";
+    let (first, second) = (lb(&[a], "", "", "").await, lb(&[b], "", "", manager).await);
+    let counted = shortages(&second, "member_connect").await;
     burst(&first).await;
     // room for the client's socket and the second balancer's end of it, none for its member
     // connection: only the first's idle connections can give it one
@@ -98,6 +100,20 @@ async fn idle_connections_in_another_workers_pool_make_room_for_a_member_connect
     drop(taken);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert_eq!(seen_by_b.lock().unwrap().len(), 1, "B answered it");
+    assert!(
+        shortages(&second, "member_connect").await > counted,
+        "counted"
+    );
+}
+
+/// The process's count of shortages met by `at`, from `lb`'s `/metrics`.
+async fn shortages(lb: &harness::Lb, at: &str) -> u64 {
+    let line = format!("lb_out_of_descriptors_total{{at=\"{at}\"}} ");
+    harness::metrics(lb)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&line)?.trim().parse().ok())
+        .expect("the count in /metrics")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

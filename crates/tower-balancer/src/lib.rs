@@ -79,6 +79,7 @@
 pub mod balance;
 pub mod client;
 pub mod deadline;
+pub mod descriptors;
 pub mod discovery;
 pub mod error;
 pub mod failover;

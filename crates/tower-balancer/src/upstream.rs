@@ -143,47 +143,9 @@ pub fn find_upstream_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a 
     crate::error::find_in_chain(err)
 }
 
-/// Whether an error, or one in its chain of sources, is the process (`EMFILE`) or the
-/// system (`ENFILE`) out of file descriptors: the balancer's own shortage, never the
-/// member's fault, whether a request's connect or a health probe's met it.
-#[must_use]
-pub fn out_of_descriptors(err: &(dyn StdError + 'static)) -> bool {
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    let mut cause = Some(err);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(ENFILE | EMFILE)) {
-                return true;
-            }
-        }
-        cause = c.source();
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A connector's error around an `io::Error`, as hyper-util's `ConnectError` is.
-    #[derive(Debug, thiserror::Error)]
-    #[error("tcp connect error")]
-    struct Wrapped(#[source] std::io::Error);
-
-    #[test]
-    fn out_of_descriptors_is_found_through_wrappers_and_a_refusal_is_not_it() {
-        for errno in [23, 24] {
-            assert!(out_of_descriptors(&Wrapped(
-                std::io::Error::from_raw_os_error(errno)
-            )));
-            assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(
-                errno
-            )));
-        }
-        let refused = Wrapped(std::io::ErrorKind::ConnectionRefused.into());
-        assert!(!out_of_descriptors(&refused));
-    }
 
     #[test]
     fn only_connect_failures_prove_nothing_was_sent() {

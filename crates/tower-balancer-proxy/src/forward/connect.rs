@@ -73,6 +73,7 @@ async fn connect_to(
 /// connection, and how many idle ones it closed for it.
 #[cold]
 fn out_of_descriptors(closed: usize) {
+    tower_balancer::descriptors::count(tower_balancer::descriptors::Shortage::MemberConnect);
     static BUDGET: tower_balancer::log_budget::LogBudget =
         tower_balancer::log_budget::LogBudget::warn(1, "member connects out of descriptors");
     if BUDGET.admit() {
@@ -89,7 +90,7 @@ fn out_of_descriptors(closed: usize) {
 /// (a tester's client ran the balancer out of descriptors, and a healthy member was
 /// ejected for it); else the member's.
 fn connect_failure(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
-    if tower_balancer::upstream::out_of_descriptors(e) {
+    if tower_balancer::descriptors::out_of_descriptors(e) {
         UpstreamErrorKind::Local
     } else {
         UpstreamErrorKind::Connect

@@ -326,8 +326,23 @@ impl Source {
         if let Some(r) = &self.reloads {
             reloads(encoder, r)?;
         }
-        Ok(())
+        shortages(encoder)
     }
+}
+
+/// The process's runs out of file descriptors, by what met them (the process's, whatever
+/// balancer or worker).
+fn shortages(encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let mut e = encoder.encode_descriptor(
+        "lb_out_of_descriptors",
+        "Times the process found itself out of file descriptors, by what met it: accept (a client connection waited; an idle member connection past a second was closed for it when there was one), member_connect (an idle member connection was closed to make room, else the request got 503), probe (a health probe not made, counted neither for nor against its member: while these grow, members' health goes unchecked).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (at, n) in tower_balancer::descriptors::shortages() {
+        ConstCounter::new(n).encode(e.encode_family(&[("at", at.name())])?)?;
+    }
+    Ok(())
 }
 
 /// The server's counts of its clients: connections, TLS handshakes, answers by status class,

@@ -245,7 +245,8 @@ async fn drain(
 async fn accept_failed(e: &io::Error) {
     static FAILED: tower_balancer::log_budget::LogBudget =
         tower_balancer::log_budget::LogBudget::warn(1, "failed accepts");
-    let closed = if tower_balancer::upstream::out_of_descriptors(e) {
+    let closed = if tower_balancer::descriptors::out_of_descriptors(e) {
+        tower_balancer::descriptors::count(tower_balancer::descriptors::Shortage::Accept);
         crate::forward::close_idle_member_connections(1, STALE)
     } else {
         0

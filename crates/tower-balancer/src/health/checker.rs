@@ -251,7 +251,7 @@ where
         let limit = self.settings.timeout;
         Some(match tokio::time::timeout(limit, call).await {
             Ok(Ok(result)) => (result, None),
-            Ok(Err(e)) if crate::upstream::out_of_descriptors(&*e) => {
+            Ok(Err(e)) if crate::descriptors::out_of_descriptors(&*e) => {
                 no_verdict(&self.member, &*e);
                 return None;
             }
@@ -401,6 +401,7 @@ where
 /// counted for nothing.
 #[cold]
 fn no_verdict(member: &Member, e: &(dyn std::error::Error + 'static)) {
+    crate::descriptors::count(crate::descriptors::Shortage::Probe);
     static BUDGET: crate::log_budget::LogBudget =
         crate::log_budget::LogBudget::warn(1, "probes out of descriptors");
     if BUDGET.admit() {
