@@ -110,6 +110,42 @@ async fn reopen_follows_logrotate_and_finish_does_not_wait_for_senders() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A reopen that fails (out of descriptors at the SIGHUP, or here the log's directory gone
+/// for a moment) is tried again each second, not left until the next SIGHUP.
+#[tokio::test]
+async fn a_reopen_that_failed_is_tried_again() {
+    let dir = std::env::temp_dir().join(format!("access-retry-{}", std::process::id()));
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let path = logs.join("access.log");
+    let (log, writer) = AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
+    let ok = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"x"))))
+    });
+    let one = |log: &AccessLog| {
+        let svc = log.layer().layer(ok);
+        async move {
+            let res = svc.oneshot(Request::new(())).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }
+    };
+    // rotated with its directory, and the reopen finds no directory to open the log in
+    std::fs::rename(&logs, dir.join("logs.1")).unwrap();
+    log.reopen();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    one(&log).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::create_dir_all(&logs).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    one(&log).await;
+    writer.finish(Duration::from_secs(5)).await;
+    let count = |p: std::path::PathBuf| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+    assert_eq!(count(dir.join("logs.1/access.log")), 1, "before the retry");
+    assert_eq!(count(path), 1, "after it");
+    drop(log);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn a_clients_request_id_cannot_forge_fields_of_a_combined_line() {
     let id = b"zz member=evil attempts=9 \" request_id=spoof";

@@ -85,6 +85,9 @@ fn open(target: &LogTarget) -> io::Result<Out> {
     })
 }
 
+/// How soon a reopen that failed is tried again.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
 /// Writes lines as they come, flushing when the queue runs dry; ends when every sender is
 /// gone, or it was told to finish, and the queue is empty.
 async fn write_lines(
@@ -96,15 +99,36 @@ async fn write_lines(
     // a closed stdout fails every write: a line a second says so, not one a batch
     static FAILED: LogBudget = LogBudget::warn(1, "access log writes that failed");
     let mut buf = Vec::with_capacity(64 * 1024);
+    // a reopen that failed is tried again each second: after logrotate, the old file is
+    // no longer where anyone reads (round 12: out of descriptors at the SIGHUP, every line
+    // went on to the rotated file until the next SIGHUP)
+    let mut retry: Option<tokio::time::Instant> = None;
     loop {
+        let retry_at = retry.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             biased;
             () = control.0.reopen.notified(), if matches!(target, LogTarget::File(_)) => {
                 let _ = out.flush().await;
                 match open(&target) {
                     // the old file is closed here
-                    Ok(new) => out = new,
-                    Err(e) => tracing::warn!(log = %target, error = %e, "cannot open the access log again; writing on to the old file"),
+                    Ok(new) => (out, retry) = (new, None),
+                    Err(e) => {
+                        tracing::warn!(log = %target, error = %e, "cannot open the access log again; writing on to the old file, and trying again each second");
+                        retry = Some(tokio::time::Instant::now() + REOPEN_RETRY);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(retry_at), if retry.is_some() => {
+                let _ = out.flush().await;
+                match open(&target) {
+                    Ok(new) => {
+                        (out, retry) = (new, None);
+                        tracing::info!(log = %target, "the access log opened again");
+                    }
+                    Err(e) => {
+                        tracing::debug!(log = %target, error = %e, "cannot open the access log again yet");
+                        retry = Some(tokio::time::Instant::now() + REOPEN_RETRY);
+                    }
                 }
             }
             () = control.0.finish.notified() => rx.close(),
