@@ -65,30 +65,34 @@ async fn a_json_line_is_written_when_the_body_ends_and_stack_errors_are_logged_t
     let _ = std::fs::remove_file(&path);
 }
 
+/// One request through `log`'s layer, its answer read whole: a line.
+async fn one_request(log: &AccessLog) {
+    let ok = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"x"))))
+    });
+    let res = log
+        .layer()
+        .layer(ok)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+}
+
 #[tokio::test]
 async fn reopen_follows_logrotate_and_finish_does_not_wait_for_senders() {
     let dir = std::env::temp_dir().join(format!("access-rotate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
     let (log, writer) = AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
-    let ok = tower::service_fn(|_: Request<()>| async {
-        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"x"))))
-    });
-    let one = |log: &AccessLog| {
-        let svc = log.layer().layer(ok);
-        async move {
-            let res = svc.oneshot(Request::new(())).await.unwrap();
-            res.into_body().collect().await.unwrap();
-        }
-    };
-    one(&log).await;
+    one_request(&log).await;
     // written before the rename: a reopen flushes the old file first
     tokio::time::sleep(Duration::from_millis(50)).await;
     std::fs::rename(&path, dir.join("access.log.1")).unwrap();
     log.reopen();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    one(&log).await;
-    one(&log).await;
+    one_request(&log).await;
+    one_request(&log).await;
     // a sender still held (a connection that outlives shutdown): finish does not wait for it
     let held = log.clone();
     let start = std::time::Instant::now();
@@ -119,25 +123,15 @@ async fn a_reopen_that_failed_is_tried_again() {
     std::fs::create_dir_all(&logs).unwrap();
     let path = logs.join("access.log");
     let (log, writer) = AccessLog::start(&LogTarget::File(path.clone()), LogFormat::Json).unwrap();
-    let ok = tower::service_fn(|_: Request<()>| async {
-        Ok::<_, BoxError>(Response::new(Full::new(bytes::Bytes::from_static(b"x"))))
-    });
-    let one = |log: &AccessLog| {
-        let svc = log.layer().layer(ok);
-        async move {
-            let res = svc.oneshot(Request::new(())).await.unwrap();
-            res.into_body().collect().await.unwrap();
-        }
-    };
     // rotated with its directory, and the reopen finds no directory to open the log in
     std::fs::rename(&logs, dir.join("logs.1")).unwrap();
     log.reopen();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    one(&log).await;
+    one_request(&log).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     std::fs::create_dir_all(&logs).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    one(&log).await;
+    one_request(&log).await;
     writer.finish(Duration::from_secs(5)).await;
     let count = |p: std::path::PathBuf| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
     assert_eq!(count(dir.join("logs.1/access.log")), 1, "before the retry");

@@ -362,13 +362,7 @@ where
                     let now = result == ProbeResult::FailNow;
                     if up && (now || fails >= s.fall) {
                         up = false;
-                        self.set(Health::Unhealthy);
-                        if now {
-                            let why = "the member answered with its fail header";
-                            self.emit(HealthChange::DownNow, Some(why.into()));
-                        } else {
-                            self.emit(HealthChange::Down, reason);
-                        }
+                        self.go_down(now, reason);
                     }
                 }
             }
@@ -381,6 +375,18 @@ where
             };
             self.remember(memo, &mut first);
             wait = s.wait(transitioning(up, passes, fails));
+        }
+    }
+
+    /// Takes the member down: at once for its fail header (`now`), else after `fall`
+    /// failures, the last one's `reason` said.
+    fn go_down(&self, now: bool, reason: Option<String>) {
+        self.set(Health::Unhealthy);
+        if now {
+            let why = "the member answered with its fail header";
+            self.emit(HealthChange::DownNow, Some(why.into()));
+        } else {
+            self.emit(HealthChange::Down, reason);
         }
     }
 
