@@ -226,3 +226,26 @@ async fn the_managers_connections_are_capped_within_the_reserve() {
     let out = raw(manager, m.as_bytes(), Duration::from_secs(5)).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_hold_the_manager_for_two_seconds_at_most() {
+    let _one = SERIAL.lock().await;
+    let (a, _) = echo_member().await;
+    let lb = lb(&[a], "", "", "[manager]\nlisten = \"127.0.0.1:0\"\n").await;
+    let manager = lb.manager.unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(tokio::net::TcpStream::connect(manager).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let m = format!("GET /metrics HTTP/1.1\r\nHost: {manager}\r\nConnection: close\r\n\r\n");
+    let out = raw(manager, m.as_bytes(), Duration::from_secs(8)).await;
+    let took = started.elapsed();
+    drop(silent);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        took < Duration::from_secs(4),
+        "waited {took:?} behind 16 silent connections"
+    );
+}

@@ -70,18 +70,27 @@ async fn connect_to(
 }
 
 /// Says, at most once a second, that the process ran out of descriptors for a member
-/// connection, and how many idle ones it closed for it.
+/// connection, and whether an idle one was closed for it.
 #[cold]
 fn out_of_descriptors(closed: usize) {
     tower_balancer::descriptors::count(tower_balancer::descriptors::Shortage::MemberConnect);
     static BUDGET: tower_balancer::log_budget::LogBudget =
         tower_balancer::log_budget::LogBudget::warn(1, "member connects out of descriptors");
     if BUDGET.admit() {
-        tracing::warn!(
-            closed,
-            "out of file descriptors for a member connection: an idle member connection closed \
-             to make room (raise the open-file limit, or lower server.max_connections)"
-        );
+        if closed == 0 {
+            tracing::warn!(
+                "out of file descriptors for a member connection, and no idle member \
+                 connection to close: the request gets 503 (raise the open-file limit, or \
+                 lower server.max_connections)"
+            );
+        } else {
+            tracing::warn!(
+                closed,
+                "out of file descriptors for a member connection: an idle member connection \
+                 closed to make room (raise the open-file limit, or lower \
+                 server.max_connections)"
+            );
+        }
     }
 }
 
