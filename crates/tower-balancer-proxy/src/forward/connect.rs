@@ -30,9 +30,13 @@ pub(super) async fn open(
     let mut tries = 0;
     loop {
         match connect_to(connector, root.clone()).await {
-            Err(e) if e.kind() == UpstreamErrorKind::Local && tries < 2 => {
-                let closed =
-                    super::idle_relief::close_idle_member_connections(1, std::time::Duration::ZERO);
+            Err(e) if e.kind() == UpstreamErrorKind::Local => {
+                // counted and said on every try, the last too (it closes nothing)
+                let closed = if tries < 2 {
+                    super::idle_relief::close_idle_member_connections(1, std::time::Duration::ZERO)
+                } else {
+                    0
+                };
                 out_of_descriptors(closed);
                 if closed == 0 {
                     return Err(e);
@@ -80,8 +84,8 @@ fn out_of_descriptors(closed: usize) {
         if closed == 0 {
             tracing::warn!(
                 "out of file descriptors for a member connection, and no idle member \
-                 connection to close: the request gets 503 (raise the open-file limit, or \
-                 lower server.max_connections)"
+                 connection closed for it: the request gets 503 (raise the open-file limit, \
+                 or lower server.max_connections)"
             );
         } else {
             tracing::warn!(

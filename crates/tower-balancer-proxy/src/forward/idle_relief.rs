@@ -32,9 +32,9 @@ pub(super) fn register(pool: Weak<dyn CloseIdle>) {
 }
 
 /// Closes up to `most` idle HTTP/1.1 member connections idle for `idle_for` or longer, the
-/// longest idle first within each pool, across every pool in the process, and says how many: for when it is out of
-/// file descriptors, where a connection a request needs now matters more than one kept for
-/// later. Connections of the balancer's own HTTP/1.1 path close here; hyper's close when
+/// longest idle first within each pool, across every pool in the process, and says how
+/// many: for when it is out of file descriptors, where a connection a request needs now
+/// matters more than one kept for later. Connections of the balancer's own HTTP/1.1 path close here; hyper's close when
 /// their tasks next run (a worker's are on its own thread).
 pub(crate) fn close_idle_member_connections(most: usize, idle_for: Duration) -> usize {
     let live: Vec<Arc<dyn CloseIdle>> = POOLS

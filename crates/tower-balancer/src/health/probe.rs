@@ -46,6 +46,11 @@ pub const MAX_PROBE_BODY: usize = 64 * 1024;
 /// errors, garbage, redirects (unless 3xx is expected), bodies that do not match. At most
 /// [`MAX_PROBE_BODY`] bytes are read, so a 2 GiB body costs 64 KiB.
 ///
+/// The request's URI is the member's endpoint and the path. Its `Host` is set only where it
+/// differs from what the URI says: the client writes that one over HTTP/1.1 (hyper-util's
+/// pooled client does), and over HTTP/2 the URI is the `:authority`, beside which a `Host`
+/// gets 400 from nginx before 1.25.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_balancer::BoxError> {
 /// use std::sync::Arc;
