@@ -9,9 +9,13 @@
 #[path = "safe/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "tls_pki/mod.rs"]
+mod tls_pki;
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{echo_member, lb, raw};
@@ -86,24 +90,32 @@ async fn a_thousand_idle_clients_under_a_256_descriptor_limit_never_take_a_membe
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
 
-/// An HTTP/2 client's streams each need a member connection: beyond the first of a
-/// connection, each holds a descriptor's place under the connection cap (a connection holds
-/// two) while it is answered, and one that finds none gets 503 at once. Before, a few clients' streams opened member
-/// connections until the descriptors ran out (`EMFILE` on every connect, the probes' too).
+/// An HTTP/2 client's streams to an HTTP/1.1 member each need a member connection: beyond
+/// the first of a connection, each holds a descriptor's place under the connection cap (a
+/// connection holds two) while it is answered, and one that finds none gets 503 at once,
+/// with nothing sent. Before, a few clients' streams opened member connections until the
+/// descriptors ran out (`EMFILE` on every connect, the probes' too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_hold_places_under_the_cap_while_they_are_answered() {
     // the cap of 4 connections is 8 descriptors: the connection's two, and one each for
     // six streams beside the first
     let (lb, _send) = harness::h2_bursts_at_a_cap("max_connections = 4", 7, 503).await;
-    // refused before the stack, as the other refusals are: no access-log line, and not
-    // among the answers the access log has lines for
+    // refused once picked (a member speaking HTTP/2 would have taken them): counted as
+    // refused for capacity, and among the answers, with access-log lines
     let m = harness::metrics(&lb).await;
     assert!(
         m.contains("lb_client_requests_refused_total{reason=\"capacity\"} 6"),
         "{m}"
     );
     assert!(
-        m.contains("lb_client_responses_total{code=\"5xx\"} 0"),
+        m.contains("lb_client_responses_total{code=\"5xx\"} 6"),
+        "{m}"
+    );
+    // never held against the member
+    assert!(
+        m.lines()
+            .filter(|l| l.starts_with("lb_member_failures_total{"))
+            .all(|l| l.ends_with(" 0")),
         "{m}"
     );
 }
@@ -178,6 +190,93 @@ async fn workers_share_the_connection_cap() {
         head.as_deref().is_ok_and(|h| h.starts_with("HTTP/1.1 200")),
         "the fourth was not served once a place was free: {head:?}"
     );
+}
+
+/// A member on TLS at 127.0.0.1 speaking what `alpn` offers, answering `/slow` after
+/// 400 ms: its URL, its CA's PEM file, and how many connections it took.
+async fn tls_member(alpn: &[&[u8]], test: &str) -> (String, String, Arc<AtomicUsize>) {
+    let pki = tls_pki::pki_speaking("127.0.0.1", alpn);
+    let ca = std::env::temp_dir().join(format!("fd-cap-{test}-{}.pem", std::process::id()));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = pki.acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    let _: &hyper::body::Incoming = req.body();
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    (
+        format!("https://127.0.0.1:{port}"),
+        ca.display().to_string(),
+        taken,
+    )
+}
+
+/// Streams to a member that speaks HTTP/2 share its one connection: they hold no places
+/// under the cap, and a burst from a cold start waits for the one connection the first
+/// makes. Charged a place each on arrival (before the pick), `h2load -c10 -m100` to
+/// HTTP/2 members under `ulimit -n 256` got 2,617 capacity 503s of 3,000 with 25
+/// descriptors in use (round 13); and each stream that found no open connection made one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_to_an_http2_member_share_its_connection_and_hold_no_places() {
+    let (url, ca, taken) = tls_member(&[b"h2"], "h2").await;
+    // 8 places: with a place a stream, 7 of a burst of 40 would be served
+    let trust = format!("trust_roots = [\"{ca}\"]");
+    let manager = "[manager]\nlisten = \"127.0.0.1:0\"\n";
+    let lb = lb(&[url], "max_connections = 4", &trust, manager).await;
+    let send = harness::h2_client(lb.addr).await;
+    for round in 0..2 {
+        assert_eq!(
+            harness::h2_slow_burst(&send, 40).await,
+            vec![200; 40],
+            "round {round}"
+        );
+    }
+    assert_eq!(taken.load(Ordering::SeqCst), 1, "member connections made");
+    let m = harness::metrics(&lb).await;
+    assert!(
+        m.contains("lb_client_requests_refused_total{reason=\"capacity\"} 0"),
+        "{m}"
+    );
+}
+
+/// A member over TLS that chooses HTTP/1.1: a cold burst's streams wait for the first
+/// connection's choice, then each goes on a connection of its own, holding its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_to_a_tls_http1_member_each_take_a_connection_after_the_first_chose() {
+    let (url, ca, taken) = tls_member(&[b"http/1.1"], "h1").await;
+    let trust = format!("trust_roots = [\"{ca}\"]");
+    let lb = lb(&[url], "max_connections = 4", &trust, "").await;
+    let send = harness::h2_client(lb.addr).await;
+    let statuses = tokio::time::timeout(Duration::from_secs(10), harness::h2_slow_burst(&send, 10))
+        .await
+        .unwrap();
+    let mut expected = vec![200; 7];
+    expected.resize(10, 503);
+    assert_eq!(statuses, expected);
+    assert_eq!(taken.load(Ordering::SeqCst), 7, "member connections made");
 }
 
 /// Asks for `/` on `s`: the answer's head, or `Err` when none came within 1.5 s.

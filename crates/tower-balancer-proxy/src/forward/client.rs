@@ -15,20 +15,20 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::Connection as _;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower_balancer::balance::{SentTo, UploadProgress};
+use tower_balancer::balance::SentTo;
 use tower_balancer::registry::Member;
 use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
 use super::body::MemberBody;
+use super::client_h2::{after_connect, h2_exchange, shared_h2};
 use super::config::MAX_MEMBER_HEAD_BYTES;
 use super::error::{from_hyper, NotSent};
 use super::h1::{self, Failure, Io};
-use super::origin::{h2_target, http1_head, NoOrigin, Origin};
-use super::pool::Pool;
+use super::origin::{http1_head, NoOrigin, Origin};
+use super::pool::{H2Route, Pool};
 use super::service::Connector;
 
 /// The answer of one exchange with a member, boxed: it moves out whole when the client goes
@@ -51,11 +51,11 @@ pub(crate) struct MemberClient<B> {
     inner: Arc<Inner<B>>,
 }
 
-struct Inner<B> {
+pub(super) struct Inner<B> {
     connector: Connector,
     /// Offers HTTP/1.1 alone, for requests to switch protocols.
     connector_h1: Connector,
-    pool: Pool<B>,
+    pub(super) pool: Pool<B>,
     h1: http1::Builder,
     /// How long a member may take nothing written to hyper's connections (`send_stall`).
     send_timeout: std::time::Duration,
@@ -95,68 +95,67 @@ where
     /// The path is chosen here, before anything is boxed, so that the boxed future is only
     /// as big as the one path it takes: one future for every path was ~1.4 KiB, copied
     /// into its box on every request.
-    pub(crate) fn request(&self, member: Arc<Member>, mut req: Request<B>) -> MemberFuture {
+    pub(crate) fn request(&self, member: Arc<Member>, req: Request<B>) -> MemberFuture {
         let inner = self.inner.clone();
         let Some(origin) = Origin::of(member.endpoint()) else {
             return Box::pin(std::future::ready(Err(no_origin())));
         };
         // a request to switch protocols goes over HTTP/1.1, where `Upgrade` means something
-        // (looked up only for a member that speaks HTTP/2: a lookup a request otherwise)
-        if let Some(h2) = inner
-            .pool
-            .h2(&member)
-            .filter(|_| !req.headers().contains_key(header::UPGRADE))
-        {
-            return match h2_target(&mut req, &origin) {
-                Ok(()) => Box::pin(h2_pooled(inner, member, h2, req)),
-                Err(e) => Box::pin(std::future::ready(Err(e))),
-            };
+        if req.headers().contains_key(header::UPGRADE) {
+            return own_connection(inner, member, req);
         }
-        http1_head(&mut req, &origin);
-        if h1::takes(&req) {
-            Box::pin(own_exchange(inner, member, req))
-        } else {
-            Box::pin(hyper_exchange(inner, member, req))
+        match inner.pool.h2_route(&member, origin.is_tls()) {
+            H2Route::Ready(h2, id) => shared_h2(inner, member, (h2, id), req),
+            H2Route::Wait(made) => Box::pin(after_connect(inner, member, req, made)),
+            H2Route::Connect(connecting) => {
+                let exchange = own_connection(inner, member, req);
+                Box::pin(async move {
+                    let _connecting = connecting;
+                    exchange.await
+                })
+            }
+            H2Route::Unknown => own_connection(inner, member, req),
         }
     }
 }
 
-/// One exchange over the member's shared HTTP/2 connection; if it closed before the request
-/// went out, over HTTP/1.1 instead.
-async fn h2_pooled<B>(
+/// `req` over a member connection of its own (pooled HTTP/1.1, or new), which an HTTP/2
+/// client's stream claims a place for (`claim_connection`).
+pub(super) fn own_connection<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
-    mut h2: http2::SendRequest<B>,
-    req: Request<B>,
-) -> Result<Response<MemberBody>, UpstreamError>
+    mut req: Request<B>,
+) -> MemberFuture
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let upload = req.extensions().get::<UploadProgress>().cloned();
-    match h2.try_send_request(req).await {
-        Ok(res) => Ok(res.map(MemberBody::hyper)),
-        Err(mut e) => match e.take_message() {
-            // the connection closed before the request went out: on to a new one
-            Some(mut req) => {
-                let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
-                http1_head(&mut req, &origin);
-                Box::pin(hyper_exchange(inner, member, req)).await
-            }
-            None => Err(h2_failure(e.into_error(), upload.as_ref())),
-        },
+    let Some(origin) = Origin::of(member.endpoint()) else {
+        return Box::pin(std::future::ready(Err(no_origin())));
+    };
+    http1_head(&mut req, &origin);
+    if let Err(e) = claim_connection(&req) {
+        return Box::pin(std::future::ready(Err(e)));
+    }
+    if h1::takes(&req) {
+        Box::pin(own_exchange(inner, member, req))
+    } else {
+        Box::pin(hyper_exchange(inner, member, req))
     }
 }
 
-/// An HTTP/2 exchange's failure: the client's when its body failed, which the member's
-/// connection cannot tell (it sees only the stream the body's failure reset; an HTTP/1.1
-/// connection carries the body's error itself), else as the error says.
-fn h2_failure(e: hyper::Error, upload: Option<&UploadProgress>) -> UpstreamError {
-    if upload.is_some_and(UploadProgress::client_failed) {
-        return UpstreamError::new(UpstreamErrorKind::ClientBody, e);
+/// A request that goes out on a member connection of its own, rather than a member's shared
+/// HTTP/2 one: an HTTP/2 client's stream takes its place under the connection caps for it
+/// (`StreamClaim`); with none to be had it fails before anything is sent (503, or 429 past
+/// its client's share), never counted against the member.
+fn claim_connection<B>(req: &Request<B>) -> Result<(), UpstreamError> {
+    match req.extensions().get::<crate::serve::StreamClaim>() {
+        Some(claim) => claim
+            .claim()
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Local, e)),
+        None => Ok(()),
     }
-    from_hyper(e)
 }
 
 /// One exchange over hyper's HTTP/1.1 client, on a pooled connection if there is one ready.
@@ -291,6 +290,7 @@ where
         let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;
     }
+    inner.pool.chose_http1(&member);
     let home = (inner.pool.home(), member.clone());
     match h1::send(Box::new(Io::new(io)), &head, req.method(), home).await {
         Ok(res) => Ok(res.map(MemberBody::own)),
@@ -301,7 +301,7 @@ where
     }
 }
 
-fn no_origin() -> UpstreamError {
+pub(super) fn no_origin() -> UpstreamError {
     UpstreamError::new(UpstreamErrorKind::Connect, NoOrigin)
 }
 
@@ -333,7 +333,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connector = if req.headers().contains_key(header::UPGRADE) {
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let connector = if upgrade {
         &inner.connector_h1
     } else {
         &inner.connector
@@ -342,6 +343,10 @@ where
     if io.connected().is_negotiated_h2() {
         let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;
+    }
+    if !upgrade {
+        // offered HTTP/2, it chose HTTP/1.1
+        inner.pool.chose_http1(&member);
     }
     // hyper's connection task waits on its socket alone: a member that stops reading would
     // hold it, and its descriptor, for ever (`send_stall`)
@@ -385,45 +390,5 @@ fn keep<B: Send + 'static>(
 ) {
     if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         pool.checkin(member, sender);
-    }
-}
-
-/// The first request on a connection that chose HTTP/2 by ALPN; the connection is then the
-/// member's shared one.
-async fn h2_exchange<B>(
-    pool: &Pool<B>,
-    member: &Arc<Member>,
-    io: <Connector as Service<Uri>>::Response,
-    mut req: Request<B>,
-    origin: &Origin<'_>,
-) -> Result<Response<MemberBody>, UpstreamError>
-where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(io)
-        .await
-        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Connect, e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "member connection closed with an error");
-        }
-    });
-    h2_target(&mut req, origin)?;
-    pool.set_h2(member, sender.clone());
-    let upload = req.extensions().get::<UploadProgress>().cloned();
-    match sender.try_send_request(req).await {
-        Ok(res) => Ok(res.map(MemberBody::hyper)),
-        // a connection just made that closed before the request went out: nothing sent
-        Err(mut e) => match e.take_message() {
-            Some(_) => Err(UpstreamError::new(
-                UpstreamErrorKind::Connect,
-                NotSent(e.into_error()),
-            )),
-            None => Err(h2_failure(e.into_error(), upload.as_ref())),
-        },
     }
 }

@@ -13,6 +13,7 @@
 
 mod body;
 mod client;
+mod client_h2;
 mod config;
 mod connect;
 mod error;

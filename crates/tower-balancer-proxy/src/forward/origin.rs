@@ -46,6 +46,11 @@ impl<'a> Origin<'a> {
         })
     }
 
+    /// Whether the member is reached over TLS (where ALPN may choose HTTP/2).
+    pub(super) fn is_tls(&self) -> bool {
+        *self.scheme == http::uri::Scheme::HTTPS
+    }
+
     /// The origin's root, to connect to.
     pub(super) fn root(&self) -> Result<Uri, UpstreamError> {
         self.absolute(&Uri::from_static("/"))

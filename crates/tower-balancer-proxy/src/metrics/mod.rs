@@ -395,7 +395,7 @@ fn clients(encoder: &mut DescriptorEncoder<'_>, s: &ServerStats) -> fmt::Result 
     tunnels(encoder, s)?;
     let mut e = encoder.encode_descriptor(
             "lb_client_requests_refused",
-            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400: a head the HTTP/1 parser refuses, a Transfer-Encoding it cannot frame among them), too_large (431 or 414), timeout (a head not complete in time, 408), framing (a parsed request whose Host, Transfer-Encoding, scheme or method is refused, such as a bad or repeated Host, chunked twice or CONNECT, 400), capacity (an HTTP/2 stream or WebSocket with no place for its member connection under the connection cap, 503), uploads (an HTTP/2 request with a body to come past its connection's server.http2_max_uploads, reset REFUSED_STREAM so that its client may send it again).",
+            "Requests refused before the balancer's stack saw them (no access-log line), by reason: malformed (400: a head the HTTP/1 parser refuses, a Transfer-Encoding it cannot frame among them), too_large (431 or 414), timeout (a head not complete in time, 408), framing (a parsed request whose Host, Transfer-Encoding, scheme or method is refused, such as a bad or repeated Host, chunked twice or CONNECT, 400), capacity (an HTTP/2 WebSocket with no place for its member connection under the connection cap, 503; also an HTTP/2 stream that needed a member connection of its own and found no place, whose 503 has an access-log line), uploads (an HTTP/2 request with a body to come past its connection's server.http2_max_uploads, reset REFUSED_STREAM so that its client may send it again).",
             None,
             MetricType::Counter,
         )?;

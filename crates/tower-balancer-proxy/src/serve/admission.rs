@@ -12,6 +12,7 @@ use super::guard::check_framing;
 use super::place::{MemberPlace, NoPlace};
 use super::stats::Refused;
 use super::status::ServeBody;
+use super::stream_claim::stream_refused;
 use super::timeout::Progress;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -43,9 +44,9 @@ impl Refusal {
 }
 
 /// Refuses `req` (see [`Refusal`]), or lets it through: `Some` for an HTTP/2 tunnel, with
-/// the places it holds for as long as it lasts; an HTTP/2 stream beside others under way on
-/// its connection has its connection hold a place for its member connection while it is
-/// answered, and a request behind a trusted proxy holds its client's on `guard`. HTTP/2 requests with more than `max_fields` fields are refused with 431, as
+/// the places it holds for as long as it lasts; a request behind a trusted proxy holds its
+/// client's on `guard`. (Any other HTTP/2 stream takes its place when it goes out on a
+/// member connection of its own, `StreamClaim`.) HTTP/2 requests with more than `max_fields` fields are refused with 431, as
 /// HTTP/1 ones are by the parser: HTTP/2 itself limits only their bytes.
 pub(super) fn admit<B>(
     req: &Request<B>,
@@ -84,21 +85,6 @@ pub(super) fn admit<B>(
             }
             Err(NoPlace::Client) => Err(client_refused(progress)),
         };
-    }
-    // any other HTTP/2 stream beside one under way may need a member connection of its own:
-    // it holds a place under the cap until it is answered, so a few clients' streams cannot
-    // open more member connections than the descriptors have room for (every connect then
-    // failed with `EMFILE`, the probes' too)
-    if h2 && progress.exchanges() > 1 {
-        match progress.stream_place() {
-            Ok(()) => {}
-            Err(NoPlace::Server) => {
-                stream_refused();
-                progress.note_refused(Refused::Capacity, None);
-                return Err(Refusal::NoRoom);
-            }
-            Err(NoPlace::Client) => return Err(client_refused(progress)),
-        }
     }
     if behind.is_some() {
         guard.hold(MemberPlace::default().with_client(behind));
@@ -176,17 +162,4 @@ fn page<B>(
 fn h2_fields(headers: &http::HeaderMap) -> usize {
     let cookies = headers.get_all(http::header::COOKIE).iter().count();
     headers.len() - cookies.saturating_sub(1)
-}
-
-/// Says, at most once a second, that HTTP/2 streams are being refused for want of places.
-#[cold]
-fn stream_refused() {
-    static BUDGET: tower_balancer::log_budget::LogBudget =
-        tower_balancer::log_budget::LogBudget::warn(1, "HTTP/2 streams refused at the cap");
-    if BUDGET.admit() {
-        tracing::warn!(
-            "HTTP/2 streams are refused with 503: each needs a member connection, and the \
-             connection cap (server.max_connections, from the open-file limit) is full"
-        );
-    }
 }

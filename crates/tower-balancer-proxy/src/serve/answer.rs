@@ -24,8 +24,9 @@ pub(crate) struct InFlight {
     progress: Arc<Progress>,
     /// The places under the per-client cap, held until the answer is finished.
     place: Option<super::place::MemberPlace>,
-    /// Whether the member's part of the exchange is over (said to `progress` once).
-    exchanged: bool,
+    /// An HTTP/2 stream's claim on a place for its member connection, given back when the
+    /// member's part of the exchange is over.
+    claim: Option<super::stream_claim::StreamClaim>,
 }
 
 impl InFlight {
@@ -34,16 +35,25 @@ impl InFlight {
         Self {
             progress,
             place: None,
-            exchanged: false,
+            claim: None,
         }
     }
 
+    /// Gives `claim` back when the member's part of the exchange is over.
+    pub(crate) fn claims(&mut self, claim: super::stream_claim::StreamClaim) {
+        self.claim = Some(claim);
+    }
+
+    /// A stream's claim, if it has one.
+    pub(crate) const fn claim(&self) -> Option<&super::stream_claim::StreamClaim> {
+        self.claim.as_ref()
+    }
+
     /// The member's part of the exchange is over (the answer read whole, or failed): the
-    /// stream's place under the connection cap goes back (`StreamPlaces`), once.
-    fn exchange_over(&mut self) {
-        if !self.exchanged {
-            self.exchanged = true;
-            self.progress.exchange_over();
+    /// stream's place under the connection cap, if it claimed one, goes back.
+    fn exchange_over(&self) {
+        if let Some(claim) = &self.claim {
+            claim.release();
         }
     }
 

@@ -33,6 +33,7 @@ use super::read_ahead::read_ahead;
 use super::stack::Servable;
 use super::stats::Refused;
 use super::status::{error_response, RateRefusal, ServeBody};
+use super::stream_claim::{self, StreamClaim};
 use super::tasks::Tasks;
 use super::timeout::{is_header_timeout, IdleLimits, Progress, Watched};
 use super::upload_limit;
@@ -190,6 +191,13 @@ fn connection_service<S: Servable>(
             }
         }
         let admission = admit(&req, &conn_progress, max_fields, &mut guard);
+        if matches!(admission, Ok(None)) && req.version() == http::Version::HTTP_2 {
+            // a stream takes a place for its member connection only if it goes out on one of
+            // its own, which the pick decides (`StreamClaim`)
+            let claim = StreamClaim::new(heads.clone());
+            req.extensions_mut().insert(claim.clone());
+            guard.claims(claim);
+        }
         let mut stack = stack.clone();
         async move {
             let place = match admission {
@@ -212,6 +220,9 @@ fn connection_service<S: Servable>(
                 Err(e) => error_response(&e),
             };
             let status = res.status();
+            if let Some(claim) = guard.claim() {
+                stream_claim::count_refused(&conn_progress, claim, status);
+            }
             conn_progress.stats().note_answer(status);
             if status == StatusCode::TOO_MANY_REQUESTS
                 && res.extensions().get::<RateRefusal>().is_some()

@@ -31,6 +31,7 @@ mod sni;
 mod stack;
 mod stats;
 pub(crate) mod status;
+mod stream_claim;
 mod tasks;
 mod timeout;
 mod under_tls;
@@ -55,6 +56,7 @@ pub(crate) use sni::{server_tls_by_name, NamedCertificate};
 pub use stack::Servable;
 pub use stats::ServerStats;
 pub use status::{client_status, ServeBody, StatusFuture, StatusOnError, StatusOnErrorLayer};
+pub(crate) use stream_claim::StreamClaim;
 pub(crate) use tasks::dropped_at_stop;
 
 /// Completes on SIGTERM (what systemd and docker send) or Ctrl-C: give it to

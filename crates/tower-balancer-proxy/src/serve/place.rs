@@ -112,10 +112,12 @@ pub(super) fn request_place(
 }
 
 /// The places an HTTP/2 connection's streams hold: one for each stream beside the first
-/// whose member exchange is under way, whichever streams those are. Held by the
-/// connection, not by each stream: a stream that took none (the first) ending while others
-/// run must leave the count at one a stream beside the first, not keep one more than the
-/// streams under way need.
+/// whose request went out on a member connection of its own (a
+/// [`StreamClaim`](super::stream_claim::StreamClaim)) and whose member exchange is under
+/// way, whichever streams those are. Streams on a member's shared HTTP/2 connection hold
+/// none. Held by the connection, not by each stream: a stream that took none (the first)
+/// ending while others run must leave the count at one a stream beside the first, not keep
+/// one more than the streams under way need.
 ///
 /// Counted until the member's part is over (its answer read whole, or failed), not until
 /// the client has it all: a small answer waiting on a client's flow-control window holds
@@ -128,41 +130,40 @@ pub(super) struct StreamPlaces {
     held: Mutex<Vec<MemberPlace>>,
     /// How many are held, to skip the lock when none are.
     count: AtomicUsize,
-    /// Requests under way whose member exchange is not over.
+    /// Claimed streams whose member exchange is not over.
     exchanges: AtomicU64,
 }
 
 impl StreamPlaces {
-    /// A request's head is read: its member exchange is under way.
-    pub(super) fn began(&self) {
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests under way whose member exchange is not over (a new one among them).
-    pub(super) fn exchanges(&self) -> u64 {
-        self.exchanges.load(Ordering::Relaxed)
-    }
-
-    /// With a new stream's exchange under way, holds a place for each beside the first,
-    /// taking one more by `take` if needed.
-    pub(super) fn ensure(
+    /// A stream's request goes out on a member connection of its own: holds a place for
+    /// each such stream beside the first, taking one more by `take` if needed. Nothing is
+    /// counted when none is to be had.
+    pub(super) fn claim(
         &self,
         take: impl FnOnce() -> Result<MemberPlace, NoPlace>,
     ) -> Result<(), NoPlace> {
-        let needed = usize::try_from(self.exchanges().saturating_sub(1)).unwrap_or(usize::MAX);
+        let now = self.exchanges.fetch_add(1, Ordering::Relaxed) + 1;
+        let needed = usize::try_from(now - 1).unwrap_or(usize::MAX);
         if needed == 0 {
             return Ok(());
         }
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.len() < needed {
-            held.push(take()?);
+            match take() {
+                Ok(place) => held.push(place),
+                Err(no) => {
+                    drop(held);
+                    self.over();
+                    return Err(no);
+                }
+            }
             self.count.store(held.len(), Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// A request's member exchange is over (or the request ended first): gives back the
-    /// places no longer needed.
+    /// A claimed stream's member exchange is over (or its request ended first): gives back
+    /// the places no longer needed.
     pub(super) fn over(&self) {
         let left = self
             .exchanges

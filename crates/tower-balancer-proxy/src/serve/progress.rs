@@ -69,7 +69,7 @@ pub(crate) struct Progress {
     tasks: super::tasks::Tasks,
     /// Where its requests take places under the per-client cap, if one is set.
     client: Option<super::place::ClientSide>,
-    /// Over HTTP/2, the places its streams beside the first hold.
+    /// Over HTTP/2, the places its streams on member connections of their own hold.
     stream_places: super::place::StreamPlaces,
     /// Over HTTP/2, its requests streaming their bodies to members, and those read whole.
     uploads: super::upload_limit::Uploads,
@@ -294,9 +294,9 @@ impl Progress {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A request's member exchange is over: its answer read whole from the member (or
-    /// failed), or the request ended first. Its stream's place goes back.
-    pub(crate) fn exchange_over(&self) {
+    /// A claimed stream's member exchange is over: its answer read whole from the member (or
+    /// failed), or the request ended first. Its place goes back.
+    pub(super) fn exchange_over(&self) {
         self.stream_places.over();
     }
 
@@ -340,7 +340,6 @@ impl Progress {
         self.read_since_head.store(0, Ordering::Relaxed);
         self.heads.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.stream_places.began();
         if req.version() == http::Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
         }
@@ -354,12 +353,6 @@ impl Progress {
     /// it has sent a request yet.
     pub(super) fn speaks_h2(&self) {
         self.h2.store(true, Ordering::Relaxed);
-    }
-
-    /// The connection's requests whose member exchange is under way (this one's among them,
-    /// once its head is read).
-    pub(super) fn exchanges(&self) -> u64 {
-        self.stream_places.exchanges()
     }
 
     /// An HTTP/2 connection with no request under way and no tunnel: nothing is lost by
@@ -396,11 +389,12 @@ impl Progress {
         }
     }
 
-    /// Over HTTP/2, holds a place under the connection caps for each stream under way beside
-    /// the first (see [`StreamPlaces`](super::place::StreamPlaces)): `Err` when the new
-    /// stream's is not to be had.
-    pub(super) fn stream_place(&self) -> Result<(), super::place::NoPlace> {
-        self.stream_places.ensure(|| self.member_place())
+    /// An HTTP/2 stream's request goes out on a member connection of its own: holds a place
+    /// under the connection caps for each such stream beside the first (see
+    /// [`StreamPlaces`](super::place::StreamPlaces)); `Err` when the new one's is not to be
+    /// had.
+    pub(super) fn claim_stream(&self) -> Result<(), super::place::NoPlace> {
+        self.stream_places.claim(|| self.member_place())
     }
 
     /// Places under the connection caps for an HTTP/2 stream's member connection (see

@@ -17,6 +17,7 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_balancer::balance::BalanceError;
 
+use super::stream_claim::StreamRefused;
 use crate::limits::RateLimited;
 use crate::proxy::request_id::X_REQUEST_ID;
 use tower_balancer::error::{error_status, find_in_chain, DisplayChain};
@@ -39,7 +40,11 @@ pub fn client_status(err: &(dyn std::error::Error + 'static)) -> StatusCode {
     if find_in_chain::<RateLimited>(err).is_some() {
         return StatusCode::TOO_MANY_REQUESTS;
     }
-    error_status(err)
+    match find_in_chain::<StreamRefused>(err) {
+        Some(StreamRefused::Client) => StatusCode::TOO_MANY_REQUESTS,
+        Some(StreamRefused::Server) => StatusCode::SERVICE_UNAVAILABLE,
+        None => error_status(err),
+    }
 }
 
 /// The answer when the stack fails: the status from [`client_status`] and its reason
@@ -58,11 +63,13 @@ pub(crate) struct RateRefusal;
 /// counted), at INFO when the client's own body failed it, except a client over its rate, at DEBUG (a flood must not
 /// write a line per refused request: that is the cost the limit is there to spare), and a
 /// client's WebSocket handshake a member did not take (a request any client can repeat at
-/// will, on any plain path: not a member's fault), at DEBUG too.
+/// will, on any plain path: not a member's fault), at DEBUG too, as is an HTTP/2 stream
+/// refused a place for its member connection (`StreamRefused`, said at WARN once a second).
 fn log_failure(e: &BoxError, status: StatusCode, id: Option<&HeaderValue>) {
     let id = id.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = 429, "request refused");
+    if status == StatusCode::TOO_MANY_REQUESTS || find_in_chain::<StreamRefused>(&**e).is_some() {
+        // a client past its share or rate, or a stream at the cap (said once a second)
+        tracing::debug!(request_id = id, error = %DisplayChain(&**e), status = status.as_u16(), "request refused");
     } else if tower_balancer::upstream::find_upstream_error(&**e)
         .is_some_and(|u| u.kind() == tower_balancer::upstream::UpstreamErrorKind::NotSwitched)
     {
@@ -108,9 +115,9 @@ fn error_page<B>(status: StatusCode, e: &BoxError) -> Response<ServeBody<B>> {
     let retry = match limited {
         // whole seconds, rounded up: a client told 0 would come straight back
         Some(r) => Some(r.retry_after().as_secs() + u64::from(r.retry_after().subsec_nanos() > 0)),
-        None => find_in_chain::<BalanceError>(&**e)
-            .is_some_and(BalanceError::is_busy)
-            .then_some(1),
+        None => (find_in_chain::<BalanceError>(&**e).is_some_and(BalanceError::is_busy)
+            || find_in_chain::<StreamRefused>(&**e).is_some())
+        .then_some(1),
     };
     if let Some(secs) = retry {
         res.headers_mut()
