@@ -249,3 +249,54 @@ async fn silent_connections_hold_the_manager_for_two_seconds_at_most() {
         "waited {took:?} behind 16 silent connections"
     );
 }
+
+/// A reload that finds the process out of descriptors (its file cannot be opened) waits for
+/// one and is applied, instead of being refused: a SIGHUP under exhaustion was lost, and
+/// five in a row were five refusals (hostile round 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_out_of_descriptors_waits_for_one_instead_of_being_refused() {
+    let _one = SERIAL.lock().await;
+    let _low = LowLimit::set(200);
+    let (a, _) = echo_member().await;
+    let (b, _) = echo_member().await;
+    let text = |urls: &[&str]| {
+        let mut t = String::from(
+            "[server]\nlisten = \"127.0.0.1:0\"\nserver_name = \"lb.test\"\n\
+             [balancer]\nname = \"b\"\n",
+        );
+        for (i, u) in urls.iter().enumerate() {
+            t.push_str(&format!(
+                "[[balancer.member]]\nurl = \"{u}\"\nroute = \"node{}\"\n",
+                i + 1
+            ));
+        }
+        t
+    };
+    let path = std::env::temp_dir().join(format!("fd-idle-reload-{}.toml", std::process::id()));
+    std::fs::write(&path, text(&[&a])).unwrap();
+    let config = tower_balancer_proxy::config::ConfigFile::from_file(&path).unwrap();
+    let bound = config.build().unwrap().bind().await.unwrap();
+    let (reloader, registry) = (bound.reloader(), bound.registry().clone());
+    let _serving = tokio::spawn(bound.serve(std::future::pending()));
+    std::fs::write(&path, text(&[&a, &b])).unwrap();
+    let before = tower_balancer::descriptors::shortages()[3].1;
+    let taken = take_all_but(0);
+    let reload = tokio::spawn({
+        let path = path.clone();
+        async move { reloader.reload_file(&path).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(taken);
+    let done = tokio::time::timeout(Duration::from_secs(15), reload)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let reloaded = done.expect("applied once a descriptor was free");
+    assert_eq!(reloaded.added, [MemberId::new("node2").unwrap()]);
+    assert!(registry.load().get("node2").is_some());
+    assert!(
+        tower_balancer::descriptors::shortages()[3].1 > before,
+        "counted"
+    );
+}

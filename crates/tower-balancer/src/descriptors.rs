@@ -37,19 +37,23 @@ pub enum Shortage {
     MemberConnect,
     /// A health probe, which then counted neither for nor against its member.
     Probe,
+    /// A configuration reload (its file, a file it names, a new access log), which then
+    /// waited and was tried again.
+    Reload,
 }
 
 impl Shortage {
     /// Every kind, in the order [`shortages`] gives them.
-    pub const ALL: [Self; 3] = [Self::Accept, Self::MemberConnect, Self::Probe];
+    pub const ALL: [Self; 4] = [Self::Accept, Self::MemberConnect, Self::Probe, Self::Reload];
 
-    /// Its name as a metric label: `accept`, `member_connect`, `probe`.
+    /// Its name as a metric label: `accept`, `member_connect`, `probe`, `reload`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::Accept => "accept",
             Self::MemberConnect => "member_connect",
             Self::Probe => "probe",
+            Self::Reload => "reload",
         }
     }
 
@@ -58,13 +62,19 @@ impl Shortage {
             Self::Accept => 0,
             Self::MemberConnect => 1,
             Self::Probe => 2,
+            Self::Reload => 3,
         }
     }
 }
 
 /// The process's counts, one a kind: descriptors are the process's, whatever balancer or
 /// worker met the shortage.
-static COUNTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
 
 /// Counts one shortage met by `at`.
 pub fn count(at: Shortage) {
@@ -73,8 +83,17 @@ pub fn count(at: Shortage) {
 
 /// How many shortages each kind met since the process started.
 #[must_use]
-pub fn shortages() -> [(Shortage, u64); 3] {
+pub fn shortages() -> [(Shortage, u64); 4] {
     Shortage::ALL.map(|at| (at, COUNTS[at.index()].load(Ordering::Relaxed)))
+}
+
+/// Whether the process is out of descriptors now: a descriptor opened (`/dev/null`) and
+/// closed at once tells. For a failure whose error no longer carries its cause (a
+/// configuration error's text): a reload refused while this holds is worth trying again
+/// once a descriptor is free.
+#[must_use]
+pub fn short_now() -> bool {
+    std::fs::File::open("/dev/null").is_err_and(|e| out_of_descriptors(&e))
 }
 
 #[cfg(test)]
@@ -110,7 +129,7 @@ mod tests {
         assert!(after[2].1 >= before[2].1 + 2);
         assert_eq!(
             after.map(|(at, _)| at.name()),
-            ["accept", "member_connect", "probe"]
+            ["accept", "member_connect", "probe", "reload"]
         );
     }
 }

@@ -95,16 +95,20 @@ where
         };
         let result = match config {
             Ok(config) => {
-                // reading certificates and keys is file I/O: off the runtime, which may be
-                // serving clients too
-                let built = {
-                    let config = config.clone();
-                    tokio::task::spawn_blocking(move || config.build()).await
-                };
-                match built {
-                    Ok(Ok(g)) => running.apply(&config, g, &slots, &build),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => Err(ReloadError::Stopped),
+                let mut tries = 0;
+                loop {
+                    let result = running.attempt(&config, &slots, &build).await;
+                    if result.is_ok()
+                        || tries == SHORT_TRIES
+                        || !short_of_descriptors("a reload's files")
+                    {
+                        break result;
+                    }
+                    tries += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(SHORT_WAIT) => {}
+                        _ = stop.wait_for(|s| *s) => break result,
+                    }
                 }
             }
             Err(e) => Err(e.into()),
@@ -134,7 +138,57 @@ where
     running
 }
 
+/// How long a reload that found the process out of file descriptors waits before it is
+/// tried again, and how many times it is (its file read, and what it names opened: the
+/// certificates, keys, the access log). Refused at once, a SIGHUP under exhaustion was
+/// lost, and five in a row were five refusals (hostile round 13).
+pub(super) const SHORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// See [`SHORT_WAIT`].
+pub(super) const SHORT_TRIES: u32 = 10;
+
+/// Whether a reload that failed at `what` met the process out of descriptors (the error's
+/// text no longer carries its cause: the process is asked again); if so, counted
+/// (`lb_out_of_descriptors_total{at="reload"}`), said at WARN, and an idle member
+/// connection is closed to make room, for the caller to try again after [`SHORT_WAIT`].
+pub(super) fn short_of_descriptors(what: &str) -> bool {
+    use tower_balancer::descriptors::{count, short_now, Shortage};
+    if !short_now() {
+        return false;
+    }
+    count(Shortage::Reload);
+    let closed = crate::forward::close_idle_member_connections(1, std::time::Duration::ZERO);
+    tracing::warn!(
+        closed_idle_member_connections = closed,
+        "{what} could not be opened: the process is out of file descriptors; the reload is tried again in {SHORT_WAIT:?}"
+    );
+    true
+}
+
 impl Running {
+    /// Builds `config` and swaps it in; on any error nothing has changed.
+    async fn attempt<S, F>(
+        &mut self,
+        config: &ConfigFile,
+        slots: &Slots<S>,
+        build: &F,
+    ) -> Result<Reloaded, ReloadError>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(Vec<LaneBuild>) -> Result<S, TlsError>,
+    {
+        // reading certificates and keys is file I/O: off the runtime, which may be serving
+        // clients too
+        let built = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || config.build()).await
+        };
+        match built {
+            Ok(Ok(g)) => self.apply(config, g, slots, build),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ReloadError::Stopped),
+        }
+    }
+
     /// Swaps in `g`, built from `config`; on any error nothing has changed.
     fn apply<S, F>(
         &mut self,

@@ -92,21 +92,42 @@ impl Reloader {
     /// # Errors
     /// [`ReloadError`]: why it was refused (a file that cannot be read or parsed is counted
     /// as a refused reload, like one that does not build).
+    ///
+    /// A file that cannot be read while the process is out of file descriptors is read
+    /// again each second, within the same limit: the reload waits for a descriptor rather
+    /// than being refused.
     pub async fn reload_file(&self, path: impl AsRef<Path>) -> Result<Reloaded, ReloadError> {
         let path = path.as_ref().to_path_buf();
-        let read = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || ConfigFile::from_file(&path).inspect_err(|_| said_every_mistake(&path))
-        });
-        let config = match tokio::time::timeout(RELOAD_READ_LIMIT, read).await {
-            Ok(Ok(config)) => config,
-            Ok(Err(_)) => return Err(ReloadError::Stopped),
-            Err(_) => Err(ConfigError::file(
-                &path,
-                format!("could not be read within {RELOAD_READ_LIMIT:?}"),
-            )),
-        };
-        self.ask(config).await
+        let started = tokio::time::Instant::now();
+        loop {
+            let read = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || ConfigFile::from_file(&path)
+            });
+            let left = RELOAD_READ_LIMIT.saturating_sub(started.elapsed());
+            let config = match tokio::time::timeout(left, read).await {
+                Ok(Ok(Ok(config))) => Ok(config),
+                Ok(Ok(Err(e))) => {
+                    if started.elapsed() + super::reload::SHORT_WAIT < RELOAD_READ_LIMIT
+                        && super::reload::short_of_descriptors("the configuration file")
+                    {
+                        tokio::time::sleep(super::reload::SHORT_WAIT).await;
+                        continue;
+                    }
+                    let path = path.clone();
+                    let every = tokio::task::spawn_blocking(move || said_every_mistake(&path));
+                    let left = RELOAD_READ_LIMIT.saturating_sub(started.elapsed());
+                    let _ = tokio::time::timeout(left, every).await;
+                    Err(e)
+                }
+                Ok(Err(_)) => return Err(ReloadError::Stopped),
+                Err(_) => Err(ConfigError::file(
+                    &path,
+                    format!("could not be read within {RELOAD_READ_LIMIT:?}"),
+                )),
+            };
+            return self.ask(config).await;
+        }
     }
 
     /// Opens the access log file again (logrotate moved it), without a reload: what SIGUSR1

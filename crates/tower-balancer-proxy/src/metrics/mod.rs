@@ -335,7 +335,7 @@ impl Source {
 fn shortages(encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
     let mut e = encoder.encode_descriptor(
         "lb_out_of_descriptors",
-        "Times the process found itself out of file descriptors, by what met it: accept (a client connection waited; an idle member connection past a second was closed for it when there was one), member_connect (an idle member connection was closed to make room, else the request got 503), probe (a health probe not made, counted neither for nor against its member: while these grow, members' health goes unchecked).",
+        "Times the process found itself out of file descriptors, by what met it: accept (a client connection waited; an idle member connection past a second was closed for it when there was one), member_connect (an idle member connection was closed to make room, else the request got 503), probe (a health probe not made, counted neither for nor against its member: while these grow, members' health goes unchecked), reload (a reload's file, or one it names, not opened: tried again each second, ten times at most).",
         None,
         MetricType::Counter,
     )?;
