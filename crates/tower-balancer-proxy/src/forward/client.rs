@@ -98,7 +98,7 @@ where
     pub(crate) fn request(&self, member: Arc<Member>, req: Request<B>) -> MemberFuture {
         let inner = self.inner.clone();
         let Some(origin) = Origin::of(member.endpoint()) else {
-            return Box::pin(std::future::ready(Err(no_origin())));
+            return failed(no_origin());
         };
         // a request to switch protocols goes over HTTP/1.1, where `Upgrade` means something
         if req.headers().contains_key(header::UPGRADE) {
@@ -132,11 +132,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Some(origin) = Origin::of(member.endpoint()) else {
-        return Box::pin(std::future::ready(Err(no_origin())));
+        return failed(no_origin());
     };
     http1_head(&mut req, &origin);
     if let Err(e) = claim_connection(&req) {
-        return Box::pin(std::future::ready(Err(e)));
+        return failed(e);
     }
     if h1::takes(&req) {
         Box::pin(own_exchange(inner, member, req))
@@ -299,6 +299,11 @@ where
         Err(Failure::Unsent(e)) => Err(UpstreamError::new(UpstreamErrorKind::Connect, e)),
         Err(Failure::Dropped(e) | Failure::Failed(e)) => Err(e.into_upstream()),
     }
+}
+
+/// A request that fails before anything is sent.
+pub(super) fn failed(e: UpstreamError) -> MemberFuture {
+    Box::pin(std::future::ready(Err(e)))
 }
 
 pub(super) fn no_origin() -> UpstreamError {

@@ -17,7 +17,7 @@ use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
 use super::body::MemberBody;
-use super::client::{no_origin, own_connection, Inner, MemberFuture};
+use super::client::{failed, no_origin, own_connection, Inner, MemberFuture};
 use super::error::{from_hyper, NotSent};
 use super::origin::{h2_target, Origin};
 use super::pool::{H2Route, Pool};
@@ -36,11 +36,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Some(origin) = Origin::of(member.endpoint()) else {
-        return Box::pin(std::future::ready(Err(no_origin())));
+        return failed(no_origin());
     };
     match h2_target(&mut req, &origin) {
         Ok(()) => Box::pin(h2_pooled(inner, member, h2, req)),
-        Err(e) => Box::pin(std::future::ready(Err(e))),
+        Err(e) => failed(e),
     }
 }
 
