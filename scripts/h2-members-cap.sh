@@ -9,12 +9,10 @@
 # the end, and the member connections nginx accepted.
 # Why: streams to an HTTP/2 member share its one connection, and need no descriptor of
 # their own. Charged a place each when they arrived (before the pick), 2,617 of 3,000 got
-# 503 with 25 descriptors in use (hostile round 13); and each stream that found the
-# member's connection closed made one of its own.
+# 503 with 25 descriptors in use (hostile round 13).
 # Usage: scripts/h2-members-cap.sh BINARY...  (RUNS=3 a binary by default; WORKERS=1).
 # Bounded: each run is 3,000 requests under a 60 s timeout.
 set -euo pipefail
-[ -n "${DEBUG:-}" ] && set -x
 cd "$(dirname "$0")/.."
 [ "$#" -ge 1 ] || { echo "usage: $0 BINARY..." >&2; exit 2; }
 # shellcheck source=scripts/backends.sh

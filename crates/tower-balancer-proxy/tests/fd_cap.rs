@@ -235,10 +235,9 @@ async fn tls_member(alpn: &[&[u8]], test: &str) -> (String, String, Arc<AtomicUs
 }
 
 /// Streams to a member that speaks HTTP/2 share its one connection: they hold no places
-/// under the cap, and a burst from a cold start waits for the one connection the first
-/// makes. Charged a place each on arrival (before the pick), `h2load -c10 -m100` to
-/// HTTP/2 members under `ulimit -n 256` got 2,617 capacity 503s of 3,000 with 25
-/// descriptors in use (round 13); and each stream that found no open connection made one.
+/// under the cap. Charged a place each on arrival (before the pick), `h2load -c10 -m100`
+/// to HTTP/2 members under `ulimit -n 256` got 2,617 capacity 503s of 3,000 with 25
+/// descriptors in use (round 13).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_to_an_http2_member_share_its_connection_and_hold_no_places() {
     let (url, ca, taken) = tls_member(&[b"h2"], "h2").await;
@@ -247,6 +246,8 @@ async fn http2_streams_to_an_http2_member_share_its_connection_and_hold_no_place
     let manager = "[manager]\nlisten = \"127.0.0.1:0\"\n";
     let lb = lb(&[url], "max_connections = 4", &trust, manager).await;
     let send = harness::h2_client(lb.addr).await;
+    // the member's connection made
+    assert_eq!(harness::h2_get(&send, "/").await.unwrap(), 200);
     for round in 0..2 {
         assert_eq!(
             harness::h2_slow_burst(&send, 40).await,
@@ -262,17 +263,50 @@ async fn http2_streams_to_an_http2_member_share_its_connection_and_hold_no_place
     );
 }
 
-/// A member over TLS that chooses HTTP/1.1: a cold burst's streams wait for the first
-/// connection's choice, then each goes on a connection of its own, holding its place.
+/// Streams to a member over TLS that chooses HTTP/1.1 each take a connection of their own,
+/// and a place for it; those past the cap get 503, sent to no member, and a session pinned
+/// to the member stays pinned (failover does not take them elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_streams_to_a_tls_http1_member_each_take_a_connection_after_the_first_chose() {
+async fn http2_streams_to_a_tls_http1_member_each_take_a_connection_and_a_place() {
     let (url, ca, taken) = tls_member(&[b"http/1.1"], "h1").await;
-    let trust = format!("trust_roots = [\"{ca}\"]");
-    let lb = lb(&[url], "max_connections = 4", &trust, "").await;
+    let (other, ca2, _) = tls_member(&[b"h2"], "h1-other").await;
+    let trust = format!("trust_roots = [\"{ca}\", \"{ca2}\"]\nmaxattempts = 2");
+    let lb = lb(&[url, other], "max_connections = 4", &trust, "").await;
     let send = harness::h2_client(lb.addr).await;
-    let statuses = tokio::time::timeout(Duration::from_secs(10), harness::h2_slow_burst(&send, 10))
-        .await
+    // node2's connection made, so that a stream failed over to it would need no place
+    let warm = http::Request::get("http://lb.test/")
+        .header("cookie", "JSESSIONID=abc.node2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
+    let mut warming = send.clone();
+    assert_eq!(warming.send_request(warm).await.unwrap().status(), 200);
+    // pinned to node1 (the TLS HTTP/1.1 member) by the route in its session cookie
+    let asks: Vec<_> = (0..10)
+        .map(|_| {
+            let mut send = send.clone();
+            let req = http::Request::get("http://lb.test/slow")
+                .header("cookie", "JSESSIONID=abc.node1")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            tokio::spawn(async move {
+                let res = send.send_request(req).await.unwrap();
+                (
+                    res.status().as_u16(),
+                    res.headers().contains_key("set-cookie"),
+                )
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for ask in asks {
+        let (status, re_pinned) = tokio::time::timeout(Duration::from_secs(10), ask)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!re_pinned, "a session moved");
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
     let mut expected = vec![200; 7];
     expected.resize(10, 503);
     assert_eq!(statuses, expected);

@@ -46,6 +46,11 @@ pub enum UpstreamErrorKind {
     /// system is out of file descriptors): nothing was sent, and the member is not at fault,
     /// so it is never counted against it; the client gets 503.
     Local,
+    /// The balancer had no place under its own connection caps for another member
+    /// connection: nothing was sent, never counted against the member, and not sent to
+    /// another member either, which would move a session pinned to this one (a hostile
+    /// test, round 14, saw 114 of 300 pinned requests re-pinned so); the client gets 503.
+    Capacity,
 }
 
 /// A failure talking to a member.
@@ -82,7 +87,10 @@ impl UpstreamError {
     pub const fn maybe_sent(&self) -> bool {
         !matches!(
             self.kind,
-            UpstreamErrorKind::Connect | UpstreamErrorKind::Local | UpstreamErrorKind::Refused
+            UpstreamErrorKind::Connect
+                | UpstreamErrorKind::Local
+                | UpstreamErrorKind::Refused
+                | UpstreamErrorKind::Capacity
         )
     }
 
@@ -97,7 +105,8 @@ impl UpstreamError {
             UpstreamErrorKind::ClientBody
             | UpstreamErrorKind::NotSwitched
             | UpstreamErrorKind::Refused
-            | UpstreamErrorKind::Local => None,
+            | UpstreamErrorKind::Local
+            | UpstreamErrorKind::Capacity => None,
         }
     }
 
@@ -108,7 +117,9 @@ impl UpstreamError {
         match self.kind {
             UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             UpstreamErrorKind::ClientBody => StatusCode::BAD_REQUEST,
-            UpstreamErrorKind::Local => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamErrorKind::Local | UpstreamErrorKind::Capacity => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -125,6 +136,9 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::NotSwitched => "member did not switch protocols",
             UpstreamErrorKind::Refused => "member refused the request before processing it",
             UpstreamErrorKind::Local => "the balancer could not open a connection to the member",
+            UpstreamErrorKind::Capacity => {
+                "the balancer had no place under its connection caps for a member connection"
+            }
         })
     }
 }

@@ -23,12 +23,12 @@ use tower_balancer::upstream::{UpstreamError, UpstreamErrorKind};
 use tower_service::Service;
 
 use super::body::MemberBody;
-use super::client_h2::{after_connect, h2_exchange, shared_h2};
+use super::client_h2::{h2_exchange, shared_h2};
 use super::config::MAX_MEMBER_HEAD_BYTES;
 use super::error::{from_hyper, NotSent};
 use super::h1::{self, Failure, Io};
 use super::origin::{http1_head, NoOrigin, Origin};
-use super::pool::{H2Route, Pool};
+use super::pool::Pool;
 use super::service::Connector;
 
 /// The answer of one exchange with a member, boxed: it moves out whole when the client goes
@@ -104,17 +104,16 @@ where
         if req.headers().contains_key(header::UPGRADE) {
             return own_connection(inner, member, req);
         }
-        match inner.pool.h2_route(&member, origin.is_tls()) {
-            H2Route::Ready(h2, id) => shared_h2(inner, member, (h2, id), req),
-            H2Route::Wait(made) => Box::pin(after_connect(inner, member, req, made)),
-            H2Route::Connect(connecting) => {
-                let exchange = own_connection(inner, member, req);
-                Box::pin(async move {
-                    let _connecting = connecting;
-                    exchange.await
-                })
-            }
-            H2Route::Unknown => own_connection(inner, member, req),
+        // HTTP/2 is chosen by ALPN: never without TLS (no `h2c`), so a plain member's
+        // requests skip the lookup
+        let shared = if origin.is_tls() {
+            inner.pool.h2(&member)
+        } else {
+            None
+        };
+        match shared {
+            Some(h2) => shared_h2(inner, member, h2, req),
+            None => own_connection(inner, member, req),
         }
     }
 }
@@ -148,12 +147,13 @@ where
 /// A request that goes out on a member connection of its own, rather than a member's shared
 /// HTTP/2 one: an HTTP/2 client's stream takes its place under the connection caps for it
 /// (`StreamClaim`); with none to be had it fails before anything is sent (503, or 429 past
-/// its client's share), never counted against the member.
+/// its client's share), never counted against the member nor sent to another one
+/// (`UpstreamErrorKind::Capacity`).
 fn claim_connection<B>(req: &Request<B>) -> Result<(), UpstreamError> {
     match req.extensions().get::<crate::serve::StreamClaim>() {
         Some(claim) => claim
             .claim()
-            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Local, e)),
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Capacity, e)),
         None => Ok(()),
     }
 }
@@ -290,7 +290,6 @@ where
         let origin = Origin::of(member.endpoint()).ok_or_else(no_origin)?;
         return h2_exchange(&inner.pool, &member, io, req, &origin).await;
     }
-    inner.pool.chose_http1(&member);
     let home = (inner.pool.home(), member.clone());
     match h1::send(Box::new(Io::new(io)), &head, req.method(), home).await {
         Ok(res) => Ok(res.map(MemberBody::own)),
@@ -351,7 +350,6 @@ where
     }
     if !upgrade {
         // offered HTTP/2, it chose HTTP/1.1
-        inner.pool.chose_http1(&member);
     }
     // hyper's connection task waits on its socket alone: a member that stops reading would
     // hold it, and its descriptor, for ever (`send_stall`)

@@ -1,6 +1,5 @@
 //! The member client's HTTP/2 side: a request over a member's shared HTTP/2 connection,
-//! the first request on a new connection that chose HTTP/2, and a request waiting for the
-//! connection a request beside it is making.
+//! and the first request on a new connection that chose HTTP/2.
 //!
 //! Why apart from `client.rs`: one connection carries every request to such a member, so
 //! what goes wrong is the connection's (a `GOAWAY`, a close before the request went out),
@@ -20,14 +19,14 @@ use super::body::MemberBody;
 use super::client::{failed, no_origin, own_connection, Inner, MemberFuture};
 use super::error::{from_hyper, NotSent};
 use super::origin::{h2_target, Origin};
-use super::pool::{H2Route, Pool};
+use super::pool::Pool;
 use super::service::Connector;
 
-/// `req` over the member's shared HTTP/2 connection `h2` (and which it is).
+/// `req` over the member's shared HTTP/2 connection `h2`.
 pub(super) fn shared_h2<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
-    h2: (http2::SendRequest<B>, u64),
+    h2: http2::SendRequest<B>,
     mut req: Request<B>,
 ) -> MemberFuture
 where
@@ -44,41 +43,18 @@ where
     }
 }
 
-/// `req`, once the member's HTTP/2 connection a request beside it is making is made (over
-/// it), or failed or chose HTTP/1.1 (over a connection of its own).
-pub(super) async fn after_connect<B>(
-    inner: Arc<Inner<B>>,
-    member: Arc<Member>,
-    req: Request<B>,
-    made: Arc<tokio::sync::Semaphore>,
-) -> Result<Response<MemberBody>, UpstreamError>
-where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    // never granted a permit: it fails once closed, which is what is awaited
-    let _ = made.acquire().await;
-    match inner.pool.h2(&member) {
-        Some(h2) => shared_h2(inner, member, h2, req).await,
-        None => own_connection(inner, member, req).await,
-    }
-}
-
-/// How many of the member's shared HTTP/2 connections a request tries when each sends it
-/// back unsent, before it goes on a connection of its own.
-const SHARED_TRIES: usize = 2;
-
-/// One exchange over the member's shared HTTP/2 connection. One going away (a `GOAWAY`,
-/// nginx's after 1,000 requests) sends back the requests it had not sent: they go on the
-/// member's next one, made once for all of them (a request that finds none open makes it,
-/// the rest wait for it), not on a connection each (round 13: a burst of a hundred streams
-/// made a hundred).
+/// One exchange over the member's shared HTTP/2 connection; if it closed before the request
+/// went out (a `GOAWAY`), over a connection of its own instead.
+///
+/// Not on the member's next HTTP/2 connection with the others it sent back, made once for
+/// all of them: tried (round 14), a member closing a connection after 10 requests left
+/// most of a burst waiting for connections that took ten each, and 819–921 of 3,000 got
+/// 502 once their resends were spent, where a connection each gave 2–68.
 async fn h2_pooled<B>(
     inner: Arc<Inner<B>>,
     member: Arc<Member>,
-    (mut h2, mut id): (http2::SendRequest<B>, u64),
-    mut req: Request<B>,
+    mut h2: http2::SendRequest<B>,
+    req: Request<B>,
 ) -> Result<Response<MemberBody>, UpstreamError>
 where
     B: http_body::Body + Send + Unpin + 'static,
@@ -86,36 +62,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let upload = req.extensions().get::<UploadProgress>().cloned();
-    for _ in 0..SHARED_TRIES {
-        match h2.try_send_request(req).await {
-            Ok(res) => return Ok(res.map(MemberBody::hyper)),
-            Err(mut e) => match e.take_message() {
-                Some(back) => req = back,
-                None => return Err(h2_failure(e.into_error(), upload.as_ref())),
-            },
-        }
-        inner.pool.forget_h2(&member, id);
-        let next = match inner.pool.h2_route(&member, true) {
-            H2Route::Ready(next, next_id) => Some((next, next_id)),
-            H2Route::Wait(made) => {
-                // never granted a permit: it fails once closed, which is what is awaited
-                let _ = made.acquire().await;
-                inner.pool.h2(&member)
-            }
-            H2Route::Connect(connecting) => {
-                let _connecting = connecting;
-                return own_connection(inner, member, req).await;
-            }
-            H2Route::Unknown => None,
-        };
-        match next {
-            Some(next) => (h2, id) = next,
-            None => break,
-        }
+    match h2.try_send_request(req).await {
+        Ok(res) => Ok(res.map(MemberBody::hyper)),
+        Err(mut e) => match e.take_message() {
+            // in HTTP/2's form still: `own_connection` makes it HTTP/1.1's, to the
+            // authority it carries
+            Some(req) => own_connection(inner, member, req).await,
+            None => Err(h2_failure(e.into_error(), upload.as_ref())),
+        },
     }
-    // the request is in HTTP/2's form still: `own_connection` makes it HTTP/1.1's, to the
-    // authority it carries
-    own_connection(inner, member, req).await
 }
 
 /// An HTTP/2 exchange's failure: the client's when its body failed, which the member's

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_balancer::registry::Member;
 
@@ -47,42 +46,11 @@ impl Hasher for AddressHasher {
 struct Slot<B> {
     member: Arc<Member>,
     idle: VecDeque<Idle<B>>,
-    /// An HTTP/2 connection, shared by every request to the member, when it was last used,
-    /// and which of the member's it is (`h2_made` when it was kept).
-    h2: Option<(http2::SendRequest<B>, Instant, u64)>,
-    /// The HTTP/2 connections kept so far.
-    h2_made: u64,
-    /// Whether the member's last new connection chose HTTP/2 (`None`: none made yet;
-    /// `Some(false)` too when the last failed).
-    speaks_h2: Option<bool>,
-    /// While a request makes the member's next HTTP/2 connection: closed once it is made
-    /// (or failed), for the requests waiting on it.
-    h2_connecting: Option<Arc<Semaphore>>,
+    /// An HTTP/2 connection, shared by every request to the member, and when it was last
+    /// used.
+    h2: Option<(http2::SendRequest<B>, Instant)>,
     /// Connections of the client's own HTTP/1.1 path, between answers.
     own: VecDeque<OwnIdle>,
-}
-
-impl<B> Slot<B> {
-    fn new(member: &Arc<Member>) -> Self {
-        Self {
-            member: member.clone(),
-            idle: VecDeque::new(),
-            h2: None,
-            h2_made: 0,
-            speaks_h2: None,
-            h2_connecting: None,
-            own: VecDeque::new(),
-        }
-    }
-
-    /// What the member's new connection chose (`Some(false)` when it failed); the requests
-    /// waiting for it go on.
-    fn settled(&mut self, h2: Option<bool>) {
-        self.speaks_h2 = h2;
-        if let Some(made) = self.h2_connecting.take() {
-            made.close();
-        }
-    }
 }
 
 struct OwnIdle {
@@ -229,14 +197,14 @@ impl<B: Send + 'static> Pool<B> {
         self.shared.clone()
     }
 
-    /// The member's HTTP/2 connection, if it has one that is open, and which it is.
-    pub(crate) fn h2(&self, member: &Arc<Member>) -> Option<(http2::SendRequest<B>, u64)> {
+    /// The member's HTTP/2 connection, if it has one that is open.
+    pub(crate) fn h2(&self, member: &Arc<Member>) -> Option<http2::SendRequest<B>> {
         let mut slots = self.slots();
         let slot = slots.get_mut(&key(member))?;
         match &mut slot.h2 {
-            Some((s, used, id)) if !s.is_closed() => {
+            Some((s, used)) if !s.is_closed() => {
                 *used = Instant::now();
-                Some((s.clone(), *id))
+                Some(s.clone())
             }
             Some(_) => {
                 slot.h2 = None;
@@ -246,131 +214,13 @@ impl<B: Send + 'static> Pool<B> {
         }
     }
 
-    /// How a request to `member` reaches it over HTTP/2: on its open connection; by waiting
-    /// for the one a request beside it is making; by making it, when the member chose
-    /// HTTP/2 last time and none is being made; or not known to (it speaks HTTP/1.1, or has
-    /// not been asked yet).
-    ///
-    /// Why wait: requests that found no open connection each made one, every one of them
-    /// to be dropped but the last kept. A burst of a hundred HTTP/2 streams to a member
-    /// whose connection had just closed (nginx's `keepalive_requests`) opened a hundred,
-    /// each holding a place under the connection cap while it was made, and most were
-    /// refused with 503 under a low open-file limit.
-    pub(crate) fn h2_route(&self, member: &Arc<Member>, tls: bool) -> H2Route<B> {
-        if !tls {
-            // HTTP/2 is chosen by ALPN: never without TLS (no `h2c`)
-            return H2Route::Unknown;
-        }
-        let mut slots = self.slots();
-        if !slots.contains_key(&key(member)) {
-            // a member over TLS may choose HTTP/2 on its first connection: its slot keeps
-            // the requests waiting for it (and is reaped if it fails)
-            drop(slots);
-            self.slot(member, |_| {});
-            slots = self.slots();
-        }
-        let Some(slot) = slots.get_mut(&key(member)) else {
-            return H2Route::Unknown;
-        };
-        match &mut slot.h2 {
-            Some((s, used, id)) if !s.is_closed() => {
-                *used = Instant::now();
-                return H2Route::Ready(s.clone(), *id);
-            }
-            Some(_) => slot.h2 = None,
-            None => {}
-        }
-        if slot.speaks_h2 == Some(false) {
-            return H2Route::Unknown;
-        }
-        if let Some(made) = &slot.h2_connecting {
-            return H2Route::Wait(made.clone());
-        }
-        let made = Arc::new(Semaphore::new(0));
-        slot.h2_connecting = Some(made.clone());
-        H2Route::Connect(H2Connecting {
-            shared: self.shared.clone(),
-            key: key(member),
-            made,
-        })
-    }
-
-    /// A new connection to `member` chose HTTP/1.1: requests waiting for an HTTP/2 one go
-    /// on their own, and later ones do not wait.
-    pub(crate) fn chose_http1(&self, member: &Arc<Member>) {
-        self.slot(member, |slot| slot.settled(Some(false)));
-    }
-
-    /// Keeps `sender` as the member's HTTP/2 connection; the requests waiting for one go
-    /// on it.
+    /// Keeps `sender` as the member's HTTP/2 connection.
     pub(crate) fn set_h2(&self, member: &Arc<Member>, sender: http2::SendRequest<B>) {
-        self.slot(member, |slot| {
-            slot.h2_made += 1;
-            slot.h2 = Some((sender, Instant::now(), slot.h2_made));
-            slot.settled(Some(true));
-        });
-    }
-
-    /// The member's HTTP/2 connection `id` sent a request back unsent (it is going away,
-    /// a `GOAWAY`): no later request is given it, and the next makes a new one.
-    pub(crate) fn forget_h2(&self, member: &Arc<Member>, id: u64) {
-        let mut slots = self.slots();
-        if let Some(slot) = slots.get_mut(&key(member)) {
-            if slot.h2.as_ref().is_some_and(|(_, _, kept)| *kept == id) {
-                slot.h2 = None;
-            }
-        }
+        self.slot(member, |slot| slot.h2 = Some((sender, Instant::now())));
     }
 
     fn slot(&self, member: &Arc<Member>, f: impl FnOnce(&mut Slot<B>)) {
         in_slot(&self.shared, member, f);
-    }
-}
-
-/// See [`Pool::h2_route`].
-pub(crate) enum H2Route<B> {
-    /// The member's open HTTP/2 connection, and which it is.
-    Ready(http2::SendRequest<B>, u64),
-    /// Closed once the connection a request beside this one is making is made, or failed.
-    Wait(Arc<Semaphore>),
-    /// This request makes the connection; held until it is made or failed.
-    Connect(H2Connecting<B>),
-    /// Not known to speak HTTP/2.
-    Unknown,
-}
-
-/// A request making a member's HTTP/2 connection, for the requests waiting on it: when
-/// dropped with none made (the connect failed), the member is no longer taken to speak
-/// HTTP/2 until a connection to it chooses it again, and the waiting requests go on their
-/// own connections.
-pub(crate) struct H2Connecting<B> {
-    shared: Arc<Shared<B>>,
-    key: usize,
-    made: Arc<Semaphore>,
-}
-
-impl<B> Drop for H2Connecting<B> {
-    fn drop(&mut self) {
-        if self.made.is_closed() {
-            return;
-        }
-        let mut slots = self
-            .shared
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(slot) = slots.get_mut(&self.key) {
-            let ours = slot
-                .h2_connecting
-                .as_ref()
-                .is_some_and(|m| Arc::ptr_eq(m, &self.made));
-            if ours {
-                // a member that failed its connect is not waited on: requests to a dead
-                // one must fail each on its own connect, not one after another
-                slot.settled(Some(false));
-            }
-        }
-        self.made.close();
     }
 }
 
@@ -394,9 +244,12 @@ fn in_slot<B: Send + 'static>(
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = slots
-            .entry(key(member))
-            .or_insert_with(|| Slot::new(member));
+        let slot = slots.entry(key(member)).or_insert_with(|| Slot {
+            member: member.clone(),
+            idle: VecDeque::new(),
+            h2: None,
+            own: VecDeque::new(),
+        });
         f(slot);
     }
     reap_in_background(shared);
@@ -456,14 +309,11 @@ fn reap<B>(shared: &Shared<B>) {
         if slot
             .h2
             .as_ref()
-            .is_some_and(|(s, used, _)| s.is_closed() || !open(*used))
+            .is_some_and(|(s, used)| s.is_closed() || !open(*used))
         {
             slot.h2 = None;
         }
-        !slot.idle.is_empty()
-            || slot.h2.is_some()
-            || !slot.own.is_empty()
-            || slot.h2_connecting.is_some()
+        !slot.idle.is_empty() || slot.h2.is_some() || !slot.own.is_empty()
     });
 }
 

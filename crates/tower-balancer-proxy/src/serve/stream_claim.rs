@@ -10,8 +10,10 @@
 //! 503s with 25 descriptors in use (round 13). A stream to an HTTP/1.1 member (or to an
 //! HTTP/2 member whose connection is still to be made) claims its place as it takes a
 //! member connection, and one that finds none fails with [`StreamRefused`] before anything
-//! is sent: failover may send it to a member with a shared connection, else the client gets
-//! 503 (429 past its own share under the per-client cap) with `Retry-After: 1`.
+//! is sent: the client gets 503 (429 past its own share under the per-client cap) with
+//! `Retry-After: 1`. Failover does not send it to another member (`UpstreamErrorKind::
+//! Capacity`): a session pinned to this one would move (round 14: 114 of 300 pinned
+//! requests were re-pinned so).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -39,7 +41,7 @@ struct State {
     progress: Arc<Progress>,
     state: AtomicU8,
     /// The last refusal (`REFUSED_*`), for the server to count if the answer is its 503
-    /// or 429: failover may have found a member with a shared connection since.
+    /// or 429 (a layer may have answered otherwise since).
     refused: AtomicU8,
 }
 
@@ -126,8 +128,7 @@ impl StreamClaim {
 /// became, whichever layer made it) with the requests refused for it:
 /// `lb_client_requests_refused_total{reason="capacity"}` for the server's cap, said at WARN
 /// once a second; with the connections the per-client cap refused for its client's share.
-/// Failover may have found a member with a shared connection since: a stream answered
-/// otherwise is not counted.
+/// A stream answered otherwise (a layer's own answer) is not counted.
 pub(super) fn count_refused(progress: &Progress, claim: &StreamClaim, status: http::StatusCode) {
     match claim.refused() {
         Some(StreamRefused::Server) if status == http::StatusCode::SERVICE_UNAVAILABLE => {

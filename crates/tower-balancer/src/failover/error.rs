@@ -21,6 +21,10 @@ pub enum NotRetried {
     DeadlineExceeded,
     /// The failure was the client's (its body failed).
     ClientError,
+    /// The balancer had no place for another member connection
+    /// ([`UpstreamErrorKind::Capacity`](crate::upstream::UpstreamErrorKind::Capacity)):
+    /// another member would move the request's session.
+    Capacity,
 }
 
 impl fmt::Display for NotRetried {
@@ -34,6 +38,7 @@ impl fmt::Display for NotRetried {
             Self::AttemptsExhausted => "not retried: no attempts or members left",
             Self::DeadlineExceeded => "not retried: deadline exceeded",
             Self::ClientError => "not retried: the client's request failed",
+            Self::Capacity => "not retried: the balancer had no place for a member connection",
         })
     }
 }

@@ -454,6 +454,7 @@ fn judge<B, RB>(
             );
             let reason = match upstream {
                 Some(UpstreamErrorKind::ClientBody) => Some(NotRetried::ClientError),
+                Some(UpstreamErrorKind::Capacity) => Some(NotRetried::Capacity),
                 // nothing was sent, or nothing of it processed: safe for every method
                 Some(
                     UpstreamErrorKind::Connect
