@@ -183,13 +183,7 @@ fn connection_service<S: Servable>(
         let mut guard = InFlight::new(heads.clone());
         let conn_progress = heads.clone();
         let connect = req.method() == http::Method::CONNECT;
-        req.extensions_mut().insert(ClientAddr(peer));
-        if let Some(sni) = &tls {
-            req.extensions_mut().insert(ClientTls);
-            if let Some(name) = sni {
-                req.extensions_mut().insert(ClientTlsName(name.clone()));
-            }
-        }
+        tag_client(&mut req, peer, tls.as_ref());
         let admission = admit(&req, &conn_progress, max_fields, &mut guard);
         if matches!(admission, Ok(None)) && req.version() == http::Version::HTTP_2 {
             // a stream takes a place for its member connection only if it goes out on one of
@@ -248,6 +242,18 @@ fn connection_service<S: Servable>(
             Ok::<_, std::convert::Infallible>(res.map(|b| Tracked::new(b, guard)))
         }
     })
+}
+
+/// Tags `req` with its client's address, and over TLS (`tls`: `Some`) with TLS and the name
+/// the client gave in it.
+fn tag_client<B>(req: &mut Request<B>, peer: SocketAddr, tls: Option<&Option<Arc<str>>>) {
+    req.extensions_mut().insert(ClientAddr(peer));
+    if let Some(sni) = tls {
+        req.extensions_mut().insert(ClientTls);
+        if let Some(name) = sni {
+            req.extensions_mut().insert(ClientTlsName(name.clone()));
+        }
+    }
 }
 
 /// The header count hyper's HTTP/1 parser holds to when given no limit (hyper's
